@@ -1,0 +1,109 @@
+"""Shared fixtures: the demo configuration, and session connections to the real local stack.
+
+Integration and e2e tests talk to the servers `make stack-up` starts on 127.0.0.1; when a server is not there
+the fixture fails the test with the command to run instead of hanging.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import boto3
+import pytest
+import pytest_asyncio
+from botocore.client import Config
+from mypy_boto3_s3 import S3Client
+
+from tests.support import REPO_ROOT, load_demo_env
+
+DEMO_ENV = load_demo_env()
+for _name, _value in DEMO_ENV.items():
+    os.environ.setdefault(_name, _value)
+
+
+def require_port(part: str, port: int) -> None:
+    """Fail (not skip) when a stack server is down: a silently skipped integration test proves nothing."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return
+    except OSError:
+        pytest.fail(f"{part} is not listening on 127.0.0.1:{port}: run `make stack-up` first", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def demo_env() -> dict[str, str]:
+    return dict(DEMO_ENV)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> str:
+    port = int(DEMO_ENV["WA_KAFKA_PORT"])
+    require_port("Kafka", port)
+    return f"127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="session")
+def s3_client() -> S3Client:
+    port = int(DEMO_ENV["WA_S3_PORT"])
+    require_port("SeaweedFS (S3)", port)
+    return boto3.client(
+        "s3",
+        endpoint_url=f"http://127.0.0.1:{port}",
+        aws_access_key_id=DEMO_ENV["WA_S3_ACCESS_KEY"],
+        aws_secret_access_key=DEMO_ENV["WA_S3_SECRET_KEY"],
+        region_name="us-east-1",
+        config=Config(s3={"addressing_style": "path"}),
+    )
+
+
+@pytest.fixture(scope="session")
+def pg_dsn() -> str:
+    port = int(DEMO_ENV["WA_PG_PORT"])
+    require_port("PostgreSQL", port)
+    return (
+        f"postgresql://{DEMO_ENV['WA_PG_USER']}:{DEMO_ENV['WA_PG_PASSWORD']}"
+        f"@127.0.0.1:{port}/{DEMO_ENV['WA_PG_DATABASE']}"
+    )
+
+
+@pytest.fixture(scope="session")
+async def pg_pool(pg_dsn: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await asyncpg.create_pool(pg_dsn, min_size=1, max_size=4)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+@pytest.fixture(scope="session")
+def prometheus_url() -> str:
+    port = int(DEMO_ENV["WA_PROMETHEUS_PORT"])
+    require_port("Prometheus", port)
+    return f"http://127.0.0.1:{port}"
+
+
+@pytest_asyncio.fixture(autouse=True, loop_scope="session")
+async def _no_silent_background_failure() -> AsyncIterator[None]:
+    """Fail a test when a background task of the event loop died with an exception nobody awaited."""
+    loop = asyncio.get_running_loop()
+    failures: list[dict[str, Any]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: failures.append(context))
+    try:
+        yield
+    finally:
+        loop.set_exception_handler(previous)
+    if failures:
+        details = "; ".join(f"{c.get('message')}: {c.get('exception')!r}" for c in failures)
+        pytest.fail(f"a background task failed silently during the test: {details}", pytrace=False)
