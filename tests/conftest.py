@@ -20,6 +20,7 @@ import pytest_asyncio
 from botocore.client import Config
 from mypy_boto3_s3 import S3Client
 
+from services.core.schema import connect_pool
 from tests.support import REPO_ROOT, load_demo_env
 
 DEMO_ENV = load_demo_env()
@@ -79,7 +80,7 @@ def pg_dsn() -> str:
 
 @pytest.fixture(scope="session")
 async def pg_pool(pg_dsn: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await asyncpg.create_pool(pg_dsn, min_size=1, max_size=4)
+    pool = await connect_pool(pg_dsn, min_size=1, max_size=4)  # the schema, migrated
     try:
         yield pool
     finally:

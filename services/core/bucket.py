@@ -1,0 +1,188 @@
+"""The archive bucket: plain S3 calls through boto3 (portable to AWS S3, SeaweedFS, MinIO, Ceph RGW).
+
+boto3 is synchronous; every call runs in a worker thread so the event loop keeps consuming. Errors are split
+into the two kinds the archiver acts on: :class:`StorageUnavailable` (network, 5xx, throttling — retry, do not
+commit) and anything else, which is a bug or a misconfiguration and propagates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
+
+import boto3
+from botocore.client import Config
+from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, EndpointConnectionError
+from mypy_boto3_s3 import S3Client
+
+from services.core.settings import S3Settings
+
+T = TypeVar("T")
+
+TRANSIENT_CODES = frozenset(
+    {
+        "InternalError",
+        "ServiceUnavailable",
+        "SlowDown",
+        "RequestTimeout",
+        "503",
+        "500",
+        "502",
+        "504",
+        "Throttling",
+    }
+)
+
+
+class StorageUnavailable(Exception):
+    """The object store did not take or give the object this time; retrying later may succeed."""
+
+
+class ObjectLocked(Exception):
+    """The object is under Object Lock retention or legal hold and cannot be deleted yet."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredObject:
+    key: str
+    size: int
+    last_modified: datetime
+
+
+def make_s3_client(settings: S3Settings) -> S3Client:
+    return boto3.client(
+        "s3",
+        endpoint_url=settings.endpoint_url,
+        region_name=settings.region,
+        aws_access_key_id=settings.access_key,
+        aws_secret_access_key=settings.secret_key.get_secret_value() if settings.secret_key else None,
+        config=Config(
+            s3={"addressing_style": "path"},
+            max_pool_connections=settings.max_pool_connections,
+            retries={"max_attempts": 2, "mode": "standard"},
+            connect_timeout=5,
+            read_timeout=60,
+        ),
+    )
+
+
+def _is_transient(exc: Exception) -> bool:
+    if isinstance(exc, EndpointConnectionError | ConnectionError):
+        return True
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        return error.get("Code", "") in TRANSIENT_CODES or status >= 500
+    return isinstance(exc, BotoCoreError)
+
+
+class ArchiveBucket:
+    def __init__(self, settings: S3Settings, client: S3Client | None = None) -> None:
+        self.settings = settings
+        self.name = settings.bucket
+        self.client = client or make_s3_client(settings)
+
+    def retain_until(self, now: datetime) -> datetime | None:
+        """When Object Lock is configured: the retention date of an object written at ``now``."""
+        if not self.settings.object_lock_mode:
+            return None
+        return now + timedelta(days=self.settings.object_lock_days)
+
+    async def put(self, key: str, body: bytes, *, now: datetime | None = None) -> datetime | None:
+        """Write (or overwrite — keys are deterministic) one object; returns its Object Lock retain-until date."""
+        until = self.retain_until(now or datetime.now(UTC))
+
+        def call() -> None:
+            if until is not None and self.settings.object_lock_mode:
+                self.client.put_object(
+                    Bucket=self.name,
+                    Key=key,
+                    Body=body,
+                    ObjectLockMode=self.settings.object_lock_mode,
+                    ObjectLockRetainUntilDate=until,
+                )
+            else:
+                self.client.put_object(Bucket=self.name, Key=key, Body=body)
+
+        await self._run(call)
+        return until
+
+    async def get(self, key: str) -> bytes:
+        def call() -> bytes:
+            return self.client.get_object(Bucket=self.name, Key=key)["Body"].read()
+
+        return await self._run(call)
+
+    async def delete_many(self, keys: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+        """Delete up to 1,000 keys in one DeleteObjects call (the current version, so a delete marker under
+        versioning); returns (deleted keys, {key: error code}) — a locked object is reported, not raised."""
+
+        def call() -> tuple[list[str], dict[str, str]]:
+            if not keys:
+                return [], {}
+            answer = self.client.delete_objects(
+                Bucket=self.name, Delete={"Objects": [{"Key": k} for k in keys], "Quiet": False}
+            )
+            deleted = [d["Key"] for d in answer.get("Deleted", []) if "Key" in d]
+            errors = {e["Key"]: e.get("Code", "Error") for e in answer.get("Errors", []) if "Key" in e}
+            return deleted, errors
+
+        return await self._run(call)
+
+    async def delete_all_versions(self, key: str) -> int:
+        """Remove every version of ``key`` (used by erasure where Object Lock allows it); returns versions
+        removed. Raises ObjectLocked when a version is still under retention."""
+
+        def call() -> int:
+            removed = 0
+            listing = self.client.list_object_versions(Bucket=self.name, Prefix=key)
+            versions = [
+                *listing.get("Versions", []),
+                *listing.get("DeleteMarkers", []),
+            ]
+            for version in versions:
+                if version.get("Key") != key:
+                    continue
+                try:
+                    self.client.delete_object(Bucket=self.name, Key=key, VersionId=version["VersionId"])
+                    removed += 1
+                except ClientError as exc:
+                    if exc.response.get("Error", {}).get("Code") == "AccessDenied":
+                        raise ObjectLocked(key) from exc
+                    raise
+            return removed
+
+        return await self._run(call)
+
+    async def list_objects(self, prefix: str) -> AsyncIterator[StoredObject]:
+        """Every current object under ``prefix``, page by page (ListObjectsV2)."""
+        token: str | None = None
+        while True:
+
+            def page(token: str | None = token) -> tuple[list[StoredObject], str | None]:
+                kwargs: dict[str, object] = {"Bucket": self.name, "Prefix": prefix, "MaxKeys": 1000}
+                if token:
+                    kwargs["ContinuationToken"] = token
+                answer = self.client.list_objects_v2(**kwargs)  # type: ignore[arg-type]
+                found = [
+                    StoredObject(o["Key"], o.get("Size", 0), o.get("LastModified", datetime.now(UTC)))
+                    for o in answer.get("Contents", [])
+                ]
+                return found, answer.get("NextContinuationToken") if answer.get("IsTruncated") else None
+
+            found, token = await self._run(page)
+            for item in found:
+                yield item
+            if token is None:
+                return
+
+    async def _run(self, call: Callable[[], T]) -> T:
+        try:
+            return await asyncio.to_thread(call)
+        except (ClientError, BotoCoreError) as exc:
+            if _is_transient(exc):
+                raise StorageUnavailable(f"s3 unavailable: {type(exc).__name__}") from exc
+            raise

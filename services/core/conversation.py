@@ -1,0 +1,255 @@
+"""Retrieval: a person's conversation with its original content, statuses, edits and deletions.
+
+:func:`load_conversation` is what the crisis user came for: "message X: content …; edited at …; deleted by the
+sender at …". It refuses without a reason, writes the audit row *before* anything is decrypted, and returns the
+messages in time order. Records whose key was shredded (erasure) are left out and counted.
+
+:func:`assemble` is the pure part: envelopes in, :class:`ConversationMessage` out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import orjson
+
+from services.core.reader import ArchiveReader, RecordLocation
+from services.core.subjects import require_reason, resolve_subject_refs, write_audit
+
+MESSAGE_KINDS = frozenset({"message", "echo", "history", "outbound"})
+STATUS_ORDER = {"sent": 1, "delivered": 2, "read": 3, "played": 4, "failed": 5, "deleted": 6}
+
+
+@dataclass
+class Change:
+    """An edit or a deletion of a message, as archived when it arrived."""
+
+    event_id: str
+    kind: str  # edit | revoke | deleted-status
+    by: str  # customer | business
+    at: int | None
+    payload: Any
+
+
+@dataclass
+class ConversationMessage:
+    event_id: str
+    message_id: str | None
+    kind: str
+    type: str | None
+    direction: str  # inbound | outbound
+    timestamp: int | None
+    received_at: str
+    payload: Any
+    statuses: list[tuple[str, int | None]] = field(default_factory=list)
+    edits: list[Change] = field(default_factory=list)
+    deletion: Change | None = None
+    media: dict[str, Any] | None = None
+
+    @property
+    def latest_status(self) -> str | None:
+        if not self.statuses:
+            return None
+        return max(self.statuses, key=lambda s: (STATUS_ORDER.get(s[0], 0), s[1] or 0))[0]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "event_id": self.event_id,
+            "message_id": self.message_id,
+            "kind": self.kind,
+            "type": self.type,
+            "direction": self.direction,
+            "timestamp": self.timestamp,
+            "received_at": self.received_at,
+            "latest_status": self.latest_status,
+            "statuses": [{"status": s, "timestamp": t} for s, t in self.statuses],
+            "edits": [
+                {"event_id": e.event_id, "by": e.by, "timestamp": e.at, "payload": e.payload} for e in self.edits
+            ],
+            "deleted": None
+            if self.deletion is None
+            else {
+                "event_id": self.deletion.event_id,
+                "by": self.deletion.by,
+                "timestamp": self.deletion.at,
+                "how": self.deletion.kind,
+            },
+            "media": self.media,
+            "payload": self.payload,
+        }
+
+
+def _direction(envelope: dict[str, Any]) -> str:
+    kind = envelope.get("kind")
+    if kind in ("echo", "outbound"):
+        return "outbound"
+    if kind == "history":
+        subject = envelope.get("subject") or {}
+        sender = (envelope.get("payload") or {}).get("from")
+        return "inbound" if sender and sender in (subject.get("wa_id"), subject.get("user_id")) else "outbound"
+    return "inbound"
+
+
+def _change_kind(envelope: dict[str, Any]) -> str | None:
+    if envelope.get("kind") == "status":
+        return "deleted-status" if envelope.get("type") == "deleted" else None
+    if envelope.get("kind") in MESSAGE_KINDS and envelope.get("type") in ("edit", "revoke"):
+        return str(envelope["type"])
+    return None
+
+
+def assemble(
+    envelopes: Iterable[dict[str, Any]], media: dict[str, dict[str, Any]] | None = None
+) -> list[ConversationMessage]:
+    """Group a person's events into messages with their statuses, edits and deletion (pure)."""
+    ordered = sorted(envelopes, key=lambda e: (e.get("timestamp") or 0, e.get("received_at") or ""))
+    messages: dict[str, ConversationMessage] = {}
+    result: list[ConversationMessage] = []
+    pending: list[dict[str, Any]] = []
+    for envelope in ordered:
+        if envelope.get("kind") == "status" or _change_kind(envelope):
+            pending.append(envelope)
+            continue
+        message = ConversationMessage(
+            event_id=envelope["event_id"],
+            message_id=envelope.get("message_id"),
+            kind=envelope["kind"],
+            type=envelope.get("type"),
+            direction=_direction(envelope),
+            timestamp=envelope.get("timestamp"),
+            received_at=envelope.get("received_at", ""),
+            payload=envelope.get("payload"),
+            media=(media or {}).get(envelope["event_id"]),
+        )
+        result.append(message)
+        if message.message_id and message.message_id not in messages:
+            messages[message.message_id] = message
+    for envelope in pending:
+        change = _change_kind(envelope)
+        target_id = envelope.get("original_message_id") or envelope.get("message_id")
+        target = messages.get(target_id) if target_id else None
+        if envelope.get("kind") == "status" and change is None:
+            if target is not None:
+                target.statuses.append((str(envelope.get("type")), envelope.get("timestamp")))
+            continue
+        by = "business" if envelope.get("kind") in ("echo", "outbound", "status") else "customer"
+        record = Change(envelope["event_id"], change or "", by, envelope.get("timestamp"), envelope.get("payload"))
+        if target is None:
+            # The original was not archived (it predates the archive): keep the change visible on its own.
+            orphan = ConversationMessage(
+                event_id=envelope["event_id"],
+                message_id=target_id,
+                kind=envelope["kind"],
+                type=envelope.get("type"),
+                direction=_direction(envelope),
+                timestamp=envelope.get("timestamp"),
+                received_at=envelope.get("received_at", ""),
+                payload=envelope.get("payload"),
+            )
+            result.append(orphan)
+            continue
+        if change == "edit":
+            target.edits.append(record)
+        elif target.deletion is None:
+            target.deletion = record
+    return sorted(result, key=lambda m: (m.timestamp or 0, m.received_at))
+
+
+@dataclass
+class Conversation:
+    subject_refs: list[str]
+    messages: list[ConversationMessage]
+    shredded_records: int
+
+
+async def load_conversation(
+    pool: asyncpg.Pool,
+    reader: ArchiveReader,
+    pepper: bytes,
+    *,
+    contact: str,
+    phone_number_id: str | None,
+    actor: str,
+    reason: str | None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    purpose: str = "retrieval",
+) -> Conversation:
+    reason = require_reason(reason)
+    async with pool.acquire() as conn:
+        refs = await resolve_subject_refs(conn, pepper, contact, phone_number_id)
+        rows = await conn.fetch(
+            "SELECT event_id, object_key, record_index, subject_ref FROM archived_events "
+            "WHERE subject_ref = ANY($1::text[]) ORDER BY event_time, kafka_offset",
+            refs,
+        )
+        media_rows = await conn.fetch(
+            "SELECT event_id, status, object_key, mime_type, size_bytes, failure FROM archived_media "
+            "WHERE subject_ref = ANY($1::text[])",
+            refs,
+        )
+        counts: dict[str, int] = {}
+        for row in rows:
+            counts[row["subject_ref"]] = counts.get(row["subject_ref"], 0) + 1
+        # The audit row comes first: no disclosure without a trace, even if the read then fails.
+        async with conn.transaction():
+            for ref, count in sorted(counts.items()):
+                await write_audit(conn, actor=actor, action=purpose, reason=reason, subject_ref=ref, record_count=count)
+    opened = await reader.open([RecordLocation(r["event_id"], r["object_key"], r["record_index"]) for r in rows])
+    envelopes = [orjson.loads(value) for value in opened.values() if value is not None]
+    shredded = sum(1 for value in opened.values() if value is None)
+    media = {row["event_id"]: dict(row) for row in media_rows}
+    messages = assemble(envelopes, media)
+    if since is not None or until is not None:
+        low = since.timestamp() if since else float("-inf")
+        high = until.timestamp() if until else float("inf")
+        messages = [m for m in messages if m.timestamp is None or low <= m.timestamp <= high]
+    return Conversation(refs, messages, shredded)
+
+
+def summary(message: ConversationMessage) -> str:
+    """A one-line rendering of a message's content for the table view."""
+    payload = message.payload if isinstance(message.payload, dict) else {}
+    request = payload.get("request") if message.kind == "outbound" else None
+    body = request if isinstance(request, dict) else payload
+    kind = body.get("type") or message.type
+    content = body.get(kind) if isinstance(kind, str) else None
+    if kind == "text" and isinstance(content, dict):
+        return str(content.get("body", ""))
+    if isinstance(content, dict):
+        for key in ("caption", "body", "title", "emoji", "filename", "name"):
+            if content.get(key):
+                return f"[{kind}] {content[key]}"
+    return f"[{kind}]"
+
+
+def render_table(messages: Sequence[ConversationMessage]) -> str:
+    lines = []
+    for message in messages:
+        when = (
+            datetime.fromtimestamp(message.timestamp).isoformat(sep=" ") if message.timestamp else message.received_at
+        )
+        flags = []
+        if message.edits:
+            flags.append(f"edited x{len(message.edits)}")
+        if message.deletion:
+            flags.append(
+                f"DELETED by {message.deletion.by}"
+                + (
+                    f" at {datetime.fromtimestamp(message.deletion.at).isoformat(sep=' ')}"
+                    if message.deletion.at
+                    else ""
+                )
+            )
+        status = message.latest_status or "-"
+        arrow = "<-" if message.direction == "inbound" else "->"
+        lines.append(f"{when}  {arrow} {summary(message)}  [{status}]" + (f"  ({'; '.join(flags)})" if flags else ""))
+        for edit in message.edits:
+            edited = edit.payload.get("edit", {}) if isinstance(edit.payload, dict) else {}
+            new_text = (edited.get("text") or {}).get("body") if isinstance(edited, dict) else None
+            lines.append(f"{'':21}   edit: {new_text if new_text is not None else '[edit]'}")
+    return "\n".join(lines)

@@ -1,0 +1,166 @@
+"""Retention classes: how long each kind of archived record is kept (GDPR Art. 5(1)(e), storage limitation).
+
+The policy is a YAML file, validated at start-up (``PolicyError`` names the offending entry)::
+
+    version: 1
+    default_class: standard          # records no class matches
+    categories:                      # optional category label per business phone number
+      "106540352242922": support
+    classes:                         # first match wins, in this order
+      - name: marketing
+        keep_for: 365d               # units: s, m, h, d, w, y (365 d)
+        match: {kind: [template, account]}
+      - name: support
+        keep_for: 3y
+        match: {category: [support]}
+      - name: standard
+        keep_for: 7y
+
+A match rule may name ``phone_number_id``, ``kind``, ``type`` and ``category``; every key given must match
+(AND), any value of a key may (OR). Classification uses only the pseudonymous metadata of a record, so the index
+can be reclassified (and rebuilt) without decrypting anything.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+MATCH_KEYS = ("phone_number_id", "kind", "type", "category")
+DURATION = re.compile(r"^\s*(\d+)\s*([smhdwy])\s*$")
+UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
+
+
+class PolicyError(ValueError):
+    """The retention policy file is invalid; the message says where."""
+
+
+def parse_duration(text: str) -> timedelta:
+    match = DURATION.match(str(text))
+    if not match or int(match.group(1)) <= 0:
+        raise PolicyError(f"keep_for {text!r} is not a positive duration such as 30d, 12w, 7y")
+    return timedelta(seconds=int(match.group(1)) * UNIT_SECONDS[match.group(2)])
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionClass:
+    name: str
+    keep_for: timedelta
+    match: Mapping[str, frozenset[str]]
+
+    def matches(self, facts: Mapping[str, str | None]) -> bool:
+        return all(facts.get(key) in values for key, values in self.match.items())
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionPolicy:
+    classes: tuple[RetentionClass, ...]
+    default_class: str
+    categories: Mapping[str, str]
+
+    def by_name(self, name: str) -> RetentionClass:
+        for retention_class in self.classes:
+            if retention_class.name == name:
+                return retention_class
+        raise KeyError(name)
+
+    def classify(
+        self, *, phone_number_id: str | None, kind: str, type_: str | None, event_time: datetime
+    ) -> tuple[str, datetime]:
+        """(class name, expiry) of one record."""
+        facts = {
+            "phone_number_id": phone_number_id,
+            "kind": kind,
+            "type": type_,
+            "category": self.categories.get(phone_number_id or ""),
+        }
+        for retention_class in self.classes:
+            if retention_class.match and retention_class.matches(facts):
+                return retention_class.name, event_time + retention_class.keep_for
+        default = self.by_name(self.default_class)
+        return default.name, event_time + default.keep_for
+
+
+def _strings(value: Any, where: str) -> frozenset[str]:
+    values = value if isinstance(value, list) else [value]
+    if not values or not all(isinstance(v, str | int) and str(v) for v in values):
+        raise PolicyError(f"{where}: expected a non-empty list of strings")
+    return frozenset(str(v) for v in values)
+
+
+def parse_policy(document: Any) -> RetentionPolicy:
+    if not isinstance(document, dict):
+        raise PolicyError("the policy must be a mapping with 'classes' and 'default_class'")
+    if document.get("version", 1) != 1:
+        raise PolicyError(f"unsupported policy version {document.get('version')!r} (expected 1)")
+    unknown = set(document) - {"version", "default_class", "categories", "classes"}
+    if unknown:
+        raise PolicyError(f"unknown top-level key(s): {sorted(unknown)}")
+    raw_classes = document.get("classes")
+    if not isinstance(raw_classes, list) or not raw_classes:
+        raise PolicyError("'classes' must be a non-empty list")
+    classes: list[RetentionClass] = []
+    for position, raw in enumerate(raw_classes):
+        where = f"classes[{position}]"
+        if not isinstance(raw, dict) or not isinstance(raw.get("name"), str) or not raw["name"]:
+            raise PolicyError(f"{where}: needs a 'name'")
+        where = f"class {raw['name']!r}"
+        if "keep_for" not in raw:
+            raise PolicyError(f"{where}: needs 'keep_for'")
+        extra = set(raw) - {"name", "keep_for", "match", "description"}
+        if extra:
+            raise PolicyError(f"{where}: unknown key(s) {sorted(extra)}")
+        match_raw = raw.get("match") or {}
+        if not isinstance(match_raw, dict):
+            raise PolicyError(f"{where}: 'match' must be a mapping")
+        bad_keys = set(match_raw) - set(MATCH_KEYS)
+        if bad_keys:
+            raise PolicyError(f"{where}: match keys must be among {list(MATCH_KEYS)}, not {sorted(bad_keys)}")
+        match = {key: _strings(value, f"{where}.match.{key}") for key, value in match_raw.items()}
+        try:
+            keep_for = parse_duration(raw["keep_for"])
+        except PolicyError as exc:
+            raise PolicyError(f"{where}: {exc}") from None
+        classes.append(RetentionClass(raw["name"], keep_for, match))
+    names = [c.name for c in classes]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise PolicyError(f"class names must be unique: {duplicates}")
+    default = document.get("default_class")
+    if default not in names:
+        raise PolicyError(f"default_class {default!r} is not one of the classes {names}")
+    categories_raw = document.get("categories") or {}
+    if not isinstance(categories_raw, dict):
+        raise PolicyError("'categories' must map phone_number_id to a label")
+    categories = {str(k): str(v) for k, v in categories_raw.items()}
+    return RetentionPolicy(tuple(classes), str(default), categories)
+
+
+def load_policy(path: Path) -> RetentionPolicy:
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise PolicyError(f"cannot read the retention policy {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise PolicyError(f"{path} is not valid YAML: {exc}") from None
+    try:
+        return parse_policy(document)
+    except PolicyError as exc:
+        raise PolicyError(f"{path}: {exc}") from None
+
+
+DEFAULT_POLICY = RetentionPolicy(
+    classes=(RetentionClass("standard", timedelta(days=7 * 365), {}),),
+    default_class="standard",
+    categories={},
+)
+
+
+def class_names(policy: RetentionPolicy) -> Sequence[str]:
+    return [c.name for c in policy.classes]

@@ -1,0 +1,66 @@
+"""Read archived records back: object → container → the record's DEK → verified plaintext.
+
+Contract of :meth:`ArchiveReader.open`: for each requested (event_id, object_key, record_index) it returns the
+exact bytes that were archived (the Kafka record value, byte for byte), or ``None`` when the subject's key was
+shredded (erasure) — never another record's data: the record's position is checked against its event id, and
+AES-GCM authenticates the bytes with the event id and subject pseudonym as associated data. A record that fails
+authentication raises :class:`RecordTampered`; an object that fails its checksum raises ``ContainerError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from services.core.bucket import ArchiveBucket
+from services.core.container import Container, ContainerError, decode_container
+from services.core.crypto import RecordTampered, open_record
+from services.core.keyring import Keyring
+
+__all__ = ["ArchiveReader", "ContainerError", "RecordLocation", "RecordTampered"]
+
+
+@dataclass(frozen=True, slots=True)
+class RecordLocation:
+    event_id: str
+    object_key: str
+    record_index: int
+
+
+class ArchiveReader:
+    def __init__(self, bucket: ArchiveBucket, keyring: Keyring, *, concurrency: int = 8) -> None:
+        self.bucket = bucket
+        self.keyring = keyring
+        self.limit = asyncio.Semaphore(concurrency)
+
+    async def container(self, object_key: str) -> Container:
+        async with self.limit:
+            blob = await self.bucket.get(object_key)
+        return decode_container(blob)
+
+    async def open(self, locations: Sequence[RecordLocation]) -> dict[str, bytes | None]:
+        by_object: dict[str, list[RecordLocation]] = defaultdict(list)
+        for location in locations:
+            by_object[location.object_key].append(location)
+        containers = dict(
+            zip(by_object, await asyncio.gather(*(self.container(key) for key in by_object)), strict=True)
+        )
+        opened: dict[str, bytes | None] = {}
+        for object_key, wanted in by_object.items():
+            records = containers[object_key].records
+            for location in wanted:
+                if not 0 <= location.record_index < len(records):
+                    raise ContainerError(f"record {location.record_index} is not in {object_key}")
+                record = records[location.record_index]
+                if record.meta.event_id != location.event_id:
+                    raise ContainerError(f"record {location.record_index} of {object_key} is another event")
+                dek = await self.keyring.key_for_reading(record.meta.subject_ref, record.meta.dek_id)
+                if dek is None:
+                    opened[location.event_id] = None  # crypto-shredded
+                    continue
+                opened[location.event_id] = open_record(
+                    record.sealed, dek.aead, event_id=record.meta.event_id, subject_ref=record.meta.subject_ref
+                )
+        return opened

@@ -1,0 +1,71 @@
+"""Search over index metadata only: nothing is decrypted, so no reason is needed and no content is shown.
+
+Filters: business phone number, contact (resolved to every pseudonym of the person), time range, kind, type,
+deleted-only (a revoke or a ``deleted`` status points at the message) and edited-only (an edit points at it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from services.core.subjects import resolve_subject_refs
+
+DELETED = (
+    "EXISTS (SELECT 1 FROM archived_events d WHERE d.original_message_ref = e.message_ref "
+    "AND (d.type = 'revoke' OR (d.kind = 'status' AND d.type = 'deleted')))"
+)
+EDITED = "EXISTS (SELECT 1 FROM archived_events d WHERE d.original_message_ref = e.message_ref AND d.type = 'edit')"
+
+
+@dataclass(frozen=True, slots=True)
+class SearchFilter:
+    phone_number_id: str | None = None
+    contact: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    kind: str | None = None
+    type: str | None = None
+    deleted_only: bool = False
+    edited_only: bool = False
+    limit: int = 1000
+
+
+async def search_index(pool: asyncpg.Pool, pepper: bytes, query: SearchFilter) -> list[dict[str, Any]]:
+    clauses: list[str] = []
+    args: list[Any] = []
+
+    def arg(value: Any) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    # Every value is a bind parameter; only the fixed clauses above are interpolated.
+    async with pool.acquire() as conn:
+        if query.contact:
+            refs = await resolve_subject_refs(conn, pepper, query.contact, query.phone_number_id)
+            clauses.append(f"e.subject_ref = ANY({arg(refs)}::text[])")
+        if query.phone_number_id:
+            clauses.append(f"e.phone_number_id = {arg(query.phone_number_id)}")
+        if query.since:
+            clauses.append(f"e.event_time >= {arg(query.since)}")
+        if query.until:
+            clauses.append(f"e.event_time <= {arg(query.until)}")
+        if query.kind:
+            clauses.append(f"e.kind = {arg(query.kind)}")
+        if query.type:
+            clauses.append(f"e.type = {arg(query.type)}")
+        if query.deleted_only:
+            clauses.append(DELETED)
+        if query.edited_only:
+            clauses.append(EDITED)
+        where = " AND ".join(clauses) or "TRUE"
+        sql = (
+            "SELECT e.event_id, e.kind, e.type, e.phone_number_id, e.subject_ref, e.event_time, e.received_at,"  # noqa: S608 — clauses are constants; values are bind parameters
+            f" e.retention_class, e.expires_at, {DELETED} AS deleted, {EDITED} AS edited "
+            f"FROM archived_events e WHERE {where} ORDER BY e.event_time LIMIT {arg(query.limit)}"
+        )
+        rows = await conn.fetch(sql, *args)
+    return [dict(row) for row in rows]

@@ -1,0 +1,150 @@
+"""Settings shared by the services: connection blocks for Kafka, S3, PostgreSQL and the key material.
+
+Each service has one pydantic-settings class with its own prefix (``WA_INGEST_``, ``WA_ARCHIVER_``,
+``WA_RETENTION_``) and nests these blocks with ``__`` (``WA_ARCHIVER_KAFKA__BOOTSTRAP_SERVERS``). Settings are
+validated when a service starts; a bad value stops it with a message that names the variable.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import sys
+from typing import Literal, TypeVar
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings
+
+SettingsT = TypeVar("SettingsT", bound=BaseSettings)
+
+
+class KafkaSettings(BaseModel):
+    """Where the events live. Production clusters use TLS and SASL; the local stack is plaintext."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    events_topic: str = "wa.events.v1"
+    dlq_topic: str = "wa.events.dlq.v1"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: str | None = None
+    client_id: str = "wa-archive"
+
+    @model_validator(mode="after")
+    def _sasl_complete(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL") and not (
+            self.sasl_mechanism and self.sasl_username and self.sasl_password
+        ):
+            raise ValueError("SASL needs sasl_mechanism, sasl_username and sasl_password")
+        return self
+
+    def client_options(self) -> dict[str, object]:
+        """Keyword arguments common to aiokafka's producer, consumer and admin client."""
+        options: dict[str, object] = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "security_protocol": self.security_protocol,
+            "client_id": self.client_id,
+        }
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            from aiokafka.helpers import create_ssl_context  # noqa: PLC0415 — only needed with TLS
+
+            options["ssl_context"] = create_ssl_context(cafile=self.ssl_cafile)
+        if self.sasl_mechanism:
+            options["sasl_mechanism"] = self.sasl_mechanism
+            options["sasl_plain_username"] = self.sasl_username
+            options["sasl_plain_password"] = self.sasl_password.get_secret_value() if self.sasl_password else None
+        return options
+
+
+class S3Settings(BaseModel):
+    """The archive bucket. Any S3 API works (AWS, SeaweedFS, MinIO, Ceph RGW)."""
+
+    endpoint_url: str | None = None
+    region: str = "us-east-1"
+    access_key: str | None = None
+    secret_key: SecretStr | None = None
+    bucket: str = "wa-archive"
+    prefix: str = "v1"
+    # WORM: when set, every object is written with this Object Lock mode and retention (DESIGN.md §4).
+    object_lock_mode: Literal["GOVERNANCE", "COMPLIANCE"] | None = None
+    object_lock_days: int = Field(default=0, ge=0)
+    max_pool_connections: int = Field(default=32, ge=1)
+
+    @model_validator(mode="after")
+    def _lock_has_duration(self) -> S3Settings:
+        if self.object_lock_mode and self.object_lock_days == 0:
+            raise ValueError("object_lock_mode needs object_lock_days > 0")
+        return self
+
+
+class PostgresSettings(BaseModel):
+    dsn: SecretStr = SecretStr("postgresql://wa_archive@127.0.0.1:5432/wa_archive")
+    min_connections: int = Field(default=1, ge=1)
+    max_connections: int = Field(default=8, ge=1)
+
+
+def decode_key(value: str, what: str) -> bytes:
+    """Base64 of exactly 32 bytes, or a ValueError that says which key is wrong (never its value)."""
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(f"{what} is not valid base64") from None
+    if len(raw) != 32:
+        raise ValueError(f"{what} must decode to 32 bytes, got {len(raw)}")
+    return raw
+
+
+class KeySettings(BaseModel):
+    """Key material: key-encryption keys by id (rotation: wrap with the current one, unwrap with any) and the
+    pepper of the subject pseudonyms. In production these come from a Kubernetes Secret or a KMS."""
+
+    keks: dict[str, SecretStr]
+    current_kek_id: str
+    pepper: SecretStr
+
+    @field_validator("keks")
+    @classmethod
+    def _keks_are_keys(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        if not value:
+            raise ValueError("at least one KEK is needed")
+        for kek_id, secret in value.items():
+            decode_key(secret.get_secret_value(), f"KEK {kek_id!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _current_is_known(self) -> KeySettings:
+        if self.current_kek_id not in self.keks:
+            raise ValueError(f"current_kek_id {self.current_kek_id!r} is not one of the KEK ids {sorted(self.keks)}")
+        decode_key(self.pepper.get_secret_value(), "pepper")
+        return self
+
+    def kek_bytes(self) -> dict[str, bytes]:
+        return {kid: decode_key(s.get_secret_value(), f"KEK {kid!r}") for kid, s in self.keks.items()}
+
+    def pepper_bytes(self) -> bytes:
+        return decode_key(self.pepper.get_secret_value(), "pepper")
+
+
+def load_settings(cls: type[SettingsT]) -> SettingsT:
+    """Build a service's settings from the environment; on error print what is wrong and exit(2)."""
+    try:
+        return cls()
+    except ValidationError as exc:
+        prefix = str(cls.model_config.get("env_prefix", ""))
+        lines = [f"invalid configuration for {cls.__name__}:"]
+        for error in exc.errors():
+            where = "__".join(str(part) for part in error["loc"]).upper()
+            lines.append(f"  {prefix}{where}: {error['msg']}")
+        print("\n".join(lines), file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def configure_logging(level: str) -> None:
+    """One line per record, no personal data: the services log pseudonyms, counts and outcomes only."""
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
