@@ -1,0 +1,27 @@
+"""``python -m services.archiver``: consume the events topic and archive it, until SIGTERM (then drain)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import uvloop
+
+from services.archiver.service import install_stop_signals, run_archiver
+from services.archiver.settings import ArchiverSettings
+from services.core.settings import configure_logging, load_settings
+
+
+async def amain(settings: ArchiverSettings) -> None:
+    stop = asyncio.Event()
+    install_stop_signals(stop)
+    await run_archiver(settings, stop)
+
+
+def main() -> None:
+    settings = load_settings(ArchiverSettings)
+    configure_logging(settings.log_level)
+    uvloop.run(amain(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""Settings of the archiver (environment variables prefixed ``WA_ARCHIVER_``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.core.settings import KafkaSettings, KeySettings, PostgresSettings, S3Settings
+
+
+class GraphSettings(BaseModel):
+    """Meta's Graph API, for media downloads (media ids expire after 7 days: download on arrival)."""
+
+    base_url: str = "https://graph.facebook.com/v21.0"
+    token: SecretStr | None = None
+    attempts: int = Field(default=3, ge=1)
+    backoff_s: float = Field(default=0.5, ge=0)
+    timeout_s: float = Field(default=30.0, gt=0)
+    max_bytes: int = Field(default=100 * 1024 * 1024, ge=1)
+    concurrency: int = Field(default=8, ge=1)
+
+
+class FlushSettings(BaseModel):
+    max_records: int = Field(default=5_000, ge=1)
+    max_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    max_age_s: float = Field(default=2.0, gt=0)
+
+
+class ArchiverSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WA_ARCHIVER_", env_nested_delimiter="__", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8081, ge=0, le=65535)  # 0: any free port (tests)
+    log_level: str = "INFO"
+    group_id: str = "wa-archiver"
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    # Extra aiokafka consumer options. Offsets are committed by the archiver after the data is durable; an
+    # auto-commit setting here would commit before that and lose data on a crash, so it is refused.
+    consumer_options: dict[str, Any] = Field(default_factory=dict)
+    s3: S3Settings = Field(default_factory=S3Settings)
+    pg: PostgresSettings = Field(default_factory=PostgresSettings)
+    keys: KeySettings
+    graph: GraphSettings = Field(default_factory=GraphSettings)
+    flush: FlushSettings = Field(default_factory=FlushSettings)
+    max_poll_records: int = Field(default=5_000, ge=1)
+    # Records buffered per partition behind an in-flight write before the partition is paused (backpressure).
+    max_buffered_records: int = Field(default=20_000, ge=1)
+    # Retention classes (services.core.policy.py); without a file every record is kept 7 years.
+    retention_policy_file: Path | None = None
+    dek_cache_size: int = Field(default=100_000, ge=1)
+    retry_initial_s: float = Field(default=0.2, gt=0)
+    retry_max_s: float = Field(default=10.0, gt=0)
+    drain_timeout_s: float = Field(default=60.0, gt=0)
+
+    @field_validator("consumer_options")
+    @classmethod
+    def _no_auto_commit(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for name, option in value.items():
+            normalised = name.replace(".", "_").lower()
+            if normalised == "enable_auto_commit" and str(option).lower() not in ("false", "0"):
+                raise ValueError(
+                    "enable_auto_commit would commit offsets before the data is archived (at-most-once): refused"
+                )
+            if normalised in ("group_id", "auto_commit_interval_ms"):
+                raise ValueError(f"{name} is managed by the archiver")
+        return value
