@@ -1,0 +1,26 @@
+"""``python -m services.retention``: the admin API on :8082 and the scheduled retention run."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from services.core.settings import configure_logging, load_settings
+from services.retention.access import ArchiveAccess, open_access
+from services.retention.api import create_admin_app
+from services.retention.service import background_work
+from services.retention.settings import RetentionSettings
+
+
+def main() -> None:
+    settings = load_settings(RetentionSettings)
+    configure_logging(settings.log_level)
+
+    async def opener() -> ArchiveAccess:
+        return await open_access(settings)
+
+    app = create_admin_app(settings, opener, background=background_work(settings))
+    uvicorn.run(app, host=settings.host, port=settings.port, access_log=False, log_level=settings.log_level.lower())
+
+
+if __name__ == "__main__":
+    main()

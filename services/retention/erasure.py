@@ -1,0 +1,177 @@
+"""Erasure (GDPR Art. 17) by crypto-shredding, then deletion of what can be deleted.
+
+Order of :func:`erase_subject`, and why:
+1. Record the request (its one-month deadline is tracked from the first time it is seen).
+2. If a legal hold covers the person, stop: the request is ``blocked`` and says by which case (Art. 17(3)(e)).
+3. In one transaction: destroy every DEK of the person and put them on the suppression list. From the commit on,
+   every copy of their records — in every object, object version, WORM-locked object and backup — is unreadable.
+   This is the step the law cares about, and it takes milliseconds.
+4. Delete what can be deleted: objects that hold only this person's records (an Object Lock may refuse: the
+   data is unreadable anyway and the object goes when the lock expires), their media objects, their index and
+   alias rows.
+5. Record a proof without personal data: request ref, time, pseudonyms, key ids destroyed, counts.
+Repeating a completed request is harmless and returns the stored proof.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import orjson
+
+from services.core.bucket import ArchiveBucket, ObjectLocked, StorageUnavailable
+from services.core.keyring import Keyring
+from services.core.subjects import resolve_subject_refs, write_audit
+from services.retention.holds import holds_covering
+
+log = logging.getLogger("wa_archive.retention")
+
+# Art. 12(3): without undue delay and in any event within one month of receipt.
+ERASURE_DEADLINE = timedelta(days=30)
+
+
+@dataclass
+class ErasureOutcome:
+    request_ref: str
+    status: str  # completed | blocked
+    subject_refs: list[str]
+    keys_destroyed: list[str] = field(default_factory=list)
+    blocked_by: list[str] = field(default_factory=list)
+    objects_deleted: int = 0
+    objects_locked: int = 0
+    events_deleted: int = 0
+    key_destroyed_at: str | None = None
+
+    def proof(self) -> dict[str, Any]:
+        return {
+            "request_ref": self.request_ref,
+            "status": self.status,
+            "subject_refs": self.subject_refs,
+            "keys_destroyed": self.keys_destroyed,
+            "key_destroyed_at": self.key_destroyed_at,
+            "objects_deleted": self.objects_deleted,
+            "objects_locked": self.objects_locked,
+            "events_deleted": self.events_deleted,
+            "blocked_by_cases": self.blocked_by,
+        }
+
+
+async def erase_subject(
+    pool: asyncpg.Pool,
+    keyring: Keyring,
+    bucket: ArchiveBucket,
+    pepper: bytes,
+    *,
+    contact: str,
+    phone_number_id: str | None,
+    request_ref: str,
+    actor: str,
+    now: datetime | None = None,
+) -> ErasureOutcome:
+    now = now or datetime.now(UTC)
+    async with pool.acquire() as conn:
+        existing = await conn.fetchrow("SELECT status, proof FROM erasure_requests WHERE request_ref = $1", request_ref)
+        if existing is not None and existing["status"] == "completed":
+            proof = orjson.loads(existing["proof"])
+            return ErasureOutcome(request_ref, "completed", proof["subject_refs"], proof["keys_destroyed"])
+        refs = await resolve_subject_refs(conn, pepper, contact, phone_number_id)
+        await conn.execute(
+            "INSERT INTO erasure_requests (request_ref, subject_refs, received_at, deadline_at, status) "
+            "VALUES ($1, $2::text[], $3, $4, 'pending') ON CONFLICT (request_ref) DO NOTHING",
+            request_ref,
+            refs,
+            now,
+            now + ERASURE_DEADLINE,
+        )
+        holds = await holds_covering(conn, refs)
+        outcome = ErasureOutcome(request_ref, "completed", refs)
+        if holds:
+            outcome.status = "blocked"
+            outcome.blocked_by = sorted({h.case_ref for h in holds})
+            async with conn.transaction():
+                await conn.execute(
+                    "UPDATE erasure_requests SET status = 'blocked', blocked_by = $2::text[] WHERE request_ref = $1",
+                    request_ref,
+                    [h.hold_id for h in holds],
+                )
+                await write_audit(
+                    conn,
+                    actor=actor,
+                    action="erasure.blocked",
+                    reason=request_ref,
+                    details={"holds": [h.hold_id for h in holds], "subjects": len(refs)},
+                )
+            return outcome
+
+        # Step 3: crypto-shredding, all keys of the person in one transaction.
+        async with conn.transaction():
+            for ref in refs:
+                dek_id = await keyring.shred(conn, ref, request_ref)
+                if dek_id is not None:
+                    outcome.keys_destroyed.append(dek_id)
+            await write_audit(
+                conn,
+                actor=actor,
+                action="erasure.keys_destroyed",
+                reason=request_ref,
+                details={"keys": outcome.keys_destroyed, "subjects": len(refs)},
+            )
+        outcome.key_destroyed_at = datetime.now(UTC).isoformat()
+
+        # Step 4: delete what can be deleted.
+        sole_objects = await conn.fetch(
+            "SELECT object_key FROM archived_events GROUP BY object_key "
+            "HAVING bool_and(subject_ref = ANY($1::text[])) AND bool_or(subject_ref = ANY($1::text[]))",
+            refs,
+        )
+        media_objects = await conn.fetch(
+            "SELECT object_key FROM archived_media WHERE subject_ref = ANY($1::text[]) AND object_key IS NOT NULL", refs
+        )
+    keys = [r["object_key"] for r in sole_objects] + [r["object_key"] for r in media_objects]
+    for key in keys:
+        try:
+            await bucket.delete_all_versions(key)
+            outcome.objects_deleted += 1
+        except ObjectLocked:
+            outcome.objects_locked += 1
+        except StorageUnavailable:
+            log.warning("erasure %s: object store unavailable; the keys are destroyed, objects stay for retention")
+            outcome.objects_locked += 1
+    async with pool.acquire() as conn, conn.transaction():
+        deleted = await conn.fetchval(
+            "WITH gone AS (DELETE FROM archived_events WHERE subject_ref = ANY($1::text[]) RETURNING 1) "
+            "SELECT count(*) FROM gone",
+            refs,
+        )
+        outcome.events_deleted = int(deleted or 0)
+        await conn.execute("DELETE FROM archived_media WHERE subject_ref = ANY($1::text[])", refs)
+        await conn.execute(
+            "DELETE FROM subject_aliases WHERE subject_ref = ANY($1::text[]) OR alias_ref = ANY($1::text[])", refs
+        )
+        await conn.execute(
+            "DELETE FROM archive_objects o WHERE o.object_key = ANY($1::text[]) "
+            "AND NOT EXISTS (SELECT 1 FROM archived_events e WHERE e.object_key = o.object_key)",
+            keys,
+        )
+        await conn.execute(
+            "UPDATE erasure_requests SET status = 'completed', completed_at = now(), proof = $2::jsonb "
+            "WHERE request_ref = $1",
+            request_ref,
+            orjson.dumps(outcome.proof()).decode(),
+        )
+        await write_audit(conn, actor=actor, action="erasure.completed", reason=request_ref, details=outcome.proof())
+    return outcome
+
+
+async def pending_erasures(conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy) -> tuple[int, float]:
+    """(number of requests not completed, age in seconds of the oldest) — for the deadline metric."""
+    row = await conn.fetchrow(
+        "SELECT count(*) AS n, coalesce(extract(epoch FROM now() - min(received_at)), 0) AS age "
+        "FROM erasure_requests WHERE status <> 'completed'"
+    )
+    assert row is not None
+    return int(row["n"]), float(row["age"])

@@ -1,0 +1,152 @@
+"""Legal holds: data under a hold is never deleted by retention nor shredded by an erasure (GDPR Art. 17(3)(e)).
+
+A hold covers a WABA, a business phone number, a contact (every pseudonym of the person, under every business
+number) or one conversation (the person under one number). Holds are released, never deleted, so the audit log
+and the table together show when data was protected and by which case.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+import asyncpg
+
+from services.core.subjects import resolve_subject_refs, write_audit
+
+Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+Scope = Literal["waba", "phone_number", "contact", "conversation"]
+
+# SQL predicate: is index row `e` covered by an active hold? Used by retention (and mirrored for erasure).
+HELD_ROW_SQL = """EXISTS (
+    SELECT 1 FROM legal_holds h WHERE h.released_at IS NULL AND (
+        (h.scope = 'waba' AND h.waba_id = e.waba_id)
+     OR (h.scope = 'phone_number' AND h.phone_number_id = e.phone_number_id)
+     OR (h.scope IN ('contact', 'conversation') AND e.subject_ref = ANY(h.subject_refs))))"""
+
+
+class HoldError(ValueError):
+    """The hold request is incomplete (e.g. a conversation hold without a phone number)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    hold_id: str
+    case_ref: str
+    scope: str
+    waba_id: str | None
+    phone_number_id: str | None
+    subject_count: int
+    created_by: str
+    created_at: datetime
+    released_at: datetime | None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "hold_id": self.hold_id,
+            "case_ref": self.case_ref,
+            "scope": self.scope,
+            "waba_id": self.waba_id,
+            "phone_number_id": self.phone_number_id,
+            "subject_count": self.subject_count,
+            "created_by": self.created_by,
+            "created_at": self.created_at.isoformat(),
+            "released_at": self.released_at.isoformat() if self.released_at else None,
+        }
+
+
+def _hold(row: asyncpg.Record) -> Hold:
+    return Hold(
+        str(row["hold_id"]),
+        row["case_ref"],
+        row["scope"],
+        row["waba_id"],
+        row["phone_number_id"],
+        len(row["subject_refs"] or []),
+        row["created_by"],
+        row["created_at"],
+        row["released_at"],
+    )
+
+
+async def create_hold(
+    conn: Connection,
+    pepper: bytes,
+    *,
+    scope: Scope,
+    case_ref: str,
+    actor: str,
+    waba_id: str | None = None,
+    phone_number_id: str | None = None,
+    contact: str | None = None,
+) -> Hold:
+    if not case_ref.strip():
+        raise HoldError("a hold needs a case reference")
+    refs: list[str] = []
+    if scope == "waba" and not waba_id:
+        raise HoldError("a WABA hold needs --waba-id")
+    if scope == "phone_number" and not phone_number_id:
+        raise HoldError("a phone-number hold needs --phone-number-id")
+    if scope in ("contact", "conversation"):
+        if not contact:
+            raise HoldError(f"a {scope} hold needs --contact")
+        if scope == "conversation" and not phone_number_id:
+            raise HoldError("a conversation hold needs --phone-number-id")
+        refs = await resolve_subject_refs(conn, pepper, contact, phone_number_id if scope == "conversation" else None)
+    hold_id = uuid.uuid4()
+    async with conn.transaction():
+        row = await conn.fetchrow(
+            "INSERT INTO legal_holds (hold_id, case_ref, scope, waba_id, phone_number_id, subject_refs, created_by) "
+            "VALUES ($1, $2, $3, $4, $5, $6::text[], $7) RETURNING *",
+            hold_id,
+            case_ref,
+            scope,
+            waba_id,
+            phone_number_id,
+            refs,
+            actor,
+        )
+        await write_audit(
+            conn, actor=actor, action="hold.create", reason=case_ref, details={"hold_id": str(hold_id), "scope": scope}
+        )
+    assert row is not None
+    return _hold(row)
+
+
+async def release_hold(conn: Connection, hold_id: str, *, actor: str) -> Hold | None:
+    async with conn.transaction():
+        row = await conn.fetchrow(
+            "UPDATE legal_holds SET released_at = now(), released_by = $2 "
+            "WHERE hold_id = $1::uuid AND released_at IS NULL RETURNING *",
+            hold_id,
+            actor,
+        )
+        if row is not None:
+            await write_audit(
+                conn, actor=actor, action="hold.release", reason=row["case_ref"], details={"hold_id": hold_id}
+            )
+    return _hold(row) if row is not None else None
+
+
+async def list_holds(conn: Connection, *, include_released: bool = False) -> list[Hold]:
+    rows = await conn.fetch(
+        "SELECT * FROM legal_holds WHERE $1 OR released_at IS NULL ORDER BY created_at", include_released
+    )
+    return [_hold(row) for row in rows]
+
+
+async def holds_covering(conn: Connection, subject_refs: Sequence[str]) -> list[Hold]:
+    """Active holds that cover any record of these subjects (directly, or through their number or WABA)."""
+    rows = await conn.fetch(
+        """SELECT DISTINCT h.* FROM legal_holds h WHERE h.released_at IS NULL AND (
+               h.subject_refs && $1::text[]
+            OR (h.scope = 'phone_number' AND EXISTS (SELECT 1 FROM archived_events e
+                 WHERE e.subject_ref = ANY($1::text[]) AND e.phone_number_id = h.phone_number_id))
+            OR (h.scope = 'waba' AND EXISTS (SELECT 1 FROM archived_events e
+                 WHERE e.subject_ref = ANY($1::text[]) AND e.waba_id = h.waba_id)))""",
+        list(subject_refs),
+    )
+    return [_hold(row) for row in rows]

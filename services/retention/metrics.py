@@ -1,0 +1,67 @@
+"""Prometheus metrics of retention and GDPR work. No labels carry personal data: classes, outcomes, roles."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+
+class RetentionMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.last_run_success = Gauge(
+            "wa_retention_last_run_success_timestamp_seconds",
+            "When a retention run last completed without error (pgBackRest/Velero-style freshness).",
+            registry=registry,
+        )
+        self.runs = Counter(
+            "wa_retention_runs_total",
+            "Retention runs by outcome (success, failure, dry_run).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.objects_deleted = Counter(
+            "wa_retention_objects_deleted_total",
+            "Archive objects deleted because every record in them expired and none is held.",
+            registry=registry,
+        )
+        self.events_expired = Counter(
+            "wa_retention_events_expired_total",
+            "Index rows removed by retention, by retention class.",
+            ["class"],
+            registry=registry,
+        )
+        self.objects_locked = Counter(
+            "wa_retention_objects_locked_total",
+            "Expired objects whose deletion the bucket refused (Object Lock still running); retried next run.",
+            registry=registry,
+        )
+        self.erasure_pending = Gauge(
+            "wa_retention_erasure_requests_pending",
+            "Erasure requests (GDPR Art. 17) received and not yet completed, including those blocked by a hold.",
+            registry=registry,
+        )
+        self.erasure_oldest_pending_age = Gauge(
+            "wa_retention_oldest_pending_erasure_age_seconds",
+            "Age of the oldest pending erasure request (the law allows one month: alert at 25 days).",
+            registry=registry,
+        )
+        self.erasures = Counter(
+            "wa_retention_erasures_total",
+            "Erasure requests by outcome (completed, blocked_by_hold).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.keys_shredded = Counter(
+            "wa_retention_keys_shredded_total", "Subject data keys destroyed (crypto-shredding).", registry=registry
+        )
+        self.holds_active = Gauge(
+            "wa_retention_legal_holds_active", "Legal holds currently in force.", registry=registry
+        )
+        self.decryptions = Counter(
+            "wa_retention_audited_reads_total",
+            "Audited decryptions of a subject's records (search, retrieval, export), by purpose.",
+            ["purpose"],
+            registry=registry,
+        )
+        self.exports = Counter(
+            "wa_retention_subject_exports_total", "Subject-access exports (Art. 15/20) written.", registry=registry
+        )

@@ -1,0 +1,49 @@
+"""Settings of the retention service and of the operator CLI (environment variables prefixed ``WA_RETENTION_``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.core.settings import KeySettings, PostgresSettings, S3Settings
+
+Role = Literal["reader", "dpo"]
+
+
+class AdminToken(BaseModel):
+    """A bearer token of the admin API: ``reader`` may search and retrieve; ``dpo`` may also erase, hold, export
+    and run retention. The token's name is what the audit log records as the actor."""
+
+    token: SecretStr
+    role: Role
+
+
+class RetentionSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WA_RETENTION_", env_nested_delimiter="__", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8082, ge=0, le=65535)
+    log_level: str = "INFO"
+    s3: S3Settings = Field(default_factory=S3Settings)
+    pg: PostgresSettings = Field(default_factory=PostgresSettings)
+    keys: KeySettings
+    policy_file: Path | None = None
+    admin_tokens: dict[str, AdminToken] = Field(default_factory=dict)
+    # Who the CLI acts as, for the audit log (e.g. the operator's login); the API uses the token's name.
+    operator: str = "cli"
+    # Scheduled retention run; 0 disables it (e.g. when a Kubernetes CronJob runs `wa-archive retention run`).
+    run_interval_s: float = Field(default=86_400, ge=0)
+    metrics_refresh_s: float = Field(default=15, gt=0)
+
+    @field_validator("admin_tokens")
+    @classmethod
+    def _tokens_distinct(cls, value: dict[str, AdminToken]) -> dict[str, AdminToken]:
+        secrets = [t.token.get_secret_value() for t in value.values()]
+        if any(len(s) < 16 for s in secrets):
+            raise ValueError("admin tokens must be at least 16 characters")
+        if len(set(secrets)) != len(secrets):
+            raise ValueError("two admin tokens share the same secret")
+        return value
