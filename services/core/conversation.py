@@ -227,6 +227,21 @@ def summary(message: ConversationMessage) -> str:
     return f"[{kind}]"
 
 
+def edit_summary(change: Change) -> str:
+    """The new content of an edit (Coexistence edits carry it under ``edit.message``)."""
+    edit = change.payload.get("edit") if isinstance(change.payload, dict) else None
+    message = edit.get("message") if isinstance(edit, dict) else None
+    if not isinstance(message, dict):
+        return "[edit]"
+    kind = message.get("type")
+    content = message.get(kind) if isinstance(kind, str) else None
+    if isinstance(content, dict):
+        for key in ("body", "caption", "title", "emoji", "filename"):
+            if content.get(key):
+                return str(content[key]) if kind == "text" else f"[{kind}] {content[key]}"
+    return f"[{kind}]"
+
+
 def render_table(messages: Sequence[ConversationMessage]) -> str:
     lines = []
     for message in messages:
@@ -248,8 +263,5 @@ def render_table(messages: Sequence[ConversationMessage]) -> str:
         status = message.latest_status or "-"
         arrow = "<-" if message.direction == "inbound" else "->"
         lines.append(f"{when}  {arrow} {summary(message)}  [{status}]" + (f"  ({'; '.join(flags)})" if flags else ""))
-        for edit in message.edits:
-            edited = edit.payload.get("edit", {}) if isinstance(edit.payload, dict) else {}
-            new_text = (edited.get("text") or {}).get("body") if isinstance(edited, dict) else None
-            lines.append(f"{'':21}   edit: {new_text if new_text is not None else '[edit]'}")
+        lines.extend(f"{'':21}   edit: {edit_summary(edit)}" for edit in message.edits)
     return "\n".join(lines)

@@ -15,7 +15,8 @@ import orjson
 
 from services.core.pseudonym import subject_ref
 
-Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+# A pool works too: each query then takes a connection of its own.
+Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy | asyncpg.Pool
 
 
 class ReasonRequired(ValueError):

@@ -5,8 +5,6 @@ export and run retention. A missing or unknown token is 401; a known token witho
 token's name is the actor written to the audit log.
 """
 
-from __future__ import annotations
-
 import asyncio
 import contextlib
 import hmac

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from services.core.conversation import ConversationMessage, summary
+from services.core.conversation import ConversationMessage, edit_summary, summary
 
 
 def export_document(
@@ -38,11 +38,8 @@ def render_html(messages: Sequence[ConversationMessage], *, title: str) -> str:
             if message.timestamp
             else message.received_at
         )
-        notes = []
-        for edit in message.edits:
-            edited = edit.payload.get("edit", {}) if isinstance(edit.payload, dict) else {}
-            text = (edited.get("text") or {}).get("body") if isinstance(edited, dict) else None
-            notes.append(f"edited: {html.escape(str(text)) if text is not None else '(edit)'}")
+        notes: list[str] = []
+        notes.extend(f"edited: {html.escape(edit_summary(edit))}" for edit in message.edits)
         if message.deletion is not None:
             notes.append(f"deleted by the {html.escape(message.deletion.by)}")
         side = "you" if message.direction == "inbound" else "business"

@@ -1,0 +1,434 @@
+"""Retrieval, retention and GDPR against the real stack: what the user came for, and what the law asks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import orjson
+import pytest
+from botocore.exceptions import ClientError
+from mypy_boto3_s3 import S3Client
+
+from services.archiver.rebuild import rebuild_index
+from services.core.conversation import load_conversation
+from services.core.reader import RecordLocation
+from services.core.subjects import ReasonRequired, resolve_subject_refs
+from services.retention.access import ArchiveAccess, open_access
+from services.retention.api import create_admin_app
+from services.retention.erasure import erase_subject
+from services.retention.export import write_export
+from services.retention.holds import create_hold, release_hold
+from services.retention.run import retention_run
+from tests import pipeline
+from tests.pipeline import Person
+from tests.support import create_topic, serve_asgi
+
+pytestmark = pytest.mark.integration
+
+NOW = int(time.time())
+
+
+@pytest.fixture
+async def prefix() -> str:
+    return f"test/{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+async def access(demo_env: dict[str, str], prefix: str) -> AsyncIterator[ArchiveAccess]:
+    opened = await open_access(pipeline.retention_settings(demo_env, prefix))
+    yield opened
+    await opened.close()
+
+
+async def archive(demo_env: dict[str, str], pool: asyncpg.Pool, prefix: str, bodies: list[bytes]) -> list[str]:
+    bootstrap = f"127.0.0.1:{demo_env['WA_KAFKA_PORT']}"
+    topic = await create_topic(bootstrap, partitions=1, prefix="retention")
+    dlq = await create_topic(bootstrap, partitions=1, prefix="dlq")
+    events = await pipeline.archive_bodies(demo_env, pool, topic, dlq, prefix, bodies)
+    return [e.event_id for e in events]
+
+
+def crisis_bodies(person: Person) -> list[bytes]:
+    t = NOW - 3600
+    return [
+        pipeline.text_message(person, "wamid.M1", "the refund is approved, ref 4711", t),
+        pipeline.status(person, "wamid.M1", "read", t + 5),
+        pipeline.revoke(person, "wamid.R1", "wamid.M1", t + 60),
+        pipeline.text_message(person, "wamid.M2", "call me at 10", t + 100),
+        pipeline.edit(person, "wamid.E2", "wamid.M2", "call me at 11", t + 120),
+        pipeline.echo(person, "wamid.B1", "we will ship tomorrow", t + 200),
+        pipeline.envelope(
+            person,
+            "smb_message_echoes",
+            {
+                "message_echoes": [
+                    {
+                        "from": "15550001111",
+                        "to": person.wa_id,
+                        "id": "wamid.BR1",
+                        "timestamp": str(t + 260),
+                        "type": "revoke",
+                        "revoke": {"original_message_id": "wamid.B1"},
+                    }
+                ]
+            },
+        ),
+        pipeline.text_message(person, "wamid.M3", "status-deleted message", t + 300),
+        pipeline.status(person, "wamid.M3", "deleted", t + 330),
+    ]
+
+
+async def audit_rows(pool: asyncpg.Pool, subject_refs: list[str]) -> list[asyncpg.Record]:
+    return await pool.fetch(
+        "SELECT actor, action, reason, record_count FROM audit_log"
+        " WHERE subject_ref = ANY($1::text[]) ORDER BY audit_id",
+        subject_refs,
+    )
+
+
+async def test_a_deleted_message_comes_back_with_the_deletion_beside_it(
+    demo_env: dict[str, str], pg_pool: asyncpg.Pool, prefix: str, access: ArchiveAccess
+) -> None:
+    person = Person.fresh()
+    await archive(demo_env, pg_pool, prefix, crisis_bodies(person))
+    conversation = await load_conversation(
+        access.pool,
+        access.reader,
+        access.pepper,
+        contact=person.wa_id,
+        phone_number_id=person.phone_number_id,
+        actor="crisis-officer",
+        reason="customer disputes the refund",
+    )
+    by_id = {m.message_id: m for m in conversation.messages}
+    m1, m2, b1, m3 = by_id["wamid.M1"], by_id["wamid.M2"], by_id["wamid.B1"], by_id["wamid.M3"]
+    assert m1.payload["text"]["body"] == "the refund is approved, ref 4711"
+    assert m1.deletion is not None
+    assert (m1.deletion.by, m1.deletion.kind, m1.deletion.at) == ("customer", "revoke", NOW - 3600 + 60)
+    assert m1.latest_status == "read"
+    assert [e.payload["edit"]["message"]["text"]["body"] for e in m2.edits] == ["call me at 11"]
+    assert m2.payload["text"]["body"] == "call me at 10"
+    assert b1.direction == "outbound"
+    assert b1.deletion is not None
+    assert b1.deletion.by == "business"
+    assert m3.deletion is not None
+    assert m3.deletion.kind == "deleted-status"
+    assert len(conversation.messages) == 4
+
+    refs = await resolve_subject_refs(pg_pool, access.pepper, person.wa_id, person.phone_number_id)
+    rows = await audit_rows(pg_pool, refs)
+    assert [(r["actor"], r["action"], r["reason"]) for r in rows] == [
+        ("crisis-officer", "retrieval", "customer disputes the refund")
+    ]
+    assert rows[0]["record_count"] == 9
+
+
+async def test_no_reason_no_decryption_and_no_audit_row(
+    demo_env: dict[str, str], pg_pool: asyncpg.Pool, prefix: str, access: ArchiveAccess, repo_root: Path
+) -> None:
+    person = Person.fresh()
+    await archive(demo_env, pg_pool, prefix, crisis_bodies(person)[:1])
+    with pytest.raises(ReasonRequired):
+        await load_conversation(
+            access.pool,
+            access.reader,
+            access.pepper,
+            contact=person.wa_id,
+            phone_number_id=None,
+            actor="x",
+            reason=None,
+        )
+    env = {**os.environ, "WA_RETENTION_S3__PREFIX": prefix}
+    refused = subprocess.run(
+        [sys.executable, "-m", "services.cli", "messages", "--contact", person.wa_id],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=repo_root,
+        timeout=60,
+        check=False,
+    )
+    assert refused.returncode == 2
+    assert "--reason is required" in refused.stderr
+    refs = await resolve_subject_refs(pg_pool, access.pepper, person.wa_id, None)
+    assert await audit_rows(pg_pool, refs) == []
+
+    shown = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "services.cli",
+            "messages",
+            "--contact",
+            person.wa_id,
+            "--phone-number-id",
+            person.phone_number_id,
+            "--reason",
+            "legal request 12",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=repo_root,
+        timeout=60,
+        check=False,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "the refund is approved, ref 4711" in shown.stdout
+    rows = await audit_rows(pg_pool, refs)
+    assert [(r["actor"], r["reason"]) for r in rows] == [(demo_env["WA_RETENTION_OPERATOR"], "legal request 12")]
+
+
+async def test_retention_deletes_exactly_the_expired_unheld_objects(
+    demo_env: dict[str, str], pg_pool: asyncpg.Pool, prefix: str, access: ArchiveAccess, s3_client: S3Client
+) -> None:
+    old, recent, held = Person.fresh(), Person.fresh(), Person.fresh()
+    ten_years_ago = NOW - 10 * 365 * 86400
+    await archive(demo_env, pg_pool, prefix, [pipeline.text_message(old, "wamid.OLD", "old", ten_years_ago)])
+    await archive(demo_env, pg_pool, prefix, [pipeline.text_message(recent, "wamid.NEW", "new", NOW)])
+    await archive(demo_env, pg_pool, prefix, [pipeline.text_message(held, "wamid.HELD", "held", ten_years_ago)])
+    async with pg_pool.acquire() as conn:
+        hold = await create_hold(
+            conn,
+            access.pepper,
+            scope="conversation",
+            case_ref="CASE-1",
+            actor="dpo",
+            phone_number_id=held.phone_number_id,
+            contact=held.wa_id,
+        )
+
+    async def keys_of(person: Person) -> set[str]:
+        refs = await resolve_subject_refs(pg_pool, access.pepper, person.wa_id, person.phone_number_id)
+        rows = await pg_pool.fetch("SELECT object_key FROM archived_events WHERE subject_ref = ANY($1::text[])", refs)
+        return {r["object_key"] for r in rows}
+
+    old_keys, recent_keys, held_keys = await keys_of(old), await keys_of(recent), await keys_of(held)
+    ours = old_keys | recent_keys | held_keys
+    dry = await retention_run(access.pool, access.bucket, dry_run=True)
+    assert set(dry.candidates) & ours == old_keys
+    real = await retention_run(access.pool, access.bucket, dry_run=False)
+    assert set(real.candidates) & ours == set(dry.candidates) & ours  # the dry run said exactly this
+    assert await keys_of(old) == set()
+    assert await keys_of(recent) == recent_keys
+    assert await keys_of(held) == held_keys
+    for key in old_keys:
+        with pytest.raises(ClientError):
+            s3_client.head_object(Bucket=access.bucket.name, Key=key)
+    again = await retention_run(access.pool, access.bucket, dry_run=True)
+    assert set(again.candidates) & ours == set()
+
+    async with pg_pool.acquire() as conn:
+        await release_hold(conn, hold.hold_id, actor="dpo")
+    after_release = await retention_run(access.pool, access.bucket, dry_run=True)
+    assert set(after_release.candidates) & ours == held_keys
+
+
+async def test_erasure_is_blocked_by_a_hold_then_shreds_every_copy(
+    demo_env: dict[str, str], pg_pool: asyncpg.Pool, prefix: str, access: ArchiveAccess, s3_client: S3Client
+) -> None:
+    person = Person.fresh()
+    request_ref = f"GDPR-{uuid.uuid4().hex[:8]}"
+    bystander = Person(person.waba_id, person.phone_number_id, "1" + pipeline.digits(10))
+    await archive(
+        demo_env,
+        pg_pool,
+        prefix,
+        [*crisis_bodies(person), pipeline.text_message(bystander, "wamid.OTHER", "not erased", NOW)],
+    )
+    refs = await resolve_subject_refs(pg_pool, access.pepper, person.wa_id, None)
+    rows_before = await pg_pool.fetch(
+        "SELECT event_id, object_key, record_index FROM archived_events WHERE subject_ref = ANY($1::text[])", refs
+    )
+    key_dump = await pg_pool.fetch("SELECT * FROM subject_keys WHERE subject_ref = ANY($1::text[])", refs)
+    assert rows_before
+    assert key_dump
+
+    async with pg_pool.acquire() as conn:
+        hold = await create_hold(
+            conn, access.pepper, scope="contact", case_ref="LIT-7", actor="dpo", contact=person.wa_id
+        )
+    blocked = await erase_subject(
+        access.pool,
+        access.keyring,
+        access.bucket,
+        access.pepper,
+        contact=person.wa_id,
+        phone_number_id=None,
+        request_ref=request_ref,
+        actor="dpo",
+    )
+    assert blocked.status == "blocked"
+    assert blocked.blocked_by == ["LIT-7"]
+    assert await pg_pool.fetchval("SELECT count(*) FROM subject_keys WHERE subject_ref = ANY($1::text[])", refs) == len(
+        key_dump
+    )
+
+    async with pg_pool.acquire() as conn:
+        await release_hold(conn, hold.hold_id, actor="dpo")
+    started = time.monotonic()
+    done = await erase_subject(
+        access.pool,
+        access.keyring,
+        access.bucket,
+        access.pepper,
+        contact=person.wa_id,
+        phone_number_id=None,
+        request_ref=request_ref,
+        actor="dpo",
+    )
+    assert done.status == "completed"
+    assert time.monotonic() - started < 10
+    assert sorted(done.keys_destroyed) == sorted(str(r["dek_id"]) for r in key_dump)
+    assert await pg_pool.fetchval("SELECT count(*) FROM archived_events WHERE subject_ref = ANY($1::text[])", refs) == 0
+    proof = orjson.loads(
+        await pg_pool.fetchval("SELECT proof FROM erasure_requests WHERE request_ref = $1", request_ref)
+    )
+    assert person.wa_id not in orjson.dumps(proof).decode()
+
+    # The object the person shared with a bystander stays, but the person's records in it cannot be opened.
+    shared = [
+        r
+        for r in rows_before
+        if r["object_key"] in {k["object_key"] for k in await pg_pool.fetch("SELECT object_key FROM archived_events")}
+    ]
+    assert shared, "the bystander shares the batch object"
+    opened = await access.reader.open(
+        [RecordLocation(r["event_id"], r["object_key"], r["record_index"]) for r in shared]
+    )
+    assert set(opened.values()) == {None}
+
+    # A database restore that brings back the keys table cannot resurrect the key: the suppression list wins.
+    async with pg_pool.acquire() as conn:
+        await conn.executemany(
+            "INSERT INTO subject_keys (subject_ref, dek_id, kek_id, wrapped_dek, created_at)"
+            " VALUES ($1, $2, $3, $4, $5)",
+            [tuple(r) for r in key_dump],
+        )
+    access.keyring.cache.discard(refs[0])
+    opened_after_restore = await access.reader.open(
+        [RecordLocation(r["event_id"], r["object_key"], r["record_index"]) for r in shared]
+    )
+    assert set(opened_after_restore.values()) == {None}
+    assert await pg_pool.fetchval("SELECT count(*) FROM subject_keys WHERE subject_ref = ANY($1::text[])", refs) == 0
+
+    # rebuild-index does not bring the erased person's rows back either.
+    report = await rebuild_index(access.pool, access.bucket, access.policy, prefix=prefix)
+    assert report.skipped_shredded >= len(shared)
+    assert await pg_pool.fetchval("SELECT count(*) FROM archived_events WHERE subject_ref = ANY($1::text[])", refs) == 0
+
+    # The person writes again after the erasure: archived under a new key, readable.
+    later = await archive(demo_env, pg_pool, prefix, [pipeline.text_message(person, "wamid.AFTER", "hello again", NOW)])
+    conversation = await load_conversation(
+        access.pool,
+        access.reader,
+        access.pepper,
+        contact=person.wa_id,
+        phone_number_id=None,
+        actor="dpo",
+        reason="check",
+    )
+    assert [m.event_id for m in conversation.messages] == later
+
+
+async def test_export_holds_the_subject_and_nobody_else(
+    demo_env: dict[str, str], pg_pool: asyncpg.Pool, prefix: str, access: ArchiveAccess, tmp_path: Path
+) -> None:
+    subject = Person.fresh()
+    other = Person(subject.waba_id, subject.phone_number_id, "1" + pipeline.digits(10))
+    await archive(
+        demo_env,
+        pg_pool,
+        prefix,
+        [
+            pipeline.text_message(subject, "wamid.S1", "my own words", NOW - 10),
+            pipeline.text_message(other, "wamid.O1", "somebody else's words", NOW - 5),
+            pipeline.echo(subject, "wamid.S2", "reply to subject", NOW),
+        ],
+    )
+    conversation = await load_conversation(
+        access.pool,
+        access.reader,
+        access.pepper,
+        contact=subject.wa_id,
+        phone_number_id=subject.phone_number_id,
+        actor="dpo",
+        reason="Art. 15 request",
+        purpose="export",
+    )
+    files = write_export(conversation.messages, tmp_path, formats=["json", "html"], request_ref="SAR-1")
+    exported = {p.suffix: p.read_text(encoding="utf-8") for p in files}
+    document = orjson.loads(exported[".json"])
+    assert {m["message_id"] for m in document["messages"]} == {"wamid.S1", "wamid.S2"}
+    for text in exported.values():
+        assert "my own words" in text
+        assert "somebody else" not in text
+        assert other.wa_id not in text
+
+
+async def test_admin_api_requires_a_token_and_the_right_role(demo_env: dict[str, str], prefix: str) -> None:
+    settings = pipeline.retention_settings(demo_env, prefix)
+
+    async def opener() -> ArchiveAccess:
+        return await open_access(settings)
+
+    app = create_admin_app(settings, opener)
+    routes = [
+        ("GET", "/v1/messages?contact=1&reason=abc", "reader"),
+        ("GET", "/v1/search", "reader"),
+        ("POST", "/v1/erasures", "dpo"),
+        ("GET", "/v1/erasures", "dpo"),
+        ("POST", "/v1/holds", "dpo"),
+        ("GET", "/v1/holds", "dpo"),
+        ("POST", f"/v1/holds/{uuid.uuid4()}/release", "dpo"),
+        ("POST", "/v1/exports", "dpo"),
+        ("POST", "/v1/retention/run", "dpo"),
+        ("GET", "/v1/audit", "dpo"),
+    ]
+    documented = {path for path, item in (await _openapi(app)).items() for _method in item}
+    assert {r[1].split("?")[0] for r in routes} >= {p for p in documented if p.startswith("/v1/")} - {
+        "/v1/holds/{hold_id}/release"
+    }
+    async with serve_asgi(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
+        for method, path, needed in routes:
+            anonymous = await client.request(method, path, json={})
+            wrong = await client.request(method, path, json={}, headers={"authorization": "Bearer not-a-token-at-all"})
+            assert (anonymous.status_code, wrong.status_code) == (401, 401), path
+            if needed == "dpo":
+                reader = await client.request(
+                    method, path, json={}, headers={"authorization": "Bearer reader-token-for-tests"}
+                )
+                assert reader.status_code == 403, path
+        ok = await client.get(
+            "/v1/search", params={"limit": 1}, headers={"authorization": "Bearer reader-token-for-tests"}
+        )
+        assert ok.status_code == 200
+        assert (await client.get("/openapi.json")).status_code == 200
+
+
+async def _openapi(app: object) -> dict[str, dict[str, object]]:
+    from fastapi import FastAPI
+
+    assert isinstance(app, FastAPI)
+    paths: dict[str, dict[str, object]] = app.openapi()["paths"]
+    return paths
+
+
+def test_cli_refuses_unknown_commands(repo_root: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "services.cli", "nope"],
+        capture_output=True,
+        text=True,
+        cwd=repo_root,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2
