@@ -258,6 +258,8 @@ class _Splitter:
             self.items(waba_id, phone_number_id, field, value, "message_echoes", "echo")
         elif isinstance(value, dict) and field == "history":
             self.history(waba_id, phone_number_id, value)
+            # The follow-up delivery of a history message's media asset carries a plain `messages` array.
+            self.items(waba_id, phone_number_id, field, value, "messages", "history")
         if len(self.events) == produced_before:
             kind = (
                 "account"
@@ -342,7 +344,12 @@ class _Splitter:
                     payload=item,
                 )
                 continue
-            if kind == "echo":
+            business = (
+                value.get("metadata", {}).get("display_phone_number")
+                if isinstance(value.get("metadata"), dict)
+                else None
+            )
+            if kind == "echo" or (kind == "history" and business and item.get("from") == business):
                 subject = _subject(item.get("to"), item.get("to_user_id"))
             else:
                 subject = _subject(item.get("from"), item.get("from_user_id"))
