@@ -25,7 +25,7 @@ def payloads_dir() -> Path:
 
 
 def load_demo_env(path: Path = DEMO_ENV_FILE) -> dict[str, str]:
-    """Parse the KEY=VALUE lines of demo.env (comments and blank lines ignored; no shell expansion)."""
+    """Parse the KEY=VALUE lines of demo.env (comments and blank lines ignored; one level of quotes removed)."""
     values: dict[str, str] = {}
     for line in path.read_text(encoding="utf-8").splitlines():
         stripped = line.strip()
@@ -34,6 +34,8 @@ def load_demo_env(path: Path = DEMO_ENV_FILE) -> dict[str, str]:
         name, sep, value = stripped.partition("=")
         if not sep:
             raise ValueError(f"{path}: not KEY=VALUE: {stripped!r}")
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]  # shell quoting, so that `set -a; . demo.env` keeps JSON values intact
         values[name] = value
     return values
 

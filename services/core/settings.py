@@ -14,7 +14,7 @@ import sys
 from typing import Literal, TypeVar
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings
+from pydantic_settings import BaseSettings, SettingsError
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)
 
@@ -131,6 +131,9 @@ def load_settings(cls: type[SettingsT]) -> SettingsT:
     """Build a service's settings from the environment; on error print what is wrong and exit(2)."""
     try:
         return cls()
+    except SettingsError as exc:
+        print(f"invalid configuration for {cls.__name__}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     except ValidationError as exc:
         prefix = str(cls.model_config.get("env_prefix", ""))
         lines = [f"invalid configuration for {cls.__name__}:"]

@@ -1,0 +1,260 @@
+"""The archiver under faults, as a real process against the real servers: nothing acknowledged is lost.
+
+- kill -9 at random points, three times, then a clean run: every event exactly once in the index, every
+  offset committed, every record decrypts;
+- the S3 server stopped for a while: nothing is committed meanwhile, lag grows, then it catches up;
+- the index dropped: rebuild-index restores it exactly from the bucket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+
+from services.archiver.rebuild import rebuild_index
+from services.core.events import Event
+from services.core.reader import RecordLocation
+from services.retention.access import open_access
+from tests import pipeline
+from tests.pipeline import Person
+from tests.support import create_topic
+
+pytestmark = pytest.mark.e2e
+
+EVENTS = int(os.environ.get("WA_E2E_EVENTS", "20000"))
+
+
+def synthetic_events(count: int, people: int = 40) -> list[Event]:
+    persons = [Person.fresh() for _ in range(people)]
+    bodies = [
+        pipeline.text_message(
+            persons[i % people], f"wamid.E2E.{uuid.uuid4().hex}", f"message number {i}", 1_760_000_000 + i
+        )
+        for i in range(count)
+    ]
+    return pipeline.events_of(bodies)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class ArchiverProcess:
+    """``python -m services.archiver`` with the demo configuration and per-test topic, group and prefix."""
+
+    def __init__(self, repo_root: Path, topic: str, dlq: str, group: str, prefix: str) -> None:
+        self.port = free_port()
+        self.env = {
+            **os.environ,
+            "WA_ARCHIVER_KAFKA__EVENTS_TOPIC": topic,
+            "WA_ARCHIVER_KAFKA__DLQ_TOPIC": dlq,
+            "WA_ARCHIVER_GROUP_ID": group,
+            "WA_ARCHIVER_S3__PREFIX": prefix,
+            "WA_ARCHIVER_PORT": str(self.port),
+            "WA_ARCHIVER_FLUSH__MAX_RECORDS": "500",
+            "WA_ARCHIVER_FLUSH__MAX_AGE_S": "0.5",
+            "WA_ARCHIVER_RETRY_MAX_S": "1",
+            "WA_ARCHIVER_LOG_LEVEL": "WARNING",
+        }
+        self.repo_root = repo_root
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "services.archiver"],
+            cwd=self.repo_root,
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    async def wait_ready(self, timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        async with httpx.AsyncClient(timeout=2) as client:
+            while time.monotonic() < deadline:
+                try:
+                    if (await client.get(f"http://127.0.0.1:{self.port}/readyz")).status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise AssertionError("the archiver did not become ready")
+
+    def stop(self) -> int:
+        """SIGTERM: the archiver drains, commits and exits 0."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=90)
+
+
+async def indexed(pool: asyncpg.Pool, ids: list[str]) -> int:
+    count: int = await pool.fetchval("SELECT count(*) FROM archived_events WHERE event_id = ANY($1::text[])", ids)
+    return count
+
+
+async def committed_total(bootstrap: str, group: str, topic: str, partitions: int) -> int:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        return sum([(await consumer.committed(TopicPartition(topic, p))) or 0 for p in range(partitions)])
+    finally:
+        await consumer.stop()
+
+
+async def test_kill_9_three_times_loses_nothing_and_duplicates_nothing(
+    demo_env: dict[str, str], kafka_bootstrap: str, pg_pool: asyncpg.Pool, repo_root: Path
+) -> None:
+    topic = await create_topic(kafka_bootstrap, partitions=3, prefix="e2e-kill")
+    dlq = await create_topic(kafka_bootstrap, partitions=1, prefix="dlq")
+    group, prefix = f"e2e-{uuid.uuid4().hex[:8]}", f"test/e2e-{uuid.uuid4().hex[:8]}"
+    events = synthetic_events(EVENTS)
+    ids = [e.event_id for e in events]
+    await pipeline.produce(kafka_bootstrap, topic, events)
+
+    archiver = ArchiverProcess(repo_root, topic, dlq, group, prefix)
+    rng = random.Random(7)
+    kills = 0
+    started = time.monotonic()
+    while kills < 3:
+        archiver.start()
+        target = await indexed(pg_pool, ids) + rng.randint(500, max(600, EVENTS // 6))
+        for _ in range(2000):  # bounded: at most ~200 s
+            if await indexed(pg_pool, ids) >= min(target, EVENTS - 1):
+                break
+            await asyncio.sleep(rng.uniform(0.01, 0.2))
+        archiver.kill()
+        kills += 1
+    archiver.start()
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if await indexed(pg_pool, ids) == EVENTS and await committed_total(kafka_bootstrap, group, topic, 3) == EVENTS:
+            break
+        await asyncio.sleep(0.5)
+    recovery_s = time.monotonic() - started
+    await archiver.wait_ready()
+    assert archiver.stop() == 0
+
+    archived = await indexed(pg_pool, ids)
+    duplicates = await pg_pool.fetchval(
+        "SELECT count(*) - count(DISTINCT event_id) FROM archived_events WHERE event_id = ANY($1::text[])", ids
+    )
+    print(
+        f"\n[kill -9 x3] events={EVENTS} archived={archived} lost={EVENTS - archived} duplicated={duplicates} "
+        f"total_time={recovery_s:.1f}s"
+    )
+    assert archived == EVENTS
+    assert duplicates == 0
+    assert await committed_total(kafka_bootstrap, group, topic, 3) == EVENTS
+
+    access = await open_access(pipeline.retention_settings(demo_env, prefix))
+    try:
+        rows = await pg_pool.fetch(
+            "SELECT event_id, object_key, record_index FROM archived_events WHERE event_id = ANY($1::text[])", ids
+        )
+        opened = await access.reader.open(
+            [RecordLocation(r["event_id"], r["object_key"], r["record_index"]) for r in rows]
+        )
+    finally:
+        await access.close()
+    by_id = {e.event_id: e for e in events}
+    assert all(value is not None and Event.from_json(value) == by_id[event_id] for event_id, value in opened.items())
+
+
+def metric(registry_text: str, name: str) -> float:
+    for family in text_string_to_metric_families(registry_text):
+        for sample in family.samples:
+            if sample.name == name:
+                return float(sample.value)
+    return float("nan")
+
+
+async def test_s3_outage_holds_commits_then_catches_up(
+    demo_env: dict[str, str], kafka_bootstrap: str, pg_pool: asyncpg.Pool, repo_root: Path
+) -> None:
+    from prometheus_client import generate_latest
+
+    topic = await create_topic(kafka_bootstrap, partitions=3, prefix="e2e-s3")
+    dlq = await create_topic(kafka_bootstrap, partitions=1, prefix="dlq")
+    prefix = f"test/e2e-{uuid.uuid4().hex[:8]}"
+    settings = pipeline.archiver_settings(demo_env, topic, dlq, prefix)
+    registry = CollectorRegistry()
+    stack = str(repo_root / "deploy" / "local" / "stack.sh")
+    first, second = synthetic_events(300), synthetic_events(700)
+    async with pipeline.running_archiver(settings, registry):
+        await pipeline.produce(kafka_bootstrap, topic, first)
+        await pipeline.wait_indexed(pg_pool, {e.event_id for e in first})
+        before = await committed_total(kafka_bootstrap, settings.group_id, topic, 3)
+        subprocess.run([stack, "down", "s3"], check=True, capture_output=True, timeout=60)
+        try:
+            await pipeline.produce(kafka_bootstrap, topic, second)
+            await asyncio.sleep(6)
+            during = await committed_total(kafka_bootstrap, settings.group_id, topic, 3)
+            text = generate_latest(registry).decode()
+            lag_during = metric(text, "wa_archiver_lag_seconds")
+            retries = metric(text, "wa_archiver_retries_total")
+        finally:
+            subprocess.run([stack, "up", "s3"], check=True, capture_output=True, timeout=120)
+        outage_over = time.monotonic()
+        await pipeline.wait_indexed(pg_pool, {e.event_id for e in second}, timeout_s=120)
+        recovery = time.monotonic() - outage_over
+    print(
+        f"\n[s3 outage] committed before={before} during={during} lag_during={lag_during:.1f}s recovery={recovery:.1f}s"
+    )
+    assert before == len(first)
+    assert during == before, "an offset was committed while S3 was down"
+    assert lag_during >= 3
+    assert retries >= 1
+    assert await committed_total(kafka_bootstrap, settings.group_id, topic, 3) == len(first) + len(second)
+
+
+async def test_rebuild_index_restores_it_exactly(
+    demo_env: dict[str, str], kafka_bootstrap: str, pg_pool: asyncpg.Pool
+) -> None:
+    topic = await create_topic(kafka_bootstrap, partitions=2, prefix="e2e-rebuild")
+    dlq = await create_topic(kafka_bootstrap, partitions=1, prefix="dlq")
+    prefix = f"test/e2e-{uuid.uuid4().hex[:8]}"
+    events = synthetic_events(400)
+    await pipeline.produce(kafka_bootstrap, topic, events)
+    async with pipeline.running_archiver(pipeline.archiver_settings(demo_env, topic, dlq, prefix)):
+        await pipeline.wait_indexed(pg_pool, {e.event_id for e in events})
+    columns = (
+        "event_id, subject_ref, dek_id, waba_id, phone_number_id, kind, type, message_ref, original_message_ref,"
+        " event_time, received_at, object_key, record_index, kafka_partition, kafka_offset, retention_class, expires_at"
+    )
+    query = f"SELECT {columns} FROM archived_events WHERE object_key LIKE $1 ORDER BY event_id"
+    before = [dict(r) for r in await pg_pool.fetch(query, prefix + "/%")]
+    assert len(before) == len(events)
+    await pg_pool.execute("DELETE FROM archived_events WHERE object_key LIKE $1", prefix + "/%")
+    await pg_pool.execute("DELETE FROM archive_objects WHERE object_key LIKE $1", prefix + "/%")
+
+    access = await open_access(pipeline.retention_settings(demo_env, prefix))
+    try:
+        report = await rebuild_index(access.pool, access.bucket, access.policy, prefix=prefix)
+    finally:
+        await access.close()
+    after = [dict(r) for r in await pg_pool.fetch(query, prefix + "/%")]
+    assert report.events == len(events)
+    assert after == before
