@@ -30,7 +30,7 @@ from aiokafka.structs import OffsetAndMetadata
 
 from services.archiver.batching import FlushPolicy, FlushReason, OpenBatch, plan_flush
 from services.archiver.metrics import ArchiverMetrics
-from services.archiver.writer import BatchWriter, ConsumedRecord, decode_record
+from services.archiver.writer import BatchWriter, RawRecord
 
 log = logging.getLogger("wa_archive.archiver")
 
@@ -38,7 +38,7 @@ log = logging.getLogger("wa_archive.archiver")
 @dataclass
 class PartitionState:
     tp: TopicPartition
-    batch: OpenBatch[ConsumedRecord] | None = None
+    batch: OpenBatch[RawRecord] | None = None
     inflight: asyncio.Task[None] | None = None
     inflight_first_ts_ms: int | None = None
     committed: int | None = None
@@ -129,8 +129,9 @@ class ArchiverLoop:
             for r in records:
                 if state.batch is None:
                     state.batch = OpenBatch(opened_at=now)
-                consumed = decode_record(tp.partition, r.offset, r.timestamp, r.key, r.value)
-                state.batch.add(consumed, r.offset, len(r.value or b""))
+                state.batch.add(
+                    RawRecord(tp.partition, r.offset, r.timestamp, r.key, r.value), r.offset, len(r.value or b"")
+                )
 
     def _schedule(self, now: float, *, drain: bool) -> None:
         for state in self.partitions.values():
@@ -156,7 +157,7 @@ class ArchiverLoop:
             self.metrics.paused_seconds.inc(now - state.paused_since)
             state.paused_since = None
 
-    async def _write(self, state: PartitionState, batch: OpenBatch[ConsumedRecord]) -> None:
+    async def _write(self, state: PartitionState, batch: OpenBatch[RawRecord]) -> None:
         await self.writer.write(state.tp.partition, batch.items)
         next_offset = batch.last_offset + 1
         try:

@@ -95,13 +95,15 @@ async def run_archiver(
             policy=load_policy(settings.retention_policy_file) if settings.retention_policy_file else DEFAULT_POLICY,
             retry_initial_s=settings.retry_initial_s,
             retry_max_s=settings.retry_max_s,
+            max_concurrent_writes=settings.max_concurrent_writes,
         )
         consumer = AIOKafkaConsumer(
             **settings.kafka.client_options(),
             group_id=settings.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            max_partition_fetch_bytes=4 * 1024 * 1024,
+            max_partition_fetch_bytes=settings.max_partition_fetch_bytes,
+            fetch_max_bytes=settings.fetch_max_bytes,
             **settings.consumer_options,
         )
         loop = ArchiverLoop(

@@ -24,7 +24,7 @@ class GraphSettings(BaseModel):
 
 
 class FlushSettings(BaseModel):
-    max_records: int = Field(default=5_000, ge=1)
+    max_records: int = Field(default=2_000, ge=1)
     max_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     max_age_s: float = Field(default=2.0, gt=0)
 
@@ -45,11 +45,17 @@ class ArchiverSettings(BaseSettings):
     keys: KeySettings
     graph: GraphSettings = Field(default_factory=GraphSettings)
     flush: FlushSettings = Field(default_factory=FlushSettings)
-    max_poll_records: int = Field(default=5_000, ge=1)
+    max_poll_records: int = Field(default=2_000, ge=1)
     # Records buffered per partition behind an in-flight write before the partition is paused (backpressure).
-    max_buffered_records: int = Field(default=20_000, ge=1)
+    max_buffered_records: int = Field(default=2_000, ge=1)
     # Retention classes (services.core.policy.py); without a file every record is kept 7 years.
     retention_policy_file: Path | None = None
+    # Batches being made durable at once (across partitions). Writes overlap S3/PostgreSQL round trips; more of
+    # them buys little on one Python core and costs memory (each holds its decoded batch).
+    max_concurrent_writes: int = Field(default=2, ge=1)
+    # Prefetch bounds of the Kafka consumer (memory): per partition, and per fetch.
+    max_partition_fetch_bytes: int = Field(default=1024 * 1024, ge=64 * 1024)
+    fetch_max_bytes: int = Field(default=16 * 1024 * 1024, ge=1024 * 1024)
     dek_cache_size: int = Field(default=100_000, ge=1)
     retry_initial_s: float = Field(default=0.2, gt=0)
     retry_max_s: float = Field(default=10.0, gt=0)

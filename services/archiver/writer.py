@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
@@ -47,6 +48,17 @@ class ConsumedRecord:
     value: bytes
     event: Event | None
     poison: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    """A Kafka record as buffered by the consumer: bytes only, decoded when its batch is written (memory)."""
+
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes | None
 
 
 def decode_record(
@@ -119,6 +131,7 @@ class BatchWriter:
         policy: RetentionPolicy = DEFAULT_POLICY,
         retry_initial_s: float = 0.2,
         retry_max_s: float = 10.0,
+        max_concurrent_writes: int = 2,
     ) -> None:
         self.topic = topic
         self.dlq_topic = dlq_topic
@@ -131,10 +144,19 @@ class BatchWriter:
         self.media = media
         self.media_limit = asyncio.Semaphore(media_concurrency)
         self.policy = policy
+        # Hot-path memo: a batch has few distinct people and (number, kind, type) triples.
+        self._subjects: dict[tuple[str, str | None, str | None], Subjects] = {}
+        self._classes: dict[tuple[str | None, str, str | None], tuple[str, timedelta]] = {}
         self.retry_initial_s = retry_initial_s
         self.retry_max_s = retry_max_s
+        self.write_slots = asyncio.Semaphore(max_concurrent_writes)
 
-    async def write(self, partition: int, records: Sequence[ConsumedRecord]) -> WriteOutcome:
+    async def write(self, partition: int, raw: Sequence[RawRecord]) -> WriteOutcome:
+        async with self.write_slots:
+            return await self._write(partition, raw)
+
+    async def _write(self, partition: int, raw: Sequence[RawRecord]) -> WriteOutcome:
+        records = [decode_record(r.partition, r.offset, r.timestamp_ms, r.key, r.value) for r in raw]
         poison = [r for r in records if r.event is None]
         good = [r for r in records if r.event is not None]
         attempts = 0
@@ -152,10 +174,36 @@ class BatchWriter:
                 key, size = await self._archive(partition, good, media_results)
 
             attempts += await self._retry("archive", archive)
-        for record in good:
-            assert record.event is not None
-            self.metrics.events_archived.labels(record.event.kind).inc()
+        for kind, count in Counter(r.event.kind for r in good if r.event is not None).items():
+            self.metrics.events_archived.labels(kind).inc(count)
         return WriteOutcome(len(good), len(poison), key, size, attempts)
+
+    def _subjects_of(self, event: Event) -> Subjects:
+        person = event.subject
+        memo_key = (
+            event.phone_number_id or event.waba_id,
+            person.wa_id if person else None,
+            person.user_id if person else None,
+        )
+        found = self._subjects.get(memo_key)
+        if found is None:
+            if len(self._subjects) > 100_000:
+                self._subjects.clear()
+            found = self._subjects[memo_key] = subjects_of(self.pepper, event)
+        return found
+
+    def _class_of(self, event: Event) -> tuple[str, timedelta]:
+        memo_key = (event.phone_number_id, event.kind, event.type)
+        found = self._classes.get(memo_key)
+        if found is None:
+            epoch = datetime(2000, 1, 1, tzinfo=UTC)
+            name, expires = self.policy.classify(
+                phone_number_id=event.phone_number_id, kind=event.kind, type_=event.type, event_time=epoch
+            )
+            if len(self._classes) > 10_000:
+                self._classes.clear()
+            found = self._classes[memo_key] = (name, expires - epoch)
+        return found
 
     async def _retry(self, dependency: str, step: Callable[[], Awaitable[None]]) -> int:
         delay = self.retry_initial_s
@@ -237,7 +285,7 @@ class BatchWriter:
         media_results: dict[str, tuple[MediaRef, MediaResult]],
     ) -> tuple[str, int]:
         events = [r.event for r in records if r.event is not None]
-        subjects = [subjects_of(self.pepper, e) for e in events]
+        subjects = [self._subjects_of(e) for e in events]
         keys = await self.keyring.keys_for_writing({s.primary for s in subjects})
         now = datetime.now(UTC)
         created_at = now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -270,9 +318,8 @@ class BatchWriter:
             sealed = seal_record(record.value, dek.aead, event_id=event.event_id, subject_ref=subject.primary)
             container_records.append(ContainerRecord(meta=meta, sealed=sealed))
             when = event_time(event) or parse_received_at(event.received_at)
-            retention_class, expires_at = self.policy.classify(
-                phone_number_id=event.phone_number_id, kind=event.kind, type_=event.type, event_time=when
-            )
+            retention_class, keep_for = self._class_of(event)
+            expires_at = when + keep_for
             index_rows.append(
                 IndexRow(
                     event_id=event.event_id,

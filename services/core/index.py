@@ -8,8 +8,9 @@ that holds it and is never indexed twice.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
 from datetime import datetime
+from operator import attrgetter
 
 import asyncpg
 
@@ -64,6 +65,12 @@ class MediaRow:
     failure: str | None
 
 
+# dataclasses.astuple deep-copies every field (datetimes included): far too slow for 20,000 rows a second.
+INDEX_TUPLE = attrgetter(*INDEX_COLUMNS)
+OBJECT_TUPLE = attrgetter(*ObjectRow.__dataclass_fields__)
+MEDIA_TUPLE = attrgetter(*MediaRow.__dataclass_fields__)
+
+
 async def write_object_index(
     conn: Connection,
     obj: ObjectRow,
@@ -78,7 +85,7 @@ async def write_object_index(
         "ON CONFLICT (object_key) DO UPDATE SET last_offset = EXCLUDED.last_offset,"
         " record_count = EXCLUDED.record_count, size_bytes = EXCLUDED.size_bytes,"
         " retain_until = EXCLUDED.retain_until, written_at = now()",
-        *astuple(obj),
+        *OBJECT_TUPLE(obj),
     )
     if rows:
         await conn.execute(
@@ -86,7 +93,7 @@ async def write_object_index(
             "ON COMMIT DELETE ROWS"
         )
         await conn.copy_records_to_table(
-            "staged_events", records=[astuple(row) for row in rows], columns=list(INDEX_COLUMNS)
+            "staged_events", records=[INDEX_TUPLE(row) for row in rows], columns=list(INDEX_COLUMNS)
         )
         updates = ", ".join(
             f"{column} = EXCLUDED.{column}"
@@ -124,5 +131,5 @@ async def write_object_index(
             "ON CONFLICT (event_id) DO UPDATE SET status = EXCLUDED.status, object_key = EXCLUDED.object_key,"
             " size_bytes = EXCLUDED.size_bytes, attempts = EXCLUDED.attempts, failure = EXCLUDED.failure,"
             " archived_at = now() WHERE archived_media.status <> 'archived' OR EXCLUDED.status = 'archived'",
-            [astuple(m) for m in media],
+            [MEDIA_TUPLE(m) for m in media],
         )

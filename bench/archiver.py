@@ -1,0 +1,157 @@
+"""Archiver throughput: a topic pre-filled with N realistic events (several people and business numbers), one
+archiver process against the real stack, timed until every offset is committed; and, in the same run, a raw
+aiokafka consume loop over the same topic as the ratio's denominator.
+
+Prints events/s end to end, objects written, PUTs/s, the archiver's peak RSS and the ratio to the raw loop.
+Targets (issue #4): >= 20,000 events/s, <= 200 MB RSS.
+
+    python -m bench.archiver [--events 200000] [--partitions 6]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from bench.common import demo_env, ensure_stack, free_port, peak_rss_mb, start_module, wait_http, write_result
+from services.core.events import Event
+from services.core.kafka import AckedProducer, OutgoingRecord
+from services.core.settings import KafkaSettings
+from tests import pipeline
+from tests.support import create_topic
+
+
+def realistic_events(count: int, people: int = 2000, numbers: int = 4) -> list[Event]:
+    persons = [pipeline.Person.fresh() for _ in range(numbers)]
+    business = [(p.waba_id, p.phone_number_id) for p in persons]
+    bodies = []
+    for i in range(count):
+        waba, number = business[i % numbers]
+        person = pipeline.Person(waba, number, f"1650{i % people:07d}")
+        wamid = f"wamid.BENCH{uuid.uuid4().hex}"
+        if i % 4 == 3:
+            bodies.append(pipeline.status(person, wamid, "delivered", 1_760_000_000 + i))
+        else:
+            bodies.append(pipeline.text_message(person, wamid, f"Hello, about my order #{i}: when does it ship?", 1_760_000_000 + i))
+    return pipeline.events_of(bodies)
+
+
+async def prefill(bootstrap: str, topic: str, events: list[Event]) -> float:
+    producer = AckedProducer(KafkaSettings(bootstrap_servers=bootstrap, events_topic=topic), linger_ms=20)
+    await producer.start()
+    await producer.wait_connected(30)
+    started = time.monotonic()
+    try:
+        for start in range(0, len(events), 10_000):
+            chunk = events[start : start + 10_000]
+            await producer.produce([OutgoingRecord(topic, e.key(), e.to_json()) for e in chunk], deadline_s=120)
+    finally:
+        await producer.stop()
+    return time.monotonic() - started
+
+
+async def raw_consume(bootstrap: str, topic: str, partitions: int, total: int) -> float:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        seen = 0
+        started = time.monotonic()
+        while seen < total:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=5000)
+            seen += sum(len(records) for records in batch.values())
+        return time.monotonic() - started
+    finally:
+        await consumer.stop()
+
+
+async def committed(bootstrap: str, group: str, topic: str, partitions: int) -> int:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        return sum([(await consumer.committed(TopicPartition(topic, p))) or 0 for p in range(partitions)])
+    finally:
+        await consumer.stop()
+
+
+async def run(events_count: int, partitions: int) -> dict[str, Any]:
+    env = demo_env()
+    bootstrap = f"127.0.0.1:{env['WA_KAFKA_PORT']}"
+    topic = await create_topic(bootstrap, partitions=partitions, prefix="bench-archiver")
+    dlq = await create_topic(bootstrap, partitions=1, prefix="bench-dlq")
+    events = realistic_events(events_count)
+    prefill_s = await prefill(bootstrap, topic, events)
+    raw_s = await raw_consume(bootstrap, topic, partitions, len(events))
+
+    group, prefix, port = f"bench-{uuid.uuid4().hex[:8]}", f"bench/{uuid.uuid4().hex[:8]}", free_port()
+    process = start_module(
+        "services.archiver",
+        {
+            **env,
+            "WA_ARCHIVER_KAFKA__EVENTS_TOPIC": topic,
+            "WA_ARCHIVER_KAFKA__DLQ_TOPIC": dlq,
+            "WA_ARCHIVER_GROUP_ID": group,
+            "WA_ARCHIVER_S3__PREFIX": prefix,
+            "WA_ARCHIVER_PORT": str(port),
+            "WA_ARCHIVER_LOG_LEVEL": "WARNING",
+        },
+        Path("/tmp") / f"bench-archiver-{group}.log",
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz")
+        started = time.monotonic()
+        deadline = started + 900
+        done = 0
+        while time.monotonic() < deadline:
+            done = await committed(bootstrap, group, topic, partitions)
+            if done >= len(events):
+                break
+            await asyncio.sleep(0.25)
+        elapsed = time.monotonic() - started
+        peak = peak_rss_mb(process.pid)
+    finally:
+        process.terminate()
+        process.wait(timeout=120)
+    pool = await asyncpg.connect(env["WA_ARCHIVER_PG__DSN"])
+    try:
+        objects = await pool.fetchval("SELECT count(*) FROM archive_objects WHERE object_key LIKE $1", prefix + "/%")
+        indexed = await pool.fetchval("SELECT count(*) FROM archived_events WHERE object_key LIKE $1", prefix + "/%")
+    finally:
+        await pool.close()
+    return {
+        "events": len(events),
+        "partitions": partitions,
+        "committed": done,
+        "indexed": indexed,
+        "prefill_events_per_s": round(len(events) / prefill_s),
+        "archiver_seconds": round(elapsed, 2),
+        "archiver_events_per_s": round(len(events) / elapsed),
+        "objects_written": objects,
+        "puts_per_s": round(objects / elapsed, 1),
+        "archiver_peak_rss_mb": round(peak, 1),
+        "raw_consume_events_per_s": round(len(events) / raw_s),
+        "ratio_to_raw_consume": round(raw_s / elapsed, 3),
+        "targets": {"events_per_s": 20000, "peak_rss_mb": 200},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--partitions", type=int, default=6)
+    args = parser.parse_args()
+    ensure_stack()
+    write_result("archiver", asyncio.run(run(args.events, args.partitions)))
+
+
+if __name__ == "__main__":
+    main()
