@@ -39,7 +39,11 @@ def realistic_events(count: int, people: int = 2000, numbers: int = 4) -> list[E
         if i % 4 == 3:
             bodies.append(pipeline.status(person, wamid, "delivered", 1_760_000_000 + i))
         else:
-            bodies.append(pipeline.text_message(person, wamid, f"Hello, about my order #{i}: when does it ship?", 1_760_000_000 + i))
+            bodies.append(
+                pipeline.text_message(
+                    person, wamid, f"Hello, about my order #{i}: when does it ship?", 1_760_000_000 + i
+                )
+            )
     return pipeline.events_of(bodies)
 
 

@@ -11,7 +11,9 @@ import uvicorn
 Message = MutableMapping[str, Any]
 
 
-async def app(scope: Message, receive: Callable[[], Awaitable[Message]], send: Callable[[Message], Awaitable[None]]) -> None:
+async def app(
+    scope: Message, receive: Callable[[], Awaitable[Message]], send: Callable[[Message], Awaitable[None]]
+) -> None:
     if scope["type"] != "http":
         return
     more = True
@@ -24,6 +26,14 @@ async def app(scope: Message, receive: Callable[[], Awaitable[Message]], send: C
 
 if __name__ == "__main__":
     uvicorn.run(
-        app, host="127.0.0.1", port=int(os.environ.get("WA_INGEST_PORT", "8080")), loop="uvloop", http="httptools",
-        access_log=False, log_level="warning", proxy_headers=False, server_header=False, date_header=False,
+        app,
+        host="127.0.0.1",
+        port=int(os.environ.get("WA_INGEST_PORT", "8080")),
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+        proxy_headers=False,
+        server_header=False,
+        date_header=False,
     )

@@ -26,7 +26,9 @@ def demo_env() -> dict[str, str]:
 
 
 def ensure_stack() -> None:
-    subprocess.run([str(REPO_ROOT / "deploy" / "local" / "stack.sh"), "up"], check=True, capture_output=True, timeout=600)
+    subprocess.run(
+        [str(REPO_ROOT / "deploy" / "local" / "stack.sh"), "up"], check=True, capture_output=True, timeout=600
+    )
 
 
 def ensure_tool(name: str, package: str) -> str:
@@ -50,7 +52,7 @@ def free_port() -> int:
 
 
 def wait_http(url: str, timeout_s: float = 60) -> None:
-    import httpx  # noqa: PLC0415
+    import httpx
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -66,7 +68,11 @@ def wait_http(url: str, timeout_s: float = 60) -> None:
 def start_module(module: str, env: Mapping[str, str], log: Path) -> subprocess.Popen[bytes]:
     handle = log.open("wb")
     return subprocess.Popen(
-        [sys.executable, "-m", module], cwd=REPO_ROOT, env={**os.environ, **env}, stdout=handle, stderr=subprocess.STDOUT
+        [sys.executable, "-m", module],
+        cwd=REPO_ROOT,
+        env={**os.environ, **env},
+        stdout=handle,
+        stderr=subprocess.STDOUT,
     )
 
 

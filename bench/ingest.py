@@ -76,7 +76,10 @@ def realistic_body(n: int) -> bytes:
 def run_wrk(wrk: str, url: str, script: Path, seconds: int, connections: int) -> dict[str, float]:
     output = subprocess.run(
         [wrk, "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
-        capture_output=True, text=True, check=True, timeout=seconds + 60,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=seconds + 60,
     ).stdout
 
     def latency_ms(label: str) -> float:
@@ -118,12 +121,21 @@ def main() -> None:
     script = work / "post.lua"
     script.write_text(LUA % {"bodies": bodies})
 
-    figures: dict[str, Any] = {"connections": args.connections, "seconds": args.seconds, "body_bytes": len(realistic_body(0))}
+    figures: dict[str, Any] = {
+        "connections": args.connections,
+        "seconds": args.seconds,
+        "body_bytes": len(realistic_body(0)),
+    }
     for name, module in (("ingest", "services.ingest"), ("bare_asgi", "bench.bare_asgi")):
         port = free_port()
         process = start_module(
             module,
-            {**env, "WA_INGEST_PORT": str(port), "WA_INGEST_LOG_LEVEL": "WARNING", "WA_INGEST_KAFKA__EVENTS_TOPIC": "wa.events.v1"},
+            {
+                **env,
+                "WA_INGEST_PORT": str(port),
+                "WA_INGEST_LOG_LEVEL": "WARNING",
+                "WA_INGEST_KAFKA__EVENTS_TOPIC": "wa.events.v1",
+            },
             work / f"{name}.log",
         )
         try:
