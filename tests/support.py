@@ -41,9 +41,9 @@ def load_demo_env(path: Path = DEMO_ENV_FILE) -> dict[str, str]:
 
 
 @contextlib.asynccontextmanager
-async def serve_asgi(app: Any, *, lifespan: Literal["auto", "on", "off"] = "on") -> AsyncIterator[str]:
-    """Serve an ASGI app with uvicorn on a free 127.0.0.1 port inside the running loop; yields its base URL."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, lifespan=lifespan, access_log=False, log_level="warning")
+async def serve_asgi(app: Any, *, lifespan: Literal["auto", "on", "off"] = "on", port: int = 0) -> AsyncIterator[str]:
+    """Serve an ASGI app with uvicorn on 127.0.0.1 (a free port by default) inside the running loop; yields its URL."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan=lifespan, access_log=False, log_level="warning")
     server = _QuietServer(config)
     task = asyncio.create_task(server.serve())
     for _ in range(400):

@@ -1,0 +1,163 @@
+"""A small local HTTP server that behaves like Meta's Graph API for media — the only fake in the project
+(the Graph API is an external SaaS this machine cannot reach).
+
+``GET /{version}/{media_id}`` (or ``/{media_id}``) with the bearer token → media metadata whose ``url`` points back
+here; ``GET /download/{token}`` with the same bearer → the bytes. Wrong token → 401 (Graph-style OAuthException),
+unknown id → 404. Knobs for tests: :meth:`fail_next` (answer N requests with a status) and :meth:`corrupt`.
+
+    python -m tests.fakes.graph_api --port 8099 --token T --seed ../shared/whatsapp/payloads
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import hashlib
+import json
+import secrets
+from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import orjson
+
+from tests.support import serve_asgi
+
+Message = MutableMapping[str, Any]
+
+
+class FakeGraphApi:
+    def __init__(self, *, token: str, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.token = token
+        self.host, self.port = host, port
+        self.media: dict[str, tuple[bytes, str]] = {}
+        self.downloads: dict[str, str] = {}
+        self.corrupted: set[str] = set()
+        self.failures: list[int] = []
+        self.requests: list[tuple[str, str]] = []
+        self._base_url: str | None = None
+        self._server: Any = None
+
+    @property
+    def base_url(self) -> str:
+        assert self._base_url is not None, "start() first"
+        return self._base_url
+
+    def add_media(self, media_id: str, data: bytes, mime_type: str = "image/jpeg") -> str:
+        """Register media; returns the base64 sha256 a webhook would carry for it."""
+        self.media[media_id] = (data, mime_type)
+        return base64.b64encode(hashlib.sha256(data).digest()).decode()
+
+    def fail_next(self, count: int, status: int = 500) -> None:
+        self.failures.extend([status] * count)
+
+    def corrupt(self, media_id: str) -> None:
+        self.corrupted.add(media_id)
+
+    async def __call__(
+        self, scope: Message, receive: Callable[[], Awaitable[Message]], send: Callable[[Message], Awaitable[None]]
+    ) -> None:
+        if scope["type"] != "http":
+            return
+        path: str = scope["path"]
+        self.requests.append((scope["method"], path))
+        headers = dict(scope["headers"])
+        status, body, content_type = self._answer(path, headers.get(b"authorization", b"").decode())
+        await send(
+            {"type": "http.response.start", "status": status, "headers": [(b"content-type", content_type.encode())]}
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    def _answer(self, path: str, authorization: str) -> tuple[int, bytes, str]:
+        if self.failures:
+            status = self.failures.pop(0)
+            return status, self._error(f"simulated {status}", 2), "application/json"
+        if authorization != f"Bearer {self.token}":
+            return 401, self._error("Invalid OAuth access token.", 190), "application/json"
+        parts = [p for p in path.split("/") if p]
+        if len(parts) == 2 and parts[0] == "download":
+            media_id = self.downloads.get(parts[1])
+            if media_id is None or media_id not in self.media:
+                return 404, self._error("Unknown download", 100), "application/json"
+            data, mime = self.media[media_id]
+            return 200, (data[::-1] + b"x" if media_id in self.corrupted else data), mime
+        media_id = parts[-1] if parts else ""
+        if media_id not in self.media:
+            return 404, self._error("Unsupported get request.", 100), "application/json"
+        data, mime = self.media[media_id]
+        ticket = secrets.token_urlsafe(16)
+        self.downloads[ticket] = media_id
+        info = {
+            "messaging_product": "whatsapp",
+            "url": f"{self.base_url}/download/{ticket}",
+            "mime_type": mime,
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "file_size": len(data),
+            "id": media_id,
+        }
+        return 200, orjson.dumps(info), "application/json"
+
+    @staticmethod
+    def _error(message: str, code: int) -> bytes:
+        return orjson.dumps({"error": {"message": message, "type": "OAuthException", "code": code}})
+
+    async def start(self) -> None:
+        self._server = serve_asgi(self, lifespan="off", port=self.port)
+        self._base_url = await self._server.__aenter__()
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            await self._server.__aexit__(None, None, None)
+            self._server = None
+
+    async def __aenter__(self) -> FakeGraphApi:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, _type: type[BaseException] | None, _value: BaseException | None, _tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+
+def seed_from_webhooks(api: FakeGraphApi, directory: Path) -> int:
+    """Register every media id found in the webhooks of ``directory`` with deterministic bytes."""
+    count = 0
+    for path in sorted(directory.glob("*.json")):
+        stack: list[Any] = [json.loads(path.read_bytes())]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, dict):
+                kind = node.get("type")
+                media = node.get(kind) if isinstance(kind, str) else None
+                if isinstance(media, dict) and isinstance(media.get("id"), str):
+                    api.add_media(
+                        media["id"],
+                        hashlib.sha256(media["id"].encode()).digest() * 128,
+                        str(media.get("mime_type", "application/octet-stream")),
+                    )
+                    count += 1
+                stack.extend(node.values())
+            elif isinstance(node, list):
+                stack.extend(node)
+    return count
+
+
+async def serve_forever(port: int, token: str, seed: Path | None) -> None:
+    api = FakeGraphApi(token=token, port=port)
+    if seed is not None:
+        print(f"seeded {seed_from_webhooks(api, seed)} media id(s)")
+    async with api:
+        print(f"fake Graph API on {api.base_url}")
+        await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, default=8099)
+    parser.add_argument("--token", required=True)
+    parser.add_argument("--seed", type=Path)
+    arguments = parser.parse_args()
+    asyncio.run(serve_forever(arguments.port, arguments.token, arguments.seed))
