@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -242,23 +242,20 @@ def edit_summary(change: Change) -> str:
     return f"[{kind}]"
 
 
+def utc(timestamp: int) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
 def render_table(messages: Sequence[ConversationMessage]) -> str:
     lines = []
     for message in messages:
-        when = (
-            datetime.fromtimestamp(message.timestamp).isoformat(sep=" ") if message.timestamp else message.received_at
-        )
+        when = utc(message.timestamp) if message.timestamp else message.received_at
         flags = []
         if message.edits:
             flags.append(f"edited x{len(message.edits)}")
         if message.deletion:
             flags.append(
-                f"DELETED by {message.deletion.by}"
-                + (
-                    f" at {datetime.fromtimestamp(message.deletion.at).isoformat(sep=' ')}"
-                    if message.deletion.at
-                    else ""
-                )
+                f"DELETED by {message.deletion.by}" + (f" at {utc(message.deletion.at)}" if message.deletion.at else "")
             )
         status = message.latest_status or "-"
         arrow = "<-" if message.direction == "inbound" else "->"

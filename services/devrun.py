@@ -1,0 +1,172 @@
+"""``make run``: the three services and the Graph API stand-in on the local stack, plus a short demo.
+
+Starts ingest (:8080), archiver (:8081), retention (:8082) and the local Graph API stand-in (:8099) as
+processes with deploy/local/demo.env, replays the bundled sample webhooks (deploy/local/sample-webhooks) and
+a conversation whose message is then deleted for everyone, and prints where to look. Ctrl-C stops everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import orjson
+
+from services.ingest.replay import load_bodies, post_signed, replay
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_PHONE_NUMBER_ID = "106540352242922"
+DEMO_CONTACT = "16505559876"
+
+
+def demo_env() -> dict[str, str]:
+    values: dict[str, str] = {}
+    for line in (ROOT / "deploy" / "local" / "demo.env").read_text().splitlines():
+        if line.strip() and not line.startswith("#") and "=" in line:
+            name, value = line.split("=", 1)
+            values[name] = value[1:-1] if value[:1] == value[-1:] == "'" else value
+    return values
+
+
+def deleted_message_demo() -> list[bytes]:
+    """A customer writes, then deletes the message for everyone (Coexistence `revoke`)."""
+    now = int(time.time())
+
+    def webhook(message: dict[str, object]) -> bytes:
+        return orjson.dumps(
+            {
+                "object": "whatsapp_business_account",
+                "entry": [
+                    {
+                        "id": "102290129340398",
+                        "changes": [
+                            {
+                                "field": "messages",
+                                "value": {
+                                    "messaging_product": "whatsapp",
+                                    "metadata": {
+                                        "display_phone_number": "15550783881",
+                                        "phone_number_id": DEMO_PHONE_NUMBER_ID,
+                                    },
+                                    "contacts": [{"profile": {"name": "Demo Customer"}, "wa_id": DEMO_CONTACT}],
+                                    "messages": [message],
+                                },
+                            }
+                        ],
+                    }
+                ],
+            }
+        )
+
+    original = f"wamid.DEMO-ORIGINAL-{now}"
+    return [
+        webhook(
+            {
+                "from": DEMO_CONTACT,
+                "id": original,
+                "timestamp": str(now - 30),
+                "type": "text",
+                "text": {"body": "I confirm the order of 40 units, ship to the warehouse on Friday."},
+            }
+        ),
+        webhook(
+            {
+                "from": DEMO_CONTACT,
+                "id": f"wamid.DEMO-REVOKE-{now}",
+                "timestamp": str(now),
+                "type": "revoke",
+                "revoke": {"original_message_id": original},
+            }
+        ),
+    ]
+
+
+def wait_ready(url: str, name: str, timeout_s: float = 90) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"{name} did not become ready at {url} within {timeout_s:.0f}s (see .stack/logs/{name}.log)")
+
+
+async def run_demo(env: dict[str, str]) -> None:
+    secret = orjson.loads(env["WA_INGEST_APP_SECRETS"])[0].encode()
+    url = "http://127.0.0.1:8080/webhooks/whatsapp"
+    report = await replay(load_bodies([ROOT / "deploy" / "local" / "sample-webhooks"]), url=url, app_secret=secret)
+    print(f"replayed {report.sent} sample webhooks: {report.acknowledged} acknowledged by ingest (Kafka acks=all)")
+    async with httpx.AsyncClient(timeout=10) as client:
+        for body in deleted_message_demo():
+            await post_signed(client, url, body, secret)
+    print("sent a customer message and its deletion for everyone")
+
+
+def main() -> None:
+    env = {**os.environ, **demo_env()}
+    logs = ROOT / ".stack" / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    commands = {
+        "graph-api": [
+            sys.executable,
+            "-m",
+            "tests.fakes.graph_api",
+            "--port",
+            "8099",
+            "--token",
+            env["WA_ARCHIVER_GRAPH__TOKEN"],
+            "--seed",
+            str(ROOT / "deploy" / "local" / "sample-webhooks"),
+        ],
+        "ingest": [sys.executable, "-m", "services.ingest"],
+        "archiver": [sys.executable, "-m", "services.archiver"],
+        "retention": [sys.executable, "-m", "services.retention"],
+    }
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        for name, command in commands.items():
+            handle = (logs / f"{name}.log").open("ab")
+            processes[name] = subprocess.Popen(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
+        wait_ready("http://127.0.0.1:8080/readyz", "ingest")
+        wait_ready("http://127.0.0.1:8081/readyz", "archiver")
+        wait_ready("http://127.0.0.1:8082/readyz", "retention")
+        asyncio.run(run_demo(env))
+        print(
+            "\nwa-archive is running (logs in .stack/logs/):\n"
+            "  webhook URL      http://127.0.0.1:8080/webhooks/whatsapp  (secrets: deploy/local/demo.env)\n"
+            "  admin API        http://127.0.0.1:8082/docs\n"
+            "  Prometheus       http://127.0.0.1:9090/graph?g0.expr=wa_archive%3Astaleness_seconds\n"
+            "\nThe deleted message, with the deletion beside it (a reason is required and audited):\n"
+            "  set -a; . deploy/local/demo.env; set +a\n"
+            f"  .venv/bin/wa-archive messages --phone-number-id {DEMO_PHONE_NUMBER_ID} --contact {DEMO_CONTACT} "
+            '--reason "demo: disputed order"\n'
+            "  .venv/bin/wa-archive replay deploy/local/sample-webhooks --app-secret demo-app-secret-local-only\n"
+            "\nCtrl-C stops the services (make stack-down stops the servers)."
+        )
+        while all(p.poll() is None for p in processes.values()):
+            time.sleep(0.5)
+        dead = [name for name, p in processes.items() if p.poll() is not None]
+        raise SystemExit(f"{', '.join(dead)} exited; see .stack/logs/")
+    except KeyboardInterrupt:
+        print("\nstopping…")
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in processes.values():
+            try:
+                process.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+if __name__ == "__main__":
+    main()
