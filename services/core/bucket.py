@@ -11,14 +11,16 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import boto3
 from botocore.client import Config
 from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, EndpointConnectionError
-from mypy_boto3_s3 import S3Client
 
 from services.core.settings import S3Settings
+
+if TYPE_CHECKING:  # the stubs are a development dependency; the image does not have them
+    from mypy_boto3_s3 import S3Client
 
 T = TypeVar("T")
 

@@ -1,51 +1,75 @@
-"""The archive object format, version 1 (docs/ARCHIVE_FORMAT.md): one object = one batch of one partition.
+"""The archive object format, version 1 (docs/ARCHIVE_FORMAT.md): one object holds one batch of sealed records
+from one Kafka partition.
 
-    magic b"WAARCH" | version u8 | header length u32 BE | header (UTF-8 JSON) | sealed records | sha256 trailer
+    magic b"WAARCH" (6) | version u8 (1) | header length u32 BE | header (UTF-8 JSON) |
+    record bodies | sha256 (32) of everything before it
 
-The header holds only pseudonymous metadata per record — enough to rebuild the index without any key — and
-where each sealed record lies in the body. The trailer (sha256 of everything before it) detects corruption
-without keys; AES-GCM authenticates each record with its key. Readers refuse versions they do not know.
+The header carries only pseudonymous metadata per record — enough to rebuild the PostgreSQL index without any
+key — and where each sealed record lies in the body section. The trailer (sha256 of everything before it)
+detects corruption and truncation without keys; AES-GCM authenticates each record with its own key. The header
+schema is closed: a reader refuses unknown versions, missing or unexpected fields and ill-typed values, so no
+field (and no personal data) can slip into the clear without a new format version.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import struct
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import Any, Final
 
 import orjson
 
-MAGIC = b"WAARCH"
-FORMAT_VERSION = 1
-PREAMBLE = struct.Struct(">6sBI")
-TRAILER_BYTES = 32
+MAGIC: Final = b"WAARCH"
+FORMAT_VERSION: Final = 1
+PREAMBLE: Final = struct.Struct(">6sBI")  # magic, version, header length
+TRAILER_BYTES: Final = 32
+OBJECT_SUFFIX: Final = ".waarc"
+
+# Compact and ASCII-only (so also valid UTF-8): the header is plain JSON that any tool can read.
+_HEADER_ENCODER: Final = json.JSONEncoder(
+    ensure_ascii=True, check_circular=False, allow_nan=False, separators=(",", ":")
+)
 
 
 class ContainerError(ValueError):
-    """The object is not a valid archive container (corrupt, truncated, or of an unknown version)."""
+    """The bytes are not a valid archive container: wrong magic, unknown version, corrupt or truncated, or a
+    header that does not match the schema. The message says which."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RecordMeta:
+    """Pseudonymous metadata of one sealed record, stored in the clear in the object header.
+
+    Holds no personal data: people appear only as ``subject_ref``/``alias_refs`` and messages only as
+    ``message_ref``/``original_message_ref`` (services/core/pseudonym.py). ``waba_id`` and ``phone_number_id``
+    identify the business, not the customer. ``event_id`` and ``subject_ref`` are also the record's AES-GCM
+    associated data, so the header cannot point a record at another event or person unnoticed.
+    """
+
     event_id: str
     subject_ref: str
     alias_refs: tuple[str, ...]
     dek_id: str
     kind: str
     type: str | None
-    timestamp: int | None
-    received_at: str | None
+    timestamp: int | None  # Meta's event time, epoch seconds
+    received_at: str | None  # RFC 3339, when ingest received the webhook
     waba_id: str | None
     phone_number_id: str | None
     message_ref: str | None
-    original_message_ref: str | None
-    offset: int
+    original_message_ref: str | None  # the message an edit, revoke or status refers to
+    offset: int  # Kafka offset of the record in SourceRange.partition
 
 
 @dataclass(frozen=True, slots=True)
 class SourceRange:
+    """The Kafka records an object was made from: ``first_offset``..``last_offset`` (inclusive) of one
+    partition of ``topic``."""
+
     topic: str
     partition: int
     first_offset: int
@@ -66,15 +90,50 @@ class Container:
 
 
 def object_key(prefix: str, source: SourceRange) -> str:
-    """Deterministic and sortable: the same batch replayed overwrites its object instead of duplicating it."""
-    return f"{prefix}/{source.topic}/{source.partition:05d}/{source.first_offset:020d}.waarc"
+    """``{prefix}/{topic}/{partition:05d}/{first_offset:020d}.waarc``.
+
+    Deterministic: the same batch replayed after a crash overwrites its object instead of duplicating it. The
+    zero padding makes the lexicographic order of keys (S3 listing order) the offset order within a partition.
+    """
+    return f"{prefix}/{source.topic}/{source.partition:05d}/{source.first_offset:020d}{OBJECT_SUFFIX}"
+
+
+def _check_source(source: SourceRange) -> None:
+    if not source.topic:
+        raise ValueError("source topic must not be empty")
+    if source.partition < 0 or source.first_offset < 0:
+        raise ValueError("source partition and offsets must not be negative")
+    if source.first_offset > source.last_offset:
+        first, last = source.first_offset, source.last_offset
+        raise ValueError(f"source first_offset {first} is after last_offset {last}")
+
+
+def _is_rfc3339(value: str) -> bool:
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return parsed.tzinfo is not None
 
 
 def encode_container(records: Sequence[ContainerRecord], *, source: SourceRange, created_at: str) -> bytes:
+    """Serialise one batch into an archive object; :func:`decode_container` gives back exactly these records.
+
+    Raises ValueError when the input would make an object readers refuse: an empty topic, negative or
+    inverted offsets, a record offset outside ``source``, or ``created_at`` that is not an RFC 3339 timestamp
+    with an offset (e.g. ``2026-11-25T10:00:00.000Z``).
+    """
+    _check_source(source)
+    if not _is_rfc3339(created_at):
+        raise ValueError(f"created_at must be an RFC 3339 timestamp with an offset, got {created_at!r}")
+    first, last = source.first_offset, source.last_offset
     entries: list[dict[str, Any]] = []
     start = 0
     for record in records:
         meta = record.meta
+        if not first <= meta.offset <= last:
+            raise ValueError(f"record offset {meta.offset} is outside the source range {first}..{last}")
+        length = len(record.sealed)
         entries.append(
             {
                 "event_id": meta.event_id,
@@ -91,95 +150,220 @@ def encode_container(records: Sequence[ContainerRecord], *, source: SourceRange,
                 "original_message_ref": meta.original_message_ref,
                 "offset": meta.offset,
                 "start": start,
-                "length": len(record.sealed),
+                "length": length,
             }
         )
-        start += len(record.sealed)
-    header = orjson.dumps(
+        start += length
+    header = _HEADER_ENCODER.encode(
         {
             "format": FORMAT_VERSION,
             "created_at": created_at,
             "source": {
                 "topic": source.topic,
                 "partition": source.partition,
-                "first_offset": source.first_offset,
-                "last_offset": source.last_offset,
+                "first_offset": first,
+                "last_offset": last,
             },
             "records": entries,
         }
-    )
-    body = b"".join([PREAMBLE.pack(MAGIC, FORMAT_VERSION, len(header)), header, *(r.sealed for r in records)])
-    return body + hashlib.sha256(body).digest()
+    ).encode("ascii")
+    preamble = PREAMBLE.pack(MAGIC, FORMAT_VERSION, len(header))
+    covered = b"".join([preamble, header, *[record.sealed for record in records]])
+    return covered + hashlib.sha256(covered).digest()
+
+
+# The closed header schema of version 1: these fields, no others.
+_SOURCE_FIELDS: Final = frozenset({"topic", "partition", "first_offset", "last_offset"})
+_HEADER_FIELDS: Final = frozenset({"format", "created_at", "source", "records"})
+_STR_FIELDS: Final = ("event_id", "subject_ref", "dek_id", "kind")
+_OPTIONAL_STR_FIELDS: Final = (
+    "type",
+    "received_at",
+    "waba_id",
+    "phone_number_id",
+    "message_ref",
+    "original_message_ref",
+)
+_RECORD_FIELDS: Final = frozenset(
+    {*_STR_FIELDS, *_OPTIONAL_STR_FIELDS, "alias_refs", "timestamp", "offset", "start", "length"}
+)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _exact_fields(obj: object, expected: frozenset[str], where: str) -> Mapping[str, Any]:
+    if not isinstance(obj, dict):
+        raise ContainerError(f"malformed header: {where} is not a JSON object")
+    keys = obj.keys()
+    if keys != expected:
+        missing = sorted(expected - keys)
+        unexpected = sorted(keys - expected)
+        raise ContainerError(f"malformed header: {where} missing {missing}, unexpected {unexpected}")
+    return obj
+
+
+def _source(raw: object) -> SourceRange:
+    fields = _exact_fields(raw, _SOURCE_FIELDS, "source")
+    topic, partition = fields["topic"], fields["partition"]
+    first, last = fields["first_offset"], fields["last_offset"]
+    if not isinstance(topic, str) or not all(_is_int(v) for v in (partition, first, last)):
+        raise ContainerError("malformed header: source has a field of the wrong type")
+    source = SourceRange(topic=topic, partition=partition, first_offset=first, last_offset=last)
+    try:
+        _check_source(source)
+    except ValueError as exc:
+        raise ContainerError(f"malformed header: {exc}") from None
+    return source
+
+
+def _record(raw: object, index: int, source: SourceRange) -> tuple[RecordMeta, int, int]:
+    """One header entry as (metadata, start, length); raises ContainerError naming the first problem.
+
+    The fast path relies on JSON decoding producing exact types: ``type(v) is int`` also refuses booleans.
+    """
+    if type(raw) is dict and raw.keys() == _RECORD_FIELDS:
+        strings = (raw["event_id"], raw["subject_ref"], raw["dek_id"], raw["kind"])
+        optional_strings = (
+            raw["type"],
+            raw["received_at"],
+            raw["waba_id"],
+            raw["phone_number_id"],
+            raw["message_ref"],
+            raw["original_message_ref"],
+        )
+        alias_refs, timestamp = raw["alias_refs"], raw["timestamp"]
+        offset, start, length = raw["offset"], raw["start"], raw["length"]
+        valid = (
+            all(type(v) is str for v in strings)
+            and all(v is None or type(v) is str for v in optional_strings)
+            and type(alias_refs) is list
+            and all(type(a) is str for a in alias_refs)
+            and (timestamp is None or type(timestamp) is int)
+            and type(offset) is int
+            and type(start) is int
+            and type(length) is int
+            and source.first_offset <= offset <= source.last_offset
+        )
+        if valid:
+            event_id, subject_ref, dek_id, kind = strings
+            type_, received_at, waba_id, phone_number_id, message_ref, original_message_ref = optional_strings
+            meta = RecordMeta(
+                event_id=event_id,
+                subject_ref=subject_ref,
+                alias_refs=tuple(alias_refs),
+                dek_id=dek_id,
+                kind=kind,
+                type=type_,
+                timestamp=timestamp,
+                received_at=received_at,
+                waba_id=waba_id,
+                phone_number_id=phone_number_id,
+                message_ref=message_ref,
+                original_message_ref=original_message_ref,
+                offset=offset,
+            )
+            return meta, start, length
+    raise ContainerError(f"malformed header: record {index} {_record_problem(raw, index, source)}")
+
+
+def _record_problem(raw: object, index: int, source: SourceRange) -> str:
+    """Why :func:`_record` refused an entry, for the error message (the slow path: only on failure)."""
+    fields = _exact_fields(raw, _RECORD_FIELDS, f"record {index}")
+    for name in _STR_FIELDS:
+        if not isinstance(fields[name], str):
+            return f"field {name!r} must be a string"
+    for name in _OPTIONAL_STR_FIELDS:
+        if fields[name] is not None and not isinstance(fields[name], str):
+            return f"field {name!r} must be a string or null"
+    alias_refs = fields["alias_refs"]
+    if not isinstance(alias_refs, list) or not all(isinstance(a, str) for a in alias_refs):
+        return "field 'alias_refs' must be a list of strings"
+    if fields["timestamp"] is not None and not _is_int(fields["timestamp"]):
+        return "field 'timestamp' must be an integer or null"
+    if not all(_is_int(fields[name]) for name in ("offset", "start", "length")):
+        return "fields 'offset', 'start' and 'length' must be integers"
+    first, last = source.first_offset, source.last_offset
+    return f"offset {fields['offset']} is outside the source range {first}..{last}"
+
+
+def _check_ranges(entries: Sequence[tuple[RecordMeta, int, int]], body_length: int) -> None:
+    """Every record lies inside the body, no two overlap, together they cover it exactly."""
+    for index, (_meta, start, length) in enumerate(entries):
+        if start < 0 or length < 0 or start + length > body_length:
+            where = f"record {index} range [{start}, {start + length})"
+            raise ContainerError(f"{where} falls outside the body of {body_length} bytes")
+    covered = 0
+    ranges = sorted((start, start + length, index) for index, (_m, start, length) in enumerate(entries))
+    for start, end, index in ranges:
+        if start < covered:
+            raise ContainerError(f"record {index} range [{start}, {end}) overlaps another record")
+        if start > covered:
+            raise ContainerError(f"body bytes [{covered}, {start}) belong to no record")
+        covered = end
+    if covered != body_length:
+        raise ContainerError(f"body bytes [{covered}, {body_length}) belong to no record")
 
 
 def _parse(blob: bytes) -> tuple[SourceRange, str, list[tuple[RecordMeta, int, int]], int]:
+    """Verify everything but the records' encryption; return the header and where the body starts."""
     if len(blob) < PREAMBLE.size + TRAILER_BYTES:
-        raise ContainerError("object too short to be an archive container")
+        raise ContainerError(f"object too short to be an archive container ({len(blob)} bytes)")
     magic, version, header_length = PREAMBLE.unpack_from(blob)
     if magic != MAGIC:
         raise ContainerError("not an archive container (bad magic)")
+    # Checked before the trailer: a future version may lay out (or checksum) its bytes differently.
     if version != FORMAT_VERSION:
         raise ContainerError(f"unsupported format version {version}")
-    if hashlib.sha256(blob[:-TRAILER_BYTES]).digest() != blob[-TRAILER_BYTES:]:
+    body_end = len(blob) - TRAILER_BYTES
+    view = memoryview(blob)
+    if hashlib.sha256(view[:body_end]).digest() != view[body_end:]:
         raise ContainerError("checksum mismatch: the object is corrupt or truncated")
     body_start = PREAMBLE.size + header_length
-    body_end = len(blob) - TRAILER_BYTES
     if body_start > body_end:
-        raise ContainerError("header length exceeds the object")
+        raise ContainerError(f"header length {header_length} exceeds the object")
     try:
-        header = orjson.loads(blob[PREAMBLE.size : body_start])
-        source_raw = header["source"]
-        source = SourceRange(
-            str(source_raw["topic"]),
-            int(source_raw["partition"]),
-            int(source_raw["first_offset"]),
-            int(source_raw["last_offset"]),
-        )
-        created_at = str(header["created_at"])
-        if header.get("format") != FORMAT_VERSION:
-            raise ContainerError("header format does not match the preamble")
-        entries: list[tuple[RecordMeta, int, int]] = []
-        for raw in header["records"]:
-            meta = RecordMeta(
-                event_id=str(raw["event_id"]),
-                subject_ref=str(raw["subject_ref"]),
-                alias_refs=tuple(str(a) for a in raw.get("alias_refs", [])),
-                dek_id=str(raw["dek_id"]),
-                kind=str(raw["kind"]),
-                type=raw.get("type"),
-                timestamp=raw.get("timestamp"),
-                received_at=raw.get("received_at"),
-                waba_id=raw.get("waba_id"),
-                phone_number_id=raw.get("phone_number_id"),
-                message_ref=raw.get("message_ref"),
-                original_message_ref=raw.get("original_message_ref"),
-                offset=int(raw["offset"]),
-            )
-            entries.append((meta, int(raw["start"]), int(raw["length"])))
-    except ContainerError:
-        raise
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise ContainerError(f"malformed header: {type(exc).__name__}") from None
-    body_length = body_end - body_start
-    expected_start = 0
-    for _meta, start, length in entries:
-        # Records are contiguous, in order, and inside the body: no overlap, no gap, nothing outside.
-        if start != expected_start or length < 0 or start + length > body_length:
-            raise ContainerError("record ranges overlap or fall outside the body")
-        expected_start = start + length
-    if expected_start != body_length:
-        raise ContainerError("body holds bytes no record accounts for")
+        # orjson: reading a conversation parses hundreds of thousands of header entries; the strict field checks
+        # below reject anything orjson would represent differently (its floats for huge integers are not ints).
+        header = orjson.loads(view[PREAMBLE.size : body_start])
+    except (ValueError, RecursionError) as exc:  # bad UTF-8, bad JSON, absurd numbers or nesting
+        raise ContainerError(f"malformed header: not UTF-8 JSON ({exc})") from None
+    fields = _exact_fields(header, _HEADER_FIELDS, "header")
+    if not _is_int(fields["format"]) or fields["format"] != version:
+        raise ContainerError(f"malformed header: format {fields['format']!r} is not version {version}")
+    created_at = fields["created_at"]
+    if not isinstance(created_at, str) or not _is_rfc3339(created_at):
+        raise ContainerError("malformed header: created_at is not an RFC 3339 timestamp")
+    source = _source(fields["source"])
+    raw_records = fields["records"]
+    if not isinstance(raw_records, list):
+        raise ContainerError("malformed header: records is not a list")
+    entries = [_record(raw, index, source) for index, raw in enumerate(raw_records)]
+    _check_ranges(entries, body_end - body_start)
     return source, created_at, entries, body_start
 
 
 def decode_container(blob: bytes) -> Container:
+    """Parse and verify an archive object: magic, version, lengths, sha256 trailer, header schema, and that
+    the records tile the body section. Records stay sealed (opening them needs their keys).
+
+    Raises ContainerError with the reason on any failure; an unknown version gives
+    ``"unsupported format version N"``.
+    """
     source, created_at, entries, body_start = _parse(blob)
     records = tuple(
-        ContainerRecord(meta, blob[body_start + start : body_start + start + length]) for meta, start, length in entries
+        ContainerRecord(meta=meta, sealed=blob[body_start + start : body_start + start + length])
+        for meta, start, length in entries
     )
-    return Container(source, created_at, records)
+    return Container(source=source, created_at=created_at, records=records)
 
 
 def read_header(blob: bytes) -> tuple[SourceRange, str, tuple[RecordMeta, ...]]:
-    source, created_at, entries, _ = _parse(blob)
+    """The source range, creation time and record metadata of an object, without copying the records out.
+
+    Verifies exactly what :func:`decode_container` verifies (the trailer included) and raises ContainerError
+    the same way. This is all that rebuilding the index needs: no key is involved.
+    """
+    source, created_at, entries, _body_start = _parse(blob)
     return source, created_at, tuple(meta for meta, _start, _length in entries)

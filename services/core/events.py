@@ -1,35 +1,124 @@
-"""The event envelope (Kafka value, schema 1) and the pure splitter of Meta's webhook bodies.
+"""The event envelope (the Kafka value, ``schema: 1``) and the pure splitter of Meta's webhook bodies.
 
-:func:`parse_webhook` turns one POST body into one :class:`Event` per message, status, echo, history message,
-error and account/template/unknown update — iterating over *every* entry, change and item (Meta batches up to
-1,000 updates in one POST). Nothing is dropped: items it does not understand become ``unknown`` events with the
-object kept as it came. Each event carries the Meta object verbatim, the subject's ``contacts`` entry, and the
-delivery evidence (sha256 of the raw body and its signature header).
+:func:`parse_webhook` turns one POST body into one :class:`Event` per inbound message, status, value-level
+error, business echo, history message, and account / template / unknown update. It walks *every* entry, change
+and item (Meta batches up to 1,000 updates in one POST) and drops nothing: an item it does not understand
+becomes an ``unknown`` event that carries the item as it came. Each event carries Meta's object untouched (the
+very object the JSON decoder produced), the subject's ``contacts`` entry, and the delivery evidence (sha256 of
+the raw body and its signature header) instead of the rest of the POST, which is other people's data.
 
-``event_id`` is deterministic: a hash of the WABA, the kind, the business number, Meta's own id and the
-canonical JSON of the object, so a redelivery of the same update — however Meta re-serialises it — gets the same
-id and deduplicates in the archive, while two different objects never share an id even where Meta reuses a
-wamid (its own documentation samples do). Two identical objects in one POST (e.g. the same value-level error
-twice) deliberately collapse into one event id.
+What becomes an event
+    - ``messages``: one ``message`` per ``value.messages[]`` (subject: ``from`` / ``from_user_id``), one
+      ``status`` per ``value.statuses[]`` (subject: ``recipient_id`` / ``recipient_user_id``), one ``error``
+      per ``value.errors[]``;
+    - ``smb_message_echoes``: one ``echo`` per ``value.message_echoes[]`` (subject: ``to`` / ``to_user_id``);
+    - ``history``: one ``history`` per ``value.history[].threads[].messages[]`` (subject: the thread id); a
+      history item without threads (sharing declined) is one ``error`` with the whole item; the follow-up media
+      asset delivery (a plain ``value.messages[]``) gives ``history`` events too;
+    - ``account_update`` → ``account``, ``message_template*`` / ``template*`` → ``template``, any other field →
+      ``unknown``, each with the whole ``value`` as payload;
+    - never dropped: an item that is not an object → ``unknown``; a split field whose value yields no item →
+      ``unknown`` with the whole value; keys of such a value that are not split (a future addition, a list that
+      is not a list) → one ``unknown`` whose payload holds just those keys, so the items already emitted are
+      not copied into a record that belongs to no subject.
 
-The only exception :func:`parse_webhook` raises is :class:`WebhookRejected` (a 400 with a short reason that
-carries no personal data).
+    Empty strings from Meta mean absent; numeric ids become strings; ``timestamp`` is Meta's unix seconds as an
+    int (they send strings). ``contact`` is the ``value.contacts`` entry whose ``wa_id`` or ``user_id`` equals
+    the subject's — never guessed.
+
+Event ids
+    ``event_id`` is the first 128 bits (32 lowercase hex digits) of
+    ``sha256("\\x1f".join(("v1", waba_id, kind, phone_number_id or "", *identity)))`` where ``identity`` is
+
+    - message / echo: ``(message id or "", canonical_hash(item))``;
+    - history: ``(thread id or "", message id or "", canonical_hash(message))``;
+    - status: ``(status id or "", canonical_hash(status))`` — the hash covers ``status``, ``timestamp`` and
+      the recipient, so the several statuses of one message stay apart;
+    - error / account / template / unknown: ``(canonical_hash(payload),)`` plus ``str(entry.time)`` when the
+      entry carries Meta's ``time``, so the same account update sent again on another day is kept.
+
+    ``canonical_hash`` is the sha256 of the payload's canonical JSON (sorted keys, compact, UTF-8), so a
+    redelivery of the same update gets the same id however Meta re-serialises it, and deduplicates in the
+    archive. The object's hash is part of the identity even where Meta gives an id because Meta's own sample
+    payloads reuse one wamid for different messages (and one status id for different statuses): an id-only
+    identity would silently collapse them, and a lost message is worse than a duplicate.
+
+    Two identical objects of the same kind in one POST (e.g. the same value-level error twice) have the same
+    id: the splitter emits the first only. That is deliberate deduplication, and it loses nothing.
+
+Failure modes
+    :func:`parse_webhook` raises nothing but :class:`WebhookRejected` (status 400, a short reason free of
+    personal data). :meth:`Event.from_json` raises :class:`EnvelopeError` for anything that is not a valid
+    schema-1 envelope. Nothing here logs.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final, NoReturn
 
 import orjson
 
-SCHEMA_VERSION = 1
-KINDS = frozenset({"message", "status", "echo", "history", "error", "account", "template", "unknown", "outbound"})
+SCHEMA_VERSION: Final = 1
+KINDS: Final = frozenset(
+    {"message", "status", "echo", "history", "error", "account", "template", "unknown", "outbound"}
+)
+WABA_OBJECT: Final = "whatsapp_business_account"
+
+_EVENT_ID_VERSION: Final = "v1"
+_ID_SEPARATOR: Final = "\x1f"
+_EVENT_ID_HEX_DIGITS: Final = 32
+_HEX_DIGITS: Final = frozenset("0123456789abcdef")
+# Unix seconds as Meta sends them (strings of 10 digits today); anything longer than an int64 is not a time.
+_MAX_TIMESTAMP_DIGITS: Final = 18
+_MAX_TIMESTAMP: Final = 2**63 - 1
+# Keys of a change's value that describe the change rather than being items of it.
+_VALUE_CONTEXT_KEYS: Final = frozenset({"messaging_product", "metadata", "contacts"})
+# Per splittable field, the keys of the value that hold lists of items.
+_ITEM_KEYS: Final[dict[str, frozenset[str]]] = {
+    "messages": frozenset({"messages", "statuses", "errors"}),
+    "smb_message_echoes": frozenset({"message_echoes"}),
+    "history": frozenset({"history", "messages"}),
+}
+_ENVELOPE_KEYS: Final = (
+    "schema",
+    "event_id",
+    "kind",
+    "field",
+    "received_at",
+    "waba_id",
+    "phone_number_id",
+    "subject",
+    "message_id",
+    "original_message_id",
+    "timestamp",
+    "type",
+    "payload",
+    "contact",
+    "delivery",
+)
+
+
+def _refuse_constant(name: str) -> NoReturn:
+    """NaN and ±Infinity are not JSON (RFC 8259); the standard library accepts them unless told not to."""
+    raise ValueError(f"{name} is not a JSON value")
+
+
+# Encoders are built once: json.dumps with options builds a new encoder on every call (the hot path).
+_CANONICAL_ENCODER: Final = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+_ENVELOPE_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_ENVELOPE_ASCII_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+_DECODER: Final = json.JSONDecoder(parse_constant=_refuse_constant)
 
 
 class WebhookRejected(ValueError):
-    """The body is not a WhatsApp Business Account webhook; nothing from it may be produced."""
+    """The body is not a WhatsApp Business Account webhook: nothing from it may be produced.
+
+    ``status`` is the HTTP status to answer (400); ``reason`` is short, fixed text that never quotes the body,
+    so it is safe to return to the caller and to log.
+    """
 
     def __init__(self, status: int, reason: str) -> None:
         super().__init__(reason)
@@ -38,12 +127,16 @@ class WebhookRejected(ValueError):
 
 
 class EnvelopeError(ValueError):
-    """A Kafka record is not a valid schema-1 event envelope (a dead letter for the archiver)."""
+    """A Kafka value is not a valid schema-1 event envelope (for the archiver, a dead letter).
+
+    The message says what is wrong in fixed words; it never quotes the record's content.
+    """
 
 
 @dataclass(frozen=True, slots=True)
 class Subject:
-    """The customer an event is about (never the business). Either id may be absent."""
+    """The customer an event is about (never the business): a phone-based ``wa_id``, a business-scoped
+    ``user_id`` (usernames), or both. Empty strings from Meta are stored as ``None``."""
 
     wa_id: str | None
     user_id: str | None
@@ -51,7 +144,7 @@ class Subject:
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """Evidence that the record came from Meta: the hash of the raw POST body and its signature header."""
+    """Evidence that the record came from Meta: the sha256 (hex) of the raw POST body and its signature header."""
 
     sha256: str
     signature: str | None
@@ -59,6 +152,11 @@ class Delivery:
 
 @dataclass(frozen=True, slots=True)
 class Event:
+    """One archived unit: an item of a webhook (or an outbound report) with its envelope.
+
+    ``payload`` and ``contact`` are Meta's objects as decoded, never modified; treat them as read-only.
+    """
+
     event_id: str
     kind: str
     field: str
@@ -75,11 +173,16 @@ class Event:
     delivery: Delivery
 
     def key(self) -> bytes:
-        """Kafka key: one conversation (business number + person) keeps its order on one partition."""
-        person = (self.subject.wa_id or self.subject.user_id or "") if self.subject else ""
-        return f"{self.phone_number_id or self.waba_id}:{person}".encode()
+        """The Kafka key, ``"<phone_number_id>:<wa_id or user_id>"``: one conversation stays on one partition,
+        in order. Without a subject (account updates, errors) it is ``"<phone_number_id or waba_id>:"``."""
+        scope = self.phone_number_id or self.waba_id
+        person = (self.subject.wa_id or self.subject.user_id or "") if self.subject is not None else ""
+        # surrogatepass: a lone surrogate from a malformed \\u escape must not crash the producer.
+        return f"{scope}:{person}".encode("utf-8", "surrogatepass")
 
     def as_dict(self) -> dict[str, Any]:
+        """The envelope as a JSON-ready dict, keys in the schema-1 order (``schema`` first)."""
+        subject = self.subject
         return {
             "schema": SCHEMA_VERSION,
             "event_id": self.event_id,
@@ -88,7 +191,7 @@ class Event:
             "received_at": self.received_at,
             "waba_id": self.waba_id,
             "phone_number_id": self.phone_number_id,
-            "subject": None if self.subject is None else {"wa_id": self.subject.wa_id, "user_id": self.subject.user_id},
+            "subject": None if subject is None else {"wa_id": subject.wa_id, "user_id": subject.user_id},
             "message_id": self.message_id,
             "original_message_id": self.original_message_id,
             "timestamp": self.timestamp,
@@ -99,115 +202,283 @@ class Event:
         }
 
     def to_json(self) -> bytes:
-        try:
-            return orjson.dumps(self.as_dict())
-        except TypeError:  # an integer beyond 64 bits in Meta's object: the standard library keeps it exact
-            import json  # noqa: PLC0415
+        """Compact UTF-8 JSON of :meth:`as_dict` (the Kafka value); :meth:`from_json` reads it back equal.
 
-            return json.dumps(self.as_dict(), separators=(",", ":"), ensure_ascii=False).encode()
+        Raises ValueError if the payload holds NaN or ±Infinity, which :func:`parse_webhook` never lets in.
+        """
+        envelope = self.as_dict()
+        try:
+            # The hot path: orjson is several times faster and exact for what it accepts. Decoding stays with the
+            # standard library, which keeps integers beyond 64 bits exact (orjson would turn them into floats).
+            return orjson.dumps(envelope)
+        except TypeError:
+            pass  # an integer beyond 64 bits, or a lone surrogate: the standard library handles both exactly
+        try:
+            return _ENVELOPE_ENCODER.encode(envelope).encode()
+        except UnicodeEncodeError:
+            # A lone surrogate (a malformed \\u escape) cannot be UTF-8: escape everything; still valid JSON
+            # that decodes to the same strings.
+            return _ENVELOPE_ASCII_ENCODER.encode(envelope).encode("ascii")
 
     @classmethod
     def from_json(cls, raw: bytes) -> Event:
-        """Strictly decode a schema-1 envelope; EnvelopeError says what is wrong."""
+        """Decode a schema-1 envelope strictly.
+
+        Raises EnvelopeError when the bytes are not JSON, not an object, carry another schema, miss a key or
+        carry an unexpected one, or when a key holds the wrong type (see :meth:`as_dict` for the shape).
+        """
         try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError:
+            data = _DECODER.decode(raw.decode())
+        except RecursionError:
+            raise EnvelopeError("envelope is nested too deeply") from None
+        except ValueError:  # JSONDecodeError, UnicodeDecodeError, NaN/Infinity, over-long integers
             raise EnvelopeError("not JSON") from None
         if not isinstance(data, dict):
             raise EnvelopeError("not a JSON object")
-        if data.get("schema") != SCHEMA_VERSION:
-            raise EnvelopeError(f"unsupported schema {data.get('schema')!r}")
-        for name in ("event_id", "kind", "field", "received_at", "waba_id"):
-            if not isinstance(data.get(name), str):
-                raise EnvelopeError(f"{name} missing or not a string")
-        if data["kind"] not in KINDS or len(data["event_id"]) != 32:
-            raise EnvelopeError("unknown kind or malformed event_id")
+        schema = data.get("schema")
+        if type(schema) is not int or schema != SCHEMA_VERSION:
+            raise EnvelopeError("'schema' must be 1")
+        for name in _ENVELOPE_KEYS:
+            if name not in data:
+                raise EnvelopeError(f"{name!r} missing")
+        if len(data) != len(_ENVELOPE_KEYS):
+            raise EnvelopeError("unexpected keys beside the schema-1 envelope keys")
+        event_id = data["event_id"]
+        if not _is_hex(event_id, _EVENT_ID_HEX_DIGITS):
+            raise EnvelopeError("'event_id' must be 32 lowercase hex digits")
+        if not isinstance(data["kind"], str) or data["kind"] not in KINDS:
+            raise EnvelopeError("'kind' is not a known event kind")
+        for name in ("field", "received_at", "waba_id"):
+            if not isinstance(data[name], str):
+                raise EnvelopeError(f"{name!r} must be a string")
         for name in ("phone_number_id", "message_id", "original_message_id", "type"):
-            if data.get(name) is not None and not isinstance(data[name], str):
-                raise EnvelopeError(f"{name} must be a string or null")
-        timestamp = data.get("timestamp")
-        if timestamp is not None and (not isinstance(timestamp, int) or isinstance(timestamp, bool)):
-            raise EnvelopeError("timestamp must be an integer or null")
-        subject_raw = data.get("subject")
-        subject = None
-        if subject_raw is not None:
-            if not isinstance(subject_raw, dict):
-                raise EnvelopeError("subject must be an object or null")
-            subject = Subject(_opt_str(subject_raw.get("wa_id")), _opt_str(subject_raw.get("user_id")))
-        delivery = data.get("delivery")
-        if not isinstance(delivery, dict) or not isinstance(delivery.get("sha256"), str):
-            raise EnvelopeError("delivery evidence missing")
-        if "payload" not in data:
-            raise EnvelopeError("payload missing")
+            if data[name] is not None and not isinstance(data[name], str):
+                raise EnvelopeError(f"{name!r} must be a string or null")
+        timestamp = data["timestamp"]
+        if timestamp is not None and type(timestamp) is not int:
+            raise EnvelopeError("'timestamp' must be an integer or null")
         return cls(
-            event_id=data["event_id"],
+            event_id=event_id,
             kind=data["kind"],
             field=data["field"],
             received_at=data["received_at"],
             waba_id=data["waba_id"],
-            phone_number_id=data.get("phone_number_id"),
-            subject=subject,
-            message_id=data.get("message_id"),
-            original_message_id=data.get("original_message_id"),
+            phone_number_id=data["phone_number_id"],
+            subject=_subject_from_envelope(data["subject"]),
+            message_id=data["message_id"],
+            original_message_id=data["original_message_id"],
             timestamp=timestamp,
-            type=data.get("type"),
+            type=data["type"],
             payload=data["payload"],
-            contact=data.get("contact"),
-            delivery=Delivery(delivery["sha256"], _opt_str(delivery.get("signature"))),
+            contact=data["contact"],
+            delivery=_delivery_from_envelope(data["delivery"]),
         )
 
 
-def _opt_str(value: Any) -> str | None:
-    """A Meta id as a string; empty strings (usernames without a phone) and non-ids mean absent."""
+def _is_hex(value: Any, digits: int) -> bool:
+    return isinstance(value, str) and len(value) == digits and _HEX_DIGITS.issuperset(value)
+
+
+def _subject_from_envelope(value: Any) -> Subject | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or value.keys() != {"wa_id", "user_id"}:
+        raise EnvelopeError("'subject' must be null or an object with exactly 'wa_id' and 'user_id'")
+    wa_id, user_id = value["wa_id"], value["user_id"]
+    if (wa_id is not None and not isinstance(wa_id, str)) or (user_id is not None and not isinstance(user_id, str)):
+        raise EnvelopeError("'subject' ids must be strings or null")
+    return Subject(wa_id=wa_id, user_id=user_id)
+
+
+def _delivery_from_envelope(value: Any) -> Delivery:
+    if not isinstance(value, dict) or value.keys() != {"sha256", "signature"}:
+        raise EnvelopeError("'delivery' must be an object with exactly 'sha256' and 'signature'")
+    if not _is_hex(value["sha256"], 64):
+        raise EnvelopeError("'delivery.sha256' must be 64 lowercase hex digits")
+    signature = value["signature"]
+    if signature is not None and not isinstance(signature, str):
+        raise EnvelopeError("'delivery.signature' must be a string or null")
+    return Delivery(sha256=value["sha256"], signature=signature)
+
+
+def canonical_hash(value: Any) -> str:
+    """sha256 (hex) of the canonical JSON of a decoded JSON value: sorted keys, compact, UTF-8.
+
+    The same for every wire form of the value: whitespace, key order, ``\\uXXXX`` escapes or raw UTF-8, ``\\/``
+    or ``/``. Raises RecursionError for values nested deeper than the interpreter's recursion limit allows,
+    TypeError or ValueError for values that are not JSON (non-string keys of mixed types, sets, ...).
+    """
+    encoded = _CANONICAL_ENCODER.encode(value).encode("utf-8", "surrogatepass")
+    return hashlib.sha256(encoded).hexdigest()
+
+
+def derive_event_id(waba_id: str, kind: str, phone_number_id: str | None, identity: tuple[str, ...]) -> str:
+    """The deterministic event id (see the module docstring); the outbound report uses the same derivation."""
+    material = _ID_SEPARATOR.join((_EVENT_ID_VERSION, waba_id, kind, phone_number_id or "", *identity))
+    return hashlib.sha256(material.encode("utf-8", "surrogatepass")).hexdigest()[:_EVENT_ID_HEX_DIGITS]
+
+
+def _meta_id(value: Any) -> str | None:
+    """A Meta id as a string: numbers become their decimal text; empty strings (a username-only person's
+    ``wa_id``) and anything that is not a string or a number mean absent."""
     if isinstance(value, str):
         return value or None
-    if isinstance(value, int) and not isinstance(value, bool):
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
         return str(value)
     return None
 
 
-def _timestamp(value: Any) -> int | None:
-    if isinstance(value, bool):
+def _text(value: Any) -> str | None:
+    """A message type or status value: a non-empty string, or absent."""
+    return value if isinstance(value, str) and value else None
+
+
+def _unix_seconds(value: Any) -> int | None:
+    """Meta's timestamps are decimal strings of unix seconds (sometimes integers); anything else is absent."""
+    if isinstance(value, str):
+        if 0 < len(value) <= _MAX_TIMESTAMP_DIGITS and value.isascii() and value.isdigit():
+            return int(value)
         return None
-    if isinstance(value, int):
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_TIMESTAMP:
         return value
-    if isinstance(value, str) and value.isdigit() and len(value) <= 12:
-        return int(value)
     return None
 
 
-def canonical_hash(value: Any) -> str:
-    """sha256 of the canonical JSON of a value: the identity of objects that carry no id of their own."""
-    try:
-        encoded = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
-    except TypeError:  # integers beyond 64 bits: fall back to the standard library
-        import json  # noqa: PLC0415
-
-        encoded = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-    return hashlib.sha256(encoded).hexdigest()
+def _subject(wa_id: Any, user_id: Any) -> Subject | None:
+    wa, user = _meta_id(wa_id), _meta_id(user_id)
+    return Subject(wa_id=wa, user_id=user) if (wa is not None or user is not None) else None
 
 
-def make_event_id(*parts: str) -> str:
-    return hashlib.sha256("\x1f".join(("v1", *parts)).encode()).hexdigest()[:32]
+def _original_message_id(item: dict[str, Any]) -> str | None:
+    """The message a ``revoke`` or an ``edit`` (inbound or echoed) concerns."""
+    item_type = item.get("type")
+    if item_type in ("revoke", "edit"):  # a tuple: `type` may be any JSON value, even an unhashable one
+        body = item.get(item_type)
+        if isinstance(body, dict):
+            return _meta_id(body.get("original_message_id"))
+    return None
+
+
+def _field_kind(field: str) -> str:
+    """The kind of a change that is not split into items."""
+    if field == "account_update":
+        return "account"
+    if field.startswith(("message_template", "template")):
+        return "template"
+    return "unknown"
+
+
+class _Contacts:
+    """``value.contacts`` looked up by ``wa_id`` or ``user_id``; indexed on first use (a batch of 1,000
+    messages may come with hundreds of contacts, and a linear scan per message would be quadratic)."""
+
+    __slots__ = ("_by_user_id", "_by_wa_id", "_raw")
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw if isinstance(raw, list) and raw else None
+        self._by_wa_id: dict[str, Any] | None = None
+        self._by_user_id: dict[str, Any] = {}
+
+    def find(self, subject: Subject | None) -> Any | None:
+        """The first contact whose ``wa_id`` equals the subject's, else whose ``user_id`` does; never a guess."""
+        if subject is None or self._raw is None:
+            return None
+        if self._by_wa_id is None:
+            self._by_wa_id = {}
+            for contact in self._raw:
+                if isinstance(contact, dict):
+                    wa_id, user_id = _meta_id(contact.get("wa_id")), _meta_id(contact.get("user_id"))
+                    if wa_id is not None:
+                        self._by_wa_id.setdefault(wa_id, contact)
+                    if user_id is not None:
+                        self._by_user_id.setdefault(user_id, contact)
+        found = self._by_wa_id.get(subject.wa_id) if subject.wa_id is not None else None
+        if found is None and subject.user_id is not None:
+            found = self._by_user_id.get(subject.user_id)
+        return found
+
+
+@dataclass(frozen=True, slots=True)
+class _Change:
+    """What every event of one change shares."""
+
+    waba_id: str
+    phone_number_id: str | None
+    field: str
+    entry_time: int | None
 
 
 class _Splitter:
-    """Walks one webhook body; collects events with the shared delivery evidence."""
+    """Walks one webhook body and collects its events, skipping repeats of an event id within the body."""
+
+    __slots__ = ("_delivery", "_received_at", "_seen", "events")
 
     def __init__(self, delivery: Delivery, received_at: str) -> None:
-        self.delivery = delivery
-        self.received_at = received_at
+        self._delivery = delivery
+        self._received_at = received_at
+        self._seen: set[str] = set()
         self.events: list[Event] = []
 
-    def add(
+    def entry(self, entry: Any) -> None:
+        if not isinstance(entry, dict):
+            raise WebhookRejected(400, "each entry must be an object")
+        raw_id = entry.get("id")
+        if isinstance(raw_id, bool) or not isinstance(raw_id, str | int) or raw_id == "":
+            raise WebhookRejected(400, "each entry needs a WABA 'id' (a non-empty string or an integer)")
+        changes = entry.get("changes")
+        if not isinstance(changes, list):
+            raise WebhookRejected(400, "each entry needs a 'changes' list")
+        waba_id = str(raw_id)
+        entry_time = _unix_seconds(entry.get("time"))
+        for change in changes:
+            if not isinstance(change, dict) or not isinstance(change.get("field"), str):
+                raise WebhookRejected(400, "each change must be an object with a string 'field'")
+            self.change(waba_id, entry_time, change["field"], change.get("value"))
+
+    def change(self, waba_id: str, entry_time: int | None, field: str, value: Any) -> None:
+        metadata = value.get("metadata") if isinstance(value, dict) else None
+        phone_number_id = _meta_id(metadata.get("phone_number_id")) if isinstance(metadata, dict) else None
+        change = _Change(waba_id, phone_number_id, field, entry_time)
+        item_keys = _ITEM_KEYS.get(field)
+        if item_keys is None or not isinstance(value, dict):
+            self.standalone(change, _field_kind(field), value)
+            return
+        produced_before = len(self.events)
+        contacts = _Contacts(value.get("contacts"))
+        if field == "messages":
+            self.items(change, "message", value.get("messages"), contacts, "from", "from_user_id")
+            self.statuses(change, value.get("statuses"), contacts)
+            self.errors(change, value.get("errors"))
+        elif field == "smb_message_echoes":
+            self.items(change, "echo", value.get("message_echoes"), contacts, "to", "to_user_id")
+        else:
+            self.history(change, value.get("history"), contacts)
+            # The follow-up delivery of a history message's media asset carries a plain `messages` list.
+            business = metadata.get("display_phone_number") if isinstance(metadata, dict) else None
+            self.history_assets(change, value.get("messages"), contacts, business)
+        if len(self.events) == produced_before:
+            # Nothing to split (no items, empty lists): keep the whole value, as for an unknown field.
+            self.standalone(change, "unknown", value)
+            return
+        # Keys the splitter does not split (a future Meta addition, a malformed list) are kept too, without
+        # copying the items already emitted into a record that belongs to no subject.
+        residue = {
+            key: item
+            for key, item in value.items()
+            if key not in _VALUE_CONTEXT_KEYS and not (key in item_keys and isinstance(item, list))
+        }
+        if residue:
+            self.standalone(change, "unknown", residue)
+
+    def emit(
         self,
-        *,
+        change: _Change,
         kind: str,
-        field: str,
-        waba_id: str,
-        phone_number_id: str | None,
-        identity: str,
+        identity: tuple[str, ...],
         payload: Any,
+        *,
         subject: Subject | None = None,
         contact: Any | None = None,
         message_id: str | None = None,
@@ -215,14 +486,18 @@ class _Splitter:
         timestamp: int | None = None,
         type_: str | None = None,
     ) -> None:
+        event_id = derive_event_id(change.waba_id, kind, change.phone_number_id, identity)
+        if event_id in self._seen:
+            return  # the same object twice in one body: deliberate deduplication (module docstring)
+        self._seen.add(event_id)
         self.events.append(
             Event(
-                event_id=make_event_id(waba_id, kind, phone_number_id or "", identity),
+                event_id=event_id,
                 kind=kind,
-                field=field,
-                received_at=self.received_at,
-                waba_id=waba_id,
-                phone_number_id=phone_number_id,
+                field=change.field,
+                received_at=self._received_at,
+                waba_id=change.waba_id,
+                phone_number_id=change.phone_number_id,
                 subject=subject,
                 message_id=message_id,
                 original_message_id=original_message_id,
@@ -230,253 +505,170 @@ class _Splitter:
                 type=type_,
                 payload=payload,
                 contact=contact,
-                delivery=self.delivery,
+                delivery=self._delivery,
             )
         )
 
-    def change(self, waba_id: str, change: Any) -> None:
-        if not isinstance(change, dict):
-            self.add(
-                kind="unknown",
-                field="",
-                waba_id=waba_id,
-                phone_number_id=None,
-                identity=canonical_hash(change),
-                payload=change,
-            )
-            return
-        field = change.get("field")
-        if not isinstance(field, str):
-            raise WebhookRejected(400, "a change has no 'field'")
-        value = change.get("value")
-        metadata = value.get("metadata") if isinstance(value, dict) else None
-        phone_number_id = _opt_str(metadata.get("phone_number_id")) if isinstance(metadata, dict) else None
-        produced_before = len(self.events)
-        if isinstance(value, dict) and field == "messages":
-            self.messages(waba_id, phone_number_id, field, value)
-        elif isinstance(value, dict) and field == "smb_message_echoes":
-            self.items(waba_id, phone_number_id, field, value, "message_echoes", "echo")
-        elif isinstance(value, dict) and field == "history":
-            self.history(waba_id, phone_number_id, value)
-            # The follow-up delivery of a history message's media asset carries a plain `messages` array.
-            self.items(waba_id, phone_number_id, field, value, "messages", "history")
-        if len(self.events) == produced_before:
-            kind = (
-                "account"
-                if field == "account_update"
-                else "template"
-                if field.startswith(("message_template", "template"))
-                else "unknown"
-            )
-            self.add(
-                kind=kind,
-                field=field,
-                waba_id=waba_id,
-                phone_number_id=phone_number_id,
-                identity=canonical_hash(value),
-                payload=value,
-                timestamp=_timestamp(value.get("timestamp")) if isinstance(value, dict) else None,
-                type_=field,
-            )
+    def standalone(self, change: _Change, kind: str, payload: Any) -> None:
+        """An object without an id of its own (error, account, template, unknown): identified by its content."""
+        identity: tuple[str, ...] = (canonical_hash(payload),)
+        if change.entry_time is not None:
+            identity = (*identity, str(change.entry_time))
+        self.emit(change, kind, identity, payload, timestamp=change.entry_time, type_=change.field)
 
-    def messages(self, waba_id: str, phone_number_id: str | None, field: str, value: dict[str, Any]) -> None:
-        self.items(waba_id, phone_number_id, field, value, "messages", "message")
-        contacts = value.get("contacts")
-        statuses = value.get("statuses")
-        if isinstance(statuses, list):
-            for status in statuses:
-                if not isinstance(status, dict):
-                    self.add(
-                        kind="unknown",
-                        field=field,
-                        waba_id=waba_id,
-                        phone_number_id=phone_number_id,
-                        identity=canonical_hash(status),
-                        payload=status,
-                    )
-                    continue
-                subject = _subject(status.get("recipient_id"), status.get("recipient_user_id"))
-                status_id = _opt_str(status.get("id"))
-                state = _opt_str(status.get("status"))
-                identity = "\x1f".join((status_id or "", canonical_hash(status)))
-                self.add(
-                    kind="status",
-                    field=field,
-                    waba_id=waba_id,
-                    phone_number_id=phone_number_id,
-                    identity=identity,
-                    payload=status,
-                    subject=subject,
-                    contact=_contact(contacts, subject),
-                    message_id=status_id,
-                    original_message_id=status_id if state == "deleted" else None,
-                    timestamp=_timestamp(status.get("timestamp")),
-                    type_=state,
-                )
-        errors = value.get("errors")
-        if isinstance(errors, list):
-            for error in errors:
-                self.add(
-                    kind="error",
-                    field=field,
-                    waba_id=waba_id,
-                    phone_number_id=phone_number_id,
-                    identity=canonical_hash(error),
-                    payload=error,
-                    type_="error",
-                )
+    def message(
+        self,
+        change: _Change,
+        kind: str,
+        item: dict[str, Any],
+        subject: Subject | None,
+        contacts: _Contacts,
+        thread_id: tuple[str, ...] = (),
+    ) -> None:
+        message_id = _meta_id(item.get("id"))
+        self.emit(
+            change,
+            kind,
+            (*thread_id, message_id or "", canonical_hash(item)),
+            item,
+            subject=subject,
+            contact=contacts.find(subject),
+            message_id=message_id,
+            original_message_id=_original_message_id(item),
+            timestamp=_unix_seconds(item.get("timestamp")),
+            type_=_text(item.get("type")),
+        )
 
     def items(
-        self, waba_id: str, phone_number_id: str | None, field: str, value: dict[str, Any], key: str, kind: str
+        self, change: _Change, kind: str, items: Any, contacts: _Contacts, wa_id_key: str, user_id_key: str
     ) -> None:
-        items = value.get(key)
+        """Inbound messages (subject: the sender) or business echoes (subject: the recipient)."""
         if not isinstance(items, list):
             return
-        contacts = value.get("contacts")
         for item in items:
-            if not isinstance(item, dict):
-                self.add(
-                    kind="unknown",
-                    field=field,
-                    waba_id=waba_id,
-                    phone_number_id=phone_number_id,
-                    identity=canonical_hash(item),
-                    payload=item,
-                )
-                continue
-            business = (
-                value.get("metadata", {}).get("display_phone_number")
-                if isinstance(value.get("metadata"), dict)
-                else None
-            )
-            if kind == "echo" or (kind == "history" and business and item.get("from") == business):
-                subject = _subject(item.get("to"), item.get("to_user_id"))
+            if isinstance(item, dict):
+                self.message(change, kind, item, _subject(item.get(wa_id_key), item.get(user_id_key)), contacts)
             else:
-                subject = _subject(item.get("from"), item.get("from_user_id"))
-            message_id = _opt_str(item.get("id"))
-            self.add(
-                kind=kind,
-                field=field,
-                waba_id=waba_id,
-                phone_number_id=phone_number_id,
-                identity="\x1f".join((message_id or "", canonical_hash(item))),
-                payload=item,
+                self.standalone(change, "unknown", item)
+
+    def statuses(self, change: _Change, statuses: Any, contacts: _Contacts) -> None:
+        if not isinstance(statuses, list):
+            return
+        for status in statuses:
+            if not isinstance(status, dict):
+                self.standalone(change, "unknown", status)
+                continue
+            status_id = _meta_id(status.get("id"))
+            state = _text(status.get("status"))
+            subject = _subject(status.get("recipient_id"), status.get("recipient_user_id"))
+            self.emit(
+                change,
+                "status",
+                (status_id or "", canonical_hash(status)),
+                status,
                 subject=subject,
-                contact=_contact(contacts, subject),
-                message_id=message_id,
-                original_message_id=_original_id(item),
-                timestamp=_timestamp(item.get("timestamp")),
-                type_=_opt_str(item.get("type")),
+                contact=contacts.find(subject),
+                message_id=status_id,
+                # The legacy `deleted` status is the only deletion signal some numbers get: link it.
+                original_message_id=status_id if state == "deleted" else None,
+                timestamp=_unix_seconds(status.get("timestamp")),
+                type_=state,
             )
 
-    def history(self, waba_id: str, phone_number_id: str | None, value: dict[str, Any]) -> None:
-        history = value.get("history")
-        if not isinstance(history, list):
+    def errors(self, change: _Change, errors: Any) -> None:
+        if not isinstance(errors, list):
             return
-        for chunk in history:
+        for error in errors:
+            self.standalone(change, "error" if isinstance(error, dict) else "unknown", error)
+
+    def history(self, change: _Change, chunks: Any, contacts: _Contacts) -> None:
+        """``value.history[].threads[].messages[]``: one event per message, the thread id as the subject."""
+        if not isinstance(chunks, list):
+            return
+        for chunk in chunks:
             if not isinstance(chunk, dict):
+                self.standalone(change, "unknown", chunk)
                 continue
             threads = chunk.get("threads")
             if not isinstance(threads, list):
-                if chunk.get("errors") is not None:
-                    self.add(
-                        kind="error",
-                        field="history",
-                        waba_id=waba_id,
-                        phone_number_id=phone_number_id,
-                        identity=canonical_hash(chunk),
-                        payload=chunk,
-                        type_="history_error",
-                    )
+                # e.g. "history sharing declined": the chunk carries errors and no threads.
+                self.standalone(change, "error" if "errors" in chunk else "unknown", chunk)
                 continue
+            if "errors" in chunk:
+                self.standalone(change, "error", {key: item for key, item in chunk.items() if key != "threads"})
             for thread in threads:
-                if not isinstance(thread, dict):
-                    continue
-                thread_id = _opt_str(thread.get("id"))
-                messages = thread.get("messages")
-                if not isinstance(messages, list):
-                    continue
-                for message in messages:
-                    if not isinstance(message, dict):
-                        continue
-                    message_id = _opt_str(message.get("id"))
-                    self.add(
-                        kind="history",
-                        field="history",
-                        waba_id=waba_id,
-                        phone_number_id=phone_number_id,
-                        identity="\x1f".join((thread_id or "", message_id or "", canonical_hash(message))),
-                        payload=message,
-                        subject=_subject(thread_id, thread.get("user_id")),
-                        message_id=message_id,
-                        original_message_id=_original_id(message),
-                        timestamp=_timestamp(message.get("timestamp")),
-                        type_=_opt_str(message.get("type")),
-                    )
+                self.thread(change, thread, contacts)
 
+    def thread(self, change: _Change, thread: Any, contacts: _Contacts) -> None:
+        if not isinstance(thread, dict):
+            self.standalone(change, "unknown", thread)
+            return
+        messages = thread.get("messages")
+        if messages is None:
+            return  # a thread without messages yields nothing
+        if not isinstance(messages, list):
+            self.standalone(change, "unknown", thread)
+            return
+        thread_id = _meta_id(thread.get("id"))
+        subject = Subject(wa_id=thread_id, user_id=None) if thread_id is not None else None
+        for message in messages:
+            if isinstance(message, dict):
+                self.message(change, "history", message, subject, contacts, (thread_id or "",))
+            else:
+                self.standalone(change, "unknown", message)
 
-def _subject(wa_id: Any, user_id: Any) -> Subject | None:
-    wa, user = _opt_str(wa_id), _opt_str(user_id)
-    return Subject(wa, user) if (wa or user) else None
-
-
-def _contact(contacts: Any, subject: Subject | None) -> Any | None:
-    if subject is None or not isinstance(contacts, list):
-        return None
-    for contact in contacts:
-        if not isinstance(contact, dict):
-            continue
-        if (subject.wa_id and _opt_str(contact.get("wa_id")) == subject.wa_id) or (
-            subject.user_id and _opt_str(contact.get("user_id")) == subject.user_id
-        ):
-            return contact
-    return None
-
-
-def _original_id(item: dict[str, Any]) -> str | None:
-    """The message a revoke or an edit concerns."""
-    kind = item.get("type")
-    if kind in ("revoke", "edit"):
-        body = item.get(kind)
-        if isinstance(body, dict):
-            return _opt_str(body.get("original_message_id"))
-    return None
+    def history_assets(self, change: _Change, items: Any, contacts: _Contacts, business: Any) -> None:
+        """History messages outside threads (media assets): the subject is whoever is not the business."""
+        if not isinstance(items, list):
+            return
+        for item in items:
+            if not isinstance(item, dict):
+                self.standalone(change, "unknown", item)
+                continue
+            sender = item.get("from")
+            if business is not None and sender is not None and sender == business:
+                subject = _subject(item.get("to"), item.get("to_user_id"))
+            else:
+                subject = _subject(sender, item.get("from_user_id"))
+            self.message(change, "history", item, subject, contacts, ("",))
 
 
 def split_webhook(body: Any, *, raw_sha256: str, signature: str | None, received_at: str) -> list[Event]:
-    """Split a parsed webhook body into events; WebhookRejected(400) if it is not a WABA envelope."""
+    """Split a decoded webhook body into events, in body order (entries, changes, items).
+
+    ``body`` must be a value the JSON decoder produced (string keys, JSON types). ``raw_sha256`` (hex of the
+    raw body), ``signature`` (the header as received) and ``received_at`` (RFC 3339 UTC with milliseconds) are
+    copied into every event as given. Raises WebhookRejected(400) when the body is not a WhatsApp Business
+    Account envelope (see :func:`parse_webhook`) or is nested too deeply to hash; the body is left untouched.
+    """
     if not isinstance(body, dict):
         raise WebhookRejected(400, "body must be a JSON object")
-    if body.get("object") != "whatsapp_business_account":
+    if body.get("object") != WABA_OBJECT:
         raise WebhookRejected(400, "'object' must be 'whatsapp_business_account'")
     entries = body.get("entry")
     if not isinstance(entries, list):
         raise WebhookRejected(400, "'entry' must be a list")
-    splitter = _Splitter(Delivery(raw_sha256, signature), received_at)
-    for entry in entries:
-        if not isinstance(entry, dict):
-            raise WebhookRejected(400, "each entry must be an object")
-        waba_id = _opt_str(entry.get("id"))
-        if waba_id is None:
-            raise WebhookRejected(400, "an entry has no WABA 'id'")
-        changes = entry.get("changes")
-        if not isinstance(changes, list):
-            raise WebhookRejected(400, "an entry's 'changes' must be a list")
-        for change in changes:
-            splitter.change(waba_id, change)
+    splitter = _Splitter(Delivery(sha256=raw_sha256, signature=signature), received_at)
+    try:
+        for entry in entries:
+            splitter.entry(entry)
+    except RecursionError:
+        raise WebhookRejected(400, "body is nested too deeply") from None
     return splitter.events
 
 
 def parse_webhook(raw: bytes, *, raw_sha256: str, signature: str | None, received_at: str) -> list[Event]:
-    """Decode and split a raw POST body; WebhookRejected(400) for non-JSON or a non-WABA envelope."""
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        # orjson refuses integers beyond 64 bits; JSON allows them, so give the standard library a chance.
-        import json  # noqa: PLC0415
+    """Decode a raw POST body and split it (:func:`split_webhook`).
 
-        try:
-            body = json.loads(raw)
-        except (ValueError, RecursionError):
-            raise WebhookRejected(400, "body is not JSON") from None
+    Raises WebhookRejected(400) — and nothing else — when the body is not JSON (including NaN/Infinity and
+    text that is not UTF-8/16/32), is nested too deeply, is not an object whose ``object`` is
+    ``whatsapp_business_account``, lacks an ``entry`` list, has an entry without a string-or-integer ``id`` or
+    without a ``changes`` list, or has a change that is not an object with a string ``field``.
+    """
+    try:
+        body = json.loads(raw, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise WebhookRejected(400, "body is nested too deeply") from None
+    except ValueError:  # JSONDecodeError, UnicodeDecodeError, NaN/Infinity, integers over the digit limit
+        raise WebhookRejected(400, "body is not JSON") from None
     return split_webhook(body, raw_sha256=raw_sha256, signature=signature, received_at=received_at)

@@ -1,21 +1,46 @@
-"""Pseudonyms: the only identifiers of people (and of their messages) allowed in index rows, object headers,
-object keys, logs and metrics.
+"""Pseudonyms: the only identifiers of people, and of their messages, allowed outside the sealed records —
+in index rows, object headers, object keys, the audit log, logs and metrics.
 
-``subject_ref`` = HMAC-SHA256(pepper, "phone_number_id:person_id"). ``message_ref`` pseudonymises wamids too:
-a wamid embeds the customer's phone number in base64, so raw wamids never leave the encrypted records.
+- ``subject_ref`` = hex HMAC-SHA256(pepper, ``"{phone_number_id}:{person_id}"``). It is scoped by the business
+  phone number, so the same person writing to two numbers has two unrelated pseudonyms (the index links them
+  through alias rows when needed), and it is keyed by a secret pepper, so it cannot be recomputed from a phone
+  number by someone who does not hold the pepper.
+- ``message_ref`` = hex HMAC-SHA256(pepper, ``b"msg\\x00" + message_id``). A wamid embeds the customer's phone
+  number in base64, so a raw wamid is personal data: it never appears in the clear, only this reference. The
+  ``msg\\x00`` domain prefix keeps message references apart from subject references under the same pepper.
+
+Both are deterministic (the same inputs always give the same reference: lookups and erasure depend on it) and
+return 64 lowercase hex characters.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
+
+_MESSAGE_DOMAIN = b"msg\x00"
 
 
 def subject_ref(pepper: bytes, phone_number_id: str, person_id: str) -> str:
+    """The pseudonym of a person (``wa_id`` or business-scoped user id) as seen by one business phone number.
+
+    Raises ValueError when ``person_id`` is empty (an empty id would merge every anonymous sender into one
+    subject) or when ``pepper`` is empty (the reference would then be a plain, reversible hash).
+    """
     if not person_id:
         raise ValueError("a subject pseudonym needs a person id")
-    return hmac.new(pepper, f"{phone_number_id}:{person_id}".encode(), hashlib.sha256).hexdigest()
+    if not pepper:
+        raise ValueError("a subject pseudonym needs a non-empty pepper")
+    return hmac.digest(pepper, f"{phone_number_id}:{person_id}".encode(), "sha256").hex()
 
 
 def message_ref(pepper: bytes, message_id: str) -> str:
-    return hmac.new(pepper, b"msg\x00" + message_id.encode(), hashlib.sha256).hexdigest()
+    """The pseudonym of a Cloud API message id (wamid): links statuses, edits and deletions to a message.
+
+    Raises ValueError when ``message_id`` is empty (every message without an id would share one reference) or
+    when ``pepper`` is empty.
+    """
+    if not message_id:
+        raise ValueError("a message pseudonym needs a message id")
+    if not pepper:
+        raise ValueError("a message pseudonym needs a non-empty pepper")
+    return hmac.digest(pepper, _MESSAGE_DOMAIN + message_id.encode(), "sha256").hex()

@@ -1,8 +1,9 @@
-"""X-Hub-Signature-256: HMAC-SHA256 of the raw request body with a Meta app secret.
+"""``X-Hub-Signature-256``: the HMAC-SHA256 of the raw request body with a Meta app secret.
 
-Meta signs the bytes it sends (non-ASCII escaped as \\uXXXX, "/" as "\\/"); the check must run on the bytes
+Meta signs the bytes it sends (non-ASCII escaped as ``\\uXXXX``, ``/`` as ``\\/``): the check runs on the bytes
 received, never on a re-serialisation. Several apps may deliver to one endpoint, so every configured secret is
-tried, always all of them, with constant-time comparisons.
+tried — always all of them, each with a constant-time comparison — and the time taken does not depend on which
+secret matched or how much of the digest did.
 """
 
 from __future__ import annotations
@@ -10,33 +11,47 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Sequence
+from typing import Final
 
-PREFIX = "sha256="
-HEX_DIGITS = frozenset("0123456789abcdef")
+SIGNATURE_PREFIX: Final = "sha256="
+_DIGEST_HEX_LENGTH: Final = 2 * hashlib.sha256().digest_size
+# Case-insensitive: a hex digest's case carries no information, and some proxies upper-case header values.
+_HEX_DIGITS: Final = frozenset("0123456789abcdefABCDEF")
 
 
 def sign(raw_body: bytes, app_secret: bytes) -> str:
-    """The header value Meta would send for this body."""
-    return PREFIX + hmac.new(app_secret, raw_body, hashlib.sha256).hexdigest()
+    """The ``X-Hub-Signature-256`` value Meta sends for ``raw_body``: ``"sha256=<64 lowercase hex>"``."""
+    return SIGNATURE_PREFIX + hmac.new(app_secret, raw_body, hashlib.sha256).hexdigest()
 
 
 class SignatureVerifier:
+    """Checks ``X-Hub-Signature-256`` against every configured app secret."""
+
     def __init__(self, app_secrets: Sequence[bytes]) -> None:
-        if not app_secrets or any(not secret for secret in app_secrets):
-            raise ValueError("at least one non-empty app secret is required")
-        self._secrets = tuple(app_secrets)
+        """Raises ValueError unless ``app_secrets`` is a sequence of at least one non-empty ``bytes`` secret
+        (a single ``bytes`` object is refused: it would be read as a sequence of integers)."""
+        if isinstance(app_secrets, bytes | bytearray | str):
+            raise ValueError("app_secrets must be a sequence of secrets, not a single secret")
+        secrets = tuple(app_secrets)
+        if not secrets:
+            raise ValueError("at least one app secret is required")
+        if any(not isinstance(secret, bytes) or not secret for secret in secrets):
+            raise ValueError("every app secret must be non-empty bytes")
+        self._secrets: tuple[bytes, ...] = secrets
 
     def verify(self, raw_body: bytes, header: str | None) -> bool:
-        """True when ``header`` is ``sha256=<64 hex>`` matching the HMAC of ``raw_body`` under any secret."""
-        if header is None or not header.startswith(PREFIX):
+        """True when ``header`` is ``sha256=<64 hex digits>`` and equals the HMAC-SHA256 of ``raw_body`` under
+        at least one configured secret. A missing header, another prefix (``sha1=``, ``SHA256=``), non-hex
+        digits, surrounding whitespace or a wrong length give False; nothing raises."""
+        if header is None or not header.startswith(SIGNATURE_PREFIX):
             return False
-        offered = header[len(PREFIX) :].lower()
-        if len(offered) != 64 or not HEX_DIGITS.issuperset(offered):
+        offered_hex = header[len(SIGNATURE_PREFIX) :]
+        # Checked before bytes.fromhex, which would accept spaces inside the digest.
+        if len(offered_hex) != _DIGEST_HEX_LENGTH or not _HEX_DIGITS.issuperset(offered_hex):
             return False
-        offered_bytes = offered.encode()
+        offered = bytes.fromhex(offered_hex)
         matched = False
         for secret in self._secrets:
-            expected = hmac.new(secret, raw_body, hashlib.sha256).hexdigest().encode()
-            # No early exit: the time taken does not depend on which secret matched.
-            matched |= hmac.compare_digest(expected, offered_bytes)
+            # No early exit: every secret costs one HMAC and one constant-time comparison, match or not.
+            matched |= hmac.compare_digest(hmac.digest(secret, raw_body, "sha256"), offered)
         return matched

@@ -51,3 +51,12 @@ def test_batch_tracks_offsets_and_size() -> None:
 def test_policy_rejects_non_positive_limits(limits: tuple[int, int, float]) -> None:
     with pytest.raises(ValueError, match="positive"):
         FlushPolicy(*limits)
+
+
+def test_split_keeps_offsets_sizes_and_age() -> None:
+    opened = batch(5.0, [1, 2, 3, 4, 5])
+    head, rest = opened.split(2)
+    assert (head.first_offset, head.last_offset, head.size_bytes, len(head)) == (10, 11, 3, 2)
+    assert rest is not None
+    assert (rest.first_offset, rest.last_offset, rest.size_bytes, rest.opened_at) == (12, 14, 12, 5.0)
+    assert opened.split(5) == (opened, None)

@@ -1,0 +1,32 @@
+"""The services import with runtime dependencies only: the image has no development packages."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.unit
+
+DEV_ONLY = ["mypy_boto3_s3", "hypothesis", "pytest", "grafana_foundation_sdk", "jsonschema", "kubernetes_validate"]
+ENTRY_POINTS = [
+    "services.ingest.__main__",
+    "services.archiver.__main__",
+    "services.retention.__main__",
+    "services.cli",
+    "services.archiver.rebuild",
+]
+
+
+def test_entry_points_import_without_development_packages() -> None:
+    blocked = "; ".join(f"sys.modules[{name!r}] = None" for name in DEV_ONLY)
+    imports = "; ".join(f"importlib.import_module({module!r})" for module in ENTRY_POINTS)
+    done = subprocess.run(
+        [sys.executable, "-c", f"import importlib, sys; {blocked}; {imports}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
