@@ -38,16 +38,36 @@ class OpenBatch(Generic[ItemT]):
 
     opened_at: float
     items: list[ItemT] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
     size_bytes: int = 0
-    first_offset: int = -1
-    last_offset: int = -1
+
+    @property
+    def first_offset(self) -> int:
+        return self.offsets[0] if self.offsets else -1
+
+    @property
+    def last_offset(self) -> int:
+        return self.offsets[-1] if self.offsets else -1
 
     def add(self, item: ItemT, offset: int, size: int) -> None:
-        if not self.items:
-            self.first_offset = offset
         self.items.append(item)
+        self.offsets.append(offset)
+        self.sizes.append(size)
         self.size_bytes += size
-        self.last_offset = offset
+
+    def split(self, count: int) -> tuple[OpenBatch[ItemT], OpenBatch[ItemT] | None]:
+        """The first ``count`` records, and the rest (None when nothing is left). Both keep ``opened_at``: the
+        rest holds records that have waited as long, so its age keeps counting from the same moment."""
+        if count >= len(self.items):
+            return self, None
+        head = OpenBatch(
+            self.opened_at, self.items[:count], self.sizes[:count], self.offsets[:count], sum(self.sizes[:count])
+        )
+        rest = OpenBatch(
+            self.opened_at, self.items[count:], self.sizes[count:], self.offsets[count:], sum(self.sizes[count:])
+        )
+        return head, rest
 
     def __len__(self) -> int:
         return len(self.items)

@@ -140,7 +140,8 @@ class ArchiverLoop:
             if state.inflight is None:
                 reason = FlushReason.DRAIN if drain and state.batch else plan_flush(state.batch, self.policy, now)
                 if reason is not None and state.batch is not None:
-                    batch, state.batch = state.batch, None
+                    # A batch that grew behind an in-flight write is cut at max_records: objects stay bounded.
+                    batch, state.batch = state.batch.split(self.policy.max_records)
                     self.metrics.flushes.labels(reason.value).inc()
                     state.inflight_first_ts_ms = batch.items[0].timestamp_ms
                     state.inflight = asyncio.create_task(self._write(state, batch), name=f"write-{state.tp.partition}")

@@ -16,6 +16,7 @@ Repeating a completed request is harmless and returns the stored proof.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -45,6 +46,8 @@ class ErasureOutcome:
     objects_locked: int = 0
     events_deleted: int = 0
     key_destroyed_at: str | None = None
+    # From the start of the call to the commit that destroyed the keys (the moment the data became unreadable).
+    seconds_to_key_destruction: float | None = None
 
     def proof(self) -> dict[str, Any]:
         return {
@@ -73,6 +76,7 @@ async def erase_subject(
     now: datetime | None = None,
 ) -> ErasureOutcome:
     now = now or datetime.now(UTC)
+    started = time.monotonic()
     async with pool.acquire() as conn:
         existing = await conn.fetchrow("SELECT status, proof FROM erasure_requests WHERE request_ref = $1", request_ref)
         if existing is not None and existing["status"] == "completed":
@@ -121,6 +125,7 @@ async def erase_subject(
                 details={"keys": outcome.keys_destroyed, "subjects": len(refs)},
             )
         outcome.key_destroyed_at = datetime.now(UTC).isoformat()
+        outcome.seconds_to_key_destruction = time.monotonic() - started
 
         # Step 4: delete what can be deleted.
         sole_objects = await conn.fetch(

@@ -1,0 +1,173 @@
+"""Retention and GDPR at scale: with >= 1,000,000 archived events, measure
+- erasure of one subject: time until the key is destroyed (target < 1 s), and until everything is deleted;
+- retention deletion throughput over expired objects (target >= 5,000 objects/s);
+- retrieval of a 10,000-message conversation, decrypted and assembled (target <= 2 s).
+
+Half the events are ten years old (expired under the default 7-year class) and archived in small objects, so the
+retention run has thousands of objects to delete; the other half is recent and includes one 10,000-message
+conversation. Everything goes through the real pipeline: Kafka, one archiver process, S3, PostgreSQL.
+
+    python -m bench.retention [--events 1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from bench.common import demo_env, ensure_stack, free_port, start_module, wait_http, write_result
+from services.core.conversation import load_conversation
+from services.core.events import Event
+from services.core.kafka import AckedProducer, OutgoingRecord
+from services.core.settings import KafkaSettings
+from services.retention.access import open_access
+from services.retention.erasure import erase_subject
+from services.retention.run import retention_run
+from tests import pipeline
+from tests.support import create_topic
+
+TEN_YEARS_AGO = int(time.time()) - 10 * 365 * 86400
+
+
+def generate(count: int, start_ts: int, people: list[pipeline.Person], focus: pipeline.Person | None) -> list[Event]:
+    bodies = []
+    for i in range(count):
+        person = focus if focus is not None and i % 50 == 0 else people[i % len(people)]
+        wamid = f"wamid.RB{uuid.uuid4().hex}"
+        bodies.append(pipeline.text_message(person, wamid, f"message {i} about order {i % 997}", start_ts + i))
+    return pipeline.events_of(bodies)
+
+
+async def produce_all(bootstrap: str, topic: str, events: list[Event]) -> None:
+    producer = AckedProducer(KafkaSettings(bootstrap_servers=bootstrap, events_topic=topic), linger_ms=20)
+    await producer.start()
+    await producer.wait_connected(30)
+    try:
+        for start in range(0, len(events), 20_000):
+            chunk = events[start : start + 20_000]
+            await producer.produce([OutgoingRecord(topic, e.key(), e.to_json()) for e in chunk], deadline_s=300)
+    finally:
+        await producer.stop()
+
+
+async def archive(env: dict[str, str], topic: str, dlq: str, prefix: str, total: int, batch: int) -> float:
+    bootstrap = f"127.0.0.1:{env['WA_KAFKA_PORT']}"
+    group, port = f"bench-ret-{uuid.uuid4().hex[:8]}", free_port()
+    process = start_module(
+        "services.archiver",
+        {
+            **env,
+            "WA_ARCHIVER_KAFKA__EVENTS_TOPIC": topic,
+            "WA_ARCHIVER_KAFKA__DLQ_TOPIC": dlq,
+            "WA_ARCHIVER_GROUP_ID": group,
+            "WA_ARCHIVER_S3__PREFIX": prefix,
+            "WA_ARCHIVER_PORT": str(port),
+            "WA_ARCHIVER_LOG_LEVEL": "WARNING",
+            "WA_ARCHIVER_FLUSH__MAX_RECORDS": str(batch),
+            "WA_ARCHIVER_MAX_BUFFERED_RECORDS": str(max(batch, 2000)),
+        },
+        Path("/tmp") / f"{group}.log",
+    )
+    started = time.monotonic()
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz")
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            while time.monotonic() - started < 3600:
+                done = sum([(await consumer.committed(TopicPartition(topic, p))) or 0 for p in range(6)])
+                if done >= total:
+                    break
+                await asyncio.sleep(1)
+        finally:
+            await consumer.stop()
+    finally:
+        process.terminate()
+        process.wait(timeout=120)
+    return time.monotonic() - started
+
+
+async def run(total: int) -> dict[str, Any]:
+    env = demo_env()
+    bootstrap = f"127.0.0.1:{env['WA_KAFKA_PORT']}"
+    waba, number = pipeline.digits(15), pipeline.digits(15)
+    people = [pipeline.Person(waba, number, f"1777{i:07d}") for i in range(5000)]
+    focus = pipeline.Person(waba, number, "17779999999")
+    victim = people[123]
+    prefix = f"bench/ret-{uuid.uuid4().hex[:8]}"
+    figures: dict[str, Any] = {"events": total}
+
+    old_topic = await create_topic(bootstrap, partitions=6, prefix="bench-ret-old")
+    new_topic = await create_topic(bootstrap, partitions=6, prefix="bench-ret-new")
+    dlq = await create_topic(bootstrap, partitions=1, prefix="bench-ret-dlq")
+    old = generate(total // 2, TEN_YEARS_AGO, people, None)
+    await produce_all(bootstrap, old_topic, old)
+    del old
+    recent = generate(total - total // 2, int(time.time()) - 86400, people, focus)
+    await produce_all(bootstrap, new_topic, recent)
+    del recent
+    figures["archive_old_seconds"] = round(await archive(env, old_topic, dlq, prefix, total // 2, 100), 1)
+    figures["archive_recent_seconds"] = round(await archive(env, new_topic, dlq, prefix, total - total // 2, 2000), 1)
+
+    access = await open_access(pipeline.retention_settings(env, prefix))
+    try:
+        figures["indexed_events"] = await access.pool.fetchval(
+            "SELECT count(*) FROM archived_events WHERE object_key LIKE $1", prefix + "/%"
+        )
+        started = time.monotonic()
+        conversation = await load_conversation(
+            access.pool,
+            access.reader,
+            access.pepper,
+            contact=focus.wa_id,
+            phone_number_id=focus.phone_number_id,
+            actor="bench",
+            reason="benchmark retrieval",
+        )
+        figures["retrieval_messages"] = len(conversation.messages)
+        figures["retrieval_seconds"] = round(time.monotonic() - started, 3)
+
+        started = time.monotonic()
+        outcome = await erase_subject(
+            access.pool,
+            access.keyring,
+            access.bucket,
+            access.pepper,
+            contact=victim.wa_id,
+            phone_number_id=None,
+            request_ref=f"bench-{uuid.uuid4().hex[:8]}",
+            actor="bench",
+        )
+        figures["erasure_total_seconds"] = round(time.monotonic() - started, 3)
+        figures["erasure_events_deleted"] = outcome.events_deleted
+        figures["erasure_key_destroyed_seconds"] = round(outcome.seconds_to_key_destruction or 0, 3)
+        figures["erasure_status"] = outcome.status
+        started = time.monotonic()
+        report = await retention_run(access.pool, access.bucket, dry_run=False)
+        elapsed = time.monotonic() - started
+        figures["retention_objects_deleted"] = report.objects_deleted
+        figures["retention_events_deleted"] = report.events_deleted
+        figures["retention_seconds"] = round(elapsed, 2)
+        figures["retention_objects_per_s"] = round(report.objects_deleted / elapsed) if elapsed else None
+    finally:
+        await access.close()
+    figures["targets"] = {"erasure_key_destroyed_s": 1, "retention_objects_per_s": 5000, "retrieval_10k_s": 2}
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    args = parser.parse_args()
+    ensure_stack()
+    write_result("retention", asyncio.run(run(args.events)))
+
+
+if __name__ == "__main__":
+    main()
