@@ -136,6 +136,11 @@ class ArchiverLoop:
     def _schedule(self, now: float, *, drain: bool) -> None:
         for state in self.partitions.values():
             if state.inflight is not None and state.inflight.done():
+                failed = None if state.inflight.cancelled() else state.inflight.exception()
+                if failed is not None:
+                    # Going on would commit later batches past this one: stop instead, and let the restart
+                    # consume again from the last committed offset.
+                    raise RuntimeError(f"a write of partition {state.tp.partition} failed") from failed
                 state.inflight = None
             if state.inflight is None:
                 reason = FlushReason.DRAIN if drain and state.batch else plan_flush(state.batch, self.policy, now)

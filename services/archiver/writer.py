@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import traceback
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -229,6 +230,14 @@ class BatchWriter:
                 self.metrics.retries.labels(label).inc()
                 self.metrics.failed_flushes.inc()
                 log.warning("%s unavailable (%s); retrying in %.1fs", label, type(exc).__name__, delay)
+            except Exception as exc:
+                # A bug or an unforeseen failure: the batch is neither skipped nor committed; it is retried, and
+                # the lag and not-committing alerts call a person. The frames are logged, not the message,
+                # which could quote data.
+                self.metrics.retries.labels("unexpected").inc()
+                self.metrics.failed_flushes.inc()
+                frames = "".join(traceback.format_tb(exc.__traceback__))
+                log.error("unexpected %s writing a batch; retrying in %.1fs\n%s", type(exc).__name__, delay, frames)
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.retry_max_s)
 

@@ -113,7 +113,9 @@ async def write_object_index(
             f"ORDER BY event_id, record_index DESC "
             f"ON CONFLICT (event_id) DO UPDATE SET {updates}"
         )
-    numbers = sorted({(row.phone_number_id, row.waba_id) for row in rows if row.phone_number_id})
+    numbers = sorted(
+        {(row.phone_number_id, row.waba_id) for row in rows if row.phone_number_id}, key=lambda n: (n[0], n[1] or "")
+    )
     if numbers:
         await conn.executemany(
             "INSERT INTO business_numbers (phone_number_id, waba_id) VALUES ($1, $2) ON CONFLICT DO NOTHING", numbers

@@ -1,0 +1,256 @@
+"""The three services as real processes on their local ports, driven over HTTP as Meta and an operator would.
+
+After a run of every sample webhook, an outbound report, a retrieval and a retention run:
+- every Grafana panel's query returns data from the real Prometheus that scraped the services;
+- no log line and no metric of any service contains a phone number, a name or message text;
+- the admin API refuses anonymous and wrong-role callers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from services.ingest.replay import load_bodies, post_signed, replay
+from tests.support import REPO_ROOT, create_topic
+
+pytestmark = pytest.mark.e2e
+
+SAMPLES = REPO_ROOT / "deploy" / "local" / "sample-webhooks"
+PORTS = {"ingest": 8080, "archiver": 8081, "retention": 8082}
+CONTACT = "16505557777"
+SECRET_TEXT = "my card number ends in 4242 and I live at 12 Elm Street"
+
+
+@dataclass
+class Services:
+    env: dict[str, str]
+    logs: dict[str, Path]
+
+
+def personal_strings() -> set[str]:
+    """Customer ids, names and message texts found in the sample webhooks (what must never leak)."""
+    found: set[str] = {CONTACT, SECRET_TEXT, "Sheena Nelson"}
+
+    def walk(node: Any, key: str = "") -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, k)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v, key)
+        elif isinstance(node, str) and len(node) >= 6:
+            if (key in ("wa_id", "from", "to", "recipient_id", "user_id", "from_user_id") and not node.startswith(
+                "1555"
+            )) or key in ("name", "formatted_name") or (key == "body" and " " in node):
+                found.add(node)
+
+    for path in SAMPLES.glob("*.json"):
+        walk(json.loads(path.read_bytes()))
+    return found
+
+
+@pytest.fixture(scope="module")
+def services(tmp_path_factory: pytest.TempPathFactory, demo_env: dict[str, str]) -> Iterator[Services]:
+    for name, port in PORTS.items():
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=0.5)
+        except httpx.HTTPError:
+            continue
+        pytest.fail(f"port {port} ({name}) is busy: stop `make run` before the e2e tests", pytrace=False)
+    logs_dir = tmp_path_factory.mktemp("service-logs")
+    # A topic of its own: the shared wa.events.v1 may hold a backlog from `make run` or the benchmarks.
+    topic = asyncio.run(create_topic(f"127.0.0.1:{demo_env['WA_KAFKA_PORT']}", partitions=3, prefix="e2e-services"))
+    env = {
+        **os.environ,
+        **demo_env,
+        "WA_INGEST_KAFKA__EVENTS_TOPIC": topic,
+        "WA_ARCHIVER_KAFKA__EVENTS_TOPIC": topic,
+        "WA_ARCHIVER_GROUP_ID": f"e2e-{topic}",
+        "WA_RETENTION_RUN_INTERVAL_S": "0",
+        "WA_RETENTION_METRICS_REFRESH_S": "1",
+    }
+    commands = {
+        "graph-api": [
+            sys.executable,
+            "-m",
+            "tests.fakes.graph_api",
+            "--port",
+            "8099",
+            "--token",
+            demo_env["WA_ARCHIVER_GRAPH__TOKEN"],
+            "--seed",
+            str(SAMPLES),
+        ],
+        "ingest": [sys.executable, "-m", "services.ingest"],
+        "archiver": [sys.executable, "-m", "services.archiver"],
+        "retention": [sys.executable, "-m", "services.retention"],
+    }
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    logs: dict[str, Path] = {}
+    try:
+        for name, command in commands.items():
+            logs[name] = logs_dir / f"{name}.log"
+            processes[name] = subprocess.Popen(
+                command, cwd=REPO_ROOT, env=env, stdout=logs[name].open("wb"), stderr=subprocess.STDOUT
+            )
+        for name, port in PORTS.items():
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert processes[name].poll() is None, logs[name].read_text()
+                time.sleep(0.2)
+            else:
+                pytest.fail(f"{name} not ready: {logs[name].read_text()[-2000:]}")
+        yield Services(env, logs)
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in processes.values():
+            try:
+                process.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+@pytest.fixture(scope="module")
+async def driven(services: Services) -> AsyncIterator[Services]:
+    """Meta's webhooks, an outbound report, an operator's retrieval and a retention run."""
+    env = services.env
+    secret = orjson.loads(env["WA_INGEST_APP_SECRETS"])[0].encode()
+    url = "http://127.0.0.1:8080/webhooks/whatsapp"
+    report = await replay(load_bodies([SAMPLES]), url=url, app_secret=secret)
+    assert report.acknowledged == report.sent
+    now = int(time.time())
+    own = {
+        "object": "whatsapp_business_account",
+        "entry": [
+            {
+                "id": "102290129340398",
+                "changes": [
+                    {
+                        "field": "messages",
+                        "value": {
+                            "messaging_product": "whatsapp",
+                            "metadata": {"display_phone_number": "15550783881", "phone_number_id": "106540352242922"},
+                            "contacts": [{"profile": {"name": "Sheena Nelson"}, "wa_id": CONTACT}],
+                            "messages": [
+                                {
+                                    "from": CONTACT,
+                                    "id": f"wamid.E2E{now}",
+                                    "timestamp": str(now),
+                                    "type": "text",
+                                    "text": {"body": SECRET_TEXT},
+                                }
+                            ],
+                        },
+                    }
+                ],
+            }
+        ],
+    }
+    async with httpx.AsyncClient(timeout=30) as client:
+        assert await post_signed(client, url, orjson.dumps(own), secret) == 200
+        outbound = await client.post(
+            "http://127.0.0.1:8080/v1/outbound",
+            headers={"authorization": f"Bearer {orjson.loads(env['WA_INGEST_OUTBOUND_TOKENS'])[0]}"},
+            json={
+                "phone_number_id": "106540352242922",
+                "request": {
+                    "messaging_product": "whatsapp",
+                    "to": CONTACT,
+                    "type": "text",
+                    "text": {"body": SECRET_TEXT},
+                },
+                "response": {"messages": [{"id": f"wamid.OUT{now}"}], "contacts": [{"wa_id": CONTACT}]},
+            },
+        )
+        assert outbound.status_code == 200
+        tokens = orjson.loads(env["WA_RETENTION_ADMIN_TOKENS"])
+        reader = {"authorization": f"Bearer {tokens['demo-reader']['token']}"}
+        dpo = {"authorization": f"Bearer {tokens['demo-dpo']['token']}"}
+        messages: list[dict[str, Any]] = []
+        for _ in range(100):  # bounded: the archiver flushes within ~2 s
+            answer = await client.get(
+                "http://127.0.0.1:8082/v1/messages", params={"contact": CONTACT, "reason": "e2e check"}, headers=reader
+            )
+            messages = answer.json()["messages"]
+            if len(messages) >= 2:
+                break
+            await asyncio.sleep(0.3)
+        inbound = [m for m in messages if m["kind"] == "message"]
+        assert [m["payload"]["text"]["body"] for m in inbound] == [SECRET_TEXT], services.logs["archiver"].read_text()[-3000:]
+        assert any(m["kind"] == "outbound" for m in messages)
+        run = await client.post("http://127.0.0.1:8082/v1/retention/run", json={"dry_run": False}, headers=dpo)
+        assert run.status_code == 200
+    await asyncio.sleep(5)  # two scrapes and a rule evaluation (every 2 s locally)
+    yield services
+
+
+def dashboard_queries() -> list[str]:
+    model = json.loads((REPO_ROOT / "deploy" / "grafana" / "wa-archive.json").read_text())
+    queries: list[str] = []
+    stack = list(model["panels"])
+    while stack:
+        panel = stack.pop(0)
+        stack.extend(panel.get("panels") or [])
+        queries.extend(target["expr"] for target in panel.get("targets") or [] if target.get("expr"))
+    return queries
+
+
+async def test_every_dashboard_panel_has_data(driven: Services, prometheus_url: str) -> None:
+    queries = dashboard_queries()
+    assert len(queries) >= 10
+    empty = []
+    async with httpx.AsyncClient(base_url=prometheus_url, timeout=10) as client:
+        for query in queries:
+            result: list[Any] = []
+            for _ in range(20):  # bounded: up to ~10 s for the first scrape after a counter appears
+                body = (await client.get("/api/v1/query", params={"query": query})).json()
+                assert body["status"] == "success", (query, body)
+                result = body["data"]["result"]
+                if result:
+                    break
+                await asyncio.sleep(0.5)
+            if not result:
+                empty.append(query)
+    assert empty == [], f"panels without data: {empty}"
+
+
+async def test_no_personal_data_in_logs_or_metrics(driven: Services) -> None:
+    texts = {name: path.read_text(errors="replace") for name, path in driven.logs.items() if name != "graph-api"}
+    async with httpx.AsyncClient(timeout=10) as client:
+        for name, port in PORTS.items():
+            texts[f"{name} /metrics"] = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+    leaks = {(where, secret) for where, text in texts.items() for secret in personal_strings() if secret in text}
+    assert leaks == set()
+    assert "wa_archiver_events_archived_total" in texts["archiver /metrics"]
+
+
+async def test_admin_api_refuses_anonymous_and_wrong_roles(driven: Services) -> None:
+    tokens = orjson.loads(driven.env["WA_RETENTION_ADMIN_TOKENS"])
+    reader = {"authorization": f"Bearer {tokens['demo-reader']['token']}"}
+    async with httpx.AsyncClient(base_url="http://127.0.0.1:8082", timeout=10) as client:
+        assert (await client.get("/v1/search")).status_code == 401
+        assert (
+            await client.post("/v1/erasures", json={"contact": CONTACT, "request_ref": "x"}, headers=reader)
+        ).status_code == 403
+        assert (await client.get("/v1/audit", headers=reader)).status_code == 403
