@@ -41,6 +41,13 @@ class Services:
     logs: dict[str, Path]
 
 
+def is_personal(key: str, value: str) -> bool:
+    customer_id = key in ("wa_id", "from", "to", "recipient_id", "user_id", "from_user_id") and not value.startswith(
+        "1555"
+    )
+    return customer_id or key in ("name", "formatted_name") or (key == "body" and " " in value)
+
+
 def personal_strings() -> set[str]:
     """Customer ids, names and message texts found in the sample webhooks (what must never leak)."""
     found: set[str] = {CONTACT, SECRET_TEXT, "Sheena Nelson"}
@@ -52,11 +59,8 @@ def personal_strings() -> set[str]:
         elif isinstance(node, list):
             for v in node:
                 walk(v, key)
-        elif isinstance(node, str) and len(node) >= 6:
-            if (key in ("wa_id", "from", "to", "recipient_id", "user_id", "from_user_id") and not node.startswith(
-                "1555"
-            )) or key in ("name", "formatted_name") or (key == "body" and " " in node):
-                found.add(node)
+        elif isinstance(node, str) and len(node) >= 6 and is_personal(key, node):
+            found.add(node)
 
     for path in SAMPLES.glob("*.json"):
         walk(json.loads(path.read_bytes()))
@@ -197,7 +201,9 @@ async def driven(services: Services) -> AsyncIterator[Services]:
                 break
             await asyncio.sleep(0.3)
         inbound = [m for m in messages if m["kind"] == "message"]
-        assert [m["payload"]["text"]["body"] for m in inbound] == [SECRET_TEXT], services.logs["archiver"].read_text()[-3000:]
+        assert [m["payload"]["text"]["body"] for m in inbound] == [SECRET_TEXT], services.logs["archiver"].read_text()[
+            -3000:
+        ]
         assert any(m["kind"] == "outbound" for m in messages)
         run = await client.post("http://127.0.0.1:8082/v1/retention/run", json={"dry_run": False}, headers=dpo)
         assert run.status_code == 200
