@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -136,7 +136,7 @@ def services(tmp_path_factory: pytest.TempPathFactory, demo_env: dict[str, str])
 
 
 @pytest.fixture(scope="module")
-async def driven(services: Services) -> AsyncIterator[Services]:
+async def driven(services: Services) -> Services:
     """Meta's webhooks, an outbound report, an operator's retrieval and a retention run."""
     env = services.env
     secret = orjson.loads(env["WA_INGEST_APP_SECRETS"])[0].encode()
@@ -208,7 +208,7 @@ async def driven(services: Services) -> AsyncIterator[Services]:
         run = await client.post("http://127.0.0.1:8082/v1/retention/run", json={"dry_run": False}, headers=dpo)
         assert run.status_code == 200
     await asyncio.sleep(5)  # two scrapes and a rule evaluation (every 2 s locally)
-    yield services
+    return services
 
 
 def dashboard_queries() -> list[str]:
