@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -31,7 +32,7 @@ pytestmark = pytest.mark.e2e
 
 SAMPLES = REPO_ROOT / "deploy" / "local" / "sample-webhooks"
 PORTS = {"ingest": 8080, "archiver": 8081, "retention": 8082}
-CONTACT = "16505557777"
+CONTACT = "1650" + "".join(random.choice("0123456789") for _ in range(7))
 SECRET_TEXT = "my card number ends in 4242 and I live at 12 Elm Street"
 
 
