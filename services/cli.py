@@ -285,14 +285,11 @@ def cmd_retention(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
+    from services.core.subjects import recent_audit  # noqa: PLC0415
+
     async def work(access: ArchiveAccess, _config: RetentionSettings) -> int:
-        rows = await access.pool.fetch(
-            "SELECT audit_id, at, actor, action, reason, subject_ref, record_count, details::text AS details "
-            "FROM audit_log ORDER BY audit_id DESC LIMIT $1",
-            args.limit,
-        )
-        for row in reversed(rows):
-            sys.stdout.write(orjson.dumps(dict(row), default=str).decode() + "\n")
+        for row in await recent_audit(access.pool, args.limit):
+            sys.stdout.write(orjson.dumps(row, default=str).decode() + "\n")
         return 0
 
     return with_access(work)

@@ -70,3 +70,13 @@ async def write_audit(
         record_count,
         orjson.dumps(dict(details or {})).decode(),
     )
+
+
+async def recent_audit(conn: Connection, limit: int) -> list[dict[str, Any]]:
+    """The newest ``limit`` audit rows, oldest first (for `wa-archive audit` and ``GET /v1/audit``)."""
+    rows = await conn.fetch(
+        "SELECT audit_id, at, actor, action, reason, subject_ref, record_count, details::text AS details "
+        "FROM audit_log ORDER BY audit_id DESC LIMIT $1",
+        limit,
+    )
+    return [dict(row) for row in reversed(rows)]

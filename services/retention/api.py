@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 
 from services.core.conversation import load_conversation
 from services.core.search import SearchFilter, search_index
-from services.core.subjects import ReasonRequired
+from services.core.subjects import ReasonRequired, recent_audit
 from services.retention.access import ArchiveAccess
 from services.retention.erasure import erase_subject
 from services.retention.export import export_document
@@ -29,6 +29,11 @@ from services.retention.run import retention_run
 from services.retention.settings import RetentionSettings
 
 ROLE_RANK = {"reader": 1, "dpo": 2}
+
+
+def jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    """A database row as JSON-ready values (timestamps as ISO 8601)."""
+    return {key: value.isoformat() if isinstance(value, datetime) else value for key, value in row.items()}
 
 
 class Actor(BaseModel):
@@ -182,7 +187,7 @@ def create_admin_app(
             archive.pepper,
             SearchFilter(phone_number_id, contact, since, until, kind, type, deleted_only, edited_only, limit),
         )
-        return [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()} for row in rows]
+        return [jsonable(row) for row in rows]
 
     @app.post("/v1/erasures", summary="Erase a person (GDPR Art. 17): crypto-shredding, then deletion")
     async def erase(actor: Dpo, archive: Access, body: ErasureRequest) -> dict[str, Any]:
@@ -206,7 +211,7 @@ def create_admin_app(
             "SELECT request_ref, status, received_at, deadline_at, completed_at, cardinality(blocked_by) AS holds "
             "FROM erasure_requests ORDER BY received_at"
         )
-        return [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in dict(r).items()} for r in rows]
+        return [jsonable(dict(row)) for row in rows]
 
     @app.post("/v1/holds", summary="Create a legal hold")
     async def hold_create(actor: Dpo, archive: Access, body: HoldRequest) -> dict[str, object]:
@@ -269,12 +274,7 @@ def create_admin_app(
     async def audit(
         _actor: Dpo, archive: Access, limit: Annotated[int, Query(ge=1, le=10_000)] = 100
     ) -> list[dict[str, Any]]:
-        rows = await archive.pool.fetch(
-            "SELECT audit_id, at, actor, action, reason, subject_ref, record_count, details::text AS details "
-            "FROM audit_log ORDER BY audit_id DESC LIMIT $1",
-            limit,
-        )
-        return [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in dict(r).items()} for r in rows]
+        return [jsonable(row) for row in await recent_audit(archive.pool, limit)]
 
     app.state.metrics = metrics
     return app
