@@ -12,6 +12,7 @@ Contract of :func:`retention_run`:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Callable
@@ -25,7 +26,9 @@ from services.retention.holds import HELD_ROW_SQL
 
 log = logging.getLogger("wa_archive.retention")
 
-DELETE_BATCH = 1000
+DELETE_BATCH = 1000  # the most keys one DeleteObjects call takes
+# Chunks in flight at once: S3 deletes of one overlap the index deletes of another.
+CONCURRENT_CHUNKS = 4
 
 EXPIRED_OBJECTS_SQL = f"""
 SELECT o.object_key FROM archive_objects o
@@ -66,6 +69,37 @@ async def expired_objects(conn: asyncpg.Connection | asyncpg.pool.PoolConnection
     return [row["object_key"] for row in rows]
 
 
+async def delete_chunk(pool: asyncpg.Pool, bucket: ArchiveBucket, chunk: list[str]) -> tuple[int, int, int]:
+    """Delete up to 1,000 expired objects, then their media objects and rows; returns (objects deleted, objects
+    refused by an Object Lock, index rows deleted). Refused objects keep their rows and media for the next run."""
+    _deleted, refused = await bucket.delete_many(chunk)
+    gone = [key for key in chunk if key not in refused]
+    async with pool.acquire() as conn:
+        media_keys = [
+            row["object_key"]
+            for row in await conn.fetch(
+                "SELECT m.object_key FROM archived_media m JOIN archived_events e USING (event_id) "
+                "WHERE e.object_key = ANY($1::text[]) AND m.object_key IS NOT NULL",
+                gone,
+            )
+        ]
+    for start in range(0, len(media_keys), DELETE_BATCH):
+        await bucket.delete_many(media_keys[start : start + DELETE_BATCH])
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            "DELETE FROM archived_media m USING archived_events e "
+            "WHERE m.event_id = e.event_id AND e.object_key = ANY($1::text[])",
+            gone,
+        )
+        removed = await conn.fetchval(
+            "WITH gone AS (DELETE FROM archived_events WHERE object_key = ANY($1::text[]) RETURNING 1) "
+            "SELECT count(*) FROM gone",
+            gone,
+        )
+        await conn.execute("DELETE FROM archive_objects WHERE object_key = ANY($1::text[])", gone)
+    return len(gone), len(refused), int(removed or 0)
+
+
 async def retention_run(
     pool: asyncpg.Pool,
     bucket: ArchiveBucket,
@@ -91,38 +125,22 @@ async def retention_run(
         report.events_by_class = {row["retention_class"]: int(row["n"]) for row in counts}
     try:
         if not dry_run:
-            for start in range(0, len(report.candidates), DELETE_BATCH):
-                chunk = report.candidates[start : start + DELETE_BATCH]
-                async with pool.acquire() as conn:
-                    media_keys = [
-                        row["object_key"]
-                        for row in await conn.fetch(
-                            "SELECT m.object_key FROM archived_media m JOIN archived_events e USING (event_id) "
-                            "WHERE e.object_key = ANY($1::text[]) AND m.object_key IS NOT NULL",
-                            chunk,
-                        )
-                    ]
-                _deleted, refused = await bucket.delete_many(chunk)
-                for media_start in range(0, len(media_keys), DELETE_BATCH):
-                    await bucket.delete_many(media_keys[media_start : media_start + DELETE_BATCH])
-                report.objects_locked += len(refused)
-                gone = [key for key in chunk if key not in refused]
-                async with pool.acquire() as conn, conn.transaction():
-                    await conn.execute(
-                        "DELETE FROM archived_media m USING archived_events e "
-                        "WHERE m.event_id = e.event_id AND e.object_key = ANY($1::text[])",
-                        gone,
-                    )
-                    removed = await conn.fetchval(
-                        "WITH gone AS (DELETE FROM archived_events WHERE object_key = ANY($1::text[]) RETURNING 1) "
-                        "SELECT count(*) FROM gone",
-                        gone,
-                    )
-                    await conn.execute("DELETE FROM archive_objects WHERE object_key = ANY($1::text[])", gone)
-                report.objects_deleted += len(gone)
-                report.events_deleted += int(removed or 0)
+            chunks = [report.candidates[i : i + DELETE_BATCH] for i in range(0, len(report.candidates), DELETE_BATCH)]
+            limit = asyncio.Semaphore(CONCURRENT_CHUNKS)
+            done = 0
+
+            async def one(chunk: list[str]) -> None:
+                nonlocal done
+                async with limit:
+                    gone, locked, removed = await delete_chunk(pool, bucket, chunk)
+                report.objects_deleted += gone
+                report.objects_locked += locked
+                report.events_deleted += removed
+                done += len(chunk)
                 if progress is not None:
-                    progress(start + len(chunk), len(report.candidates))
+                    progress(done, len(report.candidates))
+
+            await asyncio.gather(*(one(chunk) for chunk in chunks))
     except Exception as exc:
         async with pool.acquire() as conn:
             await conn.execute(
