@@ -25,7 +25,7 @@ from services.core.events import Event
 from services.core.kafka import AckedProducer, OutgoingRecord
 from services.core.settings import KafkaSettings
 from tests import pipeline
-from tests.support import create_topic
+from tests.support import committed_offsets, create_topic
 
 
 def realistic_events(count: int, people: int = 2000, numbers: int = 4) -> list[Event]:
@@ -79,12 +79,7 @@ async def raw_consume(bootstrap: str, topic: str, partitions: int, total: int) -
 
 
 async def committed(bootstrap: str, group: str, topic: str, partitions: int) -> int:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        return sum([(await consumer.committed(TopicPartition(topic, p))) or 0 for p in range(partitions)])
-    finally:
-        await consumer.stop()
+    return sum((await committed_offsets(bootstrap, group, topic, partitions)).values())
 
 
 async def run(events_count: int, partitions: int) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import orjson
 
+from services.core.settings import read_env_file
 from services.ingest.replay import load_bodies, post_signed, replay
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,12 +27,7 @@ DEMO_CONTACT = "16505559876"
 
 
 def demo_env() -> dict[str, str]:
-    values: dict[str, str] = {}
-    for line in (ROOT / "deploy" / "local" / "demo.env").read_text().splitlines():
-        if line.strip() and not line.startswith("#") and "=" in line:
-            name, value = line.split("=", 1)
-            values[name] = value[1:-1] if value[:1] == value[-1:] == "'" else value
-    return values
+    return read_env_file(ROOT / "deploy" / "local" / "demo.env")
 
 
 def deleted_message_demo() -> list[bytes]:

@@ -14,6 +14,8 @@ import uvicorn
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from services.core.settings import read_env_file
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_ENV_FILE = REPO_ROOT / "deploy" / "local" / "demo.env"
 
@@ -25,19 +27,8 @@ def payloads_dir() -> Path:
 
 
 def load_demo_env(path: Path = DEMO_ENV_FILE) -> dict[str, str]:
-    """Parse the KEY=VALUE lines of demo.env (comments and blank lines ignored; one level of quotes removed)."""
-    values: dict[str, str] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        name, sep, value = stripped.partition("=")
-        if not sep:
-            raise ValueError(f"{path}: not KEY=VALUE: {stripped!r}")
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]  # shell quoting, so that `set -a; . demo.env` keeps JSON values intact
-        values[name] = value
-    return values
+    """The demo configuration (deploy/local/demo.env), parsed the way the services' tools read it."""
+    return read_env_file(path)
 
 
 @contextlib.asynccontextmanager
@@ -95,3 +86,13 @@ async def read_topic(bootstrap: str, topic: str, expected: int, partitions: int 
     finally:
         await consumer.stop()
     return found
+
+
+async def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
+    """The consumer group's committed offset per partition (0 where nothing was committed)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        return {p: (await consumer.committed(TopicPartition(topic, p))) or 0 for p in range(partitions)}
+    finally:
+        await consumer.stop()

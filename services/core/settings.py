@@ -11,6 +11,7 @@ import base64
 import binascii
 import logging
 import sys
+from pathlib import Path
 from typing import Literal, TypeVar
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
@@ -151,3 +152,20 @@ def configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines of an env file such as deploy/local/demo.env: comments and blank lines ignored, one level of
+    surrounding quotes removed (the file is also sourced by shells, which need JSON values quoted)."""
+    values: dict[str, str] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        name, sep, value = stripped.partition("=")
+        if not sep:
+            raise ValueError(f"{path}: not KEY=VALUE: {stripped!r}")
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[name] = value
+    return values

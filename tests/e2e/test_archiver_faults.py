@@ -22,7 +22,6 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -32,7 +31,7 @@ from services.core.reader import RecordLocation
 from services.retention.access import open_access
 from tests import pipeline
 from tests.pipeline import Person
-from tests.support import create_topic
+from tests.support import committed_offsets, create_topic
 
 pytestmark = pytest.mark.e2e
 
@@ -116,12 +115,7 @@ async def indexed(pool: asyncpg.Pool, ids: list[str]) -> int:
 
 
 async def committed_total(bootstrap: str, group: str, topic: str, partitions: int) -> int:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        return sum([(await consumer.committed(TopicPartition(topic, p))) or 0 for p in range(partitions)])
-    finally:
-        await consumer.stop()
+    return sum((await committed_offsets(bootstrap, group, topic, partitions)).values())
 
 
 async def test_kill_9_three_times_loses_nothing_and_duplicates_nothing(

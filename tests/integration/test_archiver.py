@@ -12,7 +12,7 @@ import asyncpg
 import httpx
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry, generate_latest
 from pydantic import SecretStr
 
@@ -29,7 +29,7 @@ from services.ingest.app import IngestApp
 from services.ingest.replay import load_bodies, post_signed
 from services.ingest.settings import IngestSettings
 from tests import pipeline
-from tests.support import create_topic, payloads_dir, read_topic, serve_asgi
+from tests.support import committed_offsets, create_topic, payloads_dir, read_topic, serve_asgi
 
 pytestmark = pytest.mark.integration
 
@@ -42,15 +42,6 @@ class Pipeline:
     dlq_topic: str
     settings: ArchiverSettings
     registry: CollectorRegistry
-
-
-async def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        return {p: (await consumer.committed(TopicPartition(topic, p))) or 0 for p in range(partitions)}
-    finally:
-        await consumer.stop()
 
 
 @pytest.fixture
