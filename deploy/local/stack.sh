@@ -55,6 +55,7 @@ install_postgres() {
 install_prometheus() {
   command -v prometheus >/dev/null && command -v promtool >/dev/null \
     || { log "installing Prometheus (Debian package)"; apt_install prometheus; }
+  command -v curl >/dev/null || { log "installing curl (readiness checks)"; apt_install curl ca-certificates; }
 }
 install_s3() {
   [ -x "$VENV/bin/python" ] || die "no virtualenv at $VENV: run 'make venv' first"
