@@ -20,12 +20,12 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from bench.common import demo_env, ensure_stack, free_port, peak_rss_mb, start_module, wait_http, write_result
+from bench.common import demo_env, ensure_stack, peak_rss_mb, start_module, wait_http, write_result
 from services.core.events import Event
 from services.core.kafka import AckedProducer, OutgoingRecord
 from services.core.settings import KafkaSettings
 from tests import pipeline
-from tests.support import committed_offsets, create_topic
+from tests.support import committed_offsets, create_topic, free_port
 
 
 def realistic_events(count: int, people: int = 2000, numbers: int = 4) -> list[Event]:

@@ -6,7 +6,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -42,13 +41,6 @@ def ensure_tool(name: str, package: str) -> str:
     if not found:
         sys.exit(f"{name} still missing after installing {package}")
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def wait_http(url: str, timeout_s: float = 60) -> None:

@@ -20,9 +20,10 @@ from typing import Any
 
 import orjson
 
-from bench.common import demo_env, ensure_stack, ensure_tool, free_port, start_module, wait_http, write_result
+from bench.common import demo_env, ensure_stack, ensure_tool, start_module, wait_http, write_result
 from services.ingest.replay import meta_encode
 from services.ingest.signature import sign
+from tests.support import free_port
 
 LUA = """
 local bodies = {}

@@ -21,7 +21,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from bench.common import demo_env, ensure_stack, free_port, start_module, wait_http, write_result
+from bench.common import demo_env, ensure_stack, start_module, wait_http, write_result
 from services.core.conversation import load_conversation
 from services.core.events import Event
 from services.core.kafka import AckedProducer, OutgoingRecord
@@ -30,7 +30,7 @@ from services.retention.access import open_access
 from services.retention.erasure import erase_subject
 from services.retention.run import retention_run
 from tests import pipeline
-from tests.support import create_topic
+from tests.support import create_topic, free_port
 
 TEN_YEARS_AGO = int(time.time()) - 10 * 365 * 86400
 

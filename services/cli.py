@@ -82,6 +82,11 @@ def print_json(value: Any) -> None:
 def cmd_replay(args: argparse.Namespace) -> int:
     from services.ingest.replay import load_bodies, replay  # noqa: PLC0415
 
+    if args.generate:
+        return generate_load(args)
+    if not args.paths:
+        print("give payload files or directories, or --generate EVENTS", file=sys.stderr)
+        return 2
     bodies = load_bodies([Path(p) for p in args.paths], meta_escaping=not args.raw)
     if not bodies:
         print("no *.json payload files found", file=sys.stderr)
@@ -103,6 +108,27 @@ def cmd_replay(args: argparse.Namespace) -> int:
     for failure in report.failed:
         print(f"  failed: {failure}", file=sys.stderr)
     return 0 if not report.failed else 1
+
+
+def generate_load(args: argparse.Namespace) -> int:
+    """Synthetic load for one fresh business number, paced at --rate events/s, each webhook retried until 2xx."""
+    import random  # noqa: PLC0415
+
+    from services.ingest.loadgen import Tenant, send_load, synthetic_deliveries  # noqa: PLC0415
+
+    tenant = Tenant.fresh(random.Random())
+    deliveries = list(synthetic_deliveries(args.generate, tenant=tenant))
+    report = asyncio.run(
+        send_load(
+            deliveries,
+            url=args.url,
+            app_secret=args.app_secret.encode(),
+            events_per_s=args.rate,
+            concurrency=args.concurrency,
+        )
+    )
+    print(f"business number {tenant.phone_number_id}: {report.summary()}")
+    return 0 if report.acknowledged_deliveries == report.deliveries else 1
 
 
 def cmd_messages(args: argparse.Namespace) -> int:
@@ -324,13 +350,20 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--contact", required=True, help="the person's wa_id or business-scoped user id")
 
     replay = commands.add_parser("replay", help="sign payload files and POST them as Meta would")
-    replay.add_argument("paths", nargs="+", metavar="DIR|FILE")
+    replay.add_argument("paths", nargs="*", metavar="DIR|FILE")
     replay.add_argument("--url", default="http://127.0.0.1:8080/webhooks/whatsapp")
     replay.add_argument("--app-secret", required=True, help="the Meta app secret to sign with")
     replay.add_argument("--raw", action="store_true", help="send the files' bytes as they are (no Meta escaping)")
     replay.add_argument("--concurrency", type=int, default=8)
     replay.add_argument("--attempts", type=int, default=5, help="tries per webhook on non-2xx, as Meta retries")
     replay.add_argument("--repeat", type=int, default=1, help="send every file this many times")
+    replay.add_argument(
+        "--generate",
+        type=int,
+        metavar="EVENTS",
+        help="instead of files: synthetic webhooks holding EVENTS events, retried until acknowledged",
+    )
+    replay.add_argument("--rate", type=float, help="with --generate: events per second (default: as fast as possible)")
     replay.set_defaults(handler=cmd_replay)
 
     messages = commands.add_parser("messages", help="a person's conversation, decrypted (audited)")

@@ -18,6 +18,7 @@ import boto3
 import pytest
 import pytest_asyncio
 from botocore.client import Config
+from hypothesis import HealthCheck, settings
 from mypy_boto3_s3 import S3Client
 
 from services.core.schema import connect_pool
@@ -26,6 +27,18 @@ from tests.support import REPO_ROOT, load_demo_env
 DEMO_ENV = load_demo_env()
 for _name, _value in DEMO_ENV.items():
     os.environ.setdefault(_name, _value)
+
+# Hypothesis profiles, chosen with HYPOTHESIS_PROFILE. `ci` (the default) is Hypothesis' own CI profile
+# (derandomized, so a run is reproducible) with as many cases as keep the HTTP fuzz tests within about 40 s on
+# a two-core machine; `nightly` explores at random with the issue's 10,000 cases. Tests that set max_examples
+# themselves keep their own figure under both. The fuzz tests share one app and one topic across cases, on
+# purpose: that is what function_scoped_fixture would warn about.
+_FUZZ_HEALTH_CHECKS = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+settings.register_profile("ci", settings.get_profile("ci"), max_examples=300, suppress_health_check=_FUZZ_HEALTH_CHECKS)
+settings.register_profile(
+    "nightly", max_examples=10_000, deadline=None, print_blob=True, suppress_health_check=_FUZZ_HEALTH_CHECKS
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def require_port(part: str, port: int) -> None:
@@ -108,3 +121,12 @@ async def _no_silent_background_failure() -> AsyncIterator[None]:
     if failures:
         details = "; ".join(f"{c.get('message')}: {c.get('exception')!r}" for c in failures)
         pytest.fail(f"a background task failed silently during the test: {details}", pytrace=False)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--scale",
+        type=int,
+        default=int(os.environ.get("WA_E2E_SCALE", "50000")),
+        help="events per fault scenario of tests/e2e/test_faults_under_load.py (e.g. 1000000 locally)",
+    )

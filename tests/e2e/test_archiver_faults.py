@@ -11,16 +11,12 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import signal
-import socket
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 
 import asyncpg
-import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
@@ -31,7 +27,7 @@ from services.core.reader import RecordLocation
 from services.retention.access import open_access
 from tests import pipeline
 from tests.pipeline import Person
-from tests.support import committed_offsets, create_topic
+from tests.support import ServiceProcess, committed_offsets, create_topic, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -49,64 +45,22 @@ def synthetic_events(count: int, people: int = 40) -> list[Event]:
     return pipeline.events_of(bodies)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-class ArchiverProcess:
+def archiver_process(topic: str, dlq: str, group: str, prefix: str, log: Path) -> ServiceProcess:
     """``python -m services.archiver`` with the demo configuration and per-test topic, group and prefix."""
-
-    def __init__(self, repo_root: Path, topic: str, dlq: str, group: str, prefix: str) -> None:
-        self.port = free_port()
-        self.env = {
-            **os.environ,
-            "WA_ARCHIVER_KAFKA__EVENTS_TOPIC": topic,
-            "WA_ARCHIVER_KAFKA__DLQ_TOPIC": dlq,
-            "WA_ARCHIVER_GROUP_ID": group,
-            "WA_ARCHIVER_S3__PREFIX": prefix,
-            "WA_ARCHIVER_PORT": str(self.port),
-            "WA_ARCHIVER_FLUSH__MAX_RECORDS": "500",
-            "WA_ARCHIVER_FLUSH__MAX_AGE_S": "0.5",
-            "WA_ARCHIVER_RETRY_MAX_S": "1",
-            "WA_ARCHIVER_LOG_LEVEL": "WARNING",
-        }
-        self.repo_root = repo_root
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "services.archiver"],
-            cwd=self.repo_root,
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=10)
-
-    async def wait_ready(self, timeout_s: float = 60) -> None:
-        deadline = time.monotonic() + timeout_s
-        async with httpx.AsyncClient(timeout=2) as client:
-            while time.monotonic() < deadline:
-                try:
-                    if (await client.get(f"http://127.0.0.1:{self.port}/readyz")).status_code == 200:
-                        return
-                except httpx.HTTPError:
-                    pass
-                await asyncio.sleep(0.1)
-        raise AssertionError("the archiver did not become ready")
-
-    def stop(self) -> int:
-        """SIGTERM: the archiver drains, commits and exits 0."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=90)
+    port = free_port()
+    env = {
+        **os.environ,
+        "WA_ARCHIVER_KAFKA__EVENTS_TOPIC": topic,
+        "WA_ARCHIVER_KAFKA__DLQ_TOPIC": dlq,
+        "WA_ARCHIVER_GROUP_ID": group,
+        "WA_ARCHIVER_S3__PREFIX": prefix,
+        "WA_ARCHIVER_PORT": str(port),
+        "WA_ARCHIVER_FLUSH__MAX_RECORDS": "500",
+        "WA_ARCHIVER_FLUSH__MAX_AGE_S": "0.5",
+        "WA_ARCHIVER_RETRY_MAX_S": "1",
+        "WA_ARCHIVER_LOG_LEVEL": "WARNING",
+    }
+    return ServiceProcess("services.archiver", port, env, log)
 
 
 async def indexed(pool: asyncpg.Pool, ids: list[str]) -> int:
@@ -119,7 +73,7 @@ async def committed_total(bootstrap: str, group: str, topic: str, partitions: in
 
 
 async def test_kill_9_three_times_loses_nothing_and_duplicates_nothing(
-    demo_env: dict[str, str], kafka_bootstrap: str, pg_pool: asyncpg.Pool, repo_root: Path
+    demo_env: dict[str, str], kafka_bootstrap: str, pg_pool: asyncpg.Pool, tmp_path: Path
 ) -> None:
     topic = await create_topic(kafka_bootstrap, partitions=3, prefix="e2e-kill")
     dlq = await create_topic(kafka_bootstrap, partitions=1, prefix="dlq")
@@ -128,7 +82,7 @@ async def test_kill_9_three_times_loses_nothing_and_duplicates_nothing(
     ids = [e.event_id for e in events]
     await pipeline.produce(kafka_bootstrap, topic, events)
 
-    archiver = ArchiverProcess(repo_root, topic, dlq, group, prefix)
+    archiver = archiver_process(topic, dlq, group, prefix, tmp_path / "archiver.log")
     rng = random.Random(7)
     kills = 0
     started = time.monotonic()
