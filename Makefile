@@ -8,6 +8,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-12)
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: help venv stack-up stack-down stack-status lint test test-unit run bench clean
 
@@ -51,7 +52,7 @@ run: stack-up
 	$(PY) -m services.devrun
 
 bench: stack-up
-	$(PY) -m bench.run
+	$(PY) -m bench.run $(BENCH_ARGS)
 
 clean: stack-down
 	rm -rf .stack

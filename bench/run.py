@@ -1,0 +1,199 @@
+"""``make bench``: every benchmark in one go, then one report (JSON + markdown) in bench/results/.
+
+Runs ingest, archiver, end-to-end freshness and retention, each as its own process (one failing does not stop
+the others; the report says which failed), then writes bench/results/report.json and report.md with every
+figure against its target, the machine and the versions of the servers and libraries.
+
+    python -m bench.run [--quick] [--soak] [--only ingest,archiver,...]
+
+``--quick`` uses smaller sizes (a smoke run, not the targets' conditions); ``--soak`` adds the 30-minute soak at
+1,000 events/s with RSS over time per service.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from importlib import metadata
+from typing import Any
+
+from bench.common import RESULTS, ensure_stack, machine
+from tests.support import REPO_ROOT
+
+FULL: dict[str, list[str]] = {
+    "ingest": [],
+    "archiver": [],
+    "freshness": ["--rate", "1000", "--seconds", "60"],
+    "retention": [],
+}
+QUICK: dict[str, list[str]] = {
+    "ingest": ["--seconds", "5"],
+    "archiver": ["--events", "50000"],
+    "freshness": ["--rate", "1000", "--seconds", "15"],
+    "retention": ["--events", "100000"],
+}
+PACKAGES = ("aiokafka", "asyncpg", "boto3", "cryptography", "orjson", "uvicorn", "fastapi", "prometheus-client")
+
+
+def command_version(command: list[str]) -> str:
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+    except OSError:
+        return "not found"
+    lines = (done.stdout or done.stderr).strip().splitlines()
+    return lines[0].strip() if lines else "unknown"
+
+
+def versions() -> dict[str, str]:
+    stack = (REPO_ROOT / "deploy" / "local" / "stack.sh").read_text()
+    pinned = {
+        line.split("=")[0]: line.split("=")[1].split()[0] for line in stack.splitlines() if "_VERSION=" in line[:20]
+    }
+    found = {
+        "kafka": pinned.get("KAFKA_VERSION", "unknown"),
+        "seaweedfs": pinned.get("SEAWEEDFS_VERSION", "unknown"),
+        "postgresql": command_version(["psql", "--version"]),
+        "prometheus": command_version(["prometheus", "--version"]),
+        "python": sys.version.split()[0],
+    }
+    for package in PACKAGES:
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = "not installed"
+    return found
+
+
+def run_one(name: str, args: list[str], started: float) -> dict[str, Any]:
+    print(f"\n=== bench {name} {' '.join(args)}", flush=True)
+    began = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", f"bench.{name}", *args], cwd=REPO_ROOT, check=False, timeout=3600)
+    result = RESULTS / f"{'soak' if '--soak' in args else name}.json"
+    if done.returncode != 0 or not result.exists() or result.stat().st_mtime < started:
+        return {"status": "failed", "exit_code": done.returncode, "seconds": round(time.monotonic() - began)}
+    document: dict[str, Any] = json.loads(result.read_text())
+    return {"status": "ok", "seconds": round(time.monotonic() - began), **document}
+
+
+def verdict(value: float, target: float, *, at_most: bool) -> str:
+    met = value <= target if at_most else value >= target
+    return "met" if met else "**missed**"
+
+
+def summary_rows(results: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]:
+    """(figure, measured, target, verdict) for the figures that have a target."""
+    rows: list[tuple[str, str, str, str]] = []
+
+    def add(label: str, value: float, target: float, unit: str, *, at_most: bool = False) -> None:
+        sign = "≤" if at_most else "≥"
+        rows.append(
+            (label, f"{value:,.2f} {unit}", f"{sign} {target:,} {unit}", verdict(value, target, at_most=at_most))
+        )
+
+    if (r := results.get("ingest", {})).get("status") == "ok":
+        f = r["figures"]
+        add("ingest requests/s", f["ingest"]["requests_per_s"], 5000, "req/s")
+        add("ingest p99 latency", f["ingest"]["p99_ms"], 25, "ms", at_most=True)
+        add("ingest / bare ASGI ratio", f["ratio"], 0.5, "")
+    if (r := results.get("archiver", {})).get("status") == "ok":
+        f = r["figures"]
+        add("archiver events/s (until committed)", f["archiver_events_per_s"], 20000, "events/s")
+        add("archiver peak RSS", f["archiver_peak_rss_mb"], 200, "MiB", at_most=True)
+    if (r := results.get("retention", {})).get("status") == "ok":
+        f = r["figures"]
+        add("erasure: key destroyed", f["erasure_key_destroyed_seconds"], 1, "s", at_most=True)
+        add("retention deletion", f["retention_objects_per_s"] or 0, 5000, "objects/s")
+        add("retrieval of a 10,000-message conversation", f["retrieval_seconds"], 2, "s", at_most=True)
+    return rows
+
+
+def markdown(report: dict[str, Any]) -> str:
+    results: dict[str, dict[str, Any]] = report["results"]
+    lines = [
+        "# wa-archive benchmark report",
+        "",
+        f"{report['at']} · {report['mode']} run · {report['machine']['cpus']} CPUs · {report['machine']['platform']}",
+        "",
+        "## Targets",
+        "",
+        "| figure | measured | target | |",
+        "|---|---|---|---|",
+        *(f"| {a} | {b} | {c} | {d} |" for a, b, c, d in summary_rows(results)),
+        "",
+    ]
+    failed = [name for name, r in results.items() if r.get("status") != "ok"]
+    if failed:
+        lines += [f"Failed: {', '.join(failed)} (see the output above the report).", ""]
+    fresh = results.get("freshness", {})
+    if fresh.get("status") == "ok":
+        f = fresh["figures"]
+        lines += [
+            "## End-to-end freshness",
+            "",
+            f"{f['events_sent']:,} events at {f['rate_events_per_s']:,.0f} events/s for {f['seconds']} s "
+            f"({f['achieved_events_per_s']:,} achieved), lost {f['lost']}: webhook → durable "
+            f"p50 {f['webhook_to_durable_ms']['p50']:,} ms, p99 {f['webhook_to_durable_ms']['p99']:,} ms; "
+            f"ingest answer p50 {f['ingest_answer_ms']['p50']} ms, p99 {f['ingest_answer_ms']['p99']} ms.",
+            "",
+        ]
+    soak = results.get("soak", {})
+    if soak.get("status") == "ok":
+        lines += [
+            "## Soak (30 min at 1,000 events/s): RSS per service, MiB",
+            "",
+            "| service | first | last | peak | growth |",
+        ]
+        lines += ["|---|---|---|---|---|"]
+        for name, s in soak["figures"]["rss_mb"].items():
+            lines.append(f"| {name} | {s['first']} | {s['last']} | {s['peak']} | {s['growth']} |")
+        lines.append("")
+    lines += ["## Every figure", ""]
+    for name, r in results.items():
+        figures = {k: v for k, v in r.get("figures", {}).items() if k != "rss_series_mb"}
+        lines += [f"### {name} ({r.get('status')}, {r.get('seconds')} s)", "", "```json", json.dumps(figures, indent=2)]
+        lines += ["```", ""]
+    lines += ["## Versions", "", *(f"- {k}: {v}" for k, v in report["versions"].items()), ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smaller sizes: a smoke run")
+    parser.add_argument("--soak", action="store_true", help="add the 30-minute soak")
+    parser.add_argument("--only", help="comma-separated subset of: " + ", ".join(FULL))
+    args = parser.parse_args()
+    plan = dict(QUICK if args.quick else FULL)
+    if args.only:
+        wanted = set(args.only.split(","))
+        if unknown := wanted - set(plan):
+            sys.exit(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
+        plan = {name: plan[name] for name in plan if name in wanted}
+    if args.soak:
+        plan["soak"] = ["--soak"]
+    ensure_stack()
+    started = time.time()
+    results = {
+        name: run_one("freshness" if name == "soak" else name, bench_args, started) for name, bench_args in plan.items()
+    }
+    report = {
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "mode": "quick" if args.quick else "full",
+        "machine": machine(),
+        "versions": versions(),
+        "results": results,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    text = markdown(report)
+    (RESULTS / "report.md").write_text(text, encoding="utf-8")
+    print("\n" + text)
+    print(f"written: {RESULTS / 'report.json'} and {RESULTS / 'report.md'}")
+    sys.exit(1 if any(r["status"] != "ok" for r in results.values()) else 0)
+
+
+if __name__ == "__main__":
+    main()
