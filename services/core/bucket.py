@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # the stubs are a development dependency; the image does not 
     from mypy_boto3_s3 import S3Client
 
 T = TypeVar("T")
+DELETE_OBJECTS_MAX = 1000  # keys (versions) one DeleteObjects call takes
 
 TRANSIENT_CODES = frozenset(
     {
@@ -41,10 +42,6 @@ TRANSIENT_CODES = frozenset(
 
 class StorageUnavailable(Exception):
     """The object store did not take or give the object this time; retrying later may succeed."""
-
-
-class ObjectLocked(Exception):
-    """The object is under Object Lock retention or legal hold and cannot be deleted yet."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,46 +115,51 @@ class ArchiveBucket:
 
         return await self._run(call)
 
-    async def delete_many(self, keys: Sequence[str]) -> tuple[list[str], dict[str, str]]:
-        """Delete up to 1,000 keys in one DeleteObjects call (the current version, so a delete marker under
-        versioning); returns (deleted keys, {key: error code}) — a locked object is reported, not raised."""
+    async def delete_permanently(self, keys: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+        """Remove every version of each key, delete markers included, so no data stays behind as a noncurrent
+        version (the bucket is versioned, as Object Lock requires). Returns (keys gone, {key: error code}); a
+        version still under Object Lock is reported (``AccessDenied``), not raised. A key with no version left
+        counts as gone, so a repeated call is a no-op."""
+        wanted = sorted(set(keys))
 
         def call() -> tuple[list[str], dict[str, str]]:
-            if not keys:
-                return [], {}
-            answer = self.client.delete_objects(
-                Bucket=self.name, Delete={"Objects": [{"Key": k} for k in keys], "Quiet": False}
-            )
-            deleted = [d["Key"] for d in answer.get("Deleted", []) if "Key" in d]
-            errors = {e["Key"]: e.get("Code", "Error") for e in answer.get("Errors", []) if "Key" in e}
-            return deleted, errors
+            versions = self._versions_of(wanted)
+            errors: dict[str, str] = {}
+            for start in range(0, len(versions), DELETE_OBJECTS_MAX):
+                batch = versions[start : start + DELETE_OBJECTS_MAX]
+                answer = self.client.delete_objects(
+                    Bucket=self.name,
+                    Delete={"Objects": [{"Key": k, "VersionId": v} for k, v in batch], "Quiet": True},
+                )
+                errors.update({e["Key"]: e.get("Code", "Error") for e in answer.get("Errors", []) if "Key" in e})
+            return [key for key in wanted if key not in errors], errors
 
         return await self._run(call)
 
-    async def delete_all_versions(self, key: str) -> int:
-        """Remove every version of ``key`` (used by erasure where Object Lock allows it); returns versions
-        removed. Raises ObjectLocked when a version is still under retention."""
-
-        def call() -> int:
-            removed = 0
-            listing = self.client.list_object_versions(Bucket=self.name, Prefix=key)
-            versions = [
-                *listing.get("Versions", []),
-                *listing.get("DeleteMarkers", []),
-            ]
-            for version in versions:
-                if version.get("Key") != key:
-                    continue
-                try:
-                    self.client.delete_object(Bucket=self.name, Key=key, VersionId=version["VersionId"])
-                    removed += 1
-                except ClientError as exc:
-                    if exc.response.get("Error", {}).get("Code") == "AccessDenied":
-                        raise ObjectLocked(key) from exc
-                    raise
-            return removed
-
-        return await self._run(call)
+    def _versions_of(self, sorted_keys: list[str]) -> list[tuple[str, str]]:
+        """(key, version id) of every version and delete marker of the keys, listed per folder from the first
+        wanted key to the last (ListObjectVersions pages of 1,000)."""
+        by_folder: dict[str, list[str]] = {}
+        for key in sorted_keys:
+            by_folder.setdefault(key.rpartition("/")[0] + "/", []).append(key)
+        found: list[tuple[str, str]] = []
+        for folder, folder_keys in by_folder.items():
+            wanted, last = set(folder_keys), folder_keys[-1]
+            # Listing starts after the marker: the first key minus its last character sorts just before it.
+            key_marker, version_marker = folder_keys[0][:-1], ""
+            while True:
+                if version_marker:
+                    page = self.client.list_object_versions(
+                        Bucket=self.name, Prefix=folder, KeyMarker=key_marker, VersionIdMarker=version_marker
+                    )
+                else:
+                    page = self.client.list_object_versions(Bucket=self.name, Prefix=folder, KeyMarker=key_marker)
+                entries = [*page.get("Versions", []), *page.get("DeleteMarkers", [])]
+                found.extend((e["Key"], e["VersionId"]) for e in entries if e.get("Key") in wanted and "VersionId" in e)
+                if not page.get("IsTruncated") or any(e.get("Key", "") > last for e in entries):
+                    break
+                key_marker, version_marker = page.get("NextKeyMarker", ""), page.get("NextVersionIdMarker", "")
+        return found
 
     async def list_objects(self, prefix: str) -> AsyncIterator[StoredObject]:
         """Every current object under ``prefix``, page by page (ListObjectsV2)."""

@@ -24,7 +24,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from services.core.bucket import ArchiveBucket, ObjectLocked, StorageUnavailable
+from services.core.bucket import DELETE_OBJECTS_MAX, ArchiveBucket, StorageUnavailable
 from services.core.keyring import Keyring
 from services.core.subjects import resolve_subject_refs, write_audit
 from services.retention.holds import holds_covering
@@ -137,15 +137,20 @@ async def erase_subject(
             "SELECT object_key FROM archived_media WHERE subject_ref = ANY($1::text[]) AND object_key IS NOT NULL", refs
         )
     keys = [r["object_key"] for r in sole_objects] + [r["object_key"] for r in media_objects]
-    for key in keys:
+    gone: list[str] = []  # objects whose every version is deleted; locked ones keep their archive_objects row
+    for start in range(0, len(keys), DELETE_OBJECTS_MAX):
+        chunk = keys[start : start + DELETE_OBJECTS_MAX]
         try:
-            await bucket.delete_all_versions(key)
-            outcome.objects_deleted += 1
-        except ObjectLocked:
-            outcome.objects_locked += 1
+            deleted_keys, refused = await bucket.delete_permanently(chunk)
         except StorageUnavailable:
-            log.warning("erasure %s: object store unavailable; the keys are destroyed, objects stay for retention")
-            outcome.objects_locked += 1
+            log.warning(
+                "erasure %s: object store unavailable; the keys are destroyed, objects stay for retention", request_ref
+            )
+            outcome.objects_locked += len(chunk)
+            continue
+        gone.extend(deleted_keys)
+        outcome.objects_deleted += len(deleted_keys)
+        outcome.objects_locked += len(refused)
     async with pool.acquire() as conn, conn.transaction():
         deleted = await conn.fetchval(
             "WITH gone AS (DELETE FROM archived_events WHERE subject_ref = ANY($1::text[]) RETURNING 1) "
@@ -160,7 +165,7 @@ async def erase_subject(
         await conn.execute(
             "DELETE FROM archive_objects o WHERE o.object_key = ANY($1::text[]) "
             "AND NOT EXISTS (SELECT 1 FROM archived_events e WHERE e.object_key = o.object_key)",
-            keys,
+            gone,
         )
         await conn.execute(
             "UPDATE erasure_requests SET status = 'completed', completed_at = now(), proof = $2::jsonb "

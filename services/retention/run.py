@@ -3,8 +3,9 @@
 Contract of :func:`retention_run`:
 - It selects objects, never single records: an object goes only when *every* record in it has expired and none
   is held. The dry run selects with exactly the same query and deletes nothing.
-- Deletion uses batched DeleteObjects (1,000 keys a call). A key the bucket refuses (Object Lock still running)
-  is kept, with its rows, and counted; the next run tries again.
+- Deletion removes every version of an object (the bucket is versioned for Object Lock: a plain delete would
+  only add a delete marker and keep the data), in batched DeleteObjects calls. A key the bucket refuses (Object
+  Lock still running) is kept, with its rows, and counted; the next run tries again.
 - Index rows are deleted after their object, in the same batch; a crash in between leaves rows pointing at a
   deleted object, which the next run removes (the object is selected again, its delete is a no-op). The run is
   therefore idempotent and resumable.
@@ -26,7 +27,7 @@ from services.retention.holds import HELD_ROW_SQL
 
 log = logging.getLogger("wa_archive.retention")
 
-DELETE_BATCH = 1000  # the most keys one DeleteObjects call takes
+DELETE_BATCH = 1000  # objects per chunk: one listing and (about) one DeleteObjects call
 # Chunks in flight at once: S3 deletes of one overlap the index deletes of another.
 CONCURRENT_CHUNKS = 4
 
@@ -69,11 +70,17 @@ async def expired_objects(conn: asyncpg.Connection | asyncpg.pool.PoolConnection
     return [row["object_key"] for row in rows]
 
 
-async def delete_chunk(pool: asyncpg.Pool, bucket: ArchiveBucket, chunk: list[str]) -> tuple[int, int, int]:
-    """Delete up to 1,000 expired objects, then their media objects and rows; returns (objects deleted, objects
-    refused by an Object Lock, index rows deleted). Refused objects keep their rows and media for the next run."""
-    _deleted, refused = await bucket.delete_many(chunk)
-    gone = [key for key in chunk if key not in refused]
+@dataclass
+class ChunkOutcome:
+    objects_deleted: int
+    objects_locked: int
+    events_by_class: dict[str, int]
+
+
+async def delete_chunk(pool: asyncpg.Pool, bucket: ArchiveBucket, chunk: list[str]) -> ChunkOutcome:
+    """Delete up to 1,000 expired objects, then their media objects and rows. Refused objects keep their rows
+    and media for the next run."""
+    gone, refused = await bucket.delete_permanently(chunk)
     async with pool.acquire() as conn:
         media_keys = [
             row["object_key"]
@@ -84,20 +91,20 @@ async def delete_chunk(pool: asyncpg.Pool, bucket: ArchiveBucket, chunk: list[st
             )
         ]
     for start in range(0, len(media_keys), DELETE_BATCH):
-        await bucket.delete_many(media_keys[start : start + DELETE_BATCH])
+        await bucket.delete_permanently(media_keys[start : start + DELETE_BATCH])
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute(
             "DELETE FROM archived_media m USING archived_events e "
             "WHERE m.event_id = e.event_id AND e.object_key = ANY($1::text[])",
             gone,
         )
-        removed = await conn.fetchval(
-            "WITH gone AS (DELETE FROM archived_events WHERE object_key = ANY($1::text[]) RETURNING 1) "
-            "SELECT count(*) FROM gone",
+        removed = await conn.fetch(
+            "WITH gone AS (DELETE FROM archived_events WHERE object_key = ANY($1::text[]) RETURNING retention_class) "
+            "SELECT retention_class, count(*) AS n FROM gone GROUP BY retention_class",
             gone,
         )
         await conn.execute("DELETE FROM archive_objects WHERE object_key = ANY($1::text[])", gone)
-    return len(gone), len(refused), int(removed or 0)
+    return ChunkOutcome(len(gone), len(refused), {row["retention_class"]: int(row["n"]) for row in removed})
 
 
 async def retention_run(
@@ -117,12 +124,13 @@ async def retention_run(
             dry_run,
         )
         report.candidates = await expired_objects(conn, now)
-        counts = await conn.fetch(
-            "SELECT retention_class, count(*) AS n FROM archived_events WHERE object_key = ANY($1::text[]) "
-            "GROUP BY retention_class",
-            report.candidates,
-        )
-        report.events_by_class = {row["retention_class"]: int(row["n"]) for row in counts}
+        if dry_run:  # a real run counts what it deletes
+            counts = await conn.fetch(
+                "SELECT retention_class, count(*) AS n FROM archived_events WHERE object_key = ANY($1::text[]) "
+                "GROUP BY retention_class",
+                report.candidates,
+            )
+            report.events_by_class = {row["retention_class"]: int(row["n"]) for row in counts}
     try:
         if not dry_run:
             chunks = [report.candidates[i : i + DELETE_BATCH] for i in range(0, len(report.candidates), DELETE_BATCH)]
@@ -132,10 +140,12 @@ async def retention_run(
             async def one(chunk: list[str]) -> None:
                 nonlocal done
                 async with limit:
-                    gone, locked, removed = await delete_chunk(pool, bucket, chunk)
-                report.objects_deleted += gone
-                report.objects_locked += locked
-                report.events_deleted += removed
+                    outcome = await delete_chunk(pool, bucket, chunk)
+                report.objects_deleted += outcome.objects_deleted
+                report.objects_locked += outcome.objects_locked
+                for name, count in outcome.events_by_class.items():
+                    report.events_by_class[name] = report.events_by_class.get(name, 0) + count
+                    report.events_deleted += count
                 done += len(chunk)
                 if progress is not None:
                     progress(done, len(report.candidates))

@@ -223,6 +223,9 @@ async def test_retention_deletes_exactly_the_expired_unheld_objects(
     for key in old_keys:
         with pytest.raises(ClientError):
             s3_client.head_object(Bucket=access.bucket.name, Key=key)
+        # every version is gone, not hidden behind a delete marker (the bucket is versioned for Object Lock)
+        listing = s3_client.list_object_versions(Bucket=access.bucket.name, Prefix=key)
+        assert [v for v in [*listing.get("Versions", []), *listing.get("DeleteMarkers", [])] if v["Key"] == key] == []
     again = await retention_run(access.pool, access.bucket, dry_run=True)
     assert set(again.candidates) & ours == set()
 
