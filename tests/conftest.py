@@ -29,14 +29,14 @@ for _name, _value in DEMO_ENV.items():
     os.environ.setdefault(_name, _value)
 
 # Hypothesis profiles, chosen with HYPOTHESIS_PROFILE. `ci` (the default) is Hypothesis' own CI profile
-# (derandomized, so a run is reproducible) with as many cases as keep the HTTP fuzz tests within about 40 s on
-# a two-core machine; `nightly` explores at random with the issue's 10,000 cases. Tests that set max_examples
-# themselves keep their own figure under both. The fuzz tests share one app and one topic across cases, on
-# purpose: that is what function_scoped_fixture would warn about.
-_FUZZ_HEALTH_CHECKS = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
-settings.register_profile("ci", settings.get_profile("ci"), max_examples=300, suppress_health_check=_FUZZ_HEALTH_CHECKS)
+# (derandomized, so that a run is reproducible) with as many cases as keep the HTTP fuzz tests of
+# tests/integration/test_ingest_fuzz.py within about 30 s on two cores; `nightly` explores at random with 10,000
+# cases. Tests that set max_examples themselves keep their own figure under both.
 settings.register_profile(
-    "nightly", max_examples=10_000, deadline=None, print_blob=True, suppress_health_check=_FUZZ_HEALTH_CHECKS
+    "ci", settings.get_profile("ci"), max_examples=400, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile(
+    "nightly", max_examples=10_000, deadline=None, print_blob=True, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 

@@ -74,24 +74,63 @@ async def create_topic(bootstrap: str, partitions: int = 3, prefix: str = "t") -
     return topic
 
 
-async def read_topic(bootstrap: str, topic: str, expected: int, partitions: int = 3) -> list[tuple[bytes, bytes]]:
-    """(key, value) of the first ``expected`` records of every partition (bounded wait)."""
+@contextlib.asynccontextmanager
+async def topic_from_start(bootstrap: str, topic: str, partitions: int) -> AsyncIterator[AIOKafkaConsumer]:
+    """A group-less consumer assigned every partition of ``topic``, positioned at the beginning."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
-    found: list[tuple[bytes, bytes]] = []
     try:
         tps = [TopicPartition(topic, p) for p in range(partitions)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
+        yield consumer
+    finally:
+        await consumer.stop()
+
+
+async def read_topic(bootstrap: str, topic: str, expected: int, partitions: int = 3) -> list[tuple[bytes, bytes]]:
+    """(key, value) of the first ``expected`` records of every partition (bounded wait)."""
+    found: list[tuple[bytes, bytes]] = []
+    async with topic_from_start(bootstrap, topic, partitions) as consumer:
         for _ in range(50):
             batch = await consumer.getmany(timeout_ms=200)
             for records in batch.values():
                 found.extend((r.key, r.value) for r in records)
             if len(found) >= expected:
                 break
-    finally:
-        await consumer.stop()
     return found
+
+
+async def read_to_end(bootstrap: str, topic: str, partitions: int = 3) -> list[tuple[bytes, bytes]]:
+    """(key, value) of every record up to the log end as it is when called (bounded wait).
+
+    Unlike :func:`read_topic` it does not stop at an expected count, so a record that should not be there is
+    read too.
+    """
+    found: list[tuple[bytes, bytes]] = []
+    async with topic_from_start(bootstrap, topic, partitions) as consumer:
+        tps = sorted(consumer.assignment())
+        ends = await consumer.end_offsets(tps)
+        for _ in range(300):
+            positions = {tp: await consumer.position(tp) for tp in tps}
+            if all(positions[tp] >= ends[tp] for tp in tps):
+                return found
+            batch = await consumer.getmany(timeout_ms=200)
+            for records in batch.values():
+                found.extend((r.key, r.value) for r in records)
+    raise AssertionError(f"{topic}: only {len(found)} records read, short of the log end {ends}")
+
+
+def json_slots(node: Any) -> Iterator[tuple[Any, Any]]:
+    """Every (container, key or index) of a decoded JSON value, depth first."""
+    if isinstance(node, dict):
+        for key, child in node.items():
+            yield node, key
+            yield from json_slots(child)
+    elif isinstance(node, list):
+        for index, child in enumerate(node):
+            yield node, index
+            yield from json_slots(child)
 
 
 async def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:

@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from typing import Any, Final, NoReturn
 
@@ -106,11 +107,20 @@ def _refuse_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not a JSON value")
 
 
+def _finite_float(text: str) -> float:
+    """A number beyond the double range (``1e400``) would decode to ±inf, which no envelope can carry as sent:
+    orjson writes it as null, the standard library refuses it. Refused like Infinity."""
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError("number beyond the double range")
+    return value
+
+
 # Encoders are built once: json.dumps with options builds a new encoder on every call (the hot path).
 _CANONICAL_ENCODER: Final = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 _ENVELOPE_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 _ENVELOPE_ASCII_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow_nan=False)
-_DECODER: Final = json.JSONDecoder(parse_constant=_refuse_constant)
+_DECODER: Final = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
 
 
 class WebhookRejected(ValueError):
@@ -666,7 +676,7 @@ def parse_webhook(raw: bytes, *, raw_sha256: str, signature: str | None, receive
     without a ``changes`` list, or has a change that is not an object with a string ``field``.
     """
     try:
-        body = json.loads(raw, parse_constant=_refuse_constant)
+        body = json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite_float)
     except RecursionError:
         raise WebhookRejected(400, "body is nested too deeply") from None
     except ValueError:  # JSONDecodeError, UnicodeDecodeError, NaN/Infinity, integers over the digit limit

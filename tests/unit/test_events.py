@@ -26,6 +26,7 @@ from services.core.events import (
     parse_webhook,
     split_webhook,
 )
+from tests.support import json_slots
 
 pytestmark = pytest.mark.unit
 
@@ -666,6 +667,7 @@ def _without(key: str) -> bytes:
         pytest.param(b"\xff\xfe", "not JSON", id="not UTF-8"),
         pytest.param(b"{nope", "not JSON", id="broken JSON"),
         pytest.param(b'{"schema":NaN}', "not JSON", id="NaN"),
+        pytest.param(b'{"schema":1,"x":-1e400}', "not JSON", id="number beyond the double range"),
         pytest.param(b"[" * 100_000 + b"]" * 100_000, "nested too deeply", id="too deep"),
         pytest.param(b"[]", "not a JSON object", id="a list"),
         pytest.param(b"{}", "'schema' must be 1", id="no schema"),
@@ -718,6 +720,7 @@ PHONE = "16505551234"
         pytest.param(b"\xff\xfe\xfd", "body is not JSON", id="not Unicode"),
         pytest.param(b'{"object":NaN}', "body is not JSON", id="NaN"),
         pytest.param(b'{"object":Infinity}', "body is not JSON", id="Infinity"),
+        pytest.param(b'{"x":1e400}', "body is not JSON", id="number beyond the double range"),
         pytest.param(b'{"x":' + b"9" * 5000 + b"}", "body is not JSON", id="integer over the digit limit"),
         pytest.param(b"[" * 100_000 + b"]" * 100_000, "body is nested too deeply", id="nested too deeply"),
         pytest.param(b"[]", "body must be a JSON object", id="a list"),
@@ -966,24 +969,12 @@ def test_arbitrary_bytes_raise_nothing_but_webhook_rejected(raw: bytes) -> None:
     check_splits_or_rejects(raw)
 
 
-def slots(node: Any) -> Iterator[tuple[Any, Any]]:
-    """Every (container, key or index) of a decoded JSON value, depth first."""
-    if isinstance(node, dict):
-        for key, child in node.items():
-            yield node, key
-            yield from slots(child)
-    elif isinstance(node, list):
-        for index, child in enumerate(node):
-            yield node, index
-            yield from slots(child)
-
-
 @st.composite
 def mutated_samples(draw: st.DrawFn) -> bytes:
     """A real sample with one to three of its values replaced by arbitrary JSON or removed."""
     body = copy.deepcopy(json.loads(sample(draw(st.sampled_from(sorted(EXPECTED_KINDS))))))
     for _ in range(draw(st.integers(min_value=1, max_value=3))):
-        places = list(slots(body))
+        places = list(json_slots(body))
         if not places:
             break
         container, key = draw(st.sampled_from(places))
