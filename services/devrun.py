@@ -19,6 +19,7 @@ import httpx
 import orjson
 
 from services.core.settings import read_env_file
+from services.ingest.loadgen import webhook_body
 from services.ingest.replay import load_bodies, post_signed, replay
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,30 +36,11 @@ def deleted_message_demo() -> list[bytes]:
     now = int(time.time())
 
     def webhook(message: dict[str, object]) -> bytes:
-        return orjson.dumps(
-            {
-                "object": "whatsapp_business_account",
-                "entry": [
-                    {
-                        "id": "102290129340398",
-                        "changes": [
-                            {
-                                "field": "messages",
-                                "value": {
-                                    "messaging_product": "whatsapp",
-                                    "metadata": {
-                                        "display_phone_number": "15550783881",
-                                        "phone_number_id": DEMO_PHONE_NUMBER_ID,
-                                    },
-                                    "contacts": [{"profile": {"name": "Demo Customer"}, "wa_id": DEMO_CONTACT}],
-                                    "messages": [message],
-                                },
-                            }
-                        ],
-                    }
-                ],
-            }
-        )
+        value: dict[str, object] = {
+            "contacts": [{"profile": {"name": "Demo Customer"}, "wa_id": DEMO_CONTACT}],
+            "messages": [message],
+        }
+        return webhook_body("102290129340398", DEMO_PHONE_NUMBER_ID, value, display_phone_number="15550783881")
 
     original = f"wamid.DEMO-ORIGINAL-{now}"
     return [

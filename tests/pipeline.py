@@ -26,6 +26,7 @@ from services.archiver.settings import ArchiverSettings, FlushSettings, GraphSet
 from services.core.events import Event, parse_webhook
 from services.core.kafka import AckedProducer, OutgoingRecord
 from services.core.settings import KafkaSettings, KeySettings, PostgresSettings, S3Settings
+from services.ingest.loadgen import webhook_body
 from services.retention.settings import AdminToken, RetentionSettings
 
 
@@ -45,17 +46,7 @@ class Person:
 
 
 def envelope(person: Person, field: str, value: dict[str, Any]) -> bytes:
-    value = {
-        "messaging_product": "whatsapp",
-        "metadata": {"display_phone_number": "15550001111", "phone_number_id": person.phone_number_id},
-        **value,
-    }
-    return orjson.dumps(
-        {
-            "object": "whatsapp_business_account",
-            "entry": [{"id": person.waba_id, "changes": [{"value": value, "field": field}]}],
-        }
-    )
+    return webhook_body(person.waba_id, person.phone_number_id, value, field=field)
 
 
 def text_message(person: Person, wamid: str, body: str, ts: int) -> bytes:

@@ -51,21 +51,29 @@ def digits(rng: random.Random, n: int) -> str:
     return "".join(rng.choice("0123456789") for _ in range(n))
 
 
-def _webhook(tenant: Tenant, value: dict[str, object]) -> bytes:
+def webhook_body(
+    waba_id: str,
+    phone_number_id: str,
+    value: dict[str, object],
+    *,
+    field: str = "messages",
+    display_phone_number: str = "15550001111",
+) -> bytes:
+    """A Cloud API webhook body with one change, shaped as Meta sends it (see ../shared/whatsapp/payloads)."""
     return orjson.dumps(
         {
             "object": "whatsapp_business_account",
             "entry": [
                 {
-                    "id": tenant.waba_id,
+                    "id": waba_id,
                     "changes": [
                         {
-                            "field": "messages",
+                            "field": field,
                             "value": {
                                 "messaging_product": "whatsapp",
                                 "metadata": {
-                                    "display_phone_number": "15550001111",
-                                    "phone_number_id": tenant.phone_number_id,
+                                    "display_phone_number": display_phone_number,
+                                    "phone_number_id": phone_number_id,
                                 },
                                 **value,
                             },
@@ -106,7 +114,7 @@ def synthetic_deliveries(
             n += 1  # a distinct timestamp keeps every status a distinct event
             status = {"id": wamid, "status": state, "timestamp": str(now + n), "recipient_id": rng.choice(people)}
             value: dict[str, object] = {"statuses": [status]}
-            delivery = _delivery(_webhook(tenant, value))
+            delivery = _delivery(webhook_body(tenant.waba_id, tenant.phone_number_id, value))
         else:
             wa_id = rng.choice(people)
             messages = []
@@ -118,7 +126,7 @@ def synthetic_deliveries(
                     {"from": wa_id, "id": wamid, "timestamp": str(now), "type": "text", "text": {"body": f"load {n}"}}
                 )
             value = {"contacts": [{"profile": {"name": "Load"}, "wa_id": wa_id}], "messages": messages}
-            delivery = _delivery(_webhook(tenant, value))
+            delivery = _delivery(webhook_body(tenant.waba_id, tenant.phone_number_id, value))
         produced += len(delivery.event_ids)
         yield delivery
 
