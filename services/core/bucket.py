@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING, TypeVar
 
 import boto3
@@ -24,6 +26,9 @@ if TYPE_CHECKING:  # the stubs are a development dependency; the image does not 
 
 T = TypeVar("T")
 DELETE_OBJECTS_MAX = 1000  # keys (versions) one DeleteObjects call takes
+# Versions per DeleteObjects call when deleting many: smaller calls run side by side. On SeaweedFS (versioned
+# bucket, 2 cores) 1,000 versions took 1.40 s in one call, 0.77 s as four calls of 250 at once.
+DELETE_CALL_VERSIONS = 250
 
 TRANSIENT_CODES = frozenset(
     {
@@ -83,6 +88,9 @@ class ArchiveBucket:
         self.settings = settings
         self.name = settings.bucket
         self.client = client or make_s3_client(settings)
+        # boto3 is synchronous: calls run in threads of their own, as many as the client's connection pool
+        # (the event loop's default executor has cpu+4 threads, shared with everything else).
+        self._threads = ThreadPoolExecutor(max_workers=settings.max_pool_connections, thread_name_prefix="s3")
 
     def retain_until(self, now: datetime) -> datetime | None:
         """When Object Lock is configured: the retention date of an object written at ``now``."""
@@ -119,47 +127,54 @@ class ArchiveBucket:
         """Remove every version of each key, delete markers included, so no data stays behind as a noncurrent
         version (the bucket is versioned, as Object Lock requires). Returns (keys gone, {key: error code}); a
         version still under Object Lock is reported (``AccessDenied``), not raised. A key with no version left
-        counts as gone, so a repeated call is a no-op."""
+        counts as gone, so a repeated call is a no-op. Folders are listed, and versions deleted, by several
+        calls at once: a versioned delete costs the store far more than the round trip."""
         wanted = sorted(set(keys))
-
-        def call() -> tuple[list[str], dict[str, str]]:
-            versions = self._versions_of(wanted)
-            errors: dict[str, str] = {}
-            for start in range(0, len(versions), DELETE_OBJECTS_MAX):
-                batch = versions[start : start + DELETE_OBJECTS_MAX]
-                answer = self.client.delete_objects(
-                    Bucket=self.name,
-                    Delete={"Objects": [{"Key": k, "VersionId": v} for k, v in batch], "Quiet": True},
-                )
-                errors.update({e["Key"]: e.get("Code", "Error") for e in answer.get("Errors", []) if "Key" in e})
-            return [key for key in wanted if key not in errors], errors
-
-        return await self._run(call)
-
-    def _versions_of(self, sorted_keys: list[str]) -> list[tuple[str, str]]:
-        """(key, version id) of every version and delete marker of the keys, listed per folder from the first
-        wanted key to the last (ListObjectVersions pages of 1,000)."""
         by_folder: dict[str, list[str]] = {}
-        for key in sorted_keys:
+        for key in wanted:
             by_folder.setdefault(key.rpartition("/")[0] + "/", []).append(key)
+        listed = await asyncio.gather(
+            *(
+                self._run(partial(self._versions_in_folder, folder, folder_keys))
+                for folder, folder_keys in by_folder.items()
+            )
+        )
+        versions = [version for found in listed for version in found]
+        answers = await asyncio.gather(
+            *(
+                self._run(partial(self._delete_versions, versions[start : start + DELETE_CALL_VERSIONS]))
+                for start in range(0, len(versions), DELETE_CALL_VERSIONS)
+            )
+        )
+        errors = {key: code for answer in answers for key, code in answer.items()}
+        return [key for key in wanted if key not in errors], errors
+
+    def _delete_versions(self, versions: list[tuple[str, str]]) -> dict[str, str]:
+        answer = self.client.delete_objects(
+            Bucket=self.name,
+            Delete={"Objects": [{"Key": k, "VersionId": v} for k, v in versions], "Quiet": True},
+        )
+        return {e["Key"]: e.get("Code", "Error") for e in answer.get("Errors", []) if "Key" in e}
+
+    def _versions_in_folder(self, folder: str, folder_keys: list[str]) -> list[tuple[str, str]]:
+        """(key, version id) of every version and delete marker of the (sorted) keys of one folder, listed from
+        the first to the last (ListObjectVersions pages of 1,000)."""
         found: list[tuple[str, str]] = []
-        for folder, folder_keys in by_folder.items():
-            wanted, last = set(folder_keys), folder_keys[-1]
-            # Listing starts after the marker: the first key minus its last character sorts just before it.
-            key_marker, version_marker = folder_keys[0][:-1], ""
-            while True:
-                if version_marker:
-                    page = self.client.list_object_versions(
-                        Bucket=self.name, Prefix=folder, KeyMarker=key_marker, VersionIdMarker=version_marker
-                    )
-                else:
-                    page = self.client.list_object_versions(Bucket=self.name, Prefix=folder, KeyMarker=key_marker)
-                entries = [*page.get("Versions", []), *page.get("DeleteMarkers", [])]
-                found.extend((e["Key"], e["VersionId"]) for e in entries if e.get("Key") in wanted and "VersionId" in e)
-                if not page.get("IsTruncated") or any(e.get("Key", "") > last for e in entries):
-                    break
-                key_marker, version_marker = page.get("NextKeyMarker", ""), page.get("NextVersionIdMarker", "")
-        return found
+        wanted, last = set(folder_keys), folder_keys[-1]
+        # Listing starts after the marker: the first key minus its last character sorts just before it.
+        key_marker, version_marker = folder_keys[0][:-1], ""
+        while True:
+            if version_marker:
+                page = self.client.list_object_versions(
+                    Bucket=self.name, Prefix=folder, KeyMarker=key_marker, VersionIdMarker=version_marker
+                )
+            else:
+                page = self.client.list_object_versions(Bucket=self.name, Prefix=folder, KeyMarker=key_marker)
+            entries = [*page.get("Versions", []), *page.get("DeleteMarkers", [])]
+            found.extend((e["Key"], e["VersionId"]) for e in entries if e.get("Key") in wanted and "VersionId" in e)
+            if not page.get("IsTruncated") or any(e.get("Key", "") > last for e in entries):
+                return found
+            key_marker, version_marker = page.get("NextKeyMarker", ""), page.get("NextVersionIdMarker", "")
 
     async def list_objects(self, prefix: str) -> AsyncIterator[StoredObject]:
         """Every current object under ``prefix``, page by page (ListObjectsV2)."""
@@ -185,7 +200,7 @@ class ArchiveBucket:
 
     async def _run(self, call: Callable[[], T]) -> T:
         try:
-            return await asyncio.to_thread(call)
+            return await asyncio.get_running_loop().run_in_executor(self._threads, call)
         except (ClientError, BotoCoreError) as exc:
             if _is_transient(exc):
                 raise StorageUnavailable(f"s3 unavailable: {type(exc).__name__}") from exc

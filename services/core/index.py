@@ -71,6 +71,17 @@ OBJECT_TUPLE = attrgetter(*ObjectRow.__dataclass_fields__)
 MEDIA_TUPLE = attrgetter(*MediaRow.__dataclass_fields__)
 
 
+def object_expiry(rows: Sequence[IndexRow]) -> datetime | None:
+    """When every record of an object has expired: the latest expiry, or None (never) if a record has none."""
+    latest: datetime | None = None
+    for row in rows:
+        if row.expires_at is None:
+            return None
+        if latest is None or row.expires_at > latest:
+            latest = row.expires_at
+    return latest
+
+
 async def write_object_index(
     conn: Connection,
     obj: ObjectRow,
@@ -78,14 +89,20 @@ async def write_object_index(
     aliases: Iterable[tuple[str, str]] = (),
     media: Sequence[MediaRow] = (),
 ) -> None:
-    """Record one batch object and its events (call inside a transaction)."""
+    """Record one batch object and its events (call inside a transaction).
+
+    The object's expiry is the latest of its records' (NULL, kept forever, when one has none); rewriting an
+    object (a replay) can only push it later, so retention never deletes a record before its own date."""
     await conn.execute(
         "INSERT INTO archive_objects (object_key, topic, kafka_partition, first_offset, last_offset, record_count,"
-        " size_bytes, retain_until) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
+        " size_bytes, retain_until, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8,"
+        " coalesce($9, 'infinity'::timestamptz)) "
         "ON CONFLICT (object_key) DO UPDATE SET last_offset = EXCLUDED.last_offset,"
         " record_count = EXCLUDED.record_count, size_bytes = EXCLUDED.size_bytes,"
-        " retain_until = EXCLUDED.retain_until, written_at = now()",
+        " retain_until = EXCLUDED.retain_until, written_at = now(),"
+        " expires_at = greatest(archive_objects.expires_at, EXCLUDED.expires_at)",
         *OBJECT_TUPLE(obj),
+        object_expiry(rows),
     )
     if rows:
         await conn.execute(

@@ -27,7 +27,7 @@ import orjson
 from services.core.bucket import DELETE_OBJECTS_MAX, ArchiveBucket, StorageUnavailable
 from services.core.keyring import Keyring
 from services.core.subjects import resolve_subject_refs, write_audit
-from services.retention.holds import holds_covering
+from services.retention.holds import holds_covering, holds_settled
 
 log = logging.getLogger("wa_archive.retention")
 
@@ -91,46 +91,53 @@ async def erase_subject(
             now,
             now + ERASURE_DEADLINE,
         )
-        holds = await holds_covering(conn, refs)
-        outcome = ErasureOutcome(request_ref, "completed", refs)
-        if holds:
-            outcome.status = "blocked"
-            outcome.blocked_by = sorted({h.case_ref for h in holds})
+        # From the hold check to the shredding, no hold can be created (it waits): a hold either blocks this
+        # erasure or is created after the keys are gone.
+        async with holds_settled(conn):
+            holds = await holds_covering(conn, refs)
+            outcome = ErasureOutcome(request_ref, "completed", refs)
+            if holds:
+                outcome.status = "blocked"
+                outcome.blocked_by = sorted({h.case_ref for h in holds})
+                async with conn.transaction():
+                    await conn.execute(
+                        "UPDATE erasure_requests SET status = 'blocked', blocked_by = $2::text[]"
+                        " WHERE request_ref = $1",
+                        request_ref,
+                        [h.hold_id for h in holds],
+                    )
+                    await write_audit(
+                        conn,
+                        actor=actor,
+                        action="erasure.blocked",
+                        reason=request_ref,
+                        details={"holds": [h.hold_id for h in holds], "subjects": len(refs)},
+                    )
+                return outcome
+
+            # Step 3: crypto-shredding, all keys of the person in one transaction.
             async with conn.transaction():
-                await conn.execute(
-                    "UPDATE erasure_requests SET status = 'blocked', blocked_by = $2::text[] WHERE request_ref = $1",
-                    request_ref,
-                    [h.hold_id for h in holds],
-                )
+                for ref in refs:
+                    dek_id = await keyring.shred(conn, ref, request_ref)
+                    if dek_id is not None:
+                        outcome.keys_destroyed.append(dek_id)
                 await write_audit(
                     conn,
                     actor=actor,
-                    action="erasure.blocked",
+                    action="erasure.keys_destroyed",
                     reason=request_ref,
-                    details={"holds": [h.hold_id for h in holds], "subjects": len(refs)},
+                    details={"keys": outcome.keys_destroyed, "subjects": len(refs)},
                 )
-            return outcome
-
-        # Step 3: crypto-shredding, all keys of the person in one transaction.
-        async with conn.transaction():
-            for ref in refs:
-                dek_id = await keyring.shred(conn, ref, request_ref)
-                if dek_id is not None:
-                    outcome.keys_destroyed.append(dek_id)
-            await write_audit(
-                conn,
-                actor=actor,
-                action="erasure.keys_destroyed",
-                reason=request_ref,
-                details={"keys": outcome.keys_destroyed, "subjects": len(refs)},
-            )
         outcome.key_destroyed_at = datetime.now(UTC).isoformat()
         outcome.seconds_to_key_destruction = time.monotonic() - started
 
         # Step 4: delete what can be deleted.
+        # Objects holding only this person's records: found from their rows (index on subject_ref), not by
+        # grouping the whole index. A record without a subject (an account update) is someone else's.
         sole_objects = await conn.fetch(
-            "SELECT object_key FROM archived_events GROUP BY object_key "
-            "HAVING bool_and(subject_ref = ANY($1::text[])) AND bool_or(subject_ref = ANY($1::text[]))",
+            "SELECT e.object_key FROM archived_events e WHERE e.object_key IN"
+            " (SELECT object_key FROM archived_events WHERE subject_ref = ANY($1::text[]))"
+            " GROUP BY e.object_key HAVING bool_and(coalesce(e.subject_ref = ANY($1::text[]), false))",
             refs,
         )
         media_objects = await conn.fetch(

@@ -7,8 +7,9 @@ and the table together show when data was protected and by which case.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -20,12 +21,45 @@ from services.core.subjects import resolve_subject_refs, write_audit
 Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 Scope = Literal["waba", "phone_number", "contact", "conversation"]
 
-# SQL predicate: is index row `e` covered by an active hold? Used by retention (and mirrored for erasure).
-HELD_ROW_SQL = """EXISTS (
-    SELECT 1 FROM legal_holds h WHERE h.released_at IS NULL AND (
-        (h.scope = 'waba' AND h.waba_id = e.waba_id)
-     OR (h.scope = 'phone_number' AND h.phone_number_id = e.phone_number_id)
-     OR (h.scope IN ('contact', 'conversation') AND e.subject_ref = ANY(h.subject_refs))))"""
+# Orders hold creation against deletions. Retention chunks and erasures hold this advisory lock shared from the
+# moment they check for holds until their deletions are done; creating a hold takes it exclusively. So once
+# create_hold has returned, no deletion that checked before the hold existed is still running.
+HOLDS_LOCK_ID = 0x5741_484F_4C44  # "WAHOLD"
+
+
+@contextlib.asynccontextmanager
+async def holds_settled(conn: Connection) -> AsyncIterator[None]:
+    """No hold can be created while this block runs (it waits for us); holds checked inside stay true."""
+    await conn.execute("SELECT pg_advisory_lock_shared($1)", HOLDS_LOCK_ID)
+    try:
+        yield
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock_shared($1)", HOLDS_LOCK_ID)
+
+
+async def held_objects(conn: Connection, object_keys: Sequence[str]) -> set[str]:
+    """The objects among ``object_keys`` that hold at least one record covered by an active hold: of a held
+    WABA, a held business number, or a held person (contact and conversation holds list the pseudonyms).
+    The active holds are read once and matched as arrays: one pass over the objects' index rows."""
+    if not object_keys:
+        return set()
+    holds = await conn.fetch(
+        "SELECT scope, waba_id, phone_number_id, subject_refs FROM legal_holds WHERE released_at IS NULL"
+    )
+    if not holds:
+        return set()
+    wabas = sorted({h["waba_id"] for h in holds if h["scope"] == "waba"})
+    numbers = sorted({h["phone_number_id"] for h in holds if h["scope"] == "phone_number"})
+    refs = sorted({ref for h in holds if h["scope"] in ("contact", "conversation") for ref in h["subject_refs"]})
+    rows = await conn.fetch(
+        "SELECT DISTINCT object_key FROM archived_events WHERE object_key = ANY($1::text[])"
+        " AND (waba_id = ANY($2::text[]) OR phone_number_id = ANY($3::text[]) OR subject_ref = ANY($4::text[]))",
+        list(object_keys),
+        wabas,
+        numbers,
+        refs,
+    )
+    return {row["object_key"] for row in rows}
 
 
 class HoldError(ValueError):
@@ -98,6 +132,8 @@ async def create_hold(
         refs = await resolve_subject_refs(conn, pepper, contact, phone_number_id if scope == "conversation" else None)
     hold_id = uuid.uuid4()
     async with conn.transaction():
+        # waits for running deletions that checked holds before this one existed
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", HOLDS_LOCK_ID)
         row = await conn.fetchrow(
             "INSERT INTO legal_holds (hold_id, case_ref, scope, waba_id, phone_number_id, subject_refs, created_by) "
             "VALUES ($1, $2, $3, $4, $5, $6::text[], $7) RETURNING *",

@@ -2,7 +2,12 @@
 
 Contract of :func:`retention_run`:
 - It selects objects, never single records: an object goes only when *every* record in it has expired and none
-  is held. The dry run selects with exactly the same query and deletes nothing.
+  is held. Candidates come from the objects' own expiry (the latest of their records', kept by the index
+  writer), then objects with a held record are left out. The dry run selects exactly the same way and deletes
+  nothing.
+- Holds are checked again for each chunk right before it is deleted, under the holds lock (holds.py): a hold
+  created while a run is going stops the deletion of what it covers, and its creation waits for chunks that
+  checked before it existed.
 - Deletion removes every version of an object (the bucket is versioned for Object Lock: a plain delete would
   only add a delete marker and keep the data), in batched DeleteObjects calls. A key the bucket refuses (Object
   Lock still running) is kept, with its rows, and counted; the next run tries again.
@@ -14,31 +19,28 @@ Contract of :func:`retention_run`:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import asyncpg
 
 from services.core.bucket import ArchiveBucket
-from services.retention.holds import HELD_ROW_SQL
+from services.retention.holds import held_objects, holds_settled
 
 log = logging.getLogger("wa_archive.retention")
+Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
-DELETE_BATCH = 1000  # objects per chunk: one listing and (about) one DeleteObjects call
-# Chunks in flight at once: S3 deletes of one overlap the index deletes of another.
+DELETE_BATCH = 500  # objects per chunk: listed and deleted together, then their index rows in one transaction
+# Chunks in flight at once: the S3 deletes of some overlap the index deletes of others. Measured on SeaweedFS
+# (versioned bucket, 2 cores), 2,000 objects: 1 chunk of 1,000 at a time 307 objects/s; 4 of 500 with calls of
+# 250 versions 1,193/s; more chunks or smaller calls were slower again.
 CONCURRENT_CHUNKS = 4
 
-EXPIRED_OBJECTS_SQL = f"""
-SELECT o.object_key FROM archive_objects o
-WHERE NOT EXISTS (
-    SELECT 1 FROM archived_events e
-    WHERE e.object_key = o.object_key
-      AND (e.expires_at IS NULL OR e.expires_at > $1 OR {HELD_ROW_SQL}))
-ORDER BY o.object_key
-"""  # noqa: S608 — HELD_ROW_SQL is a constant
+EXPIRED_OBJECTS_SQL = "SELECT object_key FROM archive_objects WHERE expires_at <= $1 ORDER BY object_key"
 
 
 @dataclass
@@ -49,6 +51,7 @@ class RetentionReport:
     candidates: list[str] = field(default_factory=list)
     objects_deleted: int = 0
     objects_locked: int = 0
+    objects_held: int = 0  # candidates a hold created during the run kept
     events_deleted: int = 0
     events_by_class: dict[str, int] = field(default_factory=dict)
 
@@ -60,28 +63,45 @@ class RetentionReport:
             "objects": len(self.candidates),
             "objects_deleted": self.objects_deleted,
             "objects_locked": self.objects_locked,
+            "objects_held": self.objects_held,
             "events_deleted": self.events_deleted,
             "events_by_class": self.events_by_class,
         }
 
 
-async def expired_objects(conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy, now: datetime) -> list[str]:
-    rows = await conn.fetch(EXPIRED_OBJECTS_SQL, now)
-    return [row["object_key"] for row in rows]
+async def expired_objects(conn: Connection, now: datetime) -> list[str]:
+    """Objects whose every record has expired at ``now`` and none is held, in key order."""
+    candidates = [row["object_key"] for row in await conn.fetch(EXPIRED_OBJECTS_SQL, now)]
+    held = await held_objects(conn, candidates)
+    return [key for key in candidates if key not in held]
 
 
 @dataclass
 class ChunkOutcome:
     objects_deleted: int
     objects_locked: int
+    objects_held: int
     events_by_class: dict[str, int]
 
 
+@contextlib.asynccontextmanager
+async def index_scans(conn: Connection) -> AsyncIterator[None]:
+    """A chunk's rows are a sliver of the index, found through ``archived_events_object``. With objects of very
+    different sizes the planner's estimate for ``object_key = ANY(…)`` can be far too high, and it then reads the
+    whole table instead (measured: 0.95 s per 25,000 rows of a 4.4M-row table instead of 0.02 s)."""
+    await conn.execute("SET enable_seqscan = off")
+    try:
+        yield
+    finally:
+        await conn.execute("RESET enable_seqscan")
+
+
 async def delete_chunk(pool: asyncpg.Pool, bucket: ArchiveBucket, chunk: list[str]) -> ChunkOutcome:
-    """Delete up to 1,000 expired objects, then their media objects and rows. Refused objects keep their rows
-    and media for the next run."""
-    gone, refused = await bucket.delete_permanently(chunk)
-    async with pool.acquire() as conn:
+    """Delete a chunk of expired objects, then their media objects and rows, unless a hold created since the
+    selection covers them. Refused objects keep their rows and media for the next run."""
+    async with pool.acquire() as conn, holds_settled(conn), index_scans(conn):
+        held = await held_objects(conn, chunk)
+        gone, refused = await bucket.delete_permanently([key for key in chunk if key not in held])
         media_keys = [
             row["object_key"]
             for row in await conn.fetch(
@@ -90,21 +110,21 @@ async def delete_chunk(pool: asyncpg.Pool, bucket: ArchiveBucket, chunk: list[st
                 gone,
             )
         ]
-    for start in range(0, len(media_keys), DELETE_BATCH):
-        await bucket.delete_permanently(media_keys[start : start + DELETE_BATCH])
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.execute(
-            "DELETE FROM archived_media m USING archived_events e "
-            "WHERE m.event_id = e.event_id AND e.object_key = ANY($1::text[])",
-            gone,
-        )
-        removed = await conn.fetch(
-            "WITH gone AS (DELETE FROM archived_events WHERE object_key = ANY($1::text[]) RETURNING retention_class) "
-            "SELECT retention_class, count(*) AS n FROM gone GROUP BY retention_class",
-            gone,
-        )
-        await conn.execute("DELETE FROM archive_objects WHERE object_key = ANY($1::text[])", gone)
-    return ChunkOutcome(len(gone), len(refused), {row["retention_class"]: int(row["n"]) for row in removed})
+        for start in range(0, len(media_keys), DELETE_BATCH):
+            await bucket.delete_permanently(media_keys[start : start + DELETE_BATCH])
+        async with conn.transaction():
+            await conn.execute(
+                "DELETE FROM archived_media m USING archived_events e "
+                "WHERE m.event_id = e.event_id AND e.object_key = ANY($1::text[])",
+                gone,
+            )
+            removed = await conn.fetch(
+                "WITH gone AS (DELETE FROM archived_events WHERE object_key = ANY($1::text[])"
+                " RETURNING retention_class) SELECT retention_class, count(*) AS n FROM gone GROUP BY retention_class",
+                gone,
+            )
+            await conn.execute("DELETE FROM archive_objects WHERE object_key = ANY($1::text[])", gone)
+    return ChunkOutcome(len(gone), len(refused), len(held), {row["retention_class"]: int(row["n"]) for row in removed})
 
 
 async def retention_run(
@@ -143,6 +163,7 @@ async def retention_run(
                     outcome = await delete_chunk(pool, bucket, chunk)
                 report.objects_deleted += outcome.objects_deleted
                 report.objects_locked += outcome.objects_locked
+                report.objects_held += outcome.objects_held
                 for name, count in outcome.events_by_class.items():
                     report.events_by_class[name] = report.events_by_class.get(name, 0) + count
                     report.events_deleted += count

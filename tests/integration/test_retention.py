@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
@@ -19,14 +21,15 @@ from mypy_boto3_s3 import S3Client
 
 from services.archiver.rebuild import rebuild_index
 from services.core.conversation import load_conversation
+from services.core.index import INDEX_COLUMNS, IndexRow, ObjectRow, write_object_index
 from services.core.reader import RecordLocation
 from services.core.subjects import ReasonRequired, resolve_subject_refs
 from services.retention.access import ArchiveAccess, open_access
 from services.retention.api import create_admin_app
 from services.retention.erasure import erase_subject
 from services.retention.export import write_export
-from services.retention.holds import create_hold, release_hold
-from services.retention.run import retention_run
+from services.retention.holds import create_hold, holds_settled, release_hold
+from services.retention.run import delete_chunk, expired_objects, retention_run
 from tests import pipeline
 from tests.pipeline import Person
 from tests.support import create_topic, serve_asgi
@@ -235,6 +238,98 @@ async def test_retention_deletes_exactly_the_expired_unheld_objects(
     assert set(after_release.candidates) & ours == held_keys
 
 
+async def test_an_object_goes_only_when_every_record_in_it_has_expired(
+    demo_env: dict[str, str], pg_pool: asyncpg.Pool, prefix: str, access: ArchiveAccess
+) -> None:
+    person = Person.fresh()
+    ten_years_ago = NOW - 10 * 365 * 86400
+    await archive(
+        demo_env,
+        pg_pool,
+        prefix,
+        [
+            pipeline.text_message(person, "wamid.MIXOLD", "old", ten_years_ago),
+            pipeline.text_message(person, "wamid.MIXNEW", "new", NOW),
+        ],
+    )
+    refs = await resolve_subject_refs(pg_pool, access.pepper, person.wa_id, person.phone_number_id)
+    rows = await pg_pool.fetch(
+        "SELECT e.object_key, e.expires_at AS record_expiry, o.expires_at AS object_expiry"
+        " FROM archived_events e JOIN archive_objects o USING (object_key) WHERE e.subject_ref = ANY($1::text[])",
+        refs,
+    )
+    assert len(rows) == 2
+    assert len({r["object_key"] for r in rows}) == 1
+    assert {r["object_expiry"] for r in rows} == {max(r["record_expiry"] for r in rows)}
+    report = await retention_run(access.pool, access.bucket, dry_run=False)
+    assert rows[0]["object_key"] not in report.candidates
+    assert await pg_pool.fetchval("SELECT count(*) FROM archived_events WHERE subject_ref = ANY($1::text[])", refs) == 2
+
+    # A replay that rewrites the object with fewer records never brings its expiry forward.
+    key = rows[0]["object_key"]
+    before = rows[0]["object_expiry"]
+    old_row = await pg_pool.fetchrow(
+        "SELECT * FROM archived_events WHERE object_key = $1 ORDER BY expires_at LIMIT 1", key
+    )
+    obj = await pg_pool.fetchrow("SELECT * FROM archive_objects WHERE object_key = $1", key)
+    assert old_row is not None
+    assert obj is not None
+    async with pg_pool.acquire() as conn, conn.transaction():
+        await write_object_index(
+            conn,
+            ObjectRow(key, obj["topic"], obj["kafka_partition"], obj["first_offset"], obj["first_offset"], 1, 10, None),
+            [IndexRow(**{name: old_row[name] for name in INDEX_COLUMNS})],
+        )
+    assert await pg_pool.fetchval("SELECT expires_at FROM archive_objects WHERE object_key = $1", key) == before
+
+
+async def test_a_hold_created_during_a_retention_run_stops_the_deletion(
+    demo_env: dict[str, str], pg_pool: asyncpg.Pool, prefix: str, access: ArchiveAccess, s3_client: S3Client
+) -> None:
+    person = Person.fresh()
+    await archive(
+        demo_env, pg_pool, prefix, [pipeline.text_message(person, "wamid.LATE", "old", NOW - 10 * 365 * 86400)]
+    )
+    refs = await resolve_subject_refs(pg_pool, access.pepper, person.wa_id, person.phone_number_id)
+    keys = {
+        r["object_key"]
+        for r in await pg_pool.fetch("SELECT object_key FROM archived_events WHERE subject_ref = ANY($1::text[])", refs)
+    }
+    async with pg_pool.acquire() as conn:
+        selected = [key for key in await expired_objects(conn, datetime.now(UTC)) if key in keys]
+    assert selected == sorted(keys)
+
+    # A chunk that is checking and deleting holds the holds lock: creating a hold waits for it.
+    async with pg_pool.acquire() as deleting, pg_pool.acquire() as dpo:
+        async with holds_settled(deleting):
+            creating = asyncio.create_task(
+                create_hold(
+                    dpo,
+                    access.pepper,
+                    scope="contact",
+                    case_ref="CASE-LATE",
+                    actor="dpo",
+                    contact=person.wa_id,
+                )
+            )
+            await asyncio.sleep(0.5)
+            assert not creating.done()
+        hold = await asyncio.wait_for(creating, 10)
+
+    # The hold came after the selection; the chunk checks again and keeps the object and its rows.
+    outcome = await delete_chunk(access.pool, access.bucket, selected)
+    assert (outcome.objects_deleted, outcome.objects_held) == (0, len(selected))
+    for key in selected:
+        s3_client.head_object(Bucket=access.bucket.name, Key=key)
+    assert await pg_pool.fetchval("SELECT count(*) FROM archived_events WHERE subject_ref = ANY($1::text[])", refs) == 1
+
+    async with pg_pool.acquire() as conn:
+        await release_hold(conn, hold.hold_id, actor="dpo")
+    outcome = await delete_chunk(access.pool, access.bucket, selected)
+    assert (outcome.objects_deleted, outcome.objects_held) == (len(selected), 0)
+    assert await pg_pool.fetchval("SELECT count(*) FROM archived_events WHERE subject_ref = ANY($1::text[])", refs) == 0
+
+
 async def test_erasure_is_blocked_by_a_hold_then_shreds_every_copy(
     demo_env: dict[str, str], pg_pool: asyncpg.Pool, prefix: str, access: ArchiveAccess, s3_client: S3Client
 ) -> None:
@@ -247,9 +342,14 @@ async def test_erasure_is_blocked_by_a_hold_then_shreds_every_copy(
         prefix,
         [*crisis_bodies(person), pipeline.text_message(bystander, "wamid.OTHER", "not erased", NOW)],
     )
+    sole = await archive(demo_env, pg_pool, prefix, [pipeline.text_message(person, "wamid.SOLE", "alone", NOW)])
     refs = await resolve_subject_refs(pg_pool, access.pepper, person.wa_id, None)
+    sole_key = await pg_pool.fetchval("SELECT object_key FROM archived_events WHERE event_id = $1", sole[0])
     rows_before = await pg_pool.fetch(
-        "SELECT event_id, object_key, record_index FROM archived_events WHERE subject_ref = ANY($1::text[])", refs
+        "SELECT event_id, object_key, record_index FROM archived_events"
+        " WHERE subject_ref = ANY($1::text[]) AND object_key <> $2",
+        refs,
+        sole_key,
     )
     key_dump = await pg_pool.fetch("SELECT * FROM subject_keys WHERE subject_ref = ANY($1::text[])", refs)
     assert rows_before
@@ -296,6 +396,10 @@ async def test_erasure_is_blocked_by_a_hold_then_shreds_every_copy(
         await pg_pool.fetchval("SELECT proof FROM erasure_requests WHERE request_ref = $1", request_ref)
     )
     assert person.wa_id not in orjson.dumps(proof).decode()
+    # The object that held only this person's records is deleted, every version of it.
+    assert done.objects_deleted == 1
+    listing = s3_client.list_object_versions(Bucket=access.bucket.name, Prefix=sole_key)
+    assert [v for v in [*listing.get("Versions", []), *listing.get("DeleteMarkers", [])] if v["Key"] == sole_key] == []
 
     # The object the person shared with a bystander stays, but the person's records in it cannot be opened.
     shared = [
