@@ -35,6 +35,18 @@ _HEADER_ENCODER: Final = json.JSONEncoder(
 )
 
 
+def _encode_header(header: dict[str, Any]) -> bytes:
+    """Compact ASCII JSON. orjson when its output is ASCII already (ids, refs and offsets are), else the standard
+    library, which escapes; orjson also refuses integers beyond 64 bits, which the standard library writes."""
+    try:
+        encoded = orjson.dumps(header)
+    except TypeError:  # orjson.JSONEncodeError
+        encoded = b""
+    if encoded and encoded.isascii():
+        return encoded
+    return _HEADER_ENCODER.encode(header).encode("ascii")
+
+
 class ContainerError(ValueError):
     """The bytes are not a valid archive container: wrong magic, unknown version, corrupt or truncated, or a
     header that does not match the schema. The message says which."""
@@ -154,7 +166,7 @@ def encode_container(records: Sequence[ContainerRecord], *, source: SourceRange,
             }
         )
         start += length
-    header = _HEADER_ENCODER.encode(
+    header = _encode_header(
         {
             "format": FORMAT_VERSION,
             "created_at": created_at,
@@ -166,7 +178,7 @@ def encode_container(records: Sequence[ContainerRecord], *, source: SourceRange,
             },
             "records": entries,
         }
-    ).encode("ascii")
+    )
     preamble = PREAMBLE.pack(MAGIC, FORMAT_VERSION, len(header))
     covered = b"".join([preamble, header, *[record.sealed for record in records]])
     return covered + hashlib.sha256(covered).digest()

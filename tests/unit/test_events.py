@@ -686,6 +686,8 @@ def _without(key: str) -> bytes:
         pytest.param(_with(message_id=7), "'message_id' must be a string or null", id="message id a number"),
         pytest.param(_with(timestamp="1"), "'timestamp' must be an integer or null", id="timestamp a string"),
         pytest.param(_with(timestamp=False), "'timestamp' must be an integer or null", id="timestamp a boolean"),
+        pytest.param(_with(timestamp=2**70), "'timestamp' must be unix seconds", id="timestamp beyond 64 bits"),
+        pytest.param(_with(timestamp=-1), "'timestamp' must be unix seconds", id="timestamp negative"),
         pytest.param(_with(subject=["1"]), "'subject' must be null or an object", id="subject a list"),
         pytest.param(_with(subject={"wa_id": "1"}), "'subject' must be null or an object", id="subject half"),
         pytest.param(_with(subject={"wa_id": 1, "user_id": None}), "'subject' ids must be", id="subject id number"),
@@ -990,3 +992,15 @@ def mutated_samples(draw: st.DrawFn) -> bytes:
 @given(mutated_samples())
 def test_mutated_real_payloads_raise_nothing_but_webhook_rejected(raw: bytes) -> None:
     check_splits_or_rejects(raw)
+
+
+@pytest.mark.parametrize(
+    "number",
+    [2**64, 10**19, -(2**63) - 1, 2**63 - 1, 123456789012345678901234567890],
+    ids=["2**64", "10**19", "below int64", "int64 max", "30 digits"],
+)
+def test_from_json_keeps_long_integers_exact(number: int) -> None:
+    """The fast decoder would turn integers beyond 64 bits into floats; the payload must stay as sent."""
+    event = Event.from_json(_with(payload={"n": number, "nested": [{"m": number}]}))
+    assert event.payload == {"n": number, "nested": [{"m": number}]}
+    assert type(event.payload["n"]) is int
