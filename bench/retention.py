@@ -1,6 +1,7 @@
 """Retention and GDPR at scale: with >= 1,000,000 archived events, measure
 - erasure of one subject: time until the key is destroyed (target < 1 s), and until everything is deleted;
-- retention deletion throughput over expired objects (target >= 5,000 objects/s);
+- retention deletion throughput over expired objects (target >= 5,000 objects/s), next to what the object store
+  alone allows for the same deletes (listing and removing every version, no index work);
 - retrieval of a 10,000-message conversation, decrypted and assembled (target <= 2 s).
 
 Half the events are ten years old (expired under the default 7-year class) and archived in small objects, so the
@@ -22,13 +23,14 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.common import demo_env, ensure_stack, start_module, wait_http, write_result
+from services.core.bucket import ArchiveBucket
 from services.core.conversation import load_conversation
 from services.core.events import Event
 from services.core.kafka import AckedProducer, OutgoingRecord
 from services.core.settings import KafkaSettings
 from services.retention.access import open_access
 from services.retention.erasure import erase_subject
-from services.retention.run import retention_run
+from services.retention.run import CONCURRENT_CHUNKS, DELETE_BATCH, retention_run
 from tests import pipeline
 from tests.support import create_topic, free_port
 
@@ -93,6 +95,29 @@ async def archive(env: dict[str, str], topic: str, dlq: str, prefix: str, total:
     return time.monotonic() - started
 
 
+async def store_delete_ceiling(bucket: ArchiveBucket, prefix: str, count: int = 4000) -> int:
+    """What the object store alone allows: objects/s for listing and deleting every version of small objects
+    with no index work, chunked and overlapped like a retention run. The retention figure is read against it."""
+    keys = [f"{prefix}/ceiling/{i % 6}/{i:020d}.waarc" for i in range(count)]
+    limit = asyncio.Semaphore(16)
+
+    async def put(key: str) -> None:
+        async with limit:
+            await bucket.put(key, b"x" * 2048)
+
+    await asyncio.gather(*(put(key) for key in keys))
+    chunks = [keys[i : i + DELETE_BATCH] for i in range(0, len(keys), DELETE_BATCH)]
+    slots = asyncio.Semaphore(CONCURRENT_CHUNKS)
+
+    async def delete(chunk: list[str]) -> None:
+        async with slots:
+            await bucket.delete_permanently(chunk)
+
+    started = time.monotonic()
+    await asyncio.gather(*(delete(chunk) for chunk in chunks))
+    return round(count / (time.monotonic() - started))
+
+
 async def run(total: int) -> dict[str, Any]:
     env = demo_env()
     bootstrap = f"127.0.0.1:{env['WA_KAFKA_PORT']}"
@@ -155,6 +180,7 @@ async def run(total: int) -> dict[str, Any]:
         figures["retention_events_deleted"] = report.events_deleted
         figures["retention_seconds"] = round(elapsed, 2)
         figures["retention_objects_per_s"] = round(report.objects_deleted / elapsed) if elapsed else None
+        figures["store_delete_ceiling_objects_per_s"] = await store_delete_ceiling(access.bucket, prefix)
     finally:
         await access.close()
     figures["targets"] = {"erasure_key_destroyed_s": 1, "retention_objects_per_s": 5000, "retrieval_10k_s": 2}
