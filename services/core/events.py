@@ -57,6 +57,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, NoReturn
 
@@ -220,8 +221,7 @@ class Event:
         """
         envelope = self.as_dict()
         try:
-            # The hot path: orjson is several times faster and exact for what it accepts. Decoding stays with the
-            # standard library, which keeps integers beyond 64 bits exact (orjson would turn them into floats).
+            # The hot path: orjson is several times faster and exact for what it accepts (decoding: loads_exact).
             return orjson.dumps(envelope)
         except TypeError:
             pass  # an integer beyond 64 bits, or a lone surrogate: the standard library handles both exactly
@@ -240,20 +240,11 @@ class Event:
         carry an unexpected one, or when a key holds the wrong type (see :meth:`as_dict` for the shape).
         """
         try:
-            # orjson first (the archiver decodes every record: the standard library's decoder was a fifth of
-            # its time). It refuses lone surrogates, NaN and nesting past 1,024, and the standard library then
-            # decides as before; but it turns integers beyond 64 bits into floats, so a decoded float that large
-            # (it may have been written as one: that only costs the slow path) sends the record there too.
-            data = orjson.loads(raw)
-            if _has_huge_float(data):
-                raise orjson.JSONDecodeError("an integer beyond 64 bits: exact decoding", "", 0)
-        except orjson.JSONDecodeError:
-            try:
-                data = _DECODER.decode(raw.decode())
-            except RecursionError:
-                raise EnvelopeError("envelope is nested too deeply") from None
-            except ValueError:  # JSONDecodeError, UnicodeDecodeError, NaN/Infinity, over-long integers
-                raise EnvelopeError("not JSON") from None
+            data = loads_exact(raw, lambda text: _DECODER.decode(text.decode()))
+        except RecursionError:
+            raise EnvelopeError("envelope is nested too deeply") from None
+        except ValueError:  # JSONDecodeError, UnicodeDecodeError, NaN/Infinity, over-long integers
+            raise EnvelopeError("not JSON") from None
         if not isinstance(data, dict):
             raise EnvelopeError("not a JSON object")
         schema = data.get("schema")
@@ -297,6 +288,19 @@ class Event:
             contact=data["contact"],
             delivery=_delivery_from_envelope(data["delivery"]),
         )
+
+
+def loads_exact(raw: bytes, slow: Callable[[bytes], Any]) -> Any:
+    """Decode JSON with orjson where it gives exactly what ``slow`` (a standard-library decoder) would, else with
+    ``slow``, whose errors propagate. orjson is several times faster; it refuses lone surrogates, NaN,
+    ±Infinity, text that is not UTF-8 and nesting past 1,024 (``slow`` then decides), and it turns integers
+    beyond 64 bits into floats: a float that large in its result (written as one, maybe: that only costs the slow
+    path) sends the body to ``slow`` too."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return slow(raw)
+    return slow(raw) if _has_huge_float(data) else data
 
 
 def _has_huge_float(value: Any) -> bool:
@@ -706,7 +710,9 @@ def parse_webhook(raw: bytes, *, raw_sha256: str, signature: str | None, receive
     without a ``changes`` list, or has a change that is not an object with a string ``field``.
     """
     try:
-        body = json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite_float)
+        body = loads_exact(
+            raw, lambda text: json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+        )
     except RecursionError:
         raise WebhookRejected(400, "body is nested too deeply") from None
     except ValueError:  # JSONDecodeError, UnicodeDecodeError, NaN/Infinity, integers over the digit limit

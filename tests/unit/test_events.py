@@ -1004,3 +1004,17 @@ def test_from_json_keeps_long_integers_exact(number: int) -> None:
     event = Event.from_json(_with(payload={"n": number, "nested": [{"m": number}]}))
     assert event.payload == {"n": number, "nested": [{"m": number}]}
     assert type(event.payload["n"]) is int
+
+
+@pytest.mark.parametrize("number", [2**64, -(2**63) - 1, 10**30], ids=["2**64", "below int64", "10**30"])
+def test_webhook_payloads_keep_long_integers_exact(number: int) -> None:
+    (event,) = split(envelope(messages_change(messages=[{"id": "m", "type": "text", "x": number}])))
+    assert event.payload["x"] == number
+    assert type(event.payload["x"]) is int
+    assert Event.from_json(event.to_json()).payload["x"] == number
+
+
+def test_webhook_bodies_in_utf16_are_still_decoded() -> None:
+    body = envelope(messages_change(messages=[{"id": "m", "type": "text", "text": {"body": "é"}}]))
+    (event,) = split(body.decode().encode("utf-16"))
+    assert event.payload["text"] == {"body": "é"}
