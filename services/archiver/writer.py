@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from services.archiver.media import MediaFetcher, MediaRef, MediaResult, media_ref
 from services.archiver.metrics import ArchiverMetrics
@@ -305,6 +306,7 @@ class BatchWriter:
         index_rows: list[IndexRow] = []
         aliases: set[tuple[str, str]] = set()
         media_rows: list[MediaRow] = []
+        aeads: dict[str, AESGCM] = {}  # one AES-GCM object per subject of the batch
         for position, (record, event, subject) in enumerate(zip(records, events, subjects, strict=True)):
             dek: CachedDek = keys[subject.primary]
             msg_ref = message_ref(self.pepper, event.message_id) if event.message_id else None
@@ -324,7 +326,10 @@ class BatchWriter:
                 original_message_ref=original_ref,
                 offset=record.offset,
             )
-            sealed = seal_record(record.value, dek.aead, event_id=event.event_id, subject_ref=subject.primary)
+            aead = aeads.get(subject.primary)
+            if aead is None:
+                aead = aeads[subject.primary] = dek.aead()
+            sealed = seal_record(record.value, aead, event_id=event.event_id, subject_ref=subject.primary)
             container_records.append(ContainerRecord(meta=meta, sealed=sealed))
             when = event_time(event) or parse_received_at(event.received_at)
             retention_class, keep_for = self._class_of(event)
@@ -417,7 +422,7 @@ class BatchWriter:
             original_message_ref=None,
             offset=record.offset,
         )
-        sealed = seal_record(result.data, dek.aead, event_id=media_event_id, subject_ref=subject)
+        sealed = seal_record(result.data, dek.aead(), event_id=media_event_id, subject_ref=subject)
         blob = encode_container(
             [ContainerRecord(meta=meta, sealed=sealed)],
             source=source,

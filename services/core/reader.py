@@ -61,6 +61,6 @@ class ArchiveReader:
                     opened[location.event_id] = None  # crypto-shredded
                     continue
                 opened[location.event_id] = open_record(
-                    record.sealed, dek.aead, event_id=record.meta.event_id, subject_ref=record.meta.subject_ref
+                    record.sealed, dek.dek, event_id=record.meta.event_id, subject_ref=record.meta.subject_ref
                 )
         return opened

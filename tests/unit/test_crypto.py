@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from services.core.crypto import (
     SEALED_OVERHEAD,
+    CachedDek,
     DekCache,
     KeyRingError,
     LocalKek,
@@ -260,12 +261,16 @@ def test_cache_capacity_is_at_least_one(capacity: int) -> None:
         DekCache(capacity)
 
 
-def test_cached_entry_carries_a_ready_aead() -> None:
+def test_cached_entry_keeps_the_key_only_and_makes_its_aead_on_demand() -> None:
     cache = DekCache(4)
     entry = cache.put("s", "d1", DEK)
     assert cache.get("s") is entry
-    assert cache.put("s", "d1", DEK) is entry  # same key again: the AESGCM object is reused
-    sealed = seal_record(PLAINTEXT, entry.aead, event_id=EVENT, subject_ref="s")
+    assert cache.put("s", "d1", DEK) is entry  # same key again: the entry is reused
+    # no AES-GCM object (≈3 KiB of OpenSSL state each) lives in the cache
+    assert not any(isinstance(getattr(entry, name), AESGCM) for name in CachedDek.__slots__)
+    with pytest.raises(ValueError, match="32 bytes"):
+        cache.put("t", "d2", DEK[:16])
+    sealed = seal_record(PLAINTEXT, entry.aead(), event_id=EVENT, subject_ref="s")
     assert open_record(sealed, DEK, event_id=EVENT, subject_ref="s") == PLAINTEXT
     assert DEK.hex() not in repr(entry)
     assert repr(DEK) not in repr(entry)
