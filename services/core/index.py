@@ -7,7 +7,8 @@ that holds it and is never indexed twice.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from operator import attrgetter
@@ -63,6 +64,19 @@ class MediaRow:
     size_bytes: int | None
     attempts: int
     failure: str | None
+
+
+@contextlib.asynccontextmanager
+async def index_scans(conn: Connection) -> AsyncIterator[None]:
+    """Make the planner use indexes for the queries inside: for a handful of objects' or a person's rows, which
+    are a sliver of the table. With objects of very different sizes its estimate for ``object_key = ANY(…)`` can
+    be far too high, and it then reads the whole table (measured: 0.95 s instead of 0.02 s for 25,000 rows of a
+    4.4M-row table in a retention chunk; 3.4 s for an erasure's sole-object check on 7.5M rows)."""
+    await conn.execute("SET enable_seqscan = off")
+    try:
+        yield
+    finally:
+        await conn.execute("RESET enable_seqscan")
 
 
 # dataclasses.astuple deep-copies every field (datetimes included): far too slow for 20,000 rows a second.

@@ -25,6 +25,7 @@ import asyncpg
 import orjson
 
 from services.core.bucket import DELETE_OBJECTS_MAX, ArchiveBucket, StorageUnavailable
+from services.core.index import index_scans
 from services.core.keyring import Keyring
 from services.core.subjects import resolve_subject_refs, write_audit
 from services.retention.holds import holds_covering, holds_settled
@@ -132,14 +133,16 @@ async def erase_subject(
         outcome.seconds_to_key_destruction = time.monotonic() - started
 
         # Step 4: delete what can be deleted.
-        # Objects holding only this person's records: found from their rows (index on subject_ref), not by
-        # grouping the whole index. A record without a subject (an account update) is someone else's.
-        sole_objects = await conn.fetch(
-            "SELECT e.object_key FROM archived_events e WHERE e.object_key IN"
-            " (SELECT object_key FROM archived_events WHERE subject_ref = ANY($1::text[]))"
-            " GROUP BY e.object_key HAVING bool_and(coalesce(e.subject_ref = ANY($1::text[]), false))",
-            refs,
-        )
+        # Objects holding only this person's records: the objects of their rows (index on subject_ref), then
+        # those without a record of anyone else (index on object_key). A record without a subject (an account
+        # update) is someone else's.
+        async with index_scans(conn):
+            sole_objects = await conn.fetch(
+                "SELECT k.object_key FROM (SELECT DISTINCT object_key FROM archived_events"
+                " WHERE subject_ref = ANY($1::text[])) k WHERE NOT EXISTS (SELECT 1 FROM archived_events e"
+                " WHERE e.object_key = k.object_key AND (e.subject_ref IS NULL OR e.subject_ref <> ALL($1::text[])))",
+                refs,
+            )
         media_objects = await conn.fetch(
             "SELECT object_key FROM archived_media WHERE subject_ref = ANY($1::text[]) AND object_key IS NOT NULL", refs
         )
