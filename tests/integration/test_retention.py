@@ -28,7 +28,7 @@ from services.retention.access import ArchiveAccess, open_access
 from services.retention.api import create_admin_app
 from services.retention.erasure import erase_subject
 from services.retention.export import write_export
-from services.retention.holds import create_hold, holds_settled, release_hold
+from services.retention.holds import create_hold, held_objects, holds_settled, release_hold
 from services.retention.run import delete_chunk, expired_objects, retention_run
 from tests import pipeline
 from tests.pipeline import Person
@@ -323,8 +323,25 @@ async def test_a_hold_created_during_a_retention_run_stops_the_deletion(
         s3_client.head_object(Bucket=access.bucket.name, Key=key)
     assert await pg_pool.fetchval("SELECT count(*) FROM archived_events WHERE subject_ref = ANY($1::text[])", refs) == 1
 
+    # Every scope of hold counts: the person's WABA and business number cover the object too.
     async with pg_pool.acquire() as conn:
         await release_hold(conn, hold.hold_id, actor="dpo")
+        assert await held_objects(conn, selected) == set()
+        waba_hold = await create_hold(
+            conn, access.pepper, scope="waba", case_ref="CASE-WABA", actor="dpo", waba_id=person.waba_id
+        )
+        assert await held_objects(conn, selected) == set(selected)
+        await release_hold(conn, waba_hold.hold_id, actor="dpo")
+        number_hold = await create_hold(
+            conn,
+            access.pepper,
+            scope="phone_number",
+            case_ref="CASE-NUMBER",
+            actor="dpo",
+            phone_number_id=person.phone_number_id,
+        )
+        assert await held_objects(conn, selected) == set(selected)
+        await release_hold(conn, number_hold.hold_id, actor="dpo")
     outcome = await delete_chunk(access.pool, access.bucket, selected)
     assert (outcome.objects_deleted, outcome.objects_held) == (len(selected), 0)
     assert await pg_pool.fetchval("SELECT count(*) FROM archived_events WHERE subject_ref = ANY($1::text[])", refs) == 0
