@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from aiokafka.partitioner import DefaultPartitioner, murmur2
 
 from services.core.settings import KafkaSettings
 
@@ -29,6 +30,28 @@ MAX_RECORD_BYTES = 4 * 1024 * 1024
 
 class ProduceUnavailable(Exception):
     """Kafka did not acknowledge the batch (down, slow past the deadline, or refused a record)."""
+
+
+class MemoPartitioner:
+    """Kafka's default partitioning — murmur2 of the key, as the Java client does, so a conversation lands where
+    any other client would put it — with the hash remembered per key. aiokafka's murmur2 is pure Python (about
+    6 µs a record on ingest's hot path) and keys (``phone_number_id:wa_id``) repeat for every message of a
+    conversation. At most ``capacity`` keys are kept; the memo is emptied when full."""
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self.capacity = capacity
+        self._hashes: dict[bytes, int] = {}
+        self._keyless = DefaultPartitioner()
+
+    def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+        if key is None:
+            return int(self._keyless(key, all_partitions, available))
+        positive_hash = self._hashes.get(key)
+        if positive_hash is None:
+            if len(self._hashes) >= self.capacity:
+                self._hashes.clear()
+            positive_hash = self._hashes[key] = murmur2(key) & 0x7FFFFFFF
+        return all_partitions[positive_hash % len(all_partitions)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +85,7 @@ class AckedProducer:
             linger_ms=self._linger_ms,
             max_request_size=MAX_RECORD_BYTES,
             request_timeout_ms=30_000,
+            partitioner=MemoPartitioner(),
         )
 
     async def start(self) -> None:
