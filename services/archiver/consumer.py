@@ -21,7 +21,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -43,8 +43,6 @@ class PartitionState:
     inflight_first_ts_ms: int | None = None
     committed: int | None = None
     paused_since: float | None = None
-    pending_commit: int | None = None
-    waiters: list[asyncio.Future[None]] = field(default_factory=list)
 
 
 class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
