@@ -2,7 +2,8 @@
 archiver process against the real stack, timed until every offset is committed; and, in the same run, a raw
 aiokafka consume loop over the same topic as the ratio's denominator.
 
-Prints events/s end to end, objects written, PUTs/s, the archiver's peak RSS and the ratio to the raw loop.
+Prints events/s end to end, objects written, PUTs/s, the archiver's peak RSS and CPU per event (its own user + system
+time, steadier than wall-clock rates on a shared machine) and the ratio to the raw loop.
 Targets (issue #4): >= 20,000 events/s, <= 200 MB RSS.
 
     python -m bench.archiver [--events 200000] [--partitions 6]
@@ -20,7 +21,7 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from bench.common import demo_env, ensure_stack, peak_rss_mb, start_module, wait_http, write_result
+from bench.common import cpu_seconds, demo_env, ensure_stack, peak_rss_mb, start_module, wait_http, write_result
 from services.core.events import Event
 from services.core.kafka import AckedProducer, OutgoingRecord
 from services.core.settings import KafkaSettings
@@ -107,6 +108,7 @@ async def run(events_count: int, partitions: int) -> dict[str, Any]:
     )
     try:
         wait_http(f"http://127.0.0.1:{port}/healthz")
+        cpu_before = cpu_seconds(process.pid)
         started = time.monotonic()
         deadline = started + 900
         done = 0
@@ -116,6 +118,7 @@ async def run(events_count: int, partitions: int) -> dict[str, Any]:
                 break
             await asyncio.sleep(0.25)
         elapsed = time.monotonic() - started
+        cpu_used = cpu_seconds(process.pid) - cpu_before
         peak = peak_rss_mb(process.pid)
     finally:
         process.terminate()
@@ -137,6 +140,9 @@ async def run(events_count: int, partitions: int) -> dict[str, Any]:
         "objects_written": objects,
         "puts_per_s": round(objects / elapsed, 1),
         "archiver_peak_rss_mb": round(peak, 1),
+        # The archiver's own CPU per event (all its threads): the per-process cost, whatever else runs.
+        "archiver_cpu_us_per_event": round(cpu_used / len(events) * 1e6, 1),
+        "archiver_cpu_utilisation": round(cpu_used / elapsed, 2),
         "raw_consume_events_per_s": round(len(events) / raw_s),
         "ratio_to_raw_consume": round(raw_s / elapsed, 3),
         "targets": {"events_per_s": 20000, "peak_rss_mb": 200},

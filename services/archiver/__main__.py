@@ -8,6 +8,7 @@ import uvloop
 
 from services.archiver.service import install_stop_signals, run_archiver
 from services.archiver.settings import ArchiverSettings
+from services.core.runtime import tune_gc
 from services.core.settings import configure_logging, load_settings
 
 
@@ -20,6 +21,7 @@ async def amain(settings: ArchiverSettings) -> None:
 def main() -> None:
     settings = load_settings(ArchiverSettings)
     configure_logging(settings.log_level)
+    tune_gc()
     uvloop.run(amain(settings))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uvicorn
 
+from services.core.runtime import tune_gc
 from services.core.settings import configure_logging, load_settings
 from services.ingest.app import create_app
 from services.ingest.settings import IngestSettings
@@ -12,8 +13,10 @@ from services.ingest.settings import IngestSettings
 def main() -> None:
     settings = load_settings(IngestSettings)
     configure_logging(settings.log_level)
+    app = create_app(settings)
+    tune_gc()
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         loop="uvloop",
