@@ -91,6 +91,112 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+# The local stack's servers by process name (/proc/PID/comm): how a benchmark tells where the machine's time went.
+STACK_PROCESSES = {"java": "kafka", "weed": "s3", "postgres": "postgres", "prometheus": "prometheus"}
+
+
+def _process_cpu() -> dict[int, tuple[str, float]]:
+    """Every live process: its name and the CPU seconds (user + system) it has used so far."""
+    tick = os.sysconf("SC_CLK_TCK")
+    found: dict[int, tuple[str, float]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # the process ended while we looked
+            continue
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        fields = text.rsplit(")", 1)[1].split()
+        found[int(stat.parent.name)] = (name, (int(fields[11]) + int(fields[12])) / tick)
+    return found
+
+
+def _machine_ticks() -> tuple[int, int, int]:
+    """(busy, total, steal) clock ticks of all CPUs since boot, from /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    steal = values[7] if len(values) > 7 else 0
+    total = sum(values[:8])
+    return total - idle, total, steal
+
+
+class CpuMeter:
+    """Where the CPU went during a measured window: named processes of the benchmark (by pid), the stack's servers
+    (by process name, every process of each: PostgreSQL's backends, …), other processes by name (``names``: process
+    name → label) and the whole machine. A child of this process that runs and is reaped inside the window (the load
+    generator run by ``subprocess.run``) is gone from /proc when the window closes: ``waited_children`` names the
+    label its CPU goes to.
+
+    ``per_unit(n)`` gives microseconds of CPU per unit of work (event, request, object) for each, and what the
+    whole machine spent per unit: ``cores / that`` is the ceiling of the rate on this machine whatever the code does
+    faster elsewhere. A process that ends inside the window loses its share (the stack's servers keep running).
+    """
+
+    def __init__(
+        self, pids: dict[str, int], names: dict[str, str] | None = None, *, waited_children: str | None = None
+    ) -> None:
+        self.pids = pids
+        self.names = {**STACK_PROCESSES, **(names or {})}
+        self.waited_children = waited_children
+        self._children_start = self._children_seconds()
+        self._start = _process_cpu()
+        self._machine_start = _machine_ticks()
+        self._wall_start = time.monotonic()
+        self._spent: dict[str, float] = {}
+        self._machine: dict[str, float] = {}
+
+    @staticmethod
+    def _children_seconds() -> float:
+        times = os.times()
+        return times.children_user + times.children_system
+
+    def stop(self) -> None:
+        """Close the window (call before the benchmark's own processes exit)."""
+        wall = time.monotonic() - self._wall_start
+        end = _process_cpu()
+        busy0, total0, steal0 = self._machine_start
+        busy1, total1, steal1 = _machine_ticks()
+        named = {pid: label for label, pid in self.pids.items()}
+        spent: dict[str, float] = dict.fromkeys([*self.pids, *self.names.values()], 0.0)
+        for pid, (name, seconds) in end.items():
+            label = named.get(pid) or self.names.get(name)
+            if label is None:
+                continue
+            before = self._start.get(pid)
+            spent[label] += seconds - (before[1] if before and before[0] == name else 0.0)
+        if self.waited_children is not None:
+            spent[self.waited_children] = spent.get(self.waited_children, 0.0) + (
+                self._children_seconds() - self._children_start
+            )
+        ticks = max(total1 - total0, 1)
+        self._spent = spent
+        self._machine = {
+            "seconds": wall,
+            "busy_cpu_seconds": (busy1 - busy0) / os.sysconf("SC_CLK_TCK"),
+            "busy_fraction": (busy1 - busy0) / ticks,
+            "steal_fraction": (steal1 - steal0) / ticks,
+        }
+
+    def per_unit(self, units: int, *, load_generator: str | None = None) -> dict[str, Any]:
+        """CPU µs per unit for each process group and the machine, the machine's busy share, and the rate ceiling
+        (without the ``load_generator`` label's share: it would not run beside the service in production)."""
+        if not self._machine:
+            self.stop()
+        cores = os.cpu_count() or 1
+        busy = self._machine["busy_cpu_seconds"]
+        per_unit = {label: round(seconds / units * 1e6, 1) for label, seconds in self._spent.items()}
+        per_unit["everything_else"] = round(max(busy - sum(self._spent.values()), 0.0) / units * 1e6, 1)
+        machine_us = busy / units * 1e6
+        served_us = machine_us - (per_unit.get(load_generator, 0.0) if load_generator else 0.0)
+        return {
+            "cpu_us_per_unit": per_unit,
+            "machine_cpu_us_per_unit": round(machine_us, 1),
+            "machine_busy_fraction": round(self._machine["busy_fraction"], 2),
+            "machine_steal_fraction": round(self._machine["steal_fraction"], 3),
+            # Every core busy at this cost per unit: the most this machine could do with the same code and servers.
+            "machine_ceiling_per_s": round(cores * 1e6 / served_us) if served_us > 0 else None,
+        }
+
+
 def machine() -> dict[str, Any]:
     load = os.getloadavg()
     return {

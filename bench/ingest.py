@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from bench.common import demo_env, ensure_stack, ensure_tool, start_module, wait_http, write_result
+from bench.common import CpuMeter, demo_env, ensure_stack, ensure_tool, start_module, wait_http, write_result
 from services.ingest.replay import meta_encode
 from services.ingest.signature import sign
 from tests.support import free_port
@@ -144,7 +144,11 @@ def main() -> None:
             url = f"http://127.0.0.1:{port}/webhooks/whatsapp"
             run_wrk(wrk, url, script, 3, args.connections)  # warm-up: JIT of nothing, but connections and batching
             time.sleep(1)
+            meter = CpuMeter({name: process.pid}, waited_children="load_generator")
             figures[name] = run_wrk(wrk, url, script, args.seconds, args.connections)
+            meter.stop()
+            requests = round(figures[name]["requests_per_s"] * args.seconds)
+            figures[name]["cpu"] = meter.per_unit(requests, load_generator="load_generator")
         finally:
             process.terminate()
             process.wait(timeout=30)

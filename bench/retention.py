@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import time
 import uuid
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from bench.common import demo_env, ensure_stack, start_module, wait_http, write_result
+from bench.common import CpuMeter, demo_env, ensure_stack, start_module, wait_http, write_result
 from services.core.bucket import ArchiveBucket
 from services.core.conversation import load_conversation
 from services.core.events import Event
@@ -173,9 +174,13 @@ async def run(total: int) -> dict[str, Any]:
         figures["erasure_events_deleted"] = outcome.events_deleted
         figures["erasure_key_destroyed_seconds"] = round(outcome.seconds_to_key_destruction or 0, 3)
         figures["erasure_status"] = outcome.status
+        meter = CpuMeter({"retention": os.getpid()})
         started = time.monotonic()
         report = await retention_run(access.pool, access.bucket, dry_run=False)
         elapsed = time.monotonic() - started
+        meter.stop()
+        # Where a deleted object's cost lies: the retention process, the object store, PostgreSQL.
+        figures["retention_cpu"] = meter.per_unit(max(report.objects_deleted, 1))
         figures["retention_objects_deleted"] = report.objects_deleted
         figures["retention_events_deleted"] = report.events_deleted
         figures["retention_seconds"] = round(elapsed, 2)
