@@ -126,7 +126,10 @@ class AckedProducer:
                 pending = [
                     await producer.send(r.topic, r.value, key=r.key, headers=list(r.headers) or None) for r in records
                 ]
-                await asyncio.gather(*pending)
+                if len(pending) == 1:  # ingest's usual case: no gathering future to build
+                    await pending[0]
+                else:
+                    await asyncio.gather(*pending)
         except TimeoutError:
             raise ProduceUnavailable(
                 f"kafka did not acknowledge {len(records)} record(s) within {deadline_s}s"

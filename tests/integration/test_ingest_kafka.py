@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from services.core.events import Event, parse_webhook
@@ -77,6 +78,28 @@ async def test_every_sample_payload_lands_verbatim_with_its_key(
         assert envelope["schema"] == 1
         if event.subject and event.subject.wa_id:
             assert key.decode() == f"{event.phone_number_id}:{event.subject.wa_id}"
+
+    # The metrics count what Kafka acknowledged: per kind, per request, and when each business number last had one.
+    async with httpx.AsyncClient(timeout=10) as client:
+        exposition = (await client.get(f"{ingest_url}/metrics")).text
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(exposition)
+        for sample in family.samples
+    }
+    produced = {
+        dict(labels)["kind"]: value
+        for (name, labels), value in samples.items()
+        if name == "wa_ingest_events_produced_total"
+    }
+    assert produced == dict(Counter(event.kind for event in expected))
+    assert samples[("wa_ingest_requests_total", (("outcome", "ok"), ("route", "webhook")))] == len(bodies)
+    acknowledged = {
+        dict(labels)["phone_number_id"]
+        for (name, labels), value in samples.items()
+        if name == "wa_ingest_last_acknowledged_timestamp_seconds" and value > 0
+    }
+    assert acknowledged == {event.phone_number_id for event in expected if event.phone_number_id}
 
 
 async def test_unsigned_and_malformed_posts_produce_nothing(kafka_bootstrap: str, topic: str, ingest_url: str) -> None:
