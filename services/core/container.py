@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -320,6 +320,15 @@ def _check_ranges(entries: Sequence[tuple[RecordMeta, int, int]], body_length: i
 
 def _parse(blob: bytes) -> tuple[SourceRange, str, list[tuple[RecordMeta, int, int]], int]:
     """Verify everything but the records' encryption; return the header and where the body starts."""
+    source, created_at, raw_records, body_start, body_end = _parse_envelope(blob)
+    entries = [_record(raw, index, source) for index, raw in enumerate(raw_records)]
+    _check_ranges(entries, body_end - body_start)
+    return source, created_at, entries, body_start
+
+
+def _parse_envelope(blob: bytes) -> tuple[SourceRange, str, list[Any], int, int]:
+    """Verify the preamble, the trailer and the header's own fields; return the source range, the creation time,
+    the undecoded header entries and where the body starts and ends."""
     if len(blob) < PREAMBLE.size + TRAILER_BYTES:
         raise ContainerError(f"object too short to be an archive container ({len(blob)} bytes)")
     magic, version, header_length = PREAMBLE.unpack_from(blob)
@@ -351,9 +360,7 @@ def _parse(blob: bytes) -> tuple[SourceRange, str, list[tuple[RecordMeta, int, i
     raw_records = fields["records"]
     if not isinstance(raw_records, list):
         raise ContainerError("malformed header: records is not a list")
-    entries = [_record(raw, index, source) for index, raw in enumerate(raw_records)]
-    _check_ranges(entries, body_end - body_start)
-    return source, created_at, entries, body_start
+    return source, created_at, raw_records, body_start, body_end
 
 
 def decode_container(blob: bytes) -> Container:
@@ -369,6 +376,30 @@ def decode_container(blob: bytes) -> Container:
         for meta, start, length in entries
     )
     return Container(source=source, created_at=created_at, records=records)
+
+
+def read_records(blob: bytes, indexes: Collection[int]) -> dict[int, ContainerRecord]:
+    """Some records of an object, by position: what reading a conversation needs from a large batch object.
+
+    Verifies what :func:`decode_container` verifies of the object (magic, version, sha256 trailer, the header's
+    own fields) and of each requested record (its header entry, and that its bytes lie inside the body); the
+    other entries are not decoded: the trailer already vouches for them, and reading a conversation spread over
+    many objects would otherwise spend most of its time on records it does not open. Raises ContainerError the
+    same way, and for a position the object does not have.
+    """
+    source, _created_at, raw_records, body_start, body_end = _parse_envelope(blob)
+    body_length = body_end - body_start
+    selected: dict[int, ContainerRecord] = {}
+    for index in indexes:
+        if not 0 <= index < len(raw_records):
+            raise ContainerError(f"record {index} is not in the object ({len(raw_records)} records)")
+        meta, start, length = _record(raw_records[index], index, source)
+        if start < 0 or length < 0 or start + length > body_length:
+            raise ContainerError(
+                f"record {index} range [{start}, {start + length}) falls outside the body of {body_length} bytes"
+            )
+        selected[index] = ContainerRecord(meta=meta, sealed=blob[body_start + start : body_start + start + length])
+    return selected
 
 
 def read_header(blob: bytes) -> tuple[SourceRange, str, tuple[RecordMeta, ...]]:

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from services.core.bucket import ArchiveBucket
-from services.core.container import Container, ContainerError, decode_container
+from services.core.container import Container, ContainerError, ContainerRecord, decode_container, read_records
 from services.core.crypto import RecordTampered, open_record
 from services.core.keyring import Keyring
 
@@ -36,23 +36,35 @@ class ArchiveReader:
         self.limit = asyncio.Semaphore(concurrency)
 
     async def container(self, object_key: str) -> Container:
+        """A whole object, every record verified (tools that read everything)."""
         async with self.limit:
             blob = await self.bucket.get(object_key)
         return decode_container(blob)
+
+    async def _records(self, object_key: str, indexes: Collection[int]) -> dict[int, ContainerRecord]:
+        async with self.limit:
+            blob = await self.bucket.get(object_key)
+        # Only the requested records are decoded and kept: a conversation's records are spread over many large
+        # batch objects, and the object itself is dropped as soon as they are out.
+        return read_records(blob, indexes)
 
     async def open(self, locations: Sequence[RecordLocation]) -> dict[str, bytes | None]:
         by_object: dict[str, list[RecordLocation]] = defaultdict(list)
         for location in locations:
             by_object[location.object_key].append(location)
-        containers = dict(
-            zip(by_object, await asyncio.gather(*(self.container(key) for key in by_object)), strict=True)
+        selected = dict(
+            zip(
+                by_object,
+                await asyncio.gather(
+                    *(self._records(key, {loc.record_index for loc in wanted}) for key, wanted in by_object.items())
+                ),
+                strict=True,
+            )
         )
         opened: dict[str, bytes | None] = {}
         for object_key, wanted in by_object.items():
-            records = containers[object_key].records
+            records = selected[object_key]
             for location in wanted:
-                if not 0 <= location.record_index < len(records):
-                    raise ContainerError(f"record {location.record_index} is not in {object_key}")
                 record = records[location.record_index]
                 if record.meta.event_id != location.event_id:
                     raise ContainerError(f"record {location.record_index} of {object_key} is another event")

@@ -26,6 +26,7 @@ from services.core.container import (
     encode_container,
     object_key,
     read_header,
+    read_records,
 )
 from services.core.crypto import open_record, seal_record
 from services.core.pseudonym import message_ref, subject_ref
@@ -142,6 +143,32 @@ def test_read_header_gives_the_metadata_without_the_records() -> None:
     assert read_header(BLOB) == (SOURCE, CREATED_AT, tuple(METAS))
 
 
+@pytest.mark.parametrize("indexes", [[0], [3], [1, 2], [0, 1, 2, 3], []])
+def test_read_records_gives_the_requested_records_as_decoded(indexes: list[int]) -> None:
+    selected = read_records(BLOB, indexes)
+    assert selected == {index: RECORDS[index] for index in indexes}
+    for index, record in selected.items():
+        meta = record.meta
+        plain = open_record(record.sealed, DEK, event_id=meta.event_id, subject_ref=meta.subject_ref)
+        assert plain == PLAINTEXTS[index]
+
+
+@pytest.mark.parametrize("index", [-1, 4, 10**9])
+def test_read_records_refuses_a_position_the_object_does_not_have(index: int) -> None:
+    with pytest.raises(ContainerError, match=f"record {index} is not in the object \\(4 records\\)"):
+        read_records(BLOB, [0, index])
+
+
+def test_read_records_checks_the_requested_entries() -> None:
+    broken = assemble(with_record(2, type=7))
+    assert read_records(broken, [0, 3]).keys() == {0, 3}  # the trailer vouches for the entries not read
+    with pytest.raises(ContainerError, match="'type'"):
+        read_records(broken, [2])
+    past_the_body = assemble(with_record(3, length=6000))
+    with pytest.raises(ContainerError, match="outside the body"):
+        read_records(past_the_body, [3])
+
+
 def test_layout() -> None:
     assert BLOB[:6] == b"WAARCH"
     assert BLOB[6] == 1
@@ -217,6 +244,8 @@ def test_corruption_is_detected(blob: bytes, message: str) -> None:
         decode_container(blob)
     with pytest.raises(ContainerError, match=message):
         read_header(blob)
+    with pytest.raises(ContainerError, match=message):
+        read_records(blob, [0])
 
 
 @pytest.mark.parametrize(
