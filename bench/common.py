@@ -140,7 +140,6 @@ class CpuMeter:
         self._children_start = self._children_seconds()
         self._start = _process_cpu()
         self._machine_start = _machine_ticks()
-        self._wall_start = time.monotonic()
         self._spent: dict[str, float] = {}
         self._machine: dict[str, float] = {}
 
@@ -151,7 +150,6 @@ class CpuMeter:
 
     def stop(self) -> None:
         """Close the window (call before the benchmark's own processes exit)."""
-        wall = time.monotonic() - self._wall_start
         end = _process_cpu()
         busy0, total0, steal0 = self._machine_start
         busy1, total1, steal1 = _machine_ticks()
@@ -170,7 +168,6 @@ class CpuMeter:
         ticks = max(total1 - total0, 1)
         self._spent = spent
         self._machine = {
-            "seconds": wall,
             "busy_cpu_seconds": (busy1 - busy0) / os.sysconf("SC_CLK_TCK"),
             "busy_fraction": (busy1 - busy0) / ticks,
             "steal_fraction": (steal1 - steal0) / ticks,

@@ -300,12 +300,17 @@ def _record_problem(raw: object, index: int, source: SourceRange) -> str:
     return f"offset {fields['offset']} is outside the source range {first}..{last}"
 
 
+def _check_inside(index: int, start: int, length: int, body_length: int) -> None:
+    """A record's bytes lie inside the body."""
+    if start < 0 or length < 0 or start + length > body_length:
+        where = f"record {index} range [{start}, {start + length})"
+        raise ContainerError(f"{where} falls outside the body of {body_length} bytes")
+
+
 def _check_ranges(entries: Sequence[tuple[RecordMeta, int, int]], body_length: int) -> None:
     """Every record lies inside the body, no two overlap, together they cover it exactly."""
     for index, (_meta, start, length) in enumerate(entries):
-        if start < 0 or length < 0 or start + length > body_length:
-            where = f"record {index} range [{start}, {start + length})"
-            raise ContainerError(f"{where} falls outside the body of {body_length} bytes")
+        _check_inside(index, start, length, body_length)
     covered = 0
     ranges = sorted((start, start + length, index) for index, (_m, start, length) in enumerate(entries))
     for start, end, index in ranges:
@@ -394,10 +399,7 @@ def read_records(blob: bytes, indexes: Collection[int]) -> dict[int, ContainerRe
         if not 0 <= index < len(raw_records):
             raise ContainerError(f"record {index} is not in the object ({len(raw_records)} records)")
         meta, start, length = _record(raw_records[index], index, source)
-        if start < 0 or length < 0 or start + length > body_length:
-            raise ContainerError(
-                f"record {index} range [{start}, {start + length}) falls outside the body of {body_length} bytes"
-            )
+        _check_inside(index, start, length, body_length)
         selected[index] = ContainerRecord(meta=meta, sealed=blob[body_start + start : body_start + start + length])
     return selected
 

@@ -15,7 +15,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from services.core.bucket import ArchiveBucket
-from services.core.container import Container, ContainerError, ContainerRecord, decode_container, read_records
+from services.core.container import ContainerError, ContainerRecord, read_records
 from services.core.crypto import RecordTampered, open_record
 from services.core.keyring import Keyring
 
@@ -34,12 +34,6 @@ class ArchiveReader:
         self.bucket = bucket
         self.keyring = keyring
         self.limit = asyncio.Semaphore(concurrency)
-
-    async def container(self, object_key: str) -> Container:
-        """A whole object, every record verified (tools that read everything)."""
-        async with self.limit:
-            blob = await self.bucket.get(object_key)
-        return decode_container(blob)
 
     async def _records(self, object_key: str, indexes: Collection[int]) -> dict[int, ContainerRecord]:
         async with self.limit:
