@@ -84,13 +84,6 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) a process has used so far, in seconds: less sensitive than wall-clock rates to
-    what the machine's neighbours do."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 # The local stack's servers by process name (/proc/PID/comm): how a benchmark tells where the machine's time went.
 STACK_PROCESSES = {"java": "kafka", "weed": "s3", "postgres": "postgres", "prometheus": "prometheus"}
 
@@ -121,21 +114,17 @@ def _machine_ticks() -> tuple[int, int, int]:
 
 class CpuMeter:
     """Where the CPU went during a measured window: named processes of the benchmark (by pid), the stack's servers
-    (by process name, every process of each: PostgreSQL's backends, …), other processes by name (``names``: process
-    name → label) and the whole machine. A child of this process that runs and is reaped inside the window (the load
-    generator run by ``subprocess.run``) is gone from /proc when the window closes: ``waited_children`` names the
-    label its CPU goes to.
+    (by process name, every process of each: PostgreSQL's backends, …) and the whole machine. A child of this
+    process that runs and is reaped inside the window (the load generator run by ``subprocess.run``) is gone from
+    /proc when the window closes: ``waited_children`` names the label its CPU goes to.
 
     ``per_unit(n)`` gives microseconds of CPU per unit of work (event, request, object) for each, and what the
     whole machine spent per unit: ``cores / that`` is the ceiling of the rate on this machine whatever the code does
     faster elsewhere. A process that ends inside the window loses its share (the stack's servers keep running).
     """
 
-    def __init__(
-        self, pids: dict[str, int], names: dict[str, str] | None = None, *, waited_children: str | None = None
-    ) -> None:
+    def __init__(self, pids: dict[str, int], *, waited_children: str | None = None) -> None:
         self.pids = pids
-        self.names = {**STACK_PROCESSES, **(names or {})}
         self.waited_children = waited_children
         self._children_start = self._children_seconds()
         self._start = _process_cpu()
@@ -154,9 +143,9 @@ class CpuMeter:
         busy0, total0, steal0 = self._machine_start
         busy1, total1, steal1 = _machine_ticks()
         named = {pid: label for label, pid in self.pids.items()}
-        spent: dict[str, float] = dict.fromkeys([*self.pids, *self.names.values()], 0.0)
+        spent: dict[str, float] = dict.fromkeys([*self.pids, *STACK_PROCESSES.values()], 0.0)
         for pid, (name, seconds) in end.items():
-            label = named.get(pid) or self.names.get(name)
+            label = named.get(pid) or STACK_PROCESSES.get(name)
             if label is None:
                 continue
             before = self._start.get(pid)

@@ -20,7 +20,7 @@ import logging
 import time
 from collections import Counter as Tally
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs
 
 import orjson
@@ -64,6 +64,17 @@ class UtcClock:
         if second != self._second:
             self._second, self._prefix = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
         return f"{self._prefix}.{nanoseconds // 1_000_000:03d}Z"
+
+
+Metric = TypeVar("Metric", Counter, Gauge)
+
+
+def bound(children: dict[str, Metric], metric: Metric, label: str) -> Metric:
+    """The child of a one-label metric, bound once: ``labels()`` validates and locks on every call."""
+    child = children.get(label)
+    if child is None:
+        child = children[label] = metric.labels(label)
+    return child
 
 
 async def send_response(send: Send, status: int, body: bytes, content_type: bytes = TEXT) -> None:
@@ -250,30 +261,12 @@ class IngestApp:
             return
         self.metrics.produce_seconds.observe(time.perf_counter() - started)
         now = time.time()
-        if len(events) == 1:  # Meta's usual POST: one message or status
-            self._count_produced(events[0].kind, 1)
-            self._mark_acknowledged(events[0].phone_number_id, now)
-        else:
-            for kind, count in Tally(event.kind for event in events).items():
-                self._count_produced(kind, count)
-            for phone_number_id in {event.phone_number_id for event in events}:
-                self._mark_acknowledged(phone_number_id, now)
+        for kind, count in Tally(event.kind for event in events).items():
+            bound(self._produced, self.metrics.events_produced, kind).inc(count)
+        for phone_number_id in {event.phone_number_id for event in events if event.phone_number_id}:
+            bound(self._acknowledged, self.metrics.last_event_timestamp, phone_number_id).set(now)
         self._ok[route].inc()
         await send_response(send, 200, b"ok")
-
-    def _count_produced(self, kind: str, count: int) -> None:
-        child = self._produced.get(kind)
-        if child is None:
-            child = self._produced[kind] = self.metrics.events_produced.labels(kind)
-        child.inc(count)
-
-    def _mark_acknowledged(self, phone_number_id: str | None, now: float) -> None:
-        if not phone_number_id:
-            return
-        child = self._acknowledged.get(phone_number_id)
-        if child is None:
-            child = self._acknowledged[phone_number_id] = self.metrics.last_event_timestamp.labels(phone_number_id)
-        child.set(now)
 
 
 def create_app(settings: IngestSettings) -> IngestApp:
