@@ -1,8 +1,10 @@
 """The archive bucket: plain S3 calls through boto3 (portable to AWS S3, SeaweedFS, MinIO, Ceph RGW).
 
 boto3 is synchronous; every call runs in a worker thread so the event loop keeps consuming. Errors are split
-into the two kinds the archiver acts on: :class:`StorageUnavailable` (network, 5xx, throttling — retry, do not
-commit) and anything else, which is a bug or a misconfiguration and propagates.
+into the kinds the archiver acts on: :class:`StorageUnavailable` (network, 5xx, throttling — retry, do not
+commit), :class:`StorageRefused` (a 4xx that says the request itself is unacceptable — a key or body the store
+will never take — so retrying cannot help), and anything else (access denied, no such bucket: a misconfiguration
+that a person must fix, retried meanwhile), which propagates as boto3 raised it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import boto3
 from botocore.client import Config
 from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, EndpointConnectionError
 
+from services.core.retry import DataRefused, DependencyUnavailable
 from services.core.settings import S3Settings
 
 if TYPE_CHECKING:  # the stubs are a development dependency; the image does not have them
@@ -45,8 +48,39 @@ TRANSIENT_CODES = frozenset(
 )
 
 
-class StorageUnavailable(Exception):
+# 4xx answers that are about access or configuration (credentials, bucket, Object Lock, a conflict with another
+# writer), not about the request's data: every request would fail the same way until a person fixes it, so
+# they are retried and alerted on, never dead-lettered.
+CONFIGURATION_CODES = frozenset(
+    {
+        "AccessDenied",
+        "AllAccessDisabled",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "ExpiredToken",
+        "InvalidToken",
+        "NoSuchBucket",
+        "InvalidBucketState",
+        "OperationAborted",
+        "AccountProblem",
+        "RequestTimeTooSkewed",
+        "MissingSecurityHeader",
+        "ObjectLockConfigurationNotFoundError",
+    }
+)
+
+
+class StorageUnavailable(DependencyUnavailable):
     """The object store did not take or give the object this time; retrying later may succeed."""
+
+    dependency = "s3"
+
+
+class StorageRefused(DataRefused):
+    """The object store refused the request for what it carries (a 4xx such as InvalidArgument, KeyTooLongError,
+    EntityTooLarge): the same request will be refused again."""
+
+    dependency = "s3"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +105,14 @@ def make_s3_client(settings: S3Settings) -> S3Client:
             read_timeout=60,
         ),
     )
+
+
+def _is_refusal(exc: Exception) -> bool:
+    if not isinstance(exc, ClientError):
+        return False
+    code = exc.response.get("Error", {}).get("Code", "")
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    return 400 <= status < 500 and status not in (401, 403, 404, 408, 409, 429) and code not in CONFIGURATION_CODES
 
 
 def _is_transient(exc: Exception) -> bool:
@@ -204,4 +246,7 @@ class ArchiveBucket:
         except (ClientError, BotoCoreError) as exc:
             if _is_transient(exc):
                 raise StorageUnavailable(f"s3 unavailable: {type(exc).__name__}") from exc
+            if _is_refusal(exc):
+                code = exc.response.get("Error", {}).get("Code", "") if isinstance(exc, ClientError) else ""
+                raise StorageRefused(f"s3 refused the request: {code or type(exc).__name__}") from exc
             raise

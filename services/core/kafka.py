@@ -19,17 +19,20 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner, murmur2
 
+from services.core.retry import Attempt, DependencyUnavailable, RetryPolicy
 from services.core.settings import KafkaSettings
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("wa_archive.kafka")
 
 # Large enough for Meta's biggest single update (a POST is capped at ~3 MB); the topics are created with the
 # same max.message.bytes (deploy/local/provision.py, deploy/k8s topics).
 MAX_RECORD_BYTES = 4 * 1024 * 1024
 
 
-class ProduceUnavailable(Exception):
+class ProduceUnavailable(DependencyUnavailable):
     """Kafka did not acknowledge the batch (down, slow past the deadline, or refused a record)."""
+
+    dependency = "kafka"
 
 
 class MemoPartitioner:
@@ -68,10 +71,9 @@ class AckedProducer:
     def __init__(self, settings: KafkaSettings, *, linger_ms: int = 2, connect_retry_s: float = 1.0) -> None:
         self._settings = settings
         self._linger_ms = linger_ms
-        self._connect_retry_s = connect_retry_s
+        self._connect_retry = RetryPolicy(initial_s=connect_retry_s, max_s=max(connect_retry_s, 5.0), jitter=0.2)
         self._producer: AIOKafkaProducer | None = None
         self._connector: asyncio.Task[None] | None = None
-        self._closed = False
 
     @property
     def connected(self) -> bool:
@@ -101,19 +103,24 @@ class AckedProducer:
             await asyncio.sleep(0.05)
 
     async def _connect_forever(self) -> None:
-        while not self._closed:
+        async def connect() -> AIOKafkaProducer:
             producer = self._new_producer()
             try:
                 await producer.start()
-            except KafkaError as exc:
-                log.warning("kafka producer cannot connect yet (%s); retrying", type(exc).__name__)
+            except KafkaError:
                 with contextlib.suppress(Exception):
                     await producer.stop()
-                await asyncio.sleep(self._connect_retry_s)
-                continue
-            self._producer = producer
-            log.info("kafka producer connected to %s", self._settings.bootstrap_servers)
-            return
+                raise
+            return producer
+
+        def log_retry(attempt: Attempt) -> None:
+            log.warning("kafka producer cannot connect yet (%s); retrying", type(attempt.error).__name__)
+
+        # Until connected or stopped (stop() cancels this task).
+        self._producer = await self._connect_retry.run(
+            connect, retry_on=lambda exc: isinstance(exc, KafkaError), on_retry=log_retry
+        )
+        log.info("kafka producer connected to %s", self._settings.bootstrap_servers)
 
     async def produce(self, records: Sequence[OutgoingRecord], *, deadline_s: float) -> None:
         """Send every record concurrently and wait until all are acknowledged, or raise ProduceUnavailable."""
@@ -139,7 +146,6 @@ class AckedProducer:
 
     async def stop(self) -> None:
         """Flush what is in flight and close. Safe to call twice."""
-        self._closed = True
         if self._connector is not None:
             self._connector.cancel()
             with contextlib.suppress(asyncio.CancelledError):
