@@ -1,6 +1,6 @@
 """End-to-end freshness: how long from Meta's webhook to durable in the archive, at a steady rate.
 
-The three services run as processes against the real stack; the load generator (services/ingest/loadgen.py) sends
+The three services run as processes against the real stack; the load generator (services/tools/loadgen.py) sends
 unique signed webhooks at ``--rate`` events/s for ``--seconds``, retrying non-2xx as Meta does. An event is
 durable when its batch object is in S3 and its index row is committed (``archive_objects.written_at``); it was
 received when ingest stamped it (``received_at``), so webhook → durable = written_at - received_at, read back from
@@ -28,7 +28,7 @@ import asyncpg
 import orjson
 
 from bench.common import demo_env, ensure_stack, rss_mb, start_module, wait_http, write_result
-from services.ingest.loadgen import LoadReport, Tenant, send_load, synthetic_deliveries
+from services.tools.loadgen import LoadReport, Tenant, send_load, synthetic_deliveries
 from tests.support import committed_offsets, create_topic, end_offsets, free_port
 
 PARTITIONS = 6

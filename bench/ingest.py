@@ -21,8 +21,8 @@ from typing import Any
 import orjson
 
 from bench.common import CpuMeter, demo_env, ensure_stack, ensure_tool, start_module, wait_http, write_result
-from services.ingest.replay import meta_encode
 from services.ingest.signature import sign
+from services.tools.replay import meta_encode
 from tests.support import free_port
 
 LUA = """

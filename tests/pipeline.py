@@ -1,6 +1,6 @@
 """Test helpers that drive the real pipeline: synthetic webhooks for fresh people, produce, archive, wait.
 
-Synthetic webhooks follow Meta's shapes (see ../shared/whatsapp/payloads) with random business numbers and
+Synthetic webhooks follow Meta's shapes (see tests/data/whatsapp) with random business numbers and
 contacts, so tests never collide with one another or with earlier runs in the same database.
 """
 
@@ -26,8 +26,8 @@ from services.archiver.settings import ArchiverSettings, FlushSettings, GraphSet
 from services.core.events import Event, parse_webhook
 from services.core.kafka import AckedProducer, OutgoingRecord
 from services.core.settings import KafkaSettings, KeySettings, PostgresSettings, S3Settings
-from services.ingest.loadgen import webhook_body
 from services.retention.settings import AdminToken, RetentionSettings
+from services.tools.loadgen import webhook_body
 
 
 def digits(n: int) -> str:

@@ -14,7 +14,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,12 +24,13 @@ import httpx
 import orjson
 import pytest
 
-from services.ingest.replay import load_bodies, post_signed, replay
-from tests.support import REPO_ROOT, create_topic
+from services.tools.devrun import service_commands
+from services.tools.replay import load_bodies, post_signed, replay
+from tests.support import PAYLOADS_DIR, REPO_ROOT, create_topic
 
 pytestmark = pytest.mark.e2e
 
-SAMPLES = REPO_ROOT / "deploy" / "local" / "sample-webhooks"
+SAMPLES = PAYLOADS_DIR
 PORTS = {"ingest": 8080, "archiver": 8081, "retention": 8082}
 CONTACT = "1650" + "".join(random.choice("0123456789") for _ in range(7))
 SECRET_TEXT = "my card number ends in 4242 and I live at 12 Elm Street"
@@ -88,22 +88,7 @@ def services(tmp_path_factory: pytest.TempPathFactory, demo_env: dict[str, str])
         "WA_RETENTION_RUN_INTERVAL_S": "0",
         "WA_RETENTION_METRICS_REFRESH_S": "1",
     }
-    commands = {
-        "graph-api": [
-            sys.executable,
-            "-m",
-            "tests.fakes.graph_api",
-            "--port",
-            "8099",
-            "--token",
-            demo_env["WA_ARCHIVER_GRAPH__TOKEN"],
-            "--seed",
-            str(SAMPLES),
-        ],
-        "ingest": [sys.executable, "-m", "services.ingest"],
-        "archiver": [sys.executable, "-m", "services.archiver"],
-        "retention": [sys.executable, "-m", "services.retention"],
-    }
+    commands = service_commands(demo_env["WA_ARCHIVER_GRAPH__TOKEN"])
     processes: dict[str, subprocess.Popen[bytes]] = {}
     logs: dict[str, Path] = {}
     try:

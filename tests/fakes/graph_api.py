@@ -5,7 +5,7 @@
 here; ``GET /download/{token}`` with the same bearer → the bytes. Wrong token → 401 (Graph-style OAuthException),
 unknown id → 404. Knobs for tests: :meth:`fail_next` (answer N requests with a status) and :meth:`corrupt`.
 
-    python -m tests.fakes.graph_api --port 8099 --token T --seed ../shared/whatsapp/payloads
+    python -m tests.fakes.graph_api --port 8099 --token T --seed tests/data/whatsapp
 """
 
 from __future__ import annotations

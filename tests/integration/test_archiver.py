@@ -26,8 +26,8 @@ from services.core.reader import ArchiveReader, RecordLocation
 from services.core.schema import connect_pool
 from services.core.settings import KafkaSettings
 from services.ingest.app import IngestApp
-from services.ingest.replay import load_bodies, post_signed
 from services.ingest.settings import IngestSettings
+from services.tools.replay import load_bodies, post_signed
 from tests import pipeline
 from tests.support import committed_offsets, create_topic, payloads_dir, read_topic, serve_asgi
 

@@ -42,9 +42,9 @@ from pydantic import SecretStr
 from services.core.events import Event, WebhookRejected, parse_webhook
 from services.core.settings import KafkaSettings
 from services.ingest.app import IngestApp
-from services.ingest.replay import load_bodies, meta_encode
 from services.ingest.settings import IngestSettings
 from services.ingest.signature import sign
+from services.tools.replay import load_bodies, meta_encode
 from tests import pipeline
 from tests.support import committed_offsets, create_topic, json_slots, payloads_dir, read_to_end, serve_asgi
 

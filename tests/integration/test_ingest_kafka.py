@@ -18,9 +18,9 @@ from pydantic import SecretStr
 from services.core.events import Event, parse_webhook
 from services.core.settings import KafkaSettings
 from services.ingest.app import IngestApp
-from services.ingest.replay import load_bodies, post_signed
 from services.ingest.settings import IngestSettings
 from services.ingest.signature import sign
+from services.tools.replay import load_bodies, post_signed
 from tests.support import create_topic, payloads_dir, read_topic, serve_asgi
 
 pytestmark = pytest.mark.integration

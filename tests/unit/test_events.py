@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
 from collections import Counter
 from collections.abc import Iterator
 from functools import cache
@@ -26,15 +25,9 @@ from services.core.events import (
     parse_webhook,
     split_webhook,
 )
-from tests.support import json_slots
+from tests.support import json_slots, payloads_dir
 
 pytestmark = pytest.mark.unit
-
-
-def payloads_dir() -> Path:
-    """../shared/whatsapp/payloads beside the repository, or WA_PAYLOADS_DIR."""
-    override = os.environ.get("WA_PAYLOADS_DIR")
-    return Path(override) if override else Path(__file__).resolve().parents[3] / "shared" / "whatsapp" / "payloads"
 
 
 FILES = sorted(payloads_dir().glob("*.json"))

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from services.core.events import parse_webhook
-from services.ingest.loadgen import HttpConnection, Tenant, send_load, synthetic_deliveries
+from services.tools.loadgen import HttpConnection, Tenant, send_load, synthetic_deliveries
 
 pytestmark = pytest.mark.unit
 

@@ -16,6 +16,9 @@ ENTRY_POINTS = [
     "services.retention.__main__",
     "services.cli",
     "services.archiver.rebuild",
+    "services.tools.replay",
+    "services.tools.loadgen",
+    "services.tools.devrun",
 ]
 
 

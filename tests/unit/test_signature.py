@@ -5,14 +5,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
 from services.core.events import parse_webhook
 from services.ingest.signature import SignatureVerifier, sign
+from tests.support import payloads_dir
 
 pytestmark = pytest.mark.unit
 
@@ -20,12 +19,6 @@ APP_A = b"app-a-secret"
 APP_B = b"app-b-secret"
 APP_C = b"app-c-secret-not-configured"
 BODY = b'{"object":"whatsapp_business_account","entry":[]}'
-
-
-def payloads_dir() -> Path:
-    """../shared/whatsapp/payloads beside the repository, or WA_PAYLOADS_DIR."""
-    override = os.environ.get("WA_PAYLOADS_DIR")
-    return Path(override) if override else Path(__file__).resolve().parents[3] / "shared" / "whatsapp" / "payloads"
 
 
 def meta_encode(raw: bytes) -> bytes:

@@ -24,13 +24,18 @@ from urllib.parse import urlsplit
 import orjson
 
 from services.core.events import parse_webhook
+from services.core.retry import Attempt, RetryPolicy
 from services.ingest.signature import sign
+from services.tools.replay import Unacknowledged
 
 RETRY_BACKOFF_S = (0.1, 2.0)  # first and longest pause between two tries of one delivery
 
 
 @dataclass(frozen=True)
-class Delivery:
+class SyntheticWebhook:
+    """One generated webhook body and the ids of the events ingest will split it into (not the events' own
+    :class:`services.core.events.Delivery`, which records how a webhook arrived)."""
+
     body: bytes
     event_ids: tuple[str, ...]
 
@@ -59,7 +64,7 @@ def webhook_body(
     field: str = "messages",
     display_phone_number: str = "15550001111",
 ) -> bytes:
-    """A Cloud API webhook body with one change, shaped as Meta sends it (see ../shared/whatsapp/payloads)."""
+    """A Cloud API webhook body with one change, shaped as Meta sends it (see tests/data/whatsapp)."""
     return orjson.dumps(
         {
             "object": "whatsapp_business_account",
@@ -85,9 +90,9 @@ def webhook_body(
     )
 
 
-def _delivery(body: bytes) -> Delivery:
+def _synthetic_webhook(body: bytes) -> SyntheticWebhook:
     events = parse_webhook(body, raw_sha256=hashlib.sha256(body).hexdigest(), signature=None, received_at="-")
-    return Delivery(body, tuple(e.event_id for e in events))
+    return SyntheticWebhook(body, tuple(e.event_id for e in events))
 
 
 def synthetic_deliveries(
@@ -98,7 +103,7 @@ def synthetic_deliveries(
     max_per_body: int = 5,
     status_share: float = 0.2,
     seed: int = 0,
-) -> Iterator[Delivery]:
+) -> Iterator[SyntheticWebhook]:
     """Unique webhooks holding ``events`` events in all (messages and statuses), in sending order."""
     rng = random.Random(seed)
     run = digits(rng, 8)
@@ -114,7 +119,7 @@ def synthetic_deliveries(
             n += 1  # a distinct timestamp keeps every status a distinct event
             status = {"id": wamid, "status": state, "timestamp": str(now + n), "recipient_id": rng.choice(people)}
             value: dict[str, object] = {"statuses": [status]}
-            delivery = _delivery(webhook_body(tenant.waba_id, tenant.phone_number_id, value))
+            delivery = _synthetic_webhook(webhook_body(tenant.waba_id, tenant.phone_number_id, value))
         else:
             wa_id = rng.choice(people)
             messages = []
@@ -126,7 +131,7 @@ def synthetic_deliveries(
                     {"from": wa_id, "id": wamid, "timestamp": str(now), "type": "text", "text": {"body": f"load {n}"}}
                 )
             value = {"contacts": [{"profile": {"name": "Load"}, "wa_id": wa_id}], "messages": messages}
-            delivery = _delivery(webhook_body(tenant.waba_id, tenant.phone_number_id, value))
+            delivery = _synthetic_webhook(webhook_body(tenant.waba_id, tenant.phone_number_id, value))
         produced += len(delivery.event_ids)
         yield delivery
 
@@ -215,7 +220,7 @@ class HttpConnection:
 
 
 async def send_load(
-    deliveries: Sequence[Delivery],
+    deliveries: Sequence[SyntheticWebhook],
     *,
     url: str,
     app_secret: bytes,
@@ -233,33 +238,42 @@ async def send_load(
         due.append(cumulative / events_per_s if events_per_s else 0.0)
         cumulative += len(delivery.event_ids)
     upcoming = iter(range(len(deliveries)))
+    # As Meta does: every non-2xx but a 4xx is retried with backoff, until give_up_after_s after the first try.
+    retry = RetryPolicy(
+        initial_s=RETRY_BACKOFF_S[0], max_s=RETRY_BACKOFF_S[1], jitter=0.5, give_up_after_s=give_up_after_s
+    )
     started = time.monotonic()
 
-    async def deliver(connection: HttpConnection, delivery: Delivery) -> None:
+    async def deliver(connection: HttpConnection, delivery: SyntheticWebhook) -> None:
         headers = {"content-type": "application/json", "x-hub-signature-256": sign(delivery.body, app_secret)}
-        deadline = time.monotonic() + give_up_after_s
-        pause = RETRY_BACKOFF_S[0]
-        while True:
+        began = 0.0
+
+        async def post() -> int:
+            nonlocal began
             began = time.perf_counter()
             try:
                 status = await connection.post(delivery.body, headers)
             except (OSError, TimeoutError, ValueError, asyncio.IncompleteReadError):
                 status = 0
             report.answers[status] += 1
-            if 200 <= status < 300:
-                report.latencies_ms.append((time.perf_counter() - began) * 1000)
-                report.acknowledged_deliveries += 1
-                report.acknowledged_ids.update(delivery.event_ids)
-                return
-            if 400 <= status < 500:
-                report.rejected += 1
-                return
-            if time.monotonic() + pause > deadline:
-                report.given_up += 1
-                return
+            if 200 <= status < 500:
+                return status
+            raise Unacknowledged(status)
+
+        def count(_attempt: Attempt) -> None:
             report.retries += 1
-            await asyncio.sleep(pause * random.uniform(0.5, 1.0))
-            pause = min(pause * 2, RETRY_BACKOFF_S[1])
+
+        try:
+            status = await retry.run(post, retry_on=lambda exc: isinstance(exc, Unacknowledged), on_retry=count)
+        except Unacknowledged:
+            report.given_up += 1
+            return
+        if status >= 400:
+            report.rejected += 1
+            return
+        report.latencies_ms.append((time.perf_counter() - began) * 1000)
+        report.acknowledged_deliveries += 1
+        report.acknowledged_ids.update(delivery.event_ids)
 
     async def worker() -> None:
         connection = HttpConnection(url, timeout_s)

@@ -1,7 +1,7 @@
 """``make run``: the three services and the Graph API stand-in on the local stack, plus a short demo.
 
 Starts ingest (:8080), archiver (:8081), retention (:8082) and the local Graph API stand-in (:8099) as
-processes with deploy/local/demo.env, replays the bundled sample webhooks (deploy/local/sample-webhooks) and
+processes with deploy/local/demo.env, replays the bundled sample webhooks (tests/data/whatsapp) and
 a conversation whose message is then deleted for everyone, and prints where to look. Ctrl-C stops everything.
 """
 
@@ -19,10 +19,12 @@ import httpx
 import orjson
 
 from services.core.settings import read_env_file
-from services.ingest.loadgen import webhook_body
-from services.ingest.replay import load_bodies, post_signed, replay
+from services.tools.loadgen import webhook_body
+from services.tools.replay import load_bodies, post_signed, replay
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
+# Meta's Cloud API webhook samples, kept with the tests (tests/data/whatsapp/SOURCES.md).
+SAMPLE_WEBHOOKS = ROOT / "tests" / "data" / "whatsapp"
 DEMO_PHONE_NUMBER_ID = "106540352242922"
 DEMO_CONTACT = "16505559876"
 
@@ -65,6 +67,27 @@ def deleted_message_demo() -> list[bytes]:
     ]
 
 
+def service_commands(graph_token: str) -> dict[str, list[str]]:
+    """The processes of the local system: the Graph API stand-in (port 8099, serving the sample media) and the
+    three services, each ``python -m`` with the environment it is started with."""
+    return {
+        "graph-api": [
+            sys.executable,
+            "-m",
+            "tests.fakes.graph_api",
+            "--port",
+            "8099",
+            "--token",
+            graph_token,
+            "--seed",
+            str(SAMPLE_WEBHOOKS),
+        ],
+        "ingest": [sys.executable, "-m", "services.ingest"],
+        "archiver": [sys.executable, "-m", "services.archiver"],
+        "retention": [sys.executable, "-m", "services.retention"],
+    }
+
+
 def wait_ready(url: str, name: str, timeout_s: float = 90) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -80,7 +103,7 @@ def wait_ready(url: str, name: str, timeout_s: float = 90) -> None:
 async def run_demo(env: dict[str, str]) -> None:
     secret = orjson.loads(env["WA_INGEST_APP_SECRETS"])[0].encode()
     url = "http://127.0.0.1:8080/webhooks/whatsapp"
-    report = await replay(load_bodies([ROOT / "deploy" / "local" / "sample-webhooks"]), url=url, app_secret=secret)
+    report = await replay(load_bodies([SAMPLE_WEBHOOKS]), url=url, app_secret=secret)
     print(f"replayed {report.sent} sample webhooks: {report.acknowledged} acknowledged by ingest (Kafka acks=all)")
     async with httpx.AsyncClient(timeout=10) as client:
         for body in deleted_message_demo():
@@ -92,22 +115,7 @@ def main() -> None:
     env = {**os.environ, **demo_env()}
     logs = ROOT / ".stack" / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    commands = {
-        "graph-api": [
-            sys.executable,
-            "-m",
-            "tests.fakes.graph_api",
-            "--port",
-            "8099",
-            "--token",
-            env["WA_ARCHIVER_GRAPH__TOKEN"],
-            "--seed",
-            str(ROOT / "deploy" / "local" / "sample-webhooks"),
-        ],
-        "ingest": [sys.executable, "-m", "services.ingest"],
-        "archiver": [sys.executable, "-m", "services.archiver"],
-        "retention": [sys.executable, "-m", "services.retention"],
-    }
+    commands = service_commands(env["WA_ARCHIVER_GRAPH__TOKEN"])
     processes: dict[str, subprocess.Popen[bytes]] = {}
     try:
         for name, command in commands.items():
@@ -126,7 +134,7 @@ def main() -> None:
             "  set -a; . deploy/local/demo.env; set +a\n"
             f"  .venv/bin/wa-archive messages --phone-number-id {DEMO_PHONE_NUMBER_ID} --contact {DEMO_CONTACT} "
             '--reason "demo: disputed order"\n'
-            "  .venv/bin/wa-archive replay deploy/local/sample-webhooks --app-secret demo-app-secret-local-only\n"
+            "  .venv/bin/wa-archive replay tests/data/whatsapp --app-secret demo-app-secret-local-only\n"
             "\nCtrl-C stops the services (make stack-down stops the servers)."
         )
         while all(p.poll() is None for p in processes.values()):

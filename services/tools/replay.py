@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 
+from services.core.retry import Attempt, RetryPolicy
 from services.ingest.signature import sign
 
 
@@ -48,6 +49,18 @@ class ReplayReport:
     statuses: Counter[int] = field(default_factory=Counter)
 
 
+class Unacknowledged(Exception):
+    """A webhook POST that got no 2xx: ``status`` is the HTTP status, 0 for no answer (connection error)."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"HTTP {status or 'no answer'}")
+        self.status = status
+
+
+# Answers that a retry cannot change (Meta stops too): a body the endpoint refuses, a bad signature, too large.
+FINAL_STATUSES = frozenset({400, 401, 413})
+
+
 async def post_signed(
     client: httpx.AsyncClient,
     url: str,
@@ -60,21 +73,29 @@ async def post_signed(
 ) -> int:
     """POST one signed body, retrying non-2xx and connection errors; returns the last HTTP status (0: no answer)."""
     headers = {"content-type": "application/json", "x-hub-signature-256": sign(body, app_secret)}
-    status = 0
-    for attempt in range(attempts):
+
+    async def post() -> int:
         try:
             status = (await client.post(url, content=body, headers=headers)).status_code
         except httpx.HTTPError:
             status = 0
         if report is not None:
             report.statuses[status] += 1
-        if 200 <= status < 300 or status in (400, 401, 413):
-            return status  # success, or an answer that a retry cannot change
-        if attempt + 1 < attempts:
-            if report is not None:
-                report.retries += 1
-            await asyncio.sleep(backoff_s * 2**attempt)
-    return status
+        if 200 <= status < 300 or status in FINAL_STATUSES:
+            return status
+        raise Unacknowledged(status)
+
+    def count(_attempt: Attempt) -> None:
+        if report is not None:
+            report.retries += 1
+
+    policy = RetryPolicy(
+        initial_s=backoff_s, max_s=max(backoff_s, backoff_s * 2 ** max(attempts - 2, 0)), attempts=attempts
+    )
+    try:
+        return await policy.run(post, retry_on=lambda exc: isinstance(exc, Unacknowledged), on_retry=count)
+    except Unacknowledged as exc:
+        return exc.status
 
 
 async def replay(
