@@ -11,7 +11,9 @@ Guarantees:
 - Batches close by count, size or age; age is checked on every loop turn (at least every ``poll_timeout_ms``),
   so a quiet partition is flushed on time.
 - On revoke, in-flight writes are awaited (and committed) and buffered records are dropped: the new owner
-  consumes them again. On shutdown, everything buffered is written and committed before the consumer closes.
+  consumes them again. On shutdown, :meth:`ArchiverLoop.drain` writes and commits everything buffered; the
+  caller bounds it by the grace period and then :meth:`ArchiverLoop.abandon` cancels what is still retrying
+  (a dependency down): those offsets stay uncommitted and are consumed again, so nothing is lost.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from aiokafka.structs import OffsetAndMetadata
 
 from services.archiver.batching import FlushPolicy, FlushReason, OpenBatch, plan_flush
 from services.archiver.metrics import ArchiverMetrics
-from services.archiver.writer import BatchWriter, RawRecord
+from services.archiver.sealing import RawRecord
+from services.archiver.writer import BatchWriter
 
 log = logging.getLogger("wa_archive.archiver")
 
@@ -116,7 +119,6 @@ class ArchiverLoop:
                 self._observe()
         finally:
             self.ready = False
-        await self.drain()
 
     def _buffer(self, fetched: dict[TopicPartition, list[Any]]) -> None:
         now = self.clock()
@@ -213,3 +215,13 @@ class ArchiverLoop:
         remaining = [s.inflight for s in self.partitions.values() if s.inflight is not None]
         if remaining:
             await asyncio.gather(*remaining, return_exceptions=True)
+
+    async def abandon(self) -> None:
+        """Cancel the writes still in flight (shutdown past its grace period): their offsets stay uncommitted."""
+        inflight = [s.inflight for s in self.partitions.values() if s.inflight is not None and not s.inflight.done()]
+        for task in inflight:
+            task.cancel()
+        if inflight:
+            await asyncio.gather(*inflight, return_exceptions=True)
+        for state in self.partitions.values():
+            state.inflight = None

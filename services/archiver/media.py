@@ -12,7 +12,6 @@ personal data, so the archiver can archive the message anyway and mark its media
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import hashlib
@@ -20,6 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+
+from services.core.retry import RetryPolicy
 
 MEDIA_TYPES = frozenset({"image", "audio", "video", "document", "sticker"})
 
@@ -100,8 +101,7 @@ class MediaFetcher:
         client: httpx.AsyncClient | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self.attempts = max(1, attempts)
-        self.backoff_s = backoff_s
+        self.retry = RetryPolicy(initial_s=backoff_s, max_s=max(backoff_s, 30.0), attempts=max(1, attempts))
         self.max_bytes = max_bytes
         self._headers = {"authorization": f"Bearer {token}"}
         self._client = client or httpx.AsyncClient(timeout=timeout_s)
@@ -112,18 +112,18 @@ class MediaFetcher:
             await self._client.aclose()
 
     async def fetch(self, ref: MediaRef) -> MediaResult:
-        failure = "unknown"
-        for attempt in range(1, self.attempts + 1):
-            try:
-                data, mime = await self._download(ref)
-                return MediaResult(ref.media_id, data, mime or ref.mime_type, attempt, None)
-            except _Final as final:
-                return MediaResult(ref.media_id, None, ref.mime_type, attempt, final.reason)
-            except _Transient as transient:
-                failure = transient.reason
-            if attempt < self.attempts:
-                await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1))
-        return MediaResult(ref.media_id, None, ref.mime_type, self.attempts, failure)
+        tries = 0
+
+        async def attempt() -> tuple[bytes, str | None]:
+            nonlocal tries
+            tries += 1
+            return await self._download(ref)
+
+        try:
+            data, mime = await self.retry.run(attempt, retry_on=lambda exc: isinstance(exc, _Transient))
+        except (_Final, _Transient) as failure:
+            return MediaResult(ref.media_id, None, ref.mime_type, tries, failure.reason)
+        return MediaResult(ref.media_id, data, mime or ref.mime_type, tries, None)
 
     async def _download(self, ref: MediaRef) -> tuple[bytes, str | None]:
         try:

@@ -16,8 +16,17 @@ import asyncpg
 
 from services.core.bucket import ArchiveBucket, StoredObject
 from services.core.container import read_header
-from services.core.index import IndexRow, MediaRow, ObjectRow, write_object_index
-from services.core.policy import RetentionPolicy
+from services.core.index import (
+    IndexRow,
+    MediaRow,
+    ObjectRow,
+    alias_rows,
+    archived_media_row,
+    index_row,
+    write_media_rows,
+    write_object_index,
+)
+from services.core.policy import Classifier, RetentionPolicy
 
 
 @dataclass
@@ -29,14 +38,6 @@ class RebuildReport:
     unreadable_objects: int = 0
 
 
-def _time(timestamp: int | None, received_at: str | None) -> datetime:
-    if timestamp is not None:
-        return datetime.fromtimestamp(timestamp, UTC)
-    if received_at:
-        return datetime.fromisoformat(received_at.replace("Z", "+00:00"))
-    return datetime.now(UTC)
-
-
 async def rebuild_index(
     pool: asyncpg.Pool,
     bucket: ArchiveBucket,
@@ -46,6 +47,7 @@ async def rebuild_index(
     progress: Callable[[int, int], None] | None = None,
 ) -> RebuildReport:
     report = RebuildReport()
+    classify = Classifier(policy)
     listed: list[StoredObject] = [obj async for obj in bucket.list_objects(prefix.rstrip("/") + "/")]
     listed.sort(key=lambda o: (o.last_modified, o.key))
     async with pool.acquire() as conn:
@@ -56,53 +58,27 @@ async def rebuild_index(
         except ValueError:
             report.unreadable_objects += 1
             continue
+        now = datetime.now(UTC)
         rows: list[IndexRow] = []
         media: list[MediaRow] = []
         aliases: set[tuple[str, str]] = set()
         for position, meta in enumerate(metas):
             if meta.dek_id in shredded:
                 report.skipped_shredded += 1
-                continue
-            when = _time(meta.timestamp, meta.received_at)
-            if meta.kind == "media":
-                media.append(
-                    MediaRow(
-                        meta.event_id.removesuffix(".media"),
-                        meta.subject_ref,
-                        "archived",
-                        stored.key,
-                        meta.type,
-                        None,
-                        1,
-                        None,
+            elif meta.kind == "media":
+                media.append(archived_media_row(meta, object_key=stored.key, size_bytes=None, attempts=1))
+            else:
+                rows.append(
+                    index_row(
+                        meta,
+                        object_key=stored.key,
+                        record_index=position,
+                        partition=source.partition,
+                        classify=classify,
+                        now=now,
                     )
                 )
-                continue
-            retention_class, expires_at = policy.classify(
-                phone_number_id=meta.phone_number_id, kind=meta.kind, type_=meta.type, event_time=when
-            )
-            rows.append(
-                IndexRow(
-                    event_id=meta.event_id,
-                    subject_ref=meta.subject_ref,
-                    dek_id=meta.dek_id,
-                    waba_id=meta.waba_id,
-                    phone_number_id=meta.phone_number_id,
-                    kind=meta.kind,
-                    type=meta.type,
-                    message_ref=meta.message_ref,
-                    original_message_ref=meta.original_message_ref,
-                    event_time=when,
-                    received_at=_time(None, meta.received_at),
-                    object_key=stored.key,
-                    record_index=position,
-                    kafka_partition=source.partition,
-                    kafka_offset=meta.offset,
-                    retention_class=retention_class,
-                    expires_at=expires_at,
-                )
-            )
-            aliases.update((alias, meta.subject_ref) for alias in meta.alias_refs or (meta.subject_ref,))
+                aliases.update(alias_rows(meta))
         async with pool.acquire() as conn, conn.transaction():
             if rows:
                 await write_object_index(
@@ -121,24 +97,7 @@ async def rebuild_index(
                     aliases,
                 )
             if media:
-                await conn.executemany(
-                    "INSERT INTO archived_media (event_id, subject_ref, status, object_key, mime_type, size_bytes,"
-                    " attempts, failure) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (event_id) DO UPDATE"
-                    " SET status = EXCLUDED.status, object_key = EXCLUDED.object_key",
-                    [
-                        (
-                            m.event_id,
-                            m.subject_ref,
-                            m.status,
-                            m.object_key,
-                            m.mime_type,
-                            m.size_bytes,
-                            m.attempts,
-                            m.failure,
-                        )
-                        for m in media
-                    ],
-                )
+                await write_media_rows(conn, media)
         report.objects += 1
         report.events += len(rows)
         report.media += len(media)

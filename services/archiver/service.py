@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Callable
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer
@@ -23,23 +24,36 @@ from services.core.kafka import AckedProducer
 from services.core.keyring import Keyring
 from services.core.ops_http import OpsServer, ops_app
 from services.core.policy import DEFAULT_POLICY, load_policy
+from services.core.retry import Attempt, RetryPolicy, Stopped, sleep_until_stopped
 from services.core.schema import connect_pool
 
 log = logging.getLogger("wa_archive.archiver")
 
 
+# Dependencies may start after us (or be down for maintenance) at start-up: wait for them until stopped.
+START_UP_RETRY = RetryPolicy(initial_s=0.5, max_s=10.0, jitter=0.2)
+
+
+def _log_start_up_retry(dependency: str) -> Callable[[Attempt], None]:
+    def log_retry(attempt: Attempt) -> None:
+        log.warning(
+            "%s not reachable (%s); retrying in %.1fs", dependency, type(attempt.error).__name__, attempt.delay_s
+        )
+
+    return log_retry
+
+
 async def connect_pool_patiently(dsn: str, *, min_size: int, max_size: int, stop: asyncio.Event) -> asyncpg.Pool | None:
-    """PostgreSQL may start after us (or be down for maintenance): retry until it answers or we are stopped."""
-    delay = 0.5
-    while not stop.is_set():
-        try:
-            return await connect_pool(dsn, min_size=min_size, max_size=max_size)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.warning("postgres not reachable (%s); retrying in %.1fs", type(exc).__name__, delay)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
-            delay = min(delay * 2, 10)
-    return None
+    """A pool once PostgreSQL answers, or None if we are stopped first."""
+    try:
+        return await START_UP_RETRY.run(
+            lambda: connect_pool(dsn, min_size=min_size, max_size=max_size),
+            retry_on=lambda exc: isinstance(exc, OSError | asyncpg.PostgresError | asyncpg.InterfaceError),
+            on_retry=_log_start_up_retry("postgres"),
+            sleep=sleep_until_stopped(stop),
+        )
+    except Stopped:
+        return None
 
 
 async def run_archiver(
@@ -93,8 +107,7 @@ async def run_archiver(
             media=media,
             media_concurrency=settings.graph.concurrency,
             policy=load_policy(settings.retention_policy_file) if settings.retention_policy_file else DEFAULT_POLICY,
-            retry_initial_s=settings.retry_initial_s,
-            retry_max_s=settings.retry_max_s,
+            retry=RetryPolicy(initial_s=settings.retry_initial_s, max_s=settings.retry_max_s, jitter=0.2),
             max_concurrent_writes=settings.max_concurrent_writes,
         )
         consumer = AIOKafkaConsumer(
@@ -122,29 +135,41 @@ async def run_archiver(
         try:
             await loop.run(stop)
         finally:
-            with contextlib.suppress(Exception):
+            # Within the grace period, write and commit what is buffered; past it (a dependency is down and the
+            # writes are retrying), give up: the uncommitted records are consumed again after the restart.
+            try:
                 await asyncio.wait_for(loop.drain(), settings.drain_timeout_s)
-            await consumer.stop()
+            except TimeoutError:
+                log.warning("drain not finished within %.0fs; leaving the rest uncommitted", settings.drain_timeout_s)
+            except Exception as exc:
+                log.warning("drain failed (%s); leaving the rest uncommitted", type(exc).__name__)
+            await loop.abandon()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(consumer.stop(), 10)
     finally:
         if media is not None:
             await media.aclose()
-        await dlq.stop()
+        # Bounded too: with Kafka or PostgreSQL away, a graceful close would wait for them.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(dlq.stop(), 10)
         if pool is not None:
-            await pool.close()
+            try:
+                await asyncio.wait_for(pool.close(), 10)
+            except TimeoutError:
+                pool.terminate()
         await ops.stop()
 
 
 async def start_consumer_patiently(consumer: AIOKafkaConsumer, stop: asyncio.Event) -> None:
-    delay = 0.5
-    while not stop.is_set():
-        try:
-            await consumer.start()
-            return
-        except Exception as exc:  # aiokafka raises several unrelated types when the broker is away
-            log.warning("kafka not reachable (%s); retrying in %.1fs", type(exc).__name__, delay)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
-            delay = min(delay * 2, 10)
+    """Start the consumer once Kafka answers; return early (not started) if we are stopped first."""
+    with contextlib.suppress(Stopped):
+        await START_UP_RETRY.run(
+            consumer.start,
+            # aiokafka raises several unrelated types when the broker is away
+            retry_on=lambda exc: True,
+            on_retry=_log_start_up_retry("kafka"),
+            sleep=sleep_until_stopped(stop),
+        )
 
 
 def install_stop_signals(stop: asyncio.Event) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.core.settings import KafkaSettings, KeySettings, PostgresSettings, S3Settings
@@ -57,6 +57,8 @@ class ArchiverSettings(BaseSettings):
     max_partition_fetch_bytes: int = Field(default=1024 * 1024, ge=64 * 1024)
     fetch_max_bytes: int = Field(default=16 * 1024 * 1024, ge=1024 * 1024)
     dek_cache_size: int = Field(default=100_000, ge=1)
+    # Backoff of a batch that cannot be made durable (an outage): doubling from retry_initial_s up to retry_max_s,
+    # until it succeeds or the archiver is stopped.
     retry_initial_s: float = Field(default=0.2, gt=0)
     retry_max_s: float = Field(default=10.0, gt=0)
     drain_timeout_s: float = Field(default=60.0, gt=0)
@@ -73,3 +75,11 @@ class ArchiverSettings(BaseSettings):
             if normalised in ("group_id", "auto_commit_interval_ms"):
                 raise ValueError(f"{name} is managed by the archiver")
         return value
+
+    @model_validator(mode="after")
+    def _retry_bounds(self) -> ArchiverSettings:
+        if self.retry_max_s < self.retry_initial_s:
+            raise ValueError(
+                f"retry_max_s ({self.retry_max_s}) must be at least retry_initial_s ({self.retry_initial_s})"
+            )
+        return self

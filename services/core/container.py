@@ -110,6 +110,26 @@ def object_key(prefix: str, source: SourceRange) -> str:
     return f"{prefix}/{source.topic}/{source.partition:05d}/{source.first_offset:020d}{OBJECT_SUFFIX}"
 
 
+# A message's media file is archived as a record of its own, in an object of its own, under the message's event
+# id with this suffix: ``{event_id}.media`` (record id and AES-GCM associated data), ``{prefix}/media/{event_id}``.
+MEDIA_SUFFIX: Final = ".media"
+
+
+def media_record_id(event_id: str) -> str:
+    """The record id of the media file of the message ``event_id``."""
+    return f"{event_id}{MEDIA_SUFFIX}"
+
+
+def media_event_id(record_id: str) -> str | None:
+    """The message's event id of a media record id, or None if ``record_id`` is not one."""
+    return record_id.removesuffix(MEDIA_SUFFIX) if record_id.endswith(MEDIA_SUFFIX) else None
+
+
+def media_object_key(prefix: str, event_id: str) -> str:
+    """``{prefix}/media/{event_id}.waarc``: deterministic, so a replay overwrites the same object."""
+    return f"{prefix}/media/{event_id}{OBJECT_SUFFIX}"
+
+
 def _check_source(source: SourceRange) -> None:
     if not source.topic:
         raise ValueError("source topic must not be empty")

@@ -374,6 +374,25 @@ def _meta_id(value: Any) -> str | None:
     return None
 
 
+# Text that reaches PostgreSQL columns and metric labels straight from Meta's payload (ids, type names). Meta's
+# ids are 15-20 digits and its type names a few words; a B-tree entry cannot exceed about 2,700 bytes.
+MAX_STORED_TEXT: Final = 256
+
+
+def text_fault(value: str) -> str | None:
+    """Why ``value`` cannot be stored as it is — in PostgreSQL's UTF-8 text (and an index entry) or as a metric
+    label — or None if it can. The splitter keeps such values as Meta sent them; the stores cannot."""
+    if len(value) > MAX_STORED_TEXT:
+        return f"longer than {MAX_STORED_TEXT} characters"
+    if "\x00" in value:
+        return "contains NUL"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "contains a lone surrogate"
+    return None
+
+
 def _text(value: Any) -> str | None:
     """A message type or status value: a non-empty string, or absent."""
     return value if isinstance(value, str) and value else None

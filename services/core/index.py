@@ -10,16 +10,21 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from operator import attrgetter
+from typing import NamedTuple
 
 import asyncpg
+
+from services.core.container import RecordMeta, media_event_id
+from services.core.policy import Classifier
 
 Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
 
-@dataclass(frozen=True, slots=True)
-class IndexRow:
+class IndexRow(NamedTuple):
+    """One row of ``archived_events``, in column order: a tuple COPY takes as it is."""
+
     event_id: str
     subject_ref: str | None
     dek_id: str | None
@@ -39,7 +44,7 @@ class IndexRow:
     expires_at: datetime | None
 
 
-INDEX_COLUMNS = tuple(IndexRow.__dataclass_fields__)
+INDEX_COLUMNS = IndexRow._fields
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,9 +85,74 @@ async def index_scans(conn: Connection) -> AsyncIterator[None]:
 
 
 # dataclasses.astuple deep-copies every field (datetimes included): far too slow for 20,000 rows a second.
-INDEX_TUPLE = attrgetter(*INDEX_COLUMNS)
 OBJECT_TUPLE = attrgetter(*ObjectRow.__dataclass_fields__)
 MEDIA_TUPLE = attrgetter(*MediaRow.__dataclass_fields__)
+
+
+def event_time(timestamp: int | None) -> datetime | None:
+    """Meta's event time (unix seconds) as a datetime, or None when absent or beyond what a datetime (and
+    PostgreSQL) can hold: the splitter accepts any decimal of up to 19 digits, as Meta might send it."""
+    if timestamp is None:
+        return None
+    try:
+        return datetime.fromtimestamp(timestamp, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def received_time(received_at: str | None, fallback: datetime) -> datetime:
+    """When ingest received the record (RFC 3339), or ``fallback`` when that is missing or unreadable."""
+    if received_at:
+        try:
+            parsed = datetime.fromisoformat(received_at.replace("Z", "+00:00"))
+        except ValueError:
+            return fallback
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return fallback
+
+
+def index_row(
+    meta: RecordMeta, *, object_key: str, record_index: int, partition: int, classify: Classifier, now: datetime
+) -> IndexRow:
+    """The index row of one sealed record: the archiver's and ``rebuild-index``'s single way of making one.
+
+    The retention clock runs from Meta's event time, or from the receipt time when Meta's is absent or out of
+    range; ``now`` stands in for a receipt time that cannot be read."""
+    received = received_time(meta.received_at, now)
+    when = event_time(meta.timestamp) or received
+    retention_class, expires_at = classify(meta.phone_number_id, meta.kind, meta.type, when)
+    return IndexRow(
+        meta.event_id,
+        meta.subject_ref,
+        meta.dek_id,
+        meta.waba_id,
+        meta.phone_number_id,
+        meta.kind,
+        meta.type,
+        meta.message_ref,
+        meta.original_message_ref,
+        when,
+        received,
+        object_key,
+        record_index,
+        partition,
+        meta.offset,
+        retention_class,
+        expires_at,
+    )
+
+
+def alias_rows(meta: RecordMeta) -> Iterable[tuple[str, str]]:
+    """(alias_ref, subject_ref) rows linking every identifier of the record's person to its sealing pseudonym."""
+    return ((alias, meta.subject_ref) for alias in meta.alias_refs or (meta.subject_ref,))
+
+
+def archived_media_row(meta: RecordMeta, *, object_key: str, size_bytes: int | None, attempts: int) -> MediaRow:
+    """The ``archived_media`` row of a media record (``meta.kind == "media"``), pointing at the message's event."""
+    event_id = media_event_id(meta.event_id)
+    if event_id is None:
+        raise ValueError("not a media record id")
+    return MediaRow(event_id, meta.subject_ref, "archived", object_key, meta.type, size_bytes, attempts, None)
 
 
 def object_expiry(rows: Sequence[IndexRow]) -> datetime | None:
@@ -123,9 +193,7 @@ async def write_object_index(
             "CREATE TEMP TABLE IF NOT EXISTS staged_events (LIKE archived_events INCLUDING DEFAULTS) "
             "ON COMMIT DELETE ROWS"
         )
-        await conn.copy_records_to_table(
-            "staged_events", records=[INDEX_TUPLE(row) for row in rows], columns=list(INDEX_COLUMNS)
-        )
+        await conn.copy_records_to_table("staged_events", records=rows, columns=list(INDEX_COLUMNS))
         updates = ", ".join(
             f"{column} = EXCLUDED.{column}"
             for column in (
@@ -158,11 +226,18 @@ async def write_object_index(
             alias_rows,
         )
     if media:
-        await conn.executemany(
-            "INSERT INTO archived_media (event_id, subject_ref, status, object_key, mime_type, size_bytes,"
-            " attempts, failure) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
-            "ON CONFLICT (event_id) DO UPDATE SET status = EXCLUDED.status, object_key = EXCLUDED.object_key,"
-            " size_bytes = EXCLUDED.size_bytes, attempts = EXCLUDED.attempts, failure = EXCLUDED.failure,"
-            " archived_at = now() WHERE archived_media.status <> 'archived' OR EXCLUDED.status = 'archived'",
-            [MEDIA_TUPLE(m) for m in media],
-        )
+        await write_media_rows(conn, media)
+
+
+async def write_media_rows(conn: Connection, media: Sequence[MediaRow]) -> None:
+    """Record media files (archived or missing). An archived file is never downgraded to missing by a later
+    attempt (a replay whose download failed), and a missing one is upgraded when a later download succeeds."""
+    await conn.executemany(
+        "INSERT INTO archived_media (event_id, subject_ref, status, object_key, mime_type, size_bytes,"
+        " attempts, failure) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
+        "ON CONFLICT (event_id) DO UPDATE SET status = EXCLUDED.status, object_key = EXCLUDED.object_key,"
+        " size_bytes = coalesce(EXCLUDED.size_bytes, archived_media.size_bytes), attempts = EXCLUDED.attempts,"
+        " failure = EXCLUDED.failure, archived_at = now()"
+        " WHERE archived_media.status <> 'archived' OR EXCLUDED.status = 'archived'",
+        [MEDIA_TUPLE(m) for m in media],
+    )

@@ -70,10 +70,8 @@ class RetentionPolicy:
                 return retention_class
         raise KeyError(name)
 
-    def classify(
-        self, *, phone_number_id: str | None, kind: str, type_: str | None, event_time: datetime
-    ) -> tuple[str, datetime]:
-        """(class name, expiry) of one record."""
+    def class_of(self, *, phone_number_id: str | None, kind: str, type_: str | None) -> RetentionClass:
+        """The first class whose rule matches the record's pseudonymous facts, else the default class."""
         facts = {
             "phone_number_id": phone_number_id,
             "kind": kind,
@@ -82,9 +80,46 @@ class RetentionPolicy:
         }
         for retention_class in self.classes:
             if retention_class.match and retention_class.matches(facts):
-                return retention_class.name, event_time + retention_class.keep_for
-        default = self.by_name(self.default_class)
-        return default.name, event_time + default.keep_for
+                return retention_class
+        return self.by_name(self.default_class)
+
+    def classify(
+        self, *, phone_number_id: str | None, kind: str, type_: str | None, event_time: datetime
+    ) -> tuple[str, datetime]:
+        """(class name, expiry) of one record."""
+        retention_class = self.class_of(phone_number_id=phone_number_id, kind=kind, type_=type_)
+        return retention_class.name, expiry(event_time, retention_class.keep_for)
+
+
+def expiry(event_time: datetime, keep_for: timedelta) -> datetime:
+    """``event_time + keep_for``, or the last representable instant when that lies beyond year 9999 (an event
+    time near the end of the calendar is possible: Meta's timestamps are taken as sent)."""
+    try:
+        return event_time + keep_for
+    except OverflowError:
+        return datetime.max.replace(tzinfo=event_time.tzinfo)
+
+
+class Classifier:
+    """:meth:`RetentionPolicy.classify` remembered per (business number, kind, type): the archiver's hot path
+    sees few distinct triples. At most ``capacity`` are kept; the memo is emptied when full."""
+
+    def __init__(self, policy: RetentionPolicy, capacity: int = 10_000) -> None:
+        self.policy = policy
+        self.capacity = capacity
+        self._memo: dict[tuple[str | None, str, str | None], tuple[str, timedelta]] = {}
+
+    def __call__(
+        self, phone_number_id: str | None, kind: str, type_: str | None, event_time: datetime
+    ) -> tuple[str, datetime]:
+        key = (phone_number_id, kind, type_)
+        found = self._memo.get(key)
+        if found is None:
+            if len(self._memo) >= self.capacity:
+                self._memo.clear()
+            retention_class = self.policy.class_of(phone_number_id=phone_number_id, kind=kind, type_=type_)
+            found = self._memo[key] = (retention_class.name, retention_class.keep_for)
+        return found[0], expiry(event_time, found[1])
 
 
 def _strings(value: Any, where: str) -> frozenset[str]:

@@ -30,7 +30,7 @@ def subject_ref(pepper: bytes, phone_number_id: str, person_id: str) -> str:
         raise ValueError("a subject pseudonym needs a person id")
     if not pepper:
         raise ValueError("a subject pseudonym needs a non-empty pepper")
-    return hmac.digest(pepper, f"{phone_number_id}:{person_id}".encode(), "sha256").hex()
+    return hmac.digest(pepper, f"{phone_number_id}:{person_id}".encode("utf-8", "surrogatepass"), "sha256").hex()
 
 
 def message_ref(pepper: bytes, message_id: str) -> str:
@@ -43,4 +43,4 @@ def message_ref(pepper: bytes, message_id: str) -> str:
         raise ValueError("a message pseudonym needs a message id")
     if not pepper:
         raise ValueError("a message pseudonym needs a non-empty pepper")
-    return hmac.digest(pepper, _MESSAGE_DOMAIN + message_id.encode(), "sha256").hex()
+    return hmac.digest(pepper, _MESSAGE_DOMAIN + message_id.encode("utf-8", "surrogatepass"), "sha256").hex()

@@ -26,7 +26,7 @@ from urllib.parse import parse_qs
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 
-from services.core.events import Event, WebhookRejected, parse_webhook
+from services.core.events import Event, WebhookRejected, parse_webhook, text_fault
 from services.core.kafka import AckedProducer, OutgoingRecord, ProduceUnavailable
 from services.ingest.metrics import IngestMetrics
 from services.ingest.outbound import outbound_event
@@ -264,7 +264,10 @@ class IngestApp:
         for kind, count in Tally(event.kind for event in events).items():
             bound(self._produced, self.metrics.events_produced, kind).inc(count)
         for phone_number_id in {event.phone_number_id for event in events if event.phone_number_id}:
-            bound(self._acknowledged, self.metrics.last_event_timestamp, phone_number_id).set(now)
+            # A label Prometheus could not carry (NUL, lone surrogate, over-long) is left out; the archiver
+            # dead-letters such records anyway.
+            if text_fault(phone_number_id) is None:
+                bound(self._acknowledged, self.metrics.last_event_timestamp, phone_number_id).set(now)
         self._ok[route].inc()
         await send_response(send, 200, b"ok")
 

@@ -206,3 +206,52 @@ async def test_rebuild_index_restores_it_exactly(
     after = [dict(r) for r in await pg_pool.fetch(query, prefix + "/%")]
     assert report.events == len(events)
     assert after == before
+
+
+async def test_sigterm_while_a_dependency_is_down_ends_within_the_grace_period_and_loses_nothing(
+    demo_env: dict[str, str], kafka_bootstrap: str, pg_pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    """The archiver retries a batch while S3 is unreachable; SIGTERM must still end it within its drain timeout
+    (Kubernetes kills it at the grace period), exit 0, and leave the batch uncommitted for the next owner."""
+    import httpx
+
+    topic = await create_topic(kafka_bootstrap, partitions=1, prefix="e2e-term")
+    dlq = await create_topic(kafka_bootstrap, partitions=1, prefix="dlq")
+    group, prefix = f"e2e-term-{uuid.uuid4().hex[:8]}", f"test/e2e-{uuid.uuid4().hex[:8]}"
+    drain_timeout_s = 3.0
+    archiver = archiver_process(topic, dlq, group, prefix, tmp_path / "archiver.log")
+    archiver.env["WA_ARCHIVER_S3__ENDPOINT_URL"] = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    archiver.env["WA_ARCHIVER_DRAIN_TIMEOUT_S"] = str(drain_timeout_s)
+    events = synthetic_events(200)
+    await pipeline.produce(kafka_bootstrap, topic, events)
+    archiver.start()
+    try:
+        await archiver.wait_ready()
+        retries = 0.0
+        async with httpx.AsyncClient(timeout=2) as client:
+            for _ in range(300):  # until the batch is being retried
+                text = (await client.get(f"http://127.0.0.1:{archiver.port}/metrics")).text
+                retries = metric(text, "wa_archiver_retries_total")
+                if retries >= 2:
+                    break
+                await asyncio.sleep(0.1)
+        assert retries >= 2, archiver.log_tail()
+        started = time.monotonic()
+        code = archiver.stop(timeout_s=60)
+        stopped_in = time.monotonic() - started
+    finally:
+        if archiver.process is not None and archiver.process.poll() is None:
+            archiver.kill()
+    print(f"\n[sigterm during an S3 outage] exit {code} after {stopped_in:.1f}s (drain timeout {drain_timeout_s}s)")
+    assert code == 0, archiver.log_tail()
+    # The drain timeout, then bounded closes of the consumer, producer and pool: far below the 120 s grace period.
+    assert stopped_in < drain_timeout_s + 15, archiver.log_tail()
+    assert await committed_total(kafka_bootstrap, group, topic, 1) == 0, "nothing durable, nothing committed"
+    # The next archiver of the group (S3 back) archives every record: the stop lost nothing.
+    healthy = archiver_process(topic, dlq, group, prefix, tmp_path / "archiver-2.log")
+    healthy.start()
+    try:
+        await pipeline.wait_indexed(pg_pool, {e.event_id for e in events})
+    finally:
+        assert healthy.stop() == 0, healthy.log_tail()
+    assert await committed_total(kafka_bootstrap, group, topic, 1) == len(events)

@@ -1,0 +1,267 @@
+"""The archiver's decisions, without I/O: Kafka records in; dead letters, sealed objects and index rows out.
+
+- :func:`decode_record` turns a Kafka record into an :class:`Event`, or says why it can never be archived: not
+  an envelope, or a field PostgreSQL (or a metric label) would refuse (:func:`unstorable`).
+- :func:`pseudonyms_of` names the person a record belongs to: the pseudonym whose key seals it and one per
+  identifier of that person.
+- :func:`seal_batch` seals every record with its person's key and returns the batch object's bytes, its index
+  rows, alias rows and media objects: everything the writer must make durable, in one value.
+
+The only thing here that is not a function of the inputs is AES-GCM's random nonce.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from services.archiver.media import MediaRef, MediaResult
+from services.core.container import (
+    ContainerRecord,
+    RecordMeta,
+    SourceRange,
+    encode_container,
+    media_object_key,
+    media_record_id,
+    object_key,
+)
+from services.core.crypto import CachedDek, seal_record
+from services.core.events import Event, text_fault
+from services.core.index import IndexRow, MediaRow, ObjectRow, alias_rows, index_row
+from services.core.policy import Classifier
+from services.core.pseudonym import message_ref, subject_ref
+
+# Subject of records that concern no customer (account updates, template status, value-level errors).
+BUSINESS_SUBJECT = "~business"
+
+
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    """A Kafka record as buffered by the consumer: bytes only, decoded when its batch is written (memory)."""
+
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumedRecord:
+    """A Kafka record with its decoded event, or the reason it cannot be archived (a dead letter)."""
+
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes
+    event: Event | None
+    poison: str | None
+
+
+def unstorable(event: Event) -> str | None:
+    """The first field of ``event`` that the index could not store as it is, with why; None if all can be.
+
+    Only the fields copied into PostgreSQL as text are checked: every other identifier is pseudonymised (an
+    HMAC, whatever its characters), and the payload is sealed as the exact bytes Kafka carried."""
+    for name, value in (("waba_id", event.waba_id), ("phone_number_id", event.phone_number_id), ("type", event.type)):
+        if value is not None:
+            fault = text_fault(value)
+            if fault is not None:
+                return f"unstorable {name}: {fault}"
+    return None
+
+
+def decode_record(
+    partition: int, offset: int, timestamp_ms: int, key: bytes | None, value: bytes | None
+) -> ConsumedRecord:
+    if value is None:
+        return ConsumedRecord(partition, offset, timestamp_ms, key, b"", None, "empty record")
+    try:
+        event = Event.from_json(value)
+    except ValueError as exc:
+        return ConsumedRecord(partition, offset, timestamp_ms, key, value, None, f"not an event envelope: {exc}")
+    fault = unstorable(event)
+    if fault is not None:
+        return ConsumedRecord(partition, offset, timestamp_ms, key, value, None, fault)
+    return ConsumedRecord(partition, offset, timestamp_ms, key, value, event, None)
+
+
+@dataclass(frozen=True, slots=True)
+class Pseudonyms:
+    """Whose record it is: ``sealing`` names the key that seals it; ``aliases`` has one pseudonym per identifier
+    of the person (wa_id, user_id), empty for business records."""
+
+    sealing: str
+    aliases: tuple[str, ...]
+
+
+def pseudonyms_of(pepper: bytes, event: Event) -> Pseudonyms:
+    """The record's pseudonyms under its business number (or its WABA for account-level records)."""
+    scope = event.phone_number_id or event.waba_id
+    ids = [i for i in ((event.subject.wa_id, event.subject.user_id) if event.subject else ()) if i]
+    if not ids:
+        return Pseudonyms(subject_ref(pepper, scope, BUSINESS_SUBJECT), ())
+    refs = tuple(subject_ref(pepper, scope, person) for person in ids)
+    return Pseudonyms(refs[0], refs)
+
+
+@dataclass(frozen=True, slots=True)
+class SealedMedia:
+    """A media file sealed in an object of its own (``object_key``/``blob`` None when it could not be fetched)."""
+
+    object_key: str | None
+    blob: bytes | None
+    row: MediaRow
+
+
+@dataclass(slots=True)
+class SealedBatch:
+    """What one batch must leave behind, durable, before its offsets are committed."""
+
+    object_key: str
+    blob: bytes
+    object_row: ObjectRow
+    index_rows: list[IndexRow]
+    aliases: set[tuple[str, str]]
+    keys_used: dict[str, str]  # subject_ref -> dek_id, confirmed live in the index transaction
+    media: list[SealedMedia] = field(default_factory=list)
+
+
+def stamp(now: datetime) -> str:
+    """RFC 3339 UTC with milliseconds, as object headers carry it."""
+    return now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _meta(event: Event, owner: Pseudonyms, dek_id: str, offset: int, pepper: bytes) -> RecordMeta:
+    return RecordMeta(
+        event_id=event.event_id,
+        subject_ref=owner.sealing,
+        alias_refs=owner.aliases,
+        dek_id=dek_id,
+        kind=event.kind,
+        type=event.type,
+        timestamp=event.timestamp,
+        received_at=event.received_at,
+        waba_id=event.waba_id or None,
+        phone_number_id=event.phone_number_id,
+        message_ref=message_ref(pepper, event.message_id) if event.message_id else None,
+        original_message_ref=message_ref(pepper, event.original_message_id) if event.original_message_id else None,
+        offset=offset,
+    )
+
+
+def seal_media(
+    *,
+    topic: str,
+    partition: int,
+    offset: int,
+    event: Event,
+    sealing: str,
+    dek: CachedDek,
+    fetched: tuple[MediaRef, MediaResult],
+    prefix: str,
+    created_at: str,
+) -> SealedMedia:
+    """The media file of ``event`` sealed with its person's key in an object of its own, with its index row; a
+    file that could not be fetched gets a ``missing`` row and no object."""
+    ref, result = fetched
+    mime_type = result.mime_type or ref.mime_type
+    if mime_type is not None and text_fault(mime_type) is not None:
+        mime_type = None  # Meta's or the Graph API's label is unusable; the file itself is still archived
+    if not result.ok or result.data is None:
+        row = MediaRow(event.event_id, sealing, "missing", None, mime_type, None, result.attempts, result.failure)
+        return SealedMedia(None, None, row)
+    record_id = media_record_id(event.event_id)
+    meta = RecordMeta(
+        event_id=record_id,
+        subject_ref=sealing,
+        alias_refs=(),
+        dek_id=dek.dek_id,
+        kind="media",
+        type=mime_type,
+        timestamp=event.timestamp,
+        received_at=event.received_at,
+        waba_id=event.waba_id or None,
+        phone_number_id=event.phone_number_id,
+        message_ref=None,
+        original_message_ref=None,
+        offset=offset,
+    )
+    sealed = seal_record(result.data, dek.aead(), event_id=record_id, subject_ref=sealing)
+    blob = encode_container(
+        [ContainerRecord(meta=meta, sealed=sealed)],
+        source=SourceRange(topic, partition, offset, offset),
+        created_at=created_at,
+    )
+    key = media_object_key(prefix, event.event_id)
+    row = MediaRow(event.event_id, sealing, "archived", key, mime_type, len(result.data), result.attempts, None)
+    return SealedMedia(key, blob, row)
+
+
+def seal_batch(
+    records: Sequence[ConsumedRecord],
+    owners: Sequence[Pseudonyms],
+    keys: Mapping[str, CachedDek],
+    *,
+    topic: str,
+    prefix: str,
+    pepper: bytes,
+    classify: Classifier,
+    now: datetime,
+    retain_until: datetime | None,
+    media: Mapping[str, tuple[MediaRef, MediaResult]] | None = None,
+) -> SealedBatch:
+    """Seal ``records`` (decoded, of one partition, in offset order; ``owners[i]`` is record i's) into one
+    batch object with its index rows. ``keys`` maps each sealing pseudonym to its data key. ``now`` stamps the
+    object and stands in for unreadable receipt times; ``retain_until`` is the object's Object Lock date."""
+    if not records:
+        raise ValueError("a batch object needs at least one record")
+    partition = records[0].partition
+    source = SourceRange(topic, partition, records[0].offset, records[-1].offset)
+    key = object_key(prefix, source)
+    created_at = stamp(now)
+    container_records: list[ContainerRecord] = []
+    index_rows: list[IndexRow] = []
+    aliases: set[tuple[str, str]] = set()
+    sealed_media: list[SealedMedia] = []
+    aeads: dict[str, AESGCM] = {}  # one AES-GCM object per person of the batch
+    for position, (record, owner) in enumerate(zip(records, owners, strict=True)):
+        event = record.event
+        if event is None:
+            raise ValueError(f"record at offset {record.offset} has no event (a dead letter)")
+        dek = keys[owner.sealing]
+        meta = _meta(event, owner, dek.dek_id, record.offset, pepper)
+        aead = aeads.get(owner.sealing)
+        if aead is None:
+            aead = aeads[owner.sealing] = dek.aead()
+        sealed = seal_record(record.value, aead, event_id=event.event_id, subject_ref=owner.sealing)
+        container_records.append(ContainerRecord(meta=meta, sealed=sealed))
+        index_rows.append(
+            index_row(meta, object_key=key, record_index=position, partition=partition, classify=classify, now=now)
+        )
+        aliases.update(alias_rows(meta))
+        fetched = (media or {}).get(event.event_id)
+        if fetched is not None:
+            sealed_media.append(
+                seal_media(
+                    topic=topic,
+                    partition=partition,
+                    offset=record.offset,
+                    event=event,
+                    sealing=owner.sealing,
+                    dek=dek,
+                    fetched=fetched,
+                    prefix=prefix,
+                    created_at=created_at,
+                )
+            )
+    blob = encode_container(container_records, source=source, created_at=created_at)
+    object_row = ObjectRow(
+        key, topic, partition, source.first_offset, source.last_offset, len(records), len(blob), retain_until
+    )
+    keys_used = {owner.sealing: keys[owner.sealing].dek_id for owner in owners}
+    return SealedBatch(key, blob, object_row, index_rows, aliases, keys_used, sealed_media)

@@ -1,0 +1,201 @@
+"""A record the stores refuse is archived or dead-lettered alone, and never stalls the records behind it.
+
+Each case is a signed webhook, sent through ingest as Meta would, carrying a value that PostgreSQL (or a metric
+label) cannot hold as it is: NUL, a lone surrogate, an over-long id, a number beyond the calendar. An ordinary
+message of the same person follows it on the same partition (the topic has one), and must be archived within the
+flush interval. The fallback is tested too: with the up-front screening switched off, PostgreSQL's own refusal
+isolates the record by halving the batch, and only that record is dead-lettered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry
+from pydantic import SecretStr
+
+from services.archiver import sealing
+from services.core.settings import KafkaSettings
+from services.ingest.app import IngestApp
+from services.ingest.settings import IngestSettings
+from services.tools.replay import post_signed
+from tests import pipeline
+from tests.support import committed_offsets, create_topic, serve_asgi, topic_from_start
+
+pytestmark = pytest.mark.integration
+
+SECRET = b"poison-it-secret"
+FLUSH_AGE_S = 0.5  # pipeline.archiver_settings
+# Flush interval, plus the halving of a small batch and the dead-letter round trip: well within a second here.
+ARCHIVED_WITHIN_S = 10.0
+
+
+def body(waba_id: str, phone_number_id: Any, message: dict[str, Any], wa_id: str) -> bytes:
+    """A webhook as Meta sends it, written with the standard library so lone surrogates stay ``\\ud800`` escapes
+    (valid JSON that Python decodes to an unpaired surrogate)."""
+    value = {
+        "messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "15550001111", "phone_number_id": phone_number_id},
+        "contacts": [{"profile": {"name": "Test Person"}, "wa_id": wa_id}],
+        "messages": [message],
+    }
+    document = {
+        "object": "whatsapp_business_account",
+        "entry": [{"id": waba_id, "changes": [{"field": "messages", "value": value}]}],
+    }
+    return json.dumps(document, ensure_ascii=True, separators=(",", ":")).encode()
+
+
+def text(wamid: str, wa_id: str, **changes: Any) -> dict[str, Any]:
+    message = {"from": wa_id, "id": wamid, "timestamp": str(int(time.time())), "type": "text", "text": {"body": "hi"}}
+    message.update(changes)
+    return message
+
+
+def ordinary_message(person: pipeline.Person, wamid: str) -> bytes:
+    return body(person.waba_id, person.phone_number_id, text(wamid, person.wa_id), person.wa_id)
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    waba_id: str
+    phone_number_id: str
+    message: dict[str, Any]
+    outcome: str  # archived | dead-lettered: the reason starts with this
+
+
+def cases(person: pipeline.Person) -> Iterator[Case]:
+    waba, number, wa = person.waba_id, person.phone_number_id, person.wa_id
+    yield Case("NUL in phone_number_id", waba, number + "\x00", text("wamid.p1", wa), "unstorable phone_number_id")
+    yield Case("surrogate in phone_number_id", waba, number + "\ud800", text("wamid.p2", wa), "unstorable phone_numb")
+    yield Case("over-long phone_number_id", waba, "9" * 5000, text("wamid.p3", wa), "unstorable phone_number_id")
+    yield Case("NUL in the WABA id", "\x00" + waba, number, text("wamid.p4", wa), "unstorable waba_id")
+    yield Case("NUL in the type", waba, number, text("wamid.p5", wa, type="te\x00xt"), "unstorable type")
+    yield Case("surrogate in the type", waba, number, text("wamid.p6", wa, type="\udfff"), "unstorable type")
+    yield Case("over-long type", waba, number, text("wamid.p7", wa, type="t" * 100_000), "unstorable type")
+    # Not stored as text (pseudonymised, sealed or parsed): archived as they came.
+    yield Case("NUL in the message id", waba, number, text("wamid.\x00p8", wa), "archived")
+    yield Case("surrogate in the message id", waba, number, text("wamid.\ud800p9", wa), "archived")
+    yield Case(
+        "NUL and surrogate in the text", waba, number, text("wamid.p10", wa, text={"body": "\x00\ud800"}), "archived"
+    )
+    yield Case("timestamp beyond the calendar", waba, number, text("wamid.p11", wa, timestamp="9" * 19), "archived")
+    yield Case("timestamp near its end", waba, number, text("wamid.p12", wa, timestamp="253402300000"), "archived")
+    yield Case("over-long message id", waba, number, text("wamid." + "x" * 100_000, wa), "archived")
+
+
+async def dead_letters(bootstrap: str, topic: str, expected: int) -> list[tuple[bytes, dict[str, bytes]]]:
+    found: list[tuple[bytes, dict[str, bytes]]] = []
+    async with topic_from_start(bootstrap, topic, 1) as consumer:
+        for _ in range(100):
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                found.extend((r.value, dict(r.headers)) for r in records)
+            if len(found) >= expected:
+                break
+    return found
+
+
+async def indexed_since(pool: asyncpg.Pool, event_ids: list[str], timeout_s: float) -> set[str]:
+    deadline = time.monotonic() + timeout_s
+    found: set[str] = set()
+    while time.monotonic() < deadline:
+        rows = await pool.fetch("SELECT event_id FROM archived_events WHERE event_id = ANY($1::text[])", event_ids)
+        found = {row["event_id"] for row in rows}
+        if len(found) == len(event_ids):
+            break
+        await asyncio.sleep(0.1)
+    return found
+
+
+async def test_every_refused_value_is_archived_or_dead_lettered_and_nothing_behind_it_waits(
+    kafka_bootstrap: str, demo_env: dict[str, str], pg_pool: asyncpg.Pool
+) -> None:
+    topic = await create_topic(kafka_bootstrap, partitions=1, prefix="poison")
+    dlq = await create_topic(kafka_bootstrap, partitions=1, prefix="poison-dlq")
+    settings = pipeline.archiver_settings(demo_env, topic, dlq, f"test/{uuid.uuid4().hex[:8]}")
+    ingest = IngestApp(
+        IngestSettings(
+            app_secrets=[SecretStr(SECRET.decode())],
+            verify_token=SecretStr("v"),
+            kafka=KafkaSettings(bootstrap_servers=kafka_bootstrap, events_topic=topic),
+        )
+    )
+    person = pipeline.Person.fresh()
+    all_cases = list(cases(person))
+    registry = CollectorRegistry()
+    async with serve_asgi(ingest) as url, httpx.AsyncClient(timeout=10) as client:
+        await ingest.producer.wait_connected(20)
+
+        async def send(webhook: bytes) -> None:
+            assert await post_signed(client, f"{url}/webhooks/whatsapp", webhook, SECRET, attempts=1) == 200
+
+        async with pipeline.running_archiver(settings, registry):
+            for number, case in enumerate(all_cases):
+                poison = body(case.waba_id, case.phone_number_id, case.message, person.wa_id)
+                ordinary = ordinary_message(person, f"wamid.ok{number}")
+                await send(poison)
+                sent_at = time.monotonic()
+                await send(ordinary)
+                [poison_event], [ordinary_event] = pipeline.events_of([poison]), pipeline.events_of([ordinary])
+                wanted = [ordinary_event.event_id] + ([poison_event.event_id] if case.outcome == "archived" else [])
+                found = await indexed_since(pg_pool, wanted, ARCHIVED_WITHIN_S)
+                assert found == set(wanted), f"{case.name}: {len(found)} of {len(wanted)} archived"
+                assert time.monotonic() - sent_at < ARCHIVED_WITHIN_S
+            expected_dead = [case for case in all_cases if case.outcome != "archived"]
+            dead = await dead_letters(kafka_bootstrap, dlq, len(expected_dead))
+            committed = await committed_offsets(kafka_bootstrap, settings.group_id, topic, 1)
+    reasons = [headers["wa-dlq-reason"].decode() for _value, headers in dead]
+    assert len(reasons) == len(expected_dead)
+    for case, reason in zip(expected_dead, reasons, strict=True):
+        assert reason.startswith(case.outcome), (case.name, reason)
+        assert "\x00" not in reason, "the reason quotes no data"
+    # Everything consumed was committed, dead letters included: nothing is consumed again after a restart.
+    assert committed[0] == 2 * len(all_cases)
+    assert 'wa_archiver_dead_letters_total{reason="unstorable type"} 3.0' in _metrics(registry)
+
+
+async def test_a_refusal_the_screening_missed_dead_letters_that_record_alone(
+    kafka_bootstrap: str, demo_env: dict[str, str], pg_pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # PostgreSQL itself refuses the NUL (CharacterNotInRepertoireError): the batch is halved until the record that
+    # carries it is alone, and only that record leaves for the dead-letter topic.
+    monkeypatch.setattr(sealing, "unstorable", lambda _event: None)
+    topic = await create_topic(kafka_bootstrap, partitions=1, prefix="poison")
+    dlq = await create_topic(kafka_bootstrap, partitions=1, prefix="poison-dlq")
+    settings = pipeline.archiver_settings(demo_env, topic, dlq, f"test/{uuid.uuid4().hex[:8]}")
+    person = pipeline.Person.fresh()
+    bodies = [ordinary_message(person, f"wamid.b{n}") for n in range(9)]
+    bodies.insert(
+        5, body(person.waba_id, person.phone_number_id + "\x00", text("wamid.bad", person.wa_id), person.wa_id)
+    )
+    events = pipeline.events_of(bodies)
+    bad = events[5]
+    await pipeline.produce(kafka_bootstrap, topic, events)
+    registry = CollectorRegistry()
+    async with pipeline.running_archiver(settings, registry):
+        good_ids = [e.event_id for e in events if e is not bad]
+        assert await indexed_since(pg_pool, good_ids, 30) == set(good_ids)
+        dead = await dead_letters(kafka_bootstrap, dlq, 1)
+    assert [headers["wa-dlq-reason"] for _value, headers in dead] == [
+        b"postgres refused: CharacterNotInRepertoireError"
+    ]
+    assert dead[0][0] == bad.to_json(), "the dead letter is the record exactly as consumed"
+    assert await pg_pool.fetchval("SELECT count(*) FROM archived_events WHERE event_id = $1", bad.event_id) == 0
+    metrics = _metrics(registry)
+    assert 'wa_archiver_dead_letters_total{reason="postgres refused"} 1.0' in metrics
+
+
+def _metrics(registry: CollectorRegistry) -> str:
+    from prometheus_client import generate_latest
+
+    return generate_latest(registry).decode()

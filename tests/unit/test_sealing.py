@@ -1,0 +1,360 @@
+"""The archiver's pure step: poison screening, ownership, sealing, index rows and retention, without any server."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from services.archiver.media import MediaRef, MediaResult
+from services.archiver.sealing import (
+    BUSINESS_SUBJECT,
+    ConsumedRecord,
+    SealedBatch,
+    decode_record,
+    pseudonyms_of,
+    seal_batch,
+)
+from services.core.container import decode_container, media_record_id, object_key, read_header
+from services.core.crypto import CachedDek, open_record
+from services.core.events import MAX_STORED_TEXT, Delivery, Event, Subject, text_fault
+from services.core.index import INDEX_COLUMNS, IndexRow, alias_rows, event_time, index_row
+from services.core.policy import Classifier, RetentionClass, RetentionPolicy, parse_policy
+from services.core.pseudonym import message_ref, subject_ref
+
+pytestmark = pytest.mark.unit
+
+PEPPER = b"pepper-for-unit-tests"
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+POLICY = parse_policy(
+    {
+        "default_class": "standard",
+        "classes": [
+            {"name": "marketing", "keep_for": "365d", "match": {"kind": ["template"]}},
+            {"name": "orders", "keep_for": "10y", "match": {"type": ["order"]}},
+            {"name": "standard", "keep_for": "7y"},
+        ],
+    }
+)
+
+
+def event(
+    *,
+    kind: str = "message",
+    type_: str | None = "text",
+    phone_number_id: str | None = "106540352242922",
+    waba_id: str = "102290129340398",
+    wa_id: str | None = "16505551234",
+    user_id: str | None = None,
+    message_id: str | None = "wamid.A",
+    timestamp: int | None = 1_760_000_000,
+    received_at: str = "2026-12-01T11:59:59.123Z",
+    payload: Any = None,
+    seed: str = "a",
+) -> Event:
+    subject = Subject(wa_id, user_id) if (wa_id or user_id) else None
+    return Event(
+        event_id=(seed * 32)[:32],
+        kind=kind,
+        field="messages",
+        received_at=received_at,
+        waba_id=waba_id,
+        phone_number_id=phone_number_id,
+        subject=subject,
+        message_id=message_id,
+        original_message_id=None,
+        timestamp=timestamp,
+        type=type_,
+        payload=payload if payload is not None else {"type": type_, "text": {"body": "Bonjour"}},
+        contact=None,
+        delivery=Delivery("0" * 64, None),
+    )
+
+
+def consumed(e: Event, offset: int, partition: int = 3) -> ConsumedRecord:
+    return ConsumedRecord(partition, offset, 1_000, e.key(), e.to_json(), e, None)
+
+
+def keys_for(*events: Event) -> dict[str, CachedDek]:
+    return {pseudonyms_of(PEPPER, e).sealing: CachedDek(f"dek-{i}", os.urandom(32)) for i, e in enumerate(events)}
+
+
+def seal(
+    *events: Event,
+    keys: dict[str, CachedDek] | None = None,
+    media: dict[str, tuple[MediaRef, MediaResult]] | None = None,
+    first_offset: int = 1,
+) -> SealedBatch:
+    """Seal ``events`` as consecutive records of partition 3 into one object of prefix ``p``, topic ``t``."""
+    records = [consumed(e, first_offset + n) for n, e in enumerate(events)]
+    return seal_batch(
+        records,
+        [pseudonyms_of(PEPPER, e) for e in events],
+        keys if keys is not None else keys_for(*events),
+        topic="t",
+        prefix="p",
+        pepper=PEPPER,
+        classify=Classifier(POLICY),
+        now=NOW,
+        retain_until=None,
+        media=media,
+    )
+
+
+# ---------------------------------------------------------------- poison screening
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        pytest.param({}, None, id="an ordinary message is archived"),
+        pytest.param({"phone_number_id": "1065\x00403"}, "unstorable phone_number_id: contains NUL", id="NUL"),
+        pytest.param({"waba_id": "\x00"}, "unstorable waba_id: contains NUL", id="NUL in the WABA"),
+        pytest.param({"type_": "te\ud800xt"}, "unstorable type: contains a lone surrogate", id="lone surrogate"),
+        pytest.param(
+            {"phone_number_id": "9" * (MAX_STORED_TEXT + 1)},
+            f"unstorable phone_number_id: longer than {MAX_STORED_TEXT} characters",
+            id="over-long id",
+        ),
+        pytest.param({"type_": "é" * MAX_STORED_TEXT}, None, id="long but storable text"),
+        pytest.param({"wa_id": "1650\x00\ud800"}, None, id="odd person ids are pseudonymised, not stored"),
+        pytest.param({"message_id": "wamid.\ud800"}, None, id="odd message ids are pseudonymised, not stored"),
+        pytest.param({"timestamp": 2**63 - 1}, None, id="a timestamp beyond the calendar"),
+    ],
+)
+def test_decode_refuses_only_what_the_index_cannot_store(changes: dict[str, Any], reason: str | None) -> None:
+    record = event(**changes)
+    decoded = decode_record(0, 7, 1_000, record.key(), record.to_json())
+    assert decoded.poison == reason
+    assert (decoded.event is None) == (reason is not None)
+
+
+@pytest.mark.parametrize(
+    ("value", "poison"),
+    [
+        pytest.param(None, "empty record", id="tombstone"),
+        pytest.param(b"{", "not an event envelope: not JSON", id="not JSON"),
+        pytest.param(b'{"schema": 2}', "not an event envelope: 'schema' must be 1", id="another schema"),
+    ],
+)
+def test_decode_names_why_a_record_is_not_an_envelope(value: bytes | None, poison: str) -> None:
+    assert decode_record(0, 1, 0, None, value).poison == poison
+
+
+def test_text_fault_accepts_every_real_meta_value() -> None:
+    assert text_fault("106540352242922") is None
+    assert text_fault("interactive") is None
+    assert text_fault("") is None
+
+
+# ---------------------------------------------------------------- ownership
+@pytest.mark.parametrize(
+    ("wa_id", "user_id", "aliases"),
+    [
+        pytest.param("16505551234", None, ("16505551234",), id="phone only"),
+        pytest.param(None, "US.13491208655302741918", ("US.13491208655302741918",), id="business-scoped id only"),
+        pytest.param("16505551234", "US.1349", ("16505551234", "US.1349"), id="both: one alias each"),
+    ],
+)
+def test_a_person_owns_their_record_under_every_identifier(
+    wa_id: str | None, user_id: str | None, aliases: tuple[str, ...]
+) -> None:
+    owner = pseudonyms_of(PEPPER, event(wa_id=wa_id, user_id=user_id))
+    expected = tuple(subject_ref(PEPPER, "106540352242922", person) for person in aliases)
+    assert owner.aliases == expected
+    assert owner.sealing == expected[0]
+
+
+def test_a_record_of_no_customer_is_the_business_s() -> None:
+    owner = pseudonyms_of(PEPPER, event(kind="account", wa_id=None, phone_number_id=None))
+    assert owner.sealing == subject_ref(PEPPER, "102290129340398", BUSINESS_SUBJECT)
+    assert owner.aliases == ()
+
+
+# ---------------------------------------------------------------- sealing
+def test_seal_batch_seals_each_record_for_its_person_and_indexes_it() -> None:
+    alice = event(seed="a", wa_id="111", message_id="wamid.1")
+    bob = event(seed="b", wa_id="222", message_id="wamid.2", type_="order")
+    alice_again = event(seed="c", wa_id="111", message_id="wamid.3", kind="echo")
+    records = [consumed(alice, 40), consumed(bob, 41), consumed(alice_again, 43)]
+    owners = [pseudonyms_of(PEPPER, r.event) for r in records if r.event]
+    keys = keys_for(alice, bob)
+    until = NOW + timedelta(days=30)
+    sealed = seal_batch(
+        records,
+        owners,
+        keys,
+        topic="wa.events.v1",
+        prefix="archive",
+        pepper=PEPPER,
+        classify=Classifier(POLICY),
+        now=NOW,
+        retain_until=until,
+    )
+
+    assert sealed.object_key == "archive/wa.events.v1/00003/00000000000000000040.waarc"
+    assert sealed.object_row.first_offset == 40
+    assert sealed.object_row.last_offset == 43
+    assert sealed.object_row.record_count == 3
+    assert sealed.object_row.size_bytes == len(sealed.blob)
+    assert sealed.object_row.retain_until == until
+    assert sealed.keys_used == {owner.sealing: keys[owner.sealing].dek_id for owner in owners}
+    assert sealed.aliases == {(owners[0].sealing, owners[0].sealing), (owners[1].sealing, owners[1].sealing)}
+
+    container = decode_container(sealed.blob)
+    for position, (record, owner) in enumerate(zip(records, owners, strict=True)):
+        entry = container.records[position]
+        assert entry.meta.subject_ref == owner.sealing
+        assert entry.meta.message_ref == message_ref(PEPPER, record.event.message_id or "")  # type: ignore[union-attr]
+        plain = open_record(
+            entry.sealed, keys[owner.sealing].dek, event_id=entry.meta.event_id, subject_ref=owner.sealing
+        )
+        assert plain == record.value, "the record is sealed as the exact bytes Kafka carried"
+        row = sealed.index_rows[position]
+        assert (row.object_key, row.record_index, row.kafka_offset) == (sealed.object_key, position, record.offset)
+    # Another person's key does not open a record.
+    with pytest.raises(Exception, match="does not authenticate"):
+        open_record(
+            container.records[0].sealed,
+            keys[owners[1].sealing].dek,
+            event_id=container.records[0].meta.event_id,
+            subject_ref=owners[0].sealing,
+        )
+    assert [row.retention_class for row in sealed.index_rows] == ["standard", "orders", "standard"]
+
+
+def test_seal_batch_refuses_a_dead_letter() -> None:
+    dead = ConsumedRecord(0, 1, 0, None, b"x", None, "not an event envelope: not JSON")
+    with pytest.raises(ValueError, match="no event"):
+        seal_batch(
+            [dead],
+            [pseudonyms_of(PEPPER, event())],
+            keys_for(event()),
+            topic="t",
+            prefix="p",
+            pepper=PEPPER,
+            classify=Classifier(POLICY),
+            now=NOW,
+            retain_until=None,
+        )
+
+
+@pytest.mark.parametrize(
+    ("fetched", "status", "mime_type", "has_object"),
+    [
+        pytest.param(MediaResult("m1", b"JPEG", "image/jpeg", 1, None), "archived", "image/jpeg", True, id="fetched"),
+        pytest.param(MediaResult("m1", None, "image/jpeg", 3, "http 404"), "missing", "image/jpeg", False, id="gone"),
+        pytest.param(MediaResult("m1", b"JPEG", "image/\x00", 1, None), "archived", None, True, id="unusable mime"),
+    ],
+)
+def test_media_are_sealed_in_objects_of_their_own(
+    fetched: MediaResult, status: str, mime_type: str | None, has_object: bool
+) -> None:
+    photo = event(type_="image", payload={"type": "image", "image": {"id": "m1"}})
+    owner = pseudonyms_of(PEPPER, photo)
+    keys = keys_for(photo)
+    sealed = seal(photo, keys=keys, media={photo.event_id: (MediaRef("m1", "image/jpeg", None), fetched)})
+    [media] = sealed.media
+    assert (media.row.status, media.row.mime_type, media.row.subject_ref) == (status, mime_type, owner.sealing)
+    assert (media.blob is not None) == has_object
+    if media.blob is not None:
+        assert media.object_key == f"p/media/{photo.event_id}.waarc"
+        [entry] = decode_container(media.blob).records
+        assert entry.meta.event_id == media_record_id(photo.event_id)
+        plain = open_record(
+            entry.sealed, keys[owner.sealing].dek, event_id=entry.meta.event_id, subject_ref=owner.sealing
+        )
+        assert plain == b"JPEG"
+
+
+# ---------------------------------------------------------------- index rows, shared with rebuild-index
+@pytest.mark.parametrize(
+    ("timestamp", "received_at", "expected_time", "expected_expiry"),
+    [
+        pytest.param(
+            1_760_000_000,
+            "2026-12-01T11:59:59Z",
+            datetime.fromtimestamp(1_760_000_000, UTC),
+            datetime.fromtimestamp(1_760_000_000, UTC) + timedelta(days=7 * 365),
+            id="Meta's event time runs the retention clock",
+        ),
+        pytest.param(
+            None,
+            "2026-12-01T11:59:59Z",
+            datetime(2026, 12, 1, 11, 59, 59, tzinfo=UTC),
+            datetime(2026, 12, 1, 11, 59, 59, tzinfo=UTC) + timedelta(days=7 * 365),
+            id="no event time: the receipt time",
+        ),
+        pytest.param(
+            1_099_511_627_776,
+            "2026-12-01T11:59:59Z",
+            datetime(2026, 12, 1, 11, 59, 59, tzinfo=UTC),
+            datetime(2026, 12, 1, 11, 59, 59, tzinfo=UTC) + timedelta(days=7 * 365),
+            id="an event time beyond the calendar: the receipt time",
+        ),
+        pytest.param(
+            253_402_300_000,  # year 9999
+            "2026-12-01T11:59:59Z",
+            datetime.fromtimestamp(253_402_300_000, UTC),
+            datetime.max.replace(tzinfo=UTC),
+            id="an expiry beyond the calendar is its last instant",
+        ),
+        pytest.param(None, "not a time", NOW, NOW + timedelta(days=7 * 365), id="unreadable receipt time: now"),
+    ],
+)
+def test_index_row_times(
+    timestamp: int | None, received_at: str, expected_time: datetime, expected_expiry: datetime
+) -> None:
+    sealed = seal(event(timestamp=timestamp, received_at=received_at))
+    [row] = sealed.index_rows
+    assert row.event_time == expected_time
+    assert row.expires_at == expected_expiry
+    # rebuild-index reads the same header and must make the same row.
+    [meta] = read_header(sealed.blob)[2]
+    rebuilt = index_row(
+        meta, object_key=sealed.object_key, record_index=0, partition=3, classify=Classifier(POLICY), now=NOW
+    )
+    assert rebuilt == row
+
+
+def test_index_rows_are_copy_tuples_in_column_order() -> None:
+    row = IndexRow(*range(len(INDEX_COLUMNS)))
+    assert tuple(row) == tuple(range(len(INDEX_COLUMNS)))
+    assert INDEX_COLUMNS[0] == "event_id"
+    assert INDEX_COLUMNS[-1] == "expires_at"
+
+
+def test_event_time_of_absent_and_impossible_timestamps() -> None:
+    assert event_time(None) is None
+    assert event_time(2**63 - 1) is None
+    assert event_time(0) == datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def test_alias_rows_of_a_business_record_link_it_to_itself() -> None:
+    record = event(kind="account", wa_id=None)
+    owner = pseudonyms_of(PEPPER, record)
+    sealed = seal(record)
+    [meta] = read_header(sealed.blob)[2]
+    assert list(alias_rows(meta)) == [(owner.sealing, owner.sealing)]
+
+
+def test_classifier_remembers_but_answers_like_the_policy() -> None:
+    classify = Classifier(POLICY, capacity=2)
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    for kind, type_ in [("template", None), ("message", "order"), ("message", "text"), ("template", None)]:
+        assert classify("1", kind, type_, when) == POLICY.classify(
+            phone_number_id="1", kind=kind, type_=type_, event_time=when
+        )
+    single = RetentionPolicy((RetentionClass("only", timedelta(days=1), {}),), "only", {})
+    assert Classifier(single)("1", "message", None, when) == ("only", when + timedelta(days=1))
+
+
+def test_object_key_of_a_sealed_batch_is_its_first_offset() -> None:
+    first, second = event(seed="d"), replace(event(seed="e"), message_id="wamid.E")
+    sealed = seal(first, second, first_offset=100)
+    source = read_header(sealed.blob)[0]
+    assert sealed.object_key.endswith("/00000000000000000100.waarc")
+    assert (source.first_offset, source.last_offset) == (100, 101)
+    assert object_key("p", source) == sealed.object_key
+    assert [row.event_id for row in sealed.index_rows] == [first.event_id, second.event_id]
