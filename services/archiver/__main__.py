@@ -8,8 +8,9 @@ import uvloop
 
 from services.archiver.service import install_stop_signals, run_archiver
 from services.archiver.settings import ArchiverSettings
+from services.core.logs import configure_logging
 from services.core.runtime import tune_gc
-from services.core.settings import configure_logging, load_settings
+from services.core.settings import load_settings
 
 
 async def amain(settings: ArchiverSettings) -> None:

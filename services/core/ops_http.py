@@ -58,7 +58,10 @@ class OpsServer:
     """uvicorn serving :func:`ops_app` as a task of the current loop; :meth:`stop` shuts it down."""
 
     def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], host: str, port: int) -> None:
-        config = uvicorn.Config(app, host=host, port=port, lifespan="off", access_log=False, log_level="warning")
+        # log_config=None: uvicorn's records go through the process's logging handler (text or JSON lines).
+        config = uvicorn.Config(
+            app, host=host, port=port, lifespan="off", access_log=False, log_level="warning", log_config=None
+        )
         self.server = _QuietServer(config)
         self.task: asyncio.Task[None] | None = None
 

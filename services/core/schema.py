@@ -13,7 +13,7 @@ from importlib import resources
 
 import asyncpg
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("wa_archive.schema")
 
 # Arbitrary but fixed: every wa-archive process takes this advisory lock while migrating.
 MIGRATION_LOCK_ID = 0x77615F61726368  # "wa_arch"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import logging
 import sys
 from pathlib import Path
 from typing import Literal, TypeVar
@@ -143,15 +142,6 @@ def load_settings(cls: type[SettingsT]) -> SettingsT:
             lines.append(f"  {prefix}{where}: {error['msg']}")
         print("\n".join(lines), file=sys.stderr)
         raise SystemExit(2) from None
-
-
-def configure_logging(level: str) -> None:
-    """One line per record, no personal data: the services log pseudonyms, counts and outcomes only."""
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
 
 
 def read_env_file(path: Path) -> dict[str, str]:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import uvicorn
 
+from services.core.logs import configure_logging
 from services.core.runtime import tune_gc
-from services.core.settings import configure_logging, load_settings
+from services.core.settings import load_settings
 from services.ingest.app import create_app
 from services.ingest.settings import IngestSettings
 
@@ -30,6 +31,7 @@ def main() -> None:
         server_header=False,
         date_header=False,
         log_level=settings.log_level.lower(),
+        log_config=None,  # its records go through configure_logging's handler (text or JSON lines)
         timeout_graceful_shutdown=10,
     )
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import uvicorn
 
-from services.core.settings import configure_logging, load_settings
+from services.core.logs import configure_logging
+from services.core.settings import load_settings
 from services.retention.access import ArchiveAccess, open_access
 from services.retention.api import create_admin_app
 from services.retention.service import background_work
@@ -19,7 +20,14 @@ def main() -> None:
         return await open_access(settings)
 
     app = create_admin_app(settings, opener, background=background_work(settings))
-    uvicorn.run(app, host=settings.host, port=settings.port, access_log=False, log_level=settings.log_level.lower())
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        access_log=False,
+        log_level=settings.log_level.lower(),
+        log_config=None,  # its records go through configure_logging's handler (text or JSON lines)
+    )
 
 
 if __name__ == "__main__":

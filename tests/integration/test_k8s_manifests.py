@@ -447,8 +447,10 @@ def test_each_service_accepts_the_configuration_it_is_given(
     env = config_env(manifests, container)
     env.update({variable: dummy_secret(ref["key"], env) for variable, ref in secret_refs(container).items()})
     prefixes = ("WA_INGEST_", "WA_ARCHIVER_", "WA_RETENTION_")
-    stray = [n for n in env if n.startswith("WA_") and not n.startswith(prefixes)]
+    every_process = {"WA_LOG_FORMAT"}  # read by configure_logging in each service, not by a settings class
+    stray = [n for n in env if n.startswith("WA_") and not n.startswith(prefixes) and n not in every_process]
     assert not stray, f"variables no service reads: {stray}"
+    assert env.get("WA_LOG_FORMAT") == "json", f"{name}: the cluster's log pipeline parses JSON lines"
     assert not unknown_settings(settings, env), f"{name}: settings that do not exist: {unknown_settings(settings, env)}"
     # tests/conftest.py put the demo configuration in the environment: only the manifests' may count here.
     for variable in [v for v in os.environ if v.startswith("WA_")]:
