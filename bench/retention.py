@@ -25,11 +25,11 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.common import CpuMeter, demo_env, ensure_stack, start_module, wait_http, write_result
 from services.core.bucket import ArchiveBucket
-from services.core.conversation import load_conversation
 from services.core.events import Event
 from services.core.kafka import AckedProducer, OutgoingRecord
 from services.core.settings import KafkaSettings
 from services.retention.access import open_access
+from services.retention.conversation import load_conversation
 from services.retention.erasure import erase_subject
 from services.retention.run import CONCURRENT_CHUNKS, DELETE_BATCH, retention_run
 from tests import pipeline

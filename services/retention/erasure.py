@@ -27,8 +27,8 @@ import orjson
 from services.core.bucket import DELETE_OBJECTS_MAX, ArchiveBucket, StorageUnavailable
 from services.core.index import index_scans
 from services.core.keyring import Keyring
-from services.core.subjects import resolve_subject_refs, write_audit
 from services.retention.holds import holds_covering, holds_settled
+from services.retention.subjects import Connection, resolve_subject_refs, write_audit
 
 log = logging.getLogger("wa_archive.retention")
 
@@ -195,3 +195,34 @@ async def pending_erasures(conn: asyncpg.Connection | asyncpg.pool.PoolConnectio
     )
     assert row is not None
     return int(row["n"]), float(row["age"])
+
+
+@dataclass(frozen=True, slots=True)
+class ErasureRequest:
+    """An erasure request as tracked against its deadline (``holds``: how many holds blocked it, 0 if none)."""
+
+    request_ref: str
+    status: str
+    received_at: datetime
+    deadline_at: datetime
+    completed_at: datetime | None
+    holds: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "request_ref": self.request_ref,
+            "status": self.status,
+            "received_at": self.received_at.isoformat(),
+            "deadline_at": self.deadline_at.isoformat(),
+            "completed_at": self.completed_at.isoformat() if self.completed_at else None,
+            "holds": self.holds,
+        }
+
+
+async def erasure_requests(conn: Connection) -> list[ErasureRequest]:
+    """Every erasure request, oldest first."""
+    rows = await conn.fetch(
+        "SELECT request_ref, status, received_at, deadline_at, completed_at, cardinality(blocked_by) AS holds "
+        "FROM erasure_requests ORDER BY received_at"
+    )
+    return [ErasureRequest(**dict(row)) for row in rows]

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from services.core.conversation import ConversationMessage, edit_summary, summary
+from services.retention.conversation import ConversationMessage, edit_summary, summary
 
 
 def export_document(

@@ -16,10 +16,10 @@ from typing import Literal
 
 import asyncpg
 
-from services.core.subjects import resolve_subject_refs, write_audit
+from services.retention.subjects import resolve_subject_refs, write_audit
 
 Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
-Scope = Literal["waba", "phone_number", "contact", "conversation"]
+HoldScope = Literal["waba", "phone_number", "contact", "conversation"]
 
 # Orders hold creation against deletions. Retention chunks and erasures hold this advisory lock shared from the
 # moment they check for holds until their deletions are done; creating a hold takes it exclusively. So once
@@ -110,7 +110,7 @@ async def create_hold(
     conn: Connection,
     pepper: bytes,
     *,
-    scope: Scope,
+    scope: HoldScope,
     case_ref: str,
     actor: str,
     waba_id: str | None = None,

@@ -6,13 +6,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Coroutine
-from datetime import UTC, datetime
 from typing import Any
 
 from services.retention.access import ArchiveAccess
+from services.retention.actions import SCHEDULER, Actions
 from services.retention.erasure import pending_erasures
 from services.retention.metrics import RetentionMetrics
-from services.retention.run import retention_run
 from services.retention.settings import RetentionSettings
 
 log = logging.getLogger("wa_archive.retention")
@@ -32,28 +31,22 @@ async def refresh_gauges(access: ArchiveAccess, metrics: RetentionMetrics) -> No
         metrics.last_run_success.set(float(last_success))
 
 
-def background_work(
-    settings: RetentionSettings,
-) -> Callable[[ArchiveAccess, RetentionMetrics], Coroutine[Any, Any, None]]:
-    """The retention service's periodic work: gauges every ``metrics_refresh_s``, a run every ``run_interval_s``."""
+def background_work(settings: RetentionSettings) -> Callable[[Actions], Coroutine[Any, Any, None]]:
+    """The retention service's periodic work: gauges every ``metrics_refresh_s``, a run every ``run_interval_s``
+    (the same action as ``POST /v1/retention/run`` and ``wa-archive retention run``, by the ``scheduler``)."""
 
-    async def work(access: ArchiveAccess, metrics: RetentionMetrics) -> None:
+    async def work(actions: Actions) -> None:
         next_run = time.monotonic() + settings.run_interval_s if settings.run_interval_s else None
         while True:
             try:
                 if next_run is not None and time.monotonic() >= next_run:
                     next_run = time.monotonic() + settings.run_interval_s
-                    report = await retention_run(access.pool, access.bucket, dry_run=False)
-                    metrics.runs.labels("success").inc()
-                    metrics.objects_deleted.inc(report.objects_deleted)
-                    metrics.objects_locked.inc(report.objects_locked)
-                    metrics.last_run_success.set(datetime.now(UTC).timestamp())
+                    report = await actions.run_retention(SCHEDULER, dry_run=False)
                     log.info("retention run deleted %d object(s)", report.objects_deleted)
-                await refresh_gauges(access, metrics)
+                await refresh_gauges(actions.access, actions.metrics)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # a failed run is counted and alerted on, and retried next time
-                metrics.runs.labels("failure").inc()
+            except Exception as exc:  # a failed run is counted by the action and alerted on; retried next time
                 log.warning("retention background work failed: %s", type(exc).__name__)
             await asyncio.sleep(settings.metrics_refresh_s)
 

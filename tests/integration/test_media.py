@@ -12,9 +12,10 @@ import pytest
 
 from services.archiver.media import MediaFetcher, MediaRef, media_ref, sha256_matches
 from services.archiver.settings import GraphSettings
-from services.core.conversation import load_conversation
+from services.core.container import media_record_id
 from services.core.reader import RecordLocation
 from services.retention.access import open_access
+from services.retention.conversation import load_conversation
 from tests import pipeline
 from tests.fakes.graph_api import FakeGraphApi
 from tests.support import create_topic, payloads_dir
@@ -146,7 +147,7 @@ async def test_media_is_archived_encrypted_or_marked_missing(demo_env: dict[str,
     try:
         blob = await access.bucket.get(archived["object_key"])
         assert photo not in blob  # encrypted at rest
-        location = RecordLocation(f"{events[0].event_id}.media", archived["object_key"], 0)
+        location = RecordLocation(media_record_id(events[0].event_id), archived["object_key"], 0)
         assert (await access.reader.open([location]))[location.event_id] == photo
         conversation = await load_conversation(
             access.pool,

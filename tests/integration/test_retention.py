@@ -20,16 +20,16 @@ from botocore.exceptions import ClientError
 from mypy_boto3_s3 import S3Client
 
 from services.archiver.rebuild import rebuild_index
-from services.core.conversation import load_conversation
 from services.core.index import INDEX_COLUMNS, IndexRow, ObjectRow, write_object_index
 from services.core.reader import RecordLocation
-from services.core.subjects import ReasonRequired, resolve_subject_refs
 from services.retention.access import ArchiveAccess, open_access
 from services.retention.api import create_admin_app
+from services.retention.conversation import load_conversation
 from services.retention.erasure import erase_subject
 from services.retention.export import write_export
 from services.retention.holds import create_hold, held_objects, holds_settled, release_hold
 from services.retention.run import delete_chunk, expired_objects, retention_run
+from services.retention.subjects import ReasonRequired, resolve_subject_refs
 from tests import pipeline
 from tests.pipeline import Person
 from tests.support import create_topic, serve_asgi

@@ -9,7 +9,7 @@ messages in time order. Records whose key was shredded (erasure) are left out an
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -18,7 +18,7 @@ import asyncpg
 import orjson
 
 from services.core.reader import ArchiveReader, RecordLocation
-from services.core.subjects import require_reason, resolve_subject_refs, write_audit
+from services.retention.subjects import require_reason, resolve_subject_refs, write_audit
 
 MESSAGE_KINDS = frozenset({"message", "echo", "history", "outbound"})
 STATUS_ORDER = {"sent": 1, "delivered": 2, "read": 3, "played": 4, "failed": 5, "deleted": 6}
@@ -243,22 +243,5 @@ def edit_summary(change: Change) -> str:
 
 
 def utc(timestamp: int) -> str:
+    """A Unix time as ``YYYY-MM-DD HH:MM:SS`` in UTC (the CLI's table view)."""
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def render_table(messages: Sequence[ConversationMessage]) -> str:
-    lines = []
-    for message in messages:
-        when = utc(message.timestamp) if message.timestamp else message.received_at
-        flags = []
-        if message.edits:
-            flags.append(f"edited x{len(message.edits)}")
-        if message.deletion:
-            flags.append(
-                f"DELETED by {message.deletion.by}" + (f" at {utc(message.deletion.at)}" if message.deletion.at else "")
-            )
-        status = message.latest_status or "-"
-        arrow = "<-" if message.direction == "inbound" else "->"
-        lines.append(f"{when}  {arrow} {summary(message)}  [{status}]" + (f"  ({'; '.join(flags)})" if flags else ""))
-        lines.extend(f"{'':21}   edit: {edit_summary(edit)}" for edit in message.edits)
-    return "\n".join(lines)

@@ -6,19 +6,44 @@ deleted-only (a revoke or a ``deleted`` status points at the message) and edited
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 
-from services.core.subjects import resolve_subject_refs
+from services.retention.subjects import resolve_subject_refs
 
 DELETED = (
     "EXISTS (SELECT 1 FROM archived_events d WHERE d.original_message_ref = e.message_ref "
     "AND (d.type = 'revoke' OR (d.kind = 'status' AND d.type = 'deleted')))"
 )
 EDITED = "EXISTS (SELECT 1 FROM archived_events d WHERE d.original_message_ref = e.message_ref AND d.type = 'edit')"
+
+
+@dataclass(frozen=True, slots=True)
+class IndexHit:
+    """One index row: pseudonymous metadata of an archived event, nothing decrypted."""
+
+    event_id: str
+    kind: str
+    type: str | None
+    phone_number_id: str | None
+    subject_ref: str | None
+    event_time: datetime | None
+    received_at: datetime
+    retention_class: str
+    expires_at: datetime | None
+    deleted: bool
+    edited: bool
+
+    def to_json(self) -> dict[str, Any]:
+        """The row as JSON-ready values (timestamps as ISO 8601), as the API and the CLI print it."""
+        return {f.name: _jsonable(getattr(self, f.name)) for f in fields(self)}
+
+
+def _jsonable(value: object) -> object:
+    return value.isoformat() if isinstance(value, datetime) else value
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +59,7 @@ class SearchFilter:
     limit: int = 1000
 
 
-async def search_index(pool: asyncpg.Pool, pepper: bytes, query: SearchFilter) -> list[dict[str, Any]]:
+async def search_index(pool: asyncpg.Pool, pepper: bytes, query: SearchFilter) -> list[IndexHit]:
     clauses: list[str] = []
     args: list[Any] = []
 
@@ -68,4 +93,4 @@ async def search_index(pool: asyncpg.Pool, pepper: bytes, query: SearchFilter) -
             f"FROM archived_events e WHERE {where} ORDER BY e.event_time LIMIT {arg(query.limit)}"
         )
         rows = await conn.fetch(sql, *args)
-    return [dict(row) for row in rows]
+    return [IndexHit(**dict(row)) for row in rows]

@@ -8,6 +8,8 @@ table, so retrieval, export, holds and erasure by either identifier reach all th
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -45,7 +47,7 @@ async def resolve_subject_refs(
 
 def require_reason(reason: str | None) -> str:
     if reason is None or len(reason.strip()) < 3:
-        raise ReasonRequired("a reason is required to decrypt a person's records (--reason)")
+        raise ReasonRequired("a reason is required to decrypt a person's records (it is written to the audit log)")
     return reason.strip()
 
 
@@ -72,11 +74,37 @@ async def write_audit(
     )
 
 
-async def recent_audit(conn: Connection, limit: int) -> list[dict[str, Any]]:
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One row of the audit log; ``details`` is its JSON object as text, as stored."""
+
+    audit_id: int
+    at: datetime
+    actor: str
+    action: str
+    reason: str | None
+    subject_ref: str | None
+    record_count: int | None
+    details: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "audit_id": self.audit_id,
+            "at": self.at.isoformat(),
+            "actor": self.actor,
+            "action": self.action,
+            "reason": self.reason,
+            "subject_ref": self.subject_ref,
+            "record_count": self.record_count,
+            "details": self.details,
+        }
+
+
+async def recent_audit(conn: Connection, limit: int) -> list[AuditEntry]:
     """The newest ``limit`` audit rows, oldest first (for `wa-archive audit` and ``GET /v1/audit``)."""
     rows = await conn.fetch(
         "SELECT audit_id, at, actor, action, reason, subject_ref, record_count, details::text AS details "
         "FROM audit_log ORDER BY audit_id DESC LIMIT $1",
         limit,
     )
-    return [dict(row) for row in reversed(rows)]
+    return [AuditEntry(**dict(row)) for row in reversed(rows)]

@@ -1,0 +1,141 @@
+"""The ``wa-archive`` command: one entry point for operators, over the same actions as the admin API.
+
+Configuration comes from the environment (``WA_RETENTION_…``, see deploy/local/demo.env); the operator's
+identity for the audit log is ``WA_RETENTION_OPERATOR``. Every command that decrypts a person's records
+requires ``--reason`` and writes an audit row.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+from services.cli.commands import (
+    cmd_audit,
+    cmd_erase,
+    cmd_erasures,
+    cmd_export,
+    cmd_hold,
+    cmd_messages,
+    cmd_rebuild_index,
+    cmd_replay,
+    cmd_retention,
+    cmd_search,
+)
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def parse_time(value: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 date/time: {value!r}") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wa-archive", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def person(sub: argparse.ArgumentParser, *, phone_required: bool = False) -> None:
+        sub.add_argument("--phone-number-id", required=phone_required, help="the business number's id (default: all)")
+        sub.add_argument("--contact", required=True, help="the person's wa_id or business-scoped user id")
+
+    def output(sub: argparse.ArgumentParser, machine: str) -> None:
+        sub.add_argument("--format", choices=["table", machine], default="table", help=f"a table, or {machine}")
+
+    replay = commands.add_parser("replay", help="sign payload files and POST them as Meta would")
+    replay.add_argument("paths", nargs="*", metavar="DIR|FILE")
+    replay.add_argument("--url", default="http://127.0.0.1:8080/webhooks/whatsapp")
+    replay.add_argument("--app-secret", required=True, help="the Meta app secret to sign with")
+    replay.add_argument("--raw", action="store_true", help="send the files' bytes as they are (no Meta escaping)")
+    replay.add_argument("--concurrency", type=int, default=8)
+    replay.add_argument("--attempts", type=int, default=5, help="tries per webhook on non-2xx, as Meta retries")
+    replay.add_argument("--repeat", type=int, default=1, help="send every file this many times")
+    replay.add_argument(
+        "--generate",
+        type=int,
+        metavar="EVENTS",
+        help="instead of files: synthetic webhooks holding EVENTS events, retried until acknowledged",
+    )
+    replay.add_argument("--rate", type=float, help="with --generate: events per second (default: as fast as possible)")
+    replay.set_defaults(handler=cmd_replay)
+
+    messages = commands.add_parser("messages", help="a person's conversation, decrypted (audited)")
+    person(messages)
+    messages.add_argument("--reason", help="why you read this person's messages (required; audited)")
+    messages.add_argument("--since", type=parse_time)
+    messages.add_argument("--until", type=parse_time)
+    messages.add_argument("--include-media", metavar="DIR", help="save archived media files to DIR")
+    output(messages, "jsonl")
+    messages.set_defaults(handler=cmd_messages)
+
+    search = commands.add_parser("search", help="search index metadata (nothing decrypted; audited)")
+    search.add_argument("--phone-number-id")
+    search.add_argument("--contact")
+    search.add_argument("--since", type=parse_time)
+    search.add_argument("--until", type=parse_time)
+    search.add_argument("--kind")
+    search.add_argument("--type")
+    search.add_argument("--deleted-only", action="store_true")
+    search.add_argument("--edited-only", action="store_true")
+    search.add_argument("--limit", type=int, default=1000)
+    search.set_defaults(handler=cmd_search)
+
+    export = commands.add_parser("export", help="subject access / portability export (GDPR Art. 15/20)")
+    person(export)
+    export.add_argument("--reason", required=True)
+    export.add_argument("--request-ref")
+    export.add_argument("--format", choices=["json", "html", "both"], default="both")
+    export.add_argument("--out", default=".", help="directory for the export files")
+    export.set_defaults(handler=cmd_export)
+
+    erase = commands.add_parser("erase", help="erase a person (GDPR Art. 17): destroy their key, delete their data")
+    person(erase)
+    erase.add_argument("--request-ref", required=True)
+    erase.set_defaults(handler=cmd_erase)
+
+    erasures = commands.add_parser("erasures", help="erasure requests and their deadlines")
+    output(erasures, "json")
+    erasures.set_defaults(handler=cmd_erasures)
+
+    hold = commands.add_parser("hold", help="legal holds")
+    hold_commands = hold.add_subparsers(dest="hold_command", required=True)
+    create = hold_commands.add_parser("create")
+    create.add_argument("--scope", choices=["waba", "phone_number", "contact", "conversation"], required=True)
+    create.add_argument("--case-ref", required=True)
+    create.add_argument("--waba-id")
+    create.add_argument("--phone-number-id")
+    create.add_argument("--contact")
+    release = hold_commands.add_parser("release")
+    release.add_argument("hold_id")
+    listing = hold_commands.add_parser("list")
+    listing.add_argument("--all", action="store_true", help="include released holds")
+    output(listing, "json")
+    hold.set_defaults(handler=cmd_hold)
+
+    retention = commands.add_parser("retention", help="retention runs")
+    retention_commands = retention.add_subparsers(dest="retention_command", required=True)
+    run = retention_commands.add_parser("run")
+    run.add_argument("--dry-run", action="store_true", help="print what would be deleted, delete nothing")
+    retention.set_defaults(handler=cmd_retention)
+
+    audit = commands.add_parser("audit", help="the audit log")
+    audit.add_argument("--limit", type=int, default=100)
+    output(audit, "jsonl")
+    audit.set_defaults(handler=cmd_audit)
+
+    rebuild = commands.add_parser("rebuild-index", help="rebuild the PostgreSQL index from the bucket")
+    rebuild.add_argument("--prefix", help="object key prefix (default: the configured one)")
+    rebuild.set_defaults(handler=cmd_rebuild_index)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    handler: Handler = args.handler
+    raise SystemExit(handler(args))

@@ -1,0 +1,5 @@
+"""``python -m services.cli``: the ``wa-archive`` command."""
+
+from services.cli import main
+
+main()

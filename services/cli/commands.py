@@ -1,0 +1,296 @@
+"""The ``wa-archive`` commands: each translates its arguments into one action (services/retention/actions.py) or
+tool (services/tools/) and prints the result; refusals become exit codes (2: refused, 1: not found)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from services.cli.render import (
+    holds_table,
+    messages_table,
+    print_json,
+    print_jsonl,
+    progress_bar,
+    rows_table,
+    stdout_console,
+)
+
+# Only what `wa-archive --help` needs is imported at start; each command imports its own.
+if TYPE_CHECKING:
+    from services.retention.actions import Actions, Operator
+    from services.retention.settings import RetentionSettings
+
+Work = Callable[["Actions", "Operator"], Awaitable[int]]
+
+
+def settings() -> RetentionSettings:
+    from services.core.settings import load_settings  # noqa: PLC0415 — keep `wa-archive --help` fast
+    from services.retention.settings import RetentionSettings  # noqa: PLC0415
+
+    return load_settings(RetentionSettings)
+
+
+def with_actions(work: Work) -> int:
+    """Run ``work`` with the actions over the configured archive, as the operator; translate refusals to exit codes.
+
+    The operator has the ``dpo`` role: whoever holds the database credentials and keys can do everything anyway.
+    Metrics are counted on a registry of the command's own (nothing scrapes a CLI).
+    """
+    from prometheus_client import CollectorRegistry  # noqa: PLC0415
+
+    from services.retention.access import open_access  # noqa: PLC0415
+    from services.retention.actions import Actions, Forbidden, HoldError, NotFound, Operator  # noqa: PLC0415
+    from services.retention.metrics import RetentionMetrics  # noqa: PLC0415
+    from services.retention.subjects import ReasonRequired  # noqa: PLC0415
+
+    config = settings()
+    operator = Operator(config.operator, "dpo")
+
+    async def run() -> int:
+        access = await open_access(config)
+        try:
+            return await work(Actions(access, RetentionMetrics(CollectorRegistry())), operator)
+        finally:
+            await access.close()
+
+    try:
+        return asyncio.run(run())
+    except ReasonRequired:
+        print(
+            "refused: --reason is required to decrypt a person's records (it is written to the audit log)",
+            file=sys.stderr,
+        )
+        return 2
+    except Forbidden as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 2
+    except HoldError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except NotFound as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from services.tools.replay import load_bodies, replay  # noqa: PLC0415
+
+    if args.generate:
+        return generate_load(args)
+    if not args.paths:
+        print("give payload files or directories, or --generate EVENTS", file=sys.stderr)
+        return 2
+    bodies = load_bodies([Path(p) for p in args.paths], meta_escaping=not args.raw)
+    if not bodies:
+        print("no *.json payload files found", file=sys.stderr)
+        return 2
+    bodies = bodies * args.repeat
+    report = asyncio.run(
+        replay(
+            bodies,
+            url=args.url,
+            app_secret=args.app_secret.encode(),
+            concurrency=args.concurrency,
+            attempts=args.attempts,
+        )
+    )
+    print(
+        f"sent {report.sent} webhook(s): {report.acknowledged} acknowledged, {len(report.failed)} failed, "
+        f"{report.retries} retries; answers {dict(sorted(report.statuses.items()))}"
+    )
+    for failure in report.failed:
+        print(f"  failed: {failure}", file=sys.stderr)
+    return 0 if not report.failed else 1
+
+
+def generate_load(args: argparse.Namespace) -> int:
+    """Synthetic load for one fresh business number, paced at --rate events/s, each webhook retried until 2xx."""
+    import random  # noqa: PLC0415
+
+    from services.tools.loadgen import Tenant, send_load, synthetic_deliveries  # noqa: PLC0415
+
+    tenant = Tenant.fresh(random.Random())
+    deliveries = list(synthetic_deliveries(args.generate, tenant=tenant))
+    report = asyncio.run(
+        send_load(
+            deliveries,
+            url=args.url,
+            app_secret=args.app_secret.encode(),
+            events_per_s=args.rate,
+            concurrency=args.concurrency,
+        )
+    )
+    print(f"business number {tenant.phone_number_id}: {report.summary()}")
+    return 0 if report.acknowledged_deliveries == report.deliveries else 1
+
+
+def cmd_messages(args: argparse.Namespace) -> int:
+    async def work(actions: Actions, operator: Operator) -> int:
+        conversation = await actions.messages(
+            operator,
+            contact=args.contact,
+            phone_number_id=args.phone_number_id,
+            reason=args.reason,
+            since=args.since,
+            until=args.until,
+        )
+        if args.include_media:
+            out_dir = Path(args.include_media)
+            await asyncio.to_thread(out_dir.mkdir, parents=True, exist_ok=True)
+            async for media in actions.media(operator, conversation):
+                await asyncio.to_thread((out_dir / media.filename).write_bytes, media.data)
+        if args.format == "jsonl":
+            print_jsonl([message.to_json() for message in conversation.messages])
+        elif conversation.messages:
+            stdout_console().print(messages_table(conversation.messages))
+        else:
+            print("(no archived messages)")
+        if conversation.shredded_records:
+            print(f"{conversation.shredded_records} record(s) were erased (keys destroyed)", file=sys.stderr)
+        return 0
+
+    return with_actions(work)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from services.retention.search import SearchFilter  # noqa: PLC0415
+
+    query = SearchFilter(
+        args.phone_number_id,
+        args.contact,
+        args.since,
+        args.until,
+        args.kind,
+        args.type,
+        args.deleted_only,
+        args.edited_only,
+        args.limit,
+    )
+
+    async def work(actions: Actions, operator: Operator) -> int:
+        hits = await actions.search(operator, query)
+        print_jsonl([hit.to_json() for hit in hits])
+        print(f"{len(hits)} event(s)", file=sys.stderr)
+        return 0
+
+    return with_actions(work)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from services.retention.export import write_export  # noqa: PLC0415
+
+    async def work(actions: Actions, operator: Operator) -> int:
+        with progress_bar("decrypting") as progress:
+            progress(0, 1)
+            result = await actions.export(
+                operator,
+                contact=args.contact,
+                phone_number_id=args.phone_number_id,
+                reason=args.reason,
+                request_ref=args.request_ref,
+            )
+            progress(1, 1)
+        formats = ["json", "html"] if args.format == "both" else [args.format]
+        written = write_export(
+            result.messages, Path(args.out), formats=formats, request_ref=result.request_ref, now=result.generated_at
+        )
+        for path in written:
+            print(path)
+        return 0
+
+    return with_actions(work)
+
+
+def cmd_erase(args: argparse.Namespace) -> int:
+    async def work(actions: Actions, operator: Operator) -> int:
+        outcome = await actions.erase(
+            operator, contact=args.contact, phone_number_id=args.phone_number_id, request_ref=args.request_ref
+        )
+        print_json(outcome.proof())
+        if outcome.status == "blocked":
+            print(f"BLOCKED by legal hold(s): {', '.join(outcome.blocked_by)}", file=sys.stderr)
+            return 3
+        return 0
+
+    return with_actions(work)
+
+
+def cmd_erasures(args: argparse.Namespace) -> int:
+    async def work(actions: Actions, operator: Operator) -> int:
+        requests = [request.to_json() for request in await actions.erasures(operator)]
+        if args.format == "json":
+            print_json(requests)
+        else:
+            columns = ["request_ref", "status", "received_at", "deadline_at", "completed_at", "holds"]
+            stdout_console().print(rows_table(requests, columns))
+        return 0
+
+    return with_actions(work)
+
+
+def cmd_hold(args: argparse.Namespace) -> int:
+    async def work(actions: Actions, operator: Operator) -> int:
+        if args.hold_command == "create":
+            hold = await actions.create_hold(
+                operator,
+                scope=args.scope,
+                case_ref=args.case_ref,
+                waba_id=args.waba_id,
+                phone_number_id=args.phone_number_id,
+                contact=args.contact,
+            )
+            print_json(hold.to_json())
+        elif args.hold_command == "release":
+            print_json((await actions.release_hold(operator, args.hold_id)).to_json())
+        else:
+            holds = await actions.holds(operator, include_released=args.all)
+            if args.format == "json":
+                print_json([h.to_json() for h in holds])
+            else:
+                stdout_console().print(holds_table(holds))
+        return 0
+
+    return with_actions(work)
+
+
+def cmd_retention(args: argparse.Namespace) -> int:
+    async def work(actions: Actions, operator: Operator) -> int:
+        if args.dry_run:  # selects only: nothing to show progress of
+            report = await actions.run_retention(operator, dry_run=True)
+            for key in report.candidates:
+                print(f"would delete {key}")
+        else:
+            with progress_bar("deleting") as progress:
+                report = await actions.run_retention(operator, dry_run=False, progress=progress)
+        print_json(report.to_json())
+        return 0
+
+    return with_actions(work)
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    async def work(actions: Actions, operator: Operator) -> int:
+        entries = [entry.to_json() for entry in await actions.audit_log(operator, limit=args.limit)]
+        if args.format == "jsonl":
+            print_jsonl(entries)
+        else:
+            columns = ["audit_id", "at", "actor", "action", "reason", "subject_ref", "record_count", "details"]
+            stdout_console().print(rows_table(entries, columns))
+        return 0
+
+    return with_actions(work)
+
+
+def cmd_rebuild_index(args: argparse.Namespace) -> int:
+    async def work(actions: Actions, operator: Operator) -> int:
+        with progress_bar("objects") as progress:
+            report = await actions.rebuild_index(operator, prefix=args.prefix, progress=progress)
+        print_json(report.__dict__)
+        return 0 if report.unreadable_objects == 0 else 1
+
+    return with_actions(work)

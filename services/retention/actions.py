@@ -1,0 +1,377 @@
+"""Every operator action, once. The admin API, the ``wa-archive`` CLI and the scheduler are adapters over these.
+
+An action of :class:`Actions` takes the :class:`Operator` who asks (a name for the audit log and a role) and typed
+arguments, and is the one place that
+1. checks the role (:class:`Forbidden`) and, where a person's records are decrypted, the reason
+   (:class:`ReasonRequired`, before anything is read);
+2. writes the audit row with the operator's name for every action that changes the archive or discloses what it
+   holds: retrievals and exports (one row per pseudonym, before decrypting), searches, holds, erasures, retention
+   runs (dry or real, failed ones too) and index rebuilds. Listings of the system's own records (holds, erasure
+   requests, the audit log itself) are not audited: they hold pseudonyms and references only;
+3. counts the metrics (:class:`RetentionMetrics`: the process's registry in the service, a registry of its own
+   in the CLI);
+4. returns a typed result.
+
+Errors an adapter translates: :class:`Forbidden` (HTTP 403, exit 2), :class:`ReasonRequired` (400, exit 2),
+:class:`HoldError` (400, exit 2), :class:`NotFound` (404, exit 1). Anything else is a failure of the system.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any, Final, Literal
+
+from services.archiver.rebuild import RebuildReport, rebuild_index
+from services.core.container import media_record_id
+from services.core.reader import RecordLocation
+from services.retention.access import ArchiveAccess
+from services.retention.conversation import Conversation, ConversationMessage, load_conversation
+from services.retention.erasure import ErasureOutcome, ErasureRequest, erase_subject, erasure_requests
+from services.retention.export import export_document
+from services.retention.holds import Hold, HoldError, HoldScope, create_hold, list_holds, release_hold
+from services.retention.metrics import RetentionMetrics
+from services.retention.run import RetentionReport, retention_run
+from services.retention.search import IndexHit, SearchFilter, search_index
+from services.retention.settings import Role
+from services.retention.subjects import AuditEntry, ReasonRequired, recent_audit, require_reason, write_audit
+
+__all__ = [
+    "ROLE_RANK",
+    "SCHEDULER",
+    "Actions",
+    "Forbidden",
+    "HoldError",
+    "MediaFile",
+    "NotFound",
+    "Operator",
+    "ReasonRequired",
+    "SubjectExport",
+    "authorize",
+]
+
+log = logging.getLogger("wa_archive.retention")
+
+ActionName = Literal[
+    "messages",
+    "search",
+    "export",
+    "erase",
+    "erasures",
+    "hold.create",
+    "hold.list",
+    "hold.release",
+    "retention.run",
+    "audit",
+    "rebuild-index",
+]
+
+ROLE_RANK: Final[dict[Role, int]] = {"reader": 1, "dpo": 2}
+# ``reader`` may search and retrieve (with a reason, audited); everything else is the data protection officer's.
+REQUIRED_ROLE: Final[dict[ActionName, Role]] = {
+    "messages": "reader",
+    "search": "reader",
+    "export": "dpo",
+    "erase": "dpo",
+    "erasures": "dpo",
+    "hold.create": "dpo",
+    "hold.list": "dpo",
+    "hold.release": "dpo",
+    "retention.run": "dpo",
+    "audit": "dpo",
+    "rebuild-index": "dpo",
+}
+
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Operator:
+    """Who acts: ``name`` is what the audit log records as the actor."""
+
+    name: str
+    role: Role
+
+
+# The retention service's own schedule: it runs retention, nothing else.
+SCHEDULER: Final = Operator("scheduler", "dpo")
+
+
+class Forbidden(PermissionError):
+    """The operator's role does not allow the action; nothing was done."""
+
+
+class NotFound(LookupError):
+    """The thing the action is about does not exist (e.g. no active hold with this id); nothing was done."""
+
+
+def authorize(operator: Operator, action: ActionName) -> None:
+    """Raise :class:`Forbidden` unless the operator's role allows ``action``."""
+    needed = REQUIRED_ROLE[action]
+    if ROLE_RANK[operator.role] < ROLE_RANK[needed]:
+        raise Forbidden(f"the {needed!r} role is required")
+
+
+@dataclass(frozen=True, slots=True)
+class MediaFile:
+    """A decrypted media file of a retrieved conversation."""
+
+    event_id: str
+    mime_type: str
+    data: bytes
+
+    @property
+    def filename(self) -> str:
+        return f"{self.event_id}.{self.mime_type.split('/')[-1].split(';')[0]}"
+
+
+@dataclass(frozen=True, slots=True)
+class SubjectExport:
+    """A subject-access export (Art. 15/20): the person's messages, decrypted."""
+
+    messages: list[ConversationMessage]
+    request_ref: str | None
+    generated_at: datetime
+
+    def document(self) -> dict[str, Any]:
+        return export_document(self.messages, request_ref=self.request_ref, generated_at=self.generated_at)
+
+
+def search_audit_details(query: SearchFilter, hits: Sequence[IndexHit]) -> dict[str, Any]:
+    """What the audit log says about a search: its filters, without the contact's identifier (the pseudonyms
+    found stand for it)."""
+    details: dict[str, Any] = {
+        name: value.isoformat() if isinstance(value, datetime) else value
+        for name, value in asdict(query).items()
+        if name != "contact" and value not in (None, False)
+    }
+    if query.contact:
+        details["subject_refs"] = sorted({hit.subject_ref for hit in hits if hit.subject_ref})
+    return details
+
+
+class Actions:
+    """The operator actions over one :class:`ArchiveAccess`, counting into ``metrics``."""
+
+    def __init__(self, access: ArchiveAccess, metrics: RetentionMetrics) -> None:
+        self.access = access
+        self.metrics = metrics
+
+    async def _audit(self, operator: Operator, action: str, details: Mapping[str, Any]) -> None:
+        await write_audit(self.access.pool, actor=operator.name, action=action, reason=None, details=details)
+
+    # ---------------------------------------------------------------- reading
+    async def _decrypt(
+        self,
+        operator: Operator,
+        action: ActionName,
+        *,
+        contact: str,
+        phone_number_id: str | None,
+        reason: str | None,
+        purpose: Literal["retrieval", "export"],
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> Conversation:
+        """A person's conversation, decrypted; audited (one row per pseudonym) before anything is decrypted."""
+        authorize(operator, action)
+        conversation = await load_conversation(
+            self.access.pool,
+            self.access.reader,
+            self.access.pepper,
+            contact=contact,
+            phone_number_id=phone_number_id,
+            actor=operator.name,
+            reason=require_reason(reason),
+            since=since,
+            until=until,
+            purpose=purpose,
+        )
+        self.metrics.decryptions.labels(purpose).inc()
+        return conversation
+
+    async def messages(
+        self,
+        operator: Operator,
+        *,
+        contact: str,
+        phone_number_id: str | None = None,
+        reason: str | None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> Conversation:
+        """A person's conversation (retrieval), between ``since`` and ``until`` when given."""
+        return await self._decrypt(
+            operator,
+            "messages",
+            contact=contact,
+            phone_number_id=phone_number_id,
+            reason=reason,
+            purpose="retrieval",
+            since=since,
+            until=until,
+        )
+
+    async def media(self, operator: Operator, conversation: Conversation) -> AsyncIterator[MediaFile]:
+        """The archived media files of a retrieved conversation, one at a time (the retrieval's audit rows cover
+        them). Media whose key was shredded, or that were never fetched, are left out."""
+        authorize(operator, "messages")
+        for message in conversation.messages:
+            media = message.media
+            if not media or media.get("status") != "archived" or not media.get("object_key"):
+                continue
+            location = RecordLocation(media_record_id(message.event_id), media["object_key"], 0)
+            data = (await self.access.reader.open([location])).get(location.event_id)
+            if data is not None:
+                yield MediaFile(message.event_id, media.get("mime_type") or "application/octet-stream", data)
+
+    async def search(self, operator: Operator, query: SearchFilter) -> list[IndexHit]:
+        """Index metadata (nothing decrypted, so no reason); audited with the filters and the pseudonyms found."""
+        authorize(operator, "search")
+        hits = await search_index(self.access.pool, self.access.pepper, query)
+        await write_audit(
+            self.access.pool,
+            actor=operator.name,
+            action="search",
+            reason=None,
+            record_count=len(hits),
+            details=search_audit_details(query, hits),
+        )
+        return hits
+
+    async def export(
+        self,
+        operator: Operator,
+        *,
+        contact: str,
+        phone_number_id: str | None = None,
+        reason: str | None,
+        request_ref: str | None = None,
+    ) -> SubjectExport:
+        """A subject-access export (audit purpose ``export``)."""
+        conversation = await self._decrypt(
+            operator, "export", contact=contact, phone_number_id=phone_number_id, reason=reason, purpose="export"
+        )
+        self.metrics.exports.inc()
+        return SubjectExport(conversation.messages, request_ref, datetime.now(UTC))
+
+    async def audit_log(self, operator: Operator, *, limit: int) -> list[AuditEntry]:
+        authorize(operator, "audit")
+        return await recent_audit(self.access.pool, limit)
+
+    # ---------------------------------------------------------------- erasure and holds
+    async def erase(
+        self, operator: Operator, *, contact: str, phone_number_id: str | None = None, request_ref: str
+    ) -> ErasureOutcome:
+        """Erasure by crypto-shredding (erasure.py); ``status`` is ``blocked`` when a legal hold covers the person."""
+        authorize(operator, "erase")
+        outcome = await erase_subject(
+            self.access.pool,
+            self.access.keyring,
+            self.access.bucket,
+            self.access.pepper,
+            contact=contact,
+            phone_number_id=phone_number_id,
+            request_ref=request_ref,
+            actor=operator.name,
+        )
+        self.metrics.erasures.labels("completed" if outcome.status == "completed" else "blocked_by_hold").inc()
+        self.metrics.keys_shredded.inc(len(outcome.keys_destroyed))
+        return outcome
+
+    async def erasures(self, operator: Operator) -> list[ErasureRequest]:
+        authorize(operator, "erasures")
+        return await erasure_requests(self.access.pool)
+
+    async def create_hold(
+        self,
+        operator: Operator,
+        *,
+        scope: HoldScope,
+        case_ref: str,
+        waba_id: str | None = None,
+        phone_number_id: str | None = None,
+        contact: str | None = None,
+    ) -> Hold:
+        """Create a legal hold (audited); :class:`HoldError` when the scope's identifiers are missing."""
+        authorize(operator, "hold.create")
+        async with self.access.pool.acquire() as conn:
+            return await create_hold(
+                conn,
+                self.access.pepper,
+                scope=scope,
+                case_ref=case_ref,
+                actor=operator.name,
+                waba_id=waba_id,
+                phone_number_id=phone_number_id,
+                contact=contact,
+            )
+
+    async def holds(self, operator: Operator, *, include_released: bool = False) -> list[Hold]:
+        authorize(operator, "hold.list")
+        async with self.access.pool.acquire() as conn:
+            return await list_holds(conn, include_released=include_released)
+
+    async def release_hold(self, operator: Operator, hold_id: str) -> Hold:
+        """Release an active hold (audited); :class:`NotFound` when there is no active hold with this id."""
+        authorize(operator, "hold.release")
+        try:
+            uuid.UUID(hold_id)
+        except ValueError:
+            raise NotFound("no active hold with this id") from None
+        async with self.access.pool.acquire() as conn:
+            hold = await release_hold(conn, hold_id, actor=operator.name)
+        if hold is None:
+            raise NotFound("no active hold with this id")
+        return hold
+
+    # ---------------------------------------------------------------- maintenance
+    async def run_retention(
+        self, operator: Operator, *, dry_run: bool, progress: ProgressCallback | None = None
+    ) -> RetentionReport:
+        """A retention run (run.py), counted by outcome and audited with its report, or with its failure."""
+        authorize(operator, "retention.run")
+        action = "retention.dry_run" if dry_run else "retention.run"
+        try:
+            report = await retention_run(self.access.pool, self.access.bucket, dry_run=dry_run, progress=progress)
+        except Exception as exc:
+            self.metrics.runs.labels("failure").inc()
+            await self._audit_failure(operator, action, exc, {"dry_run": dry_run})
+            raise
+        if dry_run:
+            self.metrics.runs.labels("dry_run").inc()
+        else:
+            self.metrics.runs.labels("success").inc()
+            self.metrics.objects_deleted.inc(report.objects_deleted)
+            self.metrics.objects_locked.inc(report.objects_locked)
+            for name, count in report.events_by_class.items():
+                self.metrics.events_expired.labels(name).inc(count)
+            self.metrics.last_run_success.set(datetime.now(UTC).timestamp())
+        await self._audit(operator, action, report.to_json())
+        return report
+
+    async def rebuild_index(
+        self, operator: Operator, *, prefix: str | None = None, progress: ProgressCallback | None = None
+    ) -> RebuildReport:
+        """Rebuild the index from the bucket (archiver/rebuild.py) under ``prefix`` (default: the configured one)."""
+        authorize(operator, "rebuild-index")
+        prefix = prefix or self.access.bucket.settings.prefix
+        try:
+            report = await rebuild_index(
+                self.access.pool, self.access.bucket, self.access.policy, prefix=prefix, progress=progress
+            )
+        except Exception as exc:
+            await self._audit_failure(operator, "index.rebuild", exc, {"prefix": prefix})
+            raise
+        await self._audit(operator, "index.rebuild", {"prefix": prefix, **asdict(report)})
+        return report
+
+    async def _audit_failure(self, operator: Operator, action: str, exc: Exception, details: Mapping[str, Any]) -> None:
+        """Best effort: when the database is what failed, the audit row cannot be written either."""
+        try:
+            await self._audit(operator, action, {**details, "outcome": "failed", "error": type(exc).__name__})
+        except Exception as audit_exc:
+            log.warning("could not audit the failed %s: %s", action, type(audit_exc).__name__)
