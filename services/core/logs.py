@@ -73,6 +73,13 @@ def configure_logging(level: str, *, log_format: str | None = None, stream: Text
         root.removeHandler(previous)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # One handler for the process: a uvicorn logging configuration applied before (uvicorn's default gives its
+    # loggers handlers of their own and stops propagation) would bypass it. The services then start uvicorn with
+    # log_config=None, which leaves this as it is.
+    for name in UVICORN_LOGGERS:
+        uvicorn_logger = logging.getLogger(name)
+        uvicorn_logger.handlers.clear()
+        uvicorn_logger.propagate = True
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -92,6 +99,7 @@ def configure_logging(level: str, *, log_format: str | None = None, stream: Text
 
 
 _OURS = "_wa_archive_handler"
+UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
 
 
 def _add_timestamp(_logger: Any, _method: str, event_dict: EventDict) -> EventDict:

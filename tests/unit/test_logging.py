@@ -17,6 +17,7 @@ import orjson
 import pytest
 import structlog
 import uvicorn
+from uvicorn.config import LOGGING_CONFIG
 
 from services.core.logs import configure_logging, log_format_from_env
 from tests.support import REPO_ROOT
@@ -89,10 +90,11 @@ def test_stack_info_is_inside_its_json_line() -> None:
 
 
 def test_library_uvicorn_and_structlog_records_are_json_too() -> None:
+    # A uvicorn logging configuration applied before (its default, as a test server of this process may have
+    # started with) is replaced; the services then start uvicorn with log_config=None, which sets levels only.
+    logging.config.dictConfig(LOGGING_CONFIG)
     out = configured("json")
     logging.getLogger("aiokafka.conn").warning("connection reset")
-    # The services start uvicorn with log_config=None: it sets its loggers' levels only, and its records reach
-    # the root handler.
     uvicorn.Config(app=lambda: None, log_config=None, log_level="info")
     logging.getLogger("uvicorn.error").info("Started server process")
     structlog.get_logger("wa_archive.tools").info("sent", webhooks=3)
