@@ -77,6 +77,12 @@ class ArchiverMetrics:
             ["reason"],
             registry=registry,
         )
+        self.erased_dropped = Counter(
+            "wa_archiver_erased_records_dropped_total",
+            "Records of an erased person from before the erasure (a replay, a redelivery, a batch in flight when the"
+            " erasure committed): dropped with a tombstone, never sealed again.",
+            registry=registry,
+        )
         self.media = Counter(
             "wa_archiver_media_total",
             "Media downloads by outcome (archived, missing).",

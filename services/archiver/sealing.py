@@ -4,6 +4,7 @@
   an envelope, or a field PostgreSQL (or a metric label) would refuse (:func:`unstorable`).
 - :func:`pseudonyms_of` names the person a record belongs to: the pseudonym whose key seals it and one per
   identifier of that person.
+- :func:`screen_erased` drops the records of people erased after the records happened (erasure is final).
 - :func:`seal_batch` seals every record with its person's key and returns the batch object's bytes, its index
   rows, alias rows and media objects: everything the writer must make durable, in one value.
 
@@ -12,7 +13,7 @@ The only thing here that is not a function of the inputs is AES-GCM's random non
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -30,7 +31,7 @@ from services.core.container import (
 )
 from services.core.crypto import CachedDek, seal_record
 from services.core.events import Event, text_fault
-from services.core.index import IndexRow, MediaRow, ObjectRow, alias_rows, index_row
+from services.core.index import IndexRow, MediaRow, ObjectRow, alias_rows, event_time, index_row, received_time
 from services.core.policy import Classifier
 from services.core.pseudonym import message_ref, subject_ref
 
@@ -107,6 +108,55 @@ def pseudonyms_of(pepper: bytes, event: Event) -> Pseudonyms:
         return Pseudonyms(subject_ref(pepper, scope, BUSINESS_SUBJECT), ())
     refs = tuple(subject_ref(pepper, scope, person) for person in ids)
     return Pseudonyms(refs[0], refs)
+
+
+def people_of(owners: Iterable[Pseudonyms]) -> set[str]:
+    """Every pseudonym of the batch's people: the ones an erasure may have been recorded under."""
+    refs: set[str] = set()
+    for owner in owners:
+        refs.add(owner.sealing)
+        refs.update(owner.aliases)
+    return refs
+
+
+@dataclass(frozen=True, slots=True)
+class Tombstone:
+    """A record dropped because its person was erased after it happened: which event and whose, nothing else."""
+
+    event_id: str
+    subject_ref: str
+
+
+def record_time(event: Event, now: datetime) -> datetime:
+    """When the record happened: Meta's event time, else the receipt time (``now`` if that is unreadable)."""
+    return event_time(event.timestamp) or received_time(event.received_at, now)
+
+
+def screen_erased(
+    records: Sequence[ConsumedRecord],
+    owners: Sequence[Pseudonyms],
+    erased: Mapping[str, datetime],
+    now: datetime,
+) -> tuple[list[ConsumedRecord], list[Pseudonyms], list[Tombstone]]:
+    """Erasure is final: a record of a person erased (under any of their pseudonyms, ``erased`` = {ref: when})
+    after the record happened is dropped — a tombstone instead of a sealed record, whether it comes from a
+    batch that was being written, a replay of the topic or a Meta redelivery. Records that happened after the
+    erasure (the person wrote again) are kept: new data, sealed under a new key. Meta's times are whole
+    seconds, so a record of the erasure's very second counts as before it."""
+    kept: list[ConsumedRecord] = []
+    kept_owners: list[Pseudonyms] = []
+    dropped: list[Tombstone] = []
+    for record, owner in zip(records, owners, strict=True):
+        event = record.event
+        if event is None:
+            raise ValueError(f"record at offset {record.offset} has no event (a dead letter)")
+        times = [erased[ref] for ref in (owner.sealing, *owner.aliases) if ref in erased]
+        if times and record_time(event, now) <= max(times):
+            dropped.append(Tombstone(event.event_id, owner.sealing))
+        else:
+            kept.append(record)
+            kept_owners.append(owner)
+    return kept, kept_owners, dropped
 
 
 @dataclass(frozen=True, slots=True)

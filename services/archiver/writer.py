@@ -6,7 +6,8 @@ the caller may then commit ``last_offset + 1``. The decisions (what is poison, w
 index rows and retention class) are the pure steps of :mod:`services.archiver.sealing`; this module does the I/O.
 
 Failures follow the one retry policy (:mod:`services.core.retry`): outages and unexpected errors are retried with
-capped exponential backoff, never skipped; a key shredded meanwhile re-seals at once. When a store refuses the
+capped exponential backoff, never skipped; an erasure committed meanwhile screens the batch again at once (the
+person's records from before it are dropped with a tombstone, never sealed again). When a store refuses the
 data itself (poison), the batch is split in halves until the record that carries it is alone: that record goes
 to the dead-letter topic with the reason, and every other record of the batch is archived. Cancellation
 (shutdown, revoke) stops the retries and leaves the offsets uncommitted, so the batch is consumed again.
@@ -28,10 +29,20 @@ import asyncpg
 
 from services.archiver.media import MediaFetcher, MediaRef, MediaResult, media_ref
 from services.archiver.metrics import ArchiverMetrics
-from services.archiver.sealing import ConsumedRecord, Pseudonyms, RawRecord, decode_record, pseudonyms_of, seal_batch
+from services.archiver.sealing import (
+    ConsumedRecord,
+    Pseudonyms,
+    RawRecord,
+    SealedBatch,
+    decode_record,
+    people_of,
+    pseudonyms_of,
+    screen_erased,
+    seal_batch,
+)
 from services.core.bucket import ArchiveBucket
 from services.core.events import Event
-from services.core.index import write_object_index
+from services.core.index import write_object_index, write_tombstones
 from services.core.kafka import AckedProducer, OutgoingRecord
 from services.core.keyring import Keyring, KeyShredded
 from services.core.policy import DEFAULT_POLICY, Classifier, RetentionPolicy
@@ -45,15 +56,25 @@ T = TypeVar("T")
 class WriteOutcome:
     archived: int
     dead_letters: int
+    erased_dropped: int
     object_keys: tuple[str, ...]
     size_bytes: int
     attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Archived:
+    object_key: str | None  # None: every record was dropped (erased people)
+    size_bytes: int
+    kept: Sequence[ConsumedRecord]
+    erased_dropped: int
 
 
 @dataclass(slots=True)
 class _Progress:
     archived: int = 0
     dead_letters: int = 0
+    erased_dropped: int = 0
     size_bytes: int = 0
     attempts: int = 0
 
@@ -110,7 +131,12 @@ class BatchWriter:
         if good:
             keys = await self._archive_isolating(good, media_results, progress)
         return WriteOutcome(
-            progress.archived, progress.dead_letters, tuple(keys), progress.size_bytes, progress.attempts
+            progress.archived,
+            progress.dead_letters,
+            progress.erased_dropped,
+            tuple(keys),
+            progress.size_bytes,
+            progress.attempts,
         )
 
     def _owner(self, event: Event) -> Pseudonyms:
@@ -144,8 +170,9 @@ class BatchWriter:
     def _on_retry(self, attempt: Attempt) -> None:
         exc = attempt.error
         if isinstance(exc, KeyShredded):
-            # Not an outage: an erasure happened meanwhile. Seal again at once with fresh keys.
-            log.info("re-sealing a batch: %s", exc)
+            # Not an outage: an erasure committed meanwhile. Screen and seal again at once: the person's records
+            # from before it are dropped, never sealed under a new key.
+            log.info("an erasure committed during a batch, screening it again: %s", exc)
             self.metrics.retries.labels("keys").inc()
             return
         self.metrics.failed_flushes.inc()
@@ -169,7 +196,7 @@ class BatchWriter:
         """Archive ``records``; if a store refuses the data, halve until the refused record is alone, dead-letter
         it with the store's reason, and archive the others. Returns the keys of the objects written."""
         try:
-            key, size = await self._retrying(lambda: self._archive(records, media_results), progress)
+            done = await self._retrying(lambda: self._archive(records, media_results), progress)
         except Exception as exc:
             if classify(exc) is not Failure.POISON:
                 raise
@@ -181,11 +208,12 @@ class BatchWriter:
             middle = len(records) // 2
             first = await self._archive_isolating(records[:middle], media_results, progress)
             return first + await self._archive_isolating(records[middle:], media_results, progress)
-        progress.archived += len(records)
-        progress.size_bytes += size
-        for kind, count in Counter(r.event.kind for r in records if r.event is not None).items():
+        progress.archived += len(done.kept)
+        progress.erased_dropped += done.erased_dropped
+        progress.size_bytes += done.size_bytes
+        for kind, count in Counter(r.event.kind for r in done.kept if r.event is not None).items():
             self.metrics.events_archived.labels(kind).inc(count)
-        return [key]
+        return [done.object_key] if done.object_key else []
 
     async def _dead_letter(self, poison: Sequence[ConsumedRecord], progress: _Progress) -> None:
         records = [
@@ -236,37 +264,50 @@ class BatchWriter:
 
     async def _archive(
         self, records: Sequence[ConsumedRecord], media_results: dict[str, tuple[MediaRef, MediaResult]]
-    ) -> tuple[str, int]:
+    ) -> _Archived:
         owners = [self._owner(r.event) for r in records if r.event is not None]
-        keys = await self.keyring.keys_for_writing({owner.sealing for owner in owners})
+        people = people_of(owners)
+        erased = await self.keyring.erasures(people)
         now = datetime.now(UTC)
-        sealed = seal_batch(
-            records,
-            owners,
-            keys,
-            topic=self.topic,
-            prefix=self.bucket.settings.prefix,
-            pepper=self.pepper,
-            classify=self.classify,
-            now=now,
-            retain_until=self.bucket.retain_until(now),
-            media=media_results,
-        )
-        await asyncio.gather(
-            *(self.bucket.put(m.object_key, m.blob) for m in sealed.media if m.object_key and m.blob is not None)
-        )
-        await self.bucket.put(sealed.object_key, sealed.blob, now=now)
-        async with self.pool.acquire() as conn, conn.transaction():
-            await self.keyring.confirm_live(conn, sealed.keys_used)
-            await write_object_index(
-                conn, sealed.object_row, sealed.index_rows, sealed.aliases, [m.row for m in sealed.media]
+        kept, kept_owners, tombstones = screen_erased(records, owners, erased, now) if erased else (records, owners, [])
+        sealed: SealedBatch | None = None
+        if kept:
+            keys = await self.keyring.keys_for_writing({owner.sealing for owner in kept_owners})
+            sealed = seal_batch(
+                kept,
+                kept_owners,
+                keys,
+                topic=self.topic,
+                prefix=self.bucket.settings.prefix,
+                pepper=self.pepper,
+                classify=self.classify,
+                now=now,
+                retain_until=self.bucket.retain_until(now),
+                media=media_results,
             )
+            await asyncio.gather(
+                *(self.bucket.put(m.object_key, m.blob) for m in sealed.media if m.object_key and m.blob is not None)
+            )
+            await self.bucket.put(sealed.object_key, sealed.blob, now=now)
+        async with self.pool.acquire() as conn, conn.transaction():
+            if sealed is not None:
+                await self.keyring.confirm_live(conn, sealed.keys_used, erased, people)
+                await write_object_index(
+                    conn, sealed.object_row, sealed.index_rows, sealed.aliases, [m.row for m in sealed.media]
+                )
+            if tombstones:
+                await write_tombstones(conn, [(t.event_id, t.subject_ref) for t in tombstones])
+        if tombstones:
+            self.metrics.erased_dropped.inc(len(tombstones))
+            log.info("dropped %d record(s) of erased people from before their erasure", len(tombstones))
+        stamp = time.time()
+        self.metrics.batch_records.observe(len(records))
+        self.metrics.batch_age.observe(max(0.0, stamp - records[0].timestamp_ms / 1000))
+        self.metrics.last_flush.set(stamp)
+        if sealed is None:
+            return _Archived(None, 0, kept, len(tombstones))
         self.metrics.objects_written.inc()
         self.metrics.bytes_written.inc(len(sealed.blob))
-        self.metrics.batch_records.observe(len(records))
-        self.metrics.batch_age.observe(max(0.0, time.time() - records[0].timestamp_ms / 1000))
-        stamp = time.time()
         for phone_number_id in {row.phone_number_id for row in sealed.index_rows if row.phone_number_id}:
             self.metrics.last_success.labels(phone_number_id).set(stamp)
-        self.metrics.last_flush.set(stamp)
-        return sealed.object_key, len(sealed.blob)
+        return _Archived(sealed.object_key, len(sealed.blob), kept, len(tombstones))

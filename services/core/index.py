@@ -241,3 +241,11 @@ async def write_media_rows(conn: Connection, media: Sequence[MediaRow]) -> None:
         " WHERE archived_media.status <> 'archived' OR EXCLUDED.status = 'archived'",
         [MEDIA_TUPLE(m) for m in media],
     )
+
+
+async def write_tombstones(conn: Connection, tombstones: Sequence[tuple[str, str]]) -> None:
+    """Record (event_id, subject_ref) of records dropped because their person was erased after them."""
+    await conn.executemany(
+        "INSERT INTO erased_events (event_id, subject_ref) VALUES ($1, $2) ON CONFLICT (event_id) DO NOTHING",
+        list(tombstones),
+    )

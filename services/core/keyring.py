@@ -7,8 +7,9 @@ Contract:
 - A DEK listed in ``shredded_keys`` (the suppression list) is never used again, even if a restored backup of
   ``subject_keys`` brought its row back: such a row is deleted on sight.
 - :meth:`Keyring.confirm_live` runs inside the transaction that indexes a batch and locks the subjects' key rows
-  (FOR SHARE) so that a concurrent shredding either happens before (the batch is re-sealed with new keys) or
-  after (the shredding then covers the batch).
+  (FOR SHARE) so that a concurrent erasure either happens before (the batch is screened again: the person's
+  records from before the erasure are dropped, never re-sealed) or after (the shredding then covers the batch).
+- :func:`record_erasure` and :func:`erasures_of` keep and read when each pseudonym was erased (erased_subjects).
 - The in-process cache is only a cache: :meth:`shred` marks the key shredded in it, and a key seen shredded is
   refused by the cache forever after.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 
 import asyncpg
 
@@ -26,7 +28,8 @@ Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
 
 class KeyShredded(Exception):
-    """A key used to seal a batch was destroyed meanwhile; the batch must be sealed again with new keys."""
+    """A person of the batch was erased meanwhile (a key it used was destroyed, or an erasure was recorded): the
+    batch must be screened and sealed again."""
 
     def __init__(self, subject_refs: Iterable[str]) -> None:
         self.subject_refs = sorted(subject_refs)
@@ -103,9 +106,17 @@ class Keyring:
             return None
         return self._unwrap(subject_ref, dek_id, row["kek_id"], row["wrapped_dek"])
 
-    async def confirm_live(self, conn: Connection, used: Mapping[str, str]) -> None:
+    async def erasures(self, subject_refs: Iterable[str]) -> dict[str, datetime]:
+        """When each of these pseudonyms was erased, for those that were (erased_subjects)."""
+        return await erasures_of(self.pool, subject_refs)
+
+    async def confirm_live(
+        self, conn: Connection, used: Mapping[str, str], erased: Mapping[str, datetime], people: Iterable[str]
+    ) -> None:
         """Inside the indexing transaction: lock the key rows of ``used`` ({subject_ref: dek_id}) and raise
-        KeyShredded (after forgetting them) if any is gone or replaced."""
+        KeyShredded (after forgetting them) if any is gone or replaced, or if one of ``people`` (the pseudonyms
+        the batch was screened against, with the erasures ``erased`` it saw) was erased since. An erasure that
+        starts after this check waits for the lock, and then shreds the very keys the batch used."""
         if not used:
             return
         rows = await conn.fetch(
@@ -119,6 +130,10 @@ class Keyring:
             for ref in gone:
                 self.cache.mark_shredded(ref, used[ref])
             raise KeyShredded(gone)
+        now_erased = await erasures_of(conn, people)
+        newly = sorted(ref for ref, at in now_erased.items() if erased.get(ref) != at)
+        if newly:
+            raise KeyShredded(newly)
 
     async def shred(self, conn: Connection, subject_ref: str, request_ref: str | None) -> str | None:
         """Destroy the subject's DEK (in the caller's transaction) and list it as suppressed; returns the dek_id
@@ -145,3 +160,28 @@ class Keyring:
             "WHERE k.dek_id = s.dek_id AND k.subject_ref = ANY($1::text[])",
             subject_refs,
         )
+
+
+async def erasures_of(conn: Connection | asyncpg.Pool, subject_refs: Iterable[str]) -> dict[str, datetime]:
+    """{subject_ref: erased_at} of the erased ones among ``subject_refs``."""
+    refs = sorted(set(subject_refs))
+    if not refs:
+        return {}
+    rows = await conn.fetch(
+        "SELECT subject_ref, erased_at FROM erased_subjects WHERE subject_ref = ANY($1::text[])", refs
+    )
+    return {row["subject_ref"]: row["erased_at"] for row in rows}
+
+
+async def record_erasure(conn: Connection, subject_refs: Iterable[str], request_ref: str) -> None:
+    """In the shredding transaction: every pseudonym of the person is erased as of now (the latest erasure wins).
+
+    From its commit on, the archiver drops their records from before it (docs/GDPR.md, "Erasure is final")."""
+    await conn.execute(
+        "INSERT INTO erased_subjects (subject_ref, erased_at, request_ref) "
+        "SELECT ref, clock_timestamp(), $2 FROM unnest($1::text[]) AS ref "
+        "ON CONFLICT (subject_ref) DO UPDATE SET erased_at = greatest(erased_subjects.erased_at, EXCLUDED.erased_at),"
+        " request_ref = EXCLUDED.request_ref",
+        sorted(set(subject_refs)),
+        request_ref,
+    )

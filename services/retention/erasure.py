@@ -3,9 +3,11 @@
 Order of :func:`erase_subject`, and why:
 1. Record the request (its one-month deadline is tracked from the first time it is seen).
 2. If a legal hold covers the person, stop: the request is ``blocked`` and says by which case (Art. 17(3)(e)).
-3. In one transaction: destroy every DEK of the person and put them on the suppression list. From the commit on,
-   every copy of their records — in every object, object version, WORM-locked object and backup — is unreadable.
-   This is the step the law cares about, and it takes milliseconds.
+3. In one transaction: destroy every DEK of the person, put them on the suppression list and record every
+   pseudonym of the person as erased now. From the commit on, every copy of their records — in every object,
+   object version, WORM-locked object and backup — is unreadable, and the archiver drops (never re-seals) any
+   record of theirs from before it that arrives again (an in-flight batch, a replay, a Meta redelivery). This is
+   the step the law cares about, and it takes milliseconds.
 4. Delete what can be deleted: objects that hold only this person's records (an Object Lock may refuse: the
    data is unreadable anyway and the object goes when the lock expires), their media objects, their index and
    alias rows.
@@ -26,7 +28,7 @@ import orjson
 
 from services.core.bucket import DELETE_OBJECTS_MAX, ArchiveBucket, StorageUnavailable
 from services.core.index import index_scans
-from services.core.keyring import Keyring
+from services.core.keyring import Keyring, record_erasure
 from services.retention.holds import holds_covering, holds_settled
 from services.retention.subjects import Connection, resolve_subject_refs, write_audit
 
@@ -122,6 +124,8 @@ async def erase_subject(
                     dek_id = await keyring.shred(conn, ref, request_ref)
                     if dek_id is not None:
                         outcome.keys_destroyed.append(dek_id)
+                # Final: the archiver drops, never re-seals, any record of theirs from before this moment.
+                await record_erasure(conn, refs, request_ref)
                 await write_audit(
                     conn,
                     actor=actor,

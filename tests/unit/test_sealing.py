@@ -15,7 +15,9 @@ from services.archiver.sealing import (
     ConsumedRecord,
     SealedBatch,
     decode_record,
+    people_of,
     pseudonyms_of,
+    screen_erased,
     seal_batch,
 )
 from services.core.container import decode_container, media_record_id, object_key, read_header
@@ -358,3 +360,70 @@ def test_object_key_of_a_sealed_batch_is_its_first_offset() -> None:
     assert (source.first_offset, source.last_offset) == (100, 101)
     assert object_key("p", source) == sealed.object_key
     assert [row.event_id for row in sealed.index_rows] == [first.event_id, second.event_id]
+
+
+# ---------------------------------------------------------------- erasure is final
+ERASED_AT = datetime(2026, 11, 30, 10, 0, 0, 300_000, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("changes", "erased_refs", "dropped"),
+    [
+        pytest.param({}, {}, False, id="nobody erased"),
+        pytest.param({"timestamp": int(ERASED_AT.timestamp()) - 60}, {"wa": ERASED_AT}, True, id="before: dropped"),
+        pytest.param({"timestamp": int(ERASED_AT.timestamp()) + 60}, {"wa": ERASED_AT}, False, id="after: new data"),
+        pytest.param(
+            {"timestamp": int(ERASED_AT.timestamp())}, {"wa": ERASED_AT}, True, id="the erasure's second: before"
+        ),
+        pytest.param(
+            {"timestamp": int(ERASED_AT.timestamp()) - 60, "user_id": "US.1"},
+            {"user": ERASED_AT},
+            True,
+            id="erased under the other identifier",
+        ),
+        pytest.param(
+            {"timestamp": None, "received_at": "2026-11-30T09:00:00Z"},
+            {"wa": ERASED_AT},
+            True,
+            id="no event time: received before",
+        ),
+        pytest.param(
+            {"timestamp": None, "received_at": "2026-11-30T11:00:00Z"},
+            {"wa": ERASED_AT},
+            False,
+            id="no event time: received after",
+        ),
+        pytest.param(
+            {"timestamp": int(ERASED_AT.timestamp()) - 60}, {"other": ERASED_AT}, False, id="someone else erased"
+        ),
+    ],
+)
+def test_records_of_a_person_erased_after_them_are_dropped(
+    changes: dict[str, Any], erased_refs: dict[str, datetime], dropped: bool
+) -> None:
+    record = event(wa_id="16505551234", **changes)
+    owner = pseudonyms_of(PEPPER, record)
+    names = {
+        "wa": subject_ref(PEPPER, "106540352242922", "16505551234"),
+        "user": subject_ref(PEPPER, "106540352242922", "US.1"),
+        "other": subject_ref(PEPPER, "106540352242922", "19999999999"),
+    }
+    erased = {names[name]: at for name, at in erased_refs.items()}
+    kept, kept_owners, tombstones = screen_erased([consumed(record, 1)], [owner], erased, NOW)
+    assert [t.event_id for t in tombstones] == ([record.event_id] if dropped else [])
+    assert [r.event for r in kept] == ([] if dropped else [record])
+    assert kept_owners == ([] if dropped else [owner])
+    if dropped:
+        assert tombstones[0].subject_ref == owner.sealing, "the tombstone names a pseudonym, nothing else"
+
+
+def test_screening_keeps_the_others_of_the_batch_in_order() -> None:
+    erased_person = event(seed="a", wa_id="111", timestamp=1_700_000_000)
+    other = event(seed="b", wa_id="222", timestamp=1_700_000_000)
+    later = event(seed="c", wa_id="111", timestamp=int(NOW.timestamp()) + 10)
+    records = [consumed(erased_person, 1), consumed(other, 2), consumed(later, 3)]
+    owners = [pseudonyms_of(PEPPER, e) for e in (erased_person, other, later)]
+    kept, _owners, tombstones = screen_erased(records, owners, {owners[0].sealing: NOW}, NOW)
+    assert [r.offset for r in kept] == [2, 3]
+    assert [t.event_id for t in tombstones] == [erased_person.event_id]
+    assert people_of(owners) == {owners[0].sealing, owners[1].sealing}
