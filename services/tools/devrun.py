@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import httpx
@@ -88,6 +89,18 @@ def service_commands(graph_token: str) -> dict[str, list[str]]:
     }
 
 
+def stop_processes(processes: Iterable[subprocess.Popen[bytes]], timeout_s: float = 90) -> None:
+    """SIGTERM to every process still running, then wait for each (the services drain); kill what outlives it."""
+    running = [process for process in processes if process.poll() is None]
+    for process in running:
+        process.send_signal(signal.SIGTERM)
+    for process in running:
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
 def wait_ready(url: str, name: str, timeout_s: float = 90) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -144,14 +157,7 @@ def main() -> None:
     except KeyboardInterrupt:
         print("\nstopping…")
     finally:
-        for process in processes.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in processes.values():
-            try:
-                process.wait(timeout=90)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_processes(processes.values())
 
 
 if __name__ == "__main__":

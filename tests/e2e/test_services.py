@@ -12,7 +12,6 @@ import asyncio
 import json
 import os
 import random
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ import httpx
 import orjson
 import pytest
 
-from services.tools.devrun import service_commands
+from services.tools.devrun import service_commands, stop_processes
 from services.tools.replay import load_bodies, post_signed, replay
 from tests.support import PAYLOADS_DIR, REPO_ROOT, create_topic
 
@@ -111,14 +110,7 @@ def services(tmp_path_factory: pytest.TempPathFactory, demo_env: dict[str, str])
                 pytest.fail(f"{name} not ready: {logs[name].read_text()[-2000:]}")
         yield Services(env, logs)
     finally:
-        for process in processes.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in processes.values():
-            try:
-                process.wait(timeout=90)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_processes(processes.values())
 
 
 @pytest.fixture(scope="module")
