@@ -1,4 +1,5 @@
-"""Archiver throughput: a topic pre-filled with N realistic events (several people and business numbers), one
+"""Archiver throughput: a topic pre-filled with N realistic webhook POSTs as ingest journals them (one record per
+POST, one event each, several people and business numbers), one
 archiver process against the real stack, timed until every offset is committed; and, in the same run, a raw
 aiokafka consume loop over the same topic as the ratio's denominator.
 
@@ -23,14 +24,16 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.common import CpuMeter, demo_env, ensure_stack, peak_rss_mb, start_module, wait_http, write_result
-from services.core.events import Event
-from services.core.kafka import AckedProducer, OutgoingRecord
+from services.core.events import decode_webhook, webhook_scope
+from services.core.journal import webhook_record
+from services.core.kafka import AckedProducer
 from services.core.settings import KafkaSettings
 from tests import pipeline
 from tests.support import committed_offsets, create_topic, free_port
 
 
-def realistic_events(count: int, people: int = 2000, numbers: int = 4) -> list[Event]:
+def realistic_bodies(count: int, people: int = 2000, numbers: int = 4) -> list[bytes]:
+    """``count`` webhook POSTs of one event each (a message, or a status every fourth), as Meta sends them."""
     persons = [pipeline.Person.fresh() for _ in range(numbers)]
     business = [(p.waba_id, p.phone_number_id) for p in persons]
     bodies = []
@@ -46,18 +49,28 @@ def realistic_events(count: int, people: int = 2000, numbers: int = 4) -> list[E
                     person, wamid, f"Hello, about my order #{i}: when does it ship?", 1_760_000_000 + i
                 )
             )
-    return pipeline.events_of(bodies)
+    return bodies
 
 
-async def prefill(bootstrap: str, topic: str, events: list[Event]) -> float:
+async def prefill(bootstrap: str, topic: str, bodies: list[bytes]) -> float:
+    """The events topic as ingest leaves it: one journal record per POST, keyed by its business number."""
     producer = AckedProducer(KafkaSettings(bootstrap_servers=bootstrap, events_topic=topic), linger_ms=20)
     await producer.start()
     await producer.wait_connected(30)
     started = time.monotonic()
     try:
-        for start in range(0, len(events), 10_000):
-            chunk = events[start : start + 10_000]
-            await producer.produce([OutgoingRecord(topic, e.key(), e.to_json()) for e in chunk], deadline_s=120)
+        for start in range(0, len(bodies), 10_000):
+            records = [
+                webhook_record(
+                    topic,
+                    webhook_scope(decode_webhook(body))[0],
+                    body,
+                    signature="sha256=bench",
+                    received_at="2026-12-01T00:00:00.000Z",
+                )
+                for body in bodies[start : start + 10_000]
+            ]
+            await producer.produce(records, deadline_s=120)
     finally:
         await producer.stop()
     return time.monotonic() - started
@@ -89,8 +102,10 @@ async def run(events_count: int, partitions: int) -> dict[str, Any]:
     bootstrap = f"127.0.0.1:{env['WA_KAFKA_PORT']}"
     topic = await create_topic(bootstrap, partitions=partitions, prefix="bench-archiver")
     dlq = await create_topic(bootstrap, partitions=1, prefix="bench-dlq")
-    events = realistic_events(events_count)
-    prefill_s = await prefill(bootstrap, topic, events)
+    bodies = realistic_bodies(events_count)
+    events = pipeline.events_of(bodies)
+    assert len(events) == len(bodies), "one event per POST: committed offsets count events"
+    prefill_s = await prefill(bootstrap, topic, bodies)
     raw_s = await raw_consume(bootstrap, topic, partitions, len(events))
 
     group, prefix, port = f"bench-{uuid.uuid4().hex[:8]}", f"bench/{uuid.uuid4().hex[:8]}", free_port()

@@ -23,7 +23,8 @@ from pydantic import SecretStr
 
 from services.archiver.service import run_archiver
 from services.archiver.settings import ArchiverSettings, FlushSettings, GraphSettings
-from services.core.events import Event, parse_webhook
+from services.core.events import Event, decode_webhook, parse_webhook, webhook_scope
+from services.core.journal import split_record, webhook_record
 from services.core.kafka import AckedProducer, OutgoingRecord
 from services.core.settings import KafkaSettings, KeySettings, PostgresSettings, S3Settings
 from services.retention.settings import AdminToken, RetentionSettings
@@ -146,6 +147,37 @@ async def produce(bootstrap: str, topic: str, events: Sequence[Event]) -> None:
     try:
         await producer.wait_connected(20)
         await producer.produce([OutgoingRecord(topic, e.key(), e.to_json()) for e in events], deadline_s=30)
+    finally:
+        await producer.stop()
+
+
+def journaled_events(records: Sequence[tuple[bytes, bytes, tuple[tuple[str, bytes], ...]]]) -> list[Event]:
+    """The events the archiver splits out of events-topic records ``(key, value, headers)``, in order."""
+    events: list[Event] = []
+    for _key, value, headers in records:
+        split = split_record(value, headers)
+        assert split.fault is None, split.fault
+        events.extend(split.events)
+    return events
+
+
+async def produce_posts(bootstrap: str, topic: str, bodies: Sequence[bytes]) -> None:
+    """Journal ``bodies`` as ingest does: one ``webhook/1`` record per POST, keyed by its business number."""
+    producer = AckedProducer(KafkaSettings(bootstrap_servers=bootstrap, events_topic=topic))
+    await producer.start()
+    try:
+        await producer.wait_connected(20)
+        records = [
+            webhook_record(
+                topic,
+                webhook_scope(decode_webhook(body))[0],
+                body,
+                signature="sha256=test",
+                received_at="2026-11-25T00:00:00.000Z",
+            )
+            for body in bodies
+        ]
+        await producer.produce(records, deadline_s=30)
     finally:
         await producer.stop()
 

@@ -20,6 +20,7 @@ import uvicorn
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from services.core.kafka import MAX_RECORD_BYTES, PROTOCOL_OVERHEAD_BYTES
 from services.core.settings import read_env_file
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -70,7 +71,10 @@ async def create_topic(bootstrap: str, partitions: int = 3, prefix: str = "t") -
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
+        large = {"max.message.bytes": str(MAX_RECORD_BYTES + PROTOCOL_OVERHEAD_BYTES)}
+        await admin.create_topics(
+            [NewTopic(topic, num_partitions=partitions, replication_factor=1, topic_configs=large)]
+        )
     finally:
         await admin.close()
     return topic
@@ -103,13 +107,30 @@ async def read_topic(bootstrap: str, topic: str, expected: int, partitions: int 
     return found
 
 
-async def read_to_end(bootstrap: str, topic: str, partitions: int = 3) -> list[tuple[bytes, bytes]]:
-    """(key, value) of every record up to the log end as it is when called (bounded wait).
+async def read_records(
+    bootstrap: str, topic: str, expected: int, partitions: int = 3
+) -> list[tuple[bytes, bytes, tuple[tuple[str, bytes], ...]]]:
+    """(key, value, headers) of the first ``expected`` records of every partition (bounded wait)."""
+    found: list[tuple[bytes, bytes, tuple[tuple[str, bytes], ...]]] = []
+    async with topic_from_start(bootstrap, topic, partitions) as consumer:
+        for _ in range(50):
+            batch = await consumer.getmany(timeout_ms=200)
+            for records in batch.values():
+                found.extend((r.key, r.value, tuple(r.headers or ())) for r in records)
+            if len(found) >= expected:
+                break
+    return found
+
+
+async def read_to_end(
+    bootstrap: str, topic: str, partitions: int = 3
+) -> list[tuple[bytes, bytes, tuple[tuple[str, bytes], ...]]]:
+    """(key, value, headers) of every record up to the log end as it is when called (bounded wait).
 
     Unlike :func:`read_topic` it does not stop at an expected count, so a record that should not be there is
     read too.
     """
-    found: list[tuple[bytes, bytes]] = []
+    found: list[tuple[bytes, bytes, tuple[tuple[str, bytes], ...]]] = []
     async with topic_from_start(bootstrap, topic, partitions) as consumer:
         tps = sorted(consumer.assignment())
         ends = await consumer.end_offsets(tps)
@@ -119,7 +140,7 @@ async def read_to_end(bootstrap: str, topic: str, partitions: int = 3) -> list[t
                 return found
             batch = await consumer.getmany(timeout_ms=200)
             for records in batch.values():
-                found.extend((r.key, r.value) for r in records)
+                found.extend((r.key, r.value, tuple(r.headers or ())) for r in records)
     raise AssertionError(f"{topic}: only {len(found)} records read, short of the log end {ends}")
 
 

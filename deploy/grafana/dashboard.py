@@ -175,10 +175,10 @@ def build_dashboard() -> dash.Dashboard:
         )
         .with_panel(
             _graph(
-                "Events acknowledged by Kafka/s by kind",
-                "What ingest produced; compare with what the archiver archived.",
+                "Records acknowledged by Kafka/s by route",
+                "What ingest journaled: one record per webhook POST, one per outbound report.",
                 "ops",
-                _query("sum by (kind) (rate(wa_ingest_events_produced_total[5m]))", "{{kind}}"),
+                _query("sum by (route) (rate(wa_ingest_records_produced_total[5m]))", "{{route}}"),
             )
         )
         .with_panel(

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 import boto3
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
 from botocore.client import Config
 from botocore.exceptions import ClientError
@@ -44,6 +45,12 @@ async def retry(part: str, step: Callable[[], Awaitable[None]]) -> None:
     sys.exit(f"[provision] {part} not ready after {DEADLINE_S:.0f}s: {type(last).__name__}: {last}")
 
 
+# One journal record is a whole webhook POST, up to ingest's 4 MiB body cap, plus the record batch around it:
+# services.core.kafka.MAX_RECORD_BYTES + PROTOCOL_OVERHEAD_BYTES (a unit test keeps them equal). Kafka's default
+# stops at about 1 MB.
+LARGE_RECORDS = {"max.message.bytes": str(4 * 1024 * 1024 + 64 * 1024)}
+
+
 async def provision_kafka() -> None:
     bootstrap = f"127.0.0.1:{env('WA_KAFKA_PORT')}"
     partitions = int(env("WA_TOPIC_PARTITIONS"))
@@ -54,13 +61,13 @@ async def provision_kafka() -> None:
             env("WA_EVENTS_TOPIC"),
             num_partitions=partitions,
             replication_factor=1,
-            topic_configs={"retention.ms": retention_ms, "min.insync.replicas": "1"},
+            topic_configs={"retention.ms": retention_ms, "min.insync.replicas": "1", **LARGE_RECORDS},
         ),
         NewTopic(
             env("WA_DLQ_TOPIC"),
             num_partitions=1,
             replication_factor=1,
-            topic_configs={"retention.ms": retention_ms},
+            topic_configs={"retention.ms": retention_ms, **LARGE_RECORDS},
         ),
     ]
 
@@ -73,6 +80,10 @@ async def provision_kafka() -> None:
             if missing:
                 with contextlib.suppress(TopicAlreadyExistsError):
                     await admin.create_topics(missing)
+            # Topics made by an earlier version get today's settings (the whole set: alter_configs replaces).
+            await admin.alter_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, t.name, configs=t.topic_configs) for t in topics]
+            )
             # A topic is usable once its partitions have a leader.
             described = await admin.describe_topics([t.name for t in topics])
             for topic in described:

@@ -130,7 +130,9 @@ class ArchiverLoop:
                 if state.batch is None:
                     state.batch = OpenBatch(opened_at=now)
                 state.batch.add(
-                    RawRecord(tp.partition, r.offset, r.timestamp, r.key, r.value), r.offset, len(r.value or b"")
+                    RawRecord(tp.partition, r.offset, r.timestamp, r.key, r.value, tuple(r.headers or ())),
+                    r.offset,
+                    len(r.value or b""),
                 )
 
     def _schedule(self, now: float, *, drain: bool) -> None:

@@ -16,11 +16,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Final
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from services.archiver.media import MediaRef, MediaResult
 from services.core.container import (
+    OBJECT_SUFFIX,
     ContainerRecord,
     RecordMeta,
     SourceRange,
@@ -32,6 +34,16 @@ from services.core.container import (
 from services.core.crypto import CachedDek, seal_record
 from services.core.events import Event, text_fault
 from services.core.index import IndexRow, MediaRow, ObjectRow, alias_rows, event_time, index_row, received_time
+from services.core.journal import (
+    DLQ_REASON_HEADER,
+    DLQ_SOURCE_HEADER,
+    EVENT_FORMAT,
+    FORMAT_HEADER,
+    WEBHOOK_FORMAT,
+    header_value,
+    split_record,
+)
+from services.core.kafka import OutgoingRecord
 from services.core.policy import Classifier
 from services.core.pseudonym import message_ref, subject_ref
 
@@ -48,11 +60,16 @@ class RawRecord:
     timestamp_ms: int
     key: bytes | None
     value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class ConsumedRecord:
-    """A Kafka record with its decoded event, or the reason it cannot be archived (a dead letter)."""
+    """One event of a Kafka record (``position`` in the record's body order), with the bytes sealed for it —
+    its schema-1 envelope — or the reason it cannot be archived (a dead letter, ``event`` None).
+
+    ``key``, ``value`` and ``headers`` are what a dead letter of it carries: for a record that could not be
+    split, the record as consumed; for one event of a journaled webhook, the event's own envelope record."""
 
     partition: int
     offset: int
@@ -61,6 +78,8 @@ class ConsumedRecord:
     value: bytes
     event: Event | None
     poison: str | None
+    position: int = 0
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 def unstorable(event: Event) -> str | None:
@@ -76,19 +95,58 @@ def unstorable(event: Event) -> str | None:
     return None
 
 
-def decode_record(
-    partition: int, offset: int, timestamp_ms: int, key: bytes | None, value: bytes | None
-) -> ConsumedRecord:
-    if value is None:
-        return ConsumedRecord(partition, offset, timestamp_ms, key, b"", None, "empty record")
-    try:
-        event = Event.from_json(value)
-    except ValueError as exc:
-        return ConsumedRecord(partition, offset, timestamp_ms, key, value, None, f"not an event envelope: {exc}")
-    fault = unstorable(event)
-    if fault is not None:
-        return ConsumedRecord(partition, offset, timestamp_ms, key, value, None, fault)
-    return ConsumedRecord(partition, offset, timestamp_ms, key, value, event, None)
+_EVENT_HEADERS: Final = ((FORMAT_HEADER, EVENT_FORMAT),)
+
+
+def decode_record(raw: RawRecord) -> list[ConsumedRecord]:
+    """The events of one Kafka record, in body order, each archivable or with its reason not to be.
+
+    An event envelope record (``event/1``) is sealed as the exact bytes Kafka carried; the events split from a
+    journaled webhook (``webhook/1``) as their envelopes. A record that cannot be split is one dead letter,
+    carried as it was consumed (its headers too, so it can be produced again once the cause is fixed)."""
+    split = split_record(raw.value, raw.headers)
+    if split.fault is not None:
+        dead = ConsumedRecord(
+            raw.partition, raw.offset, raw.timestamp_ms, raw.key, raw.value or b"", None, split.fault, 0, raw.headers
+        )
+        return [dead]
+    whole = len(split.events) == 1 and header_value(raw.headers, FORMAT_HEADER) != WEBHOOK_FORMAT
+    decoded: list[ConsumedRecord] = []
+    for position, event in enumerate(split.events):
+        if whole:
+            key, value, headers = raw.key, raw.value or b"", raw.headers
+        else:
+            key, value, headers = event.key(), event.to_json(), _EVENT_HEADERS
+        fault = unstorable(event)
+        decoded.append(
+            ConsumedRecord(
+                raw.partition,
+                raw.offset,
+                raw.timestamp_ms,
+                key,
+                value,
+                None if fault else event,
+                fault,
+                position,
+                headers,
+            )
+        )
+    return decoded
+
+
+def dead_letter(dlq_topic: str, topic: str, record: ConsumedRecord) -> OutgoingRecord:
+    """The dead-letter record of ``record``: what it carries (key, value, headers: it can be produced again once
+    the cause is fixed), the reason (at most 500 bytes, fixed words) and where it was read (topic/partition/offset)."""
+    return OutgoingRecord(
+        dlq_topic,
+        record.key or b"",
+        record.value,
+        (
+            *record.headers,
+            (DLQ_REASON_HEADER, (record.poison or "unknown").encode()[:500]),
+            (DLQ_SOURCE_HEADER, f"{topic}/{record.partition}/{record.offset}".encode()),
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,6 +310,16 @@ def seal_media(
     return SealedMedia(key, blob, row)
 
 
+def batch_object_key(prefix: str, source: SourceRange, first_position: int) -> str:
+    """The batch object's key: :func:`object_key` of its source range, with ``-{position:05d}`` before the suffix
+    when the batch starts inside a journaled webhook (the poison isolation splits batches between the events of
+    one Kafka record), so two objects never share a key."""
+    key = object_key(prefix, source)
+    if first_position == 0:
+        return key
+    return f"{key.removesuffix(OBJECT_SUFFIX)}-{first_position:05d}{OBJECT_SUFFIX}"
+
+
 def seal_batch(
     records: Sequence[ConsumedRecord],
     owners: Sequence[Pseudonyms],
@@ -272,7 +340,7 @@ def seal_batch(
         raise ValueError("a batch object needs at least one record")
     partition = records[0].partition
     source = SourceRange(topic, partition, records[0].offset, records[-1].offset)
-    key = object_key(prefix, source)
+    key = batch_object_key(prefix, source, records[0].position)
     created_at = stamp(now)
     container_records: list[ContainerRecord] = []
     index_rows: list[IndexRow] = []

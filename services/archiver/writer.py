@@ -34,6 +34,7 @@ from services.archiver.sealing import (
     Pseudonyms,
     RawRecord,
     SealedBatch,
+    dead_letter,
     decode_record,
     people_of,
     pseudonyms_of,
@@ -43,7 +44,7 @@ from services.archiver.sealing import (
 from services.core.bucket import ArchiveBucket
 from services.core.events import Event
 from services.core.index import write_object_index, write_tombstones
-from services.core.kafka import AckedProducer, OutgoingRecord
+from services.core.kafka import AckedProducer
 from services.core.keyring import Keyring, KeyShredded
 from services.core.policy import DEFAULT_POLICY, Classifier, RetentionPolicy
 from services.core.retry import Attempt, Failure, RetryPolicy, classify, dependency_of
@@ -118,7 +119,7 @@ class BatchWriter:
             return await self._write(partition, raw)
 
     async def _write(self, partition: int, raw: Sequence[RawRecord]) -> WriteOutcome:
-        records = [decode_record(r.partition, r.offset, r.timestamp_ms, r.key, r.value) for r in raw]
+        records = [record for r in raw for record in decode_record(r)]
         poison = [r for r in records if r.event is None]
         good = [r for r in records if r.event is not None]
         progress = _Progress()
@@ -216,18 +217,7 @@ class BatchWriter:
         return [done.object_key] if done.object_key else []
 
     async def _dead_letter(self, poison: Sequence[ConsumedRecord], progress: _Progress) -> None:
-        records = [
-            OutgoingRecord(
-                self.dlq_topic,
-                r.key or b"",
-                r.value,
-                (
-                    ("wa-dlq-reason", (r.poison or "unknown").encode()[:500]),
-                    ("wa-source", f"{self.topic}/{r.partition}/{r.offset}".encode()),
-                ),
-            )
-            for r in poison
-        ]
+        records = [dead_letter(self.dlq_topic, self.topic, r) for r in poison]
         await self._retrying(lambda: self.dlq.produce(records, deadline_s=30), progress)
         for r in poison:
             reason = (r.poison or "unknown").split(":", 1)[0]

@@ -473,6 +473,32 @@ class _Change:
     entry_time: int | None
 
 
+def _entry_parts(entry: Any) -> tuple[str, list[Any]]:
+    """An entry's WABA id and its changes, or WebhookRejected(400) saying what is missing."""
+    if not isinstance(entry, dict):
+        raise WebhookRejected(400, "each entry must be an object")
+    raw_id = entry.get("id")
+    if isinstance(raw_id, bool) or not isinstance(raw_id, str | int) or raw_id == "":
+        raise WebhookRejected(400, "each entry needs a WABA 'id' (a non-empty string or an integer)")
+    changes = entry.get("changes")
+    if not isinstance(changes, list):
+        raise WebhookRejected(400, "each entry needs a 'changes' list")
+    return str(raw_id), changes
+
+
+def _change_field(change: Any) -> str:
+    if not isinstance(change, dict) or not isinstance(change.get("field"), str):
+        raise WebhookRejected(400, "each change must be an object with a string 'field'")
+    field: str = change["field"]
+    return field
+
+
+def _change_number(value: Any) -> str | None:
+    """The business phone number a change's value concerns (``metadata.phone_number_id``), if it names one."""
+    metadata = value.get("metadata") if isinstance(value, dict) else None
+    return _meta_id(metadata.get("phone_number_id")) if isinstance(metadata, dict) else None
+
+
 class _Splitter:
     """Walks one webhook body and collects its events, skipping repeats of an event id within the body."""
 
@@ -485,25 +511,13 @@ class _Splitter:
         self.events: list[Event] = []
 
     def entry(self, entry: Any) -> None:
-        if not isinstance(entry, dict):
-            raise WebhookRejected(400, "each entry must be an object")
-        raw_id = entry.get("id")
-        if isinstance(raw_id, bool) or not isinstance(raw_id, str | int) or raw_id == "":
-            raise WebhookRejected(400, "each entry needs a WABA 'id' (a non-empty string or an integer)")
-        changes = entry.get("changes")
-        if not isinstance(changes, list):
-            raise WebhookRejected(400, "each entry needs a 'changes' list")
-        waba_id = str(raw_id)
+        waba_id, changes = _entry_parts(entry)
         entry_time = _unix_seconds(entry.get("time"))
         for change in changes:
-            if not isinstance(change, dict) or not isinstance(change.get("field"), str):
-                raise WebhookRejected(400, "each change must be an object with a string 'field'")
-            self.change(waba_id, entry_time, change["field"], change.get("value"))
+            self.change(waba_id, entry_time, _change_field(change), change.get("value"))
 
     def change(self, waba_id: str, entry_time: int | None, field: str, value: Any) -> None:
-        metadata = value.get("metadata") if isinstance(value, dict) else None
-        phone_number_id = _meta_id(metadata.get("phone_number_id")) if isinstance(metadata, dict) else None
-        change = _Change(waba_id, phone_number_id, field, entry_time)
+        change = _Change(waba_id, _change_number(value), field, entry_time)
         item_keys = _ITEM_KEYS.get(field)
         if item_keys is None or not isinstance(value, dict):
             self.standalone(change, _field_kind(field), value)
@@ -519,6 +533,7 @@ class _Splitter:
         else:
             self.history(change, value.get("history"), contacts)
             # The follow-up delivery of a history message's media asset carries a plain `messages` list.
+            metadata = value.get("metadata")
             business = metadata.get("display_phone_number") if isinstance(metadata, dict) else None
             self.history_assets(change, value.get("messages"), contacts, business)
         if len(self.events) == produced_before:
@@ -720,6 +735,49 @@ def split_webhook(body: Any, *, raw_sha256: str, signature: str | None, received
     return splitter.events
 
 
+def decode_webhook(raw: bytes) -> Any:
+    """A raw POST body decoded as JSON, exactly (:func:`loads_exact`); WebhookRejected(400) when it is not JSON
+    (including NaN/Infinity and text that is not UTF-8/16/32) or is nested too deeply to decode."""
+    try:
+        return loads_exact(
+            raw, lambda text: json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+        )
+    except RecursionError:
+        raise WebhookRejected(400, "body is nested too deeply") from None
+    except ValueError:  # JSONDecodeError, UnicodeDecodeError, NaN/Infinity, integers over the digit limit
+        raise WebhookRejected(400, "body is not JSON") from None
+
+
+def webhook_scope(body: Any) -> tuple[str, frozenset[str]]:
+    """Check a decoded body's envelope without splitting it, as ingest does before journaling it: the same
+    structural checks and reasons as :func:`split_webhook` (an object whose ``object`` is
+    ``whatsapp_business_account``, an ``entry`` list, entries with an id and a ``changes`` list, changes with a
+    string ``field``), items unread.
+
+    Returns the body's Kafka key text and the business phone numbers it concerns: the one
+    ``metadata.phone_number_id`` when every change that names a number names that one, else (account-level
+    changes only, or several numbers in one POST) the first entry's WABA id."""
+    if not isinstance(body, dict):
+        raise WebhookRejected(400, "body must be a JSON object")
+    if body.get("object") != WABA_OBJECT:
+        raise WebhookRejected(400, "'object' must be 'whatsapp_business_account'")
+    entries = body.get("entry")
+    if not isinstance(entries, list):
+        raise WebhookRejected(400, "'entry' must be a list")
+    first_waba: str | None = None
+    numbers: set[str] = set()
+    for entry in entries:
+        waba_id, changes = _entry_parts(entry)
+        first_waba = first_waba or waba_id
+        for change in changes:
+            _change_field(change)
+            number = _change_number(change.get("value"))
+            if number is not None:
+                numbers.add(number)
+    scope = next(iter(numbers)) if len(numbers) == 1 else (first_waba or "")
+    return scope, frozenset(numbers)
+
+
 def parse_webhook(raw: bytes, *, raw_sha256: str, signature: str | None, received_at: str) -> list[Event]:
     """Decode a raw POST body and split it (:func:`split_webhook`).
 
@@ -728,12 +786,5 @@ def parse_webhook(raw: bytes, *, raw_sha256: str, signature: str | None, receive
     ``whatsapp_business_account``, lacks an ``entry`` list, has an entry without a string-or-integer ``id`` or
     without a ``changes`` list, or has a change that is not an object with a string ``field``.
     """
-    try:
-        body = loads_exact(
-            raw, lambda text: json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
-        )
-    except RecursionError:
-        raise WebhookRejected(400, "body is nested too deeply") from None
-    except ValueError:  # JSONDecodeError, UnicodeDecodeError, NaN/Infinity, integers over the digit limit
-        raise WebhookRejected(400, "body is not JSON") from None
+    body = decode_webhook(raw)
     return split_webhook(body, raw_sha256=raw_sha256, signature=signature, received_at=received_at)

@@ -2,31 +2,31 @@
 
 A plain ASGI callable rather than a framework: the webhook route is the hot path (Meta asks for a median answer
 under 250 ms at up to 1,000 updates/s per number) and does only what it must: read the capped body, check the
-signature over the raw bytes, split, produce, answer.
+signature over the raw bytes, check the envelope, journal the POST as one Kafka record, answer. Splitting the
+body into events is the archiver's work (services/core/journal.py).
 
 Outcomes of ``POST /webhooks/whatsapp``:
-    200  every event of the body was acknowledged by Kafka (acks=all)
+    200  the POST's journal record was acknowledged by Kafka (acks=all)
     401  signature missing or wrong — nothing produced
     400  not JSON, or not a whatsapp_business_account envelope — nothing produced
     413  body over the cap — nothing produced
-    503  Kafka did not acknowledge in time — Meta retries; records that did land deduplicate by event_id
+    503  Kafka did not acknowledge in time — Meta retries; a record that did land deduplicates by event_id
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import logging
 import time
-from collections import Counter as Tally
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, TypeVar
 from urllib.parse import parse_qs
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 
-from services.core.events import Event, WebhookRejected, parse_webhook, text_fault
+from services.core.events import WebhookRejected, decode_webhook, text_fault, webhook_scope
+from services.core.journal import event_record, webhook_record
 from services.core.kafka import AckedProducer, OutgoingRecord, ProduceUnavailable
 from services.ingest.metrics import IngestMetrics
 from services.ingest.outbound import outbound_event
@@ -142,7 +142,7 @@ class IngestApp:
         self._clock = clock or UtcClock()
         # Bound metric children: labels() validates and locks on every call, and this is the hot path.
         self._ok = {route: self.metrics.requests.labels(route, "ok") for route in ("webhook", "outbound")}
-        self._produced: dict[str, Counter] = {}
+        self._produced = {route: self.metrics.records_produced.labels(route) for route in ("webhook", "outbound")}
         self._acknowledged: dict[str, Gauge] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -209,17 +209,13 @@ class IngestApp:
             await send_response(send, 401, error_body("invalid or missing X-Hub-Signature-256"), JSON)
             return
         try:
-            events = parse_webhook(
-                raw,
-                raw_sha256=hashlib.sha256(raw).hexdigest(),
-                signature=signature,
-                received_at=self._clock(),
-            )
+            scope_id, numbers = webhook_scope(decode_webhook(raw))
         except WebhookRejected as rejected:
             self.metrics.requests.labels("webhook", "bad_request").inc()
             await send_response(send, rejected.status, error_body(rejected.reason), JSON)
             return
-        await self._produce_and_answer("webhook", events, send)
+        record = webhook_record(self._topic, scope_id, raw, signature=signature, received_at=self._clock())
+        await self._produce_and_answer("webhook", record, numbers, send)
 
     async def _outbound(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not self._authorised(header(scope, b"authorization")):
@@ -237,7 +233,9 @@ class IngestApp:
             self.metrics.requests.labels("outbound", "bad_request").inc()
             await send_response(send, rejected.status, error_body(rejected.reason), JSON)
             return
-        await self._produce_and_answer("outbound", [event], send)
+        await self._produce_and_answer(
+            "outbound", event_record(self._topic, event), frozenset(n for n in (event.phone_number_id,) if n), send
+        )
 
     def _authorised(self, authorization: str | None) -> bool:
         if not authorization or not authorization.startswith("Bearer "):
@@ -247,23 +245,22 @@ class IngestApp:
         matches = [hmac.compare_digest(offered, token) for token in self._outbound_tokens]
         return any(matches)
 
-    async def _produce_and_answer(self, route: str, events: Sequence[Event], send: Send) -> None:
-        records = [OutgoingRecord(self._topic, event.key(), event.to_json()) for event in events]
+    async def _produce_and_answer(
+        self, route: str, record: OutgoingRecord, numbers: frozenset[str], send: Send
+    ) -> None:
         started = time.perf_counter()
         try:
-            if records:
-                await self.producer.produce(records, deadline_s=self.settings.produce_deadline_s)
+            await self.producer.produce((record,), deadline_s=self.settings.produce_deadline_s)
         except ProduceUnavailable as exc:
             # Meta retries non-2xx for days, so 503 is safe when Kafka is down; nothing was acknowledged to Meta.
-            log.warning("%s: %d event(s) not acknowledged by Kafka: %s; answering 503", route, len(records), exc)
+            log.warning("%s: record not acknowledged by Kafka: %s; answering 503", route, exc)
             self.metrics.requests.labels(route, "unavailable").inc()
             await send_response(send, 503, error_body("event store unavailable, retry later"), JSON)
             return
         self.metrics.produce_seconds.observe(time.perf_counter() - started)
+        self._produced[route].inc()
         now = time.time()
-        for kind, count in Tally(event.kind for event in events).items():
-            bound(self._produced, self.metrics.events_produced, kind).inc(count)
-        for phone_number_id in {event.phone_number_id for event in events if event.phone_number_id}:
+        for phone_number_id in numbers:
             # A label Prometheus could not carry (NUL, lone surrogate, over-long) is left out; the archiver
             # dead-letters such records anyway.
             if text_fault(phone_number_id) is None:

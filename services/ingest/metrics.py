@@ -1,4 +1,4 @@
-"""Prometheus metrics of ingest. Labels are bounded: routes, outcomes, event kinds, business phone-number ids
+"""Prometheus metrics of ingest. Labels are bounded: routes, outcomes, business phone-number ids
 (a company has a handful; they identify the business, never a customer). Catalogue: docs/METRICS.md."""
 
 from __future__ import annotations
@@ -14,15 +14,16 @@ class IngestMetrics:
             ["route", "outcome"],
             registry=registry,
         )
-        self.events_produced = Counter(
-            "wa_ingest_events_produced_total",
-            "Events acknowledged by Kafka, by kind (message, status, echo, history, error, outbound, ...).",
-            ["kind"],
+        self.records_produced = Counter(
+            "wa_ingest_records_produced_total",
+            "Records acknowledged by Kafka, by route: one per webhook POST (the archiver splits it), one per "
+            "outbound report.",
+            ["route"],
             registry=registry,
         )
         self.produce_seconds = Histogram(
             "wa_ingest_produce_seconds",
-            "Time from the first send of a webhook's events to the last Kafka acknowledgement.",
+            "Time from sending a POST's record to Kafka's acknowledgement.",
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=registry,
         )
@@ -43,7 +44,8 @@ class IngestMetrics:
         )
         self.last_event_timestamp = Gauge(
             "wa_ingest_last_acknowledged_timestamp_seconds",
-            "When Kafka last acknowledged an event of this business phone number (the archive lag's reference).",
+            "When Kafka last acknowledged a webhook or report of this business phone number (the archive lag's "
+            "reference).",
             ["phone_number_id"],
             registry=registry,
         )

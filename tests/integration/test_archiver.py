@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 import asyncpg
 import httpx
-import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry, generate_latest
@@ -29,7 +28,7 @@ from services.ingest.app import IngestApp
 from services.ingest.settings import IngestSettings
 from services.tools.replay import load_bodies, post_signed
 from tests import pipeline
-from tests.support import committed_offsets, create_topic, payloads_dir, read_topic, serve_asgi
+from tests.support import committed_offsets, create_topic, payloads_dir, read_records, read_topic, serve_asgi
 
 pytestmark = pytest.mark.integration
 
@@ -71,10 +70,11 @@ async def test_every_sample_payload_is_archived_and_reads_back_byte_for_byte(
             expected.extend(
                 parse_webhook(body, raw_sha256=hashlib.sha256(body).hexdigest(), signature=None, received_at="-")
             )
-    produced = {
-        orjson.loads(v)["event_id"]: v for _k, v in await read_topic(kafka_bootstrap, pipe.topic, len(expected))
-    }
-    assert len(produced) == len({e.event_id for e in expected})
+    records = await read_records(kafka_bootstrap, pipe.topic, len(bodies))
+    assert len(records) == len(bodies), "one journal record per POST"
+    # What the archiver seals for each event: its envelope, split out of the journaled POST.
+    produced = {e.event_id: e.to_json() for e in pipeline.journaled_events(records)}
+    assert set(produced) == {e.event_id for e in expected}
 
     async with pipeline.running_archiver(pipe.settings, pipe.registry):
         await pipeline.wait_indexed(pg_pool, set(produced))
@@ -82,10 +82,10 @@ async def test_every_sample_payload_is_archived_and_reads_back_byte_for_byte(
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             committed = await committed_offsets(kafka_bootstrap, pipe.settings.group_id, pipe.topic, 3)
-            if sum(committed.values()) == len(produced):
+            if sum(committed.values()) == len(records):
                 break
             await asyncio.sleep(0.2)
-        assert sum(committed.values()) == len(produced)
+        assert sum(committed.values()) == len(records)
 
     rows = await pg_pool.fetch(
         "SELECT event_id, object_key, record_index, kind, message_ref, original_message_ref, subject_ref "
@@ -101,7 +101,7 @@ async def test_every_sample_payload_is_archived_and_reads_back_byte_for_byte(
         opened = await reader.open([RecordLocation(r["event_id"], r["object_key"], r["record_index"]) for r in rows])
     finally:
         await pool.close()
-    assert opened == produced  # every archived record is the exact Kafka value, byte for byte
+    assert opened == produced  # every archived record is its event's envelope, byte for byte
 
     # Deletions and edits are linked to the message they concern.
     pepper = keys.pepper_bytes()

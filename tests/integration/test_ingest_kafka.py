@@ -1,4 +1,5 @@
-"""ingest over real HTTP against the real Kafka: every sample webhook lands verbatim, keyed by conversation."""
+"""ingest over real HTTP against the real Kafka: every sample webhook is journaled verbatim, one record per POST,
+keyed by business number, and splits into the events the archiver archives."""
 
 from __future__ import annotations
 
@@ -15,13 +16,21 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
-from services.core.events import Event, parse_webhook
+from services.core.events import Event, decode_webhook, parse_webhook, webhook_scope
+from services.core.journal import (
+    EVENT_FORMAT,
+    FORMAT_HEADER,
+    RECEIVED_AT_HEADER,
+    SIGNATURE_HEADER,
+    WEBHOOK_FORMAT,
+)
 from services.core.settings import KafkaSettings
 from services.ingest.app import IngestApp
 from services.ingest.settings import IngestSettings
 from services.ingest.signature import sign
 from services.tools.replay import load_bodies, post_signed
-from tests.support import create_topic, payloads_dir, read_topic, serve_asgi
+from tests.pipeline import journaled_events
+from tests.support import create_topic, payloads_dir, read_records, read_topic, serve_asgi
 
 pytestmark = pytest.mark.integration
 
@@ -58,7 +67,7 @@ def expected_events(bodies: list[tuple[str, bytes]]) -> list[Event]:
     return events
 
 
-async def test_every_sample_payload_lands_verbatim_with_its_key(
+async def test_every_sample_payload_is_journaled_verbatim_keyed_by_business_number(
     kafka_bootstrap: str, topic: str, ingest_url: str
 ) -> None:
     bodies = load_bodies([payloads_dir()])
@@ -67,19 +76,22 @@ async def test_every_sample_payload_lands_verbatim_with_its_key(
         for name, body in bodies:
             status = await post_signed(client, f"{ingest_url}/webhooks/whatsapp", body, SECRET, attempts=1)
             assert status == 200, name
+    records = await read_records(kafka_bootstrap, topic, len(bodies))
+    assert len(records) == len(bodies), "one record per POST"
+    by_body = {value: (key, dict(headers)) for key, value, headers in records}
+    for name, body in bodies:
+        key, headers = by_body[body]  # the exact signed bytes
+        assert key.decode() == webhook_scope(decode_webhook(body))[0], name
+        assert headers[FORMAT_HEADER] == WEBHOOK_FORMAT
+        assert headers[SIGNATURE_HEADER].decode() == sign(body, SECRET)
+        assert headers[RECEIVED_AT_HEADER].decode().endswith("Z")
+    # The archiver's split gives the events (and ids) ingest used to produce itself.
     expected = expected_events(bodies)
-    records = await read_topic(kafka_bootstrap, topic, len(expected))
-    assert len(records) == len(expected)
-    by_id = {json.loads(value)["event_id"]: (key, json.loads(value)) for key, value in records}
-    for event in expected:
-        key, envelope = by_id[event.event_id]
-        assert key == event.key()
-        assert envelope["payload"] == event.payload  # the Meta object, untouched
-        assert envelope["schema"] == 1
-        if event.subject and event.subject.wa_id:
-            assert key.decode() == f"{event.phone_number_id}:{event.subject.wa_id}"
+    split = journaled_events(records)
+    assert sorted(e.event_id for e in split) == sorted(e.event_id for e in expected)
+    assert all(e.delivery.signature is not None and e.delivery.signature.startswith("sha256=") for e in split)
 
-    # The metrics count what Kafka acknowledged: per kind, per request, and when each business number last had one.
+    # The metrics count what Kafka acknowledged: per route, per request, and when each business number last had one.
     async with httpx.AsyncClient(timeout=10) as client:
         exposition = (await client.get(f"{ingest_url}/metrics")).text
     samples = {
@@ -87,12 +99,7 @@ async def test_every_sample_payload_lands_verbatim_with_its_key(
         for family in text_string_to_metric_families(exposition)
         for sample in family.samples
     }
-    produced = {
-        dict(labels)["kind"]: value
-        for (name, labels), value in samples.items()
-        if name == "wa_ingest_events_produced_total"
-    }
-    assert produced == dict(Counter(event.kind for event in expected))
+    assert samples[("wa_ingest_records_produced_total", (("route", "webhook"),))] == len(bodies)
     assert samples[("wa_ingest_requests_total", (("outcome", "ok"), ("route", "webhook")))] == len(bodies)
     acknowledged = {
         dict(labels)["phone_number_id"]
@@ -100,6 +107,21 @@ async def test_every_sample_payload_lands_verbatim_with_its_key(
         if name == "wa_ingest_last_acknowledged_timestamp_seconds" and value > 0
     }
     assert acknowledged == {event.phone_number_id for event in expected if event.phone_number_id}
+
+
+async def test_a_post_at_the_body_cap_is_journaled_whole(kafka_bootstrap: str, topic: str, ingest_url: str) -> None:
+    """Meta sends up to 3 MB in one POST; the record holds all of it (Kafka's default stops near 1 MB)."""
+    item = orjson.loads((payloads_dir() / "inbound_text.json").read_bytes())
+    messages = item["entry"][0]["changes"][0]["value"]["messages"]
+    template = messages[0]
+    while len(orjson.dumps(item)) < 3_500_000:
+        messages.extend({**template, "id": f"wamid.BIG{len(messages):07d}"} for _ in range(1000))
+    body = orjson.dumps(item)
+    async with httpx.AsyncClient(timeout=30) as client:
+        assert await post_signed(client, f"{ingest_url}/webhooks/whatsapp", body, SECRET, attempts=1) == 200
+    ((_key, value, headers),) = await read_records(kafka_bootstrap, topic, 1)
+    assert value == body
+    assert len(journaled_events([(b"", value, headers)])) == len(messages)
 
 
 async def test_unsigned_and_malformed_posts_produce_nothing(kafka_bootstrap: str, topic: str, ingest_url: str) -> None:
@@ -129,8 +151,9 @@ async def test_redelivery_gives_the_same_event_ids(kafka_bootstrap: str, topic: 
     async with httpx.AsyncClient(timeout=10) as client:
         for raw in (body, reencoded):
             assert await post_signed(client, f"{ingest_url}/webhooks/whatsapp", raw, SECRET, attempts=1) == 200
-    records = await read_topic(kafka_bootstrap, topic, 100)
-    ids = Counter(orjson.loads(value)["event_id"] for _key, value in records)
+    records = await read_records(kafka_bootstrap, topic, 2)
+    assert len(records) == 2
+    ids = Counter(event.event_id for event in journaled_events(records))
     assert ids, "nothing was produced"
     assert set(ids.values()) == {2}, "each event must come twice, under the same id"
 
@@ -158,9 +181,10 @@ async def test_outbound_report_is_produced_as_outbound_event(kafka_bootstrap: st
         400,
         200,
     )
-    records = await read_topic(kafka_bootstrap, topic, 1)
+    records = await read_records(kafka_bootstrap, topic, 1)
     assert len(records) == 1
-    key, value = records[0]
+    key, value, headers = records[0]
+    assert dict(headers) == {FORMAT_HEADER: EVENT_FORMAT}
     envelope = orjson.loads(value)
     assert key == b"106540352242922:16505551234"
     assert envelope["kind"] == "outbound"
@@ -188,6 +212,6 @@ async def test_kafka_down_answers_503_then_redelivery_lands(kafka_bootstrap: str
     assert ready.status_code == 200  # the producer object lives on; readiness is about the connection it holds
     assert retried == 200
     expected = {e.event_id for e in expected_events([("b", body)])}
-    records = await read_topic(kafka_bootstrap, topic, len(expected))
-    assert {orjson.loads(v)["event_id"] for _k, v in records} == expected
+    records = await read_records(kafka_bootstrap, topic, 1)
+    assert {e.event_id for e in journaled_events(records)} == expected
     assert 'wa_ingest_requests_total{outcome="unavailable",route="webhook"} 1.0' in metrics

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import functools
 import importlib.resources
+import importlib.util
 import json
 import os
 import re
@@ -35,6 +36,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_settings import BaseSettings
 
 from services.archiver.settings import ArchiverSettings
+from services.core.kafka import MAX_RECORD_BYTES, PROTOCOL_OVERHEAD_BYTES
 from services.core.policy import parse_policy
 from services.core.settings import KafkaSettings
 from services.ingest.settings import IngestSettings
@@ -643,7 +645,17 @@ def test_kafka_topics(target: str) -> None:
     # The same bound on plaintext in Kafka as the local stack's (docs/GDPR.md): 72 h.
     assert int(events["config"]["retention.ms"]) == 72 * 3600 * 1000 == int(load_demo_env()["WA_TOPIC_RETENTION_MS"])
     assert int(events["config"]["min.insync.replicas"]) == 2 < events["replicas"]
-    assert int(events["config"]["max.message.bytes"]) == 4194304
+    # One record per POST: ingest's body cap and the batch around it, as the producer and the local topics allow.
+    large = MAX_RECORD_BYTES + PROTOCOL_OVERHEAD_BYTES
+    spec = importlib.util.spec_from_file_location("wa_archive_provision", REPO_ROOT / "deploy/local/provision.py")
+    assert spec is not None
+    assert spec.loader is not None
+    provision = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(provision)  # deploy/ is not a package
+    assert int(provision.LARGE_RECORDS["max.message.bytes"]) == large
+    assert int(events["config"]["max.message.bytes"]) == large
+    assert int(dlq["config"]["max.message.bytes"]) == large
+    assert IngestSettings.model_fields["max_body_bytes"].default == MAX_RECORD_BYTES
     assert dlq["partitions"] == 3
     assert int(dlq["config"]["retention.ms"]) == 30 * 86400 * 1000
     for topic in topics.values():

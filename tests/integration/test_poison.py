@@ -195,6 +195,50 @@ async def test_a_refusal_the_screening_missed_dead_letters_that_record_alone(
     assert 'wa_archiver_dead_letters_total{reason="postgres refused"} 1.0' in metrics
 
 
+async def test_one_refused_event_of_a_journaled_post_leaves_the_others_archived(
+    kafka_bootstrap: str, demo_env: dict[str, str], pg_pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One Kafka record, one POST of ten changes, one of them refused by PostgreSQL: the halving goes inside the
+    record, the nine others are archived in objects of their own keys, and the dead letter is the refused
+    event's envelope alone (not the POST, which holds the other people's messages)."""
+    monkeypatch.setattr(sealing, "unstorable", lambda _event: None)
+    topic = await create_topic(kafka_bootstrap, partitions=1, prefix="poison")
+    dlq = await create_topic(kafka_bootstrap, partitions=1, prefix="poison-dlq")
+    settings = pipeline.archiver_settings(demo_env, topic, dlq, f"test/{uuid.uuid4().hex[:8]}")
+    person = pipeline.Person.fresh()
+    bodies = [ordinary_message(person, f"wamid.j{n}") for n in range(9)]
+    bodies.insert(
+        5, body(person.waba_id, person.phone_number_id + "\x00", text("wamid.jbad", person.wa_id), person.wa_id)
+    )
+    changes = [json.loads(b)["entry"][0]["changes"][0] for b in bodies]
+    post = json.dumps(
+        {"object": "whatsapp_business_account", "entry": [{"id": person.waba_id, "changes": changes}]},
+        ensure_ascii=True,
+    ).encode()
+    events = pipeline.events_of([post])
+    assert len(events) == 10
+    bad = events[5]
+    await pipeline.produce_posts(kafka_bootstrap, topic, [post])
+    registry = CollectorRegistry()
+    async with pipeline.running_archiver(settings, registry):
+        good_ids = [e.event_id for e in events if e is not bad]
+        assert await indexed_since(pg_pool, good_ids, 30) == set(good_ids)
+        dead = await dead_letters(kafka_bootstrap, dlq, 1)
+        committed = await committed_offsets(kafka_bootstrap, settings.group_id, topic, 1)
+    assert [headers["wa-dlq-reason"] for _value, headers in dead] == [
+        b"postgres refused: CharacterNotInRepertoireError"
+    ]
+    assert dead[0][0] == bad.to_json()
+    assert dead[0][1]["wa-format"] == b"event/1"
+    rows = await pg_pool.fetch(
+        "SELECT event_id, object_key FROM archived_events WHERE event_id = ANY($1::text[])", good_ids
+    )
+    keys = {row["object_key"] for row in rows}
+    assert len(keys) >= 2, "the halving split the record's events into several objects"
+    assert any(key.endswith("-00006.waarc") for key in keys), "the object after the refused event has its own key"
+    assert committed[0] == 1
+
+
 def _metrics(registry: CollectorRegistry) -> str:
     from prometheus_client import generate_latest
 

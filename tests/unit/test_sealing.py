@@ -13,6 +13,7 @@ from services.archiver.media import MediaRef, MediaResult
 from services.archiver.sealing import (
     BUSINESS_SUBJECT,
     ConsumedRecord,
+    RawRecord,
     SealedBatch,
     decode_record,
     people_of,
@@ -127,7 +128,7 @@ def seal(
 )
 def test_decode_refuses_only_what_the_index_cannot_store(changes: dict[str, Any], reason: str | None) -> None:
     record = event(**changes)
-    decoded = decode_record(0, 7, 1_000, record.key(), record.to_json())
+    (decoded,) = decode_record(RawRecord(0, 7, 1_000, record.key(), record.to_json()))
     assert decoded.poison == reason
     assert (decoded.event is None) == (reason is not None)
 
@@ -141,7 +142,17 @@ def test_decode_refuses_only_what_the_index_cannot_store(changes: dict[str, Any]
     ],
 )
 def test_decode_names_why_a_record_is_not_an_envelope(value: bytes | None, poison: str) -> None:
-    assert decode_record(0, 1, 0, None, value).poison == poison
+    (decoded,) = decode_record(RawRecord(0, 1, 0, None, value))
+    assert decoded.poison == poison
+    assert decoded.event is None
+
+
+def test_an_envelope_record_is_sealed_as_the_exact_bytes_kafka_carried() -> None:
+    record = event()
+    value = record.to_json().replace(b'"schema":1', b'"schema": 1')  # another serialisation of the same envelope
+    (decoded,) = decode_record(RawRecord(0, 3, 0, b"k", value))
+    assert decoded.value == value
+    assert decoded.event == record
 
 
 def test_text_fault_accepts_every_real_meta_value() -> None:
