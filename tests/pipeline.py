@@ -24,6 +24,7 @@ from pydantic import SecretStr
 from services.archiver.service import run_archiver
 from services.archiver.settings import ArchiverSettings, FlushSettings, GraphSettings
 from services.core.events import Event, decode_webhook, parse_webhook, webhook_scope
+from services.core.index import binary_keys
 from services.core.journal import split_record, webhook_record
 from services.core.kafka import AckedProducer, OutgoingRecord
 from services.core.settings import KafkaSettings, KeySettings, PostgresSettings, S3Settings
@@ -251,10 +252,9 @@ async def running_archiver(
 async def wait_indexed(pool: asyncpg.Pool, event_ids: set[str], timeout_s: float = 60) -> None:
     deadline = time.monotonic() + timeout_s
     count = 0
+    keys = binary_keys(event_ids)
     while time.monotonic() < deadline:
-        count = await pool.fetchval(
-            "SELECT count(*) FROM archived_events WHERE event_id = ANY($1::text[])", list(event_ids)
-        )
+        count = await pool.fetchval("SELECT count(*) FROM archived_events WHERE event_id = ANY($1::bytea[])", keys)
         if count == len(event_ids):
             return
         await asyncio.sleep(0.2)

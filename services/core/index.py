@@ -22,18 +22,29 @@ from services.core.policy import Classifier
 Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
 
-class IndexRow(NamedTuple):
-    """One row of ``archived_events``, in column order: a tuple COPY takes as it is."""
+def binary_key(ref: str) -> bytes:
+    """An event id or pseudonym (lowercase hex) as the index stores it: its bytes (migration 0006)."""
+    return bytes.fromhex(ref)
 
-    event_id: str
-    subject_ref: str | None
+
+def binary_keys(refs: Iterable[str]) -> list[bytes]:
+    """:func:`binary_key` of each, for a ``bytea[]`` parameter (``… = ANY($1::bytea[])``)."""
+    return [bytes.fromhex(ref) for ref in refs]
+
+
+class IndexRow(NamedTuple):
+    """One row of ``archived_events``, in column order: a tuple COPY takes as it is. Event ids and pseudonyms are
+    bytes (``bytea``); queries give them back as hex with ``encode(column, 'hex')``."""
+
+    event_id: bytes
+    subject_ref: bytes | None
     dek_id: str | None
     waba_id: str | None
     phone_number_id: str | None
     kind: str
     type: str | None
-    message_ref: str | None
-    original_message_ref: str | None
+    message_ref: bytes | None
+    original_message_ref: bytes | None
     event_time: datetime | None
     received_at: datetime
     object_key: str
@@ -122,15 +133,15 @@ def index_row(
     when = event_time(meta.timestamp) or received
     retention_class, expires_at = classify(meta.phone_number_id, meta.kind, meta.type, when)
     return IndexRow(
-        meta.event_id,
-        meta.subject_ref,
+        bytes.fromhex(meta.event_id),
+        bytes.fromhex(meta.subject_ref) if meta.subject_ref else None,
         meta.dek_id,
         meta.waba_id,
         meta.phone_number_id,
         meta.kind,
         meta.type,
-        meta.message_ref,
-        meta.original_message_ref,
+        bytes.fromhex(meta.message_ref) if meta.message_ref else None,
+        bytes.fromhex(meta.original_message_ref) if meta.original_message_ref else None,
         when,
         received,
         object_key,
@@ -190,10 +201,10 @@ async def write_object_index(
     )
     if rows:
         await conn.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS staged_events (LIKE archived_events INCLUDING DEFAULTS) "
+            "CREATE TEMP TABLE IF NOT EXISTS staged_index_rows (LIKE archived_events INCLUDING DEFAULTS) "
             "ON COMMIT DELETE ROWS"
         )
-        await conn.copy_records_to_table("staged_events", records=rows, columns=list(INDEX_COLUMNS))
+        await conn.copy_records_to_table("staged_index_rows", records=rows, columns=list(INDEX_COLUMNS))
         updates = ", ".join(
             f"{column} = EXCLUDED.{column}"
             for column in (
@@ -208,7 +219,7 @@ async def write_object_index(
         # The same event twice in one batch (a redelivery) keeps its latest copy.
         await conn.execute(
             f"INSERT INTO archived_events ({', '.join(INDEX_COLUMNS)}) "  # noqa: S608 — column names are constants
-            f"SELECT DISTINCT ON (event_id) {', '.join(INDEX_COLUMNS)} FROM staged_events "
+            f"SELECT DISTINCT ON (event_id) {', '.join(INDEX_COLUMNS)} FROM staged_index_rows "
             f"ORDER BY event_id, record_index DESC "
             f"ON CONFLICT (event_id) DO UPDATE SET {updates}"
         )
@@ -216,14 +227,21 @@ async def write_object_index(
         {(row.phone_number_id, row.waba_id) for row in rows if row.phone_number_id}, key=lambda n: (n[0], n[1] or "")
     )
     if numbers:
-        await conn.executemany(
-            "INSERT INTO business_numbers (phone_number_id, waba_id) VALUES ($1, $2) ON CONFLICT DO NOTHING", numbers
+        await conn.execute(
+            "INSERT INTO business_numbers (phone_number_id, waba_id) SELECT * FROM unnest($1::text[], $2::text[]) "
+            "ON CONFLICT DO NOTHING",
+            [n[0] for n in numbers],
+            [n[1] for n in numbers],
         )
-    alias_rows = sorted(set(aliases))
-    if alias_rows:
-        await conn.executemany(
-            "INSERT INTO subject_aliases (alias_ref, subject_ref) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            alias_rows,
+    # One statement for the batch's aliases (one execution per row cost PostgreSQL more than the events' COPY),
+    # in a fixed order so that two archivers inserting the same pairs cannot deadlock.
+    pairs = sorted(set(aliases))
+    if pairs:
+        await conn.execute(
+            "INSERT INTO subject_aliases (alias_ref, subject_ref) SELECT * FROM unnest($1::text[], $2::text[]) "
+            "ON CONFLICT DO NOTHING",
+            [p[0] for p in pairs],
+            [p[1] for p in pairs],
         )
     if media:
         await write_media_rows(conn, media)
@@ -239,8 +257,13 @@ async def write_media_rows(conn: Connection, media: Sequence[MediaRow]) -> None:
         " size_bytes = coalesce(EXCLUDED.size_bytes, archived_media.size_bytes), attempts = EXCLUDED.attempts,"
         " failure = EXCLUDED.failure, archived_at = now()"
         " WHERE archived_media.status <> 'archived' OR EXCLUDED.status = 'archived'",
-        [MEDIA_TUPLE(m) for m in media],
+        [_media_tuple(m) for m in media],
     )
+
+
+def _media_tuple(row: MediaRow) -> tuple[object, ...]:
+    values = MEDIA_TUPLE(row)
+    return (bytes.fromhex(row.event_id), bytes.fromhex(row.subject_ref) if row.subject_ref else None, *values[2:])
 
 
 async def write_tombstones(conn: Connection, tombstones: Sequence[tuple[str, str]]) -> None:

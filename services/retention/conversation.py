@@ -19,6 +19,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from services.core.index import binary_keys
 from services.core.reader import ArchiveReader, RecordLocation
 from services.retention.subjects import require_reason, resolve_subject_refs, write_audit
 
@@ -212,14 +213,15 @@ async def load_conversation(
     async with pool.acquire() as conn:
         refs = await resolve_subject_refs(conn, pepper, contact, phone_number_id)
         rows = await conn.fetch(
-            "SELECT event_id, object_key, record_index, subject_ref FROM archived_events "
-            "WHERE subject_ref = ANY($1::text[]) ORDER BY event_time, kafka_offset",
-            refs,
+            "SELECT encode(event_id, 'hex') AS event_id, object_key, record_index,"
+            " encode(subject_ref, 'hex') AS subject_ref FROM archived_events "
+            "WHERE subject_ref = ANY($1::bytea[]) ORDER BY event_time, kafka_offset",
+            binary_keys(refs),
         )
         media_rows = await conn.fetch(
-            "SELECT event_id, status, object_key, mime_type, size_bytes, failure FROM archived_media "
-            "WHERE subject_ref = ANY($1::text[])",
-            refs,
+            "SELECT encode(event_id, 'hex') AS event_id, status, object_key, mime_type, size_bytes, failure"
+            " FROM archived_media WHERE subject_ref = ANY($1::bytea[])",
+            binary_keys(refs),
         )
         counts: dict[str, int] = {}
         for row in rows:

@@ -27,7 +27,7 @@ import asyncpg
 import orjson
 
 from services.core.bucket import DELETE_OBJECTS_MAX, ArchiveBucket, StorageUnavailable
-from services.core.index import index_scans
+from services.core.index import binary_keys, index_scans
 from services.core.keyring import Keyring, record_erasure
 from services.retention.holds import holds_covering, holds_settled
 from services.retention.subjects import Connection, resolve_subject_refs, write_audit
@@ -143,12 +143,13 @@ async def erase_subject(
         async with index_scans(conn):
             sole_objects = await conn.fetch(
                 "SELECT k.object_key FROM (SELECT DISTINCT object_key FROM archived_events"
-                " WHERE subject_ref = ANY($1::text[])) k WHERE NOT EXISTS (SELECT 1 FROM archived_events e"
-                " WHERE e.object_key = k.object_key AND (e.subject_ref IS NULL OR e.subject_ref <> ALL($1::text[])))",
-                refs,
+                " WHERE subject_ref = ANY($1::bytea[])) k WHERE NOT EXISTS (SELECT 1 FROM archived_events e"
+                " WHERE e.object_key = k.object_key AND (e.subject_ref IS NULL OR e.subject_ref <> ALL($1::bytea[])))",
+                binary_keys(refs),
             )
         media_objects = await conn.fetch(
-            "SELECT object_key FROM archived_media WHERE subject_ref = ANY($1::text[]) AND object_key IS NOT NULL", refs
+            "SELECT object_key FROM archived_media WHERE subject_ref = ANY($1::bytea[]) AND object_key IS NOT NULL",
+            binary_keys(refs),
         )
     keys = [r["object_key"] for r in sole_objects] + [r["object_key"] for r in media_objects]
     gone: list[str] = []  # objects whose every version is deleted; locked ones keep their archive_objects row
@@ -167,12 +168,12 @@ async def erase_subject(
         outcome.objects_locked += len(refused)
     async with pool.acquire() as conn, conn.transaction():
         deleted = await conn.fetchval(
-            "WITH gone AS (DELETE FROM archived_events WHERE subject_ref = ANY($1::text[]) RETURNING 1) "
+            "WITH gone AS (DELETE FROM archived_events WHERE subject_ref = ANY($1::bytea[]) RETURNING 1) "
             "SELECT count(*) FROM gone",
-            refs,
+            binary_keys(refs),
         )
         outcome.events_deleted = int(deleted or 0)
-        await conn.execute("DELETE FROM archived_media WHERE subject_ref = ANY($1::text[])", refs)
+        await conn.execute("DELETE FROM archived_media WHERE subject_ref = ANY($1::bytea[])", binary_keys(refs))
         await conn.execute(
             "DELETE FROM subject_aliases WHERE subject_ref = ANY($1::text[]) OR alias_ref = ANY($1::text[])", refs
         )

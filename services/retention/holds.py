@@ -16,6 +16,7 @@ from typing import Literal
 
 import asyncpg
 
+from services.core.index import binary_keys
 from services.retention.subjects import resolve_subject_refs, write_audit
 
 Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
@@ -53,11 +54,11 @@ async def held_objects(conn: Connection, object_keys: Sequence[str]) -> set[str]
     refs = sorted({ref for h in holds if h["scope"] in ("contact", "conversation") for ref in h["subject_refs"]})
     rows = await conn.fetch(
         "SELECT DISTINCT object_key FROM archived_events WHERE object_key = ANY($1::text[])"
-        " AND (waba_id = ANY($2::text[]) OR phone_number_id = ANY($3::text[]) OR subject_ref = ANY($4::text[]))",
+        " AND (waba_id = ANY($2::text[]) OR phone_number_id = ANY($3::text[]) OR subject_ref = ANY($4::bytea[]))",
         list(object_keys),
         wabas,
         numbers,
-        refs,
+        binary_keys(refs),
     )
     return {row["object_key"] for row in rows}
 
@@ -180,9 +181,10 @@ async def holds_covering(conn: Connection, subject_refs: Sequence[str]) -> list[
         """SELECT DISTINCT h.* FROM legal_holds h WHERE h.released_at IS NULL AND (
                h.subject_refs && $1::text[]
             OR (h.scope = 'phone_number' AND EXISTS (SELECT 1 FROM archived_events e
-                 WHERE e.subject_ref = ANY($1::text[]) AND e.phone_number_id = h.phone_number_id))
+                 WHERE e.subject_ref = ANY($2::bytea[]) AND e.phone_number_id = h.phone_number_id))
             OR (h.scope = 'waba' AND EXISTS (SELECT 1 FROM archived_events e
-                 WHERE e.subject_ref = ANY($1::text[]) AND e.waba_id = h.waba_id)))""",
+                 WHERE e.subject_ref = ANY($2::bytea[]) AND e.waba_id = h.waba_id)))""",
         list(subject_refs),
+        binary_keys(subject_refs),
     )
     return [_hold(row) for row in rows]

@@ -12,6 +12,7 @@ from typing import Any
 
 import asyncpg
 
+from services.core.index import binary_keys
 from services.retention.subjects import resolve_subject_refs
 
 DELETED = (
@@ -71,7 +72,7 @@ async def search_index(pool: asyncpg.Pool, pepper: bytes, query: SearchFilter) -
     async with pool.acquire() as conn:
         if query.contact:
             refs = await resolve_subject_refs(conn, pepper, query.contact, query.phone_number_id)
-            clauses.append(f"e.subject_ref = ANY({arg(refs)}::text[])")
+            clauses.append(f"e.subject_ref = ANY({arg(binary_keys(refs))}::bytea[])")
         if query.phone_number_id:
             clauses.append(f"e.phone_number_id = {arg(query.phone_number_id)}")
         if query.since:
@@ -88,7 +89,8 @@ async def search_index(pool: asyncpg.Pool, pepper: bytes, query: SearchFilter) -
             clauses.append(EDITED)
         where = " AND ".join(clauses) or "TRUE"
         sql = (
-            "SELECT e.event_id, e.kind, e.type, e.phone_number_id, e.subject_ref, e.event_time, e.received_at,"  # noqa: S608 — clauses are constants; values are bind parameters
+            "SELECT encode(e.event_id, 'hex') AS event_id, e.kind, e.type, e.phone_number_id,"  # noqa: S608 — clauses are constants; values are bind parameters
+            " encode(e.subject_ref, 'hex') AS subject_ref, e.event_time, e.received_at,"
             f" e.retention_class, e.expires_at, {DELETED} AS deleted, {EDITED} AS edited "
             f"FROM archived_events e WHERE {where} ORDER BY e.event_time LIMIT {arg(query.limit)}"
         )

@@ -23,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from services.archiver.rebuild import rebuild_index
 from services.core.events import Event
+from services.core.index import binary_keys
 from services.core.reader import RecordLocation
 from services.retention.access import open_access
 from tests import pipeline
@@ -64,7 +65,9 @@ def archiver_process(topic: str, dlq: str, group: str, prefix: str, log: Path) -
 
 
 async def indexed(pool: asyncpg.Pool, ids: list[str]) -> int:
-    count: int = await pool.fetchval("SELECT count(*) FROM archived_events WHERE event_id = ANY($1::text[])", ids)
+    count: int = await pool.fetchval(
+        "SELECT count(*) FROM archived_events WHERE event_id = ANY($1::bytea[])", binary_keys(ids)
+    )
     return count
 
 
@@ -107,7 +110,8 @@ async def test_kill_9_three_times_loses_nothing_and_duplicates_nothing(
 
     archived = await indexed(pg_pool, ids)
     duplicates = await pg_pool.fetchval(
-        "SELECT count(*) - count(DISTINCT event_id) FROM archived_events WHERE event_id = ANY($1::text[])", ids
+        "SELECT count(*) - count(DISTINCT event_id) FROM archived_events WHERE event_id = ANY($1::bytea[])",
+        binary_keys(ids),
     )
     print(
         f"\n[kill -9 x3] events={EVENTS} archived={archived} lost={EVENTS - archived} duplicated={duplicates} "
@@ -120,7 +124,9 @@ async def test_kill_9_three_times_loses_nothing_and_duplicates_nothing(
     access = await open_access(pipeline.retention_settings(demo_env, prefix))
     try:
         rows = await pg_pool.fetch(
-            "SELECT event_id, object_key, record_index FROM archived_events WHERE event_id = ANY($1::text[])", ids
+            "SELECT encode(event_id, 'hex') AS event_id, object_key, record_index FROM archived_events"
+            " WHERE event_id = ANY($1::bytea[])",
+            binary_keys(ids),
         )
         opened = await access.reader.open(
             [RecordLocation(r["event_id"], r["object_key"], r["record_index"]) for r in rows]
@@ -189,8 +195,10 @@ async def test_rebuild_index_restores_it_exactly(
     async with pipeline.running_archiver(pipeline.archiver_settings(demo_env, topic, dlq, prefix)):
         await pipeline.wait_indexed(pg_pool, {e.event_id for e in events})
     columns = (
-        "event_id, subject_ref, dek_id, waba_id, phone_number_id, kind, type, message_ref, original_message_ref,"
-        " event_time, received_at, object_key, record_index, kafka_partition, kafka_offset, retention_class, expires_at"
+        "encode(event_id, 'hex') AS event_id, encode(subject_ref, 'hex') AS subject_ref, dek_id, waba_id,"
+        " phone_number_id, kind, type, encode(message_ref, 'hex') AS message_ref,"
+        " encode(original_message_ref, 'hex') AS original_message_ref, event_time, received_at, object_key,"
+        " record_index, kafka_partition, kafka_offset, retention_class, expires_at"
     )
     query = f"SELECT {columns} FROM archived_events WHERE object_key LIKE $1 ORDER BY event_id"
     before = [dict(r) for r in await pg_pool.fetch(query, prefix + "/%")]

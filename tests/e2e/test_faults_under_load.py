@@ -185,7 +185,8 @@ async def wait_caught_up(pipe: Pipeline, bootstrap: str, pool: asyncpg.Pool, ten
 async def assert_exactly_archived(pipe: Pipeline, pool: asyncpg.Pool, tenant: Tenant, report: LoadReport) -> int:
     """The archive holds exactly the acknowledged events, each once, and every record decrypts to its event."""
     rows = await pool.fetch(
-        "SELECT event_id, kind, message_ref, object_key, record_index FROM archived_events WHERE phone_number_id = $1",
+        "SELECT encode(event_id, 'hex') AS event_id, kind, encode(message_ref, 'hex') AS message_ref, object_key,"
+        " record_index FROM archived_events WHERE phone_number_id = $1",
         tenant.phone_number_id,
     )
     archived = {r["event_id"] for r in rows}

@@ -203,8 +203,8 @@ async def assert_exactly_once(
     grp: Group, bootstrap: str, pool: asyncpg.Pool, numbers: list[str], report: LoadReport
 ) -> str:
     rows = await pool.fetch(
-        "SELECT event_id, kind, message_ref, object_key, record_index FROM archived_events"
-        " WHERE phone_number_id = ANY($1::text[])",
+        "SELECT encode(event_id, 'hex') AS event_id, kind, encode(message_ref, 'hex') AS message_ref, object_key,"
+        " record_index FROM archived_events WHERE phone_number_id = ANY($1::text[])",
         numbers,
     )
     archived = [r["event_id"] for r in rows]

@@ -19,6 +19,7 @@ from services.archiver.settings import ArchiverSettings
 from services.core.bucket import ArchiveBucket
 from services.core.crypto import DekCache, LocalKek
 from services.core.events import Event, parse_webhook
+from services.core.index import binary_keys
 from services.core.keyring import Keyring
 from services.core.pseudonym import message_ref
 from services.core.reader import ArchiveReader, RecordLocation
@@ -88,9 +89,10 @@ async def test_every_sample_payload_is_archived_and_reads_back_byte_for_byte(
         assert sum(committed.values()) == len(records)
 
     rows = await pg_pool.fetch(
-        "SELECT event_id, object_key, record_index, kind, message_ref, original_message_ref, subject_ref "
-        "FROM archived_events WHERE event_id = ANY($1::text[])",
-        list(produced),
+        "SELECT encode(event_id, 'hex') AS event_id, object_key, record_index, kind,"
+        " encode(message_ref, 'hex') AS message_ref, encode(original_message_ref, 'hex') AS original_message_ref,"
+        " encode(subject_ref, 'hex') AS subject_ref FROM archived_events WHERE event_id = ANY($1::bytea[])",
+        binary_keys(produced),
     )
     assert all(row["object_key"].startswith(pipe.settings.s3.prefix + "/") for row in rows)
     keys = pipe.settings.keys

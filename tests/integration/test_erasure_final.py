@@ -28,6 +28,7 @@ from services.archiver.metrics import ArchiverMetrics
 from services.archiver.rebuild import rebuild_index
 from services.archiver.sealing import RawRecord
 from services.archiver.writer import BatchWriter
+from services.core.index import binary_key, binary_keys
 from services.core.kafka import AckedProducer
 from services.core.retry import RetryPolicy
 from services.core.settings import KafkaSettings
@@ -154,7 +155,9 @@ async def test_redelivery_and_replay_after_an_erasure_bring_nothing_back(
     report = await rebuild_index(access.pool, access.bucket, access.policy, prefix=prefix)
     assert report.unreadable_objects == 0
     assert await readable(access, person) == ["wamid.AFTER"]
-    rows = await pg_pool.fetchval("SELECT count(*) FROM archived_events WHERE event_id = ANY($1::text[])", person_ids)
+    rows = await pg_pool.fetchval(
+        "SELECT count(*) FROM archived_events WHERE event_id = ANY($1::bytea[])", binary_keys(person_ids)
+    )
     assert rows == 0, "no index row of a pre-erasure record comes back"
 
 
@@ -223,7 +226,7 @@ async def test_an_erasure_during_a_batch_drops_the_person_s_records_instead_of_s
     assert await readable(access, person) == []
     assert await tombstones(pg_pool, [events[0].event_id, events[2].event_id]) == 2
     bystander_rows = await pg_pool.fetchval(
-        "SELECT count(*) FROM archived_events WHERE event_id = $1", events[1].event_id
+        "SELECT count(*) FROM archived_events WHERE event_id = $1", binary_key(events[1].event_id)
     )
     assert bystander_rows == 1
     assert "wa_archiver_erased_records_dropped_total 2.0" in _metrics(registry)

@@ -658,6 +658,8 @@ async def test_replayed_and_reordered_deliveries_land_under_the_first_ids_and_ar
             offsets = await committed_offsets(kafka_bootstrap, archiver.group_id, ingest.topic, PARTITIONS)
             committed = sum(offsets.values())
     assert committed == len(journal)
-    archived = await pg_pool.fetch("SELECT event_id FROM archived_events WHERE waba_id = $1", waba_id)
+    archived = await pg_pool.fetch(
+        "SELECT encode(event_id, 'hex') AS event_id FROM archived_events WHERE waba_id = $1", waba_id
+    )
     assert sorted(row["event_id"] for row in archived) == sorted(distinct)
     assert await read_to_end(kafka_bootstrap, dlq, partitions=1) == []

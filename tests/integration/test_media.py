@@ -13,6 +13,7 @@ import pytest
 from services.archiver.media import MediaFetcher, MediaRef, media_ref, sha256_matches
 from services.archiver.settings import GraphSettings
 from services.core.container import media_record_id
+from services.core.index import binary_keys
 from services.core.reader import RecordLocation
 from services.retention.access import open_access
 from services.retention.conversation import load_conversation
@@ -134,9 +135,9 @@ async def test_media_is_archived_encrypted_or_marked_missing(demo_env: dict[str,
     rows = {
         r["event_id"]: r
         for r in await pg_pool.fetch(
-            "SELECT event_id, status, object_key, failure, size_bytes FROM archived_media"
-            " WHERE event_id = ANY($1::text[])",
-            [e.event_id for e in events],
+            "SELECT encode(event_id, 'hex') AS event_id, status, object_key, failure, size_bytes FROM archived_media"
+            " WHERE event_id = ANY($1::bytea[])",
+            binary_keys(e.event_id for e in events),
         )
     }
     archived, missing = rows[events[0].event_id], rows[events[1].event_id]

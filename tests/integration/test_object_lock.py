@@ -15,6 +15,7 @@ import pytest
 from botocore.exceptions import ClientError
 from mypy_boto3_s3 import S3Client
 
+from services.core.index import binary_key
 from services.retention.access import open_access
 from services.retention.run import delete_chunk
 from tests import pipeline
@@ -38,7 +39,9 @@ async def test_a_locked_object_cannot_be_deleted_or_replaced_and_retention_repor
     await pipeline.produce(kafka_bootstrap, topic, events)
     async with pipeline.running_archiver(settings):
         await pipeline.wait_indexed(pg_pool, {e.event_id for e in events})
-    key: str = await pg_pool.fetchval("SELECT object_key FROM archived_events WHERE event_id = $1", events[0].event_id)
+    key: str = await pg_pool.fetchval(
+        "SELECT object_key FROM archived_events WHERE event_id = $1", binary_key(events[0].event_id)
+    )
     bucket = settings.s3.bucket
 
     retention = s3_client.get_object_retention(Bucket=bucket, Key=key)["Retention"]

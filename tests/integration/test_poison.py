@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
 from services.archiver import sealing
+from services.core.index import binary_key, binary_keys
 from services.core.settings import KafkaSettings
 from services.ingest.app import IngestApp
 from services.ingest.settings import IngestSettings
@@ -109,7 +110,10 @@ async def indexed_since(pool: asyncpg.Pool, event_ids: list[str], timeout_s: flo
     deadline = time.monotonic() + timeout_s
     found: set[str] = set()
     while time.monotonic() < deadline:
-        rows = await pool.fetch("SELECT event_id FROM archived_events WHERE event_id = ANY($1::text[])", event_ids)
+        rows = await pool.fetch(
+            "SELECT encode(event_id, 'hex') AS event_id FROM archived_events WHERE event_id = ANY($1::bytea[])",
+            binary_keys(event_ids),
+        )
         found = {row["event_id"] for row in rows}
         if len(found) == len(event_ids):
             break
@@ -190,7 +194,10 @@ async def test_a_refusal_the_screening_missed_dead_letters_that_record_alone(
         b"postgres refused: CharacterNotInRepertoireError"
     ]
     assert dead[0][0] == bad.to_json(), "the dead letter is the record exactly as consumed"
-    assert await pg_pool.fetchval("SELECT count(*) FROM archived_events WHERE event_id = $1", bad.event_id) == 0
+    assert (
+        await pg_pool.fetchval("SELECT count(*) FROM archived_events WHERE event_id = $1", binary_key(bad.event_id))
+        == 0
+    )
     metrics = _metrics(registry)
     assert 'wa_archiver_dead_letters_total{reason="postgres refused"} 1.0' in metrics
 
@@ -231,7 +238,7 @@ async def test_one_refused_event_of_a_journaled_post_leaves_the_others_archived(
     assert dead[0][0] == bad.to_json()
     assert dead[0][1]["wa-format"] == b"event/1"
     rows = await pg_pool.fetch(
-        "SELECT event_id, object_key FROM archived_events WHERE event_id = ANY($1::text[])", good_ids
+        "SELECT event_id, object_key FROM archived_events WHERE event_id = ANY($1::bytea[])", binary_keys(good_ids)
     )
     keys = {row["object_key"] for row in rows}
     assert len(keys) >= 2, "the halving split the record's events into several objects"

@@ -13,6 +13,7 @@ import asyncpg
 import pytest
 
 from services.archiver.rebuild import rebuild_index
+from services.core.index import binary_keys
 from services.core.policy import DEFAULT_POLICY
 from services.retention.access import open_access
 from tests import pipeline
@@ -23,8 +24,10 @@ pytestmark = pytest.mark.integration
 # Strings of up to 18 digits and integers up to 2**63 - 1 are Meta timestamps to the splitter.
 LIMITS: list[Any] = [0, "1", "1099511627776", "253402300799", "253402300800", "9" * 18, 2**63 - 1, "1760000000"]
 COLUMNS = (
-    "event_id, subject_ref, dek_id::text, waba_id, phone_number_id, kind, type, message_ref, original_message_ref,"
-    " event_time, received_at, object_key, record_index, kafka_partition, kafka_offset, retention_class, expires_at"
+    "encode(event_id, 'hex') AS event_id, encode(subject_ref, 'hex') AS subject_ref, dek_id::text, waba_id,"
+    " phone_number_id, kind, type, encode(message_ref, 'hex') AS message_ref,"
+    " encode(original_message_ref, 'hex') AS original_message_ref, event_time, received_at, object_key,"
+    " record_index, kafka_partition, kafka_offset, retention_class, expires_at"
 )
 
 
@@ -52,12 +55,12 @@ async def test_rebuild_index_at_the_splitter_s_timestamp_limits(
     events = await pipeline.archive_bodies(demo_env, pg_pool, topic, dlq, prefix, bodies)
     assert len(events) == len(LIMITS)
     ids = [e.event_id for e in events]
-    query = f"SELECT {COLUMNS} FROM archived_events WHERE event_id = ANY($1::text[]) ORDER BY event_id"
-    written = [dict(row) for row in await pg_pool.fetch(query, ids)]
+    query = f"SELECT {COLUMNS} FROM archived_events WHERE event_id = ANY($1::bytea[]) ORDER BY event_id"
+    written = [dict(row) for row in await pg_pool.fetch(query, binary_keys(ids))]
     assert len(written) == len(LIMITS)
     assert sum(1 for row in written if row["event_time"] is None) == 0, "the receipt time stands in"
 
-    await pg_pool.execute("DELETE FROM archived_events WHERE event_id = ANY($1::text[])", ids)
+    await pg_pool.execute("DELETE FROM archived_events WHERE event_id = ANY($1::bytea[])", binary_keys(ids))
     access = await open_access(pipeline.retention_settings(demo_env, prefix))
     try:
         report = await rebuild_index(access.pool, access.bucket, DEFAULT_POLICY, prefix=prefix)
@@ -65,5 +68,5 @@ async def test_rebuild_index_at_the_splitter_s_timestamp_limits(
         await access.close()
     assert report.unreadable_objects == 0
     assert report.events == len(LIMITS)
-    rebuilt = [dict(row) for row in await pg_pool.fetch(query, ids)]
+    rebuilt = [dict(row) for row in await pg_pool.fetch(query, binary_keys(ids))]
     assert rebuilt == written

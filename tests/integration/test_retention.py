@@ -20,7 +20,7 @@ from botocore.exceptions import ClientError
 from mypy_boto3_s3 import S3Client
 
 from services.archiver.rebuild import rebuild_index
-from services.core.index import INDEX_COLUMNS, IndexRow, ObjectRow, write_object_index
+from services.core.index import INDEX_COLUMNS, IndexRow, ObjectRow, binary_key, binary_keys, write_object_index
 from services.core.reader import RecordLocation
 from services.retention.access import ArchiveAccess, open_access
 from services.retention.api import create_admin_app
@@ -211,7 +211,9 @@ async def test_retention_deletes_exactly_the_expired_unheld_objects(
 
     async def keys_of(person: Person) -> set[str]:
         refs = await resolve_subject_refs(pg_pool, access.pepper, person.wa_id, person.phone_number_id)
-        rows = await pg_pool.fetch("SELECT object_key FROM archived_events WHERE subject_ref = ANY($1::text[])", refs)
+        rows = await pg_pool.fetch(
+            "SELECT object_key FROM archived_events WHERE subject_ref = ANY($1::bytea[])", binary_keys(refs)
+        )
         return {r["object_key"] for r in rows}
 
     old_keys, recent_keys, held_keys = await keys_of(old), await keys_of(recent), await keys_of(held)
@@ -253,17 +255,21 @@ async def test_an_object_goes_only_when_every_record_in_it_has_expired(
         ],
     )
     refs = await resolve_subject_refs(pg_pool, access.pepper, person.wa_id, person.phone_number_id)
+    ref_keys = binary_keys(refs)
     rows = await pg_pool.fetch(
         "SELECT e.object_key, e.expires_at AS record_expiry, o.expires_at AS object_expiry"
-        " FROM archived_events e JOIN archive_objects o USING (object_key) WHERE e.subject_ref = ANY($1::text[])",
-        refs,
+        " FROM archived_events e JOIN archive_objects o USING (object_key) WHERE e.subject_ref = ANY($1::bytea[])",
+        ref_keys,
     )
     assert len(rows) == 2
     assert len({r["object_key"] for r in rows}) == 1
     assert {r["object_expiry"] for r in rows} == {max(r["record_expiry"] for r in rows)}
     report = await retention_run(access.pool, access.bucket, dry_run=False)
     assert rows[0]["object_key"] not in report.candidates
-    assert await pg_pool.fetchval("SELECT count(*) FROM archived_events WHERE subject_ref = ANY($1::text[])", refs) == 2
+    assert (
+        await pg_pool.fetchval("SELECT count(*) FROM archived_events WHERE subject_ref = ANY($1::bytea[])", ref_keys)
+        == 2
+    )
 
     # A replay that rewrites the object with fewer records never brings its expiry forward.
     key = rows[0]["object_key"]
@@ -291,9 +297,12 @@ async def test_a_hold_created_during_a_retention_run_stops_the_deletion(
         demo_env, pg_pool, prefix, [pipeline.text_message(person, "wamid.LATE", "old", NOW - 10 * 365 * 86400)]
     )
     refs = await resolve_subject_refs(pg_pool, access.pepper, person.wa_id, person.phone_number_id)
+    ref_keys = binary_keys(refs)
     keys = {
         r["object_key"]
-        for r in await pg_pool.fetch("SELECT object_key FROM archived_events WHERE subject_ref = ANY($1::text[])", refs)
+        for r in await pg_pool.fetch(
+            "SELECT object_key FROM archived_events WHERE subject_ref = ANY($1::bytea[])", ref_keys
+        )
     }
     async with pg_pool.acquire() as conn:
         selected = [key for key in await expired_objects(conn, datetime.now(UTC)) if key in keys]
@@ -321,7 +330,10 @@ async def test_a_hold_created_during_a_retention_run_stops_the_deletion(
     assert (outcome.objects_deleted, outcome.objects_held) == (0, len(selected))
     for key in selected:
         s3_client.head_object(Bucket=access.bucket.name, Key=key)
-    assert await pg_pool.fetchval("SELECT count(*) FROM archived_events WHERE subject_ref = ANY($1::text[])", refs) == 1
+    assert (
+        await pg_pool.fetchval("SELECT count(*) FROM archived_events WHERE subject_ref = ANY($1::bytea[])", ref_keys)
+        == 1
+    )
 
     # Every scope of hold counts: the person's WABA and business number cover the object too.
     async with pg_pool.acquire() as conn:
@@ -344,7 +356,10 @@ async def test_a_hold_created_during_a_retention_run_stops_the_deletion(
         await release_hold(conn, number_hold.hold_id, actor="dpo")
     outcome = await delete_chunk(access.pool, access.bucket, selected)
     assert (outcome.objects_deleted, outcome.objects_held) == (len(selected), 0)
-    assert await pg_pool.fetchval("SELECT count(*) FROM archived_events WHERE subject_ref = ANY($1::text[])", refs) == 0
+    assert (
+        await pg_pool.fetchval("SELECT count(*) FROM archived_events WHERE subject_ref = ANY($1::bytea[])", ref_keys)
+        == 0
+    )
 
 
 async def test_erasure_is_blocked_by_a_hold_then_shreds_every_copy(
@@ -361,11 +376,12 @@ async def test_erasure_is_blocked_by_a_hold_then_shreds_every_copy(
     )
     sole = await archive(demo_env, pg_pool, prefix, [pipeline.text_message(person, "wamid.SOLE", "alone", NOW)])
     refs = await resolve_subject_refs(pg_pool, access.pepper, person.wa_id, None)
-    sole_key = await pg_pool.fetchval("SELECT object_key FROM archived_events WHERE event_id = $1", sole[0])
+    ref_keys = binary_keys(refs)
+    sole_key = await pg_pool.fetchval("SELECT object_key FROM archived_events WHERE event_id = $1", binary_key(sole[0]))
     rows_before = await pg_pool.fetch(
-        "SELECT event_id, object_key, record_index FROM archived_events"
-        " WHERE subject_ref = ANY($1::text[]) AND object_key <> $2",
-        refs,
+        "SELECT encode(event_id, 'hex') AS event_id, object_key, record_index FROM archived_events"
+        " WHERE subject_ref = ANY($1::bytea[]) AND object_key <> $2",
+        ref_keys,
         sole_key,
     )
     key_dump = await pg_pool.fetch("SELECT * FROM subject_keys WHERE subject_ref = ANY($1::text[])", refs)
@@ -408,7 +424,10 @@ async def test_erasure_is_blocked_by_a_hold_then_shreds_every_copy(
     assert done.status == "completed"
     assert time.monotonic() - started < 10
     assert sorted(done.keys_destroyed) == sorted(str(r["dek_id"]) for r in key_dump)
-    assert await pg_pool.fetchval("SELECT count(*) FROM archived_events WHERE subject_ref = ANY($1::text[])", refs) == 0
+    assert (
+        await pg_pool.fetchval("SELECT count(*) FROM archived_events WHERE subject_ref = ANY($1::bytea[])", ref_keys)
+        == 0
+    )
     proof = orjson.loads(
         await pg_pool.fetchval("SELECT proof FROM erasure_requests WHERE request_ref = $1", request_ref)
     )
@@ -450,7 +469,10 @@ async def test_erasure_is_blocked_by_a_hold_then_shreds_every_copy(
     # rebuild-index does not bring the erased person's rows back either.
     report = await rebuild_index(access.pool, access.bucket, access.policy, prefix=prefix)
     assert report.skipped_shredded >= len(shared)
-    assert await pg_pool.fetchval("SELECT count(*) FROM archived_events WHERE subject_ref = ANY($1::text[])", refs) == 0
+    assert (
+        await pg_pool.fetchval("SELECT count(*) FROM archived_events WHERE subject_ref = ANY($1::bytea[])", ref_keys)
+        == 0
+    )
 
     # The person writes again after the erasure: archived under a new key, readable.
     # (Meta's time of a message sent after the erasure: a message dated before it would be dropped, see

@@ -370,7 +370,10 @@ def test_object_key_of_a_sealed_batch_is_its_first_offset() -> None:
     assert sealed.object_key.endswith("/00000000000000000100.waarc")
     assert (source.first_offset, source.last_offset) == (100, 101)
     assert object_key("p", source) == sealed.object_key
-    assert [row.event_id for row in sealed.index_rows] == [first.event_id, second.event_id]
+    assert [row.event_id for row in sealed.index_rows] == [
+        bytes.fromhex(first.event_id),
+        bytes.fromhex(second.event_id),
+    ]
 
 
 # ---------------------------------------------------------------- erasure is final
