@@ -1,8 +1,8 @@
 """``make bench``: every benchmark in one go, then one report (JSON + markdown) in bench/results/.
 
-Runs ingest, archiver, end-to-end freshness and retention, each as its own process (one failing does not stop
-the others; the report says which failed), then writes bench/results/report.json and report.md with every
-figure against its target, the machine and the versions of the servers and libraries.
+Runs ingest, archiver, end-to-end freshness, retention, retrieval and the index layouts, each as its own process
+(one failing does not stop the others; the report says which failed), then writes bench/results/report.json and
+report.md with every figure against its target, the machine and the versions of the servers and libraries.
 
     python -m bench.run [--quick] [--soak] [--only ingest,archiver,...]
 
@@ -29,12 +29,16 @@ FULL: dict[str, list[str]] = {
     "archiver": [],
     "freshness": ["--rate", "1000", "--seconds", "60"],
     "retention": [],
+    "retrieval": [],
+    "index_schema": [],
 }
 QUICK: dict[str, list[str]] = {
     "ingest": ["--seconds", "5"],
     "archiver": ["--events", "50000"],
     "freshness": ["--rate", "1000", "--seconds", "15"],
     "retention": ["--events", "100000"],
+    "retrieval": ["--repeats", "3"],
+    "index_schema": ["--events", "50000", "--rounds", "1"],
 }
 PACKAGES = ("aiokafka", "asyncpg", "boto3", "cryptography", "orjson", "uvicorn", "fastapi", "prometheus-client")
 
@@ -98,20 +102,43 @@ def summary_rows(results: dict[str, dict[str, Any]]) -> list[tuple[str, str, str
         f = r["figures"]
         add("ingest requests/s", f["ingest"]["requests_per_s"], 5000, "req/s")
         add("ingest p99 latency", f["ingest"]["p99_ms"], 25, "ms", at_most=True)
-        add("ingest / bare ASGI ratio", f["ratio"], 0.5, "")
+        if f.get("cpu_ratio_to_bare") is not None:
+            add("ingest CPU per request / bare ASGI's", f["cpu_ratio_to_bare"], 3.0, "", at_most=True)
+    archived_us: float | None = None
     if (r := results.get("archiver", {})).get("status") == "ok":
         f = r["figures"]
+        archived_us = f["cpu"]["machine_cpu_us_per_unit"]
         add("archiver events/s (until committed)", f["archiver_events_per_s"], 20000, "events/s")
         add("archiver peak RSS", f["archiver_peak_rss_mb"], 200, "MiB", at_most=True)
+        add("whole machine CPU per archived event", archived_us, 150, "µs", at_most=True)
+        add("PostgreSQL CPU per archived event", f["cpu"]["cpu_us_per_unit"]["postgres"], 30, "µs", at_most=True)
+    if (r := results.get("freshness", {})).get("status") == "ok":
+        f = r["figures"]
+        add(
+            f"webhook → durable p99 at {f['rate_events_per_s']:,.0f} events/s",
+            f["webhook_to_durable_ms"]["p99"],
+            2000,
+            "ms",
+            at_most=True,
+        )
     if (r := results.get("retention", {})).get("status") == "ok":
         f = r["figures"]
         add("erasure: key destroyed", f["erasure_key_destroyed_seconds"], 1, "s", at_most=True)
-        ceiling = f.get("store_delete_ceiling_objects_per_s")
-        label = (
-            f"retention deletion (the object store alone: {ceiling:,} objects/s)" if ceiling else "retention deletion"
+        expired_us = f.get("retention_cpu_per_event", {}).get("machine_cpu_us_per_unit")
+        if expired_us is not None and archived_us:
+            add("machine CPU per expired / per archived event", expired_us / archived_us, 0.1, "", at_most=True)
+    if (r := results.get("retrieval", {})).get("status") == "ok":
+        f = r["figures"]
+        add(
+            "10,000-message conversation, format v2 (median)",
+            f["conversation"]["v2"]["median_s"],
+            0.5,
+            "s",
+            at_most=True,
         )
-        add(label, f["retention_objects_per_s"] or 0, 5000, "objects/s")
-        add("retrieval of a 10,000-message conversation", f["retrieval_seconds"], 2, "s", at_most=True)
+    if (r := results.get("index_schema", {})).get("status") == "ok":
+        layouts = r["figures"]["layouts"]
+        add("index CPU, binary keys / text keys", layouts["bytea_keys"]["ratio_to_text_keys"], 1.0, "", at_most=True)
     return rows
 
 
