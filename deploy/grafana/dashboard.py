@@ -32,6 +32,7 @@ RPO_SECONDS = 15 * 60
 LAG_SECONDS_WARNING = 5 * 60
 RETENTION_RUN_MAX_AGE_SECONDS = 26 * 3600
 ERASURE_WARNING_AGE_SECONDS = 25 * 86400
+ERASURE_DEADLINE_WARNING_SECONDS = 5 * 86400  # WaErasureDeadlineNear
 
 
 def _query(expr: str, legend: str = "__auto", ref_id: str = "A") -> prometheus.Dataquery:
@@ -43,6 +44,16 @@ def _thresholds(red_above: float, yellow_above: float | None = None) -> dash.Thr
     if yellow_above is not None:
         steps.append(Threshold(value=yellow_above, color="yellow"))
     steps.append(Threshold(value=red_above, color="red"))
+    return dash.ThresholdsConfig().mode(ThresholdsMode.ABSOLUTE).steps(steps)
+
+
+def _thresholds_below(red_below: float, yellow_below: float) -> dash.ThresholdsConfig:
+    """Red under ``red_below``, yellow under ``yellow_below``, green above (a time left, say)."""
+    steps = [
+        Threshold(value=None, color="red"),
+        Threshold(value=red_below, color="yellow"),
+        Threshold(value=yellow_below, color="green"),
+    ]
     return dash.ThresholdsConfig().mode(ThresholdsMode.ABSOLUTE).steps(steps)
 
 
@@ -259,6 +270,15 @@ def build_dashboard() -> dash.Dashboard:
                 "s",
                 _query("max(wa_retention_oldest_pending_erasure_age_seconds)"),
             ).thresholds(_thresholds(ERASURE_WARNING_AGE_SECONDS, 20 * 86400))
+        )
+        .with_panel(
+            _stat(
+                "Nearest erasure deadline",
+                "Time left before the nearest deadline of an open erasure request (one month, three when extended);"
+                " negative when overdue. WaErasureDeadlineNear fires under 5 days, WaErasureOverdue past it.",
+                "s",
+                _query("min(wa_retention_erasure_nearest_deadline_seconds)"),
+            ).thresholds(_thresholds_below(ERASURE_DEADLINE_WARNING_SECONDS, 10 * 86400))
         )
         .with_panel(
             _stat(

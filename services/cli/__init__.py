@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from services.cli.commands import (
     cmd_audit,
     cmd_erase,
+    cmd_erasure,
     cmd_erasures,
     cmd_export,
     cmd_hold,
@@ -23,6 +24,7 @@ from services.cli.commands import (
     cmd_retention,
     cmd_search,
 )
+from services.retention.grounds import REFUSAL_GROUNDS
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -102,6 +104,16 @@ def build_parser() -> argparse.ArgumentParser:
     erasures = commands.add_parser("erasures", help="erasure requests and their deadlines")
     output(erasures, "json")
     erasures.set_defaults(handler=cmd_erasures)
+
+    erasure = commands.add_parser("erasure", help="decide on an open erasure request: refuse it, extend it")
+    erasure_commands = erasure.add_subparsers(dest="erasure_command", required=True)
+    refuse = erasure_commands.add_parser("refuse", help="refuse on a legal ground (final; tell the person why)")
+    refuse.add_argument("request_ref")
+    refuse.add_argument("--ground", choices=REFUSAL_GROUNDS, required=True)
+    extend = erasure_commands.add_parser("extend", help="extend the deadline by two months (once, Art. 12(3))")
+    extend.add_argument("request_ref")
+    extend.add_argument("--reason", required=True, help="why, as told to the person (no personal data)")
+    erasure.set_defaults(handler=cmd_erasure)
 
     hold = commands.add_parser("hold", help="legal holds")
     hold_commands = hold.add_subparsers(dest="hold_command", required=True)

@@ -44,7 +44,14 @@ def with_actions(work: Work) -> int:
     from prometheus_client import CollectorRegistry  # noqa: PLC0415
 
     from services.retention.access import open_access  # noqa: PLC0415
-    from services.retention.actions import Actions, Forbidden, HoldError, NotFound, Operator  # noqa: PLC0415
+    from services.retention.actions import (  # noqa: PLC0415
+        Actions,
+        ErasureError,
+        Forbidden,
+        HoldError,
+        NotFound,
+        Operator,
+    )
     from services.retention.metrics import RetentionMetrics  # noqa: PLC0415
     from services.retention.subjects import ReasonRequired  # noqa: PLC0415
 
@@ -69,7 +76,7 @@ def with_actions(work: Work) -> int:
     except Forbidden as exc:
         print(f"refused: {exc}", file=sys.stderr)
         return 2
-    except HoldError as exc:
+    except (HoldError, ErasureError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except NotFound as exc:
@@ -212,8 +219,11 @@ def cmd_erase(args: argparse.Namespace) -> int:
             operator, contact=args.contact, phone_number_id=args.phone_number_id, request_ref=args.request_ref
         )
         print_json(outcome.proof())
-        if outcome.status == "blocked":
+        if outcome.status in ("blocked", "extended"):
             print(f"BLOCKED by legal hold(s): {', '.join(outcome.blocked_by)}", file=sys.stderr)
+            return 3
+        if outcome.status == "refused":
+            print(f"REFUSED earlier on the ground {outcome.refusal_ground}", file=sys.stderr)
             return 3
         return 0
 
@@ -227,7 +237,20 @@ def cmd_erasures(args: argparse.Namespace) -> int:
             print_json(requests)
         else:
             columns = ["request_ref", "status", "received_at", "deadline_at", "completed_at", "holds"]
+            columns += ["extended_at", "refusal_ground"]
             stdout_console().print(rows_table(requests, columns))
+        return 0
+
+    return with_actions(work)
+
+
+def cmd_erasure(args: argparse.Namespace) -> int:
+    async def work(actions: Actions, operator: Operator) -> int:
+        if args.erasure_command == "refuse":
+            request = await actions.refuse_erasure(operator, args.request_ref, ground=args.ground)
+        else:
+            request = await actions.extend_erasure(operator, args.request_ref, reason=args.reason)
+        print_json(request.to_json())
         return 0
 
     return with_actions(work)

@@ -13,7 +13,8 @@ arguments, and is the one place that
 4. returns a typed result.
 
 Errors an adapter translates: :class:`Forbidden` (HTTP 403, exit 2), :class:`ReasonRequired` (400, exit 2),
-:class:`HoldError` (400, exit 2), :class:`NotFound` (404, exit 1). Anything else is a failure of the system.
+:class:`HoldError` and :class:`ErasureError` (400, exit 2), :class:`NotFound` (404, exit 1). Anything else is a
+failure of the system.
 """
 
 from __future__ import annotations
@@ -30,7 +31,17 @@ from services.core.container import media_record_id
 from services.core.reader import RecordLocation
 from services.retention.access import ArchiveAccess
 from services.retention.conversation import Conversation, ConversationMessage, load_conversation
-from services.retention.erasure import ErasureOutcome, ErasureRequest, erase_subject, erasure_requests
+from services.retention.erasure import (
+    ErasureError,
+    ErasureOutcome,
+    ErasureRequest,
+    UnknownErasure,
+    erase_subject,
+    erasure_requests,
+    extend_erasure,
+    process_open_requests,
+    refuse_erasure,
+)
 from services.retention.export import export_document
 from services.retention.holds import Hold, HoldError, HoldScope, create_hold, list_holds, release_hold
 from services.retention.metrics import RetentionMetrics
@@ -43,6 +54,7 @@ __all__ = [
     "ROLE_RANK",
     "SCHEDULER",
     "Actions",
+    "ErasureError",
     "Forbidden",
     "HoldError",
     "MediaFile",
@@ -61,6 +73,8 @@ ActionName = Literal[
     "export",
     "erase",
     "erasures",
+    "erasure.refuse",
+    "erasure.extend",
     "hold.create",
     "hold.list",
     "hold.release",
@@ -77,6 +91,8 @@ REQUIRED_ROLE: Final[dict[ActionName, Role]] = {
     "export": "dpo",
     "erase": "dpo",
     "erasures": "dpo",
+    "erasure.refuse": "dpo",
+    "erasure.extend": "dpo",
     "hold.create": "dpo",
     "hold.list": "dpo",
     "hold.release": "dpo",
@@ -113,6 +129,20 @@ def authorize(operator: Operator, action: ActionName) -> None:
     needed = REQUIRED_ROLE[action]
     if ROLE_RANK[operator.role] < ROLE_RANK[needed]:
         raise Forbidden(f"the {needed!r} role is required")
+
+
+@dataclass(frozen=True, slots=True)
+class HoldRelease:
+    """A released hold and the erasure requests it had blocked, as processed just after the release."""
+
+    hold: Hold
+    erasures: list[ErasureOutcome]
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            **self.hold.to_json(),
+            "erasures": [{"request_ref": e.request_ref, "status": e.status} for e in self.erasures],
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,13 +308,52 @@ class Actions:
             request_ref=request_ref,
             actor=operator.name,
         )
-        self.metrics.erasures.labels("completed" if outcome.status == "completed" else "blocked_by_hold").inc()
-        self.metrics.keys_shredded.inc(len(outcome.keys_destroyed))
+        self._count_erasures([outcome])
         return outcome
+
+    def _count_erasures(self, outcomes: Sequence[ErasureOutcome]) -> None:
+        for outcome in outcomes:
+            label = "completed" if outcome.status == "completed" else "blocked_by_hold"
+            if outcome.status == "refused":
+                label = "refused"
+            self.metrics.erasures.labels(label).inc()
+            self.metrics.keys_shredded.inc(len(outcome.keys_destroyed))
+
+    async def _process_erasures(
+        self, operator: Operator, blocked_by: Sequence[str] | None = None
+    ) -> list[ErasureOutcome]:
+        outcomes = await process_open_requests(
+            self.access.pool, self.access.keyring, self.access.bucket, actor=operator.name, blocked_by=blocked_by
+        )
+        self._count_erasures(outcomes)
+        return outcomes
 
     async def erasures(self, operator: Operator) -> list[ErasureRequest]:
         authorize(operator, "erasures")
         return await erasure_requests(self.access.pool)
+
+    async def refuse_erasure(self, operator: Operator, request_ref: str, *, ground: str) -> ErasureRequest:
+        """Refuse an open request on a legal ground (audited; final). :class:`NotFound` for an unknown request,
+        :class:`ErasureError` when it is no longer open, in progress, or the ground is not one of the law's."""
+        authorize(operator, "erasure.refuse")
+        try:
+            async with self.access.pool.acquire() as conn:
+                request = await refuse_erasure(conn, request_ref, ground=ground, actor=operator.name)
+        except UnknownErasure as exc:
+            raise NotFound(str(exc)) from None
+        self.metrics.erasures.labels("refused").inc()
+        return request
+
+    async def extend_erasure(self, operator: Operator, request_ref: str, *, reason: str) -> ErasureRequest:
+        """Extend an open request's deadline by two months, once, within the first month (audited)."""
+        authorize(operator, "erasure.extend")
+        try:
+            async with self.access.pool.acquire() as conn:
+                request = await extend_erasure(conn, request_ref, reason=reason, actor=operator.name)
+        except UnknownErasure as exc:
+            raise NotFound(str(exc)) from None
+        self.metrics.erasures.labels("extended").inc()
+        return request
 
     async def create_hold(
         self,
@@ -315,8 +384,9 @@ class Actions:
         async with self.access.pool.acquire() as conn:
             return await list_holds(conn, include_released=include_released)
 
-    async def release_hold(self, operator: Operator, hold_id: str) -> Hold:
-        """Release an active hold (audited); :class:`NotFound` when there is no active hold with this id."""
+    async def release_hold(self, operator: Operator, hold_id: str) -> HoldRelease:
+        """Release an active hold (audited); :class:`NotFound` when there is no active hold with this id. The
+        erasure requests it blocked resume at once: those no other hold covers are carried out."""
         authorize(operator, "hold.release")
         try:
             uuid.UUID(hold_id)
@@ -326,7 +396,7 @@ class Actions:
             hold = await release_hold(conn, hold_id, actor=operator.name)
         if hold is None:
             raise NotFound("no active hold with this id")
-        return hold
+        return HoldRelease(hold, await self._process_erasures(operator, blocked_by=[hold.hold_id]))
 
     # ---------------------------------------------------------------- maintenance
     async def run_retention(
@@ -336,7 +406,12 @@ class Actions:
         authorize(operator, "retention.run")
         action = "retention.dry_run" if dry_run else "retention.run"
         try:
+            # A real run first carries out the open erasure requests (a crash may have interrupted one; a hold
+            # that blocked one may have expired meanwhile): the deadline is the law's, not the next request's.
+            erasures = [] if dry_run else await self._process_erasures(operator)
             report = await retention_run(self.access.pool, self.access.bucket, dry_run=dry_run, progress=progress)
+            for outcome in erasures:
+                report.erasures[outcome.status] = report.erasures.get(outcome.status, 0) + 1
         except Exception as exc:
             self.metrics.runs.labels("failure").inc()
             await self._audit_failure(operator, action, exc, {"dry_run": dry_run})

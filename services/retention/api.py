@@ -24,6 +24,7 @@ from services.retention.access import ArchiveAccess
 from services.retention.actions import (
     ActionName,
     Actions,
+    ErasureError,
     Forbidden,
     HoldError,
     NotFound,
@@ -31,13 +32,21 @@ from services.retention.actions import (
     ReasonRequired,
     authorize,
 )
+from services.retention.erasure import EXTENSION_REASON_MAX
+from services.retention.grounds import RefusalGround
 from services.retention.holds import HoldScope
 from services.retention.metrics import RetentionMetrics
 from services.retention.search import SearchFilter
 from services.retention.settings import RetentionSettings
 
 # How each refusal of the action layer is answered.
-ERROR_STATUS: dict[type[Exception], int] = {Forbidden: 403, ReasonRequired: 400, HoldError: 400, NotFound: 404}
+ERROR_STATUS: dict[type[Exception], int] = {
+    Forbidden: 403,
+    ReasonRequired: 400,
+    HoldError: 400,
+    ErasureError: 400,
+    NotFound: 404,
+}
 
 
 # The request bodies' fields are the actions' keyword arguments.
@@ -45,6 +54,16 @@ class ErasureRequest(BaseModel):
     contact: str = Field(min_length=1, description="wa_id or business-scoped user id of the person")
     phone_number_id: str | None = Field(default=None, description="limit to one business number (default: all)")
     request_ref: str = Field(min_length=1, description="your reference of the data subject's request")
+
+
+class RefusalRequest(BaseModel):
+    ground: RefusalGround = Field(description="the legal ground: GDPR Art. 17(3) (a)-(e) or Art. 12(5)")
+
+
+class ExtensionRequest(BaseModel):
+    reason: str = Field(
+        min_length=1, max_length=EXTENSION_REASON_MAX, description="why, as told to the person (no personal data)"
+    )
 
 
 class HoldRequest(BaseModel):
@@ -190,6 +209,24 @@ def create_admin_app(
         operator: Annotated[Operator, Depends(allowed("erasures"))], actions: Run
     ) -> list[dict[str, Any]]:
         return [request.to_json() for request in await actions.erasures(operator)]
+
+    @app.post("/v1/erasures/{request_ref}/refuse", summary="Refuse an open erasure request on its legal ground")
+    async def erasure_refuse(
+        operator: Annotated[Operator, Depends(allowed("erasure.refuse"))],
+        actions: Run,
+        request_ref: str,
+        body: RefusalRequest,
+    ) -> dict[str, Any]:
+        return (await actions.refuse_erasure(operator, request_ref, ground=body.ground)).to_json()
+
+    @app.post("/v1/erasures/{request_ref}/extend", summary="Extend an erasure request's deadline by two months")
+    async def erasure_extend(
+        operator: Annotated[Operator, Depends(allowed("erasure.extend"))],
+        actions: Run,
+        request_ref: str,
+        body: ExtensionRequest,
+    ) -> dict[str, Any]:
+        return (await actions.extend_erasure(operator, request_ref, reason=body.reason)).to_json()
 
     @app.post("/v1/holds", summary="Create a legal hold")
     async def hold_create(

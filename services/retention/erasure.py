@@ -1,47 +1,73 @@
-"""Erasure (GDPR Art. 17) by crypto-shredding, then deletion of what can be deleted.
+"""Erasure (GDPR Art. 17) by crypto-shredding, then deletion of what can be deleted, as a tracked request.
 
-Order of :func:`erase_subject`, and why:
-1. Record the request (its one-month deadline is tracked from the first time it is seen).
-2. If a legal hold covers the person, stop: the request is ``blocked`` and says by which case (Art. 17(3)(e)).
-3. In one transaction: destroy every DEK of the person, put them on the suppression list and record every
-   pseudonym of the person as erased now. From the commit on, every copy of their records — in every object,
-   object version, WORM-locked object and backup — is unreadable, and the archiver drops (never re-seals) any
-   record of theirs from before it that arrives again (an in-flight batch, a replay, a Meta redelivery). This is
-   the step the law cares about, and it takes milliseconds.
-4. Delete what can be deleted: objects that hold only this person's records (an Object Lock may refuse: the
+A request moves through ``received → blocked (a hold) → in_progress → completed``, or ends ``refused`` with its
+legal ground; ``extended`` is a request still waiting whose deadline was extended (Art. 12(3)). Every transition
+is audited with its actor. A blocked request resumes by itself when the last hold that blocked it is released
+(the release action processes it at once) and the scheduled retention run processes every open request, so a
+request interrupted by a crash is finished by the next run.
+
+Order of :func:`carry_out`, and why:
+1. If a legal hold covers the person, stop: the request is ``blocked`` and says by which case (Art. 17(3)(e)).
+2. In one transaction: mark the request ``in_progress``, destroy every DEK of the person, put them on the
+   suppression list and record every pseudonym of the person as erased now. From the commit on, every copy of
+   their records — in every object, object version, WORM-locked object and backup — is unreadable, and the
+   archiver drops (never re-seals) any record of theirs from before it that arrives again (an in-flight batch, a
+   replay, a Meta redelivery). This is the step the law cares about, and it takes milliseconds.
+3. Delete what can be deleted: objects that hold only this person's records (an Object Lock may refuse: the
    data is unreadable anyway and the object goes when the lock expires), their media objects, their index and
    alias rows.
-5. Record a proof without personal data: request ref, time, pseudonyms, key ids destroyed, counts.
-Repeating a completed request is harmless and returns the stored proof.
+4. Record a proof without personal data: request ref, time, pseudonyms, key ids destroyed, counts.
+Every step is idempotent, so running it again after a crash finishes the job. Repeating a completed request is
+harmless and returns the stored proof; a refused request stays refused.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Final, Literal
 
 import asyncpg
 import orjson
 
 from services.core.bucket import DELETE_OBJECTS_MAX, ArchiveBucket, StorageUnavailable
+from services.core.index import Connection as OneConnection
 from services.core.index import binary_keys, index_scans
 from services.core.keyring import Keyring, record_erasure
+from services.retention.grounds import REFUSAL_GROUNDS
 from services.retention.holds import holds_covering, holds_settled
 from services.retention.subjects import Connection, resolve_subject_refs, write_audit
 
 log = logging.getLogger("wa_archive.retention")
 
-# Art. 12(3): without undue delay and in any event within one month of receipt.
-ERASURE_DEADLINE = timedelta(days=30)
+# Art. 12(3): without undue delay and in any event within one month of receipt; extendable once by two further
+# months where necessary, the person being told why within the first month.
+ERASURE_DEADLINE: Final = timedelta(days=30)
+ERASURE_EXTENSION: Final = timedelta(days=60)
+
+ErasureStatus = Literal["received", "blocked", "in_progress", "completed", "refused", "extended"]
+OPEN_STATUSES: Final[tuple[ErasureStatus, ...]] = ("received", "blocked", "extended", "in_progress")
+EXTENSION_REASON_MAX = 500
+# Session advisory locks per request (hashtext of the ref in this namespace): one processor at a time.
+ERASURE_LOCK_NAMESPACE: Final = 0x7761_6572  # "waer"
+
+
+class ErasureError(ValueError):
+    """The request cannot make this transition (refused, completed, already extended, past its deadline…)."""
+
+
+class UnknownErasure(LookupError):
+    """No erasure request with this reference."""
 
 
 @dataclass
 class ErasureOutcome:
     request_ref: str
-    status: str  # completed | blocked
+    status: str  # an ErasureStatus
     subject_refs: list[str]
     keys_destroyed: list[str] = field(default_factory=list)
     blocked_by: list[str] = field(default_factory=list)
@@ -51,6 +77,7 @@ class ErasureOutcome:
     key_destroyed_at: str | None = None
     # From the start of the call to the commit that destroyed the keys (the moment the data became unreadable).
     seconds_to_key_destruction: float | None = None
+    refusal_ground: str | None = None
 
     def proof(self) -> dict[str, Any]:
         return {
@@ -63,6 +90,7 @@ class ErasureOutcome:
             "objects_locked": self.objects_locked,
             "events_deleted": self.events_deleted,
             "blocked_by_cases": self.blocked_by,
+            "refusal_ground": self.refusal_ground,
         }
 
 
@@ -78,79 +106,161 @@ async def erase_subject(
     actor: str,
     now: datetime | None = None,
 ) -> ErasureOutcome:
+    """Record the erasure request of ``contact`` (its deadline runs from the first time it is seen) and carry it
+    out, unless a hold blocks it. Asking again with the same reference processes it again (after a hold was
+    released, say) with the pseudonyms known now added to the request's."""
     now = now or datetime.now(UTC)
     started = time.monotonic()
     async with pool.acquire() as conn:
-        existing = await conn.fetchrow("SELECT status, proof FROM erasure_requests WHERE request_ref = $1", request_ref)
+        existing = await conn.fetchrow(
+            "SELECT status, proof, subject_refs, refusal_ground FROM erasure_requests WHERE request_ref = $1",
+            request_ref,
+        )
         if existing is not None and existing["status"] == "completed":
             proof = orjson.loads(existing["proof"])
             return ErasureOutcome(request_ref, "completed", proof["subject_refs"], proof["keys_destroyed"])
+        if existing is not None and existing["status"] == "refused":
+            return ErasureOutcome(
+                request_ref, "refused", list(existing["subject_refs"]), refusal_ground=existing["refusal_ground"]
+            )
         refs = await resolve_subject_refs(conn, pepper, contact, phone_number_id)
-        await conn.execute(
-            "INSERT INTO erasure_requests (request_ref, subject_refs, received_at, deadline_at, status) "
-            "VALUES ($1, $2::text[], $3, $4, 'pending') ON CONFLICT (request_ref) DO NOTHING",
+        if existing is None:
+            inserted = await conn.fetchval(
+                "INSERT INTO erasure_requests (request_ref, subject_refs, received_at, deadline_at, status) "
+                "VALUES ($1, $2::text[], $3, $4, 'received') ON CONFLICT (request_ref) DO NOTHING RETURNING 1",
+                request_ref,
+                refs,
+                now,
+                now + ERASURE_DEADLINE,
+            )
+            if inserted:
+                await write_audit(
+                    conn,
+                    actor=actor,
+                    action="erasure.received",
+                    reason=request_ref,
+                    details={"subjects": len(refs), "deadline_at": (now + ERASURE_DEADLINE).isoformat()},
+                )
+        else:
+            refs = sorted({*existing["subject_refs"], *refs})
+            await conn.execute(
+                "UPDATE erasure_requests SET subject_refs = $2::text[] WHERE request_ref = $1", request_ref, refs
+            )
+    outcome = await carry_out(pool, keyring, bucket, request_ref, actor=actor, started=started)
+    assert outcome is not None, "a new request is nobody else's to process"
+    return outcome
+
+
+@contextlib.asynccontextmanager
+async def _processing(conn: OneConnection, request_ref: str) -> AsyncIterator[bool]:
+    """True while this session alone processes ``request_ref`` (False: another one is at it; leave it)."""
+    mine = await conn.fetchval("SELECT pg_try_advisory_lock($1, hashtext($2))", ERASURE_LOCK_NAMESPACE, request_ref)
+    try:
+        yield bool(mine)
+    finally:
+        if mine:
+            await conn.execute("SELECT pg_advisory_unlock($1, hashtext($2))", ERASURE_LOCK_NAMESPACE, request_ref)
+
+
+async def carry_out(
+    pool: asyncpg.Pool,
+    keyring: Keyring,
+    bucket: ArchiveBucket,
+    request_ref: str,
+    *,
+    actor: str,
+    started: float | None = None,
+) -> ErasureOutcome | None:
+    """Process the open request ``request_ref`` with the pseudonyms it lists: blocked while a hold covers the
+    person, otherwise carried out to ``completed``. None when it is not open (completed, refused, unknown) or
+    another process is processing it right now."""
+    started = time.monotonic() if started is None else started
+    async with pool.acquire() as conn, _processing(conn, request_ref) as mine:
+        if not mine:
+            return None
+        row = await conn.fetchrow(
+            "SELECT status, subject_refs, blocked_by, extended_at FROM erasure_requests WHERE request_ref = $1",
             request_ref,
-            refs,
-            now,
-            now + ERASURE_DEADLINE,
         )
+        if row is None or row["status"] not in OPEN_STATUSES:
+            return None
+        refs = list(row["subject_refs"])
+        outcome = ErasureOutcome(request_ref, "completed", refs)
         # From the hold check to the shredding, no hold can be created (it waits): a hold either blocks this
         # erasure or is created after the keys are gone.
         async with holds_settled(conn):
             holds = await holds_covering(conn, refs)
-            outcome = ErasureOutcome(request_ref, "completed", refs)
             if holds:
-                outcome.status = "blocked"
+                outcome.status = "extended" if row["extended_at"] is not None else "blocked"
                 outcome.blocked_by = sorted({h.case_ref for h in holds})
-                async with conn.transaction():
-                    await conn.execute(
-                        "UPDATE erasure_requests SET status = 'blocked', blocked_by = $2::text[]"
-                        " WHERE request_ref = $1",
-                        request_ref,
-                        [h.hold_id for h in holds],
-                    )
-                    await write_audit(
-                        conn,
-                        actor=actor,
-                        action="erasure.blocked",
-                        reason=request_ref,
-                        details={"holds": [h.hold_id for h in holds], "subjects": len(refs)},
-                    )
+                hold_ids = sorted(h.hold_id for h in holds)
+                if (row["status"], sorted(row["blocked_by"])) != (outcome.status, hold_ids):
+                    async with conn.transaction():
+                        await conn.execute(
+                            "UPDATE erasure_requests SET status = $2, blocked_by = $3::text[] WHERE request_ref = $1",
+                            request_ref,
+                            outcome.status,
+                            hold_ids,
+                        )
+                        await write_audit(
+                            conn,
+                            actor=actor,
+                            action="erasure.blocked",
+                            reason=request_ref,
+                            details={"holds": hold_ids, "subjects": len(refs), "was": row["status"]},
+                        )
                 return outcome
 
-            # Step 3: crypto-shredding, all keys of the person in one transaction.
+            # Crypto-shredding, all keys of the person in one transaction with the move to in_progress.
             async with conn.transaction():
+                await conn.execute(
+                    "UPDATE erasure_requests SET status = 'in_progress', blocked_by = '{}' WHERE request_ref = $1",
+                    request_ref,
+                )
                 for ref in refs:
-                    dek_id = await keyring.shred(conn, ref, request_ref)
-                    if dek_id is not None:
-                        outcome.keys_destroyed.append(dek_id)
+                    await keyring.shred(conn, ref, request_ref)
                 # Final: the archiver drops, never re-seals, any record of theirs from before this moment.
                 await record_erasure(conn, refs, request_ref)
+                # Every key this request destroyed, also in an earlier attempt that a crash interrupted.
+                outcome.keys_destroyed = [
+                    r["dek_id"]
+                    for r in await conn.fetch(
+                        "SELECT dek_id::text AS dek_id FROM shredded_keys WHERE request_ref = $1 ORDER BY dek_id",
+                        request_ref,
+                    )
+                ]
                 await write_audit(
                     conn,
                     actor=actor,
                     action="erasure.keys_destroyed",
                     reason=request_ref,
-                    details={"keys": outcome.keys_destroyed, "subjects": len(refs)},
+                    details={"keys": outcome.keys_destroyed, "subjects": len(refs), "was": row["status"]},
                 )
         outcome.key_destroyed_at = datetime.now(UTC).isoformat()
         outcome.seconds_to_key_destruction = time.monotonic() - started
+        await _delete_what_can_be(conn, bucket, outcome, actor=actor)
+    return outcome
 
-        # Step 4: delete what can be deleted.
-        # Objects holding only this person's records: the objects of their rows (index on subject_ref), then
-        # those without a record of anyone else (index on object_key). A record without a subject (an account
-        # update) is someone else's.
-        async with index_scans(conn):
-            sole_objects = await conn.fetch(
-                "SELECT k.object_key FROM (SELECT DISTINCT object_key FROM archived_events"
-                " WHERE subject_ref = ANY($1::bytea[])) k WHERE NOT EXISTS (SELECT 1 FROM archived_events e"
-                " WHERE e.object_key = k.object_key AND (e.subject_ref IS NULL OR e.subject_ref <> ALL($1::bytea[])))",
-                binary_keys(refs),
-            )
-        media_objects = await conn.fetch(
-            "SELECT object_key FROM archived_media WHERE subject_ref = ANY($1::bytea[]) AND object_key IS NOT NULL",
+
+async def _delete_what_can_be(
+    conn: OneConnection, bucket: ArchiveBucket, outcome: ErasureOutcome, *, actor: str
+) -> None:
+    """After the keys are gone: delete the objects, media and index rows that can go; complete the request."""
+    refs, request_ref = outcome.subject_refs, outcome.request_ref
+    # Objects holding only this person's records: the objects of their rows (index on subject_ref), then
+    # those without a record of anyone else (index on object_key). A record without a subject (an account
+    # update) is someone else's.
+    async with index_scans(conn):
+        sole_objects = await conn.fetch(
+            "SELECT k.object_key FROM (SELECT DISTINCT object_key FROM archived_events"
+            " WHERE subject_ref = ANY($1::bytea[])) k WHERE NOT EXISTS (SELECT 1 FROM archived_events e"
+            " WHERE e.object_key = k.object_key AND (e.subject_ref IS NULL OR e.subject_ref <> ALL($1::bytea[])))",
             binary_keys(refs),
         )
+    media_objects = await conn.fetch(
+        "SELECT object_key FROM archived_media WHERE subject_ref = ANY($1::bytea[]) AND object_key IS NOT NULL",
+        binary_keys(refs),
+    )
     keys = [r["object_key"] for r in sole_objects] + [r["object_key"] for r in media_objects]
     gone: list[str] = []  # objects whose every version is deleted; locked ones keep their archive_objects row
     for start in range(0, len(keys), DELETE_OBJECTS_MAX):
@@ -166,7 +276,7 @@ async def erase_subject(
         gone.extend(deleted_keys)
         outcome.objects_deleted += len(deleted_keys)
         outcome.objects_locked += len(refused)
-    async with pool.acquire() as conn, conn.transaction():
+    async with conn.transaction():
         deleted = await conn.fetchval(
             "WITH gone AS (DELETE FROM archived_events WHERE subject_ref = ANY($1::bytea[]) RETURNING 1) "
             "SELECT count(*) FROM gone",
@@ -189,22 +299,133 @@ async def erase_subject(
             orjson.dumps(outcome.proof()).decode(),
         )
         await write_audit(conn, actor=actor, action="erasure.completed", reason=request_ref, details=outcome.proof())
-    return outcome
 
 
-async def pending_erasures(conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy) -> tuple[int, float]:
-    """(number of requests not completed, age in seconds of the oldest) — for the deadline metric."""
+async def open_requests(conn: Connection, *, blocked_by: Sequence[str] | None = None) -> list[str]:
+    """The refs of the open requests, nearest deadline first (only those a hold of ``blocked_by`` blocked)."""
+    rows = await conn.fetch(
+        "SELECT request_ref FROM erasure_requests WHERE status = ANY($1::text[])"
+        " AND ($2::text[] IS NULL OR blocked_by && $2::text[]) ORDER BY deadline_at, request_ref",
+        list(OPEN_STATUSES),
+        None if blocked_by is None else list(blocked_by),
+    )
+    return [row["request_ref"] for row in rows]
+
+
+async def process_open_requests(
+    pool: asyncpg.Pool,
+    keyring: Keyring,
+    bucket: ArchiveBucket,
+    *,
+    actor: str,
+    blocked_by: Sequence[str] | None = None,
+) -> list[ErasureOutcome]:
+    """Carry out every open request (or those blocked by one of the holds ``blocked_by``, just released): the
+    ones still held stay blocked, the others complete. The scheduled retention run and a hold's release call it."""
+    refs = await open_requests(pool, blocked_by=blocked_by)
+    outcomes: list[ErasureOutcome] = []
+    for request_ref in refs:
+        outcome = await carry_out(pool, keyring, bucket, request_ref, actor=actor)
+        if outcome is not None:
+            outcomes.append(outcome)
+    return outcomes
+
+
+async def refuse_erasure(conn: OneConnection, request_ref: str, *, ground: str, actor: str) -> ErasureRequest:
+    """The data protection officer refuses the open request on a legal ground (Art. 17(3), Art. 12(5)); the person
+    must be told why and of their right to complain (Art. 12(4)). Final: nothing processes it again."""
+    if ground not in REFUSAL_GROUNDS:
+        raise ErasureError(f"unknown refusal ground; one of: {', '.join(REFUSAL_GROUNDS)}")
+    async with conn.transaction():
+        row = await _open_request(conn, request_ref)
+        if row["status"] == "in_progress":
+            raise ErasureError("the erasure is in progress: its keys may already be destroyed")
+        await conn.execute(
+            "UPDATE erasure_requests SET status = 'refused', refusal_ground = $2, refused_at = now()"
+            " WHERE request_ref = $1",
+            request_ref,
+            ground,
+        )
+        await write_audit(
+            conn,
+            actor=actor,
+            action="erasure.refused",
+            reason=request_ref,
+            details={"ground": ground, "was": row["status"]},
+        )
+    return await erasure_request(conn, request_ref)
+
+
+async def extend_erasure(
+    conn: OneConnection, request_ref: str, *, reason: str, actor: str, now: datetime | None = None
+) -> ErasureRequest:
+    """Extend the open request's deadline by two months (Art. 12(3)): once, before the first deadline has passed,
+    with the reason the person is told. ``reason`` is stored and audited: a reference or a sentence, no data."""
+    now = now or datetime.now(UTC)
+    reason = reason.strip()
+    if not reason or len(reason) > EXTENSION_REASON_MAX or not reason.isprintable():
+        raise ErasureError(f"an extension needs a reason of 1 to {EXTENSION_REASON_MAX} printable characters")
+    async with conn.transaction():
+        row = await _open_request(conn, request_ref)
+        if row["extended_at"] is not None:
+            raise ErasureError("this request's deadline was already extended (Art. 12(3) allows one extension)")
+        if now > row["deadline_at"]:
+            raise ErasureError("the deadline has passed: an extension must be decided within the first month")
+        deadline = row["deadline_at"] + ERASURE_EXTENSION
+        await conn.execute(
+            "UPDATE erasure_requests SET deadline_at = $2, extended_at = $3, extension_reason = $4,"
+            " status = CASE WHEN status = 'in_progress' THEN status ELSE 'extended' END WHERE request_ref = $1",
+            request_ref,
+            deadline,
+            now,
+            reason,
+        )
+        await write_audit(
+            conn,
+            actor=actor,
+            action="erasure.extended",
+            reason=request_ref,
+            details={"deadline_at": deadline.isoformat(), "was": row["status"]},
+        )
+    return await erasure_request(conn, request_ref)
+
+
+async def _open_request(conn: Connection, request_ref: str) -> asyncpg.Record:
     row = await conn.fetchrow(
-        "SELECT count(*) AS n, coalesce(extract(epoch FROM now() - min(received_at)), 0) AS age "
-        "FROM erasure_requests WHERE status <> 'completed'"
+        "SELECT status, deadline_at, extended_at FROM erasure_requests WHERE request_ref = $1 FOR UPDATE",
+        request_ref,
+    )
+    if row is None:
+        raise UnknownErasure("no erasure request with this reference")
+    if row["status"] not in OPEN_STATUSES:
+        raise ErasureError(f"the request is {row['status']}: it can no longer change")
+    return row
+
+
+async def pending_erasures(conn: Connection) -> ErasureDeadlines:
+    """What the deadline metrics show: the open requests, the oldest one's age and the nearest deadline."""
+    row = await conn.fetchrow(
+        "SELECT count(*) AS n, coalesce(extract(epoch FROM now() - min(received_at)), 0) AS age,"
+        " extract(epoch FROM min(deadline_at) - now()) AS nearest, count(*) FILTER (WHERE deadline_at < now()) AS late"
+        " FROM erasure_requests WHERE status = ANY($1::text[])",
+        list(OPEN_STATUSES),
     )
     assert row is not None
-    return int(row["n"]), float(row["age"])
+    nearest = float(row["nearest"]) if row["nearest"] is not None else None
+    return ErasureDeadlines(int(row["n"]), float(row["age"]), nearest, int(row["late"]))
+
+
+@dataclass(frozen=True, slots=True)
+class ErasureDeadlines:
+    open: int
+    oldest_age_s: float
+    nearest_deadline_s: float | None  # negative when overdue; None without open requests
+    overdue: int
 
 
 @dataclass(frozen=True, slots=True)
 class ErasureRequest:
-    """An erasure request as tracked against its deadline (``holds``: how many holds blocked it, 0 if none)."""
+    """An erasure request as tracked against its deadline (``holds``: how many holds block it, 0 if none)."""
 
     request_ref: str
     status: str
@@ -212,6 +433,10 @@ class ErasureRequest:
     deadline_at: datetime
     completed_at: datetime | None
     holds: int
+    extended_at: datetime | None
+    extension_reason: str | None
+    refusal_ground: str | None
+    refused_at: datetime | None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -221,13 +446,30 @@ class ErasureRequest:
             "deadline_at": self.deadline_at.isoformat(),
             "completed_at": self.completed_at.isoformat() if self.completed_at else None,
             "holds": self.holds,
+            "extended_at": self.extended_at.isoformat() if self.extended_at else None,
+            "extension_reason": self.extension_reason,
+            "refusal_ground": self.refusal_ground,
+            "refused_at": self.refused_at.isoformat() if self.refused_at else None,
         }
+
+
+REQUEST_COLUMNS = (
+    "request_ref, status, received_at, deadline_at, completed_at, cardinality(blocked_by) AS holds, extended_at,"
+    " extension_reason, refusal_ground, refused_at"
+)
 
 
 async def erasure_requests(conn: Connection) -> list[ErasureRequest]:
     """Every erasure request, oldest first."""
-    rows = await conn.fetch(
-        "SELECT request_ref, status, received_at, deadline_at, completed_at, cardinality(blocked_by) AS holds "
-        "FROM erasure_requests ORDER BY received_at"
-    )
+    rows = await conn.fetch(f"SELECT {REQUEST_COLUMNS} FROM erasure_requests ORDER BY received_at")  # noqa: S608
     return [ErasureRequest(**dict(row)) for row in rows]
+
+
+async def erasure_request(conn: Connection, request_ref: str) -> ErasureRequest:
+    row = await conn.fetchrow(
+        f"SELECT {REQUEST_COLUMNS} FROM erasure_requests WHERE request_ref = $1",  # noqa: S608 — constant columns
+        request_ref,
+    )
+    if row is None:
+        raise UnknownErasure("no erasure request with this reference")
+    return ErasureRequest(**dict(row))

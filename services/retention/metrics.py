@@ -36,17 +36,28 @@ class RetentionMetrics:
         )
         self.erasure_pending = Gauge(
             "wa_retention_erasure_requests_pending",
-            "Erasure requests (GDPR Art. 17) received and not yet completed, including those blocked by a hold.",
+            "Erasure requests (GDPR Art. 17) open: received, blocked by a hold, extended or in progress.",
             registry=registry,
         )
         self.erasure_oldest_pending_age = Gauge(
             "wa_retention_oldest_pending_erasure_age_seconds",
-            "Age of the oldest pending erasure request (the law allows one month: alert at 25 days).",
+            "Age of the oldest open erasure request.",
+            registry=registry,
+        )
+        self.erasure_nearest_deadline = Gauge(
+            "wa_retention_erasure_nearest_deadline_seconds",
+            "Seconds until the nearest deadline of an open erasure request (one month, three when extended;"
+            " negative when overdue; NaN without open requests).",
+            registry=registry,
+        )
+        self.erasures_overdue = Gauge(
+            "wa_retention_erasure_requests_overdue",
+            "Open erasure requests past their deadline.",
             registry=registry,
         )
         self.erasures = Counter(
             "wa_retention_erasures_total",
-            "Erasure requests by outcome (completed, blocked_by_hold).",
+            "Erasure request transitions by outcome (completed, blocked_by_hold, refused, extended).",
             ["outcome"],
             registry=registry,
         )

@@ -54,6 +54,8 @@ class RetentionReport:
     objects_held: int = 0  # candidates a hold created during the run kept
     events_deleted: int = 0
     events_by_class: dict[str, int] = field(default_factory=dict)
+    # Open erasure requests the (real) run processed, by the status they reached.
+    erasures: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -66,6 +68,7 @@ class RetentionReport:
             "objects_held": self.objects_held,
             "events_deleted": self.events_deleted,
             "events_by_class": self.events_by_class,
+            "erasures": self.erasures,
         }
 
 

@@ -19,13 +19,16 @@ log = logging.getLogger("wa_archive.retention")
 
 async def refresh_gauges(access: ArchiveAccess, metrics: RetentionMetrics) -> None:
     async with access.pool.acquire() as conn:
-        pending, oldest_age = await pending_erasures(conn)
+        deadlines = await pending_erasures(conn)
         holds = await conn.fetchval("SELECT count(*) FROM legal_holds WHERE released_at IS NULL")
         last_success = await conn.fetchval(
             "SELECT extract(epoch FROM max(finished_at)) FROM retention_runs WHERE status = 'succeeded' AND NOT dry_run"
         )
-    metrics.erasure_pending.set(pending)
-    metrics.erasure_oldest_pending_age.set(oldest_age)
+    metrics.erasure_pending.set(deadlines.open)
+    metrics.erasure_oldest_pending_age.set(deadlines.oldest_age_s)
+    nearest = deadlines.nearest_deadline_s
+    metrics.erasure_nearest_deadline.set(float("nan") if nearest is None else nearest)
+    metrics.erasures_overdue.set(deadlines.overdue)
     metrics.holds_active.set(holds or 0)
     if last_success is not None:
         metrics.last_run_success.set(float(last_success))

@@ -538,6 +538,8 @@ async def test_admin_api_requires_a_token_and_the_right_role(demo_env: dict[str,
         ("GET", "/v1/search", "reader"),
         ("POST", "/v1/erasures", "dpo"),
         ("GET", "/v1/erasures", "dpo"),
+        ("POST", "/v1/erasures/GDPR-1/refuse", "dpo"),
+        ("POST", "/v1/erasures/GDPR-1/extend", "dpo"),
         ("POST", "/v1/holds", "dpo"),
         ("GET", "/v1/holds", "dpo"),
         ("POST", f"/v1/holds/{uuid.uuid4()}/release", "dpo"),
@@ -547,8 +549,11 @@ async def test_admin_api_requires_a_token_and_the_right_role(demo_env: dict[str,
     ]
     documented = {path for path, item in (await _openapi(app)).items() for _method in item}
     assert {r[1].split("?")[0] for r in routes} >= {p for p in documented if p.startswith("/v1/")} - {
-        "/v1/holds/{hold_id}/release"
+        "/v1/holds/{hold_id}/release",
+        "/v1/erasures/{request_ref}/refuse",
+        "/v1/erasures/{request_ref}/extend",
     }
+    assert {"/v1/erasures/{request_ref}/refuse", "/v1/erasures/{request_ref}/extend"} <= documented
     async with serve_asgi(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
         for method, path, needed in routes:
             anonymous = await client.request(method, path, json={})

@@ -70,6 +70,7 @@ def test_the_catalogued_questions_have_panels() -> None:
         "wa_retention_last_run_success_timestamp_seconds",
         "wa_retention_erasure_requests_pending",
         "wa_retention_oldest_pending_erasure_age_seconds",
+        "wa_retention_erasure_nearest_deadline_seconds",
         "wa_retention_legal_holds_active",
     ):
         assert name in used, f"no panel reads {name}"

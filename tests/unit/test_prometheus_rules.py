@@ -149,6 +149,7 @@ def test_the_expected_alerts_exist() -> None:
             "WaArchiverMediaFailing",
             "WaRetentionRunMissing",
             "WaErasureDeadlineNear",
+            "WaErasureOverdue",
             "WaArchiverNotCommitting",
         ]
     )

@@ -1,0 +1,263 @@
+"""The erasure workflow against the real stack, through the action layer, the admin API and the CLI:
+received → blocked (a hold) → in_progress → completed, refused (a legal ground) or extended (Art. 12(3)).
+
+- A blocked request resumes by itself when the last hold that blocked it is released, by whoever releases it.
+- The scheduled retention run finishes a request a crash interrupted after its keys were destroyed.
+- A refusal needs one of the law's grounds and is final: neither a release nor a run nor asking again erases.
+- An extension moves the deadline two months on, once, and only within the first month; the overdue count and the
+  nearest deadline that the alerts watch follow it.
+Every transition is in the audit log with its actor.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import orjson
+import pytest
+
+from services.core.index import binary_keys
+from services.retention.actions import SCHEDULER, ErasureError, Operator
+from services.retention.erasure import ERASURE_DEADLINE, ERASURE_EXTENSION, pending_erasures
+from services.retention.subjects import resolve_subject_refs
+from tests.integration.test_actions import CLI_OPERATOR, DPO, READER, Stack, counted, run_cli, stack
+from tests.integration.test_retention import archive, crisis_bodies
+from tests.pipeline import Person
+
+__all__ = ["stack"]  # the fixture, shared with test_actions
+
+pytestmark = pytest.mark.integration
+
+ALICE = Operator("dpo-alice", "dpo")
+BOB = Operator("dpo-bob", "dpo")
+
+
+async def archived_person(stack: Stack, demo_env: dict[str, str], pg_pool: asyncpg.Pool) -> tuple[Person, list[str]]:
+    person = Person.fresh()
+    await archive(demo_env, pg_pool, stack.settings.s3.prefix, crisis_bodies(person))
+    refs = await resolve_subject_refs(pg_pool, stack.actions.access.pepper, person.wa_id, None)
+    return person, refs
+
+
+async def keys_left(pool: asyncpg.Pool, refs: list[str]) -> int:
+    count: int = await pool.fetchval("SELECT count(*) FROM subject_keys WHERE subject_ref = ANY($1::text[])", refs)
+    return count
+
+
+async def request_row(pool: asyncpg.Pool, request_ref: str) -> asyncpg.Record:
+    row = await pool.fetchrow("SELECT * FROM erasure_requests WHERE request_ref = $1", request_ref)
+    assert row is not None
+    return row
+
+
+async def transitions(pool: asyncpg.Pool, request_ref: str) -> list[tuple[str, str]]:
+    rows = await pool.fetch(
+        "SELECT actor, action FROM audit_log WHERE reason = $1 AND action LIKE 'erasure.%' ORDER BY audit_id",
+        request_ref,
+    )
+    return [(row["actor"], row["action"]) for row in rows]
+
+
+async def test_a_blocked_erasure_resumes_when_its_last_hold_is_released(
+    stack: Stack, demo_env: dict[str, str], pg_pool: asyncpg.Pool
+) -> None:
+    person, refs = await archived_person(stack, demo_env, pg_pool)
+    keys_before = await keys_left(pg_pool, refs)
+    assert keys_before > 0
+    first = await stack.actions.create_hold(ALICE, scope="contact", case_ref="CASE-A", contact=person.wa_id)
+    second = await stack.actions.create_hold(ALICE, scope="contact", case_ref="CASE-B", contact=person.wa_id)
+    request_ref = f"GDPR-{uuid.uuid4().hex[:8]}"
+
+    blocked = await stack.actions.erase(ALICE, contact=person.wa_id, request_ref=request_ref)
+    assert (blocked.status, blocked.blocked_by) == ("blocked", ["CASE-A", "CASE-B"])
+    assert sorted((await request_row(pg_pool, request_ref))["blocked_by"]) == sorted([first.hold_id, second.hold_id])
+
+    # One hold released (through the API): the other still blocks; nothing is destroyed.
+    answer = await stack.api.post(f"/v1/holds/{first.hold_id}/release", headers=DPO)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["erasures"] == [{"request_ref": request_ref, "status": "blocked"}]
+    row = await request_row(pg_pool, request_ref)
+    assert (row["status"], list(row["blocked_by"])) == ("blocked", [second.hold_id])
+    assert await keys_left(pg_pool, refs) == keys_before
+
+    # The last one released: the request is carried out at once, by whoever released the hold.
+    released = await stack.actions.release_hold(BOB, second.hold_id)
+    assert [(e.request_ref, e.status) for e in released.erasures] == [(request_ref, "completed")]
+    assert len(released.erasures[0].keys_destroyed) == keys_before
+    assert await keys_left(pg_pool, refs) == 0
+    assert (
+        await pg_pool.fetchval(
+            "SELECT count(*) FROM archived_events WHERE subject_ref = ANY($1::bytea[])", binary_keys(refs)
+        )
+        == 0
+    )
+    row = await request_row(pg_pool, request_ref)
+    assert row["status"] == "completed"
+    assert row["completed_at"] is not None
+    assert orjson.loads(row["proof"])["keys_destroyed"] == sorted(released.erasures[0].keys_destroyed)
+    assert await transitions(pg_pool, request_ref) == [
+        ("dpo-alice", "erasure.received"),
+        ("dpo-alice", "erasure.blocked"),  # by both holds
+        ("test-dpo", "erasure.blocked"),  # by the second only, after the first was released
+        ("dpo-bob", "erasure.keys_destroyed"),
+        ("dpo-bob", "erasure.completed"),
+    ]
+    assert counted(stack.registry, "wa_retention_erasures_total", outcome="completed") == 1
+
+
+async def test_the_scheduled_run_finishes_an_erasure_a_crash_interrupted(
+    stack: Stack, demo_env: dict[str, str], pg_pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    person, refs = await archived_person(stack, demo_env, pg_pool)
+    key_ids = sorted(
+        str(r["dek_id"])
+        for r in await pg_pool.fetch("SELECT dek_id FROM subject_keys WHERE subject_ref = ANY($1::text[])", refs)
+    )
+    request_ref = f"GDPR-{uuid.uuid4().hex[:8]}"
+    bucket = stack.actions.access.bucket
+
+    async def crash(_keys: list[str]) -> tuple[list[str], list[str]]:
+        raise RuntimeError("the process died here")
+
+    # The keys are destroyed, then the process dies before deleting anything.
+    monkeypatch.setattr(bucket, "delete_permanently", crash)
+    with pytest.raises(RuntimeError):
+        await stack.actions.erase(ALICE, contact=person.wa_id, request_ref=request_ref)
+    monkeypatch.undo()
+    assert (await request_row(pg_pool, request_ref))["status"] == "in_progress"
+    assert await keys_left(pg_pool, refs) == 0
+    assert await pg_pool.fetchval(
+        "SELECT count(*) FROM archived_events WHERE subject_ref = ANY($1::bytea[])", binary_keys(refs)
+    )
+
+    report = await stack.actions.run_retention(SCHEDULER, dry_run=False)
+    assert report.erasures.get("completed", 0) >= 1
+    row = await request_row(pg_pool, request_ref)
+    assert row["status"] == "completed"
+    # The proof names the keys the interrupted attempt destroyed.
+    assert orjson.loads(row["proof"])["keys_destroyed"] == key_ids
+    assert (
+        await pg_pool.fetchval(
+            "SELECT count(*) FROM archived_events WHERE subject_ref = ANY($1::bytea[])", binary_keys(refs)
+        )
+        == 0
+    )
+    assert await transitions(pg_pool, request_ref) == [
+        ("dpo-alice", "erasure.received"),
+        ("dpo-alice", "erasure.keys_destroyed"),
+        ("scheduler", "erasure.keys_destroyed"),
+        ("scheduler", "erasure.completed"),
+    ]
+
+
+async def test_a_refusal_needs_a_legal_ground_and_is_final(
+    stack: Stack, demo_env: dict[str, str], pg_pool: asyncpg.Pool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    person, refs = await archived_person(stack, demo_env, pg_pool)
+    keys_before = await keys_left(pg_pool, refs)
+    hold = await stack.actions.create_hold(ALICE, scope="contact", case_ref="LIT-9", contact=person.wa_id)
+    request_ref = f"GDPR-{uuid.uuid4().hex[:8]}"
+    assert (await stack.actions.erase(ALICE, contact=person.wa_id, request_ref=request_ref)).status == "blocked"
+
+    # Not one of the law's grounds: refused by the API's schema and by the action; a reader may not refuse at all.
+    bad = await stack.api.post(
+        f"/v1/erasures/{request_ref}/refuse", json={"ground": "we would rather not"}, headers=DPO
+    )
+    assert bad.status_code == 422
+    with pytest.raises(ErasureError):
+        await stack.actions.refuse_erasure(ALICE, request_ref, ground="we would rather not")
+    forbidden = await stack.api.post(
+        f"/v1/erasures/{request_ref}/refuse", json={"ground": "legal_claims"}, headers=READER
+    )
+    assert forbidden.status_code == 403
+    unknown = await stack.api.post("/v1/erasures/NO-SUCH-REF/refuse", json={"ground": "legal_claims"}, headers=DPO)
+    assert unknown.status_code == 404
+
+    code, out, err = await run_cli(["erasure", "refuse", request_ref, "--ground", "legal_claims"], capsys)
+    assert code == 0, err
+    assert orjson.loads(out)["status"] == "refused"
+    row = await request_row(pg_pool, request_ref)
+    assert (row["status"], row["refusal_ground"]) == ("refused", "legal_claims")
+
+    # Final: releasing the hold, a retention run and asking again destroy nothing.
+    released = await stack.actions.release_hold(ALICE, hold.hold_id)
+    assert released.erasures == []
+    await stack.actions.run_retention(SCHEDULER, dry_run=False)
+    assert (await request_row(pg_pool, request_ref))["status"] == "refused"
+    again = await stack.actions.erase(ALICE, contact=person.wa_id, request_ref=request_ref)
+    assert (again.status, again.refusal_ground) == ("refused", "legal_claims")
+    assert await keys_left(pg_pool, refs) == keys_before
+    twice = await stack.api.post(f"/v1/erasures/{request_ref}/refuse", json={"ground": "legal_claims"}, headers=DPO)
+    assert twice.status_code == 400
+    assert await transitions(pg_pool, request_ref) == [
+        ("dpo-alice", "erasure.received"),
+        ("dpo-alice", "erasure.blocked"),
+        (CLI_OPERATOR, "erasure.refused"),
+    ]
+
+
+async def test_an_extension_moves_the_deadline_once_within_the_first_month(
+    stack: Stack, demo_env: dict[str, str], pg_pool: asyncpg.Pool
+) -> None:
+    person, refs = await archived_person(stack, demo_env, pg_pool)
+    hold = await stack.actions.create_hold(ALICE, scope="contact", case_ref="LIT-10", contact=person.wa_id)
+    request_ref = f"GDPR-{uuid.uuid4().hex[:8]}"
+    await stack.actions.erase(ALICE, contact=person.wa_id, request_ref=request_ref)
+    received = (await request_row(pg_pool, request_ref))["received_at"]
+
+    # Past its deadline it is overdue, and it can no longer be extended.
+    async with pg_pool.acquire() as conn:
+        before = await pending_erasures(conn)
+        await conn.execute(
+            "UPDATE erasure_requests SET deadline_at = now() - interval '1 hour' WHERE request_ref = $1", request_ref
+        )
+        overdue = await pending_erasures(conn)
+    assert overdue.overdue == before.overdue + 1
+    assert overdue.nearest_deadline_s is not None
+    assert overdue.nearest_deadline_s < 0
+    late = await stack.api.post(f"/v1/erasures/{request_ref}/extend", json={"reason": "complex request"}, headers=DPO)
+    assert late.status_code == 400
+    assert "deadline has passed" in late.json()["detail"]
+
+    # Within the first month: two months more, once.
+    await pg_pool.execute(
+        "UPDATE erasure_requests SET deadline_at = received_at + $2::interval WHERE request_ref = $1",
+        request_ref,
+        ERASURE_DEADLINE,
+    )
+    extended = await stack.api.post(
+        f"/v1/erasures/{request_ref}/extend", json={"reason": "several hundred messages to review"}, headers=DPO
+    )
+    assert extended.status_code == 200, extended.text
+    body = extended.json()
+    assert body["status"] == "extended"
+    assert datetime.fromisoformat(body["deadline_at"]) == received + ERASURE_DEADLINE + ERASURE_EXTENSION
+    assert body["extension_reason"] == "several hundred messages to review"
+    async with pg_pool.acquire() as conn:
+        assert (await pending_erasures(conn)).overdue == before.overdue
+    again = await stack.api.post(f"/v1/erasures/{request_ref}/extend", json={"reason": "more time"}, headers=DPO)
+    assert again.status_code == 400
+    with pytest.raises(ErasureError):
+        await stack.actions.extend_erasure(ALICE, request_ref, reason="\x00 not printable")
+
+    # An extended request still waits for its hold, then completes when the hold goes.
+    run = await stack.actions.run_retention(SCHEDULER, dry_run=False)
+    assert (await request_row(pg_pool, request_ref))["status"] == "extended"
+    assert run.erasures.get("extended", 0) >= 1
+    released = await stack.actions.release_hold(ALICE, hold.hold_id)
+    assert [(e.request_ref, e.status) for e in released.erasures] == [(request_ref, "completed")]
+    assert await keys_left(pg_pool, refs) == 0
+    listing = {r["request_ref"]: r for r in (await stack.api.get("/v1/erasures", headers=DPO)).json()}
+    assert listing[request_ref]["status"] == "completed"
+    assert listing[request_ref]["extended_at"] is not None
+    assert datetime.fromisoformat(listing[request_ref]["deadline_at"]) - received == timedelta(days=90)
+    assert datetime.fromisoformat(listing[request_ref]["completed_at"]) <= datetime.now(UTC)
+    assert await transitions(pg_pool, request_ref) == [
+        ("dpo-alice", "erasure.received"),
+        ("dpo-alice", "erasure.blocked"),
+        ("test-dpo", "erasure.extended"),
+        ("dpo-alice", "erasure.keys_destroyed"),
+        ("dpo-alice", "erasure.completed"),
+    ]
