@@ -25,7 +25,7 @@ class FlushReason(Enum):
 class FlushPolicy:
     max_records: int = 5_000
     max_bytes: int = 8 * 1024 * 1024
-    max_age_s: float = 2.0
+    max_age_s: float = 1.0
 
     def __post_init__(self) -> None:
         if self.max_records < 1 or self.max_bytes < 1 or self.max_age_s <= 0:
