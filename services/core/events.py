@@ -1,11 +1,12 @@
 """The event envelope (the Kafka value, ``schema: 1``) and the pure splitter of Meta's webhook bodies.
 
 :func:`parse_webhook` turns one POST body into one :class:`Event` per inbound message, status, value-level
-error, business echo, history message, and account / template / unknown update. It walks *every* entry, change
-and item (Meta batches up to 1,000 updates in one POST) and drops nothing: an item it does not understand
-becomes an ``unknown`` event that carries the item as it came. Each event carries Meta's object untouched (the
-very object the JSON decoder produced), the subject's ``contacts`` entry, and the delivery evidence (sha256 of
-the raw body and its signature header) instead of the rest of the POST, which is other people's data.
+error, business echo, history message, call event, marketing preference, synced contact, and account / template /
+unknown update. It walks *every* entry, change and item (Meta batches up to 1,000 updates in one POST) and drops
+nothing: an item it does not understand becomes an ``unknown`` event that carries the item as it came. Each
+event carries Meta's object untouched (the very object the JSON decoder produced), the subject's ``contacts``
+entry, and the delivery evidence (sha256 of the raw body and its signature header) instead of the rest of the
+POST, which is other people's data.
 
 What becomes an event
     - ``messages``: one ``message`` per ``value.messages[]`` (subject: ``from`` / ``from_user_id``), one
@@ -15,6 +16,17 @@ What becomes an event
     - ``history``: one ``history`` per ``value.history[].threads[].messages[]`` (subject: the thread id); a
       history item without threads (sharing declined) is one ``error`` with the whole item; the follow-up media
       asset delivery (a plain ``value.messages[]``) gives ``history`` events too;
+    - ``calls`` (Calling API): one ``call`` per ``value.calls[]`` (subject: the user on the call — of ``from`` /
+      ``from_user_id`` and ``to`` / ``to_user_id``, the side that is not the business's
+      ``metadata.display_phone_number``; when neither or both sides are that number, ``from`` for a
+      ``USER_INITIATED`` call and ``to`` for a ``BUSINESS_INITIATED`` one; no subject when that says nothing),
+      one ``status`` per ``value.statuses[]`` (the call's ringing / accepted / rejected, subject: the recipient),
+      one ``error`` per ``value.errors[]``;
+    - ``user_preferences``: one ``preference`` per ``value.user_preferences[]`` (subject: ``wa_id`` /
+      ``user_id``);
+    - ``smb_app_state_sync``: one ``contact_sync`` per ``value.state_sync[]`` item of ``type`` ``contact``
+      (subject: ``contact.phone_number`` / ``contact.user_id``, digits as Meta sends them; none when both are
+      absent); an item of another type → ``unknown``;
     - ``account_update`` → ``account``, ``message_template*`` / ``template*`` → ``template``, any other field →
       ``unknown``, each with the whole ``value`` as payload;
     - never dropped: an item that is not an object → ``unknown``; a split field whose value yields no item →
@@ -32,6 +44,8 @@ Event ids
 
     - message / echo: ``(message id or "", canonical_hash(item))``;
     - history: ``(thread id or "", message id or "", canonical_hash(message))``;
+    - call: ``(call id or "", canonical_hash(call))`` — a call's connect and terminate stay apart;
+    - preference / contact_sync: ``(canonical_hash(item),)`` — Meta gives them no id; each carries its own time;
     - status: ``(status id or "", canonical_hash(status))`` — the hash covers ``status``, ``timestamp`` and
       the recipient, so the several statuses of one message stay apart;
     - error / account / template / unknown: ``(canonical_hash(payload),)`` plus ``str(entry.time)`` when the
@@ -65,7 +79,20 @@ import orjson
 
 SCHEMA_VERSION: Final = 1
 KINDS: Final = frozenset(
-    {"message", "status", "echo", "history", "error", "account", "template", "unknown", "outbound"}
+    {
+        "message",
+        "status",
+        "echo",
+        "history",
+        "call",
+        "preference",
+        "contact_sync",
+        "error",
+        "account",
+        "template",
+        "unknown",
+        "outbound",
+    }
 )
 WABA_OBJECT: Final = "whatsapp_business_account"
 
@@ -73,6 +100,7 @@ _EVENT_ID_VERSION: Final = "v1"
 _ID_SEPARATOR: Final = "\x1f"
 _EVENT_ID_HEX_DIGITS: Final = 32
 _HEX_DIGITS: Final = frozenset("0123456789abcdef")
+_ASCII_DIGITS: Final = frozenset("0123456789")
 # Unix seconds as Meta sends them (strings of 10 digits today); anything longer than an int64 is not a time.
 _MAX_TIMESTAMP_DIGITS: Final = 18
 _MAX_TIMESTAMP: Final = 2**63 - 1
@@ -85,6 +113,9 @@ _ITEM_KEYS: Final[dict[str, frozenset[str]]] = {
     "messages": frozenset({"messages", "statuses", "errors"}),
     "smb_message_echoes": frozenset({"message_echoes"}),
     "history": frozenset({"history", "messages"}),
+    "calls": frozenset({"calls", "statuses", "errors"}),
+    "user_preferences": frozenset({"user_preferences"}),
+    "smb_app_state_sync": frozenset({"state_sync"}),
 }
 _ENVELOPE_KEYS: Final = (
     "schema",
@@ -414,6 +445,43 @@ def _subject(wa_id: Any, user_id: Any) -> Subject | None:
     return Subject(wa_id=wa, user_id=user) if (wa is not None or user is not None) else None
 
 
+def _business_number(value: dict[str, Any]) -> Any:
+    """The business's own number in a change (``metadata.display_phone_number``), as Meta sent it, if any."""
+    metadata = value.get("metadata")
+    return metadata.get("display_phone_number") if isinstance(metadata, dict) else None
+
+
+def _same_number(number: Any, business: Any) -> bool:
+    """Is ``number`` the business's number? Compared on their digits (``+1 555…`` is ``1555…``), else as text."""
+    a, b = _meta_id(number), _meta_id(business)
+    if a is None or b is None:
+        return False
+    digits_a = "".join(c for c in a if c in _ASCII_DIGITS)
+    digits_b = "".join(c for c in b if c in _ASCII_DIGITS)
+    return digits_a == digits_b if digits_a and digits_b else a == b
+
+
+def _call_subject(call: dict[str, Any], business: Any) -> Subject | None:
+    """The user on a call, never the business: the side that is not the business's number; when that does not
+    tell (neither or both sides are), the caller of a user-initiated call and the callee of a business-initiated
+    one (Meta's own samples put the business on either side, or on neither); else no subject, never a guess."""
+    caller = _subject(call.get("from"), call.get("from_user_id"))
+    callee = _subject(call.get("to"), call.get("to_user_id"))
+    caller_is_business = _same_number(call.get("from"), business)
+    callee_is_business = _same_number(call.get("to"), business)
+    if caller_is_business != callee_is_business:
+        return callee if caller_is_business else caller
+    if caller_is_business:
+        return None  # both sides are the business's number: nobody to attribute the call to
+    direction = call.get("direction")
+    direction = direction.upper() if isinstance(direction, str) else None
+    if direction == "USER_INITIATED":
+        return caller
+    if direction == "BUSINESS_INITIATED":
+        return callee
+    return None
+
+
 def _original_message_id(item: dict[str, Any]) -> str | None:
     """The message a ``revoke`` or an ``edit`` (inbound or echoed) concerns."""
     item_type = item.get("type")
@@ -530,12 +598,18 @@ class _Splitter:
             self.errors(change, value.get("errors"))
         elif field == "smb_message_echoes":
             self.items(change, "echo", value.get("message_echoes"), contacts, "to", "to_user_id")
-        else:
+        elif field == "history":
             self.history(change, value.get("history"), contacts)
             # The follow-up delivery of a history message's media asset carries a plain `messages` list.
-            metadata = value.get("metadata")
-            business = metadata.get("display_phone_number") if isinstance(metadata, dict) else None
-            self.history_assets(change, value.get("messages"), contacts, business)
+            self.history_assets(change, value.get("messages"), contacts, _business_number(value))
+        elif field == "calls":
+            self.calls(change, value.get("calls"), contacts, _business_number(value))
+            self.statuses(change, value.get("statuses"), contacts)
+            self.errors(change, value.get("errors"))
+        elif field == "user_preferences":
+            self.preferences(change, value.get("user_preferences"), contacts)
+        else:
+            self.state_sync(change, value.get("state_sync"), contacts)
         if len(self.events) == produced_before:
             # Nothing to split (no items, empty lists): keep the whole value, as for an unknown field.
             self.standalone(change, "unknown", value)
@@ -709,6 +783,72 @@ class _Splitter:
             else:
                 subject = _subject(sender, item.get("from_user_id"))
             self.message(change, "history", item, subject, contacts, ("",))
+
+    def calls(self, change: _Change, calls: Any, contacts: _Contacts, business: Any) -> None:
+        """``value.calls[]``: one event per call event (connect, terminate), the user on the call as the subject."""
+        if not isinstance(calls, list):
+            return
+        for call in calls:
+            if not isinstance(call, dict):
+                self.standalone(change, "unknown", call)
+                continue
+            call_id = _meta_id(call.get("id"))
+            subject = _call_subject(call, business)
+            self.emit(
+                change,
+                "call",
+                (call_id or "", canonical_hash(call)),
+                call,
+                subject=subject,
+                contact=contacts.find(subject),
+                message_id=call_id,
+                timestamp=_unix_seconds(call.get("timestamp")),
+                type_=_text(call.get("event")) or _text(call.get("status")),
+            )
+
+    def preferences(self, change: _Change, preferences: Any, contacts: _Contacts) -> None:
+        """``value.user_preferences[]``: a user stopping or resuming marketing messages, the user as the subject."""
+        if not isinstance(preferences, list):
+            return
+        for preference in preferences:
+            if not isinstance(preference, dict):
+                self.standalone(change, "unknown", preference)
+                continue
+            subject = _subject(preference.get("wa_id"), preference.get("user_id"))
+            self.emit(
+                change,
+                "preference",
+                (canonical_hash(preference),),
+                preference,
+                subject=subject,
+                contact=contacts.find(subject),
+                timestamp=_unix_seconds(preference.get("timestamp")),
+                type_=_text(preference.get("value")),
+            )
+
+    def state_sync(self, change: _Change, items: Any, contacts: _Contacts) -> None:
+        """``value.state_sync[]`` (WhatsApp Business app contacts): the contact's number as the subject."""
+        if not isinstance(items, list):
+            return
+        for item in items:
+            if not isinstance(item, dict) or item.get("type") != "contact":
+                self.standalone(change, "unknown", item)
+                continue
+            contact = item.get("contact")
+            subject = (
+                _subject(contact.get("phone_number"), contact.get("user_id")) if isinstance(contact, dict) else None
+            )
+            metadata = item.get("metadata")
+            self.emit(
+                change,
+                "contact_sync",
+                (canonical_hash(item),),
+                item,
+                subject=subject,
+                contact=contacts.find(subject),
+                timestamp=_unix_seconds(metadata.get("timestamp")) if isinstance(metadata, dict) else None,
+                type_=_text(item.get("action")),
+            )
 
 
 def split_webhook(body: Any, *, raw_sha256: str, signature: str | None, received_at: str) -> list[Event]:

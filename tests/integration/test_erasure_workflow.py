@@ -7,6 +7,8 @@ received → blocked (a hold) → in_progress → completed, refused (a legal gr
 - An extension moves the deadline two months on, once, and only within the first month; the overdue count and the
   nearest deadline that the alerts watch follow it.
 Every transition is in the audit log with its actor.
+- Calls, marketing preferences and synced address-book contacts are the person's: in their export, under their
+  holds, gone with their erasure.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from services.core.index import binary_keys
 from services.retention.actions import SCHEDULER, ErasureError, Operator
 from services.retention.erasure import ERASURE_DEADLINE, ERASURE_EXTENSION, pending_erasures
 from services.retention.subjects import resolve_subject_refs
+from tests import pipeline
 from tests.integration.test_actions import CLI_OPERATOR, DPO, READER, Stack, counted, run_cli, stack
 from tests.integration.test_retention import archive, crisis_bodies
 from tests.pipeline import Person
@@ -261,3 +264,102 @@ async def test_an_extension_moves_the_deadline_once_within_the_first_month(
         ("dpo-alice", "erasure.keys_destroyed"),
         ("dpo-alice", "erasure.completed"),
     ]
+
+
+def personal_records(person: Person, t: int) -> list[bytes]:
+    """A call, a marketing preference and a synced address-book contact of ``person`` (issue #15: these were
+    filed under the business before), as Meta sends them (tests/data/whatsapp/calls_*, user_preferences_*,
+    smb_app_state_sync_*)."""
+    contacts = [{"profile": {"name": "Test Person"}, "wa_id": person.wa_id}]
+    business = {"display_phone_number": "15550001111", "phone_number_id": person.phone_number_id}
+    return [
+        pipeline.envelope(
+            person,
+            "calls",
+            {
+                "metadata": business,
+                "contacts": contacts,
+                "calls": [
+                    {
+                        "id": f"wacid.{uuid.uuid4().hex}",
+                        "from": person.wa_id,
+                        "to": "15550001111",
+                        "event": "terminate",
+                        "direction": "USER_INITIATED",
+                        "timestamp": str(t),
+                        "status": "COMPLETED",
+                        "duration": 33,
+                    }
+                ],
+            },
+        ),
+        pipeline.envelope(
+            person,
+            "user_preferences",
+            {
+                "metadata": business,
+                "contacts": contacts,
+                "user_preferences": [
+                    {
+                        "wa_id": person.wa_id,
+                        "detail": "User requested to stop marketing messages",
+                        "category": "marketing_messages",
+                        "value": "stop",
+                        "timestamp": t + 1,
+                    }
+                ],
+            },
+        ),
+        pipeline.envelope(
+            person,
+            "smb_app_state_sync",
+            {
+                "metadata": business,
+                "state_sync": [
+                    {
+                        "type": "contact",
+                        "contact": {"full_name": "Test Person", "first_name": "Test", "phone_number": person.wa_id},
+                        "action": "add",
+                        "metadata": {"timestamp": str(t + 2)},
+                    }
+                ],
+            },
+        ),
+    ]
+
+
+async def test_calls_preferences_and_synced_contacts_are_the_persons(
+    stack: Stack, demo_env: dict[str, str], pg_pool: asyncpg.Pool
+) -> None:
+    person = Person.fresh()
+    t = int(datetime.now(UTC).timestamp()) - 600
+    await archive(
+        demo_env,
+        pg_pool,
+        stack.settings.s3.prefix,
+        [pipeline.text_message(person, "wamid.P1", "hello", t - 10), *personal_records(person, t)],
+    )
+    refs = await resolve_subject_refs(pg_pool, stack.actions.access.pepper, person.wa_id, None)
+    kinds = {
+        row["kind"]
+        for row in await pg_pool.fetch(
+            "SELECT kind FROM archived_events WHERE subject_ref = ANY($1::bytea[])", binary_keys(refs)
+        )
+    }
+    assert kinds == {"message", "call", "preference", "contact_sync"}
+
+    # The person's export holds them (decrypted with their key) ...
+    export = await stack.actions.export(ALICE, contact=person.wa_id, reason="Art. 15 request", request_ref="SAR-9")
+    assert {m.kind for m in export.messages} == {"message", "call", "preference", "contact_sync"}
+    # ... a contact hold covers them, and the erasure removes them with the rest.
+    hold = await stack.actions.create_hold(ALICE, scope="contact", case_ref="LIT-11", contact=person.wa_id)
+    request_ref = f"GDPR-{uuid.uuid4().hex[:8]}"
+    assert (await stack.actions.erase(ALICE, contact=person.wa_id, request_ref=request_ref)).status == "blocked"
+    released = await stack.actions.release_hold(ALICE, hold.hold_id)
+    assert [e.status for e in released.erasures] == ["completed"]
+    assert (
+        await pg_pool.fetchval(
+            "SELECT count(*) FROM archived_events WHERE subject_ref = ANY($1::bytea[])", binary_keys(refs)
+        )
+        == 0
+    )

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from services.archiver.sealing import RawRecord, dead_letter, decode_record
-from services.core.events import decode_webhook, parse_webhook, webhook_scope
+from services.core.events import KINDS, decode_webhook, parse_webhook, webhook_scope
 from services.core.journal import event_record, webhook_record
 from services.core.kafka import MAX_RECORD_BYTES, PROTOCOL_OVERHEAD_BYTES
 from services.core.settings import KafkaSettings
@@ -59,6 +59,10 @@ def test_the_document_names_the_topics_the_services_use() -> None:
     for channel in channels.values():
         limit = channel["bindings"]["kafka"]["topicConfiguration"]["max.message.bytes"]
         assert limit == MAX_RECORD_BYTES + PROTOCOL_OVERHEAD_BYTES
+
+
+def test_the_document_lists_exactly_the_kinds_the_code_produces() -> None:
+    assert set(schema("envelope")["properties"]["kind"]["enum"]) == KINDS
 
 
 @pytest.mark.parametrize("raw", samples())

@@ -41,6 +41,12 @@ EDITED_WAMID = "wamid.HBgLMTQxMjU1NTA4MjkVAgASGBQzQUNCNjk5RDUwNUZGMUZEM0VBRAA="
 EXPECTED_KINDS: dict[str, dict[str, int]] = {
     "account_update_partner_removed_coexistence_disconnection": {"account": 1},
     "account_update_violation": {"account": 1},
+    "calls_connect_business_initiated": {"call": 1},
+    "calls_connect_user_initiated": {"call": 1},
+    "calls_connect_user_initiated_bsuid_no_phone": {"call": 1},
+    "calls_status_ringing_business_initiated": {"status": 1},  # a call status: `statuses` in the `calls` field
+    "calls_terminate_business_initiated": {"call": 1},
+    "calls_terminate_user_initiated": {"call": 1},
     "errors_value_level_rate_limit": {"error": 1},
     "history_chat_threads": {"history": 4},  # two threads: 3 + 1 messages
     "history_media_asset": {"history": 1},  # field `history`, but a plain `messages` list
@@ -76,7 +82,9 @@ EXPECTED_KINDS: dict[str, dict[str, int]] = {
     "inbound_unsupported_no_subtype_131051": {"message": 1},
     "inbound_video": {"message": 1},
     "message_template_status_update_approved": {"template": 1},
-    "smb_app_state_sync_contact_add": {"unknown": 1},
+    "smb_app_state_sync_contact_add": {"contact_sync": 1},
+    "smb_app_state_sync_contact_bsuid_no_phone": {"contact_sync": 1},
+    "smb_app_state_sync_contact_remove": {"contact_sync": 1},
     "smb_message_echoes_edit": {"echo": 1},
     "smb_message_echoes_revoke": {"echo": 1},
     "smb_message_echoes_text": {"echo": 1},
@@ -95,6 +103,9 @@ EXPECTED_KINDS: dict[str, dict[str, int]] = {
     "synthetic_status_deleted": {"status": 1},
     "synthetic_unknown_field": {"unknown": 1},
     "synthetic_webhook_errors": {"error": 1},
+    "user_preferences_resume": {"preference": 1},
+    "user_preferences_stop": {"preference": 1},
+    "user_preferences_stop_bsuid_username": {"preference": 1},
 }
 
 
@@ -138,7 +149,7 @@ def meta_items(body: Any) -> Iterator[Any]:
     for entry in body["entry"]:
         for change in entry["changes"]:
             value = change["value"]
-            for key in ("messages", "statuses", "message_echoes", "errors"):
+            for key in ("messages", "statuses", "message_echoes", "errors", "calls", "user_preferences", "state_sync"):
                 yield from value.get(key, [])
             for chunk in value.get("history", []):
                 for thread in chunk.get("threads", []):
@@ -152,7 +163,19 @@ def test_the_expectation_table_covers_every_sample_payload() -> None:
     assert FILES, f"no sample payloads in {payloads_dir()} (set WA_PAYLOADS_DIR)"
     assert {path.stem for path in FILES} == set(EXPECTED_KINDS), "a sample was added or removed: update the table"
     total = Counter(event.kind for path in FILES for event in split(path.read_bytes()))
-    assert total == Counter(message=34, status=13, history=5, error=4, echo=3, account=2, unknown=2, template=1)
+    assert total == Counter(
+        message=34,
+        status=14,
+        history=5,
+        call=5,
+        error=4,
+        echo=3,
+        preference=3,
+        contact_sync=3,
+        account=2,
+        unknown=1,
+        template=1,
+    )
 
 
 @pytest.mark.parametrize("path", [pytest.param(path, id=path.stem) for path in FILES])
@@ -415,6 +438,374 @@ def test_the_same_account_update_on_another_day_is_a_new_event() -> None:
     (again,) = split(account_update(1743451903))
     (tuesday,) = split(account_update(1743538303))
     assert monday.event_id == again.event_id != tuesday.event_id
+
+
+# --- calls, marketing preferences, synced contacts: every personal record has its person -----------------------
+
+BSUID = "user.9373795779eb6441c8adb2eaee5b848e7dd174ddd302d7db62142f4722d574b6"
+UI_CALL = "wacid.ABGGFjFVU2AfAgo6V-Hc5eCgK5Gh"
+BI_CALL = "wacid.HBgLMTIxODU1NTI4MjgVAgARGCAyODRQIAFRoA"
+BI_NUMBER_ID = "436666719526789"
+
+
+def change_of(field: str, **value: Any) -> dict[str, Any]:
+    metadata = {"display_phone_number": "15550783881", "phone_number_id": PHONE_NUMBER_ID}
+    return {"field": field, "value": {"messaging_product": "whatsapp", "metadata": metadata, **value}}
+
+
+def first_value(name: str) -> dict[str, Any]:
+    value: dict[str, Any] = json.loads(sample(name))["entry"][0]["changes"][0]["value"]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "subject", "type_", "timestamp", "message_id", "number_id"),
+    [
+        pytest.param(
+            "calls_connect_user_initiated",
+            "call",
+            Subject("16315553602", None),
+            "connect",
+            1671644824,
+            UI_CALL,
+            PHONE_NUMBER_ID,
+            id="user-initiated connect: the caller",
+        ),
+        pytest.param(
+            "calls_terminate_user_initiated",
+            "call",
+            Subject("16315553602", None),
+            "terminate",
+            1671644824,
+            UI_CALL,
+            PHONE_NUMBER_ID,
+            id="user-initiated terminate: neither side is the display number, the direction decides",
+        ),
+        pytest.param(
+            "calls_connect_user_initiated_bsuid_no_phone",
+            "call",
+            Subject(None, BSUID),
+            "connect",
+            1750030073,
+            "wacid.HBgLMTY1MDM4Nzk0MzkVAgARGCAyODRQIAFRoA",
+            PHONE_NUMBER_ID,
+            id="user-initiated connect from a username: from_user_id",
+        ),
+        pytest.param(
+            "calls_connect_business_initiated",
+            "call",
+            Subject("12185552828", None),
+            "connect",
+            1749196895,
+            BI_CALL,
+            BI_NUMBER_ID,
+            id="business-initiated connect: the callee",
+        ),
+        pytest.param(
+            "calls_terminate_business_initiated",
+            "call",
+            Subject("12185552828", None),
+            "terminate",
+            1749197480,
+            BI_CALL,
+            BI_NUMBER_ID,
+            id="business-initiated terminate: the callee",
+        ),
+        pytest.param(
+            "calls_status_ringing_business_initiated",
+            "status",
+            Subject("12185552828", None),
+            "RINGING",
+            1749197000,
+            BI_CALL,
+            BI_NUMBER_ID,
+            id="call status: the recipient",
+        ),
+        pytest.param(
+            "user_preferences_stop",
+            "preference",
+            Subject("16505551234", None),
+            "stop",
+            1739321024,
+            None,
+            PHONE_NUMBER_ID,
+            id="marketing stop",
+        ),
+        pytest.param(
+            "user_preferences_resume",
+            "preference",
+            Subject("16505551234", None),
+            "resume",
+            1731705721,
+            None,
+            PHONE_NUMBER_ID,
+            id="marketing resume",
+        ),
+        pytest.param(
+            "user_preferences_stop_bsuid_username",
+            "preference",
+            Subject(None, BSUID),
+            "stop",
+            1750030073,
+            None,
+            PHONE_NUMBER_ID,
+            id="marketing stop from a username",
+        ),
+        pytest.param(
+            "smb_app_state_sync_contact_add",
+            "contact_sync",
+            Subject("16505551234", None),
+            "add",
+            1739321024,
+            None,
+            PHONE_NUMBER_ID,
+            id="contact added",
+        ),
+        pytest.param(
+            "smb_app_state_sync_contact_remove",
+            "contact_sync",
+            Subject("16505551234", None),
+            "remove",
+            1739407424,
+            None,
+            PHONE_NUMBER_ID,
+            id="contact removed",
+        ),
+        pytest.param(
+            "smb_app_state_sync_contact_bsuid_no_phone",
+            "contact_sync",
+            Subject(None, BSUID),
+            "add",
+            1750030073,
+            None,
+            PHONE_NUMBER_ID,
+            id="contact with a user id and no number",
+        ),
+    ],
+)
+def test_calls_preferences_and_synced_contacts_belong_to_their_person(
+    name: str,
+    kind: str,
+    subject: Subject,
+    type_: str,
+    timestamp: int,
+    message_id: str | None,
+    number_id: str,
+) -> None:
+    (event,) = split(sample(name))
+    value = first_value(name)
+    assert (event.kind, event.subject, event.type, event.timestamp) == (kind, subject, type_, timestamp)
+    assert (event.message_id, event.original_message_id, event.phone_number_id) == (message_id, None, number_id)
+    assert event.field == json.loads(sample(name))["entry"][0]["changes"][0]["field"]
+    assert event.key() == f"{number_id}:{subject.wa_id or subject.user_id}".encode()
+    # The subject's contacts entry when Meta sent one, matched by wa_id or user_id.
+    assert event.contact == (value["contacts"][0] if "contacts" in value else None)
+    business = value["metadata"]["display_phone_number"]
+    assert business not in (subject.wa_id, subject.user_id), "the person is never the business number"
+
+
+def test_the_items_of_the_new_fields_are_their_events_payloads_verbatim() -> None:
+    for name, key in [
+        ("calls_connect_user_initiated", "calls"),
+        ("calls_status_ringing_business_initiated", "statuses"),
+        ("user_preferences_stop", "user_preferences"),
+        ("smb_app_state_sync_contact_add", "state_sync"),
+    ]:
+        body = json.loads(sample(name))
+        (event,) = split_webhook(body, raw_sha256="0" * 64, signature=None, received_at=RECEIVED_AT)
+        assert event.payload is body["entry"][0]["changes"][0]["value"][key][0]
+
+
+@pytest.mark.parametrize(
+    ("call", "display", "subject"),
+    [
+        pytest.param(
+            {"from": "15550783881", "to": "33612345678"},
+            "15550783881",
+            Subject("33612345678", None),
+            id="the business calls: the callee, even without a direction",
+        ),
+        pytest.param(
+            {"from": "33612345678", "to": "15550783881"},
+            "15550783881",
+            Subject("33612345678", None),
+            id="the user calls: the caller",
+        ),
+        pytest.param(
+            {"from": "33612345678", "to": "15550783881", "direction": "BUSINESS_INITIATED"},
+            "15550783881",
+            Subject("33612345678", None),
+            id="the business's number beats a contradicting direction",
+        ),
+        pytest.param(
+            {"from": "+1 555-078-3881", "to": "33612345678"},
+            "15550783881",
+            Subject("33612345678", None),
+            id="the business's number written with + and dashes",
+        ),
+        pytest.param(
+            {"from": "15550783881", "to": "", "to_user_id": "FR.1"},
+            "15550783881",
+            Subject(None, "FR.1"),
+            id="a callee known by user id only",
+        ),
+        pytest.param(
+            {"from": "", "from_user_id": "FR.1", "to": "15550783881", "direction": "USER_INITIATED"},
+            "15550783881",
+            Subject(None, "FR.1"),
+            id="a caller known by user id only",
+        ),
+        pytest.param(
+            {"from": "1", "to": "2", "direction": "USER_INITIATED"},
+            "15550783881",
+            Subject("1", None),
+            id="neither side is the business: user-initiated, the caller",
+        ),
+        pytest.param(
+            {"from": "1", "to": "2", "direction": "business_initiated"},
+            "15550783881",
+            Subject("2", None),
+            id="neither side is the business: business-initiated, the callee",
+        ),
+        pytest.param({"from": "1", "to": "2"}, "15550783881", None, id="nothing tells: no subject, no guess"),
+        pytest.param(
+            {"from": "1", "to": "2", "direction": ["USER_INITIATED"]}, "15550783881", None, id="a direction not text"
+        ),
+        pytest.param(
+            {"from": "15550783881", "to": "15550783881", "direction": "USER_INITIATED"},
+            "15550783881",
+            None,
+            id="both sides are the business",
+        ),
+        pytest.param({"from": "15550783881", "direction": "BUSINESS_INITIATED"}, "15550783881", None, id="no callee"),
+        pytest.param(
+            {"from": "1", "to": "2", "direction": "USER_INITIATED"}, None, Subject("1", None), id="no display number"
+        ),
+    ],
+)
+def test_the_person_on_a_call_is_the_user_never_the_business(
+    call: dict[str, Any], display: str | None, subject: Subject | None
+) -> None:
+    value: dict[str, Any] = {"calls": [{"id": "wacid.X", "event": "connect", **call}]}
+    if display is not None:
+        value["metadata"] = {"display_phone_number": display, "phone_number_id": PHONE_NUMBER_ID}
+    (event,) = split(envelope({"field": "calls", "value": value}))
+    assert (event.kind, event.subject, event.message_id, event.type) == ("call", subject, "wacid.X", "connect")
+
+
+def test_a_call_status_in_the_messages_field_is_a_status_of_the_recipient() -> None:
+    status = {"id": "wacid.X", "type": "call", "status": "ACCEPTED", "timestamp": "1749197000", "recipient_id": "9"}
+    (event,) = split(envelope(messages_change(statuses=[status])))
+    assert (event.kind, event.subject, event.type, event.message_id) == (
+        "status",
+        Subject("9", None),
+        "ACCEPTED",
+        "wacid.X",
+    )
+
+
+def test_a_terminate_without_an_event_name_is_typed_by_its_status_and_value_errors_stay_business_records() -> None:
+    call = {"id": "wacid.X", "from": "33612345678", "to": "15550783881", "status": "FAILED", "timestamp": "5"}
+    error = {"code": 138021, "title": "x", "error_data": {"details": "y"}}
+    events = split(envelope(change_of("calls", calls=[call], errors=[error])))
+    assert [(e.kind, e.type, e.subject) for e in events] == [
+        ("call", "FAILED", Subject("33612345678", None)),
+        ("error", "calls", None),
+    ]
+    assert events[1].payload == error
+
+
+@pytest.mark.parametrize(
+    "contact",
+    [
+        pytest.param({"full_name": "Pablo Morales"}, id="no phone number"),
+        pytest.param({"phone_number": "", "full_name": "Pablo Morales"}, id="an empty phone number"),
+        pytest.param({"phone_number": ["16505551234"]}, id="a phone number that is not text"),
+        pytest.param("16505551234", id="a contact that is not an object"),
+        pytest.param(None, id="no contact"),
+    ],
+)
+def test_a_synced_contact_without_a_usable_number_stays_a_business_record(contact: Any) -> None:
+    item = {"type": "contact", "contact": contact, "action": "add", "metadata": {"timestamp": "1739321024"}}
+    (event,) = split(envelope(change_of("smb_app_state_sync", state_sync=[item])))
+    assert (event.kind, event.subject, event.type, event.timestamp) == ("contact_sync", None, "add", 1739321024)
+    assert event.key() == f"{PHONE_NUMBER_ID}:".encode()
+
+
+def test_a_state_sync_item_of_another_type_is_kept_as_unknown() -> None:
+    item = {"type": "label", "label": {"name": "VIP"}, "action": "add"}
+    (event,) = split(envelope(change_of("smb_app_state_sync", state_sync=[item])))
+    assert (event.kind, event.subject, event.payload) == ("unknown", None, item)
+
+
+@pytest.mark.parametrize(
+    ("field", "key", "item", "kind"),
+    [
+        pytest.param("calls", "calls", {"id": "wacid.A", "from": "1", "to": "15550783881"}, "call", id="calls"),
+        pytest.param("user_preferences", "user_preferences", {"wa_id": "1", "value": "stop"}, "preference", id="prefs"),
+        pytest.param(
+            "smb_app_state_sync",
+            "state_sync",
+            {"type": "contact", "contact": {"phone_number": "1"}, "action": "add"},
+            "contact_sync",
+            id="state sync",
+        ),
+    ],
+)
+def test_the_new_fields_keep_junk_items_residue_and_empty_values(
+    field: str, key: str, item: dict[str, Any], kind: str
+) -> None:
+    junk = split(envelope(change_of(field, **{key: ["not an object", 7, item]})))
+    assert [(e.kind, e.subject) for e in junk] == [("unknown", None), ("unknown", None), (kind, Subject("1", None))]
+    assert [e.payload for e in junk[:2]] == ["not an object", 7]
+    _, residue = split(envelope(change_of(field, **{key: [item], "future": {"x": 1}})))
+    assert (residue.kind, residue.subject, residue.payload) == ("unknown", None, {"future": {"x": 1}})
+    empty_values: list[dict[str, Any]] = [{}, {key: []}, {key: {"not": "a list"}}, {"contacts": [{"wa_id": "1"}]}]
+    for value in empty_values:
+        (whole,) = split(envelope(change_of(field, **value)))
+        assert (whole.kind, whole.type, whole.subject) == ("unknown", field, None)
+    (not_an_object,) = split(envelope({"field": field, "value": [item]}))
+    assert (not_an_object.kind, not_an_object.payload) == ("unknown", [item])
+
+
+def test_ids_of_the_new_kinds_are_deterministic_and_distinct_per_item() -> None:
+    stop = {"wa_id": "33612345678", "category": "marketing_messages", "value": "stop", "timestamp": 1739321024}
+    other = {**stop, "wa_id": "33698765432"}
+    body = envelope(change_of("user_preferences", user_preferences=[stop, other]))
+    first, second = split(body)
+    assert [first.subject, second.subject] == [Subject("33612345678", None), Subject("33698765432", None)]
+    assert first.event_id != second.event_id
+    assert [e.event_id for e in split(body, received_at="again")] == [first.event_id, second.event_id]
+    resumed = split(envelope(change_of("user_preferences", user_preferences=[{**stop, "value": "resume"}])))
+    assert resumed[0].event_id not in (first.event_id, second.event_id)
+    # The documented formula: (canonical_hash(item),) for the kinds Meta gives no id.
+    preference_parts = ("v1", WABA, "preference", PHONE_NUMBER_ID, canonical_hash(stop))
+    assert first.event_id == hashlib.sha256("\x1f".join(preference_parts).encode()).hexdigest()[:32]
+    # A call's connect and terminate are two events; the call id is part of the identity.
+    (connect,) = split(sample("calls_connect_user_initiated"))
+    (terminate,) = split(sample("calls_terminate_user_initiated"))
+    assert connect.message_id == terminate.message_id
+    assert connect.event_id != terminate.event_id
+    call = json.loads(sample("calls_connect_user_initiated"))["entry"][0]["changes"][0]["value"]["calls"][0]
+    call_parts = ("v1", WABA, "call", PHONE_NUMBER_ID, UI_CALL, canonical_hash(call))
+    assert connect.event_id == hashlib.sha256("\x1f".join(call_parts).encode()).hexdigest()[:32]
+    # Two contacts in one sync are two events of two people.
+    contacts = [{"type": "contact", "contact": {"phone_number": n}, "action": "add"} for n in ("1", "2")]
+    one, two = split(envelope(change_of("smb_app_state_sync", state_sync=contacts)))
+    assert (one.subject, two.subject) == (Subject("1", None), Subject("2", None))
+    assert one.event_id != two.event_id
+
+
+def test_records_of_the_new_fields_are_no_longer_sealed_as_unknown() -> None:
+    """Before, these fields were one `unknown` event without a subject (the business's record); the new kind is
+    part of the event id, so a replay archives them again under their person."""
+    (event,) = split(sample("smb_app_state_sync_contact_add"))
+    value = first_value("smb_app_state_sync_contact_add")
+    legacy = hashlib.sha256(
+        "\x1f".join(("v1", WABA, "unknown", PHONE_NUMBER_ID, canonical_hash(value))).encode()
+    ).hexdigest()[:32]
+    assert event.kind == "contact_sync"
+    assert event.event_id != legacy
 
 
 # --- unusual but valid bodies: kept, never dropped, never a crash ------------------------------------------------
@@ -857,6 +1248,18 @@ DOMAIN_WORDS = st.sampled_from(
         "smb_message_echoes",
         "account_update",
         "message_template_status_update",
+        "calls",
+        "direction",
+        "USER_INITIATED",
+        "BUSINESS_INITIATED",
+        "to_user_id",
+        "event",
+        "user_preferences",
+        "smb_app_state_sync",
+        "state_sync",
+        "contact",
+        "phone_number",
+        "action",
         "",
     ]
 )
@@ -884,10 +1287,18 @@ ITEMS = (
             "from": IDS,
             "from_user_id": IDS,
             "to": IDS,
+            "to_user_id": IDS,
+            "wa_id": IDS,
+            "user_id": IDS,
+            "direction": st.sampled_from(["USER_INITIATED", "BUSINESS_INITIATED"]) | JSON_VALUES,
+            "event": st.sampled_from(["connect", "terminate"]) | JSON_VALUES,
+            "contact": st.fixed_dictionaries({}, optional={"phone_number": IDS, "user_id": IDS}) | JSON_VALUES,
+            "action": st.sampled_from(["add", "remove"]) | JSON_VALUES,
+            "value": st.sampled_from(["stop", "resume"]) | JSON_VALUES,
             "recipient_id": IDS,
             "recipient_user_id": IDS,
             "status": st.sampled_from(["sent", "deleted"]) | JSON_VALUES,
-            "type": st.sampled_from(["text", "revoke", "edit"]) | JSON_VALUES,
+            "type": st.sampled_from(["text", "revoke", "edit", "contact", "call"]) | JSON_VALUES,
             "revoke": st.fixed_dictionaries({"original_message_id": IDS}) | JSON_VALUES,
             "edit": st.fixed_dictionaries({"original_message_id": IDS}) | JSON_VALUES,
             "timestamp": st.sampled_from(["1739230955", "x"]) | JSON_VALUES,
@@ -907,6 +1318,9 @@ VALUES = (
             "statuses": ITEM_LISTS,
             "errors": ITEM_LISTS,
             "message_echoes": ITEM_LISTS,
+            "calls": ITEM_LISTS,
+            "user_preferences": ITEM_LISTS,
+            "state_sync": ITEM_LISTS,
             "history": st.lists(
                 st.fixed_dictionaries({}, optional={"threads": st.lists(THREADS) | JSON_VALUES, "errors": JSON_VALUES})
                 | JSON_VALUES
@@ -918,7 +1332,20 @@ VALUES = (
     | JSON_VALUES
 )
 CHANGES = st.fixed_dictionaries(
-    {"field": st.sampled_from(["messages", "smb_message_echoes", "history", "account_update", "x"])},
+    {
+        "field": st.sampled_from(
+            [
+                "messages",
+                "smb_message_echoes",
+                "history",
+                "calls",
+                "user_preferences",
+                "smb_app_state_sync",
+                "account_update",
+                "x",
+            ]
+        )
+    },
     optional={"value": VALUES},
 )
 ENTRIES = st.fixed_dictionaries(
