@@ -40,7 +40,7 @@ from services.core.index import binary_keys, index_scans
 from services.core.keyring import Keyring, record_erasure
 from services.retention.grounds import REFUSAL_GROUNDS
 from services.retention.holds import holds_covering, holds_settled
-from services.retention.subjects import Connection, resolve_subject_refs, write_audit
+from services.retention.subjects import Connection, expand_subject_refs, resolve_subject_refs, write_audit
 
 log = logging.getLogger("wa_archive.retention")
 
@@ -184,7 +184,12 @@ async def carry_out(
         )
         if row is None or row["status"] not in OPEN_STATUSES:
             return None
-        refs = list(row["subject_refs"])
+        # The person as known now: identifiers learned since the request (a user id, say) are erased too.
+        refs = await expand_subject_refs(conn, row["subject_refs"])
+        if refs != sorted(row["subject_refs"]):
+            await conn.execute(
+                "UPDATE erasure_requests SET subject_refs = $2::text[] WHERE request_ref = $1", request_ref, refs
+            )
         outcome = ErasureOutcome(request_ref, "completed", refs)
         # From the hold check to the shredding, no hold can be created (it waits): a hold either blocks this
         # erasure or is created after the keys are gone.

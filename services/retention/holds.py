@@ -17,7 +17,7 @@ from typing import Literal
 import asyncpg
 
 from services.core.index import binary_keys
-from services.retention.subjects import resolve_subject_refs, write_audit
+from services.retention.subjects import expand_subject_refs, resolve_subject_refs, write_audit
 
 Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 HoldScope = Literal["waba", "phone_number", "contact", "conversation"]
@@ -51,7 +51,10 @@ async def held_objects(conn: Connection, object_keys: Sequence[str]) -> set[str]
         return set()
     wabas = sorted({h["waba_id"] for h in holds if h["scope"] == "waba"})
     numbers = sorted({h["phone_number_id"] for h in holds if h["scope"] == "phone_number"})
-    refs = sorted({ref for h in holds if h["scope"] in ("contact", "conversation") for ref in h["subject_refs"]})
+    # A contact or conversation hold covers the person, not only the pseudonyms known when it was placed: an
+    # identifier learned since (a business-scoped user id, say) is reached through the alias graph.
+    placed = {ref for h in holds if h["scope"] in ("contact", "conversation") for ref in h["subject_refs"]}
+    refs = await expand_subject_refs(conn, placed)
     rows = await conn.fetch(
         "SELECT DISTINCT object_key FROM archived_events WHERE object_key = ANY($1::text[])"
         " AND (waba_id = ANY($2::text[]) OR phone_number_id = ANY($3::text[]) OR subject_ref = ANY($4::bytea[]))",

@@ -7,7 +7,7 @@ table, so retrieval, export, holds and erasure by either identifier reach all th
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -30,19 +30,47 @@ async def business_numbers(conn: Connection) -> list[str]:
     return [row["phone_number_id"] for row in rows]
 
 
+# How far an identity is followed through the alias graph; a person has a handful of identifiers per number.
+ALIAS_DEPTH_MAX = 32
+
+# Every pseudonym connected to the given ones through subject_aliases, in either direction. An alias row says "the
+# record sealed under subject_ref also named the person by alias_ref" (wa_id and business-scoped user id in one
+# message): Meta's own assertion that both are one person. Rows never link two business numbers (a pseudonym is
+# per number), so the closure stays within the numbers asked for.
+EXPAND_SQL = """
+WITH RECURSIVE reach(ref, depth) AS (
+    SELECT unnest($1::text[]), 0
+    UNION
+    SELECT n.other, r.depth + 1
+    FROM reach r
+    CROSS JOIN LATERAL (
+        SELECT a.subject_ref AS other FROM subject_aliases a WHERE a.alias_ref = r.ref
+        UNION ALL
+        SELECT a.alias_ref FROM subject_aliases a WHERE a.subject_ref = r.ref
+    ) n
+    WHERE r.depth < $2
+)
+SELECT DISTINCT ref FROM reach
+"""
+
+
+async def expand_subject_refs(conn: Connection, refs: Iterable[str]) -> list[str]:
+    """``refs`` and every pseudonym linked to them, transitively: a person first seen by phone number, then by
+    phone number and business-scoped user id, then by user id only is one person under all three."""
+    start = sorted(set(refs))
+    if not start:
+        return []
+    rows = await conn.fetch(EXPAND_SQL, start, ALIAS_DEPTH_MAX)
+    return sorted({row["ref"] for row in rows} | set(start))
+
+
 async def resolve_subject_refs(
     conn: Connection, pepper: bytes, contact: str, phone_number_id: str | None = None
 ) -> list[str]:
-    """Every subject_ref under which this person's records are sealed (possibly none)."""
+    """Every subject_ref under which this person's records are sealed (possibly none): the pseudonyms of
+    ``contact`` under each business number (or the one given), and every pseudonym linked to them."""
     numbers = [phone_number_id] if phone_number_id else await business_numbers(conn)
-    aliases = [subject_ref(pepper, number, contact) for number in numbers]
-    rows = await conn.fetch(
-        "SELECT DISTINCT subject_ref FROM subject_aliases WHERE alias_ref = ANY($1::text[]) "
-        "UNION SELECT DISTINCT s2.subject_ref FROM subject_aliases s1 "
-        "JOIN subject_aliases s2 ON s2.alias_ref = s1.alias_ref WHERE s1.subject_ref = ANY($1::text[])",
-        aliases,
-    )
-    return sorted(set(aliases) | {row["subject_ref"] for row in rows})
+    return await expand_subject_refs(conn, [subject_ref(pepper, number, contact) for number in numbers])
 
 
 def require_reason(reason: str | None) -> str:
