@@ -53,6 +53,8 @@ class IndexRow(NamedTuple):
     kafka_offset: int
     retention_class: str
     expires_at: datetime | None
+    # The class's clock runs from the person's last contact: expires_at is a lower bound (migration 0008).
+    anchor_last_contact: bool = False
 
 
 INDEX_COLUMNS = IndexRow._fields
@@ -150,6 +152,7 @@ def index_row(
         meta.offset,
         retention_class,
         expires_at,
+        retention_class in classify.last_contact_classes,
     )
 
 

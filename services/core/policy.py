@@ -13,12 +13,22 @@ The policy is a YAML file, validated at start-up (``PolicyError`` names the offe
       - name: support
         keep_for: 3y
         match: {category: [support]}
+      - name: prospects
+        keep_for: 3y
+        anchor: last_contact         # 3 years after the person's last message, call or preference (CNIL)
+        match: {category: [sales]}
       - name: standard
         keep_for: 7y
 
 A match rule may name ``phone_number_id``, ``kind``, ``type`` and ``category``; every key given must match
 (AND), any value of a key may (OR). Classification uses only the pseudonymous metadata of a record, so the index
 can be reclassified (and rebuilt) without decrypting anything.
+
+``anchor`` says where ``keep_for`` runs from: ``event_time`` (the default: the record's own time) or
+``last_contact``: the latest time the same person (the record's pseudonym) wrote, was written to, called or set a
+preference. A record of a ``last_contact`` class is indexed with the expiry of its own time (a lower bound) and
+marked; a retention run that finds it expired first looks for a later contact and, if there is one, moves the
+expiry on instead of deleting (services/retention/run.py).
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ from typing import Any
 import yaml
 
 MATCH_KEYS = ("phone_number_id", "kind", "type", "category")
+ANCHORS = ("event_time", "last_contact")
 DURATION = re.compile(r"^\s*(\d+)\s*([smhdwy])\s*$")
 UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
 
@@ -53,6 +64,7 @@ class RetentionClass:
     name: str
     keep_for: timedelta
     match: Mapping[str, frozenset[str]]
+    anchor: str = "event_time"  # one of ANCHORS
 
     def matches(self, facts: Mapping[str, str | None]) -> bool:
         return all(facts.get(key) in values for key, values in self.match.items())
@@ -108,6 +120,8 @@ class Classifier:
         self.policy = policy
         self.capacity = capacity
         self._memo: dict[tuple[str | None, str, str | None], tuple[str, timedelta]] = {}
+        # The classes whose clock runs from the person's last contact: their index rows are marked.
+        self.last_contact_classes = frozenset(c.name for c in policy.classes if c.anchor == "last_contact")
 
     def __call__(
         self, phone_number_id: str | None, kind: str, type_: str | None, event_time: datetime
@@ -148,7 +162,7 @@ def parse_policy(document: Any) -> RetentionPolicy:
         where = f"class {raw['name']!r}"
         if "keep_for" not in raw:
             raise PolicyError(f"{where}: needs 'keep_for'")
-        extra = set(raw) - {"name", "keep_for", "match", "description"}
+        extra = set(raw) - {"name", "keep_for", "match", "description", "anchor"}
         if extra:
             raise PolicyError(f"{where}: unknown key(s) {sorted(extra)}")
         match_raw = raw.get("match") or {}
@@ -162,7 +176,10 @@ def parse_policy(document: Any) -> RetentionPolicy:
             keep_for = parse_duration(raw["keep_for"])
         except PolicyError as exc:
             raise PolicyError(f"{where}: {exc}") from None
-        classes.append(RetentionClass(raw["name"], keep_for, match))
+        anchor = raw.get("anchor", "event_time")
+        if anchor not in ANCHORS:
+            raise PolicyError(f"{where}: anchor must be one of {list(ANCHORS)}, not {anchor!r}")
+        classes.append(RetentionClass(raw["name"], keep_for, match, str(anchor)))
     names = [c.name for c in classes]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:

@@ -42,6 +42,26 @@ CONCURRENT_CHUNKS = 4
 
 EXPIRED_OBJECTS_SQL = "SELECT object_key FROM archive_objects WHERE expires_at <= $1 ORDER BY object_key"
 
+# What counts as contact for a class anchored on the last contact: an exchange with the person, in either
+# direction (not a delivery status, an account or template update).
+LAST_CONTACT_KINDS = ("message", "echo", "outbound", "history", "call", "preference")
+
+# The marked records of the candidate objects whose person was in contact after them, and when each is now due.
+LATER_CONTACT_SQL = """
+WITH marked AS (
+    SELECT object_key, subject_ref, event_time, expires_at FROM archived_events
+    WHERE object_key = ANY($1::text[]) AND anchor_last_contact AND subject_ref IS NOT NULL
+), latest AS (
+    SELECT p.subject_ref,
+           (SELECT max(e.event_time) FROM archived_events e
+             WHERE e.subject_ref = p.subject_ref AND e.kind = ANY($2::text[])) AS last_contact
+    FROM (SELECT DISTINCT subject_ref FROM marked) p
+)
+SELECT m.object_key, m.subject_ref, l.last_contact + (m.expires_at - m.event_time) AS due
+FROM marked m JOIN latest l USING (subject_ref)
+WHERE l.last_contact > m.event_time
+"""
+
 
 @dataclass
 class RetentionReport:
@@ -54,6 +74,8 @@ class RetentionReport:
     objects_held: int = 0  # candidates a hold created during the run kept
     events_deleted: int = 0
     events_by_class: dict[str, int] = field(default_factory=dict)
+    # Expired by their own time, kept because their person was in contact since (classes anchored on it).
+    objects_deferred: int = 0
     # Open erasure requests the (real) run processed, by the status they reached.
     erasures: dict[str, int] = field(default_factory=dict)
 
@@ -66,10 +88,47 @@ class RetentionReport:
             "objects_deleted": self.objects_deleted,
             "objects_locked": self.objects_locked,
             "objects_held": self.objects_held,
+            "objects_deferred": self.objects_deferred,
             "events_deleted": self.events_deleted,
             "events_by_class": self.events_by_class,
             "erasures": self.erasures,
         }
+
+
+async def defer_for_later_contact(
+    conn: Connection, candidates: list[str], now: datetime, *, dry_run: bool
+) -> tuple[list[str], int]:
+    """Of the expired ``candidates``, leave out the objects holding a record of a class anchored on the last
+    contact whose person has been in contact since, so that it is not due yet; a real run moves those records' and
+    objects' expiry on (it only ever grows), so they are not candidates again before then. Returns (the candidates
+    still due, how many objects were deferred)."""
+    if not candidates:
+        return candidates, 0
+    async with index_scans(conn):
+        rows = await conn.fetch(LATER_CONTACT_SQL, candidates, list(LAST_CONTACT_KINDS))
+    later = [row for row in rows if row["due"] > now]
+    if not later:
+        return candidates, 0
+    due_by_object: dict[str, datetime] = {}
+    for row in later:
+        due_by_object[row["object_key"]] = max(row["due"], due_by_object.get(row["object_key"], row["due"]))
+    if not dry_run:
+        async with conn.transaction():
+            await conn.execute(
+                "UPDATE archived_events e SET expires_at = greatest(e.expires_at, u.due)"
+                " FROM unnest($1::text[], $2::bytea[], $3::timestamptz[]) AS u(object_key, subject_ref, due)"
+                " WHERE e.object_key = u.object_key AND e.subject_ref = u.subject_ref AND e.anchor_last_contact",
+                [row["object_key"] for row in later],
+                [row["subject_ref"] for row in later],
+                [row["due"] for row in later],
+            )
+            await conn.execute(
+                "UPDATE archive_objects o SET expires_at = greatest(o.expires_at, u.due)"
+                " FROM unnest($1::text[], $2::timestamptz[]) AS u(object_key, due) WHERE o.object_key = u.object_key",
+                list(due_by_object),
+                list(due_by_object.values()),
+            )
+    return [key for key in candidates if key not in due_by_object], len(due_by_object)
 
 
 async def expired_objects(conn: Connection, now: datetime) -> list[str]:
@@ -135,6 +194,9 @@ async def retention_run(
             dry_run,
         )
         report.candidates = await expired_objects(conn, now)
+        report.candidates, report.objects_deferred = await defer_for_later_contact(
+            conn, report.candidates, now, dry_run=dry_run
+        )
         if dry_run:  # a real run counts what it deletes
             counts = await conn.fetch(
                 "SELECT retention_class, count(*) AS n FROM archived_events WHERE object_key = ANY($1::text[]) "

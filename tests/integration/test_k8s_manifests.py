@@ -493,7 +493,9 @@ def test_retention_policy_is_mounted_and_as_designed(target: str) -> None:
     policy = parse_policy(yaml.safe_load(config_map["data"]["retention-policy.yaml"]))
     days = {c.name: c.keep_for.days for c in policy.classes}
     assert policy.default_class == "default"
-    assert days == {"default": 2555, "marketing": 365, "support": 1095}
+    assert days == {"default": 2555, "marketing": 365, "support": 1095, "prospects": 1095}
+    assert policy.by_name("prospects").anchor == "last_contact"
+    assert [c.anchor for c in policy.classes if c.name != "prospects"] == ["event_time"] * 3
     assert dict(policy.by_name("marketing").match) == {"kind": frozenset({"template", "account"})}
     for name, variable in (
         ("archiver", "WA_ARCHIVER_RETENTION_POLICY_FILE"),

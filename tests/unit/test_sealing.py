@@ -335,7 +335,7 @@ def test_index_rows_are_copy_tuples_in_column_order() -> None:
     row = IndexRow(*range(len(INDEX_COLUMNS)))
     assert tuple(row) == tuple(range(len(INDEX_COLUMNS)))
     assert INDEX_COLUMNS[0] == "event_id"
-    assert INDEX_COLUMNS[-1] == "expires_at"
+    assert INDEX_COLUMNS[-2:] == ("expires_at", "anchor_last_contact")  # 0008 appended the last
 
 
 def test_event_time_of_absent_and_impossible_timestamps() -> None:
