@@ -20,6 +20,7 @@ import httpx
 import orjson
 
 from services.core.settings import read_env_file
+from services.tools.demo_media import with_demo_media
 from services.tools.loadgen import webhook_body
 from services.tools.replay import load_bodies, post_signed, replay
 
@@ -116,7 +117,7 @@ def wait_ready(url: str, name: str, timeout_s: float = 90) -> None:
 async def run_demo(env: dict[str, str]) -> None:
     secret = orjson.loads(env["WA_INGEST_APP_SECRETS"])[0].encode()
     url = "http://127.0.0.1:8080/webhooks/whatsapp"
-    report = await replay(load_bodies([SAMPLE_WEBHOOKS]), url=url, app_secret=secret)
+    report = await replay(load_bodies([SAMPLE_WEBHOOKS], transform=with_demo_media), url=url, app_secret=secret)
     print(f"replayed {report.sent} sample webhooks: {report.acknowledged} acknowledged by ingest (Kafka acks=all)")
     async with httpx.AsyncClient(timeout=10) as client:
         for body in deleted_message_demo():

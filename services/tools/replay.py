@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -125,9 +125,14 @@ async def replay(
     return report
 
 
-def load_bodies(paths: Iterable[Path], *, meta_escaping: bool = True) -> list[tuple[str, bytes]]:
+def load_bodies(
+    paths: Iterable[Path], *, meta_escaping: bool = True, transform: Callable[[bytes], bytes] | None = None
+) -> list[tuple[str, bytes]]:
+    """(file name, body) of every payload file; ``transform`` rewrites each body first (the demo's media hashes)."""
     bodies = []
     for path in payload_files(paths):
         raw = path.read_bytes()
+        if transform is not None:
+            raw = transform(raw)
         bodies.append((path.name, meta_encode(raw) if meta_escaping else raw))
     return bodies

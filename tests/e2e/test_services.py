@@ -23,6 +23,7 @@ import httpx
 import orjson
 import pytest
 
+from services.tools.demo_media import with_demo_media
 from services.tools.devrun import service_commands, stop_processes
 from services.tools.replay import load_bodies, post_signed, replay
 from tests.support import PAYLOADS_DIR, REPO_ROOT, create_topic
@@ -119,7 +120,8 @@ async def driven(services: Services) -> Services:
     env = services.env
     secret = orjson.loads(env["WA_INGEST_APP_SECRETS"])[0].encode()
     url = "http://127.0.0.1:8080/webhooks/whatsapp"
-    report = await replay(load_bodies([SAMPLES]), url=url, app_secret=secret)
+    # As `make run` sends them: the media hashes of the files the Graph API stand-in serves.
+    report = await replay(load_bodies([SAMPLES], transform=with_demo_media), url=url, app_secret=secret)
     assert report.acknowledged == report.sent
     now = int(time.time())
     own = {
@@ -238,3 +240,17 @@ async def test_admin_api_refuses_anonymous_and_wrong_roles(driven: Services) -> 
             await client.post("/v1/erasures", json={"contact": CONTACT, "request_ref": "x"}, headers=reader)
         ).status_code == 403
         assert (await client.get("/v1/audit", headers=reader)).status_code == 403
+
+
+async def test_the_demo_media_are_archived(driven: Services) -> None:
+    """`make run`'s media: the stand-in's files with the hashes the demo's webhooks carry, so none is missing."""
+    async with httpx.AsyncClient(timeout=10) as client:
+        metrics = (await client.get(f"http://127.0.0.1:{PORTS['archiver']}/metrics")).text
+
+    def count(outcome: str) -> float:
+        prefix = f'wa_archiver_media_total{{outcome="{outcome}"}}'
+        return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines() if line.startswith(prefix))
+
+    assert count("archived") >= 5, metrics
+    assert count("missing") == 0
+    assert "sha256 mismatch" not in driven.logs["archiver"].read_text()

@@ -23,6 +23,7 @@ from typing import Any
 
 import orjson
 
+from services.tools.demo_media import demo_media_bytes, media_objects
 from tests.support import serve_asgi
 
 Message = MutableMapping[str, Any]
@@ -123,25 +124,15 @@ class FakeGraphApi:
 
 
 def seed_from_webhooks(api: FakeGraphApi, directory: Path) -> int:
-    """Register every media id found in the webhooks of ``directory`` with deterministic bytes."""
+    """Register every media id found in the webhooks of ``directory`` with the demo's deterministic bytes
+    (services/tools/demo_media.py: the demo sends the webhooks with the matching hashes)."""
     count = 0
     for path in sorted(directory.glob("*.json")):
-        stack: list[Any] = [json.loads(path.read_bytes())]
-        while stack:
-            node = stack.pop()
-            if isinstance(node, dict):
-                kind = node.get("type")
-                media = node.get(kind) if isinstance(kind, str) else None
-                if isinstance(media, dict) and isinstance(media.get("id"), str):
-                    api.add_media(
-                        media["id"],
-                        hashlib.sha256(media["id"].encode()).digest() * 128,
-                        str(media.get("mime_type", "application/octet-stream")),
-                    )
-                    count += 1
-                stack.extend(node.values())
-            elif isinstance(node, list):
-                stack.extend(node)
+        for media in media_objects(json.loads(path.read_bytes())):
+            api.add_media(
+                media["id"], demo_media_bytes(media["id"]), str(media.get("mime_type", "application/octet-stream"))
+            )
+            count += 1
     return count
 
 
