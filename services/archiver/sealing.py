@@ -44,6 +44,7 @@ from services.core.journal import (
     split_record,
 )
 from services.core.kafka import OutgoingRecord
+from services.core.keywords import Tokenizer, keyword_key, searchable_text
 from services.core.policy import Classifier
 from services.core.pseudonym import message_ref, subject_ref
 
@@ -237,6 +238,8 @@ class SealedBatch:
     aliases: set[tuple[str, str]]
     keys_used: dict[str, str]  # subject_ref -> dek_id, confirmed live in the index transaction
     media: list[SealedMedia] = field(default_factory=list)
+    # (subject_ref, sorted keyword tokens) per person of the batch with searchable text (services/core/keywords.py)
+    keywords: list[tuple[str, list[int]]] = field(default_factory=list)
 
 
 def stamp(now: datetime) -> str:
@@ -332,6 +335,7 @@ def seal_batch(
     now: datetime,
     retain_until: datetime | None,
     media: Mapping[str, tuple[MediaRef, MediaResult]] | None = None,
+    tokenizer: Tokenizer | None = None,
 ) -> SealedBatch:
     """Seal ``records`` (decoded, of one partition, in offset order; ``owners[i]`` is record i's) into one
     batch object with its index rows. ``keys`` maps each sealing pseudonym to its data key. ``now`` stamps the
@@ -347,6 +351,7 @@ def seal_batch(
     aliases: set[tuple[str, str]] = set()
     sealed_media: list[SealedMedia] = []
     aeads: dict[str, AESGCM] = {}  # one AES-GCM object per person of the batch
+    texts: dict[str, list[str]] = {}  # per person, the searchable texts of their records in this object
     for position, (record, owner) in enumerate(zip(records, owners, strict=True)):
         event = record.event
         if event is None:
@@ -362,6 +367,9 @@ def seal_batch(
             index_row(meta, object_key=key, record_index=position, partition=partition, classify=classify, now=now)
         )
         aliases.update(alias_rows(meta))
+        searchable = searchable_text(event.kind, event.payload)
+        if searchable:
+            texts.setdefault(owner.sealing, []).extend(searchable)
         fetched = (media or {}).get(event.event_id)
         if fetched is not None:
             sealed_media.append(
@@ -382,4 +390,8 @@ def seal_batch(
         key, topic, partition, source.first_offset, source.last_offset, len(records), len(blob), retain_until
     )
     keys_used = {owner.sealing: keys[owner.sealing].dek_id for owner in owners}
-    return SealedBatch(key, blob, object_row, index_rows, aliases, keys_used, sealed_media)
+    keywords: list[tuple[str, list[int]]] = []
+    if texts:
+        tokenizer = tokenizer or Tokenizer(keyword_key(pepper))
+        keywords = [(ref, sorted(tokenizer.tokens(person_texts))) for ref, person_texts in sorted(texts.items())]
+    return SealedBatch(key, blob, object_row, index_rows, aliases, keys_used, sealed_media, keywords)

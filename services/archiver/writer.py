@@ -46,6 +46,7 @@ from services.core.events import Event
 from services.core.index import write_object_index, write_tombstones
 from services.core.kafka import AckedProducer
 from services.core.keyring import Keyring, KeyShredded
+from services.core.keywords import Tokenizer, keyword_key
 from services.core.policy import DEFAULT_POLICY, Classifier, RetentionPolicy
 from services.core.retry import Attempt, Failure, RetryPolicy, classify, dependency_of
 
@@ -113,6 +114,7 @@ class BatchWriter:
         self.write_slots = asyncio.Semaphore(max_concurrent_writes)
         # Hot-path memo: a batch has few distinct people.
         self._owners: dict[tuple[str, str | None, str | None], Pseudonyms] = {}
+        self.tokenizer = Tokenizer(keyword_key(pepper))  # the keyword tokens, remembered per word
 
     async def write(self, partition: int, raw: Sequence[RawRecord]) -> WriteOutcome:
         async with self.write_slots:
@@ -274,6 +276,7 @@ class BatchWriter:
                 now=now,
                 retain_until=self.bucket.retain_until(now),
                 media=media_results,
+                tokenizer=self.tokenizer,
             )
             await asyncio.gather(
                 *(self.bucket.put(m.object_key, m.blob) for m in sealed.media if m.object_key and m.blob is not None)
@@ -283,7 +286,12 @@ class BatchWriter:
             if sealed is not None:
                 await self.keyring.confirm_live(conn, sealed.keys_used, erased, people)
                 await write_object_index(
-                    conn, sealed.object_row, sealed.index_rows, sealed.aliases, [m.row for m in sealed.media]
+                    conn,
+                    sealed.object_row,
+                    sealed.index_rows,
+                    sealed.aliases,
+                    [m.row for m in sealed.media],
+                    sealed.keywords,
                 )
             if tombstones:
                 await write_tombstones(conn, [(t.event_id, t.subject_ref) for t in tombstones])

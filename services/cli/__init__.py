@@ -86,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--deleted-only", action="store_true")
     search.add_argument("--edited-only", action="store_true")
     search.add_argument("--limit", type=int, default=1000)
+    search.add_argument("--keywords", help="words of the message content (case and accents ignored)")
     search.set_defaults(handler=cmd_search)
 
     export = commands.add_parser("export", help="subject access / portability export (GDPR Art. 15/20)")

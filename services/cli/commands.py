@@ -177,6 +177,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         args.deleted_only,
         args.edited_only,
         args.limit,
+        args.keywords,
     )
 
     async def work(actions: Actions, operator: Operator) -> int:

@@ -186,6 +186,7 @@ async def write_object_index(
     rows: Sequence[IndexRow],
     aliases: Iterable[tuple[str, str]] = (),
     media: Sequence[MediaRow] = (),
+    keywords: Sequence[tuple[str, Sequence[int]]] = (),
 ) -> None:
     """Record one batch object and its events (call inside a transaction).
 
@@ -248,6 +249,14 @@ async def write_object_index(
         )
     if media:
         await write_media_rows(conn, media)
+    if keywords:
+        # The object's tokens as they are now: a replay that rewrote the object replaces them.
+        await conn.execute("DELETE FROM keyword_index WHERE object_key = $1", obj.object_key)
+        await conn.copy_records_to_table(
+            "keyword_index",
+            records=[(obj.object_key, bytes.fromhex(ref), list(tokens)) for ref, tokens in keywords],
+            columns=["object_key", "subject_ref", "tokens"],
+        )
 
 
 async def write_media_rows(conn: Connection, media: Sequence[MediaRow]) -> None:

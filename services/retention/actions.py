@@ -28,6 +28,7 @@ from typing import Any, Final, Literal
 
 from services.archiver.rebuild import RebuildReport, rebuild_index
 from services.core.container import media_record_id
+from services.core.keywords import words
 from services.core.reader import RecordLocation
 from services.retention.access import ArchiveAccess
 from services.retention.conversation import Conversation, ConversationMessage, load_conversation
@@ -176,8 +177,10 @@ def search_audit_details(query: SearchFilter, hits: Sequence[IndexHit]) -> dict[
     details: dict[str, Any] = {
         name: value.isoformat() if isinstance(value, datetime) else value
         for name, value in asdict(query).items()
-        if name != "contact" and value not in (None, False)
+        if name not in ("contact", "keywords") and value not in (None, False)
     }
+    if query.keywords is not None:
+        details["keywords"] = len(words(query.keywords))  # how many words, never which
     if query.contact:
         details["subject_refs"] = sorted({hit.subject_ref for hit in hits if hit.subject_ref})
     return details

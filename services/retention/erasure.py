@@ -226,6 +226,8 @@ async def carry_out(
                     await keyring.shred(conn, ref, request_ref)
                 # Final: the archiver drops, never re-seals, any record of theirs from before this moment.
                 await record_erasure(conn, refs, request_ref)
+                # Their keyword tokens go with their keys: what they wrote is no longer searchable either.
+                await conn.execute("DELETE FROM keyword_index WHERE subject_ref = ANY($1::bytea[])", binary_keys(refs))
                 # Every key this request destroyed, also in an earlier attempt that a crash interrupted.
                 outcome.keys_destroyed = [
                     r["dek_id"]

@@ -168,6 +168,7 @@ async def delete_chunk(pool: asyncpg.Pool, bucket: ArchiveBucket, chunk: list[st
                 "WHERE m.event_id = e.event_id AND e.object_key = ANY($1::text[])",
                 gone,
             )
+            await conn.execute("DELETE FROM keyword_index WHERE object_key = ANY($1::text[])", gone)
             removed = await conn.fetch(
                 "WITH gone AS (DELETE FROM archived_events WHERE object_key = ANY($1::text[])"
                 " RETURNING retention_class) SELECT retention_class, count(*) AS n FROM gone GROUP BY retention_class",

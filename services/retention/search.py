@@ -1,7 +1,10 @@
 """Search over index metadata only: nothing is decrypted, so no reason is needed and no content is shown.
 
 Filters: business phone number, contact (resolved to every pseudonym of the person), time range, kind, type,
-deleted-only (a revoke or a ``deleted`` status points at the message) and edited-only (an edit points at it).
+deleted-only (a revoke or a ``deleted`` status points at the message), edited-only (an edit points at it) and
+keywords: the messages of a person in a batch object whose keyword tokens hold every word of the query
+(services/core/keywords.py). Keyword hits are candidates: the index knows that the person wrote the words in that
+object, not in which message; the decrypted conversation says which.
 """
 
 from __future__ import annotations
@@ -13,12 +16,14 @@ from typing import Any
 import asyncpg
 
 from services.core.index import binary_keys
+from services.core.keywords import keyword_key, query_tokens
 from services.retention.subjects import resolve_subject_refs
 
 DELETED = (
     "EXISTS (SELECT 1 FROM archived_events d WHERE d.original_message_ref = e.message_ref "
     "AND (d.type = 'revoke' OR (d.kind = 'status' AND d.type = 'deleted')))"
 )
+SEARCHABLE_KINDS = ("message", "echo", "history", "outbound")
 EDITED = "EXISTS (SELECT 1 FROM archived_events d WHERE d.original_message_ref = e.message_ref AND d.type = 'edit')"
 
 
@@ -58,6 +63,7 @@ class SearchFilter:
     deleted_only: bool = False
     edited_only: bool = False
     limit: int = 1000
+    keywords: str | None = None
 
 
 async def search_index(pool: asyncpg.Pool, pepper: bytes, query: SearchFilter) -> list[IndexHit]:
@@ -87,6 +93,16 @@ async def search_index(pool: asyncpg.Pool, pepper: bytes, query: SearchFilter) -
             clauses.append(DELETED)
         if query.edited_only:
             clauses.append(EDITED)
+        if query.keywords is not None:
+            tokens = query_tokens(keyword_key(pepper), query.keywords)
+            if not tokens:
+                return []  # no searchable word (one letter, punctuation): nothing can match
+            placeholder = arg(tokens)  # a bind parameter: only its number is interpolated
+            clauses.append(
+                "(e.object_key, e.subject_ref) IN (SELECT k.object_key, k.subject_ref FROM keyword_index k"  # noqa: S608
+                f" WHERE k.tokens @> {placeholder}::bigint[])"
+            )
+            clauses.append(f"e.kind = ANY({arg(list(SEARCHABLE_KINDS))}::text[])")
         where = " AND ".join(clauses) or "TRUE"
         sql = (
             "SELECT encode(e.event_id, 'hex') AS event_id, e.kind, e.type, e.phone_number_id,"  # noqa: S608 — clauses are constants; values are bind parameters
