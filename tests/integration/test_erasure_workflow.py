@@ -22,7 +22,7 @@ import pytest
 
 from services.core.index import binary_keys
 from services.retention.actions import SCHEDULER, ErasureError, Operator
-from services.retention.erasure import ERASURE_DEADLINE, ERASURE_EXTENSION, pending_erasures
+from services.retention.erasure import ERASURE_DEADLINE, ERASURE_EXTENSION, ERASURE_LOCK_NAMESPACE, pending_erasures
 from services.retention.subjects import resolve_subject_refs
 from tests import pipeline
 from tests.integration.test_actions import CLI_OPERATOR, DPO, READER, Stack, counted, run_cli, stack
@@ -363,3 +363,25 @@ async def test_calls_preferences_and_synced_contacts_are_the_persons(
         )
         == 0
     )
+
+
+async def test_asking_again_while_another_process_carries_it_out_says_where_it_stands(
+    stack: Stack, demo_env: dict[str, str], pg_pool: asyncpg.Pool
+) -> None:
+    person, refs = await archived_person(stack, demo_env, pg_pool)
+    hold = await stack.actions.create_hold(ALICE, scope="contact", case_ref="LIT-12", contact=person.wa_id)
+    request_ref = f"GDPR-{uuid.uuid4().hex[:8]}"
+    assert (await stack.actions.erase(ALICE, contact=person.wa_id, request_ref=request_ref)).status == "blocked"
+    async with pg_pool.acquire() as other:
+        # Another process holds the request's lock (erasure.py, _processing): asking again neither waits nor fails.
+        assert await other.fetchval(
+            "SELECT pg_try_advisory_lock($1, hashtext($2))", ERASURE_LOCK_NAMESPACE, request_ref
+        )
+        try:
+            again = await stack.actions.erase(ALICE, contact=person.wa_id, request_ref=request_ref)
+        finally:
+            await other.execute("SELECT pg_advisory_unlock($1, hashtext($2))", ERASURE_LOCK_NAMESPACE, request_ref)
+    assert again.status == "blocked"
+    assert await keys_left(pg_pool, refs) > 0
+    released = await stack.actions.release_hold(ALICE, hold.hold_id)
+    assert [e.status for e in released.erasures] == ["completed"]
