@@ -32,6 +32,7 @@ from services.retention.actions import (
     ReasonRequired,
     authorize,
 )
+from services.retention.conversation import Conversation
 from services.retention.erasure import EXTENSION_REASON_MAX
 from services.retention.grounds import RefusalGround
 from services.retention.holds import HoldScope
@@ -54,6 +55,21 @@ class ErasureRequest(BaseModel):
     contact: str = Field(min_length=1, description="wa_id or business-scoped user id of the person")
     phone_number_id: str | None = Field(default=None, description="limit to one business number (default: all)")
     request_ref: str = Field(min_length=1, description="your reference of the data subject's request")
+
+
+class MessagesRequest(BaseModel):
+    contact: str = Field(min_length=1, description="wa_id or business-scoped user id of the person")
+    reason: str | None = Field(default=None, description="why the conversation is read (written to the audit log)")
+    phone_number_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+def conversation_json(conversation: Conversation) -> dict[str, Any]:
+    return {
+        "messages": [m.to_json() for m in conversation.messages],
+        "shredded_records": conversation.shredded_records,
+    }
 
 
 class SearchRequest(BaseModel):
@@ -178,7 +194,11 @@ def create_admin_app(
     async def metrics_endpoint() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/v1/messages", summary="A person's conversation, decrypted (audited; a reason is required)")
+    @app.get(
+        "/v1/messages",
+        summary="A person's conversation, decrypted (audited; a reason is required)",
+        description="Prefer POST /v1/messages: here the person's number and the reason are in the URL.",
+    )
     async def messages(
         operator: Annotated[Operator, Depends(allowed("messages"))],
         actions: Run,
@@ -191,12 +211,20 @@ def create_admin_app(
         conversation = await actions.messages(
             operator, contact=contact, phone_number_id=phone_number_id, reason=reason, since=since, until=until
         )
-        return {
-            "messages": [m.to_json() for m in conversation.messages],
-            "shredded_records": conversation.shredded_records,
-        }
+        return conversation_json(conversation)
 
-    @app.get("/v1/search", summary="Search the index metadata (nothing is decrypted)")
+    @app.post("/v1/messages", summary="A person's conversation, decrypted, with the person and reason in the body")
+    async def messages_by_body(
+        operator: Annotated[Operator, Depends(allowed("messages"))], actions: Run, body: MessagesRequest
+    ) -> dict[str, Any]:
+        # In the body, not the URL: the person's number and the reason stay out of access logs and proxies.
+        return conversation_json(await actions.messages(operator, **body.model_dump()))
+
+    @app.get(
+        "/v1/search",
+        summary="Search the index metadata (nothing is decrypted)",
+        description="Prefer POST /v1/search, which also takes keywords: here a contact filter is in the URL.",
+    )
     async def search(
         operator: Annotated[Operator, Depends(allowed("search"))],
         actions: Run,

@@ -237,6 +237,8 @@ async def test_a_retrieval_without_a_reason_is_refused_before_anything_is_read(
             await stack.actions.export(Operator("dpo", "dpo"), contact=person.wa_id, reason=reason)
     answer = await stack.api.get("/v1/messages", params={"contact": person.wa_id}, headers=READER)
     assert answer.status_code == 400
+    answer = await stack.api.post("/v1/messages", json={"contact": person.wa_id}, headers=READER)
+    assert answer.status_code == 400
     code, out, err = await run_cli(["messages", "--contact", person.wa_id], capsys)
     assert (code, out) == (2, "")
     assert "--reason is required" in err
@@ -261,9 +263,14 @@ async def test_a_retrieval_without_a_reason_is_refused_before_anything_is_read(
     code, out, err = await run_cli(["messages", "--contact", person.wa_id, "--reason", "ticket 11"], capsys)
     assert code == 0, err
     assert "the refund is approved, ref 4711" in out
+    # The API's POST form: the person and the reason in the body, the same conversation, audited the same way.
+    answer = await stack.api.post("/v1/messages", json={"contact": person.wa_id, "reason": "ticket 12"}, headers=READER)
+    assert answer.status_code == 200, answer.text
+    assert [m["message_id"] for m in answer.json()["messages"]] == ["wamid.M1"]
     assert [(r["actor"], r["reason"]) for r in await audit_rows(pg_pool, refs)][1:] == [
         (CLI_OPERATOR, "ticket 10"),
         (CLI_OPERATOR, "ticket 11"),
+        ("test-reader", "ticket 12"),
     ]
 
 
