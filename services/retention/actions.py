@@ -49,7 +49,14 @@ from services.retention.metrics import RetentionMetrics
 from services.retention.run import RetentionReport, retention_run
 from services.retention.search import IndexHit, SearchFilter, search_index
 from services.retention.settings import Role
-from services.retention.subjects import AuditEntry, ReasonRequired, recent_audit, require_reason, write_audit
+from services.retention.subjects import (
+    AuditEntry,
+    PersonRequired,
+    ReasonRequired,
+    recent_audit,
+    require_reason,
+    write_audit,
+)
 
 __all__ = [
     "ROLE_RANK",
@@ -61,6 +68,7 @@ __all__ = [
     "MediaFile",
     "NotFound",
     "Operator",
+    "PersonRequired",
     "ReasonRequired",
     "SubjectExport",
     "authorize",
@@ -202,12 +210,13 @@ class Actions:
         operator: Operator,
         action: ActionName,
         *,
-        contact: str,
+        contact: str | None,
         phone_number_id: str | None,
         reason: str | None,
         purpose: Literal["retrieval", "export"],
         since: datetime | None = None,
         until: datetime | None = None,
+        subject_ref: str | None = None,
     ) -> Conversation:
         """A person's conversation, decrypted; audited (one row per pseudonym) before anything is decrypted."""
         authorize(operator, action)
@@ -222,6 +231,7 @@ class Actions:
             since=since,
             until=until,
             purpose=purpose,
+            subject_ref=subject_ref,
         )
         self.metrics.decryptions.labels(purpose).inc()
         return conversation
@@ -230,13 +240,15 @@ class Actions:
         self,
         operator: Operator,
         *,
-        contact: str,
+        contact: str | None = None,
         phone_number_id: str | None = None,
         reason: str | None,
         since: datetime | None = None,
         until: datetime | None = None,
+        subject_ref: str | None = None,
     ) -> Conversation:
-        """A person's conversation (retrieval), between ``since`` and ``until`` when given."""
+        """A person's conversation (retrieval), named by contact id or by pseudonym (a search hit's
+        ``subject_ref``), between ``since`` and ``until`` when given. :class:`PersonRequired` unless exactly one."""
         return await self._decrypt(
             operator,
             "messages",
@@ -246,6 +258,7 @@ class Actions:
             purpose="retrieval",
             since=since,
             until=until,
+            subject_ref=subject_ref,
         )
 
     async def media(self, operator: Operator, conversation: Conversation) -> AsyncIterator[MediaFile]:

@@ -29,6 +29,7 @@ from services.retention.actions import (
     HoldError,
     NotFound,
     Operator,
+    PersonRequired,
     ReasonRequired,
     authorize,
 )
@@ -46,6 +47,7 @@ ERROR_STATUS: dict[type[Exception], int] = {
     ReasonRequired: 400,
     HoldError: 400,
     ErasureError: 400,
+    PersonRequired: 400,
     NotFound: 404,
 }
 
@@ -58,7 +60,10 @@ class ErasureRequest(BaseModel):
 
 
 class MessagesRequest(BaseModel):
-    contact: str = Field(min_length=1, description="wa_id or business-scoped user id of the person")
+    contact: str | None = Field(default=None, min_length=1, description="wa_id or business-scoped user id")
+    subject_ref: str | None = Field(
+        default=None, pattern="^[0-9a-f]{64}$", description="or the person's pseudonym, as a search hit gives it"
+    )
     reason: str | None = Field(default=None, description="why the conversation is read (written to the audit log)")
     phone_number_id: str | None = None
     since: datetime | None = None

@@ -21,7 +21,14 @@ import orjson
 
 from services.core.index import binary_keys
 from services.core.reader import ArchiveReader, RecordLocation
-from services.retention.subjects import require_reason, resolve_subject_refs, write_audit
+from services.retention.subjects import (
+    PersonRequired,
+    expand_subject_refs,
+    is_pseudonym,
+    require_reason,
+    resolve_subject_refs,
+    write_audit,
+)
 
 MESSAGE_KINDS = frozenset({"message", "echo", "history", "outbound"})
 STATUS_ORDER = {"sent": 1, "delivered": 2, "read": 3, "played": 4, "failed": 5, "deleted": 6}
@@ -201,17 +208,28 @@ async def load_conversation(
     reader: ArchiveReader,
     pepper: bytes,
     *,
-    contact: str,
+    contact: str | None,
     phone_number_id: str | None,
     actor: str,
     reason: str | None,
     since: datetime | None = None,
     until: datetime | None = None,
     purpose: str = "retrieval",
+    subject_ref: str | None = None,
 ) -> Conversation:
+    """The conversation of the person named by ``contact`` (a wa_id or user id) or by ``subject_ref`` (a
+    pseudonym, as a search hit gives it), with every pseudonym linked to them."""
     reason = require_reason(reason)
+    if (contact is None) == (subject_ref is None):
+        raise PersonRequired("name the person by contact id or by subject_ref, one of them")
+    if subject_ref is not None and not is_pseudonym(subject_ref):
+        raise PersonRequired("a subject_ref is 64 lowercase hex digits")
     async with pool.acquire() as conn:
-        refs = await resolve_subject_refs(conn, pepper, contact, phone_number_id)
+        if contact is not None:
+            refs = await resolve_subject_refs(conn, pepper, contact, phone_number_id)
+        else:
+            assert subject_ref is not None
+            refs = await expand_subject_refs(conn, [subject_ref])
         rows = await conn.fetch(
             "SELECT encode(event_id, 'hex') AS event_id, object_key, record_index,"
             " encode(subject_ref, 'hex') AS subject_ref FROM archived_events "

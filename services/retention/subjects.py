@@ -21,6 +21,15 @@ from services.core.pseudonym import subject_ref
 Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy | asyncpg.Pool
 
 
+class PersonRequired(ValueError):
+    """A read names nobody, or names a person twice over (a contact id and a pseudonym); nothing was read."""
+
+
+def is_pseudonym(value: str) -> bool:
+    """64 lowercase hex digits: how a subject_ref looks (services/core/pseudonym.py)."""
+    return len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+
+
 class ReasonRequired(ValueError):
     """Decrypting a person's data needs a stated reason (DESIGN.md §1.5); nothing was read."""
 

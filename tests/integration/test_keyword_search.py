@@ -105,6 +105,24 @@ async def test_words_of_the_messages_find_who_wrote_them_and_nothing_else(
     assert all("rembours" not in row["d"] and "lectricit" not in row["d"] for row in audit)
     assert '"keywords": 2' in audit[4]["d"] or '"keywords":2' in audit[4]["d"]
 
+    # A hit opens with a reason: by its pseudonym, the decrypted conversation says which message matched.
+    opened = await stack.api.post(
+        "/v1/messages", json={"subject_ref": mine, "reason": "complaint 77: find the refund"}, headers=READER
+    )
+    assert opened.status_code == 200, opened.text
+    texts = [m["payload"].get("text", {}).get("body") for m in opened.json()["messages"]]
+    assert "Je confirme le remboursement de la commande 4711" in texts
+    assert (
+        await pg_pool.fetchval(
+            "SELECT count(*) FROM audit_log WHERE subject_ref = $1 AND reason = 'complaint 77: find the refund'", mine
+        )
+        == 1
+    )
+    for wrong in ({"reason": "no person"}, {"subject_ref": mine, "contact": customer.wa_id, "reason": "both"}):
+        assert (await stack.api.post("/v1/messages", json=wrong, headers=READER)).status_code == 400
+    bad = await stack.api.post("/v1/messages", json={"subject_ref": "not-hex", "reason": "x y z"}, headers=READER)
+    assert bad.status_code == 422
+
     # Erased with the person: their words are no longer searchable; the other person's still are.
     done = await stack.actions.erase(DPO_OPERATOR, contact=customer.wa_id, request_ref=f"GDPR-{uuid.uuid4().hex[:8]}")
     assert done.status == "completed"
