@@ -68,7 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     replay.set_defaults(handler=cmd_replay)
 
     messages = commands.add_parser("messages", help="a person's conversation, decrypted (audited)")
-    person(messages)
+    messages.add_argument("--phone-number-id", help="the business number's id (default: all)")
+    who = messages.add_mutually_exclusive_group(required=True)
+    who.add_argument("--contact", help="the person's wa_id or business-scoped user id")
+    who.add_argument("--subject-ref", help="or the person's pseudonym, as `wa-archive search` prints it")
     messages.add_argument("--reason", help="why you read this person's messages (required; audited)")
     messages.add_argument("--since", type=parse_time)
     messages.add_argument("--until", type=parse_time)

@@ -51,6 +51,7 @@ def with_actions(work: Work) -> int:
         HoldError,
         NotFound,
         Operator,
+        PersonRequired,
     )
     from services.retention.metrics import RetentionMetrics  # noqa: PLC0415
     from services.retention.subjects import ReasonRequired  # noqa: PLC0415
@@ -76,7 +77,7 @@ def with_actions(work: Work) -> int:
     except Forbidden as exc:
         print(f"refused: {exc}", file=sys.stderr)
         return 2
-    except (HoldError, ErasureError) as exc:
+    except (HoldError, ErasureError, PersonRequired) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except NotFound as exc:
@@ -141,6 +142,7 @@ def cmd_messages(args: argparse.Namespace) -> int:
         conversation = await actions.messages(
             operator,
             contact=args.contact,
+            subject_ref=args.subject_ref,
             phone_number_id=args.phone_number_id,
             reason=args.reason,
             since=args.since,

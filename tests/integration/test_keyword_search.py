@@ -8,6 +8,7 @@ from __future__ import annotations
 import uuid
 
 import asyncpg
+import orjson
 import pytest
 
 from services.core.index import binary_keys
@@ -15,7 +16,7 @@ from services.retention.actions import Operator
 from services.retention.search import SearchFilter
 from services.retention.subjects import resolve_subject_refs
 from tests import pipeline
-from tests.integration.test_actions import READER, Stack, stack
+from tests.integration.test_actions import READER, Stack, run_cli, stack
 from tests.integration.test_retention import NOW, archive
 from tests.pipeline import Person
 
@@ -51,7 +52,7 @@ async def people(stack: Stack, pool: asyncpg.Pool, query: str, number: str) -> s
 
 
 async def test_words_of_the_messages_find_who_wrote_them_and_nothing_else(
-    stack: Stack, demo_env: dict[str, str], pg_pool: asyncpg.Pool
+    stack: Stack, demo_env: dict[str, str], pg_pool: asyncpg.Pool, capsys: pytest.CaptureFixture[str]
 ) -> None:
     customer = Person.fresh()
     other = Person(customer.waba_id, customer.phone_number_id, "1" + pipeline.digits(10))
@@ -122,6 +123,18 @@ async def test_words_of_the_messages_find_who_wrote_them_and_nothing_else(
         assert (await stack.api.post("/v1/messages", json=wrong, headers=READER)).status_code == 400
     bad = await stack.api.post("/v1/messages", json={"subject_ref": "not-hex", "reason": "x y z"}, headers=READER)
     assert bad.status_code == 422
+    # The same from the CLI: search by words, open by the pseudonym it printed.
+    code, out, err = await run_cli(["search", "--phone-number-id", number, "--keywords", "REMBOURSEMENT"], capsys)
+    assert code == 0, err
+    assert {orjson.loads(line)["subject_ref"] for line in out.splitlines()} == {mine}
+    code, out, err = await run_cli(
+        ["messages", "--subject-ref", mine, "--reason", "complaint 77", "--format", "jsonl"], capsys
+    )
+    assert code == 0, err
+    assert "remboursement" in out
+    code, _out, err = await run_cli(["messages", "--subject-ref", "not-hex", "--reason", "complaint 77"], capsys)
+    assert code == 2
+    assert "64 lowercase hex" in err
 
     # Erased with the person: their words are no longer searchable; the other person's still are.
     done = await stack.actions.erase(DPO_OPERATOR, contact=customer.wa_id, request_ref=f"GDPR-{uuid.uuid4().hex[:8]}")
