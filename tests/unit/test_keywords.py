@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from services.core.events import parse_webhook
 from services.core.keywords import (
     MAX_WORD_LENGTH,
+    Tokenizer,
     keyword_key,
     keyword_token,
     query_tokens,
@@ -112,3 +113,12 @@ def test_an_outbound_message_is_searched_by_what_the_business_sent() -> None:
 def test_ids_and_urls_of_media_are_not_text() -> None:
     payload = {"type": "image", "image": {"id": "1234567890", "sha256": "abc", "caption": "la facture"}}
     assert searchable_text("message", payload) == ["la facture"]
+
+
+def test_the_tokenizer_memo_is_bounded_and_answers_like_the_function() -> None:
+    tokenizer = Tokenizer(KEY, capacity=3)
+    texts = ["commande 4711 remboursement", "facture 2026-03 électricité", "commande promo"]
+    for text in texts:
+        assert tokenizer.tokens([text]) == tokens_of(KEY, [text])
+    assert len(tokenizer._memo) <= 3
+    assert not any(any(c.isdigit() for c in word) for word in tokenizer._memo)
