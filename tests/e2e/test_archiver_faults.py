@@ -161,7 +161,9 @@ async def test_s3_outage_holds_commits_then_catches_up(
         await pipeline.produce(kafka_bootstrap, topic, first)
         await pipeline.wait_indexed(pg_pool, {e.event_id for e in first})
         before = await committed_total(kafka_bootstrap, settings.group_id, topic, 3)
-        subprocess.run([stack, "down", "s3"], check=True, capture_output=True, timeout=60)
+        # In a thread: the archiver runs on this event loop, and a loop blocked for the stack script would miss
+        # the consumer's heartbeats, and the group would rebalance in the middle of the outage.
+        await asyncio.to_thread(subprocess.run, [stack, "down", "s3"], check=True, capture_output=True, timeout=60)
         try:
             await pipeline.produce(kafka_bootstrap, topic, second)
             await asyncio.sleep(6)
@@ -170,7 +172,7 @@ async def test_s3_outage_holds_commits_then_catches_up(
             lag_during = metric(text, "wa_archiver_lag_seconds")
             retries = metric(text, "wa_archiver_retries_total")
         finally:
-            subprocess.run([stack, "up", "s3"], check=True, capture_output=True, timeout=120)
+            await asyncio.to_thread(subprocess.run, [stack, "up", "s3"], check=True, capture_output=True, timeout=120)
         outage_over = time.monotonic()
         await pipeline.wait_indexed(pg_pool, {e.event_id for e in second}, timeout_s=120)
         recovery = time.monotonic() - outage_over
