@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
@@ -352,23 +352,25 @@ class Actions:
         """Refuse an open request on a legal ground (audited; final). :class:`NotFound` for an unknown request,
         :class:`ErasureError` when it is no longer open, in progress, or the ground is not one of the law's."""
         authorize(operator, "erasure.refuse")
-        try:
-            async with self.access.pool.acquire() as conn:
-                request = await refuse_erasure(conn, request_ref, ground=ground, actor=operator.name)
-        except UnknownErasure as exc:
-            raise NotFound(str(exc)) from None
-        self.metrics.erasures.labels("refused").inc()
-        return request
+        return await self._decide_erasure(
+            "refused", lambda conn: refuse_erasure(conn, request_ref, ground=ground, actor=operator.name)
+        )
 
     async def extend_erasure(self, operator: Operator, request_ref: str, *, reason: str) -> ErasureRequest:
         """Extend an open request's deadline by two months, once, within the first month (audited)."""
         authorize(operator, "erasure.extend")
+        return await self._decide_erasure(
+            "extended", lambda conn: extend_erasure(conn, request_ref, reason=reason, actor=operator.name)
+        )
+
+    async def _decide_erasure(self, outcome: str, decide: Callable[[Any], Awaitable[ErasureRequest]]) -> ErasureRequest:
+        """A DPO's decision on a request, on one connection; an unknown request is :class:`NotFound`."""
         try:
             async with self.access.pool.acquire() as conn:
-                request = await extend_erasure(conn, request_ref, reason=reason, actor=operator.name)
+                request = await decide(conn)
         except UnknownErasure as exc:
             raise NotFound(str(exc)) from None
-        self.metrics.erasures.labels("extended").inc()
+        self.metrics.erasures.labels(outcome).inc()
         return request
 
     async def create_hold(
