@@ -28,6 +28,7 @@ from typing import Any, Final, Literal
 
 from services.archiver.rebuild import RebuildReport, rebuild_index
 from services.core.container import media_record_id
+from services.core.index import binary_key, binary_keys
 from services.core.keywords import words
 from services.core.reader import RecordLocation
 from services.retention.access import ArchiveAccess
@@ -51,8 +52,10 @@ from services.retention.search import IndexHit, SearchFilter, search_index
 from services.retention.settings import Role
 from services.retention.subjects import (
     AuditEntry,
+    AuditFilter,
     PersonRequired,
     ReasonRequired,
+    is_pseudonym,
     recent_audit,
     require_reason,
     write_audit,
@@ -78,6 +81,7 @@ log = logging.getLogger("wa_archive.retention")
 
 ActionName = Literal[
     "messages",
+    "media",
     "search",
     "export",
     "erase",
@@ -96,6 +100,7 @@ ROLE_RANK: Final[dict[Role, int]] = {"reader": 1, "dpo": 2}
 # ``reader`` may search and retrieve (with a reason, audited); everything else is the data protection officer's.
 REQUIRED_ROLE: Final[dict[ActionName, Role]] = {
     "messages": "reader",
+    "media": "reader",
     "search": "reader",
     "export": "dpo",
     "erase": "dpo",
@@ -131,6 +136,11 @@ class Forbidden(PermissionError):
 
 class NotFound(LookupError):
     """The thing the action is about does not exist (e.g. no active hold with this id); nothing was done."""
+
+
+def is_event_id(value: str) -> bool:
+    """32 lowercase hex digits: how an event id looks (services/core/events.py)."""
+    return len(value) == 32 and all(c in "0123456789abcdef" for c in value)
 
 
 def authorize(operator: Operator, action: ActionName) -> None:
@@ -274,6 +284,41 @@ class Actions:
             if data is not None:
                 yield MediaFile(message.event_id, media.get("mime_type") or "application/octet-stream", data)
 
+    async def media_file(
+        self, operator: Operator, *, event_id: str, subject_refs: Sequence[str], reason: str | None
+    ) -> MediaFile:
+        """One archived media file of a person whose conversation the operator opened (``subject_refs``: its
+        pseudonyms), audited as its own view (action ``media``, with the reason) before it is decrypted.
+        :class:`NotFound` when the file is not one of theirs, was never fetched, or its key was shredded."""
+        authorize(operator, "media")
+        reason = require_reason(reason)
+        if not is_event_id(event_id):
+            raise NotFound("no such media file")
+        async with self.access.pool.acquire() as conn:
+            row = await conn.fetchrow(
+                "SELECT encode(subject_ref, 'hex') AS subject_ref, object_key, mime_type FROM archived_media"
+                " WHERE event_id = $1 AND status = 'archived' AND subject_ref = ANY($2::bytea[])",
+                binary_key(event_id),
+                binary_keys([ref for ref in subject_refs if is_pseudonym(ref)]),
+            )
+            if row is None or not row["object_key"]:
+                raise NotFound("no such media file")
+            await write_audit(
+                conn,
+                actor=operator.name,
+                action="media",
+                reason=reason,
+                subject_ref=row["subject_ref"],
+                record_count=1,
+                details={"event_id": event_id},
+            )
+        location = RecordLocation(media_record_id(event_id), row["object_key"], 0)
+        data = (await self.access.reader.open([location])).get(location.event_id)
+        if data is None:
+            raise NotFound("no such media file")  # its key was shredded (erasure) after the index was read
+        self.metrics.decryptions.labels("media").inc()
+        return MediaFile(event_id, row["mime_type"] or "application/octet-stream", data)
+
     async def search(self, operator: Operator, query: SearchFilter) -> list[IndexHit]:
         """Index metadata (nothing decrypted, so no reason); audited with the filters and the pseudonyms found."""
         authorize(operator, "search")
@@ -304,9 +349,9 @@ class Actions:
         self.metrics.exports.inc()
         return SubjectExport(conversation.messages, request_ref, datetime.now(UTC))
 
-    async def audit_log(self, operator: Operator, *, limit: int) -> list[AuditEntry]:
+    async def audit_log(self, operator: Operator, *, limit: int, where: AuditFilter | None = None) -> list[AuditEntry]:
         authorize(operator, "audit")
-        return await recent_audit(self.access.pool, limit)
+        return await recent_audit(self.access.pool, limit, where)
 
     # ---------------------------------------------------------------- erasure and holds
     async def erase(

@@ -20,6 +20,7 @@ import asyncpg
 import orjson
 
 from services.core.index import binary_keys
+from services.core.keywords import searchable_text, words
 from services.core.reader import ArchiveReader, RecordLocation
 from services.retention.subjects import (
     PersonRequired,
@@ -295,3 +296,20 @@ def edit_summary(change: Change) -> str:
 def utc(timestamp: int) -> str:
     """A Unix time as ``YYYY-MM-DD HH:MM:SS`` in UTC (the CLI's table view)."""
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def message_words(message: ConversationMessage) -> set[str]:
+    """The searchable words of a message, its edits' new texts included (what the keyword index holds for it)."""
+    texts = searchable_text(message.kind, message.payload)
+    for edit in message.edits:
+        texts.extend(searchable_text("echo" if edit.by == "business" else "message", edit.payload))
+    return words(" ".join(texts))
+
+
+def keyword_matches(messages: Iterable[ConversationMessage], keywords: str) -> list[str]:
+    """The event ids of the messages that contain every word of ``keywords``, in order: what a keyword search's
+    candidates (whole objects of the person) come down to once decrypted. Empty when the query has no word."""
+    wanted = words(keywords)
+    if not wanted:
+        return []
+    return [m.event_id for m in messages if wanted <= message_words(m)]

@@ -137,11 +137,31 @@ class AuditEntry:
         }
 
 
-async def recent_audit(conn: Connection, limit: int) -> list[AuditEntry]:
-    """The newest ``limit`` audit rows, oldest first (for `wa-archive audit` and ``GET /v1/audit``)."""
+@dataclass(frozen=True, slots=True)
+class AuditFilter:
+    """Which audit rows to list: each field given narrows the list (all of them: the newest rows)."""
+
+    actor: str | None = None
+    action: str | None = None
+    subject_ref: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+async def recent_audit(conn: Connection, limit: int, where: AuditFilter | None = None) -> list[AuditEntry]:
+    """The newest ``limit`` audit rows matching ``where``, oldest first (for `wa-archive audit`, ``GET /v1/audit``
+    and the console's audit page)."""
+    where = where or AuditFilter()
     rows = await conn.fetch(
         "SELECT audit_id, at, actor, action, reason, subject_ref, record_count, details::text AS details "
-        "FROM audit_log ORDER BY audit_id DESC LIMIT $1",
+        "FROM audit_log WHERE ($2::text IS NULL OR actor = $2) AND ($3::text IS NULL OR action = $3)"
+        " AND ($4::text IS NULL OR subject_ref = $4) AND ($5::timestamptz IS NULL OR at >= $5)"
+        " AND ($6::timestamptz IS NULL OR at <= $6) ORDER BY audit_id DESC LIMIT $1",
         limit,
+        where.actor,
+        where.action,
+        where.subject_ref,
+        where.since,
+        where.until,
     )
     return [AuditEntry(**dict(row)) for row in reversed(rows)]

@@ -1,0 +1,36 @@
+"""``python -m services.console``: the review console's pages on :8083, its probes and metrics on :9083."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from services.console.app import create_console_app
+from services.console.settings import ConsoleSettings
+from services.core.logs import configure_logging
+from services.core.settings import load_settings
+from services.retention.access import ArchiveAccess, open_access
+from services.retention.settings import RetentionSettings
+
+
+def main() -> None:
+    settings = load_settings(ConsoleSettings)
+    retention = load_settings(RetentionSettings)
+    configure_logging(settings.log_level)
+
+    async def opener() -> ArchiveAccess:
+        return await open_access(retention)
+
+    app = create_console_app(settings, retention, opener)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        access_log=False,  # an access log would hold the media URLs and the people's IP addresses
+        log_level=settings.log_level.lower(),
+        log_config=None,
+        proxy_headers=True,
+    )
+
+
+if __name__ == "__main__":
+    main()

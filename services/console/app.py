@@ -1,0 +1,681 @@
+"""The review console: server-rendered pages over the action layer (services/retention/actions.py).
+
+A community manager signs in, searches (metadata only), gives a reason, and reads the conversation as a phone shows
+it; the data protection officer also manages holds, erasure requests, the audit log and the retention dry run.
+The console is one more adapter: every read, search and change is an :class:`Actions` call, which checks the role,
+writes the audit row and counts the metrics, exactly as for the admin API and the CLI.
+
+Safe by construction:
+- every page is rendered by Jinja2 with autoescape on, so a message's ``<script>`` is text;
+- every response carries a Content-Security-Policy without inline scripts or styles (:data:`SECURITY_HEADERS`),
+  and pages ``Cache-Control: no-store``;
+- every form that changes something carries the session's CSRF token, and a POST whose ``Origin`` is another site
+  is refused; the sign-in form has its own double-submit token;
+- search terms, a person's number and reasons travel in POST bodies, never in URLs; the only identifier in a URL
+  is a media file's event id (a hash), under the session of someone who gave a reason for its conversation.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from datetime import date, datetime, time, timedelta
+from importlib import resources
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from prometheus_client import CollectorRegistry, Counter
+from starlette.datastructures import FormData
+
+from services.console.auth import Authenticator, NamedCredentials
+from services.console.i18n import LOCALES, Formatter, known_locale, negotiate, translator, zone
+from services.console.sessions import OpenedConversation, Session, SessionStore, new_secret, same_token
+from services.console.settings import ConsoleSettings
+from services.console.timeline import bubbles, page_of
+from services.core.ops_http import OpsServer, ops_app
+from services.retention.access import ArchiveAccess
+from services.retention.actions import (
+    Actions,
+    ErasureError,
+    Forbidden,
+    HoldError,
+    NotFound,
+    PersonRequired,
+    ReasonRequired,
+    authorize,
+)
+from services.retention.conversation import keyword_matches
+from services.retention.grounds import REFUSAL_GROUNDS
+from services.retention.holds import HoldScope
+from services.retention.metrics import RetentionMetrics
+from services.retention.search import IndexHit, SearchFilter
+from services.retention.settings import RetentionSettings
+from services.retention.subjects import AuditFilter, require_reason
+
+log = logging.getLogger("wa_archive.console")
+
+SESSION_COOKIE: Final = "wa_console_session"
+SIGNIN_COOKIE: Final = "wa_console_signin"
+LANGUAGE_COOKIE: Final = "wa_console_lang"
+SEARCH_LIMIT: Final = 500
+AUDIT_LIMIT: Final = 200
+MEDIA_INLINE: Final = ("image/jpeg", "image/png", "image/webp", "image/gif", "audio/", "video/")
+KINDS: Final = ("message", "echo", "history", "outbound", "status", "call")
+TYPES: Final = (
+    "text",
+    "image",
+    "audio",
+    "video",
+    "document",
+    "sticker",
+    "location",
+    "contacts",
+    "interactive",
+    "button",
+    "order",
+    "reaction",
+    "template",
+    "edit",
+    "revoke",
+)
+HOLD_SCOPES: Final[tuple[HoldScope, ...]] = ("contact", "phone_number", "waba")
+
+CSP: Final = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; media-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+SECURITY_HEADERS: Final = {
+    "content-security-policy": CSP,
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+    "x-frame-options": "DENY",
+    "cross-origin-opener-policy": "same-origin",
+    "permissions-policy": "camera=(), microphone=(), geolocation=()",
+}
+
+
+def package_dir(name: str) -> Path:
+    return Path(str(resources.files("services.console") / name))
+
+
+class RefusedForm(Exception):
+    """A POST without the session's CSRF token or from another origin: nothing is done (403)."""
+
+
+class BadForm(ValueError):
+    """A form field the console cannot read (a date that is not YYYY-MM-DD, an unknown choice): 400."""
+
+
+class SignedOut(Exception):
+    """No live session: the browser is sent to the sign-in page."""
+
+
+def parse_day(value: str | None, tz: ZoneInfo, *, end: bool) -> datetime | None:
+    """A form's YYYY-MM-DD as the start (or the end) of that day in the viewer's time zone."""
+    if not value:
+        return None
+    day = date.fromisoformat(value)
+    moment = datetime.combine(day, time.min, tz)
+    return moment + timedelta(days=1, microseconds=-1) if end else moment
+
+
+def field(form: FormData, name: str) -> str | None:
+    value = form.get(name)
+    if not isinstance(value, str):
+        return None
+    value = value.strip()
+    return value or None
+
+
+def direction_of(kind: str) -> str:
+    return "sent" if kind in ("echo", "outbound") else "received" if kind == "message" else kind
+
+
+def group_hits(hits: list[IndexHit]) -> list[tuple[str, list[IndexHit]]]:
+    """Search hits by conversation (pseudonym), in the order each conversation first appears."""
+    groups: dict[str, list[IndexHit]] = {}
+    for hit in hits:
+        groups.setdefault(hit.subject_ref or "", []).append(hit)
+    return list(groups.items())
+
+
+def create_console_app(
+    settings: ConsoleSettings,
+    retention: RetentionSettings,
+    open_access: Callable[[], Awaitable[ArchiveAccess]],
+    *,
+    authenticator: Authenticator | None = None,
+    registry: CollectorRegistry | None = None,
+    serve_ops: bool = True,
+) -> FastAPI:
+    registry = registry or CollectorRegistry()
+    metrics = RetentionMetrics(registry)
+    sign_ins = Counter("wa_console_sign_ins_total", "Console sign-ins, by outcome.", ["outcome"], registry=registry)
+    refused_forms = Counter(
+        "wa_console_refused_forms_total", "Console forms refused (CSRF token or origin).", registry=registry
+    )
+    authenticator = authenticator or NamedCredentials(retention)
+    state: dict[str, Any] = {}
+    templates = Environment(
+        loader=FileSystemLoader(package_dir("templates")),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        access = await open_access()
+        state["actions"] = Actions(access, metrics)
+        state["sessions"] = SessionStore(access.pool, settings.idle_timeout_s)
+        ops = OpsServer(ops_app(registry, lambda: "actions" in state), settings.host, settings.ops_port)
+        if serve_ops:
+            await ops.start()
+        try:
+            yield
+        finally:
+            if serve_ops:
+                await ops.stop()
+            state.clear()
+            await access.close()
+
+    app = FastAPI(title="wa-archive review console", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.mount("/static", StaticFiles(directory=package_dir("static")), name="static")
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        response = await call_next(request)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        if not request.url.path.startswith("/static/"):
+            response.headers["cache-control"] = "no-store"
+        return response
+
+    def actions() -> Actions:
+        found: Actions = state["actions"]
+        return found
+
+    def sessions() -> SessionStore:
+        found: SessionStore = state["sessions"]
+        return found
+
+    def locale_of(request: Request, session: Session | None) -> str:
+        if session is not None:
+            return session.locale
+        return known_locale(request.cookies.get(LANGUAGE_COOKIE)) or negotiate(request.headers.get("accept-language"))
+
+    def render(
+        request: Request,
+        template: str,
+        session: Session | None,
+        *,
+        status: int = 200,
+        locale: str | None = None,
+        **context: Any,
+    ) -> HTMLResponse:
+        locale = locale or locale_of(request, session)
+        fmt = Formatter(locale, session.timezone if session else settings.default_timezone)
+        page = templates.get_template(template).render(
+            t=translator(locale),
+            fmt=fmt,
+            locale=locale,
+            locales=LOCALES,
+            session=session,
+            is_dpo=session is not None and session.operator.role == "dpo",
+            csrf=session.csrf_token if session else "",
+            path=request.url.path,
+            **context,
+        )
+        return HTMLResponse(page, status_code=status)
+
+    async def current(request: Request) -> Session:
+        session_id = request.cookies.get(SESSION_COOKIE)
+        session = await sessions().touch(session_id) if session_id else None
+        if session is None:
+            raise SignedOut
+        return session
+
+    def same_origin(request: Request) -> bool:
+        """False when the browser says the form comes from another site (``Origin``); a client that sends no
+        ``Origin`` still needs the token."""
+        origin = request.headers.get("origin")
+        if origin is None:
+            return True
+        return origin != "null" and urlsplit(origin).netloc == request.headers.get("host")
+
+    async def posted(request: Request) -> tuple[Session, FormData]:
+        """The session and form of a POST that changes or discloses something, refused without its CSRF token."""
+        session = await current(request)
+        form = await request.form()
+        if not same_origin(request) or not same_token(field(form, "csrf"), session.csrf_token):
+            refused_forms.inc()
+            raise RefusedForm
+        return session, form
+
+    @app.exception_handler(SignedOut)
+    async def signed_out(_request: Request, _exc: Exception) -> Response:
+        return RedirectResponse("/signin?ended=1", status_code=303)
+
+    @app.exception_handler(RefusedForm)
+    async def refused_form(request: Request, _exc: Exception) -> Response:
+        session = await _maybe_session(request)
+        message = translator(locale_of(request, session))(
+            "The form has expired. Go back, reload the page and try again."
+        )
+        return render(request, "error.html", session, status=403, message=message)
+
+    @app.exception_handler(Forbidden)
+    async def forbidden(request: Request, _exc: Exception) -> Response:
+        session = await _maybe_session(request)
+        message = translator(locale_of(request, session))("This page is for the data protection officer.")
+        return render(request, "error.html", session, status=403, message=message)
+
+    @app.exception_handler(NotFound)
+    async def not_found(request: Request, _exc: Exception) -> Response:
+        session = await _maybe_session(request)
+        return render(
+            request, "error.html", session, status=404, message=translator(locale_of(request, session))("Not found.")
+        )
+
+    async def refused_request(request: Request, exc: Exception) -> Response:
+        session = await _maybe_session(request)
+        t = translator(locale_of(request, session))
+        return render(
+            request, "error.html", session, status=400, message=t("The request was refused: {why}", why=str(exc))
+        )
+
+    for error in (HoldError, ErasureError, PersonRequired, BadForm):
+        app.add_exception_handler(error, refused_request)
+
+    async def _maybe_session(request: Request) -> Session | None:
+        session_id = request.cookies.get(SESSION_COOKIE)
+        if not session_id or "sessions" not in state:
+            return None
+        return await sessions().touch(session_id)
+
+    def set_cookie(response: Response, name: str, value: str, *, max_age: int | None = None) -> None:
+        response.set_cookie(
+            name,
+            value,
+            max_age=max_age,
+            httponly=True,
+            samesite="strict",
+            secure=settings.secure_cookies,
+            path="/",
+        )
+
+    # ------------------------------------------------------------------ probes (also on the ops port)
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> Response:
+        return Response("ok", media_type="text/plain")
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> Response:
+        ready = "actions" in state
+        return Response("ready" if ready else "not ready", status_code=200 if ready else 503, media_type="text/plain")
+
+    # ------------------------------------------------------------------ sign-in
+    @app.get("/signin", response_class=HTMLResponse)
+    async def signin_page(request: Request, ended: str | None = None, out: str | None = None) -> Response:
+        token = new_secret()
+        t = translator(locale_of(request, None))
+        notice = t("Your session has ended. Sign in again.") if ended else t("You are signed out.") if out else None
+        response = render(request, "signin.html", None, signin_token=token, notice=notice, error=None)
+        set_cookie(response, SIGNIN_COOKIE, token, max_age=3600)
+        return response
+
+    @app.post("/signin")
+    async def signin(request: Request) -> Response:
+        form = await request.form()
+        expected = request.cookies.get(SIGNIN_COOKIE)
+        if not same_origin(request) or expected is None or not same_token(field(form, "signin_token"), expected):
+            refused_forms.inc()
+            raise RefusedForm
+        operator = await authenticator.authenticate(field(form, "name") or "", field(form, "token") or "")
+        locale = locale_of(request, None)
+        if operator is None:
+            sign_ins.labels("refused").inc()
+            token = new_secret()
+            error = translator(locale)("The name or the token is wrong.")
+            refusal = render(request, "signin.html", None, status=401, signin_token=token, notice=None, error=error)
+            set_cookie(refusal, SIGNIN_COOKIE, token, max_age=3600)
+            return refusal
+        timezone = zone(field(form, "timezone"), settings.default_timezone)
+        session_id, _session = await sessions().create(operator, locale=locale, timezone=timezone)
+        sign_ins.labels("accepted").inc()
+        log.info("console sign-in", extra={"actor": operator.name, "role": operator.role})
+        response = RedirectResponse("/search", status_code=303)
+        set_cookie(response, SESSION_COOKIE, session_id)
+        response.delete_cookie(SIGNIN_COOKIE, path="/")
+        return response
+
+    @app.post("/signout")
+    async def signout(request: Request) -> Response:
+        session, _form = await posted(request)
+        await sessions().delete(session)
+        response = RedirectResponse("/signin?out=1", status_code=303)
+        response.delete_cookie(SESSION_COOKIE, path="/")
+        return response
+
+    @app.post("/language")
+    async def language(request: Request) -> Response:
+        form = await request.form()
+        locale = known_locale(field(form, "locale")) or negotiate(request.headers.get("accept-language"))
+        back = field(form, "back") or "/search"
+        if not back.startswith("/") or back.startswith("//"):
+            back = "/search"
+        session = await _maybe_session(request)
+        if session is not None:
+            if not same_token(field(form, "csrf"), session.csrf_token):
+                refused_forms.inc()
+                raise RefusedForm
+            await sessions().set_locale(session, locale)
+        response = RedirectResponse(back, status_code=303)
+        set_cookie(response, LANGUAGE_COOKIE, locale, max_age=365 * 86400)
+        return response
+
+    # ------------------------------------------------------------------ search
+    @app.get("/")
+    async def home() -> Response:
+        return RedirectResponse("/search", status_code=303)
+
+    @app.get("/search", response_class=HTMLResponse)
+    async def search_page(request: Request) -> Response:
+        session = await current(request)
+        authorize(session.operator, "search")
+        return render(request, "search.html", session, query={}, groups=None, kinds=KINDS, types=TYPES, error=None)
+
+    @app.post("/search", response_class=HTMLResponse)
+    async def search(request: Request) -> Response:
+        session, form = await posted(request)
+        tz = ZoneInfo(session.timezone)
+        query_form = {
+            name: field(form, name) or ""
+            for name in ("keywords", "contact", "phone_number_id", "since", "until", "kind", "type")
+        }
+        query_form["deleted_only"] = "1" if field(form, "deleted_only") else ""
+        query_form["edited_only"] = "1" if field(form, "edited_only") else ""
+        try:
+            since = parse_day(field(form, "since"), tz, end=False)
+            until = parse_day(field(form, "until"), tz, end=True)
+        except ValueError:
+            t = translator(session.locale)
+            return render(
+                request,
+                "search.html",
+                session,
+                status=400,
+                query=query_form,
+                groups=None,
+                kinds=KINDS,
+                types=TYPES,
+                error=t("Give the dates as YYYY-MM-DD."),
+            )
+        kind = field(form, "kind")
+        kind_type = field(form, "type")
+        query = SearchFilter(
+            phone_number_id=field(form, "phone_number_id"),
+            contact=field(form, "contact"),
+            since=since,
+            until=until,
+            kind=kind if kind in KINDS else None,
+            type=kind_type if kind_type in TYPES else None,
+            deleted_only=bool(field(form, "deleted_only")),
+            edited_only=bool(field(form, "edited_only")),
+            limit=SEARCH_LIMIT,
+            keywords=(field(form, "keywords") or None),
+        )
+        hits = await actions().search(session.operator, query)
+        return render(
+            request,
+            "search.html",
+            session,
+            query=query_form,
+            groups=group_hits(hits),
+            hit_count=len(hits),
+            truncated=len(hits) >= SEARCH_LIMIT,
+            limit=SEARCH_LIMIT,
+            direction_of=direction_of,
+            kinds=KINDS,
+            types=TYPES,
+            error=None,
+        )
+
+    # ------------------------------------------------------------------ a conversation, after a reason
+    async def show_conversation(
+        request: Request, session: Session, subject_ref: str, opened: OpenedConversation, form: Mapping[str, str | None]
+    ) -> Response:
+        conversation = await actions().messages(session.operator, subject_ref=subject_ref, reason=opened.audit_reason())
+        if tuple(conversation.subject_refs) != opened.subject_refs:
+            opened = OpenedConversation(opened.reason, opened.case_ref, tuple(conversation.subject_refs))
+            await sessions().remember_reason(session, subject_ref, opened)
+        keywords = form.get("keywords")
+        matched = keyword_matches(conversation.messages, keywords) if keywords else []
+        anchor = form.get("event_id")
+        if matched and anchor not in matched:
+            anchor = matched[0]  # the hit was a candidate of the object; jump to a message that has the words
+        page_number = form.get("page")
+        page = page_of(
+            bubbles(conversation.messages, frozenset(matched)),
+            settings.page_size,
+            page=int(page_number) if page_number and page_number.isdigit() else None,
+            anchor=anchor if not page_number else None,
+        )
+        return render(
+            request,
+            "conversation.html",
+            session,
+            subject_ref=subject_ref,
+            opened=opened,
+            page=page,
+            shredded=conversation.shredded_records,
+            keywords=keywords or "",
+            matched_count=len(matched),
+        )
+
+    def conversation_form(form: FormData) -> dict[str, str | None]:
+        return {name: field(form, name) for name in ("subject_ref", "event_id", "keywords", "page")}
+
+    def reason_page(
+        request: Request, session: Session, values: Mapping[str, str | None], *, error: str | None, status: int = 200
+    ) -> Response:
+        return render(request, "reason.html", session, status=status, values=values, error=error)
+
+    @app.post("/conversation", response_class=HTMLResponse)
+    async def conversation(request: Request) -> Response:
+        session, form = await posted(request)
+        values = conversation_form(form)
+        subject_ref = values["subject_ref"] or ""
+        authorize(session.operator, "messages")
+        opened = session.reasons.get(subject_ref)
+        if opened is None:
+            return reason_page(request, session, values, error=None)
+        return await show_conversation(request, session, subject_ref, opened, values)
+
+    @app.post("/conversation/reason", response_class=HTMLResponse)
+    async def conversation_reason(request: Request) -> Response:
+        session, form = await posted(request)
+        values = conversation_form(form)
+        subject_ref = values["subject_ref"] or ""
+        try:
+            reason = require_reason(field(form, "reason"))
+        except ReasonRequired:
+            error = translator(session.locale)("A reason of at least 3 characters is required.")
+            return reason_page(request, session, values, error=error, status=400)
+        opened = OpenedConversation(reason, field(form, "case_ref"), (subject_ref,))
+        await sessions().remember_reason(session, subject_ref, opened)
+        return await show_conversation(request, session, subject_ref, opened, values)
+
+    @app.get("/media/{event_id}")
+    async def media(request: Request, event_id: str) -> Response:
+        session = await current(request)
+        # Only a file of a conversation opened in this session, audited with the reason given for that one.
+        for opened in session.reasons.values():
+            try:
+                found = await actions().media_file(
+                    session.operator, event_id=event_id, subject_refs=opened.subject_refs, reason=opened.audit_reason()
+                )
+            except NotFound:
+                continue
+            inline = found.mime_type.startswith(MEDIA_INLINE)
+            disposition = "inline" if inline else "attachment"
+            return Response(
+                found.data,
+                media_type=found.mime_type if inline else "application/octet-stream",
+                headers={
+                    "content-disposition": f'{disposition}; filename="{found.filename}"',
+                    "content-security-policy": "default-src 'none'; sandbox",
+                },
+            )
+        raise NotFound("no such media file")
+
+    # ------------------------------------------------------------------ DPO pages
+    async def holds_page(
+        request: Request, session: Session, *, notice: str | None = None, status: int = 200
+    ) -> Response:
+        holds = await actions().holds(session.operator, include_released=True)
+        return render(
+            request,
+            "holds.html",
+            session,
+            active=[h for h in holds if h.released_at is None],
+            released=[h for h in holds if h.released_at is not None],
+            scopes=HOLD_SCOPES,
+            notice=notice,
+        )
+
+    @app.get("/dpo/holds", response_class=HTMLResponse)
+    async def holds(request: Request) -> Response:
+        session = await current(request)
+        return await holds_page(request, session)
+
+    @app.post("/dpo/holds", response_class=HTMLResponse)
+    async def hold_create(request: Request) -> Response:
+        session, form = await posted(request)
+        scope = field(form, "scope")
+        if scope not in HOLD_SCOPES:
+            raise BadForm(f"unknown scope {scope!r}")
+        hold = await actions().create_hold(
+            session.operator,
+            scope=scope,
+            case_ref=field(form, "case_ref") or "",
+            waba_id=field(form, "waba_id"),
+            phone_number_id=field(form, "phone_number_id"),
+            contact=field(form, "contact"),
+        )
+        return await holds_page(
+            request, session, notice=translator(session.locale)("Hold placed: {case}.", case=hold.case_ref)
+        )
+
+    @app.post("/dpo/holds/release", response_class=HTMLResponse)
+    async def hold_release(request: Request) -> Response:
+        session, form = await posted(request)
+        release = await actions().release_hold(session.operator, field(form, "hold_id") or "")
+        t = translator(session.locale)
+        notice = t("Hold released: {case}.", case=release.hold.case_ref)
+        if release.erasures:
+            listed = ", ".join(f"{e.request_ref} → {t(e.status)}" for e in release.erasures)
+            notice += " " + t("Erasure requests after the release: {list}.", list=listed)
+        return await holds_page(request, session, notice=notice)
+
+    async def erasures_page(request: Request, session: Session, *, notice: str | None = None) -> Response:
+        requests = await actions().erasures(session.operator)
+        return render(
+            request,
+            "erasures.html",
+            session,
+            requests=list(reversed(requests)),
+            grounds=REFUSAL_GROUNDS,
+            now=datetime.now(ZoneInfo(session.timezone)),
+            notice=notice,
+        )
+
+    @app.get("/dpo/erasures", response_class=HTMLResponse)
+    async def erasures(request: Request) -> Response:
+        return await erasures_page(request, await current(request))
+
+    @app.post("/dpo/erasures", response_class=HTMLResponse)
+    async def erasure_create(request: Request) -> Response:
+        session, form = await posted(request)
+        outcome = await actions().erase(
+            session.operator,
+            contact=field(form, "contact") or "",
+            phone_number_id=field(form, "phone_number_id"),
+            request_ref=field(form, "request_ref") or "",
+        )
+        t = translator(session.locale)
+        return await erasures_page(
+            request, session, notice=t("Erasure {ref}: {status}.", ref=outcome.request_ref, status=t(outcome.status))
+        )
+
+    @app.post("/dpo/erasures/refuse", response_class=HTMLResponse)
+    async def erasure_refuse(request: Request) -> Response:
+        session, form = await posted(request)
+        decided = await actions().refuse_erasure(
+            session.operator, field(form, "request_ref") or "", ground=field(form, "ground") or ""
+        )
+        t = translator(session.locale)
+        return await erasures_page(
+            request, session, notice=t("Erasure {ref}: {status}.", ref=decided.request_ref, status=t(decided.status))
+        )
+
+    @app.post("/dpo/erasures/extend", response_class=HTMLResponse)
+    async def erasure_extend(request: Request) -> Response:
+        session, form = await posted(request)
+        decided = await actions().extend_erasure(
+            session.operator, field(form, "request_ref") or "", reason=field(form, "reason") or ""
+        )
+        t = translator(session.locale)
+        return await erasures_page(
+            request, session, notice=t("Erasure {ref}: {status}.", ref=decided.request_ref, status=t(decided.status))
+        )
+
+    async def audit_page(request: Request, session: Session, where: AuditFilter, values: Mapping[str, str]) -> Response:
+        entries = await actions().audit_log(session.operator, limit=AUDIT_LIMIT, where=where)
+        return render(request, "audit.html", session, entries=list(reversed(entries)), values=values)
+
+    @app.get("/dpo/audit", response_class=HTMLResponse)
+    async def audit(request: Request) -> Response:
+        return await audit_page(request, await current(request), AuditFilter(), {})
+
+    @app.post("/dpo/audit", response_class=HTMLResponse)
+    async def audit_filtered(request: Request) -> Response:
+        session, form = await posted(request)
+        tz = ZoneInfo(session.timezone)
+        values = {name: field(form, name) or "" for name in ("actor", "action", "subject_ref", "since", "until")}
+        try:
+            since = parse_day(field(form, "since"), tz, end=False)
+            until = parse_day(field(form, "until"), tz, end=True)
+        except ValueError as exc:
+            raise BadForm("dates are YYYY-MM-DD") from exc
+        where = AuditFilter(
+            actor=field(form, "actor"),
+            action=field(form, "action"),
+            subject_ref=field(form, "subject_ref"),
+            since=since,
+            until=until,
+        )
+        return await audit_page(request, session, where, values)
+
+    @app.get("/dpo/retention", response_class=HTMLResponse)
+    async def retention_page(request: Request) -> Response:
+        session = await current(request)
+        authorize(session.operator, "retention.run")
+        return render(request, "retention.html", session, report=None)
+
+    @app.post("/dpo/retention", response_class=HTMLResponse)
+    async def retention_dry_run(request: Request) -> Response:
+        session, _form = await posted(request)
+        report = await actions().run_retention(session.operator, dry_run=True)
+        return render(request, "retention.html", session, report=report)
+
+    app.state.metrics = metrics
+    return app

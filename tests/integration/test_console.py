@@ -1,0 +1,435 @@
+"""The review console over HTTP, in-process against the real stack: sessions, CSRF, roles, the reason before any
+content, the timeline's rendering of a crisis, media views, the DPO pages, and keyword search that is exact once
+decrypted. The same flows in a real browser are tests/e2e/test_console_browser.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import asyncpg
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry
+
+from services.archiver.settings import GraphSettings
+from services.console.app import create_console_app
+from services.console.settings import ConsoleSettings
+from services.core.index import binary_keys
+from services.core.keywords import words
+from services.retention.access import ArchiveAccess, open_access
+from services.retention.actions import Actions, Operator
+from services.retention.conversation import keyword_matches, load_conversation, message_words
+from services.retention.erasure import erase_subject
+from services.retention.metrics import RetentionMetrics
+from services.retention.search import SearchFilter
+from services.retention.settings import RetentionSettings
+from services.retention.subjects import resolve_subject_refs
+from tests import pipeline
+from tests.fakes.graph_api import FakeGraphApi
+from tests.integration.test_retention import NOW
+from tests.pipeline import Person
+from tests.support import create_topic, serve_asgi
+
+pytestmark = pytest.mark.integration
+
+READER = ("test-reader", "reader-token-for-tests")
+DPO = ("test-dpo", "dpo-token-for-tests-only")
+GRAPH_TOKEN = "graph-token-for-console-tests"
+PHOTO = b"\x89PNG\r\n\x1a\n" + b"console test image " * 40
+XSS = ['<script>alert("xss")</script>', "<img src=x onerror=alert(1)>"]
+
+
+@dataclass
+class Console:
+    url: str
+    settings: RetentionSettings
+    registry: CollectorRegistry
+    access: ArchiveAccess
+
+
+@pytest.fixture
+async def console(demo_env: dict[str, str]) -> AsyncIterator[Console]:
+    prefix = f"test/{uuid.uuid4().hex[:8]}"
+    settings = pipeline.retention_settings(demo_env, prefix)
+    registry = CollectorRegistry()
+
+    async def opener() -> ArchiveAccess:
+        return await open_access(settings)
+
+    app = create_console_app(
+        ConsoleSettings(secure_cookies=False, idle_timeout_s=60, page_size=20),
+        settings,
+        opener,
+        registry=registry,
+        serve_ops=False,
+    )
+    access = await open_access(settings)
+    try:
+        async with serve_asgi(app) as url:
+            yield Console(url, settings, registry, access)
+    finally:
+        await access.close()
+
+
+def browser(console: Console, language: str = "en") -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=console.url, timeout=60, headers={"accept-language": language})
+
+
+def csrf_of(page: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert found, "no CSRF token on the page"
+    return found.group(1)
+
+
+async def sign_in(client: httpx.AsyncClient, who: tuple[str, str], timezone: str = "Europe/Paris") -> str:
+    """Sign in; returns the CSRF token of the search page."""
+    page = await client.get("/signin")
+    token = re.search(r'name="signin_token" value="([^"]+)"', page.text)
+    assert token
+    answer = await client.post(
+        "/signin",
+        data={"signin_token": token.group(1), "name": who[0], "token": who[1], "timezone": timezone},
+    )
+    assert answer.status_code == 303, answer.text
+    assert answer.headers["location"] == "/search"
+    search = await client.get("/search")
+    assert search.status_code == 200
+    return csrf_of(search.text)
+
+
+def image(person: Person, wamid: str, media_id: str, digest: str, caption: str, ts: int) -> bytes:
+    return pipeline.envelope(
+        person,
+        "messages",
+        {
+            "contacts": [{"profile": {"name": "Camille Test"}, "wa_id": person.wa_id}],
+            "messages": [
+                {
+                    "from": person.wa_id,
+                    "id": wamid,
+                    "timestamp": str(ts),
+                    "type": "image",
+                    "image": {"mime_type": "image/png", "sha256": digest, "id": media_id, "caption": caption},
+                }
+            ],
+        },
+    )
+
+
+async def archive_crisis(demo_env: dict[str, str], pool: asyncpg.Pool, prefix: str, person: Person) -> None:
+    """A customer's order confirmation deleted for everyone, a business price edited, a deleted image, XSS."""
+    bootstrap = f"127.0.0.1:{demo_env['WA_KAFKA_PORT']}"
+    topic = await create_topic(bootstrap, partitions=1, prefix="console")
+    dlq = await create_topic(bootstrap, partitions=1, prefix="dlq")
+    t = NOW - 7200
+    async with FakeGraphApi(token=GRAPH_TOKEN) as graph:
+        digest = graph.add_media("console-photo", PHOTO)
+        bodies = [
+            pipeline.text_message(person, "wamid.C1", "Je confirme la commande 4471, facture Électricité", t),
+            pipeline.revoke(person, "wamid.C1R", "wamid.C1", t + 180),
+            pipeline.echo(person, "wamid.C2", "Le prix est de 1 200 € HT", t + 300),
+            pipeline.status(person, "wamid.C2", "delivered", t + 310),
+            pipeline.status(person, "wamid.C2", "read", t + 320),
+            pipeline.edit(person, "wamid.C2E", "wamid.C2", "Le prix est de 12 000 € HT", t + 400),
+            image(person, "wamid.C3", "console-photo", digest, "Photo du colis abîmé", t + 500),
+            pipeline.revoke(person, "wamid.C3R", "wamid.C3", t + 560),
+            *(pipeline.text_message(person, f"wamid.X{i}", text, t + 600 + i) for i, text in enumerate(XSS)),
+        ]
+        events = pipeline.events_of(bodies)
+        await pipeline.produce(bootstrap, topic, events)
+        settings = pipeline.archiver_settings(
+            demo_env, topic, dlq, prefix, graph=GraphSettings(base_url=graph.base_url, token=GRAPH_TOKEN)
+        )
+        async with pipeline.running_archiver(settings):
+            await pipeline.wait_indexed(pool, {e.event_id for e in events})
+            for _ in range(300):  # the image is fetched with its event; bounded wait for its row
+                if await pool.fetchval(
+                    "SELECT count(*) FROM archived_media WHERE event_id = ANY($1::bytea[]) AND status = 'archived'",
+                    binary_keys(e.event_id for e in events),
+                ):
+                    break
+                await asyncio.sleep(0.1)
+
+
+async def test_sign_in_sessions_csrf_and_headers(console: Console, pg_pool: asyncpg.Pool) -> None:
+    async with browser(console) as client:
+        assert (await client.get("/search")).headers["location"] == "/signin?ended=1"
+        page = await client.get("/signin")
+        assert page.status_code == 200
+        assert "script-src 'self'" in page.headers["content-security-policy"]
+        assert "unsafe-inline" not in page.headers["content-security-policy"]
+        assert page.headers["cache-control"] == "no-store"
+        token = re.search(r'name="signin_token" value="([^"]+)"', page.text)
+        assert token
+
+        # A forged sign-in (no double-submit token) and wrong credentials give no session.
+        forged = await client.post("/signin", data={"name": READER[0], "token": READER[1]})
+        assert forged.status_code == 403
+        wrong = await client.post(
+            "/signin", data={"signin_token": token.group(1), "name": READER[0], "token": "not-the-token"}
+        )
+        assert wrong.status_code == 401
+        assert "The name or the token is wrong." in wrong.text
+        assert "wa_console_session" not in wrong.headers.get("set-cookie", "")
+
+        csrf = await sign_in(client, READER)
+        cookie = next(c for c in client.cookies.jar if c.name == "wa_console_session")
+        assert cookie.has_nonstandard_attr("HttpOnly")
+        stored = await pg_pool.fetchval(
+            "SELECT count(*) FROM console_sessions WHERE session_hash = sha256($1::text::bytea)", cookie.value
+        )
+        assert stored == 1  # only the hash of the cookie is kept
+
+        # Every change needs the session's token, from this site.
+        assert (await client.post("/search", data={"keywords": "commande"})).status_code == 403
+        assert (await client.post("/search", data={"keywords": "x", "csrf": "forged"})).status_code == 403
+        other_site = await client.post(
+            "/search", data={"keywords": "commande", "csrf": csrf}, headers={"origin": "https://evil.example"}
+        )
+        assert other_site.status_code == 403
+        assert (await client.post("/search", data={"keywords": "commande", "csrf": csrf})).status_code == 200
+        refused = console.registry.get_sample_value("wa_console_refused_forms_total") or 0
+        assert refused >= 4
+
+        # The reader is not offered the DPO pages, and gets 403 on them.
+        search = await client.get("/search")
+        assert "/dpo/" not in search.text
+        for path in ("/dpo/holds", "/dpo/erasures", "/dpo/audit", "/dpo/retention"):
+            assert (await client.get(path)).status_code == 403, path
+
+        # Idle too long: signed out.
+        await pg_pool.execute(
+            "UPDATE console_sessions SET last_seen_at = now() - interval '2 minutes'"
+            " WHERE session_hash = sha256($1::text::bytea)",
+            cookie.value,
+        )
+        assert (await client.get("/search")).headers["location"] == "/signin?ended=1"
+
+    async with browser(console) as client:
+        csrf = await sign_in(client, READER)
+        assert (await client.post("/signout", data={"csrf": csrf})).headers["location"] == "/signin?out=1"
+        assert (await client.get("/search")).status_code == 303
+    async with browser(console, "fr-FR,fr;q=0.9,en;q=0.5") as client:
+        assert "Connexion" in (await client.get("/signin")).text
+        assert '<html lang="fr">' in (await client.get("/signin")).text
+
+
+async def test_crisis_search_reason_timeline_media_and_audit(
+    console: Console, demo_env: dict[str, str], pg_pool: asyncpg.Pool
+) -> None:
+    person = Person.fresh()
+    await archive_crisis(demo_env, pg_pool, console.settings.s3.prefix, person)
+    (ref,) = await resolve_subject_refs(pg_pool, console.access.pepper, person.wa_id, person.phone_number_id)
+    reason = f"litige commande 4471 {uuid.uuid4().hex[:6]}"
+    async with browser(console, "fr") as client:
+        csrf = await sign_in(client, READER)
+        # Words without accents find the message; the result shows metadata only.
+        found = await client.post(
+            "/search", data={"csrf": csrf, "keywords": "facture electricite", "phone_number_id": person.phone_number_id}
+        )
+        assert found.status_code == 200
+        assert ref in found.text
+        assert "supprimé pour tous" in found.text  # the deletion badge
+        assert "facture Électricité" not in found.text
+        assert "commande 4471" not in found.text
+        deleted_only = await client.post(
+            "/search", data={"csrf": csrf, "phone_number_id": person.phone_number_id, "deleted_only": "1"}
+        )
+        assert deleted_only.text.count('class="hit"') == 2  # the order confirmation and the image
+
+        # Opening asks for a reason and shows nothing before it; a reason that is too short is refused.
+        asked = await client.post("/conversation", data={"csrf": csrf, "subject_ref": ref, "keywords": "electricite"})
+        assert "Pourquoi ouvrez-vous cette conversation" in asked.text
+        assert "4471" not in asked.text
+        assert "prix" not in asked.text
+        assert "colis" not in asked.text
+        assert await pg_pool.fetchval("SELECT count(*) FROM audit_log WHERE subject_ref = $1", ref) == 0
+        short = await client.post("/conversation/reason", data={"csrf": csrf, "subject_ref": ref, "reason": "x"})
+        assert short.status_code == 400
+        assert "4471" not in short.text
+
+        opened = await client.post(
+            "/conversation/reason",
+            data={"csrf": csrf, "subject_ref": ref, "keywords": "electricite", "reason": reason, "case_ref": "CASE-9"},
+        )
+        assert opened.status_code == 200, opened.text
+        page = opened.text
+        # The deleted original, with who deleted it and when; the edited price's current text and its history.
+        assert "Je confirme la commande 4471, facture Électricité" in page
+        assert "Supprimé pour tous par le client à" in page
+        assert "(3 minutes après l&#39;envoi)" in page
+        assert "Le prix est de 12 000 € HT" in page
+        assert "Le prix est de 1 200 € HT" in page
+        assert "Modifié 1 fois" in page
+        assert "✓✓" in page  # read ticks of the business message
+        # The keyword hit is the highlighted anchor.
+        anchor = re.search(r'class="bubble [^"]*anchor[^"]*"\s+id="m-([0-9a-f]+)"', page)
+        assert anchor
+        assert "matched" in page
+        # XSS arrives as text.
+        assert "&lt;script&gt;alert(&#34;xss&#34;)&lt;/script&gt;" in page
+        assert "&lt;img src=x onerror=alert(1)&gt;" in page
+        assert "<script>alert" not in page
+        assert "<img src=x" not in page
+        # The image is decrypted on demand, each view audited.
+        media_url = re.search(r'<img src="(/media/[0-9a-f]{32})"', page)
+        assert media_url
+        served = await client.get(media_url.group(1))
+        assert served.status_code == 200
+        assert served.content == PHOTO
+        assert served.headers["cache-control"] == "no-store"
+        # The reason is kept for the rest of the visit: a second open shows the timeline at once.
+        again = await client.post("/conversation", data={"csrf": csrf, "subject_ref": ref})
+        assert "Je confirme la commande 4471" in again.text
+        # A media file of a conversation not opened in this session is not served.
+        async with browser(console) as stranger:
+            await sign_in(stranger, READER)
+            assert (await stranger.get(media_url.group(1))).status_code == 404
+
+    rows = await pg_pool.fetch(
+        "SELECT actor, action, reason FROM audit_log WHERE subject_ref = $1 ORDER BY audit_id", ref
+    )
+    assert [(r["actor"], r["action"]) for r in rows] == [
+        ("test-reader", "retrieval"),
+        ("test-reader", "media"),
+        ("test-reader", "retrieval"),
+    ]
+    assert {r["reason"] for r in rows} == {f"{reason} (case CASE-9)"}
+
+    # The DPO sees those rows, filtered by pseudonym.
+    async with browser(console) as client:
+        csrf = await sign_in(client, DPO)
+        audit = await client.post("/dpo/audit", data={"csrf": csrf, "subject_ref": ref})
+        assert audit.status_code == 200
+        assert audit.text.count('class="audit-row"') == 3
+        assert reason in audit.text
+        for path in ("/dpo/holds", "/dpo/erasures", "/dpo/retention"):
+            assert (await client.get(path)).status_code == 200, path
+
+
+async def test_dpo_holds_and_erasure_requests(
+    console: Console, demo_env: dict[str, str], pg_pool: asyncpg.Pool
+) -> None:
+    person = Person.fresh()
+    await archive_crisis(demo_env, pg_pool, console.settings.s3.prefix, person)
+    case = f"CASE-{uuid.uuid4().hex[:6]}"
+    request_ref = f"DSR-{uuid.uuid4().hex[:6]}"
+    async with browser(console) as client:
+        csrf = await sign_in(client, DPO)
+        placed = await client.post(
+            "/dpo/holds",
+            data={"csrf": csrf, "scope": "contact", "case_ref": case, "contact": person.wa_id},
+        )
+        assert placed.status_code == 200
+        assert f"Hold placed: {case}." in placed.text
+        hold_id = await pg_pool.fetchval("SELECT hold_id::text FROM legal_holds WHERE case_ref = $1", case)
+        blocked = await client.post(
+            "/dpo/erasures", data={"csrf": csrf, "contact": person.wa_id, "request_ref": request_ref}
+        )
+        assert f"Erasure {request_ref}: blocked." in blocked.text
+        released = await client.post("/dpo/holds/release", data={"csrf": csrf, "hold_id": hold_id})
+        assert f"{request_ref} → completed" in released.text
+        listing = await client.get("/dpo/erasures")
+        assert request_ref in listing.text
+        dry = await client.post("/dpo/retention", data={"csrf": csrf})
+        assert dry.status_code == 200
+        assert 'id="objects"' in dry.text
+
+
+async def test_keyword_hits_are_exact_once_decrypted(
+    console: Console, demo_env: dict[str, str], pg_pool: asyncpg.Pool
+) -> None:
+    """Candidates from the blind index, checked after decryption, equal a brute-force decrypt-and-match over the
+    same archive; an erased person's words no longer match, a held person's still do."""
+    number = pipeline.digits(15)
+    waba = pipeline.digits(15)
+    people = [Person(waba, number, "1" + pipeline.digits(10)) for _ in range(4)]
+    texts = [
+        "Remboursement de la facture d'électricité",
+        "Code promo NOEL pour la commande",
+        "Où est ma commande ?",
+        "Refund the electricity bill please",
+        "Le code promo ne marche pas, remboursement svp",
+        "Merci, bonne journée",
+    ]
+    bodies = [
+        pipeline.text_message(p, f"wamid.K{i}-{j}", texts[(i + j) % len(texts)], NOW - 3600 + 10 * (i * 10 + j))
+        for i, p in enumerate(people)
+        for j in range(3)
+    ]
+    bootstrap = f"127.0.0.1:{demo_env['WA_KAFKA_PORT']}"
+    topic = await create_topic(bootstrap, partitions=1, prefix="console-kw")
+    dlq = await create_topic(bootstrap, partitions=1, prefix="dlq")
+    await pipeline.archive_bodies(demo_env, pg_pool, topic, dlq, console.settings.s3.prefix, bodies)
+    actions = Actions(console.access, RetentionMetrics(CollectorRegistry()))
+    operator = Operator("test-dpo", "dpo")
+    queries = ["remboursement", "ELECTRICITE", "code promo", "commande", "refund electricity", "promo merci", "xyzzy"]
+
+    async def decrypted(person: Person) -> list[str]:
+        return [
+            m.event_id
+            for m in (
+                await load_conversation(
+                    console.access.pool,
+                    console.access.reader,
+                    console.access.pepper,
+                    contact=person.wa_id,
+                    phone_number_id=number,
+                    actor="test-brute-force",
+                    reason="keyword exactness test",
+                )
+            ).messages
+        ]
+
+    async def through_the_index(query: str) -> set[str]:
+        hits = await actions.search(operator, SearchFilter(phone_number_id=number, keywords=query))
+        found: set[str] = set()
+        for ref in {hit.subject_ref for hit in hits if hit.subject_ref}:
+            conversation = await actions.messages(operator, subject_ref=ref, reason="keyword exactness test")
+            found.update(keyword_matches(conversation.messages, query))
+        return found
+
+    async def brute_force(query: str, among: list[Person]) -> set[str]:
+        wanted = words(query)
+        found: set[str] = set()
+        for person in among:
+            conversation = await load_conversation(
+                console.access.pool,
+                console.access.reader,
+                console.access.pepper,
+                contact=person.wa_id,
+                phone_number_id=number,
+                actor="test-brute-force",
+                reason="keyword exactness test",
+            )
+            found.update(m.event_id for m in conversation.messages if wanted <= message_words(m))
+        return found
+
+    for query in queries:
+        assert await through_the_index(query) == await brute_force(query, people), query
+    assert await brute_force("remboursement", people)  # the queries do find something
+
+    # Hold one person, erase two: the held one's words still match, the erased one's no longer do.
+    held, erased = people[0], people[1]
+    await actions.create_hold(operator, scope="contact", case_ref=f"kw-{uuid.uuid4().hex[:6]}", contact=held.wa_id)
+    erased_messages = set(await decrypted(erased))
+    for person in (held, erased):
+        await erase_subject(
+            console.access.pool,
+            console.access.keyring,
+            console.access.bucket,
+            console.access.pepper,
+            contact=person.wa_id,
+            phone_number_id=number,
+            request_ref=f"kw-{uuid.uuid4().hex[:6]}",
+            actor="test-dpo",
+        )
+    for query in queries:
+        found = await through_the_index(query)
+        assert not found & erased_messages, query
+        assert found == await brute_force(query, [people[0], *people[2:]]), query
