@@ -36,6 +36,6 @@ USER 10001:10001
 WORKDIR /tmp
 # ingest 8080, archiver metrics/health 8081, retention admin API 8082. No HEALTHCHECK: Kubernetes probes
 # /healthz and /readyz (deploy/k8s), deploy/compose.yaml declares its own.
-EXPOSE 8080 8081 8082
+EXPOSE 8080 8081 8082 8083 9083
 ENTRYPOINT ["python", "-m"]
 CMD ["services.ingest"]

@@ -36,6 +36,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_settings import BaseSettings
 
 from services.archiver.settings import ArchiverSettings
+from services.console.settings import ConsoleSettings
 from services.core.kafka import MAX_RECORD_BYTES, PROTOCOL_OVERHEAD_BYTES
 from services.core.policy import parse_policy
 from services.core.settings import KafkaSettings
@@ -70,15 +71,18 @@ SECRET_NAME = "wa-archive-secrets"
 APP_NAMESPACE = "wa-archive"
 RUN_AS_USER = 10001
 
-# Which settings class reads the environment of which container (Deployment or CronJob container name).
-SETTINGS_OF_CONTAINER: dict[str, type[BaseSettings]] = {
-    "ingest": IngestSettings,
-    "archiver": ArchiverSettings,
-    "retention": RetentionSettings,
-    "retention-run": RetentionSettings,
+# Which settings classes read the environment of which container (Deployment or CronJob container name). The
+# console opens the archive with retention's settings and has its own beside them.
+SETTINGS_OF_CONTAINER: dict[str, tuple[type[BaseSettings], ...]] = {
+    "ingest": (IngestSettings,),
+    "archiver": (ArchiverSettings,),
+    "retention": (RetentionSettings,),
+    "retention-run": (RetentionSettings,),
+    "console": (RetentionSettings, ConsoleSettings),
 }
-# The port each long-running service listens on (DESIGN.md section 6) and serves /healthz, /readyz there.
-SERVICE_PORTS = {"ingest": 8080, "archiver": 8081, "retention": 8082}
+# The port on which each long-running service serves /healthz and /readyz (DESIGN.md section 6). The console's
+# pages are on a port of their own (8083), the only one its Ingress reaches.
+SERVICE_PORTS = {"ingest": 8080, "archiver": 8081, "retention": 8082, "console": 9083}
 
 # Setting names whose value is a secret: they may only come from the Secret, never from a literal or a ConfigMap.
 SECRET_SETTING = re.compile(r"(SECRETS?|TOKENS?|PASSWORD|KEKS|PEPPER|DSN|ACCESS_KEY|SECRET_KEY)$")
@@ -357,7 +361,7 @@ def test_archiver_outlasts_its_drain(target: str) -> None:
 
 
 @pytest.mark.parametrize("target", TARGET_IDS)
-def test_availability_of_ingest_and_archiver(target: str) -> None:
+def test_availability_of_ingest_archiver_and_console(target: str) -> None:
     manifests = render(target)
     (hpa,) = of_kind(manifests, "HorizontalPodAutoscaler")
     assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "ingest"}
@@ -369,6 +373,7 @@ def test_availability_of_ingest_and_archiver(target: str) -> None:
     assert "replicas" not in named(manifests, "Deployment", "ingest")["spec"], "the HPA owns ingest's replicas"
     assert named(manifests, "PodDisruptionBudget", "ingest")["spec"]["minAvailable"] == 1
     assert named(manifests, "PodDisruptionBudget", "archiver")["spec"]["maxUnavailable"] == 1
+    assert named(manifests, "PodDisruptionBudget", "console")["spec"]["minAvailable"] == 1
     for budget in of_kind(manifests, "PodDisruptionBudget"):
         target_name = budget["metadata"]["name"]
         deployment = named(manifests, "Deployment", target_name)
@@ -445,24 +450,26 @@ def test_each_service_accepts_the_configuration_it_is_given(
     variable that the service would silently ignore."""
     manifests = render(target)
     _, container = workload(manifests, name)
-    settings = SETTINGS_OF_CONTAINER[name]
     env = config_env(manifests, container)
     env.update({variable: dummy_secret(ref["key"], env) for variable, ref in secret_refs(container).items()})
-    prefixes = ("WA_INGEST_", "WA_ARCHIVER_", "WA_RETENTION_")
+    prefixes = ("WA_INGEST_", "WA_ARCHIVER_", "WA_RETENTION_", "WA_CONSOLE_")
     every_process = {"WA_LOG_FORMAT"}  # read by configure_logging in each service, not by a settings class
     stray = [n for n in env if n.startswith("WA_") and not n.startswith(prefixes) and n not in every_process]
     assert not stray, f"variables no service reads: {stray}"
     assert env.get("WA_LOG_FORMAT") == "json", f"{name}: the cluster's log pipeline parses JSON lines"
-    assert not unknown_settings(settings, env), f"{name}: settings that do not exist: {unknown_settings(settings, env)}"
+    for settings in SETTINGS_OF_CONTAINER[name]:
+        unknown = unknown_settings(settings, env)
+        assert not unknown, f"{name}: settings that do not exist: {unknown}"
     # tests/conftest.py put the demo configuration in the environment: only the manifests' may count here.
     for variable in [v for v in os.environ if v.startswith("WA_")]:
         monkeypatch.delenv(variable)
     for variable, value in env.items():
         monkeypatch.setenv(variable, value)
-    try:
-        settings()
-    except ValidationError as exc:
-        pytest.fail(f"{name} would refuse to start with the configuration of {target}:\n{exc}", pytrace=False)
+    for settings in SETTINGS_OF_CONTAINER[name]:
+        try:
+            settings()
+        except ValidationError as exc:
+            pytest.fail(f"{name} would refuse to start with the configuration of {target}:\n{exc}", pytrace=False)
 
 
 @pytest.mark.parametrize("target", TARGET_IDS)
@@ -561,7 +568,7 @@ def test_service_monitors_produce_the_jobs_the_rules_query(target: str) -> None:
     queried = set(re.findall(r'job="([^"]+)"', RULES_FILE.read_text(encoding="utf-8")))
     assert queried, "rules.yml no longer names a job: update this test"
     assert queried <= produced, f"jobs the rules query but no ServiceMonitor produces: {sorted(queried - produced)}"
-    assert {"wa-ingest", "wa-archiver", "wa-retention"} <= produced
+    assert {"wa-ingest", "wa-archiver", "wa-retention", "wa-console"} <= produced
 
 
 @pytest.mark.parametrize("target", TARGET_IDS)
@@ -589,6 +596,7 @@ def policies_for(manifests: tuple[Manifest, ...], deployment: str) -> list[Manif
 
 
 MONITORING = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+INGRESS_CONTROLLER = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}
 
 
 @pytest.mark.parametrize("target", TARGET_IDS)
@@ -614,22 +622,65 @@ def test_network_policies(target: str) -> None:
     (retention,) = rules("retention")
     assert retention["from"] == [{"podSelector": {}}, MONITORING], "retention: this namespace and monitoring"
     assert ports(retention) == {8082}
+    pages, ops = rules("console")
+    assert pages["from"] == [INGRESS_CONTROLLER], "console pages: from the ingress controller only"
+    assert ports(pages) == {8083}
+    assert ops["from"] == [MONITORING], "console ops (probes, /metrics): from the monitoring namespace only"
+    assert ports(ops) == {9083}
+
+
+def published(manifests: tuple[Manifest, ...], name: str) -> tuple[list[Manifest], str, Manifest]:
+    """(paths, workload name, container port) of an Ingress with a single backend, once its TLS is checked."""
+    ingress = named(manifests, "Ingress", name)
+    (tls,) = ingress["spec"]["tls"]
+    assert tls["secretName"], f"Ingress {name}: TLS without a secret"
+    hosts = {rule["host"] for rule in ingress["spec"]["rules"]}
+    assert set(tls["hosts"]) == hosts, f"Ingress {name}: a host without TLS"
+    assert tls["secretName"] not in {s["metadata"]["name"] for s in of_kind(manifests, "Secret")}
+    paths = [path for rule in ingress["spec"]["rules"] for path in rule["http"]["paths"]]
+    backend = paths[0]["backend"]["service"]
+    assert all(p["backend"]["service"] == backend for p in paths), f"Ingress {name}: one backend expected"
+    service = named(manifests, "Service", backend["name"])
+    (port,) = [p for p in service["spec"]["ports"] if p["name"] == backend["port"]["name"]]
+    (owner,) = [o for o, _ in pod_specs(manifests) if selects(service["spec"]["selector"], pod_labels(o))]
+    _, container = workload(manifests, owner["metadata"]["name"])
+    (container_port,) = [p for p in container["ports"] if port["targetPort"] in (p["name"], p["containerPort"])]
+    return paths, owner["metadata"]["name"], container_port
 
 
 @pytest.mark.parametrize("target", TARGET_IDS)
-def test_ingress_publishes_only_the_webhook(target: str) -> None:
+def test_ingresses_publish_the_webhook_and_the_console_pages_only(target: str) -> None:
     manifests = render(target)
-    (ingress,) = of_kind(manifests, "Ingress")
-    paths = [path for rule in ingress["spec"]["rules"] for path in rule["http"]["paths"]]
+    assert {i["metadata"]["name"] for i in of_kind(manifests, "Ingress")} == {"webhooks", "console"}
+    paths, owner, container_port = published(manifests, "webhooks")
     assert [(p["path"], p["pathType"]) for p in paths] == [("/webhooks/whatsapp", "Exact")]
-    backend = paths[0]["backend"]["service"]
-    service = named(manifests, "Service", backend["name"])
-    assert backend["port"]["name"] in {p["name"] for p in service["spec"]["ports"]}
-    assert service["metadata"]["labels"]["app.kubernetes.io/name"] == "wa-ingest"
-    (tls,) = ingress["spec"]["tls"]
-    assert tls["secretName"]
-    assert set(tls["hosts"]) == {rule["host"] for rule in ingress["spec"]["rules"]}
-    assert tls["secretName"] not in {s["metadata"]["name"] for s in of_kind(manifests, "Secret")}
+    assert (owner, container_port["containerPort"]) == ("ingest", SERVICE_PORTS["ingest"])
+    # The console's pages, on a host of their own; its probes and /metrics are on the ops port, out of reach.
+    paths, owner, container_port = published(manifests, "console")
+    assert [(p["path"], p["pathType"]) for p in paths] == [("/", "Prefix")]
+    assert owner == "console"
+    _, console = workload(manifests, "console")
+    env = config_env(manifests, console)
+    assert container_port["containerPort"] == int(env["WA_CONSOLE_PORT"]) == 8083
+    assert int(env["WA_CONSOLE_OPS_PORT"]) == SERVICE_PORTS["console"] != container_port["containerPort"]
+    webhook_hosts = {r["host"] for r in named(manifests, "Ingress", "webhooks")["spec"]["rules"]}
+    assert not webhook_hosts & {r["host"] for r in named(manifests, "Ingress", "console")["spec"]["rules"]}
+
+
+@pytest.mark.parametrize("target", TARGET_IDS)
+def test_console_is_replicated_scraped_on_ops_and_signs_in_securely(target: str) -> None:
+    manifests = render(target)
+    owner, container = workload(manifests, "console")
+    # Sessions are rows in PostgreSQL: any replica serves any request, so two run without stickiness.
+    assert owner["spec"]["replicas"] >= 2
+    assert [*container.get("command", []), *container.get("args", [])] == ["services.console"]
+    (monitor,) = [m for m in of_kind(manifests, "ServiceMonitor") if m["metadata"]["name"] == "wa-console"]
+    assert [e["port"] for e in monitor["spec"]["endpoints"]] == ["ops"]
+    env = config_env(manifests, container)
+    # TLS ends at the Ingress: the browser is on HTTPS, so the session cookie must be Secure.
+    assert env["WA_CONSOLE_SECURE_COOKIES"] == "true"
+    # The console signs people in with retention's named credentials, from the Secret.
+    assert secret_refs(container)["WA_RETENTION_ADMIN_TOKENS"]["key"] == "admin-tokens"
 
 
 # ---------------------------------------------------------------------------------------------------- kafka
