@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The real local stack of wa-archive, as plain processes on 127.0.0.1 — no Docker.
 #
-#   stack.sh install            install what is missing (idempotent; caches reused)
+#   stack.sh install [PART...]  install what is missing (idempotent; caches reused)
 #   stack.sh up   [PART...]     install if needed, start and wait for readiness, then provision
 #                               (topics, buckets, database); already running parts are left alone
 #   stack.sh down [PART...]     stop cleanly; no process of the stack is left behind
@@ -12,6 +12,8 @@
 #
 # PART is one of: kafka s3 postgres prometheus (default: all). All state lives under $WA_STACK_DIR
 # (default .stack/ at the repository root, git-ignored). Ports and credentials come from deploy/local/demo.env.
+# `install` and `up` without PART also install the browser of the console's tests (Chromium and chromedriver);
+# it is no server, so `down` and `status` ignore it. `install browser` installs only it.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -78,6 +80,14 @@ install_kafka() {
     || { tail -n 30 "$STACK/cache/mvn.log" >&2; die "Maven could not resolve the Kafka jars (log: $STACK/cache/mvn.log)"; }
   ls "$KAFKA_LIBS"/kafka_2.13-"$KAFKA_VERSION".jar >/dev/null || die "kafka_2.13-$KAFKA_VERSION.jar missing after resolution"
   touch "$KAFKA_LIBS/.complete"
+}
+# The browser tests (tests/e2e/browser.py) drive Debian's chromium through chromedriver from the same source
+# package, so the two always share a version; nothing is downloaded at test time. fonts-liberation is only a
+# Recommends of chromium, which apt_install skips: without it a fresh machine renders pages with no font at all.
+install_browser() {
+  [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ] && [ -d /usr/share/fonts/truetype/liberation ] && return 0
+  log "installing Chromium and chromedriver (Debian packages, for the browser tests)"
+  apt_install chromium chromium-driver fonts-liberation
 }
 
 # ---------------------------------------------------------------- process helpers
@@ -481,13 +491,16 @@ check_part() { case $1 in kafka|s3|postgres|prometheus) ;; *) die "unknown part 
 
 cmd_install() {
   mkdir -p "$STACK/cache"
-  local p; for p in $(parts "$@"); do check_part "$p"; "install_$p"; done
+  local p
+  for p in $(parts "$@"); do [ "$p" = browser ] || check_part "$p"; "install_$p"; done
+  [ $# -gt 0 ] || install_browser
 }
 
 cmd_up() {
   mkdir -p "$RUN" "$LOGS" "$STACK/cache"
   local p started=$SECONDS
   for p in $(parts "$@"); do check_part "$p"; "install_$p"; done
+  [ $# -gt 0 ] || install_browser
   for p in $(parts "$@"); do "up_$p"; done
   # Topics, buckets and the readiness checks that need a real client (Kafka metadata, S3 API, SQL).
   "$VENV/bin/python" "$ROOT/deploy/local/provision.py" $(parts "$@") || die "provisioning failed"
@@ -534,5 +547,5 @@ case ${1:-} in
   status) cmd_status;;
   cluster-up) cmd_cluster_up;;
   cluster-down) down_cluster;;
-  *) sed -n '2,14p' "$0"; exit 2;;
+  *) sed -n '2,16p' "$0"; exit 2;;
 esac
