@@ -20,6 +20,7 @@ import httpx
 import orjson
 
 from services.core.settings import read_env_file
+from services.tools.demo_crisis import CAMILLE, LEA, SEARCH_KEYWORD, crisis_webhooks
 from services.tools.demo_media import with_demo_media
 from services.tools.loadgen import webhook_body
 from services.tools.replay import load_bodies, post_signed, replay
@@ -122,7 +123,15 @@ async def run_demo(env: dict[str, str]) -> None:
     async with httpx.AsyncClient(timeout=10) as client:
         for body in deleted_message_demo():
             await post_signed(client, url, body, secret)
-    print("sent a customer message and its deletion for everyone")
+        print("sent a customer message and its deletion for everyone")
+        crisis = crisis_webhooks(int(time.time()))
+        answers = [await post_signed(client, url, body, secret) for body in crisis]
+    acknowledged = sum(1 for status in answers if 200 <= status < 300)
+    print(
+        f"sent the crisis for the review console, archived within seconds ({acknowledged}/{len(crisis)} webhooks "
+        f"acknowledged): {CAMILLE.name}'s deleted order, an edited price, {LEA.name}'s deleted photo; "
+        f'search "{SEARCH_KEYWORD}"'
+    )
 
 
 def main() -> None:

@@ -1,9 +1,10 @@
 """The three services as real processes on their local ports, driven over HTTP as Meta and an operator would.
 
-After a run of every sample webhook, an outbound report, a retrieval and a retention run:
+After a run of every sample webhook, `make run`'s crisis, an outbound report, a retrieval and a retention run:
 - every Grafana panel's query returns data from the real Prometheus that scraped the services;
 - no log line and no metric of any service contains a phone number, a name or message text;
-- the admin API refuses anonymous and wrong-role callers.
+- the admin API refuses anonymous and wrong-role callers;
+- the demo's media are archived, and the crisis is indexed and retrievable as the review console will show it.
 """
 
 from __future__ import annotations
@@ -19,10 +20,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import orjson
 import pytest
 
+from services.core.events import Event, parse_webhook
+from services.core.index import binary_key
+from services.tools.demo_crisis import (
+    CAMILLE,
+    CORRECTED_PRICE,
+    HUGO,
+    LEA,
+    ORDER_CONFIRMATION,
+    SEARCH_KEYWORD,
+    crisis_messages,
+    crisis_webhooks,
+)
 from services.tools.demo_media import with_demo_media
 from services.tools.devrun import service_commands, stop_processes
 from services.tools.replay import load_bodies, post_signed, replay
@@ -34,6 +48,9 @@ SAMPLES = PAYLOADS_DIR
 PORTS = {"ingest": 8080, "archiver": 8081, "retention": 8082}
 CONTACT = "1650" + "".join(random.choice("0123456789") for _ in range(7))
 SECRET_TEXT = "my card number ends in 4242 and I live at 12 Elm Street"
+# `make run`'s crisis (services/tools/demo_crisis.py), sent as devrun sends it; its ids carry the time of this run.
+CRISIS_NOW = int(time.time())
+CRISIS = crisis_webhooks(CRISIS_NOW)
 
 
 @dataclass
@@ -65,7 +82,14 @@ def personal_strings() -> set[str]:
 
     for path in SAMPLES.glob("*.json"):
         walk(json.loads(path.read_bytes()))
+    for body in CRISIS:
+        walk(json.loads(body))
     return found
+
+
+def crisis_events() -> list[Event]:
+    """The crisis's events, as ingest splits them (their ids are the index's)."""
+    return [e for body in CRISIS for e in parse_webhook(body, raw_sha256="-", signature=None, received_at="-")]
 
 
 @pytest.fixture(scope="module")
@@ -153,6 +177,8 @@ async def driven(services: Services) -> Services:
     }
     async with httpx.AsyncClient(timeout=30) as client:
         assert await post_signed(client, url, orjson.dumps(own), secret) == 200
+        for body in CRISIS:
+            assert await post_signed(client, url, body, secret) == 200
         outbound = await client.post(
             "http://127.0.0.1:8080/v1/outbound",
             headers={"authorization": f"Bearer {orjson.loads(env['WA_INGEST_OUTBOUND_TOKENS'])[0]}"},
@@ -254,3 +280,62 @@ async def test_the_demo_media_are_archived(driven: Services) -> None:
     assert count("archived") >= 5, metrics
     assert count("missing") == 0
     assert "sha256 mismatch" not in driven.logs["archiver"].read_text()
+
+
+async def test_the_crisis_is_indexed_and_retrievable_with_its_photo(driven: Services, pg_pool: asyncpg.Pool) -> None:
+    """`make run`'s crisis as the review console will show it: the search's deleted and edited filters find the
+    order confirmation, the price and the photo (the index links each revoke and edit to its original), a keyword
+    search finds the words (accents ignored), the photo is archived, and the retrieval tells what happened."""
+    ids = crisis_messages(CRISIS_NOW)
+    events = crisis_events()
+    event_of = {e.message_id: e.event_id for e in events if e.kind != "status"}
+    electricity = next(e.event_id for e in events if e.kind == "message" and "Électricité" in str(e.payload))
+    tokens = orjson.loads(driven.env["WA_RETENTION_ADMIN_TOKENS"])
+    reader = {"authorization": f"Bearer {tokens['demo-reader']['token']}"}
+    async with httpx.AsyncClient(base_url="http://127.0.0.1:8082", timeout=30) as client:
+
+        async def conversation(contact: str) -> dict[str, dict[str, Any]]:
+            answer = await client.post(
+                "/v1/messages", json={"contact": contact, "reason": "e2e: the demo crisis"}, headers=reader
+            )
+            assert answer.status_code == 200, answer.text
+            return {m["message_id"]: m for m in answer.json()["messages"]}
+
+        async def search(**query: Any) -> set[str]:
+            answer = await client.post("/v1/search", json=query, headers=reader)
+            assert answer.status_code == 200, answer.text
+            return {hit["event_id"] for hit in answer.json()}
+
+        camille: dict[str, dict[str, Any]] = {}
+        lea: dict[str, dict[str, Any]] = {}
+        for _ in range(100):  # bounded: the archiver flushes within ~2 s
+            camille, lea = await conversation(CAMILLE.wa_id), await conversation(LEA.wa_id)
+            order, price, photo = camille.get(ids.order), camille.get(ids.price), lea.get(ids.photo)
+            if order and order["deleted"] and price and price["edits"] and photo and photo["deleted"]:
+                break
+            await asyncio.sleep(0.3)
+        logs = driven.logs["archiver"].read_text()[-3000:]
+        assert {ids.order, ids.price} <= set(camille), logs
+        assert ids.photo in lea, logs
+        order, price, photo = camille[ids.order], camille[ids.price], lea[ids.photo]
+        assert order["payload"]["text"]["body"] == ORDER_CONFIRMATION
+        assert order["deleted"]["how"] == "revoke"
+        assert order["deleted"]["by"] == "customer"
+        assert (price["kind"], price["direction"], price["latest_status"]) == ("echo", "outbound", "read")
+        assert [e["payload"]["edit"]["message"]["text"]["body"] for e in price["edits"]] == [CORRECTED_PRICE]
+        assert photo["deleted"]["how"] == "revoke"
+        assert photo["media"]["status"] == "archived", photo["media"]
+        assert photo["media"]["mime_type"] == "image/png"
+
+        assert event_of[ids.order] in await search(contact=CAMILLE.wa_id, deleted_only=True)
+        assert event_of[ids.price] in await search(contact=CAMILLE.wa_id, edited_only=True)
+        assert event_of[ids.photo] in await search(contact=LEA.wa_id, deleted_only=True)
+        assert event_of[ids.order] in await search(contact=CAMILLE.wa_id, keywords=SEARCH_KEYWORD)
+        assert electricity in await search(contact=HUGO.wa_id, keywords="electricite")
+
+    async with pg_pool.acquire() as conn:
+        media = await conn.fetchrow(
+            "SELECT status, mime_type FROM archived_media WHERE event_id = $1", binary_key(event_of[ids.photo])
+        )
+    assert media is not None
+    assert (media["status"], media["mime_type"]) == ("archived", "image/png")

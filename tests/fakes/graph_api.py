@@ -6,6 +6,8 @@ here; ``GET /download/{token}`` with the same bearer → the bytes. Wrong token 
 unknown id → 404. Knobs for tests: :meth:`fail_next` (answer N requests with a status) and :meth:`corrupt`.
 
     python -m tests.fakes.graph_api --port 8099 --token T --seed tests/data/whatsapp
+
+``--seed`` serves the demo's media (:func:`seed_demo_media`): the sample webhooks' and the crisis's photo.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from services.tools.demo_media import demo_media_bytes, media_objects
+from services.tools.demo_media import GENERATED_MEDIA, demo_media_bytes, media_objects
 from tests.support import serve_asgi
 
 Message = MutableMapping[str, Any]
@@ -136,10 +138,19 @@ def seed_from_webhooks(api: FakeGraphApi, directory: Path) -> int:
     return count
 
 
+def seed_demo_media(api: FakeGraphApi, samples: Path) -> int:
+    """Register every media file ``make run`` sends: those of the sample webhooks in ``samples``
+    (:func:`seed_from_webhooks`) and those of its generated webhooks (demo_media.GENERATED_MEDIA: the crisis's
+    photo), each with the demo's deterministic bytes. Returns how many media ids were registered."""
+    for media_id, mime_type in GENERATED_MEDIA.items():
+        api.add_media(media_id, demo_media_bytes(media_id), mime_type)
+    return seed_from_webhooks(api, samples) + len(GENERATED_MEDIA)
+
+
 async def serve_forever(port: int, token: str, seed: Path | None) -> None:
     api = FakeGraphApi(token=token, port=port)
     if seed is not None:
-        print(f"seeded {seed_from_webhooks(api, seed)} media id(s)")
+        print(f"seeded {seed_demo_media(api, seed)} media id(s)")
     async with api:
         print(f"fake Graph API on {api.base_url}")
         await asyncio.Event().wait()
