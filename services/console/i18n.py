@@ -154,6 +154,12 @@ FRENCH: Final[dict[str, str]] = {
     "{count} message(s) in {conversations} conversation(s).": (
         "{count} message(s) dans {conversations} conversation(s)."
     ),
+    "{count} candidate message(s) in {conversations} conversation(s).": (
+        "{count} message(s) candidat(s) dans {conversations} conversation(s)."
+    ),
+    "Open conversation {ref} at the first message with your words": (
+        "Ouvrir la conversation {ref} au premier message qui contient vos mots"
+    ),
     "Only the first {limit} results are shown: narrow the search.": (
         "Seuls les {limit} premiers résultats sont affichés : affinez la recherche."
     ),

@@ -1,8 +1,9 @@
-"""``make run``: the three services and the Graph API stand-in on the local stack, plus a short demo.
+"""``make run``: the services and the Graph API stand-in on the local stack, plus a demo crisis.
 
-Starts ingest (:8080), archiver (:8081), retention (:8082) and the local Graph API stand-in (:8099) as
-processes with deploy/local/demo.env, replays the bundled sample webhooks (tests/data/whatsapp) and
-a conversation whose message is then deleted for everyone, and prints where to look. Ctrl-C stops everything.
+Starts ingest (:8080), archiver (:8081), retention (:8082), the review console (:8083) and the local Graph API
+stand-in (:8099) as processes with deploy/local/demo.env, replays the bundled sample webhooks
+(tests/data/whatsapp), a conversation whose message is then deleted for everyone and the crisis of
+services/tools/demo_crisis.py, and prints where to look and how to sign in. Ctrl-C stops everything.
 """
 
 from __future__ import annotations
@@ -88,6 +89,7 @@ def service_commands(graph_token: str) -> dict[str, list[str]]:
         "ingest": [sys.executable, "-m", "services.ingest"],
         "archiver": [sys.executable, "-m", "services.archiver"],
         "retention": [sys.executable, "-m", "services.retention"],
+        "console": [sys.executable, "-m", "services.console"],
     }
 
 
@@ -147,10 +149,13 @@ def main() -> None:
         wait_ready("http://127.0.0.1:8080/readyz", "ingest")
         wait_ready("http://127.0.0.1:8081/readyz", "archiver")
         wait_ready("http://127.0.0.1:8082/readyz", "retention")
+        wait_ready("http://127.0.0.1:8083/readyz", "console")
         asyncio.run(run_demo(env))
         print(
             "\nwa-archive is running (logs in .stack/logs/):\n"
             "  webhook URL      http://127.0.0.1:8080/webhooks/whatsapp  (secrets: deploy/local/demo.env)\n"
+            "  review console   http://127.0.0.1:8083/  sign in as demo-reader / demo-reader-token-local-only\n"
+            '                   (or demo-dpo / demo-dpo-token-local-only for the DPO pages); search "commande"\n'
             "  admin API        http://127.0.0.1:8082/docs\n"
             "  Prometheus       http://127.0.0.1:9090/graph?g0.expr=wa_archive%3Astaleness_seconds\n"
             "\nThe deleted message, with the deletion beside it (a reason is required and audited):\n"

@@ -13,7 +13,6 @@ import asyncio
 import json
 import os
 import random
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,14 +37,14 @@ from services.tools.demo_crisis import (
     crisis_webhooks,
 )
 from services.tools.demo_media import with_demo_media
-from services.tools.devrun import service_commands, stop_processes
+from services.tools.devrun import service_commands
 from services.tools.replay import load_bodies, post_signed, replay
+from tests.e2e.processes import PORTS, running_services
 from tests.support import PAYLOADS_DIR, REPO_ROOT, create_topic
 
 pytestmark = pytest.mark.e2e
 
 SAMPLES = PAYLOADS_DIR
-PORTS = {"ingest": 8080, "archiver": 8081, "retention": 8082}
 CONTACT = "1650" + "".join(random.choice("0123456789") for _ in range(7))
 SECRET_TEXT = "my card number ends in 4242 and I live at 12 Elm Street"
 # `make run`'s crisis (services/tools/demo_crisis.py), sent as devrun sends it; its ids carry the time of this run.
@@ -94,12 +93,6 @@ def crisis_events() -> list[Event]:
 
 @pytest.fixture(scope="module")
 def services(tmp_path_factory: pytest.TempPathFactory, demo_env: dict[str, str]) -> Iterator[Services]:
-    for name, port in PORTS.items():
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=0.5)
-        except httpx.HTTPError:
-            continue
-        pytest.fail(f"port {port} ({name}) is busy: stop `make run` before the e2e tests", pytrace=False)
     logs_dir = tmp_path_factory.mktemp("service-logs")
     # A topic of its own: the shared wa.events.v1 may hold a backlog from `make run` or the benchmarks.
     topic = asyncio.run(create_topic(f"127.0.0.1:{demo_env['WA_KAFKA_PORT']}", partitions=3, prefix="e2e-services"))
@@ -112,30 +105,8 @@ def services(tmp_path_factory: pytest.TempPathFactory, demo_env: dict[str, str])
         "WA_RETENTION_RUN_INTERVAL_S": "0",
         "WA_RETENTION_METRICS_REFRESH_S": "1",
     }
-    commands = service_commands(demo_env["WA_ARCHIVER_GRAPH__TOKEN"])
-    processes: dict[str, subprocess.Popen[bytes]] = {}
-    logs: dict[str, Path] = {}
-    try:
-        for name, command in commands.items():
-            logs[name] = logs_dir / f"{name}.log"
-            processes[name] = subprocess.Popen(
-                command, cwd=REPO_ROOT, env=env, stdout=logs[name].open("wb"), stderr=subprocess.STDOUT
-            )
-        for name, port in PORTS.items():
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                assert processes[name].poll() is None, logs[name].read_text()
-                time.sleep(0.2)
-            else:
-                pytest.fail(f"{name} not ready: {logs[name].read_text()[-2000:]}")
+    with running_services(env, list(service_commands(env["WA_ARCHIVER_GRAPH__TOKEN"])), logs_dir) as logs:
         yield Services(env, logs)
-    finally:
-        stop_processes(processes.values())
 
 
 @pytest.fixture(scope="module")

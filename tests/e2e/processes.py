@@ -1,0 +1,61 @@
+"""The services as real processes on their local ports (as `make run` starts them), for the e2e tests."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Final
+
+import httpx
+import pytest
+
+from services.tools.devrun import service_commands, stop_processes
+from tests.support import REPO_ROOT
+
+# The HTTP port of each service whose /readyz says it is ready (the Graph API stand-in has none).
+PORTS: Final = {"ingest": 8080, "archiver": 8081, "retention": 8082, "console": 8083}
+
+
+@contextlib.contextmanager
+def running_services(env: Mapping[str, str], names: Sequence[str], logs_dir: Path) -> Iterator[dict[str, Path]]:
+    """Start the named processes of :func:`service_commands` with ``env``, wait until each is ready (60 s at
+    most), yield their log files, and stop them (SIGTERM, then the services drain)."""
+    for name in names:
+        port = PORTS.get(name)
+        if port is None:
+            continue
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=0.5)
+        except httpx.HTTPError:
+            continue
+        pytest.fail(f"port {port} ({name}) is busy: stop `make run` before the e2e tests", pytrace=False)
+    commands = service_commands(env["WA_ARCHIVER_GRAPH__TOKEN"])
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    logs: dict[str, Path] = {}
+    try:
+        for name in names:
+            logs[name] = logs_dir / f"{name}.log"
+            processes[name] = subprocess.Popen(
+                commands[name], cwd=REPO_ROOT, env=dict(env), stdout=logs[name].open("wb"), stderr=subprocess.STDOUT
+            )
+        for name in names:
+            port = PORTS.get(name)
+            if port is None:
+                continue
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert processes[name].poll() is None, logs[name].read_text()
+                time.sleep(0.2)
+            else:
+                pytest.fail(f"{name} not ready: {logs[name].read_text()[-2000:]}")
+        yield logs
+    finally:
+        stop_processes(processes.values())
