@@ -38,7 +38,7 @@ from services.console.auth import Authenticator, NamedCredentials
 from services.console.i18n import LOCALES, Formatter, known_locale, negotiate, translator, zone
 from services.console.sessions import OpenedConversation, Session, SessionStore, new_secret, same_token
 from services.console.settings import ConsoleSettings
-from services.console.timeline import bubbles, page_of
+from services.console.timeline import Page, bubbles
 from services.core.ops_http import OpsServer, ops_app
 from services.retention.access import ArchiveAccess
 from services.retention.actions import (
@@ -51,7 +51,6 @@ from services.retention.actions import (
     ReasonRequired,
     authorize,
 )
-from services.retention.conversation import keyword_matches
 from services.retention.grounds import REFUSAL_GROUNDS
 from services.retention.holds import HoldScope
 from services.retention.metrics import RetentionMetrics
@@ -455,21 +454,27 @@ def create_console_app(
     async def show_conversation(
         request: Request, session: Session, subject_ref: str, opened: OpenedConversation, form: Mapping[str, str | None]
     ) -> Response:
-        conversation = await actions().messages(session.operator, subject_ref=subject_ref, reason=opened.audit_reason())
-        if tuple(conversation.subject_refs) != opened.subject_refs:
-            opened = OpenedConversation(opened.reason, opened.case_ref, tuple(conversation.subject_refs))
-            await sessions().remember_reason(session, subject_ref, opened)
         keywords = form.get("keywords")
-        matched = keyword_matches(conversation.messages, keywords) if keywords else []
-        anchor = form.get("event_id")
-        if matched and anchor not in matched:
-            anchor = matched[0]  # the hit was a candidate of the object; jump to a message that has the words
         page_number = form.get("page")
-        page = page_of(
-            bubbles(conversation.messages, frozenset(matched)),
-            settings.page_size,
+        found = await actions().conversation_page(
+            session.operator,
+            subject_ref=subject_ref,
+            reason=opened.audit_reason(),
+            page_size=settings.page_size,
             page=int(page_number) if page_number and page_number.isdigit() else None,
-            anchor=anchor if not page_number else None,
+            anchor=None if page_number else form.get("event_id"),
+            keywords=None if page_number else keywords,
+        )
+        if tuple(found.subject_refs) != opened.subject_refs:
+            opened = OpenedConversation(opened.reason, opened.case_ref, tuple(found.subject_refs))
+            await sessions().remember_reason(session, subject_ref, opened)
+        page = Page(
+            bubbles(found.messages, frozenset(found.matched), found.quoted),
+            found.number,
+            found.count,
+            found.first,
+            found.total,
+            found.anchor,
         )
         return render(
             request,
@@ -478,9 +483,9 @@ def create_console_app(
             subject_ref=subject_ref,
             opened=opened,
             page=page,
-            shredded=conversation.shredded_records,
+            shredded=found.shredded_records,
             keywords=keywords or "",
-            matched_count=len(matched),
+            matched_count=len(found.matched),
         )
 
     def conversation_form(form: FormData) -> dict[str, str | None]:

@@ -9,6 +9,7 @@ and media. Nothing here escapes text: the templates do, all of it (Jinja2 autoes
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -175,9 +176,15 @@ def _media(message: ConversationMessage, content: Content) -> Media | None:
     )
 
 
-def bubbles(messages: list[ConversationMessage], matched: frozenset[str] = frozenset()) -> list[Bubble]:
-    """The timeline of a conversation, oldest first; reactions are attached to the message they react to."""
-    by_message_id = {m.message_id: m for m in messages if m.message_id}
+def bubbles(
+    messages: list[ConversationMessage],
+    matched: frozenset[str] = frozenset(),
+    quoted: Iterable[ConversationMessage] = (),
+) -> list[Bubble]:
+    """The timeline of (a page of) a conversation, oldest first; reactions are attached to the message they react
+    to when it is there; ``quoted`` are messages off the page that its replies quote (for their excerpt)."""
+    by_message_id = {m.message_id: m for m in [*quoted, *messages] if m.message_id}
+    on_page = {m.message_id for m in messages if m.message_id}  # a reaction to a message off the page stands alone
     result: list[Bubble] = []
     index: dict[str, Bubble] = {}
     reactions: list[tuple[str, str]] = []
@@ -186,7 +193,7 @@ def bubbles(messages: list[ConversationMessage], matched: frozenset[str] = froze
         content = content_of(payload, message.type)
         if content.type == "reaction":
             target = (payload.get("reaction") or {}).get("message_id") if isinstance(payload, dict) else None
-            if isinstance(target, str) and target in by_message_id:
+            if isinstance(target, str) and target in on_page:
                 reactions.append((target, content.text))
                 continue
         bubble = Bubble(
@@ -208,11 +215,11 @@ def bubbles(messages: list[ConversationMessage], matched: frozenset[str] = froze
             bubble.deleted_by = message.deletion.by
             bubble.deleted_at = message.deletion.at
         context = payload.get("context") if isinstance(payload, dict) else None
-        quoted = context.get("id") if isinstance(context, dict) else None
-        if isinstance(quoted, str) and quoted:
-            original = by_message_id.get(quoted)
+        quoted_id = context.get("id") if isinstance(context, dict) else None
+        if isinstance(quoted_id, str) and quoted_id:
+            original = by_message_id.get(quoted_id)
             if original is not None and original is not message:
-                bubble.reply_to = original.event_id
+                bubble.reply_to = original.event_id if quoted_id in on_page else None  # a link within the page
                 quoted_content = content_of(_message_object(original.kind, original.payload), original.type)
                 bubble.reply_excerpt = (quoted_content.text or quoted_content.label)[:120]
             else:
@@ -228,25 +235,12 @@ def bubbles(messages: list[ConversationMessage], matched: frozenset[str] = froze
 
 @dataclass(frozen=True, slots=True)
 class Page:
+    """A page of the timeline and its place in the conversation (``first``: 1-based position of its first
+    bubble; ``anchor``: the message to bring into view)."""
+
     bubbles: list[Bubble]
     number: int  # 0-based
     count: int
-    first: int  # 1-based position of the first bubble in the conversation
+    first: int
     total: int
     anchor: str | None
-
-
-def page_of(timeline: list[Bubble], size: int, *, page: int | None, anchor: str | None) -> Page:
-    """One page of the timeline: the one holding ``anchor`` (a search hit) when given, else ``page``, else the
-    newest (a phone opens a conversation at its end)."""
-    total = len(timeline)
-    count = max(1, -(-total // size))
-    if anchor is not None:
-        position = next((i for i, b in enumerate(timeline) if b.event_id == anchor), None)
-        if position is not None:
-            page = position // size
-        else:
-            anchor = None
-    number = count - 1 if page is None else min(max(page, 0), count - 1)
-    start = number * size
-    return Page(timeline[start : start + size], number, count, start + 1, total, anchor)

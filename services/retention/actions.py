@@ -32,7 +32,13 @@ from services.core.index import binary_key, binary_keys
 from services.core.keywords import words
 from services.core.reader import RecordLocation
 from services.retention.access import ArchiveAccess
-from services.retention.conversation import Conversation, ConversationMessage, load_conversation
+from services.retention.conversation import (
+    Conversation,
+    ConversationMessage,
+    ConversationPage,
+    load_conversation,
+    load_conversation_page,
+)
 from services.retention.erasure import (
     ErasureError,
     ErasureOutcome,
@@ -270,6 +276,35 @@ class Actions:
             until=until,
             subject_ref=subject_ref,
         )
+
+    async def conversation_page(
+        self,
+        operator: Operator,
+        *,
+        subject_ref: str,
+        reason: str | None,
+        page_size: int,
+        page: int | None = None,
+        anchor: str | None = None,
+        keywords: str | None = None,
+    ) -> ConversationPage:
+        """One page of a person's conversation (retrieval, audited), decrypting only what it shows: the page
+        holding ``anchor``, else the first message with ``keywords``, else ``page``, else the newest."""
+        authorize(operator, "messages")
+        found = await load_conversation_page(
+            self.access.pool,
+            self.access.reader,
+            self.access.pepper,
+            subject_ref=subject_ref,
+            actor=operator.name,
+            reason=require_reason(reason),
+            page_size=page_size,
+            page=page,
+            anchor=anchor,
+            keywords=keywords,
+        )
+        self.metrics.decryptions.labels("retrieval").inc()
+        return found
 
     async def media(self, operator: Operator, conversation: Conversation) -> AsyncIterator[MediaFile]:
         """The archived media files of a retrieved conversation, one at a time (the retrieval's audit rows cover

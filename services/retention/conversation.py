@@ -20,7 +20,8 @@ import asyncpg
 import orjson
 
 from services.core.index import binary_keys
-from services.core.keywords import searchable_text, words
+from services.core.keywords import keyword_key, query_tokens, searchable_text, words
+from services.core.pseudonym import message_ref
 from services.core.reader import ArchiveReader, RecordLocation
 from services.retention.subjects import (
     PersonRequired,
@@ -313,3 +314,182 @@ def keyword_matches(messages: Iterable[ConversationMessage], keywords: str) -> l
     if not wanted:
         return []
     return [m.event_id for m in messages if wanted <= message_words(m)]
+
+
+@dataclass
+class ConversationPage:
+    """One page of a person's conversation, as the review console shows it: ``messages`` (with their statuses,
+    edits and deletion), ``quoted`` (the messages the page's replies quote, for their excerpt), the page's place in
+    the conversation, and the messages that hold the query's words (``matched``, event ids)."""
+
+    subject_refs: list[str]
+    messages: list[ConversationMessage]
+    quoted: list[ConversationMessage]
+    number: int  # 0-based
+    count: int
+    first: int  # 1-based position of the page's first message in the conversation
+    total: int
+    anchor: str | None
+    matched: list[str]
+    shredded_records: int
+
+
+def _is_unit(row: asyncpg.Record, message_refs: set[bytes]) -> bool:
+    """Whether an index row is one item of the timeline: a message, or a change whose message is not archived."""
+    kind, kind_type = row["kind"], row["type"]
+    if kind in MESSAGE_KINDS and kind_type not in ("edit", "revoke"):
+        return True
+    is_change = (kind in MESSAGE_KINDS and kind_type in ("edit", "revoke")) or (
+        kind == "status" and kind_type == "deleted"
+    )
+    return is_change and row["original_message_ref"] not in message_refs
+
+
+async def load_conversation_page(
+    pool: asyncpg.Pool,
+    reader: ArchiveReader,
+    pepper: bytes,
+    *,
+    subject_ref: str,
+    actor: str,
+    reason: str | None,
+    page_size: int,
+    page: int | None = None,
+    anchor: str | None = None,
+    keywords: str | None = None,
+) -> ConversationPage:
+    """One page of the conversation of the person ``subject_ref`` names (and every pseudonym linked to it),
+    decrypting only what the page shows: its messages, their statuses and changes, the messages its replies quote,
+    and, with ``keywords``, the candidates of the keyword index (to say which messages hold the words).
+
+    The page is the one holding ``anchor`` (an event id), else the one holding the first message with the words,
+    else ``page``, else the newest. The index says where each message is, so a 10,000-message conversation costs a
+    page, not the whole history. Audited like :func:`load_conversation`, before anything is decrypted.
+    """
+    reason = require_reason(reason)
+    if not is_pseudonym(subject_ref):
+        raise PersonRequired("a subject_ref is 64 lowercase hex digits")
+    async with pool.acquire() as conn:
+        refs = await expand_subject_refs(conn, [subject_ref])
+        keys = binary_keys(refs)
+        rows = await conn.fetch(
+            "SELECT event_id, object_key, record_index, subject_ref, kind, type, message_ref, original_message_ref"
+            " FROM archived_events WHERE subject_ref = ANY($1::bytea[]) ORDER BY event_time, kafka_offset",
+            keys,
+        )
+        candidates: set[bytes] = set()
+        if keywords:
+            tokens = query_tokens(keyword_key(pepper), keywords)
+            if tokens:
+                objects = await conn.fetch(
+                    "SELECT object_key, subject_ref FROM keyword_index"
+                    " WHERE subject_ref = ANY($1::bytea[]) AND tokens @> $2::bigint[]",
+                    keys,
+                    tokens,
+                )
+                holding = {(o["object_key"], o["subject_ref"]) for o in objects}
+                candidates = {
+                    r["event_id"]
+                    for r in rows
+                    if r["kind"] in MESSAGE_KINDS and (r["object_key"], r["subject_ref"]) in holding
+                }
+        message_refs = {
+            r["message_ref"] for r in rows if r["kind"] in MESSAGE_KINDS and r["type"] not in ("edit", "revoke")
+        }
+        units = [r for r in rows if _is_unit(r, message_refs)]
+        # Keyword candidates and their edits (an edit's new text may hold the words).
+        candidate_refs = {r["message_ref"] for r in rows if r["event_id"] in candidates and r["message_ref"]}
+        keyword_rows = [
+            r
+            for r in rows
+            if r["event_id"] in candidates or (r["type"] == "edit" and r["original_message_ref"] in candidate_refs)
+        ]
+        media_rows = await conn.fetch(
+            "SELECT encode(event_id, 'hex') AS event_id, status, object_key, mime_type, size_bytes, failure"
+            " FROM archived_media WHERE subject_ref = ANY($1::bytea[])",
+            keys,
+        )
+        media = {row["event_id"]: dict(row) for row in media_rows}
+
+        def located(selected: Iterable[asyncpg.Record]) -> list[RecordLocation]:
+            return [RecordLocation(r["event_id"].hex(), r["object_key"], r["record_index"]) for r in selected]
+
+        audited: set[bytes] = set()
+
+        async def audit_then_open(selected: list[asyncpg.Record]) -> _Opened:
+            """The audit rows of the records not yet counted in this read, then the records, decrypted: no
+            disclosure without a trace, even if the read then fails (the keyword check's records count too)."""
+            counts: dict[str, int] = {}
+            for row in selected:
+                if row["event_id"] not in audited:
+                    audited.add(row["event_id"])
+                    counts[row["subject_ref"].hex()] = counts.get(row["subject_ref"].hex(), 0) + 1
+            async with conn.transaction():
+                for ref, record_count in sorted(counts.items()):
+                    await write_audit(
+                        conn, actor=actor, action="retrieval", reason=reason, subject_ref=ref, record_count=record_count
+                    )
+            return await _open(reader, located(selected))
+
+        matched: list[str] = []
+        if keyword_rows:
+            matched = keyword_matches(assemble((await audit_then_open(keyword_rows)).envelopes), keywords or "")
+        positions = {r["event_id"].hex(): i for i, r in enumerate(units)}
+        if anchor not in positions:
+            anchor = None
+        if matched and anchor not in matched:
+            anchor = next((m for m in matched if m in positions), anchor)
+        total = len(units)
+        count = max(1, -(-total // page_size))
+        if anchor is not None:
+            page = positions[anchor] // page_size
+        number = count - 1 if page is None else min(max(page, 0), count - 1)
+        shown = units[number * page_size : (number + 1) * page_size]
+        shown_refs = {r["message_ref"] for r in shown if r["message_ref"]}
+        shown_ids = {r["event_id"] for r in shown}
+        needed = [
+            r
+            for r in rows
+            if r["event_id"] in shown_ids
+            or (r["kind"] == "status" and r["message_ref"] in shown_refs)
+            or (r["original_message_ref"] is not None and r["original_message_ref"] in shown_refs)
+        ]
+        opened = await audit_then_open(needed)
+        messages = assemble(opened.envelopes, media)
+        # The messages the page's replies quote, for their excerpt (often on the page already, else one more read).
+        by_ref = {r["message_ref"]: r for r in units if r["message_ref"]}
+        present = {m.message_id for m in messages}
+        wanted = []
+        for message in messages:
+            context = message.payload.get("context") if isinstance(message.payload, dict) else None
+            quoted_id = context.get("id") if isinstance(context, dict) else None
+            if isinstance(quoted_id, str) and quoted_id and quoted_id not in present:
+                quoted_row = by_ref.get(bytes.fromhex(message_ref(pepper, quoted_id)))
+                if quoted_row is not None:
+                    wanted.append(quoted_row)
+        quoted = assemble((await audit_then_open(wanted)).envelopes) if wanted else []
+    return ConversationPage(
+        refs,
+        messages,
+        quoted,
+        number,
+        count,
+        number * page_size + 1,
+        total,
+        anchor,
+        matched,
+        opened.shredded,
+    )
+
+
+@dataclass
+class _Opened:
+    envelopes: list[dict[str, Any]]
+    shredded: int
+
+
+async def _open(reader: ArchiveReader, locations: list[RecordLocation]) -> _Opened:
+    with collector_paused():
+        opened = await reader.open(locations)
+        envelopes = [orjson.loads(value) for value in opened.values() if value is not None]
+    return _Opened(envelopes, sum(1 for value in opened.values() if value is None))

@@ -23,7 +23,7 @@ from services.core.index import binary_keys
 from services.core.keywords import words
 from services.retention.access import ArchiveAccess, open_access
 from services.retention.actions import Actions, Operator
-from services.retention.conversation import keyword_matches, load_conversation, message_words
+from services.retention.conversation import load_conversation, message_words
 from services.retention.erasure import erase_subject
 from services.retention.metrics import RetentionMetrics
 from services.retention.search import SearchFilter
@@ -294,7 +294,10 @@ async def test_crisis_search_reason_timeline_media_and_audit(
     rows = await pg_pool.fetch(
         "SELECT actor, action, reason FROM audit_log WHERE subject_ref = $1 ORDER BY audit_id", ref
     )
+    # Opening at the keyword hit: the candidates checked for the words, then the rest of the page; the photo; the
+    # second open. Every row is the reader's, with the reason and case given once.
     assert [(r["actor"], r["action"]) for r in rows] == [
+        ("test-reader", "retrieval"),
         ("test-reader", "retrieval"),
         ("test-reader", "media"),
         ("test-reader", "retrieval"),
@@ -306,7 +309,7 @@ async def test_crisis_search_reason_timeline_media_and_audit(
         csrf = await sign_in(client, DPO)
         audit = await client.post("/dpo/audit", data={"csrf": csrf, "subject_ref": ref})
         assert audit.status_code == 200
-        assert audit.text.count('class="audit-row"') == 3
+        assert audit.text.count('class="audit-row"') == 4
         assert reason in audit.text
         for path in ("/dpo/holds", "/dpo/erasures", "/dpo/retention"):
             assert (await client.get(path)).status_code == 200, path
@@ -390,8 +393,11 @@ async def test_keyword_hits_are_exact_once_decrypted(
         hits = await actions.search(operator, SearchFilter(phone_number_id=number, keywords=query))
         found: set[str] = set()
         for ref in {hit.subject_ref for hit in hits if hit.subject_ref}:
-            conversation = await actions.messages(operator, subject_ref=ref, reason="keyword exactness test")
-            found.update(keyword_matches(conversation.messages, query))
+            # As the console opens a hit: the page at the first message with the words, and which messages have them.
+            page = await actions.conversation_page(
+                operator, subject_ref=ref, reason="keyword exactness test", page_size=100, keywords=query
+            )
+            found.update(page.matched)
         return found
 
     async def brute_force(query: str, among: list[Person]) -> set[str]:
@@ -433,3 +439,55 @@ async def test_keyword_hits_are_exact_once_decrypted(
         found = await through_the_index(query)
         assert not found & erased_messages, query
         assert found == await brute_force(query, [people[0], *people[2:]]), query
+
+
+async def test_a_long_conversation_is_read_a_page_at_a_time(
+    console: Console, demo_env: dict[str, str], pg_pool: asyncpg.Pool
+) -> None:
+    """Pages of 20 (the fixture's page size): the newest first, the one holding the keyword hit when searched, and
+    only the page's records decrypted (and counted in the audit row)."""
+    person = Person.fresh()
+    bodies = []
+    for n in range(45):
+        wamid = f"wamid.P{n}"
+        text = "Le remboursement de la facture" if n == 4 else f"message ordinaire numéro {n}"
+        bodies.append(pipeline.echo(person, wamid, text, NOW - 5000 + 10 * n))
+        bodies.append(pipeline.status(person, wamid, "delivered", NOW - 5000 + 10 * n + 1))
+    bootstrap = f"127.0.0.1:{demo_env['WA_KAFKA_PORT']}"
+    topic = await create_topic(bootstrap, partitions=1, prefix="console-pages")
+    dlq = await create_topic(bootstrap, partitions=1, prefix="dlq")
+    await pipeline.archive_bodies(demo_env, pg_pool, topic, dlq, console.settings.s3.prefix, bodies)
+    (ref,) = await resolve_subject_refs(pg_pool, console.access.pepper, person.wa_id, person.phone_number_id)
+    async with browser(console) as client:
+        csrf = await sign_in(client, READER)
+        newest = await client.post(
+            "/conversation/reason", data={"csrf": csrf, "subject_ref": ref, "reason": "pagination test"}
+        )
+        assert "Messages 41–45 of 45" in newest.text
+        assert newest.text.count('class="bubble ') == 5
+        assert 'id="older"' in newest.text
+        assert 'id="newer"' not in newest.text
+        older = await client.post("/conversation", data={"csrf": csrf, "subject_ref": ref, "page": "1"})
+        assert "Messages 21–40 of 45" in older.text
+        assert "message ordinaire numéro 20" in older.text
+        assert "message ordinaire numéro 40" not in older.text
+        hit = await client.post(
+            "/conversation", data={"csrf": csrf, "subject_ref": ref, "keywords": "remboursement facture"}
+        )
+        assert "Messages 1–20 of 45" in hit.text
+        anchored = re.search(r'class="bubble [^"]*anchor[^"]*"\s+id="m-[0-9a-f]+"[^>]*>(.*?)</li>', hit.text, re.S)
+        assert anchored
+        assert "Le remboursement de la facture" in anchored.group(1)
+        assert hit.text.count("badge match") == 1
+    counts = await pg_pool.fetch(
+        "SELECT record_count FROM audit_log WHERE subject_ref = $1 AND action = 'retrieval' ORDER BY audit_id", ref
+    )
+    # A page's messages and their statuses, not the 90 records of the whole conversation.
+    figures = [r["record_count"] for r in counts]
+    assert figures[:2] == [10, 40]
+    # At the keyword hit: the candidates (the person's messages in the objects holding both words) are counted and
+    # decrypted first, then what the page adds (its statuses, messages that were no candidate).
+    keyword_check, rest = figures[2:]
+    assert 1 <= keyword_check <= 45
+    assert 20 <= rest <= 40
+    assert keyword_check + rest < 90

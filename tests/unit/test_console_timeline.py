@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from services.console.timeline import bubbles, content_of, page_of
+from services.console.timeline import bubbles, content_of
 from services.retention.conversation import assemble, keyword_matches
 
 pytestmark = pytest.mark.unit
@@ -166,12 +166,11 @@ def test_keyword_matches_include_edits_and_ignore_case_and_accents() -> None:
     assert keyword_matches(messages, "?") == []
 
 
-def test_pages_open_at_the_hit_or_at_the_newest() -> None:
-    timeline = bubbles(assemble([event(n, "message", text(f"wamid.{n}", f"m{n}", T + n)) for n in range(1, 26)]))
-    newest = page_of(timeline, 10, page=None, anchor=None)
-    assert (newest.number, newest.count, newest.first, len(newest.bubbles)) == (2, 3, 21, 5)
-    hit = page_of(timeline, 10, page=None, anchor=f"{4:032x}")
-    assert (hit.number, hit.anchor, hit.first) == (0, f"{4:032x}", 1)
-    assert page_of(timeline, 10, page=None, anchor="0" * 32).anchor is None  # not in this conversation
-    assert page_of(timeline, 10, page=7, anchor=None).number == 2  # clamped
-    assert page_of([], 10, page=None, anchor=None).bubbles == []
+def test_a_reply_to_a_message_off_the_page_shows_its_excerpt_without_a_link() -> None:
+    messages = assemble(crisis())
+    quoted = [m for m in messages if m.message_id == "wamid.3"]
+    page = [m for m in messages if m.message_id in ("wamid.7", "wamid.8")]
+    reply, reaction = bubbles(page, quoted=quoted)
+    assert (reply.reply_to, reply.reply_excerpt) == (None, "Le prix est de 1 200 €")
+    assert reaction.content.type == "reaction"  # its message is off the page: it stands alone
+    assert reaction.content.text == "😮"
