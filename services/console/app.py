@@ -98,6 +98,7 @@ SECURITY_HEADERS: Final = {
     "referrer-policy": "same-origin",
     "x-frame-options": "DENY",
     "cross-origin-opener-policy": "same-origin",
+    "cross-origin-resource-policy": "same-origin",  # no other site may embed a decrypted media file
     "permissions-policy": "camera=(), microphone=(), geolocation=()",
 }
 
