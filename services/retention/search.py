@@ -103,6 +103,7 @@ async def search_index(pool: asyncpg.Pool, pepper: bytes, query: SearchFilter) -
                 f" WHERE k.tokens @> {placeholder}::bigint[])"
             )
             clauses.append(f"e.kind = ANY({arg(list(SEARCHABLE_KINDS))}::text[])")
+            clauses.append("e.type IS DISTINCT FROM 'revoke'")  # a deletion carries no words of its own
         where = " AND ".join(clauses) or "TRUE"
         sql = (
             "SELECT encode(e.event_id, 'hex') AS event_id, e.kind, e.type, e.phone_number_id,"  # noqa: S608 — clauses are constants; values are bind parameters
