@@ -46,7 +46,7 @@ from services.core.journal import (
 from services.core.kafka import OutgoingRecord
 from services.core.keywords import Tokenizer, keyword_key, searchable_text
 from services.core.policy import Classifier
-from services.core.pseudonym import message_ref, subject_ref
+from services.core.pseudonym import group_ref, message_ref, subject_ref
 
 # Subject of records that concern no customer (account updates, template status, value-level errors).
 BUSINESS_SUBJECT = "~business"
@@ -352,6 +352,7 @@ def seal_batch(
     sealed_media: list[SealedMedia] = []
     aeads: dict[str, AESGCM] = {}  # one AES-GCM object per person of the batch
     texts: dict[str, list[str]] = {}  # per person, the searchable texts of their records in this object
+    groups: dict[str, bytes] = {}  # group id -> its binary pseudonym: one HMAC per group of the batch
     for position, (record, owner) in enumerate(zip(records, owners, strict=True)):
         event = record.event
         if event is None:
@@ -363,8 +364,22 @@ def seal_batch(
             aead = aeads[owner.sealing] = dek.aead()
         sealed = seal_record(record.value, aead, event_id=event.event_id, subject_ref=owner.sealing)
         container_records.append(ContainerRecord(meta=meta, sealed=sealed))
+        group = event.group_id
+        in_group: bytes | None = None
+        if group is not None:
+            in_group = groups.get(group)
+            if in_group is None:
+                in_group = groups[group] = bytes.fromhex(group_ref(pepper, group))
         index_rows.append(
-            index_row(meta, object_key=key, record_index=position, partition=partition, classify=classify, now=now)
+            index_row(
+                meta,
+                object_key=key,
+                record_index=position,
+                partition=partition,
+                classify=classify,
+                now=now,
+                group_ref=in_group,
+            )
         )
         aliases.update(alias_rows(meta))
         searchable = searchable_text(event.kind, event.payload)

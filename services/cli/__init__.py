@@ -17,6 +17,7 @@ from services.cli.commands import (
     cmd_erasure,
     cmd_erasures,
     cmd_export,
+    cmd_group_messages,
     cmd_hold,
     cmd_messages,
     cmd_rebuild_index,
@@ -78,6 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
     messages.add_argument("--include-media", metavar="DIR", help="save archived media files to DIR")
     output(messages, "jsonl")
     messages.set_defaults(handler=cmd_messages)
+
+    group = commands.add_parser(
+        "group-messages", help="a group's timeline: every participant's messages, joins and leaves (audited)"
+    )
+    group.add_argument("--group-id", required=True, help="the group's id (Cloud API Groups)")
+    group.add_argument("--phone-number-id", required=True, help="the business number the group belongs to")
+    group.add_argument("--reason", help="why you read this group's messages (required; audited)")
+    output(group, "jsonl")
+    group.set_defaults(handler=cmd_group_messages)
 
     search = commands.add_parser("search", help="search index metadata (nothing decrypted; audited)")
     search.add_argument("--phone-number-id")

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from services.cli.render import (
+    group_table,
     holds_table,
     messages_table,
     print_json,
@@ -48,6 +49,7 @@ def with_actions(work: Work) -> int:
         Actions,
         ErasureError,
         Forbidden,
+        GroupRequired,
         HoldError,
         NotFound,
         Operator,
@@ -77,7 +79,7 @@ def with_actions(work: Work) -> int:
     except Forbidden as exc:
         print(f"refused: {exc}", file=sys.stderr)
         return 2
-    except (HoldError, ErasureError, PersonRequired) as exc:
+    except (HoldError, ErasureError, PersonRequired, GroupRequired) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except NotFound as exc:
@@ -161,6 +163,24 @@ def cmd_messages(args: argparse.Namespace) -> int:
             print("(no archived messages)")
         if conversation.shredded_records:
             print(f"{conversation.shredded_records} record(s) were erased (keys destroyed)", file=sys.stderr)
+        return 0
+
+    return with_actions(work)
+
+
+def cmd_group_messages(args: argparse.Namespace) -> int:
+    async def work(actions: Actions, operator: Operator) -> int:
+        timeline = await actions.group_messages(
+            operator, group_id=args.group_id, phone_number_id=args.phone_number_id, reason=args.reason
+        )
+        if args.format == "jsonl":
+            print_jsonl([message.to_json() for message in timeline.messages])
+        elif timeline.messages:
+            stdout_console().print(group_table(timeline.messages))
+        else:
+            print("(no archived records of this group)")
+        if timeline.shredded_records:
+            print(f"{timeline.shredded_records} record(s) were erased (keys destroyed)", file=sys.stderr)
         return 0
 
     return with_actions(work)

@@ -51,22 +51,47 @@ def progress_bar(label: str) -> Iterator[Callable[[int, int], None]]:
 def messages_table(messages: Sequence[ConversationMessage]) -> Table:
     from rich.table import Table  # noqa: PLC0415
 
-    from services.retention.conversation import edit_summary, summary, utc  # noqa: PLC0415
+    from services.retention.conversation import summary, utc  # noqa: PLC0415
 
     table = Table("when (UTC)", "", "message", "status", "changes")
     for message in messages:
-        changes = [f"edited: {edit_summary(edit)}" for edit in message.edits]
-        if message.deletion:
-            at = f" at {utc(message.deletion.at)}" if message.deletion.at else ""
-            changes.append(f"DELETED by {message.deletion.by}{at}")
         table.add_row(
             utc(message.timestamp) if message.timestamp else message.received_at,
             "<-" if message.direction == "inbound" else "->",
             summary(message),
             message.latest_status or "-",
-            "\n".join(changes),
+            _changes(message),
         )
     return table
+
+
+def group_table(messages: Sequence[ConversationMessage]) -> Table:
+    """A group's timeline: who wrote or what happened to whom, with the same status and changes as a person's."""
+    from rich.table import Table  # noqa: PLC0415
+
+    from services.retention.conversation import group_change, utc  # noqa: PLC0415
+
+    table = Table("when (UTC)", "who", "message", "status", "changes")
+    for message in messages:
+        who, what = group_change(message)
+        table.add_row(
+            utc(message.timestamp) if message.timestamp else message.received_at,
+            who,
+            what,
+            message.latest_status or "-",
+            _changes(message),
+        )
+    return table
+
+
+def _changes(message: ConversationMessage) -> str:
+    from services.retention.conversation import edit_summary, utc  # noqa: PLC0415
+
+    changes = [f"edited: {edit_summary(edit)}" for edit in message.edits]
+    if message.deletion:
+        at = f" at {utc(message.deletion.at)}" if message.deletion.at else ""
+        changes.append(f"DELETED by {message.deletion.by}{at}")
+    return "\n".join(changes)
 
 
 def holds_table(holds: Sequence[Hold]) -> Table:

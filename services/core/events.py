@@ -1,12 +1,12 @@
 """The event envelope (the Kafka value, ``schema: 1``) and the pure splitter of Meta's webhook bodies.
 
 :func:`parse_webhook` turns one POST body into one :class:`Event` per inbound message, status, value-level
-error, business echo, history message, call event, marketing preference, synced contact, and account / template /
-unknown update. It walks *every* entry, change and item (Meta batches up to 1,000 updates in one POST) and drops
-nothing: an item it does not understand becomes an ``unknown`` event that carries the item as it came. Each
-event carries Meta's object untouched (the very object the JSON decoder produced), the subject's ``contacts``
-entry, and the delivery evidence (sha256 of the raw body and its signature header) instead of the rest of the
-POST, which is other people's data.
+error, business echo, history message, call event, marketing preference, synced contact, group participant change,
+group update, and account / template / unknown update. It walks *every* entry, change and item (Meta batches up
+to 1,000 updates in one POST) and drops nothing: an item it does not understand becomes an ``unknown`` event
+that carries the item as it came. Each event carries Meta's object untouched (the very object the JSON decoder
+produced), the subject's ``contacts`` entry, and the delivery evidence (sha256 of the raw body and its signature
+header) instead of the rest of the POST, which is other people's data.
 
 What becomes an event
     - ``messages``: one ``message`` per ``value.messages[]`` (subject: ``from`` / ``from_user_id``), one
@@ -27,6 +27,18 @@ What becomes an event
     - ``smb_app_state_sync``: one ``contact_sync`` per ``value.state_sync[]`` item of ``type`` ``contact``
       (subject: ``contact.phone_number`` / ``contact.user_id``, digits as Meta sends them; none when both are
       absent); an item of another type → ``unknown``;
+    - Cloud API groups (Groups API): a message or echo carrying ``group_id`` keeps its person (the sender, the
+      recipient) and carries ``group_id`` too; a status of a message sent to a group (``recipient_type``
+      ``group``: ``recipient_id`` is the group) is the participant's (``recipient_participant_id`` — also spelt
+      ``participant_recipient_id`` on Meta's page — / ``recipient_participant_user_id``), with the group id;
+    - ``group_participants_update``: one ``group_participant`` per person of ``value.groups[]``'s
+      ``added_participants[]``, ``removed_participants[]`` and ``failed_participants[]`` (subject: the person's
+      ``wa_id`` / ``user_id``, else the ``input`` the business gave — digits as a phone number, anything else as
+      a user id); its payload is the group item with that one person in its list, so no record holds another
+      participant's id. A join request (created / revoked) names its requester in the item itself (``wa_id`` /
+      ``user_id``): one ``group_participant`` with the whole item. An item naming nobody → ``group``;
+    - ``group_lifecycle_update``, ``group_settings_update``, ``group_status_update``: one ``group`` per
+      ``value.groups[]`` item (no subject: the business's record of its group), with the group id;
     - ``account_update`` → ``account``, ``message_template*`` / ``template*`` → ``template``, any other field →
       ``unknown``, each with the whole ``value`` as payload;
     - never dropped: an item that is not an object → ``unknown``; a split field whose value yields no item →
@@ -36,7 +48,8 @@ What becomes an event
 
     Empty strings from Meta mean absent; numeric ids become strings; ``timestamp`` is Meta's unix seconds as an
     int (they send strings). ``contact`` is the ``value.contacts`` entry whose ``wa_id`` or ``user_id`` equals
-    the subject's — never guessed.
+    the subject's — never guessed. ``group_id`` is set on the events of a group only, and the envelope then
+    carries it as its last key; envelopes of other events are what they were before groups existed.
 
 Event ids
     ``event_id`` is the first 128 bits (32 lowercase hex digits) of
@@ -46,6 +59,7 @@ Event ids
     - history: ``(thread id or "", message id or "", canonical_hash(message))``;
     - call: ``(call id or "", canonical_hash(call))`` — a call's connect and terminate stay apart;
     - preference / contact_sync: ``(canonical_hash(item),)`` — Meta gives them no id; each carries its own time;
+    - group / group_participant: ``(group id or "", canonical_hash(payload))`` — the item carries its own time;
     - status: ``(status id or "", canonical_hash(status))`` — the hash covers ``status``, ``timestamp`` and
       the recipient, so the several statuses of one message stay apart;
     - error / account / template / unknown: ``(canonical_hash(payload),)`` plus ``str(entry.time)`` when the
@@ -87,6 +101,8 @@ KINDS: Final = frozenset(
         "call",
         "preference",
         "contact_sync",
+        "group",
+        "group_participant",
         "error",
         "account",
         "template",
@@ -116,7 +132,15 @@ _ITEM_KEYS: Final[dict[str, frozenset[str]]] = {
     "calls": frozenset({"calls", "statuses", "errors"}),
     "user_preferences": frozenset({"user_preferences"}),
     "smb_app_state_sync": frozenset({"state_sync"}),
+    **dict.fromkeys(
+        ("group_lifecycle_update", "group_participants_update", "group_settings_update", "group_status_update"),
+        frozenset({"groups"}),
+    ),
 }
+# The lists of a group_participants_update item that name people, one of them per group_participant event.
+_PARTICIPANT_LISTS: Final = ("added_participants", "removed_participants", "failed_participants")
+# Characters of a phone number as a business may write it (the `input` of a removal) around its digits.
+_PHONE_PUNCTUATION: Final = frozenset("+ -().")
 _ENVELOPE_KEYS: Final = (
     "schema",
     "event_id",
@@ -134,6 +158,9 @@ _ENVELOPE_KEYS: Final = (
     "contact",
     "delivery",
 )
+_ENVELOPE_KEY_SET: Final = frozenset(_ENVELOPE_KEYS)
+# Keys an envelope carries only when they apply (after the schema-1 keys): absent means none, never null.
+_OPTIONAL_ENVELOPE_KEYS: Final = frozenset({"group_id"})
 
 
 def _refuse_constant(name: str) -> NoReturn:
@@ -199,6 +226,7 @@ class Event:
     """One archived unit: an item of a webhook (or an outbound report) with its envelope.
 
     ``payload`` and ``contact`` are Meta's objects as decoded, never modified; treat them as read-only.
+    ``group_id`` is the Cloud API group the event belongs to, if any (never empty).
     """
 
     event_id: str
@@ -215,6 +243,7 @@ class Event:
     payload: Any
     contact: Any | None
     delivery: Delivery
+    group_id: str | None = None
 
     def key(self) -> bytes:
         """The Kafka key, ``"<phone_number_id>:<wa_id or user_id>"``: one conversation stays on one partition,
@@ -225,9 +254,10 @@ class Event:
         return f"{scope}:{person}".encode("utf-8", "surrogatepass")
 
     def as_dict(self) -> dict[str, Any]:
-        """The envelope as a JSON-ready dict, keys in the schema-1 order (``schema`` first)."""
+        """The envelope as a JSON-ready dict, keys in the schema-1 order (``schema`` first), ``group_id`` last and
+        only on a group's events."""
         subject = self.subject
-        return {
+        envelope: dict[str, Any] = {
             "schema": SCHEMA_VERSION,
             "event_id": self.event_id,
             "kind": self.kind,
@@ -244,6 +274,9 @@ class Event:
             "contact": self.contact,
             "delivery": {"sha256": self.delivery.sha256, "signature": self.delivery.signature},
         }
+        if self.group_id is not None:
+            envelope["group_id"] = self.group_id
+        return envelope
 
     def to_json(self) -> bytes:
         """Compact UTF-8 JSON of :meth:`as_dict` (the Kafka value); :meth:`from_json` reads it back equal.
@@ -268,7 +301,8 @@ class Event:
         """Decode a schema-1 envelope strictly.
 
         Raises EnvelopeError when the bytes are not JSON, not an object, carry another schema, miss a key or
-        carry an unexpected one, or when a key holds the wrong type (see :meth:`as_dict` for the shape).
+        carry an unexpected one, or when a key holds the wrong type (see :meth:`as_dict` for the shape). An envelope
+        without ``group_id`` (every one written before groups, and every event outside a group) reads as None.
         """
         try:
             data = loads_exact(raw, lambda text: _DECODER.decode(text.decode()))
@@ -284,8 +318,12 @@ class Event:
         for name in _ENVELOPE_KEYS:
             if name not in data:
                 raise EnvelopeError(f"{name!r} missing")
-        if len(data) != len(_ENVELOPE_KEYS):
+        # Every schema-1 key is there: whatever else is there must be an optional key.
+        if len(data) != len(_ENVELOPE_KEYS) and not _OPTIONAL_ENVELOPE_KEYS.issuperset(data.keys() - _ENVELOPE_KEY_SET):
             raise EnvelopeError("unexpected keys beside the schema-1 envelope keys")
+        group_id = data.get("group_id")
+        if "group_id" in data and (not isinstance(group_id, str) or not group_id):
+            raise EnvelopeError("'group_id' must be a non-empty string when present")
         event_id = data["event_id"]
         if not _is_hex(event_id, _EVENT_ID_HEX_DIGITS):
             raise EnvelopeError("'event_id' must be 32 lowercase hex digits")
@@ -318,6 +356,7 @@ class Event:
             payload=data["payload"],
             contact=data["contact"],
             delivery=_delivery_from_envelope(data["delivery"]),
+            group_id=group_id,
         )
 
 
@@ -443,6 +482,32 @@ def _unix_seconds(value: Any) -> int | None:
 def _subject(wa_id: Any, user_id: Any) -> Subject | None:
     wa, user = _meta_id(wa_id), _meta_id(user_id)
     return Subject(wa_id=wa, user_id=user) if (wa is not None or user is not None) else None
+
+
+def _participant_subject(person: Any) -> Subject | None:
+    """A group participant of ``group_participants_update``: their ``wa_id`` / ``user_id``, else the ``input`` the
+    business removed them by — a phone number (its digits: a wa_id) or a business-scoped user id (anything else)."""
+    if not isinstance(person, dict):
+        return None
+    subject = _subject(person.get("wa_id"), person.get("user_id"))
+    given = _meta_id(person.get("input")) if subject is None else None
+    if given is None:
+        return subject
+    digits = "".join(c for c in given if c not in _PHONE_PUNCTUATION)
+    if digits and digits.isascii() and digits.isdigit():
+        return Subject(wa_id=digits, user_id=None)
+    return Subject(wa_id=None, user_id=given)
+
+
+def _status_person(status: dict[str, Any]) -> tuple[Subject | None, str | None]:
+    """Whose a status is, and of which group: a status of a message sent to a group names the group as its
+    ``recipient_id`` and the participant it was delivered to (or read by) separately."""
+    if status.get("recipient_type") != "group":
+        return _subject(status.get("recipient_id"), status.get("recipient_user_id")), None
+    number = status.get("recipient_participant_id")
+    if number is None:
+        number = status.get("participant_recipient_id")  # the spelling of some of Meta's group samples
+    return _subject(number, status.get("recipient_participant_user_id")), _meta_id(status.get("recipient_id"))
 
 
 def _business_number(value: dict[str, Any]) -> Any:
@@ -608,8 +673,10 @@ class _Splitter:
             self.errors(change, value.get("errors"))
         elif field == "user_preferences":
             self.preferences(change, value.get("user_preferences"), contacts)
-        else:
+        elif field == "smb_app_state_sync":
             self.state_sync(change, value.get("state_sync"), contacts)
+        else:
+            self.groups(change, value.get("groups"), contacts)
         if len(self.events) == produced_before:
             # Nothing to split (no items, empty lists): keep the whole value, as for an unknown field.
             self.standalone(change, "unknown", value)
@@ -637,6 +704,7 @@ class _Splitter:
         original_message_id: str | None = None,
         timestamp: int | None = None,
         type_: str | None = None,
+        group_id: str | None = None,
     ) -> None:
         event_id = derive_event_id(change.waba_id, kind, change.phone_number_id, identity)
         if event_id in self._seen:
@@ -658,6 +726,7 @@ class _Splitter:
                 payload=payload,
                 contact=contact,
                 delivery=self._delivery,
+                group_id=group_id,
             )
         )
 
@@ -689,6 +758,7 @@ class _Splitter:
             original_message_id=_original_message_id(item),
             timestamp=_unix_seconds(item.get("timestamp")),
             type_=_text(item.get("type")),
+            group_id=_meta_id(item.get("group_id")),
         )
 
     def items(
@@ -712,7 +782,7 @@ class _Splitter:
                 continue
             status_id = _meta_id(status.get("id"))
             state = _text(status.get("status"))
-            subject = _subject(status.get("recipient_id"), status.get("recipient_user_id"))
+            subject, group_id = _status_person(status)
             self.emit(
                 change,
                 "status",
@@ -725,6 +795,7 @@ class _Splitter:
                 original_message_id=status_id if state == "deleted" else None,
                 timestamp=_unix_seconds(status.get("timestamp")),
                 type_=state,
+                group_id=group_id,
             )
 
     def errors(self, change: _Change, errors: Any) -> None:
@@ -849,6 +920,72 @@ class _Splitter:
                 timestamp=_unix_seconds(metadata.get("timestamp")) if isinstance(metadata, dict) else None,
                 type_=_text(item.get("action")),
             )
+
+    def groups(self, change: _Change, items: Any, contacts: _Contacts) -> None:
+        """``value.groups[]`` of the four group fields: the participants' records, or the group's own."""
+        if not isinstance(items, list):
+            return
+        for item in items:
+            if not isinstance(item, dict):
+                self.standalone(change, "unknown", item)
+                continue
+            group_id = _meta_id(item.get("group_id"))
+            if change.field == "group_participants_update" and self.participants(change, item, group_id, contacts):
+                continue
+            self.emit(
+                change,
+                "group",
+                (group_id or "", canonical_hash(item)),
+                item,
+                timestamp=_unix_seconds(item.get("timestamp")),
+                type_=_text(item.get("type")),
+                group_id=group_id,
+            )
+
+    def participants(self, change: _Change, item: dict[str, Any], group_id: str | None, contacts: _Contacts) -> bool:
+        """One ``group_participant`` per person the item names; False when it names nobody."""
+        timestamp, type_ = _unix_seconds(item.get("timestamp")), _text(item.get("type"))
+        context: dict[str, Any] | None = None
+        named = False
+        for key in _PARTICIPANT_LISTS:
+            people = item.get(key)
+            if not isinstance(people, list):
+                continue
+            if context is None:
+                context = {name: value for name, value in item.items() if name not in _PARTICIPANT_LISTS}
+            for person in people:
+                # The item as it concerns this person: its own fields and this one entry of its list.
+                payload = {**context, key: [person]}
+                subject = _participant_subject(person)
+                self.emit(
+                    change,
+                    "group_participant",
+                    (group_id or "", canonical_hash(payload)),
+                    payload,
+                    subject=subject,
+                    contact=contacts.find(subject),
+                    timestamp=timestamp,
+                    type_=type_,
+                    group_id=group_id,
+                )
+                named = True
+        if named:
+            return True
+        requester = _subject(item.get("wa_id"), item.get("user_id"))  # a join request, created or revoked
+        if requester is None:
+            return False
+        self.emit(
+            change,
+            "group_participant",
+            (group_id or "", canonical_hash(item)),
+            item,
+            subject=requester,
+            contact=contacts.find(requester),
+            timestamp=timestamp,
+            type_=type_,
+            group_id=group_id,
+        )
+        return True
 
 
 def split_webhook(body: Any, *, raw_sha256: str, signature: str | None, received_at: str) -> list[Event]:

@@ -55,6 +55,8 @@ class IndexRow(NamedTuple):
     expires_at: datetime | None
     # The class's clock runs from the person's last contact: expires_at is a lower bound (migration 0008).
     anchor_last_contact: bool = False
+    # The Cloud API group the event belongs to, as its pseudonym (services/core/pseudonym.py, migration 0011).
+    group_ref: bytes | None = None
 
 
 INDEX_COLUMNS = IndexRow._fields
@@ -125,12 +127,21 @@ def received_time(received_at: str | None, fallback: datetime) -> datetime:
 
 
 def index_row(
-    meta: RecordMeta, *, object_key: str, record_index: int, partition: int, classify: Classifier, now: datetime
+    meta: RecordMeta,
+    *,
+    object_key: str,
+    record_index: int,
+    partition: int,
+    classify: Classifier,
+    now: datetime,
+    group_ref: bytes | None = None,
 ) -> IndexRow:
     """The index row of one sealed record: the archiver's and ``rebuild-index``'s single way of making one.
 
     The retention clock runs from Meta's event time, or from the receipt time when Meta's is absent or out of
-    range; ``now`` stands in for a receipt time that cannot be read."""
+    range; ``now`` stands in for a receipt time that cannot be read. ``group_ref`` (the binary pseudonym of the
+    event's group) comes from the event, not the header: the object format carries no group, so rows that
+    ``rebuild-index`` makes have none (the merge keeps a row's group when it rewrites it)."""
     received = received_time(meta.received_at, now)
     when = event_time(meta.timestamp) or received
     retention_class, expires_at = classify(meta.phone_number_id, meta.kind, meta.type, when)
@@ -153,6 +164,7 @@ def index_row(
         retention_class,
         expires_at,
         retention_class in classify.last_contact_classes,
+        group_ref,
     )
 
 
@@ -220,6 +232,8 @@ async def write_object_index(
                 "kafka_offset",
             )
         )
+        # A row rewritten without its group (rebuild-index reads headers, which carry none) keeps the one it had.
+        updates += ", group_ref = coalesce(EXCLUDED.group_ref, archived_events.group_ref)"
         # The same event twice in one batch (a redelivery) keeps its latest copy.
         await conn.execute(
             f"INSERT INTO archived_events ({', '.join(INDEX_COLUMNS)}) "  # noqa: S608 — column names are constants

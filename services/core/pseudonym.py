@@ -8,8 +8,10 @@ in index rows, object headers, object keys, the audit log, logs and metrics.
 - ``message_ref`` = hex HMAC-SHA256(pepper, ``b"msg\\x00" + message_id``). A wamid embeds the customer's phone
   number in base64, so a raw wamid is personal data: it never appears in the clear, only this reference. The
   ``msg\\x00`` domain prefix keeps message references apart from subject references under the same pepper.
+- ``group_ref`` = hex HMAC-SHA256(pepper, ``b"grp\\x00" + group_id``). A Cloud API group id names a group of
+  people; the index keeps only this reference, so the group's timeline is found without the id in the clear.
 
-Both are deterministic (the same inputs always give the same reference: lookups and erasure depend on it) and
+All three are deterministic (the same inputs always give the same reference: lookups and erasure depend on it) and
 return 64 lowercase hex characters.
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 import hmac
 
 _MESSAGE_DOMAIN = b"msg\x00"
+_GROUP_DOMAIN = b"grp\x00"
 
 
 def subject_ref(pepper: bytes, phone_number_id: str, person_id: str) -> str:
@@ -44,3 +47,16 @@ def message_ref(pepper: bytes, message_id: str) -> str:
     if not pepper:
         raise ValueError("a message pseudonym needs a non-empty pepper")
     return hmac.digest(pepper, _MESSAGE_DOMAIN + message_id.encode("utf-8", "surrogatepass"), "sha256").hex()
+
+
+def group_ref(pepper: bytes, group_id: str) -> str:
+    """The pseudonym of a Cloud API group id (Groups API): links a group's messages, participants and updates.
+
+    Raises ValueError when ``group_id`` is empty (every record without a group would share one reference) or when
+    ``pepper`` is empty.
+    """
+    if not group_id:
+        raise ValueError("a group pseudonym needs a group id")
+    if not pepper:
+        raise ValueError("a group pseudonym needs a non-empty pepper")
+    return hmac.digest(pepper, _GROUP_DOMAIN + group_id.encode("utf-8", "surrogatepass"), "sha256").hex()

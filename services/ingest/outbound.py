@@ -7,6 +7,9 @@ archive would hold one side of the conversation. The report is the send request 
      "request":  {"messaging_product": "whatsapp", "to": "16505551234", "type": "text", "text": {...}},
      "response": {"messaging_product": "whatsapp", "contacts": [{"input": "…", "wa_id": "16505551234"}],
                   "messages": [{"id": "wamid.…"}]}}
+
+A message sent to a group (``"recipient_type": "group"``, ``to`` the group id) is the business's own record of
+the group: it has no person as subject and carries the group id (services/core/events.py).
 """
 
 from __future__ import annotations
@@ -52,10 +55,14 @@ def outbound_event(raw: bytes, *, received_at: str) -> Event:
         raise _reject("response.messages[0].id (the wamid) is required")
     contacts = response.get("contacts")
     contact = contacts[0] if isinstance(contacts, list) and contacts and isinstance(contacts[0], dict) else None
-    wa_id = _text(contact.get("wa_id")) if contact else None
-    user_id = _text(contact.get("user_id")) if contact else None
-    wa_id = wa_id or _text(request.get("to"))
-    user_id = user_id or _text(request.get("recipient"))
+    group_id = _text(request.get("to")) if request.get("recipient_type") == "group" else None
+    if group_id is not None:
+        contact, wa_id, user_id = None, None, None  # sent to the group: no one person's record
+    else:
+        wa_id = _text(contact.get("wa_id")) if contact else None
+        user_id = _text(contact.get("user_id")) if contact else None
+        wa_id = wa_id or _text(request.get("to"))
+        user_id = user_id or _text(request.get("recipient"))
     waba_id = _text(body.get("waba_id")) or ""
     identity = "\x1f".join(("v1", waba_id, "outbound", phone_number_id, message_id))
     return Event(
@@ -73,4 +80,5 @@ def outbound_event(raw: bytes, *, received_at: str) -> Event:
         payload=body,
         contact=contact,
         delivery=Delivery(sha256=hashlib.sha256(raw).hexdigest(), signature=None),
+        group_id=group_id,
     )

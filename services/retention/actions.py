@@ -13,7 +13,8 @@ arguments, and is the one place that
 4. returns a typed result.
 
 Errors an adapter translates: :class:`Forbidden` (HTTP 403, exit 2), :class:`ReasonRequired` (400, exit 2),
-:class:`HoldError` and :class:`ErasureError` (400, exit 2), :class:`NotFound` (404, exit 1). Anything else is a
+:class:`HoldError`, :class:`ErasureError`, :class:`PersonRequired` and :class:`GroupRequired` (400, exit 2),
+:class:`NotFound` (404, exit 1). Anything else is a
 failure of the system.
 """
 
@@ -36,8 +37,11 @@ from services.retention.conversation import (
     Conversation,
     ConversationMessage,
     ConversationPage,
+    GroupRequired,
+    GroupTimeline,
     load_conversation,
     load_conversation_page,
+    load_group_timeline,
 )
 from services.retention.erasure import (
     ErasureError,
@@ -73,6 +77,7 @@ __all__ = [
     "Actions",
     "ErasureError",
     "Forbidden",
+    "GroupRequired",
     "HoldError",
     "MediaFile",
     "NotFound",
@@ -87,6 +92,7 @@ log = logging.getLogger("wa_archive.retention")
 
 ActionName = Literal[
     "messages",
+    "group.messages",
     "media",
     "search",
     "export",
@@ -106,6 +112,7 @@ ROLE_RANK: Final[dict[Role, int]] = {"reader": 1, "dpo": 2}
 # ``reader`` may search and retrieve (with a reason, audited); everything else is the data protection officer's.
 REQUIRED_ROLE: Final[dict[ActionName, Role]] = {
     "messages": "reader",
+    "group.messages": "reader",
     "media": "reader",
     "search": "reader",
     "export": "dpo",
@@ -305,6 +312,25 @@ class Actions:
         )
         self.metrics.decryptions.labels("retrieval").inc()
         return found
+
+    async def group_messages(
+        self, operator: Operator, *, group_id: str, phone_number_id: str, reason: str | None
+    ) -> GroupTimeline:
+        """A Cloud API group's timeline (retrieval): every participant's messages, the participants joining and
+        leaving, the group's updates. Audited like a retrieval, one row per pseudonym read, before decrypting;
+        :class:`GroupRequired` without a group id and its business number."""
+        authorize(operator, "group.messages")
+        timeline = await load_group_timeline(
+            self.access.pool,
+            self.access.reader,
+            self.access.pepper,
+            group_id=group_id,
+            phone_number_id=phone_number_id,
+            actor=operator.name,
+            reason=require_reason(reason),
+        )
+        self.metrics.decryptions.labels("retrieval").inc()
+        return timeline
 
     async def media(self, operator: Operator, conversation: Conversation) -> AsyncIterator[MediaFile]:
         """The archived media files of a retrieved conversation, one at a time (the retrieval's audit rows cover

@@ -26,6 +26,7 @@ from services.retention.actions import (
     Actions,
     ErasureError,
     Forbidden,
+    GroupRequired,
     HoldError,
     NotFound,
     Operator,
@@ -48,6 +49,7 @@ ERROR_STATUS: dict[type[Exception], int] = {
     HoldError: 400,
     ErasureError: 400,
     PersonRequired: 400,
+    GroupRequired: 400,
     NotFound: 404,
 }
 
@@ -68,6 +70,12 @@ class MessagesRequest(BaseModel):
     phone_number_id: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+
+
+class GroupMessagesRequest(BaseModel):
+    group_id: str = Field(min_length=1, description="the group's id (Cloud API Groups)")
+    phone_number_id: str = Field(min_length=1, description="the business number the group belongs to")
+    reason: str | None = Field(default=None, description="why the group is read (written to the audit log)")
 
 
 def conversation_json(conversation: Conversation) -> dict[str, Any]:
@@ -224,6 +232,16 @@ def create_admin_app(
     ) -> dict[str, Any]:
         # In the body, not the URL: the person's number and the reason stay out of access logs and proxies.
         return conversation_json(await actions.messages(operator, **body.model_dump()))
+
+    @app.post(
+        "/v1/groups/messages",
+        summary="A group's timeline: every participant's messages, joins, leaves and updates (audited; a reason)",
+    )
+    async def group_messages(
+        operator: Annotated[Operator, Depends(allowed("group.messages"))], actions: Run, body: GroupMessagesRequest
+    ) -> dict[str, Any]:
+        # In the body: the group id names people's conversation and stays out of access logs, like the reason.
+        return (await actions.group_messages(operator, **body.model_dump())).to_json()
 
     @app.get(
         "/v1/search",

@@ -4,6 +4,12 @@
 sender at …". It refuses without a reason, writes the audit row *before* anything is decrypted, and returns the
 messages in time order. Records whose key was shredded (erasure) are left out and counted.
 
+:func:`load_group_timeline` is a Cloud API group's history: the messages of every participant, the participants
+joining and leaving, and the group's own updates, found by the group's pseudonym (``group_ref``) and audited per
+person before anything is decrypted. Each record is still sealed under its own person's key, so an erased
+participant's records are gone from it (or, while the erasure is under way, counted as shredded) and the others'
+stay readable.
+
 :func:`assemble` is the pure part: envelopes in, :class:`ConversationMessage` out.
 """
 
@@ -21,7 +27,7 @@ import orjson
 
 from services.core.index import binary_keys
 from services.core.keywords import keyword_key, query_tokens, searchable_text, words
-from services.core.pseudonym import message_ref
+from services.core.pseudonym import group_ref, message_ref
 from services.core.reader import ArchiveReader, RecordLocation
 from services.retention.subjects import (
     PersonRequired,
@@ -33,6 +39,7 @@ from services.retention.subjects import (
 )
 
 MESSAGE_KINDS = frozenset({"message", "echo", "history", "outbound"})
+GROUP_KINDS = frozenset({"group", "group_participant"})
 STATUS_ORDER = {"sent": 1, "delivered": 2, "read": 3, "played": 4, "failed": 5, "deleted": 6}
 
 
@@ -261,6 +268,141 @@ async def load_conversation(
         high = until.timestamp() if until else float("inf")
         messages = [m for m in messages if m.timestamp is None or low <= m.timestamp <= high]
     return Conversation(refs, messages, shredded)
+
+
+class GroupRequired(ValueError):
+    """A group read names no group or no business number; nothing was read."""
+
+
+@dataclass
+class GroupTimeline:
+    """A group's records of every participant, as one timeline: ``messages`` holds the messages (with their
+    statuses, edits and deletion), the participants' changes (``group_participant``) and the group's updates
+    (``group``), in time order. ``subject_refs`` are the pseudonyms whose records were read (and audited)."""
+
+    group_ref: str
+    subject_refs: list[str]
+    messages: list[ConversationMessage]
+    shredded_records: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "group_ref": self.group_ref,
+            "messages": [m.to_json() for m in self.messages],
+            "shredded_records": self.shredded_records,
+        }
+
+
+async def load_group_timeline(
+    pool: asyncpg.Pool,
+    reader: ArchiveReader,
+    pepper: bytes,
+    *,
+    group_id: str,
+    phone_number_id: str,
+    actor: str,
+    reason: str | None,
+) -> GroupTimeline:
+    """The timeline of the group ``group_id`` of the business number ``phone_number_id``.
+
+    Refuses without a reason (:class:`ReasonRequired`) or without a group and a number (:class:`GroupRequired`)
+    before reading anything; writes one audit row per pseudonym (purpose ``retrieval``, details ``group``: true
+    and the group's pseudonym) before decrypting. Records whose key was shredded are left out and counted."""
+    reason = require_reason(reason)
+    if not group_id or not phone_number_id:
+        raise GroupRequired("name the group by its group id and its business phone number id")
+    ref = group_ref(pepper, group_id)
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT event_id, encode(event_id, 'hex') AS event_hex, object_key, record_index,"
+            " encode(subject_ref, 'hex') AS subject_ref FROM archived_events"
+            " WHERE group_ref = $1 AND phone_number_id = $2 ORDER BY event_time, kafka_offset",
+            bytes.fromhex(ref),
+            phone_number_id,
+        )
+        media_rows = await conn.fetch(
+            "SELECT encode(event_id, 'hex') AS event_id, status, object_key, mime_type, size_bytes, failure"
+            " FROM archived_media WHERE event_id = ANY($1::bytea[])",
+            [row["event_id"] for row in rows],
+        )
+        counts: dict[str, int] = {}
+        for row in rows:
+            counts[row["subject_ref"]] = counts.get(row["subject_ref"], 0) + 1
+        # The audit rows come first: no disclosure without a trace, even if the read then fails.
+        async with conn.transaction():
+            for subject, count in sorted(counts.items()):
+                await write_audit(
+                    conn,
+                    actor=actor,
+                    action="retrieval",
+                    reason=reason,
+                    subject_ref=subject,
+                    record_count=count,
+                    details={"group": True, "group_ref": ref},
+                )
+    opened = await _open(reader, [RecordLocation(r["event_hex"], r["object_key"], r["record_index"]) for r in rows])
+    with collector_paused():
+        messages = assemble(opened.envelopes, {row["event_id"]: dict(row) for row in media_rows})
+    # In the index's order (event time, else receipt time): a message the business reported sending (outbound,
+    # which has no Meta time) takes its place among the participants' messages instead of heading the timeline.
+    place = {row["event_hex"]: position for position, row in enumerate(rows)}
+    messages.sort(key=lambda message: place.get(message.event_id, -1))
+    return GroupTimeline(ref, sorted(counts), messages, opened.shredded)
+
+
+def group_change(message: ConversationMessage) -> tuple[str, str]:
+    """Who and what, for a group timeline's table: the sender of a message (its ``from``), the participant a
+    ``group_participant`` record is about and what happened to them, or the business for the group's own records
+    and what it sent."""
+    payload = message.payload if isinstance(message.payload, dict) else {}
+    if message.kind == "group_participant":
+        return _participant_of(payload), _participant_change(message.type, payload)
+    if message.kind == "group":
+        return "business", _group_update(message.type, payload)
+    if message.direction == "outbound":
+        return "business", summary(message)
+    sender = payload.get("from") or payload.get("from_user_id")
+    return (str(sender) if sender else "?"), summary(message)
+
+
+def _participant_of(payload: dict[str, Any]) -> str:
+    for key in ("added_participants", "removed_participants", "failed_participants"):
+        people = payload.get(key)
+        if isinstance(people, list) and people and isinstance(people[0], dict):
+            person = people[0]
+            return str(person.get("wa_id") or person.get("user_id") or person.get("input") or "?")
+    return str(payload.get("wa_id") or payload.get("user_id") or "?")
+
+
+def _participant_change(kind_type: str | None, payload: dict[str, Any]) -> str:
+    if "failed_participants" in payload:
+        return "[not removed: the removal failed]"
+    if kind_type == "group_participants_add":
+        reason = payload.get("reason")
+        return f"[joined{' by ' + str(reason).replace('_', ' ') if reason else ''}]"
+    if kind_type == "group_participants_remove":
+        return "[left]" if payload.get("initiated_by") == "participant" else "[removed]"
+    if kind_type == "group_join_request_created":
+        return "[asked to join]"
+    if kind_type == "group_join_request_revoked":
+        return "[withdrew the request to join]"
+    return f"[{kind_type}]"
+
+
+def _group_update(kind_type: str | None, payload: dict[str, Any]) -> str:
+    if kind_type == "group_create":
+        return f"[group created] {payload.get('subject') or ''}".rstrip()
+    if kind_type == "group_settings_update":
+        changed = []
+        for key, label in (("group_subject", "subject"), ("group_description", "description")):
+            setting = payload.get(key)
+            if isinstance(setting, dict) and setting.get("update_successful"):
+                changed.append(f"{label}: {setting.get('text', '')}")
+        picture = payload.get("profile_picture")
+        if isinstance(picture, dict) and picture.get("update_successful"):
+            changed.append("new picture")
+        return f"[settings] {'; '.join(changed)}".rstrip()
+    return f"[{kind_type}]"
 
 
 def summary(message: ConversationMessage) -> str:

@@ -58,10 +58,26 @@ class Services:
     logs: dict[str, Path]
 
 
+# Keys whose values identify a customer (or a group of them: a group id names its participants' conversation).
+CUSTOMER_KEYS = frozenset(
+    {
+        "wa_id",
+        "from",
+        "to",
+        "recipient_id",
+        "user_id",
+        "from_user_id",
+        "group_id",
+        "input",
+        "recipient_participant_id",
+        "recipient_participant_user_id",
+        "participant_recipient_id",
+    }
+)
+
+
 def is_personal(key: str, value: str) -> bool:
-    customer_id = key in ("wa_id", "from", "to", "recipient_id", "user_id", "from_user_id") and not value.startswith(
-        "1555"
-    )
+    customer_id = key in CUSTOMER_KEYS and not value.startswith("1555")
     return customer_id or key in ("name", "formatted_name") or (key == "body" and " " in value)
 
 

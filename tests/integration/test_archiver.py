@@ -21,7 +21,7 @@ from services.core.crypto import DekCache, LocalKek
 from services.core.events import Event, parse_webhook
 from services.core.index import binary_keys
 from services.core.keyring import Keyring
-from services.core.pseudonym import message_ref
+from services.core.pseudonym import group_ref, message_ref
 from services.core.reader import ArchiveReader, RecordLocation
 from services.core.schema import connect_pool
 from services.core.settings import KafkaSettings
@@ -91,7 +91,8 @@ async def test_every_sample_payload_is_archived_and_reads_back_byte_for_byte(
     rows = await pg_pool.fetch(
         "SELECT encode(event_id, 'hex') AS event_id, object_key, record_index, kind,"
         " encode(message_ref, 'hex') AS message_ref, encode(original_message_ref, 'hex') AS original_message_ref,"
-        " encode(subject_ref, 'hex') AS subject_ref FROM archived_events WHERE event_id = ANY($1::bytea[])",
+        " encode(subject_ref, 'hex') AS subject_ref, encode(group_ref, 'hex') AS group_ref"
+        " FROM archived_events WHERE event_id = ANY($1::bytea[])",
         binary_keys(produced),
     )
     assert all(row["object_key"].startswith(pipe.settings.s3.prefix + "/") for row in rows)
@@ -112,11 +113,19 @@ async def test_every_sample_payload_is_archived_and_reads_back_byte_for_byte(
     by_id = {row["event_id"]: row for row in rows}
     for event_id, event in linked.items():
         assert by_id[event_id]["original_message_ref"] == message_ref(pepper, event.original_message_id or "")
-    # Object keys and index rows hold pseudonyms only: no wa_id, no wamid.
+    # A group's events are indexed under its pseudonym (the samples' group messages, statuses, participants and
+    # updates), every other event under none.
+    groups = {e.event_id: e.group_id for e in expected}
+    assert any(groups.values()), "the sample payloads include Cloud API groups"
+    for row in rows:
+        group = groups[row["event_id"]]
+        assert row["group_ref"] == (group_ref(pepper, group) if group else None)
+    # Object keys and index rows hold pseudonyms only: no wa_id, no wamid, no group id.
     for row in rows:
         assert "wamid" not in row["object_key"]
         assert "16505551234" not in row["object_key"]
         assert row["message_ref"] is None or not row["message_ref"].startswith("wamid")
+        assert not any(group in row["object_key"] for group in groups.values() if group)
     metrics = generate_latest(pipe.registry).decode()
     assert "wa_archiver_events_archived_total" in metrics
     assert 'wa_archive_last_success_timestamp_seconds{phone_number_id="106540352242922"}' in metrics

@@ -65,7 +65,7 @@ async def test_every_migration_applies_in_order_on_an_empty_schema(scratch: asyn
             "WHERE table_schema = current_schema() AND table_name IN ('archived_events', 'archived_media')"
         )
     }
-    for column in ("event_id", "subject_ref", "message_ref", "original_message_ref"):
+    for column in ("event_id", "subject_ref", "message_ref", "original_message_ref", "group_ref"):
         assert types[("archived_events", column)] == "bytea", column
     assert types[("archived_media", "event_id")] == types[("archived_media", "subject_ref")] == "bytea"
     indexes = {
@@ -74,6 +74,7 @@ async def test_every_migration_applies_in_order_on_an_empty_schema(scratch: asyn
     }
     assert "archived_events_message" not in indexes
     assert {"archived_events_subject_time", "archived_events_original", "archived_events_object"} <= indexes
+    assert "archived_events_group" in indexes  # 0011: partial, the group events alone
 
 
 async def test_binary_keys_carry_the_text_layout_rows_over_byte_for_byte(scratch: asyncpg.Connection) -> None:

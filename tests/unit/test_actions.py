@@ -15,7 +15,7 @@ from services.retention.search import IndexHit, SearchFilter
 
 pytestmark = pytest.mark.unit
 
-READER_ACTIONS = {"messages", "media", "search"}  # media: a file of a conversation the reader retrieved
+READER_ACTIONS = {"messages", "group.messages", "media", "search"}  # media: a file of a conversation retrieved
 
 
 @pytest.mark.parametrize("action", sorted(REQUIRED_ROLE))

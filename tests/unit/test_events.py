@@ -48,6 +48,12 @@ EXPECTED_KINDS: dict[str, dict[str, int]] = {
     "calls_terminate_business_initiated": {"call": 1},
     "calls_terminate_user_initiated": {"call": 1},
     "errors_value_level_rate_limit": {"error": 1},
+    "group_lifecycle_update_create": {"group": 1},
+    "group_participants_update_add": {"group_participant": 1},
+    "group_participants_update_leave": {"group_participant": 1},
+    "group_participants_update_remove": {"group_participant": 2},  # one record per participant removed
+    "group_settings_update": {"group": 1},
+    "group_status_update_suspended": {"group": 1},
     "history_chat_threads": {"history": 4},  # two threads: 3 + 1 messages
     "history_media_asset": {"history": 1},  # field `history`, but a plain `messages` list
     "history_sharing_declined_error": {"error": 1},  # a history item with `errors` and no threads
@@ -57,6 +63,7 @@ EXPECTED_KINDS: dict[str, dict[str, int]] = {
     "inbound_contacts": {"message": 1},
     "inbound_document": {"message": 1},
     "inbound_edit_coexistence": {"message": 1},
+    "inbound_group_text": {"message": 1},
     "inbound_image": {"message": 1},
     "inbound_interactive_button_reply": {"message": 1},
     "inbound_interactive_list_reply": {"message": 1},
@@ -164,7 +171,7 @@ def test_the_expectation_table_covers_every_sample_payload() -> None:
     assert {path.stem for path in FILES} == set(EXPECTED_KINDS), "a sample was added or removed: update the table"
     total = Counter(event.kind for path in FILES for event in split(path.read_bytes()))
     assert total == Counter(
-        message=34,
+        message=35,
         status=14,
         history=5,
         call=5,
@@ -172,6 +179,8 @@ def test_the_expectation_table_covers_every_sample_payload() -> None:
         echo=3,
         preference=3,
         contact_sync=3,
+        group_participant=4,
+        group=3,
         account=2,
         unknown=1,
         template=1,
@@ -326,10 +335,10 @@ def test_a_deleted_status_points_at_the_deleted_message() -> None:
         pytest.param(
             "status_group_aggregated_multiple_statuses",
             1,
-            Subject("120363025318392938@g.us", None),
+            Subject("16505551234", None),
             None,
-            f"{PHONE_NUMBER_ID}:120363025318392938@g.us",
-            id="group status: the group is the recipient",
+            f"{PHONE_NUMBER_ID}:16505551234",
+            id="group status: the participant, not the group",
         ),
         pytest.param("errors_value_level_rate_limit", 0, None, None, f"{PHONE_NUMBER_ID}:", id="value-level error"),
         pytest.param("account_update_violation", 0, None, None, f"{WABA}:", id="account update: keyed by the WABA"),
@@ -983,6 +992,7 @@ def test_envelopes_round_trip(path: Path) -> None:
         encoded = event.to_json()
         assert encoded.startswith(b'{"schema":1,"event_id":"')
         decoded = json.loads(encoded)
+        group = ["group_id"] if event.group_id is not None else []  # only a group's events carry it, last
         assert list(decoded) == [
             "schema",
             "event_id",
@@ -999,6 +1009,7 @@ def test_envelopes_round_trip(path: Path) -> None:
             "payload",
             "contact",
             "delivery",
+            *group,
         ]
         assert json.dumps(decoded, separators=(",", ":"), ensure_ascii=False).encode() == encoded, "not compact"
         assert Event.from_json(encoded) == event
