@@ -227,6 +227,7 @@ FRENCH: Final[dict[str, str]] = {
     "Customer": "Client",
     "Business": "Entreprise",
     "Matches your words": "Contient vos mots",
+    "in a group": "dans un groupe",
     "Deleted for everyone by the customer at {time} ({minutes} minutes after it was sent)": (
         "Supprimé pour tous par le client à {time} ({minutes} minutes après l'envoi)"
     ),

@@ -67,6 +67,7 @@ class Bubble:
     reactions: list[str] = field(default_factory=list)
     media: Media | None = None
     matched: bool = False
+    in_group: bool = False  # written in a Cloud API group, not to the business alone
 
     @property
     def edited(self) -> bool:
@@ -205,6 +206,8 @@ def bubbles(
             status=message.latest_status,
             media=_media(message, content),
             matched=message.event_id in matched,
+            in_group=isinstance(payload, dict)
+            and bool(payload.get("group_id") or payload.get("recipient_type") == "group"),
         )
         if message.edits:
             bubble.history = [Revision(message.timestamp, content)] + [

@@ -174,3 +174,9 @@ def test_a_reply_to_a_message_off_the_page_shows_its_excerpt_without_a_link() ->
     assert (reply.reply_to, reply.reply_excerpt) == (None, "Le prix est de 1 200 €")
     assert reaction.content.type == "reaction"  # its message is off the page: it stands alone
     assert reaction.content.text == "😮"
+
+
+def test_a_group_message_in_a_persons_timeline_says_so() -> None:
+    group = event(1, "message", text("wamid.g", "Qui vient samedi ?", T, group_id="Y2FwaV9ncm91cDox"))
+    alone = event(2, "message", text("wamid.a", "Bonjour", T + 1))
+    assert [b.in_group for b in bubbles(assemble([group, alone]))] == [True, False]
