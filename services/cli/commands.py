@@ -289,6 +289,7 @@ def cmd_hold(args: argparse.Namespace) -> int:
                 waba_id=args.waba_id,
                 phone_number_id=args.phone_number_id,
                 contact=args.contact,
+                group_id=args.group_id,
             )
             print_json(hold.to_json())
         elif args.hold_command == "release":

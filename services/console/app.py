@@ -84,7 +84,7 @@ TYPES: Final = (
     "edit",
     "revoke",
 )
-HOLD_SCOPES: Final[tuple[HoldScope, ...]] = ("contact", "phone_number", "waba")
+HOLD_SCOPES: Final[tuple[HoldScope, ...]] = ("contact", "conversation", "group", "phone_number", "waba")
 
 CSP: Final = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; media-src 'self'; "
@@ -578,6 +578,7 @@ def create_console_app(
             waba_id=field(form, "waba_id"),
             phone_number_id=field(form, "phone_number_id"),
             contact=field(form, "contact"),
+            group_id=field(form, "group_id"),
         )
         return await holds_page(
             request, session, notice=translator(session.locale)("Hold placed: {case}.", case=hold.case_ref)

@@ -488,6 +488,7 @@ class Actions:
         waba_id: str | None = None,
         phone_number_id: str | None = None,
         contact: str | None = None,
+        group_id: str | None = None,
     ) -> Hold:
         """Create a legal hold (audited); :class:`HoldError` when the scope's identifiers are missing."""
         authorize(operator, "hold.create")
@@ -501,6 +502,7 @@ class Actions:
                 waba_id=waba_id,
                 phone_number_id=phone_number_id,
                 contact=contact,
+                group_id=group_id,
             )
 
     async def holds(self, operator: Operator, *, include_released: bool = False) -> list[Hold]:

@@ -116,6 +116,7 @@ class HoldRequest(BaseModel):
     waba_id: str | None = None
     phone_number_id: str | None = None
     contact: str | None = None
+    group_id: str | None = Field(default=None, description="the Cloud API group id, for a group hold")
 
 
 class ExportRequest(BaseModel):

@@ -1,8 +1,10 @@
 """Legal holds: data under a hold is never deleted by retention nor shredded by an erasure (GDPR Art. 17(3)(e)).
 
 A hold covers a WABA, a business phone number, a contact (every pseudonym of the person, under every business
-number) or one conversation (the person under one number). Holds are released, never deleted, so the audit log
-and the table together show when data was protected and by which case.
+number), one conversation (the person under one number) or a Cloud API group (every record of the group: each
+participant's messages there and the group's own updates; a participant's erasure waits while the hold lasts).
+Holds are released, never deleted, so the audit log and the table together show when data was protected and by
+which case.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ from typing import Literal
 import asyncpg
 
 from services.core.index import binary_keys
+from services.core.pseudonym import group_ref
 from services.retention.subjects import expand_subject_refs, resolve_subject_refs, write_audit
 
 Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
-HoldScope = Literal["waba", "phone_number", "contact", "conversation"]
+HoldScope = Literal["waba", "phone_number", "contact", "conversation", "group"]
 
 # Orders hold creation against deletions. Retention chunks and erasures hold this advisory lock shared from the
 # moment they check for holds until their deletions are done; creating a hold takes it exclusively. So once
@@ -40,28 +43,32 @@ async def holds_settled(conn: Connection) -> AsyncIterator[None]:
 
 async def held_objects(conn: Connection, object_keys: Sequence[str]) -> set[str]:
     """The objects among ``object_keys`` that hold at least one record covered by an active hold: of a held
-    WABA, a held business number, or a held person (contact and conversation holds list the pseudonyms).
+    WABA, a held business number, a held person (contact and conversation holds list the pseudonyms) or a held
+    group.
     The active holds are read once and matched as arrays: one pass over the objects' index rows."""
     if not object_keys:
         return set()
     holds = await conn.fetch(
-        "SELECT scope, waba_id, phone_number_id, subject_refs FROM legal_holds WHERE released_at IS NULL"
+        "SELECT scope, waba_id, phone_number_id, subject_refs, group_ref FROM legal_holds WHERE released_at IS NULL"
     )
     if not holds:
         return set()
     wabas = sorted({h["waba_id"] for h in holds if h["scope"] == "waba"})
     numbers = sorted({h["phone_number_id"] for h in holds if h["scope"] == "phone_number"})
+    groups = sorted({h["group_ref"] for h in holds if h["scope"] == "group"})
     # A contact or conversation hold covers the person, not only the pseudonyms known when it was placed: an
     # identifier learned since (a business-scoped user id, say) is reached through the alias graph.
     placed = {ref for h in holds if h["scope"] in ("contact", "conversation") for ref in h["subject_refs"]}
     refs = await expand_subject_refs(conn, placed)
     rows = await conn.fetch(
         "SELECT DISTINCT object_key FROM archived_events WHERE object_key = ANY($1::text[])"
-        " AND (waba_id = ANY($2::text[]) OR phone_number_id = ANY($3::text[]) OR subject_ref = ANY($4::bytea[]))",
+        " AND (waba_id = ANY($2::text[]) OR phone_number_id = ANY($3::text[]) OR subject_ref = ANY($4::bytea[])"
+        " OR group_ref = ANY($5::bytea[]))",
         list(object_keys),
         wabas,
         numbers,
         binary_keys(refs),
+        groups,
     )
     return {row["object_key"] for row in rows}
 
@@ -120,6 +127,7 @@ async def create_hold(
     waba_id: str | None = None,
     phone_number_id: str | None = None,
     contact: str | None = None,
+    group_id: str | None = None,
 ) -> Hold:
     if not case_ref.strip():
         raise HoldError("a hold needs a case reference")
@@ -128,6 +136,11 @@ async def create_hold(
         raise HoldError("a WABA hold needs --waba-id")
     if scope == "phone_number" and not phone_number_id:
         raise HoldError("a phone-number hold needs --phone-number-id")
+    group: bytes | None = None
+    if scope == "group":
+        if not group_id:
+            raise HoldError("a group hold needs --group-id")
+        group = bytes.fromhex(group_ref(pepper, group_id))
     if scope in ("contact", "conversation"):
         if not contact:
             raise HoldError(f"a {scope} hold needs --contact")
@@ -139,8 +152,8 @@ async def create_hold(
         # waits for running deletions that checked holds before this one existed
         await conn.execute("SELECT pg_advisory_xact_lock($1)", HOLDS_LOCK_ID)
         row = await conn.fetchrow(
-            "INSERT INTO legal_holds (hold_id, case_ref, scope, waba_id, phone_number_id, subject_refs, created_by) "
-            "VALUES ($1, $2, $3, $4, $5, $6::text[], $7) RETURNING *",
+            "INSERT INTO legal_holds (hold_id, case_ref, scope, waba_id, phone_number_id, subject_refs, created_by,"
+            " group_ref) VALUES ($1, $2, $3, $4, $5, $6::text[], $7, $8) RETURNING *",
             hold_id,
             case_ref,
             scope,
@@ -148,6 +161,7 @@ async def create_hold(
             phone_number_id,
             refs,
             actor,
+            group,
         )
         await write_audit(
             conn, actor=actor, action="hold.create", reason=case_ref, details={"hold_id": str(hold_id), "scope": scope}
@@ -179,14 +193,17 @@ async def list_holds(conn: Connection, *, include_released: bool = False) -> lis
 
 
 async def holds_covering(conn: Connection, subject_refs: Sequence[str]) -> list[Hold]:
-    """Active holds that cover any record of these subjects (directly, or through their number or WABA)."""
+    """Active holds that cover any record of these subjects (directly, through their number or WABA, or through a
+    group they have records in)."""
     rows = await conn.fetch(
         """SELECT DISTINCT h.* FROM legal_holds h WHERE h.released_at IS NULL AND (
                h.subject_refs && $1::text[]
             OR (h.scope = 'phone_number' AND EXISTS (SELECT 1 FROM archived_events e
                  WHERE e.subject_ref = ANY($2::bytea[]) AND e.phone_number_id = h.phone_number_id))
             OR (h.scope = 'waba' AND EXISTS (SELECT 1 FROM archived_events e
-                 WHERE e.subject_ref = ANY($2::bytea[]) AND e.waba_id = h.waba_id)))""",
+                 WHERE e.subject_ref = ANY($2::bytea[]) AND e.waba_id = h.waba_id))
+            OR (h.scope = 'group' AND EXISTS (SELECT 1 FROM archived_events e
+                 WHERE e.subject_ref = ANY($2::bytea[]) AND e.group_ref = h.group_ref)))""",
         list(subject_refs),
         binary_keys(subject_refs),
     )

@@ -23,8 +23,9 @@ from services.core.index import binary_keys
 from services.core.pseudonym import group_ref, subject_ref
 from services.ingest.outbound import outbound_event
 from services.retention import erasure
-from services.retention.actions import GroupRequired, Operator, ReasonRequired
+from services.retention.actions import GroupRequired, HoldError, Operator, ReasonRequired
 from services.retention.conversation import ConversationMessage, group_change
+from services.retention.holds import held_objects
 from tests import pipeline
 from tests.integration.test_actions import CLI_OPERATOR, DPO, READER, Stack, run_cli, stack
 from tests.integration.test_retention import NOW
@@ -382,3 +383,56 @@ async def test_the_group_timeline_through_the_api_and_the_cli(
         (CLI_OPERATOR, "ticket 32"),
         (CLI_OPERATOR, "ticket 33"),
     }
+
+
+async def test_a_hold_on_a_group_keeps_its_records_and_holds_back_a_participants_erasure(
+    demo_env: dict[str, str], pg_pool: asyncpg.Pool, stack: Stack
+) -> None:
+    group = Group.fresh()
+    number = group.business.phone_number_id
+    await archive_group(demo_env, pg_pool, stack.settings.s3.prefix, group)
+    # Dana writes to the business alone, never in the group: a group hold does not concern her.
+    dana = Person(group.business.waba_id, number, "1" + pipeline.digits(10))
+    await archive_group_bodies(
+        demo_env,
+        pg_pool,
+        stack.settings.s3.prefix,
+        [pipeline.text_message(dana, "wamid.GD1", "not in any group", T0 + 100)],
+    )
+    dpo = Operator("group-dpo", "dpo")
+    hold = await stack.actions.create_hold(
+        dpo, scope="group", case_ref=f"group-{uuid.uuid4().hex[:6]}", group_id=group.group_id
+    )
+    assert hold.scope == "group"
+    with pytest.raises(HoldError, match="group-id"):
+        await stack.actions.create_hold(dpo, scope="group", case_ref="no group")
+
+    # Retention keeps every object holding a record of the group.
+    ref = bytes.fromhex(group_ref(stack.actions.access.pepper, group.group_id))
+    objects = [
+        r["object_key"]
+        for r in await pg_pool.fetch("SELECT DISTINCT object_key FROM archived_events WHERE group_ref = $1", ref)
+    ]
+    assert objects
+    async with pg_pool.acquire() as conn:
+        assert await held_objects(conn, objects) == set(objects)
+
+    # A participant's erasure waits for the hold; someone outside the group is erased at once.
+    alice_ref = f"group-hold-alice-{uuid.uuid4().hex[:6]}"
+    blocked = await stack.actions.erase(dpo, contact=group.alice, phone_number_id=number, request_ref=alice_ref)
+    assert blocked.status == "blocked"
+    done = await stack.actions.erase(
+        dpo, contact=dana.wa_id, phone_number_id=number, request_ref=f"group-hold-dana-{uuid.uuid4().hex[:6]}"
+    )
+    assert done.status == "completed"
+    reason = "group hold test"
+    before = await stack.actions.group_messages(dpo, group_id=group.group_id, phone_number_id=number, reason=reason)
+    assert ("alice", "hello all, is the order ready") in timeline_of(group, before.messages)
+
+    # Released: Alice's erasure resumes, and the group shows the others only.
+    release = await stack.actions.release_hold(dpo, hold.hold_id)
+    assert [(e.request_ref, e.status) for e in release.erasures] == [(alice_ref, "completed")]
+    after = await stack.actions.group_messages(dpo, group_id=group.group_id, phone_number_id=number, reason=reason)
+    people = {who for who, _ in timeline_of(group, after.messages)}
+    assert "alice" not in people
+    assert {"bob", "chloe"} <= people
