@@ -144,7 +144,7 @@ def index_row(
     ``rebuild-index`` makes have none (the merge keeps a row's group when it rewrites it)."""
     received = received_time(meta.received_at, now)
     when = event_time(meta.timestamp) or received
-    retention_class, expires_at = classify(meta.phone_number_id, meta.kind, meta.type, when)
+    retention_class, expires_at = classify(meta.phone_number_id, meta.kind, meta.type, when, group_ref is not None)
     return IndexRow(
         bytes.fromhex(meta.event_id),
         bytes.fromhex(meta.subject_ref) if meta.subject_ref else None,

@@ -20,8 +20,9 @@ The policy is a YAML file, validated at start-up (``PolicyError`` names the offe
       - name: standard
         keep_for: 7y
 
-A match rule may name ``phone_number_id``, ``kind``, ``type`` and ``category``; every key given must match
-(AND), any value of a key may (OR). Classification uses only the pseudonymous metadata of a record, so the index
+A match rule may name ``phone_number_id``, ``kind``, ``type``, ``category`` and ``conversation`` (``group`` for
+the records of a Cloud API group, ``one_to_one`` for the others); every key given must match (AND), any value of a
+key may (OR). Classification uses only the pseudonymous metadata of a record, so the index
 can be reclassified (and rebuilt) without decrypting anything.
 
 ``anchor`` says where ``keep_for`` runs from: ``event_time`` (the default: the record's own time) or
@@ -42,7 +43,8 @@ from typing import Any
 
 import yaml
 
-MATCH_KEYS = ("phone_number_id", "kind", "type", "category")
+MATCH_KEYS = ("phone_number_id", "kind", "type", "category", "conversation")
+CONVERSATIONS = ("group", "one_to_one")
 ANCHORS = ("event_time", "last_contact")
 DURATION = re.compile(r"^\s*(\d+)\s*([smhdwy])\s*$")
 UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
@@ -82,13 +84,16 @@ class RetentionPolicy:
                 return retention_class
         raise KeyError(name)
 
-    def class_of(self, *, phone_number_id: str | None, kind: str, type_: str | None) -> RetentionClass:
+    def class_of(
+        self, *, phone_number_id: str | None, kind: str, type_: str | None, in_group: bool = False
+    ) -> RetentionClass:
         """The first class whose rule matches the record's pseudonymous facts, else the default class."""
         facts = {
             "phone_number_id": phone_number_id,
             "kind": kind,
             "type": type_,
             "category": self.categories.get(phone_number_id or ""),
+            "conversation": "group" if in_group else "one_to_one",
         }
         for retention_class in self.classes:
             if retention_class.match and retention_class.matches(facts):
@@ -96,10 +101,16 @@ class RetentionPolicy:
         return self.by_name(self.default_class)
 
     def classify(
-        self, *, phone_number_id: str | None, kind: str, type_: str | None, event_time: datetime
+        self,
+        *,
+        phone_number_id: str | None,
+        kind: str,
+        type_: str | None,
+        event_time: datetime,
+        in_group: bool = False,
     ) -> tuple[str, datetime]:
         """(class name, expiry) of one record."""
-        retention_class = self.class_of(phone_number_id=phone_number_id, kind=kind, type_=type_)
+        retention_class = self.class_of(phone_number_id=phone_number_id, kind=kind, type_=type_, in_group=in_group)
         return retention_class.name, expiry(event_time, retention_class.keep_for)
 
 
@@ -113,25 +124,32 @@ def expiry(event_time: datetime, keep_for: timedelta) -> datetime:
 
 
 class Classifier:
-    """:meth:`RetentionPolicy.classify` remembered per (business number, kind, type): the archiver's hot path
-    sees few distinct triples. At most ``capacity`` are kept; the memo is emptied when full."""
+    """:meth:`RetentionPolicy.classify` remembered per (business number, kind, type, in a group): the archiver's
+    hot path sees few distinct keys. At most ``capacity`` are kept; the memo is emptied when full."""
 
     def __init__(self, policy: RetentionPolicy, capacity: int = 10_000) -> None:
         self.policy = policy
         self.capacity = capacity
-        self._memo: dict[tuple[str | None, str, str | None], tuple[str, timedelta]] = {}
+        self._memo: dict[tuple[str | None, str, str | None, bool], tuple[str, timedelta]] = {}
         # The classes whose clock runs from the person's last contact: their index rows are marked.
         self.last_contact_classes = frozenset(c.name for c in policy.classes if c.anchor == "last_contact")
 
     def __call__(
-        self, phone_number_id: str | None, kind: str, type_: str | None, event_time: datetime
+        self,
+        phone_number_id: str | None,
+        kind: str,
+        type_: str | None,
+        event_time: datetime,
+        in_group: bool = False,
     ) -> tuple[str, datetime]:
-        key = (phone_number_id, kind, type_)
+        key = (phone_number_id, kind, type_, in_group)
         found = self._memo.get(key)
         if found is None:
             if len(self._memo) >= self.capacity:
                 self._memo.clear()
-            retention_class = self.policy.class_of(phone_number_id=phone_number_id, kind=kind, type_=type_)
+            retention_class = self.policy.class_of(
+                phone_number_id=phone_number_id, kind=kind, type_=type_, in_group=in_group
+            )
             found = self._memo[key] = (retention_class.name, retention_class.keep_for)
         return found[0], expiry(event_time, found[1])
 
@@ -172,6 +190,11 @@ def parse_policy(document: Any) -> RetentionPolicy:
         if bad_keys:
             raise PolicyError(f"{where}: match keys must be among {list(MATCH_KEYS)}, not {sorted(bad_keys)}")
         match = {key: _strings(value, f"{where}.match.{key}") for key, value in match_raw.items()}
+        bad_conversations = sorted(match.get("conversation", frozenset()) - set(CONVERSATIONS))
+        if bad_conversations:
+            raise PolicyError(
+                f"{where}: match.conversation must be among {list(CONVERSATIONS)}, not {bad_conversations}"
+            )
         try:
             keep_for = parse_duration(raw["keep_for"])
         except PolicyError as exc:

@@ -72,3 +72,32 @@ def test_index_rows_of_a_last_contact_class_are_marked_with_the_expiry_of_their_
         when + timedelta(days=3 * 365),
     )
     assert (other.retention_class, other.anchor_last_contact) == ("standard", False)
+
+
+def test_a_class_can_match_group_or_one_to_one_conversations() -> None:
+    policy = parse_policy(
+        {
+            "version": 1,
+            "default_class": "standard",
+            "classes": [
+                {"name": "groups", "keep_for": "1y", "match": {"conversation": ["group"]}},
+                {"name": "standard", "keep_for": "7y"},
+            ],
+        }
+    )
+    classify = Classifier(policy)
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    in_group = index_row(
+        meta("111"), object_key="k", record_index=0, partition=0, classify=classify, now=now, group_ref=b"g" * 32
+    )
+    alone = index_row(meta("111"), object_key="k", record_index=1, partition=0, classify=classify, now=now)
+    assert (in_group.retention_class, alone.retention_class) == ("groups", "standard")
+    assert in_group.expires_at == datetime.fromtimestamp(1_700_000_000, UTC) + timedelta(days=365)
+    with pytest.raises(PolicyError, match=r"match\.conversation must be among"):
+        parse_policy(
+            {
+                "version": 1,
+                "default_class": "standard",
+                "classes": [{"name": "standard", "keep_for": "7y", "match": {"conversation": ["groups"]}}],
+            }
+        )
