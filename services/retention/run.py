@@ -24,12 +24,14 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 import asyncpg
 
 from services.core.bucket import ArchiveBucket
-from services.core.index import index_scans
+from services.core.index import binary_keys, index_scans
 from services.retention.holds import held_objects, holds_settled
+from services.retention.subjects import linked_subject_refs
 
 log = logging.getLogger("wa_archive.retention")
 Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
@@ -47,19 +49,17 @@ EXPIRED_OBJECTS_SQL = "SELECT object_key FROM archive_objects WHERE expires_at <
 LAST_CONTACT_KINDS = ("message", "echo", "outbound", "history", "call", "preference")
 
 # The marked records of the candidate objects whose person was in contact after them, and when each is now due.
-LATER_CONTACT_SQL = """
-WITH marked AS (
-    SELECT object_key, subject_ref, event_time, expires_at FROM archived_events
-    WHERE object_key = ANY($1::text[]) AND anchor_last_contact AND subject_ref IS NOT NULL
-), latest AS (
-    SELECT p.subject_ref,
-           (SELECT max(e.event_time) FROM archived_events e
-             WHERE e.subject_ref = p.subject_ref AND e.kind = ANY($2::text[])) AS last_contact
-    FROM (SELECT DISTINCT subject_ref FROM marked) p
+# The records of classes anchored on the last contact among the candidates, and the newest contact of each
+# pseudonym asked (the (subject_ref, event_time) index answers each with one descent).
+MARKED_SQL = (
+    "SELECT object_key, subject_ref, event_time, expires_at FROM archived_events"
+    " WHERE object_key = ANY($1::text[]) AND anchor_last_contact AND subject_ref IS NOT NULL"
 )
-SELECT m.object_key, m.subject_ref, l.last_contact + (m.expires_at - m.event_time) AS due
-FROM marked m JOIN latest l USING (subject_ref)
-WHERE l.last_contact > m.event_time
+LAST_CONTACT_SQL = """
+SELECT p.subject_ref,
+       (SELECT max(e.event_time) FROM archived_events e
+         WHERE e.subject_ref = p.subject_ref AND e.kind = ANY($2::text[])) AS last_contact
+FROM unnest($1::bytea[]) AS p(subject_ref)
 """
 
 
@@ -95,6 +95,14 @@ class RetentionReport:
         }
 
 
+class Deferral(NamedTuple):
+    """A record of a class anchored on the last contact, not due before ``due``: its person wrote since."""
+
+    object_key: str
+    subject_ref: bytes
+    due: datetime
+
+
 async def defer_for_later_contact(
     conn: Connection, candidates: list[str], now: datetime, *, dry_run: bool
 ) -> tuple[list[str], int]:
@@ -105,22 +113,37 @@ async def defer_for_later_contact(
     if not candidates:
         return candidates, 0
     async with index_scans(conn):
-        rows = await conn.fetch(LATER_CONTACT_SQL, candidates, list(LAST_CONTACT_KINDS))
-    later = [row for row in rows if row["due"] > now]
+        marked = await conn.fetch(MARKED_SQL, candidates)
+        if not marked:
+            return candidates, 0
+        # A person's last contact under any of their identifiers: an old record under their phone number is
+        # renewed by a message they sent since under their business-scoped user id.
+        linked = await linked_subject_refs(conn, {row["subject_ref"].hex() for row in marked})
+        every = sorted({ref for refs in linked.values() for ref in refs})
+        contacts = await conn.fetch(LAST_CONTACT_SQL, binary_keys(every), list(LAST_CONTACT_KINDS))
+    latest = {row["subject_ref"].hex(): row["last_contact"] for row in contacts if row["last_contact"]}
+    later: list[Deferral] = []
+    for record in marked:
+        seen = [latest[ref] for ref in linked[record["subject_ref"].hex()] if ref in latest]
+        last_contact = max(seen, default=None)
+        if last_contact is not None and last_contact > record["event_time"]:
+            due = last_contact + (record["expires_at"] - record["event_time"])
+            if due > now:
+                later.append(Deferral(record["object_key"], record["subject_ref"], due))
     if not later:
         return candidates, 0
     due_by_object: dict[str, datetime] = {}
-    for row in later:
-        due_by_object[row["object_key"]] = max(row["due"], due_by_object.get(row["object_key"], row["due"]))
+    for deferral in later:
+        due_by_object[deferral.object_key] = max(deferral.due, due_by_object.get(deferral.object_key, deferral.due))
     if not dry_run:
         async with conn.transaction():
             await conn.execute(
                 "UPDATE archived_events e SET expires_at = greatest(e.expires_at, u.due)"
                 " FROM unnest($1::text[], $2::bytea[], $3::timestamptz[]) AS u(object_key, subject_ref, due)"
                 " WHERE e.object_key = u.object_key AND e.subject_ref = u.subject_ref AND e.anchor_last_contact",
-                [row["object_key"] for row in later],
-                [row["subject_ref"] for row in later],
-                [row["due"] for row in later],
+                [d.object_key for d in later],
+                [d.subject_ref for d in later],
+                [d.due for d in later],
             )
             await conn.execute(
                 "UPDATE archive_objects o SET expires_at = greatest(o.expires_at, u.due)"

@@ -73,6 +73,34 @@ async def expand_subject_refs(conn: Connection, refs: Iterable[str]) -> list[str
     return sorted({row["ref"] for row in rows} | set(start))
 
 
+LINKED_SQL = """
+WITH RECURSIVE reach(start, ref, depth) AS (
+    SELECT s, s, 0 FROM unnest($1::text[]) AS s
+    UNION
+    SELECT r.start, n.other, r.depth + 1
+    FROM reach r
+    CROSS JOIN LATERAL (
+        SELECT a.subject_ref AS other FROM subject_aliases a WHERE a.alias_ref = r.ref
+        UNION ALL
+        SELECT a.alias_ref FROM subject_aliases a WHERE a.subject_ref = r.ref
+    ) n
+    WHERE r.depth < $2
+)
+SELECT DISTINCT start, ref FROM reach
+"""
+
+
+async def linked_subject_refs(conn: Connection, refs: Iterable[str]) -> dict[str, set[str]]:
+    """For each of ``refs``, itself and every pseudonym linked to it (:func:`expand_subject_refs`, one query for
+    all of them)."""
+    start = sorted(set(refs))
+    found: dict[str, set[str]] = {ref: {ref} for ref in start}
+    if start:
+        for row in await conn.fetch(LINKED_SQL, start, ALIAS_DEPTH_MAX):
+            found[row["start"]].add(row["ref"])
+    return found
+
+
 async def resolve_subject_refs(
     conn: Connection, pepper: bytes, contact: str, phone_number_id: str | None = None
 ) -> list[str]:

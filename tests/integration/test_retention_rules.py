@@ -18,6 +18,7 @@ from services.core.pseudonym import subject_ref
 from services.retention.access import ArchiveAccess
 from services.retention.run import retention_run
 from tests import pipeline
+from tests.integration.test_identity import message
 from tests.integration.test_retention import NOW, access, prefix
 from tests.pipeline import Person
 from tests.support import create_topic
@@ -138,3 +139,35 @@ async def test_a_class_anchored_on_the_last_contact_keeps_what_a_later_contact_r
     assert moved["expires_at"] == datetime.fromtimestamp(recent, UTC) + timedelta(days=3 * 365)
     again = await retention_run(access.pool, access.bucket, dry_run=True)
     assert renewed["object_key"] not in again.candidates
+
+
+async def test_the_last_contact_is_the_persons_under_any_of_their_identifiers(
+    demo_env: dict[str, str], pg_pool: asyncpg.Pool, prefix: str, access: ArchiveAccess, tmp_path: Path
+) -> None:
+    """Four years ago the person wrote by phone number, and once with both their number and their business-scoped
+    user id (which links the two); last month they wrote by user id only. Their old phone-number record is renewed
+    by that message, although no record of that pseudonym is recent."""
+    person = Person.fresh()
+    policy = policy_file(tmp_path, person.phone_number_id)
+    user_id = f"US.{uuid.uuid4().hex[:16]}"
+    old, recent = NOW - 4 * YEAR, NOW - 30 * 86400
+    await archive(
+        demo_env,
+        pg_pool,
+        prefix,
+        policy,
+        [
+            message(person, wa_id=person.wa_id, user_id=None, ts=old),
+            message(person, wa_id=person.wa_id, user_id=user_id, ts=old + 60),
+        ],
+    )
+    await archive(demo_env, pg_pool, prefix, policy, [message(person, wa_id=None, user_id=user_id, ts=recent)])
+    by_number = subject_ref(access.pepper, person.phone_number_id, person.wa_id)
+    kept = await object_of(pg_pool, by_number, old)
+    assert kept["retention_class"] == "prospects"
+
+    dry = await retention_run(access.pool, access.bucket, dry_run=True)
+    assert kept["object_key"] not in dry.candidates
+    await retention_run(access.pool, access.bucket, dry_run=False)
+    moved = await object_of(pg_pool, by_number, old)
+    assert moved["expires_at"] == datetime.fromtimestamp(recent, UTC) + timedelta(days=3 * 365)
