@@ -27,9 +27,10 @@ can be reclassified (and rebuilt) without decrypting anything.
 
 ``anchor`` says where ``keep_for`` runs from: ``event_time`` (the default: the record's own time) or
 ``last_contact``: the latest time the same person (under any identifier linked to the record's pseudonym: phone
-number, business-scoped user id) wrote, was written to, called or set a preference. A record of a ``last_contact`` class is indexed with the expiry of its own time (a lower bound) and
-marked; a retention run that finds it expired first looks for a later contact and, if there is one, moves the
-expiry on instead of deleting (services/retention/run.py).
+number, business-scoped user id) wrote, was written to, called or set a preference. A record of a ``last_contact``
+class is indexed with the expiry of its own time (a lower bound) and marked; a retention run that finds it expired
+first looks for a later contact and, if there is one, moves the expiry on instead of deleting
+(services/retention/run.py).
 """
 
 from __future__ import annotations
