@@ -577,8 +577,12 @@ async def load_conversation_page(
         if keyword_rows:
             matched = keyword_matches(assemble((await audit_then_open(keyword_rows)).envelopes), keywords or "")
         positions = {r["event_id"].hex(): i for i, r in enumerate(units)}
-        if anchor not in positions:
-            anchor = None
+        if anchor is not None and anchor not in positions:
+            # A status, an edit or a deletion: the page of the message it concerns.
+            row = next((r for r in rows if r["event_id"].hex() == anchor), None)
+            target = (row["original_message_ref"] or row["message_ref"]) if row is not None else None
+            unit = next((u for u in units if target is not None and u["message_ref"] == target), None)
+            anchor = unit["event_id"].hex() if unit is not None else None
         if matched and anchor not in matched:
             anchor = next((m for m in matched if m in positions), anchor)
         total = len(units)

@@ -456,7 +456,7 @@ async def test_a_long_conversation_is_read_a_page_at_a_time(
     bootstrap = f"127.0.0.1:{demo_env['WA_KAFKA_PORT']}"
     topic = await create_topic(bootstrap, partitions=1, prefix="console-pages")
     dlq = await create_topic(bootstrap, partitions=1, prefix="dlq")
-    await pipeline.archive_bodies(demo_env, pg_pool, topic, dlq, console.settings.s3.prefix, bodies)
+    events = await pipeline.archive_bodies(demo_env, pg_pool, topic, dlq, console.settings.s3.prefix, bodies)
     (ref,) = await resolve_subject_refs(pg_pool, console.access.pepper, person.wa_id, person.phone_number_id)
     async with browser(console) as client:
         csrf = await sign_in(client, READER)
@@ -479,6 +479,14 @@ async def test_a_long_conversation_is_read_a_page_at_a_time(
         assert anchored
         assert "Le remboursement de la facture" in anchored.group(1)
         assert hit.text.count("badge match") == 1
+        # A hit on a status opens the page of its message, at that message.
+        status_of_p4 = next(e for e in events if e.kind == "status" and e.message_id == "wamid.P4")
+        message_p4 = next(e for e in events if e.kind == "echo" and e.message_id == "wamid.P4")
+        at_status = await client.post(
+            "/conversation", data={"csrf": csrf, "subject_ref": ref, "event_id": status_of_p4.event_id}
+        )
+        assert "Messages 1–20 of 45" in at_status.text
+        assert re.search(rf'class="bubble [^"]*anchor[^"]*"\s+id="m-{message_p4.event_id}"', at_status.text)
     counts = await pg_pool.fetch(
         "SELECT record_count FROM audit_log WHERE subject_ref = $1 AND action = 'retrieval' ORDER BY audit_id", ref
     )
@@ -487,7 +495,8 @@ async def test_a_long_conversation_is_read_a_page_at_a_time(
     assert figures[:2] == [10, 40]
     # At the keyword hit: the candidates (the person's messages in the objects holding both words) are counted and
     # decrypted first, then what the page adds (its statuses, messages that were no candidate).
-    keyword_check, rest = figures[2:]
+    keyword_check, rest, at_status = figures[2:]
+    assert at_status == 40  # the first page again: its 20 messages and their 20 statuses
     assert 1 <= keyword_check <= 45
     assert 20 <= rest <= 40
     assert keyword_check + rest < 90
