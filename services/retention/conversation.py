@@ -458,11 +458,16 @@ def keyword_matches(messages: Iterable[ConversationMessage], keywords: str) -> l
     return [m.event_id for m in messages if wanted <= message_words(m)]
 
 
+# How many keyword candidates a conversation page decrypts at a time to find the first message with the words.
+KEYWORD_CHECK_CHUNK = 200
+
+
 @dataclass
 class ConversationPage:
     """One page of a person's conversation, as the review console shows it: ``messages`` (with their statuses,
     edits and deletion), ``quoted`` (the messages the page's replies quote, for their excerpt), the page's place in
-    the conversation, and the messages that hold the query's words (``matched``, event ids)."""
+    the conversation, and the messages found to hold the query's words (``matched``, event ids: those of the page,
+    and those of the candidates checked to find the first one)."""
 
     subject_refs: list[str]
     messages: list[ConversationMessage]
@@ -540,12 +545,11 @@ async def load_conversation_page(
         }
         units = [r for r in rows if _is_unit(r, message_refs)]
         # Keyword candidates and their edits (an edit's new text may hold the words).
-        candidate_refs = {r["message_ref"] for r in rows if r["event_id"] in candidates and r["message_ref"]}
-        keyword_rows = [
-            r
-            for r in rows
-            if r["event_id"] in candidates or (r["type"] == "edit" and r["original_message_ref"] in candidate_refs)
-        ]
+        candidate_rows = [r for r in rows if r["event_id"] in candidates]
+        edits_of: dict[bytes, list[asyncpg.Record]] = {}
+        for r in rows:
+            if r["type"] == "edit" and r["original_message_ref"] is not None:
+                edits_of.setdefault(r["original_message_ref"], []).append(r)
         media_rows = await conn.fetch(
             "SELECT encode(event_id, 'hex') AS event_id, status, object_key, mime_type, size_bytes, failure"
             " FROM archived_media WHERE subject_ref = ANY($1::bytea[])",
@@ -573,9 +577,15 @@ async def load_conversation_page(
                     )
             return await _open(reader, located(selected))
 
+        # The candidates are checked oldest first, a chunk at a time, until one holds the words: a frequent word
+        # makes nearly every message a candidate, and the page to open needs only the first match.
         matched: list[str] = []
-        if keyword_rows:
-            matched = keyword_matches(assemble((await audit_then_open(keyword_rows)).envelopes), keywords or "")
+        for start in range(0, len(candidate_rows), KEYWORD_CHECK_CHUNK):
+            chunk = candidate_rows[start : start + KEYWORD_CHECK_CHUNK]
+            chunk += [e for r in chunk if r["message_ref"] for e in edits_of.get(r["message_ref"], [])]
+            matched = keyword_matches(assemble((await audit_then_open(chunk)).envelopes), keywords or "")
+            if matched:
+                break
         positions = {r["event_id"].hex(): i for i, r in enumerate(units)}
         if anchor is not None and anchor not in positions:
             # A status, an edit or a deletion: the page of the message it concerns.
@@ -602,6 +612,8 @@ async def load_conversation_page(
         ]
         opened = await audit_then_open(needed)
         messages = assemble(opened.envelopes, media)
+        if keywords:  # the page's own matches, beyond the chunk that chose it
+            matched = list(dict.fromkeys([*matched, *keyword_matches(messages, keywords)]))
         # The messages the page's replies quote, for their excerpt (often on the page already, else one more read).
         by_ref = {r["message_ref"]: r for r in units if r["message_ref"]}
         present = {m.message_id for m in messages}

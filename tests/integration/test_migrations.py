@@ -73,7 +73,8 @@ async def test_every_migration_applies_in_order_on_an_empty_schema(scratch: asyn
         for row in await scratch.fetch("SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()")
     }
     assert "archived_events_message" not in indexes
-    assert {"archived_events_subject_time", "archived_events_original", "archived_events_object"} <= indexes
+    assert {"archived_events_subject_time", "archived_events_original", "archived_events_object_subject"} <= indexes
+    assert "archived_events_object" not in indexes  # 0013: replaced by (object_key, subject_ref)
     assert "archived_events_group" in indexes  # 0011: partial, the group events alone
 
 
