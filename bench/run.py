@@ -1,6 +1,7 @@
 """``make bench``: every benchmark in one go, then one report (JSON + markdown) in bench/results/.
 
-Runs ingest, archiver, end-to-end freshness, retention, retrieval and the index layouts, each as its own process
+Runs ingest, archiver, end-to-end freshness, retention, retrieval, the index layouts and the review console (on an
+archive of 1,000,000 messages it builds once and reuses: see bench/console.py), each as its own process
 (one failing does not stop the others; the report says which failed), then writes bench/results/report.json and
 report.md with every figure against its target, the machine and the versions of the servers and libraries.
 
@@ -31,6 +32,7 @@ FULL: dict[str, list[str]] = {
     "retention": [],
     "retrieval": [],
     "index_schema": [],
+    "console": [],
 }
 QUICK: dict[str, list[str]] = {
     "ingest": ["--seconds", "5"],
@@ -39,6 +41,7 @@ QUICK: dict[str, list[str]] = {
     "retention": ["--events", "100000"],
     "retrieval": ["--repeats", "3"],
     "index_schema": ["--events", "50000", "--rounds", "1"],
+    "console": ["--messages", "100000", "--queries", "20", "--runs", "10"],
 }
 PACKAGES = ("aiokafka", "asyncpg", "boto3", "cryptography", "orjson", "uvicorn", "fastapi", "prometheus-client")
 
@@ -139,6 +142,30 @@ def summary_rows(results: dict[str, dict[str, Any]]) -> list[tuple[str, str, str
     if (r := results.get("index_schema", {})).get("status") == "ok":
         layouts = r["figures"]["layouts"]
         add("index CPU, binary keys / text keys", layouts["bytea_keys"]["ratio_to_text_keys"], 1.0, "", at_most=True)
+    if (r := results.get("console", {})).get("status") == "ok":
+        f = r["figures"]
+        messages = f"{f['archive']['messages']:,} messages"
+        for layer, label in (("actions", "Actions.search"), ("http", "console POST /search")):
+            for count, words in (("one_word", "one word"), ("two_words", "two words")):
+                cells = {band: c for band, c in f["search"][layer][count].items() if c.get("n")}
+                if not cells:
+                    continue
+                worst = max(cells, key=lambda band: cells[band]["p95_ms"])
+                add(
+                    f"keyword search p95, {words}, {label} ({messages}; worst: {worst} words)",
+                    cells[worst]["p95_ms"],
+                    300,
+                    "ms",
+                    at_most=True,
+                )
+        timeline = f["timeline"]
+        add(
+            f"timeline first page of a {timeline['steps'][-1]['records']:,}-message conversation, console (p95)",
+            timeline["http_first_page"]["p95_ms"],
+            500,
+            "ms",
+            at_most=True,
+        )
     return rows
 
 
@@ -169,6 +196,18 @@ def markdown(report: dict[str, Any]) -> str:
             f"({f['achieved_events_per_s']:,} achieved), lost {f['lost']}: webhook → durable "
             f"p50 {f['webhook_to_durable_ms']['p50']:,} ms, p99 {f['webhook_to_durable_ms']['p99']:,} ms; "
             f"ingest answer p50 {f['ingest_answer_ms']['p50']} ms, p99 {f['ingest_answer_ms']['p99']} ms.",
+            "",
+        ]
+    console = results.get("console", {})
+    if console.get("status") == "ok":
+        g = console["figures"]["index_growth"]
+        lines += [
+            "## Keyword index growth (review console)",
+            "",
+            f"Per message indexed ({g['messages']:,} messages): keyword_index {g['keyword_bytes_per_message']:,} "
+            f"bytes (its GIN {g['keyword_gin_bytes_per_message']:,}; {g['keyword_rows_per_message']} rows per "
+            f"message, {g['tokens_per_row']} tokens per row), beside archived_events' "
+            f"{g['archived_events_bytes_per_message']:,} bytes ({g['keyword_share_of_events_bytes']:.0%}).",
             "",
         ]
     soak = results.get("soak", {})
