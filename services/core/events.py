@@ -85,7 +85,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final, NoReturn
 
@@ -761,25 +761,26 @@ class _Splitter:
             group_id=_meta_id(item.get("group_id")),
         )
 
-    def items(
-        self, change: _Change, kind: str, items: Any, contacts: _Contacts, wa_id_key: str, user_id_key: str
-    ) -> None:
-        """Inbound messages (subject: the sender) or business echoes (subject: the recipient)."""
+    def objects(self, change: _Change, items: Any) -> Iterator[dict[str, Any]]:
+        """The JSON objects of a list of items, in order; anything else in the list becomes an ``unknown`` event
+        (never dropped); nothing when ``items`` is not a list."""
         if not isinstance(items, list):
             return
         for item in items:
             if isinstance(item, dict):
-                self.message(change, kind, item, _subject(item.get(wa_id_key), item.get(user_id_key)), contacts)
+                yield item
             else:
                 self.standalone(change, "unknown", item)
 
+    def items(
+        self, change: _Change, kind: str, items: Any, contacts: _Contacts, wa_id_key: str, user_id_key: str
+    ) -> None:
+        """Inbound messages (subject: the sender) or business echoes (subject: the recipient)."""
+        for item in self.objects(change, items):
+            self.message(change, kind, item, _subject(item.get(wa_id_key), item.get(user_id_key)), contacts)
+
     def statuses(self, change: _Change, statuses: Any, contacts: _Contacts) -> None:
-        if not isinstance(statuses, list):
-            return
-        for status in statuses:
-            if not isinstance(status, dict):
-                self.standalone(change, "unknown", status)
-                continue
+        for status in self.objects(change, statuses):
             status_id = _meta_id(status.get("id"))
             state = _text(status.get("status"))
             subject, group_id = _status_person(status)
@@ -806,12 +807,7 @@ class _Splitter:
 
     def history(self, change: _Change, chunks: Any, contacts: _Contacts) -> None:
         """``value.history[].threads[].messages[]``: one event per message, the thread id as the subject."""
-        if not isinstance(chunks, list):
-            return
-        for chunk in chunks:
-            if not isinstance(chunk, dict):
-                self.standalone(change, "unknown", chunk)
-                continue
+        for chunk in self.objects(change, chunks):
             threads = chunk.get("threads")
             if not isinstance(threads, list):
                 # e.g. "history sharing declined": the chunk carries errors and no threads.
@@ -842,12 +838,7 @@ class _Splitter:
 
     def history_assets(self, change: _Change, items: Any, contacts: _Contacts, business: Any) -> None:
         """History messages outside threads (media assets): the subject is whoever is not the business."""
-        if not isinstance(items, list):
-            return
-        for item in items:
-            if not isinstance(item, dict):
-                self.standalone(change, "unknown", item)
-                continue
+        for item in self.objects(change, items):
             sender = item.get("from")
             if business is not None and sender is not None and sender == business:
                 subject = _subject(item.get("to"), item.get("to_user_id"))
@@ -857,12 +848,7 @@ class _Splitter:
 
     def calls(self, change: _Change, calls: Any, contacts: _Contacts, business: Any) -> None:
         """``value.calls[]``: one event per call event (connect, terminate), the user on the call as the subject."""
-        if not isinstance(calls, list):
-            return
-        for call in calls:
-            if not isinstance(call, dict):
-                self.standalone(change, "unknown", call)
-                continue
+        for call in self.objects(change, calls):
             call_id = _meta_id(call.get("id"))
             subject = _call_subject(call, business)
             self.emit(
@@ -879,12 +865,7 @@ class _Splitter:
 
     def preferences(self, change: _Change, preferences: Any, contacts: _Contacts) -> None:
         """``value.user_preferences[]``: a user stopping or resuming marketing messages, the user as the subject."""
-        if not isinstance(preferences, list):
-            return
-        for preference in preferences:
-            if not isinstance(preference, dict):
-                self.standalone(change, "unknown", preference)
-                continue
+        for preference in self.objects(change, preferences):
             subject = _subject(preference.get("wa_id"), preference.get("user_id"))
             self.emit(
                 change,
@@ -899,10 +880,8 @@ class _Splitter:
 
     def state_sync(self, change: _Change, items: Any, contacts: _Contacts) -> None:
         """``value.state_sync[]`` (WhatsApp Business app contacts): the contact's number as the subject."""
-        if not isinstance(items, list):
-            return
-        for item in items:
-            if not isinstance(item, dict) or item.get("type") != "contact":
+        for item in self.objects(change, items):
+            if item.get("type") != "contact":
                 self.standalone(change, "unknown", item)
                 continue
             contact = item.get("contact")
@@ -923,12 +902,7 @@ class _Splitter:
 
     def groups(self, change: _Change, items: Any, contacts: _Contacts) -> None:
         """``value.groups[]`` of the four group fields: the participants' records, or the group's own."""
-        if not isinstance(items, list):
-            return
-        for item in items:
-            if not isinstance(item, dict):
-                self.standalone(change, "unknown", item)
-                continue
+        for item in self.objects(change, items):
             group_id = _meta_id(item.get("group_id"))
             if change.field == "group_participants_update" and self.participants(change, item, group_id, contacts):
                 continue
@@ -945,6 +919,20 @@ class _Splitter:
     def participants(self, change: _Change, item: dict[str, Any], group_id: str | None, contacts: _Contacts) -> bool:
         """One ``group_participant`` per person the item names; False when it names nobody."""
         timestamp, type_ = _unix_seconds(item.get("timestamp")), _text(item.get("type"))
+
+        def participant(payload: dict[str, Any], subject: Subject | None) -> None:
+            self.emit(
+                change,
+                "group_participant",
+                (group_id or "", canonical_hash(payload)),
+                payload,
+                subject=subject,
+                contact=contacts.find(subject),
+                timestamp=timestamp,
+                type_=type_,
+                group_id=group_id,
+            )
+
         context: dict[str, Any] | None = None
         named = False
         for key in _PARTICIPANT_LISTS:
@@ -955,36 +943,14 @@ class _Splitter:
                 context = {name: value for name, value in item.items() if name not in _PARTICIPANT_LISTS}
             for person in people:
                 # The item as it concerns this person: its own fields and this one entry of its list.
-                payload = {**context, key: [person]}
-                subject = _participant_subject(person)
-                self.emit(
-                    change,
-                    "group_participant",
-                    (group_id or "", canonical_hash(payload)),
-                    payload,
-                    subject=subject,
-                    contact=contacts.find(subject),
-                    timestamp=timestamp,
-                    type_=type_,
-                    group_id=group_id,
-                )
+                participant({**context, key: [person]}, _participant_subject(person))
                 named = True
         if named:
             return True
         requester = _subject(item.get("wa_id"), item.get("user_id"))  # a join request, created or revoked
         if requester is None:
             return False
-        self.emit(
-            change,
-            "group_participant",
-            (group_id or "", canonical_hash(item)),
-            item,
-            subject=requester,
-            contact=contacts.find(requester),
-            timestamp=timestamp,
-            type_=type_,
-            group_id=group_id,
-        )
+        participant(item, requester)
         return True
 
 
