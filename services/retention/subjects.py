@@ -42,37 +42,11 @@ async def business_numbers(conn: Connection) -> list[str]:
 # How far an identity is followed through the alias graph; a person has a handful of identifiers per number.
 ALIAS_DEPTH_MAX = 32
 
+
 # Every pseudonym connected to the given ones through subject_aliases, in either direction. An alias row says "the
 # record sealed under subject_ref also named the person by alias_ref" (wa_id and business-scoped user id in one
 # message): Meta's own assertion that both are one person. Rows never link two business numbers (a pseudonym is
-# per number), so the closure stays within the numbers asked for.
-EXPAND_SQL = """
-WITH RECURSIVE reach(ref, depth) AS (
-    SELECT unnest($1::text[]), 0
-    UNION
-    SELECT n.other, r.depth + 1
-    FROM reach r
-    CROSS JOIN LATERAL (
-        SELECT a.subject_ref AS other FROM subject_aliases a WHERE a.alias_ref = r.ref
-        UNION ALL
-        SELECT a.alias_ref FROM subject_aliases a WHERE a.subject_ref = r.ref
-    ) n
-    WHERE r.depth < $2
-)
-SELECT DISTINCT ref FROM reach
-"""
-
-
-async def expand_subject_refs(conn: Connection, refs: Iterable[str]) -> list[str]:
-    """``refs`` and every pseudonym linked to them, transitively: a person first seen by phone number, then by
-    phone number and business-scoped user id, then by user id only is one person under all three."""
-    start = sorted(set(refs))
-    if not start:
-        return []
-    rows = await conn.fetch(EXPAND_SQL, start, ALIAS_DEPTH_MAX)
-    return sorted({row["ref"] for row in rows} | set(start))
-
-
+# per number), so the closure stays within the numbers asked for. Each row keeps the pseudonym it started from.
 LINKED_SQL = """
 WITH RECURSIVE reach(start, ref, depth) AS (
     SELECT s, s, 0 FROM unnest($1::text[]) AS s
@@ -91,14 +65,19 @@ SELECT DISTINCT start, ref FROM reach
 
 
 async def linked_subject_refs(conn: Connection, refs: Iterable[str]) -> dict[str, set[str]]:
-    """For each of ``refs``, itself and every pseudonym linked to it (:func:`expand_subject_refs`, one query for
-    all of them)."""
+    """For each of ``refs``, itself and every pseudonym linked to it, transitively (one query for all of them)."""
     start = sorted(set(refs))
     found: dict[str, set[str]] = {ref: {ref} for ref in start}
     if start:
         for row in await conn.fetch(LINKED_SQL, start, ALIAS_DEPTH_MAX):
             found[row["start"]].add(row["ref"])
     return found
+
+
+async def expand_subject_refs(conn: Connection, refs: Iterable[str]) -> list[str]:
+    """``refs`` and every pseudonym linked to them, transitively: a person first seen by phone number, then by
+    phone number and business-scoped user id, then by user id only is one person under all three."""
+    return sorted({ref for linked in (await linked_subject_refs(conn, refs)).values() for ref in linked})
 
 
 async def resolve_subject_refs(
