@@ -595,8 +595,11 @@ def create_console_app(
             notice += " " + t("Erasure requests after the release: {list}.", list=listed)
         return await holds_page(request, session, notice=notice)
 
-    async def erasures_page(request: Request, session: Session, *, notice: str | None = None) -> Response:
+    async def erasures_page(request: Request, session: Session, *, decided: tuple[str, str] | None = None) -> Response:
+        """The erasure requests, with a notice of the one just ``decided`` (its reference and status), if any."""
         requests = await actions().erasures(session.operator)
+        t = translator(session.locale)
+        notice = None if decided is None else t("Erasure {ref}: {status}.", ref=decided[0], status=t(decided[1]))
         return render(
             request,
             "erasures.html",
@@ -620,10 +623,7 @@ def create_console_app(
             phone_number_id=field(form, "phone_number_id"),
             request_ref=field(form, "request_ref") or "",
         )
-        t = translator(session.locale)
-        return await erasures_page(
-            request, session, notice=t("Erasure {ref}: {status}.", ref=outcome.request_ref, status=t(outcome.status))
-        )
+        return await erasures_page(request, session, decided=(outcome.request_ref, outcome.status))
 
     @app.post("/dpo/erasures/refuse", response_class=HTMLResponse)
     async def erasure_refuse(request: Request) -> Response:
@@ -631,10 +631,7 @@ def create_console_app(
         decided = await actions().refuse_erasure(
             session.operator, field(form, "request_ref") or "", ground=field(form, "ground") or ""
         )
-        t = translator(session.locale)
-        return await erasures_page(
-            request, session, notice=t("Erasure {ref}: {status}.", ref=decided.request_ref, status=t(decided.status))
-        )
+        return await erasures_page(request, session, decided=(decided.request_ref, decided.status))
 
     @app.post("/dpo/erasures/extend", response_class=HTMLResponse)
     async def erasure_extend(request: Request) -> Response:
@@ -642,10 +639,7 @@ def create_console_app(
         decided = await actions().extend_erasure(
             session.operator, field(form, "request_ref") or "", reason=field(form, "reason") or ""
         )
-        t = translator(session.locale)
-        return await erasures_page(
-            request, session, notice=t("Erasure {ref}: {status}.", ref=decided.request_ref, status=t(decided.status))
-        )
+        return await erasures_page(request, session, decided=(decided.request_ref, decided.status))
 
     async def audit_page(request: Request, session: Session, where: AuditFilter, values: Mapping[str, str]) -> Response:
         entries = await actions().audit_log(session.operator, limit=AUDIT_LIMIT, where=where)
