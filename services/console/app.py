@@ -314,16 +314,6 @@ def create_console_app(
             path="/",
         )
 
-    # ------------------------------------------------------------------ probes (also on the ops port)
-    @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> Response:
-        return Response("ok", media_type="text/plain")
-
-    @app.get("/readyz", include_in_schema=False)
-    async def readyz() -> Response:
-        ready = "actions" in state
-        return Response("ready" if ready else "not ready", status_code=200 if ready else 503, media_type="text/plain")
-
     # ------------------------------------------------------------------ sign-in
     @app.get("/signin", response_class=HTMLResponse)
     async def signin_page(request: Request, ended: str | None = None, out: str | None = None) -> Response:

@@ -149,7 +149,7 @@ def main() -> None:
         wait_ready("http://127.0.0.1:8080/readyz", "ingest")
         wait_ready("http://127.0.0.1:8081/readyz", "archiver")
         wait_ready("http://127.0.0.1:8082/readyz", "retention")
-        wait_ready("http://127.0.0.1:8083/readyz", "console")
+        wait_ready("http://127.0.0.1:9083/readyz", "console")  # its ops port: probes and metrics
         asyncio.run(run_demo(env))
         print(
             "\nwa-archive is running (logs in .stack/logs/):\n"

@@ -15,8 +15,8 @@ import pytest
 from services.tools.devrun import service_commands, stop_processes
 from tests.support import REPO_ROOT
 
-# The HTTP port of each service whose /readyz says it is ready (the Graph API stand-in has none).
-PORTS: Final = {"ingest": 8080, "archiver": 8081, "retention": 8082, "console": 8083}
+# The port of each service's /healthz, /readyz and /metrics (the console's ops port; the Graph API stand-in has none).
+PORTS: Final = {"ingest": 8080, "archiver": 8081, "retention": 8082, "console": 9083}
 
 
 @contextlib.contextmanager
