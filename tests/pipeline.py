@@ -101,6 +101,20 @@ def edit(person: Person, wamid: str, original: str, body: str, ts: int) -> bytes
     )
 
 
+def image(person: Person, wamid: str, ts: int, **image: str) -> bytes:
+    """An inbound image message; ``image`` is its object (id, mime_type, sha256, caption)."""
+    return envelope(
+        person,
+        "messages",
+        {
+            "contacts": [{"profile": {"name": "Test Person"}, "wa_id": person.wa_id}],
+            "messages": [
+                {"from": person.wa_id, "id": wamid, "timestamp": str(ts), "type": "image", "image": dict(image)}
+            ],
+        },
+    )
+
+
 def status(person: Person, wamid: str, state: str, ts: int) -> bytes:
     return envelope(
         person,

@@ -56,30 +56,6 @@ class Crisis:
     reason: str
 
 
-def image(person: Person, wamid: str, ts: int) -> bytes:
-    return pipeline.envelope(
-        person,
-        "messages",
-        {
-            "contacts": [{"profile": {"name": "Camille Navigateur"}, "wa_id": person.wa_id}],
-            "messages": [
-                {
-                    "from": person.wa_id,
-                    "id": wamid,
-                    "timestamp": str(ts),
-                    "type": "image",
-                    "image": {
-                        "id": PARCEL_PHOTO_ID,
-                        "mime_type": "image/png",
-                        "sha256": demo_sha256(PARCEL_PHOTO_ID),
-                        "caption": CAPTION,
-                    },
-                }
-            ],
-        },
-    )
-
-
 def crisis_bodies(person: Person, now: int) -> list[bytes]:
     t = now - 3600
     run = uuid.uuid4().hex[:8]
@@ -89,7 +65,15 @@ def crisis_bodies(person: Person, now: int) -> list[bytes]:
         pipeline.echo(person, f"wamid.B2{run}", PRICE, t + 300),
         pipeline.status(person, f"wamid.B2{run}", "read", t + 330),
         pipeline.edit(person, f"wamid.B2E{run}", f"wamid.B2{run}", NEW_PRICE, t + 400),
-        image(person, f"wamid.B3{run}", t + 500),
+        pipeline.image(
+            person,
+            f"wamid.B3{run}",
+            t + 500,
+            id=PARCEL_PHOTO_ID,
+            mime_type="image/png",
+            sha256=demo_sha256(PARCEL_PHOTO_ID),
+            caption=CAPTION,
+        ),
         pipeline.revoke(person, f"wamid.B3R{run}", f"wamid.B3{run}", t + 620),
         *(pipeline.text_message(person, f"wamid.BX{i}{run}", text, t + 700 + i) for i, text in enumerate(MARKUP)),
         pipeline.text_message(person, f"wamid.B4{run}", "Merci, bonne journée", t + 800),

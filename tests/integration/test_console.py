@@ -102,25 +102,6 @@ async def sign_in(client: httpx.AsyncClient, who: tuple[str, str], timezone: str
     return csrf_of(search.text)
 
 
-def image(person: Person, wamid: str, media_id: str, digest: str, caption: str, ts: int) -> bytes:
-    return pipeline.envelope(
-        person,
-        "messages",
-        {
-            "contacts": [{"profile": {"name": "Camille Test"}, "wa_id": person.wa_id}],
-            "messages": [
-                {
-                    "from": person.wa_id,
-                    "id": wamid,
-                    "timestamp": str(ts),
-                    "type": "image",
-                    "image": {"mime_type": "image/png", "sha256": digest, "id": media_id, "caption": caption},
-                }
-            ],
-        },
-    )
-
-
 async def archive_crisis(demo_env: dict[str, str], pool: asyncpg.Pool, prefix: str, person: Person) -> None:
     """A customer's order confirmation deleted for everyone, a business price edited, a deleted image, XSS."""
     bootstrap = f"127.0.0.1:{demo_env['WA_KAFKA_PORT']}"
@@ -136,7 +117,15 @@ async def archive_crisis(demo_env: dict[str, str], pool: asyncpg.Pool, prefix: s
             pipeline.status(person, "wamid.C2", "delivered", t + 310),
             pipeline.status(person, "wamid.C2", "read", t + 320),
             pipeline.edit(person, "wamid.C2E", "wamid.C2", "Le prix est de 12 000 € HT", t + 400),
-            image(person, "wamid.C3", "console-photo", digest, "Photo du colis abîmé", t + 500),
+            pipeline.image(
+                person,
+                "wamid.C3",
+                t + 500,
+                id="console-photo",
+                mime_type="image/png",
+                sha256=digest,
+                caption="Photo du colis abîmé",
+            ),
             pipeline.revoke(person, "wamid.C3R", "wamid.C3", t + 560),
             *(pipeline.text_message(person, f"wamid.X{i}", text, t + 600 + i) for i, text in enumerate(XSS)),
         ]

@@ -27,25 +27,6 @@ pytestmark = pytest.mark.integration
 DPO_OPERATOR = Operator(f"dpo-keywords-{uuid.uuid4().hex[:8]}", "dpo")  # this run's audit rows only
 
 
-def image(person: Person, caption: str, ts: int) -> bytes:
-    return pipeline.envelope(
-        person,
-        "messages",
-        {
-            "contacts": [{"profile": {"name": "Test Person"}, "wa_id": person.wa_id}],
-            "messages": [
-                {
-                    "from": person.wa_id,
-                    "id": f"wamid.{uuid.uuid4().hex}",
-                    "timestamp": str(ts),
-                    "type": "image",
-                    "image": {"id": uuid.uuid4().hex, "mime_type": "image/jpeg", "caption": caption},
-                }
-            ],
-        },
-    )
-
-
 async def people(stack: Stack, pool: asyncpg.Pool, query: str, number: str) -> set[str]:
     hits = await stack.actions.search(DPO_OPERATOR, SearchFilter(phone_number_id=number, keywords=query))
     return {hit.subject_ref for hit in hits if hit.subject_ref}
@@ -63,7 +44,14 @@ async def test_words_of_the_messages_find_who_wrote_them_and_nothing_else(
         stack.settings.s3.prefix,
         [
             pipeline.text_message(customer, "wamid.K1", "Je confirme le remboursement de la commande 4711", NOW - 60),
-            image(customer, "Facture Électricité de mars", NOW - 50),
+            pipeline.image(
+                customer,
+                f"wamid.{uuid.uuid4().hex}",
+                NOW - 50,
+                id=uuid.uuid4().hex,
+                mime_type="image/jpeg",
+                caption="Facture Électricité de mars",
+            ),
             pipeline.text_message(other, "wamid.K2", "Bonjour, où est ma commande ?", NOW - 40),
             pipeline.status(other, "wamid.K2", "read", NOW - 30),
         ],
