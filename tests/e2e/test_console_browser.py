@@ -10,10 +10,11 @@ screenshot of its final page under .artifacts/screenshots/ (git-ignored) for a r
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +22,7 @@ import asyncpg
 import httpx
 import orjson
 import pytest
-from selenium.common.exceptions import NoAlertPresentException
+from selenium.common.exceptions import NoAlertPresentException, StaleElementReferenceException, WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
@@ -127,14 +128,24 @@ def sign_in(driver: WebDriver, who: tuple[str, str]) -> None:
     driver.get(f"{CONSOLE}/signin")
     driver.find_element(By.ID, "name").send_keys(who[0])
     driver.find_element(By.ID, "token").send_keys(who[1])
-    navigate(driver, driver.find_element(By.ID, "signin"))
+    navigate(driver, lambda: driver.find_element(By.ID, "signin"))
     assert driver.current_url == f"{CONSOLE}/search"
 
 
-def navigate(driver: WebDriver, element: WebElement) -> None:
-    """Click ``element`` (a submit button or a link) and wait until the page it leads to has loaded."""
-    page = driver.find_element(By.TAG_NAME, "html")
-    element.click()
+def navigate(driver: WebDriver, find: Callable[[], WebElement]) -> None:
+    """Click the element ``find`` returns (a submit button or a link) and wait until the page it leads to has
+    loaded. Chromium may still be swapping in the previous navigation's document when the element is found (seen
+    once: "Node with given id does not belong to the document"): the element is then found again, at most twice."""
+    for attempt in range(3):
+        page = driver.find_element(By.TAG_NAME, "html")
+        try:
+            find().click()
+            break
+        except (StaleElementReferenceException, WebDriverException) as exc:
+            transient = isinstance(exc, StaleElementReferenceException) or "does not belong to the document" in str(exc)
+            if attempt == 2 or not transient:
+                raise
+            WebDriverWait(driver, 20).until(lambda d: d.execute_script("return document.readyState") == "complete")
     WebDriverWait(driver, 20).until(staleness_of(page))
     WebDriverWait(driver, 20).until(lambda d: d.execute_script("return document.readyState") == "complete")
 
@@ -155,7 +166,7 @@ def accessible(driver: WebDriver) -> None:
 def search(driver: WebDriver, person: Person, keywords: str) -> None:
     driver.find_element(By.ID, "keywords").send_keys(keywords)
     driver.find_element(By.ID, "phone_number_id").send_keys(person.phone_number_id)
-    navigate(driver, driver.find_element(By.ID, "search"))
+    navigate(driver, lambda: driver.find_element(By.ID, "search"))
 
 
 def text_of(driver: WebDriver) -> str:
@@ -177,7 +188,7 @@ def test_a_reader_finds_and_reads_the_deleted_message_in_french(crisis: Crisis) 
         accessible(driver)
         screenshot(driver, "console-1-search-results")
 
-        navigate(driver, results.find_element(By.CSS_SELECTOR, "button.open"))
+        navigate(driver, lambda: results.find_element(By.CSS_SELECTOR, "button.open"))
         assert driver.find_element(By.TAG_NAME, "h1").text == "Pourquoi ouvrez-vous cette conversation ?"
         page = driver.page_source
         for content in (ORDER, PRICE, CAPTION, "Merci, bonne journée"):
@@ -188,7 +199,7 @@ def test_a_reader_finds_and_reads_the_deleted_message_in_french(crisis: Crisis) 
 
         driver.find_element(By.ID, "reason").send_keys(crisis.reason)
         driver.find_element(By.ID, "case_ref").send_keys("DOSSIER-4471")
-        navigate(driver, driver.find_element(By.ID, "give-reason"))
+        navigate(driver, lambda: driver.find_element(By.ID, "give-reason"))
         timeline = driver.find_element(By.ID, "timeline")
         # The search hit is the focused message, highlighted, with its original text and deletion badge.
         focused = driver.switch_to.active_element
@@ -222,9 +233,9 @@ def test_a_reader_finds_and_reads_the_deleted_message_in_french(crisis: Crisis) 
 def test_the_dpo_sees_the_audit_rows_of_those_views(crisis: Crisis) -> None:
     with chrome("en-GB,en") as driver:
         sign_in(driver, DPO)
-        navigate(driver, driver.find_element(By.LINK_TEXT, "Audit log"))
+        navigate(driver, lambda: driver.find_element(By.LINK_TEXT, "Audit log"))
         driver.find_element(By.ID, "a-actor").send_keys(READER[0])
-        navigate(driver, driver.find_element(By.ID, "filter"))
+        navigate(driver, lambda: driver.find_element(By.ID, "filter"))
         rows = [
             row
             for row in driver.find_elements(By.CSS_SELECTOR, "#audit-rows tr.audit-row")
@@ -240,11 +251,11 @@ def test_the_dpo_sees_the_audit_rows_of_those_views(crisis: Crisis) -> None:
         accessible(driver)
         screenshot(driver, "console-4-dpo-audit")
         for link, heading in (("Legal holds", "Legal holds"), ("Erasure requests", "Erasure requests")):
-            navigate(driver, driver.find_element(By.LINK_TEXT, link))
+            navigate(driver, functools.partial(driver.find_element, By.LINK_TEXT, link))
             assert driver.find_element(By.TAG_NAME, "h1").text == heading
             accessible(driver)
-        navigate(driver, driver.find_element(By.LINK_TEXT, "Retention"))
-        navigate(driver, driver.find_element(By.ID, "dry-run"))
+        navigate(driver, lambda: driver.find_element(By.LINK_TEXT, "Retention"))
+        navigate(driver, lambda: driver.find_element(By.ID, "dry-run"))
         assert driver.find_element(By.ID, "objects").text.replace(",", "").isdigit()
         accessible(driver)
         screenshot(driver, "console-5-dpo-dry-run")
@@ -263,7 +274,7 @@ def test_a_reader_gets_no_dpo_page_and_a_forged_form_is_refused(crisis: Crisis) 
         driver.get(f"{CONSOLE}/search")
         driver.execute_script("document.querySelector('#search-form input[name=csrf]').remove()")
         driver.find_element(By.ID, "keywords").send_keys("commande")
-        navigate(driver, driver.find_element(By.ID, "search"))
+        navigate(driver, lambda: driver.find_element(By.ID, "search"))
         assert "The form has expired" in text_of(driver), text_of(driver)
         assert driver.find_elements(By.ID, "results") == []
         screenshot(driver, "console-7-forged-form")
@@ -284,11 +295,11 @@ def test_sign_in_keyboard_order_language_switch_and_sign_out(crisis: Crisis) -> 
             "button#signin",
         ]
         Select(driver.find_element(By.ID, "locale")).select_by_value("en")
-        navigate(driver, driver.find_element(By.CSS_SELECTOR, "form[action='/language'] button"))
+        navigate(driver, lambda: driver.find_element(By.CSS_SELECTOR, "form[action='/language'] button"))
         assert driver.find_element(By.TAG_NAME, "h1").text == "Sign in"
         sign_in(driver, READER)
         assert driver.find_element(By.TAG_NAME, "h1").text == "Search the archive"
-        navigate(driver, driver.find_element(By.ID, "signout"))
+        navigate(driver, lambda: driver.find_element(By.ID, "signout"))
         assert "You are signed out." in text_of(driver)
         driver.get(f"{CONSOLE}/search")
         assert driver.current_url.startswith(f"{CONSOLE}/signin")
