@@ -7,7 +7,8 @@ Manager is never asked (the driver's path is given). The browser reaches 127.0.0
 - ``chrome()`` starts a browser and always quits it, also when the test fails;
 - ``screenshot()`` keeps a PNG in ``.artifacts/screenshots/`` (git-ignored) for a person to look at;
 - ``accessibility_problems()`` checks the loaded page in the browser itself, where layout and labels are real;
-- ``tab_order()`` walks the page with the TAB key, as a keyboard user does.
+- ``tab_order()`` walks the page with the TAB key, as a keyboard user does;
+- ``navigate()`` clicks a link or a submit button and waits until the page it leads to has loaded.
 """
 
 from __future__ import annotations
@@ -15,14 +16,18 @@ from __future__ import annotations
 import contextlib
 import re
 import socket
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support.wait import WebDriverWait
 
 from tests.support import REPO_ROOT
 
@@ -35,6 +40,9 @@ PAGE_LOAD_TIMEOUT_S = 15
 SCRIPT_TIMEOUT_S = 10
 SCREENSHOTS = REPO_ROOT / ".artifacts" / "screenshots"
 MAX_TABS = 200
+NAVIGATION_TIMEOUT_S = 20
+# Chromium's answer when an element was found in a document that was being replaced (its node ids are gone).
+_REPLACED_DOCUMENT = "does not belong to the document"
 _LANGUAGE_TAG = re.compile(r"[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8})*")
 
 
@@ -69,6 +77,37 @@ def chrome(language: str = "en") -> Iterator[webdriver.Chrome]:
             yield driver
         finally:
             driver.quit()
+
+
+def navigate(driver: WebDriver, find: Callable[[], WebElement], timeout: float = NAVIGATION_TIMEOUT_S) -> None:
+    """Click the element ``find`` returns (a link or a submit button) and wait until a new document has loaded.
+
+    The page shown before the click is marked with a script variable, which only that document has: the wait ends
+    when the window's document no longer has it and is complete. (Waiting for an element of the old page to go
+    stale does not do: Chromium may answer "Node with given id does not belong to the document" instead of "stale"
+    while it swaps documents, seen in CI.) When the click itself meets that error or a stale element, and no new
+    document has come, the element is found again, at most twice. Raises TimeoutException when no page comes.
+    """
+    mark = uuid.uuid4().hex
+    driver.execute_script("window.__waArchivePage = arguments[0]", mark)
+
+    def arrived(d: WebDriver) -> bool:
+        script = "return window.__waArchivePage !== arguments[0] && document.readyState === 'complete'"
+        return bool(d.execute_script(script, mark))
+
+    for attempt in range(3):
+        try:
+            find().click()
+            break
+        except (StaleElementReferenceException, WebDriverException) as exc:
+            transient = isinstance(exc, StaleElementReferenceException) or _REPLACED_DOCUMENT in str(exc)
+            if attempt == 2 or not transient:
+                raise
+            with contextlib.suppress(WebDriverException):
+                if arrived(driver):
+                    return
+    # While the documents swap, a script may meet neither (the same error): that is "not yet".
+    WebDriverWait(driver, timeout, poll_frequency=0.05, ignored_exceptions=(WebDriverException,)).until(arrived)
 
 
 def _chrome_options(languages: str, proxy_port: int) -> webdriver.ChromeOptions:

@@ -10,15 +10,26 @@ import contextlib
 import struct
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from selenium.common.exceptions import WebDriverException
+from selenium.common.exceptions import TimeoutException, WebDriverException
 from selenium.webdriver.chrome.webdriver import WebDriver
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webelement import WebElement
 
-from tests.e2e.browser import SCREENSHOTS, WINDOW_SIZE, accessibility_problems, chrome, screenshot, tab_order
+from tests.e2e.browser import (
+    SCREENSHOTS,
+    WINDOW_SIZE,
+    accessibility_problems,
+    chrome,
+    navigate,
+    screenshot,
+    tab_order,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -85,6 +96,18 @@ FORM_PAGE = page(
 <p><a href="/privacy" id="privacy">Privacy</a></p>
 """
 )
+# The page a click leads to is served after SLOW_S, so that a wait that does not wait for it is seen.
+SLOW_S = 0.8
+NEXT_PAGE = page("<p>Arrived.</p>", h1="<h1>Next page</h1>")
+LEAVING_PAGE = page(
+    """
+<p id="top"><a href="/slow/next" id="link">Next</a> <a href="#top" id="anchor">Top</a></p>
+<form method="get" action="/slow/next"><button id="submit">Go</button></form>
+<button type="button" id="inert">Nothing</button>
+"""
+)
+REPLACED = "unknown error: unhandled inspector error: Node with given id does not belong to the document"
+
 FORM_ORDER = ["input#name", "input#email", "select#topic", "textarea#message", 'button "Send"', "a#privacy"]
 
 
@@ -109,6 +132,8 @@ class PageHandler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
         self.server.accept_language[path] = self.headers.get("Accept-Language", "")
+        if path.startswith("/slow/"):
+            time.sleep(SLOW_S)
         if path == "/logo.svg":
             self.reply("image/svg+xml", LOGO)
         elif path in self.server.pages:
@@ -290,3 +315,68 @@ def running(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+@pytest.mark.parametrize("control", ["link", "submit"])
+def test_navigate_returns_when_the_page_it_leads_to_has_loaded(
+    site: PageServer, browser: WebDriver, control: str
+) -> None:
+    site.serve("/slow/next", NEXT_PAGE)
+    browser.get(site.serve("/leaving", LEAVING_PAGE))
+    started = time.monotonic()
+    navigate(browser, lambda: browser.find_element(By.ID, control))
+    assert time.monotonic() - started >= SLOW_S
+    assert browser.current_url.split("?")[0].endswith("/slow/next")
+    assert browser.find_element(By.TAG_NAME, "h1").text == "Next page"
+    assert browser.execute_script("return document.readyState") == "complete"
+
+
+@pytest.mark.parametrize("control", ["inert", "anchor"])
+def test_navigate_times_out_when_no_new_page_comes(site: PageServer, browser: WebDriver, control: str) -> None:
+    """A button that leads nowhere, and a link within the page (the same document): no new page, so no return."""
+    browser.get(site.serve("/leaving", LEAVING_PAGE))
+    with pytest.raises(TimeoutException):
+        navigate(browser, lambda: browser.find_element(By.ID, control), timeout=0.5)
+
+
+def test_navigate_finds_the_element_again_after_a_replaced_document(site: PageServer, browser: WebDriver) -> None:
+    site.serve("/slow/next", NEXT_PAGE)
+    browser.get(site.serve("/leaving", LEAVING_PAGE))
+    calls: list[str] = []
+
+    def find() -> WebElement:
+        calls.append("find")
+        if len(calls) == 1:
+            raise WebDriverException(REPLACED)
+        return browser.find_element(By.ID, "link")
+
+    navigate(browser, find)
+    assert calls == ["find", "find"]
+    assert browser.find_element(By.TAG_NAME, "h1").text == "Next page"
+
+
+@pytest.mark.parametrize("error", [WebDriverException("unknown error: session deleted"), ValueError("a bug")])
+def test_navigate_raises_any_other_error_at_once(site: PageServer, browser: WebDriver, error: Exception) -> None:
+    browser.get(site.serve("/leaving", LEAVING_PAGE))
+    calls: list[str] = []
+
+    def find() -> WebElement:
+        calls.append("find")
+        raise error
+
+    with pytest.raises(type(error)):
+        navigate(browser, find)
+    assert calls == ["find"]
+
+
+def test_navigate_gives_up_after_three_replaced_documents(site: PageServer, browser: WebDriver) -> None:
+    browser.get(site.serve("/leaving", LEAVING_PAGE))
+    calls: list[str] = []
+
+    def find() -> WebElement:
+        calls.append("find")
+        raise WebDriverException(REPLACED)
+
+    with pytest.raises(WebDriverException, match="does not belong to the document"):
+        navigate(browser, find)
+    assert calls == ["find"] * 3

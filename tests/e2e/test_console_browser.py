@@ -14,7 +14,7 @@ import functools
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,20 +22,17 @@ import asyncpg
 import httpx
 import orjson
 import pytest
-from selenium.common.exceptions import NoAlertPresentException, StaleElementReferenceException, WebDriverException
+from selenium.common.exceptions import NoAlertPresentException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
-from selenium.webdriver.remote.webelement import WebElement
-from selenium.webdriver.support.expected_conditions import staleness_of
 from selenium.webdriver.support.select import Select
-from selenium.webdriver.support.wait import WebDriverWait
 
 from services.core.events import parse_webhook
 from services.core.index import binary_keys
 from services.tools.demo_media import PARCEL_PHOTO_ID, demo_sha256
 from services.tools.replay import post_signed
 from tests import pipeline
-from tests.e2e.browser import accessibility_problems, chrome, screenshot, tab_order
+from tests.e2e.browser import accessibility_problems, chrome, navigate, screenshot, tab_order
 from tests.e2e.processes import running_services
 from tests.pipeline import Person
 from tests.support import create_topic
@@ -130,24 +127,6 @@ def sign_in(driver: WebDriver, who: tuple[str, str]) -> None:
     driver.find_element(By.ID, "token").send_keys(who[1])
     navigate(driver, lambda: driver.find_element(By.ID, "signin"))
     assert driver.current_url == f"{CONSOLE}/search"
-
-
-def navigate(driver: WebDriver, find: Callable[[], WebElement]) -> None:
-    """Click the element ``find`` returns (a submit button or a link) and wait until the page it leads to has
-    loaded. Chromium may still be swapping in the previous navigation's document when the element is found (seen
-    once: "Node with given id does not belong to the document"): the element is then found again, at most twice."""
-    for attempt in range(3):
-        page = driver.find_element(By.TAG_NAME, "html")
-        try:
-            find().click()
-            break
-        except (StaleElementReferenceException, WebDriverException) as exc:
-            transient = isinstance(exc, StaleElementReferenceException) or "does not belong to the document" in str(exc)
-            if attempt == 2 or not transient:
-                raise
-            WebDriverWait(driver, 20).until(lambda d: d.execute_script("return document.readyState") == "complete")
-    WebDriverWait(driver, 20).until(staleness_of(page))
-    WebDriverWait(driver, 20).until(lambda d: d.execute_script("return document.readyState") == "complete")
 
 
 def no_alert(driver: WebDriver) -> bool:
