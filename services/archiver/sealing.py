@@ -3,7 +3,7 @@
 - :func:`decode_record` turns a Kafka record into an :class:`Event`, or says why it can never be archived: not
   an envelope, or a field PostgreSQL (or a metric label) would refuse (:func:`unstorable`).
 - :func:`pseudonyms_of` names the person a record belongs to: the pseudonym whose key seals it and one per
-  identifier of that person.
+  identifier of that person; :func:`holders_of` takes numbers that changed hands into account.
 - :func:`screen_erased` drops the records of people erased after the records happened (erasure is final).
 - :func:`seal_batch` seals every record with its person's key and returns the batch object's bytes, its index
   rows, alias rows and media objects: everything the writer must make durable, in one value.
@@ -33,6 +33,7 @@ from services.core.container import (
 )
 from services.core.crypto import CachedDek, seal_record
 from services.core.events import Event, text_fault
+from services.core.holders import holder_since, new_number, with_changes
 from services.core.index import IndexRow, MediaRow, ObjectRow, alias_rows, event_time, index_row, received_time
 from services.core.journal import (
     DLQ_REASON_HEADER,
@@ -46,7 +47,7 @@ from services.core.journal import (
 from services.core.kafka import OutgoingRecord
 from services.core.keywords import Tokenizer, keyword_key, searchable_text
 from services.core.policy import Classifier
-from services.core.pseudonym import group_ref, message_ref, subject_ref
+from services.core.pseudonym import group_ref, holder_ref, message_ref, subject_ref
 
 # Subject of records that concern no customer (account updates, template status, value-level errors).
 BUSINESS_SUBJECT = "~business"
@@ -159,14 +160,71 @@ class Pseudonyms:
     aliases: tuple[str, ...]
 
 
-def pseudonyms_of(pepper: bytes, event: Event) -> Pseudonyms:
-    """The record's pseudonyms under its business number (or its WABA for account-level records)."""
+def pseudonyms_of(
+    pepper: bytes, event: Event, *, since: datetime | None = None, also: tuple[str, ...] = ()
+) -> Pseudonyms:
+    """The record's pseudonyms under its business number (or its WABA for account-level records).
+
+    ``since`` is when the holder of the record's phone number got it, if it changed hands (services/core/holders.py;
+    None: its first holder); ``also`` are more pseudonyms of the same person (the new number of a number change)."""
     scope = event.phone_number_id or event.waba_id
-    ids = [i for i in ((event.subject.wa_id, event.subject.user_id) if event.subject else ()) if i]
-    if not ids:
+    person = event.subject
+    refs = []
+    if person is not None and person.wa_id:
+        refs.append(holder_ref(pepper, scope, person.wa_id, since))
+    if person is not None and person.user_id:
+        refs.append(subject_ref(pepper, scope, person.user_id))
+    if not refs:
         return Pseudonyms(subject_ref(pepper, scope, BUSINESS_SUBJECT), ())
-    refs = tuple(subject_ref(pepper, scope, person) for person in ids)
-    return Pseudonyms(refs[0], refs)
+    return Pseudonyms(refs[0], (*refs, *also))
+
+
+def number_refs(owners: Sequence[Pseudonyms], events: Sequence[Event], pepper: bytes) -> set[str]:
+    """The first pseudonyms of the batch's phone numbers (``owners`` as :func:`pseudonyms_of` gives them without
+    ``since``), the numbers people moved to included: the ones whose changes of holder the batch needs."""
+    refs = {owner.sealing for owner, event in zip(owners, events, strict=True) if event.subject and event.subject.wa_id}
+    for event in events:
+        moved_to = new_number(event)
+        if moved_to is not None:
+            refs.add(subject_ref(pepper, event.phone_number_id or event.waba_id, moved_to))
+    return refs
+
+
+def holders_of(
+    pepper: bytes,
+    events: Sequence[Event],
+    owners: Sequence[Pseudonyms],
+    known: Mapping[str, Sequence[datetime]],
+    now: datetime,
+) -> tuple[list[Pseudonyms], list[tuple[str, datetime]]]:
+    """Each record's pseudonyms once numbers that changed hands are taken into account, and the batch's own number
+    changes, (first pseudonym of the old number, moment), to keep.
+
+    ``owners`` are the records' first-holder pseudonyms (:func:`pseudonyms_of` without ``since``) and ``known`` the
+    changes already kept for the batch's numbers ({first pseudonym: moments, ascending}). A change in the batch
+    applies to the batch's other records at once, in whatever order they came."""
+    moves = [
+        (owner.sealing, record_time(event, now), moved_to)
+        for owner, event in zip(owners, events, strict=True)
+        if (moved_to := new_number(event)) is not None
+    ]
+    if not moves and not known:
+        return list(owners), []
+    changes = with_changes(known, ((ref, at) for ref, at, _ in moves))
+    found = list(owners)
+    for i, event in enumerate(events):
+        moved_to = new_number(event)
+        first = owners[i].sealing if event.subject and event.subject.wa_id else None
+        if first is None or (first not in changes and moved_to is None):
+            continue
+        at = record_time(event, now)
+        also: tuple[str, ...] = ()
+        if moved_to is not None:
+            scope = event.phone_number_id or event.waba_id
+            new_first = subject_ref(pepper, scope, moved_to)
+            also = (holder_ref(pepper, scope, moved_to, holder_since(changes.get(new_first, ()), at)),)
+        found[i] = pseudonyms_of(pepper, event, since=holder_since(changes.get(first, ()), at), also=also)
+    return found, [(ref, at) for ref, at, _ in moves]
 
 
 def people_of(owners: Iterable[Pseudonyms]) -> set[str]:

@@ -36,6 +36,8 @@ from services.archiver.sealing import (
     SealedBatch,
     dead_letter,
     decode_record,
+    holders_of,
+    number_refs,
     people_of,
     pseudonyms_of,
     screen_erased,
@@ -43,6 +45,7 @@ from services.archiver.sealing import (
 )
 from services.core.bucket import ArchiveBucket
 from services.core.events import Event
+from services.core.holders import number_changes, record_number_changes
 from services.core.index import write_object_index, write_tombstones
 from services.core.kafka import AckedProducer
 from services.core.keyring import Keyring, KeyShredded
@@ -257,10 +260,13 @@ class BatchWriter:
     async def _archive(
         self, records: Sequence[ConsumedRecord], media_results: dict[str, tuple[MediaRef, MediaResult]]
     ) -> _Archived:
-        owners = [self._owner(r.event) for r in records if r.event is not None]
+        events = [r.event for r in records if r.event is not None]
+        now = datetime.now(UTC)
+        first_owners = [self._owner(event) for event in events]
+        known = await number_changes(self.pool, number_refs(first_owners, events, self.pepper))
+        owners, moves = holders_of(self.pepper, events, first_owners, known, now)
         people = people_of(owners)
         erased = await self.keyring.erasures(people)
-        now = datetime.now(UTC)
         kept, kept_owners, tombstones = screen_erased(records, owners, erased, now) if erased else (records, owners, [])
         sealed: SealedBatch | None = None
         if kept:
@@ -295,6 +301,8 @@ class BatchWriter:
                 )
             if tombstones:
                 await write_tombstones(conn, [(t.event_id, t.subject_ref) for t in tombstones])
+            if moves:
+                await record_number_changes(conn, moves)
         if tombstones:
             self.metrics.erased_dropped.inc(len(tombstones))
             log.info("dropped %d record(s) of erased people from before their erasure", len(tombstones))

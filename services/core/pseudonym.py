@@ -10,14 +10,18 @@ in index rows, object headers, object keys, the audit log, logs and metrics.
   ``msg\\x00`` domain prefix keeps message references apart from subject references under the same pepper.
 - ``group_ref`` = hex HMAC-SHA256(pepper, ``b"grp\\x00" + group_id``). A Cloud API group id names a group of
   people; the index keeps only this reference, so the group's timeline is found without the id in the clear.
+- ``holder_ref``: the pseudonym of a phone number's holder after the number changed hands at a given moment (a
+  ``user_changed_number`` system message, services/core/holders.py): ``subject_ref`` of
+  ``"{number}\\x00since\\x00{microseconds since the epoch}"``. Before any change it is the number's ``subject_ref``.
 
-All three are deterministic (the same inputs always give the same reference: lookups and erasure depend on it) and
+All four are deterministic (the same inputs always give the same reference: lookups and erasure depend on it) and
 return 64 lowercase hex characters.
 """
 
 from __future__ import annotations
 
 import hmac
+from datetime import UTC, datetime, timedelta
 
 _MESSAGE_DOMAIN = b"msg\x00"
 _GROUP_DOMAIN = b"grp\x00"
@@ -60,3 +64,18 @@ def group_ref(pepper: bytes, group_id: str) -> str:
     if not pepper:
         raise ValueError("a group pseudonym needs a non-empty pepper")
     return hmac.digest(pepper, _GROUP_DOMAIN + group_id.encode("utf-8", "surrogatepass"), "sha256").hex()
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def holder_ref(pepper: bytes, phone_number_id: str, person_id: str, since: datetime | None) -> str:
+    """The pseudonym of whoever holds ``person_id`` (a phone number) from ``since`` on: the moment it changed
+    hands, exact to the microsecond (PostgreSQL's precision), or None for the number's holder before any change
+    (its ``subject_ref``). ``since`` must be timezone-aware."""
+    if since is None:
+        return subject_ref(pepper, phone_number_id, person_id)
+    if since.tzinfo is None:
+        raise ValueError("a holder's start must be timezone-aware")
+    micros = (since - _EPOCH) // timedelta(microseconds=1)
+    return subject_ref(pepper, phone_number_id, f"{person_id}\x00since\x00{micros}")
