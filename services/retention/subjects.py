@@ -1,8 +1,9 @@
 """Find every pseudonym of a person, and write the audit trail of reads about them.
 
 A person may be known by ``wa_id`` (phone number) or by a business-scoped ``user_id``; each business phone
-number gives them a different pseudonym. :func:`resolve_subject_refs` returns all of them, following the alias
-table, so retrieval, export, holds and erasure by either identifier reach all their data.
+number gives them a different pseudonym, and a number that changed hands one per holder. :func:`resolve_subject_refs`
+returns all of them, following the alias table, so retrieval, export, holds and erasure by either identifier reach
+all their data.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import Any
 import asyncpg
 import orjson
 
-from services.core.pseudonym import subject_ref
+from services.core.holders import current_since, number_changes
+from services.core.pseudonym import holder_ref, subject_ref
 
 # A pool works too: each query then takes a connection of its own.
 Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy | asyncpg.Pool
@@ -84,9 +86,17 @@ async def resolve_subject_refs(
     conn: Connection, pepper: bytes, contact: str, phone_number_id: str | None = None
 ) -> list[str]:
     """Every subject_ref under which this person's records are sealed (possibly none): the pseudonyms of
-    ``contact`` under each business number (or the one given), and every pseudonym linked to them."""
+    ``contact`` under each business number (or the one given), and every pseudonym linked to them.
+
+    A phone number that changed hands (services/core/holders.py) names its current holder: the person who left it
+    is reached by their new number, through the link the change made."""
     numbers = [phone_number_id] if phone_number_id else await business_numbers(conn)
-    return await expand_subject_refs(conn, [subject_ref(pepper, number, contact) for number in numbers])
+    firsts = {number: subject_ref(pepper, number, contact) for number in numbers}
+    changes = await number_changes(conn, firsts.values())
+    holders = [
+        holder_ref(pepper, number, contact, current_since(changes.get(first, ()))) for number, first in firsts.items()
+    ]
+    return await expand_subject_refs(conn, holders)
 
 
 def require_reason(reason: str | None) -> str:

@@ -7,27 +7,35 @@ Against the real stack: the webhooks go through the archiver into S3 and Postgre
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import asyncpg
 import pytest
 from mypy_boto3_s3 import S3Client
 
 from services.core.index import binary_keys
-from services.core.pseudonym import subject_ref
+from services.core.pseudonym import holder_ref, subject_ref
 from services.retention.access import ArchiveAccess
+from services.retention.actions import Operator
+from services.retention.conversation import ConversationMessage
 from services.retention.erasure import carry_out, erase_subject
 from services.retention.holds import create_hold, release_hold
 from services.retention.run import retention_run
 from services.retention.subjects import resolve_subject_refs
 from tests import pipeline
+from tests.integration.test_actions import Stack, stack
 from tests.integration.test_retention import NOW, access, archive, prefix
 from tests.pipeline import Person
+from tests.support import create_topic
 
-__all__ = ["access", "prefix"]  # fixtures shared with test_retention
+__all__ = ["access", "prefix", "stack"]  # fixtures shared with test_retention and test_actions
 
 pytestmark = pytest.mark.integration
 
+DPO_OPERATOR = Operator("identity-dpo", "dpo")
 LONG_AGO = NOW - 10 * 365 * 86400  # expired under every retention class of the test policy
 
 
@@ -170,3 +178,105 @@ async def test_an_erasure_resumed_later_reaches_identifiers_learned_meanwhile(
     assert user_ref in done.subject_refs
     assert await objects_of(pg_pool, [user_ref]) == set()
     assert await pg_pool.fetchval("SELECT count(*) FROM subject_keys WHERE subject_ref = $1", user_ref) == 0
+
+
+def number_change(person: Person, new_wa_id: str, ts: int) -> bytes:
+    """The ``system`` message Meta sends from the old number when a customer changes number (no ``contacts``)."""
+    return pipeline.envelope(
+        person,
+        "messages",
+        {
+            "messages": [
+                {
+                    "from": person.wa_id,
+                    "id": f"wamid.{uuid.uuid4().hex}",
+                    "timestamp": str(ts),
+                    "system": {"body": "User changed number", "wa_id": new_wa_id, "type": "user_changed_number"},
+                    "type": "system",
+                }
+            ]
+        },
+    )
+
+
+def said(messages: Sequence[ConversationMessage]) -> list[str]:
+    return [m.payload["text"]["body"] if m.type == "text" else str(m.type) for m in messages]
+
+
+async def test_a_number_change_is_one_person_and_the_old_number_s_next_holder_another(
+    demo_env: dict[str, str], pg_pool: asyncpg.Pool, stack: Stack
+) -> None:
+    """Camille moves from number O to N; a year later a stranger gets O from the carrier and writes from it. The
+    change and Camille's messages before and after are one person for retrieval, export, a hold and an erasure;
+    the stranger is a person of their own whom none of these reach, and the erasure leaves them readable."""
+    access = stack.actions.access
+    camille = Person.fresh()
+    number, old, new = camille.phone_number_id, camille.wa_id, "1" + pipeline.digits(10)
+    on_new = Person(camille.waba_id, number, new)
+    prefix = stack.settings.s3.prefix
+    camille_bodies = [
+        message(camille, wa_id=old, user_id=None, ts=NOW - 400),
+        number_change(camille, new, NOW - 300),
+        pipeline.text_message(on_new, f"wamid.{uuid.uuid4().hex}", "my new number", NOW - 200),
+    ]
+    await archive(demo_env, pg_pool, prefix, camille_bodies)
+    # The stranger, in a batch of their own: the change kept in PostgreSQL decides their pseudonym.
+    await archive(
+        demo_env,
+        pg_pool,
+        prefix,
+        [pipeline.text_message(camille, f"wamid.{uuid.uuid4().hex}", "who is this", NOW - 100)],
+    )
+    changed_at = datetime.fromtimestamp(NOW - 300, UTC)
+    first = subject_ref(access.pepper, number, old)
+    kept = await pg_pool.fetch("SELECT since FROM number_holders WHERE number_ref = $1", first)
+    assert [row["since"] for row in kept] == [changed_at]
+    stranger_ref = holder_ref(access.pepper, number, old, changed_at)
+
+    # Retrieval by the new number: Camille before, at and after the change; by the old number: its holder today.
+    camille_refs = set(await resolve_subject_refs(pg_pool, access.pepper, new, number))
+    assert camille_refs == {first, subject_ref(access.pepper, number, new)}
+    assert set(await resolve_subject_refs(pg_pool, access.pepper, old, number)) == {stranger_ref}
+    hers = await stack.actions.messages(DPO_OPERATOR, contact=new, reason="complaint about order 4471")
+    assert said(hers.messages) == ["hi", "system", "my new number"]
+    theirs = await stack.actions.messages(DPO_OPERATOR, contact=old, reason="complaint about order 4471")
+    assert said(theirs.messages) == ["who is this"]
+    export = await stack.actions.export(DPO_OPERATOR, contact=new, reason="Art. 15 request")
+    assert said(export.messages) == ["hi", "system", "my new number"]
+
+    # A hold placed by the new number keeps what Camille wrote from the old one, and blocks her erasure.
+    hold = await stack.actions.create_hold(DPO_OPERATOR, scope="contact", case_ref="LIT-NUMBER", contact=new)
+    request_ref = f"GDPR-{uuid.uuid4().hex[:8]}"
+    blocked = await stack.actions.erase(DPO_OPERATOR, contact=new, request_ref=request_ref)
+    assert blocked.status == "blocked"
+    assert await objects_of(pg_pool, [first])
+    released = await stack.actions.release_hold(DPO_OPERATOR, hold.hold_id)
+    assert [(e.request_ref, e.status) for e in released.erasures] == [(request_ref, "completed")]
+
+    # Erased: everything of Camille's, under both numbers; the stranger's message is still there and readable.
+    assert await objects_of(pg_pool, sorted(camille_refs)) == set()
+    keys = await pg_pool.fetch(
+        "SELECT subject_ref FROM subject_keys WHERE subject_ref = ANY($1::text[])", [*camille_refs, stranger_ref]
+    )
+    assert [row["subject_ref"] for row in keys] == [stranger_ref]
+    theirs = await stack.actions.messages(DPO_OPERATOR, contact=old, reason="complaint about order 4471")
+    assert said(theirs.messages) == ["who is this"]
+
+    # A replay of Camille's webhooks (a redelivery, a topic replayed) brings nothing of hers back; what she
+    # writes after the erasure is new data, archived under a new key.
+    replayed = pipeline.events_of(camille_bodies)
+    after = pipeline.events_of(
+        [pipeline.text_message(on_new, f"wamid.{uuid.uuid4().hex}", "hello again", int(time.time()) + 2)]
+    )
+    bootstrap = f"127.0.0.1:{demo_env['WA_KAFKA_PORT']}"
+    topic = await create_topic(bootstrap, partitions=1, prefix="identity")
+    dlq = await create_topic(bootstrap, partitions=1, prefix="identity-dlq")
+    await pipeline.produce(bootstrap, topic, [*replayed, *after])
+    async with pipeline.running_archiver(pipeline.archiver_settings(demo_env, topic, dlq, prefix)):
+        await pipeline.wait_indexed(pg_pool, {e.event_id for e in after})
+    dropped = await pg_pool.fetchval(
+        "SELECT count(*) FROM erased_events WHERE event_id = ANY($1::text[])", [e.event_id for e in replayed]
+    )
+    assert dropped == len(replayed) == 3
+    again = await stack.actions.messages(DPO_OPERATOR, contact=new, reason="after the erasure")
+    assert said(again.messages) == ["hello again"]
