@@ -28,18 +28,22 @@ from services.core.events import Event
 
 Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy | asyncpg.Pool
 
-NUMBER_CHANGE = "user_changed_number"
+# The type's name, and where the new number is: today's Cloud API, and the older name and field some webhooks (and
+# the On-Premises API) still carry.
+NUMBER_CHANGES = {"user_changed_number": "wa_id", "customer_changed_number": "new_wa_id"}
 
 
 def new_number(event: Event) -> str | None:
     """The number a customer moved to, when ``event`` is their ``user_changed_number`` system message (sent from
-    the old number); None for any other event, and for a change that names no number or the same one."""
+    the old number; ``customer_changed_number`` with ``new_wa_id`` in older payloads); None for any other event,
+    and for a change that names no number or the same one."""
     if event.kind != "message" or event.type != "system" or event.subject is None or not event.subject.wa_id:
         return None
     system = event.payload.get("system") if isinstance(event.payload, dict) else None
-    if not isinstance(system, dict) or system.get("type") != NUMBER_CHANGE:
+    kind = system.get("type") if isinstance(system, dict) else None
+    if not isinstance(system, dict) or not isinstance(kind, str) or kind not in NUMBER_CHANGES:
         return None
-    moved_to = system.get("wa_id")
+    moved_to = system.get(NUMBER_CHANGES[kind])
     if not isinstance(moved_to, str) or not moved_to.isdigit() or moved_to == event.subject.wa_id:
         return None
     return moved_to

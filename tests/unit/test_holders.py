@@ -53,12 +53,24 @@ def test_the_number_change_message_of_meta_s_sample_names_the_new_number() -> No
         ({"type": "user_changed_number"}, "no number at all"),
         ({"type": "user_changed_number", "wa_id": "+1 219 555"}, "not digits"),
         ("user_changed_number", "not an object"),
+        ({"type": ["user_changed_number"], "wa_id": NEW}, "a type that is not a string"),
+        ({"type": "customer_changed_number", "wa_id": NEW}, "the older name keeps the number in new_wa_id"),
     ],
 )
 def test_anything_else_is_no_number_change(system: object, why: str) -> None:
     body = orjson.loads((payloads_dir() / "inbound_system_user_changed_number.json").read_bytes())
     body["entry"][0]["changes"][0]["value"]["messages"][0]["system"] = system
     assert new_number(change_event(orjson.dumps(body))) is None, why
+
+
+def test_the_older_name_of_the_number_change_is_one_too() -> None:
+    body = orjson.loads((payloads_dir() / "inbound_system_user_changed_number.json").read_bytes())
+    body["entry"][0]["changes"][0]["value"]["messages"][0]["system"] = {
+        "body": "User A changed from 16505551234 to 12195555358",
+        "new_wa_id": NEW,
+        "type": "customer_changed_number",
+    }
+    assert new_number(change_event(orjson.dumps(body))) == NEW
 
 
 def test_a_text_is_no_number_change() -> None:
