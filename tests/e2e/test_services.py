@@ -186,8 +186,8 @@ async def driven(services: Services) -> Services:
         dpo = {"authorization": f"Bearer {tokens['demo-dpo']['token']}"}
         messages: list[dict[str, Any]] = []
         for _ in range(100):  # bounded: the archiver flushes within ~2 s
-            answer = await client.get(
-                "http://127.0.0.1:8082/v1/messages", params={"contact": CONTACT, "reason": "e2e check"}, headers=reader
+            answer = await client.post(
+                "http://127.0.0.1:8082/v1/messages", json={"contact": CONTACT, "reason": "e2e check"}, headers=reader
             )
             messages = answer.json()["messages"]
             if len(messages) >= 2:

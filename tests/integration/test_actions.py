@@ -201,14 +201,26 @@ async def test_a_reader_is_refused_dpo_actions_by_the_action_itself_and_by_the_a
     assert counted(stack.api_registry, "wa_retention_runs_total", outcome="success") == 0
 
     # What a reader may do, it does through the same action, audited with its name.
-    found = await stack.api.get("/v1/search", params={"contact": person.wa_id, "limit": 5}, headers=READER)
+    found = await stack.api.post("/v1/search", json={"contact": person.wa_id, "limit": 5}, headers=READER)
     assert (found.status_code, found.json()) == (200, [])
+    # Never a person in a URL: the query string with one is refused, before anything is searched or audited.
+    in_url = await stack.api.get("/v1/search", params={"contact": person.wa_id, "limit": 6}, headers=READER)
+    assert (in_url.status_code, in_url.json()) == (
+        400,
+        {"detail": "a person or keywords go in the body: POST /v1/search"},
+    )
+    in_url = await stack.api.get("/v1/search", params={"keywords": "remboursement"}, headers=READER)
+    assert in_url.status_code == 400
     searched = await pg_pool.fetch(
         "SELECT record_count, details FROM audit_log WHERE action = 'search' AND actor = 'test-reader'"
         " AND details->>'limit' = '5' ORDER BY audit_id DESC LIMIT 1"
     )
     assert [row["record_count"] for row in searched] == [0]
     assert person.wa_id not in searched[0]["details"]
+    refused_searches = await pg_pool.fetchval(
+        "SELECT count(*) FROM audit_log WHERE action = 'search' AND actor = 'test-reader' AND details->>'limit' = '6'"
+    )
+    assert refused_searches == 0
 
 
 async def test_a_retrieval_without_a_reason_is_refused_before_anything_is_read(
@@ -235,8 +247,11 @@ async def test_a_retrieval_without_a_reason_is_refused_before_anything_is_read(
             await stack.actions.messages(reader, contact=person.wa_id, reason=reason)
         with pytest.raises(ReasonRequired):
             await stack.actions.export(Operator("dpo", "dpo"), contact=person.wa_id, reason=reason)
-    answer = await stack.api.get("/v1/messages", params={"contact": person.wa_id}, headers=READER)
-    assert answer.status_code == 400
+    answer = await stack.api.get(
+        "/v1/messages", params={"contact": person.wa_id, "reason": "in the URL"}, headers=READER
+    )
+    assert (answer.status_code, answer.headers["allow"]) == (405, "POST")
+    assert answer.json() == {"detail": "the person and the reason go in the body: POST /v1/messages"}
     answer = await stack.api.post("/v1/messages", json={"contact": person.wa_id}, headers=READER)
     assert answer.status_code == 400
     code, out, err = await run_cli(["messages", "--contact", person.wa_id], capsys)
