@@ -34,6 +34,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from prometheus_client import CollectorRegistry, Counter
 from starlette.datastructures import FormData
 
+from services.console.audit_view import audit_details
 from services.console.auth import Authenticator, NamedCredentials
 from services.console.i18n import LOCALES, Formatter, known_locale, negotiate, translator, zone
 from services.console.sessions import OpenedConversation, Session, SessionStore, new_secret, same_token
@@ -633,7 +634,9 @@ def create_console_app(
 
     async def audit_page(request: Request, session: Session, where: AuditFilter, values: Mapping[str, str]) -> Response:
         entries = await actions().audit_log(session.operator, limit=AUDIT_LIMIT, where=where)
-        return render(request, "audit.html", session, entries=list(reversed(entries)), values=values)
+        return render(
+            request, "audit.html", session, entries=list(reversed(entries)), values=values, audit_details=audit_details
+        )
 
     @app.get("/dpo/audit", response_class=HTMLResponse)
     async def audit(request: Request) -> Response:

@@ -48,7 +48,8 @@ class OpenedConversation:
     subject_refs: tuple[str, ...]
 
     def audit_reason(self) -> str:
-        return self.reason if not self.case_ref else f"{self.reason} (case {self.case_ref})"
+        # The audit log is read in any language: the case reference in brackets, not after an English word.
+        return self.reason if not self.case_ref else f"{self.reason} [{self.case_ref}]"
 
 
 @dataclass(frozen=True, slots=True)

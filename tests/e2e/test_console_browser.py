@@ -225,7 +225,7 @@ def test_the_dpo_sees_the_audit_rows_of_those_views(crisis: Crisis) -> None:
         assert actions == ["media", "retrieval", "retrieval"]
         for row in rows:
             assert row.find_element(By.CSS_SELECTOR, "td.actor").text == READER[0]
-            assert row.find_element(By.CSS_SELECTOR, "td.reason").text == f"{crisis.reason} (case DOSSIER-4471)"
+            assert row.find_element(By.CSS_SELECTOR, "td.reason").text == f"{crisis.reason} [DOSSIER-4471]"
             assert row.find_element(By.TAG_NAME, "time").get_attribute("datetime")
         accessible(driver)
         screenshot(driver, "console-4-dpo-audit")

@@ -291,7 +291,7 @@ async def test_crisis_search_reason_timeline_media_and_audit(
         ("test-reader", "media"),
         ("test-reader", "retrieval"),
     ]
-    assert {r["reason"] for r in rows} == {f"{reason} (case CASE-9)"}
+    assert {r["reason"] for r in rows} == {f"{reason} [CASE-9]"}
 
     # The DPO sees those rows, filtered by pseudonym.
     async with browser(console) as client:

@@ -1,0 +1,107 @@
+"""The audit page's "details" column as a DPO reads it: each field of the row's JSON object under a name in the
+viewer's language, dates in their time zone, numbers in their locale, pseudonyms shortened; never raw JSON.
+
+Pure: the translator and the formatter are given (services/console/i18n.py).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import Any, Final
+
+import orjson
+
+from services.console.i18n import Formatter
+
+# Every field the services write into audit details (services/retention), by its English name. A field not listed
+# (written by a later version) is shown under its own key rather than hidden.
+DETAIL_LABELS: Final[dict[str, str]] = {
+    "event_id": "Event",
+    "group": "In a group",
+    "group_ref": "Group",
+    "subjects": "Pseudonyms",
+    "subject_refs": "Pseudonyms",
+    "deadline_at": "Deadline",
+    "holds": "Holds",
+    "hold_id": "Hold",
+    "scope": "Scope",
+    "was": "Previous state",
+    "status": "State",
+    "keys": "Keys destroyed",
+    "keys_destroyed": "Keys destroyed",
+    "key_destroyed_at": "Keys destroyed at",
+    "objects_deleted": "Objects deleted",
+    "objects_locked": "Objects locked",
+    "events_deleted": "Records deleted",
+    "blocked_by_cases": "Blocked by cases",
+    "refusal_ground": "Refusal ground",
+    "ground": "Ground",
+    "request_ref": "Request",
+    "keywords": "Words searched",
+    "limit": "Limit",
+    "phone_number_id": "Business number",
+    "since": "From",
+    "until": "To",
+    "kind": "Kind",
+    "type": "Type",
+    "deleted_only": "Deleted for everyone",
+    "edited_only": "Edited",
+    "prefix": "Prefix",
+    "outcome": "Outcome",
+    "error": "Error",
+}
+# A pseudonym or a key id is shown by its first characters, as in the pseudonym column.
+SHORT_REF = 12
+_LONG_HEX = 32
+
+
+def _is_hex(value: str) -> bool:
+    return len(value) >= _LONG_HEX and all(c in "0123456789abcdef-" for c in value)
+
+
+def _moment(value: str) -> dt.datetime | None:
+    if len(value) < 19 or value[4] != "-" or "T" not in value:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
+
+
+def _value(value: Any, t: Callable[..., str], fmt: Formatter) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return t("yes") if value else t("no")
+    if isinstance(value, int | float):
+        return fmt.number(value)
+    if isinstance(value, str):
+        moment = _moment(value)
+        if moment is not None:
+            return fmt.datetime(moment)
+        return value[:SHORT_REF] + "…" if _is_hex(value) else t(value) if value in DETAIL_VALUES else value
+    if isinstance(value, list):
+        return ", ".join(_value(item, t, fmt) for item in value) if value else "—"
+    return orjson.dumps(value).decode()
+
+
+# Values that are names of states or scopes: shown in the viewer's language (the erasure states and hold scopes
+# have their French in i18n.FRENCH already).
+DETAIL_VALUES: Final = frozenset(
+    {"received", "blocked", "in_progress", "completed", "refused", "extended", "failed"}
+    | {"contact", "conversation", "group", "phone_number", "waba"}
+)
+
+
+def audit_details(details: str, t: Callable[..., str], fmt: Formatter) -> list[tuple[str, str]]:
+    """(label, value) per field of an audit row's ``details`` (its JSON object as stored), in order; a value that
+    is not an object is shown as one field."""
+    try:
+        parsed = orjson.loads(details)
+    except orjson.JSONDecodeError:
+        return [(t("Details"), details)]
+    if not isinstance(parsed, dict):
+        return [] if parsed is None else [(t("Details"), _value(parsed, t, fmt))]
+    return [(t(DETAIL_LABELS[key]) if key in DETAIL_LABELS else key, _value(v, t, fmt)) for key, v in parsed.items()]
