@@ -32,7 +32,7 @@ from services.core.container import (
     object_key,
 )
 from services.core.crypto import CachedDek, seal_record
-from services.core.events import Event, text_fault
+from services.core.events import MAX_STORED_TEXT, Event, text_fault
 from services.core.holders import holder_since, new_number, with_changes
 from services.core.index import IndexRow, MediaRow, ObjectRow, alias_rows, event_time, index_row, received_time
 from services.core.journal import (
@@ -154,7 +154,7 @@ def dead_letter(dlq_topic: str, topic: str, record: ConsumedRecord) -> OutgoingR
 @dataclass(frozen=True, slots=True)
 class Pseudonyms:
     """Whose record it is: ``sealing`` names the key that seals it; ``aliases`` has one pseudonym per identifier
-    of the person (wa_id, user_id), empty for business records."""
+    of the person (wa_id, user_id, parent BSUID), empty for business records."""
 
     sealing: str
     aliases: tuple[str, ...]
@@ -176,7 +176,17 @@ def pseudonyms_of(
         refs.append(subject_ref(pepper, scope, person.user_id))
     if not refs:
         return Pseudonyms(subject_ref(pepper, scope, BUSINESS_SUBJECT), ())
+    parent = parent_user_id(event)
+    if parent is not None:
+        refs.append(subject_ref(pepper, scope, parent))
     return Pseudonyms(refs[0], (*refs, *also))
+
+
+def parent_user_id(event: Event) -> str | None:
+    """The person's parent BSUID (``contacts[].parent_user_id``, one id across the business portfolio's
+    businesses), when the webhook's contact entry for this person gives one: another identifier of theirs."""
+    parent = event.contact.get("parent_user_id") if isinstance(event.contact, dict) else None
+    return parent if isinstance(parent, str) and parent and len(parent) <= MAX_STORED_TEXT else None
 
 
 def number_refs(owners: Sequence[Pseudonyms], events: Sequence[Event], pepper: bytes) -> set[str]:

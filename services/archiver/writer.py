@@ -38,6 +38,7 @@ from services.archiver.sealing import (
     decode_record,
     holders_of,
     number_refs,
+    parent_user_id,
     people_of,
     pseudonyms_of,
     screen_erased,
@@ -116,7 +117,7 @@ class BatchWriter:
         self.retry = retry
         self.write_slots = asyncio.Semaphore(max_concurrent_writes)
         # Hot-path memo: a batch has few distinct people.
-        self._owners: dict[tuple[str, str | None, str | None], Pseudonyms] = {}
+        self._owners: dict[tuple[str, str | None, str | None, str | None], Pseudonyms] = {}
         self.tokenizer = Tokenizer(keyword_key(pepper))  # the keyword tokens, remembered per word
 
     async def write(self, partition: int, raw: Sequence[RawRecord]) -> WriteOutcome:
@@ -151,6 +152,7 @@ class BatchWriter:
             event.phone_number_id or event.waba_id,
             person.wa_id if person else None,
             person.user_id if person else None,
+            parent_user_id(event),
         )
         found = self._owners.get(memo_key)
         if found is None:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import asyncpg
+import orjson
 import pytest
 from mypy_boto3_s3 import S3Client
 
@@ -280,3 +281,50 @@ async def test_a_number_change_is_one_person_and_the_old_number_s_next_holder_an
     assert dropped == len(replayed) == 3
     again = await stack.actions.messages(DPO_OPERATOR, contact=new, reason="after the erasure")
     assert said(again.messages) == ["hello again"]
+
+
+async def test_the_parent_bsuid_finds_the_person_under_every_business_number_of_the_portfolio(
+    demo_env: dict[str, str], pg_pool: asyncpg.Pool, stack: Stack
+) -> None:
+    """Léa writes to two business numbers of one portfolio: to the first by phone, to the second by her user id
+    alone. Meta gives both contacts the same parent BSUID: by it, she is one person for retrieval, export and
+    erasure across the numbers; someone with another parent BSUID on the same numbers is untouched."""
+    access = stack.actions.access
+    lea = Person.fresh()
+    second = Person(lea.waba_id, pipeline.digits(15), lea.wa_id)
+    parent, user_id = f"US.ENT.{pipeline.digits(20)}", bsuid()
+    other = Person(lea.waba_id, lea.phone_number_id, "1" + pipeline.digits(10))
+
+    def with_parent(body: bytes, parent_id: str) -> bytes:
+        webhook = orjson.loads(body)
+        for contact in webhook["entry"][0]["changes"][0]["value"]["contacts"]:
+            contact["parent_user_id"] = parent_id
+        return orjson.dumps(webhook)
+
+    bodies = [
+        with_parent(message(lea, wa_id=lea.wa_id, user_id=None, ts=NOW - 300), parent),
+        with_parent(message(second, wa_id=None, user_id=user_id, ts=NOW - 200), parent),
+        with_parent(message(other, wa_id=other.wa_id, user_id=None, ts=NOW - 100), f"US.ENT.{pipeline.digits(20)}"),
+    ]
+    await archive(demo_env, pg_pool, stack.settings.s3.prefix, bodies)
+    hers = {
+        subject_ref(access.pepper, lea.phone_number_id, lea.wa_id),
+        subject_ref(access.pepper, second.phone_number_id, user_id),
+    }
+    # By the parent id, under every business number (one pseudonym per number, most without records): both hers.
+    found = set(await resolve_subject_refs(pg_pool, access.pepper, parent))
+    assert hers <= found
+    assert subject_ref(access.pepper, other.phone_number_id, other.wa_id) not in found
+    # Within one number the parent id is a link like any other: her phone number reaches it, not the other number.
+    by_phone = set(await resolve_subject_refs(pg_pool, access.pepper, lea.wa_id, lea.phone_number_id))
+    assert by_phone == {subject_ref(access.pepper, lea.phone_number_id, i) for i in (lea.wa_id, parent)}
+
+    export = await stack.actions.export(DPO_OPERATOR, contact=parent, reason="Art. 15 request by Léa")
+    assert said(export.messages) == ["hi", "hi"]
+    assert {m.event_id for m in export.messages} == {e.event_id for e in pipeline.events_of(bodies[:2])}
+
+    erased = await stack.actions.erase(DPO_OPERATOR, contact=parent, request_ref=f"GDPR-{uuid.uuid4().hex[:8]}")
+    assert erased.status == "completed"
+    assert await objects_of(pg_pool, sorted(hers)) == set()
+    theirs = await stack.actions.messages(DPO_OPERATOR, contact=other.wa_id, reason="the other customer")
+    assert said(theirs.messages) == ["hi"]

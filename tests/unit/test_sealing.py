@@ -179,6 +179,30 @@ def test_a_person_owns_their_record_under_every_identifier(
     assert owner.sealing == expected[0]
 
 
+@pytest.mark.parametrize(
+    ("contact", "parent"),
+    [
+        pytest.param({"wa_id": "16505551234", "parent_user_id": "US.ENT.118157"}, "US.ENT.118157", id="given"),
+        pytest.param({"wa_id": "16505551234"}, None, id="absent"),
+        pytest.param({"parent_user_id": ""}, None, id="empty"),
+        pytest.param({"parent_user_id": 118157}, None, id="not a string"),
+        pytest.param({"parent_user_id": "U" * (MAX_STORED_TEXT + 1)}, None, id="too long"),
+        pytest.param(["not", "an", "object"], None, id="not an object"),
+    ],
+)
+def test_the_parent_bsuid_of_the_contact_is_one_more_identifier(contact: object, parent: str | None) -> None:
+    owner = pseudonyms_of(PEPPER, replace(event(wa_id="16505551234"), contact=contact))
+    phone = subject_ref(PEPPER, "106540352242922", "16505551234")
+    assert owner.sealing == phone  # the parent id names the person; it never seals their records
+    extra = (subject_ref(PEPPER, "106540352242922", parent),) if parent else ()
+    assert owner.aliases == (phone, *extra)
+
+
+def test_a_parent_bsuid_on_a_business_record_is_ignored() -> None:
+    record = replace(event(kind="account", wa_id=None), contact={"parent_user_id": "US.ENT.1"})
+    assert pseudonyms_of(PEPPER, record).aliases == ()
+
+
 def test_a_record_of_no_customer_is_the_business_s() -> None:
     owner = pseudonyms_of(PEPPER, event(kind="account", wa_id=None, phone_number_id=None))
     assert owner.sealing == subject_ref(PEPPER, "102290129340398", BUSINESS_SUBJECT)
