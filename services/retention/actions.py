@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
-from services.archiver.rebuild import RebuildReport, rebuild_index
+from services.archiver.rebuild import RebuildReport, RecordKeys, rebuild_index
 from services.core.container import media_record_id
 from services.core.index import binary_key, binary_keys
 from services.core.keywords import words
@@ -557,12 +557,18 @@ class Actions:
     async def rebuild_index(
         self, operator: Operator, *, prefix: str | None = None, progress: ProgressCallback | None = None
     ) -> RebuildReport:
-        """Rebuild the index from the bucket (archiver/rebuild.py) under ``prefix`` (default: the configured one)."""
+        """Rebuild the index from the bucket (archiver/rebuild.py) under ``prefix`` (default: the configured one),
+        opening the live records to restore group pseudonyms, keyword tokens and number changes too."""
         authorize(operator, "rebuild-index")
         prefix = prefix or self.access.bucket.settings.prefix
         try:
             report = await rebuild_index(
-                self.access.pool, self.access.bucket, self.access.policy, prefix=prefix, progress=progress
+                self.access.pool,
+                self.access.bucket,
+                self.access.policy,
+                prefix=prefix,
+                progress=progress,
+                keys=RecordKeys(self.access.keyring, self.access.pepper),
             )
         except Exception as exc:
             await self._audit_failure(operator, "index.rebuild", exc, {"prefix": prefix})
