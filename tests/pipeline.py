@@ -51,6 +51,25 @@ def envelope(person: Person, field: str, value: dict[str, Any]) -> bytes:
     return webhook_body(person.waba_id, person.phone_number_id, value, field=field)
 
 
+def number_change(person: Person, new_wa_id: str, ts: int) -> bytes:
+    """The ``system`` message Meta sends from the old number when a customer changes number (no ``contacts``)."""
+    return envelope(
+        person,
+        "messages",
+        {
+            "messages": [
+                {
+                    "from": person.wa_id,
+                    "id": f"wamid.{uuid.uuid4().hex}",
+                    "timestamp": str(ts),
+                    "system": {"body": "User changed number", "wa_id": new_wa_id, "type": "user_changed_number"},
+                    "type": "system",
+                }
+            ]
+        },
+    )
+
+
 def text_message(person: Person, wamid: str, body: str, ts: int) -> bytes:
     return envelope(
         person,

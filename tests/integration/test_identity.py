@@ -181,25 +181,6 @@ async def test_an_erasure_resumed_later_reaches_identifiers_learned_meanwhile(
     assert await pg_pool.fetchval("SELECT count(*) FROM subject_keys WHERE subject_ref = $1", user_ref) == 0
 
 
-def number_change(person: Person, new_wa_id: str, ts: int) -> bytes:
-    """The ``system`` message Meta sends from the old number when a customer changes number (no ``contacts``)."""
-    return pipeline.envelope(
-        person,
-        "messages",
-        {
-            "messages": [
-                {
-                    "from": person.wa_id,
-                    "id": f"wamid.{uuid.uuid4().hex}",
-                    "timestamp": str(ts),
-                    "system": {"body": "User changed number", "wa_id": new_wa_id, "type": "user_changed_number"},
-                    "type": "system",
-                }
-            ]
-        },
-    )
-
-
 def said(messages: Sequence[ConversationMessage]) -> list[str]:
     return [m.payload["text"]["body"] if m.type == "text" else str(m.type) for m in messages]
 
@@ -217,7 +198,7 @@ async def test_a_number_change_is_one_person_and_the_old_number_s_next_holder_an
     prefix = stack.settings.s3.prefix
     camille_bodies = [
         message(camille, wa_id=old, user_id=None, ts=NOW - 400),
-        number_change(camille, new, NOW - 300),
+        pipeline.number_change(camille, new, NOW - 300),
         pipeline.text_message(on_new, f"wamid.{uuid.uuid4().hex}", "my new number", NOW - 200),
     ]
     await archive(demo_env, pg_pool, prefix, camille_bodies)

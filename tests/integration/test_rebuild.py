@@ -18,10 +18,9 @@ from services.core.index import binary_keys
 from services.core.policy import DEFAULT_POLICY
 from services.core.pseudonym import subject_ref
 from services.retention.access import open_access
-from services.retention.erasure import erase_subject
 from tests import pipeline
+from tests.integration.test_erasure_final import erase
 from tests.integration.test_groups import Group
-from tests.integration.test_identity import number_change
 from tests.support import create_topic
 
 pytestmark = pytest.mark.integration
@@ -49,12 +48,17 @@ def message(person: pipeline.Person, wamid: str, timestamp: Any) -> bytes:
     )
 
 
+async def fresh_archive(kafka_bootstrap: str, name: str) -> tuple[str, str, str]:
+    """A topic, its dead-letter topic and a bucket prefix of this test's own."""
+    topic = await create_topic(kafka_bootstrap, partitions=1, prefix=name)
+    dlq = await create_topic(kafka_bootstrap, partitions=1, prefix=f"{name}-dlq")
+    return topic, dlq, f"test/{name}-{uuid.uuid4().hex[:8]}"
+
+
 async def test_rebuild_index_at_the_splitter_s_timestamp_limits(
     kafka_bootstrap: str, demo_env: dict[str, str], pg_pool: asyncpg.Pool
 ) -> None:
-    topic = await create_topic(kafka_bootstrap, partitions=1, prefix="rebuild")
-    dlq = await create_topic(kafka_bootstrap, partitions=1, prefix="rebuild-dlq")
-    prefix = f"test/rebuild-{uuid.uuid4().hex[:8]}"
+    topic, dlq, prefix = await fresh_archive(kafka_bootstrap, "rebuild")
     person = pipeline.Person.fresh()
     bodies = [message(person, f"wamid.limit.{n}", timestamp) for n, timestamp in enumerate(LIMITS)]
     events = await pipeline.archive_bodies(demo_env, pg_pool, topic, dlq, prefix, bodies)
@@ -109,10 +113,7 @@ async def forget(pool: asyncpg.Pool, keys: list[str], first: str) -> None:
 async def test_rebuild_with_the_keys_restores_groups_keyword_tokens_and_number_changes(
     kafka_bootstrap: str, demo_env: dict[str, str], pg_pool: asyncpg.Pool
 ) -> None:
-
-    topic = await create_topic(kafka_bootstrap, partitions=1, prefix="rebuild-open")
-    dlq = await create_topic(kafka_bootstrap, partitions=1, prefix="rebuild-open-dlq")
-    prefix = f"test/rebuild-{uuid.uuid4().hex[:8]}"
+    topic, dlq, prefix = await fresh_archive(kafka_bootstrap, "rebuild-open")
     group = Group.fresh()
     person = group.business
     erased = pipeline.Person(person.waba_id, person.phone_number_id, "1" + pipeline.digits(10))
@@ -120,22 +121,13 @@ async def test_rebuild_with_the_keys_restores_groups_keyword_tokens_and_number_c
     bodies = [
         group.message(group.alice, "wamid.G1", "rendez-vous au dépôt", t),
         pipeline.text_message(person, "wamid.T1", "Le remboursement est validé", t + 1),
-        number_change(person, "1" + pipeline.digits(10), t + 2),
+        pipeline.number_change(person, "1" + pipeline.digits(10), t + 2),
         pipeline.text_message(erased, "wamid.E1", "effacez-moi", t + 3),
     ]
     await pipeline.archive_bodies(demo_env, pg_pool, topic, dlq, prefix, bodies)
     access = await open_access(pipeline.retention_settings(demo_env, prefix))
     try:
-        await erase_subject(
-            access.pool,
-            access.keyring,
-            access.bucket,
-            access.pepper,
-            contact=erased.wa_id,
-            phone_number_id=None,
-            request_ref=f"GDPR-{uuid.uuid4().hex[:8]}",
-            actor="dpo",
-        )
+        await erase(access, erased)
         keys = [
             r["object_key"]
             for r in await pg_pool.fetch(
