@@ -262,6 +262,7 @@ FRENCH: Final[dict[str, str]] = {
     "Reply: {title}": "Réponse : {title}",
     "Call": "Appel",
     "Unsupported message": "Message non pris en charge",
+    "This record could not be read ({why}).": "Cet enregistrement n'a pas pu être lu ({why}).",
     "Sent by the business from the WhatsApp Business app": "Envoyé par l'entreprise depuis l'app WhatsApp Business",
     "Sent by the business through the API": "Envoyé par l'entreprise via l'API",
     "Back to the search": "Retour à la recherche",
