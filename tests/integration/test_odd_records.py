@@ -1,19 +1,22 @@
 """One record never hides a conversation: on the real stack, a person's ordinary messages surround records holding
 a lone surrogate escape (``\\ud83d``, half an emoji) in the profile name, a text, a business-scoped user id, an
-edit's original id, a status's pricing category and a reaction emoji, and one record whose plaintext is not JSON at
-all. Archived through the journal and the real archiver, the conversation reads in full through the actions
-(messages, export), the CLI, the admin API and the console over HTTP: every record shown, the lone surrogates as
-U+FFFD, the record that cannot be read as such, with its metadata.
+edit's original id, a status's pricing category and a reaction emoji, one record whose plaintext is not JSON at all,
+and one message nested 1,015 levels deep (within what the archive's decoders accept; FastAPI's encoder refused it).
+Archived through the journal and the real archiver (the last two then re-sealed in place), the conversation reads in
+full through the actions (messages, export), the CLI, the admin API and the console over HTTP: every record shown,
+the lone surrogates as U+FFFD, the record that cannot be read as such, with its metadata.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
+import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +53,9 @@ HALF = "\ud83d"  # the high half of an emoji, alone
 READER = ("test-reader", "reader-token-for-tests")  # pipeline.retention_settings' tokens
 DPO_BEARER = {"authorization": "Bearer dpo-token-for-tests-only"}
 NOT_JSON = b"this plaintext is not JSON at all"
+# A message member nested this deep: its envelope is within the 1,024 levels ingest and the archive's decoders
+# accept; orjson writes only 255, and FastAPI's encoder recurses once per level.
+DEPTH = 1_015
 ORDINARY = ["Bonjour, avant tout", "Texte ordinaire au milieu", "Au revoir, après tout"]
 
 
@@ -90,8 +96,26 @@ def inbound(person: Person, wamid: str, ts: int, message: dict[str, Any], *, nam
     )
 
 
+def nested(depth: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
 def text(body: str) -> dict[str, Any]:
     return {"type": "text", "text": {"body": body}}
+
+
+@contextlib.contextmanager
+def deep_enough() -> Iterator[None]:
+    """The standard library's JSON encoder recurses once per level: room for :data:`DEPTH`."""
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 5 * DEPTH))
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(limit)
 
 
 @dataclass
@@ -101,6 +125,7 @@ class Archived:
     ordinary: list[str]  # event ids of the ordinary messages
     odd: list[str]  # event ids of the records with a lone surrogate
     unreadable: str  # event id of the record whose plaintext is not JSON
+    deep: str  # event id of a message nested DEPTH levels deep
 
 
 async def archive_odd_conversation(demo_env: dict[str, str], pool: asyncpg.Pool, access: ArchiveAccess) -> Archived:
@@ -165,7 +190,8 @@ async def archive_odd_conversation(demo_env: dict[str, str], pool: asyncpg.Pool,
         ),
     ]
     broken = inbound(person, "wamid.X1", t + 600, text("Ce texte sera illisible"))
-    bodies = [*ordinary, *odd, broken]
+    deep = inbound(person, "wamid.D1", t + 700, text("Très imbriqué"))
+    bodies = [*ordinary, *odd, broken, deep]
     events = pipeline.events_of(bodies)
     by_body = {body: [e.event_id for e in pipeline.events_of([body])] for body in bodies}
 
@@ -180,12 +206,18 @@ async def archive_odd_conversation(demo_env: dict[str, str], pool: asyncpg.Pool,
 
     (unreadable,) = by_body[broken]
     await seal_in_place(pool, access, unreadable, NOT_JSON)
+    (deep_event,) = pipeline.events_of([deep])
+    envelope = deep_event.as_dict()
+    envelope["payload"]["nested"] = nested(DEPTH)
+    with deep_enough():
+        await seal_in_place(pool, access, deep_event.event_id, json.dumps(envelope).encode())
     return Archived(
         person,
         access.bucket.settings.prefix,
         [i for body in ordinary for i in by_body[body]],
         [i for body in odd for i in by_body[body]],
         unreadable,
+        by_body[deep][0],
     )
 
 
@@ -286,7 +318,8 @@ def check_messages(shown: list[dict[str, Any]], archived: Archived) -> None:
     assert all(REPLACEMENT in text_of[i] for i in [*archived.odd[1:4], archived.odd[6]])
     assert "Mon nom est coupé" in text_of[archived.odd[0]]
     assert f"Un emoji coupé {REPLACEMENT} ici" in text_of[archived.odd[1]]
-    assert len(shown) == len(archived.ordinary) + len(items) + 1
+    assert by_id[archived.deep]["payload"]["text"]["body"] == "Très imbriqué"
+    assert len(shown) == len(archived.ordinary) + len(items) + 2
 
 
 async def test_a_conversation_with_odd_records_reads_in_full_everywhere(
@@ -315,10 +348,10 @@ async def test_a_conversation_with_odd_records_reads_in_full_everywhere(
     # The admin API: HTTP 200, the same messages.
     answer = await stack.api.post("/v1/messages", json={**who, "reason": reason}, headers=DPO_BEARER)
     assert answer.status_code == 200, answer.text
-    check_messages(answer.json()["messages"], archived)
+    check_messages(orjson.loads(answer.content)["messages"], archived)
     exported = await stack.api.post("/v1/exports", json={**who, "reason": reason}, headers=DPO_BEARER)
     assert exported.status_code == 200, exported.text
-    check_messages(exported.json()["messages"], archived)
+    check_messages(orjson.loads(exported.content)["messages"], archived)
 
     # The CLI: JSON lines and the table.
     argv = ["messages", "--contact", person.wa_id, "--phone-number-id", person.phone_number_id, "--reason", reason]
@@ -353,7 +386,7 @@ async def test_a_conversation_with_odd_records_reads_in_full_everywhere(
     assert f"<li>message · text</li><li>{archived.unreadable}</li>" in page  # its kind, type and event id
     bubbles = re.findall(r'data-event="([0-9a-f]{32})"', page)
     reaction = archived.odd[6]  # attached to the message it reacts to, as the emoji U+FFFD
-    assert set(bubbles) == {*archived.ordinary, *archived.odd[:5], archived.unreadable}
+    assert set(bubbles) == {*archived.ordinary, *archived.odd[:5], archived.unreadable, archived.deep}
     assert reaction not in bubbles
     assert re.search(rf'class="reactions">.*{REPLACEMENT}</p>', page)
     assert summary(next(m for m in conversation.messages if m.event_id == reaction)) == f"[reaction] {REPLACEMENT}"
