@@ -67,6 +67,13 @@ def ascii_json(value: Any) -> bytes:
                      id="an integer beyond 64 bits stays exact"),
         pytest.param(b'{"n":12345678901234567890123,"t":"\\ud83d"}', {"n": 12345678901234567890123, "t": REPLACEMENT},
                      1, id="both"),
+        pytest.param(b'[9223372036854775807,18446744073709551615,18446744073709551616,-9223372036854775809]',
+                     [2**63 - 1, 2**64 - 1, 2**64, -(2**63) - 1], 0, id="around the 64-bit bounds"),
+        pytest.param(b'{"id":"12345678901234567890123","x":0.12345678901234567890}',
+                     {"id": "12345678901234567890123", "x": 0.12345678901234567890}, 0,
+                     id="long digit runs that are no integer"),
+        pytest.param(b'{"x":1e19,"y":12345678901234567890e0}', {"x": 1e19, "y": 12345678901234567890e0}, 0,
+                     id="large floats stay floats"),
     ],
 )  # fmt: skip
 def test_archived_json_decodes(plaintext: bytes, value: Any, replaced: int) -> None:
