@@ -405,3 +405,57 @@ async def sign_in(client: httpx.AsyncClient) -> str:
     found = re.search(r'name="csrf" value="([^"]+)"', search.text)
     assert found
     return found.group(1)
+
+
+async def test_a_group_timeline_with_odd_records_reads_in_full(
+    stack: Stack, demo_env: dict[str, str], pg_pool: asyncpg.Pool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    business = Person.fresh()
+    group_id = f"Y2FwaV9ncm91cDo{uuid.uuid4().hex}"
+    alice, bob = ("1" + pipeline.digits(10) for _ in range(2))
+    t = int(time.time()) - 3600
+
+    def said(sender: str, wamid: str, body: str, ts: int) -> bytes:
+        message = {"from": sender, "group_id": group_id, "id": wamid, "timestamp": str(ts)} | text(body)
+        contact = {"profile": {"name": f"Participant {HALF}"}, "wa_id": sender}
+        return webhook(business, "messages", {"contacts": [contact], "messages": [message]})
+
+    bodies = [
+        said(alice, "wamid.GA1", "Bonjour le groupe", t),
+        said(bob, "wamid.GB1", f"Coupé {HALF} en deux", t + 60),
+        said(alice, "wamid.GA2", "Ce message sera illisible", t + 120),
+        said(bob, "wamid.GB2", "Au revoir le groupe", t + 180),
+    ]
+    ids = [e.event_id for e in pipeline.events_of(bodies)]
+    bootstrap = f"127.0.0.1:{demo_env['WA_KAFKA_PORT']}"
+    topic = await create_topic(bootstrap, partitions=1, prefix="oddgroup")
+    dlq = await create_topic(bootstrap, partitions=1, prefix="dlq")
+    await pipeline.produce_posts(bootstrap, topic, bodies)
+    settings = pipeline.archiver_settings(demo_env, topic, dlq, stack.access.bucket.settings.prefix)
+    async with pipeline.running_archiver(settings):
+        await pipeline.wait_indexed(pg_pool, set(ids))
+    await seal_in_place(pg_pool, stack.access, ids[2], NOT_JSON)
+
+    def check(messages: list[dict[str, Any]]) -> None:
+        assert [m["event_id"] for m in messages] == ids  # in their place, none hidden
+        assert [m["unreadable"] for m in messages] == [None, None, "not JSON", None]
+        assert messages[1]["payload"]["text"]["body"] == f"Coupé {REPLACEMENT} en deux"
+        assert messages[3]["payload"]["text"]["body"] == "Au revoir le groupe"
+
+    reason = "fil de groupe avec des enregistrements abîmés"
+    who = {"group_id": group_id, "phone_number_id": business.phone_number_id}
+    timeline = await stack.actions.group_messages(Operator("reader", "reader"), reason=reason, **who)
+    check(timeline.to_json()["messages"])
+    answer = await stack.api.post("/v1/groups/messages", json={**who, "reason": reason}, headers=DPO_BEARER)
+    assert answer.status_code == 200, answer.text
+    check(orjson.loads(answer.content)["messages"])
+    argv = ["group-messages", "--group-id", group_id, "--phone-number-id", business.phone_number_id, "--reason", reason]
+    code, out, err = await run_cli([*argv, "--format", "jsonl"], capsys)
+    assert code == 0, err
+    check([orjson.loads(line) for line in out.splitlines()])
+    code, out, err = await run_cli([*argv, "--format", "table"], capsys)
+    assert code == 0, err
+    assert "Bonjour le groupe" in out
+    assert f"Coupé {REPLACEMENT} en deux" in out
+    assert "could not be read: not JSON" in out
+    assert "Au revoir le groupe" in out
