@@ -263,6 +263,8 @@ FRENCH: Final[dict[str, str]] = {
     "Call": "Appel",
     "Unsupported message": "Message non pris en charge",
     "This record could not be read ({why}).": "Cet enregistrement n'a pas pu être lu ({why}).",
+    "Edit of a message that is not in the archive": "Modification d'un message absent de l'archive",
+    "Deletion of a message that is not in the archive": "Suppression d'un message absent de l'archive",
     "Sent by the business from the WhatsApp Business app": "Envoyé par l'entreprise depuis l'app WhatsApp Business",
     "Sent by the business through the API": "Envoyé par l'entreprise via l'API",
     "Back to the search": "Retour à la recherche",

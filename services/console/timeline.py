@@ -154,6 +154,11 @@ def content_of(message: dict[str, Any], fallback_type: str | None = None) -> Con
         return Content(kind, label=_s(body.get("name")), lines=tuple(parameters))
     if kind == "reaction" and isinstance(body, dict):
         return Content(kind, text=_s(body.get("emoji")))
+    if kind == "edit" and isinstance(body, dict) and isinstance(body.get("message"), dict):
+        # An edit is drawn on its own only when its message is not archived (it predates the archive, or its id
+        # was garbled): show what the message became.
+        new = content_of(body["message"])
+        return Content(kind, text=new.text, label=new.label, lines=new.lines, values=new.values)
     return Content(kind)
 
 

@@ -381,6 +381,8 @@ async def test_a_conversation_with_odd_records_reads_in_full_everywhere(
     assert all(text in page for text in ORDINARY)
     assert f"Un emoji coupé {REPLACEMENT} ici" in page
     assert "Envoyé avec mon identifiant" in page
+    assert "Edit of a message that is not in the archive" in page  # its original id was garbled
+    assert "Édition d&#39;un message perdu" in page
     assert "Le prix est de 10 €" in page
     assert "This record could not be read (not JSON)." in page
     assert f"<li>message · text</li><li>{archived.unreadable}</li>" in page  # its kind, type and event id
