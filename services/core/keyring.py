@@ -12,13 +12,18 @@ Contract:
 - :func:`record_erasure` and :func:`erasures_of` keep and read when each pseudonym was erased (erased_subjects).
 - The in-process cache is only a cache: :meth:`shred` marks the key shredded in it, and a key seen shredded is
   refused by the cache forever after.
+- KEK retirement: :func:`rewrap_keys` moves every wrapped DEK under one KEK, batch by batch
+  (:meth:`Keyring.rewrap_batch`), while archivers and readers keep working; :meth:`Keyring.keys_by_kek` and
+  :func:`kek_uses` say when an old KEK holds no key any more and can be removed from the settings.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Literal
 
 import asyncpg
 
@@ -34,6 +39,21 @@ class KeyShredded(Exception):
     def __init__(self, subject_refs: Iterable[str]) -> None:
         self.subject_refs = sorted(subject_refs)
         super().__init__(f"{len(self.subject_refs)} subject key(s) were shredded during the batch")
+
+
+class RewrapRefused(ValueError):
+    """A rewrap that cannot be done as asked (the target KEK, or a KEK holding keys, is not configured); nothing
+    was changed."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RewrapBatch:
+    """What one :meth:`Keyring.rewrap_batch` did."""
+
+    rewrapped: int  # keys now wrapped by the target KEK
+    suppressed_dropped: int  # rows of shredded keys (back from a restored backup) deleted instead
+    last_ref: str | None  # the keyset cursor for the next batch; None when the batch locked no row
+    exhausted: bool  # the scan reached the end of the key space
 
 
 class Keyring:
@@ -153,6 +173,65 @@ class Keyring:
         self.cache.mark_shredded(subject_ref, dek_id)
         return dek_id
 
+    async def keys_by_kek(self) -> dict[str, int]:
+        """How many subject keys each KEK id wraps, as stored now."""
+        rows = await self.pool.fetch("SELECT kek_id, count(*) AS keys FROM subject_keys GROUP BY kek_id")
+        return {row["kek_id"]: row["keys"] for row in rows}
+
+    async def rewrap_batch(self, to_kek_id: str, *, after: str, limit: int) -> RewrapBatch:
+        """In one transaction: lock up to ``limit`` key rows not yet under ``to_kek_id`` whose subject_ref sorts
+        after ``after`` (keyset pagination on the primary key), and rewrap each (same dek_id, same DEK).
+
+        Concurrency: rows are locked ``FOR UPDATE SKIP LOCKED``. A row an archiver holds ``FOR SHARE`` while it
+        indexes a batch, or an erasure is deleting, is skipped (a later sweep of :func:`rewrap_keys` takes it; a
+        deleted one is simply gone); an erasure that comes after the lock waits for the commit and then deletes
+        the rewrapped row, which it finds by subject_ref as before. Keys an archiver creates meanwhile are
+        inserted under its current KEK. Readers see each row whole, under either KEK (both must be configured),
+        and a DEK already cached stays valid: only its wrapping changes. Nothing is inserted: a shredded key
+        cannot come back through a rewrap, and a row whose dek_id is on the suppression list (a restored backup)
+        is deleted, as every keyring read does.
+
+        Raises UnknownKek when a locked row is wrapped by a KEK this provider lacks, RecordTampered when a
+        wrapped DEK does not authenticate; the batch then rolls back whole.
+        """
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                "SELECT k.subject_ref, k.dek_id::text AS dek_id, k.kek_id, k.wrapped_dek,"
+                " s.dek_id IS NOT NULL AS suppressed"
+                " FROM subject_keys k LEFT JOIN shredded_keys s ON s.dek_id = k.dek_id"
+                " WHERE k.subject_ref > $1 AND k.kek_id <> $2 ORDER BY k.subject_ref LIMIT $3"
+                " FOR UPDATE OF k SKIP LOCKED",
+                after,
+                to_kek_id,
+                limit,
+            )
+            suppressed = [row["subject_ref"] for row in rows if row["suppressed"]]
+            moved: list[tuple[str, str, bytes]] = []
+            for row in rows:
+                if row["suppressed"]:
+                    continue
+                wrapped = WrappedDek(kek_id=row["kek_id"], blob=bytes(row["wrapped_dek"]))
+                again = self.kek.rewrap(wrapped, subject_ref=row["subject_ref"], to_kek_id=to_kek_id)
+                moved.append((row["subject_ref"], row["dek_id"], again.blob))
+            if suppressed:
+                await self._drop_suppressed(conn, suppressed)
+            if moved:
+                await conn.execute(
+                    "UPDATE subject_keys AS k SET kek_id = $1, wrapped_dek = v.blob"
+                    " FROM unnest($2::text[], $3::uuid[], $4::bytea[]) AS v(subject_ref, dek_id, blob)"
+                    " WHERE k.subject_ref = v.subject_ref AND k.dek_id = v.dek_id",
+                    to_kek_id,
+                    [ref for ref, _, _ in moved],
+                    [dek_id for _, dek_id, _ in moved],
+                    [blob for _, _, blob in moved],
+                )
+        return RewrapBatch(
+            rewrapped=len(moved),
+            suppressed_dropped=len(suppressed),
+            last_ref=rows[-1]["subject_ref"] if rows else None,
+            exhausted=len(rows) < limit,
+        )
+
     async def _drop_suppressed(self, conn: Connection, subject_refs: list[str]) -> None:
         """A key row whose dek_id is on the suppression list came back from a backup: delete it again."""
         await conn.execute(
@@ -185,3 +264,138 @@ async def record_erasure(conn: Connection, subject_refs: Iterable[str], request_
         sorted(set(subject_refs)),
         request_ref,
     )
+
+
+KekState = Literal["current", "in use", "retirable", "missing"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KekUse:
+    """One KEK id: how many subject keys it wraps, and what an operator may do with it.
+
+    ``current``: new keys are wrapped by it. ``in use``: configured and still wrapping keys: rewrap them before
+    removing it. ``retirable``: configured, not current, wraps no key: it can be removed from the settings.
+    ``missing``: keys are wrapped by it but it is not configured: they cannot be read until it is again.
+    """
+
+    kek_id: str
+    keys: int
+    configured: bool
+    state: KekState
+
+    def to_json(self) -> dict[str, object]:
+        return {"kek_id": self.kek_id, "keys": self.keys, "configured": self.configured, "state": self.state}
+
+
+def kek_uses(counts: Mapping[str, int], configured: Collection[str], current: str) -> list[KekUse]:
+    """Every KEK id that is configured or wraps keys, the current one first, then by id."""
+    uses = []
+    for kek_id in sorted({*configured, *(k for k, n in counts.items() if n)}):
+        keys = counts.get(kek_id, 0)
+        state: KekState
+        if kek_id not in configured:
+            state = "missing"
+        elif kek_id == current:
+            state = "current"
+        else:
+            state = "in use" if keys else "retirable"
+        uses.append(KekUse(kek_id=kek_id, keys=keys, configured=kek_id in configured, state=state))
+    return sorted(uses, key=lambda use: use.kek_id != current)
+
+
+@dataclass(kw_only=True)
+class RewrapReport:
+    """What :func:`rewrap_keys` did: kek ids and counts only, no pseudonym (it goes to the audit log as is)."""
+
+    to_kek_id: str
+    before: dict[str, int]  # keys per KEK id when the run started
+    after: dict[str, int] = field(default_factory=dict)  # and when it ended
+    rewrapped: int = 0
+    suppressed_dropped: int = 0
+    batches: int = 0
+    sweeps: int = 0
+
+    @property
+    def remaining(self) -> int:
+        """Keys still wrapped by another KEK at the end: rows that were locked by an erasure or by an archiver at
+        every sweep, or that archivers kept creating under another current KEK. Run again to take them."""
+        return sum(n for kek_id, n in self.after.items() if kek_id != self.to_kek_id)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "to_kek_id": self.to_kek_id,
+            "rewrapped": self.rewrapped,
+            "suppressed_dropped": self.suppressed_dropped,
+            "batches": self.batches,
+            "sweeps": self.sweeps,
+            "remaining": self.remaining,
+            "keys_by_kek_before": dict(sorted(self.before.items())),
+            "keys_by_kek_after": dict(sorted(self.after.items())),
+        }
+
+
+async def rewrap_keys(
+    keyring: Keyring,
+    to_kek_id: str,
+    *,
+    batch_size: int = 1000,
+    progress: Callable[[int, int], None] | None = None,
+    max_sweeps: int = 3,
+) -> RewrapReport:
+    """Rewrap every subject key under ``to_kek_id``, in batches of ``batch_size`` keys, each its own transaction
+    (:meth:`Keyring.rewrap_batch`); ``progress(done, total)`` after each.
+
+    Resumable: the rows themselves are the checkpoint. Stopped at any point (a kill, Ctrl-C, a failure), the batch
+    in flight rolls back and the committed ones stay; the next run takes only the keys not yet under
+    ``to_kek_id``. A sweep walks the key space once; another follows (at most ``max_sweeps``) while keys remain
+    under other KEKs and the last sweep moved some (rows skipped because they were locked, keys created
+    meanwhile under another KEK). ``report.remaining`` says what is left; 0 means every key the table holds is
+    under ``to_kek_id``.
+
+    Raises RewrapRefused, before changing anything, when ``to_kek_id`` is not configured in ``keyring.kek`` or
+    keys are wrapped by a KEK that is not (they could not be unwrapped); ValueError when ``batch_size`` < 1.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch size must be at least 1, got {batch_size}")
+    configured = keyring.kek.kek_ids
+    if to_kek_id not in configured:
+        raise RewrapRefused(
+            f"KEK id {to_kek_id!r} is not configured (configured: {sorted(configured)}): add it to KEYS__KEKS "
+            "of every service, beside the KEK it replaces, before rewrapping to it"
+        )
+    before = await keyring.keys_by_kek()
+    missing = sorted(k for k, n in before.items() if n and k not in configured)
+    if missing:
+        raise RewrapRefused(
+            f"keys are wrapped by KEK id(s) {missing}, which are not configured here: add them to KEYS__KEKS "
+            "to rewrap their keys"
+        )
+    report = RewrapReport(to_kek_id=to_kek_id, before=before)
+    total = sum(n for kek_id, n in before.items() if kek_id != to_kek_id)
+    left = total
+    if progress:
+        progress(0, total)
+    while left and report.sweeps < max_sweeps:
+        report.sweeps += 1
+        moved_in_sweep = 0
+        cursor = ""  # sorts before every subject_ref
+        while True:
+            batch = await keyring.rewrap_batch(to_kek_id, after=cursor, limit=batch_size)
+            if batch.last_ref is None:
+                break
+            report.batches += 1
+            report.rewrapped += batch.rewrapped
+            report.suppressed_dropped += batch.suppressed_dropped
+            moved_in_sweep += batch.rewrapped + batch.suppressed_dropped
+            done = report.rewrapped + report.suppressed_dropped
+            if progress:
+                progress(done, max(total, done))
+            if batch.exhausted:
+                break
+            cursor = batch.last_ref
+        if not moved_in_sweep:
+            break  # only locked rows are left: a later run takes them
+        counts = await keyring.keys_by_kek()
+        left = sum(n for kek_id, n in counts.items() if kek_id != to_kek_id)
+    report.after = await keyring.keys_by_kek()
+    return report
