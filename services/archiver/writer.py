@@ -59,6 +59,7 @@ from services.archiver.sealing import (
     seal_batch,
 )
 from services.core.bucket import ArchiveBucket
+from services.core.crypto import UnknownKek
 from services.core.events import Event
 from services.core.holders import number_changes, record_number_changes
 from services.core.index import write_object_index, write_tombstones
@@ -270,6 +271,12 @@ class BatchWriter:
             self.metrics.retries.labels("keys").inc()
             return
         self.metrics.failed_flushes.inc()
+        if isinstance(exc, UnknownKek):
+            # A person's key is wrapped by a KEK this archiver was not given (removed from KEYS__KEKS before
+            # `wa-archive keys status` showed it empty): the batch waits, uncommitted, until the KEK is configured.
+            self.metrics.retries.labels("keys").inc()
+            log.error("%s; retrying in %.1fs", exc, attempt.delay_s)
+            return
         if classify(exc) is Failure.OUTAGE:
             label = dependency_of(exc)
             self.metrics.retries.labels(label).inc()

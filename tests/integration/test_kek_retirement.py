@@ -333,3 +333,33 @@ async def test_archivers_write_new_keys_and_lock_key_rows_while_a_rewrap_runs(
         assert await readable(access, first) == wamids("FIRST", 2)
         for n, person in enumerate(later):
             assert await readable(access, person) == wamids(f"LATER{n}", 2)
+
+
+async def test_an_archiver_without_the_kek_of_a_person_s_key_waits_and_names_the_kek(
+    archive: Archive, people: list[Person], caplog: pytest.LogCaptureFixture
+) -> None:
+    a = archive.a
+    person = people[0]
+    await archive_messages(archive, messages(person, "OLD", 1), a)
+    later = messages(person, "NEW", 1)
+    events = pipeline.events_of(later)
+    await pipeline.produce(f"127.0.0.1:{archive.demo_env['WA_KAFKA_PORT']}", archive.topic, events)
+    registry = CollectorRegistry()
+    settings = pipeline.archiver_settings(archive.demo_env, archive.topic, archive.dlq, archive.prefix).model_copy(
+        update={"pg": PostgresSettings(dsn=SecretStr(archive.dsn)), "keys": archive.keys(B)}  # A removed too early
+    )
+    # The batch is retried until the KEK comes back: it cannot be drained at stop, only left uncommitted.
+    settings = settings.model_copy(update={"drain_timeout_s": 1})
+    async with pipeline.running_archiver(settings, registry):
+        deadline = time.monotonic() + 30
+        while not registry.get_sample_value("wa_archiver_retries_total", {"dependency": "keys"}):
+            assert time.monotonic() < deadline, "the archiver never retried"
+            await asyncio.sleep(0.2)
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR" and "KEK" in r.getMessage()]
+    assert errors
+    assert errors[0].startswith(f"unknown KEK id '{a}': is the key still configured?; retrying in ")
+    assert person.wa_id not in "".join(errors)
+    new_rows = await archive.pool.fetchval(
+        "SELECT count(*) FROM archived_events WHERE event_id = ANY($1::bytea[])", binary_keys([events[0].event_id])
+    )
+    assert new_rows == 0, "nothing is archived, or committed, without the key"
