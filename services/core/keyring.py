@@ -48,12 +48,13 @@ class RewrapRefused(ValueError):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RewrapBatch:
-    """What one :meth:`Keyring.rewrap_batch` did."""
+    """What one :meth:`Keyring.rewrap_batch` did with its page of the key space."""
 
+    walked: int  # key rows of the page
     rewrapped: int  # keys now wrapped by the target KEK
     suppressed_dropped: int  # rows of shredded keys (back from a restored backup) deleted instead
-    last_ref: str | None  # the keyset cursor for the next batch; None when the batch locked no row
-    exhausted: bool  # the scan reached the end of the key space
+    skipped_locked: int  # rows to rewrap that another transaction held: a later sweep takes them
+    last_ref: str | None  # the keyset cursor for the next page; None when the page was empty
 
 
 class Keyring:
@@ -179,13 +180,18 @@ class Keyring:
         return {row["kek_id"]: row["keys"] for row in rows}
 
     async def rewrap_batch(self, to_kek_id: str, *, after: str, limit: int) -> RewrapBatch:
-        """In one transaction: lock up to ``limit`` key rows not yet under ``to_kek_id`` whose subject_ref sorts
-        after ``after`` (keyset pagination on the primary key), and rewrap each (same dek_id, same DEK).
+        """In one transaction: take the page of the next ``limit`` key rows after ``after`` by subject_ref (keyset
+        pagination on the primary key), lock those of them not yet under ``to_kek_id`` and rewrap each (same
+        dek_id, same DEK).
+
+        The page is walked whatever KEK its rows are under, so that a batch costs an index range of ``limit`` rows
+        even when the table's statistics are stale: with a filter on kek_id in the paginating query, PostgreSQL
+        sorted the whole table for every batch once ANALYZE had seen most rows under the target (bench/rewrap.py).
 
         Concurrency: rows are locked ``FOR UPDATE SKIP LOCKED``. A row an archiver holds ``FOR SHARE`` while it
-        indexes a batch, or an erasure is deleting, is skipped (a later sweep of :func:`rewrap_keys` takes it; a
-        deleted one is simply gone); an erasure that comes after the lock waits for the commit and then deletes
-        the rewrapped row, which it finds by subject_ref as before. Keys an archiver creates meanwhile are
+        indexes a batch, or an erasure is deleting, is skipped (counted; a later sweep of :func:`rewrap_keys` takes
+        it; a deleted one is simply gone); an erasure that comes after the lock waits for the commit and then
+        deletes the rewrapped row, which it finds by subject_ref as before. Keys an archiver creates meanwhile are
         inserted under its current KEK. Readers see each row whole, under either KEK (both must be configured),
         and a DEK already cached stays valid: only its wrapping changes. Nothing is inserted: a shredded key
         cannot come back through a rewrap, and a row whose dek_id is on the suppression list (a restored backup)
@@ -195,16 +201,23 @@ class Keyring:
         wrapped DEK does not authenticate; the batch then rolls back whole.
         """
         async with self.pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(
-                "SELECT k.subject_ref, k.dek_id::text AS dek_id, k.kek_id, k.wrapped_dek,"
-                " s.dek_id IS NOT NULL AS suppressed"
-                " FROM subject_keys k LEFT JOIN shredded_keys s ON s.dek_id = k.dek_id"
-                " WHERE k.subject_ref > $1 AND k.kek_id <> $2 ORDER BY k.subject_ref LIMIT $3"
-                " FOR UPDATE OF k SKIP LOCKED",
+            page = await conn.fetch(
+                "SELECT subject_ref, kek_id FROM subject_keys WHERE subject_ref > $1 ORDER BY subject_ref LIMIT $2",
                 after,
-                to_kek_id,
                 limit,
             )
+            wanted = [row["subject_ref"] for row in page if row["kek_id"] != to_kek_id]
+            rows = []
+            if wanted:
+                rows = await conn.fetch(
+                    "SELECT k.subject_ref, k.dek_id::text AS dek_id, k.kek_id, k.wrapped_dek,"
+                    " s.dek_id IS NOT NULL AS suppressed"
+                    " FROM subject_keys k LEFT JOIN shredded_keys s ON s.dek_id = k.dek_id"
+                    " WHERE k.subject_ref = ANY($1::text[]) AND k.kek_id <> $2"
+                    " FOR UPDATE OF k SKIP LOCKED",
+                    wanted,
+                    to_kek_id,
+                )
             suppressed = [row["subject_ref"] for row in rows if row["suppressed"]]
             moved: list[tuple[str, str, bytes]] = []
             for row in rows:
@@ -225,11 +238,13 @@ class Keyring:
                     [dek_id for _, dek_id, _ in moved],
                     [blob for _, _, blob in moved],
                 )
+        # A row of `wanted` missing from `rows` was locked, or deleted or rewrapped by someone else meanwhile.
         return RewrapBatch(
+            walked=len(page),
             rewrapped=len(moved),
             suppressed_dropped=len(suppressed),
-            last_ref=rows[-1]["subject_ref"] if rows else None,
-            exhausted=len(rows) < limit,
+            skipped_locked=len(wanted) - len(rows),
+            last_ref=page[-1]["subject_ref"] if page else None,
         )
 
     async def _drop_suppressed(self, conn: Connection, subject_refs: list[str]) -> None:
@@ -305,13 +320,16 @@ def kek_uses(counts: Mapping[str, int], configured: Collection[str], current: st
 
 @dataclass(kw_only=True)
 class RewrapReport:
-    """What :func:`rewrap_keys` did: kek ids and counts only, no pseudonym (it goes to the audit log as is)."""
+    """What :func:`rewrap_keys` did, filled in as it goes (a caller whose run failed or was interrupted sees how far
+    it got): KEK ids and counts only, no pseudonym (it goes to the audit log as is)."""
 
     to_kek_id: str
-    before: dict[str, int]  # keys per KEK id when the run started
-    after: dict[str, int] = field(default_factory=dict)  # and when it ended
+    before: dict[str, int] = field(default_factory=dict)  # keys per KEK id when the run started
+    after: dict[str, int] | None = None  # and when it ended (None: it did not end)
+    walked: int = 0
     rewrapped: int = 0
     suppressed_dropped: int = 0
+    skipped_locked: int = 0
     batches: int = 0
     sweeps: int = 0
 
@@ -319,42 +337,54 @@ class RewrapReport:
     def remaining(self) -> int:
         """Keys still wrapped by another KEK at the end: rows that were locked by an erasure or by an archiver at
         every sweep, or that archivers kept creating under another current KEK. Run again to take them."""
-        return sum(n for kek_id, n in self.after.items() if kek_id != self.to_kek_id)
+        return sum(n for kek_id, n in (self.after or {}).items() if kek_id != self.to_kek_id)
 
     def to_json(self) -> dict[str, object]:
+        """Every count; ``remaining`` and ``keys_by_kek_after`` only once the run ended."""
+        ended = (
+            {}
+            if self.after is None
+            else {
+                "remaining": self.remaining,
+                "keys_by_kek_after": dict(sorted(self.after.items())),
+            }
+        )
         return {
             "to_kek_id": self.to_kek_id,
             "rewrapped": self.rewrapped,
             "suppressed_dropped": self.suppressed_dropped,
+            "skipped_locked": self.skipped_locked,
+            "walked": self.walked,
             "batches": self.batches,
             "sweeps": self.sweeps,
-            "remaining": self.remaining,
             "keys_by_kek_before": dict(sorted(self.before.items())),
-            "keys_by_kek_after": dict(sorted(self.after.items())),
+            **ended,
         }
 
 
 async def rewrap_keys(
     keyring: Keyring,
-    to_kek_id: str,
+    report: RewrapReport,
     *,
     batch_size: int = 1000,
     progress: Callable[[int, int], None] | None = None,
     max_sweeps: int = 3,
 ) -> RewrapReport:
-    """Rewrap every subject key under ``to_kek_id``, in batches of ``batch_size`` keys, each its own transaction
-    (:meth:`Keyring.rewrap_batch`); ``progress(done, total)`` after each.
+    """Rewrap every subject key under ``report.to_kek_id``, walking the key space in pages of ``batch_size`` keys,
+    each page its own transaction (:meth:`Keyring.rewrap_batch`); ``progress(keys walked, keys in total)`` after
+    each. ``report`` is filled in as the run goes, and returned.
 
     Resumable: the rows themselves are the checkpoint. Stopped at any point (a kill, Ctrl-C, a failure), the batch
-    in flight rolls back and the committed ones stay; the next run takes only the keys not yet under
-    ``to_kek_id``. A sweep walks the key space once; another follows (at most ``max_sweeps``) while keys remain
-    under other KEKs and the last sweep moved some (rows skipped because they were locked, keys created
-    meanwhile under another KEK). ``report.remaining`` says what is left; 0 means every key the table holds is
-    under ``to_kek_id``.
+    in flight rolls back and the committed ones stay; the next run walks the key space again and rewraps only the
+    keys not yet under the target. A sweep walks the key space once; another follows (at most ``max_sweeps``)
+    while keys remain under other KEKs and the last sweep moved some (rows skipped because they were locked, keys
+    created meanwhile under another KEK). ``report.remaining`` says what is left; 0 means every key the table
+    holds is under the target.
 
-    Raises RewrapRefused, before changing anything, when ``to_kek_id`` is not configured in ``keyring.kek`` or
-    keys are wrapped by a KEK that is not (they could not be unwrapped); ValueError when ``batch_size`` < 1.
+    Raises RewrapRefused, before changing anything, when the target is not configured in ``keyring.kek`` or keys
+    are wrapped by a KEK that is not (they could not be unwrapped); ValueError when ``batch_size`` < 1.
     """
+    to_kek_id = report.to_kek_id
     if batch_size < 1:
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
     configured = keyring.kek.kek_ids
@@ -363,39 +393,35 @@ async def rewrap_keys(
             f"KEK id {to_kek_id!r} is not configured (configured: {sorted(configured)}): add it to KEYS__KEKS "
             "of every service, beside the KEK it replaces, before rewrapping to it"
         )
-    before = await keyring.keys_by_kek()
-    missing = sorted(k for k, n in before.items() if n and k not in configured)
+    counts = report.before = await keyring.keys_by_kek()
+    missing = sorted(k for k, n in counts.items() if n and k not in configured)
     if missing:
         raise RewrapRefused(
             f"keys are wrapped by KEK id(s) {missing}, which are not configured here: add them to KEYS__KEKS "
             "to rewrap their keys"
         )
-    report = RewrapReport(to_kek_id=to_kek_id, before=before)
-    total = sum(n for kek_id, n in before.items() if kek_id != to_kek_id)
-    left = total
-    if progress:
-        progress(0, total)
-    while left and report.sweeps < max_sweeps:
+    total = 0
+    while any(n for kek_id, n in counts.items() if kek_id != to_kek_id) and report.sweeps < max_sweeps:
         report.sweeps += 1
-        moved_in_sweep = 0
+        total += sum(counts.values())
+        moved_before = report.rewrapped + report.suppressed_dropped
         cursor = ""  # sorts before every subject_ref
         while True:
             batch = await keyring.rewrap_batch(to_kek_id, after=cursor, limit=batch_size)
             if batch.last_ref is None:
                 break
             report.batches += 1
+            report.walked += batch.walked
             report.rewrapped += batch.rewrapped
             report.suppressed_dropped += batch.suppressed_dropped
-            moved_in_sweep += batch.rewrapped + batch.suppressed_dropped
-            done = report.rewrapped + report.suppressed_dropped
+            report.skipped_locked += batch.skipped_locked
             if progress:
-                progress(done, max(total, done))
-            if batch.exhausted:
-                break
+                progress(report.walked, max(total, report.walked))
+            if batch.walked < batch_size:
+                break  # the end of the key space
             cursor = batch.last_ref
-        if not moved_in_sweep:
+        if report.rewrapped + report.suppressed_dropped == moved_before:
             break  # only locked rows are left: a later run takes them
         counts = await keyring.keys_by_kek()
-        left = sum(n for kek_id, n in counts.items() if kek_id != to_kek_id)
     report.after = await keyring.keys_by_kek()
     return report

@@ -599,21 +599,14 @@ class Actions:
         it failed or was interrupted. :class:`RewrapRefused` when the target, or a KEK still wrapping keys, is not
         configured; nothing is changed then."""
         authorize(operator, "keys.rewrap")
-        done = 0
-
-        def counted(rewrapped: int, total: int) -> None:
-            nonlocal done
-            done = rewrapped
-            if progress is not None:
-                progress(rewrapped, total)
-
+        report = RewrapReport(to_kek_id=to_kek_id)
         try:
-            report = await rewrap_keys(self.access.keyring, to_kek_id, batch_size=batch_size, progress=counted)
+            await rewrap_keys(self.access.keyring, report, batch_size=batch_size, progress=progress)
         except RewrapRefused:
             raise
         except (Exception, asyncio.CancelledError) as exc:
             # Ctrl-C reaches here as a cancellation: what was committed stays, and the next run continues from it.
-            await self._audit_failure(operator, "keys.rewrap", exc, {"to_kek_id": to_kek_id, "rewrapped": done})
+            await self._audit_failure(operator, "keys.rewrap", exc, report.to_json())
             raise
         await self._audit(operator, "keys.rewrap", report.to_json())
         return report

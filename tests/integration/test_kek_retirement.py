@@ -230,7 +230,9 @@ async def test_rewrap_interrupted_and_resumed_then_the_old_kek_is_removed(
             OPERATOR.name,
         )
         interrupted, finished = (json.loads(row["details"]) for row in audit)
-        assert interrupted == {"to_kek_id": B, "rewrapped": 2, "outcome": "failed", "error": "CancelledError"}
+        assert (interrupted["outcome"], interrupted["error"], interrupted["walked"]) == ("failed", "CancelledError", 2)
+        assert interrupted["rewrapped"] + interrupted["suppressed_dropped"] == 2
+        assert "remaining" not in interrupted
         assert finished == report.to_json()
         assert not any(ref in str(audit) for ref in erased_refs), "the audit row holds counts, not pseudonyms"
 
@@ -323,6 +325,7 @@ async def test_archivers_write_new_keys_and_lock_key_rows_while_a_rewrap_runs(
         await holder.close()
     # The locked row was skipped at every sweep, not waited for; the new keys were made under B, the current KEK.
     assert report.remaining == 1
+    assert report.skipped_locked == report.sweeps == 2  # seen locked once per sweep; the second moved nothing
     assert report.after == {a: 1, B: before - 1 + len(later)}
     assert await archive.pool.fetchval("SELECT kek_id FROM subject_keys WHERE subject_ref = $1", first_ref) == a
 
