@@ -358,8 +358,9 @@ def cmd_keys(args: argparse.Namespace) -> int:
         return 1 if any(use["state"] == "missing" for use in uses) else 0
 
     async def rewrap(actions: Actions, operator: Operator) -> int:
-        current = actions.access.keyring.kek.current_kek_id
-        if args.to != current:
+        kek = actions.access.keyring.kek
+        current = kek.current_kek_id
+        if args.to != current and args.to in kek.kek_ids:  # (an unknown target is refused by the action)
             print(
                 f"warning: new keys are wrapped with {current!r}, the current KEK id of this configuration: "
                 f"until every service has KEYS__CURRENT_KEK_ID={args.to!r}, they keep making keys under {current!r}",

@@ -2,7 +2,9 @@
 rewrapped to B (interrupted once midway, then resumed), A removed from the settings: every live record reads
 back, the erased person stays unreadable, `keys status` shows no key under A, and a key left under A fails with
 an error naming the KEK. Also: archivers writing new keys while a rewrap runs, and a key row locked by an
-archiver's indexing transaction, which the rewrap skips instead of waiting for, and takes on its next run.
+archiver's indexing transaction, which the rewrap skips instead of waiting for, and takes on its next run; an
+archiver that lacks a key's KEK, which waits and names it; `wa-archive keys rewrap` killed (SIGKILL) midway and
+run again.
 
 The rewrap walks every key of its database, so each test gets a PostgreSQL schema of its own (the shared one
 holds the other tests' keys, which must stay under the demo KEK).
@@ -366,3 +368,39 @@ async def test_an_archiver_without_the_kek_of_a_person_s_key_waits_and_names_the
         "SELECT count(*) FROM archived_events WHERE event_id = ANY($1::bytea[])", binary_keys([events[0].event_id])
     )
     assert new_rows == 0, "nothing is archived, or committed, without the key"
+
+
+async def test_a_rewrap_killed_midway_continues_where_it_stopped(archive: Archive) -> None:
+    a = archive.a
+    async with archive.access(a) as access:
+        refs = [uuid.uuid4().hex * 2 for _ in range(2000)]
+        await access.keyring.keys_for_writing(refs)
+        deks = {ref: (await access.keyring.keys_for_writing([ref]))[ref] for ref in refs[:50]}
+    # One key per transaction, so that the kill lands between and inside batches; SIGKILL: no clean-up of any kind.
+    command = ["-m", "services.cli", "keys", "rewrap", "--to", B, "--batch-size", "1"]
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, *command, cwd=REPO_ROOT, env=archive.cli_env(a, B), stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while (await keys_by_kek(archive.pool)).get(B, 0) < 100:
+            assert process.returncode is None, "the rewrap ended before it could be killed"
+            assert time.monotonic() < deadline, "the rewrap did not start"
+            await asyncio.sleep(0.05)
+    finally:
+        process.kill()
+        await process.wait()
+    killed_at = await keys_by_kek(archive.pool)
+    assert killed_at[a] > 0
+    assert killed_at[a] + killed_at[B] == len(refs)
+
+    resumed = run_cli(archive.cli_env(a, B), "keys", "rewrap", "--to", B)
+    assert resumed.returncode == 0, resumed.stderr
+    report = json.loads(resumed.stdout)
+    assert report["rewrapped"] == killed_at[a], "the keys already under B were skipped"
+    assert report["keys_by_kek_after"] == {B: len(refs)}
+    async with archive.access(B) as access:  # the same data keys, under B alone
+        for ref, dek in deks.items():
+            found = await access.keyring.key_for_reading(ref, dek.dek_id)
+            assert found is not None
+            assert found.dek == dek.dek
