@@ -9,6 +9,8 @@ from collections.abc import Callable
 
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from hypothesis import given
+from hypothesis import strategies as st
 
 from services.core.crypto import (
     SEALED_OVERHEAD,
@@ -178,6 +180,22 @@ def test_rewrap_moves_the_same_dek_under_the_target_so_the_old_kek_can_go() -> N
     back = ROTATED.rewrap(moved, subject_ref=SUBJECT, to_kek_id="k1")  # to a KEK that is not the current one
     assert back.kek_id == "k1"
     assert LocalKek({"k1": K1}, "k1").unwrap(back, subject_ref=SUBJECT) == DEK
+
+
+KEK_IDS = st.text(min_size=1, max_size=20).filter(lambda s: "\x00" not in s)
+
+
+@given(
+    dek=st.binary(min_size=32, max_size=32),
+    subject=st.text(max_size=70),
+    ids=st.lists(KEK_IDS, min_size=2, max_size=2, unique=True),
+)
+def test_rewrap_then_unwrap_with_the_target_alone_gives_the_same_dek(dek: bytes, subject: str, ids: list[str]) -> None:
+    old, new = ids
+    both = LocalKek({old: K1, new: K2}, old)
+    moved = both.rewrap(both.wrap(dek, subject_ref=subject), subject_ref=subject, to_kek_id=new)
+    assert moved.kek_id == new
+    assert LocalKek({new: K2}, new).unwrap(moved, subject_ref=subject) == dek
 
 
 @pytest.mark.parametrize(
