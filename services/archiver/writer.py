@@ -272,9 +272,10 @@ class BatchWriter:
             return
         self.metrics.failed_flushes.inc()
         if isinstance(exc, UnknownKek):
-            # A person's key is wrapped by a KEK this archiver was not given (removed from KEYS__KEKS before
-            # `wa-archive keys status` showed it empty): the batch waits, uncommitted, until the KEK is configured.
-            self.metrics.retries.labels("keys").inc()
+            # An outage of a kind (services/core/retry.py): a person's key is wrapped by a KEK this archiver was
+            # not given (removed from KEYS__KEKS before `wa-archive keys status` showed it empty). The batch waits,
+            # uncommitted and never dead-lettered, until the KEK is configured; the message names the KEK id.
+            self.metrics.retries.labels(dependency_of(exc)).inc()
             log.error("%s; retrying in %.1fs", exc, attempt.delay_s)
             return
         if classify(exc) is Failure.OUTAGE:

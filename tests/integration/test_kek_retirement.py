@@ -357,9 +357,12 @@ async def test_an_archiver_without_the_kek_of_a_person_s_key_waits_and_names_the
     settings = settings.model_copy(update={"drain_timeout_s": 1})
     async with pipeline.running_archiver(settings, registry):
         deadline = time.monotonic() + 30
-        while not registry.get_sample_value("wa_archiver_retries_total", {"dependency": "keys"}):
-            assert time.monotonic() < deadline, "the archiver never retried"
+        # Well past the tries an unexpected failure gets before its record is dead-lettered (5, within ~1 s here).
+        while (registry.get_sample_value("wa_archiver_retries_total", {"dependency": "keys"}) or 0) < 12:
+            assert time.monotonic() < deadline, "the archiver did not keep retrying"
             await asyncio.sleep(0.2)
+    dead_letters = registry.get_sample_value("wa_archiver_dead_letters_total", {"reason": "unexpected failure"})
+    assert not dead_letters, "a configuration to fix, not a record to dead-letter"
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR" and "KEK" in r.getMessage()]
     assert errors
     assert errors[0].startswith(f"unknown KEK id '{a}': is the key still configured?; retrying in ")
