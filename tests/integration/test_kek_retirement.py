@@ -1,8 +1,9 @@
 """KEK retirement on the real stack: records archived under KEK A, one person erased, A+B configured, every key
 rewrapped to B (interrupted once midway, then resumed), A removed from the settings: every live record reads
 back, the erased person stays unreadable, `keys status` shows no key under A, and a key left under A fails with
-an error naming the KEK. Also: archivers writing new keys while a rewrap runs, and a key row locked by an
-archiver's indexing transaction, which the rewrap skips instead of waiting for, and takes on its next run; an
+an error naming the KEK. Also: archivers writing new keys and an erasure shredding one while a rewrap runs, and a
+key row locked by an archiver's indexing transaction, which the rewrap skips instead of waiting for, and takes on
+its next run; an
 archiver that lacks a key's KEK, which waits and names it; `wa-archive keys rewrap` killed (SIGKILL) midway and
 run again.
 
@@ -289,20 +290,31 @@ async def test_rewrap_interrupted_and_resumed_then_the_old_kek_is_removed(
         assert await readable(access, late) == ["wamid.LATE.0"]
 
 
-async def test_archivers_write_new_keys_and_lock_key_rows_while_a_rewrap_runs(
+async def test_archivers_and_an_erasure_write_lock_and_shred_keys_while_a_rewrap_runs(
     archive: Archive, people: list[Person]
 ) -> None:
     a = archive.a
     first, *later = people
-    await archive_messages(archive, messages(first, "FIRST", 2), a)
+    gone = Person(first.waba_id, first.phone_number_id, "1" + pipeline.digits(10))
+    gone_bodies = messages(gone, "GONE", 2)
+    first_bodies = messages(first, "FIRST", 2)
+    await archive_messages(archive, [*first_bodies, *gone_bodies], a)
+    first_objects = {loc.object_key for loc in await locations(archive.pool, first_bodies)}
+    gone_at = await locations(archive.pool, gone_bodies)
+    gone_ref = await archive.pool.fetchval(
+        "SELECT DISTINCT encode(subject_ref, 'hex') FROM archived_events WHERE event_id = $1",
+        binary_keys([gone_at[0].event_id])[0],
+    )
     # Enough keys under A for the rewrap to take a few seconds in batches of 5.
     async with archive.access(a) as access:
         bulk = [uuid.uuid4().hex * 2 for _ in range(3000)]
         for start in range(0, len(bulk), 500):
             await access.keyring.keys_for_writing(bulk[start : start + 500])
-    before = len(bulk) + 1
+    before = len(bulk) + 2
     assert await keys_by_kek(archive.pool) == {a: before}
-    first_ref = await archive.pool.fetchval("SELECT subject_ref FROM subject_keys ORDER BY subject_ref LIMIT 1")
+    first_ref = await archive.pool.fetchval(
+        "SELECT subject_ref FROM subject_keys WHERE subject_ref <> $1 ORDER BY subject_ref LIMIT 1", gone_ref
+    )
 
     # An archiver's indexing transaction holds the first key row FOR SHARE (Keyring.confirm_live) throughout.
     holder = await asyncpg.connect(archive.dsn)
@@ -318,6 +330,7 @@ async def test_archivers_write_new_keys_and_lock_key_rows_while_a_rewrap_runs(
             await pipeline.wait_indexed(archive.pool, {events[0].event_id})
             actions = Actions(access, RetentionMetrics(CollectorRegistry()))
             rewrap = asyncio.create_task(actions.rewrap_keys(OPERATOR, to_kek_id=B, batch_size=2))
+            await erase(access, gone)  # shreds a key the rewrap is walking towards, or has rewrapped
             await pipeline.produce(bootstrap, archive.topic, events[1:])
             await pipeline.wait_indexed(archive.pool, {e.event_id for e in events})
             assert not rewrap.done(), "the archiver wrote while the rewrap ran"
@@ -325,10 +338,13 @@ async def test_archivers_write_new_keys_and_lock_key_rows_while_a_rewrap_runs(
     finally:
         await lock.rollback()
         await holder.close()
-    # The locked row was skipped at every sweep, not waited for; the new keys were made under B, the current KEK.
+    # The locked row was skipped at every sweep, not waited for; the new keys were made under B, the current KEK;
+    # the erased person's key is gone, whichever came first.
     assert report.remaining == 1
-    assert report.skipped_locked == report.sweeps == 2  # seen locked once per sweep; the second moved nothing
-    assert report.after == {a: 1, B: before - 1 + len(later)}
+    assert report.sweeps == 2  # the second moved nothing
+    assert report.skipped_locked >= 2  # the held row, once per sweep (and the erasure's row, if met mid-delete)
+    assert report.after == {a: 1, B: before - 2 + len(later)}
+    assert await archive.pool.fetchval("SELECT count(*) FROM subject_keys WHERE subject_ref = $1", gone_ref) == 0
     assert await archive.pool.fetchval("SELECT kek_id FROM subject_keys WHERE subject_ref = $1", first_ref) == a
 
     async with archive.access(a, B) as access:  # the lock released: the next run takes the row
@@ -338,6 +354,10 @@ async def test_archivers_write_new_keys_and_lock_key_rows_while_a_rewrap_runs(
         assert await readable(access, first) == wamids("FIRST", 2)
         for n, person in enumerate(later):
             assert await readable(access, person) == wamids(f"LATER{n}", 2)
+        assert await readable(access, gone) == []
+        shared = [loc for loc in gone_at if loc.object_key in first_objects]  # (the others' objects were deleted)
+        assert shared, "the erased person's records share an object with another's"
+        assert set((await access.reader.open(shared)).values()) == {None}
 
 
 async def test_an_archiver_without_the_kek_of_a_person_s_key_waits_and_names_the_kek(
