@@ -26,6 +26,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import asyncpg
+import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
@@ -38,11 +39,13 @@ from services.core.schema import connect_pool
 from services.core.settings import KeySettings, PostgresSettings
 from services.retention.access import ArchiveAccess, open_access
 from services.retention.actions import Actions, Operator
+from services.retention.api import create_admin_app
 from services.retention.metrics import RetentionMetrics
+from services.retention.settings import RetentionSettings
 from tests import pipeline
 from tests.integration.test_erasure_final import erase, readable
 from tests.pipeline import Person
-from tests.support import REPO_ROOT, create_topic
+from tests.support import REPO_ROOT, create_topic, serve_asgi
 
 pytestmark = pytest.mark.integration
 
@@ -71,12 +74,14 @@ class Archive:
         every = {**demo.keks, B: SecretStr(B_KEY)}
         return KeySettings(keks={k: every[k] for k in kek_ids}, current_kek_id=kek_ids[-1], pepper=demo.pepper)
 
-    @asynccontextmanager
-    async def access(self, *kek_ids: str) -> AsyncIterator[ArchiveAccess]:
-        settings = pipeline.retention_settings(self.demo_env, self.prefix).model_copy(
+    def retention_settings(self, *kek_ids: str) -> RetentionSettings:
+        return pipeline.retention_settings(self.demo_env, self.prefix).model_copy(
             update={"pg": PostgresSettings(dsn=SecretStr(self.dsn)), "keys": self.keys(*kek_ids)}
         )
-        opened = await open_access(settings)
+
+    @asynccontextmanager
+    async def access(self, *kek_ids: str) -> AsyncIterator[ArchiveAccess]:
+        opened = await open_access(self.retention_settings(*kek_ids))
         try:
             yield opened
         finally:
@@ -267,6 +272,16 @@ async def test_rewrap_interrupted_and_resumed_then_the_old_kek_is_removed(
     async with archive.access(B) as access:
         with pytest.raises(UnknownKek, match=f"^unknown KEK id '{a}': is the key still configured\\?$"):
             await readable(access, late)
+    settings_b = archive.retention_settings(B)
+    app = create_admin_app(settings_b, lambda: open_access(settings_b))
+    async with serve_asgi(app) as url, httpx.AsyncClient(base_url=url, timeout=60) as client:
+        answer = await client.post(
+            "/v1/messages",
+            json={"contact": late.wa_id, "reason": "KEK retirement test"},
+            headers={"authorization": "Bearer dpo-token-for-tests-only"},
+        )
+    assert answer.status_code == 503
+    assert answer.json() == {"detail": f"unknown KEK id '{a}': is the key still configured?"}
     status_b = run_cli(archive.cli_env(B), "keys", "status", "--format", "json")
     assert status_b.returncode == 1, status_b.stderr
     assert {u["kek_id"]: (u["keys"], u["state"]) for u in json.loads(status_b.stdout)} == {
