@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel, Field
 
+from services.core.crypto import UnknownKek
 from services.core.plaintext import json_bytes
 from services.retention.access import ArchiveAccess
 from services.retention.actions import (
@@ -52,6 +53,9 @@ ERROR_STATUS: dict[type[Exception], int] = {
     PersonRequired: 400,
     GroupRequired: 400,
     NotFound: 404,
+    # A person's key is wrapped by a KEK this service was not given (removed from the settings too early): the
+    # records are fine, the configuration is to fix. The message names the KEK id only.
+    UnknownKek: 503,
 }
 
 
