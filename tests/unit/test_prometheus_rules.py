@@ -146,6 +146,7 @@ def test_the_expected_alerts_exist() -> None:
             "WaIngestSignatureFailures",
             "WaIngestKafkaUnavailable",
             "WaArchiverDeadLetters",
+            "WaArchiverDiedWriting",
             "WaArchiverMediaFailing",
             "WaRetentionRunMissing",
             "WaErasureDeadlineNear",
