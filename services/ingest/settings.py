@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.core.settings import KafkaSettings
+from services.core.settings import KafkaSettings, strong_token
 
 
 class IngestSettings(BaseSettings):
@@ -32,6 +32,11 @@ class IngestSettings(BaseSettings):
         if not value or any(not s.get_secret_value() for s in value):
             raise ValueError("at least one non-empty Meta app secret is required")
         return value
+
+    @field_validator("outbound_tokens")
+    @classmethod
+    def _outbound_tokens_strong(cls, value: list[SecretStr]) -> list[SecretStr]:
+        return [strong_token(token) for token in value]
 
     @field_validator("verify_token")
     @classmethod

@@ -563,11 +563,11 @@ async def test_admin_api_requires_a_token_and_the_right_role(demo_env: dict[str,
             assert (anonymous.status_code, wrong.status_code) == (401, 401), path
             if needed == "dpo":
                 reader = await client.request(
-                    method, path, json={}, headers={"authorization": "Bearer reader-token-for-tests"}
+                    method, path, json={}, headers={"authorization": f"Bearer {pipeline.READER_TOKEN}"}
                 )
                 assert reader.status_code == 403, path
         ok = await client.get(
-            "/v1/search", params={"limit": 1}, headers={"authorization": "Bearer reader-token-for-tests"}
+            "/v1/search", params={"limit": 1}, headers={"authorization": f"Bearer {pipeline.READER_TOKEN}"}
         )
         assert ok.status_code == 200
         assert (await client.get("/openapi.json")).status_code == 200
