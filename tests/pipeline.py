@@ -263,6 +263,7 @@ DPO_TOKEN = secrets.token_urlsafe(24)
 def retention_settings(demo_env: dict[str, str], prefix: str) -> RetentionSettings:
     return RetentionSettings(
         port=0,
+        ops_port=0,
         s3=s3_settings(demo_env, prefix),
         pg=PostgresSettings(dsn=SecretStr(demo_env["WA_RETENTION_PG__DSN"])),
         keys=key_settings(demo_env),

@@ -25,6 +25,9 @@ class IngestSettings(BaseSettings):
     produce_deadline_s: float = Field(default=5.0, gt=0, le=15)
     # Meta sends at most ~3 MB (1,000 updates) in one POST.
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    # Connections and requests served at once; beyond, 503 before the app runs (Meta retries). Each request holds
+    # at most max_body_bytes, so this also bounds the memory bodies can take.
+    max_concurrency: int = Field(default=512, ge=1)
 
     @field_validator("app_secrets")
     @classmethod

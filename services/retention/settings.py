@@ -32,6 +32,13 @@ class RetentionSettings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8082, ge=0, le=65535)
+    # /healthz, /readyz, /metrics and the API's documentation without a token: a port of its own, for Prometheus
+    # and the cluster, which the admin API's clients need not reach.
+    ops_port: int = Field(default=9082, ge=0, le=65535)
+    # Requests and connections served at once (beyond, 503), and the largest request body (beyond, 413): the
+    # API's requests are a few small JSON fields.
+    max_concurrency: int = Field(default=64, ge=1)
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     log_level: str = "INFO"
     s3: S3Settings = Field(default_factory=S3Settings)
     pg: PostgresSettings = Field(default_factory=PostgresSettings)
