@@ -37,12 +37,13 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
-from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from prometheus_client import CollectorRegistry
 from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
 
 from services.console.audit_view import audit_details
 from services.console.auth import Authenticator, NamedCredentials

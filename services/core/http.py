@@ -42,37 +42,44 @@ def server_options(max_concurrency: int) -> dict[str, Any]:
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with a bound on the request head. httptools keeps a header being received in
     memory however long it grows (uvicorn's ``h11_max_incomplete_event_size`` applies to h11 only), so a client
-    could send megabytes of one header; this answers 431 and closes once the head passed the limit
-    (``h11_max_incomplete_event_size``, :data:`MAX_HEAD_BYTES` by :func:`server_options`)."""
+    could send megabytes of one header; this counts the bytes of each head as they arrive, before httptools parses
+    them, and answers 431 and closes once they pass the limit (``h11_max_incomplete_event_size``,
+    :data:`MAX_HEAD_BYTES` by :func:`server_options`)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._max_head_bytes = self.config.h11_max_incomplete_event_size or MAX_HEAD_BYTES
         self._head_bytes = 0
         self._in_head = True
-
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._in_head = True
-        self._head_bytes = 0
+        self._tail = b""  # the last bytes of the previous chunk: the blank line may straddle two chunks
 
     def on_headers_complete(self) -> None:
         self._in_head = False
         super().on_headers_complete()
 
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._in_head, self._head_bytes, self._tail = True, 0, b""
+
     def data_received(self, data: bytes) -> None:
+        if self._in_head:
+            window = self._tail + data
+            end = window.find(b"\r\n\r\n")
+            self._head_bytes += len(data) if end < 0 else max(0, end + 4 - len(self._tail))
+            self._tail = window[-3:] if end < 0 else b""
+            if self._head_bytes > self._max_head_bytes:
+                self._refuse_head()
+                return
         super().data_received(data)
-        if not self._in_head or self.transport.is_closing():
-            return
-        # Still in the head after this chunk: all of it counts (a chunk that ended a head does not).
-        self._head_bytes += len(data)
-        if self._head_bytes > self._max_head_bytes:
-            body = f"request head exceeds {self._max_head_bytes} bytes\n".encode()
-            self.transport.write(
-                b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain; charset=utf-8\r\n"
-                b"connection: close\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
-            )
-            self.transport.close()
+
+    def _refuse_head(self) -> None:
+        body = f"the request head exceeds {self._max_head_bytes} bytes\n".encode()
+        self.transport.write(
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain; charset=utf-8\r\n"
+            b"connection: close\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        )
+        self.transport.close()
+        self._in_head = False
 
 
 async def refuse(send: Send, status: int, reason: str, headers: dict[str, str] | None = None) -> None:
