@@ -42,7 +42,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from prometheus_client import CollectorRegistry
-from starlette.datastructures import FormData
+from starlette.datastructures import FormData, MutableHeaders
 from starlette.exceptions import HTTPException
 
 from services.console.audit_view import audit_details
@@ -53,7 +53,7 @@ from services.console.sessions import OpenedConversation, Session, SessionStore,
 from services.console.settings import ConsoleSettings
 from services.console.throttle import SigninThrottle, ThrottlePolicy
 from services.console.timeline import Page, bubbles
-from services.core.http import BodyLimit
+from services.core.http import ASGIApp, BodyLimit, Message, Receive, Scope, Send
 from services.core.ops_http import OpsServer, ops_app
 from services.retention.access import ArchiveAccess
 from services.retention.actions import (
@@ -117,6 +117,31 @@ SECURITY_HEADERS: Final = {
     "cross-origin-resource-policy": "same-origin",  # no other site may embed a decrypted media file
     "permissions-policy": "camera=(), microphone=(), geolocation=()",
 }
+
+
+class SecurityHeaders:
+    """Pure ASGI middleware: :data:`SECURITY_HEADERS` on every response, ``Cache-Control: no-store`` on all but the
+    static files. Pure ASGI like BodyLimit: it touches the response's start only, never the request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        static = str(scope["path"]).startswith("/static/")
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    headers.setdefault(name, value)
+                if not static:
+                    headers["cache-control"] = "no-store"
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 def package_dir(name: str) -> Path:
@@ -232,14 +257,7 @@ def create_console_app(
         console_metrics.refused(status, reason)
         log.warning("console request refused: %d (%s): %s", status, reason, what, extra={"actor": actor})
 
-    @app.middleware("http")
-    async def security_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        response = await call_next(request)
-        for name, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(name, value)
-        if not request.url.path.startswith("/static/"):
-            response.headers["cache-control"] = "no-store"
-        return response
+    app.add_middleware(SecurityHeaders)
 
     def actions() -> Actions:
         found: Actions = state["actions"]
