@@ -620,9 +620,11 @@ def test_network_policies(target: str) -> None:
     (archiver,) = rules("archiver")
     assert archiver["from"] == [MONITORING], "archiver: from the monitoring namespace only"
     assert ports(archiver) == {8081}
-    (retention,) = rules("retention")
+    retention, retention_ops = rules("retention")
     assert retention["from"] == [{"podSelector": {}}, MONITORING], "retention: this namespace and monitoring"
     assert ports(retention) == {8082}
+    assert retention_ops["from"] == [MONITORING], "retention ops (/metrics, documentation): monitoring only"
+    assert ports(retention_ops) == {9082}
     pages, ops = rules("console")
     assert pages["from"] == [INGRESS_CONTROLLER], "console pages: from the ingress controller only"
     assert ports(pages) == {8083}
