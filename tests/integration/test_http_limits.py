@@ -4,8 +4,10 @@ capped, no ``Server`` header, the admin API's metrics and documentation on its o
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import socket
 import subprocess
 import sys
 import uuid
@@ -224,3 +226,27 @@ async def test_console_caps_bodies_and_forms_before_sign_in(console: int) -> Non
         console, f"POST /search HTTP/1.1\nHost: x\nContent-Type: {form}\nContent-Length: 60000\n", timeout_s=5
     )
     assert (answer.status, answer.headers["location"]) == (303, "/signin?ended=1")
+
+
+async def test_connections_beyond_the_concurrency_limit_get_503(demo_env: dict[str, str], logs_dir: Path) -> None:
+    """WA_INGEST_MAX_CONCURRENCY=3: with three connections held open, a fourth request is answered 503 at once
+    (Meta retries), and served again once they close."""
+    port = free_port()
+    env = service_env(demo_env, WA_INGEST_PORT=str(port), WA_INGEST_MAX_CONCURRENCY="3")
+    process = ServiceProcess("services.ingest", port, env, logs_dir / "ingest-limited.log")
+    process.start()
+    try:
+        await process.wait_ready()
+        held = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(3)]
+        try:
+            await asyncio.sleep(0.2)  # the server has accepted them
+            answer = await asyncio.to_thread(answer_before_body, port, "GET /healthz HTTP/1.1\nHost: x\n")
+            assert answer.status == 503
+        finally:
+            for conn in held:
+                conn.close()
+        await asyncio.sleep(0.2)
+        answer = await asyncio.to_thread(answer_before_body, port, "GET /healthz HTTP/1.1\nHost: x\n")
+        assert answer.status == 200
+    finally:
+        process.stop()
