@@ -852,7 +852,7 @@ async def profiles(bench: Bench, subject_ref: str, query: str) -> dict[str, str]
         ConsoleSettings(secure_cookies=False), settings, opener, registry=CollectorRegistry(), serve_ops=False
     )
     found: dict[str, str] = {}
-    async with serve_asgi(app) as url, signed_in(url, ("test-reader", "reader-token-for-tests")) as browser:
+    async with serve_asgi(app) as url, signed_in(url, ("test-reader", pipeline.READER_TOKEN)) as browser:
         await open_timeline(browser, subject_ref, reason=True)
         await search_http(bench, browser, query)
         calls: dict[str, Callable[[], Awaitable[int]]] = {
