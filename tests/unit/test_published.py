@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import SecretStr, ValidationError
 
+from bench.common import demo_env as bench_env
 from services.archiver.settings import ArchiverSettings
 from services.console.settings import ConsoleSettings
 from services.core.published import (
@@ -26,6 +27,7 @@ from services.core.settings import load_settings
 from services.core.token_strength import MIN_TOKEN_BITS, estimated_bits, token_weakness
 from services.ingest.settings import IngestSettings
 from services.retention.settings import AdminToken, RetentionSettings
+from services.tools.devrun import demo_env as run_env
 from tests.support import load_demo_env
 
 DEMO = load_demo_env()
@@ -221,3 +223,11 @@ def test_admin_and_outbound_tokens_are_checked_but_demo_ones_are_left_to_the_pub
         IngestSettings(
             app_secrets=[SecretStr("s")], verify_token=SecretStr("v"), outbound_tokens=[SecretStr("outbound-token")]
         )
+
+
+def test_only_the_local_runs_set_the_flag() -> None:
+    """make run and the benchmarks set WA_LOCAL_DEMO; deploy/local/demo.env does not, so that a Secret seeded from
+    it is still refused."""
+    assert LOCAL_DEMO_FLAG not in DEMO
+    assert run_env()[LOCAL_DEMO_FLAG] == "1"
+    assert bench_env()[LOCAL_DEMO_FLAG] == "1"
