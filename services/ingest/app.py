@@ -9,7 +9,7 @@ Outcomes of ``POST /webhooks/whatsapp``:
     200  the POST's journal record was acknowledged by Kafka (acks=all)
     401  signature missing or wrong — nothing produced
     400  not JSON, or not a whatsapp_business_account envelope — nothing produced
-    413  body over the cap — nothing produced
+    413  body over the cap — nothing produced (announced: at once, before anything else; /v1/outbound too)
     503  Kafka did not acknowledge in time — Meta retries; a record that did land deduplicates by event_id
 """
 
@@ -225,6 +225,14 @@ class IngestApp:
         await self._produce_and_answer("webhook", record, numbers, send)
 
     async def _outbound(self, scope: Scope, receive: Receive, send: Send) -> None:
+        announced = header(scope, b"content-length")
+        if announced is not None and announced.isdigit() and int(announced) > self.settings.max_body_bytes:
+            # Over the cap whoever sends it, as for the webhook: 413 at once.
+            self._refused("outbound", "too_large", 413)
+            await send_response(
+                send, 413, error_body(f"body exceeds {self.settings.max_body_bytes} bytes"), JSON, close=True
+            )
+            return
         if not self._authorised(header(scope, b"authorization")):
             self._refused("outbound", "unauthorized", 401)
             # Decided from the headers: the body is not read, and the connection is closed rather than drained.

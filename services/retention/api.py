@@ -7,8 +7,9 @@ audited); ``dpo`` tokens may also erase, hold, export and run retention. The tok
 the audit log.
 
 Refusals come before the request body is read (:class:`AdminGate`, a pure ASGI middleware in front of FastAPI,
-which would otherwise read and parse the body before running any dependency): a missing or unknown token is 401,
-a known token without the role the route's action needs is 403, a body over ``max_body_bytes`` is 413. Each is
+which would otherwise read and parse the body before running any dependency): a body announced over
+``max_body_bytes`` is 413 first, whoever sends it; then a missing or unknown token is 401 and a known token without
+the role the route's action needs is 403; a chunked body is stopped at the limit (413) as it is read. Each is
 counted (``wa_retention_api_refusals_total``) and logged, without the token. Only ``/healthz`` and ``/readyz``
 answer without a token; ``/metrics`` is on the ops port (``ops_port``), as the console's.
 """
@@ -246,7 +247,7 @@ def create_admin_app(
     serve_ops: bool = True,
 ) -> FastAPI:
     """The admin API. With ``serve_ops`` its lifespan also serves ``/healthz``, ``/readyz``, ``/metrics``,
-    ``/openapi.json`` and ``/docs`` on ``settings.ops_port`` (tests that serve several apps turn it off)."""
+    ``/openapi.json`` and ``/docs`` on ``settings.ops_port`` (0: any free port, then ``app.state.ops_port``)."""
     registry = registry or CollectorRegistry()
     metrics = RetentionMetrics(registry)
     state: dict[str, Actions] = {}
@@ -285,9 +286,10 @@ def create_admin_app(
         metrics.api_refusals.labels(str(status), reason).inc()
         log.warning("admin API request refused: %d (%s)", status, reason)
 
-    # Outermost last: the gate decides 401/403 from the headers, then the body limit, then FastAPI reads the body.
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, on_refused=lambda: refused_request(413, "body"))
+    # Outermost last. A body announced over the limit is 413 at once, whoever sends it; then the gate decides 401
+    # and 403 from the headers; only then does FastAPI read the body, which BodyLimit still counts.
     app.add_middleware(AdminGate, routes=app, tokens=tokens, on_refused=refused_request)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, on_refused=lambda: refused_request(413, "body"))
 
     async def refused(_request: Request, exc: Exception) -> Response:
         status = next(code for kind, code in ERROR_STATUS.items() if isinstance(exc, kind))

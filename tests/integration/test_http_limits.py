@@ -131,20 +131,25 @@ async def test_with_the_local_flag_the_services_run(retention: tuple[int, int], 
 async def test_admin_api_refuses_before_the_body_is_read(retention: tuple[int, int], demo_env: dict[str, str]) -> None:
     port, _ = retention
     tokens = demo_tokens(demo_env)
-    post = f"POST /v1/erasures HTTP/1.1\nHost: x\nContent-Type: application/json\nContent-Length: {HUGE}\n"
-    # No token, a wrong one: 401 while the 200 MiB body is still unsent.
-    for extra in ("", "Authorization: Bearer not-a-known-token\n"):
-        answer = answer_before_body(port, post + extra)
+
+    def post(length: int, token: str | None = None) -> str:
+        auth = f"Authorization: Bearer {token}\n" if token else ""
+        return f"POST /v1/erasures HTTP/1.1\nHost: x\nContent-Type: application/json\nContent-Length: {length}\n{auth}"
+
+    # 200 MiB announced: 413 at once, before the token is even looked at.
+    for token in (None, tokens["demo-dpo"]):
+        answer = answer_before_body(port, post(HUGE, token))
+        assert (answer.status, answer.headers.get("connection")) == (413, "close")
+        assert json.loads(answer.body)["detail"] == "the request body exceeds 65536 bytes"
+    # 60,000 bytes announced (under the cap) and never sent: no token or a wrong one is 401, a reader erasing is
+    # 403, all answered while the body is still unsent (a server that read it first would still be waiting).
+    for token in (None, "not-a-known-token"):
+        answer = answer_before_body(port, post(60_000, token), timeout_s=5)
         assert (answer.status, answer.headers.get("connection")) == (401, "close")
         assert answer.headers["www-authenticate"] == "Bearer"
-    # A reader may not erase: 403, also before the body.
-    answer = answer_before_body(port, post + f"Authorization: Bearer {tokens['demo-reader']}\n")
+    answer = answer_before_body(port, post(60_000, tokens["demo-reader"]), timeout_s=5)
     assert answer.status == 403
     assert "dpo" in json.loads(answer.body)["detail"]
-    # The DPO may, but not with 200 MiB: 413 from Content-Length, at once.
-    answer = answer_before_body(port, post + f"Authorization: Bearer {tokens['demo-dpo']}\n")
-    assert answer.status == 413
-    assert json.loads(answer.body)["detail"] == "the request body exceeds 65536 bytes"
 
 
 async def test_admin_api_stops_a_chunked_body_past_the_limit(
@@ -195,8 +200,10 @@ async def test_no_server_header_and_a_bounded_request_head(
 
 
 async def test_ingest_refuses_before_the_body(ingest: int) -> None:
-    outbound = f"POST /v1/outbound HTTP/1.1\nHost: x\nContent-Type: application/json\nContent-Length: {HUGE}\n"
-    answer = answer_before_body(ingest, outbound)
+    outbound = "POST /v1/outbound HTTP/1.1\nHost: x\nContent-Type: application/json\nContent-Length: {}\n"
+    answer = answer_before_body(ingest, outbound.format(HUGE))
+    assert (answer.status, answer.headers.get("connection")) == (413, "close")
+    answer = answer_before_body(ingest, outbound.format(1024 * 1024), timeout_s=5)  # under the cap, never sent
     assert (answer.status, answer.headers.get("connection")) == (401, "close")
     webhook = f"POST /webhooks/whatsapp HTTP/1.1\nHost: x\nContent-Type: application/json\nContent-Length: {HUGE}\n"
     answer = answer_before_body(ingest, webhook)
