@@ -59,6 +59,7 @@ from services.archiver.sealing import (
     seal_batch,
 )
 from services.core.bucket import ArchiveBucket
+from services.core.crypto import UnknownKek
 from services.core.events import Event
 from services.core.holders import number_changes, record_number_changes
 from services.core.index import write_object_index, write_tombstones
@@ -270,6 +271,13 @@ class BatchWriter:
             self.metrics.retries.labels("keys").inc()
             return
         self.metrics.failed_flushes.inc()
+        if isinstance(exc, UnknownKek):
+            # An outage of a kind (services/core/retry.py): a person's key is wrapped by a KEK this archiver was
+            # not given (removed from KEYS__KEKS before `wa-archive keys status` showed it empty). The batch waits,
+            # uncommitted and never dead-lettered, until the KEK is configured; the message names the KEK id.
+            self.metrics.retries.labels(dependency_of(exc)).inc()
+            log.error("%s; retrying in %.1fs", exc, attempt.delay_s)
+            return
         if classify(exc) is Failure.OUTAGE:
             label = dependency_of(exc)
             self.metrics.retries.labels(label).inc()

@@ -32,6 +32,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, Field
 from starlette.routing import Match
 
+from services.core.crypto import UnknownKek
 from services.core.http import ASGIApp, BodyLimit, Receive, Scope, Send, refuse
 from services.core.ops_http import OpsServer, ops_app
 from services.core.plaintext import json_bytes
@@ -147,6 +148,9 @@ ERROR_STATUS: dict[type[Exception], int] = {
     PersonRequired: 400,
     GroupRequired: 400,
     NotFound: 404,
+    # A person's key is wrapped by a KEK this service was not given (removed from the settings too early): the
+    # records are fine, the configuration is to fix. The message names the KEK id only.
+    UnknownKek: 503,
 }
 
 
