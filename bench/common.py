@@ -14,14 +14,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from services.core.published import LOCAL_DEMO_FLAG
 from tests.support import REPO_ROOT, load_demo_env
 
 RESULTS = REPO_ROOT / "bench" / "results"
 
 
 def demo_env() -> dict[str, str]:
+    """The demo configuration, overridden by the WA_ variables of the environment; a local demo, so the services
+    accept its published secrets (services/core/published.py)."""
     env = load_demo_env()
-    return {**env, **{k: v for k, v in os.environ.items() if k.startswith("WA_")}}
+    return {**env, **{k: v for k, v in os.environ.items() if k.startswith("WA_")}, LOCAL_DEMO_FLAG: "1"}
 
 
 def ensure_stack() -> None:

@@ -62,6 +62,7 @@ import os
 import pstats
 import random
 import re
+import secrets
 import statistics
 import time
 import uuid
@@ -104,8 +105,9 @@ SEARCH_TARGET_MS: Final = 300
 TIMELINE_TARGET_MS: Final = 500
 PRODUCE_CHUNK: Final = 10_000
 REASON: Final = "benchmark of the review console (issue 14)"
-# The console process signs the bench in with a name of its own (the audit rows say who searched).
-BENCH_READER: Final = ("bench-console-reader", "bench-console-reader-token-local-only")
+# The console process signs the bench in with a name of its own (the audit rows say who searched), and a token
+# drawn for the run (a token written here would be a published one).
+BENCH_READER: Final = ("bench-console-reader", secrets.token_urlsafe(32))
 FRENCH_SHARE: Final = 0.6
 # A customer writes in sessions: messages close together, then silence. Sessions open at once (interleaved).
 OPEN_SESSIONS: Final = 64
@@ -850,7 +852,7 @@ async def profiles(bench: Bench, subject_ref: str, query: str) -> dict[str, str]
         ConsoleSettings(secure_cookies=False), settings, opener, registry=CollectorRegistry(), serve_ops=False
     )
     found: dict[str, str] = {}
-    async with serve_asgi(app) as url, signed_in(url, ("test-reader", "reader-token-for-tests")) as browser:
+    async with serve_asgi(app) as url, signed_in(url, ("test-reader", pipeline.READER_TOKEN)) as browser:
         await open_timeline(browser, subject_ref, reason=True)
         await search_http(bench, browser, query)
         calls: dict[str, Callable[[], Awaitable[int]]] = {

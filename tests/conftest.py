@@ -21,12 +21,16 @@ from botocore.client import Config
 from hypothesis import HealthCheck, settings
 from mypy_boto3_s3 import S3Client
 
+from services.core.published import LOCAL_DEMO_FLAG
 from services.core.schema import connect_pool
 from tests.support import REPO_ROOT, load_demo_env
 
 DEMO_ENV = load_demo_env()
 for _name, _value in DEMO_ENV.items():
     os.environ.setdefault(_name, _value)
+# The demo secrets are published: the services refuse them unless told this is a local demo. The tests are one,
+# and so are the processes they start (they inherit this environment).
+os.environ[LOCAL_DEMO_FLAG] = "1"
 
 # Hypothesis profiles, chosen with HYPOTHESIS_PROFILE. `ci` (the default) is Hypothesis' own CI profile
 # (derandomized, so that a run is reproducible) with as many cases as keep the HTTP fuzz tests of

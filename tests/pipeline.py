@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import hashlib
 import random
+import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -254,15 +255,21 @@ def archiver_settings(
     )
 
 
+# The admin tokens of retention_settings: drawn at random, so that no token the tests use is published.
+READER_TOKEN = secrets.token_urlsafe(24)
+DPO_TOKEN = secrets.token_urlsafe(24)
+
+
 def retention_settings(demo_env: dict[str, str], prefix: str) -> RetentionSettings:
     return RetentionSettings(
         port=0,
+        ops_port=0,
         s3=s3_settings(demo_env, prefix),
         pg=PostgresSettings(dsn=SecretStr(demo_env["WA_RETENTION_PG__DSN"])),
         keys=key_settings(demo_env),
         admin_tokens={
-            "test-reader": AdminToken(token=SecretStr("reader-token-for-tests"), role="reader"),
-            "test-dpo": AdminToken(token=SecretStr("dpo-token-for-tests-only"), role="dpo"),
+            "test-reader": AdminToken(token=SecretStr(READER_TOKEN), role="reader"),
+            "test-dpo": AdminToken(token=SecretStr(DPO_TOKEN), role="dpo"),
         },
         operator="test-operator",
         run_interval_s=0,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -12,6 +13,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -228,3 +230,59 @@ class ServiceProcess:
 
     def log_tail(self, chars: int = 3000) -> str:
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
+
+
+@dataclass(frozen=True, slots=True)
+class RawAnswer:
+    """What a server answered on a raw connection, and how many body bytes the client had sent by then."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    body_bytes_sent: int
+
+
+def _read_answer(conn: socket.socket, sent: int) -> RawAnswer:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            raise AssertionError(f"connection closed before an answer: {data!r}")
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines[1:])}
+    length = int(headers.get("content-length", "0"))
+    while len(rest) < length:
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        rest += chunk
+    return RawAnswer(int(lines[0].split()[1]), headers, rest[:length], sent)
+
+
+def answer_before_body(port: int, head: str, timeout_s: float = 10) -> RawAnswer:
+    """Send only a request's line and headers (``head``, whose Content-Length announces a body that is never sent)
+    and read the answer: a server that answers has decided without the body."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as conn:
+        conn.sendall(head.replace("\n", "\r\n").rstrip("\r\n").encode("latin-1") + b"\r\n\r\n")
+        return _read_answer(conn, 0)
+
+
+def stream_until_answered(port: int, head: str, *, chunk_bytes: int = 64 * 1024, give_up_bytes: int) -> RawAnswer:
+    """Send ``head`` (chunked transfer) and then chunks of a body until the server answers or ``give_up_bytes`` were
+    sent; the answer records how much of the body the client had sent by then."""
+    sent = 0
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(head.replace("\n", "\r\n").rstrip("\r\n").encode("latin-1") + b"\r\n\r\n")
+        chunk = f"{chunk_bytes:x}\r\n".encode() + b"x" * chunk_bytes + b"\r\n"
+        while sent < give_up_bytes:
+            readable, _, _ = select.select([conn], [], [], 0)
+            if readable:
+                break
+            try:
+                conn.sendall(chunk)
+            except OSError:
+                break  # closed by the server: its answer is waiting
+            sent += chunk_bytes
+        return _read_answer(conn, sent)

@@ -6,6 +6,7 @@ import uvicorn
 
 from services.console.app import create_console_app
 from services.console.settings import ConsoleSettings
+from services.core.http import server_options
 from services.core.logs import configure_logging
 from services.core.settings import load_settings
 from services.retention.access import ArchiveAccess, open_access
@@ -28,7 +29,10 @@ def main() -> None:
         access_log=False,  # an access log would hold the media URLs and the people's IP addresses
         log_level=settings.log_level.lower(),
         log_config=None,
+        # The client address (the sign-in throttle counts it) from X-Forwarded-For, told by these proxies only.
         proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
+        **server_options(settings.max_concurrency),
     )
 
 

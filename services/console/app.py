@@ -13,6 +13,16 @@ Safe by construction:
   is refused; the sign-in form has its own double-submit token;
 - search terms, a person's number and reasons travel in POST bodies, never in URLs; the only identifier in a URL
   is a media file's event id (a hash), under the session of someone who gave a reason for its conversation.
+
+Sign-in that holds:
+- bodies and forms are capped before they are read (``max_body_bytes``, ``max_form_fields``,
+  ``max_form_field_bytes``: 413); a POST of a signed-in page checks the session and the role its action needs
+  before its form is read;
+- sign-in attempts are throttled per name and per client address, with a lockout (services/console/throttle.py);
+  every failed sign-in and every refusal is counted (services/console/metrics.py) and logged, with the account
+  name only when it is one (never the token);
+- a session ends when idle (``idle_timeout_s``), at its absolute lifetime (``session_lifetime_s``), and at the
+  first request after the credential that opened it was removed, replaced or given another role.
 """
 
 from __future__ import annotations
@@ -20,7 +30,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any, Final
@@ -31,18 +41,23 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
-from prometheus_client import CollectorRegistry, Counter
-from starlette.datastructures import FormData
+from prometheus_client import CollectorRegistry
+from starlette.datastructures import FormData, MutableHeaders
+from starlette.exceptions import HTTPException
 
 from services.console.audit_view import audit_details
 from services.console.auth import Authenticator, NamedCredentials
 from services.console.i18n import LOCALES, Formatter, known_locale, negotiate, translator, zone
+from services.console.metrics import ConsoleMetrics, RefusalReason
 from services.console.sessions import OpenedConversation, Session, SessionStore, new_secret, same_token
 from services.console.settings import ConsoleSettings
+from services.console.throttle import SigninThrottle, ThrottlePolicy
 from services.console.timeline import Page, bubbles
+from services.core.http import ASGIApp, BodyLimit, Message, Receive, Scope, Send
 from services.core.ops_http import OpsServer, ops_app
 from services.retention.access import ArchiveAccess
 from services.retention.actions import (
+    ActionName,
     Actions,
     ErasureError,
     Forbidden,
@@ -104,6 +119,31 @@ SECURITY_HEADERS: Final = {
 }
 
 
+class SecurityHeaders:
+    """Pure ASGI middleware: :data:`SECURITY_HEADERS` on every response, ``Cache-Control: no-store`` on all but the
+    static files. Pure ASGI like BodyLimit: it touches the response's start only, never the request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        static = str(scope["path"]).startswith("/static/")
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    headers.setdefault(name, value)
+                if not static:
+                    headers["cache-control"] = "no-store"
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
 def package_dir(name: str) -> Path:
     return Path(str(resources.files("services.console") / name))
 
@@ -118,6 +158,10 @@ class BadForm(ValueError):
 
 class SignedOut(Exception):
     """No live session: the browser is sent to the sign-in page."""
+
+
+class FormTooLarge(Exception):
+    """A form with more fields, or a longer field, than the console's forms have: 413, nothing done."""
 
 
 def parse_day(value: str | None, tz: ZoneInfo, *, end: bool) -> datetime | None:
@@ -160,10 +204,7 @@ def create_console_app(
 ) -> FastAPI:
     registry = registry or CollectorRegistry()
     metrics = RetentionMetrics(registry)
-    sign_ins = Counter("wa_console_sign_ins_total", "Console sign-ins, by outcome.", ["outcome"], registry=registry)
-    refused_forms = Counter(
-        "wa_console_refused_forms_total", "Console forms refused (CSRF token or origin).", registry=registry
-    )
+    console_metrics = ConsoleMetrics(registry)
     authenticator = authenticator or NamedCredentials(retention)
     state: dict[str, Any] = {}
     templates = Environment(
@@ -178,7 +219,21 @@ def create_console_app(
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         access = await open_access()
         state["actions"] = Actions(access, metrics)
-        state["sessions"] = SessionStore(access.pool, settings.idle_timeout_s)
+        state["sessions"] = SessionStore(access.pool, settings.idle_timeout_s, settings.session_lifetime_s)
+        state["throttle"] = SigninThrottle(
+            access.pool,
+            retention.keys.pepper_bytes(),
+            by_name=ThrottlePolicy(
+                max_attempts=settings.signin_attempts_per_name,
+                window_s=settings.signin_window_s,
+                lockout_s=settings.signin_lockout_s,
+            ),
+            by_address=ThrottlePolicy(
+                max_attempts=settings.signin_attempts_per_address,
+                window_s=settings.signin_window_s,
+                lockout_s=settings.signin_lockout_s,
+            ),
+        )
         ops = OpsServer(ops_app(registry, lambda: "actions" in state), settings.host, settings.ops_port)
         if serve_ops:
             await ops.start()
@@ -192,15 +247,17 @@ def create_console_app(
 
     app = FastAPI(title="wa-archive review console", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.mount("/static", StaticFiles(directory=package_dir("static")), name="static")
+    app.add_middleware(
+        BodyLimit, max_bytes=settings.max_body_bytes, on_refused=lambda: refused(413, "body", "request body too large")
+    )
 
-    @app.middleware("http")
-    async def security_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        response = await call_next(request)
-        for name, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(name, value)
-        if not request.url.path.startswith("/static/"):
-            response.headers["cache-control"] = "no-store"
-        return response
+    def refused(status: int, reason: RefusalReason, what: str, actor: str | None = None) -> None:
+        """Count and log a refusal: what was refused and why, the account name when there is one; never a token,
+        a form's content or the client's address."""
+        console_metrics.refused(status, reason)
+        log.warning("console request refused: %d (%s): %s", status, reason, what, extra={"actor": actor})
+
+    app.add_middleware(SecurityHeaders)
 
     def actions() -> Actions:
         found: Actions = state["actions"]
@@ -209,6 +266,21 @@ def create_console_app(
     def sessions() -> SessionStore:
         found: SessionStore = state["sessions"]
         return found
+
+    def throttle() -> SigninThrottle:
+        found: SigninThrottle = state["throttle"]
+        return found
+
+    async def read_form(request: Request) -> FormData:
+        """The request's form within the console's limits (fields, field size; the body is capped by BodyLimit),
+        else FormTooLarge."""
+        try:
+            return await request.form(
+                max_files=0, max_fields=settings.max_form_fields, max_part_size=settings.max_form_field_bytes
+            )
+        except HTTPException as exc:
+            # Starlette's form parser refuses a form past a limit with 400 and says which limit.
+            raise FormTooLarge(str(exc.detail)) from None
 
     def locale_of(request: Request, session: Session | None) -> str:
         if session is not None:
@@ -239,11 +311,33 @@ def create_console_app(
         )
         return HTMLResponse(page, status_code=status)
 
-    async def current(request: Request) -> Session:
+    async def live_session(request: Request) -> Session | None:
+        """The request's session if it is live: not idle too long, not past its lifetime, and its credential still
+        configured with the same role (else the session is deleted: revoking a token ends its sessions)."""
         session_id = request.cookies.get(SESSION_COOKIE)
-        session = await sessions().touch(session_id) if session_id else None
+        if not session_id or "sessions" not in state:
+            return None
+        session = await sessions().touch(session_id)
+        if session is None:
+            return None
+        now_operator = authenticator.current(session.operator.name, session.credential)
+        if now_operator != session.operator:
+            await sessions().delete(session)
+            console_metrics.sessions_ended.labels("revoked").inc()
+            log.warning(
+                "console session ended: its credential was revoked or its role changed",
+                extra={"actor": session.operator.name},
+            )
+            return None
+        return session
+
+    async def current(request: Request, action: ActionName | None = None) -> Session:
+        """The live session, allowed ``action`` if one is given (Forbidden, before any form is read)."""
+        session = await live_session(request)
         if session is None:
             raise SignedOut
+        if action is not None:
+            authorize(session.operator, action)
         return session
 
     def same_origin(request: Request) -> bool:
@@ -254,12 +348,13 @@ def create_console_app(
             return True
         return origin != "null" and urlsplit(origin).netloc == request.headers.get("host")
 
-    async def posted(request: Request) -> tuple[Session, FormData]:
-        """The session and form of a POST that changes or discloses something, refused without its CSRF token."""
-        session = await current(request)
-        form = await request.form()
+    async def posted(request: Request, action: ActionName | None = None) -> tuple[Session, FormData]:
+        """The session and form of a POST that changes or discloses something: the session and the role for
+        ``action`` are checked before the form is read; refused without its CSRF token."""
+        session = await current(request, action)
+        form = await read_form(request)
         if not same_origin(request) or not same_token(field(form, "csrf"), session.csrf_token):
-            refused_forms.inc()
+            console_metrics.refused_forms.inc()
             raise RefusedForm
         return session, form
 
@@ -267,9 +362,17 @@ def create_console_app(
     async def signed_out(_request: Request, _exc: Exception) -> Response:
         return RedirectResponse("/signin?ended=1", status_code=303)
 
+    @app.exception_handler(FormTooLarge)
+    async def form_too_large(request: Request, exc: Exception) -> Response:
+        refused(413, "body", f"form too large: {exc}")
+        return Response(f"413: the form is too large: {exc}\n", status_code=413, media_type="text/plain")
+
     @app.exception_handler(RefusedForm)
     async def refused_form(request: Request, _exc: Exception) -> Response:
         session = await _maybe_session(request)
+        refused(
+            403, "form", "form without its token or from another origin", session.operator.name if session else None
+        )
         message = translator(locale_of(request, session))(
             "The form has expired. Go back, reload the page and try again."
         )
@@ -278,6 +381,7 @@ def create_console_app(
     @app.exception_handler(Forbidden)
     async def forbidden(request: Request, _exc: Exception) -> Response:
         session = await _maybe_session(request)
+        refused(403, "role", f"{request.url.path} needs another role", session.operator.name if session else None)
         message = translator(locale_of(request, session))("This page is for the data protection officer.")
         return render(request, "error.html", session, status=403, message=message)
 
@@ -299,10 +403,7 @@ def create_console_app(
         app.add_exception_handler(error, refused_request)
 
     async def _maybe_session(request: Request) -> Session | None:
-        session_id = request.cookies.get(SESSION_COOKIE)
-        if not session_id or "sessions" not in state:
-            return None
-        return await sessions().touch(session_id)
+        return await live_session(request)
 
     def set_cookie(response: Response, name: str, value: str, *, max_age: int | None = None) -> None:
         response.set_cookie(
@@ -325,25 +426,48 @@ def create_console_app(
         set_cookie(response, SIGNIN_COOKIE, token, max_age=3600)
         return response
 
+    def signin_again(request: Request, status: int, error: str) -> Response:
+        """The sign-in page again, with ``error`` and a fresh form token."""
+        token = new_secret()
+        page = render(request, "signin.html", None, status=status, signin_token=token, notice=None, error=error)
+        set_cookie(page, SIGNIN_COOKIE, token, max_age=3600)
+        return page
+
     @app.post("/signin")
     async def signin(request: Request) -> Response:
-        form = await request.form()
+        form = await read_form(request)
         expected = request.cookies.get(SIGNIN_COOKIE)
         if not same_origin(request) or expected is None or not same_token(field(form, "signin_token"), expected):
-            refused_forms.inc()
+            console_metrics.refused_forms.inc()
             raise RefusedForm
-        operator = await authenticator.authenticate(field(form, "name") or "", field(form, "token") or "")
+        name = field(form, "name") or ""
+        # The peer, or the client the trusted proxy names (ConsoleSettings.forwarded_allow_ips).
+        address = request.client.host if request.client else ""
         locale = locale_of(request, None)
-        if operator is None:
-            sign_ins.labels("refused").inc()
-            token = new_secret()
-            error = translator(locale)("The name or the token is wrong.")
-            refusal = render(request, "signin.html", None, status=401, signin_token=token, notice=None, error=error)
-            set_cookie(refusal, SIGNIN_COOKIE, token, max_age=3600)
-            return refusal
+        t = translator(locale)
+        actor = name if authenticator.known(name) else None  # a mistyped name may be a token: not logged
+        admission = await throttle().attempt(name, address, datetime.now(UTC))
+        if not admission.admitted:
+            console_metrics.sign_ins.labels("locked").inc()
+            refused(429, "locked", f"sign-in locked out by {admission.locked_by}", actor)
+            minutes = max(1, round(admission.retry_after_s / 60))
+            page = signin_again(
+                request, 429, t("Too many sign-in attempts. Try again in {minutes} minutes.", minutes=minutes)
+            )
+            page.headers["retry-after"] = str(max(1, round(admission.retry_after_s)))
+            return page
+        credential = await authenticator.authenticate(name, field(form, "token") or "")
+        if credential is None:
+            console_metrics.sign_ins.labels("refused").inc()
+            refused(401, "credentials", "sign-in with a wrong name or token", actor)
+            return signin_again(request, 401, t("The name or the token is wrong."))
+        await throttle().succeeded(name, address)
+        operator = credential.operator
         timezone = zone(field(form, "timezone"), settings.default_timezone)
-        session_id, _session = await sessions().create(operator, locale=locale, timezone=timezone)
-        sign_ins.labels("accepted").inc()
+        session_id, _session = await sessions().create(
+            operator, credential=credential.fingerprint, locale=locale, timezone=timezone
+        )
+        console_metrics.sign_ins.labels("accepted").inc()
         log.info("console sign-in", extra={"actor": operator.name, "role": operator.role})
         response = RedirectResponse("/search", status_code=303)
         set_cookie(response, SESSION_COOKIE, session_id)
@@ -360,7 +484,7 @@ def create_console_app(
 
     @app.post("/language")
     async def language(request: Request) -> Response:
-        form = await request.form()
+        form = await read_form(request)
         locale = known_locale(field(form, "locale")) or negotiate(request.headers.get("accept-language"))
         back = field(form, "back") or "/search"
         if not back.startswith("/") or back.startswith("//"):
@@ -368,7 +492,7 @@ def create_console_app(
         session = await _maybe_session(request)
         if session is not None:
             if not same_token(field(form, "csrf"), session.csrf_token):
-                refused_forms.inc()
+                console_metrics.refused_forms.inc()
                 raise RefusedForm
             await sessions().set_locale(session, locale)
         response = RedirectResponse(back, status_code=303)
@@ -388,7 +512,7 @@ def create_console_app(
 
     @app.post("/search", response_class=HTMLResponse)
     async def search(request: Request) -> Response:
-        session, form = await posted(request)
+        session, form = await posted(request, "search")
         tz = ZoneInfo(session.timezone)
         query_form = {
             name: field(form, name) or ""
@@ -490,7 +614,7 @@ def create_console_app(
 
     @app.post("/conversation", response_class=HTMLResponse)
     async def conversation(request: Request) -> Response:
-        session, form = await posted(request)
+        session, form = await posted(request, "messages")
         values = conversation_form(form)
         subject_ref = values["subject_ref"] or ""
         authorize(session.operator, "messages")
@@ -501,7 +625,7 @@ def create_console_app(
 
     @app.post("/conversation/reason", response_class=HTMLResponse)
     async def conversation_reason(request: Request) -> Response:
-        session, form = await posted(request)
+        session, form = await posted(request, "messages")
         values = conversation_form(form)
         subject_ref = values["subject_ref"] or ""
         try:
@@ -558,7 +682,7 @@ def create_console_app(
 
     @app.post("/dpo/holds", response_class=HTMLResponse)
     async def hold_create(request: Request) -> Response:
-        session, form = await posted(request)
+        session, form = await posted(request, "hold.create")
         scope = field(form, "scope")
         if scope not in HOLD_SCOPES:
             raise BadForm(f"unknown scope {scope!r}")
@@ -577,7 +701,7 @@ def create_console_app(
 
     @app.post("/dpo/holds/release", response_class=HTMLResponse)
     async def hold_release(request: Request) -> Response:
-        session, form = await posted(request)
+        session, form = await posted(request, "hold.release")
         release = await actions().release_hold(session.operator, field(form, "hold_id") or "")
         t = translator(session.locale)
         notice = t("Hold released: {case}.", case=release.hold.case_ref)
@@ -607,7 +731,7 @@ def create_console_app(
 
     @app.post("/dpo/erasures", response_class=HTMLResponse)
     async def erasure_create(request: Request) -> Response:
-        session, form = await posted(request)
+        session, form = await posted(request, "erase")
         outcome = await actions().erase(
             session.operator,
             contact=field(form, "contact") or "",
@@ -618,7 +742,7 @@ def create_console_app(
 
     @app.post("/dpo/erasures/refuse", response_class=HTMLResponse)
     async def erasure_refuse(request: Request) -> Response:
-        session, form = await posted(request)
+        session, form = await posted(request, "erasure.refuse")
         decided = await actions().refuse_erasure(
             session.operator, field(form, "request_ref") or "", ground=field(form, "ground") or ""
         )
@@ -626,7 +750,7 @@ def create_console_app(
 
     @app.post("/dpo/erasures/extend", response_class=HTMLResponse)
     async def erasure_extend(request: Request) -> Response:
-        session, form = await posted(request)
+        session, form = await posted(request, "erasure.extend")
         decided = await actions().extend_erasure(
             session.operator, field(form, "request_ref") or "", reason=field(form, "reason") or ""
         )
@@ -644,7 +768,7 @@ def create_console_app(
 
     @app.post("/dpo/audit", response_class=HTMLResponse)
     async def audit_filtered(request: Request) -> Response:
-        session, form = await posted(request)
+        session, form = await posted(request, "audit")
         tz = ZoneInfo(session.timezone)
         values = {name: field(form, name) or "" for name in ("actor", "action", "subject_ref", "since", "until")}
         try:
@@ -669,7 +793,7 @@ def create_console_app(
 
     @app.post("/dpo/retention", response_class=HTMLResponse)
     async def retention_dry_run(request: Request) -> Response:
-        session, _form = await posted(request)
+        session, _form = await posted(request, "retention.run")
         report = await actions().run_retention(session.operator, dry_run=True)
         return render(request, "retention.html", session, report=report)
 

@@ -125,6 +125,9 @@ FRENCH: Final[dict[str, str]] = {
         "Connectez-vous avec le nom et le jeton fournis par votre administrateur."
     ),
     "The name or the token is wrong.": "Le nom ou le jeton est incorrect.",
+    "Too many sign-in attempts. Try again in {minutes} minutes.": (
+        "Trop de tentatives de connexion. Réessayez dans {minutes} minutes."
+    ),
     "Your session has ended. Sign in again.": "Votre session a expiré. Reconnectez-vous.",
     "You are signed out.": "Vous êtes déconnecté·e.",
     # search

@@ -1,12 +1,13 @@
-"""Sign-in sessions of the console, kept in PostgreSQL (migration 0010).
+"""Sign-in sessions of the console, kept in PostgreSQL (migrations 0010 and 0015).
 
 The browser holds a random 256-bit session id in an HttpOnly, SameSite=Strict cookie; the table holds its SHA-256
 (:func:`session_hash`), so a copy of the table signs nobody in. A session carries who signed in (the actor written to
 the audit log) and their role, a CSRF token for its forms, the viewer's language and time zone, and the reasons
 given for the conversations opened during the visit (a reason is asked once per conversation, then kept).
 
-A session unused for ``idle_timeout_s`` is gone: :meth:`SessionStore.touch` does not find it, and the next sign-in
-deletes such rows.
+A session unused for ``idle_timeout_s``, or older than ``lifetime_s`` however busy, is gone: :meth:`SessionStore.touch`
+does not find it, and the next sign-in deletes such rows. A session also keeps the fingerprint of the credential
+that opened it (services/console/auth.py), which the console checks against the configuration at each request.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ class Session:
     locale: str
     timezone: str
     reasons: dict[str, OpenedConversation] = field(default_factory=dict)
+    credential: bytes = b""
 
     def opened_for(self, subject_ref: str) -> OpenedConversation | None:
         """The opened conversation that covers ``subject_ref`` (as its own pseudonym or a linked one)."""
@@ -78,39 +80,47 @@ def _reasons(raw: Any) -> dict[str, OpenedConversation]:
 
 
 class SessionStore:
-    def __init__(self, pool: asyncpg.Pool, idle_timeout_s: float) -> None:
+    def __init__(self, pool: asyncpg.Pool, idle_timeout_s: float, lifetime_s: float) -> None:
         self.pool = pool
         self.idle_timeout_s = idle_timeout_s
+        self.lifetime_s = lifetime_s
 
-    async def create(self, operator: Operator, *, locale: str, timezone: str) -> tuple[str, Session]:
-        """A new session for ``operator``; returns the id for the cookie (never stored) and the session."""
+    async def create(self, operator: Operator, *, credential: bytes, locale: str, timezone: str) -> tuple[str, Session]:
+        """A new session for ``operator`` opened with the credential of this fingerprint; returns the id for the
+        cookie (never stored) and the session."""
         session_id = new_secret()
-        session = Session(session_hash(session_id), operator, new_secret(), locale, timezone)
+        session = Session(session_hash(session_id), operator, new_secret(), locale, timezone, credential=credential)
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(
-                "DELETE FROM console_sessions WHERE last_seen_at < now() - make_interval(secs => $1)",
+                "DELETE FROM console_sessions WHERE last_seen_at < now() - make_interval(secs => $1)"
+                " OR created_at < now() - make_interval(secs => $2)",
                 self.idle_timeout_s,
+                self.lifetime_s,
             )
             await conn.execute(
-                "INSERT INTO console_sessions (session_hash, actor, role, csrf_token, locale, timezone)"
-                " VALUES ($1, $2, $3, $4, $5, $6)",
+                "INSERT INTO console_sessions (session_hash, actor, role, csrf_token, locale, timezone, credential)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7)",
                 session.session_hash,
                 operator.name,
                 operator.role,
                 session.csrf_token,
                 locale,
                 timezone,
+                credential,
             )
         return session_id, session
 
     async def touch(self, session_id: str) -> Session | None:
-        """The live session with this id, its idle clock restarted; None if unknown or idle too long."""
+        """The live session with this id, its idle clock restarted; None if unknown, idle too long, or older than
+        the absolute lifetime (a busy session ends then too)."""
         row = await self.pool.fetchrow(
             "UPDATE console_sessions SET last_seen_at = now() WHERE session_hash = $1"
             " AND last_seen_at >= now() - make_interval(secs => $2)"
-            " RETURNING actor, role, csrf_token, locale, timezone, reasons::text AS reasons",
+            " AND created_at >= now() - make_interval(secs => $3)"
+            " RETURNING actor, role, csrf_token, locale, timezone, reasons::text AS reasons, credential",
             session_hash(session_id),
             self.idle_timeout_s,
+            self.lifetime_s,
         )
         if row is None:
             return None
@@ -122,6 +132,7 @@ class SessionStore:
             row["locale"],
             row["timezone"],
             _reasons(row["reasons"]),
+            bytes(row["credential"]),
         )
 
     async def remember_reason(self, session: Session, subject_ref: str, opened: OpenedConversation) -> None:

@@ -23,6 +23,25 @@ class ConsoleSettings(BaseSettings):
     log_level: str = "INFO"
     # A session unused this long is signed out (and its row deleted at the next sign-in).
     idle_timeout_s: float = Field(default=900, ge=30)
+    # A session ends this long after its sign-in however busy it is (a working day), so that a stolen or forgotten
+    # one does not live for ever.
+    session_lifetime_s: float = Field(default=12 * 3600, ge=60)
+    # Sign-in throttling (services/console/throttle.py): per account name, per client address; an attempt past the
+    # allowance of its window locks that name or address out for lockout_s.
+    signin_attempts_per_name: int = Field(default=5, ge=1)
+    signin_attempts_per_address: int = Field(default=20, ge=1)
+    signin_window_s: float = Field(default=900, gt=0)
+    signin_lockout_s: float = Field(default=900, gt=0)
+    # Who may say, by X-Forwarded-For, which address a request comes from (uvicorn's forwarded_allow_ips): the
+    # client address is what the sign-in throttle counts. Behind the Ingress, its controller ("*" is safe when
+    # only the controller can reach the port, as the NetworkPolicy makes it).
+    forwarded_allow_ips: str = "127.0.0.1"
+    # Requests and connections served at once (beyond, 503); the largest request body and form (beyond, 413): the
+    # console's forms are a few short fields.
+    max_concurrency: int = Field(default=64, ge=1)
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    max_form_fields: int = Field(default=32, ge=1)
+    max_form_field_bytes: int = Field(default=8 * 1024, ge=256)
     # Behind TLS (the Ingress) the cookie is `Secure`; only the local demo over plain HTTP turns this off.
     secure_cookies: bool = True
     # The viewer's time zone when the browser does not tell it (no JavaScript).

@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping
 from typing import Any
 
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from services.core.http import server_options
+
+OPS_MAX_CONCURRENCY = 16
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -19,14 +23,23 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
 def ops_app(
-    registry: CollectorRegistry, ready: Callable[[], bool]
+    registry: CollectorRegistry,
+    ready: Callable[[], bool],
+    documents: Mapping[str, tuple[str, bytes]] | None = None,
 ) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+    """The probes and the metrics, plus fixed ``documents`` by path (content type, bytes), e.g. an API's OpenAPI
+    document. No route reads a request body."""
+    served = {path: (kind.encode(), body) for path, (kind, body) in (documents or {}).items()}
+
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
         path = scope["path"]
         content_type = b"text/plain; charset=utf-8"
-        if path == "/healthz":
+        if path in served:
+            content_type, body = served[path]
+            status = 200
+        elif path == "/healthz":
             status, body = 200, b"ok"
         elif path == "/readyz":
             status, body = (200, b"ready") if ready() else (503, b"not ready")
@@ -60,7 +73,15 @@ class OpsServer:
     def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], host: str, port: int) -> None:
         # log_config=None: uvicorn's records go through the process's logging handler (text or JSON lines).
         config = uvicorn.Config(
-            app, host=host, port=port, lifespan="off", access_log=False, log_level="warning", log_config=None
+            app,
+            host=host,
+            port=port,
+            lifespan="off",
+            access_log=False,
+            log_level="warning",
+            log_config=None,
+            # Prometheus and the kubelet: a few connections at a time.
+            **server_options(OPS_MAX_CONCURRENCY),
         )
         self.server = _QuietServer(config)
         self.task: asyncio.Task[None] | None = None
@@ -73,6 +94,12 @@ class OpsServer:
             await asyncio.sleep(0.025)
         if self.task.done():
             self.task.result()  # raises the bind error, e.g. port already in use
+
+    @property
+    def port(self) -> int:
+        """The port it listens on (the one asked for, or the one chosen for port 0), once started."""
+        port: int = self.server.servers[0].sockets[0].getsockname()[1]
+        return port
 
     async def stop(self) -> None:
         self.server.should_exit = True

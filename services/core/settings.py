@@ -2,7 +2,8 @@
 
 Each service has one pydantic-settings class with its own prefix (``WA_INGEST_``, ``WA_ARCHIVER_``,
 ``WA_RETENTION_``) and nests these blocks with ``__`` (``WA_ARCHIVER_KAFKA__BOOTSTRAP_SERVERS``). Settings are
-validated when a service starts; a bad value stops it with a message that names the variable.
+validated when a service starts; a bad value stops it with a message that names the variable, and so does a secret
+the repository publishes, outside a local demo (services/core/published.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from typing import Literal, TypeVar
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsError
+
+from services.core.published import is_published, local_demo, published_settings, refusal
+from services.core.token_strength import token_weakness
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)
 
@@ -127,10 +131,23 @@ class KeySettings(BaseModel):
         return decode_key(self.pepper.get_secret_value(), "pepper")
 
 
+def strong_token(value: SecretStr) -> SecretStr:
+    """A bearer token that carries at least 128 bits of randomness (services/core/token_strength.py), else a
+    ValueError saying so (never the token). A published demo token is left to the published-secret rule, which
+    allows it in a local demo only."""
+    token = value.get_secret_value()
+    if not is_published(token):
+        weakness = token_weakness(token)
+        if weakness is not None:
+            raise ValueError(weakness)
+    return value
+
+
 def load_settings(cls: type[SettingsT]) -> SettingsT:
-    """Build a service's settings from the environment; on error print what is wrong and exit(2)."""
+    """Build a service's settings from the environment; on error print what is wrong and exit(2). A secret that the
+    repository publishes (deploy/local/demo.env) is such an error unless ``WA_LOCAL_DEMO=1``."""
     try:
-        return cls()
+        settings = cls()
     except SettingsError as exc:
         print(f"invalid configuration for {cls.__name__}: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -142,6 +159,11 @@ def load_settings(cls: type[SettingsT]) -> SettingsT:
             lines.append(f"  {prefix}{where}: {error['msg']}")
         print("\n".join(lines), file=sys.stderr)
         raise SystemExit(2) from None
+    published = published_settings(settings, str(cls.model_config.get("env_prefix", "")))
+    if published and not local_demo():
+        print(f"invalid configuration for {cls.__name__}: {refusal(published)}", file=sys.stderr)
+        raise SystemExit(2)
+    return settings
 
 
 def read_env_file(path: Path) -> dict[str, str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uvicorn
 
+from services.core.http import server_options
 from services.core.logs import configure_logging
 from services.core.runtime import tune_gc
 from services.core.settings import load_settings
@@ -21,14 +22,14 @@ def main() -> None:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        # httptools with a bound on the request head, at most max_concurrency at once, no Server header.
+        **server_options(settings.max_concurrency),
         lifespan="on",
         # Access logs would carry query strings (the verify token) and add cost on the hot path.
         access_log=False,
         # Meta connects directly or through an ingress that is trusted by configuration, not by headers; the
-        # per-request header rewriting and the Server/Date headers are cost on the hot path.
+        # per-request header rewriting and the Date header are cost on the hot path.
         proxy_headers=False,
-        server_header=False,
         date_header=False,
         log_level=settings.log_level.lower(),
         log_config=None,  # its records go through configure_logging's handler (text or JSON lines)

@@ -9,7 +9,7 @@ Outcomes of ``POST /webhooks/whatsapp``:
     200  the POST's journal record was acknowledged by Kafka (acks=all)
     401  signature missing or wrong — nothing produced
     400  not JSON, or not a whatsapp_business_account envelope — nothing produced
-    413  body over the cap — nothing produced
+    413  body over the cap — nothing produced (announced: at once, before anything else; /v1/outbound too)
     503  Kafka did not acknowledge in time — Meta retries; a record that did land deduplicates by event_id
 """
 
@@ -77,14 +77,14 @@ def bound(children: dict[str, Metric], metric: Metric, label: str) -> Metric:
     return child
 
 
-async def send_response(send: Send, status: int, body: bytes, content_type: bytes = TEXT) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode())],
-        }
-    )
+async def send_response(
+    send: Send, status: int, body: bytes, content_type: bytes = TEXT, *, close: bool = False
+) -> None:
+    """``close``: the request's body was not read; the server closes the connection instead of draining it."""
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -182,6 +182,11 @@ class IngestApp:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
+    def _refused(self, route: str, outcome: str, status: int) -> None:
+        """Count and log a refusal (what, never the request's content or who sent it)."""
+        self.metrics.requests.labels(route, outcome).inc()
+        log.warning("%s request refused: %s (%d)", route, outcome, status)
+
     async def _handshake(self, scope: Scope, send: Send) -> None:
         query = parse_qs(bytes(scope.get("query_string", b"")).decode("latin-1"))
         mode = query.get("hub.mode", [""])[0]
@@ -191,21 +196,23 @@ class IngestApp:
             self.metrics.requests.labels("handshake", "ok").inc()
             await send_response(send, 200, challenge.encode())
             return
-        self.metrics.requests.labels("handshake", "forbidden").inc()
+        self._refused("handshake", "forbidden", 403)
         await send_response(send, 403, b"verification failed")
 
     async def _webhook(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             raw = await read_body(scope, receive, self.settings.max_body_bytes)
         except BodyTooLarge:
-            self.metrics.requests.labels("webhook", "too_large").inc()
-            await send_response(send, 413, error_body(f"body exceeds {self.settings.max_body_bytes} bytes"), JSON)
+            self._refused("webhook", "too_large", 413)
+            await send_response(
+                send, 413, error_body(f"body exceeds {self.settings.max_body_bytes} bytes"), JSON, close=True
+            )
             return
         self.metrics.body_bytes.inc(len(raw))
         signature = header(scope, b"x-hub-signature-256")
         if not self.verifier.verify(raw, signature):
             self.metrics.signature_failures.inc()
-            self.metrics.requests.labels("webhook", "bad_signature").inc()
+            self._refused("webhook", "bad_signature", 401)
             await send_response(send, 401, error_body("invalid or missing X-Hub-Signature-256"), JSON)
             return
         try:
@@ -218,16 +225,27 @@ class IngestApp:
         await self._produce_and_answer("webhook", record, numbers, send)
 
     async def _outbound(self, scope: Scope, receive: Receive, send: Send) -> None:
+        announced = header(scope, b"content-length")
+        if announced is not None and announced.isdigit() and int(announced) > self.settings.max_body_bytes:
+            # Over the cap whoever sends it, as for the webhook: 413 at once.
+            self._refused("outbound", "too_large", 413)
+            await send_response(
+                send, 413, error_body(f"body exceeds {self.settings.max_body_bytes} bytes"), JSON, close=True
+            )
+            return
         if not self._authorised(header(scope, b"authorization")):
-            self.metrics.requests.labels("outbound", "unauthorized").inc()
-            await send_response(send, 401, error_body("missing or invalid bearer token"), JSON)
+            self._refused("outbound", "unauthorized", 401)
+            # Decided from the headers: the body is not read, and the connection is closed rather than drained.
+            await send_response(send, 401, error_body("missing or invalid bearer token"), JSON, close=True)
             return
         try:
             raw = await read_body(scope, receive, self.settings.max_body_bytes)
             event = outbound_event(raw, received_at=self._clock())
         except BodyTooLarge:
-            self.metrics.requests.labels("outbound", "too_large").inc()
-            await send_response(send, 413, error_body("body too large"), JSON)
+            self._refused("outbound", "too_large", 413)
+            await send_response(
+                send, 413, error_body(f"body exceeds {self.settings.max_body_bytes} bytes"), JSON, close=True
+            )
             return
         except WebhookRejected as rejected:
             self.metrics.requests.labels("outbound", "bad_request").inc()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.core.settings import KafkaSettings
+from services.core.settings import KafkaSettings, strong_token
 
 
 class IngestSettings(BaseSettings):
@@ -25,6 +25,9 @@ class IngestSettings(BaseSettings):
     produce_deadline_s: float = Field(default=5.0, gt=0, le=15)
     # Meta sends at most ~3 MB (1,000 updates) in one POST.
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    # Connections and requests served at once; beyond, 503 before the app runs (Meta retries). Each request holds
+    # at most max_body_bytes, so this also bounds the memory bodies can take.
+    max_concurrency: int = Field(default=512, ge=1)
 
     @field_validator("app_secrets")
     @classmethod
@@ -32,6 +35,11 @@ class IngestSettings(BaseSettings):
         if not value or any(not s.get_secret_value() for s in value):
             raise ValueError("at least one non-empty Meta app secret is required")
         return value
+
+    @field_validator("outbound_tokens")
+    @classmethod
+    def _outbound_tokens_strong(cls, value: list[SecretStr]) -> list[SecretStr]:
+        return [strong_token(token) for token in value]
 
     @field_validator("verify_token")
     @classmethod

@@ -1,9 +1,11 @@
-"""``python -m services.retention``: the admin API on :8082 and the scheduled retention run."""
+"""``python -m services.retention``: the admin API on :8082, its probes, metrics and documentation on :9082, and
+the scheduled retention run."""
 
 from __future__ import annotations
 
 import uvicorn
 
+from services.core.http import server_options
 from services.core.logs import configure_logging
 from services.core.settings import load_settings
 from services.retention.access import ArchiveAccess, open_access
@@ -24,6 +26,7 @@ def main() -> None:
         app,
         host=settings.host,
         port=settings.port,
+        **server_options(settings.max_concurrency),
         access_log=False,
         log_level=settings.log_level.lower(),
         log_config=None,  # its records go through configure_logging's handler (text or JSON lines)

@@ -1,26 +1,40 @@
-"""The retention admin API (``/v1/``), bearer tokens with roles; OpenAPI at ``/openapi.json``.
+"""The retention admin API (``/v1/``), bearer tokens with roles; OpenAPI at ``/openapi.json`` (with a token) and on
+the ops port.
 
 A thin adapter over :mod:`services.retention.actions`: it authenticates the token, translates the request into an
 action's arguments and its result or error into JSON. ``reader`` tokens may search and retrieve (with a reason,
-audited); ``dpo`` tokens may also erase, hold, export and run retention. A missing or unknown token is 401; a
-known token without the role is 403, before the request body is even read. The token's name is the actor
-written to the audit log.
+audited); ``dpo`` tokens may also erase, hold, export and run retention. The token's name is the actor written to
+the audit log.
+
+Refusals come before the request body is read (:class:`AdminGate`, a pure ASGI middleware in front of FastAPI,
+which would otherwise read and parse the body before running any dependency): a body announced over
+``max_body_bytes`` is 413 first, whoever sends it; then a missing or unknown token is 401 and a known token without
+the role the route's action needs is 403; a chunked body is stopped at the limit (413) as it is read. Each is
+counted (``wa_retention_api_refusals_total``) and logged, without the token. Only ``/healthz`` and ``/readyz``
+answer without a token; ``/metrics`` is on the ops port (``ops_port``), as the console's.
 """
 
 import asyncio
 import contextlib
 import hmac
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
+import orjson
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from fastapi.routing import APIRoute
+from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, Field
+from starlette.routing import Match
 
 from services.core.crypto import UnknownKek
+from services.core.http import ASGIApp, BodyLimit, Receive, Scope, Send, refuse
+from services.core.ops_http import OpsServer, ops_app
 from services.core.plaintext import json_bytes
 from services.retention.access import ArchiveAccess
 from services.retention.actions import (
@@ -42,7 +56,88 @@ from services.retention.grounds import RefusalGround
 from services.retention.holds import HoldScope
 from services.retention.metrics import RetentionMetrics
 from services.retention.search import SearchFilter
-from services.retention.settings import RetentionSettings
+from services.retention.settings import RetentionSettings, Role
+
+log = logging.getLogger("wa_archive.retention.api")
+
+# Answered without a token: the probes (also on the ops port, with /metrics).
+OPEN_PATHS: Final = frozenset({"/healthz", "/readyz"})
+
+
+def requires(action: ActionName) -> dict[str, Any]:
+    """Route options of a route that performs ``action``: :class:`AdminGate` refuses a token whose role does not
+    allow it before the body is read (the action checks again); OpenAPI shows it as ``x-action``."""
+    return {"openapi_extra": {"x-action": action}}
+
+
+class AdminGate:
+    """Pure ASGI middleware in front of the admin API: who is calling, and may they, decided from the headers.
+
+    Every path but :data:`OPEN_PATHS` needs a known bearer token (else 401); a route declared with
+    :func:`requires` also needs a role that allows its action (else 403). Both are answered before the request
+    body is read, with ``Connection: close``. The caller is put in ``scope["state"]["operator"]`` for
+    :func:`operator_of`.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        routes: FastAPI,
+        tokens: Mapping[str, tuple[bytes, Role]],
+        on_refused: Callable[[int, str], None],
+    ) -> None:
+        self.app = app
+        self.routes = routes
+        self.tokens = tokens
+        self.on_refused = on_refused
+
+    def caller(self, scope: Scope) -> Operator | None:
+        header = next((bytes(v) for k, v in scope["headers"] if k == b"authorization"), b"")
+        if not header.startswith(b"Bearer "):
+            return None
+        offered = header[len(b"Bearer ") :]
+        found: Operator | None = None
+        # Every token is compared, so the time taken does not tell which one nearly matched.
+        for name, (secret, role) in self.tokens.items():
+            if hmac.compare_digest(offered, secret):
+                found = Operator(name, role)
+        return found
+
+    def action_of(self, scope: Scope) -> ActionName | None:
+        for route in self.routes.router.routes:
+            if isinstance(route, APIRoute) and route.matches(scope)[0] == Match.FULL:
+                action: ActionName | None = (route.openapi_extra or {}).get("x-action")
+                return action
+        return None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        operator = self.caller(scope)
+        if operator is None:
+            self.on_refused(401, "token")
+            await refuse(send, 401, "missing or unknown bearer token", {"www-authenticate": "Bearer"})
+            return
+        action = self.action_of(scope)
+        if action is not None:
+            try:
+                authorize(operator, action)
+            except Forbidden as exc:
+                self.on_refused(403, "role")
+                await refuse(send, 403, str(exc))
+                return
+        scope.setdefault("state", {})["operator"] = operator
+        await self.app(scope, receive, send)
+
+
+def operator_of(request: Request) -> Operator:
+    """The caller :class:`AdminGate` authenticated (and authorised for the route's action)."""
+    operator: Operator | None = request.scope.get("state", {}).get("operator")
+    if operator is None:  # only without the gate, which create_admin_app always installs
+        raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+    return operator
+
 
 # How each refusal of the action layer is answered.
 ERROR_STATUS: dict[type[Exception], int] = {
@@ -153,20 +248,36 @@ def create_admin_app(
     *,
     registry: CollectorRegistry | None = None,
     background: Callable[[Actions], Coroutine[Any, Any, None]] | None = None,
+    serve_ops: bool = True,
 ) -> FastAPI:
+    """The admin API. With ``serve_ops`` its lifespan also serves ``/healthz``, ``/readyz``, ``/metrics``,
+    ``/openapi.json`` and ``/docs`` on ``settings.ops_port`` (0: any free port, then ``app.state.ops_port``)."""
     registry = registry or CollectorRegistry()
     metrics = RetentionMetrics(registry)
     state: dict[str, Actions] = {}
     tokens = {name: (t.token.get_secret_value().encode(), t.role) for name, t in settings.admin_tokens.items()}
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         access = await open_access()
         actions = state["actions"] = Actions(access, metrics)
         task = asyncio.create_task(background(actions)) if background else None
+        documents = {
+            "/openapi.json": ("application/json", orjson.dumps(app.openapi())),
+            "/docs": (
+                "text/html; charset=utf-8",
+                bytes(get_swagger_ui_html(openapi_url="/openapi.json", title=app.title).body),
+            ),
+        }
+        ops = OpsServer(ops_app(registry, lambda: "actions" in state, documents), settings.host, settings.ops_port)
+        if serve_ops:
+            await ops.start()
+            app.state.ops_port = ops.port
         try:
             yield
         finally:
+            if serve_ops:
+                await ops.stop()
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -174,6 +285,15 @@ def create_admin_app(
             await access.close()
 
     app = FastAPI(title="wa-archive retention admin API", version="1", lifespan=lifespan)
+
+    def refused_request(status: int, reason: str) -> None:
+        metrics.api_refusals.labels(str(status), reason).inc()
+        log.warning("admin API request refused: %d (%s)", status, reason)
+
+    # Outermost last. A body announced over the limit is 413 at once, whoever sends it; then the gate decides 401
+    # and 403 from the headers; only then does FastAPI read the body, which BodyLimit still counts.
+    app.add_middleware(AdminGate, routes=app, tokens=tokens, on_refused=refused_request)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, on_refused=lambda: refused_request(413, "body"))
 
     async def refused(_request: Request, exc: Exception) -> Response:
         status = next(code for kind, code in ERROR_STATUS.items() if isinstance(exc, kind))
@@ -188,29 +308,8 @@ def create_admin_app(
             raise HTTPException(503, "not ready")
         return found
 
-    def authenticate(request: Request) -> Operator:
-        header = request.headers.get("authorization", "")
-        if not header.startswith("Bearer "):
-            raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
-        offered = header[len("Bearer ") :].encode()
-        found: Operator | None = None
-        for name, (secret, role) in tokens.items():
-            if hmac.compare_digest(offered, secret):
-                found = Operator(name, role)
-        if found is None:
-            raise HTTPException(401, "unknown token", headers={"WWW-Authenticate": "Bearer"})
-        return found
-
-    def allowed(action: ActionName) -> Callable[[Operator], Operator]:
-        """The caller, refused early (the action checks again) so that a wrong role is 403 whatever the body."""
-
-        def check(operator: Annotated[Operator, Depends(authenticate)]) -> Operator:
-            authorize(operator, action)
-            return operator
-
-        return check
-
     Run = Annotated[Actions, Depends(ready_actions)]
+    Caller = Annotated[Operator, Depends(operator_of)]
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Response:
@@ -220,10 +319,6 @@ def create_admin_app(
     async def readyz() -> Response:
         ready = "actions" in state
         return Response("ready" if ready else "not ready", status_code=200 if ready else 503, media_type="text/plain")
-
-    @app.get("/metrics", include_in_schema=False)
-    async def metrics_endpoint() -> Response:
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/messages", include_in_schema=False)
     async def messages_in_the_url() -> Response:
@@ -237,10 +332,9 @@ def create_admin_app(
         summary="A person's conversation, decrypted, with the person and reason in the body",
         response_model=dict[str, Any],
         response_class=RecordsJSON,
+        **requires("messages"),
     )
-    async def messages_by_body(
-        operator: Annotated[Operator, Depends(allowed("messages"))], actions: Run, body: MessagesRequest
-    ) -> RecordsJSON:
+    async def messages_by_body(operator: Caller, actions: Run, body: MessagesRequest) -> RecordsJSON:
         # In the body, not the URL: the person's number and the reason stay out of access logs and proxies.
         return RecordsJSON(conversation_json(await actions.messages(operator, **body.model_dump())))
 
@@ -249,10 +343,9 @@ def create_admin_app(
         summary="A group's timeline: every participant's messages, joins, leaves and updates (audited; a reason)",
         response_model=dict[str, Any],
         response_class=RecordsJSON,
+        **requires("group.messages"),
     )
-    async def group_messages(
-        operator: Annotated[Operator, Depends(allowed("group.messages"))], actions: Run, body: GroupMessagesRequest
-    ) -> RecordsJSON:
+    async def group_messages(operator: Caller, actions: Run, body: GroupMessagesRequest) -> RecordsJSON:
         # In the body: the group id names people's conversation and stays out of access logs, like the reason.
         return RecordsJSON((await actions.group_messages(operator, **body.model_dump())).to_json())
 
@@ -260,9 +353,10 @@ def create_admin_app(
         "/v1/search",
         summary="Search the index metadata (nothing is decrypted)",
         description="Without a person or keywords, which would be in the URL: POST /v1/search takes both.",
+        **requires("search"),
     )
     async def search(
-        operator: Annotated[Operator, Depends(allowed("search"))],
+        operator: Caller,
         actions: Run,
         request: Request,
         phone_number_id: str | None = None,
@@ -279,59 +373,61 @@ def create_admin_app(
         query = SearchFilter(phone_number_id, None, since, until, kind, type, deleted_only, edited_only, limit)
         return [hit.to_json() for hit in await actions.search(operator, query)]
 
-    @app.post("/v1/search", summary="Search the index metadata, keywords included, with the filter in the body")
-    async def search_by_body(
-        operator: Annotated[Operator, Depends(allowed("search"))], actions: Run, body: SearchRequest
-    ) -> list[dict[str, Any]]:
+    @app.post(
+        "/v1/search",
+        summary="Search the index metadata, keywords included, with the filter in the body",
+        **requires("search"),
+    )
+    async def search_by_body(operator: Caller, actions: Run, body: SearchRequest) -> list[dict[str, Any]]:
         # In the body, not the URL: message words and a person's number stay out of access logs.
         return [hit.to_json() for hit in await actions.search(operator, SearchFilter(**body.model_dump()))]
 
-    @app.post("/v1/erasures", summary="Erase a person (GDPR Art. 17): crypto-shredding, then deletion")
-    async def erase(
-        operator: Annotated[Operator, Depends(allowed("erase"))], actions: Run, body: ErasureRequest
-    ) -> dict[str, Any]:
+    @app.post(
+        "/v1/erasures", summary="Erase a person (GDPR Art. 17): crypto-shredding, then deletion", **requires("erase")
+    )
+    async def erase(operator: Caller, actions: Run, body: ErasureRequest) -> dict[str, Any]:
         return (await actions.erase(operator, **body.model_dump())).proof()
 
-    @app.get("/v1/erasures", summary="Erasure requests and their deadlines")
-    async def erasures(
-        operator: Annotated[Operator, Depends(allowed("erasures"))], actions: Run
-    ) -> list[dict[str, Any]]:
+    @app.get("/v1/erasures", summary="Erasure requests and their deadlines", **requires("erasures"))
+    async def erasures(operator: Caller, actions: Run) -> list[dict[str, Any]]:
         return [request.to_json() for request in await actions.erasures(operator)]
 
-    @app.post("/v1/erasures/{request_ref}/refuse", summary="Refuse an open erasure request on its legal ground")
+    @app.post(
+        "/v1/erasures/{request_ref}/refuse",
+        summary="Refuse an open erasure request on its legal ground",
+        **requires("erasure.refuse"),
+    )
     async def erasure_refuse(
-        operator: Annotated[Operator, Depends(allowed("erasure.refuse"))],
+        operator: Caller,
         actions: Run,
         request_ref: str,
         body: RefusalRequest,
     ) -> dict[str, Any]:
         return (await actions.refuse_erasure(operator, request_ref, ground=body.ground)).to_json()
 
-    @app.post("/v1/erasures/{request_ref}/extend", summary="Extend an erasure request's deadline by two months")
+    @app.post(
+        "/v1/erasures/{request_ref}/extend",
+        summary="Extend an erasure request's deadline by two months",
+        **requires("erasure.extend"),
+    )
     async def erasure_extend(
-        operator: Annotated[Operator, Depends(allowed("erasure.extend"))],
+        operator: Caller,
         actions: Run,
         request_ref: str,
         body: ExtensionRequest,
     ) -> dict[str, Any]:
         return (await actions.extend_erasure(operator, request_ref, reason=body.reason)).to_json()
 
-    @app.post("/v1/holds", summary="Create a legal hold")
-    async def hold_create(
-        operator: Annotated[Operator, Depends(allowed("hold.create"))], actions: Run, body: HoldRequest
-    ) -> dict[str, object]:
+    @app.post("/v1/holds", summary="Create a legal hold", **requires("hold.create"))
+    async def hold_create(operator: Caller, actions: Run, body: HoldRequest) -> dict[str, object]:
         return (await actions.create_hold(operator, **body.model_dump())).to_json()
 
-    @app.get("/v1/holds", summary="Legal holds")
-    async def holds(
-        operator: Annotated[Operator, Depends(allowed("hold.list"))], actions: Run, include_released: bool = False
-    ) -> list[dict[str, object]]:
+    @app.get("/v1/holds", summary="Legal holds", **requires("hold.list"))
+    async def holds(operator: Caller, actions: Run, include_released: bool = False) -> list[dict[str, object]]:
         return [h.to_json() for h in await actions.holds(operator, include_released=include_released)]
 
-    @app.post("/v1/holds/{hold_id}/release", summary="Release a legal hold")
-    async def hold_release(
-        operator: Annotated[Operator, Depends(allowed("hold.release"))], actions: Run, hold_id: str
-    ) -> dict[str, object]:
+    @app.post("/v1/holds/{hold_id}/release", summary="Release a legal hold", **requires("hold.release"))
+    async def hold_release(operator: Caller, actions: Run, hold_id: str) -> dict[str, object]:
         return (await actions.release_hold(operator, hold_id)).to_json()
 
     @app.post(
@@ -339,21 +435,18 @@ def create_admin_app(
         summary="Subject access / portability export (GDPR Art. 15/20), JSON",
         response_model=dict[str, Any],
         response_class=RecordsJSON,
+        **requires("export"),
     )
-    async def export(
-        operator: Annotated[Operator, Depends(allowed("export"))], actions: Run, body: ExportRequest
-    ) -> RecordsJSON:
+    async def export(operator: Caller, actions: Run, body: ExportRequest) -> RecordsJSON:
         return RecordsJSON((await actions.export(operator, **body.model_dump())).document())
 
-    @app.post("/v1/retention/run", summary="Run retention now (dry run by default)")
-    async def run(
-        operator: Annotated[Operator, Depends(allowed("retention.run"))], actions: Run, body: RetentionRunRequest
-    ) -> dict[str, object]:
+    @app.post("/v1/retention/run", summary="Run retention now (dry run by default)", **requires("retention.run"))
+    async def run(operator: Caller, actions: Run, body: RetentionRunRequest) -> dict[str, object]:
         return (await actions.run_retention(operator, dry_run=body.dry_run)).to_json()
 
-    @app.get("/v1/audit", summary="The audit log (pseudonyms only)")
+    @app.get("/v1/audit", summary="The audit log (pseudonyms only)", **requires("audit"))
     async def audit(
-        operator: Annotated[Operator, Depends(allowed("audit"))],
+        operator: Caller,
         actions: Run,
         limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
     ) -> list[dict[str, Any]]:

@@ -12,6 +12,13 @@ class RetentionMetrics:
             "When a retention run last completed without error (pgBackRest/Velero-style freshness).",
             registry=registry,
         )
+        self.api_refusals = Counter(
+            "wa_retention_api_refusals_total",
+            "Admin API requests refused before their body was read, by status (401, 403, 413) and reason (token, "
+            "role, body).",
+            ["status", "reason"],
+            registry=registry,
+        )
         self.runs = Counter(
             "wa_retention_runs_total",
             "Retention runs by outcome (success, failure, dry_run).",

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.core.settings import KeySettings, PostgresSettings, S3Settings
+from services.core.settings import KeySettings, PostgresSettings, S3Settings, strong_token
 
 Role = Literal["reader", "dpo"]
 
@@ -20,12 +20,25 @@ class AdminToken(BaseModel):
     token: SecretStr
     role: Role
 
+    @field_validator("token")
+    @classmethod
+    def _strong(cls, value: SecretStr) -> SecretStr:
+        # The token signs a person in to the console and opens the admin API: 128 bits, not a password.
+        return strong_token(value)
+
 
 class RetentionSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="WA_RETENTION_", env_nested_delimiter="__", extra="ignore")
 
     host: str = "127.0.0.1"
     port: int = Field(default=8082, ge=0, le=65535)
+    # /healthz, /readyz, /metrics and the API's documentation without a token: a port of its own, for Prometheus
+    # and the cluster, which the admin API's clients need not reach.
+    ops_port: int = Field(default=9082, ge=0, le=65535)
+    # Requests and connections served at once (beyond, 503), and the largest request body (beyond, 413): the
+    # API's requests are a few small JSON fields.
+    max_concurrency: int = Field(default=64, ge=1)
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     log_level: str = "INFO"
     s3: S3Settings = Field(default_factory=S3Settings)
     pg: PostgresSettings = Field(default_factory=PostgresSettings)
@@ -42,8 +55,6 @@ class RetentionSettings(BaseSettings):
     @classmethod
     def _tokens_distinct(cls, value: dict[str, AdminToken]) -> dict[str, AdminToken]:
         secrets = [t.token.get_secret_value() for t in value.values()]
-        if any(len(s) < 16 for s in secrets):
-            raise ValueError("admin tokens must be at least 16 characters")
         if len(set(secrets)) != len(secrets):
             raise ValueError("two admin tokens share the same secret")
         return value

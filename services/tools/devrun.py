@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import orjson
 
+from services.core.published import LOCAL_DEMO_FLAG
 from services.core.settings import read_env_file
 from services.tools.demo_crisis import CAMILLE, LEA, SEARCH_KEYWORD, crisis_webhooks
 from services.tools.demo_media import with_demo_media
@@ -34,7 +35,9 @@ DEMO_CONTACT = "16505559876"
 
 
 def demo_env() -> dict[str, str]:
-    return read_env_file(ROOT / "deploy" / "local" / "demo.env")
+    """deploy/local/demo.env, and the flag that lets the services start with its published secrets: set here, not
+    in the file, so that a Secret seeded from the file is still refused (services/core/published.py)."""
+    return {**read_env_file(ROOT / "deploy" / "local" / "demo.env"), LOCAL_DEMO_FLAG: "1"}
 
 
 def deleted_message_demo() -> list[bytes]:
@@ -156,10 +159,10 @@ def main() -> None:
             "  webhook URL      http://127.0.0.1:8080/webhooks/whatsapp  (secrets: deploy/local/demo.env)\n"
             "  review console   http://127.0.0.1:8083/  sign in as demo-reader / demo-reader-token-local-only\n"
             '                   (or demo-dpo / demo-dpo-token-local-only for the DPO pages); search "commande"\n'
-            "  admin API        http://127.0.0.1:8082/docs\n"
+            "  admin API        http://127.0.0.1:8082/v1/  (documentation: http://127.0.0.1:9082/docs)\n"
             "  Prometheus       http://127.0.0.1:9090/graph?g0.expr=wa_archive%3Astaleness_seconds\n"
             "\nThe deleted message, with the deletion beside it (a reason is required and audited):\n"
-            "  set -a; . deploy/local/demo.env; set +a\n"
+            f"  set -a; . deploy/local/demo.env; set +a; export {LOCAL_DEMO_FLAG}=1\n"
             f"  .venv/bin/wa-archive messages --phone-number-id {DEMO_PHONE_NUMBER_ID} --contact {DEMO_CONTACT} "
             '--reason "demo: disputed order"\n'
             "  .venv/bin/wa-archive replay tests/data/whatsapp --app-secret demo-app-secret-local-only\n"

@@ -33,8 +33,8 @@ from tests.support import serve_asgi
 
 pytestmark = pytest.mark.integration
 
-READER = {"authorization": "Bearer reader-token-for-tests"}  # "test-reader" in pipeline.retention_settings
-DPO = {"authorization": "Bearer dpo-token-for-tests-only"}  # "test-dpo"
+READER = {"authorization": f"Bearer {pipeline.READER_TOKEN}"}  # "test-reader" in pipeline.retention_settings
+DPO = {"authorization": f"Bearer {pipeline.DPO_TOKEN}"}  # "test-dpo"
 CLI_OPERATOR = "cli-operator-of-test-actions"
 
 

@@ -37,8 +37,8 @@ from tests.support import create_topic, serve_asgi
 
 pytestmark = pytest.mark.integration
 
-READER = ("test-reader", "reader-token-for-tests")
-DPO = ("test-dpo", "dpo-token-for-tests-only")
+READER = ("test-reader", pipeline.READER_TOKEN)
+DPO = ("test-dpo", pipeline.DPO_TOKEN)
 GRAPH_TOKEN = "graph-token-for-console-tests"
 PHOTO = b"\x89PNG\r\n\x1a\n" + b"console test image " * 40
 XSS = ['<script>alert("xss")</script>', "<img src=x onerror=alert(1)>"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 import subprocess
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -35,13 +36,14 @@ from tests.support import create_topic, payloads_dir, read_records, read_topic, 
 pytestmark = pytest.mark.integration
 
 SECRET = b"integration-app-secret"
+OUTBOUND_TOKEN = secrets.token_urlsafe(24)
 
 
 def ingest_settings(bootstrap: str, topic: str, deadline_s: float = 5.0) -> IngestSettings:
     return IngestSettings(
         app_secrets=[SecretStr(SECRET.decode())],
         verify_token=SecretStr("verify"),
-        outbound_tokens=[SecretStr("outbound-token")],
+        outbound_tokens=[SecretStr(OUTBOUND_TOKEN)],
         kafka=KafkaSettings(bootstrap_servers=bootstrap, events_topic=topic),
         produce_deadline_s=deadline_s,
     )
@@ -172,9 +174,9 @@ async def test_outbound_report_is_produced_as_outbound_event(kafka_bootstrap: st
         refused = await client.post("/v1/outbound", json=report)
         wrong = await client.post("/v1/outbound", json=report, headers={"authorization": "Bearer nope"})
         incomplete = await client.post(
-            "/v1/outbound", json={"phone_number_id": "1"}, headers={"authorization": "Bearer outbound-token"}
+            "/v1/outbound", json={"phone_number_id": "1"}, headers={"authorization": f"Bearer {OUTBOUND_TOKEN}"}
         )
-        accepted = await client.post("/v1/outbound", json=report, headers={"authorization": "Bearer outbound-token"})
+        accepted = await client.post("/v1/outbound", json=report, headers={"authorization": f"Bearer {OUTBOUND_TOKEN}"})
     assert (refused.status_code, wrong.status_code, incomplete.status_code, accepted.status_code) == (
         401,
         401,

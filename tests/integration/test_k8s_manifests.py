@@ -20,6 +20,7 @@ import importlib.util
 import json
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -405,14 +406,14 @@ def dummy_secret(key: str, env: Mapping[str, str]) -> str:
     values = {
         "app-secrets": json.dumps(["meta-app-secret"]),
         "verify-token": "meta-verify-token",
-        "outbound-tokens": json.dumps(["outbound-token"]),
+        "outbound-tokens": json.dumps([secrets.token_urlsafe(24)]),
         "keks": json.dumps({kek_id: key32}),
         "pepper": key32,
         "pg-dsn": "postgresql://wa_archive:password@postgres:5432/wa_archive",
         "s3-access-key": "access-key",
         "s3-secret-key": "secret-key",
         "graph-token": "graph-token",
-        "admin-tokens": json.dumps({"dpo": {"token": "a-dpo-token-of-16-or-more", "role": "dpo"}}),
+        "admin-tokens": json.dumps({"dpo": {"token": secrets.token_urlsafe(24), "role": "dpo"}}),
         "kafka-sasl-password": "sasl-password",
     }
     return values[key]
@@ -619,9 +620,11 @@ def test_network_policies(target: str) -> None:
     (archiver,) = rules("archiver")
     assert archiver["from"] == [MONITORING], "archiver: from the monitoring namespace only"
     assert ports(archiver) == {8081}
-    (retention,) = rules("retention")
+    retention, retention_ops = rules("retention")
     assert retention["from"] == [{"podSelector": {}}, MONITORING], "retention: this namespace and monitoring"
     assert ports(retention) == {8082}
+    assert retention_ops["from"] == [MONITORING], "retention ops (/metrics, documentation): monitoring only"
+    assert ports(retention_ops) == {9082}
     pages, ops = rules("console")
     assert pages["from"] == [INGRESS_CONTROLLER], "console pages: from the ingress controller only"
     assert ports(pages) == {8083}

@@ -278,7 +278,7 @@ async def test_rewrap_interrupted_and_resumed_then_the_old_kek_is_removed(
         answer = await client.post(
             "/v1/messages",
             json={"contact": late.wa_id, "reason": "KEK retirement test"},
-            headers={"authorization": "Bearer dpo-token-for-tests-only"},
+            headers={"authorization": f"Bearer {pipeline.DPO_TOKEN}"},
         )
     assert answer.status_code == 503
     assert answer.json() == {"detail": f"unknown KEK id '{a}': is the key still configured?"}

@@ -50,8 +50,8 @@ from tests.support import create_topic, serve_asgi
 pytestmark = pytest.mark.integration
 
 HALF = "\ud83d"  # the high half of an emoji, alone
-READER = ("test-reader", "reader-token-for-tests")  # pipeline.retention_settings' tokens
-DPO_BEARER = {"authorization": "Bearer dpo-token-for-tests-only"}
+READER = ("test-reader", pipeline.READER_TOKEN)  # pipeline.retention_settings' tokens
+DPO_BEARER = {"authorization": f"Bearer {pipeline.DPO_TOKEN}"}
 NOT_JSON = b"this plaintext is not JSON at all"
 # A message member nested this deep: its envelope is within the 1,024 levels ingest and the archive's decoders
 # accept; orjson writes only 255, and FastAPI's encoder recurses once per level.

@@ -18,6 +18,7 @@ import orjson
 import pytest
 from botocore.exceptions import ClientError
 from mypy_boto3_s3 import S3Client
+from prometheus_client import CollectorRegistry
 
 from services.archiver.rebuild import rebuild_index
 from services.core.index import INDEX_COLUMNS, IndexRow, ObjectRow, binary_key, binary_keys, write_object_index
@@ -532,7 +533,8 @@ async def test_admin_api_requires_a_token_and_the_right_role(demo_env: dict[str,
     async def opener() -> ArchiveAccess:
         return await open_access(settings)
 
-    app = create_admin_app(settings, opener)
+    registry = CollectorRegistry()
+    app = create_admin_app(settings, opener, registry=registry)
     routes = [
         ("POST", "/v1/messages", "reader"),
         ("POST", "/v1/groups/messages", "reader"),
@@ -563,14 +565,28 @@ async def test_admin_api_requires_a_token_and_the_right_role(demo_env: dict[str,
             assert (anonymous.status_code, wrong.status_code) == (401, 401), path
             if needed == "dpo":
                 reader = await client.request(
-                    method, path, json={}, headers={"authorization": "Bearer reader-token-for-tests"}
+                    method, path, json={}, headers={"authorization": f"Bearer {pipeline.READER_TOKEN}"}
                 )
                 assert reader.status_code == 403, path
         ok = await client.get(
-            "/v1/search", params={"limit": 1}, headers={"authorization": "Bearer reader-token-for-tests"}
+            "/v1/search", params={"limit": 1}, headers={"authorization": f"Bearer {pipeline.READER_TOKEN}"}
         )
         assert ok.status_code == 200
-        assert (await client.get("/openapi.json")).status_code == 200
+        # The documentation and the metrics: with a token here, or on the ops port (Prometheus, the cluster).
+        as_reader = {"authorization": f"Bearer {pipeline.READER_TOKEN}"}
+        for path in ("/openapi.json", "/docs", "/metrics", "/nowhere"):
+            assert (await client.get(path)).status_code == 401, path
+        assert (await client.get("/openapi.json", headers=as_reader)).json()["paths"].keys() == documented
+        assert (await client.get("/metrics", headers=as_reader)).status_code == 404
+        assert (await client.get("/healthz")).status_code == 200
+        refused = "wa_retention_api_refusals_total"
+        assert (registry.get_sample_value(refused, {"status": "401", "reason": "token"}) or 0) == 2 * len(routes) + 4
+        dpo_routes = sum(1 for r in routes if r[2] == "dpo")
+        assert (registry.get_sample_value(refused, {"status": "403", "reason": "role"}) or 0) == dpo_routes
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{app.state.ops_port}", timeout=10) as ops:
+            assert refused in (await ops.get("/metrics")).text
+            assert (await ops.get("/openapi.json")).json()["paths"].keys() == documented
+            assert "swagger-ui" in (await ops.get("/docs")).text
 
 
 async def _openapi(app: object) -> dict[str, dict[str, object]]:

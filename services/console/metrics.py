@@ -1,0 +1,43 @@
+"""Prometheus metrics of the review console's own work (the actions' metrics are services/retention/metrics.py).
+Labels are closed sets: outcomes, statuses, reasons; never a name, an address or a token."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from prometheus_client import CollectorRegistry, Counter
+
+SignInOutcome = Literal["accepted", "refused", "locked"]
+RefusalReason = Literal["form", "role", "body", "credentials", "locked"]
+SessionEnd = Literal["revoked"]
+
+
+class ConsoleMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.sign_ins = Counter(
+            "wa_console_sign_ins_total",
+            "Console sign-ins, by outcome: accepted, refused (wrong name or token), locked (throttled: too many "
+            "attempts for the name or from the address; the credentials were not checked).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.refused_forms = Counter(
+            "wa_console_refused_forms_total", "Console forms refused (CSRF token or origin).", registry=registry
+        )
+        self.refusals = Counter(
+            "wa_console_refusals_total",
+            "Console requests refused, by status (401, 403, 413, 429) and reason (credentials, locked, form, role, "
+            "body).",
+            ["status", "reason"],
+            registry=registry,
+        )
+        self.sessions_ended = Counter(
+            "wa_console_sessions_ended_total",
+            "Sessions ended by the console at a request, by why: revoked (the credential that opened it was removed, "
+            "replaced or given another role).",
+            ["reason"],
+            registry=registry,
+        )
+
+    def refused(self, status: int, reason: RefusalReason) -> None:
+        self.refusals.labels(str(status), reason).inc()

@@ -1,0 +1,102 @@
+"""Secrets the repository publishes, and the rule that keeps them out of a deployment.
+
+``deploy/local/demo.env`` publishes a KEK, a pepper, Meta app secret, webhook and outbound tokens, admin tokens,
+S3 and PostgreSQL credentials and a Graph API token, so that ``make run`` is one command. Anyone can read them, so a
+service that finds one of them in its configuration refuses to start (exit 2, with what to do) unless the
+environment says it is a local demo (``WA_LOCAL_DEMO=1``). Only ``make run`` (services/tools/devrun.py), the
+test suite (tests/conftest.py) and the benchmarks (bench/common.py) set that flag; ``demo.env`` itself does not,
+so a Kubernetes Secret seeded from that file is still refused.
+
+The values are held as SHA-256 digests, not in clear, and tests/unit/test_published.py recomputes them from
+``demo.env`` so that the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator, Mapping
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, SecretStr
+
+LOCAL_DEMO_FLAG: Final = "WA_LOCAL_DEMO"
+
+# SHA-256 of each secret value of deploy/local/demo.env (a PostgreSQL DSN is compared by its password).
+PUBLISHED_SHA256: Final = frozenset(
+    {
+        "0d1ab40b463bae703e1576cca9562421e0ad670184589fa89d2a115a3c2a4ca7",  # WA_S3_SECRET_KEY
+        "713258bdfd8985b832912d6f0de673d9d4fb706cc2acd7ad259adb16108f1823",  # WA_PG_PASSWORD (in the DSNs)
+        "f440d0dd447d403ec0c87ab2bf76d2b064937b7244e0a1ec6064e663031bb781",  # WA_INGEST_APP_SECRETS
+        "617c6b73f31c74ddba0b33119321a717888d5f263dbb83bbcd31e8710c8eb2e2",  # WA_INGEST_VERIFY_TOKEN
+        "02852d54f2c37b2d3eeb008fd9b82d2d050a0ea4c4d7fd1388e60056a1ee07b4",  # WA_INGEST_OUTBOUND_TOKENS
+        "651440861125ee1fc6465d4c0c0dc6d233a7b49b292d1f3024ae3b798fd22ecc",  # KEK local-2026
+        "69601a1361fa10542980e6e6889afa8bbd6a012340e16459ca12fc4ada4e9108",  # pepper
+        "7d12412c8f1072867a3608487e502ebcdc6ef3562101553659f2f10d26c0e406",  # WA_ARCHIVER_GRAPH__TOKEN
+        "53dca5550e241d2e0369d53c8682027c8ce31d4cd24a1ea50607d6e536ec40b3",  # admin token demo-reader
+        "c9d4b555e5c24f7cd9771accdba7c13f8d8ba46e1169720f4259e4de50ac9171",  # admin token demo-dpo
+    }
+)
+
+
+def digest(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def is_published(value: str) -> bool:
+    """True when ``value`` (or, for a URL such as a DSN, its password) is a secret the repository publishes."""
+    candidates = [value.strip()]
+    if "://" in value:
+        try:
+            password = urlsplit(value).password
+        except ValueError:
+            password = None
+        if password:
+            candidates.append(password)
+    return any(digest(candidate) in PUBLISHED_SHA256 for candidate in candidates)
+
+
+def local_demo(environ: Mapping[str, str] | None = None) -> bool:
+    """True when the environment says this is a local demo (``WA_LOCAL_DEMO=1``), where published secrets are
+    allowed."""
+    return (os.environ if environ is None else environ).get(LOCAL_DEMO_FLAG) == "1"
+
+
+def _secrets(value: Any, path: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], str]]:
+    """Every SecretStr inside a settings value, with the field path that holds it (dict keys and list positions
+    are not part of the path: the environment variable is the field's)."""
+    if isinstance(value, SecretStr):
+        yield path, value.get_secret_value()
+    elif isinstance(value, BaseModel):
+        for name in type(value).model_fields:
+            yield from _secrets(getattr(value, name), (*path, name))
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _secrets(item, path)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _secrets(item, path)
+
+
+def published_settings(settings: BaseModel, env_prefix: str) -> list[str]:
+    """The environment variables of ``settings`` whose value is a published secret, in field order."""
+    names: list[str] = []
+    for path, secret in _secrets(settings, ()):
+        name = env_prefix + "__".join(path).upper()
+        if is_published(secret) and name not in names:
+            names.append(name)
+    return names
+
+
+def refusal(names: list[str]) -> str:
+    """What a person reads when a service refuses to start on published secrets: which variables, and what to do."""
+    listed = "\n".join(f"  {name}" for name in names)
+    return (
+        "refusing to start: these settings hold secrets published in the repository (deploy/local/demo.env), "
+        f"which anyone can read:\n{listed}\n"
+        "Generate new values and put them in the service's Secret: a token with "
+        "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`, a KEK or the pepper with "
+        "`openssl rand -base64 32` (docs/OPERATIONS.md, 'Secrets').\n"
+        f"For a local demo on this machine only, set {LOCAL_DEMO_FLAG}=1 (make run, the tests and the benchmarks do)."
+    )
