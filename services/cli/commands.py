@@ -87,6 +87,23 @@ def with_actions(work: Work) -> int:
         return 1
 
 
+def cmd_migrate(_args: argparse.Namespace) -> int:
+    """Apply the pending migrations as the schema's owner (``WA_MIGRATOR_PG__DSN``), the one step that may."""
+    import asyncpg  # noqa: PLC0415
+
+    from services.core.schema import migrate_dsn  # noqa: PLC0415
+    from services.core.settings import MigratorSettings, load_settings  # noqa: PLC0415
+
+    config = load_settings(MigratorSettings)
+    try:
+        applied = asyncio.run(migrate_dsn(config.pg.dsn.get_secret_value()))
+    except asyncpg.InsufficientPrivilegeError as exc:
+        print(f"refused: {exc} (WA_MIGRATOR_PG__DSN must be the login of the schema's owner)", file=sys.stderr)
+        return 2
+    print(f"applied {len(applied)} migration(s){': ' + ', '.join(applied) if applied else ''}")
+    return 0
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     from services.tools.replay import load_bodies, replay  # noqa: PLC0415
 

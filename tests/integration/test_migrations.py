@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from services.core.schema import migration_files
+from services.core.schema import SCHEMA_MIGRATIONS_DDL, migration_files
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -21,10 +21,11 @@ MESSAGE = "cd" * 32
 
 @pytest.fixture
 async def scratch(pg_dsn: str) -> AsyncIterator[asyncpg.Connection]:
-    """A connection whose search_path is a new, empty schema, dropped afterwards."""
+    """A connection whose search_path is a new schema, empty but for the runner's own table, dropped afterwards."""
     conn = await asyncpg.connect(pg_dsn)
     schema = f"test_migrations_{uuid.uuid4().hex[:8]}"
     await conn.execute(f"CREATE SCHEMA {schema}; SET search_path = {schema}")
+    await conn.execute(SCHEMA_MIGRATIONS_DDL)
     try:
         yield conn
     finally:
