@@ -14,6 +14,7 @@ may do what its code does and is refused the rest.
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -21,6 +22,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import boto3
 import pytest
+import yaml
 from botocore.client import Config
 from botocore.exceptions import ClientError
 from mypy_boto3_s3 import S3Client
@@ -29,6 +31,7 @@ from services.core.bucket import ArchiveBucket
 from services.core.schema import SCHEMA_MIGRATIONS_DDL, migration_files
 from services.ingest.settings import IngestSettings
 from tests import pipeline
+from tests.support import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 
@@ -336,3 +339,24 @@ async def test_retention_reads_and_deletes_every_version(
     gone, refused_keys = await retention.delete_permanently([key])
     assert (gone, refused_keys) == ([key], {})
     assert not s3_client.list_object_versions(Bucket=bucket, Prefix=key).get("Versions")
+
+
+def test_compose_gives_the_services_the_logins_of_the_native_stack(demo_env: dict[str, str]) -> None:
+    """deploy/compose.yaml states the roles and identities inline: they must be demo.env's, or Compose would
+    start services that cannot sign in."""
+    compose = yaml.safe_load((REPO_ROOT / "deploy" / "compose.yaml").read_text(encoding="utf-8"))
+    identities = {i["name"]: i for i in json.loads(compose["configs"]["seaweedfs-identities"]["content"])["identities"]}
+    for service in SERVICES:
+        (credentials,) = identities[f"wa-{service.lower()}"]["credentials"]
+        assert credentials == {
+            "accessKey": demo_env[f"WA_{service}_S3__ACCESS_KEY"],
+            "secretKey": demo_env[f"WA_{service}_S3__SECRET_KEY"],
+        }
+    roles = compose["configs"]["postgres-roles"]["content"]
+    for service in SERVICES:
+        user, password = re.match(r"postgresql://([^:]+):([^@]+)@", demo_env[f"WA_{service}_PG__DSN"]).groups()  # type: ignore[union-attr]
+        assert f"CREATE ROLE {user} LOGIN PASSWORD '{password}';" in roles
+    for name in ("archiver", "retention"):
+        dsn = compose["services"][name]["environment"][f"WA_{name.upper()}_PG__DSN"]
+        assert dsn.startswith(f"postgresql://{ROLES[name.upper()]}:"), name
+    assert compose["services"]["migrate"]["command"] == ["migrate"]
