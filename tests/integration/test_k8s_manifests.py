@@ -419,7 +419,7 @@ def test_retention_cron_job() -> None:
 
 
 def dummy_secret(key: str, env: Mapping[str, str]) -> str:
-    """A value of the right shape for each key of wa-archive-secrets (formats: deploy/k8s/README.md)."""
+    """A value of the right shape for each key of the Secrets (formats: deploy/k8s/README.md, section 5)."""
     key32 = base64.b64encode(bytes(range(32))).decode()
     kek_id = next((v for k, v in env.items() if k.endswith("KEYS__CURRENT_KEK_ID")), "kek")
     values = {
