@@ -211,7 +211,8 @@ s3_ready() { curl -fsS -o /dev/null "http://127.0.0.1:$WA_S3_PORT/status" 2>/dev
 # The identities of SeaweedFS's S3 gateway, from demo.env: the administrator (buckets, the tests' fixtures) and one
 # per service, limited to the archive bucket. SeaweedFS has no action of its own for deletes: "Write" covers
 # PutObject and DeleteObject(s), so retention holds it; on AWS its policy grants the deletes without PutObject
-# (deploy/k8s/README.md). Returns 0 when the file changed (the gateway reads it at start only).
+# (deploy/k8s/README.md). A put with an Object Lock retention needs "PutObjectRetention" besides "Write".
+# Returns 0 when the file changed (the gateway reads it at start only).
 write_s3_config() {
   local file=$STACK/s3/s3.json new
   new=$(cat <<JSON
@@ -219,7 +220,7 @@ write_s3_config() {
   {"name": "wa-archive", "credentials": [{"accessKey": "$WA_S3_ACCESS_KEY", "secretKey": "$WA_S3_SECRET_KEY"}],
    "actions": ["Admin", "Read", "Write", "List", "Tagging"]},
   {"name": "wa-archiver", "credentials": [{"accessKey": "$WA_ARCHIVER_S3__ACCESS_KEY", "secretKey": "$WA_ARCHIVER_S3__SECRET_KEY"}],
-   "actions": ["Write:$WA_ARCHIVER_S3__BUCKET"]},
+   "actions": ["Write:$WA_ARCHIVER_S3__BUCKET", "PutObjectRetention:$WA_ARCHIVER_S3__BUCKET"]},
   {"name": "wa-retention", "credentials": [{"accessKey": "$WA_RETENTION_S3__ACCESS_KEY", "secretKey": "$WA_RETENTION_S3__SECRET_KEY"}],
    "actions": ["Read:$WA_RETENTION_S3__BUCKET", "List:$WA_RETENTION_S3__BUCKET", "Write:$WA_RETENTION_S3__BUCKET"]},
   {"name": "wa-console", "credentials": [{"accessKey": "$WA_CONSOLE_S3__ACCESS_KEY", "secretKey": "$WA_CONSOLE_S3__SECRET_KEY"}],

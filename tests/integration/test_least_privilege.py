@@ -45,7 +45,7 @@ GRANTS: dict[str, dict[str, str]] = {
     "subject_keys": {"wa_archiver": "SID", "wa_retention": "SD", "wa_console": "SD"},
     "shredded_keys": {"wa_archiver": "S", "wa_retention": "SI", "wa_console": "SI"},
     "erased_subjects": {"wa_archiver": "S", "wa_retention": "SIU", "wa_console": "SIU"},
-    "erased_events": {"wa_archiver": "I", "wa_retention": "SI"},
+    "erased_events": {"wa_archiver": "SI", "wa_retention": "SI"},
     "archive_objects": {"wa_archiver": "SIU", "wa_retention": "SIUD", "wa_console": "SD"},
     "archived_events": {"wa_archiver": "SIU", "wa_retention": "SIUD", "wa_console": "SD"},
     "archived_media": {"wa_archiver": "SIU", "wa_retention": "SIUD", "wa_console": "SD"},

@@ -49,7 +49,9 @@ GRANT SELECT, INSERT, DELETE ON subject_keys TO wa_archiver;
 GRANT UPDATE (created_at) ON subject_keys TO wa_archiver;
 GRANT SELECT ON shredded_keys, erased_subjects TO wa_archiver;
 GRANT SELECT, INSERT, UPDATE ON archive_objects, archived_events, archived_media TO wa_archiver;
-GRANT INSERT ON business_numbers, subject_aliases, erased_events TO wa_archiver;
+GRANT INSERT ON business_numbers, subject_aliases TO wa_archiver;
+-- ON CONFLICT (event_id) DO NOTHING reads the arbiter column: SELECT too.
+GRANT SELECT, INSERT ON erased_events TO wa_archiver;
 GRANT SELECT, INSERT, DELETE ON keyword_index TO wa_archiver;
 GRANT SELECT, INSERT ON number_holders TO wa_archiver;
 
