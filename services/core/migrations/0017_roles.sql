@@ -26,14 +26,13 @@ BEGIN
     END IF;
 END $$;
 
--- Nothing for anyone but the owner, then the grants below. The schema is the current one, not `public` by name:
+-- Nothing for PUBLIC, then the grants below (a migration before this one may already have granted its own table
+-- to a role: that grant stays). The schema is the current one, not `public` by name:
 -- tests/integration/test_migrations.py applies every migration in a scratch schema.
 DO $$
 BEGIN
-    EXECUTE format('REVOKE ALL ON ALL TABLES IN SCHEMA %I FROM PUBLIC, wa_archiver, wa_retention, wa_console',
-                   current_schema());
-    EXECUTE format('REVOKE ALL ON ALL SEQUENCES IN SCHEMA %I FROM PUBLIC, wa_archiver, wa_retention, wa_console',
-                   current_schema());
+    EXECUTE format('REVOKE ALL ON ALL TABLES IN SCHEMA %I FROM PUBLIC', current_schema());
+    EXECUTE format('REVOKE ALL ON ALL SEQUENCES IN SCHEMA %I FROM PUBLIC', current_schema());
     EXECUTE format('GRANT USAGE ON SCHEMA %I TO wa_archiver, wa_retention, wa_console', current_schema());
 END $$;
 
