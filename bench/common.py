@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from services.tools.devrun import apply_migrations
 from tests.support import REPO_ROOT, load_demo_env
 
 RESULTS = REPO_ROOT / "bench" / "results"
@@ -25,9 +26,11 @@ def demo_env() -> dict[str, str]:
 
 
 def ensure_stack() -> None:
+    """The local stack up and the schema migrated by its owner (the services' roles may not migrate)."""
     subprocess.run(
         [str(REPO_ROOT / "deploy" / "local" / "stack.sh"), "up"], check=True, capture_output=True, timeout=600
     )
+    apply_migrations({**os.environ, **demo_env()})
 
 
 def ensure_tool(name: str, package: str) -> str:
