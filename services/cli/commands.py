@@ -44,6 +44,7 @@ def with_actions(work: Work) -> int:
     """
     from prometheus_client import CollectorRegistry  # noqa: PLC0415
 
+    from services.core.schema import SchemaNotCurrent  # noqa: PLC0415
     from services.retention.access import open_access  # noqa: PLC0415
     from services.retention.actions import (  # noqa: PLC0415
         Actions,
@@ -62,7 +63,7 @@ def with_actions(work: Work) -> int:
     operator = Operator(config.operator, "dpo")
 
     async def run() -> int:
-        access = await open_access(config)
+        access = await open_access(config, schema_wait_s=0)  # a person waits for no migrator: say so at once
         try:
             return await work(Actions(access, RetentionMetrics(CollectorRegistry())), operator)
         finally:
@@ -84,6 +85,9 @@ def with_actions(work: Work) -> int:
         return 2
     except NotFound as exc:
         print(str(exc), file=sys.stderr)
+        return 1
+    except SchemaNotCurrent as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 1
 
 
