@@ -7,7 +7,7 @@ may do what its code does and is refused the rest.
 - Each role is refused, on the live schema, what it must not do: the audit log's UPDATE, DELETE, TRUNCATE and its
   triggers (no service owns it), the console's writes to the keys, any DDL. Every statement runs in a transaction
   that is rolled back, so an unexpected success changes nothing for the other tests.
-- ingest has no database role and no S3 identity at all.
+- ingest has no database role and no S3 identity at all; only the owner can run `wa-archive migrate`.
 - S3: the console reads and may neither write nor delete; the archiver writes and may not read; retention reads,
   lists and deletes every version of an object.
 """
@@ -15,7 +15,10 @@ may do what its code does and is refused the rest.
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 
@@ -360,3 +363,24 @@ def test_compose_gives_the_services_the_logins_of_the_native_stack(demo_env: dic
         dsn = compose["services"][name]["environment"][f"WA_{name.upper()}_PG__DSN"]
         assert dsn.startswith(f"postgresql://{ROLES[name.upper()]}:"), name
     assert compose["services"]["migrate"]["command"] == ["migrate"]
+
+
+@pytest.mark.parametrize("service", [None, *SERVICES])
+def test_only_the_owner_can_run_wa_archive_migrate(
+    demo_env: dict[str, str], service: str | None, migrated: None
+) -> None:
+    dsn = demo_env["WA_MIGRATOR_PG__DSN"] if service is None else demo_env[f"WA_{service}_PG__DSN"]
+    env = {**os.environ, **demo_env, "WA_MIGRATOR_PG__DSN": dsn}
+    done = subprocess.run(
+        [sys.executable, "-m", "services.cli", "migrate"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if service is None:
+        assert (done.returncode, done.stdout.strip()) == (0, "applied 0 migration(s)"), done.stderr
+    else:
+        assert done.returncode == 2, done.stderr
+        assert "refused: permission denied" in done.stderr
