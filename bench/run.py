@@ -1,7 +1,7 @@
 """``make bench``: every benchmark in one go, then one report (JSON + markdown) in bench/results/.
 
-Runs ingest, archiver, end-to-end freshness, retention, retrieval, the index layouts and the review console (on an
-archive of 1,000,000 messages it builds once and reuses: see bench/console.py), each as its own process
+Runs ingest, archiver, end-to-end freshness, retention, retrieval, the index layouts, the KEK rewrap and the review
+console (on an archive of 1,000,000 messages it builds once and reuses: see bench/console.py), each as its own process
 (one failing does not stop the others; the report says which failed), then writes bench/results/report.json and
 report.md with every figure against its target, the machine and the versions of the servers and libraries.
 
@@ -32,6 +32,7 @@ FULL: dict[str, list[str]] = {
     "retention": [],
     "retrieval": [],
     "index_schema": [],
+    "rewrap": [],
     "console": [],
 }
 QUICK: dict[str, list[str]] = {
@@ -41,6 +42,7 @@ QUICK: dict[str, list[str]] = {
     "retention": ["--events", "100000"],
     "retrieval": ["--repeats", "3"],
     "index_schema": ["--events", "50000", "--rounds", "1"],
+    "rewrap": ["--keys", "20000", "--batch-sizes", "1000"],
     "console": ["--messages", "100000", "--queries", "20", "--runs", "10"],
 }
 PACKAGES = ("aiokafka", "asyncpg", "boto3", "cryptography", "orjson", "uvicorn", "fastapi", "prometheus-client")
@@ -196,6 +198,21 @@ def markdown(report: dict[str, Any]) -> str:
             f"({f['achieved_events_per_s']:,} achieved), lost {f['lost']}: webhook → durable "
             f"p50 {f['webhook_to_durable_ms']['p50']:,} ms, p99 {f['webhook_to_durable_ms']['p99']:,} ms; "
             f"ingest answer p50 {f['ingest_answer_ms']['p50']} ms, p99 {f['ingest_answer_ms']['p99']} ms.",
+            "",
+        ]
+    rewrap = results.get("rewrap", {})
+    if rewrap.get("status") == "ok":
+        f = rewrap["figures"]
+        lines += [
+            "## KEK retirement: rewrap",
+            "",
+            "| keys | batch | keys/s | process CPU µs/key | PostgreSQL CPU µs/key | machine CPU µs/key |",
+            "|---|---|---|---|---|---|",
+            *(
+                f"| {f['keys']:,} | {r['batch_size']:,} | {r['keys_per_s']:,} | {r['process_cpu_us_per_key']} | "
+                f"{r['postgres_cpu_us_per_key']} | {r['machine_cpu_us_per_key']} |"
+                for r in f["runs"]
+            ),
             "",
         ]
     console = results.get("console", {})

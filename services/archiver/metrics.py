@@ -71,6 +71,11 @@ class ArchiverMetrics:
             ["dependency"],
             registry=registry,
         )
+        self.crash_isolations = Counter(
+            "wa_archiver_crash_isolations_total",
+            "Batches written in smaller pieces because a process died while writing them (out of memory, killed).",
+            registry=registry,
+        )
         self.dead_letters = Counter(
             "wa_archiver_dead_letters_total",
             "Records that can never be archived, sent to the dead-letter topic, by reason.",

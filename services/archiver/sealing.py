@@ -41,6 +41,7 @@ from services.core.journal import (
     EVENT_FORMAT,
     FORMAT_HEADER,
     WEBHOOK_FORMAT,
+    deep_enough,
     header_value,
     split_record,
 )
@@ -101,25 +102,42 @@ _EVENT_HEADERS: Final = ((FORMAT_HEADER, EVENT_FORMAT),)
 
 
 def decode_record(raw: RawRecord) -> list[ConsumedRecord]:
-    """The events of one Kafka record, in body order, each archivable or with its reason not to be.
+    """The events of one Kafka record, in body order, each archivable or with its reason not to be. Never raises.
 
     An event envelope record (``event/1``) is sealed as the exact bytes Kafka carried; the events split from a
     journaled webhook (``webhook/1``) as their envelopes. A record that cannot be split is one dead letter,
-    carried as it was consumed (its headers too, so it can be produced again once the cause is fixed)."""
+    carried as it was consumed (its headers too, so it can be produced again once the cause is fixed); so is a
+    record whose split fails in a way nobody foresaw, and an event that cannot be encoded again is a dead letter
+    of its own, the record's other events archived."""
+    try:
+        with deep_enough():  # an envelope is encoded as deeply as ingest accepted its webhook
+            return _decode_record(raw)
+    except Exception as exc:  # a bug or an input nobody foresaw: this record alone, never the batch
+        return [_undecodable(raw, f"unsplittable record: {type(exc).__name__}")]
+
+
+def _undecodable(raw: RawRecord, reason: str) -> ConsumedRecord:
+    return ConsumedRecord(
+        raw.partition, raw.offset, raw.timestamp_ms, raw.key, raw.value or b"", None, reason, 0, raw.headers
+    )
+
+
+def _decode_record(raw: RawRecord) -> list[ConsumedRecord]:
     split = split_record(raw.value, raw.headers)
     if split.fault is not None:
-        dead = ConsumedRecord(
-            raw.partition, raw.offset, raw.timestamp_ms, raw.key, raw.value or b"", None, split.fault, 0, raw.headers
-        )
-        return [dead]
+        return [_undecodable(raw, split.fault)]
     whole = len(split.events) == 1 and header_value(raw.headers, FORMAT_HEADER) != WEBHOOK_FORMAT
     decoded: list[ConsumedRecord] = []
     for position, event in enumerate(split.events):
+        fault = unstorable(event)
         if whole:
             key, value, headers = raw.key, raw.value or b"", raw.headers
         else:
-            key, value, headers = event.key(), event.to_json(), _EVENT_HEADERS
-        fault = unstorable(event)
+            try:
+                key, value, headers = event.key(), event.to_json(), _EVENT_HEADERS
+            except Exception as exc:  # the event alone is dead-lettered, carrying the POST it came in
+                key, value, headers = raw.key, raw.value or b"", raw.headers
+                fault = f"unencodable event: {type(exc).__name__} (position {position})"
         decoded.append(
             ConsumedRecord(
                 raw.partition,

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from services.archiver.batching import FlushPolicy
 from services.archiver.consumer import ArchiverLoop, Rebalance
+from services.archiver.inflight import InflightLedger
 from services.archiver.media import MediaFetcher
 from services.archiver.metrics import ArchiverMetrics
 from services.archiver.settings import ArchiverSettings
@@ -112,6 +113,9 @@ async def run_archiver(
             policy=load_policy(settings.retention_policy_file) if settings.retention_policy_file else DEFAULT_POLICY,
             retry=RetryPolicy(initial_s=settings.retry_initial_s, max_s=settings.retry_max_s, jitter=0.2),
             max_concurrent_writes=settings.max_concurrent_writes,
+            unexpected_attempts=settings.unexpected_attempts,
+            ledger=InflightLedger(pool, group_id=settings.group_id, topic=settings.kafka.events_topic),
+            crash_fan_out=settings.crash_fan_out,
         )
         consumer = AIOKafkaConsumer(
             **settings.kafka.client_options(),

@@ -63,6 +63,12 @@ class ArchiverSettings(BaseSettings):
     retry_initial_s: float = Field(default=0.2, gt=0)
     retry_max_s: float = Field(default=10.0, gt=0)
     drain_timeout_s: float = Field(default=60.0, gt=0)
+    # Tries of a batch, and of a record alone, failing with an exception nobody classified before the record is
+    # dead-lettered (services/archiver/writer.py); with retry_initial_s 0.2 the five tries span about 3 s.
+    unexpected_attempts: int = Field(default=5, ge=1)
+    # After a process died while writing a range, the range is written in this many pieces
+    # (services/archiver/inflight.py).
+    crash_fan_out: int = Field(default=8, ge=2)
 
     @field_validator("consumer_options")
     @classmethod

@@ -5,12 +5,25 @@ the dead-letter topic, media objects and the batch object written to the bucket,
 the caller may then commit ``last_offset + 1``. The decisions (what is poison, who owns a record, its sealing,
 index rows and retention class) are the pure steps of :mod:`services.archiver.sealing`; this module does the I/O.
 
-Failures follow the one retry policy (:mod:`services.core.retry`): outages and unexpected errors are retried with
-capped exponential backoff, never skipped; an erasure committed meanwhile screens the batch again at once (the
-person's records from before it are dropped with a tombstone, never sealed again). When a store refuses the
-data itself (poison), the batch is split in halves until the record that carries it is alone: that record goes
-to the dead-letter topic with the reason, and every other record of the batch is archived. Cancellation
-(shutdown, revoke) stops the retries and leaves the offsets uncommitted, so the batch is consumed again.
+Failures follow the one retry policy (:mod:`services.core.retry`): outages are retried with capped exponential
+backoff, never skipped; an erasure committed meanwhile screens the batch again at once (the person's records from
+before it are dropped with a tombstone, never sealed again). When a store refuses the data itself (poison), the
+batch is split in halves until the record that carries it is alone: that record goes to the dead-letter topic with
+the reason, and every other record of the batch is archived.
+
+An exception nobody classified (a bug, or a value no step foresaw) is retried ``unexpected_attempts`` times, then
+isolated by halving like poison: the record that still fails alone goes to the dead-letter topic with the
+exception's type as its reason, and the rest of the batch is archived. So that a failure that hits *every* record
+(a bug in a release, a dependency failing in a way nobody classified) does not empty the topic into the
+dead-letter topic, a record is blamed only while the writer has *blame credit*: one to start with, and one more
+for each piece of work archived since (capped). Without credit the record is retried, with backoff, until
+something else is archived or the process is stopped; the lag alerts call a person meanwhile.
+
+A death that no exception reports (out of memory, killed) is handled by the in-flight ledger
+(:mod:`services.archiver.inflight`): after a restart, the range that was in flight is written in smaller pieces, and
+an event that was in flight alone at a second death is dead-lettered instead of killing the process again.
+
+Cancellation (shutdown, revoke) stops the retries and leaves the offsets uncommitted, so the batch is consumed again.
 """
 
 from __future__ import annotations
@@ -27,6 +40,7 @@ from typing import TypeVar
 
 import asyncpg
 
+from services.archiver.inflight import InflightLedger, Piece, Suspect, plan_pieces, residual
 from services.archiver.media import MediaFetcher, MediaRef, MediaResult, media_ref
 from services.archiver.metrics import ArchiverMetrics
 from services.archiver.sealing import (
@@ -45,6 +59,7 @@ from services.archiver.sealing import (
     seal_batch,
 )
 from services.core.bucket import ArchiveBucket
+from services.core.crypto import UnknownKek
 from services.core.events import Event
 from services.core.holders import number_changes, record_number_changes
 from services.core.index import write_object_index, write_tombstones
@@ -56,6 +71,10 @@ from services.core.retry import Attempt, Failure, RetryPolicy, classify, depende
 
 log = logging.getLogger("wa_archive.archiver")
 T = TypeVar("T")
+
+# Blame credit (see the module docstring): at most this many records blamed for unexpected failures in a row
+# without anything archived in between. One to start: a process may meet a bad record before any good one.
+MAX_BLAME_CREDIT = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +121,9 @@ class BatchWriter:
         policy: RetentionPolicy = DEFAULT_POLICY,
         retry: RetryPolicy,
         max_concurrent_writes: int = 2,
+        unexpected_attempts: int = 5,
+        ledger: InflightLedger | None = None,
+        crash_fan_out: int = 8,
     ) -> None:
         self.topic = topic
         self.dlq_topic = dlq_topic
@@ -119,6 +141,10 @@ class BatchWriter:
         # Hot-path memo: a batch has few distinct people.
         self._owners: dict[tuple[str, str | None, str | None, str | None], Pseudonyms] = {}
         self.tokenizer = Tokenizer(keyword_key(pepper))  # the keyword tokens, remembered per word
+        self.unexpected_attempts = max(1, unexpected_attempts)
+        self.ledger = ledger
+        self.crash_fan_out = crash_fan_out
+        self._blame_credit = 1
 
     async def write(self, partition: int, raw: Sequence[RawRecord]) -> WriteOutcome:
         async with self.write_slots:
@@ -126,17 +152,11 @@ class BatchWriter:
 
     async def _write(self, partition: int, raw: Sequence[RawRecord]) -> WriteOutcome:
         records = [record for r in raw for record in decode_record(r)]
-        poison = [r for r in records if r.event is None]
-        good = [r for r in records if r.event is not None]
         progress = _Progress()
-        if poison:
-            await self._dead_letter(poison, progress)
-        # Media are fetched once per batch (their failures are final after the fetcher's own attempts); the
-        # batch object and index are retried until durable.
-        media_results = await self._fetch_media(good)
-        keys: list[str] = []
-        if good:
-            keys = await self._archive_isolating(good, media_results, progress)
+        if self.ledger is None:
+            keys = await self._write_records(records, progress)
+        else:
+            keys = await self._write_recorded(self.ledger, partition, records, progress)
         return WriteOutcome(
             progress.archived,
             progress.dead_letters,
@@ -145,6 +165,61 @@ class BatchWriter:
             progress.size_bytes,
             progress.attempts,
         )
+
+    async def _write_records(self, records: Sequence[ConsumedRecord], progress: _Progress) -> list[str]:
+        """Dead-letter the records that cannot be split or stored, archive the others; the keys written."""
+        poison = [r for r in records if r.event is None]
+        good = [r for r in records if r.event is not None]
+        if poison:
+            await self._dead_letter(poison, progress)
+        if not good:
+            return []
+        # Media are fetched once per batch (their failures are final after the fetcher's own attempts); the
+        # batch object and index are retried until durable.
+        media_results = await self._fetch_media(good)
+        return await self._archive_isolating(good, media_results, progress)
+
+    async def _write_recorded(
+        self, ledger: InflightLedger, partition: int, records: Sequence[ConsumedRecord], progress: _Progress
+    ) -> list[str]:
+        """:meth:`_write_records` under the in-flight ledger: each piece recorded before it is written, a range
+        left in flight by a dead process written in smaller pieces (:func:`plan_pieces`)."""
+        if not records:
+            return []
+        suspect: Suspect | None = await self._retrying(lambda: ledger.suspect(partition), progress)
+        pieces = plan_pieces(records, suspect, fan_out=self.crash_fan_out)
+        if suspect is not None and len(pieces) > 1:
+            self.metrics.crash_isolations.inc()
+            log.warning(
+                "partition %d: a process died while writing offsets %d-%d (%d death(s)); writing them in %d pieces",
+                partition,
+                suspect.first[0],
+                suspect.last[0],
+                suspect.deaths,
+                len(pieces),
+            )
+        keys: list[str] = []
+        try:
+            for piece in pieces:
+                if piece.doomed:
+                    (record,) = piece.items
+                    reason = f"stopped the archiver: in flight at {piece.deaths} deaths"
+                    log.error("partition %d offset %d: %s; dead-lettering it", partition, record.offset, reason)
+                    await self._dead_letter([replace(record, event=None, poison=reason)], progress)
+                    continue
+                await self._mark(ledger, partition, piece, progress)
+                keys += await self._write_records(piece.items, progress)
+        except asyncio.CancelledError:
+            await ledger.settle_cancelled(partition, suspect)
+            raise
+        remaining = residual(suspect, pieces[-1].last)
+        await self._retrying(lambda: ledger.settle(partition, remaining), progress)
+        return keys
+
+    async def _mark(
+        self, ledger: InflightLedger, partition: int, piece: Piece[ConsumedRecord], progress: _Progress
+    ) -> None:
+        await self._retrying(lambda: ledger.mark(partition, piece.first, piece.last, piece.deaths), progress)
 
     def _owner(self, event: Event) -> Pseudonyms:
         person = event.subject
@@ -161,16 +236,28 @@ class BatchWriter:
             found = self._owners[memo_key] = pseudonyms_of(self.pepper, event)
         return found
 
-    async def _retrying(self, step: Callable[[], Awaitable[T]], progress: _Progress) -> T:
-        """``step`` under the retry policy: poison propagates at once, everything else is retried."""
+    async def _retrying(
+        self, step: Callable[[], Awaitable[T]], progress: _Progress, *, unexpected_attempts: int | None = None
+    ) -> T:
+        """``step`` under the retry policy: poison propagates at once, outages are retried until they end, and an
+        unexpected failure is retried until ``unexpected_attempts`` tries failed that way (None: no limit)."""
+        unexpected = 0
 
         async def attempt() -> T:
             progress.attempts += 1
             return await step()
 
+        def retry_on(exc: Exception) -> bool:
+            nonlocal unexpected
+            failure = classify(exc)
+            if failure is Failure.UNEXPECTED and not isinstance(exc, KeyShredded):
+                unexpected += 1
+                return unexpected_attempts is None or unexpected < unexpected_attempts
+            return failure is not Failure.POISON
+
         return await self.retry.run(
             attempt,
-            retry_on=lambda exc: classify(exc) is not Failure.POISON,
+            retry_on=retry_on,
             immediately=lambda exc: isinstance(exc, KeyShredded),
             on_retry=self._on_retry,
         )
@@ -184,6 +271,13 @@ class BatchWriter:
             self.metrics.retries.labels("keys").inc()
             return
         self.metrics.failed_flushes.inc()
+        if isinstance(exc, UnknownKek):
+            # An outage of a kind (services/core/retry.py): a person's key is wrapped by a KEK this archiver was
+            # not given (removed from KEYS__KEKS before `wa-archive keys status` showed it empty). The batch waits,
+            # uncommitted and never dead-lettered, until the KEK is configured; the message names the KEK id.
+            self.metrics.retries.labels(dependency_of(exc)).inc()
+            log.error("%s; retrying in %.1fs", exc, attempt.delay_s)
+            return
         if classify(exc) is Failure.OUTAGE:
             label = dependency_of(exc)
             self.metrics.retries.labels(label).inc()
@@ -200,22 +294,48 @@ class BatchWriter:
         records: Sequence[ConsumedRecord],
         media_results: dict[str, tuple[MediaRef, MediaResult]],
         progress: _Progress,
+        *,
+        halved: bool = False,
     ) -> list[str]:
-        """Archive ``records``; if a store refuses the data, halve until the refused record is alone, dead-letter
-        it with the store's reason, and archive the others. Returns the keys of the objects written."""
-        try:
-            done = await self._retrying(lambda: self._archive(records, media_results), progress)
-        except Exception as exc:
-            if classify(exc) is not Failure.POISON:
-                raise
-            if len(records) == 1:
-                reason = f"{dependency_of(exc)} refused: {type(exc).__name__}"
-                log.warning("the store refused a record (%s); sending it to the dead-letter topic", reason)
+        """Archive ``records``; if a store refuses the data, or an unexpected failure outlasts its attempts, halve
+        until the record at fault is alone, dead-letter it with the reason, and archive the others. Returns the
+        keys of the objects written. Halves are tried once before they are halved again: the bounded retries of
+        an unexpected failure are spent on the whole batch and on the single record."""
+        attempts = 1 if halved and len(records) > 1 else self.unexpected_attempts
+        while True:
+            try:
+                done = await self._retrying(
+                    lambda: self._archive(records, media_results), progress, unexpected_attempts=attempts
+                )
+                break
+            except Exception as exc:
+                failure = classify(exc)
+                if failure is Failure.OUTAGE:
+                    raise  # not retryable any more: only a stop gets here
+                if len(records) > 1:
+                    middle = len(records) // 2
+                    first = await self._archive_isolating(records[:middle], media_results, progress, halved=True)
+                    rest = await self._archive_isolating(records[middle:], media_results, progress, halved=True)
+                    return first + rest
+                if failure is Failure.POISON:
+                    reason = f"{dependency_of(exc)} refused: {type(exc).__name__}"
+                    log.warning("the store refused a record (%s); sending it to the dead-letter topic", reason)
+                elif self._blame_credit > 0:
+                    self._blame_credit -= 1
+                    reason = f"unexpected failure: {type(exc).__name__}"
+                    log.error("a record failed alone %d time(s) (%s); dead-lettering it", attempts, reason)
+                else:
+                    # Nothing archived since the last record blamed: this may fail for every record. Keep trying
+                    # (with backoff) rather than dead-letter on a guess; the lag alerts call a person.
+                    log.error(
+                        "a record failed alone (%s) and nothing was archived since the last one blamed;"
+                        " retrying it instead of dead-lettering",
+                        type(exc).__name__,
+                    )
+                    continue
                 await self._dead_letter([replace(records[0], event=None, poison=reason)], progress)
                 return []
-            middle = len(records) // 2
-            first = await self._archive_isolating(records[:middle], media_results, progress)
-            return first + await self._archive_isolating(records[middle:], media_results, progress)
+        self._blame_credit = min(MAX_BLAME_CREDIT, self._blame_credit + 1)
         progress.archived += len(done.kept)
         progress.erased_dropped += done.erased_dropped
         progress.size_bytes += done.size_bytes

@@ -20,6 +20,7 @@ from services.cli.commands import (
     cmd_export,
     cmd_group_messages,
     cmd_hold,
+    cmd_keys,
     cmd_messages,
     cmd_migrate,
     cmd_rebuild_index,
@@ -164,6 +165,17 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild = commands.add_parser("rebuild-index", help="rebuild the PostgreSQL index from the bucket")
     rebuild.add_argument("--prefix", help="object key prefix (default: the configured one)")
     rebuild.set_defaults(handler=cmd_rebuild_index)
+
+    keys = commands.add_parser("keys", help="key-encryption keys: keys per KEK, rewrap to retire an old KEK")
+    keys_commands = keys.add_subparsers(dest="keys_command", required=True)
+    status = keys_commands.add_parser("status", help="how many data keys each KEK wraps; which can be removed")
+    output(status, "json")
+    rewrap = keys_commands.add_parser(
+        "rewrap", help="rewrap every data key under one KEK (resumable; safe while the services run; audited)"
+    )
+    rewrap.add_argument("--to", required=True, metavar="KEK_ID", help="the KEK id to wrap every key with")
+    rewrap.add_argument("--batch-size", type=int, default=1000, help="keys per transaction (default: 1000)")
+    keys.set_defaults(handler=cmd_keys)
     return parser
 
 

@@ -44,6 +44,7 @@ def with_actions(work: Work) -> int:
     """
     from prometheus_client import CollectorRegistry  # noqa: PLC0415
 
+    from services.core.crypto import KeyRingError  # noqa: PLC0415
     from services.core.schema import SchemaNotCurrent  # noqa: PLC0415
     from services.retention.access import open_access  # noqa: PLC0415
     from services.retention.actions import (  # noqa: PLC0415
@@ -55,6 +56,7 @@ def with_actions(work: Work) -> int:
         NotFound,
         Operator,
         PersonRequired,
+        RewrapRefused,
     )
     from services.retention.metrics import RetentionMetrics  # noqa: PLC0415
     from services.retention.subjects import ReasonRequired  # noqa: PLC0415
@@ -80,11 +82,14 @@ def with_actions(work: Work) -> int:
     except Forbidden as exc:
         print(f"refused: {exc}", file=sys.stderr)
         return 2
-    except (HoldError, ErasureError, PersonRequired, GroupRequired) as exc:
+    except (HoldError, ErasureError, PersonRequired, GroupRequired, RewrapRefused) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except NotFound as exc:
         print(str(exc), file=sys.stderr)
+        return 1
+    except KeyRingError as exc:  # e.g. a key wrapped by a KEK removed from the settings: the message names the KEK
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     except SchemaNotCurrent as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -362,3 +367,46 @@ def cmd_rebuild_index(args: argparse.Namespace) -> int:
         return 0 if report.unreadable_objects == 0 else 1
 
     return with_actions(work)
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    async def status(actions: Actions, operator: Operator) -> int:
+        uses = [use.to_json() for use in await actions.key_status(operator)]
+        if args.format == "json":
+            print_json(uses)
+        else:
+            stdout_console().print(rows_table(uses, ["kek_id", "keys", "configured", "state"]))
+        return 1 if any(use["state"] == "missing" for use in uses) else 0
+
+    async def rewrap(actions: Actions, operator: Operator) -> int:
+        kek = actions.access.keyring.kek
+        current = kek.current_kek_id
+        if args.to != current and args.to in kek.kek_ids:  # (an unknown target is refused by the action)
+            print(
+                f"warning: new keys are wrapped with {current!r}, the current KEK id of this configuration: "
+                f"until every service has KEYS__CURRENT_KEK_ID={args.to!r}, they keep making keys under {current!r}",
+                file=sys.stderr,
+            )
+        with progress_bar("rewrapping keys") as progress:
+            report = await actions.rewrap_keys(
+                operator, to_kek_id=args.to, batch_size=args.batch_size, progress=progress
+            )
+        print_json(report.to_json())
+        print(f"{report.rewrapped} key(s) rewrapped under {args.to!r}", file=sys.stderr)
+        if report.remaining:
+            print(
+                f"{report.remaining} key(s) are still under other KEKs (locked meanwhile, or created under another "
+                "current KEK): run the command again",
+                file=sys.stderr,
+            )
+            return 1
+        return 0
+
+    try:
+        return with_actions(status if args.keys_command == "status" else rewrap)
+    except KeyboardInterrupt:
+        print(
+            "interrupted: the keys rewrapped so far stay rewrapped; run the same command again to continue",
+            file=sys.stderr,
+        )
+        return 130

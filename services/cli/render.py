@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-import orjson
+from services.core.plaintext import json_bytes
 
 # rich is imported by the functions that use it: `wa-archive --help` stays fast.
 if TYPE_CHECKING:
@@ -19,12 +19,13 @@ if TYPE_CHECKING:
 
 
 def print_json(value: Any) -> None:
-    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2, default=str).decode() + "\n")
+    # json_bytes: a message's payload may hold an integer beyond 64 bits, which orjson alone refuses.
+    sys.stdout.write(json_bytes(value, indent=True, default=str).decode() + "\n")
 
 
 def print_jsonl(values: Sequence[Any]) -> None:
     for value in values:
-        sys.stdout.write(orjson.dumps(value, default=str).decode() + "\n")
+        sys.stdout.write(json_bytes(value, default=str).decode() + "\n")
 
 
 def stdout_console() -> Console:

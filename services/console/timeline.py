@@ -4,7 +4,9 @@
 time, the current content (after the last edit) and its history, the deletion ("deleted for everyone by the
 customer at 14:02, 3 minutes after it was sent"), delivery ticks from statuses, the quoted message of a reply,
 the reactions attached to their message, locations, contact cards, interactive replies, orders, templates, calls
-and media. Nothing here escapes text: the templates do, all of it (Jinja2 autoescape).
+and media. A record that could not be read is a bubble of its own (content type ``unreadable``: why, its kind and
+type, its event id), in its place among the others. Nothing here escapes text: the templates do, all of it (Jinja2
+autoescape); the text is valid Unicode (services/core/plaintext.py shows lone surrogates as U+FFFD).
 """
 
 from __future__ import annotations
@@ -152,6 +154,11 @@ def content_of(message: dict[str, Any], fallback_type: str | None = None) -> Con
         return Content(kind, label=_s(body.get("name")), lines=tuple(parameters))
     if kind == "reaction" and isinstance(body, dict):
         return Content(kind, text=_s(body.get("emoji")))
+    if kind == "edit" and isinstance(body, dict) and isinstance(body.get("message"), dict):
+        # An edit is drawn on its own only when its message is not archived (it predates the archive, or its id
+        # was garbled): show what the message became.
+        new = content_of(body["message"])
+        return Content(kind, text=new.text, label=new.label, lines=new.lines, values=new.values)
     return Content(kind)
 
 
@@ -190,6 +197,9 @@ def bubbles(
     index: dict[str, Bubble] = {}
     reactions: list[tuple[str, str]] = []
     for message in messages:
+        if message.unreadable is not None:
+            result.append(_unreadable(message))
+            continue
         payload = _message_object(message.kind, message.payload)
         content = content_of(payload, message.type)
         if content.type == "reaction":
@@ -234,6 +244,19 @@ def bubbles(
         if owner is not None and emoji:
             owner.reactions.append(emoji)
     return result
+
+
+def _unreadable(message: ConversationMessage) -> Bubble:
+    """A record that could not be read: why (``label``), and what the index knows of it (``lines``: its kind and
+    type, its event id)."""
+    what = " · ".join(part for part in (message.kind, message.type) if part)
+    return Bubble(
+        event_id=message.event_id,
+        direction=message.direction,
+        kind=message.kind,
+        sent_at=message.timestamp,
+        content=Content("unreadable", label=message.unreadable or "", lines=(what, message.event_id)),
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,8 @@ DEK seals each of that subject's records with AES-256-GCM (docs/ARCHIVE_FORMAT.m
   not unwrap.
 - :class:`KekProvider` is the seam for a KMS (AWS KMS, Vault transit); :class:`LocalKek` implements it with
   keys held in memory (from a Kubernetes Secret, the environment or a file), several ids at once for rotation.
+  :meth:`KekProvider.rewrap` moves a wrapped DEK under another KEK (the DEK itself does not change), so that an old
+  KEK can be retired (services/core/keyring.py, :func:`~services.core.keyring.rewrap_keys`).
 - :class:`DekCache` is a bounded LRU of unwrapped DEKs, with their AES-GCM objects ready for the hot path; it
   can never bring back a key that was shredded.
 
@@ -48,6 +50,7 @@ __all__ = [
     "KeyRingError",
     "LocalKek",
     "RecordTampered",
+    "UnknownKek",
     "WrappedDek",
     "new_dek",
     "open_record",
@@ -58,6 +61,15 @@ __all__ = [
 
 class KeyRingError(Exception):
     """A key is unknown (e.g. a KEK id this process was not given) or was shredded."""
+
+
+class UnknownKek(KeyRingError):
+    """A wrapped DEK names a KEK id this process was not given (e.g. a KEK removed from the settings while keys
+    were still wrapped by it: ``wa-archive keys status`` counts them). The message names the KEK id only."""
+
+    def __init__(self, kek_id: str) -> None:
+        self.kek_id = kek_id
+        super().__init__(f"unknown KEK id {kek_id!r}: is the key still configured?")
 
 
 class RecordTampered(Exception):
@@ -82,13 +94,20 @@ class KekProvider(Protocol):
     - :meth:`wrap` uses the current KEK and returns its id with the blob, so rotation needs no re-encryption:
       old blobs keep their id and stay readable as long as that KEK is known.
     - The blob is bound to ``subject_ref``: :meth:`unwrap` with another subject fails.
-    - :meth:`unwrap` raises :class:`KeyRingError` for an unknown KEK id and :class:`RecordTampered` when the
-      blob does not authenticate.
+    - :meth:`unwrap` raises :class:`UnknownKek` (a :class:`KeyRingError`) for an unknown KEK id and
+      :class:`RecordTampered` when the blob does not authenticate.
+    - :meth:`rewrap` (AWS KMS ``ReEncrypt``, Vault ``rewrap``) returns the same DEK wrapped under another KEK, for
+      the same subject; it fails as :meth:`unwrap` does, and with :class:`UnknownKek` for an unknown target.
     """
 
     @property
     def current_kek_id(self) -> str:
         """The id of the KEK new DEKs are wrapped with."""
+        ...
+
+    @property
+    def kek_ids(self) -> frozenset[str]:
+        """Every KEK id this provider can unwrap with (and rewrap to)."""
         ...
 
     def wrap(self, dek: bytes, *, subject_ref: str) -> WrappedDek:
@@ -97,6 +116,10 @@ class KekProvider(Protocol):
 
     def unwrap(self, wrapped: WrappedDek, *, subject_ref: str) -> bytes:
         """Decrypt a blob made by :meth:`wrap` for the same ``subject_ref``, under the KEK it names."""
+        ...
+
+    def rewrap(self, wrapped: WrappedDek, *, subject_ref: str, to_kek_id: str) -> WrappedDek:
+        """The DEK inside ``wrapped``, wrapped for the same ``subject_ref`` under the KEK ``to_kek_id``."""
         ...
 
 
@@ -159,20 +182,33 @@ class LocalKek(KekProvider):
     def _aad(kek_id: str, subject_ref: str) -> bytes:
         return DEK_AAD + kek_id.encode() + b"\x00" + subject_ref.encode()
 
-    def wrap(self, dek: bytes, *, subject_ref: str) -> WrappedDek:
-        """Raises ValueError when ``dek`` is not 32 bytes."""
+    def _aead_of(self, kek_id: str) -> AESGCM:
+        aead = self._aeads.get(kek_id)
+        if aead is None:
+            raise UnknownKek(kek_id)
+        return aead
+
+    def _wrap_under(self, kek_id: str, dek: bytes, subject_ref: str) -> WrappedDek:
         if len(dek) != KEY_BYTES:
             raise ValueError(f"a DEK must be exactly {KEY_BYTES} bytes, got {len(dek)}")
+        aead = self._aead_of(kek_id)
         nonce = os.urandom(NONCE_BYTES)
-        sealed = self._aeads[self._current].encrypt(nonce, dek, self._aad(self._current, subject_ref))
-        return WrappedDek(kek_id=self._current, blob=nonce + sealed)
+        return WrappedDek(kek_id=kek_id, blob=nonce + aead.encrypt(nonce, dek, self._aad(kek_id, subject_ref)))
+
+    def wrap(self, dek: bytes, *, subject_ref: str) -> WrappedDek:
+        """Raises ValueError when ``dek`` is not 32 bytes."""
+        return self._wrap_under(self._current, dek, subject_ref)
+
+    def rewrap(self, wrapped: WrappedDek, *, subject_ref: str, to_kek_id: str) -> WrappedDek:
+        """Raises UnknownKek for an unknown KEK id (``wrapped``'s or the target's); RecordTampered as
+        :meth:`unwrap`. A blob already under ``to_kek_id`` gets a fresh nonce, the same DEK."""
+        self._aead_of(to_kek_id)  # refuse an unknown target before decrypting anything
+        return self._wrap_under(to_kek_id, self.unwrap(wrapped, subject_ref=subject_ref), subject_ref)
 
     def unwrap(self, wrapped: WrappedDek, *, subject_ref: str) -> bytes:
-        """Raises KeyRingError for an unknown KEK id; RecordTampered when the blob is short, altered, or was
-        wrapped for another subject."""
-        aead = self._aeads.get(wrapped.kek_id)
-        if aead is None:
-            raise KeyRingError(f"unknown KEK id {wrapped.kek_id!r}: is the key still configured?")
+        """Raises UnknownKek (a KeyRingError) for an unknown KEK id; RecordTampered when the blob is short,
+        altered, or was wrapped for another subject."""
+        aead = self._aead_of(wrapped.kek_id)
         blob = memoryview(wrapped.blob)
         if len(blob) < SEALED_OVERHEAD:
             raise RecordTampered("wrapped key is too short")

@@ -17,9 +17,10 @@ quote nothing of its content.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -89,19 +90,29 @@ def split_record(value: bytes | None, headers: Headers | None) -> Split:
     signature = header_value(headers, SIGNATURE_HEADER)
     if received_at is None:
         return Split((), f"unsplittable webhook: {RECEIVED_AT_HEADER} header missing")
-    limit = sys.getrecursionlimit()
-    if limit < SPLIT_RECURSION_LIMIT:
-        sys.setrecursionlimit(SPLIT_RECURSION_LIMIT)
     try:
-        events = parse_webhook(
-            value,
-            raw_sha256=hashlib.sha256(value).hexdigest(),
-            signature=None if signature is None else signature.decode("latin-1"),
-            received_at=received_at.decode("utf-8", "replace"),
-        )
+        with deep_enough():
+            events = parse_webhook(
+                value,
+                raw_sha256=hashlib.sha256(value).hexdigest(),
+                signature=None if signature is None else signature.decode("latin-1"),
+                received_at=received_at.decode("utf-8", "replace"),
+            )
     except WebhookRejected as exc:
         return Split((), f"unsplittable webhook: {exc.reason}")
-    finally:
-        if limit < SPLIT_RECURSION_LIMIT:
-            sys.setrecursionlimit(limit)
     return Split(tuple(events), None)
+
+
+@contextlib.contextmanager
+def deep_enough() -> Iterator[None]:
+    """Run the standard library's JSON code (it recurses once per level) under :data:`SPLIT_RECURSION_LIMIT`: what
+    ingest accepted is split, and its events encoded again, under this one limit."""
+    limit = sys.getrecursionlimit()
+    if limit >= SPLIT_RECURSION_LIMIT:
+        yield
+        return
+    sys.setrecursionlimit(SPLIT_RECURSION_LIMIT)
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(limit)

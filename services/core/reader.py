@@ -11,6 +11,9 @@ by AES-GCM (``read_records(..., verify_trailer=False)``), not the sha256 of the 
 a 10,000-message read's CPU (bench/retrieval.py). Altered bytes in a requested record therefore raise
 ``RecordTampered`` rather than a checksum error; the trailer is still verified by every whole-object reader
 (``decode_container``, ``read_header``: ``rebuild-index``) and for version 1 objects.
+
+The bytes are returned as archived; views decode them with :func:`services.core.plaintext.read_envelope`, which
+reads whatever JSON the archive accepted and says which records cannot be read, instead of raising.
 """
 
 from __future__ import annotations

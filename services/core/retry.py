@@ -3,8 +3,9 @@
 A failure is one of three kinds (:func:`classify`):
 
 - ``OUTAGE``: a dependency is away, slow or overloaded — connection refused or lost, timeouts, S3 5xx and
-  throttling, PostgreSQL shutting down or out of resources, Kafka not acknowledging. Retried with capped
-  exponential backoff; nothing is committed meanwhile.
+  throttling, PostgreSQL shutting down or out of resources, Kafka not acknowledging — or a key-encryption key a
+  person's key is wrapped by is not configured (``UnknownKek``: removed from the settings too early; the records
+  are fine, the configuration is to fix). Retried with capped exponential backoff; nothing is committed meanwhile.
 - ``POISON``: the store says the *data* is unacceptable — a PostgreSQL data exception (class 22: invalid text,
   a character the encoding cannot hold, a number out of range), a program limit (class 54: an index row too
   large), a constraint a value breaks (class 23), text Python cannot encode for the wire, an S3 4xx that is
@@ -32,6 +33,8 @@ from typing import ClassVar, TypeVar
 
 import asyncpg
 import tenacity
+
+from services.core.crypto import UnknownKek
 
 T = TypeVar("T")
 Sleep = Callable[[float], Awaitable[None]]
@@ -70,7 +73,7 @@ def classify(exc: BaseException) -> Failure:
     if isinstance(exc, asyncpg.PostgresError):
         sqlstate = getattr(exc, "sqlstate", None) or ""
         return Failure.POISON if sqlstate[:2] in POISON_SQLSTATE_CLASSES else Failure.OUTAGE
-    if isinstance(exc, DependencyUnavailable | asyncpg.InterfaceError | OSError | TimeoutError):
+    if isinstance(exc, DependencyUnavailable | asyncpg.InterfaceError | OSError | TimeoutError | UnknownKek):
         return Failure.OUTAGE
     return Failure.UNEXPECTED
 
@@ -81,6 +84,8 @@ def dependency_of(exc: BaseException, default: str = "unexpected") -> str:
         return exc.dependency
     if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError | OSError):
         return "postgres"
+    if isinstance(exc, UnknownKek):
+        return "keys"
     return default
 
 

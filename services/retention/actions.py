@@ -6,20 +6,23 @@ arguments, and is the one place that
    (:class:`ReasonRequired`, before anything is read);
 2. writes the audit row with the operator's name for every action that changes the archive or discloses what it
    holds: retrievals and exports (one row per pseudonym, before decrypting), searches, holds, erasures, retention
-   runs (dry or real, failed ones too) and index rebuilds. Listings of the system's own records (holds, erasure
-   requests, the audit log itself) are not audited: they hold pseudonyms and references only;
+   runs (dry or real, failed ones too), index rebuilds and key rewraps. Listings of the system's own records (holds,
+   erasure requests, the audit log itself, the keys per KEK) are not audited: they hold pseudonyms and references
+   only;
 3. counts the metrics (:class:`RetentionMetrics`: the process's registry in the service, a registry of its own
    in the CLI);
 4. returns a typed result.
 
 Errors an adapter translates: :class:`Forbidden` (HTTP 403, exit 2), :class:`ReasonRequired` (400, exit 2),
-:class:`HoldError`, :class:`ErasureError`, :class:`PersonRequired` and :class:`GroupRequired` (400, exit 2),
+:class:`HoldError`, :class:`ErasureError`, :class:`PersonRequired`, :class:`GroupRequired` and :class:`RewrapRefused`
+(400, exit 2),
 :class:`NotFound` (404, exit 1). Anything else is a
 failure of the system.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -30,6 +33,7 @@ from typing import Any, Final, Literal
 from services.archiver.rebuild import RebuildReport, RecordKeys, rebuild_index
 from services.core.container import media_record_id
 from services.core.index import binary_key, binary_keys
+from services.core.keyring import KekUse, RewrapRefused, RewrapReport, kek_uses, rewrap_keys
 from services.core.keywords import words
 from services.core.reader import RecordLocation
 from services.retention.access import ArchiveAccess
@@ -84,6 +88,7 @@ __all__ = [
     "Operator",
     "PersonRequired",
     "ReasonRequired",
+    "RewrapRefused",
     "SubjectExport",
     "authorize",
 ]
@@ -106,6 +111,8 @@ ActionName = Literal[
     "retention.run",
     "audit",
     "rebuild-index",
+    "keys.status",
+    "keys.rewrap",
 ]
 
 ROLE_RANK: Final[dict[Role, int]] = {"reader": 1, "dpo": 2}
@@ -126,6 +133,8 @@ REQUIRED_ROLE: Final[dict[ActionName, Role]] = {
     "retention.run": "dpo",
     "audit": "dpo",
     "rebuild-index": "dpo",
+    "keys.status": "dpo",
+    "keys.rewrap": "dpo",
 }
 
 ProgressCallback = Callable[[int, int], None]
@@ -576,7 +585,35 @@ class Actions:
         await self._audit(operator, "index.rebuild", {"prefix": prefix, **asdict(report)})
         return report
 
-    async def _audit_failure(self, operator: Operator, action: str, exc: Exception, details: Mapping[str, Any]) -> None:
+    async def key_status(self, operator: Operator) -> list[KekUse]:
+        """Keys per KEK id, and which KEK can be removed from the settings (``retirable``)."""
+        authorize(operator, "keys.status")
+        kek = self.access.keyring.kek
+        return kek_uses(await self.access.keyring.keys_by_kek(), kek.kek_ids, kek.current_kek_id)
+
+    async def rewrap_keys(
+        self, operator: Operator, *, to_kek_id: str, batch_size: int = 1000, progress: ProgressCallback | None = None
+    ) -> RewrapReport:
+        """Rewrap every subject key under ``to_kek_id`` (keyring.rewrap_keys: batched, resumable, safe beside
+        running archivers and erasures). Audited with its report (KEK ids and counts), or with how far it got when
+        it failed or was interrupted. :class:`RewrapRefused` when the target, or a KEK still wrapping keys, is not
+        configured; nothing is changed then."""
+        authorize(operator, "keys.rewrap")
+        report = RewrapReport(to_kek_id=to_kek_id)
+        try:
+            await rewrap_keys(self.access.keyring, report, batch_size=batch_size, progress=progress)
+        except RewrapRefused:
+            raise
+        except (Exception, asyncio.CancelledError) as exc:
+            # Ctrl-C reaches here as a cancellation: what was committed stays, and the next run continues from it.
+            await self._audit_failure(operator, "keys.rewrap", exc, report.to_json())
+            raise
+        await self._audit(operator, "keys.rewrap", report.to_json())
+        return report
+
+    async def _audit_failure(
+        self, operator: Operator, action: str, exc: BaseException, details: Mapping[str, Any]
+    ) -> None:
         """Best effort: when the database is what failed, the audit row cannot be written either."""
         try:
             await self._audit(operator, action, {**details, "outcome": "failed", "error": type(exc).__name__})

@@ -11,6 +11,11 @@ participant's records are gone from it (or, while the erasure is under way, coun
 stay readable.
 
 :func:`assemble` is the pure part: envelopes in, :class:`ConversationMessage` out.
+
+Every opened record is decoded by :func:`services.core.plaintext.read_envelope`: whatever JSON the archive accepted
+reads (lone surrogates show as U+FFFD), and a record that still cannot be read takes its place in the timeline as a
+message marked ``unreadable`` (with the reason, and the time, kind and type the index holds), never hiding the
+records around it.
 """
 
 from __future__ import annotations
@@ -23,10 +28,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-import orjson
 
 from services.core.index import binary_keys
 from services.core.keywords import keyword_key, query_tokens, searchable_text, words
+from services.core.plaintext import UndecodableRecord, read_envelope
 from services.core.pseudonym import group_ref, message_ref
 from services.core.reader import ArchiveReader, RecordLocation
 from services.retention.subjects import (
@@ -56,6 +61,10 @@ class Change:
 
 @dataclass
 class ConversationMessage:
+    """One item of a timeline: a message with its statuses, edits and deletion, a change whose message is not
+    archived, or a record that could not be read (``unreadable``: why, in fixed words; its ``payload`` is None and
+    its time, kind and type are the index's)."""
+
     event_id: str
     message_id: str | None
     kind: str
@@ -68,6 +77,7 @@ class ConversationMessage:
     edits: list[Change] = field(default_factory=list)
     deletion: Change | None = None
     media: dict[str, Any] | None = None
+    unreadable: str | None = None
 
     @property
     def latest_status(self) -> str | None:
@@ -99,6 +109,7 @@ class ConversationMessage:
             },
             "media": self.media,
             "payload": self.payload,
+            "unreadable": self.unreadable,
         }
 
 
@@ -108,7 +119,8 @@ def _direction(envelope: dict[str, Any]) -> str:
         return "outbound"
     if kind == "history":
         subject = envelope.get("subject") or {}
-        sender = (envelope.get("payload") or {}).get("from")
+        payload = envelope.get("payload")
+        sender = payload.get("from") if isinstance(payload, dict) else None
         return "inbound" if sender and sender in (subject.get("wa_id"), subject.get("user_id")) else "outbound"
     return "inbound"
 
@@ -122,9 +134,12 @@ def _change_kind(envelope: dict[str, Any]) -> str | None:
 
 
 def assemble(
-    envelopes: Iterable[dict[str, Any]], media: dict[str, dict[str, Any]] | None = None
+    envelopes: Iterable[dict[str, Any]],
+    media: dict[str, dict[str, Any]] | None = None,
+    unreadable: Iterable[ConversationMessage] = (),
 ) -> list[ConversationMessage]:
-    """Group a person's events into messages with their statuses, edits and deletion (pure)."""
+    """Group a person's events into messages with their statuses, edits and deletion (pure); the ``unreadable``
+    records (:func:`unreadable_record`) take their place in time among them, each on its own."""
     ordered = sorted(envelopes, key=lambda e: (e.get("timestamp") or 0, e.get("received_at") or ""))
     messages: dict[str, ConversationMessage] = {}
     result: list[ConversationMessage] = []
@@ -175,7 +190,50 @@ def assemble(
             target.edits.append(record)
         elif target.deletion is None:
             target.deletion = record
+    result.extend(unreadable)
     return sorted(result, key=lambda m: (m.timestamp or 0, m.received_at))
+
+
+@dataclass(frozen=True, slots=True)
+class IndexedRecord:
+    """Where an archived record is and what the index says of it: enough to show it when it cannot be read."""
+
+    location: RecordLocation
+    kind: str
+    type: str | None
+    event_time: datetime | None
+    received_at: datetime
+
+    @classmethod
+    def of(cls, row: asyncpg.Record) -> IndexedRecord:
+        """From an ``archived_events`` row selected with ``event_id`` (bytes or hex), ``object_key``,
+        ``record_index``, ``kind``, ``type``, ``event_time`` and ``received_at``."""
+        event_id = row["event_id"]
+        return cls(
+            RecordLocation(
+                event_id.hex() if isinstance(event_id, bytes) else event_id, row["object_key"], row["record_index"]
+            ),
+            row["kind"],
+            row["type"],
+            row["event_time"],
+            row["received_at"],
+        )
+
+
+def unreadable_record(record: IndexedRecord, reason: str) -> ConversationMessage:
+    """The timeline item of a record whose plaintext could not be read: its index metadata and why, no content."""
+    when = record.event_time or record.received_at
+    return ConversationMessage(
+        event_id=record.location.event_id,
+        message_id=None,
+        kind=record.kind,
+        type=record.type,
+        direction=_direction({"kind": record.kind}),
+        timestamp=int(when.timestamp()),
+        received_at=record.received_at.isoformat(),
+        payload=None,
+        unreadable=reason,
+    )
 
 
 _paused_reads = 0  # reads in progress that paused the cyclic garbage collector (one event loop: no lock)
@@ -240,7 +298,7 @@ async def load_conversation(
             assert subject_ref is not None
             refs = await expand_subject_refs(conn, [subject_ref])
         rows = await conn.fetch(
-            "SELECT encode(event_id, 'hex') AS event_id, object_key, record_index,"
+            "SELECT event_id, object_key, record_index, kind, type, event_time, received_at,"
             " encode(subject_ref, 'hex') AS subject_ref FROM archived_events "
             "WHERE subject_ref = ANY($1::bytea[]) ORDER BY event_time, kafka_offset",
             binary_keys(refs),
@@ -257,17 +315,15 @@ async def load_conversation(
         async with conn.transaction():
             for ref, count in sorted(counts.items()):
                 await write_audit(conn, actor=actor, action=purpose, reason=reason, subject_ref=ref, record_count=count)
+    opened = await _open(reader, [IndexedRecord.of(r) for r in rows])
     with collector_paused():
-        opened = await reader.open([RecordLocation(r["event_id"], r["object_key"], r["record_index"]) for r in rows])
-        envelopes = [orjson.loads(value) for value in opened.values() if value is not None]
-        shredded = sum(1 for value in opened.values() if value is None)
         media = {row["event_id"]: dict(row) for row in media_rows}
-        messages = assemble(envelopes, media)
+        messages = assemble(opened.envelopes, media, opened.unreadable)
     if since is not None or until is not None:
         low = since.timestamp() if since else float("-inf")
         high = until.timestamp() if until else float("inf")
         messages = [m for m in messages if m.timestamp is None or low <= m.timestamp <= high]
-    return Conversation(refs, messages, shredded)
+    return Conversation(refs, messages, opened.shredded)
 
 
 class GroupRequired(ValueError):
@@ -314,8 +370,8 @@ async def load_group_timeline(
     ref = group_ref(pepper, group_id)
     async with pool.acquire() as conn:
         rows = await conn.fetch(
-            "SELECT event_id, encode(event_id, 'hex') AS event_hex, object_key, record_index,"
-            " encode(subject_ref, 'hex') AS subject_ref FROM archived_events"
+            "SELECT event_id, encode(event_id, 'hex') AS event_hex, object_key, record_index, kind, type, event_time,"
+            " received_at, encode(subject_ref, 'hex') AS subject_ref FROM archived_events"
             " WHERE group_ref = $1 AND phone_number_id = $2 ORDER BY event_time, kafka_offset",
             bytes.fromhex(ref),
             phone_number_id,
@@ -340,9 +396,9 @@ async def load_group_timeline(
                     record_count=count,
                     details={"group": True, "group_ref": ref},
                 )
-    opened = await _open(reader, [RecordLocation(r["event_hex"], r["object_key"], r["record_index"]) for r in rows])
+    opened = await _open(reader, [IndexedRecord.of(r) for r in rows])
     with collector_paused():
-        messages = assemble(opened.envelopes, {row["event_id"]: dict(row) for row in media_rows})
+        messages = assemble(opened.envelopes, {row["event_id"]: dict(row) for row in media_rows}, opened.unreadable)
     # In the index's order (event time, else receipt time): a message the business reported sending (outbound,
     # which has no Meta time) takes its place among the participants' messages instead of heading the timeline.
     place = {row["event_hex"]: position for position, row in enumerate(rows)}
@@ -355,6 +411,8 @@ def group_change(message: ConversationMessage) -> tuple[str, str]:
     ``group_participant`` record is about and what happened to them, or the business for the group's own records
     and what it sent."""
     payload = message.payload if isinstance(message.payload, dict) else {}
+    if message.unreadable is not None:
+        return "?", summary(message)
     if message.kind == "group_participant":
         return _participant_of(payload), _participant_change(message.type, payload)
     if message.kind == "group":
@@ -407,6 +465,9 @@ def _group_update(kind_type: str | None, payload: dict[str, Any]) -> str:
 
 def summary(message: ConversationMessage) -> str:
     """A one-line rendering of a message's content for the table view."""
+    if message.unreadable is not None:
+        what = " ".join(part for part in (message.kind, message.type) if part)
+        return f"[record {message.event_id} ({what}) could not be read: {message.unreadable}]"
     payload = message.payload if isinstance(message.payload, dict) else {}
     request = payload.get("request") if message.kind == "outbound" else None
     body = request if isinstance(request, dict) else payload
@@ -520,8 +581,9 @@ async def load_conversation_page(
         refs = await expand_subject_refs(conn, [subject_ref])
         keys = binary_keys(refs)
         rows = await conn.fetch(
-            "SELECT event_id, object_key, record_index, subject_ref, kind, type, message_ref, original_message_ref"
-            " FROM archived_events WHERE subject_ref = ANY($1::bytea[]) ORDER BY event_time, kafka_offset",
+            "SELECT event_id, object_key, record_index, subject_ref, kind, type, event_time, received_at, message_ref,"
+            " original_message_ref FROM archived_events WHERE subject_ref = ANY($1::bytea[])"
+            " ORDER BY event_time, kafka_offset",
             keys,
         )
         candidates: set[bytes] = set()
@@ -557,9 +619,6 @@ async def load_conversation_page(
         )
         media = {row["event_id"]: dict(row) for row in media_rows}
 
-        def located(selected: Iterable[asyncpg.Record]) -> list[RecordLocation]:
-            return [RecordLocation(r["event_id"].hex(), r["object_key"], r["record_index"]) for r in selected]
-
         audited: set[bytes] = set()
 
         async def audit_then_open(selected: list[asyncpg.Record]) -> _Opened:
@@ -575,7 +634,7 @@ async def load_conversation_page(
                     await write_audit(
                         conn, actor=actor, action="retrieval", reason=reason, subject_ref=ref, record_count=record_count
                     )
-            return await _open(reader, located(selected))
+            return await _open(reader, [IndexedRecord.of(r) for r in selected])
 
         # The candidates are checked oldest first, a chunk at a time, until one holds the words: a frequent word
         # makes nearly every message a candidate, and the page to open needs only the first match.
@@ -583,7 +642,7 @@ async def load_conversation_page(
         for start in range(0, len(candidate_rows), KEYWORD_CHECK_CHUNK):
             chunk = candidate_rows[start : start + KEYWORD_CHECK_CHUNK]
             chunk += [e for r in chunk if r["message_ref"] for e in edits_of.get(r["message_ref"], [])]
-            matched = keyword_matches(assemble((await audit_then_open(chunk)).envelopes), keywords or "")
+            matched = keyword_matches((await audit_then_open(chunk)).messages(), keywords or "")
             if matched:
                 break
         positions = {r["event_id"].hex(): i for i, r in enumerate(units)}
@@ -611,7 +670,7 @@ async def load_conversation_page(
             or (r["original_message_ref"] is not None and r["original_message_ref"] in shown_refs)
         ]
         opened = await audit_then_open(needed)
-        messages = assemble(opened.envelopes, media)
+        messages = opened.messages(media)
         if keywords:  # the page's own matches, beyond the chunk that chose it
             matched = list(dict.fromkeys([*matched, *keyword_matches(messages, keywords)]))
         # The messages the page's replies quote, for their excerpt (often on the page already, else one more read).
@@ -625,7 +684,7 @@ async def load_conversation_page(
                 quoted_row = by_ref.get(bytes.fromhex(message_ref(pepper, quoted_id)))
                 if quoted_row is not None:
                     wanted.append(quoted_row)
-        quoted = assemble((await audit_then_open(wanted)).envelopes) if wanted else []
+        quoted = (await audit_then_open(wanted)).messages() if wanted else []
     return ConversationPage(
         refs,
         messages,
@@ -642,12 +701,30 @@ async def load_conversation_page(
 
 @dataclass
 class _Opened:
+    """Records opened for a view: the decoded envelopes, the records that could not be read (as timeline items),
+    and how many were shredded."""
+
     envelopes: list[dict[str, Any]]
+    unreadable: list[ConversationMessage]
     shredded: int
 
+    def messages(self, media: dict[str, dict[str, Any]] | None = None) -> list[ConversationMessage]:
+        return assemble(self.envelopes, media, self.unreadable)
 
-async def _open(reader: ArchiveReader, locations: list[RecordLocation]) -> _Opened:
+
+async def _open(reader: ArchiveReader, records: list[IndexedRecord]) -> _Opened:
+    """Open and decode ``records``; a plaintext that is not a readable envelope becomes its timeline item."""
+    opened = _Opened([], [], 0)
     with collector_paused():
-        opened = await reader.open(locations)
-        envelopes = [orjson.loads(value) for value in opened.values() if value is not None]
-    return _Opened(envelopes, sum(1 for value in opened.values() if value is None))
+        plaintexts = await reader.open([record.location for record in records])
+        for record in records:
+            plaintext = plaintexts[record.location.event_id]
+            if plaintext is None:
+                opened.shredded += 1
+                continue
+            decoded = read_envelope(plaintext)
+            if isinstance(decoded, UndecodableRecord):
+                opened.unreadable.append(unreadable_record(record, decoded.reason))
+            else:
+                opened.envelopes.append(decoded.value)
+    return opened

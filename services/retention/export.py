@@ -3,6 +3,10 @@
 Only the person's own records are exported: every record was sealed under one of their pseudonyms, so other
 customers' data never enters the export; the delivery evidence (hash and signature of Meta's POST, which may
 have carried other people's updates) is left out.
+
+The export shows each record as the read side decodes it (services/core/plaintext.py): a lone surrogate of the
+archived JSON is U+FFFD here, and a record that could not be read is listed with its metadata and ``unreadable``
+(why), in its place among the others, never left out in silence.
 """
 
 from __future__ import annotations
@@ -13,8 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
-
+from services.core.plaintext import json_bytes
 from services.retention.conversation import ConversationMessage, edit_summary, summary
 
 
@@ -73,7 +76,7 @@ def write_export(
     if "json" in formats:
         path = out_dir / f"{stem}.json"
         document = export_document(messages, request_ref=request_ref, generated_at=generated_at)
-        path.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2))
+        path.write_bytes(json_bytes(document, indent=True))
         written.append(path)
     if "html" in formats:
         path = out_dir / f"{stem}.html"

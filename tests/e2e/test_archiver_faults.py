@@ -27,8 +27,9 @@ from services.core.index import binary_keys
 from services.core.reader import RecordLocation
 from services.retention.access import open_access
 from tests import pipeline
+from tests.fakes.graph_api import FakeGraphApi
 from tests.pipeline import Person
-from tests.support import ServiceProcess, committed_offsets, create_topic, free_port
+from tests.support import ServiceProcess, committed_offsets, create_topic, free_port, read_to_end
 
 pytestmark = pytest.mark.e2e
 
@@ -265,3 +266,72 @@ async def test_sigterm_while_a_dependency_is_down_ends_within_the_grace_period_a
     finally:
         assert healthy.stop() == 0, healthy.log_tail()
     assert await committed_total(kafka_bootstrap, group, topic, 1) == len(events)
+
+
+async def dead_letter_count(bootstrap: str, topic: str) -> list[tuple[bytes, dict[str, bytes]]]:
+    return [(value, dict(headers)) for _key, value, headers in await read_to_end(bootstrap, topic, 1)]
+
+
+@pytest.mark.timeout(400)  # each death costs a restart and a group rejoin past the dead member's session
+async def test_a_record_that_kills_the_archiver_is_dead_lettered_after_a_few_deaths_and_the_rest_archived(
+    demo_env: dict[str, str], kafka_bootstrap: str, pg_pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    """One event kills every process that writes it (here: the test SIGKILLs the archiver whenever that event's
+    media download is in flight, as an out-of-memory kill would). After the first death the range is written in
+    smaller pieces; the event, in flight alone at a further death, goes to the dead-letter topic; every other event
+    is archived and every offset committed: the partition does not stop."""
+    topic = await create_topic(kafka_bootstrap, partitions=1, prefix="e2e-killer")
+    dlq = await create_topic(kafka_bootstrap, partitions=1, prefix="dlq")
+    group, prefix = f"e2e-{uuid.uuid4().hex[:8]}", f"test/e2e-{uuid.uuid4().hex[:8]}"
+    person = Person.fresh()
+    bodies = [pipeline.text_message(person, f"wamid.K{n}", f"message {n}", 1_760_000_000 + n) for n in range(120)]
+    killer_media = f"{uuid.uuid4().int % 10**15}"
+    async with FakeGraphApi(token=demo_env["WA_ARCHIVER_GRAPH__TOKEN"]) as graph:
+        digest = graph.add_media(killer_media, b"\x89PNG any bytes", "image/png")
+        graph.stall(killer_media, 600)
+        bodies.insert(77, pipeline.image(person, "wamid.Kbad", 1_760_000_077, id=killer_media, sha256=digest))
+        events = pipeline.events_of(bodies)
+        killer = events[77]
+        await pipeline.produce(kafka_bootstrap, topic, events)
+        archiver = archiver_process(topic, dlq, group, prefix, tmp_path / "archiver.log")
+        archiver.env["WA_ARCHIVER_GRAPH__BASE_URL"] = graph.base_url
+        archiver.env["WA_ARCHIVER_FLUSH__MAX_RECORDS"] = "100"
+        # The broker's smallest session: a killed member's partition is handed on after 6 s, not 45.
+        archiver.env["WA_ARCHIVER_CONSUMER_OPTIONS"] = '{"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}'
+
+        def killer_requests() -> int:
+            return sum(1 for _method, path in graph.requests if path.endswith(f"/{killer_media}"))
+
+        kills = 0
+        started = time.monotonic()
+        dead: list[tuple[bytes, dict[str, bytes]]] = []
+        while kills < 8 and not dead:  # bounded: the event must be isolated within a few deaths
+            seen = killer_requests()
+            archiver.start()
+            for tick in range(600):  # at most ~60 s per life
+                if killer_requests() > seen:
+                    archiver.kill()
+                    kills += 1
+                    print(f"killed at {time.monotonic() - started:.1f}s")
+                    break
+                if tick % 10 == 9 and (dead := await dead_letter_count(kafka_bootstrap, dlq)):
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError(f"neither a download nor a dead letter in 60 s: {archiver.log_tail()}")
+        ids = [e.event_id for e in events if e is not killer]
+        for _ in range(600):
+            indexed_all = await indexed(pg_pool, ids) == len(ids)
+            if indexed_all and await committed_total(kafka_bootstrap, group, topic, 1) == len(events):
+                break
+            await asyncio.sleep(0.1)
+        assert archiver.stop() == 0
+    print(f"\n[killer record] deaths before it was isolated: {kills}")
+    assert 2 <= kills <= 5
+    assert [(value, headers["wa-dlq-reason"][:22]) for value, headers in dead] == [
+        (killer.to_json(), b"stopped the archiver: ")
+    ]
+    assert await indexed(pg_pool, ids) == len(ids)
+    assert await indexed(pg_pool, [killer.event_id]) == 0
+    assert await committed_total(kafka_bootstrap, group, topic, 1) == len(events)
+    assert await pg_pool.fetchval("SELECT count(*) FROM archiver_inflight WHERE group_id = $1", group) == 0

@@ -3,7 +3,8 @@
 
 ``GET /{version}/{media_id}`` (or ``/{media_id}``) with the bearer token → media metadata whose ``url`` points back
 here; ``GET /download/{token}`` with the same bearer → the bytes. Wrong token → 401 (Graph-style OAuthException),
-unknown id → 404. Knobs for tests: :meth:`fail_next` (answer N requests with a status) and :meth:`corrupt`.
+unknown id → 404. Knobs for tests: :meth:`fail_next` (answer N requests with a status), :meth:`corrupt`, and
+:meth:`stall` (hold the metadata answer of one id: a download still in flight when a test kills the archiver).
 
     python -m tests.fakes.graph_api --port 8099 --token T --seed tests/data/whatsapp
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import secrets
@@ -39,6 +41,8 @@ class FakeGraphApi:
         self.downloads: dict[str, str] = {}
         self.corrupted: set[str] = set()
         self.failures: list[int] = []
+        self.stalled: dict[str, float] = {}
+        self._stopping = asyncio.Event()
         self.requests: list[tuple[str, str]] = []
         self._base_url: str | None = None
         self._server: Any = None
@@ -59,6 +63,10 @@ class FakeGraphApi:
     def corrupt(self, media_id: str) -> None:
         self.corrupted.add(media_id)
 
+    def stall(self, media_id: str, seconds: float) -> None:
+        """Answer the metadata request of ``media_id`` only after ``seconds``."""
+        self.stalled[media_id] = seconds
+
     async def __call__(
         self, scope: Message, receive: Callable[[], Awaitable[Message]], send: Callable[[Message], Awaitable[None]]
     ) -> None:
@@ -67,6 +75,11 @@ class FakeGraphApi:
         path: str = scope["path"]
         self.requests.append((scope["method"], path))
         headers = dict(scope["headers"])
+        stall = self.stalled.get(path.rsplit("/", 1)[-1])
+        if stall:
+            # Cut short by stop(): the server's shutdown waits for the requests it is answering.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), stall)
         status, body, content_type = self._answer(path, headers.get(b"authorization", b"").decode())
         await send(
             {"type": "http.response.start", "status": status, "headers": [(b"content-type", content_type.encode())]}
@@ -111,6 +124,7 @@ class FakeGraphApi:
         self._base_url = await self._server.__aenter__()
 
     async def stop(self) -> None:
+        self._stopping.set()
         if self._server is not None:
             await self._server.__aexit__(None, None, None)
             self._server = None

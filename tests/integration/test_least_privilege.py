@@ -61,6 +61,7 @@ GRANTS: dict[str, dict[str, str]] = {
     "retention_runs": {"wa_retention": "SIU", "wa_console": "SIU"},
     "audit_log": {"wa_retention": "SI", "wa_console": "SI"},
     "console_sessions": {"wa_console": "SIUD"},
+    "archiver_inflight": {"wa_archiver": "SIUD"},
 }
 PRIVILEGES = {"S": "SELECT", "I": "INSERT", "U": "UPDATE", "D": "DELETE"}
 NEVER = ("TRUNCATE", "REFERENCES", "TRIGGER")
@@ -110,14 +111,19 @@ async def test_every_table_has_exactly_the_grants_of_the_matrix(scratch: tuple[a
                 if has != (privilege in allowed):
                     wrong.append(f"{role} {'has' if has else 'lacks'} {privilege} on {table}")
     assert not wrong, "\n".join(wrong)
-    # FOR SHARE on the key rows needs UPDATE on some column: the archiver's is on created_at alone.
-    columns = {
-        column: await conn.fetchval(
-            "SELECT has_column_privilege('wa_archiver', $1, $2, 'UPDATE')", f"{schema}.subject_keys", column
-        )
-        for column in ("subject_ref", "dek_id", "kek_id", "wrapped_dek", "created_at")
+    # Column UPDATEs of the keys: the archiver's FOR SHARE needs one, on created_at alone; retention's KEK rewrap
+    # moves kek_id and wrapped_dek; no one may change which person or which data key a row is.
+    updatable = {
+        role: {
+            column
+            for column in ("subject_ref", "dek_id", "kek_id", "wrapped_dek", "created_at")
+            if await conn.fetchval(
+                "SELECT has_column_privilege($1, $2, $3, 'UPDATE')", role, f"{schema}.subject_keys", column
+            )
+        }
+        for role in ROLES.values()
     }
-    assert columns == {"subject_ref": False, "dek_id": False, "kek_id": False, "wrapped_dek": False, "created_at": True}
+    assert updatable == {"wa_archiver": {"created_at"}, "wa_retention": {"kek_id", "wrapped_dek"}, "wa_console": set()}
     # Writing an audit row takes the next id of its sequence; only the roles that write audit rows may.
     sequence = f"{schema}.audit_log_audit_id_seq"
     usage = {
@@ -220,9 +226,15 @@ async def test_only_the_archiver_creates_keys(as_role: dict[str, asyncpg.Connect
     await allowed(as_role["ARCHIVER"], insert, ref)
     for service in ("CONSOLE", "RETENTION"):
         assert "permission denied for table subject_keys" in await refused(as_role[service], insert, ref), service
-    # No one rewraps or replaces a key; the archiver's UPDATE reaches created_at alone (its FOR SHARE lock).
+    # Only retention rewraps a key (wa-archive keys rewrap), and it cannot make a row another person's or another
+    # key; the archiver's UPDATE reaches created_at alone (its FOR SHARE lock).
+    rewrap = "UPDATE subject_keys SET kek_id = 'other', wrapped_dek = '\\x00'::bytea WHERE false"
+    await allowed(as_role["RETENTION"], rewrap)
+    await allowed(as_role["RETENTION"], "SELECT 1 FROM subject_keys WHERE false FOR UPDATE SKIP LOCKED")
+    for service in ("ARCHIVER", "CONSOLE"):
+        assert "permission denied for table subject_keys" in await refused(as_role[service], rewrap), service
     for service in SERVICES:
-        message = await refused(as_role[service], "UPDATE subject_keys SET wrapped_dek = '\\x00'::bytea WHERE false")
+        message = await refused(as_role[service], "UPDATE subject_keys SET subject_ref = 'someone else' WHERE false")
         assert "permission denied for table subject_keys" in message, service
     await allowed(as_role["ARCHIVER"], "SELECT 1 FROM subject_keys WHERE false FOR SHARE")
 

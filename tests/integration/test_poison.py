@@ -24,7 +24,9 @@ from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
 from services.archiver import sealing
+from services.archiver.service import run_archiver
 from services.core.index import binary_key, binary_keys
+from services.core.keywords import searchable_text
 from services.core.settings import KafkaSettings
 from services.ingest.app import IngestApp
 from services.ingest.settings import IngestSettings
@@ -250,3 +252,102 @@ def _metrics(registry: CollectorRegistry) -> str:
     from prometheus_client import generate_latest
 
     return generate_latest(registry).decode()
+
+
+REAL_SEARCHABLE_TEXT = searchable_text
+
+
+def failing_on(marker: str | None, calls: list[str]) -> Any:
+    """A stand-in for sealing's keyword step that raises an exception nobody classified for texts holding ``marker``
+    (every text when ``marker`` is ""; none when None): a bug that one value, or every value, trips."""
+    real = REAL_SEARCHABLE_TEXT
+
+    def failing(kind: str, payload: Any) -> list[str]:
+        found = real(kind, payload)
+        if marker is not None and any(marker in text for text in found):
+            calls.append(marker)
+            raise RuntimeError("a bug the archiver never saw")
+        return found
+
+    return failing
+
+
+def text_message(person: pipeline.Person, wamid: str, words: str) -> bytes:
+    return body(person.waba_id, person.phone_number_id, text(wamid, person.wa_id, text={"body": words}), person.wa_id)
+
+
+async def test_an_unexpected_exception_in_one_record_dead_letters_it_alone_and_the_archiver_goes_on(
+    kafka_bootstrap: str, demo_env: dict[str, str], pg_pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+    monkeypatch.setattr(sealing, "searchable_text", failing_on("boom", calls))
+    topic = await create_topic(kafka_bootstrap, partitions=1, prefix="unexpected")
+    dlq = await create_topic(kafka_bootstrap, partitions=1, prefix="unexpected-dlq")
+    settings = pipeline.archiver_settings(demo_env, topic, dlq, f"test/{uuid.uuid4().hex[:8]}")
+    settings = settings.model_copy(update={"unexpected_attempts": 3})
+    person = pipeline.Person.fresh()
+    bodies = [text_message(person, f"wamid.u{n}", f"ordinary {n}") for n in range(20)]
+    bodies.insert(13, text_message(person, "wamid.ubad", "boom"))
+    events = pipeline.events_of(bodies)
+    bad = events[13]
+    await pipeline.produce(kafka_bootstrap, topic, events)
+    registry = CollectorRegistry()
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_archiver(settings, stop, registry=registry))
+    try:
+        good_ids = [e.event_id for e in events if e is not bad]
+        assert await indexed_since(pg_pool, good_ids, 30) == set(good_ids)
+        dead = await dead_letters(kafka_bootstrap, dlq, 1)
+        for _ in range(100):
+            committed = await committed_offsets(kafka_bootstrap, settings.group_id, topic, 1)
+            if committed[0] == len(events):
+                break
+            await asyncio.sleep(0.1)
+        assert not task.done(), "the archiver is still running"
+        # Later records are archived too: the partition moved on.
+        late = pipeline.events_of([text_message(person, "wamid.ulate", "after the bad one")])
+        await pipeline.produce(kafka_bootstrap, topic, late)
+        assert await indexed_since(pg_pool, [late[0].event_id], 30) == {late[0].event_id}
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 60)
+    assert committed[0] == len(events)
+    assert [(value, headers["wa-dlq-reason"]) for value, headers in dead] == [
+        (bad.to_json(), b"unexpected failure: RuntimeError")
+    ]
+    assert len(calls) >= 3, "the record alone was tried unexpected_attempts times"
+    assert 'wa_archiver_dead_letters_total{reason="unexpected failure"} 1.0' in _metrics(registry)
+
+
+async def test_a_failure_of_every_record_is_not_dead_lettered_record_after_record(
+    kafka_bootstrap: str, demo_env: dict[str, str], pg_pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug that every record trips (a bad release): at most one record is blamed, the rest wait, retried with
+    backoff, and are all archived once the bug is gone — not emptied into the dead-letter topic."""
+    calls: list[str] = []
+    monkeypatch.setattr(sealing, "searchable_text", failing_on("", calls))
+    topic = await create_topic(kafka_bootstrap, partitions=1, prefix="unexpected")
+    dlq = await create_topic(kafka_bootstrap, partitions=1, prefix="unexpected-dlq")
+    settings = pipeline.archiver_settings(demo_env, topic, dlq, f"test/{uuid.uuid4().hex[:8]}")
+    settings = settings.model_copy(update={"unexpected_attempts": 2})
+    person = pipeline.Person.fresh()
+    events = pipeline.events_of([text_message(person, f"wamid.all{n}", f"ordinary {n}") for n in range(12)])
+    await pipeline.produce(kafka_bootstrap, topic, events)
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_archiver(settings, stop, registry=CollectorRegistry()))
+    try:
+        for _ in range(300):
+            if len(calls) >= 40:
+                break
+            await asyncio.sleep(0.1)
+        assert len(calls) >= 40, "the records are being retried"
+        assert not task.done()
+        blamed = await dead_letters(kafka_bootstrap, dlq, 2)
+        assert len(blamed) <= 1, "one record blamed at most while nothing else is archived"
+        monkeypatch.setattr(sealing, "searchable_text", failing_on(None, calls))  # the fix is deployed
+        blamed_ids = {json.loads(value)["event_id"] for value, _headers in blamed}
+        rest = [e.event_id for e in events if e.event_id not in blamed_ids]
+        assert await indexed_since(pg_pool, rest, 30) == set(rest)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 60)

@@ -144,6 +144,17 @@ def test_a_crisis_as_a_phone_shows_it() -> None:
         ({"type": "document", "document": {"filename": "facture.pdf"}}, ("document", "", "facture.pdf", ())),
         ({"type": "text", "text": None}, ("text", "", "", ())),
         ({"type": ["odd"]}, ("['odd']", "", "", ())),
+        pytest.param(
+            {
+                "type": "edit",
+                "edit": {"original_message_id": "wamid.gone", "message": {"type": "text", "text": {"body": "v2"}}},
+            },
+            ("edit", "v2", "", ()),
+            id="an edit whose message is not archived shows what it became",
+        ),
+        pytest.param(
+            {"type": "edit", "edit": {"message": "odd"}}, ("edit", "", "", ()), id="an edit without a message"
+        ),
     ],
 )
 def test_content_by_type(message: dict[str, Any], expected: tuple[str, str, str, tuple[str, ...]]) -> None:

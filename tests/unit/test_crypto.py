@@ -9,6 +9,8 @@ from collections.abc import Callable
 
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from hypothesis import given
+from hypothesis import strategies as st
 
 from services.core.crypto import (
     SEALED_OVERHEAD,
@@ -17,6 +19,7 @@ from services.core.crypto import (
     KeyRingError,
     LocalKek,
     RecordTampered,
+    UnknownKek,
     WrappedDek,
     new_dek,
     open_record,
@@ -165,6 +168,53 @@ def test_rotation_wraps_with_the_current_kek_and_unwraps_with_any_known_one() ->
 
 ROTATED = LocalKek({"k1": K1, "k2": K2}, "k2")
 WRAPPED = ROTATED.wrap(DEK, subject_ref=SUBJECT)
+
+
+def test_rewrap_moves_the_same_dek_under_the_target_so_the_old_kek_can_go() -> None:
+    old = LocalKek({"k1": K1}, "k1").wrap(DEK, subject_ref=SUBJECT)
+    moved = ROTATED.rewrap(old, subject_ref=SUBJECT, to_kek_id="k2")
+    assert moved.kek_id == "k2"
+    assert LocalKek({"k2": K2}, "k2").unwrap(moved, subject_ref=SUBJECT) == DEK
+    with pytest.raises(RecordTampered):
+        ROTATED.unwrap(moved, subject_ref="cd" * 32)  # still bound to its subject
+    back = ROTATED.rewrap(moved, subject_ref=SUBJECT, to_kek_id="k1")  # to a KEK that is not the current one
+    assert back.kek_id == "k1"
+    assert LocalKek({"k1": K1}, "k1").unwrap(back, subject_ref=SUBJECT) == DEK
+
+
+KEK_IDS = st.text(min_size=1, max_size=20).filter(lambda s: "\x00" not in s)
+
+
+@given(
+    dek=st.binary(min_size=32, max_size=32),
+    subject=st.text(max_size=70),
+    ids=st.lists(KEK_IDS, min_size=2, max_size=2, unique=True),
+)
+def test_rewrap_then_unwrap_with_the_target_alone_gives_the_same_dek(dek: bytes, subject: str, ids: list[str]) -> None:
+    old, new = ids
+    both = LocalKek({old: K1, new: K2}, old)
+    moved = both.rewrap(both.wrap(dek, subject_ref=subject), subject_ref=subject, to_kek_id=new)
+    assert moved.kek_id == new
+    assert LocalKek({new: K2}, new).unwrap(moved, subject_ref=subject) == dek
+
+
+@pytest.mark.parametrize(
+    ("wrapped", "to", "kek_id"),
+    [
+        pytest.param(WRAPPED, "k3", "k3", id="target not configured"),
+        pytest.param(WrappedDek("gone", WRAPPED.blob), "k2", "gone", id="source KEK removed"),
+    ],
+)
+def test_rewrap_with_an_unknown_kek_names_the_kek_id_only(wrapped: WrappedDek, to: str, kek_id: str) -> None:
+    with pytest.raises(UnknownKek, match=f"unknown KEK id '{kek_id}'") as caught:
+        ROTATED.rewrap(wrapped, subject_ref=SUBJECT, to_kek_id=to)
+    assert caught.value.kek_id == kek_id
+    assert SUBJECT not in str(caught.value)
+
+
+def test_rewrap_refuses_a_blob_that_does_not_authenticate() -> None:
+    with pytest.raises(RecordTampered):
+        ROTATED.rewrap(WrappedDek("k2", flip(WRAPPED.blob, 20)), subject_ref=SUBJECT, to_kek_id="k1")
 
 
 @pytest.mark.parametrize(

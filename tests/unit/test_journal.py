@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any
 
 import orjson
 import pytest
 
+from services.archiver import sealing
 from services.archiver.sealing import RawRecord, batch_object_key, decode_record
 from services.core.container import SourceRange, object_key
-from services.core.events import WebhookRejected, decode_webhook, parse_webhook, webhook_scope
+from services.core.events import Event, WebhookRejected, decode_webhook, parse_webhook, webhook_scope
 from services.core.journal import (
     EVENT_FORMAT,
     FORMAT_HEADER,
@@ -208,3 +210,51 @@ def test_a_batch_starting_inside_a_post_has_a_key_of_its_own() -> None:
     source = SourceRange("t", 2, 5, 9)
     assert batch_object_key("p", source, 0) == object_key("p", source)
     assert batch_object_key("p", source, 3) == "p/t/00002/00000000000000000005-00003.waarc"
+
+
+def test_an_event_nested_as_deep_as_ingest_accepts_is_encoded_again() -> None:
+    """orjson writes 255 levels at most and the standard library recurses once per level: the envelope of a message
+    nested 1,010 levels deep (ingest accepts 1,024) is encoded under the split's recursion limit, not refused."""
+    message = {"from": "16505551234", "id": "wamid.deep", "type": "text", "text": {"body": "x"}, "x": "DEEP"}
+    document = {
+        "object": "whatsapp_business_account",
+        "entry": [
+            {
+                "id": "1022",
+                "changes": [change("messages", {"metadata": {"phone_number_id": "1065"}, "messages": [message]})],
+            }
+        ],
+    }
+    raw = json.dumps(document).encode().replace(b'"DEEP"', b'{"n":' * 1010 + b'"bottom"' + b"}" * 1010)
+    (decoded,) = decode_record(record_of(raw))
+    assert decoded.poison is None
+    assert decoded.event is not None
+    assert decoded.event.message_id == "wamid.deep"
+
+
+def test_a_split_that_fails_unforeseen_is_one_dead_letter_not_an_exception(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(_value: bytes | None, _headers: Any) -> Any:
+        raise KeyError("a bug in the splitter")
+
+    monkeypatch.setattr(sealing, "split_record", broken)
+    raw = record_of(body({"id": "1022", "changes": [number_change("1065")]}))
+    (dead,) = decode_record(raw)
+    assert dead.event is None
+    assert dead.poison == "unsplittable record: KeyError"
+    assert (dead.value, dead.headers) == (raw.value, raw.headers), "carried as consumed"
+
+
+def test_an_event_that_cannot_be_encoded_again_is_a_dead_letter_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = Event.to_json
+
+    def to_json(self: Event) -> bytes:
+        if self.message_id == "wamid.deux":
+            raise RecursionError("maximum recursion depth exceeded")
+        return real(self)
+
+    monkeypatch.setattr(Event, "to_json", to_json)
+    raw = body({"id": "1022", "changes": [number_change("1065"), number_change("1065", text="deux")]})
+    first, second = decode_record(record_of(raw))
+    assert first.event is not None
+    assert second.event is None
+    assert second.poison == "unencodable event: RecursionError (position 1)"

@@ -10,6 +10,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from services.core.bucket import StorageRefused, StorageUnavailable, _is_refusal
+from services.core.crypto import KeyRingError, UnknownKek
 from services.core.kafka import ProduceUnavailable
 from services.core.retry import Attempt, Failure, RetryPolicy, Stopped, classify, dependency_of, sleep_until_stopped
 
@@ -69,6 +70,8 @@ def s3_error(code: str, status: int) -> ClientError:
         pytest.param(StorageRefused("InvalidArgument"), Failure.POISON, "s3", id="s3: refused"),
         pytest.param(ProduceUnavailable("no ack"), Failure.OUTAGE, "kafka", id="kafka: no ack"),
         pytest.param(UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogate"), Failure.POISON, "unexpected", id="text"),
+        pytest.param(UnknownKek("old-kek"), Failure.OUTAGE, "keys", id="keys: a KEK removed too early"),
+        pytest.param(KeyRingError("key was shredded"), Failure.UNEXPECTED, "unexpected", id="keys: shredded"),
         pytest.param(KeyError("bug"), Failure.UNEXPECTED, "unexpected", id="a bug"),
     ],
 )

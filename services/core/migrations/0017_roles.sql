@@ -54,7 +54,8 @@ GRANT SELECT, INSERT ON erased_events TO wa_archiver;
 GRANT SELECT, INSERT, DELETE ON keyword_index TO wa_archiver;
 GRANT SELECT, INSERT ON number_holders TO wa_archiver;
 
--- retention and the CLI: everything the actions do, except creating or rewrapping a data key.
+-- retention and the CLI: everything the actions do, except creating a data key (the KEK rewrap's UPDATE of two
+-- columns of subject_keys is granted by 0019, the migration after the rewrap's arrival).
 GRANT SELECT, DELETE ON subject_keys TO wa_retention;
 GRANT SELECT, INSERT ON shredded_keys TO wa_retention;
 GRANT SELECT, INSERT, UPDATE ON erased_subjects TO wa_retention;
