@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from services.core.published import LOCAL_DEMO_FLAG
+from services.tools.devrun import apply_migrations
 from tests.support import REPO_ROOT, load_demo_env
 
 RESULTS = REPO_ROOT / "bench" / "results"
@@ -28,9 +29,11 @@ def demo_env() -> dict[str, str]:
 
 
 def ensure_stack() -> None:
+    """The local stack up and the schema migrated by its owner (the services' roles may not migrate)."""
     subprocess.run(
         [str(REPO_ROOT / "deploy" / "local" / "stack.sh"), "up"], check=True, capture_output=True, timeout=600
     )
+    apply_migrations({**os.environ, **demo_env()})
 
 
 def ensure_tool(name: str, package: str) -> str:

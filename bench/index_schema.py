@@ -267,7 +267,7 @@ async def measure(dsn: str, layout: str, data: list[list[Row]]) -> dict[str, Any
 
 
 async def run(events: int, batch: int, rounds: int) -> dict[str, Any]:
-    dsn = demo_env()["WA_ARCHIVER_PG__DSN"]
+    dsn = demo_env()["WA_MIGRATOR_PG__DSN"]  # it creates scratch schemas: the owner's login
     data = batches(events, batch)
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in LAYOUTS}
     for _ in range(rounds):  # interleaved, so a noisy minute does not land on one layout only

@@ -25,7 +25,7 @@ import asyncpg
 from bench.common import CpuMeter, demo_env, ensure_stack, write_result
 from services.core.crypto import DekCache, LocalKek
 from services.core.keyring import Keyring, RewrapReport, rewrap_keys
-from services.core.schema import connect_pool
+from services.core.schema import connect_pool, migrate_dsn
 
 A, B = "bench-kek-a", "bench-kek-b"
 KEYS = {A: os.urandom(32), B: os.urandom(32)}
@@ -83,9 +83,13 @@ async def measure(pool: asyncpg.Pool, to_kek_id: str, count: int, batch_size: in
 async def run(count: int, batch_sizes: list[int]) -> dict[str, Any]:
     env = demo_env()
     schema = f"bench_rewrap_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(env["WA_ARCHIVER_PG__DSN"])
+    # A scratch schema of the owner's, migrated like the real one; the bench creates and rewraps keys in it (the
+    # archiver's work and retention's), so it connects as the owner rather than as either role.
+    admin = await asyncpg.connect(env["WA_MIGRATOR_PG__DSN"])
     await admin.execute(f"CREATE SCHEMA {schema}")
-    pool = await connect_pool(f"{env['WA_ARCHIVER_PG__DSN']}?search_path={schema}", min_size=1, max_size=2)
+    owner = f"{env['WA_MIGRATOR_PG__DSN']}?search_path={schema}"
+    await migrate_dsn(owner)
+    pool = await connect_pool(owner, min_size=1, max_size=2)
     try:
         created_per_s = await create_keys(pool, count)
         await pool.execute("VACUUM ANALYZE subject_keys")

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, settings
 from mypy_boto3_s3 import S3Client
 
 from services.core.published import LOCAL_DEMO_FLAG
-from services.core.schema import connect_pool
+from services.core.schema import connect_pool, migrate_dsn
 from tests.support import REPO_ROOT, load_demo_env
 
 DEMO_ENV = load_demo_env()
@@ -96,8 +96,15 @@ def pg_dsn() -> str:
 
 
 @pytest.fixture(scope="session")
-async def pg_pool(pg_dsn: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await connect_pool(pg_dsn, min_size=1, max_size=4)  # the schema, migrated
+async def migrated(pg_dsn: str) -> None:
+    """The schema migrated by its owner, as `wa-archive migrate` does before the services start (they may not)."""
+    await migrate_dsn(pg_dsn)
+
+
+@pytest.fixture(scope="session")
+async def pg_pool(pg_dsn: str, migrated: None) -> AsyncIterator[asyncpg.Pool]:
+    """The owner's pool: the fixtures' set-up and clean-up; the code under test connects as its service's role."""
+    pool = await connect_pool(pg_dsn, min_size=1, max_size=4)
     try:
         yield pool
     finally:

@@ -226,11 +226,12 @@ def key_settings(demo_env: dict[str, str]) -> KeySettings:
     )
 
 
-def s3_settings(demo_env: dict[str, str], prefix: str) -> S3Settings:
+def s3_settings(demo_env: dict[str, str], prefix: str, service: str = "ARCHIVER") -> S3Settings:
+    """The archive bucket under ``prefix``, with the S3 identity of ``service`` (ARCHIVER, RETENTION, CONSOLE)."""
     return S3Settings(
         endpoint_url=demo_env["WA_ARCHIVER_S3__ENDPOINT_URL"],
-        access_key=demo_env["WA_ARCHIVER_S3__ACCESS_KEY"],
-        secret_key=SecretStr(demo_env["WA_ARCHIVER_S3__SECRET_KEY"]),
+        access_key=demo_env[f"WA_{service}_S3__ACCESS_KEY"],
+        secret_key=SecretStr(demo_env[f"WA_{service}_S3__SECRET_KEY"]),
         bucket=demo_env["WA_ARCHIVER_S3__BUCKET"],
         prefix=prefix,
     )
@@ -264,7 +265,7 @@ def retention_settings(demo_env: dict[str, str], prefix: str) -> RetentionSettin
     return RetentionSettings(
         port=0,
         ops_port=0,
-        s3=s3_settings(demo_env, prefix),
+        s3=s3_settings(demo_env, prefix, "RETENTION"),
         pg=PostgresSettings(dsn=SecretStr(demo_env["WA_RETENTION_PG__DSN"])),
         keys=key_settings(demo_env),
         admin_tokens={

@@ -150,7 +150,7 @@ up_postgres() {
   local bin data=$STACK/postgres/data sock=$STACK/postgres/run
   bin=$(pg_bin)
   if [ -f "$data/postmaster.pid" ] && as_postgres "$bin/pg_ctl" -D "$data" status >/dev/null 2>&1; then
-    log "postgres already running"; return 0
+    log "postgres already running"; pg_service_roles; return 0
   fi
   refuse_foreign_port postgres "$WA_PG_PORT"
   mkdir -p "$STACK/postgres" "$sock"
@@ -179,6 +179,25 @@ SQL
   if [ -z "$(as_postgres "${psql[@]}" -tA -c "SELECT 1 FROM pg_database WHERE datname = '$WA_PG_DATABASE'")" ]; then
     as_postgres "${psql[@]}" -c "CREATE DATABASE $WA_PG_DATABASE OWNER $WA_PG_USER" >/dev/null
   fi
+  pg_service_roles
+}
+# One login per service, named with its password by the service's DSN in demo.env (the one place that says them).
+# Run on every `up`, also when PostgreSQL was already running, so that a stack started before a role existed gets
+# it. The owner above runs the migrations; migration 0017 grants these roles their rights. ingest has none.
+SERVICE_DSN_VARS=(WA_ARCHIVER_PG__DSN WA_RETENTION_PG__DSN WA_CONSOLE_PG__DSN)
+pg_service_roles() {
+  local var dsn bin sock=$STACK/postgres/run
+  bin=$(pg_bin)
+  for var in "${SERVICE_DSN_VARS[@]}"; do
+    dsn=${!var:-}
+    [[ $dsn =~ ^postgresql://([a-z_][a-z0-9_]*):([^@]+)@ ]] \
+      || die "$var must read postgresql://ROLE:PASSWORD@HOST:PORT/DATABASE (stack.sh creates that role)"
+    as_postgres "$bin/psql" -q -v ON_ERROR_STOP=1 -h "$sock" -p "$WA_PG_PORT" -U postgres -d postgres \
+      -v role="${BASH_REMATCH[1]}" -v password="${BASH_REMATCH[2]}" >/dev/null <<'SQL'
+SELECT format('CREATE ROLE %I', :'role') WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'role') \gexec
+ALTER ROLE :"role" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD :'password';
+SQL
+  done
 }
 down_postgres() {
   local data=$STACK/postgres/data
@@ -189,14 +208,37 @@ down_postgres() {
 
 # ---------------------------------------------------------------- s3 (SeaweedFS)
 s3_ready() { curl -fsS -o /dev/null "http://127.0.0.1:$WA_S3_PORT/status" 2>/dev/null || port_open "$WA_S3_PORT"; }
+# The identities of SeaweedFS's S3 gateway, from demo.env: the administrator (buckets, the tests' fixtures) and one
+# per service, limited to the archive bucket. SeaweedFS has no action of its own for deletes: "Write" covers
+# PutObject and DeleteObject(s), so retention holds it; on AWS its policy grants the deletes without PutObject
+# (deploy/k8s/README.md). A put with an Object Lock retention needs "PutObjectRetention" besides "Write".
+# Returns 0 when the file changed (the gateway reads it at start only).
+write_s3_config() {
+  local file=$STACK/s3/s3.json new
+  new=$(cat <<JSON
+{"identities": [
+  {"name": "wa-archive", "credentials": [{"accessKey": "$WA_S3_ACCESS_KEY", "secretKey": "$WA_S3_SECRET_KEY"}],
+   "actions": ["Admin", "Read", "Write", "List", "Tagging"]},
+  {"name": "wa-archiver", "credentials": [{"accessKey": "$WA_ARCHIVER_S3__ACCESS_KEY", "secretKey": "$WA_ARCHIVER_S3__SECRET_KEY"}],
+   "actions": ["Write:$WA_ARCHIVER_S3__BUCKET", "PutObjectRetention:$WA_ARCHIVER_S3__BUCKET"]},
+  {"name": "wa-retention", "credentials": [{"accessKey": "$WA_RETENTION_S3__ACCESS_KEY", "secretKey": "$WA_RETENTION_S3__SECRET_KEY"}],
+   "actions": ["Read:$WA_RETENTION_S3__BUCKET", "List:$WA_RETENTION_S3__BUCKET", "Write:$WA_RETENTION_S3__BUCKET"]},
+  {"name": "wa-console", "credentials": [{"accessKey": "$WA_CONSOLE_S3__ACCESS_KEY", "secretKey": "$WA_CONSOLE_S3__SECRET_KEY"}],
+   "actions": ["Read:$WA_RETENTION_S3__BUCKET", "List:$WA_RETENTION_S3__BUCKET"]}
+]}
+JSON
+)
+  [ -f "$file" ] && [ "$(cat "$file")" = "$new" ] && return 1
+  printf '%s\n' "$new" >"$file"
+}
 up_s3() {
+  mkdir -p "$STACK/s3/data"
+  if write_s3_config && alive s3; then
+    log "the S3 identities changed: restarting SeaweedFS to load them"
+    down_s3
+  fi
   if alive s3; then log "s3 already running"; return 0; fi
   refuse_foreign_port s3 "$WA_S3_PORT"
-  mkdir -p "$STACK/s3/data"
-  cat >"$STACK/s3/s3.json" <<JSON
-{"identities": [{"name": "wa-archive", "credentials": [{"accessKey": "$WA_S3_ACCESS_KEY", "secretKey": "$WA_S3_SECRET_KEY"}],
-  "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}
-JSON
   log "starting SeaweedFS S3 on 127.0.0.1:$WA_S3_PORT"
   # weed mini: master, volume, filer and S3 gateway in one process; telemetry off (no network here anyway).
   start_bg s3 "$VENV/bin/weed" mini -dir="$STACK/s3/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \

@@ -26,7 +26,7 @@ from services.core.keyring import Keyring
 from services.core.ops_http import OpsServer, ops_app
 from services.core.policy import DEFAULT_POLICY, load_policy
 from services.core.retry import Attempt, RetryPolicy, Stopped, sleep_until_stopped
-from services.core.schema import connect_pool
+from services.core.schema import SchemaNotCurrent, connect_pool
 
 log = logging.getLogger("wa_archive.archiver")
 
@@ -45,11 +45,14 @@ def _log_start_up_retry(dependency: str) -> Callable[[Attempt], None]:
 
 
 async def connect_pool_patiently(dsn: str, *, min_size: int, max_size: int, stop: asyncio.Event) -> asyncpg.Pool | None:
-    """A pool once PostgreSQL answers, or None if we are stopped first."""
+    """A pool once PostgreSQL answers with a schema at least as new as this build (the migrator, a Job beside
+    the Deployments, may not have run yet), or None if we are stopped first."""
     try:
         return await START_UP_RETRY.run(
-            lambda: connect_pool(dsn, min_size=min_size, max_size=max_size),
-            retry_on=lambda exc: isinstance(exc, OSError | asyncpg.PostgresError | asyncpg.InterfaceError),
+            lambda: connect_pool(dsn, min_size=min_size, max_size=max_size, schema_wait_s=0),
+            retry_on=lambda exc: isinstance(
+                exc, OSError | asyncpg.PostgresError | asyncpg.InterfaceError | SchemaNotCurrent
+            ),
             on_retry=_log_start_up_retry("postgres"),
             sleep=sleep_until_stopped(stop),
         )

@@ -1,7 +1,8 @@
 """The ``wa-archive`` command: one entry point for operators, over the same actions as the admin API.
 
-Configuration comes from the environment (``WA_RETENTION_…``, see deploy/local/demo.env); the operator's
-identity for the audit log is ``WA_RETENTION_OPERATOR``. Every command that decrypts a person's records
+Configuration comes from the environment (``WA_RETENTION_…``, see deploy/local/demo.env; ``migrate`` alone reads
+``WA_MIGRATOR_PG__DSN``, the schema owner's login); the operator's identity for the audit log is
+``WA_RETENTION_OPERATOR``. Every command that decrypts a person's records
 requires ``--reason`` and writes an audit row.
 """
 
@@ -21,6 +22,7 @@ from services.cli.commands import (
     cmd_hold,
     cmd_keys,
     cmd_messages,
+    cmd_migrate,
     cmd_rebuild_index,
     cmd_replay,
     cmd_retention,
@@ -156,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--limit", type=int, default=100)
     output(audit, "jsonl")
     audit.set_defaults(handler=cmd_audit)
+
+    migrate = commands.add_parser("migrate", help="apply the database migrations, as the schema's owner")
+    migrate.set_defaults(handler=cmd_migrate)
 
     rebuild = commands.add_parser("rebuild-index", help="rebuild the PostgreSQL index from the bucket")
     rebuild.add_argument("--prefix", help="object key prefix (default: the configured one)")

@@ -45,6 +45,7 @@ def with_actions(work: Work) -> int:
     from prometheus_client import CollectorRegistry  # noqa: PLC0415
 
     from services.core.crypto import KeyRingError  # noqa: PLC0415
+    from services.core.schema import SchemaNotCurrent  # noqa: PLC0415
     from services.retention.access import open_access  # noqa: PLC0415
     from services.retention.actions import (  # noqa: PLC0415
         Actions,
@@ -64,7 +65,7 @@ def with_actions(work: Work) -> int:
     operator = Operator(config.operator, "dpo")
 
     async def run() -> int:
-        access = await open_access(config)
+        access = await open_access(config, schema_wait_s=0)  # a person waits for no migrator: say so at once
         try:
             return await work(Actions(access, RetentionMetrics(CollectorRegistry())), operator)
         finally:
@@ -90,6 +91,26 @@ def with_actions(work: Work) -> int:
     except KeyRingError as exc:  # e.g. a key wrapped by a KEK removed from the settings: the message names the KEK
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except SchemaNotCurrent as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def cmd_migrate(_args: argparse.Namespace) -> int:
+    """Apply the pending migrations as the schema's owner (``WA_MIGRATOR_PG__DSN``), the one step that may."""
+    import asyncpg  # noqa: PLC0415
+
+    from services.core.schema import migrate_dsn  # noqa: PLC0415
+    from services.core.settings import MigratorSettings, load_settings  # noqa: PLC0415
+
+    config = load_settings(MigratorSettings)
+    try:
+        applied = asyncio.run(migrate_dsn(config.pg.dsn.get_secret_value()))
+    except asyncpg.InsufficientPrivilegeError as exc:
+        print(f"refused: {exc} (WA_MIGRATOR_PG__DSN must be the login of the schema's owner)", file=sys.stderr)
+        return 2
+    print(f"applied {len(applied)} migration(s){': ' + ', '.join(applied) if applied else ''}")
+    return 0
 
 
 def cmd_replay(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ from services.retention.settings import RetentionSettings
 
 def main() -> None:
     settings = load_settings(ConsoleSettings)
-    retention = load_settings(RetentionSettings)
+    retention = settings.archive_settings(load_settings(RetentionSettings))
     configure_logging(settings.log_level)
 
     async def opener() -> ArchiveAccess:

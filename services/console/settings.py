@@ -1,8 +1,9 @@
 """Settings of the review console (environment variables prefixed ``WA_CONSOLE_``).
 
-The console opens the archive with the retention service's access settings (``WA_RETENTION_``: PostgreSQL, S3,
-keys, policy) and signs people in with its named credentials (``WA_RETENTION_ADMIN_TOKENS``): one set of secrets,
-one action layer.
+The console opens the archive that the retention service's settings locate (``WA_RETENTION_``: the bucket, the
+keys, the policy) and signs people in with its named credentials (``WA_RETENTION_ADMIN_TOKENS``): one action layer.
+It connects with credentials of its own, never retention's: its PostgreSQL role (``WA_CONSOLE_PG__DSN``) may not
+create a key or rewrite the audit log, its S3 identity (``WA_CONSOLE_S3__ACCESS_KEY``/``SECRET_KEY``) may only read.
 """
 
 from __future__ import annotations
@@ -12,9 +13,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.core.settings import PostgresSettings, S3Credentials
+from services.retention.settings import RetentionSettings
+
 
 class ConsoleSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="WA_CONSOLE_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="WA_CONSOLE_", env_nested_delimiter="__", extra="ignore")
 
     host: str = "127.0.0.1"
     port: int = Field(default=8083, ge=0, le=65535)
@@ -48,6 +52,16 @@ class ConsoleSettings(BaseSettings):
     default_timezone: str = "Europe/Paris"
     # How many messages a timeline page shows.
     page_size: int = Field(default=100, ge=10, le=1000)
+    # The console's own logins (see the module docstring).
+    pg: PostgresSettings = Field(default_factory=PostgresSettings)
+    s3: S3Credentials = Field(default_factory=S3Credentials)
+
+    def archive_settings(self, retention: RetentionSettings) -> RetentionSettings:
+        """Retention's view of the archive with the console's own database role and S3 identity in place of
+        retention's: whatever ``WA_RETENTION_PG__DSN`` and ``WA_RETENTION_S3__*_KEY`` hold, the console never uses
+        them."""
+        s3 = retention.s3.model_copy(update={"access_key": self.s3.access_key, "secret_key": self.s3.secret_key})
+        return retention.model_copy(update={"pg": self.pg, "s3": s3})
 
     @field_validator("default_timezone")
     @classmethod

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsError
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from services.core.published import is_published, local_demo, published_settings, refusal
 from services.core.token_strength import token_weakness
@@ -84,9 +84,33 @@ class S3Settings(BaseModel):
 
 
 class PostgresSettings(BaseModel):
+    """A service's database login: each service has a role of its own (migration 0017 says what it may do)."""
+
     dsn: SecretStr = SecretStr("postgresql://wa_archive@127.0.0.1:5432/wa_archive")
     min_connections: int = Field(default=1, ge=1)
     max_connections: int = Field(default=8, ge=1)
+
+
+class S3Credentials(BaseModel):
+    """An S3 identity without the bucket's address: the console reads retention's bucket with keys of its own.
+    Both unset: the SDK's own chain (the pod's cloud identity, IRSA or Workload Identity)."""
+
+    access_key: str | None = None
+    secret_key: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> S3Credentials:
+        if (self.access_key is None) != (self.secret_key is None):
+            raise ValueError("set both access_key and secret_key, or neither")
+        return self
+
+
+class MigratorSettings(BaseSettings):
+    """``wa-archive migrate`` (prefix ``WA_MIGRATOR_``): the login of the schema's owner, which no service holds."""
+
+    model_config = SettingsConfigDict(env_prefix="WA_MIGRATOR_", env_nested_delimiter="__", extra="ignore")
+
+    pg: PostgresSettings = Field(default_factory=PostgresSettings)
 
 
 def decode_key(value: str, what: str) -> bytes:

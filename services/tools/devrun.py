@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import httpx
@@ -96,6 +96,16 @@ def service_commands(graph_token: str) -> dict[str, list[str]]:
     }
 
 
+def apply_migrations(env: Mapping[str, str]) -> None:
+    """``wa-archive migrate`` as the schema's owner (WA_MIGRATOR_PG__DSN), before any service starts: the services
+    connect as roles that may not migrate, and wait for the schema their code needs."""
+    result = subprocess.run(
+        [sys.executable, "-m", "services.cli", "migrate"], cwd=ROOT, env=dict(env), capture_output=True, check=False
+    )
+    if result.returncode != 0:
+        raise SystemExit(f"wa-archive migrate failed:\n{result.stderr.decode(errors='replace')}")
+
+
 def stop_processes(processes: Iterable[subprocess.Popen[bytes]], timeout_s: float = 90) -> None:
     """SIGTERM to every process still running, then wait for each (the services drain); kill what outlives it."""
     running = [process for process in processes if process.poll() is None]
@@ -144,6 +154,7 @@ def main() -> None:
     logs = ROOT / ".stack" / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     commands = service_commands(env["WA_ARCHIVER_GRAPH__TOKEN"])
+    apply_migrations(env)
     processes: dict[str, subprocess.Popen[bytes]] = {}
     try:
         for name, command in commands.items():

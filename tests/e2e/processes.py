@@ -12,7 +12,7 @@ from typing import Final
 import httpx
 import pytest
 
-from services.tools.devrun import service_commands, stop_processes
+from services.tools.devrun import apply_migrations, service_commands, stop_processes
 from tests.support import REPO_ROOT
 
 # The port of each service's /healthz, /readyz and /metrics (the console's ops port; the Graph API stand-in has none).
@@ -33,6 +33,7 @@ def running_services(env: Mapping[str, str], names: Sequence[str], logs_dir: Pat
             continue
         pytest.fail(f"port {port} ({name}) is busy: stop `make run` before the e2e tests", pytrace=False)
     commands = service_commands(env["WA_ARCHIVER_GRAPH__TOKEN"])
+    apply_migrations(env)
     processes: dict[str, subprocess.Popen[bytes]] = {}
     logs: dict[str, Path] = {}
     try:

@@ -53,7 +53,7 @@ async def pipe(kafka_bootstrap: str, demo_env: dict[str, str]) -> Pipeline:
 
 
 async def test_every_sample_payload_is_archived_and_reads_back_byte_for_byte(
-    kafka_bootstrap: str, pg_pool: asyncpg.Pool, pipe: Pipeline
+    kafka_bootstrap: str, pg_pool: asyncpg.Pool, pipe: Pipeline, demo_env: dict[str, str]
 ) -> None:
     ingest = IngestApp(
         IngestSettings(
@@ -97,10 +97,12 @@ async def test_every_sample_payload_is_archived_and_reads_back_byte_for_byte(
     )
     assert all(row["object_key"].startswith(pipe.settings.s3.prefix + "/") for row in rows)
     keys = pipe.settings.keys
-    pool = await connect_pool(pipe.settings.pg.dsn.get_secret_value())
+    # Read back as retention reads (the archiver's S3 identity may only write).
+    readers = pipeline.retention_settings(demo_env, pipe.settings.s3.prefix)
+    pool = await connect_pool(readers.pg.dsn.get_secret_value())
     try:
         keyring = Keyring(pool, LocalKek(keys.kek_bytes(), keys.current_kek_id), DekCache(1000))
-        reader = ArchiveReader(ArchiveBucket(pipe.settings.s3), keyring)
+        reader = ArchiveReader(ArchiveBucket(readers.s3), keyring)
         opened = await reader.open([RecordLocation(r["event_id"], r["object_key"], r["record_index"]) for r in rows])
     finally:
         await pool.close()

@@ -27,7 +27,7 @@ async def test_delete_permanently_removes_every_version_and_nothing_else(
     demo_env: dict[str, str], s3_client: S3Client
 ) -> None:
     prefix = f"test/bucket-{uuid.uuid4().hex[:8]}"
-    bucket = ArchiveBucket(pipeline.s3_settings(demo_env, prefix))
+    bucket = ArchiveBucket(pipeline.s3_settings(demo_env, prefix, "RETENTION"))
     name = bucket.name
     folder_a, folder_b = f"{prefix}/t/00000", f"{prefix}/t/00001"
     # More than one listing page (1,000) in folder a; kept keys interleaved with the deleted ones.
@@ -53,7 +53,7 @@ async def test_delete_permanently_removes_every_version_and_nothing_else(
 
 async def test_a_locked_version_is_refused_and_kept(demo_env: dict[str, str], s3_client: S3Client) -> None:
     prefix = f"test/bucket-{uuid.uuid4().hex[:8]}"
-    bucket = ArchiveBucket(pipeline.s3_settings(demo_env, prefix))
+    bucket = ArchiveBucket(pipeline.s3_settings(demo_env, prefix, "RETENTION"))
     locked, free = f"{prefix}/t/00000/locked.wacx", f"{prefix}/t/00000/free.wacx"
     s3_client.put_object(
         Bucket=bucket.name,

@@ -58,11 +58,16 @@ async def console(demo_env: dict[str, str]) -> AsyncIterator[Console]:
     settings = pipeline.retention_settings(demo_env, prefix)
     registry = CollectorRegistry()
 
+    # The console under test connects with its own role and S3 identity (WA_CONSOLE_* of demo.env); the tests set
+    # up and check the archive with retention's (``access``).
+    console_settings = ConsoleSettings(secure_cookies=False, idle_timeout_s=60, page_size=20)
+    assert console_settings.pg.dsn.get_secret_value().startswith("postgresql://wa_console:")
+
     async def opener() -> ArchiveAccess:
-        return await open_access(settings)
+        return await open_access(console_settings.archive_settings(settings))
 
     app = create_console_app(
-        ConsoleSettings(secure_cookies=False, idle_timeout_s=60, page_size=20),
+        console_settings,
         settings,
         opener,
         registry=registry,

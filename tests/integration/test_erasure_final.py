@@ -28,9 +28,14 @@ from services.archiver.metrics import ArchiverMetrics
 from services.archiver.rebuild import rebuild_index
 from services.archiver.sealing import RawRecord
 from services.archiver.writer import BatchWriter
+from services.core.bucket import ArchiveBucket
+from services.core.crypto import DekCache, LocalKek
+from services.core.events import Event
 from services.core.index import binary_key, binary_keys
 from services.core.kafka import AckedProducer
+from services.core.keyring import Keyring
 from services.core.retry import RetryPolicy
+from services.core.schema import connect_pool
 from services.core.settings import KafkaSettings
 from services.ingest.app import IngestApp
 from services.ingest.settings import IngestSettings
@@ -187,23 +192,44 @@ async def test_an_erasure_during_a_batch_drops_the_person_s_records_instead_of_s
     registry = CollectorRegistry()
     metrics = ArchiverMetrics(registry)
     dlq = AckedProducer(KafkaSettings(bootstrap_servers=f"127.0.0.1:{demo_env['WA_KAFKA_PORT']}"))
+    # The writer as the archiver runs it: its role, its write-only S3 identity; the erasure and the reads are
+    # retention's (``access``), on the same prefix.
+    archiver = pipeline.archiver_settings(demo_env, "unused", "unused", access.bucket.settings.prefix)
+    pool = await connect_pool(archiver.pg.dsn.get_secret_value())
+    bucket = ArchiveBucket(archiver.s3)
     writer = BatchWriter(
         topic="test.final.race",
         dlq_topic="test.final.race.dlq",
-        bucket=access.bucket,
-        pool=access.pool,
-        keyring=access.keyring,
+        bucket=bucket,
+        pool=pool,
+        keyring=Keyring(pool, LocalKek(archiver.keys.kek_bytes(), archiver.keys.current_kek_id), DekCache(100)),
         pepper=access.pepper,
         dlq=dlq,
         metrics=metrics,
         retry=RetryPolicy(initial_s=0.01, max_s=0.1),
     )
+    try:
+        await race(writer, bucket, access, pg_pool, person, first, events, registry)
+    finally:
+        await pool.close()
+
+
+async def race(
+    writer: BatchWriter,
+    bucket: ArchiveBucket,
+    access: ArchiveAccess,
+    pg_pool: asyncpg.Pool,
+    person: Person,
+    first: list[Event],
+    events: list[Event],
+    registry: CollectorRegistry,
+) -> None:
     now_ms = int(time.time() * 1000)
     await writer.write(0, [RawRecord(0, 0, now_ms, e.key(), e.to_json()) for e in first])
     assert await readable(access, person) == ["wamid.FIRST"]
 
     # The erasure commits after the batch was sealed with the person's key, before its index transaction.
-    real_put = access.bucket.put
+    real_put = bucket.put
     erased_during: list[bool] = []
 
     async def put_then_erase(key: str, body: bytes, *, now: datetime | None = None) -> datetime | None:
@@ -213,13 +239,13 @@ async def test_an_erasure_during_a_batch_drops_the_person_s_records_instead_of_s
             erased_during.append(True)
         return until
 
-    access.bucket.put = put_then_erase  # type: ignore[method-assign]
+    bucket.put = put_then_erase  # type: ignore[method-assign]
     try:
         outcome = await writer.write(
             0, [RawRecord(0, n + 1, now_ms, e.key(), e.to_json()) for n, e in enumerate(events)]
         )
     finally:
-        access.bucket.put = real_put  # type: ignore[method-assign]
+        bucket.put = real_put  # type: ignore[method-assign]
     assert erased_during, "the erasure ran while the batch was being written"
     assert outcome.archived == 1
     assert outcome.erased_dropped == 2

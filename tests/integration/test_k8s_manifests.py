@@ -40,7 +40,7 @@ from services.archiver.settings import ArchiverSettings
 from services.console.settings import ConsoleSettings
 from services.core.kafka import MAX_RECORD_BYTES, PROTOCOL_OVERHEAD_BYTES
 from services.core.policy import parse_policy
-from services.core.settings import KafkaSettings
+from services.core.settings import KafkaSettings, MigratorSettings
 from services.ingest.settings import IngestSettings
 from services.retention.settings import RetentionSettings
 from tests.support import load_demo_env
@@ -68,7 +68,26 @@ CUSTOM_RESOURCE_SCHEMAS = {
     ("kafka.strimzi.io/v1beta2", "KafkaTopic"): "kafkatopic-kafka.strimzi.io-v1beta2.json",
 }
 
-SECRET_NAME = "wa-archive-secrets"
+# Which secret each workload holds, as (Secret, key): its own logins and nothing else (docs/ARCHITECTURE.md,
+# "Secrets"). The KEKs and the pepper are one Secret for the three that decrypt or pseudonymise, so a rotation
+# changes them in one place; the admin tokens one for the two that sign people in.
+KEYS = {("wa-archive-keys", "keks"), ("wa-archive-keys", "pepper")}
+SECRETS_OF_WORKLOAD: dict[str, set[tuple[str, str]]] = {
+    "ingest": {
+        ("wa-ingest-secrets", key) for key in ("app-secrets", "verify-token", "outbound-tokens", "kafka-sasl-password")
+    },
+    "archiver": KEYS
+    | {("wa-archiver-secrets", key) for key in ("pg-dsn", "s3-access-key", "s3-secret-key", "graph-token")}
+    | {("wa-archiver-secrets", "kafka-sasl-password")},
+    "retention": KEYS
+    | {("wa-retention-secrets", key) for key in ("pg-dsn", "s3-access-key", "s3-secret-key")}
+    | {("wa-archive-admin-tokens", "admin-tokens")},
+    "retention-run": KEYS | {("wa-retention-secrets", key) for key in ("pg-dsn", "s3-access-key", "s3-secret-key")},
+    "console": KEYS
+    | {("wa-console-secrets", key) for key in ("pg-dsn", "s3-access-key", "s3-secret-key")}
+    | {("wa-archive-admin-tokens", "admin-tokens")},
+    "migrate": {("wa-migrator-secrets", "pg-dsn")},
+}
 APP_NAMESPACE = "wa-archive"
 RUN_AS_USER = 10001
 
@@ -80,6 +99,7 @@ SETTINGS_OF_CONTAINER: dict[str, tuple[type[BaseSettings], ...]] = {
     "retention": (RetentionSettings,),
     "retention-run": (RetentionSettings,),
     "console": (RetentionSettings, ConsoleSettings),
+    "migrate": (MigratorSettings,),
 }
 # The port on which each long-running service serves /healthz and /readyz (DESIGN.md section 6). The console's
 # pages are on a port of their own (8083), the only one its Ingress reaches.
@@ -400,7 +420,7 @@ def test_retention_cron_job() -> None:
 
 
 def dummy_secret(key: str, env: Mapping[str, str]) -> str:
-    """A value of the right shape for each key of wa-archive-secrets (formats: deploy/k8s/README.md)."""
+    """A value of the right shape for each key of the Secrets (formats: deploy/k8s/README.md, section 5)."""
     key32 = base64.b64encode(bytes(range(32))).decode()
     kek_id = next((v for k, v in env.items() if k.endswith("KEYS__CURRENT_KEK_ID")), "kek")
     values = {
@@ -453,7 +473,7 @@ def test_each_service_accepts_the_configuration_it_is_given(
     _, container = workload(manifests, name)
     env = config_env(manifests, container)
     env.update({variable: dummy_secret(ref["key"], env) for variable, ref in secret_refs(container).items()})
-    prefixes = ("WA_INGEST_", "WA_ARCHIVER_", "WA_RETENTION_", "WA_CONSOLE_")
+    prefixes = ("WA_INGEST_", "WA_ARCHIVER_", "WA_RETENTION_", "WA_CONSOLE_", "WA_MIGRATOR_")
     every_process = {"WA_LOG_FORMAT"}  # read by configure_logging in each service, not by a settings class
     stray = [n for n in env if n.startswith("WA_") and not n.startswith(prefixes) and n not in every_process]
     assert not stray, f"variables no service reads: {stray}"
@@ -483,15 +503,35 @@ def test_no_secret_value_is_committed(target: str) -> None:
     used: set[str] = set()
     for owner, pod in pod_specs(manifests):
         for container in containers(pod):
-            for variable, ref in secret_refs(container).items():
-                assert ref["name"] == SECRET_NAME, f"{variable} refers to Secret {ref['name']}, not {SECRET_NAME}"
+            for ref in secret_refs(container).values():
                 used.add(ref["key"])
+                used.add(ref["name"])
             literal = {v["name"] for v in container.get("env", []) if "value" in v}
             from_config = set(config_env(manifests, container)) - set(secret_refs(container))
             leaked = sorted(n for n in literal | from_config if SECRET_SETTING.search(n))
             assert not leaked, f"{owner['metadata']['name']}: secret settings not from the Secret: {leaked}"
     undocumented = sorted(key for key in used if f"`{key}`" not in documented)
-    assert not undocumented, f"deploy/k8s/README.md must say how to create the Secret keys {undocumented}"
+    assert not undocumented, f"deploy/k8s/README.md must say how to create the Secrets and keys {undocumented}"
+
+
+@pytest.mark.parametrize("target", TARGET_IDS)
+def test_each_workload_holds_only_its_own_secrets(target: str) -> None:
+    manifests = render(target)
+    held = {
+        container["name"]: {(ref["name"], ref["key"]) for ref in secret_refs(container).values()}
+        for _, pod in pod_specs(manifests)
+        for container in containers(pod)
+    }
+    assert held == SECRETS_OF_WORKLOAD
+    # The console reads retention's bucket and keys but never uses retention's logins (ConsoleSettings replaces
+    # them with its own), so none may be given to it.
+    _, console = workload(manifests, "console")
+    given = set(secret_refs(console)) | set(config_env(manifests, console))
+    assert not given & {"WA_RETENTION_PG__DSN", "WA_RETENTION_S3__ACCESS_KEY", "WA_RETENTION_S3__SECRET_KEY"}
+    # The schema's owner is the migration Job's alone; it runs before (or beside) the services, which wait for it.
+    owner, migrate = workload(manifests, "migrate")
+    assert owner["kind"] == "Job"
+    assert [*migrate.get("command", []), *migrate.get("args", [])] == ["wa-archive", "migrate"]
 
 
 @pytest.mark.parametrize("target", TARGET_IDS)
@@ -741,7 +781,8 @@ def test_overlay_places_and_pins_everything() -> None:
 def test_readme_covers_what_a_platform_team_needs() -> None:
     text = K8S_README.read_text(encoding="utf-8")
     for topic in (
-        "create secret generic wa-archive-secrets",
+        "create secret generic wa-console-secrets",
+        "wa-archive migrate",
         "kustomize",
         "Strimzi",
         "MSK",

@@ -31,11 +31,11 @@ import pytest
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
-from services.core.crypto import UnknownKek
+from services.core.crypto import DekCache, LocalKek, UnknownKek
 from services.core.index import binary_keys
-from services.core.keyring import RewrapRefused
+from services.core.keyring import Keyring, RewrapRefused
 from services.core.reader import RecordLocation
-from services.core.schema import connect_pool
+from services.core.schema import connect_pool, migrate_dsn
 from services.core.settings import KeySettings, PostgresSettings
 from services.retention.access import ArchiveAccess, open_access
 from services.retention.actions import Actions, Operator
@@ -56,14 +56,19 @@ OPERATOR = Operator("test-operator", "dpo")
 
 @dataclass
 class Archive:
-    """A schema of this test's own, a topic and a bucket prefix, and settings for any set of KEKs."""
+    """A schema of this test's own, a topic and a bucket prefix, and settings for any set of KEKs. ``pool`` is the
+    owner's, for the test's own set-up and checks; the code under test connects with its service's role."""
 
     demo_env: dict[str, str]
-    dsn: str
+    schema: str
     pool: asyncpg.Pool
     topic: str
     dlq: str
     prefix: str
+
+    def dsn_of(self, service: str) -> str:
+        """The DSN of a service's role (ARCHIVER, RETENTION), in this test's schema."""
+        return f"{self.demo_env[f'WA_{service}_PG__DSN']}?search_path={self.schema}"
 
     @property
     def a(self) -> str:
@@ -76,7 +81,7 @@ class Archive:
 
     def retention_settings(self, *kek_ids: str) -> RetentionSettings:
         return pipeline.retention_settings(self.demo_env, self.prefix).model_copy(
-            update={"pg": PostgresSettings(dsn=SecretStr(self.dsn)), "keys": self.keys(*kek_ids)}
+            update={"pg": PostgresSettings(dsn=SecretStr(self.dsn_of("RETENTION"))), "keys": self.keys(*kek_ids)}
         )
 
     @asynccontextmanager
@@ -88,9 +93,19 @@ class Archive:
             await opened.close()
 
     @asynccontextmanager
+    async def writing_keyring(self, *kek_ids: str) -> AsyncIterator[Keyring]:
+        """The keyring the archiver creates keys with (its role: retention's may not insert a key)."""
+        keys = self.keys(*kek_ids)
+        pool = await connect_pool(self.dsn_of("ARCHIVER"), min_size=1, max_size=2)
+        try:
+            yield Keyring(pool, LocalKek(keys.kek_bytes(), keys.current_kek_id), DekCache(10_000))
+        finally:
+            await pool.close()
+
+    @asynccontextmanager
     async def archiver(self, *kek_ids: str) -> AsyncIterator[None]:
         settings = pipeline.archiver_settings(self.demo_env, self.topic, self.dlq, self.prefix).model_copy(
-            update={"pg": PostgresSettings(dsn=SecretStr(self.dsn)), "keys": self.keys(*kek_ids)}
+            update={"pg": PostgresSettings(dsn=SecretStr(self.dsn_of("ARCHIVER"))), "keys": self.keys(*kek_ids)}
         )
         async with pipeline.running_archiver(settings):
             yield
@@ -100,7 +115,7 @@ class Archive:
         return {
             **os.environ,
             **self.demo_env,
-            "WA_RETENTION_PG__DSN": self.dsn,
+            "WA_RETENTION_PG__DSN": self.dsn_of("RETENTION"),
             "WA_RETENTION_S3__PREFIX": self.prefix,
             "WA_RETENTION_KEYS__KEKS": json.dumps({k: v.get_secret_value() for k, v in keys.keks.items()}),
             "WA_RETENTION_KEYS__CURRENT_KEK_ID": keys.current_kek_id,
@@ -113,12 +128,13 @@ async def archive(kafka_bootstrap: str, pg_dsn: str, demo_env: dict[str, str]) -
     schema = f"test_rewrap_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(pg_dsn)
     await admin.execute(f"CREATE SCHEMA {schema}")
-    dsn = f"{demo_env['WA_ARCHIVER_PG__DSN']}?search_path={schema}"
-    pool = await connect_pool(dsn, min_size=1, max_size=4)  # the migrations, into the new schema
+    owner = f"{pg_dsn}?search_path={schema}"
+    await migrate_dsn(owner)  # as `wa-archive migrate` does, into the new schema
+    pool = await connect_pool(owner, min_size=1, max_size=4)
     try:
         topic = await create_topic(kafka_bootstrap, partitions=1, prefix="rewrap")
         dlq = await create_topic(kafka_bootstrap, partitions=1, prefix="rewrap-dlq")
-        yield Archive(demo_env, dsn, pool, topic, dlq, f"test/rewrap-{uuid.uuid4().hex[:8]}")
+        yield Archive(demo_env, schema, pool, topic, dlq, f"test/rewrap-{uuid.uuid4().hex[:8]}")
     finally:
         await pool.close()
         await admin.execute(f"DROP SCHEMA {schema} CASCADE")
@@ -321,10 +337,10 @@ async def test_archivers_and_an_erasure_write_lock_and_shred_keys_while_a_rewrap
         binary_keys([gone_at[0].event_id])[0],
     )
     # Enough keys under A for the rewrap to take a few seconds in batches of 5.
-    async with archive.access(a) as access:
+    async with archive.writing_keyring(a) as keyring:
         bulk = [uuid.uuid4().hex * 2 for _ in range(3000)]
         for start in range(0, len(bulk), 500):
-            await access.keyring.keys_for_writing(bulk[start : start + 500])
+            await keyring.keys_for_writing(bulk[start : start + 500])
     before = len(bulk) + 2
     assert await keys_by_kek(archive.pool) == {a: before}
     first_ref = await archive.pool.fetchval(
@@ -332,7 +348,7 @@ async def test_archivers_and_an_erasure_write_lock_and_shred_keys_while_a_rewrap
     )
 
     # An archiver's indexing transaction holds the first key row FOR SHARE (Keyring.confirm_live) throughout.
-    holder = await asyncpg.connect(archive.dsn)
+    holder = await asyncpg.connect(archive.dsn_of("ARCHIVER"))
     lock = holder.transaction()
     await lock.start()
     await holder.execute("SELECT 1 FROM subject_keys WHERE subject_ref = $1 FOR SHARE", first_ref)
@@ -386,7 +402,10 @@ async def test_an_archiver_without_the_kek_of_a_person_s_key_waits_and_names_the
     await pipeline.produce(f"127.0.0.1:{archive.demo_env['WA_KAFKA_PORT']}", archive.topic, events)
     registry = CollectorRegistry()
     settings = pipeline.archiver_settings(archive.demo_env, archive.topic, archive.dlq, archive.prefix).model_copy(
-        update={"pg": PostgresSettings(dsn=SecretStr(archive.dsn)), "keys": archive.keys(B)}  # A removed too early
+        update={
+            "pg": PostgresSettings(dsn=SecretStr(archive.dsn_of("ARCHIVER"))),
+            "keys": archive.keys(B),
+        }  # A removed too early
     )
     # The batch is retried until the KEK comes back: it cannot be drained at stop, only left uncommitted.
     settings = settings.model_copy(update={"drain_timeout_s": 1})
@@ -410,10 +429,10 @@ async def test_an_archiver_without_the_kek_of_a_person_s_key_waits_and_names_the
 
 async def test_a_rewrap_killed_midway_continues_where_it_stopped(archive: Archive) -> None:
     a = archive.a
-    async with archive.access(a) as access:
+    async with archive.writing_keyring(a) as keyring:
         refs = [uuid.uuid4().hex * 2 for _ in range(2000)]
-        await access.keyring.keys_for_writing(refs)
-        deks = {ref: (await access.keyring.keys_for_writing([ref]))[ref] for ref in refs[:50]}
+        await keyring.keys_for_writing(refs)
+        deks = {ref: (await keyring.keys_for_writing([ref]))[ref] for ref in refs[:50]}
     # One key per transaction, so that the kill lands between and inside batches; SIGKILL: no clean-up of any kind.
     command = ["-m", "services.cli", "keys", "rewrap", "--to", B, "--batch-size", "1"]
     process = await asyncio.create_subprocess_exec(

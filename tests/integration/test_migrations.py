@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from services.core.schema import migration_files
+from services.core.schema import SCHEMA_MIGRATIONS_DDL, SchemaNotCurrent, connect_pool, latest_version, migration_files
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -20,11 +20,26 @@ MESSAGE = "cd" * 32
 
 
 @pytest.fixture
-async def scratch(pg_dsn: str) -> AsyncIterator[asyncpg.Connection]:
-    """A connection whose search_path is a new, empty schema, dropped afterwards."""
+async def scratch_name(pg_dsn: str) -> AsyncIterator[tuple[asyncpg.Connection, str]]:
+    """As :func:`scratch`, with the schema's name."""
     conn = await asyncpg.connect(pg_dsn)
     schema = f"test_migrations_{uuid.uuid4().hex[:8]}"
     await conn.execute(f"CREATE SCHEMA {schema}; SET search_path = {schema}")
+    await conn.execute(SCHEMA_MIGRATIONS_DDL)
+    try:
+        yield conn, schema
+    finally:
+        await conn.execute(f"DROP SCHEMA {schema} CASCADE")
+        await conn.close()
+
+
+@pytest.fixture
+async def scratch(pg_dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection whose search_path is a new schema, empty but for the runner's own table, dropped afterwards."""
+    conn = await asyncpg.connect(pg_dsn)
+    schema = f"test_migrations_{uuid.uuid4().hex[:8]}"
+    await conn.execute(f"CREATE SCHEMA {schema}; SET search_path = {schema}")
+    await conn.execute(SCHEMA_MIGRATIONS_DDL)
     try:
         yield conn
     finally:
@@ -116,3 +131,22 @@ async def test_a_key_that_is_not_hex_fails_the_whole_migration(scratch: asyncpg.
         == 1
     )
     assert await scratch.fetchval("SELECT event_id FROM archived_events") == "not-hex-" + EVENT_ID[8:]
+
+
+async def test_a_service_waits_for_the_schema_its_code_needs_and_never_migrates(
+    scratch_name: tuple[asyncpg.Connection, str], pg_dsn: str
+) -> None:
+    conn, schema = scratch_name
+    dsn = f"{pg_dsn}?search_path={schema}"  # asyncpg passes unknown parameters as server settings
+    needed = latest_version()
+    with pytest.raises(SchemaNotCurrent, match=f"has no migrations, this build needs {needed:04d}"):
+        await connect_pool(dsn, schema_wait_s=0)
+    await conn.execute("INSERT INTO schema_migrations (version, name) VALUES ($1, 'older')", needed - 1)
+    with pytest.raises(SchemaNotCurrent, match=f"is at migration {needed - 1:04d}.*wa-archive migrate"):
+        await connect_pool(dsn, schema_wait_s=0.3)
+    assert await conn.fetchval("SELECT count(*) FROM pg_tables WHERE schemaname = $1", schema) == 1, "it migrated"
+    # The migrator's work done (here: recorded), and a newer schema too (a rolling upgrade), are both fine.
+    for version in (needed, needed + 1):
+        await conn.execute("INSERT INTO schema_migrations (version, name) VALUES ($1, 'applied')", version)
+        pool = await connect_pool(dsn, schema_wait_s=0)
+        await pool.close()

@@ -261,10 +261,16 @@ async def stack(demo_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> As
     async def opener() -> ArchiveAccess:
         return await open_access(settings)
 
+    # The console with its own role and S3 identity (WA_CONSOLE_* of demo.env), the admin API with retention's.
+    console_settings = ConsoleSettings(secure_cookies=False, idle_timeout_s=60, page_size=20)
+
+    async def console_opener() -> ArchiveAccess:
+        return await open_access(console_settings.archive_settings(settings))
+
     console = create_console_app(
-        ConsoleSettings(secure_cookies=False, idle_timeout_s=60, page_size=20),
+        console_settings,
         settings,
-        opener,
+        console_opener,
         registry=CollectorRegistry(),
         serve_ops=False,
     )
