@@ -36,6 +36,12 @@ PUBLISHED_SHA256: Final = frozenset(
         "7d12412c8f1072867a3608487e502ebcdc6ef3562101553659f2f10d26c0e406",  # WA_ARCHIVER_GRAPH__TOKEN
         "53dca5550e241d2e0369d53c8682027c8ce31d4cd24a1ea50607d6e536ec40b3",  # admin token demo-reader
         "c9d4b555e5c24f7cd9771accdba7c13f8d8ba46e1169720f4259e4de50ac9171",  # admin token demo-dpo
+        "047ea87d7d491f04e4d90721f463951e801e11a2be45db16d6e6ef521f52aa6c",  # WA_ARCHIVER_S3__SECRET_KEY
+        "6be6b51ca3c3a584a79ba7f88bae2d50c24eb2045d6502ce2934ad3702ef469c",  # WA_ARCHIVER_PG__DSN's password
+        "845334103fd2bbf1a8ba1962693d8f5ed0c4fcfe283a3ee6b1e0fd8acb555472",  # WA_RETENTION_S3__SECRET_KEY
+        "bb07ccdbd9458dec75fe57fdc37909c1fbe7412d7949b4b3fc7f60e818959465",  # WA_RETENTION_PG__DSN's password
+        "08a984544e0b25ec2d35fb69723dbdf0a9659b73b76b02ab08ff3c9187aa9d37",  # WA_CONSOLE_S3__SECRET_KEY
+        "a80e36c2fb4e27a949ca0853b5c020b2febe89b6234ccac149bfd11825dd21b8",  # WA_CONSOLE_PG__DSN's password
     }
 )
 

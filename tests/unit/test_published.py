@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 import string
+from urllib.parse import urlsplit
 
 import pytest
 from hypothesis import given
@@ -50,6 +51,11 @@ def demo_secrets() -> dict[str, str]:
         found[f"KEK {kek_id}"] = value
     for name, entry in json.loads(DEMO["WA_RETENTION_ADMIN_TOKENS"]).items():
         found[f"admin token {name}"] = entry["token"]
+    for service in ("ARCHIVER", "RETENTION", "CONSOLE"):  # each service's own S3 identity and database role
+        found[f"WA_{service}_S3__SECRET_KEY"] = DEMO[f"WA_{service}_S3__SECRET_KEY"]
+        password = urlsplit(DEMO[f"WA_{service}_PG__DSN"]).password
+        assert password is not None
+        found[f"WA_{service}_PG__DSN password"] = password
     return found
 
 
@@ -67,7 +73,7 @@ def test_every_secret_looking_variable_of_demo_env_is_covered() -> None:
         if not any(word in name for word in secret_words):
             continue
         if name.endswith("DSN"):
-            assert DEMO["WA_PG_PASSWORD"] in value, name
+            assert urlsplit(value).password in covered, name
         elif value.startswith(("[", "{")):
             assert any(secret in value for secret in covered), name
         else:
@@ -76,7 +82,9 @@ def test_every_secret_looking_variable_of_demo_env_is_covered() -> None:
 
 def test_the_demo_dsn_is_recognised_by_its_password() -> None:
     assert is_published(DEMO["WA_RETENTION_PG__DSN"])
-    assert not is_published(DEMO["WA_RETENTION_PG__DSN"].replace(DEMO["WA_PG_PASSWORD"], secrets.token_urlsafe(16)))
+    password = urlsplit(DEMO["WA_RETENTION_PG__DSN"]).password
+    assert password is not None
+    assert not is_published(DEMO["WA_RETENTION_PG__DSN"].replace(password, secrets.token_urlsafe(16)))
     assert not is_published("postgresql://[broken")
 
 
@@ -160,10 +168,14 @@ def test_load_settings_accepts_them_in_a_local_demo(monkeypatch: pytest.MonkeyPa
     assert load_settings(IngestSettings).verify_token.get_secret_value() == DEMO["WA_INGEST_VERIFY_TOKEN"]
 
 
-def test_settings_without_secrets_are_never_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_console_s_own_logins_are_checked_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The console holds a database role and an S3 identity of its own: the demo's are refused, others are not."""
     monkeypatch.delenv(LOCAL_DEMO_FLAG, raising=False)
+    set_demo_env(monkeypatch)
+    assert published_settings(ConsoleSettings(), "WA_CONSOLE_") == ["WA_CONSOLE_PG__DSN", "WA_CONSOLE_S3__SECRET_KEY"]
+    monkeypatch.setenv("WA_CONSOLE_PG__DSN", f"postgresql://wa_console:{secrets.token_urlsafe(24)}@db:5432/wa_archive")
+    monkeypatch.setenv("WA_CONSOLE_S3__SECRET_KEY", secrets.token_urlsafe(24))
     assert published_settings(ConsoleSettings(), "WA_CONSOLE_") == []
-    assert isinstance(load_settings(ConsoleSettings), ConsoleSettings)
 
 
 def test_the_refusal_says_what_to_do() -> None:
