@@ -4,10 +4,16 @@
 ``GET url`` with the same token → the bytes. The webhook's ``sha256`` is base64 of the SHA-256 (the media API's
 is hex); both are checked.
 
-Contract of :meth:`MediaFetcher.fetch`: never raises for HTTP or network trouble. Transient failures
-(connection errors, timeouts, 429, 5xx, a checksum mismatch) are retried with exponential backoff up to
-``attempts``; other 4xx (an expired id) end at once. The result says why it failed, in words that hold no
-personal data, so the archiver can archive the message anyway and mark its media missing.
+Egress (:class:`Egress`): the Graph API and the download are reached over https only (plain http only to a
+loopback address, and only when the local override is on: the Graph API stand-in of the demo and the tests); the
+download URL the Graph API returns must name a host of the allow-list (Meta's CDN by default), so the bearer
+token goes nowhere else; a media id must be URL-safe before it enters the path; redirects are not followed.
+
+Contract of :meth:`MediaFetcher.fetch`: never raises, whatever the media id, the Graph API's answer or the network
+do (only cancellation propagates). Transient failures (connection errors, timeouts, 429, 5xx, a checksum
+mismatch) are retried with exponential backoff up to ``attempts``; other 4xx (an expired id), a refused URL and a
+bad media id end at once. The result says why it failed, in words from a fixed set that hold no personal data
+(:data:`FAILURE_REASONS`), so the archiver can archive the message anyway and mark its media missing.
 """
 
 from __future__ import annotations
@@ -15,14 +21,42 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import logging
+import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import httpx
 
 from services.core.retry import RetryPolicy
 
+log = logging.getLogger("wa_archive.archiver")
+
 MEDIA_TYPES = frozenset({"image", "audio", "video", "document", "sticker"})
+
+# Where Meta's media download URLs point (``lookaside.fbsbx.com/whatsapp_business/attachments/?mid=…``) and its
+# CDNs: exact host names, or ``*.`` and a domain for any host below it (not the domain itself).
+META_MEDIA_HOSTS: Final = ("lookaside.fbsbx.com", "*.fbcdn.net", "*.whatsapp.net")
+LOOPBACK_HOSTS: Final = frozenset({"127.0.0.1", "::1", "localhost"})
+# Meta's media ids are digits; letters, '_' and '-' are let through (other Graph API versions, stand-ins), nothing
+# that could change the path or the query ('/', '.', '%', '?', '#', spaces, control characters).
+MEDIA_ID: Final = re.compile(r"[0-9A-Za-z_-]{1,128}")
+
+# Every reason a fetch can fail with (an HTTP status is added as "http NNN"): a bounded label set.
+FAILURE_REASONS: Final = frozenset(
+    {
+        "bad media id",
+        "bad metadata",
+        "url not https",
+        "url host not allowed",
+        "bad url",
+        "too large",
+        "timeout",
+        "connection error",
+        "sha256 mismatch",
+        "unexpected error",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +110,49 @@ def sha256_matches(data: bytes, expected: str | None) -> bool:
         return False
 
 
+def host_allowed(host: str, patterns: tuple[str, ...]) -> bool:
+    """Whether ``host`` (lower case) is one of ``patterns``: an exact name, or ``*.domain`` for any host below it."""
+    for pattern in patterns:
+        if pattern.startswith("*."):
+            if host.endswith(pattern[1:]) and len(host) > len(pattern) - 1:
+                return True
+        elif host == pattern:
+            return True
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class Egress:
+    """Where the media fetcher may go (pure; see the module docstring).
+
+    ``download_hosts``: the hosts a download URL may name (:func:`host_allowed`); ``loopback_http``: the local
+    override that lets plain http reach a loopback address (the Graph API stand-in), never for anything else."""
+
+    download_hosts: tuple[str, ...] = META_MEDIA_HOSTS
+    loopback_http: bool = False
+
+    def refusal(self, url: str, *, check_host: bool = True) -> str | None:
+        """Why ``url`` may not be requested (a reason of :data:`FAILURE_REASONS`), or None if it may.
+
+        https on the default port, or http to a loopback host when ``loopback_http``; no user info; and with
+        ``check_host`` a host on the allow-list. Never raises."""
+        try:
+            parsed = httpx.URL(url)
+            host = parsed.host.lower()
+        except (httpx.InvalidURL, TypeError, ValueError):
+            return "bad url"
+        if not host or parsed.userinfo:
+            return "bad url"
+        if parsed.scheme == "https":
+            if parsed.port not in (None, 443):
+                return "url host not allowed"
+        elif not (parsed.scheme == "http" and self.loopback_http and host in LOOPBACK_HOSTS):
+            return "url not https"
+        if check_host and not host_allowed(host, self.download_hosts):
+            return "url host not allowed"
+        return None
+
+
 class _Transient(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -98,13 +175,21 @@ class MediaFetcher:
         backoff_s: float = 0.5,
         timeout_s: float = 30.0,
         max_bytes: int = 100 * 1024 * 1024,
+        egress: Egress | None = None,
         client: httpx.AsyncClient | None = None,
     ) -> None:
+        """Raises ValueError when ``base_url`` itself is refused by ``egress`` (http to a non-loopback host, or
+        without the local override)."""
+        self.egress = egress or Egress()
+        refused = self.egress.refusal(base_url, check_host=False)
+        if refused is not None:
+            raise ValueError(f"the Graph API base URL is refused: {refused}")
         self.base_url = base_url.rstrip("/")
         self.retry = RetryPolicy(initial_s=backoff_s, max_s=max(backoff_s, 30.0), attempts=max(1, attempts))
         self.max_bytes = max_bytes
         self._headers = {"authorization": f"Bearer {token}"}
-        self._client = client or httpx.AsyncClient(timeout=timeout_s)
+        # Redirects are not followed: the token would go to wherever a 3xx points.
+        self._client = client or httpx.AsyncClient(timeout=timeout_s, follow_redirects=False)
         self._owns_client = client is None
 
     async def aclose(self) -> None:
@@ -112,7 +197,10 @@ class MediaFetcher:
             await self._client.aclose()
 
     async def fetch(self, ref: MediaRef) -> MediaResult:
+        """The medium of ``ref``, or why not (see the module docstring). Never raises but for cancellation."""
         tries = 0
+        if not MEDIA_ID.fullmatch(ref.media_id):
+            return MediaResult(ref.media_id, None, ref.mime_type, 0, "bad media id")
 
         async def attempt() -> tuple[bytes, str | None]:
             nonlocal tries
@@ -123,6 +211,9 @@ class MediaFetcher:
             data, mime = await self.retry.run(attempt, retry_on=lambda exc: isinstance(exc, _Transient))
         except (_Final, _Transient) as failure:
             return MediaResult(ref.media_id, None, ref.mime_type, tries, failure.reason)
+        except Exception as exc:  # a bug or an answer nobody foresaw: the message is archived all the same
+            log.warning("media download failed unexpectedly (%s)", type(exc).__name__)
+            return MediaResult(ref.media_id, None, ref.mime_type, tries, "unexpected error")
         return MediaResult(ref.media_id, data, mime or ref.mime_type, tries, None)
 
     async def _download(self, ref: MediaRef) -> tuple[bytes, str | None]:
@@ -136,6 +227,10 @@ class MediaFetcher:
             url = info.get("url") if isinstance(info, dict) else None
             if not isinstance(url, str):
                 raise _Final("bad metadata")
+            refused = self.egress.refusal(url)
+            if refused is not None:
+                # Never requested: the token must not reach a host off the allow-list.
+                raise _Final(refused)
             chunks: list[bytes] = []
             size = 0
             async with self._client.stream("GET", url, headers=self._headers) as stream:
@@ -149,6 +244,8 @@ class MediaFetcher:
             raise _Transient("timeout") from None
         except httpx.TransportError:
             raise _Transient("connection error") from None
+        except httpx.InvalidURL:
+            raise _Final("bad url") from None
         data = b"".join(chunks)
         api_sha = info.get("sha256")
         if not sha256_matches(data, ref.sha256) or not sha256_matches(
@@ -163,5 +260,5 @@ class MediaFetcher:
         status = answer.status_code
         if status == 429 or status >= 500:
             raise _Transient(f"http {status}")
-        if status >= 400:
+        if not 200 <= status < 300:  # a 3xx too: redirects are not followed (the token would go with them)
             raise _Final(f"http {status}")

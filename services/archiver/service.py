@@ -98,6 +98,7 @@ async def run_archiver(
                 backoff_s=settings.graph.backoff_s,
                 timeout_s=settings.graph.timeout_s,
                 max_bytes=settings.graph.max_bytes,
+                egress=settings.graph.egress(),
             )
         writer = BatchWriter(
             topic=settings.kafka.events_topic,

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.archiver.media import LOOPBACK_HOSTS, META_MEDIA_HOSTS, Egress
 from services.core.settings import KafkaSettings, KeySettings, PostgresSettings, S3Settings
+
+HOST_NAME = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?")
 
 
 class GraphSettings(BaseModel):
@@ -21,6 +25,34 @@ class GraphSettings(BaseModel):
     timeout_s: float = Field(default=30.0, gt=0)
     max_bytes: int = Field(default=100 * 1024 * 1024, ge=1)
     concurrency: int = Field(default=8, ge=1)
+    # The hosts a download URL from the Graph API may name (exact, or "*.domain" for any host below it): the bearer
+    # token is sent to these and to base_url only. Meta's CDN by default.
+    download_hosts: tuple[str, ...] = META_MEDIA_HOSTS
+    # LOCAL ONLY: lets base_url and downloads use plain http to a loopback address (the Graph API stand-in of the
+    # demo and the tests, deploy/local/demo.env). Everything else stays https-only either way.
+    loopback_http: bool = False
+
+    @field_validator("download_hosts")
+    @classmethod
+    def _host_patterns(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for pattern in value:
+            name = pattern.removeprefix("*.")
+            if not (HOST_NAME.fullmatch(name) or name in LOOPBACK_HOSTS):
+                raise ValueError(f"download host {pattern!r}: expected a lower-case host name, or '*.' and a domain")
+        return value
+
+    @model_validator(mode="after")
+    def _https_base_url(self) -> GraphSettings:
+        refused = self.egress().refusal(self.base_url, check_host=False)
+        if refused is not None:
+            raise ValueError(
+                f"graph base_url {self.base_url!r} is refused ({refused}): use https (plain http only to 127.0.0.1"
+                " with loopback_http, for the local stand-in)"
+            )
+        return self
+
+    def egress(self) -> Egress:
+        return Egress(download_hosts=self.download_hosts, loopback_http=self.loopback_http)
 
 
 class FlushSettings(BaseModel):

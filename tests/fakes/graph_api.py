@@ -26,7 +26,10 @@ from types import TracebackType
 from typing import Any
 
 import orjson
+from pydantic import SecretStr
 
+from services.archiver.media import Egress
+from services.archiver.settings import GraphSettings
 from services.tools.demo_media import GENERATED_MEDIA, demo_media_bytes, media_objects
 from tests.support import serve_asgi
 
@@ -43,6 +46,8 @@ class FakeGraphApi:
         self.failures: list[int] = []
         self.stalled: dict[str, float] = {}
         self._stopping = asyncio.Event()
+        self.elsewhere: dict[str, str] = {}  # media id -> the download URL its metadata gives instead of ours
+        self.redirects: dict[str, str] = {}  # media id -> where its download answers 302
         self.requests: list[tuple[str, str]] = []
         self._base_url: str | None = None
         self._server: Any = None
@@ -51,6 +56,21 @@ class FakeGraphApi:
     def base_url(self) -> str:
         assert self._base_url is not None, "start() first"
         return self._base_url
+
+    @property
+    def egress(self) -> Egress:
+        """The local override that lets the fetcher reach this stand-in (plain http on 127.0.0.1)."""
+        return Egress(download_hosts=("127.0.0.1",), loopback_http=True)
+
+    def graph_settings(self, **overrides: Any) -> GraphSettings:
+        """The archiver's Graph API settings for this stand-in (as deploy/local/demo.env sets them for the demo)."""
+        return GraphSettings(
+            base_url=self.base_url,
+            token=SecretStr(self.token),
+            download_hosts=self.egress.download_hosts,
+            loopback_http=True,
+            **overrides,
+        )
 
     def add_media(self, media_id: str, data: bytes, mime_type: str = "image/jpeg") -> str:
         """Register media; returns the base64 sha256 a webhook would carry for it."""
@@ -67,6 +87,14 @@ class FakeGraphApi:
         """Answer the metadata request of ``media_id`` only after ``seconds``."""
         self.stalled[media_id] = seconds
 
+    def point_elsewhere(self, media_id: str, url: str) -> None:
+        """The metadata of ``media_id`` gives ``url`` as its download URL (a host off the allow-list, http)."""
+        self.elsewhere[media_id] = url
+
+    def redirect(self, media_id: str, url: str) -> None:
+        """The download of ``media_id`` answers ``302 Location: url``."""
+        self.redirects[media_id] = url
+
     async def __call__(
         self, scope: Message, receive: Callable[[], Awaitable[Message]], send: Callable[[Message], Awaitable[None]]
     ) -> None:
@@ -81,8 +109,16 @@ class FakeGraphApi:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), stall)
         status, body, content_type = self._answer(path, headers.get(b"authorization", b"").decode())
+        extra: list[tuple[bytes, bytes]] = []
+        if status == 302:
+            extra.append((b"location", body))
+            body = b""
         await send(
-            {"type": "http.response.start", "status": status, "headers": [(b"content-type", content_type.encode())]}
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", content_type.encode()), *extra],
+            }
         )
         await send({"type": "http.response.body", "body": body})
 
@@ -97,6 +133,8 @@ class FakeGraphApi:
             media_id = self.downloads.get(parts[1])
             if media_id is None or media_id not in self.media:
                 return 404, self._error("Unknown download", 100), "application/json"
+            if media_id in self.redirects:
+                return 302, self.redirects[media_id].encode(), "text/plain"
             data, mime = self.media[media_id]
             return 200, (data[::-1] + b"x" if media_id in self.corrupted else data), mime
         media_id = parts[-1] if parts else ""
@@ -107,7 +145,7 @@ class FakeGraphApi:
         self.downloads[ticket] = media_id
         info = {
             "messaging_product": "whatsapp",
-            "url": f"{self.base_url}/download/{ticket}",
+            "url": self.elsewhere.get(media_id, f"{self.base_url}/download/{ticket}"),
             "mime_type": mime,
             "sha256": hashlib.sha256(data).hexdigest(),
             "file_size": len(data),

@@ -16,7 +16,6 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from services.archiver.settings import GraphSettings
 from services.console.app import create_console_app
 from services.console.settings import ConsoleSettings
 from services.core.index import binary_keys
@@ -136,9 +135,7 @@ async def archive_crisis(demo_env: dict[str, str], pool: asyncpg.Pool, prefix: s
         ]
         events = pipeline.events_of(bodies)
         await pipeline.produce(bootstrap, topic, events)
-        settings = pipeline.archiver_settings(
-            demo_env, topic, dlq, prefix, graph=GraphSettings(base_url=graph.base_url, token=GRAPH_TOKEN)
-        )
+        settings = pipeline.archiver_settings(demo_env, topic, dlq, prefix, graph=graph.graph_settings())
         async with pipeline.running_archiver(settings):
             await pipeline.wait_indexed(pool, {e.event_id for e in events})
             for _ in range(300):  # the image is fetched with its event; bounded wait for its row

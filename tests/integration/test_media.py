@@ -11,7 +11,6 @@ import asyncpg
 import pytest
 
 from services.archiver.media import MediaFetcher, MediaRef, media_ref, sha256_matches
-from services.archiver.settings import GraphSettings
 from services.core.container import media_record_id
 from services.core.index import binary_keys
 from services.core.reader import RecordLocation
@@ -60,7 +59,7 @@ def test_sha256_forms() -> None:
 async def test_fetch_ok_retry_final_and_mismatch() -> None:
     async with FakeGraphApi(token=TOKEN) as api:
         digest = api.add_media("m1", b"jpeg bytes" * 100)
-        fetcher = MediaFetcher(api.base_url, TOKEN, attempts=3, backoff_s=0.01, max_bytes=5000)
+        fetcher = MediaFetcher(api.base_url, TOKEN, attempts=3, backoff_s=0.01, max_bytes=5000, egress=api.egress)
         try:
             ok = await fetcher.fetch(MediaRef("m1", "image/jpeg", digest))
             assert (ok.ok, ok.data, ok.attempts) == (True, b"jpeg bytes" * 100, 1)
@@ -80,17 +79,55 @@ async def test_fetch_ok_retry_final_and_mismatch() -> None:
             assert (await fetcher.fetch(MediaRef("big", None, None))).failure == "too large"
         finally:
             await fetcher.aclose()
-        wrong = MediaFetcher(api.base_url, "wrong-token", attempts=2, backoff_s=0.01)
+        wrong = MediaFetcher(api.base_url, "wrong-token", attempts=2, backoff_s=0.01, egress=api.egress)
         try:
             assert (await wrong.fetch(MediaRef("m1", None, None))).failure == "http 401"
         finally:
             await wrong.aclose()
-        base_url = api.base_url
-    unreachable = MediaFetcher(base_url, TOKEN, attempts=2, backoff_s=0.01, timeout_s=2)
+        base_url, egress = api.base_url, api.egress
+    unreachable = MediaFetcher(base_url, TOKEN, attempts=2, backoff_s=0.01, timeout_s=2, egress=egress)
     try:
         assert (await unreachable.fetch(MediaRef("m1", None, None))).failure == "connection error"
     finally:
         await unreachable.aclose()
+
+
+async def test_egress_refusals_keep_the_token_home() -> None:
+    """A download URL off the allow-list, or http, is refused before any request (the spy sees nothing, so the
+    token never reaches it); a redirect is not followed; a media id that cannot go into a URL path is refused
+    before the Graph API is asked; and whatever comes back, fetch answers with a reason instead of raising."""
+    async with FakeGraphApi(token=TOKEN) as api, FakeGraphApi(token="spy") as spy:
+        digest = api.add_media("m1", b"bytes")
+        spy_url = spy.base_url.replace("127.0.0.1", "localhost")  # loopback, but not on the allow-list
+        api.add_media("off-list", b"bytes")
+        api.point_elsewhere("off-list", f"{spy_url}/download/x")
+        api.add_media("plain-http", b"bytes")
+        api.point_elsewhere("plain-http", "http://lookaside.fbsbx.com/whatsapp_business/attachments/?mid=1")
+        api.add_media("odd-url", b"bytes")
+        api.point_elsewhere("odd-url", "https://lookaside.fbsbx.com:port/x")
+        api.add_media("redirected", b"bytes")
+        api.redirect("redirected", f"{spy_url}/download/x")
+        fetcher = MediaFetcher(api.base_url, TOKEN, attempts=2, backoff_s=0.01, egress=api.egress)
+        try:
+            outcomes = {
+                media_id: (await fetcher.fetch(MediaRef(media_id, None, digest))).failure
+                for media_id in ("off-list", "plain-http", "odd-url", "redirected", "m1")
+            }
+            asked = len(api.requests)
+            bad_ids = ["1 2", "../me", "1?fields=x", "1/2", "1%2F2", "é", "x\x00", "", "1" * 200]
+            refused = [(await fetcher.fetch(MediaRef(media_id, None, None))).failure for media_id in bad_ids]
+        finally:
+            await fetcher.aclose()
+        assert outcomes == {
+            "off-list": "url host not allowed",
+            "plain-http": "url not https",
+            "odd-url": "bad url",
+            "redirected": "http 302",
+            "m1": None,
+        }
+        assert spy.requests == []  # neither the refused URL nor the redirect's target was ever requested
+        assert refused == ["bad media id"] * len(bad_ids)
+        assert len(api.requests) == asked  # a bad id never reaches the Graph API either
 
 
 async def test_media_is_archived_encrypted_or_marked_missing(demo_env: dict[str, str], pg_pool: asyncpg.Pool) -> None:
@@ -120,7 +157,11 @@ async def test_media_is_archived_encrypted_or_marked_missing(demo_env: dict[str,
 
     async with FakeGraphApi(token=TOKEN) as api:
         digest = api.add_media("photo-1", photo)
-        bodies = [image("wamid.IMG1", "photo-1", digest), image("wamid.IMG2", "expired-id", digest)]
+        bodies = [
+            image("wamid.IMG1", "photo-1", digest),
+            image("wamid.IMG2", "expired-id", digest),
+            image("wamid.IMG3", "no url can carry this: \x01 é /../", digest),
+        ]
         events = pipeline.events_of(bodies)
         await pipeline.produce(bootstrap, topic, events)
         settings = pipeline.archiver_settings(
@@ -128,7 +169,7 @@ async def test_media_is_archived_encrypted_or_marked_missing(demo_env: dict[str,
             topic,
             dlq,
             prefix,
-            graph=GraphSettings(base_url=api.base_url, token=TOKEN, attempts=2, backoff_s=0.01),
+            graph=api.graph_settings(attempts=2, backoff_s=0.01),
         )
         async with pipeline.running_archiver(settings):
             await pipeline.wait_indexed(pg_pool, {e.event_id for e in events})
@@ -140,9 +181,10 @@ async def test_media_is_archived_encrypted_or_marked_missing(demo_env: dict[str,
             binary_keys(e.event_id for e in events),
         )
     }
-    archived, missing = rows[events[0].event_id], rows[events[1].event_id]
+    archived, missing, bad_id = (rows[e.event_id] for e in events)
     assert (archived["status"], archived["size_bytes"]) == ("archived", len(photo))
     assert (missing["status"], missing["failure"]) == ("missing", "http 404")
+    assert (bad_id["status"], bad_id["failure"]) == ("missing", "bad media id")  # its message is archived
 
     access = await open_access(pipeline.retention_settings(demo_env, prefix))
     try:
