@@ -20,6 +20,7 @@ from services.archiver.metrics import ArchiverMetrics
 from services.archiver.settings import ArchiverSettings
 from services.archiver.writer import BatchWriter
 from services.core.bucket import ArchiveBucket
+from services.core.budget import ByteBudget
 from services.core.crypto import DekCache, LocalKek
 from services.core.kafka import AckedProducer
 from services.core.keyring import Keyring
@@ -99,6 +100,7 @@ async def run_archiver(
                 timeout_s=settings.graph.timeout_s,
                 max_bytes=settings.graph.max_bytes,
                 egress=settings.graph.egress(),
+                budget=ByteBudget(settings.media.budget_bytes),
             )
         writer = BatchWriter(
             topic=settings.kafka.events_topic,
@@ -111,6 +113,8 @@ async def run_archiver(
             metrics=metrics,
             media=media,
             media_concurrency=settings.graph.concurrency,
+            media_chunk_bytes=settings.media.chunk_bytes,
+            media_part_bytes=settings.media.part_bytes,
             policy=load_policy(settings.retention_policy_file) if settings.retention_policy_file else DEFAULT_POLICY,
             retry=RetryPolicy(initial_s=settings.retry_initial_s, max_s=settings.retry_max_s, jitter=0.2),
             max_concurrent_writes=settings.max_concurrent_writes,

@@ -9,7 +9,9 @@ from typing import Any
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.archiver.media import LOOPBACK_HOSTS, META_MEDIA_HOSTS, Egress
+from services.archiver.media import LOOPBACK_HOSTS, META_MEDIA_HOSTS, READ_BYTES, Egress
+from services.archiver.media_store import MIN_PART_BYTES, stream_memory
+from services.core.crypto import MAX_CHUNK_BYTES
 from services.core.settings import KafkaSettings, KeySettings, PostgresSettings, S3Settings
 
 HOST_NAME = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?")
@@ -55,6 +57,30 @@ class GraphSettings(BaseModel):
         return Egress(download_hosts=self.download_hosts, loopback_http=self.loopback_http)
 
 
+class MediaSettings(BaseModel):
+    """How media are archived: streamed (download → sha256 → sealed in chunks → S3 multipart), within a budget of
+    bytes for the whole process, so the archiver's memory depends on neither the size nor the number of media."""
+
+    # Bytes all media downloads of the process may hold at once (services/core/budget.py). A download reserves
+    # what its upload may hold (services/archiver/media_store.py stream_memory): about a chunk plus two parts for a
+    # large file (16.3 MiB with the defaults), twice its size for a small one; the rest wait their turn.
+    budget_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024)
+    # Plaintext bytes per sealed chunk (format version 3; docs/ARCHIVE_FORMAT.md): what a reader holds at a time.
+    chunk_bytes: int = Field(default=256 * 1024, ge=4 * 1024, le=MAX_CHUNK_BYTES)
+    # Bytes per S3 multipart part (S3's minimum is 5 MiB for all but the last); a smaller medium is one PUT.
+    part_bytes: int = Field(default=8 * 1024 * 1024, ge=MIN_PART_BYTES)
+
+    @model_validator(mode="after")
+    def _budget_holds_one_stream(self) -> MediaSettings:
+        one = stream_memory(None, chunk_bytes=self.chunk_bytes, part_bytes=self.part_bytes) + READ_BYTES
+        if self.budget_bytes < one:
+            raise ValueError(
+                f"media budget_bytes ({self.budget_bytes}) must hold at least one large download ({one} bytes with"
+                f" chunk_bytes {self.chunk_bytes} and part_bytes {self.part_bytes}): raise it or lower part_bytes"
+            )
+        return self
+
+
 class FlushSettings(BaseModel):
     max_records: int = Field(default=2_000, ge=1)
     max_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
@@ -77,6 +103,7 @@ class ArchiverSettings(BaseSettings):
     pg: PostgresSettings = Field(default_factory=PostgresSettings)
     keys: KeySettings
     graph: GraphSettings = Field(default_factory=GraphSettings)
+    media: MediaSettings = Field(default_factory=MediaSettings)
     flush: FlushSettings = Field(default_factory=FlushSettings)
     max_poll_records: int = Field(default=2_000, ge=1)
     # Records buffered per partition behind an in-flight write before the partition is paused (backpressure).

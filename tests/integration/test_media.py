@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import uuid
@@ -10,14 +11,24 @@ from typing import Any
 import asyncpg
 import pytest
 
-from services.archiver.media import MediaFetcher, MediaRef, media_ref, sha256_matches
-from services.core.container import media_record_id
+from services.archiver.media import MediaFetcher, MediaRef, MediaSink, media_ref, sha256_matches
+from services.archiver.settings import MediaSettings
+from services.core.container import (
+    STREAM_VERSION,
+    ContainerError,
+    ContainerRecord,
+    RecordMeta,
+    SourceRange,
+    encode_container,
+    media_object_key,
+    media_record_id,
+)
+from services.core.crypto import seal_record
 from services.core.index import binary_keys
-from services.core.reader import RecordLocation
-from services.retention.access import open_access
+from services.retention.access import ArchiveAccess, open_access
 from services.retention.conversation import load_conversation
 from tests import pipeline
-from tests.fakes.graph_api import FakeGraphApi
+from tests.fakes.graph_api import FakeGraphApi, generated_bytes
 from tests.support import create_topic, payloads_dir
 
 pytestmark = pytest.mark.integration
@@ -56,38 +67,79 @@ def test_sha256_forms() -> None:
     assert not sha256_matches(data, "AAAA")
 
 
+class Collected(MediaSink):
+    """A sink that keeps what it is given (for the fetcher's own tests; the archiver's sink is tested on S3)."""
+
+    def __init__(self, mime_type: str | None) -> None:
+        self.mime_type = mime_type
+        self.pieces: list[bytes] = []
+        self.state = "open"
+
+    async def write(self, data: bytes) -> None:
+        self.pieces.append(data)
+
+    async def finish(self) -> None:
+        self.state = "finished"
+
+    async def abort(self) -> None:
+        self.state = "aborted"
+
+
+class Collecting:
+    """The store of :class:`Collected` sinks: every attempt's sink, in order."""
+
+    def __init__(self) -> None:
+        self.sinks: list[Collected] = []
+
+    def memory(self, declared_size: int | None) -> int:
+        return 1024
+
+    def open(self, mime_type: str | None) -> Collected:
+        self.sinks.append(Collected(mime_type))
+        return self.sinks[-1]
+
+    @property
+    def finished(self) -> bytes:
+        (done,) = [sink for sink in self.sinks if sink.state == "finished"]
+        return b"".join(done.pieces)
+
+
 async def test_fetch_ok_retry_final_and_mismatch() -> None:
     async with FakeGraphApi(token=TOKEN) as api:
         digest = api.add_media("m1", b"jpeg bytes" * 100)
         fetcher = MediaFetcher(api.base_url, TOKEN, attempts=3, backoff_s=0.01, max_bytes=5000, egress=api.egress)
         try:
-            ok = await fetcher.fetch(MediaRef("m1", "image/jpeg", digest))
-            assert (ok.ok, ok.data, ok.attempts) == (True, b"jpeg bytes" * 100, 1)
+            store = Collecting()
+            ok = await fetcher.fetch(MediaRef("m1", "image/jpeg", digest), store)
+            assert (ok.ok, ok.size_bytes, ok.attempts, store.finished) == (True, 1000, 1, b"jpeg bytes" * 100)
 
             api.fail_next(2, 500)
-            retried = await fetcher.fetch(MediaRef("m1", None, digest))
-            assert (retried.ok, retried.attempts) == (True, 3)
+            store = Collecting()
+            retried = await fetcher.fetch(MediaRef("m1", None, digest), store)
+            assert (retried.ok, retried.attempts, store.finished) == (True, 3, b"jpeg bytes" * 100)
 
-            expired = await fetcher.fetch(MediaRef("gone", None, None))
+            expired = await fetcher.fetch(MediaRef("gone", None, None), Collecting())
             assert (expired.ok, expired.failure, expired.attempts) == (False, "http 404", 1)
 
             api.corrupt("m1")
-            mismatch = await fetcher.fetch(MediaRef("m1", None, digest))
+            store = Collecting()
+            mismatch = await fetcher.fetch(MediaRef("m1", None, digest), store)
             assert (mismatch.failure, mismatch.attempts) == ("sha256 mismatch", 3)
+            assert [sink.state for sink in store.sinks] == ["aborted"] * 3  # never finished: nothing kept
 
             api.add_media("big", b"x" * 6000)
-            assert (await fetcher.fetch(MediaRef("big", None, None))).failure == "too large"
+            assert (await fetcher.fetch(MediaRef("big", None, None), Collecting())).failure == "too large"
         finally:
             await fetcher.aclose()
         wrong = MediaFetcher(api.base_url, "wrong-token", attempts=2, backoff_s=0.01, egress=api.egress)
         try:
-            assert (await wrong.fetch(MediaRef("m1", None, None))).failure == "http 401"
+            assert (await wrong.fetch(MediaRef("m1", None, None), Collecting())).failure == "http 401"
         finally:
             await wrong.aclose()
         base_url, egress = api.base_url, api.egress
     unreachable = MediaFetcher(base_url, TOKEN, attempts=2, backoff_s=0.01, timeout_s=2, egress=egress)
     try:
-        assert (await unreachable.fetch(MediaRef("m1", None, None))).failure == "connection error"
+        assert (await unreachable.fetch(MediaRef("m1", None, None), Collecting())).failure == "connection error"
     finally:
         await unreachable.aclose()
 
@@ -110,12 +162,12 @@ async def test_egress_refusals_keep_the_token_home() -> None:
         fetcher = MediaFetcher(api.base_url, TOKEN, attempts=2, backoff_s=0.01, egress=api.egress)
         try:
             outcomes = {
-                media_id: (await fetcher.fetch(MediaRef(media_id, None, digest))).failure
+                media_id: (await fetcher.fetch(MediaRef(media_id, None, digest), Collecting())).failure
                 for media_id in ("off-list", "plain-http", "odd-url", "redirected", "m1")
             }
             asked = len(api.requests)
             bad_ids = ["1 2", "../me", "1?fields=x", "1/2", "1%2F2", "é", "x\x00", "", "1" * 200]
-            refused = [(await fetcher.fetch(MediaRef(media_id, None, None))).failure for media_id in bad_ids]
+            refused = [(await fetcher.fetch(MediaRef(m, None, None), Collecting())).failure for m in bad_ids]
         finally:
             await fetcher.aclose()
         assert outcomes == {
@@ -190,8 +242,11 @@ async def test_media_is_archived_encrypted_or_marked_missing(demo_env: dict[str,
     try:
         blob = await access.bucket.get(archived["object_key"])
         assert photo not in blob  # encrypted at rest
-        location = RecordLocation(media_record_id(events[0].event_id), archived["object_key"], 0)
-        assert (await access.reader.open([location]))[location.event_id] == photo
+        assert blob[6] == STREAM_VERSION  # a streamed object (format version 3)
+        opened = await access.reader.open_media(media_record_id(events[0].event_id), archived["object_key"])
+        assert opened is not None
+        assert opened.size == len(photo)
+        assert b"".join([chunk async for chunk in opened.chunks]) == photo
         conversation = await load_conversation(
             access.pool,
             access.reader,
@@ -204,3 +259,140 @@ async def test_media_is_archived_encrypted_or_marked_missing(demo_env: dict[str,
     finally:
         await access.close()
     assert {m.media["status"] for m in conversation.messages if m.media} == {"archived", "missing"}
+
+
+def document(person: pipeline.Person, wamid: str, media_id: str, digest: str, mime_type: str) -> bytes:
+    return pipeline.envelope(
+        person,
+        "messages",
+        {
+            "messages": [
+                {
+                    "from": person.wa_id,
+                    "id": wamid,
+                    "timestamp": "1760000000",
+                    "type": "document",
+                    "document": {"mime_type": mime_type, "sha256": digest, "id": media_id, "filename": "f.pdf"},
+                }
+            ]
+        },
+    )
+
+
+async def read_back(access: ArchiveAccess, event_id: str, object_key: str) -> tuple[int, str, int]:
+    """(announced size, sha256 hex, bytes read) of an archived medium, read as a stream."""
+    opened = await access.reader.open_media(media_record_id(event_id), object_key)
+    assert opened is not None
+    digest, read = hashlib.sha256(), 0
+    async for chunk in opened.chunks:
+        digest.update(chunk)
+        read += len(chunk)
+    return opened.size, digest.hexdigest(), read
+
+
+def generated_sha256(media_id: str, size: int) -> str:
+    digest = hashlib.sha256()
+    for block in generated_bytes(media_id, size):
+        digest.update(block)
+    return digest.hexdigest()
+
+
+async def test_media_stream_through_multipart_and_read_back_byte_exact(
+    demo_env: dict[str, str], pg_pool: asyncpg.Pool
+) -> None:
+    """Media of 0 bytes, exactly two chunks, and 21 MiB + 1 (five parts of S3 multipart with 5 MiB parts) are
+    streamed by the stand-in, sealed in 64 KiB chunks and uploaded part by part; each reads back byte for byte."""
+    person = pipeline.Person.fresh()
+    bootstrap = f"127.0.0.1:{demo_env['WA_KAFKA_PORT']}"
+    topic = await create_topic(bootstrap, partitions=1, prefix="media")
+    dlq = await create_topic(bootstrap, partitions=1, prefix="dlq")
+    prefix = f"test/{uuid.uuid4().hex[:8]}"
+    sizes = {"empty-doc": 0, "two-chunks": 2 * 64 * 1024, "large-doc": 21 * 1024 * 1024 + 1}
+    async with FakeGraphApi(token=TOKEN) as api:
+        bodies = [
+            document(person, f"wamid.DOC{i}", media_id, api.add_generated_media(media_id, size), "application/pdf")
+            for i, (media_id, size) in enumerate(sizes.items())
+        ]
+        events = pipeline.events_of(bodies)
+        await pipeline.produce(bootstrap, topic, events)
+        settings = pipeline.archiver_settings(
+            demo_env,
+            topic,
+            dlq,
+            prefix,
+            graph=api.graph_settings(attempts=2, backoff_s=0.01),
+            media=MediaSettings(chunk_bytes=64 * 1024, part_bytes=5 * 1024 * 1024, budget_bytes=32 * 1024 * 1024),
+        )
+        async with pipeline.running_archiver(settings):
+            await pipeline.wait_indexed(pg_pool, {e.event_id for e in events})
+            rows = await wait_media(pg_pool, [e.event_id for e in events])
+    access = await open_access(pipeline.retention_settings(demo_env, prefix))
+    try:
+        for event, (media_id, size) in zip(events, sizes.items(), strict=True):
+            row = rows[event.event_id]
+            assert (row["status"], row["size_bytes"], row["mime_type"]) == ("archived", size, "application/pdf")
+            assert await read_back(access, event.event_id, row["object_key"]) == (
+                size,
+                generated_sha256(media_id, size),
+                size,
+            )
+    finally:
+        await access.close()
+
+
+async def wait_media(pool: asyncpg.Pool, event_ids: list[str], timeout_s: float = 120) -> dict[str, Any]:
+    """The archived_media rows of ``event_ids`` once every one has one."""
+    rows: dict[str, Any] = {}
+    for _ in range(int(timeout_s * 5)):
+        rows = {
+            r["event_id"]: r
+            for r in await pool.fetch(
+                "SELECT encode(event_id, 'hex') AS event_id, status, object_key, mime_type, size_bytes, failure,"
+                " attempts FROM archived_media WHERE event_id = ANY($1::bytea[])",
+                binary_keys(event_ids),
+            )
+        }
+        if len(rows) == len(event_ids):
+            return rows
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{len(rows)} of {len(event_ids)} media rows after {timeout_s}s")
+
+
+async def test_a_media_object_of_format_version_2_stays_readable(demo_env: dict[str, str]) -> None:
+    """Media archived before streaming (one sealed record in a version 2 object) are read as before."""
+    prefix = f"test/{uuid.uuid4().hex[:8]}"
+    access = await open_access(pipeline.retention_settings(demo_env, prefix))
+    try:
+        event_id, subject = uuid.uuid4().hex, hashlib.sha256(uuid.uuid4().bytes).hexdigest()
+        dek = (await access.keyring.keys_for_writing({subject}))[subject]
+        record_id = media_record_id(event_id)
+        photo = b"\xff\xd8 an old photo" * 1000
+        meta = RecordMeta(
+            event_id=record_id,
+            subject_ref=subject,
+            alias_refs=(),
+            dek_id=dek.dek_id,
+            kind="media",
+            type="image/jpeg",
+            timestamp=1760000000,
+            received_at=None,
+            waba_id=None,
+            phone_number_id=None,
+            message_ref=None,
+            original_message_ref=None,
+            offset=5,
+        )
+        sealed = seal_record(photo, dek.aead(), event_id=record_id, subject_ref=subject)
+        blob = encode_container(
+            [ContainerRecord(meta, sealed)], source=SourceRange("t", 0, 5, 5), created_at="2026-11-25T10:00:00Z"
+        )
+        key = media_object_key(prefix, event_id)
+        await access.bucket.put(key, blob)
+        opened = await access.reader.open_media(record_id, key)
+        assert opened is not None
+        assert opened.size == len(photo)
+        assert b"".join([chunk async for chunk in opened.chunks]) == photo
+        with pytest.raises(ContainerError, match="another record"):
+            await access.reader.open_media(media_record_id(uuid.uuid4().hex), key)
+    finally:
+        await access.close()
