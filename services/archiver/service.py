@@ -18,6 +18,7 @@ from services.archiver.inflight import InflightLedger
 from services.archiver.media import MediaFetcher
 from services.archiver.metrics import ArchiverMetrics
 from services.archiver.settings import ArchiverSettings
+from services.archiver.sweep import MediaSweep
 from services.archiver.writer import BatchWriter
 from services.core.bucket import ArchiveBucket
 from services.core.budget import ByteBudget
@@ -86,6 +87,7 @@ async def run_archiver(
         stop=stop,
     )
     media: MediaFetcher | None = None
+    sweeping: asyncio.Task[None] | None = None
     try:
         if pool is None:
             return
@@ -144,9 +146,27 @@ async def run_archiver(
         await start_consumer_patiently(consumer, stop)
         if stop.is_set():
             return
+        if media is not None and settings.media.sweep_interval_s > 0:
+            sweep = MediaSweep(
+                pool=pool,
+                bucket=writer.bucket,
+                keyring=keyring,
+                fetcher=media,
+                metrics=metrics,
+                chunk_bytes=settings.media.chunk_bytes,
+                part_bytes=settings.media.part_bytes,
+                batch=settings.media.sweep_batch,
+            )
+            sweeping = asyncio.create_task(sweep.run(stop, interval_s=settings.media.sweep_interval_s))
         try:
             await loop.run(stop)
         finally:
+            if sweeping is not None:
+                # It ends with the stop event; a download in flight is cancelled (its upload is never completed,
+                # and its entry comes due again when its lease runs out).
+                sweeping.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await sweeping
             # Within the grace period, write and commit what is buffered; past it (a dependency is down and the
             # writes are retrying), give up: the uncommitted records are consumed again after the restart.
             try:

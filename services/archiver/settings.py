@@ -69,6 +69,10 @@ class MediaSettings(BaseModel):
     chunk_bytes: int = Field(default=256 * 1024, ge=4 * 1024, le=MAX_CHUNK_BYTES)
     # Bytes per S3 multipart part (S3's minimum is 5 MiB for all but the last); a smaller medium is one PUT.
     part_bytes: int = Field(default=8 * 1024 * 1024, ge=MIN_PART_BYTES)
+    # How often the media sweep (services/archiver/sweep.py) tries again the media whose download failed, and how
+    # many per round; 0 turns it off (another archiver of the group may run it: entries are leased).
+    sweep_interval_s: float = Field(default=60.0, ge=0)
+    sweep_batch: int = Field(default=10, ge=1)
 
     @model_validator(mode="after")
     def _budget_holds_one_stream(self) -> MediaSettings:

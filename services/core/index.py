@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from operator import attrgetter
 from typing import NamedTuple
 
@@ -273,9 +273,19 @@ async def write_object_index(
         )
 
 
+# Failures a later attempt cannot change: not queued for the media sweep.
+FINAL_MEDIA_FAILURES = frozenset({"bad media id"})
+# A media id in a webhook lives 30 days at Meta: past that, a retry can only fail.
+MEDIA_RETRY_WINDOW = timedelta(days=30)
+FIRST_MEDIA_RETRY = timedelta(minutes=5)
+
+
 async def write_media_rows(conn: Connection, media: Sequence[MediaRow]) -> None:
     """Record media files (archived or missing). An archived file is never downgraded to missing by a later
-    attempt (a replay whose download failed), and a missing one is upgraded when a later download succeeds."""
+    attempt (a replay whose download failed), and a missing one is upgraded when a later download succeeds.
+
+    A missing file whose failure a later attempt could change is queued for the media sweep (``media_retry``,
+    first retry in 5 minutes, given up 30 days on); an archived one leaves the queue."""
     await conn.executemany(
         "INSERT INTO archived_media (event_id, subject_ref, status, object_key, mime_type, size_bytes,"
         " attempts, failure) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
@@ -285,6 +295,25 @@ async def write_media_rows(conn: Connection, media: Sequence[MediaRow]) -> None:
         " WHERE archived_media.status <> 'archived' OR EXCLUDED.status = 'archived'",
         [_media_tuple(m) for m in media],
     )
+    archived = [bytes.fromhex(m.event_id) for m in media if m.status == "archived"]
+    if archived:
+        await conn.execute("DELETE FROM media_retry WHERE event_id = ANY($1::bytea[])", archived)
+    retry = sorted(
+        (bytes.fromhex(m.event_id), m.failure or "unknown")
+        for m in media
+        if m.status == "missing" and m.failure not in FINAL_MEDIA_FAILURES
+    )
+    if retry:
+        await conn.execute(
+            "INSERT INTO media_retry (event_id, next_attempt_at, give_up_at, last_failure)"
+            " SELECT e, now() + $3::interval, now() + $4::interval, f FROM unnest($1::bytea[], $2::text[]) AS r(e, f)"
+            " WHERE NOT EXISTS (SELECT 1 FROM archived_media m WHERE m.event_id = r.e AND m.status = 'archived')"
+            " ON CONFLICT (event_id) DO NOTHING",
+            [e for e, _ in retry],
+            [f for _, f in retry],
+            FIRST_MEDIA_RETRY,
+            MEDIA_RETRY_WINDOW,
+        )
 
 
 def _media_tuple(row: MediaRow) -> tuple[object, ...]:

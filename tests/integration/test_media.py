@@ -6,13 +6,17 @@ import asyncio
 import hashlib
 import json
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 import pytest
+from prometheus_client import CollectorRegistry
 
 from services.archiver.media import MediaFetcher, MediaRef, MediaSink, media_ref, sha256_matches
+from services.archiver.metrics import ArchiverMetrics
 from services.archiver.settings import MediaSettings
+from services.archiver.sweep import MediaSweep, SweepReport
 from services.core.container import (
     STREAM_VERSION,
     ContainerError,
@@ -396,3 +400,84 @@ async def test_a_media_object_of_format_version_2_stays_readable(demo_env: dict[
             await access.reader.open_media(media_record_id(uuid.uuid4().hex), key)
     finally:
         await access.close()
+
+
+async def test_the_sweep_archives_a_medium_whose_download_failed_twice_and_gives_up_after_30_days(
+    demo_env: dict[str, str], pg_pool: asyncpg.Pool
+) -> None:
+    """The first download (with its message) fails and the first sweep fails: the third try, a later sweep, archives
+    it byte for byte. A medium that stays unavailable is given up once Meta no longer holds it (30 days), counted;
+    one whose id no URL can carry is never queued. Their messages are archived from the start."""
+    person = pipeline.Person.fresh()
+    bootstrap = f"127.0.0.1:{demo_env['WA_KAFKA_PORT']}"
+    topic = await create_topic(bootstrap, partitions=1, prefix="media")
+    dlq = await create_topic(bootstrap, partitions=1, prefix="dlq")
+    prefix = f"test/{uuid.uuid4().hex[:8]}"
+    photo = b"\xff\xd8\xff a flaky photo" * 3000
+    async with FakeGraphApi(token=TOKEN) as api:
+        digest = api.add_media("flaky", photo)
+        bodies = [
+            document(person, "wamid.FLAKY", "flaky", digest, "image/jpeg"),
+            document(person, "wamid.GONE", "gone-for-good", digest, "image/jpeg"),
+            document(person, "wamid.BAD", "no/such id", digest, "image/jpeg"),
+        ]
+        flaky, gone, bad = events = pipeline.events_of(bodies)
+        await pipeline.produce(bootstrap, topic, events)
+        graph = api.graph_settings(attempts=1, backoff_s=0.01)
+        settings = pipeline.archiver_settings(
+            demo_env, topic, dlq, prefix, graph=graph, media=MediaSettings(sweep_interval_s=0)
+        )
+        api.fail_next(1, 500)  # the download with its message fails
+        async with pipeline.running_archiver(settings):
+            await pipeline.wait_indexed(pg_pool, {e.event_id for e in events})
+            rows = await wait_media(pg_pool, [e.event_id for e in events])
+        assert [rows[e.event_id]["status"] for e in events] == ["missing"] * 3
+        assert await queued(pg_pool, events) == {flaky.event_id: 0, gone.event_id: 0}  # a bad id is never retried
+
+        access = await open_access(pipeline.retention_settings(demo_env, prefix))
+        registry = CollectorRegistry()
+        fetcher = MediaFetcher(api.base_url, TOKEN, attempts=1, backoff_s=0.01, egress=api.egress)
+        sweep = MediaSweep(
+            pool=access.pool,
+            bucket=access.bucket,
+            keyring=access.keyring,
+            fetcher=fetcher,
+            metrics=ArchiverMetrics(registry),
+            chunk_bytes=64 * 1024,
+            part_bytes=5 * 1024 * 1024,
+        )
+        now = datetime.now(UTC)
+        try:
+            assert await sweep.sweep(now) == SweepReport()  # nothing due before its first retry (5 minutes)
+            api.fail_next(2, 503)  # the first sweep fails too (for both media, whichever goes first)
+            assert await sweep.sweep(now + timedelta(minutes=6)) == SweepReport(failed=2)
+            assert await queued(pg_pool, events) == {flaky.event_id: 1, gone.event_id: 1}
+            assert await sweep.sweep(now + timedelta(minutes=7)) == SweepReport()  # leased, then backed off
+            assert await sweep.sweep(now + timedelta(hours=1)) == SweepReport(archived=1, failed=1)
+            assert await queued(pg_pool, events) == {gone.event_id: 2}
+            row = (await wait_media(pg_pool, [flaky.event_id]))[flaky.event_id]
+            assert (row["status"], row["size_bytes"], row["mime_type"]) == ("archived", len(photo), "image/jpeg")
+            assert await read_back(access, flaky.event_id, row["object_key"]) == (
+                len(photo),
+                hashlib.sha256(photo).hexdigest(),
+                len(photo),
+            )
+            assert await sweep.sweep(now + timedelta(days=31)) == SweepReport(given_up=1)
+            assert await queued(pg_pool, events) == {}
+            given_up = (await wait_media(pg_pool, [gone.event_id]))[gone.event_id]
+            assert (given_up["status"], given_up["failure"]) == ("missing", "given up: http 404")
+            assert registry.get_sample_value("wa_archiver_media_given_up_total") == 1
+            assert registry.get_sample_value("wa_archiver_media_retries_total", {"outcome": "archived"}) == 1
+        finally:
+            await fetcher.aclose()
+            await access.close()
+    assert rows[bad.event_id]["failure"] == "bad media id"
+
+
+async def queued(pool: asyncpg.Pool, events: list[Any]) -> dict[str, int]:
+    """{event id: sweeps so far} of the events queued for the media sweep."""
+    rows = await pool.fetch(
+        "SELECT encode(event_id, 'hex') AS event_id, sweeps FROM media_retry WHERE event_id = ANY($1::bytea[])",
+        binary_keys(e.event_id for e in events),
+    )
+    return {row["event_id"]: row["sweeps"] for row in rows}
