@@ -38,6 +38,9 @@ from services.core.container import (
     TRAILER_BYTES,
     ContainerError,
     ContainerRecord,
+    RecordMeta,
+    SourceRange,
+    read_header,
     read_records,
     read_stream_head,
     stream_head_length,
@@ -45,7 +48,7 @@ from services.core.container import (
 from services.core.crypto import STREAM_HEADER, RecordTampered, StreamOpener, open_record
 from services.core.keyring import Keyring
 
-__all__ = ["ArchiveReader", "ContainerError", "OpenedMedia", "RecordLocation", "RecordTampered"]
+__all__ = ["ArchiveReader", "ContainerError", "OpenedMedia", "RecordLocation", "RecordTampered", "object_header"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,5 +220,35 @@ async def _opened(
         opener.finish()
         if len(tail) != TRAILER_BYTES or trailer.digest() != tail:
             raise ContainerError("checksum mismatch: the object is corrupt or truncated")
+    finally:
+        await source.aclose()
+
+
+async def object_header(
+    bucket: ArchiveBucket, key: str
+) -> tuple[tuple[SourceRange, str, tuple[RecordMeta, ...]], bytes | None]:
+    """An object's header (what :func:`~services.core.container.read_header` gives) and, for versions 1 and 2, its
+    bytes; a version 3 (streamed media) object is read through and verified whole — header digest, header rules,
+    trailer — without being held: what ``rebuild-index`` needs of it is its header. Raises ContainerError (a
+    ValueError) for an object that does not verify, and what the bucket raises."""
+    object_size, pieces = await bucket.stream(key)
+    source = _Pieces(pieces)
+    try:
+        preamble = await source.read(min(PREAMBLE.size, object_size))
+        if len(preamble) < PREAMBLE.size or preamble[6] != STREAM_VERSION:
+            blob = preamble + await source.read(object_size - len(preamble))
+            return read_header(blob), blob
+        head = preamble + await source.read(stream_head_length(preamble) - PREAMBLE.size)
+        found_source, created_at, meta, sealed_length = read_stream_head(head, object_size)
+        digest = hashlib.sha256(head)
+        remaining = sealed_length
+        tail = b""
+        async for piece in source.rest():
+            digest.update(piece[:remaining])
+            tail += piece[remaining:]
+            remaining -= min(remaining, len(piece))
+        if remaining or digest.digest() != tail:
+            raise ContainerError("checksum mismatch: the object is corrupt or truncated")
+        return (found_source, created_at, (meta,)), None
     finally:
         await source.aclose()

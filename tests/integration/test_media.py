@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from services.archiver.media import MediaFetcher, MediaRef, MediaSink, media_ref, sha256_matches
 from services.archiver.metrics import ArchiverMetrics
+from services.archiver.rebuild import rebuild_index
 from services.archiver.settings import MediaSettings
 from services.archiver.sweep import MediaSweep, SweepReport
 from services.core.container import (
@@ -29,6 +30,7 @@ from services.core.container import (
 )
 from services.core.crypto import seal_record
 from services.core.index import binary_keys
+from services.core.policy import DEFAULT_POLICY
 from services.retention.access import ArchiveAccess, open_access
 from services.retention.conversation import load_conversation
 from tests import pipeline
@@ -340,6 +342,22 @@ async def test_media_stream_through_multipart_and_read_back_byte_exact(
                 generated_sha256(media_id, size),
                 size,
             )
+        # rebuild-index reads streamed objects through (verified whole, never held) and finds the media again; a
+        # copy with one byte changed in the middle of its stream is refused as unreadable.
+        large = rows[events[-1].event_id]["object_key"]
+        blob = bytearray(await access.bucket.get(large))
+        blob[len(blob) // 2] ^= 1
+        await access.bucket.put(f"{prefix}/media/corrupt.waarc", bytes(blob))
+        await pg_pool.execute(
+            "DELETE FROM archived_media WHERE event_id = ANY($1::bytea[])", binary_keys(e.event_id for e in events)
+        )
+        report = await rebuild_index(access.pool, access.bucket, DEFAULT_POLICY, prefix=prefix)
+        assert (report.media, report.unreadable_objects) == (3, 1)
+        rebuilt = await wait_media(pg_pool, [e.event_id for e in events])
+        assert {e.event_id: rebuilt[e.event_id]["object_key"] for e in events} == {
+            e.event_id: rows[e.event_id]["object_key"] for e in events
+        }
+        assert {r["status"] for r in rebuilt.values()} == {"archived"}
     finally:
         await access.close()
 
