@@ -1,4 +1,4 @@
-"""Media downloads through Meta's Graph API, on arrival (media ids in webhooks expire after 7 days).
+"""Media downloads through Meta's Graph API, on arrival (a media id in a webhook lives 30 days, a download URL minutes).
 
 ``GET {base}/{media_id}`` with the business token → ``{"url", "mime_type", "sha256" (hex), "file_size"}``, then
 ``GET url`` with the same token → the bytes. The webhook's ``sha256`` is base64 of the SHA-256 (the media API's

@@ -18,7 +18,7 @@ HOST_NAME = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?")
 
 
 class GraphSettings(BaseModel):
-    """Meta's Graph API, for media downloads (media ids expire after 7 days: download on arrival)."""
+    """Meta's Graph API, for media downloads (on arrival; a media id lives 30 days, a download URL minutes)."""
 
     base_url: str = "https://graph.facebook.com/v21.0"
     token: SecretStr | None = None

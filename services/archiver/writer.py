@@ -421,8 +421,12 @@ class BatchWriter:
             media.done[target.event_id] = (target.dek.dek_id, row)
             return row
 
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(one(job)) for job in jobs]
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(one(job)) for job in jobs]
+        except ExceptionGroup as failed:
+            # The first failure as it was raised, so the retry policy classifies it (an S3 outage, not a bug).
+            raise failed.exceptions[0] from None
         return [task.result() for task in tasks]
 
     async def _archive(self, records: Sequence[ConsumedRecord], media_results: _BatchMedia) -> _Archived:
