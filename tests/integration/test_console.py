@@ -273,6 +273,7 @@ async def test_crisis_search_reason_timeline_media_and_audit(
         served = await client.get(media_url.group(1))
         assert served.status_code == 200
         assert served.content == PHOTO
+        assert served.headers["content-length"] == str(len(PHOTO))  # streamed, its length announced
         assert served.headers["cache-control"] == "no-store"
         # The reason is kept for the rest of the visit: a second open shows the timeline at once.
         again = await client.post("/conversation", data={"csrf": csrf, "subject_ref": ref})

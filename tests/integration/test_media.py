@@ -11,13 +11,16 @@ from typing import Any
 
 import asyncpg
 import pytest
+from mypy_boto3_s3 import S3Client
 from prometheus_client import CollectorRegistry
 
 from services.archiver.media import MediaFetcher, MediaRef, MediaSink, media_ref, sha256_matches
+from services.archiver.media_store import MediaTarget, SealedMediaUpload
 from services.archiver.metrics import ArchiverMetrics
 from services.archiver.rebuild import rebuild_index
 from services.archiver.settings import MediaSettings
 from services.archiver.sweep import MediaSweep, SweepReport
+from services.core.bucket import ArchiveBucket
 from services.core.container import (
     STREAM_VERSION,
     ContainerError,
@@ -27,8 +30,9 @@ from services.core.container import (
     encode_container,
     media_object_key,
     media_record_id,
+    read_header,
 )
-from services.core.crypto import seal_record
+from services.core.crypto import CachedDek, seal_record
 from services.core.index import binary_keys
 from services.core.policy import DEFAULT_POLICY
 from services.retention.access import ArchiveAccess, open_access
@@ -499,3 +503,44 @@ async def queued(pool: asyncpg.Pool, events: list[Any]) -> dict[str, int]:
         binary_keys(e.event_id for e in events),
     )
     return {row["event_id"]: row["sweeps"] for row in rows}
+
+
+async def test_an_aborted_upload_leaves_nothing_readable(demo_env: dict[str, str], s3_client: S3Client) -> None:
+    """A download that fails after parts were uploaded (say, its checksum) is aborted: no object under its key and
+    no unfinished upload left; one that finishes is a verified version 3 object."""
+    prefix = f"test/{uuid.uuid4().hex[:8]}"
+    bucket = ArchiveBucket(pipeline.s3_settings(demo_env, prefix))
+    target = MediaTarget(
+        event_id=uuid.uuid4().hex,
+        record_id=media_record_id(uuid.uuid4().hex),
+        object_key=f"{prefix}/media/aborted.waarc",
+        sealing=hashlib.sha256(b"someone").hexdigest(),
+        dek=CachedDek("dek-test", bytes(32)),
+        source=SourceRange("t", 0, 1, 1),
+        created_at="2026-12-06T12:00:00.000Z",
+        timestamp=None,
+        received_at=None,
+        waba_id=None,
+        phone_number_id=None,
+    )
+    upload = SealedMediaUpload(
+        bucket, target, "application/pdf", chunk_bytes=64 * 1024, part_bytes=5 * 1024 * 1024, now=datetime.now(UTC)
+    )
+    for _ in range(7):
+        await upload.write(b"x" * 1024 * 1024)  # 7 MiB: one part sent
+    await upload.abort()
+    name = demo_env["WA_ARCHIVER_S3__BUCKET"]
+    assert "Contents" not in s3_client.list_objects_v2(Bucket=name, Prefix=prefix)
+    pending = s3_client.list_multipart_uploads(Bucket=name, Prefix=prefix).get("Uploads", [])
+    assert pending == []
+
+    finished = SealedMediaUpload(
+        bucket, target, "application/pdf", chunk_bytes=64 * 1024, part_bytes=5 * 1024 * 1024, now=datetime.now(UTC)
+    )
+    for _ in range(7):
+        await finished.write(b"y" * 1024 * 1024)
+    await finished.finish()
+    blob = await bucket.get(target.object_key)
+    assert len(blob) == finished.object_bytes
+    (meta,) = read_header(blob)[2]  # the whole object verifies: header digest, header rules, trailer
+    assert (meta.event_id, meta.type, meta.kind) == (target.record_id, "application/pdf", "media")
