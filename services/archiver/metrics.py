@@ -118,6 +118,12 @@ class ArchiverMetrics:
             "Media waiting in the sweep's queue (media_retry), as of the last sweep.",
             registry=registry,
         )
+        self.media_budget_in_use = Gauge(
+            "wa_archiver_media_budget_bytes_in_use",
+            "Bytes of the media byte budget (WA_ARCHIVER_MEDIA__BUDGET_BYTES) reserved by downloads in flight: at the"
+            " budget, further downloads wait their turn.",
+            registry=registry,
+        )
         self.paused_seconds = Counter(
             "wa_archiver_backpressure_seconds_total",
             "Partition-seconds spent paused because writes could not keep up.",

@@ -94,6 +94,7 @@ async def run_archiver(
         kek = LocalKek(settings.keys.kek_bytes(), settings.keys.current_kek_id)
         keyring = Keyring(pool, kek, DekCache(settings.dek_cache_size))
         if settings.graph.token is not None:
+            budget = ByteBudget(settings.media.budget_bytes)
             media = MediaFetcher(
                 settings.graph.base_url,
                 settings.graph.token.get_secret_value(),
@@ -102,8 +103,9 @@ async def run_archiver(
                 timeout_s=settings.graph.timeout_s,
                 max_bytes=settings.graph.max_bytes,
                 egress=settings.graph.egress(),
-                budget=ByteBudget(settings.media.budget_bytes),
+                budget=budget,
             )
+            metrics.media_budget_in_use.set_function(lambda: budget.in_use)
         writer = BatchWriter(
             topic=settings.kafka.events_topic,
             dlq_topic=settings.kafka.dlq_topic,

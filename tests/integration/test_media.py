@@ -333,9 +333,13 @@ async def test_media_stream_through_multipart_and_read_back_byte_exact(
             graph=api.graph_settings(attempts=2, backoff_s=0.01),
             media=MediaSettings(chunk_bytes=64 * 1024, part_bytes=5 * 1024 * 1024, budget_bytes=32 * 1024 * 1024),
         )
-        async with pipeline.running_archiver(settings):
+        registry = CollectorRegistry()
+        async with pipeline.running_archiver(settings, registry):
             await pipeline.wait_indexed(pg_pool, {e.event_id for e in events})
             rows = await wait_media(pg_pool, [e.event_id for e in events])
+            # Every download gave its bytes back to the budget; all three counted archived.
+            assert registry.get_sample_value("wa_archiver_media_budget_bytes_in_use") == 0
+            assert registry.get_sample_value("wa_archiver_media_total", {"outcome": "archived"}) == 3
     access = await open_access(pipeline.retention_settings(demo_env, prefix))
     try:
         for event, (media_id, size) in zip(events, sizes.items(), strict=True):
