@@ -548,3 +548,40 @@ async def test_an_aborted_upload_leaves_nothing_readable(demo_env: dict[str, str
     assert len(blob) == finished.object_bytes
     (meta,) = read_header(blob)[2]  # the whole object verifies: header digest, header rules, trailer
     assert (meta.event_id, meta.type, meta.kind) == (target.record_id, "application/pdf", "media")
+
+
+async def test_a_multipart_media_object_is_written_under_object_lock(
+    demo_env: dict[str, str], s3_client: S3Client
+) -> None:
+    """With Object Lock configured, a medium uploaded in parts carries the same retention as any object (GOVERNANCE,
+    one day here: the local bucket is versioned with Object Lock, as production is)."""
+    prefix = f"test/lock-{uuid.uuid4().hex[:8]}"
+    settings = pipeline.s3_settings(demo_env, prefix)
+    settings.object_lock_mode = "GOVERNANCE"
+    settings.object_lock_days = 1
+    bucket = ArchiveBucket(settings)
+    key = f"{prefix}/media/locked.waarc"
+    target = MediaTarget(
+        event_id=uuid.uuid4().hex,
+        record_id=media_record_id(uuid.uuid4().hex),
+        object_key=key,
+        sealing=hashlib.sha256(b"someone").hexdigest(),
+        dek=CachedDek("dek-test", bytes(32)),
+        source=SourceRange("t", 0, 1, 1),
+        created_at="2026-12-06T12:00:00.000Z",
+        timestamp=None,
+        received_at=None,
+        waba_id=None,
+        phone_number_id=None,
+    )
+    now = datetime.now(UTC)
+    upload = SealedMediaUpload(bucket, target, None, chunk_bytes=64 * 1024, part_bytes=5 * 1024 * 1024, now=now)
+    for _ in range(6):
+        await upload.write(b"z" * 1024 * 1024)
+    await upload.finish()
+    retention = s3_client.get_object_retention(Bucket=settings.bucket, Key=key)["Retention"]
+    assert retention.get("Mode") == "GOVERNANCE"
+    until = retention.get("RetainUntilDate")
+    assert until is not None
+    assert timedelta(hours=23) < until - now <= timedelta(days=1, minutes=5)
+    assert len(await bucket.get(key)) == upload.object_bytes
