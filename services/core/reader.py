@@ -75,7 +75,7 @@ class _Pieces:
 
     def __init__(self, pieces: AsyncIterator[bytes]) -> None:
         self.pieces = pieces
-        self.pending = b""
+        self.pending = bytearray()  # appended to in place: reading a whole old media object stays linear
 
     async def read(self, size: int) -> bytes:
         while len(self.pending) < size:
@@ -83,13 +83,14 @@ class _Pieces:
             if piece is None:
                 raise ContainerError("object ended early")
             self.pending += piece
-        taken, self.pending = self.pending[:size], self.pending[size:]
+        taken = bytes(self.pending[:size])
+        del self.pending[:size]
         return taken
 
     async def rest(self) -> AsyncIterator[bytes]:
         if self.pending:
-            yield self.pending
-            self.pending = b""
+            yield bytes(self.pending)
+            self.pending = bytearray()
         async for piece in self.pieces:
             yield piece
 
