@@ -1,5 +1,6 @@
 """Streamed media objects (format version 3): a sealed stream of chunks behind a version 2 header of one record.
-Round trips of any size, chunk size and feeding, and every way a stream can be cut, reordered or swapped."""
+Round trips of any size, chunk size and feeding, every way a stream can be cut, reordered or swapped, and what one
+upload may hold."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ import os
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
+from services.archiver.media_store import stream_memory
+from services.archiver.settings import MediaSettings
 from services.core.container import (
     PREAMBLE,
     STREAM_VERSION,
@@ -217,3 +221,21 @@ def test_a_version_3_header_holds_one_record_with_body_end_0() -> None:
     covered = relabelled + hashlib.sha256(relabelled).digest() + v2[header_end + 32 : -32]
     with pytest.raises(ContainerError, match="holds one record, whose body_end is 0"):
         read_header(covered + hashlib.sha256(covered).digest())
+
+
+@pytest.mark.parametrize(
+    ("declared", "expected"),
+    [
+        pytest.param(None, 64 * 1024 + 2 * (5 * 1024 * 1024 + 64 * 1024 + SEALED_OVERHEAD), id="unknown: a large one"),
+        pytest.param(10**9, 64 * 1024 + 2 * (5 * 1024 * 1024 + 64 * 1024 + SEALED_OVERHEAD), id="large: capped"),
+        pytest.param(1000, 64 * 1024 + 2 * (8 * 1024 + sealed_stream_length(1000, 64 * 1024) + 32), id="small"),
+    ],
+)
+def test_stream_memory(declared: int | None, expected: int) -> None:
+    assert stream_memory(declared, chunk_bytes=64 * 1024, part_bytes=5 * 1024 * 1024) == expected
+
+
+def test_media_settings_refuse_a_budget_that_cannot_hold_one_large_download() -> None:
+    with pytest.raises(ValidationError, match="must hold at least one large download"):
+        MediaSettings(budget_bytes=16 * 1024 * 1024, part_bytes=8 * 1024 * 1024)
+    assert MediaSettings(budget_bytes=18 * 1024 * 1024, part_bytes=8 * 1024 * 1024).budget_bytes > 0
