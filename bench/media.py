@@ -1,6 +1,7 @@
-"""Media burst (issue #22): eight 100 MB documents in one webhook POST, served as streams by the Graph API
-stand-in and archived by one archiver process with the demo configuration (a 64 MiB media budget). Prints the
-archiver's peak RSS (target ≤ 300 MB), the time to archive them all, and that every one reads back byte for byte.
+"""Media burst (issue #22): eight 100 MB documents in one webhook POST, signed and sent to an ingest process, served
+as streams by the Graph API stand-in and archived by one archiver process with the demo configuration (a 64 MiB
+media budget). Prints the archiver's peak RSS (target ≤ 300 MB), the time to archive them all, and that every one
+reads back byte for byte.
 
     python -m bench.media [--documents 8] [--megabytes 100]
 """

@@ -1,10 +1,10 @@
 """A burst of large documents in one webhook POST, archived by an archiver process with its memory measured: the
 test and the benchmark of issue #22 (tests/integration/test_media_burst.py, bench/media.py).
 
-The Graph API stand-in serves the documents as streams it generates (it holds none of them); the POST is journaled
-as ingest journals it (one ``webhook/1`` record); the archiver runs as a process of its own with the demo
-configuration, so its peak RSS (VmHWM) is its own; every document is then read back from the archive as a stream
-and compared by sha256 with what the stand-in served.
+The Graph API stand-in serves the documents as streams it generates (it holds none of them); the POST is signed as
+Meta signs it and sent to an ingest process, which journals it; the archiver runs as a process of its own with the
+demo configuration, so its peak RSS (VmHWM) is its own; every document is then read back from the archive as a
+stream and compared by sha256 with what the stand-in served.
 """
 
 from __future__ import annotations
@@ -22,9 +22,11 @@ from typing import Any
 
 import asyncpg
 import httpx
+import orjson
 
 from services.core.container import media_record_id
 from services.core.index import binary_keys
+from services.ingest.signature import sign
 from services.retention.access import open_access
 from tests import pipeline
 from tests.fakes.graph_api import FakeGraphApi
@@ -65,6 +67,48 @@ def peak_rss_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+async def _service(module: str, env: dict[str, str], log: Path) -> asyncio.subprocess.Process:
+    """``python -m module`` from the repository, its output to ``log``."""
+    with log.open("wb") as output:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", module, cwd=REPO_ROOT, env=env, stdout=output, stderr=subprocess.STDOUT
+        )
+
+
+async def _stop(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is None:
+        process.terminate()
+    try:
+        await asyncio.wait_for(process.wait(), 60)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+
+
+async def post_through_ingest(demo_env: dict[str, str], topic: str, body: bytes, log: Path) -> None:
+    """Send ``body`` to an ingest process as Meta would (signed with the demo app secret); it must answer 200,
+    that is, have journaled it to ``topic``."""
+    port = free_port()
+    env = {
+        **os.environ,
+        **demo_env,
+        "WA_INGEST_KAFKA__EVENTS_TOPIC": topic,
+        "WA_INGEST_PORT": str(port),
+        "WA_INGEST_LOG_LEVEL": "WARNING",
+    }
+    ingest = await _service("services.ingest", env, log)
+    try:
+        await _wait_healthy(f"http://127.0.0.1:{port}/readyz", ingest)
+        secret = orjson.loads(demo_env["WA_INGEST_APP_SECRETS"])[0].encode()
+        headers = {"content-type": "application/json", "x-hub-signature-256": sign(body, secret)}
+        async with httpx.AsyncClient() as client:
+            answer = await client.post(f"http://127.0.0.1:{port}/webhooks/whatsapp", content=body, headers=headers)
+        if answer.status_code != 200:
+            raise AssertionError(f"ingest answered {answer.status_code}: {log.read_text()[-2000:]}")
+    finally:
+        await _stop(ingest)
 
 
 async def _wait_healthy(url: str, process: asyncio.subprocess.Process, timeout_s: float = 60) -> None:
@@ -118,7 +162,7 @@ async def run_burst(
             body = documents_post(person, media)
             events = pipeline.events_of([body])
             event_ids = [e.event_id for e in events]
-            await pipeline.produce_posts(bootstrap, topic, [body])
+            await post_through_ingest(demo_env, topic, body, log.with_name(f"{log.stem}-ingest.log"))
             env = {
                 **os.environ,
                 **demo_env,
@@ -130,16 +174,7 @@ async def run_burst(
                 "WA_ARCHIVER_LOG_LEVEL": "WARNING",
                 "WA_ARCHIVER_GRAPH__BASE_URL": api.base_url,
             }
-            with log.open("wb") as output:
-                process = await asyncio.create_subprocess_exec(
-                    sys.executable,
-                    "-m",
-                    "services.archiver",
-                    cwd=REPO_ROOT,
-                    env=env,
-                    stdout=output,
-                    stderr=subprocess.STDOUT,
-                )
+            process = await _service("services.archiver", env, log)
             try:
                 await _wait_healthy(f"http://127.0.0.1:{port}/healthz", process)
                 started = time.monotonic()
@@ -153,13 +188,7 @@ async def run_burst(
                 alive = process.returncode is None
                 peak = peak_rss_mb(process.pid) if alive else 0.0
             finally:
-                if process.returncode is None:
-                    process.terminate()
-                try:
-                    await asyncio.wait_for(process.wait(), 60)
-                except TimeoutError:
-                    process.kill()
-                    await process.wait()
+                await _stop(process)
             served = {media_id: api.generated[media_id][2] for media_id in media}
     finally:
         await pool.close()
