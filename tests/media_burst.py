@@ -212,6 +212,10 @@ async def run_burst(
             async for chunk in opened.chunks:
                 digest.update(chunk)
             exact += digest.hexdigest() == served[media_id] and opened.size == document_bytes
+        # The burst's objects are gigabytes of the shared local store: removed once checked (their index rows stay,
+        # like those of any test; a later read of them finds no object).
+        keys = [stored.key async for stored in access.bucket.list_objects(prefix + "/")]
+        await access.bucket.delete_permanently(keys)
     finally:
         await access.close()
     return BurstOutcome(
