@@ -217,12 +217,15 @@ async def test_media_is_archived_encrypted_or_marked_missing(demo_env: dict[str,
             },
         )
 
-    async with FakeGraphApi(token=TOKEN) as api:
+    async with FakeGraphApi(token=TOKEN) as api, FakeGraphApi(token="spy") as spy:
         digest = api.add_media("photo-1", photo)
+        api.add_media("off-list", photo)
+        api.point_elsewhere("off-list", spy.base_url.replace("127.0.0.1", "localhost") + "/download/x")
         bodies = [
             image("wamid.IMG1", "photo-1", digest),
             image("wamid.IMG2", "expired-id", digest),
             image("wamid.IMG3", "no url can carry this: \x01 é /../", digest),
+            image("wamid.IMG4", "off-list", digest),
         ]
         events = pipeline.events_of(bodies)
         await pipeline.produce(bootstrap, topic, events)
@@ -233,8 +236,13 @@ async def test_media_is_archived_encrypted_or_marked_missing(demo_env: dict[str,
             prefix,
             graph=api.graph_settings(attempts=2, backoff_s=0.01),
         )
-        async with pipeline.running_archiver(settings):
+        registry = CollectorRegistry()
+        async with pipeline.running_archiver(settings, registry):
             await pipeline.wait_indexed(pg_pool, {e.event_id for e in events})
+            await wait_media(pg_pool, [e.event_id for e in events])
+        assert spy.requests == []  # the URL off the allow-list was refused: the token never went there
+    refused = {"reason": "url host not allowed"}
+    assert registry.get_sample_value("wa_archiver_media_failures_total", refused) == 1  # and counted
     rows = {
         r["event_id"]: r
         for r in await pg_pool.fetch(
@@ -243,10 +251,11 @@ async def test_media_is_archived_encrypted_or_marked_missing(demo_env: dict[str,
             binary_keys(e.event_id for e in events),
         )
     }
-    archived, missing, bad_id = (rows[e.event_id] for e in events)
+    archived, missing, bad_id, off_list = (rows[e.event_id] for e in events)
     assert (archived["status"], archived["size_bytes"]) == ("archived", len(photo))
     assert (missing["status"], missing["failure"]) == ("missing", "http 404")
     assert (bad_id["status"], bad_id["failure"]) == ("missing", "bad media id")  # its message is archived
+    assert (off_list["status"], off_list["failure"]) == ("missing", "url host not allowed")
 
     access = await open_access(pipeline.retention_settings(demo_env, prefix))
     try:
