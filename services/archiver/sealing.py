@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final
 
+import orjson
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from services.archiver.media import MediaRef, MediaResult
@@ -34,7 +35,7 @@ from services.core.container import (
     media_record_id,
     object_key,
 )
-from services.core.crypto import CachedDek, seal_record
+from services.core.crypto import CachedDek, open_record, seal_record
 from services.core.events import MAX_STORED_TEXT, Event, text_fault
 from services.core.holders import holder_since, new_number, with_changes
 from services.core.index import IndexRow, MediaRow, ObjectRow, alias_rows, event_time, index_row, received_time
@@ -382,13 +383,76 @@ def media_job(
     return MediaJob(ref, target)
 
 
+RETRY_SUFFIX: Final = ".retry"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MediaRetry:
+    """What the media sweep needs to fetch a medium again, kept sealed in ``media_retry`` (no personal data in the
+    clear: a media id is a handle on the person's file)."""
+
+    ref: MediaRef
+    timestamp: int | None
+    received_at: str | None
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {
+                "media_id": self.ref.media_id,
+                "mime_type": self.ref.mime_type,
+                "sha256": self.ref.sha256,
+                "timestamp": self.timestamp,
+                "received_at": self.received_at,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> MediaRetry:
+        """Raises ValueError when ``raw`` is not what :meth:`to_json` writes."""
+        value = orjson.loads(raw)
+        if not isinstance(value, dict) or not isinstance(value.get("media_id"), str):
+            raise ValueError("not a sealed media retry")
+        mime, digest, when, received = (value.get(k) for k in ("mime_type", "sha256", "timestamp", "received_at"))
+        return cls(
+            ref=MediaRef(
+                value["media_id"], mime if isinstance(mime, str) else None, digest if isinstance(digest, str) else None
+            ),
+            timestamp=when if isinstance(when, int) and not isinstance(when, bool) else None,
+            received_at=received if isinstance(received, str) else None,
+        )
+
+
+def seal_media_retry(target: MediaTarget, retry: MediaRetry) -> bytes:
+    """``retry`` sealed with the message's person's key, bound to the message and the person (AES-GCM associated
+    data: the event id with ``.retry``, the pseudonym)."""
+    return seal_record(
+        retry.to_json(), target.dek.aead(), event_id=target.event_id + RETRY_SUFFIX, subject_ref=target.sealing
+    )
+
+
+def open_media_retry(sealed: bytes, dek: CachedDek, *, event_id: str, sealing: str) -> MediaRetry:
+    """The reverse of :func:`seal_media_retry`. Raises RecordTampered (altered, another message's or person's) and
+    ValueError (not a media retry)."""
+    return MediaRetry.from_json(open_record(sealed, dek.aead(), event_id=event_id + RETRY_SUFFIX, subject_ref=sealing))
+
+
 def media_row(job: MediaJob, result: MediaResult) -> MediaRow:
-    """The ``archived_media`` row of a job's outcome: ``archived`` with its object, or ``missing`` and why."""
+    """The ``archived_media`` row of a job's outcome: ``archived`` with its object, or ``missing`` and why — with
+    what to fetch again sealed in it (:func:`seal_media_retry`), for the media sweep."""
     target = job.target
     mime_type = usable_mime(result.mime_type or job.ref.mime_type)
     if not result.ok:
+        retry = MediaRetry(ref=job.ref, timestamp=target.timestamp, received_at=target.received_at)
         return MediaRow(
-            target.event_id, target.sealing, "missing", None, mime_type, None, result.attempts, result.failure
+            target.event_id,
+            target.sealing,
+            "missing",
+            None,
+            mime_type,
+            None,
+            result.attempts,
+            result.failure,
+            seal_media_retry(target, retry),
         )
     return MediaRow(
         target.event_id,

@@ -4,8 +4,9 @@ A medium that could not be archived with its message is recorded ``missing`` and
 (services/core/index.py ``write_media_rows``; migration 0016), with nothing of it but the message's event id. Each
 :meth:`MediaSweep.sweep` takes the due entries (leased, so two archivers never take the same one), and for each:
 
-1. reads the message back from the archive with its person's key (the media id, the webhook's checksum and MIME
-   type are only there, sealed) — gone from the index, or its key shredded (erased): the entry is dropped;
+1. opens what to fetch — the media id, the webhook's checksum and MIME type, sealed in the entry with the
+   message's person's key (migration 0020; the archiver never reads the archive back) — its message gone from the
+   index, or its key shredded (erased): the entry is dropped;
 2. asks the Graph API afresh (a download URL lives minutes) and streams the medium into its object, sealed under the
    message's key, exactly as the writer does (services/archiver/media_store.py), within the process's byte budget;
 3. archived: the media row becomes ``archived`` and the entry leaves the queue, in one transaction that first
@@ -28,15 +29,15 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from services.archiver.media import MediaFetcher, MediaResult, media_ref
-from services.archiver.media_store import BucketMediaStore
+from services.archiver.media import MediaFetcher, MediaResult
+from services.archiver.media_store import BucketMediaStore, MediaTarget
 from services.archiver.metrics import ArchiverMetrics
-from services.archiver.sealing import media_job, media_row, stamp
+from services.archiver.sealing import MediaJob, MediaRetry, media_row, open_media_retry, stamp
 from services.core.bucket import ArchiveBucket, StorageRefused
-from services.core.events import EnvelopeError, Event
+from services.core.container import SourceRange, media_object_key, media_record_id
+from services.core.crypto import RecordTampered
 from services.core.index import FINAL_MEDIA_FAILURES, MediaRow, write_media_rows
 from services.core.keyring import Keyring, KeyShredded
-from services.core.reader import ArchiveReader, RecordLocation
 
 log = logging.getLogger("wa_archive.archiver")
 
@@ -63,10 +64,11 @@ class _Due:
     event_id: str
     sweeps: int
     give_up_at: datetime
+    sealed_ref: bytes | None
     subject_ref: str
     dek_id: str
-    object_key: str
-    record_index: int
+    waba_id: str | None
+    phone_number_id: str | None
     topic: str
     partition: int
     offset: int
@@ -87,7 +89,6 @@ class MediaSweep:
         lease: timedelta = timedelta(minutes=15),
     ) -> None:
         self.pool, self.bucket, self.keyring, self.fetcher, self.metrics = pool, bucket, keyring, fetcher, metrics
-        self.reader = ArchiveReader(bucket, keyring)
         self.chunk_bytes, self.part_bytes = chunk_bytes, part_bytes
         self.batch, self.lease = batch, lease
 
@@ -128,9 +129,9 @@ class MediaSweep:
             " WHERE r.next_attempt_at <= $1 AND starts_with(e.object_key, $4) ORDER BY r.next_attempt_at"
             " LIMIT $2 FOR UPDATE OF r SKIP LOCKED),"
             " leased AS (UPDATE media_retry r SET next_attempt_at = $1 + $3::interval FROM due"
-            " WHERE r.event_id = due.event_id RETURNING r.event_id, r.sweeps, r.give_up_at)"
-            " SELECT encode(l.event_id, 'hex') AS event_id, l.sweeps, l.give_up_at,"
-            " encode(e.subject_ref, 'hex') AS subject_ref, e.dek_id::text AS dek_id, e.object_key, e.record_index,"
+            " WHERE r.event_id = due.event_id RETURNING r.event_id, r.sweeps, r.give_up_at, r.sealed_ref)"
+            " SELECT encode(l.event_id, 'hex') AS event_id, l.sweeps, l.give_up_at, l.sealed_ref,"
+            " encode(e.subject_ref, 'hex') AS subject_ref, e.dek_id::text AS dek_id, e.waba_id, e.phone_number_id,"
             " o.topic, e.kafka_partition, e.kafka_offset"
             " FROM leased l JOIN archived_events e ON e.event_id = l.event_id"
             " JOIN archive_objects o ON o.object_key = e.object_key",
@@ -144,10 +145,11 @@ class MediaSweep:
                 event_id=row["event_id"],
                 sweeps=row["sweeps"],
                 give_up_at=row["give_up_at"],
+                sealed_ref=row["sealed_ref"],
                 subject_ref=row["subject_ref"],
                 dek_id=row["dek_id"],
-                object_key=row["object_key"],
-                record_index=row["record_index"],
+                waba_id=row["waba_id"],
+                phone_number_id=row["phone_number_id"],
                 topic=row["topic"],
                 partition=row["kafka_partition"],
                 offset=row["kafka_offset"],
@@ -158,32 +160,29 @@ class MediaSweep:
     async def _retry(self, due: _Due, now: datetime) -> str:
         """Try one entry once; returns the outcome (a :class:`SweepReport` field)."""
         dek = await self.keyring.key_for_reading(due.subject_ref, due.dek_id)
-        location = RecordLocation(due.event_id, due.object_key, due.record_index)
-        plain = (await self.reader.open([location])).get(due.event_id) if dek is not None else None
-        if plain is None:
+        if dek is None or due.sealed_ref is None:
             await self._drop(due.event_id)  # erased: nothing of the person is fetched again
             return "dropped"
         try:
-            event = Event.from_json(plain)
-        except EnvelopeError:
+            retry: MediaRetry = open_media_retry(due.sealed_ref, dek, event_id=due.event_id, sealing=due.subject_ref)
+        except (RecordTampered, ValueError):
             await self._drop(due.event_id)
             return "dropped"
-        ref = media_ref(event.type, event.payload)
-        if ref is None:
-            await self._drop(due.event_id)
-            return "dropped"
-        assert dek is not None
-        job = media_job(
-            topic=due.topic,
-            partition=due.partition,
-            offset=due.offset,
-            event=event,
+        ref = retry.ref
+        target = MediaTarget(
+            event_id=due.event_id,
+            record_id=media_record_id(due.event_id),
+            object_key=media_object_key(self.bucket.settings.prefix, due.event_id),
             sealing=due.subject_ref,
             dek=dek,
-            ref=ref,
-            prefix=self.bucket.settings.prefix,
+            source=SourceRange(due.topic, due.partition, due.offset, due.offset),
             created_at=stamp(now),
+            timestamp=retry.timestamp,
+            received_at=retry.received_at,
+            waba_id=due.waba_id,
+            phone_number_id=due.phone_number_id,
         )
+        job = MediaJob(ref, target)
         store = BucketMediaStore(self.bucket, job.target, self.chunk_bytes, self.part_bytes, now)
         try:
             result = await self.fetcher.fetch(ref, store)

@@ -32,8 +32,9 @@ from services.core.container import (
     media_record_id,
     read_header,
 )
-from services.core.crypto import CachedDek, seal_record
+from services.core.crypto import CachedDek, DekCache, LocalKek, seal_record
 from services.core.index import binary_keys
+from services.core.keyring import Keyring
 from services.core.policy import DEFAULT_POLICY
 from services.retention.access import ArchiveAccess, open_access
 from services.retention.conversation import load_conversation
@@ -401,9 +402,13 @@ async def test_a_media_object_of_format_version_2_stays_readable(demo_env: dict[
     """Media archived before streaming (one sealed record in a version 2 object) are read as before."""
     prefix = f"test/{uuid.uuid4().hex[:8]}"
     access = await open_access(pipeline.retention_settings(demo_env, prefix))
+    # Written as the archiver wrote it then (its role makes keys, its S3 identity writes); read as retention reads.
+    archiver_pool = await asyncpg.create_pool(demo_env["WA_ARCHIVER_PG__DSN"], min_size=1, max_size=2)
+    keys = pipeline.key_settings(demo_env)
+    writer_keys = Keyring(archiver_pool, LocalKek(keys.kek_bytes(), keys.current_kek_id), DekCache(10))
     try:
         event_id, subject = uuid.uuid4().hex, hashlib.sha256(uuid.uuid4().bytes).hexdigest()
-        dek = (await access.keyring.keys_for_writing({subject}))[subject]
+        dek = (await writer_keys.keys_for_writing({subject}))[subject]
         record_id = media_record_id(event_id)
         photo = b"\xff\xd8 an old photo" * 1000
         meta = RecordMeta(
@@ -426,7 +431,7 @@ async def test_a_media_object_of_format_version_2_stays_readable(demo_env: dict[
             [ContainerRecord(meta, sealed)], source=SourceRange("t", 0, 5, 5), created_at="2026-11-25T10:00:00Z"
         )
         key = media_object_key(prefix, event_id)
-        await access.bucket.put(key, blob)
+        await ArchiveBucket(pipeline.s3_settings(demo_env, prefix)).put(key, blob)
         opened = await access.reader.open_media(record_id, key)
         assert opened is not None
         assert opened.size == len(photo)
@@ -434,6 +439,7 @@ async def test_a_media_object_of_format_version_2_stays_readable(demo_env: dict[
         with pytest.raises(ContainerError, match="another record"):
             await access.reader.open_media(media_record_id(uuid.uuid4().hex), key)
     finally:
+        await archiver_pool.close()
         await access.close()
 
 
@@ -469,13 +475,16 @@ async def test_the_sweep_archives_a_medium_whose_download_failed_twice_and_gives
         assert [rows[e.event_id]["status"] for e in events] == ["missing"] * 3
         assert await queued(pg_pool, events) == {flaky.event_id: 0, gone.event_id: 0}  # a bad id is never retried
 
+        # The sweep runs as the archiver runs it: its database role and S3 identity, which cannot read the archive.
         access = await open_access(pipeline.retention_settings(demo_env, prefix))
+        archiver_pool = await asyncpg.create_pool(settings.pg.dsn.get_secret_value(), min_size=1, max_size=2)
+        keys = settings.keys
         registry = CollectorRegistry()
         fetcher = MediaFetcher(api.base_url, TOKEN, attempts=1, backoff_s=0.01, egress=api.egress)
         sweep = MediaSweep(
-            pool=access.pool,
-            bucket=access.bucket,
-            keyring=access.keyring,
+            pool=archiver_pool,
+            bucket=ArchiveBucket(settings.s3),
+            keyring=Keyring(archiver_pool, LocalKek(keys.kek_bytes(), keys.current_kek_id), DekCache(100)),
             fetcher=fetcher,
             metrics=ArchiverMetrics(registry),
             chunk_bytes=64 * 1024,
@@ -505,6 +514,7 @@ async def test_the_sweep_archives_a_medium_whose_download_failed_twice_and_gives
             assert registry.get_sample_value("wa_archiver_media_retries_total", {"outcome": "archived"}) == 1
         finally:
             await fetcher.aclose()
+            await archiver_pool.close()
             await access.close()
     assert rows[bad.event_id]["failure"] == "bad media id"
 
@@ -553,7 +563,7 @@ async def test_an_aborted_upload_leaves_nothing_readable(demo_env: dict[str, str
     for _ in range(7):
         await finished.write(b"y" * 1024 * 1024)
     await finished.finish()
-    blob = await bucket.get(target.object_key)
+    blob = s3_client.get_object(Bucket=name, Key=target.object_key)["Body"].read()
     assert len(blob) == finished.object_bytes
     (meta,) = read_header(blob)[2]  # the whole object verifies: header digest, header rules, trailer
     assert (meta.event_id, meta.type, meta.kind) == (target.record_id, "application/pdf", "media")
@@ -593,4 +603,4 @@ async def test_a_multipart_media_object_is_written_under_object_lock(
     until = retention.get("RetainUntilDate")
     assert until is not None
     assert timedelta(hours=23) < until - now <= timedelta(days=1, minutes=5)
-    assert len(await bucket.get(key)) == upload.object_bytes
+    assert s3_client.head_object(Bucket=settings.bucket, Key=key)["ContentLength"] == upload.object_bytes

@@ -1,8 +1,8 @@
 -- Media whose download failed, retried by the archiver's sweep (services/archiver/sweep.py) while Meta still holds
 -- them: a media id lives 30 days, a download URL only minutes, so each retry asks the Graph API afresh. No personal
 -- data: the message's event id (a hash), when to try next, until when, and the last failure reason (a fixed word,
--- services/archiver/media.py FAILURE_REASONS). The media id itself is read again from the archived message, which
--- is sealed under the person's key: erasing the person leaves nothing here to retry, and the row is dropped.
+-- services/archiver/media.py FAILURE_REASONS). What to fetch is added sealed under the person's key by
+-- 0020_media_retry_sealed.sql (with the grants): erasing the person leaves nothing here anyone can open.
 CREATE TABLE IF NOT EXISTS media_retry (
     event_id         bytea PRIMARY KEY,
     sweeps           integer NOT NULL DEFAULT 0,
