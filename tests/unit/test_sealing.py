@@ -17,13 +17,14 @@ from services.archiver.sealing import (
     SealedBatch,
     decode_record,
     media_row,
+    open_media_retry,
     people_of,
     pseudonyms_of,
     screen_erased,
     seal_batch,
 )
 from services.core.container import decode_container, media_record_id, object_key, read_header
-from services.core.crypto import CachedDek, open_record
+from services.core.crypto import CachedDek, RecordTampered, open_record
 from services.core.events import MAX_STORED_TEXT, Delivery, Event, Subject, text_fault
 from services.core.index import INDEX_COLUMNS, IndexRow, alias_rows, event_time, index_row
 from services.core.policy import Classifier, RetentionClass, RetentionPolicy, parse_policy
@@ -504,3 +505,24 @@ def test_a_group_s_events_are_indexed_under_its_pseudonym_and_sealed_under_their
     )
     assert rebuilt.group_ref is None
     assert rebuilt._replace(group_ref=expected) == sealed.index_rows[0]
+
+
+def test_a_missing_medium_carries_what_to_fetch_sealed_under_its_person_key() -> None:
+    """What the media sweep retries is in the row sealed, never in the clear, and opens only for its message and
+    person with their key."""
+    photo = event(type_="image", payload={"type": "image", "image": {"id": "m1"}})
+    ref = MediaRef("1234567890", "image/jpeg", "c2hhMjU2")
+    [job] = seal(photo, media={photo.event_id: ref}).media
+    target = job.target
+    row = media_row(job, MediaResult("1234567890", None, 1, "http 500"))
+    assert row.retry_ref is not None
+    assert b"1234567890" not in row.retry_ref
+    retry = open_media_retry(row.retry_ref, target.dek, event_id=photo.event_id, sealing=target.sealing)
+    assert (retry.ref, retry.timestamp, retry.received_at) == (ref, target.timestamp, target.received_at)
+    with pytest.raises(RecordTampered):
+        open_media_retry(row.retry_ref, target.dek, event_id="0" * 32, sealing=target.sealing)
+    with pytest.raises(RecordTampered):
+        open_media_retry(
+            row.retry_ref, CachedDek("other", os.urandom(32)), event_id=photo.event_id, sealing=target.sealing
+        )
+    assert media_row(job, MediaResult("1234567890", None, 1, None, 10)).retry_ref is None  # archived: nothing to retry
