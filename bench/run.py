@@ -1,7 +1,8 @@
 """``make bench``: every benchmark in one go, then one report (JSON + markdown) in bench/results/.
 
-Runs ingest, archiver, end-to-end freshness, retention, retrieval, the index layouts, the KEK rewrap and the review
-console (on an archive of 1,000,000 messages it builds once and reuses: see bench/console.py), each as its own process
+Runs ingest, archiver, end-to-end freshness, retention, retrieval, the index layouts, the KEK rewrap, the review
+console (on an archive of 1,000,000 messages it builds once and reuses: see bench/console.py) and a burst of large
+media (bench/media.py: the archiver's peak RSS with eight 100 MB documents in one POST), each as its own process
 (one failing does not stop the others; the report says which failed), then writes bench/results/report.json and
 report.md with every figure against its target, the machine and the versions of the servers and libraries.
 
@@ -34,6 +35,7 @@ FULL: dict[str, list[str]] = {
     "index_schema": [],
     "rewrap": [],
     "console": [],
+    "media": [],
 }
 QUICK: dict[str, list[str]] = {
     "ingest": ["--seconds", "5"],
@@ -44,6 +46,7 @@ QUICK: dict[str, list[str]] = {
     "index_schema": ["--events", "50000", "--rounds", "1"],
     "rewrap": ["--keys", "20000", "--batch-sizes", "1000"],
     "console": ["--messages", "100000", "--queries", "20", "--runs", "10"],
+    "media": ["--documents", "4", "--megabytes", "20"],
 }
 PACKAGES = ("aiokafka", "asyncpg", "boto3", "cryptography", "orjson", "uvicorn", "fastapi", "prometheus-client")
 
@@ -168,6 +171,11 @@ def summary_rows(results: dict[str, dict[str, Any]]) -> list[tuple[str, str, str
             "ms",
             at_most=True,
         )
+    if (r := results.get("media", {})).get("status") == "ok":
+        f = r["figures"]
+        burst = f"{f['documents']} × {f['document_bytes'] / 1e6:,.0f} MB documents in one POST"
+        add(f"archiver peak RSS, {burst}", f["archiver_peak_rss_mb"], 300, "MiB", at_most=True)
+        add(f"documents archived byte-exact, {burst}", f["byte_exact"], f["documents"], "")
     return rows
 
 

@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
 from services.archiver.service import run_archiver
-from services.archiver.settings import ArchiverSettings, FlushSettings, GraphSettings
+from services.archiver.settings import ArchiverSettings, FlushSettings, GraphSettings, MediaSettings
 from services.core.events import Event, decode_webhook, parse_webhook, webhook_scope
 from services.core.index import binary_keys
 from services.core.journal import split_record, webhook_record
@@ -238,7 +238,13 @@ def s3_settings(demo_env: dict[str, str], prefix: str, service: str = "ARCHIVER"
 
 
 def archiver_settings(
-    demo_env: dict[str, str], topic: str, dlq_topic: str, prefix: str, *, graph: GraphSettings | None = None
+    demo_env: dict[str, str],
+    topic: str,
+    dlq_topic: str,
+    prefix: str,
+    *,
+    graph: GraphSettings | None = None,
+    media: MediaSettings | None = None,
 ) -> ArchiverSettings:
     return ArchiverSettings(
         port=0,
@@ -250,6 +256,7 @@ def archiver_settings(
         pg=PostgresSettings(dsn=SecretStr(demo_env["WA_ARCHIVER_PG__DSN"])),
         keys=key_settings(demo_env),
         graph=graph or GraphSettings(),
+        media=media or MediaSettings(),
         flush=FlushSettings(max_records=50, max_age_s=0.5),
         retry_initial_s=0.05,
         retry_max_s=0.5,

@@ -100,6 +100,30 @@ class ArchiverMetrics:
             ["reason"],
             registry=registry,
         )
+        self.media_retries = Counter(
+            "wa_archiver_media_retries_total",
+            "Media the sweep tried again, by outcome (archived; failed: tried again later; given_up; dropped: the"
+            " message left the index or its person was erased).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.media_given_up = Counter(
+            "wa_archiver_media_given_up_total",
+            "Media the sweep gave up (Meta no longer holds them, or a failure no retry can change): their messages"
+            " stay archived without them.",
+            registry=registry,
+        )
+        self.media_retry_pending = Gauge(
+            "wa_archiver_media_retry_pending",
+            "Media waiting in the sweep's queue (media_retry), as of the last sweep.",
+            registry=registry,
+        )
+        self.media_budget_in_use = Gauge(
+            "wa_archiver_media_budget_bytes_in_use",
+            "Bytes of the media byte budget (WA_ARCHIVER_MEDIA__BUDGET_BYTES) reserved by downloads in flight: at the"
+            " budget, further downloads wait their turn.",
+            registry=registry,
+        )
         self.paused_seconds = Counter(
             "wa_archiver_backpressure_seconds_total",
             "Partition-seconds spent paused because writes could not keep up.",

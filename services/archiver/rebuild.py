@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from services.archiver.sealing import record_time
 from services.core.bucket import ArchiveBucket, StoredObject
-from services.core.container import ContainerRecord, read_header, read_records
+from services.core.container import ContainerRecord, read_records
 from services.core.crypto import RecordTampered, open_record
 from services.core.events import EnvelopeError, Event
 from services.core.holders import new_number, record_number_changes
@@ -40,6 +40,7 @@ from services.core.keyring import Keyring
 from services.core.keywords import Tokenizer, keyword_key, searchable_text
 from services.core.policy import Classifier, RetentionPolicy
 from services.core.pseudonym import group_ref, subject_ref
+from services.core.reader import object_header
 
 
 @dataclass(frozen=True)
@@ -134,8 +135,8 @@ async def rebuild_index(
         shredded = {r["dek_id"] for r in await conn.fetch("SELECT dek_id::text AS dek_id FROM shredded_keys")}
     for done, stored in enumerate(listed, start=1):
         try:
-            blob = await bucket.get(stored.key)
-            source, _created, metas = read_header(blob)
+            # A streamed media object (format version 3) is verified as it is read, never held whole.
+            (source, _created, metas), blob = await object_header(bucket, stored.key)
         except ValueError:
             report.unreadable_objects += 1
             continue
@@ -143,7 +144,7 @@ async def rebuild_index(
         live = [i for i, meta in enumerate(metas) if meta.dek_id not in shredded and meta.kind != "media"]
         opened = (
             await opener.open(read_records(blob, live, verify_trailer=False), now, report)
-            if opener is not None and live
+            if opener is not None and live and blob is not None
             else _Opened({}, [], [])
         )
         rows: list[IndexRow] = []

@@ -6,7 +6,9 @@
   identifier of that person; :func:`holders_of` takes numbers that changed hands into account.
 - :func:`screen_erased` drops the records of people erased after the records happened (erasure is final).
 - :func:`seal_batch` seals every record with its person's key and returns the batch object's bytes, its index
-  rows, alias rows and media objects: everything the writer must make durable, in one value.
+  rows, alias rows and the media to archive (where, under whose key): everything the writer must make durable,
+  in one value. The media themselves stream through the writer (services/archiver/media_store.py);
+  :func:`media_row` says what the index records of each.
 
 The only thing here that is not a function of the inputs is AES-GCM's random nonce.
 """
@@ -18,9 +20,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final
 
+import orjson
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from services.archiver.media import MediaRef, MediaResult
+from services.archiver.media_store import MediaTarget, usable_mime
 from services.core.container import (
     OBJECT_SUFFIX,
     ContainerRecord,
@@ -31,7 +35,7 @@ from services.core.container import (
     media_record_id,
     object_key,
 )
-from services.core.crypto import CachedDek, seal_record
+from services.core.crypto import CachedDek, open_record, seal_record
 from services.core.events import MAX_STORED_TEXT, Event, text_fault
 from services.core.holders import holder_since, new_number, with_changes
 from services.core.index import IndexRow, MediaRow, ObjectRow, alias_rows, event_time, index_row, received_time
@@ -305,12 +309,11 @@ def screen_erased(
 
 
 @dataclass(frozen=True, slots=True)
-class SealedMedia:
-    """A media file sealed in an object of its own (``object_key``/``blob`` None when it could not be fetched)."""
+class MediaJob:
+    """A message's medium to archive: what to fetch (``ref``) and where it goes, under whose key (``target``)."""
 
-    object_key: str | None
-    blob: bytes | None
-    row: MediaRow
+    ref: MediaRef
+    target: MediaTarget
 
 
 @dataclass(slots=True)
@@ -323,7 +326,7 @@ class SealedBatch:
     index_rows: list[IndexRow]
     aliases: set[tuple[str, str]]
     keys_used: dict[str, str]  # subject_ref -> dek_id, confirmed live in the index transaction
-    media: list[SealedMedia] = field(default_factory=list)
+    media: list[MediaJob] = field(default_factory=list)
     # (subject_ref, sorted keyword tokens) per person of the batch with searchable text (services/core/keywords.py)
     keywords: list[tuple[str, list[int]]] = field(default_factory=list)
 
@@ -351,7 +354,7 @@ def _meta(event: Event, owner: Pseudonyms, dek_id: str, offset: int, pepper: byt
     )
 
 
-def seal_media(
+def media_job(
     *,
     topic: str,
     partition: int,
@@ -359,44 +362,108 @@ def seal_media(
     event: Event,
     sealing: str,
     dek: CachedDek,
-    fetched: tuple[MediaRef, MediaResult],
+    ref: MediaRef,
     prefix: str,
     created_at: str,
-) -> SealedMedia:
-    """The media file of ``event`` sealed with its person's key in an object of its own, with its index row; a
-    file that could not be fetched gets a ``missing`` row and no object."""
-    ref, result = fetched
-    mime_type = result.mime_type or ref.mime_type
-    if mime_type is not None and text_fault(mime_type) is not None:
-        mime_type = None  # Meta's or the Graph API's label is unusable; the file itself is still archived
-    if not result.ok or result.data is None:
-        row = MediaRow(event.event_id, sealing, "missing", None, mime_type, None, result.attempts, result.failure)
-        return SealedMedia(None, None, row)
-    record_id = media_record_id(event.event_id)
-    meta = RecordMeta(
-        event_id=record_id,
-        subject_ref=sealing,
-        alias_refs=(),
-        dek_id=dek.dek_id,
-        kind="media",
-        type=mime_type,
+) -> MediaJob:
+    """The medium of ``event``, to be sealed with its person's key in an object of its own (format version 3)."""
+    target = MediaTarget(
+        event_id=event.event_id,
+        record_id=media_record_id(event.event_id),
+        object_key=media_object_key(prefix, event.event_id),
+        sealing=sealing,
+        dek=dek,
+        source=SourceRange(topic, partition, offset, offset),
+        created_at=created_at,
         timestamp=event.timestamp,
         received_at=event.received_at,
         waba_id=event.waba_id or None,
         phone_number_id=event.phone_number_id,
-        message_ref=None,
-        original_message_ref=None,
-        offset=offset,
     )
-    sealed = seal_record(result.data, dek.aead(), event_id=record_id, subject_ref=sealing)
-    blob = encode_container(
-        [ContainerRecord(meta=meta, sealed=sealed)],
-        source=SourceRange(topic, partition, offset, offset),
-        created_at=created_at,
+    return MediaJob(ref, target)
+
+
+RETRY_SUFFIX: Final = ".retry"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MediaRetry:
+    """What the media sweep needs to fetch a medium again, kept sealed in ``media_retry`` (no personal data in the
+    clear: a media id is a handle on the person's file)."""
+
+    ref: MediaRef
+    timestamp: int | None
+    received_at: str | None
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {
+                "media_id": self.ref.media_id,
+                "mime_type": self.ref.mime_type,
+                "sha256": self.ref.sha256,
+                "timestamp": self.timestamp,
+                "received_at": self.received_at,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> MediaRetry:
+        """Raises ValueError when ``raw`` is not what :meth:`to_json` writes."""
+        value = orjson.loads(raw)
+        if not isinstance(value, dict) or not isinstance(value.get("media_id"), str):
+            raise ValueError("not a sealed media retry")
+        mime, digest, when, received = (value.get(k) for k in ("mime_type", "sha256", "timestamp", "received_at"))
+        return cls(
+            ref=MediaRef(
+                value["media_id"], mime if isinstance(mime, str) else None, digest if isinstance(digest, str) else None
+            ),
+            timestamp=when if isinstance(when, int) and not isinstance(when, bool) else None,
+            received_at=received if isinstance(received, str) else None,
+        )
+
+
+def seal_media_retry(target: MediaTarget, retry: MediaRetry) -> bytes:
+    """``retry`` sealed with the message's person's key, bound to the message and the person (AES-GCM associated
+    data: the event id with ``.retry``, the pseudonym)."""
+    return seal_record(
+        retry.to_json(), target.dek.aead(), event_id=target.event_id + RETRY_SUFFIX, subject_ref=target.sealing
     )
-    key = media_object_key(prefix, event.event_id)
-    row = MediaRow(event.event_id, sealing, "archived", key, mime_type, len(result.data), result.attempts, None)
-    return SealedMedia(key, blob, row)
+
+
+def open_media_retry(sealed: bytes, dek: CachedDek, *, event_id: str, sealing: str) -> MediaRetry:
+    """The reverse of :func:`seal_media_retry`. Raises RecordTampered (altered, another message's or person's) and
+    ValueError (not a media retry)."""
+    return MediaRetry.from_json(open_record(sealed, dek.aead(), event_id=event_id + RETRY_SUFFIX, subject_ref=sealing))
+
+
+def media_row(job: MediaJob, result: MediaResult) -> MediaRow:
+    """The ``archived_media`` row of a job's outcome: ``archived`` with its object, or ``missing`` and why — with
+    what to fetch again sealed in it (:func:`seal_media_retry`), for the media sweep."""
+    target = job.target
+    mime_type = usable_mime(result.mime_type or job.ref.mime_type)
+    if not result.ok:
+        retry = MediaRetry(ref=job.ref, timestamp=target.timestamp, received_at=target.received_at)
+        return MediaRow(
+            target.event_id,
+            target.sealing,
+            "missing",
+            None,
+            mime_type,
+            None,
+            result.attempts,
+            result.failure,
+            seal_media_retry(target, retry),
+        )
+    return MediaRow(
+        target.event_id,
+        target.sealing,
+        "archived",
+        target.object_key,
+        mime_type,
+        result.size_bytes,
+        result.attempts,
+        None,
+    )
 
 
 def batch_object_key(prefix: str, source: SourceRange, first_position: int) -> str:
@@ -420,12 +487,13 @@ def seal_batch(
     classify: Classifier,
     now: datetime,
     retain_until: datetime | None,
-    media: Mapping[str, tuple[MediaRef, MediaResult]] | None = None,
+    media: Mapping[str, MediaRef] | None = None,
     tokenizer: Tokenizer | None = None,
 ) -> SealedBatch:
     """Seal ``records`` (decoded, of one partition, in offset order; ``owners[i]`` is record i's) into one
     batch object with its index rows. ``keys`` maps each sealing pseudonym to its data key. ``now`` stamps the
-    object and stands in for unreadable receipt times; ``retain_until`` is the object's Object Lock date."""
+    object and stands in for unreadable receipt times; ``retain_until`` is the object's Object Lock date. ``media``
+    maps a message's event id to the medium it refers to: each becomes a :class:`MediaJob` under its key."""
     if not records:
         raise ValueError("a batch object needs at least one record")
     partition = records[0].partition
@@ -435,7 +503,7 @@ def seal_batch(
     container_records: list[ContainerRecord] = []
     index_rows: list[IndexRow] = []
     aliases: set[tuple[str, str]] = set()
-    sealed_media: list[SealedMedia] = []
+    media_jobs: list[MediaJob] = []
     aeads: dict[str, AESGCM] = {}  # one AES-GCM object per person of the batch
     texts: dict[str, list[str]] = {}  # per person, the searchable texts of their records in this object
     groups: dict[str, bytes] = {}  # group id -> its binary pseudonym: one HMAC per group of the batch
@@ -471,17 +539,17 @@ def seal_batch(
         searchable = searchable_text(event.kind, event.payload)
         if searchable:
             texts.setdefault(owner.sealing, []).extend(searchable)
-        fetched = (media or {}).get(event.event_id)
-        if fetched is not None:
-            sealed_media.append(
-                seal_media(
+        ref = (media or {}).get(event.event_id)
+        if ref is not None:
+            media_jobs.append(
+                media_job(
                     topic=topic,
                     partition=partition,
                     offset=record.offset,
                     event=event,
                     sealing=owner.sealing,
                     dek=dek,
-                    fetched=fetched,
+                    ref=ref,
                     prefix=prefix,
                     created_at=created_at,
                 )
@@ -495,4 +563,4 @@ def seal_batch(
     if texts:
         tokenizer = tokenizer or Tokenizer(keyword_key(pepper))
         keywords = [(ref, sorted(tokenizer.tokens(person_texts))) for ref, person_texts in sorted(texts.items())]
-    return SealedBatch(key, blob, object_row, index_rows, aliases, keys_used, sealed_media, keywords)
+    return SealedBatch(key, blob, object_row, index_rows, aliases, keys_used, media_jobs, keywords)

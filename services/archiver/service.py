@@ -18,8 +18,10 @@ from services.archiver.inflight import InflightLedger
 from services.archiver.media import MediaFetcher
 from services.archiver.metrics import ArchiverMetrics
 from services.archiver.settings import ArchiverSettings
+from services.archiver.sweep import MediaSweep
 from services.archiver.writer import BatchWriter
 from services.core.bucket import ArchiveBucket
+from services.core.budget import ByteBudget
 from services.core.crypto import DekCache, LocalKek
 from services.core.kafka import AckedProducer
 from services.core.keyring import Keyring
@@ -85,12 +87,14 @@ async def run_archiver(
         stop=stop,
     )
     media: MediaFetcher | None = None
+    sweeping: asyncio.Task[None] | None = None
     try:
         if pool is None:
             return
         kek = LocalKek(settings.keys.kek_bytes(), settings.keys.current_kek_id)
         keyring = Keyring(pool, kek, DekCache(settings.dek_cache_size))
         if settings.graph.token is not None:
+            budget = ByteBudget(settings.media.budget_bytes)
             media = MediaFetcher(
                 settings.graph.base_url,
                 settings.graph.token.get_secret_value(),
@@ -98,7 +102,10 @@ async def run_archiver(
                 backoff_s=settings.graph.backoff_s,
                 timeout_s=settings.graph.timeout_s,
                 max_bytes=settings.graph.max_bytes,
+                egress=settings.graph.egress(),
+                budget=budget,
             )
+            metrics.media_budget_in_use.set_function(lambda: budget.in_use)
         writer = BatchWriter(
             topic=settings.kafka.events_topic,
             dlq_topic=settings.kafka.dlq_topic,
@@ -110,6 +117,8 @@ async def run_archiver(
             metrics=metrics,
             media=media,
             media_concurrency=settings.graph.concurrency,
+            media_chunk_bytes=settings.media.chunk_bytes,
+            media_part_bytes=settings.media.part_bytes,
             policy=load_policy(settings.retention_policy_file) if settings.retention_policy_file else DEFAULT_POLICY,
             retry=RetryPolicy(initial_s=settings.retry_initial_s, max_s=settings.retry_max_s, jitter=0.2),
             max_concurrent_writes=settings.max_concurrent_writes,
@@ -139,9 +148,27 @@ async def run_archiver(
         await start_consumer_patiently(consumer, stop)
         if stop.is_set():
             return
+        if media is not None and settings.media.sweep_interval_s > 0:
+            sweep = MediaSweep(
+                pool=pool,
+                bucket=writer.bucket,
+                keyring=keyring,
+                fetcher=media,
+                metrics=metrics,
+                chunk_bytes=settings.media.chunk_bytes,
+                part_bytes=settings.media.part_bytes,
+                batch=settings.media.sweep_batch,
+            )
+            sweeping = asyncio.create_task(sweep.run(stop, interval_s=settings.media.sweep_interval_s))
         try:
             await loop.run(stop)
         finally:
+            if sweeping is not None:
+                # It ends with the stop event; a download in flight is cancelled (its upload is never completed,
+                # and its entry comes due again when its lease runs out).
+                sweeping.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await sweeping
             # Within the grace period, write and commit what is buffered; past it (a dependency is down and the
             # writes are retrying), give up: the uncommitted records are consumed again after the restart.
             try:

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.archiver.media import LOOPBACK_HOSTS, META_MEDIA_HOSTS, READ_BYTES, Egress
+from services.archiver.media_store import MIN_PART_BYTES, stream_memory
+from services.core.crypto import MAX_CHUNK_BYTES
 from services.core.settings import KafkaSettings, KeySettings, PostgresSettings, S3Settings
+
+HOST_NAME = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?")
 
 
 class GraphSettings(BaseModel):
-    """Meta's Graph API, for media downloads (media ids expire after 7 days: download on arrival)."""
+    """Meta's Graph API, for media downloads (on arrival; a media id lives 30 days, a download URL minutes)."""
 
     base_url: str = "https://graph.facebook.com/v21.0"
     token: SecretStr | None = None
@@ -21,6 +27,62 @@ class GraphSettings(BaseModel):
     timeout_s: float = Field(default=30.0, gt=0)
     max_bytes: int = Field(default=100 * 1024 * 1024, ge=1)
     concurrency: int = Field(default=8, ge=1)
+    # The hosts a download URL from the Graph API may name (exact, or "*.domain" for any host below it): the bearer
+    # token is sent to these and to base_url only. Meta's CDN by default.
+    download_hosts: tuple[str, ...] = META_MEDIA_HOSTS
+    # LOCAL ONLY: lets base_url and downloads use plain http to a loopback address (the Graph API stand-in of the
+    # demo and the tests, deploy/local/demo.env). Everything else stays https-only either way.
+    loopback_http: bool = False
+
+    @field_validator("download_hosts")
+    @classmethod
+    def _host_patterns(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for pattern in value:
+            name = pattern.removeprefix("*.")
+            if not (HOST_NAME.fullmatch(name) or name in LOOPBACK_HOSTS):
+                raise ValueError(f"download host {pattern!r}: expected a lower-case host name, or '*.' and a domain")
+        return value
+
+    @model_validator(mode="after")
+    def _https_base_url(self) -> GraphSettings:
+        refused = self.egress().refusal(self.base_url, check_host=False)
+        if refused is not None:
+            raise ValueError(
+                f"graph base_url {self.base_url!r} is refused ({refused}): use https (plain http only to 127.0.0.1"
+                " with loopback_http, for the local stand-in)"
+            )
+        return self
+
+    def egress(self) -> Egress:
+        return Egress(download_hosts=self.download_hosts, loopback_http=self.loopback_http)
+
+
+class MediaSettings(BaseModel):
+    """How media are archived: streamed (download → sha256 → sealed in chunks → S3 multipart), within a budget of
+    bytes for the whole process, so the archiver's memory depends on neither the size nor the number of media."""
+
+    # Bytes all media downloads of the process may hold at once (services/core/budget.py). A download reserves
+    # what its upload may hold (services/archiver/media_store.py stream_memory): about a chunk plus two parts for a
+    # large file (16.3 MiB with the defaults), twice its size for a small one; the rest wait their turn.
+    budget_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024)
+    # Plaintext bytes per sealed chunk (format version 3; docs/ARCHIVE_FORMAT.md): what a reader holds at a time.
+    chunk_bytes: int = Field(default=256 * 1024, ge=4 * 1024, le=MAX_CHUNK_BYTES)
+    # Bytes per S3 multipart part (S3's minimum is 5 MiB for all but the last); a smaller medium is one PUT.
+    part_bytes: int = Field(default=8 * 1024 * 1024, ge=MIN_PART_BYTES)
+    # How often the media sweep (services/archiver/sweep.py) tries again the media whose download failed, and how
+    # many per round; 0 turns it off (another archiver of the group may run it: entries are leased).
+    sweep_interval_s: float = Field(default=60.0, ge=0)
+    sweep_batch: int = Field(default=10, ge=1)
+
+    @model_validator(mode="after")
+    def _budget_holds_one_stream(self) -> MediaSettings:
+        one = stream_memory(None, chunk_bytes=self.chunk_bytes, part_bytes=self.part_bytes) + READ_BYTES
+        if self.budget_bytes < one:
+            raise ValueError(
+                f"media budget_bytes ({self.budget_bytes}) must hold at least one large download ({one} bytes with"
+                f" chunk_bytes {self.chunk_bytes} and part_bytes {self.part_bytes}): raise it or lower part_bytes"
+            )
+        return self
 
 
 class FlushSettings(BaseModel):
@@ -45,6 +107,7 @@ class ArchiverSettings(BaseSettings):
     pg: PostgresSettings = Field(default_factory=PostgresSettings)
     keys: KeySettings
     graph: GraphSettings = Field(default_factory=GraphSettings)
+    media: MediaSettings = Field(default_factory=MediaSettings)
     flush: FlushSettings = Field(default_factory=FlushSettings)
     max_poll_records: int = Field(default=2_000, ge=1)
     # Records buffered per partition behind an in-flight write before the partition is paused (backpressure).

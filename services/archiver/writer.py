@@ -42,15 +42,18 @@ import asyncpg
 
 from services.archiver.inflight import InflightLedger, Piece, Suspect, plan_pieces, residual
 from services.archiver.media import MediaFetcher, MediaRef, MediaResult, media_ref
+from services.archiver.media_store import BucketMediaStore
 from services.archiver.metrics import ArchiverMetrics
 from services.archiver.sealing import (
     ConsumedRecord,
+    MediaJob,
     Pseudonyms,
     RawRecord,
     SealedBatch,
     dead_letter,
     decode_record,
     holders_of,
+    media_row,
     number_refs,
     parent_user_id,
     people_of,
@@ -58,11 +61,11 @@ from services.archiver.sealing import (
     screen_erased,
     seal_batch,
 )
-from services.core.bucket import ArchiveBucket
+from services.core.bucket import ArchiveBucket, StorageRefused
 from services.core.crypto import UnknownKek
 from services.core.events import Event
 from services.core.holders import number_changes, record_number_changes
-from services.core.index import write_object_index, write_tombstones
+from services.core.index import MediaRow, write_object_index, write_tombstones
 from services.core.kafka import AckedProducer
 from services.core.keyring import Keyring, KeyShredded
 from services.core.keywords import Tokenizer, keyword_key
@@ -96,6 +99,15 @@ class _Archived:
 
 
 @dataclass(slots=True)
+class _BatchMedia:
+    """The media a batch's messages refer to (by the message's event id), and those already made durable by an
+    earlier attempt at the batch, with the key that sealed them: a retry of the batch does not fetch them again."""
+
+    refs: dict[str, MediaRef]
+    done: dict[str, tuple[str, MediaRow]]  # event id -> (dek id, row)
+
+
+@dataclass(slots=True)
 class _Progress:
     archived: int = 0
     dead_letters: int = 0
@@ -118,6 +130,8 @@ class BatchWriter:
         metrics: ArchiverMetrics,
         media: MediaFetcher | None = None,
         media_concurrency: int = 8,
+        media_chunk_bytes: int = 256 * 1024,
+        media_part_bytes: int = 8 * 1024 * 1024,
         policy: RetentionPolicy = DEFAULT_POLICY,
         retry: RetryPolicy,
         max_concurrent_writes: int = 2,
@@ -135,6 +149,7 @@ class BatchWriter:
         self.metrics = metrics
         self.media = media
         self.media_limit = asyncio.Semaphore(media_concurrency)
+        self.media_chunk_bytes, self.media_part_bytes = media_chunk_bytes, media_part_bytes
         self.classify = Classifier(policy)
         self.retry = retry
         self.write_slots = asyncio.Semaphore(max_concurrent_writes)
@@ -174,9 +189,10 @@ class BatchWriter:
             await self._dead_letter(poison, progress)
         if not good:
             return []
-        # Media are fetched once per batch (their failures are final after the fetcher's own attempts); the
-        # batch object and index are retried until durable.
-        media_results = await self._fetch_media(good)
+        # Media stream into their objects while the batch is written (they need their person's key); a medium is
+        # fetched once per batch (its failure is final after the fetcher's own attempts, and the sweep takes it
+        # from there), and the batch object and index are retried until durable.
+        media_results = self._fetch_media(good)
         return await self._archive_isolating(good, media_results, progress)
 
     async def _write_recorded(
@@ -292,7 +308,7 @@ class BatchWriter:
     async def _archive_isolating(
         self,
         records: Sequence[ConsumedRecord],
-        media_results: dict[str, tuple[MediaRef, MediaResult]],
+        media_results: _BatchMedia,
         progress: _Progress,
         *,
         halved: bool = False,
@@ -352,36 +368,68 @@ class BatchWriter:
         progress.dead_letters += len(records)
         log.warning("sent %d record(s) to the dead-letter topic", len(records))
 
-    async def _fetch_media(self, records: Sequence[ConsumedRecord]) -> dict[str, tuple[MediaRef, MediaResult]]:
+    def _fetch_media(self, records: Sequence[ConsumedRecord]) -> _BatchMedia:
+        """The media the batch's messages refer to; they are fetched by :meth:`_put_media` under their keys."""
+        refs: dict[str, MediaRef] = {}
         if self.media is None:
-            return {}
-        fetcher = self.media
-        wanted: list[tuple[str, MediaRef]] = []
+            return _BatchMedia(refs, {})
         for record in records:
             event = record.event
             assert event is not None
             if event.kind in ("message", "echo", "history"):
                 ref = media_ref(event.type, event.payload)
                 if ref is not None:
-                    wanted.append((event.event_id, ref))
+                    refs[event.event_id] = ref
+        return _BatchMedia(refs, {})
 
-        async def one(event_id: str, ref: MediaRef) -> tuple[str, tuple[MediaRef, MediaResult]]:
+    async def _put_media(self, jobs: Sequence[MediaJob], media: _BatchMedia, now: datetime) -> list[MediaRow]:
+        """Stream each job's medium into its object, a few at once (within the fetcher's byte budget), and return
+        their rows. A medium that cannot be fetched, or whose object the store refuses, is a ``missing`` row: its
+        message is archived all the same. A store outage raises (the batch is retried; the other downloads of
+        this call are cancelled with it)."""
+        fetcher = self.media
+        if fetcher is None or not jobs:
+            return []
+
+        async def one(job: MediaJob) -> MediaRow:
+            target = job.target
+            earlier = media.done.get(target.event_id)
+            if earlier is not None and earlier[0] == target.dek.dek_id and earlier[1].subject_ref == target.sealing:
+                return earlier[1]
+            store = BucketMediaStore(self.bucket, target, self.media_chunk_bytes, self.media_part_bytes, now)
             async with self.media_limit:
-                return event_id, (ref, await fetcher.fetch(ref))
-
-        results = dict(await asyncio.gather(*(one(e, r) for e, r in wanted)))
-        for _ref, result in results.values():
+                try:
+                    result = await fetcher.fetch(job.ref, store)
+                except StorageRefused as exc:
+                    result = MediaResult(job.ref.media_id, job.ref.mime_type, 1, "s3 refused")
+                    log.warning("the store refused a media object (%s)", exc)
+                except Exception as exc:
+                    if classify(exc) is Failure.OUTAGE:
+                        raise  # the batch is retried
+                    # A bug or an unforeseen failure of the medium's upload: never its message's fault, so the
+                    # message is archived and the medium marked missing (the sweep tries it again).
+                    frames = "".join(traceback.format_tb(exc.__traceback__))
+                    log.error("unexpected %s archiving a medium; marking it missing\n%s", type(exc).__name__, frames)
+                    result = MediaResult(job.ref.media_id, job.ref.mime_type, 1, "unexpected error")
             if result.ok:
                 self.metrics.media.labels("archived").inc()
             else:
                 self.metrics.media.labels("missing").inc()
                 self.metrics.media_failures.labels(result.failure or "unknown").inc()
                 log.warning("media not archived after %d attempt(s): %s", result.attempts, result.failure)
-        return results
+            row = media_row(job, result)
+            media.done[target.event_id] = (target.dek.dek_id, row)
+            return row
 
-    async def _archive(
-        self, records: Sequence[ConsumedRecord], media_results: dict[str, tuple[MediaRef, MediaResult]]
-    ) -> _Archived:
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(one(job)) for job in jobs]
+        except ExceptionGroup as failed:
+            # The first failure as it was raised, so the retry policy classifies it (an S3 outage, not a bug).
+            raise failed.exceptions[0] from None
+        return [task.result() for task in tasks]
+
+    async def _archive(self, records: Sequence[ConsumedRecord], media_results: _BatchMedia) -> _Archived:
         events = [r.event for r in records if r.event is not None]
         now = datetime.now(UTC)
         first_owners = [self._owner(event) for event in events]
@@ -391,6 +439,7 @@ class BatchWriter:
         erased = await self.keyring.erasures(people)
         kept, kept_owners, tombstones = screen_erased(records, owners, erased, now) if erased else (records, owners, [])
         sealed: SealedBatch | None = None
+        media_rows: list[MediaRow] = []
         if kept:
             keys = await self.keyring.keys_for_writing({owner.sealing for owner in kept_owners})
             sealed = seal_batch(
@@ -403,12 +452,10 @@ class BatchWriter:
                 classify=self.classify,
                 now=now,
                 retain_until=self.bucket.retain_until(now),
-                media=media_results,
+                media=media_results.refs,
                 tokenizer=self.tokenizer,
             )
-            await asyncio.gather(
-                *(self.bucket.put(m.object_key, m.blob) for m in sealed.media if m.object_key and m.blob is not None)
-            )
+            media_rows = await self._put_media(sealed.media, media_results, now)
             await self.bucket.put(sealed.object_key, sealed.blob, now=now)
         async with self.pool.acquire() as conn, conn.transaction():
             if sealed is not None:
@@ -418,7 +465,7 @@ class BatchWriter:
                     sealed.object_row,
                     sealed.index_rows,
                     sealed.aliases,
-                    [m.row for m in sealed.media],
+                    media_rows,
                     sealed.keywords,
                 )
             if tombstones:

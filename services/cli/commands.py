@@ -23,10 +23,24 @@ from services.cli.render import (
 
 # Only what `wa-archive --help` needs is imported at start; each command imports its own.
 if TYPE_CHECKING:
-    from services.retention.actions import Actions, Operator
+    from services.retention.actions import Actions, MediaFile, Operator
     from services.retention.settings import RetentionSettings
 
 Work = Callable[["Actions", "Operator"], Awaitable[int]]
+
+
+async def write_media_file(path: Path, media: MediaFile) -> None:
+    """Write a media file as it is decrypted, chunk by chunk; a file found corrupt midway is removed, not left
+    half written, and the error propagates."""
+    handle = await asyncio.to_thread(path.open, "wb")
+    try:
+        async for chunk in media.chunks:
+            await asyncio.to_thread(handle.write, chunk)
+    except BaseException:
+        await asyncio.to_thread(handle.close)
+        await asyncio.to_thread(path.unlink, missing_ok=True)
+        raise
+    await asyncio.to_thread(handle.close)
 
 
 def settings() -> RetentionSettings:
@@ -180,7 +194,7 @@ def cmd_messages(args: argparse.Namespace) -> int:
             out_dir = Path(args.include_media)
             await asyncio.to_thread(out_dir.mkdir, parents=True, exist_ok=True)
             async for media in actions.media(operator, conversation):
-                await asyncio.to_thread((out_dir / media.filename).write_bytes, media.data)
+                await write_media_file(out_dir / media.filename, media)
         if args.format == "jsonl":
             print_jsonl([message.to_json() for message in conversation.messages])
         elif conversation.messages:

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import boto3
 from botocore.client import Config
@@ -164,6 +164,79 @@ class ArchiveBucket:
             return self.client.get_object(Bucket=self.name, Key=key)["Body"].read()
 
         return await self._run(call)
+
+    async def start_upload(self, key: str, *, now: datetime | None = None) -> str:
+        """Begin a multipart upload of ``key`` (Object Lock as :meth:`put` sets it); returns its upload id. The
+        object exists only once :meth:`complete_upload` succeeds; until then nothing of it is readable."""
+        until = self.retain_until(now or datetime.now(UTC))
+
+        def call() -> str:
+            if until is not None and self.settings.object_lock_mode:
+                answer = self.client.create_multipart_upload(
+                    Bucket=self.name,
+                    Key=key,
+                    ObjectLockMode=self.settings.object_lock_mode,
+                    ObjectLockRetainUntilDate=until,
+                )
+            else:
+                answer = self.client.create_multipart_upload(Bucket=self.name, Key=key)
+            return answer["UploadId"]
+
+        return await self._run(call)
+
+    async def upload_part(self, key: str, upload_id: str, number: int, body: bytes) -> str:
+        """Upload part ``number`` (1-based; every part but the last at least 5 MiB, S3's minimum); returns its
+        ETag for :meth:`complete_upload`."""
+
+        def call() -> str:
+            return self.client.upload_part(Bucket=self.name, Key=key, UploadId=upload_id, PartNumber=number, Body=body)[
+                "ETag"
+            ]
+
+        return await self._run(call)
+
+    async def complete_upload(self, key: str, upload_id: str, etags: Sequence[str]) -> None:
+        """Make the object of the parts (``etags`` in part order) current under ``key``."""
+
+        def call() -> None:
+            self.client.complete_multipart_upload(
+                Bucket=self.name,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": [{"PartNumber": n, "ETag": e} for n, e in enumerate(etags, start=1)]},
+            )
+
+        await self._run(call)
+
+    async def abort_upload(self, key: str, upload_id: str) -> None:
+        """Drop an unfinished upload and its parts (best effort: a bucket lifecycle rule
+        ``AbortIncompleteMultipartUpload`` collects what a crash leaves behind)."""
+
+        def call() -> None:
+            self.client.abort_multipart_upload(Bucket=self.name, Key=key, UploadId=upload_id)
+
+        await self._run(call)
+
+    async def stream(self, key: str, *, piece_bytes: int = 256 * 1024) -> tuple[int, AsyncIterator[bytes]]:
+        """The size of ``key`` and its bytes in pieces of at most ``piece_bytes``, read as they are consumed (one
+        GET; each piece read in a worker thread): what reading a large object needs without holding it. The GET
+        is made here, so a missing object or an outage raises before anything is consumed; the body is closed
+        when the iterator is exhausted, closed or garbage-collected."""
+
+        def call() -> tuple[int, Any]:
+            answer = self.client.get_object(Bucket=self.name, Key=key)
+            return int(answer["ContentLength"]), answer["Body"]
+
+        size, body = await self._run(call)
+
+        async def pieces() -> AsyncIterator[bytes]:
+            try:
+                while piece := await self._run(partial(body.read, piece_bytes)):
+                    yield piece
+            finally:
+                body.close()
+
+        return size, pieces()
 
     async def delete_permanently(self, keys: Sequence[str]) -> tuple[list[str], dict[str, str]]:
         """Remove every version of each key, delete markers included, so no data stays behind as a noncurrent

@@ -10,14 +10,19 @@ detects corruption and truncation without keys; AES-GCM authenticates each recor
 schema is closed: a reader refuses unknown versions, missing or unexpected fields and ill-typed values, so no
 field (and no personal data) can slip into the clear without a new format version.
 
-Two versions exist, and readers take both:
+Three versions exist, and readers take all of them:
 
 - version 2, what :func:`encode_container` writes: a binary header of fixed-width columns (one entry per record:
   integers, and references into a table of the distinct strings). A reader finds record i's metadata and bytes
   at computed positions, so :func:`read_records` decodes only the records it is asked for. A sha256 of the
   preamble and header follows the header, so a reader that fetches byte ranges can verify the header without the
   body (each record it then reads is authenticated by AES-GCM);
-- version 1: the header is UTF-8 JSON (``encode_container(..., version=1)`` still writes it, for tests).
+- version 1: the header is UTF-8 JSON (``encode_container(..., version=1)`` still writes it, for tests);
+- version 3, a streamed object of one large record (a media file): the version 2 layout and header, whose one
+  record is a sealed stream (services/core/crypto.py, :class:`~services.core.crypto.StreamSealer`) that fills the
+  whole body; its ``body_end`` is written as 0, since the writer does not know the length when it writes the
+  header. A writer emits it front to back (:func:`encode_stream_head`, the chunks, the sha256 trailer) without
+  holding the record, and a reader reads it the same way (:func:`stream_head_length`, :func:`read_stream_head`).
 """
 
 from __future__ import annotations
@@ -41,7 +46,8 @@ import orjson
 
 MAGIC: Final = b"WAARCH"
 FORMAT_VERSION: Final = 2  # the version encode_container writes
-READABLE_VERSIONS: Final = frozenset({1, 2})
+STREAM_VERSION: Final = 3  # the version of streamed single-record objects (media)
+READABLE_VERSIONS: Final = frozenset({1, 2, 3})
 PREAMBLE: Final = struct.Struct(">6sBI")  # magic, version, header length (the same in every version)
 TRAILER_BYTES: Final = 32
 HEADER_DIGEST_BYTES: Final = 32  # version 2: sha256 of the preamble and header, between the header and the body
@@ -196,7 +202,7 @@ def _seal_object(version: int, header: Sequence[bytes], bodies: Iterable[bytes])
     """Preamble, header (given in pieces), in version 2 the header digest, bodies, and the sha256 trailer of
     everything before it."""
     parts = [PREAMBLE.pack(MAGIC, version, sum(map(len, header))), *header]
-    if version == 2:
+    if version >= 2:
         digest = hashlib.sha256(parts[0])
         for piece in header:
             digest.update(piece)
@@ -222,10 +228,10 @@ def _preamble(blob: bytes, *, verify_trailer: bool = True) -> tuple[int, int, in
     if (verify_trailer or version == 1) and hashlib.sha256(view[:body_end]).digest() != view[body_end:]:
         raise ContainerError("checksum mismatch: the object is corrupt or truncated")
     header_end = PREAMBLE.size + header_length
-    body_start = header_end + (HEADER_DIGEST_BYTES if version == 2 else 0)
+    body_start = header_end + (HEADER_DIGEST_BYTES if version >= 2 else 0)
     if body_start > body_end:
         raise ContainerError(f"header length {header_length} exceeds the object")
-    if version == 2 and hashlib.sha256(view[:header_end]).digest() != view[header_end:body_start]:
+    if version >= 2 and hashlib.sha256(view[:header_end]).digest() != view[header_end:body_start]:
         raise ContainerError("header checksum mismatch: the header digest does not match the header")
     return version, body_start, body_end
 
@@ -274,7 +280,7 @@ def read_records(blob: bytes, indexes: Collection[int], *, verify_trailer: bool 
             _check_inside(index, start, length, body_end - body_start)
             selected[index] = ContainerRecord(meta, blob[body_start + start : body_start + start + length])
         return selected
-    tables = _v2_tables(blob, body_start, body_end)
+    tables = _v2_tables(blob, body_start, body_end, streamed=version == STREAM_VERSION)
     for index, meta, start, end in _v2_select(tables, indexes):
         selected[index] = ContainerRecord(meta, blob[body_start + start : body_start + end])
     return selected
@@ -297,7 +303,9 @@ def _parse(blob: bytes) -> tuple[SourceRange, str, list[tuple[RecordMeta, int, i
     if version == 1:
         source, created_at, entries = _v1_parse(blob, body_start, body_end)
     else:
-        source, created_at, entries = _v2_parse(_v2_tables(blob, body_start, body_end))
+        source, created_at, entries = _v2_parse(
+            _v2_tables(blob, body_start, body_end, streamed=version == STREAM_VERSION)
+        )
     return source, created_at, entries, body_start
 
 
@@ -453,9 +461,18 @@ class _V2Tables:
 
 
 def _encode_v2(records: Sequence[ContainerRecord], source: SourceRange, created_at: str) -> bytes:
+    header = _v2_header(
+        [record.meta for record in records], accumulate(len(record.sealed) for record in records), source, created_at
+    )
+    return _seal_object(2, header, [record.sealed for record in records])
+
+
+def _v2_header(
+    metas: Sequence[RecordMeta], body_ends: Iterable[int], source: SourceRange, created_at: str
+) -> list[bytes]:
+    """A version 2 header, in pieces (version 3 writes the same with one record and ``body_ends`` [0])."""
     if source.partition > _U32_MAX or source.last_offset > _U64_MAX:
         raise ValueError("source partition must fit in 32 bits and offsets in 64 bits (format version 2)")
-    metas = [record.meta for record in records]
     values = [list(map(attrgetter(name), metas)) for name in V2_REF_COLUMNS]
     alias_values = [alias for meta in metas for alias in meta.alias_refs]
     # The distinct strings in order of first use (dict.fromkeys keeps it), each stored once.
@@ -491,19 +508,70 @@ def _encode_v2(records: Sequence[ContainerRecord], source: SourceRange, created_
     columns = [
         timestamp_column,
         array("Q", [meta.offset for meta in metas]),
-        array("Q", accumulate(len(record.sealed) for record in records)),
+        array("Q", body_ends),
         *(array("I", map(lookup, column)) for column in values),
         array("I", accumulate(len(meta.alias_refs) for meta in metas)),
         array("B", [t is not None for t in timestamps]),
         array("I", map(lookup, alias_values)),
         array("I", string_ends),
     ]
-    return _seal_object(2, [fixed, *map(_big_endian, columns), *encoded], [record.sealed for record in records])
+    return [fixed, *map(_big_endian, columns), *encoded]
 
 
-def _v2_tables(blob: bytes, body_start: int, body_end: int) -> _V2Tables:
+def encode_stream_head(meta: RecordMeta, *, source: SourceRange, created_at: str) -> bytes:
+    """The front of a version 3 object of the one record ``meta`` describes: preamble, header and header digest.
+    The sealed stream follows it, then the sha256 of everything before the trailer. Raises ValueError as
+    :func:`encode_container` does for what readers would refuse."""
+    _check_source(source)
+    if not _is_rfc3339(created_at):
+        raise ValueError(f"created_at must be an RFC 3339 timestamp with an offset, got {created_at!r}")
+    if not source.first_offset <= meta.offset <= source.last_offset:
+        first, last = source.first_offset, source.last_offset
+        raise ValueError(f"record offset {meta.offset} is outside the source range {first}..{last}")
+    header = _v2_header([meta], [0], source, created_at)
+    preamble = PREAMBLE.pack(MAGIC, STREAM_VERSION, sum(map(len, header)))
+    digest = hashlib.sha256(preamble)
+    for piece in header:
+        digest.update(piece)
+    return b"".join([preamble, *header, digest.digest()])
+
+
+def stream_head_length(preamble: bytes) -> int:
+    """How many bytes the front of a version 3 object takes (preamble, header, header digest), from its first
+    :data:`PREAMBLE` ``.size`` bytes. Raises ContainerError when they are not those of a version 3 object."""
+    if len(preamble) < PREAMBLE.size:
+        raise ContainerError(f"object too short to be an archive container ({len(preamble)} bytes)")
+    magic, version, header_length = PREAMBLE.unpack_from(preamble)
+    if magic != MAGIC:
+        raise ContainerError("not an archive container (bad magic)")
+    if version != STREAM_VERSION:
+        raise ContainerError(f"format version {version} is not a streamed object")
+    return int(PREAMBLE.size + header_length + HEADER_DIGEST_BYTES)
+
+
+def read_stream_head(head: bytes, object_size: int) -> tuple[SourceRange, str, RecordMeta, int]:
+    """The source range, creation time and record metadata of a version 3 object from its front alone
+    (:func:`stream_head_length` bytes), and the length of its sealed stream. Verifies the header digest and
+    every rule of the header (its one record, ``body_end`` 0); the stream is authenticated chunk by chunk as it
+    is opened, and the trailer by a reader that hashes what it reads. Raises ContainerError."""
+    if len(head) != stream_head_length(head) or object_size < len(head) + TRAILER_BYTES:
+        raise ContainerError(f"the front of a streamed object is {len(head)} bytes of an object of {object_size}")
+    header_end = len(head) - HEADER_DIGEST_BYTES
+    view = memoryview(head)
+    if hashlib.sha256(view[:header_end]).digest() != view[header_end:]:
+        raise ContainerError("header checksum mismatch: the header digest does not match the header")
+    body_end = object_size - TRAILER_BYTES
+    source, created_at, entries = _v2_parse(_v2_tables(head, len(head), body_end, streamed=True))
+    (meta, _start, length), *_ = entries
+    return source, created_at, meta, int(length)
+
+
+def _v2_tables(blob: bytes, body_start: int, body_end: int, *, streamed: bool = False) -> _V2Tables:
     """The fixed part of a version 2 header, its table sizes, its own fields (topic, created_at, source range)
-    and the O(1) checks of the whole tables (each ends where its count says); no record entry is looked at."""
+    and the O(1) checks of the whole tables (each ends where its count says); no record entry is looked at.
+
+    ``streamed``: a version 3 header, the same but for one record whose ``body_end`` is 0 and means the whole
+    body."""
     header_length = body_start - HEADER_DIGEST_BYTES - PREAMBLE.size
     if header_length < V2_FIXED.size:
         raise ContainerError(f"malformed header: {header_length} bytes, under the {V2_FIXED.size} of its fixed part")
@@ -539,6 +607,10 @@ def _v2_tables(blob: bytes, body_start: int, body_end: int) -> _V2Tables:
             f"malformed header: the records' aliases end at entry {last_alias_end}, not at the {alias_count} entries"
         )
     body_length = body_end - body_start
+    if streamed:
+        if count != 1 or body_ends[0] != 0:
+            raise ContainerError("malformed header: a version 3 object holds one record, whose body_end is 0")
+        body_ends = array("Q", [body_length])
     last_body_end = body_ends[-1] if count else 0
     if last_body_end < body_length:
         raise ContainerError(f"body bytes [{last_body_end}, {body_length}) belong to no record")

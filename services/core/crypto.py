@@ -12,6 +12,10 @@ DEK seals each of that subject's records with AES-256-GCM (docs/ARCHIVE_FORMAT.m
   KEK can be retired (services/core/keyring.py, :func:`~services.core.keyring.rewrap_keys`).
 - :class:`DekCache` is a bounded LRU of unwrapped DEKs, with their AES-GCM objects ready for the hot path; it
   can never bring back a key that was shredded.
+- A large record (a media file) is sealed as a stream of chunks (:class:`StreamSealer`, :class:`StreamOpener`),
+  so neither side ever holds it whole: each chunk is a sealed record of its own whose associated data also binds
+  the stream (its chunk size and a random stream id), the chunk's index and whether it is the last, as Tink's and
+  age's streaming AEADs do: chunks cannot be reordered, dropped, truncated at a boundary or mixed between streams.
 
 Erasing a person destroys their wrapped DEK (crypto-shredding): every record sealed with it becomes unreadable
 wherever its ciphertext lives. Nothing here stores keys; callers own persistence (services/core/keyring.py).
@@ -22,6 +26,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import struct
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -36,6 +41,11 @@ TAG_BYTES = 16
 SEALED_OVERHEAD = NONCE_BYTES + TAG_BYTES
 RECORD_AAD = b"wa-archive/record/v1\x00"
 DEK_AAD = b"wa-archive/dek/v1\x00"
+CHUNK_AAD = b"wa-archive/chunk/v1\x00"
+STREAM_HEADER = struct.Struct(">I16s")  # plaintext bytes per chunk (all but the last), random stream id
+STREAM_ID_BYTES = 16
+MAX_CHUNK_BYTES = 16 * 1024 * 1024  # what a reader accepts: it holds one chunk at a time
+_CHUNK_POSITION = struct.Struct(">QB")  # chunk index, final flag
 
 __all__ = [
     "DEK_AAD",
@@ -50,12 +60,15 @@ __all__ = [
     "KeyRingError",
     "LocalKek",
     "RecordTampered",
+    "StreamOpener",
+    "StreamSealer",
     "UnknownKek",
     "WrappedDek",
     "new_dek",
     "open_record",
     "record_aad",
     "seal_record",
+    "sealed_stream_length",
 ]
 
 
@@ -271,6 +284,120 @@ def open_record(sealed: bytes, key: bytes | AESGCM, *, event_id: str, subject_re
         return aead.decrypt(view[:NONCE_BYTES], view[NONCE_BYTES:], aad)
     except InvalidTag:
         raise RecordTampered("record does not authenticate (altered, moved, or the wrong key)") from None
+
+
+def _chunk_aad_prefix(event_id: str, subject_ref: str, header: bytes) -> bytes:
+    _check_no_nul(event_id, "event_id")
+    return CHUNK_AAD + event_id.encode() + b"\x00" + subject_ref.encode() + b"\x00" + header
+
+
+def sealed_stream_length(plaintext_bytes: int, chunk_size: int) -> int:
+    """How long the sealed stream of ``plaintext_bytes`` is: the stream header, then one sealed chunk per
+    ``chunk_size`` bytes begun (at least one: an empty plaintext is one empty final chunk)."""
+    chunks = max(1, -(-plaintext_bytes // chunk_size))
+    return STREAM_HEADER.size + plaintext_bytes + chunks * SEALED_OVERHEAD
+
+
+class StreamSealer:
+    """Seals one large record as a stream: :attr:`header`, then :meth:`seal` per chunk, the last with
+    ``final=True``.
+
+    A sealed stream is ``chunk_size u32 BE || stream id (16 random bytes)`` followed by the chunks, each
+    ``nonce (12) || ciphertext || tag (16)`` of AES-256-GCM under the DEK with associated data
+    ``b"wa-archive/chunk/v1\x00" + event_id + b"\x00" + subject_ref + b"\x00" + stream header + index (u64 BE)
+    + final (u8)``. Every chunk but the last holds exactly ``chunk_size`` plaintext bytes; the last holds 0 to
+    ``chunk_size``. Raises ValueError for a chunk size out of 1..16 MiB, an ``event_id`` with NUL, a chunk of the
+    wrong size, or a chunk after the final one."""
+
+    def __init__(self, key: bytes | AESGCM, *, event_id: str, subject_ref: str, chunk_size: int) -> None:
+        if not 0 < chunk_size <= MAX_CHUNK_BYTES:
+            raise ValueError(f"chunk size must be 1..{MAX_CHUNK_BYTES} bytes, got {chunk_size}")
+        self._aead = _aead(key)
+        self.chunk_size = chunk_size
+        self.header = STREAM_HEADER.pack(chunk_size, os.urandom(STREAM_ID_BYTES))
+        self._aad = _chunk_aad_prefix(event_id, subject_ref, self.header)
+        self._index = 0
+        self._done = False
+
+    def seal(self, plaintext: bytes | memoryview, *, final: bool) -> bytes:
+        if self._done:
+            raise ValueError("the stream was already sealed with its final chunk")
+        if len(plaintext) > self.chunk_size or (not final and len(plaintext) != self.chunk_size):
+            raise ValueError(f"a chunk holds {self.chunk_size} bytes (the last at most that), got {len(plaintext)}")
+        nonce = os.urandom(NONCE_BYTES)
+        aad = self._aad + _CHUNK_POSITION.pack(self._index, final)
+        self._index += 1
+        self._done = final
+        return nonce + self._aead.encrypt(nonce, bytes(plaintext), aad)
+
+
+class StreamOpener:
+    """Opens a sealed stream (see :class:`StreamSealer`) of a known total length, fed in pieces of any size:
+    :meth:`feed` returns the plaintext of every chunk completed so far (each authenticated before it is
+    returned), :meth:`finish` checks that the stream ended where its length said. It holds at most one sealed
+    chunk and a piece.
+
+    Raises RecordTampered when a chunk does not authenticate (altered, reordered, from another stream, event or
+    person, the wrong key, or a stream cut at a chunk boundary: its new last chunk was not sealed as final) and
+    when the stream header is not a valid one (chunk size out of range, a length no stream can have)."""
+
+    def __init__(self, key: bytes | AESGCM, *, event_id: str, subject_ref: str, sealed_length: int) -> None:
+        self._aead = _aead(key)
+        self._event_id, self._subject_ref = event_id, subject_ref
+        self._remaining = sealed_length
+        self._buffer = bytearray()
+        self._aad: bytes | None = None
+        self._chunk = 0  # sealed bytes per chunk, once the header is read
+        self._index = 0
+        self.plaintext_length: int | None = None
+
+    def _start(self) -> None:
+        chunk_size, _stream_id = STREAM_HEADER.unpack_from(self._buffer)
+        if not 0 < chunk_size <= MAX_CHUNK_BYTES:
+            raise RecordTampered(f"sealed stream: chunk size {chunk_size} is out of range")
+        body = self._remaining - STREAM_HEADER.size
+        self._chunk = chunk_size + SEALED_OVERHEAD
+        chunks = max(1, -(-body // self._chunk))
+        last = body - (chunks - 1) * self._chunk
+        if body < SEALED_OVERHEAD or last < SEALED_OVERHEAD:
+            raise RecordTampered(f"sealed stream: {body} bytes of chunks is no whole number of chunks")
+        self.plaintext_length = body - chunks * SEALED_OVERHEAD
+        self._aad = _chunk_aad_prefix(self._event_id, self._subject_ref, bytes(self._buffer[: STREAM_HEADER.size]))
+        del self._buffer[: STREAM_HEADER.size]
+        self._remaining = body
+
+    def feed(self, piece: bytes | memoryview) -> list[bytes]:
+        if len(piece) > self._remaining - len(self._buffer):
+            raise RecordTampered("sealed stream: more bytes than its length")
+        self._buffer += piece
+        opened: list[bytes] = []
+        if self._aad is None:
+            if len(self._buffer) < STREAM_HEADER.size:
+                return opened
+            self._start()
+        while self._buffer and (len(self._buffer) >= self._chunk or len(self._buffer) == self._remaining):
+            size = min(self._chunk, self._remaining)
+            final = size == self._remaining
+            sealed = memoryview(self._buffer)[:size]
+            if size < SEALED_OVERHEAD:
+                raise RecordTampered("sealed stream: a chunk shorter than its nonce and tag")
+            assert self._aad is not None
+            aad = self._aad + _CHUNK_POSITION.pack(self._index, final)
+            try:
+                opened.append(self._aead.decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], aad))
+            except InvalidTag:
+                raise RecordTampered(f"sealed stream: chunk {self._index} does not authenticate") from None
+            finally:
+                sealed.release()
+            del self._buffer[:size]
+            self._remaining -= size
+            self._index += 1
+        return opened
+
+    def finish(self) -> None:
+        """Raises RecordTampered when the stream ended before its length (a chunk or the header missing)."""
+        if self._aad is None or self._remaining or self._buffer:
+            raise RecordTampered("sealed stream: it ended early")
 
 
 @dataclass(frozen=True, slots=True)

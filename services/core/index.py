@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from operator import attrgetter
 from typing import NamedTuple
 
@@ -84,6 +84,9 @@ class MediaRow:
     size_bytes: int | None
     attempts: int
     failure: str | None
+    # For a missing file the media sweep can try again: what to fetch, sealed under the person's key
+    # (services/archiver/sealing.py seal_media_retry); never stored in the clear.
+    retry_ref: bytes | None = None
 
 
 @contextlib.asynccontextmanager
@@ -101,7 +104,7 @@ async def index_scans(conn: Connection) -> AsyncIterator[None]:
 
 # dataclasses.astuple deep-copies every field (datetimes included): far too slow for 20,000 rows a second.
 OBJECT_TUPLE = attrgetter(*ObjectRow.__dataclass_fields__)
-MEDIA_TUPLE = attrgetter(*MediaRow.__dataclass_fields__)
+MEDIA_TUPLE = attrgetter(*(name for name in MediaRow.__dataclass_fields__ if name != "retry_ref"))
 
 
 def event_time(timestamp: int | None) -> datetime | None:
@@ -273,9 +276,19 @@ async def write_object_index(
         )
 
 
+# Failures a later attempt cannot change: not queued for the media sweep.
+FINAL_MEDIA_FAILURES = frozenset({"bad media id"})
+# A media id in a webhook lives 30 days at Meta: past that, a retry can only fail.
+MEDIA_RETRY_WINDOW = timedelta(days=30)
+FIRST_MEDIA_RETRY = timedelta(minutes=5)
+
+
 async def write_media_rows(conn: Connection, media: Sequence[MediaRow]) -> None:
     """Record media files (archived or missing). An archived file is never downgraded to missing by a later
-    attempt (a replay whose download failed), and a missing one is upgraded when a later download succeeds."""
+    attempt (a replay whose download failed), and a missing one is upgraded when a later download succeeds.
+
+    A missing file with a sealed ``retry_ref`` whose failure a later attempt could change is queued for the media
+    sweep (``media_retry``, first retry in 5 minutes, given up 30 days on); an archived one leaves the queue."""
     await conn.executemany(
         "INSERT INTO archived_media (event_id, subject_ref, status, object_key, mime_type, size_bytes,"
         " attempts, failure) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
@@ -285,6 +298,27 @@ async def write_media_rows(conn: Connection, media: Sequence[MediaRow]) -> None:
         " WHERE archived_media.status <> 'archived' OR EXCLUDED.status = 'archived'",
         [_media_tuple(m) for m in media],
     )
+    archived = [bytes.fromhex(m.event_id) for m in media if m.status == "archived"]
+    if archived:
+        await conn.execute("DELETE FROM media_retry WHERE event_id = ANY($1::bytea[])", archived)
+    retry = sorted(
+        (bytes.fromhex(m.event_id), m.failure or "unknown", m.retry_ref)
+        for m in media
+        if m.status == "missing" and m.failure not in FINAL_MEDIA_FAILURES and m.retry_ref is not None
+    )
+    if retry:
+        await conn.execute(
+            "INSERT INTO media_retry (event_id, next_attempt_at, give_up_at, last_failure, sealed_ref)"
+            " SELECT e, now() + $3::interval, now() + $4::interval, f, s"
+            " FROM unnest($1::bytea[], $2::text[], $5::bytea[]) AS r(e, f, s)"
+            " WHERE NOT EXISTS (SELECT 1 FROM archived_media m WHERE m.event_id = r.e AND m.status = 'archived')"
+            " ON CONFLICT (event_id) DO NOTHING",
+            [e for e, _, _ in retry],
+            [f for _, f, _ in retry],
+            FIRST_MEDIA_RETRY,
+            MEDIA_RETRY_WINDOW,
+            [r for _, _, r in retry],
+        )
 
 
 def _media_tuple(row: MediaRow) -> tuple[object, ...]:

@@ -80,6 +80,9 @@ def configure_logging(level: str, *, log_format: str | None = None, stream: Text
         uvicorn_logger = logging.getLogger(name)
         uvicorn_logger.handlers.clear()
         uvicorn_logger.propagate = True
+    # httpx logs every request at INFO with its URL: a media id, a CDN URL with its hash. Warnings only.
+    for name in QUIET_LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -100,6 +103,7 @@ def configure_logging(level: str, *, log_format: str | None = None, stream: Text
 
 _OURS = "_wa_archive_handler"
 UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
+QUIET_LIBRARY_LOGGERS = ("httpx", "httpcore")
 
 
 def _add_timestamp(_logger: Any, _method: str, event_dict: EventDict) -> EventDict:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
@@ -35,7 +35,6 @@ from services.core.container import media_record_id
 from services.core.index import binary_key, binary_keys
 from services.core.keyring import KekUse, RewrapRefused, RewrapReport, kek_uses, rewrap_keys
 from services.core.keywords import words
-from services.core.reader import RecordLocation
 from services.retention.access import ArchiveAccess
 from services.retention.conversation import (
     Conversation,
@@ -188,11 +187,14 @@ class HoldRelease:
 
 @dataclass(frozen=True, slots=True)
 class MediaFile:
-    """A decrypted media file of a retrieved conversation."""
+    """A media file of a retrieved conversation, decrypted as it is read: ``size`` bytes in ``chunks``, each
+    authenticated before it is yielded (services/core/reader.py OpenedMedia: iterating may raise RecordTampered
+    or ContainerError where the object is found corrupt). Consume or ``aclose()`` ``chunks``."""
 
     event_id: str
     mime_type: str
-    data: bytes
+    size: int
+    chunks: AsyncGenerator[bytes, None]
 
     @property
     def filename(self) -> str:
@@ -349,10 +351,10 @@ class Actions:
             media = message.media
             if not media or media.get("status") != "archived" or not media.get("object_key"):
                 continue
-            location = RecordLocation(media_record_id(message.event_id), media["object_key"], 0)
-            data = (await self.access.reader.open([location])).get(location.event_id)
-            if data is not None:
-                yield MediaFile(message.event_id, media.get("mime_type") or "application/octet-stream", data)
+            opened = await self.access.reader.open_media(media_record_id(message.event_id), media["object_key"])
+            if opened is not None:
+                mime_type = media.get("mime_type") or "application/octet-stream"
+                yield MediaFile(message.event_id, mime_type, opened.size, opened.chunks)
 
     async def media_file(
         self, operator: Operator, *, event_id: str, subject_refs: Sequence[str], reason: str | None
@@ -382,12 +384,11 @@ class Actions:
                 record_count=1,
                 details={"event_id": event_id},
             )
-        location = RecordLocation(media_record_id(event_id), row["object_key"], 0)
-        data = (await self.access.reader.open([location])).get(location.event_id)
-        if data is None:
+        opened = await self.access.reader.open_media(media_record_id(event_id), row["object_key"])
+        if opened is None:
             raise NotFound("no such media file")  # its key was shredded (erasure) after the index was read
         self.metrics.decryptions.labels("media").inc()
-        return MediaFile(event_id, row["mime_type"] or "application/octet-stream", data)
+        return MediaFile(event_id, row["mime_type"] or "application/octet-stream", opened.size, opened.chunks)
 
     async def search(self, operator: Operator, query: SearchFilter) -> list[IndexHit]:
         """Index metadata (nothing decrypted, so no reason); audited with the filters and the pseudonyms found."""

@@ -3,8 +3,10 @@
 
 ``GET /{version}/{media_id}`` (or ``/{media_id}``) with the bearer token → media metadata whose ``url`` points back
 here; ``GET /download/{token}`` with the same bearer → the bytes. Wrong token → 401 (Graph-style OAuthException),
-unknown id → 404. Knobs for tests: :meth:`fail_next` (answer N requests with a status), :meth:`corrupt`, and
+unknown id → 404. Knobs for tests: :meth:`fail_next` (answer N requests with a status), :meth:`corrupt` and
 :meth:`stall` (hold the metadata answer of one id: a download still in flight when a test kills the archiver).
+Large media (:meth:`add_generated_media`) are generated as they are sent, never held: a burst of 100 MB documents
+costs the stand-in a megabyte.
 
     python -m tests.fakes.graph_api --port 8099 --token T --seed tests/data/whatsapp
 
@@ -20,17 +22,31 @@ import contextlib
 import hashlib
 import json
 import secrets
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import orjson
+from pydantic import SecretStr
 
+from services.archiver.media import Egress
+from services.archiver.settings import GraphSettings
 from services.tools.demo_media import GENERATED_MEDIA, demo_media_bytes, media_objects
 from tests.support import serve_asgi
 
 Message = MutableMapping[str, Any]
+
+
+GENERATED_BLOCK = 1024 * 1024
+
+
+def generated_bytes(media_id: str, size: int) -> Iterator[bytes]:
+    """The bytes of a generated medium, 1 MiB at a time: block i repeats the sha256 of ``media_id:i`` (so every
+    block differs, and a misplaced one is seen). Deterministic: a test regenerates them to compare."""
+    for index, start in enumerate(range(0, size, GENERATED_BLOCK)):
+        block = hashlib.sha256(f"{media_id}:{index}".encode()).digest() * (GENERATED_BLOCK // 32)
+        yield block[: min(GENERATED_BLOCK, size - start)]
 
 
 class FakeGraphApi:
@@ -38,11 +54,14 @@ class FakeGraphApi:
         self.token = token
         self.host, self.port = host, port
         self.media: dict[str, tuple[bytes, str]] = {}
+        self.generated: dict[str, tuple[int, str, str]] = {}  # media id -> (size, mime type, sha256 hex)
         self.downloads: dict[str, str] = {}
         self.corrupted: set[str] = set()
         self.failures: list[int] = []
         self.stalled: dict[str, float] = {}
         self._stopping = asyncio.Event()
+        self.elsewhere: dict[str, str] = {}  # media id -> the download URL its metadata gives instead of ours
+        self.redirects: dict[str, str] = {}  # media id -> where its download answers 302
         self.requests: list[tuple[str, str]] = []
         self._base_url: str | None = None
         self._server: Any = None
@@ -52,10 +71,34 @@ class FakeGraphApi:
         assert self._base_url is not None, "start() first"
         return self._base_url
 
+    @property
+    def egress(self) -> Egress:
+        """The local override that lets the fetcher reach this stand-in (plain http on 127.0.0.1)."""
+        return Egress(download_hosts=("127.0.0.1",), loopback_http=True)
+
+    def graph_settings(self, **overrides: Any) -> GraphSettings:
+        """The archiver's Graph API settings for this stand-in (as deploy/local/demo.env sets them for the demo)."""
+        return GraphSettings(
+            base_url=self.base_url,
+            token=SecretStr(self.token),
+            download_hosts=self.egress.download_hosts,
+            loopback_http=True,
+            **overrides,
+        )
+
     def add_media(self, media_id: str, data: bytes, mime_type: str = "image/jpeg") -> str:
         """Register media; returns the base64 sha256 a webhook would carry for it."""
         self.media[media_id] = (data, mime_type)
         return base64.b64encode(hashlib.sha256(data).digest()).decode()
+
+    def add_generated_media(self, media_id: str, size: int, mime_type: str = "application/pdf") -> str:
+        """Register a medium of ``size`` bytes made by :func:`generated_bytes` as it is served; returns the
+        base64 sha256 a webhook would carry for it."""
+        digest = hashlib.sha256()
+        for block in generated_bytes(media_id, size):
+            digest.update(block)
+        self.generated[media_id] = (size, mime_type, digest.hexdigest())
+        return base64.b64encode(digest.digest()).decode()
 
     def fail_next(self, count: int, status: int = 500) -> None:
         self.failures.extend([status] * count)
@@ -66,6 +109,14 @@ class FakeGraphApi:
     def stall(self, media_id: str, seconds: float) -> None:
         """Answer the metadata request of ``media_id`` only after ``seconds``."""
         self.stalled[media_id] = seconds
+
+    def point_elsewhere(self, media_id: str, url: str) -> None:
+        """The metadata of ``media_id`` gives ``url`` as its download URL (a host off the allow-list, http)."""
+        self.elsewhere[media_id] = url
+
+    def redirect(self, media_id: str, url: str) -> None:
+        """The download of ``media_id`` answers ``302 Location: url``."""
+        self.redirects[media_id] = url
 
     async def __call__(
         self, scope: Message, receive: Callable[[], Awaitable[Message]], send: Callable[[Message], Awaitable[None]]
@@ -80,11 +131,39 @@ class FakeGraphApi:
             # Cut short by stop(): the server's shutdown waits for the requests it is answering.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), stall)
+        streamed = self._generated_download(path, headers.get(b"authorization", b"").decode())
+        if streamed is not None:
+            size, mime_type, media_id = streamed
+            start_headers = [(b"content-type", mime_type.encode()), (b"content-length", str(size).encode())]
+            await send({"type": "http.response.start", "status": 200, "headers": start_headers})
+            for block in generated_bytes(media_id, size):
+                await send({"type": "http.response.body", "body": block, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+            return
         status, body, content_type = self._answer(path, headers.get(b"authorization", b"").decode())
+        extra: list[tuple[bytes, bytes]] = []
+        if status == 302:
+            extra.append((b"location", body))
+            body = b""
         await send(
-            {"type": "http.response.start", "status": status, "headers": [(b"content-type", content_type.encode())]}
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", content_type.encode()), *extra],
+            }
         )
         await send({"type": "http.response.body", "body": body})
+
+    def _generated_download(self, path: str, authorization: str) -> tuple[int, str, str] | None:
+        """(size, mime type, media id) when ``path`` is the download of a generated medium this request may have."""
+        parts = [p for p in path.split("/") if p]
+        if self.failures or authorization != f"Bearer {self.token}" or len(parts) != 2 or parts[0] != "download":
+            return None
+        media_id = self.downloads.get(parts[1])
+        if media_id is None or media_id not in self.generated:
+            return None
+        size, mime_type, _digest = self.generated[media_id]
+        return size, mime_type, media_id
 
     def _answer(self, path: str, authorization: str) -> tuple[int, bytes, str]:
         if self.failures:
@@ -97,20 +176,26 @@ class FakeGraphApi:
             media_id = self.downloads.get(parts[1])
             if media_id is None or media_id not in self.media:
                 return 404, self._error("Unknown download", 100), "application/json"
+            if media_id in self.redirects:
+                return 302, self.redirects[media_id].encode(), "text/plain"
             data, mime = self.media[media_id]
-            return 200, (data[::-1] + b"x" if media_id in self.corrupted else data), mime
+            return 200, (bytes([data[0] ^ 1]) + data[1:] if media_id in self.corrupted else data), mime
         media_id = parts[-1] if parts else ""
-        if media_id not in self.media:
+        if media_id in self.generated:
+            size, mime, sha256_hex = self.generated[media_id]
+        elif media_id in self.media:
+            data, mime = self.media[media_id]
+            size, sha256_hex = len(data), hashlib.sha256(data).hexdigest()
+        else:
             return 404, self._error("Unsupported get request.", 100), "application/json"
-        data, mime = self.media[media_id]
         ticket = secrets.token_urlsafe(16)
         self.downloads[ticket] = media_id
         info = {
             "messaging_product": "whatsapp",
-            "url": f"{self.base_url}/download/{ticket}",
+            "url": self.elsewhere.get(media_id, f"{self.base_url}/download/{ticket}"),
             "mime_type": mime,
-            "sha256": hashlib.sha256(data).hexdigest(),
-            "file_size": len(data),
+            "sha256": sha256_hex,
+            "file_size": size,
             "id": media_id,
         }
         return 200, orjson.dumps(info), "application/json"

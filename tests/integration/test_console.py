@@ -16,7 +16,6 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from services.archiver.settings import GraphSettings
 from services.console.app import create_console_app
 from services.console.settings import ConsoleSettings
 from services.core.index import binary_keys
@@ -136,9 +135,7 @@ async def archive_crisis(demo_env: dict[str, str], pool: asyncpg.Pool, prefix: s
         ]
         events = pipeline.events_of(bodies)
         await pipeline.produce(bootstrap, topic, events)
-        settings = pipeline.archiver_settings(
-            demo_env, topic, dlq, prefix, graph=GraphSettings(base_url=graph.base_url, token=GRAPH_TOKEN)
-        )
+        settings = pipeline.archiver_settings(demo_env, topic, dlq, prefix, graph=graph.graph_settings())
         async with pipeline.running_archiver(settings):
             await pipeline.wait_indexed(pool, {e.event_id for e in events})
             for _ in range(300):  # the image is fetched with its event; bounded wait for its row
@@ -276,6 +273,7 @@ async def test_crisis_search_reason_timeline_media_and_audit(
         served = await client.get(media_url.group(1))
         assert served.status_code == 200
         assert served.content == PHOTO
+        assert served.headers["content-length"] == str(len(PHOTO))  # streamed, its length announced
         assert served.headers["cache-control"] == "no-store"
         # The reason is kept for the rest of the visit: a second open shows the timeline at once.
         again = await client.post("/conversation", data={"csrf": csrf, "subject_ref": ref})

@@ -646,10 +646,11 @@ def test_network_policies(target: str) -> None:
     policies = of_kind(manifests, "NetworkPolicy")
     deny = [p for p in policies if p["spec"]["podSelector"] == {} and not p["spec"].get("ingress")]
     assert [p["spec"]["policyTypes"] for p in deny] == [["Ingress"]], "one default deny of ingress is required"
-    assert all("Egress" not in p["spec"]["policyTypes"] for p in policies), "egress stays open"
+    egress = [p for p in policies if "Egress" in p["spec"]["policyTypes"]]
+    assert [p["metadata"]["name"] for p in egress] == ["archiver-egress"], "egress is restricted for the archiver"
 
     def rules(deployment: str) -> list[Manifest]:
-        return [rule for p in policies_for(manifests, deployment) for rule in p["spec"]["ingress"]]
+        return [rule for p in policies_for(manifests, deployment) for rule in p["spec"].get("ingress", [])]
 
     def ports(rule: Manifest) -> set[int]:
         return {p["port"] for p in rule["ports"]}
@@ -670,6 +671,26 @@ def test_network_policies(target: str) -> None:
     assert ports(pages) == {8083}
     assert ops["from"] == [MONITORING], "console ops (probes, /metrics): from the monitoring namespace only"
     assert ports(ops) == {9083}
+
+
+@pytest.mark.parametrize("target", TARGET_IDS)
+def test_archiver_egress_reaches_public_https_but_no_private_address(target: str) -> None:
+    """The archiver fetches URLs the Graph API gives it: https goes to public addresses only (not the cluster, not
+    a private network, not the cloud metadata service), the rest of its egress is DNS, Kafka and PostgreSQL."""
+    (policy,) = [p for p in policies_for(render(target), "archiver") if "Egress" in p["spec"]["policyTypes"]]
+    rules = policy["spec"]["egress"]
+    https = [rule for rule in rules if any(p["port"] == 443 for p in rule["ports"])]
+    assert len(https) == 1
+    assert {p["port"] for p in https[0]["ports"]} == {443}
+    blocks = [peer["ipBlock"] for peer in https[0]["to"]]
+    assert {b["cidr"] for b in blocks} == {"0.0.0.0/0", "::/0"}
+    excluded = {cidr for b in blocks for cidr in b["except"]}
+    private = {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "127.0.0.0/8", "fc00::/7", "::1/128"}
+    assert private <= excluded
+    anywhere = [rule for rule in rules if "to" not in rule]
+    open_ports = {(p["port"], p.get("endPort", p["port"])) for rule in anywhere for p in rule["ports"]}
+    assert 443 not in {port for first, last in open_ports for port in range(first, last + 1)}, "443 only to public"
+    assert {(53, 53), (5432, 5432), (9092, 9094)} <= open_ports
 
 
 def published(manifests: tuple[Manifest, ...], name: str) -> tuple[list[Manifest], str, Manifest]:

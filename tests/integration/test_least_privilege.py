@@ -63,6 +63,7 @@ GRANTS: dict[str, dict[str, str]] = {
     "console_sessions": {"wa_console": "SIUD"},
     "console_signin_throttle": {"wa_console": "SIUD"},
     "archiver_inflight": {"wa_archiver": "SIUD"},
+    "media_retry": {"wa_archiver": "SIUD", "wa_retention": "SD"},
 }
 PRIVILEGES = {"S": "SELECT", "I": "INSERT", "U": "UPDATE", "D": "DELETE"}
 NEVER = ("TRUNCATE", "REFERENCES", "TRIGGER")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
 from datetime import UTC, datetime
 
 import pytest
@@ -59,12 +60,18 @@ def test_index_hit_json_has_iso_timestamps() -> None:
     assert hit("s1").to_json()["event_time"] == "2026-01-02T03:04:05+00:00"
 
 
+async def empty() -> AsyncGenerator[bytes, None]:
+    pieces: tuple[bytes, ...] = ()
+    for piece in pieces:
+        yield piece
+
+
 @pytest.mark.parametrize(
     ("mime_type", "filename"),
     [("image/jpeg", "e1.jpeg"), ("audio/ogg; codecs=opus", "e1.ogg"), ("application/octet-stream", "e1.octet-stream")],
 )
 def test_media_file_names(mime_type: str, filename: str) -> None:
-    assert MediaFile("e1", mime_type, b"").filename == filename
+    assert MediaFile("e1", mime_type, 0, empty()).filename == filename
 
 
 def rendered(table: object) -> str:

@@ -464,7 +464,7 @@ def corruptions(blob: bytes) -> list[Any]:
     return [
         pytest.param(corrupt(blob, 0), "bad magic", id="magic"),
         pytest.param(b"WAARCX" + blob[6:], "bad magic", id="magic, last byte"),
-        pytest.param(blob[:6] + b"\x03" + blob[7:], "unsupported format version 3", id="version 3"),
+        pytest.param(blob[:6] + b"\x04" + blob[7:], "unsupported format version 4", id="version 4"),
         pytest.param(blob[:6] + b"\x00" + blob[7:], "unsupported format version 0", id="version 0"),
         pytest.param(blob[:6] + b"\xff" + blob[7:], "unsupported format version 255", id="version 255"),
         pytest.param(blob[:6] + bytes([3 - blob[6]]) + blob[7:], "checksum", id="the other version"),
@@ -675,7 +675,7 @@ def test_read_records_without_the_trailer_relies_on_the_header_digest_and_aes_gc
         (BLOB[:-1], "record 3 range .* outside the body"),
         (BLOB[:-40], "outside the body"),
         (BLOB + b"\x00", "belong to no record"),
-        (BLOB[:6] + b"\x03" + BLOB[7:], "unsupported format version 3"),
+        (BLOB[:6] + b"\x04" + BLOB[7:], "unsupported format version 4"),
         (b"tiny", "too short"),
     ]
     for blob, message in refused:

@@ -200,3 +200,14 @@ def test_a_service_process_refuses_an_unknown_format_at_start_up() -> None:
     assert done.returncode == 2
     assert "WA_LOG_FORMAT='yaml'" in done.stderr
     assert "archiver ready" not in done.stderr
+
+
+def test_http_client_request_logs_are_off() -> None:
+    """httpx logs every request at INFO with its URL (a media id, a CDN URL with its hash): warnings only."""
+    stream = io.StringIO()
+    configure_logging("DEBUG", log_format="text", stream=stream)
+    logging.getLogger("httpx").info('HTTP Request: GET https://lookaside.fbsbx.com/?mid=123 "HTTP/1.1 200 OK"')
+    logging.getLogger("httpcore.http11").debug("send_request_headers.started")
+    logging.getLogger("httpx").warning("a warning still shows")
+    assert stream.getvalue().splitlines()[0].endswith("httpx a warning still shows")
+    assert len(stream.getvalue().splitlines()) == 1

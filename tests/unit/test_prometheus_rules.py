@@ -148,6 +148,7 @@ def test_the_expected_alerts_exist() -> None:
             "WaArchiverDeadLetters",
             "WaArchiverDiedWriting",
             "WaArchiverMediaFailing",
+            "WaArchiverMediaGivenUp",
             "WaRetentionRunMissing",
             "WaErasureDeadlineNear",
             "WaErasureOverdue",

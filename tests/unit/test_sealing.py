@@ -16,13 +16,15 @@ from services.archiver.sealing import (
     RawRecord,
     SealedBatch,
     decode_record,
+    media_row,
+    open_media_retry,
     people_of,
     pseudonyms_of,
     screen_erased,
     seal_batch,
 )
 from services.core.container import decode_container, media_record_id, object_key, read_header
-from services.core.crypto import CachedDek, open_record
+from services.core.crypto import CachedDek, RecordTampered, open_record
 from services.core.events import MAX_STORED_TEXT, Delivery, Event, Subject, text_fault
 from services.core.index import INDEX_COLUMNS, IndexRow, alias_rows, event_time, index_row
 from services.core.policy import Classifier, RetentionClass, RetentionPolicy, parse_policy
@@ -88,7 +90,7 @@ def keys_for(*events: Event) -> dict[str, CachedDek]:
 def seal(
     *events: Event,
     keys: dict[str, CachedDek] | None = None,
-    media: dict[str, tuple[MediaRef, MediaResult]] | None = None,
+    media: dict[str, MediaRef] | None = None,
     first_offset: int = 1,
 ) -> SealedBatch:
     """Seal ``events`` as consecutive records of partition 3 into one object of prefix ``p``, topic ``t``."""
@@ -277,32 +279,48 @@ def test_seal_batch_refuses_a_dead_letter() -> None:
         )
 
 
-@pytest.mark.parametrize(
-    ("fetched", "status", "mime_type", "has_object"),
-    [
-        pytest.param(MediaResult("m1", b"JPEG", "image/jpeg", 1, None), "archived", "image/jpeg", True, id="fetched"),
-        pytest.param(MediaResult("m1", None, "image/jpeg", 3, "http 404"), "missing", "image/jpeg", False, id="gone"),
-        pytest.param(MediaResult("m1", b"JPEG", "image/\x00", 1, None), "archived", None, True, id="unusable mime"),
-    ],
-)
-def test_media_are_sealed_in_objects_of_their_own(
-    fetched: MediaResult, status: str, mime_type: str | None, has_object: bool
-) -> None:
+def test_a_medium_is_archived_under_its_message_owner_key_in_an_object_of_its_own() -> None:
     photo = event(type_="image", payload={"type": "image", "image": {"id": "m1"}})
     owner = pseudonyms_of(PEPPER, photo)
     keys = keys_for(photo)
-    sealed = seal(photo, keys=keys, media={photo.event_id: (MediaRef("m1", "image/jpeg", None), fetched)})
-    [media] = sealed.media
-    assert (media.row.status, media.row.mime_type, media.row.subject_ref) == (status, mime_type, owner.sealing)
-    assert (media.blob is not None) == has_object
-    if media.blob is not None:
-        assert media.object_key == f"p/media/{photo.event_id}.waarc"
-        [entry] = decode_container(media.blob).records
-        assert entry.meta.event_id == media_record_id(photo.event_id)
-        plain = open_record(
-            entry.sealed, keys[owner.sealing].dek, event_id=entry.meta.event_id, subject_ref=owner.sealing
-        )
-        assert plain == b"JPEG"
+    ref = MediaRef("m1", "image/jpeg", None)
+    sealed = seal(photo, keys=keys, media={photo.event_id: ref})
+    [job] = sealed.media
+    target = job.target
+    assert job.ref == ref
+    assert (target.object_key, target.record_id) == (f"p/media/{photo.event_id}.waarc", media_record_id(photo.event_id))
+    assert (target.sealing, target.dek) == (owner.sealing, keys[owner.sealing])
+    assert (target.source.partition, target.source.first_offset, target.source.last_offset) == (3, 1, 1)
+    meta = target.meta("image/png")
+    assert (meta.kind, meta.type, meta.event_id, meta.dek_id) == ("media", "image/png", target.record_id, "dek-0")
+    assert target.meta("image/\x00").type is None  # a label the header cannot carry is dropped, the file kept
+
+
+@pytest.mark.parametrize(
+    ("fetched", "status", "mime_type", "object_key", "size"),
+    [
+        pytest.param(MediaResult("m1", "image/png", 1, None, 4), "archived", "image/png", True, 4, id="fetched"),
+        pytest.param(MediaResult("m1", None, 3, "http 404"), "missing", "image/jpeg", False, None, id="gone"),
+        pytest.param(MediaResult("m1", "image/\x00", 1, None, 4), "archived", None, True, 4, id="unusable mime"),
+    ],
+)
+def test_media_row(
+    fetched: MediaResult, status: str, mime_type: str | None, object_key: bool, size: int | None
+) -> None:
+    photo = event(type_="image", payload={"type": "image", "image": {"id": "m1"}})
+    [job] = seal(photo, media={photo.event_id: MediaRef("m1", "image/jpeg", None)}).media
+    row = media_row(job, fetched)
+    assert (row.event_id, row.subject_ref, row.status, row.mime_type) == (
+        photo.event_id,
+        job.target.sealing,
+        status,
+        mime_type,
+    )
+    assert (row.object_key, row.size_bytes, row.failure) == (
+        job.target.object_key if object_key else None,
+        size,
+        fetched.failure,
+    )
 
 
 # ---------------------------------------------------------------- index rows, shared with rebuild-index
@@ -487,3 +505,24 @@ def test_a_group_s_events_are_indexed_under_its_pseudonym_and_sealed_under_their
     )
     assert rebuilt.group_ref is None
     assert rebuilt._replace(group_ref=expected) == sealed.index_rows[0]
+
+
+def test_a_missing_medium_carries_what_to_fetch_sealed_under_its_person_key() -> None:
+    """What the media sweep retries is in the row sealed, never in the clear, and opens only for its message and
+    person with their key."""
+    photo = event(type_="image", payload={"type": "image", "image": {"id": "m1"}})
+    ref = MediaRef("1234567890", "image/jpeg", "c2hhMjU2")
+    [job] = seal(photo, media={photo.event_id: ref}).media
+    target = job.target
+    row = media_row(job, MediaResult("1234567890", None, 1, "http 500"))
+    assert row.retry_ref is not None
+    assert b"1234567890" not in row.retry_ref
+    retry = open_media_retry(row.retry_ref, target.dek, event_id=photo.event_id, sealing=target.sealing)
+    assert (retry.ref, retry.timestamp, retry.received_at) == (ref, target.timestamp, target.received_at)
+    with pytest.raises(RecordTampered):
+        open_media_retry(row.retry_ref, target.dek, event_id="0" * 32, sealing=target.sealing)
+    with pytest.raises(RecordTampered):
+        open_media_retry(
+            row.retry_ref, CachedDek("other", os.urandom(32)), event_id=photo.event_id, sealing=target.sealing
+        )
+    assert media_row(job, MediaResult("1234567890", None, 1, None, 10)).retry_ref is None  # archived: nothing to retry
