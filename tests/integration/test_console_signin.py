@@ -61,11 +61,13 @@ async def console_with(
     )
     registry = CollectorRegistry()
 
-    async def opener() -> ArchiveAccess:
-        return await open_access(retention)
-
     settings = ConsoleSettings(secure_cookies=False, **console_settings)  # type: ignore[arg-type]
-    app = create_console_app(settings, retention, opener, registry=registry, serve_ops=False)
+    archive = settings.archive_settings(retention)  # the console's own database role and S3 identity
+
+    async def opener() -> ArchiveAccess:
+        return await open_access(archive)
+
+    app = create_console_app(settings, archive, opener, registry=registry, serve_ops=False)
     async with serve_asgi(app) as url:
         yield Console(url, registry)
 

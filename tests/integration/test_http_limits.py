@@ -98,7 +98,7 @@ async def console(demo_env: dict[str, str], logs_dir: Path) -> AsyncIterator[int
         pytest.param(["services.ingest"], "WA_INGEST_APP_SECRETS", id="ingest"),
         pytest.param(["services.archiver"], "WA_ARCHIVER_KEYS__KEKS", id="archiver"),
         pytest.param(["services.retention"], "WA_RETENTION_ADMIN_TOKENS__TOKEN", id="retention"),
-        pytest.param(["services.console"], "WA_RETENTION_KEYS__PEPPER", id="console"),
+        pytest.param(["services.console"], "WA_CONSOLE_PG__DSN", id="console"),
         pytest.param(["services.cli", "erasures"], "WA_RETENTION_PG__DSN", id="the wa-archive CLI"),
     ],
 )
