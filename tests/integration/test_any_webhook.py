@@ -126,7 +126,11 @@ async def test_any_value_in_any_field_is_archived_and_readable_or_dead_lettered_
         expected = {event_id: body for body in accepted for event_id in expected_events(body)}
         (sentinel_id,) = expected_events(sentinel)
         settings_ = pipeline.archiver_settings(
-            demo_env, topic, dlq, prefix, graph=GraphSettings(base_url=graph.base_url, token=SecretStr(GRAPH_TOKEN))
+            demo_env,
+            topic,
+            dlq,
+            prefix,
+            graph=GraphSettings(base_url=graph.base_url, token=SecretStr(GRAPH_TOKEN), loopback_http=True),
         ).model_copy(update={"unexpected_attempts": 2})
         stop = asyncio.Event()
         archiver = asyncio.create_task(run_archiver(settings_, stop, registry=CollectorRegistry()))
