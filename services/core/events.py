@@ -288,7 +288,7 @@ class Event:
             # The hot path: orjson is several times faster and exact for what it accepts (decoding: loads_exact).
             # orjson returns its output in the buffer it grew, about ten times the length (16 KiB for a 1 KiB
             # envelope), never shrunk: the archiver holds two writes of 2,000 envelopes, 64 MB of heap for 4 MB of
-            # JSON (the 200,000-event backlog of bench/archiver.py peaked ≈25 MB higher). The copy costs ≈0.2 µs.
+            # JSON (the 200,000-event backlog of bench/archiver.py peaked ≈25 MB higher). The copy costs ≈0.4 µs.
             return bytes(memoryview(orjson.dumps(envelope)))
         except TypeError:
             pass  # an integer beyond 64 bits, or a lone surrogate: the standard library handles both exactly
