@@ -11,6 +11,7 @@ from services.archiver.settings import ArchiverSettings
 from services.core.logs import configure_logging
 from services.core.runtime import tune_gc
 from services.core.settings import load_settings
+from services.core.transport import plaintext_links, warn_plaintext
 
 
 async def amain(settings: ArchiverSettings) -> None:
@@ -22,6 +23,7 @@ async def amain(settings: ArchiverSettings) -> None:
 def main() -> None:
     settings = load_settings(ArchiverSettings)
     configure_logging(settings.log_level)
+    warn_plaintext(plaintext_links(settings))
     tune_gc()
     uvloop.run(amain(settings))
 

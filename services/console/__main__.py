@@ -9,6 +9,7 @@ from services.console.settings import ConsoleSettings
 from services.core.http import server_options
 from services.core.logs import configure_logging
 from services.core.settings import load_settings
+from services.core.transport import plaintext_links, warn_plaintext
 from services.retention.access import ArchiveAccess, open_access
 from services.retention.settings import RetentionSettings
 
@@ -17,6 +18,9 @@ def main() -> None:
     settings = load_settings(ConsoleSettings)
     retention = settings.archive_settings(load_settings(RetentionSettings))
     configure_logging(settings.log_level)
+    # The console's own database login, and the bucket it reads with its own identity (retention's address).
+    bucket = [link for link in plaintext_links(retention) if link.startswith("WA_RETENTION_S3__")]
+    warn_plaintext([*plaintext_links(settings), *bucket])
 
     async def opener() -> ArchiveAccess:
         return await open_access(retention)

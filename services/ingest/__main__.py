@@ -8,6 +8,7 @@ from services.core.http import server_options
 from services.core.logs import configure_logging
 from services.core.runtime import tune_gc
 from services.core.settings import load_settings
+from services.core.transport import plaintext_links, warn_plaintext
 from services.ingest.app import create_app
 from services.ingest.settings import IngestSettings
 
@@ -15,6 +16,7 @@ from services.ingest.settings import IngestSettings
 def main() -> None:
     settings = load_settings(IngestSettings)
     configure_logging(settings.log_level)
+    warn_plaintext(plaintext_links(settings))
     app = create_app(settings)
     tune_gc()
     uvicorn.run(

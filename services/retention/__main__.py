@@ -8,6 +8,7 @@ import uvicorn
 from services.core.http import server_options
 from services.core.logs import configure_logging
 from services.core.settings import load_settings
+from services.core.transport import plaintext_links, warn_plaintext
 from services.retention.access import ArchiveAccess, open_access
 from services.retention.api import create_admin_app
 from services.retention.service import background_work
@@ -17,6 +18,7 @@ from services.retention.settings import RetentionSettings
 def main() -> None:
     settings = load_settings(RetentionSettings)
     configure_logging(settings.log_level)
+    warn_plaintext(plaintext_links(settings))
 
     async def opener() -> ArchiveAccess:
         return await open_access(settings)

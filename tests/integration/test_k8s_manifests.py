@@ -66,6 +66,7 @@ CUSTOM_RESOURCE_SCHEMAS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor-monitoring.coreos.com-v1.json",
     ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheusrule-monitoring.coreos.com-v1.json",
     ("kafka.strimzi.io/v1beta2", "KafkaTopic"): "kafkatopic-kafka.strimzi.io-v1beta2.json",
+    ("kafka.strimzi.io/v1beta2", "KafkaUser"): "kafkauser-kafka.strimzi.io-v1beta2.json",
 }
 
 # Which secret each workload holds, as (Secret, key): its own logins and nothing else (docs/ARCHITECTURE.md,
@@ -233,6 +234,7 @@ def test_kustomize_renders_unique_objects(target: str) -> None:
     kinds = {m["kind"] for m in manifests}
     expected = {"Deployment", "CronJob", "Service", "ServiceAccount", "ConfigMap", "HorizontalPodAutoscaler"}
     expected |= {"PodDisruptionBudget", "NetworkPolicy", "Ingress", "ServiceMonitor", "PrometheusRule", "KafkaTopic"}
+    expected |= {"KafkaUser"}
     assert expected <= kinds, f"missing kinds: {sorted(expected - kinds)}"
 
 
@@ -779,6 +781,49 @@ def test_kafka_topics(target: str) -> None:
         assert topic["metadata"]["labels"].get("strimzi.io/cluster"), "the Topic Operator needs the cluster label"
 
 
+def acl_rights(user: dict[str, Any]) -> set[tuple[str, str, str]]:
+    """(resource type, name, operation) of each right a KafkaUser is allowed."""
+    rights = set()
+    for acl in user["spec"]["authorization"]["acls"]:
+        assert acl.get("type", "allow") == "allow"
+        assert acl["resource"].get("patternType", "literal") == "literal", "prefixes would reach other topics"
+        for operation in acl["operations"]:
+            rights.add((acl["resource"]["type"], acl["resource"].get("name", ""), operation))
+    return rights
+
+
+@pytest.mark.parametrize("target", TARGET_IDS)
+def test_each_service_has_its_own_kafka_principal_with_least_rights(target: str) -> None:
+    """ingest may only write the journal (never read it back: 72 h of plaintext); the archiver reads it in its group
+    and writes dead letters; both authenticate with SCRAM, as their settings say, each under its own name."""
+    manifests = render(target)
+    users = {u["metadata"]["name"]: u for u in of_kind(manifests, "KafkaUser")}
+    events = KafkaSettings.model_fields["events_topic"].default
+    dlq = KafkaSettings.model_fields["dlq_topic"].default
+    group = ArchiverSettings.model_fields["group_id"].default
+    assert acl_rights(users["wa-ingest"]) == {
+        ("topic", events, "Describe"),
+        ("topic", events, "Write"),
+        ("cluster", "", "IdempotentWrite"),
+    }
+    assert acl_rights(users["wa-archiver"]) == {
+        ("topic", events, "Describe"),
+        ("topic", events, "Read"),
+        ("group", group, "Describe"),
+        ("group", group, "Read"),
+        ("topic", dlq, "Describe"),
+        ("topic", dlq, "Write"),
+        ("cluster", "", "IdempotentWrite"),
+    }
+    assert set(users) == {"wa-ingest", "wa-archiver"}
+    config = named(manifests, "ConfigMap", "wa-archive-config")["data"]
+    for service, user in (("INGEST", "wa-ingest"), ("ARCHIVER", "wa-archiver")):
+        assert users[user]["spec"]["authentication"]["type"] == "scram-sha-512"
+        assert config[f"WA_{service}_KAFKA__SASL_USERNAME"] == user
+        assert config[f"WA_{service}_KAFKA__SASL_MECHANISM"] == "SCRAM-SHA-512"
+        assert config[f"WA_{service}_KAFKA__SECURITY_PROTOCOL"] == "SASL_SSL"
+
+
 def test_overlay_places_and_pins_everything() -> None:
     manifests = render("example")
     (namespace,) = of_kind(manifests, "Namespace")
@@ -788,8 +833,8 @@ def test_overlay_places_and_pins_everything() -> None:
         if manifest["kind"] == "Namespace":
             continue
         where = manifest["metadata"].get("namespace")
-        if manifest["kind"] == "KafkaTopic":
-            assert where not in (None, APP_NAMESPACE), "KafkaTopics live beside the Kafka cluster"
+        if manifest["kind"] in ("KafkaTopic", "KafkaUser"):
+            assert where not in (None, APP_NAMESPACE), "KafkaTopics and KafkaUsers live beside the Kafka cluster"
         else:
             assert where == APP_NAMESPACE, f"{manifest['kind']}/{manifest['metadata']['name']} is in {where}"
     for owner, pod in pod_specs(manifests):
