@@ -12,16 +12,18 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import httpx
+import pytest
 import uvicorn
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from services.cli import main as cli_main
 from services.core.kafka import MAX_RECORD_BYTES, PROTOCOL_OVERHEAD_BYTES
 from services.core.settings import read_env_file
 
@@ -286,3 +288,19 @@ def stream_until_answered(port: int, head: str, *, chunk_bytes: int = 64 * 1024,
                 break  # closed by the server: its answer is waiting
             sent += chunk_bytes
         return _read_answer(conn, sent)
+
+
+async def run_cli(argv: Sequence[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """``wa-archive ARGV`` in-process (in a thread: the command runs its own event loop); (exit code, out, err)."""
+
+    def run() -> int:
+        try:
+            cli_main(argv)
+        except SystemExit as exit_:
+            return int(exit_.code or 0)
+        return 0
+
+    capsys.readouterr()
+    code = await asyncio.to_thread(run)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err

@@ -17,7 +17,6 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
-from services.cli import main as cli_main
 from services.core.reader import RecordLocation
 from services.retention.access import ArchiveAccess, open_access
 from services.retention.actions import SCHEDULER, Actions, Forbidden, NotFound, Operator
@@ -29,7 +28,7 @@ from services.retention.subjects import ReasonRequired, resolve_subject_refs
 from tests import pipeline
 from tests.integration.test_retention import archive, audit_rows, crisis_bodies
 from tests.pipeline import Person
-from tests.support import serve_asgi
+from tests.support import run_cli, serve_asgi
 
 pytestmark = pytest.mark.integration
 
@@ -70,22 +69,6 @@ async def stack(demo_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> As
             yield Stack(settings, Actions(access, RetentionMetrics(registry)), registry, client, api_registry)
     finally:
         await access.close()
-
-
-async def run_cli(argv: Sequence[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """``wa-archive ARGV`` in-process (in a thread: the command runs its own event loop); (exit code, out, err)."""
-
-    def run() -> int:
-        try:
-            cli_main(argv)
-        except SystemExit as exit_:
-            return int(exit_.code or 0)
-        return 0
-
-    capsys.readouterr()
-    code = await asyncio.to_thread(run)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 async def run_audit(pool: asyncpg.Pool, run_id: str) -> list[tuple[str, str]]:

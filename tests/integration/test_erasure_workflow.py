@@ -25,9 +25,10 @@ from services.retention.actions import SCHEDULER, ErasureError, Operator
 from services.retention.erasure import ERASURE_DEADLINE, ERASURE_EXTENSION, ERASURE_LOCK_NAMESPACE, pending_erasures
 from services.retention.subjects import resolve_subject_refs
 from tests import pipeline
-from tests.integration.test_actions import CLI_OPERATOR, DPO, READER, Stack, counted, run_cli, stack
+from tests.integration.test_actions import CLI_OPERATOR, DPO, READER, Stack, counted, stack
 from tests.integration.test_retention import archive, crisis_bodies
 from tests.pipeline import Person
+from tests.support import run_cli
 
 __all__ = ["stack"]  # the fixture, shared with test_actions
 

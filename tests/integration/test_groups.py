@@ -27,10 +27,10 @@ from services.retention.actions import GroupRequired, HoldError, Operator, Reaso
 from services.retention.conversation import ConversationMessage, group_change
 from services.retention.holds import held_objects
 from tests import pipeline
-from tests.integration.test_actions import CLI_OPERATOR, DPO, READER, Stack, run_cli, stack
+from tests.integration.test_actions import CLI_OPERATOR, DPO, READER, Stack, stack
 from tests.integration.test_retention import NOW
 from tests.pipeline import Person
-from tests.support import create_topic
+from tests.support import create_topic, run_cli
 
 __all__ = ["stack"]  # the fixture, shared with test_actions
 

@@ -16,9 +16,10 @@ from services.retention.actions import Operator
 from services.retention.search import SearchFilter
 from services.retention.subjects import resolve_subject_refs
 from tests import pipeline
-from tests.integration.test_actions import READER, Stack, run_cli, stack
+from tests.integration.test_actions import READER, Stack, stack
 from tests.integration.test_retention import NOW, archive
 from tests.pipeline import Person
+from tests.support import run_cli
 
 __all__ = ["stack"]  # the fixture, shared with test_actions
 

@@ -9,14 +9,13 @@ the lone surrogates as U+FFFD, the record that cannot be read as such, with its 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import re
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,6 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
-from services.cli import main as cli_main
 from services.console.app import create_console_app
 from services.console.settings import ConsoleSettings
 from services.core.container import ContainerRecord, decode_container, encode_container
@@ -45,7 +43,7 @@ from services.retention.settings import RetentionSettings
 from services.retention.subjects import resolve_subject_refs
 from tests import pipeline
 from tests.pipeline import Person
-from tests.support import create_topic, serve_asgi
+from tests.support import create_topic, run_cli, serve_asgi
 
 pytestmark = pytest.mark.integration
 
@@ -284,22 +282,6 @@ async def stack(demo_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> As
             yield Stack(settings, access, Actions(access, RetentionMetrics(CollectorRegistry())), api, console_url)
     finally:
         await access.close()
-
-
-async def run_cli(argv: Sequence[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """``wa-archive ARGV`` in-process (in a thread: the command runs its own event loop); (exit code, out, err)."""
-
-    def run() -> int:
-        try:
-            cli_main(argv)
-        except SystemExit as exit_:
-            return int(exit_.code or 0)
-        return 0
-
-    capsys.readouterr()
-    code = await asyncio.to_thread(run)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def check_messages(shown: list[dict[str, Any]], archived: Archived) -> None:

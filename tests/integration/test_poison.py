@@ -25,6 +25,7 @@ from pydantic import SecretStr
 
 from services.archiver import sealing
 from services.archiver.service import run_archiver
+from services.archiver.settings import ArchiverSettings
 from services.core.index import binary_key, binary_keys
 from services.core.keywords import searchable_text
 from services.core.settings import KafkaSettings
@@ -272,6 +273,16 @@ def failing_on(marker: str | None, calls: list[str]) -> Any:
     return failing
 
 
+async def unexpected_pipeline(
+    bootstrap: str, demo_env: dict[str, str], *, attempts: int
+) -> tuple[str, str, ArchiverSettings]:
+    """A topic, its dead-letter topic and an archiver's settings that try an unexpected failure ``attempts`` times."""
+    topic = await create_topic(bootstrap, partitions=1, prefix="unexpected")
+    dlq = await create_topic(bootstrap, partitions=1, prefix="unexpected-dlq")
+    settings = pipeline.archiver_settings(demo_env, topic, dlq, f"test/{uuid.uuid4().hex[:8]}")
+    return topic, dlq, settings.model_copy(update={"unexpected_attempts": attempts})
+
+
 def text_message(person: pipeline.Person, wamid: str, words: str) -> bytes:
     return body(person.waba_id, person.phone_number_id, text(wamid, person.wa_id, text={"body": words}), person.wa_id)
 
@@ -281,10 +292,7 @@ async def test_an_unexpected_exception_in_one_record_dead_letters_it_alone_and_t
 ) -> None:
     calls: list[str] = []
     monkeypatch.setattr(sealing, "searchable_text", failing_on("boom", calls))
-    topic = await create_topic(kafka_bootstrap, partitions=1, prefix="unexpected")
-    dlq = await create_topic(kafka_bootstrap, partitions=1, prefix="unexpected-dlq")
-    settings = pipeline.archiver_settings(demo_env, topic, dlq, f"test/{uuid.uuid4().hex[:8]}")
-    settings = settings.model_copy(update={"unexpected_attempts": 3})
+    topic, dlq, settings = await unexpected_pipeline(kafka_bootstrap, demo_env, attempts=3)
     person = pipeline.Person.fresh()
     bodies = [text_message(person, f"wamid.u{n}", f"ordinary {n}") for n in range(20)]
     bodies.insert(13, text_message(person, "wamid.ubad", "boom"))
@@ -326,10 +334,7 @@ async def test_a_failure_of_every_record_is_not_dead_lettered_record_after_recor
     backoff, and are all archived once the bug is gone — not emptied into the dead-letter topic."""
     calls: list[str] = []
     monkeypatch.setattr(sealing, "searchable_text", failing_on("", calls))
-    topic = await create_topic(kafka_bootstrap, partitions=1, prefix="unexpected")
-    dlq = await create_topic(kafka_bootstrap, partitions=1, prefix="unexpected-dlq")
-    settings = pipeline.archiver_settings(demo_env, topic, dlq, f"test/{uuid.uuid4().hex[:8]}")
-    settings = settings.model_copy(update={"unexpected_attempts": 2})
+    topic, dlq, settings = await unexpected_pipeline(kafka_bootstrap, demo_env, attempts=2)
     person = pipeline.Person.fresh()
     events = pipeline.events_of([text_message(person, f"wamid.all{n}", f"ordinary {n}") for n in range(12)])
     await pipeline.produce(kafka_bootstrap, topic, events)
