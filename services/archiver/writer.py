@@ -204,7 +204,7 @@ class BatchWriter:
             return []
         suspect: Suspect | None = await self._retrying(lambda: ledger.suspect(partition), progress)
         pieces = plan_pieces(records, suspect, fan_out=self.crash_fan_out)
-        if suspect is not None and len(pieces) > 1:
+        if suspect is not None and any(piece.deaths for piece in pieces):  # the suspect range is in this batch
             self.metrics.crash_isolations.inc()
             log.warning(
                 "partition %d: a process died while writing offsets %d-%d (%d death(s)); writing them in %d pieces",
