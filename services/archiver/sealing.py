@@ -36,7 +36,7 @@ from services.core.container import (
     object_key,
 )
 from services.core.crypto import CachedDek, open_record, seal_record
-from services.core.events import MAX_STORED_TEXT, Event, text_fault
+from services.core.events import MAX_STORED_TEXT, Event, deep_enough, text_fault
 from services.core.holders import holder_since, new_number, with_changes
 from services.core.index import IndexRow, MediaRow, ObjectRow, alias_rows, event_time, index_row, received_time
 from services.core.journal import (
@@ -45,7 +45,6 @@ from services.core.journal import (
     EVENT_FORMAT,
     FORMAT_HEADER,
     WEBHOOK_FORMAT,
-    deep_enough,
     header_value,
     split_record,
 )

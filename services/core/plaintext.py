@@ -30,18 +30,15 @@ Nothing here raises for bad plaintext, logs or does I/O.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import math
 import re
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final, NoReturn
+from typing import Any, Final
 
 import orjson
 
-from services.core.events import loads_exact
+from services.core.events import JSON_RECURSION_LIMIT, STRICT_JSON_DECODER, deep_enough, loads_exact
 
 __all__ = [
     "REPLACEMENT",
@@ -54,10 +51,10 @@ __all__ = [
 ]
 
 REPLACEMENT: Final = "\ufffd"
-# The archiver splits (and so encodes) a record under services.core.journal.SPLIT_RECURSION_LIMIT: what it wrote,
-# the standard library reads and writes again under as much (a unit test holds the two equal). Not imported from
-# there: the journal brings the Kafka client, which `wa-archive --help` should not load.
-RECURSION_LIMIT: Final = 5_000
+# The archiver splits (and so encodes) a record under services.core.events.JSON_RECURSION_LIMIT: what it wrote, the
+# standard library reads and writes again under as much (services.core.events, not the journal: that brings the
+# Kafka client, which `wa-archive --help` should not load).
+RECURSION_LIMIT: Final = JSON_RECURSION_LIMIT
 _SURROGATE: Final = re.compile("[\ud800-\udfff]")
 # orjson reads an integer beyond 64 bits (>= 9.2e18: 19 digits or more) as a float. Digits mapped to "0" and every
 # other byte to " ", a run of 19 "0" finds such a number in a few microseconds (no digit run that long: none there),
@@ -83,40 +80,10 @@ class UndecodableRecord:
     reason: str
 
 
-def _refuse_constant(name: str) -> NoReturn:
-    raise ValueError(f"{name} is not a JSON value")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if math.isinf(value):
-        raise ValueError("number beyond the double range")
-    return value
-
-
-# The archive refused NaN, ±Infinity and numbers beyond the double range (services/core/events.py): so does reading,
-# as no JSON output could carry them.
-_DECODER: Final = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
-
-
-@contextlib.contextmanager
-def _deep_enough() -> Iterator[None]:
-    """The standard library's JSON code recurses once per level: run it under :data:`RECURSION_LIMIT`."""
-    limit = sys.getrecursionlimit()
-    if limit >= RECURSION_LIMIT:
-        yield
-        return
-    sys.setrecursionlimit(RECURSION_LIMIT)
-    try:
-        yield
-    finally:
-        sys.setrecursionlimit(limit)
-
-
 def _standard_library(raw: bytes) -> Any:
     text = raw.decode()  # strict UTF-8: the archive never wrote anything else
-    with _deep_enough():
-        return _DECODER.decode(text)
+    with deep_enough():
+        return STRICT_JSON_DECODER.decode(text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,7 +233,7 @@ def json_bytes(value: Any, *, indent: bool = False, default: Callable[[Any], Any
         return orjson.dumps(value, default=default, option=orjson.OPT_INDENT_2 if indent else None)
     except TypeError:  # orjson.JSONEncodeError: an integer beyond 64 bits, or too deep
         pass
-    with _deep_enough():
+    with deep_enough():
         text = json.dumps(
             value,
             ensure_ascii=False,
