@@ -192,8 +192,8 @@ class BatchWriter:
         # Media stream into their objects while the batch is written (they need their person's key); a medium is
         # fetched once per batch (its failure is final after the fetcher's own attempts, and the sweep takes it
         # from there), and the batch object and index are retried until durable.
-        media_results = self._fetch_media(good)
-        return await self._archive_isolating(good, media_results, progress)
+        media = self._media_of(good)
+        return await self._archive_isolating(good, media, progress)
 
     async def _write_recorded(
         self, ledger: InflightLedger, partition: int, records: Sequence[ConsumedRecord], progress: _Progress
@@ -368,7 +368,7 @@ class BatchWriter:
         progress.dead_letters += len(records)
         log.warning("sent %d record(s) to the dead-letter topic", len(records))
 
-    def _fetch_media(self, records: Sequence[ConsumedRecord]) -> _BatchMedia:
+    def _media_of(self, records: Sequence[ConsumedRecord]) -> _BatchMedia:
         """The media the batch's messages refer to; they are fetched by :meth:`_put_media` under their keys."""
         refs: dict[str, MediaRef] = {}
         if self.media is None:
