@@ -81,22 +81,22 @@ from botocore.exceptions import ClientError
 from prometheus_client import CollectorRegistry
 
 from bench.common import demo_env, ensure_stack, start_module, wait_http, write_result
+from services.actions.access import ArchiveAccess, open_access
+from services.actions.layer import Actions, Operator
 from services.console.app import SEARCH_LIMIT, create_console_app
 from services.console.settings import ConsoleSettings
 from services.console.timeline import bubbles
 from services.core.events import decode_webhook, webhook_scope
+from services.core.identity import expand_subject_refs, resolve_subject_refs
 from services.core.index import binary_keys
 from services.core.journal import webhook_record
 from services.core.kafka import AckedProducer
 from services.core.keywords import words
 from services.core.reader import RecordLocation
 from services.core.settings import KafkaSettings
-from services.retention.access import ArchiveAccess, open_access
-from services.retention.actions import Actions, Operator
-from services.retention.conversation import assemble
-from services.retention.metrics import RetentionMetrics
-from services.retention.search import SearchFilter, search_index
-from services.retention.subjects import expand_subject_refs, resolve_subject_refs
+from services.governance.metrics import RetentionMetrics
+from services.review.conversation import assemble
+from services.review.search import SearchFilter, search_index
 from tests import pipeline
 from tests.support import committed_offsets, create_topic, free_port, serve_asgi
 

@@ -26,14 +26,14 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.common import CpuMeter, demo_env, ensure_stack, start_module, wait_http, write_result
+from services.actions.access import open_access
 from services.core.bucket import ArchiveBucket
 from services.core.events import Event
 from services.core.kafka import AckedProducer, OutgoingRecord
 from services.core.settings import KafkaSettings
-from services.retention.access import open_access
-from services.retention.conversation import load_conversation
-from services.retention.erasure import erase_subject
-from services.retention.run import CONCURRENT_CHUNKS, DELETE_BATCH, retention_run
+from services.governance.erasure import erase_subject
+from services.governance.retention_run import CONCURRENT_CHUNKS, DELETE_BATCH, retention_run
+from services.review.conversation import load_conversation
 from tests import pipeline
 from tests.support import create_topic, free_port
 

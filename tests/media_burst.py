@@ -24,10 +24,10 @@ import asyncpg
 import httpx
 import orjson
 
+from services.actions.access import open_access
 from services.core.container import media_record_id
 from services.core.index import binary_keys
 from services.ingest.signature import sign
-from services.retention.access import open_access
 from tests import pipeline
 from tests.fakes.graph_api import FakeGraphApi
 from tests.support import REPO_ROOT, create_topic, free_port

@@ -28,7 +28,7 @@ from services.cli.commands import (
     cmd_retention,
     cmd_search,
 )
-from services.retention.grounds import REFUSAL_GROUNDS
+from services.governance.grounds import REFUSAL_GROUNDS
 
 Handler = Callable[[argparse.Namespace], int]
 

@@ -1,4 +1,4 @@
-"""The ``wa-archive`` commands: each translates its arguments into one action (services/retention/actions.py) or
+"""The ``wa-archive`` commands: each translates its arguments into one action (services/actions/layer.py) or
 tool (services/tools/) and prints the result; refusals become exit codes (2: refused, 1: not found)."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from services.cli.render import (
 
 # Only what `wa-archive --help` needs is imported at start; each command imports its own.
 if TYPE_CHECKING:
-    from services.retention.actions import Actions, MediaFile, Operator
+    from services.actions.layer import Actions, MediaFile, Operator
     from services.retention.settings import RetentionSettings
 
 Work = Callable[["Actions", "Operator"], Awaitable[int]]
@@ -58,10 +58,8 @@ def with_actions(work: Work) -> int:
     """
     from prometheus_client import CollectorRegistry  # noqa: PLC0415
 
-    from services.core.crypto import KeyRingError  # noqa: PLC0415
-    from services.core.schema import SchemaNotCurrent  # noqa: PLC0415
-    from services.retention.access import open_access  # noqa: PLC0415
-    from services.retention.actions import (  # noqa: PLC0415
+    from services.actions.access import open_access  # noqa: PLC0415
+    from services.actions.layer import (  # noqa: PLC0415
         Actions,
         ErasureError,
         Forbidden,
@@ -72,8 +70,10 @@ def with_actions(work: Work) -> int:
         PersonRequired,
         RewrapRefused,
     )
-    from services.retention.metrics import RetentionMetrics  # noqa: PLC0415
-    from services.retention.subjects import ReasonRequired  # noqa: PLC0415
+    from services.core.audit import ReasonRequired  # noqa: PLC0415
+    from services.core.crypto import KeyRingError  # noqa: PLC0415
+    from services.core.schema import SchemaNotCurrent  # noqa: PLC0415
+    from services.governance.metrics import RetentionMetrics  # noqa: PLC0415
 
     config = settings()
     operator = Operator(config.operator, "dpo")
@@ -227,7 +227,7 @@ def cmd_group_messages(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from services.retention.search import SearchFilter  # noqa: PLC0415
+    from services.review.search import SearchFilter  # noqa: PLC0415
 
     query = SearchFilter(
         args.phone_number_id,
@@ -252,7 +252,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from services.retention.export import write_export  # noqa: PLC0415
+    from services.review.export import write_export  # noqa: PLC0415
 
     async def work(actions: Actions, operator: Operator) -> int:
         with progress_bar("decrypting") as progress:

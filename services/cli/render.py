@@ -14,8 +14,8 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
-    from services.retention.conversation import ConversationMessage
-    from services.retention.holds import Hold
+    from services.governance.holds import Hold
+    from services.review.conversation import ConversationMessage
 
 
 def print_json(value: Any) -> None:
@@ -52,7 +52,7 @@ def progress_bar(label: str) -> Iterator[Callable[[int, int], None]]:
 def messages_table(messages: Sequence[ConversationMessage]) -> Table:
     from rich.table import Table  # noqa: PLC0415
 
-    from services.retention.conversation import summary, utc  # noqa: PLC0415
+    from services.review.conversation import summary, utc  # noqa: PLC0415
 
     table = Table("when (UTC)", "", "message", "status", "changes")
     for message in messages:
@@ -70,7 +70,7 @@ def group_table(messages: Sequence[ConversationMessage]) -> Table:
     """A group's timeline: who wrote or what happened to whom, with the same status and changes as a person's."""
     from rich.table import Table  # noqa: PLC0415
 
-    from services.retention.conversation import group_change, utc  # noqa: PLC0415
+    from services.review.conversation import group_change, utc  # noqa: PLC0415
 
     table = Table("when (UTC)", "who", "message", "status", "changes")
     for message in messages:
@@ -86,7 +86,7 @@ def group_table(messages: Sequence[ConversationMessage]) -> Table:
 
 
 def _changes(message: ConversationMessage) -> str:
-    from services.retention.conversation import edit_summary, utc  # noqa: PLC0415
+    from services.review.conversation import edit_summary, utc  # noqa: PLC0415
 
     changes = [f"edited: {edit_summary(edit)}" for edit in message.edits]
     if message.deletion:

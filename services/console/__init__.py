@@ -1,1 +1,1 @@
-"""The review console: a browser-facing adapter over the action layer (services/retention/actions.py)."""
+"""The review console: a browser-facing adapter over the action layer (services/actions/layer.py)."""

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import uvicorn
 
+from services.actions.access import ArchiveAccess, open_access
 from services.console.app import create_console_app
 from services.console.settings import ConsoleSettings
 from services.core.http import server_options
 from services.core.logs import configure_logging
 from services.core.settings import load_settings
 from services.core.transport import plaintext_links, warn_plaintext
-from services.retention.access import ArchiveAccess, open_access
 from services.retention.settings import RetentionSettings
 
 

@@ -1,4 +1,4 @@
-"""The review console: server-rendered pages over the action layer (services/retention/actions.py).
+"""The review console: server-rendered pages over the action layer (services/actions/layer.py).
 
 A community manager signs in, searches (metadata only), gives a reason, and reads the conversation as a phone shows
 it; the data protection officer also manages holds, erasure requests, the audit log and the retention dry run.
@@ -45,19 +45,8 @@ from prometheus_client import CollectorRegistry
 from starlette.datastructures import FormData, MutableHeaders
 from starlette.exceptions import HTTPException
 
-from services.console.audit_view import audit_details
-from services.console.auth import Authenticator, NamedCredentials
-from services.console.i18n import LOCALES, Formatter, known_locale, negotiate, translator, zone
-from services.console.metrics import ConsoleMetrics, RefusalReason
-from services.console.sessions import OpenedConversation, Session, SessionStore, new_secret, same_token
-from services.console.settings import ConsoleSettings
-from services.console.throttle import SigninThrottle, ThrottlePolicy
-from services.console.timeline import Page, bubbles
-from services.core.http import ASGIApp, BodyLimit, Message, Receive, Scope, Send
-from services.core.ops_http import OpsServer, ops_app
-from services.core.reader import ContainerError, RecordTampered
-from services.retention.access import ArchiveAccess
-from services.retention.actions import (
+from services.actions.access import ArchiveAccess
+from services.actions.layer import (
     ActionName,
     Actions,
     ErasureError,
@@ -69,12 +58,23 @@ from services.retention.actions import (
     ReasonRequired,
     authorize,
 )
-from services.retention.grounds import REFUSAL_GROUNDS
-from services.retention.holds import HoldScope
-from services.retention.metrics import RetentionMetrics
-from services.retention.search import IndexHit, SearchFilter
+from services.console.audit_view import audit_details
+from services.console.auth import Authenticator, NamedCredentials
+from services.console.i18n import LOCALES, Formatter, known_locale, negotiate, translator, zone
+from services.console.metrics import ConsoleMetrics, RefusalReason
+from services.console.sessions import OpenedConversation, Session, SessionStore, new_secret, same_token
+from services.console.settings import ConsoleSettings
+from services.console.throttle import SigninThrottle, ThrottlePolicy
+from services.console.timeline import Page, bubbles
+from services.core.audit import AuditFilter, require_reason
+from services.core.http import ASGIApp, BodyLimit, Message, Receive, Scope, Send
+from services.core.ops_http import OpsServer, ops_app
+from services.core.reader import ContainerError, RecordTampered
+from services.governance.grounds import REFUSAL_GROUNDS
+from services.governance.holds import HoldScope
+from services.governance.metrics import RetentionMetrics
 from services.retention.settings import RetentionSettings
-from services.retention.subjects import AuditFilter, require_reason
+from services.review.search import IndexHit, SearchFilter
 
 log = logging.getLogger("wa_archive.console")
 

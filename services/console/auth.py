@@ -3,7 +3,7 @@
 Today's implementation, :class:`NamedCredentials`, checks a name and secret against the admin API's named tokens
 (``WA_RETENTION_ADMIN_TOKENS``): the name is the actor of the audit log, the token's role is the person's role.
 Single sign-on (OpenID Connect) will be another implementation of the same protocol, its claims mapped to an
-:class:`~services.retention.actions.Operator`; nothing else in the console knows how a person was authenticated.
+:class:`~services.actions.layer.Operator`; nothing else in the console knows how a person was authenticated.
 
 A session keeps the :attr:`Credential.fingerprint` of the credential that opened it, and every request asks
 :meth:`Authenticator.current` who that credential belongs to now: a token removed, replaced or given another role
@@ -18,7 +18,7 @@ import hmac
 from dataclasses import dataclass
 from typing import Protocol
 
-from services.retention.actions import Operator
+from services.actions.layer import Operator
 from services.retention.settings import RetentionSettings
 
 # A failed sign-in answers after this long; the throttle (services/console/throttle.py) bounds the number of tries.

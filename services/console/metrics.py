@@ -1,4 +1,4 @@
-"""Prometheus metrics of the review console's own work (the actions' metrics are services/retention/metrics.py).
+"""Prometheus metrics of the review console's own work (the actions' metrics are services/governance/metrics.py).
 Labels are closed sets: outcomes, statuses, reasons; never a name, an address or a token."""
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from services.retention.actions import Operator
+from services.actions.layer import Operator
 from services.retention.settings import Role
 
 

@@ -1,6 +1,6 @@
 """The conversation timeline as the viewer's phone shows it: pure, from decrypted messages to what a template draws.
 
-:func:`bubbles` turns :class:`~services.retention.conversation.ConversationMessage` into :class:`Bubble`: direction,
+:func:`bubbles` turns :class:`~services.review.conversation.ConversationMessage` into :class:`Bubble`: direction,
 time, the current content (after the last edit) and its history, the deletion ("deleted for everyone by the
 customer at 14:02, 3 minutes after it was sent"), delivery ticks from statuses, the quoted message of a reply,
 the reactions attached to their message, locations, contact cards, interactive replies, orders, templates, calls
@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.retention.conversation import Change, ConversationMessage
+from services.review.conversation import Change, ConversationMessage
 
 TICKS = {"sent": "✓", "delivered": "✓✓", "read": "✓✓", "played": "✓✓", "failed": "!", "deleted": "✓"}
 

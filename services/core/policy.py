@@ -30,7 +30,7 @@ can be reclassified (and rebuilt) without decrypting anything.
 number, business-scoped user id) wrote, was written to, called or set a preference. A record of a ``last_contact``
 class is indexed with the expiry of its own time (a lower bound) and marked; a retention run that finds it expired
 first looks for a later contact and, if there is one, moves the expiry on instead of deleting
-(services/retention/run.py).
+(services/governance/retention_run.py).
 """
 
 from __future__ import annotations

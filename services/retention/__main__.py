@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import uvicorn
 
+from services.actions.access import ArchiveAccess, open_access
 from services.core.http import server_options
 from services.core.logs import configure_logging
 from services.core.settings import load_settings
 from services.core.transport import plaintext_links, warn_plaintext
-from services.retention.access import ArchiveAccess, open_access
 from services.retention.api import create_admin_app
 from services.retention.service import background_work
 from services.retention.settings import RetentionSettings

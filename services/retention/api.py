@@ -1,7 +1,7 @@
 """The retention admin API (``/v1/``), bearer tokens with roles; OpenAPI at ``/openapi.json`` (with a token) and on
 the ops port.
 
-A thin adapter over :mod:`services.retention.actions`: it authenticates the token, translates the request into an
+A thin adapter over :mod:`services.actions.layer`: it authenticates the token, translates the request into an
 action's arguments and its result or error into JSON. ``reader`` tokens may search and retrieve (with a reason,
 audited); ``dpo`` tokens may also erase, hold, export and run retention. The token's name is the actor written to
 the audit log.
@@ -32,12 +32,8 @@ from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, Field
 from starlette.routing import Match
 
-from services.core.crypto import UnknownKek
-from services.core.http import ASGIApp, BodyLimit, Receive, Scope, Send, refuse
-from services.core.ops_http import OpsServer, ops_app
-from services.core.plaintext import json_bytes
-from services.retention.access import ArchiveAccess
-from services.retention.actions import (
+from services.actions.access import ArchiveAccess
+from services.actions.layer import (
     ActionName,
     Actions,
     ErasureError,
@@ -50,13 +46,17 @@ from services.retention.actions import (
     ReasonRequired,
     authorize,
 )
-from services.retention.conversation import Conversation
-from services.retention.erasure import EXTENSION_REASON_MAX
-from services.retention.grounds import RefusalGround
-from services.retention.holds import HoldScope
-from services.retention.metrics import RetentionMetrics
-from services.retention.search import SearchFilter
+from services.core.crypto import UnknownKek
+from services.core.http import ASGIApp, BodyLimit, Receive, Scope, Send, refuse
+from services.core.ops_http import OpsServer, ops_app
+from services.core.plaintext import json_bytes
+from services.governance.erasure import EXTENSION_REASON_MAX
+from services.governance.grounds import RefusalGround
+from services.governance.holds import HoldScope
+from services.governance.metrics import RetentionMetrics
 from services.retention.settings import RetentionSettings, Role
+from services.review.conversation import Conversation
+from services.review.search import SearchFilter
 
 log = logging.getLogger("wa_archive.retention.api")
 

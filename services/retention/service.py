@@ -8,10 +8,10 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from services.retention.access import ArchiveAccess
-from services.retention.actions import SCHEDULER, Actions
-from services.retention.erasure import pending_erasures
-from services.retention.metrics import RetentionMetrics
+from services.actions.access import ArchiveAccess
+from services.actions.layer import SCHEDULER, Actions
+from services.governance.erasure import pending_erasures
+from services.governance.metrics import RetentionMetrics
 from services.retention.settings import RetentionSettings
 
 log = logging.getLogger("wa_archive.retention")

@@ -21,11 +21,11 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+from services.actions.access import open_access
 from services.archiver.rebuild import rebuild_index
 from services.core.events import Event
 from services.core.index import binary_keys
 from services.core.reader import RecordLocation
-from services.retention.access import open_access
 from tests import pipeline
 from tests.fakes.graph_api import FakeGraphApi
 from tests.pipeline import Person

@@ -35,9 +35,9 @@ import orjson
 import pytest
 import yaml
 
+from services.actions.access import open_access
 from services.core.events import Event
 from services.core.reader import RecordLocation
-from services.retention.access import open_access
 from services.tools.loadgen import LoadReport, Tenant, send_load, synthetic_deliveries
 from tests import pipeline
 from tests.support import REPO_ROOT, ServiceProcess, committed_offsets, create_topic, end_offsets

@@ -30,9 +30,9 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from services.actions.access import open_access
 from services.core.events import Event
 from services.core.reader import RecordLocation
-from services.retention.access import open_access
 from services.tools.loadgen import LoadReport, SyntheticWebhook, Tenant, send_load, synthetic_deliveries
 from tests import pipeline
 from tests.support import ServiceProcess, committed_offsets, create_topic, end_offsets, free_port

@@ -1,4 +1,4 @@
-"""The CLI, the admin API and the scheduler act through the same action layer (services/retention/actions.py).
+"""The CLI, the admin API and the scheduler act through the same action layer (services/actions/layer.py).
 
 Against the real stack: whoever starts an action, the same audit row is written (with that caller's name as
 actor), the same role check refuses, and the same reason check refuses before anything is read.
@@ -17,14 +17,15 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
+from services.actions.access import ArchiveAccess, open_access
+from services.actions.layer import SCHEDULER, Actions, Forbidden, NotFound, Operator
+from services.core.audit import ReasonRequired
+from services.core.identity import resolve_subject_refs
 from services.core.reader import RecordLocation
-from services.retention.access import ArchiveAccess, open_access
-from services.retention.actions import SCHEDULER, Actions, Forbidden, NotFound, Operator
+from services.governance.metrics import RetentionMetrics
 from services.retention.api import create_admin_app
-from services.retention.metrics import RetentionMetrics
 from services.retention.service import background_work
 from services.retention.settings import RetentionSettings
-from services.retention.subjects import ReasonRequired, resolve_subject_refs
 from tests import pipeline
 from tests.integration.test_retention import archive, audit_rows, crisis_bodies
 from tests.pipeline import Person

@@ -27,16 +27,16 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
+from services.actions.access import open_access
+from services.actions.layer import Actions, Operator
 from services.archiver.service import run_archiver
 from services.archiver.settings import GraphSettings
 from services.core.events import WebhookRejected, parse_webhook
 from services.core.index import binary_keys
 from services.core.settings import KafkaSettings
+from services.governance.metrics import RetentionMetrics
 from services.ingest.app import IngestApp
 from services.ingest.settings import IngestSettings
-from services.retention.access import open_access
-from services.retention.actions import Actions, Operator
-from services.retention.metrics import RetentionMetrics
 from services.tools.replay import post_signed
 from tests import pipeline
 from tests.fakes.graph_api import FakeGraphApi

@@ -16,18 +16,18 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
+from services.actions.access import ArchiveAccess, open_access
+from services.actions.layer import Actions, Operator
 from services.console.app import create_console_app
 from services.console.settings import ConsoleSettings
+from services.core.identity import resolve_subject_refs
 from services.core.index import binary_keys
 from services.core.keywords import words
-from services.retention.access import ArchiveAccess, open_access
-from services.retention.actions import Actions, Operator
-from services.retention.conversation import load_conversation, message_words
-from services.retention.erasure import erase_subject
-from services.retention.metrics import RetentionMetrics
-from services.retention.search import SearchFilter
+from services.governance.erasure import erase_subject
+from services.governance.metrics import RetentionMetrics
 from services.retention.settings import RetentionSettings
-from services.retention.subjects import resolve_subject_refs
+from services.review.conversation import load_conversation, message_words
+from services.review.search import SearchFilter
 from tests import pipeline
 from tests.fakes.graph_api import FakeGraphApi
 from tests.integration.test_retention import NOW

@@ -20,9 +20,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
+from services.actions.access import ArchiveAccess, open_access
 from services.console.app import create_console_app
 from services.console.settings import ConsoleSettings
-from services.retention.access import ArchiveAccess, open_access
 from services.retention.settings import AdminToken, RetentionSettings, Role
 from tests import pipeline
 from tests.support import answer_before_body, serve_asgi

@@ -24,6 +24,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
+from services.actions.access import ArchiveAccess, open_access
 from services.archiver.metrics import ArchiverMetrics
 from services.archiver.rebuild import rebuild_index
 from services.archiver.sealing import RawRecord
@@ -37,11 +38,10 @@ from services.core.keyring import Keyring
 from services.core.retry import RetryPolicy
 from services.core.schema import connect_pool
 from services.core.settings import KafkaSettings
+from services.governance.erasure import erase_subject
 from services.ingest.app import IngestApp
 from services.ingest.settings import IngestSettings
-from services.retention.access import ArchiveAccess, open_access
-from services.retention.conversation import load_conversation
-from services.retention.erasure import erase_subject
+from services.review.conversation import load_conversation
 from services.tools.replay import post_signed
 from tests import pipeline
 from tests.pipeline import Person

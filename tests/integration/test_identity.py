@@ -17,15 +17,15 @@ import orjson
 import pytest
 from mypy_boto3_s3 import S3Client
 
+from services.actions.access import ArchiveAccess
+from services.actions.layer import Operator
+from services.core.identity import resolve_subject_refs
 from services.core.index import binary_keys
 from services.core.pseudonym import holder_ref, subject_ref
-from services.retention.access import ArchiveAccess
-from services.retention.actions import Operator
-from services.retention.conversation import ConversationMessage
-from services.retention.erasure import carry_out, erase_subject
-from services.retention.holds import create_hold, release_hold
-from services.retention.run import retention_run
-from services.retention.subjects import resolve_subject_refs
+from services.governance.erasure import carry_out, erase_subject
+from services.governance.holds import create_hold, release_hold
+from services.governance.retention_run import retention_run
+from services.review.conversation import ConversationMessage
 from tests import pipeline
 from tests.integration.test_actions import Stack, stack
 from tests.integration.test_retention import NOW, access, archive, prefix

@@ -31,16 +31,16 @@ import pytest
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
+from services.actions.access import ArchiveAccess, open_access
+from services.actions.layer import Actions, Operator
 from services.core.crypto import DekCache, LocalKek, UnknownKek
 from services.core.index import binary_keys
 from services.core.keyring import Keyring, RewrapRefused
 from services.core.reader import RecordLocation
 from services.core.schema import connect_pool, migrate_dsn
 from services.core.settings import KeySettings, PostgresSettings
-from services.retention.access import ArchiveAccess, open_access
-from services.retention.actions import Actions, Operator
+from services.governance.metrics import RetentionMetrics
 from services.retention.api import create_admin_app
-from services.retention.metrics import RetentionMetrics
 from services.retention.settings import RetentionSettings
 from tests import pipeline
 from tests.integration.test_erasure_final import erase, readable

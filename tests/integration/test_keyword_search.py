@@ -11,10 +11,10 @@ import asyncpg
 import orjson
 import pytest
 
+from services.actions.layer import Operator
+from services.core.identity import resolve_subject_refs
 from services.core.index import binary_keys
-from services.retention.actions import Operator
-from services.retention.search import SearchFilter
-from services.retention.subjects import resolve_subject_refs
+from services.review.search import SearchFilter
 from tests import pipeline
 from tests.integration.test_actions import READER, Stack, stack
 from tests.integration.test_retention import NOW, archive

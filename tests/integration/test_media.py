@@ -14,6 +14,7 @@ import pytest
 from mypy_boto3_s3 import S3Client
 from prometheus_client import CollectorRegistry
 
+from services.actions.access import ArchiveAccess, open_access
 from services.archiver.media import MediaFetcher, MediaRef, MediaSink, media_ref, sha256_matches
 from services.archiver.media_store import MediaTarget, SealedMediaUpload
 from services.archiver.metrics import ArchiverMetrics
@@ -36,8 +37,7 @@ from services.core.crypto import CachedDek, DekCache, LocalKek, seal_record
 from services.core.index import binary_keys
 from services.core.keyring import Keyring
 from services.core.policy import DEFAULT_POLICY
-from services.retention.access import ArchiveAccess, open_access
-from services.retention.conversation import load_conversation
+from services.review.conversation import load_conversation
 from tests import pipeline
 from tests.fakes.graph_api import FakeGraphApi, generated_bytes
 from tests.support import create_topic, payloads_dir

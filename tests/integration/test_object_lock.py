@@ -15,9 +15,9 @@ import pytest
 from botocore.exceptions import ClientError
 from mypy_boto3_s3 import S3Client
 
+from services.actions.access import open_access
 from services.core.index import binary_key
-from services.retention.access import open_access
-from services.retention.run import delete_chunk
+from services.governance.retention_run import delete_chunk
 from tests import pipeline
 from tests.pipeline import Person
 from tests.support import create_topic

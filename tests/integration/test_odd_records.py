@@ -26,21 +26,21 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
+from services.actions.access import ArchiveAccess, open_access
+from services.actions.layer import Actions, Operator
 from services.console.app import create_console_app
 from services.console.settings import ConsoleSettings
 from services.core.container import ContainerRecord, decode_container, encode_container
 from services.core.crypto import seal_record
+from services.core.identity import resolve_subject_refs
 from services.core.index import binary_key
 from services.core.plaintext import REPLACEMENT
 from services.core.pseudonym import subject_ref
-from services.retention.access import ArchiveAccess, open_access
-from services.retention.actions import Actions, Operator
+from services.governance.metrics import RetentionMetrics
 from services.retention.api import create_admin_app
-from services.retention.conversation import summary
-from services.retention.export import write_export
-from services.retention.metrics import RetentionMetrics
 from services.retention.settings import RetentionSettings
-from services.retention.subjects import resolve_subject_refs
+from services.review.conversation import summary
+from services.review.export import write_export
 from tests import pipeline
 from tests.pipeline import Person
 from tests.support import create_topic, run_cli, serve_asgi

@@ -20,17 +20,18 @@ from botocore.exceptions import ClientError
 from mypy_boto3_s3 import S3Client
 from prometheus_client import CollectorRegistry
 
+from services.actions.access import ArchiveAccess, open_access
 from services.archiver.rebuild import rebuild_index
+from services.core.audit import ReasonRequired
+from services.core.identity import resolve_subject_refs
 from services.core.index import INDEX_COLUMNS, IndexRow, ObjectRow, binary_key, binary_keys, write_object_index
 from services.core.reader import RecordLocation
-from services.retention.access import ArchiveAccess, open_access
+from services.governance.erasure import erase_subject
+from services.governance.holds import create_hold, held_objects, holds_settled, release_hold
+from services.governance.retention_run import delete_chunk, expired_objects, retention_run
 from services.retention.api import create_admin_app
-from services.retention.conversation import load_conversation
-from services.retention.erasure import erase_subject
-from services.retention.export import write_export
-from services.retention.holds import create_hold, held_objects, holds_settled, release_hold
-from services.retention.run import delete_chunk, expired_objects, retention_run
-from services.retention.subjects import ReasonRequired, resolve_subject_refs
+from services.review.conversation import load_conversation
+from services.review.export import write_export
 from tests import pipeline
 from tests.pipeline import Person
 from tests.support import create_topic, serve_asgi

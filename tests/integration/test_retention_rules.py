@@ -13,10 +13,10 @@ import asyncpg
 import pytest
 from mypy_boto3_s3 import S3Client
 
+from services.actions.access import ArchiveAccess
 from services.core.index import binary_keys
 from services.core.pseudonym import subject_ref
-from services.retention.access import ArchiveAccess
-from services.retention.run import retention_run
+from services.governance.retention_run import retention_run
 from tests import pipeline
 from tests.integration.test_identity import message
 from tests.integration.test_retention import NOW, access, prefix

@@ -8,11 +8,11 @@ from datetime import UTC, datetime
 import pytest
 from rich.console import Console
 
+from services.actions.layer import REQUIRED_ROLE, Forbidden, MediaFile, Operator, authorize, search_audit_details
 from services.cli.render import holds_table, messages_table, rows_table
-from services.retention.actions import REQUIRED_ROLE, Forbidden, MediaFile, Operator, authorize, search_audit_details
-from services.retention.conversation import Change, ConversationMessage
-from services.retention.holds import Hold
-from services.retention.search import IndexHit, SearchFilter
+from services.governance.holds import Hold
+from services.review.conversation import Change, ConversationMessage
+from services.review.search import IndexHit, SearchFilter
 
 pytestmark = pytest.mark.unit
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from services.console.timeline import bubbles, content_of
-from services.retention.conversation import assemble, keyword_matches
+from services.review.conversation import assemble, keyword_matches
 
 pytestmark = pytest.mark.unit
 

@@ -9,7 +9,7 @@ from importlib import resources
 import pytest
 
 from services.cli import build_parser
-from services.retention.grounds import REFUSAL_GROUNDS
+from services.governance.grounds import REFUSAL_GROUNDS
 
 
 def test_the_database_accepts_exactly_the_grounds_of_the_code() -> None:

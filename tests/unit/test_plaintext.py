@@ -32,14 +32,14 @@ from services.core.plaintext import (
     read_envelope,
 )
 from services.core.reader import RecordLocation
-from services.retention.conversation import (
+from services.review.conversation import (
     IndexedRecord,
     assemble,
     group_change,
     summary,
     unreadable_record,
 )
-from services.retention.export import export_document, render_html, write_export
+from services.review.export import export_document, render_html, write_export
 
 pytestmark = pytest.mark.unit
 

@@ -30,23 +30,15 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
+from services.actions.access import ArchiveAccess
 from services.archiver.rebuild import RebuildReport, RecordKeys, rebuild_index
+from services.core.audit import AuditEntry, AuditFilter, ReasonRequired, recent_audit, require_reason, write_audit
 from services.core.container import media_record_id
+from services.core.identity import PersonRequired, is_pseudonym
 from services.core.index import binary_key, binary_keys
 from services.core.keyring import KekUse, RewrapRefused, RewrapReport, kek_uses, rewrap_keys
 from services.core.keywords import words
-from services.retention.access import ArchiveAccess
-from services.retention.conversation import (
-    Conversation,
-    ConversationMessage,
-    ConversationPage,
-    GroupRequired,
-    GroupTimeline,
-    load_conversation,
-    load_conversation_page,
-    load_group_timeline,
-)
-from services.retention.erasure import (
+from services.governance.erasure import (
     ErasureError,
     ErasureOutcome,
     ErasureRequest,
@@ -57,22 +49,22 @@ from services.retention.erasure import (
     process_open_requests,
     refuse_erasure,
 )
-from services.retention.export import export_document
-from services.retention.holds import Hold, HoldError, HoldScope, create_hold, list_holds, release_hold
-from services.retention.metrics import RetentionMetrics
-from services.retention.run import RetentionReport, retention_run
-from services.retention.search import IndexHit, SearchFilter, search_index
+from services.governance.holds import Hold, HoldError, HoldScope, create_hold, list_holds, release_hold
+from services.governance.metrics import RetentionMetrics
+from services.governance.retention_run import RetentionReport, retention_run
 from services.retention.settings import Role
-from services.retention.subjects import (
-    AuditEntry,
-    AuditFilter,
-    PersonRequired,
-    ReasonRequired,
-    is_pseudonym,
-    recent_audit,
-    require_reason,
-    write_audit,
+from services.review.conversation import (
+    Conversation,
+    ConversationMessage,
+    ConversationPage,
+    GroupRequired,
+    GroupTimeline,
+    load_conversation,
+    load_conversation_page,
+    load_group_timeline,
 )
+from services.review.export import export_document
+from services.review.search import IndexHit, SearchFilter, search_index
 
 __all__ = [
     "ROLE_RANK",

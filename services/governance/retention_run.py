@@ -29,9 +29,9 @@ from typing import NamedTuple
 import asyncpg
 
 from services.core.bucket import ArchiveBucket
+from services.core.identity import linked_subject_refs
 from services.core.index import binary_keys, index_scans
-from services.retention.holds import held_objects, holds_settled
-from services.retention.subjects import linked_subject_refs
+from services.governance.holds import held_objects, holds_settled
 
 log = logging.getLogger("wa_archive.retention")
 Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy

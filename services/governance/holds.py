@@ -18,9 +18,10 @@ from typing import Literal
 
 import asyncpg
 
+from services.core.audit import write_audit
+from services.core.identity import expand_subject_refs, resolve_subject_refs
 from services.core.index import binary_keys
 from services.core.pseudonym import group_ref
-from services.retention.subjects import expand_subject_refs, resolve_subject_refs, write_audit
 
 Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 HoldScope = Literal["waba", "phone_number", "contact", "conversation", "group"]

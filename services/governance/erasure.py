@@ -34,13 +34,14 @@ from typing import Any, Final, Literal
 import asyncpg
 import orjson
 
+from services.core.audit import write_audit
 from services.core.bucket import DELETE_OBJECTS_MAX, ArchiveBucket, StorageUnavailable
+from services.core.identity import Connection, expand_subject_refs, resolve_subject_refs
 from services.core.index import Connection as OneConnection
 from services.core.index import binary_keys, index_scans
 from services.core.keyring import Keyring, record_erasure
-from services.retention.grounds import REFUSAL_GROUNDS
-from services.retention.holds import holds_covering, holds_settled
-from services.retention.subjects import Connection, expand_subject_refs, resolve_subject_refs, write_audit
+from services.governance.grounds import REFUSAL_GROUNDS
+from services.governance.holds import holds_covering, holds_settled
 
 log = logging.getLogger("wa_archive.retention")
 

@@ -1,4 +1,4 @@
-"""Find every pseudonym of a person, and write the audit trail of reads about them.
+"""Find every pseudonym of a person: by phone number, business-scoped user id or pseudonym, across business numbers.
 
 A person may be known by ``wa_id`` (phone number) or by a business-scoped ``user_id``; each business phone
 number gives them a different pseudonym, and a number that changed hands one per holder. :func:`resolve_subject_refs`
@@ -8,13 +8,9 @@ all their data.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from collections.abc import Iterable
 
 import asyncpg
-import orjson
 
 from services.core.holders import current_since, number_changes
 from services.core.pseudonym import holder_ref, subject_ref
@@ -30,10 +26,6 @@ class PersonRequired(ValueError):
 def is_pseudonym(value: str) -> bool:
     """64 lowercase hex digits: how a subject_ref looks (services/core/pseudonym.py)."""
     return len(value) == 64 and all(c in "0123456789abcdef" for c in value)
-
-
-class ReasonRequired(ValueError):
-    """Decrypting a person's data needs a stated reason (DESIGN.md §1.5); nothing was read."""
 
 
 async def business_numbers(conn: Connection) -> list[str]:
@@ -97,88 +89,3 @@ async def resolve_subject_refs(
         holder_ref(pepper, number, contact, current_since(changes.get(first, ()))) for number, first in firsts.items()
     ]
     return await expand_subject_refs(conn, holders)
-
-
-def require_reason(reason: str | None) -> str:
-    if reason is None or len(reason.strip()) < 3:
-        raise ReasonRequired("a reason is required to decrypt a person's records (it is written to the audit log)")
-    return reason.strip()
-
-
-async def write_audit(
-    conn: Connection,
-    *,
-    actor: str,
-    action: str,
-    reason: str | None,
-    subject_ref: str | None = None,
-    record_count: int | None = None,
-    details: Mapping[str, Any] | None = None,
-) -> None:
-    """Append one audit row. Pseudonyms, counts and references only — never a phone number or content."""
-    await conn.execute(
-        "INSERT INTO audit_log (actor, action, reason, subject_ref, record_count, details) "
-        "VALUES ($1, $2, $3, $4, $5, $6::jsonb)",
-        actor,
-        action,
-        reason,
-        subject_ref,
-        record_count,
-        orjson.dumps(dict(details or {})).decode(),
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class AuditEntry:
-    """One row of the audit log; ``details`` is its JSON object as text, as stored."""
-
-    audit_id: int
-    at: datetime
-    actor: str
-    action: str
-    reason: str | None
-    subject_ref: str | None
-    record_count: int | None
-    details: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "audit_id": self.audit_id,
-            "at": self.at.isoformat(),
-            "actor": self.actor,
-            "action": self.action,
-            "reason": self.reason,
-            "subject_ref": self.subject_ref,
-            "record_count": self.record_count,
-            "details": self.details,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class AuditFilter:
-    """Which audit rows to list: each field given narrows the list (all of them: the newest rows)."""
-
-    actor: str | None = None
-    action: str | None = None
-    subject_ref: str | None = None
-    since: datetime | None = None
-    until: datetime | None = None
-
-
-async def recent_audit(conn: Connection, limit: int, where: AuditFilter | None = None) -> list[AuditEntry]:
-    """The newest ``limit`` audit rows matching ``where``, oldest first (for `wa-archive audit`, ``GET /v1/audit``
-    and the console's audit page)."""
-    where = where or AuditFilter()
-    rows = await conn.fetch(
-        "SELECT audit_id, at, actor, action, reason, subject_ref, record_count, details::text AS details "
-        "FROM audit_log WHERE ($2::text IS NULL OR actor = $2) AND ($3::text IS NULL OR action = $3)"
-        " AND ($4::text IS NULL OR subject_ref = $4) AND ($5::timestamptz IS NULL OR at >= $5)"
-        " AND ($6::timestamptz IS NULL OR at <= $6) ORDER BY audit_id DESC LIMIT $1",
-        limit,
-        where.actor,
-        where.action,
-        where.subject_ref,
-        where.since,
-        where.until,
-    )
-    return [AuditEntry(**dict(row)) for row in reversed(rows)]

@@ -15,9 +15,9 @@ from typing import Any
 
 import asyncpg
 
+from services.core.identity import resolve_subject_refs
 from services.core.index import binary_keys
 from services.core.keywords import keyword_key, query_tokens
-from services.retention.subjects import resolve_subject_refs
 
 DELETED = (
     "EXISTS (SELECT 1 FROM archived_events d WHERE d.original_message_ref = e.message_ref "

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from services.core.plaintext import json_bytes
-from services.retention.conversation import ConversationMessage, edit_summary, summary
+from services.review.conversation import ConversationMessage, edit_summary, summary
 
 
 def export_document(

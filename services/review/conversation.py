@@ -29,19 +29,13 @@ from typing import Any
 
 import asyncpg
 
+from services.core.audit import require_reason, write_audit
+from services.core.identity import PersonRequired, expand_subject_refs, is_pseudonym, resolve_subject_refs
 from services.core.index import binary_keys
 from services.core.keywords import keyword_key, query_tokens, searchable_text, words
 from services.core.plaintext import UndecodableRecord, read_envelope
 from services.core.pseudonym import group_ref, message_ref
 from services.core.reader import ArchiveReader, RecordLocation
-from services.retention.subjects import (
-    PersonRequired,
-    expand_subject_refs,
-    is_pseudonym,
-    require_reason,
-    resolve_subject_refs,
-    write_audit,
-)
 
 MESSAGE_KINDS = frozenset({"message", "echo", "history", "outbound"})
 GROUP_KINDS = frozenset({"group", "group_participant"})
