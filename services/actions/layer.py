@@ -34,10 +34,11 @@ from services.actions.access import ArchiveAccess
 from services.archiver.rebuild import RebuildReport, RecordKeys, rebuild_index
 from services.core.audit import AuditEntry, AuditFilter, ReasonRequired, recent_audit, require_reason, write_audit
 from services.core.container import media_record_id
-from services.core.identity import PersonRequired, is_pseudonym
+from services.core.identity import PersonRequired
 from services.core.index import binary_key, binary_keys
 from services.core.keyring import KekUse, RewrapRefused, RewrapReport, kek_uses, rewrap_keys
 from services.core.keywords import words
+from services.core.vocabulary import ROLES, HoldScope, Role, is_event_id, is_pseudonym
 from services.governance.erasure import (
     ErasureError,
     ErasureOutcome,
@@ -49,10 +50,9 @@ from services.governance.erasure import (
     process_open_requests,
     refuse_erasure,
 )
-from services.governance.holds import Hold, HoldError, HoldScope, create_hold, list_holds, release_hold
+from services.governance.holds import Hold, HoldError, create_hold, list_holds, release_hold
 from services.governance.metrics import RetentionMetrics
 from services.governance.retention_run import RetentionReport, retention_run
-from services.retention.settings import Role
 from services.review.conversation import (
     Conversation,
     ConversationMessage,
@@ -106,7 +106,7 @@ ActionName = Literal[
     "keys.rewrap",
 ]
 
-ROLE_RANK: Final[dict[Role, int]] = {"reader": 1, "dpo": 2}
+ROLE_RANK: Final[dict[Role, int]] = {role: rank for rank, role in enumerate(ROLES, start=1)}
 # ``reader`` may search and retrieve (with a reason, audited); everything else is the data protection officer's.
 REQUIRED_ROLE: Final[dict[ActionName, Role]] = {
     "messages": "reader",
@@ -149,11 +149,6 @@ class Forbidden(PermissionError):
 
 class NotFound(LookupError):
     """The thing the action is about does not exist (e.g. no active hold with this id); nothing was done."""
-
-
-def is_event_id(value: str) -> bool:
-    """32 lowercase hex digits: how an event id looks (services/core/events.py)."""
-    return len(value) == 32 and all(c in "0123456789abcdef" for c in value)
 
 
 def authorize(operator: Operator, action: ActionName) -> None:

@@ -71,6 +71,7 @@ from services.core.keyring import Keyring, KeyShredded
 from services.core.keywords import Tokenizer, keyword_key
 from services.core.policy import DEFAULT_POLICY, Classifier, RetentionPolicy
 from services.core.retry import Attempt, Failure, RetryPolicy, classify, dependency_of
+from services.core.vocabulary import WEBHOOK_MESSAGE_KINDS
 
 log = logging.getLogger("wa_archive.archiver")
 T = TypeVar("T")
@@ -376,7 +377,7 @@ class BatchWriter:
         for record in records:
             event = record.event
             assert event is not None
-            if event.kind in ("message", "echo", "history"):
+            if event.kind in WEBHOOK_MESSAGE_KINDS:
                 ref = media_ref(event.type, event.payload)
                 if ref is not None:
                     refs[event.event_id] = ref

@@ -70,8 +70,16 @@ from services.core.audit import AuditFilter, require_reason
 from services.core.http import ASGIApp, BodyLimit, Message, Receive, Scope, Send
 from services.core.ops_http import OpsServer, ops_app
 from services.core.reader import ContainerError, RecordTampered
+from services.core.vocabulary import (
+    CALL_KINDS,
+    EVENT_KINDS,
+    HOLD_SCOPES,
+    MESSAGE_KINDS,
+    STATUS_KINDS,
+    Direction,
+    direction_of_kind,
+)
 from services.governance.grounds import REFUSAL_GROUNDS
-from services.governance.holds import HoldScope
 from services.governance.metrics import RetentionMetrics
 from services.retention.settings import RetentionSettings
 from services.review.search import IndexHit, SearchFilter
@@ -84,7 +92,10 @@ LANGUAGE_COOKIE: Final = "wa_console_lang"
 SEARCH_LIMIT: Final = 500
 AUDIT_LIMIT: Final = 200
 MEDIA_INLINE: Final = ("image/jpeg", "image/png", "image/webp", "image/gif", "audio/", "video/")
-KINDS: Final = ("message", "echo", "history", "outbound", "status", "call")
+# The search filter's kinds: what a conversation is made of, in the vocabulary's order.
+KINDS: Final = tuple(k for k in EVENT_KINDS if k in MESSAGE_KINDS | STATUS_KINDS | CALL_KINDS)
+# How the search results word a direction (each word is translated, services/console/i18n.py).
+DIRECTION_WORDS: Final[dict[Direction, str]] = {"inbound": "received", "outbound": "sent"}
 TYPES: Final = (
     "text",
     "image",
@@ -102,7 +113,6 @@ TYPES: Final = (
     "edit",
     "revoke",
 )
-HOLD_SCOPES: Final[tuple[HoldScope, ...]] = ("contact", "conversation", "group", "phone_number", "waba")
 
 CSP: Final = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; media-src 'self'; "
@@ -184,7 +194,9 @@ def field(form: FormData, name: str) -> str | None:
 
 
 def direction_of(kind: str) -> str:
-    return "sent" if kind in ("echo", "outbound") else "received" if kind == "message" else kind
+    """A search hit's direction as the results table words it (the kind itself when the kind does not say)."""
+    direction = direction_of_kind(kind)
+    return kind if direction is None else DIRECTION_WORDS[direction]
 
 
 def group_hits(hits: list[IndexHit]) -> list[tuple[str, list[IndexHit]]]:

@@ -13,6 +13,7 @@ from typing import Any, Final
 import orjson
 
 from services.console.i18n import Formatter
+from services.core.vocabulary import HOLD_SCOPES
 
 # Every field the services write into audit details (services/retention), by its English name. A field not listed
 # (written by a later version) is shown under its own key rather than hidden.
@@ -90,8 +91,7 @@ def _value(value: Any, t: Callable[..., str], fmt: Formatter) -> str:
 # Values that are names of states or scopes: shown in the viewer's language (the erasure states and hold scopes
 # have their French in i18n.FRENCH already).
 DETAIL_VALUES: Final = frozenset(
-    {"received", "blocked", "in_progress", "completed", "refused", "extended", "failed"}
-    | {"contact", "conversation", "group", "phone_number", "waba"}
+    {"received", "blocked", "in_progress", "completed", "refused", "extended", "failed"} | set(HOLD_SCOPES)
 )
 
 

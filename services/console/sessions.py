@@ -22,7 +22,7 @@ import asyncpg
 import orjson
 
 from services.actions.layer import Operator
-from services.retention.settings import Role
+from services.core.vocabulary import Role
 
 
 def new_secret() -> str:

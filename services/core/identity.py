@@ -23,11 +23,6 @@ class PersonRequired(ValueError):
     """A read names nobody, or names a person twice over (a contact id and a pseudonym); nothing was read."""
 
 
-def is_pseudonym(value: str) -> bool:
-    """64 lowercase hex digits: how a subject_ref looks (services/core/pseudonym.py)."""
-    return len(value) == 64 and all(c in "0123456789abcdef" for c in value)
-
-
 async def business_numbers(conn: Connection) -> list[str]:
     rows = await conn.fetch("SELECT phone_number_id FROM business_numbers ORDER BY phone_number_id")
     return [row["phone_number_id"] for row in rows]

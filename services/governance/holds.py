@@ -14,7 +14,6 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
 
 import asyncpg
 
@@ -22,9 +21,9 @@ from services.core.audit import write_audit
 from services.core.identity import expand_subject_refs, resolve_subject_refs
 from services.core.index import binary_keys
 from services.core.pseudonym import group_ref
+from services.core.vocabulary import PERSON_HOLD_SCOPES, HoldScope
 
 Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
-HoldScope = Literal["waba", "phone_number", "contact", "conversation", "group"]
 
 # Orders hold creation against deletions. Retention chunks and erasures hold this advisory lock shared from the
 # moment they check for holds until their deletions are done; creating a hold takes it exclusively. So once
@@ -59,7 +58,7 @@ async def held_objects(conn: Connection, object_keys: Sequence[str]) -> set[str]
     groups = sorted({h["group_ref"] for h in holds if h["scope"] == "group"})
     # A contact or conversation hold covers the person, not only the pseudonyms known when it was placed: an
     # identifier learned since (a business-scoped user id, say) is reached through the alias graph.
-    placed = {ref for h in holds if h["scope"] in ("contact", "conversation") for ref in h["subject_refs"]}
+    placed = {ref for h in holds if h["scope"] in PERSON_HOLD_SCOPES for ref in h["subject_refs"]}
     refs = await expand_subject_refs(conn, placed)
     rows = await conn.fetch(
         "SELECT DISTINCT object_key FROM archived_events WHERE object_key = ANY($1::text[])"
@@ -82,7 +81,7 @@ class HoldError(ValueError):
 class Hold:
     hold_id: str
     case_ref: str
-    scope: str
+    scope: HoldScope
     waba_id: str | None
     phone_number_id: str | None
     subject_count: int
@@ -142,7 +141,7 @@ async def create_hold(
         if not group_id:
             raise HoldError("a group hold needs --group-id")
         group = bytes.fromhex(group_ref(pepper, group_id))
-    if scope in ("contact", "conversation"):
+    if scope in PERSON_HOLD_SCOPES:
         if not contact:
             raise HoldError(f"a {scope} hold needs --contact")
         if scope == "conversation" and not phone_number_id:

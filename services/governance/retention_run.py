@@ -31,6 +31,7 @@ import asyncpg
 from services.core.bucket import ArchiveBucket
 from services.core.identity import linked_subject_refs
 from services.core.index import binary_keys, index_scans
+from services.core.vocabulary import CONTACT_KINDS
 from services.governance.holds import held_objects, holds_settled
 
 log = logging.getLogger("wa_archive.retention")
@@ -46,7 +47,7 @@ EXPIRED_OBJECTS_SQL = "SELECT object_key FROM archive_objects WHERE expires_at <
 
 # What counts as contact for a class anchored on the last contact: an exchange with the person, in either
 # direction (not a delivery status, an account or template update).
-LAST_CONTACT_KINDS = ("message", "echo", "outbound", "history", "call", "preference")
+LAST_CONTACT_KINDS = sorted(CONTACT_KINDS)
 
 # The marked records of the candidate objects whose person was in contact after them, and when each is now due.
 # The records of classes anchored on the last contact among the candidates, and the newest contact of each
@@ -120,7 +121,7 @@ async def defer_for_later_contact(
         # renewed by a message they sent since under their business-scoped user id.
         linked = await linked_subject_refs(conn, {row["subject_ref"].hex() for row in marked})
         every = sorted({ref for refs in linked.values() for ref in refs})
-        contacts = await conn.fetch(LAST_CONTACT_SQL, binary_keys(every), list(LAST_CONTACT_KINDS))
+        contacts = await conn.fetch(LAST_CONTACT_SQL, binary_keys(every), LAST_CONTACT_KINDS)
     latest = {row["subject_ref"].hex(): row["last_contact"] for row in contacts if row["last_contact"]}
     later: list[Deferral] = []
     for record in marked:

@@ -50,11 +50,11 @@ from services.core.crypto import UnknownKek
 from services.core.http import ASGIApp, BodyLimit, Receive, Scope, Send, refuse
 from services.core.ops_http import OpsServer, ops_app
 from services.core.plaintext import json_bytes
+from services.core.vocabulary import PSEUDONYM_PATTERN, EventKind, HoldScope, Role
 from services.governance.erasure import EXTENSION_REASON_MAX
 from services.governance.grounds import RefusalGround
-from services.governance.holds import HoldScope
 from services.governance.metrics import RetentionMetrics
-from services.retention.settings import RetentionSettings, Role
+from services.retention.settings import RetentionSettings
 from services.review.conversation import Conversation
 from services.review.search import SearchFilter
 
@@ -155,7 +155,7 @@ ERROR_STATUS: dict[type[Exception], int] = {
 
 
 # The request bodies' fields are the actions' keyword arguments.
-class ErasureRequest(BaseModel):
+class ErasureRequestBody(BaseModel):
     contact: str = Field(min_length=1, description="wa_id or business-scoped user id of the person")
     phone_number_id: str | None = Field(default=None, description="limit to one business number (default: all)")
     request_ref: str = Field(min_length=1, description="your reference of the data subject's request")
@@ -164,7 +164,7 @@ class ErasureRequest(BaseModel):
 class MessagesRequest(BaseModel):
     contact: str | None = Field(default=None, min_length=1, description="wa_id or business-scoped user id")
     subject_ref: str | None = Field(
-        default=None, pattern="^[0-9a-f]{64}$", description="or the person's pseudonym, as a search hit gives it"
+        default=None, pattern=PSEUDONYM_PATTERN, description="or the person's pseudonym, as a search hit gives it"
     )
     reason: str | None = Field(default=None, description="why the conversation is read (written to the audit log)")
     phone_number_id: str | None = None
@@ -202,7 +202,7 @@ class SearchRequest(BaseModel):
     contact: str | None = Field(default=None, description="wa_id or business-scoped user id of the person")
     since: datetime | None = None
     until: datetime | None = None
-    kind: str | None = None
+    kind: EventKind | None = None
     type: str | None = None
     deleted_only: bool = False
     edited_only: bool = False
@@ -362,7 +362,7 @@ def create_admin_app(
         phone_number_id: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
-        kind: str | None = None,
+        kind: EventKind | None = None,
         type: str | None = None,
         deleted_only: bool = False,
         edited_only: bool = False,
@@ -385,7 +385,7 @@ def create_admin_app(
     @app.post(
         "/v1/erasures", summary="Erase a person (GDPR Art. 17): crypto-shredding, then deletion", **requires("erase")
     )
-    async def erase(operator: Caller, actions: Run, body: ErasureRequest) -> dict[str, Any]:
+    async def erase(operator: Caller, actions: Run, body: ErasureRequestBody) -> dict[str, Any]:
         return (await actions.erase(operator, **body.model_dump())).proof()
 
     @app.get("/v1/erasures", summary="Erasure requests and their deadlines", **requires("erasures"))

@@ -30,15 +30,16 @@ from typing import Any
 import asyncpg
 
 from services.core.audit import require_reason, write_audit
-from services.core.identity import PersonRequired, expand_subject_refs, is_pseudonym, resolve_subject_refs
+from services.core.identity import PersonRequired, expand_subject_refs, resolve_subject_refs
 from services.core.index import binary_keys
 from services.core.keywords import keyword_key, query_tokens, searchable_text, words
 from services.core.plaintext import UndecodableRecord, read_envelope
 from services.core.pseudonym import group_ref, message_ref
 from services.core.reader import ArchiveReader, RecordLocation
+from services.core.vocabulary import BUSINESS_SENT_KINDS, MESSAGE_KINDS, STATUS_KINDS, Direction, is_pseudonym
 
-MESSAGE_KINDS = frozenset({"message", "echo", "history", "outbound"})
-GROUP_KINDS = frozenset({"group", "group_participant"})
+# A change in these kinds is the business's: its own message edited or revoked, or a status saying it deleted one.
+CHANGED_BY_BUSINESS = BUSINESS_SENT_KINDS | STATUS_KINDS
 STATUS_ORDER = {"sent": 1, "delivered": 2, "read": 3, "played": 4, "failed": 5, "deleted": 6}
 
 
@@ -63,7 +64,7 @@ class ConversationMessage:
     message_id: str | None
     kind: str
     type: str | None
-    direction: str  # inbound | outbound
+    direction: Direction
     timestamp: int | None
     received_at: str
     payload: Any
@@ -107,9 +108,9 @@ class ConversationMessage:
         }
 
 
-def _direction(envelope: dict[str, Any]) -> str:
+def _direction(envelope: dict[str, Any]) -> Direction:
     kind = envelope.get("kind")
-    if kind in ("echo", "outbound"):
+    if kind in BUSINESS_SENT_KINDS:
         return "outbound"
     if kind == "history":
         subject = envelope.get("subject") or {}
@@ -164,7 +165,7 @@ def assemble(
             if target is not None:
                 target.statuses.append((str(envelope.get("type")), envelope.get("timestamp")))
             continue
-        by = "business" if envelope.get("kind") in ("echo", "outbound", "status") else "customer"
+        by = "business" if envelope.get("kind") in CHANGED_BY_BUSINESS else "customer"
         record = Change(envelope["event_id"], change or "", by, envelope.get("timestamp"), envelope.get("payload"))
         if target is None:
             # The original was not archived (it predates the archive): keep the change visible on its own.

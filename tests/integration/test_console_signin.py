@@ -23,7 +23,8 @@ from pydantic import SecretStr
 from services.actions.access import ArchiveAccess, open_access
 from services.console.app import create_console_app
 from services.console.settings import ConsoleSettings
-from services.retention.settings import AdminToken, RetentionSettings, Role
+from services.core.vocabulary import Role
+from services.retention.settings import AdminToken, RetentionSettings
 from tests import pipeline
 from tests.support import answer_before_body, serve_asgi
 

@@ -12,10 +12,11 @@ import pytest
 import yaml
 
 from services.archiver.sealing import RawRecord, dead_letter, decode_record
-from services.core.events import KINDS, decode_webhook, parse_webhook, webhook_scope
+from services.core.events import decode_webhook, parse_webhook, webhook_scope
 from services.core.journal import event_record, webhook_record
 from services.core.kafka import MAX_RECORD_BYTES, PROTOCOL_OVERHEAD_BYTES
 from services.core.settings import KafkaSettings
+from services.core.vocabulary import EVENT_KIND_SET
 from services.ingest.outbound import outbound_event
 from tests.support import REPO_ROOT, payloads_dir
 
@@ -62,7 +63,7 @@ def test_the_document_names_the_topics_the_services_use() -> None:
 
 
 def test_the_document_lists_exactly_the_kinds_the_code_produces() -> None:
-    assert set(schema("envelope")["properties"]["kind"]["enum"]) == KINDS
+    assert set(schema("envelope")["properties"]["kind"]["enum"]) == EVENT_KIND_SET
 
 
 @pytest.mark.parametrize("raw", samples())

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
@@ -84,9 +85,11 @@ def test_unknown_time_zones_fall_back() -> None:
 
 
 def test_every_choice_shown_by_name_has_its_french() -> None:
-    from services.console.app import HOLD_SCOPES, KINDS, TYPES
+    from services.console.app import DIRECTION_WORDS, KINDS, TYPES
+    from services.core.vocabulary import HOLD_SCOPES, ROLES
+    from services.governance.erasure import ErasureStatus
     from services.review.conversation import STATUS_ORDER
 
-    erasure_states = ("received", "blocked", "in_progress", "completed", "refused", "extended")
-    shown = {*KINDS, *TYPES, *HOLD_SCOPES, *STATUS_ORDER, *erasure_states, "reader", "dpo"}
+    erasure_states = get_args(ErasureStatus)
+    shown = {*KINDS, *TYPES, *HOLD_SCOPES, *STATUS_ORDER, *erasure_states, *ROLES, *DIRECTION_WORDS.values()}
     assert sorted(name for name in shown if name not in FRENCH) == []

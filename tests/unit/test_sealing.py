@@ -29,6 +29,7 @@ from services.core.events import MAX_STORED_TEXT, Delivery, Event, Subject, text
 from services.core.index import INDEX_COLUMNS, IndexRow, alias_rows, event_time, index_row
 from services.core.policy import Classifier, RetentionClass, RetentionPolicy, parse_policy
 from services.core.pseudonym import group_ref, message_ref, subject_ref
+from services.core.vocabulary import EventKind
 
 pytestmark = pytest.mark.unit
 
@@ -48,7 +49,7 @@ POLICY = parse_policy(
 
 def event(
     *,
-    kind: str = "message",
+    kind: EventKind = "message",
     type_: str | None = "text",
     phone_number_id: str | None = "106540352242922",
     waba_id: str = "102290129340398",
