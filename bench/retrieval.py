@@ -49,6 +49,7 @@ from services.core.crypto import CachedDek
 from services.core.events import Event, parse_webhook
 from services.core.index import write_object_index
 from services.core.policy import DEFAULT_POLICY, Classifier
+from services.core.vocabulary import rfc3339_millis
 from services.review.conversation import load_conversation
 from tests import pipeline
 
@@ -80,7 +81,7 @@ def events_for(focus: pipeline.Person, others: list[pipeline.Person], messages: 
         body = pipeline.text_message(
             person, f"wamid.RT{uuid.uuid4().hex}", f"message {i} about order {i % 997}", start_ts + i
         )
-        received_at = (RECEIVED + timedelta(milliseconds=i)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        received_at = rfc3339_millis(RECEIVED + timedelta(milliseconds=i))
         digest = hashlib.sha256(body).hexdigest()
         events.extend(parse_webhook(body, raw_sha256=digest, signature="sha256=bench", received_at=received_at))
     return events

@@ -52,6 +52,7 @@ from services.core.kafka import OutgoingRecord
 from services.core.keywords import Tokenizer, keyword_key, searchable_text
 from services.core.policy import Classifier
 from services.core.pseudonym import group_ref, holder_ref, message_ref, subject_ref
+from services.core.vocabulary import rfc3339_millis
 
 # Subject of records that concern no customer (account updates, template status, value-level errors).
 BUSINESS_SUBJECT = "~business"
@@ -330,11 +331,6 @@ class SealedBatch:
     keywords: list[tuple[str, list[int]]] = field(default_factory=list)
 
 
-def stamp(now: datetime) -> str:
-    """RFC 3339 UTC with milliseconds, as object headers carry it."""
-    return now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def _meta(event: Event, owner: Pseudonyms, dek_id: str, offset: int, pepper: bytes) -> RecordMeta:
     return RecordMeta(
         event_id=event.event_id,
@@ -498,7 +494,7 @@ def seal_batch(
     partition = records[0].partition
     source = SourceRange(topic, partition, records[0].offset, records[-1].offset)
     key = batch_object_key(prefix, source, records[0].position)
-    created_at = stamp(now)
+    created_at = rfc3339_millis(now)
     container_records: list[ContainerRecord] = []
     index_rows: list[IndexRow] = []
     aliases: set[tuple[str, str]] = set()

@@ -13,7 +13,7 @@ from typing import Any, Final
 import orjson
 
 from services.console.i18n import Formatter
-from services.core.vocabulary import HOLD_SCOPES
+from services.core.vocabulary import HOLD_SCOPES, LOWER_HEX_DIGITS
 
 # Every field the services write into audit details (services/retention), by its English name. A field not listed
 # (written by a later version) is shown under its own key rather than hidden.
@@ -57,8 +57,11 @@ SHORT_REF = 12
 _LONG_HEX = 32
 
 
+_ID_CHARACTERS: Final = LOWER_HEX_DIGITS | {"-"}  # pseudonyms, key ids and uuids
+
+
 def _is_hex(value: str) -> bool:
-    return len(value) >= _LONG_HEX and all(c in "0123456789abcdef-" for c in value)
+    return len(value) >= _LONG_HEX and _ID_CHARACTERS.issuperset(value)
 
 
 def _moment(value: str) -> dt.datetime | None:

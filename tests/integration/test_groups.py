@@ -22,6 +22,7 @@ from services.archiver.sealing import BUSINESS_SUBJECT
 from services.core.events import Event
 from services.core.index import binary_keys
 from services.core.pseudonym import group_ref, subject_ref
+from services.core.vocabulary import rfc3339_millis
 from services.governance import erasure
 from services.governance.holds import held_objects
 from services.ingest.outbound import outbound_event
@@ -157,7 +158,7 @@ class Group:
             },
             "response": {"messaging_product": "whatsapp", "messages": [{"id": "wamid.GOUT1"}]},
         }
-        sent_at = datetime.fromtimestamp(T0 + 55, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        sent_at = rfc3339_millis(datetime.fromtimestamp(T0 + 55, UTC))
         return outbound_event(orjson.dumps(report), received_at=sent_at)
 
     def ref(self, pepper: bytes, person: str) -> str:
