@@ -48,7 +48,7 @@ from services.actions.layer import (
 )
 from services.core.crypto import UnknownKek
 from services.core.http import ASGIApp, BodyLimit, Receive, Scope, Send, refuse
-from services.core.ops_http import OpsServer, ops_app
+from services.core.ops_http import HEALTHZ, PROBE_PATHS, READYZ, OpsServer, ops_app, probe
 from services.core.plaintext import json_bytes
 from services.core.vocabulary import PSEUDONYM_PATTERN, EventKind, HoldScope, Role
 from services.governance.erasure import EXTENSION_REASON_MAX
@@ -61,7 +61,7 @@ from services.review.search import SearchFilter
 log = logging.getLogger("wa_archive.retention.api")
 
 # Answered without a token: the probes (also on the ops port, with /metrics).
-OPEN_PATHS: Final = frozenset({"/healthz", "/readyz"})
+OPEN_PATHS: Final = PROBE_PATHS
 
 
 def requires(action: ActionName) -> dict[str, Any]:
@@ -311,14 +311,15 @@ def create_admin_app(
     Run = Annotated[Actions, Depends(ready_actions)]
     Caller = Annotated[Operator, Depends(operator_of)]
 
-    @app.get("/healthz", include_in_schema=False)
+    @app.get(HEALTHZ, include_in_schema=False)
     async def healthz() -> Response:
-        return Response("ok", media_type="text/plain")
+        status, body = probe(HEALTHZ, lambda: True)
+        return Response(body, status_code=status, media_type="text/plain")
 
-    @app.get("/readyz", include_in_schema=False)
+    @app.get(READYZ, include_in_schema=False)
     async def readyz() -> Response:
-        ready = "actions" in state
-        return Response("ready" if ready else "not ready", status_code=200 if ready else 503, media_type="text/plain")
+        status, body = probe(READYZ, lambda: "actions" in state)
+        return Response(body, status_code=status, media_type="text/plain")
 
     @app.get("/v1/messages", include_in_schema=False)
     async def messages_in_the_url() -> Response:
