@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from services.core.identity import Connection
+from services.core.db import ConnectionOrPool
 
 
 class ReasonRequired(ValueError):
@@ -29,7 +29,7 @@ def require_reason(reason: str | None) -> str:
 
 
 async def write_audit(
-    conn: Connection,
+    conn: ConnectionOrPool,
     *,
     actor: str,
     action: str,
@@ -88,7 +88,7 @@ class AuditFilter:
     until: datetime | None = None
 
 
-async def recent_audit(conn: Connection, limit: int, where: AuditFilter | None = None) -> list[AuditEntry]:
+async def recent_audit(conn: ConnectionOrPool, limit: int, where: AuditFilter | None = None) -> list[AuditEntry]:
     """The newest ``limit`` audit rows matching ``where``, oldest first (for `wa-archive audit`, ``GET /v1/audit``
     and the console's audit page)."""
     where = where or AuditFilter()

@@ -14,12 +14,9 @@ from datetime import UTC, datetime, timedelta
 from operator import attrgetter
 from typing import NamedTuple
 
-import asyncpg
-
 from services.core.container import RecordMeta, media_event_id
+from services.core.db import Connection
 from services.core.policy import Classifier
-
-Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
 
 def binary_key(ref: str) -> bytes:

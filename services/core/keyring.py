@@ -28,8 +28,7 @@ from typing import Literal
 import asyncpg
 
 from services.core.crypto import CachedDek, DekCache, KekProvider, WrappedDek, new_dek
-
-Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+from services.core.db import Connection, ConnectionOrPool
 
 
 class KeyShredded(Exception):
@@ -256,7 +255,7 @@ class Keyring:
         )
 
 
-async def erasures_of(conn: Connection | asyncpg.Pool, subject_refs: Iterable[str]) -> dict[str, datetime]:
+async def erasures_of(conn: ConnectionOrPool, subject_refs: Iterable[str]) -> dict[str, datetime]:
     """{subject_ref: erased_at} of the erased ones among ``subject_refs``."""
     refs = sorted(set(subject_refs))
     if not refs:

@@ -36,8 +36,8 @@ import orjson
 
 from services.core.audit import write_audit
 from services.core.bucket import DELETE_OBJECTS_MAX, ArchiveBucket, StorageUnavailable
-from services.core.identity import Connection, expand_subject_refs, resolve_subject_refs
-from services.core.index import Connection as OneConnection
+from services.core.db import Connection, ConnectionOrPool
+from services.core.identity import expand_subject_refs, resolve_subject_refs
 from services.core.index import binary_keys, index_scans
 from services.core.keyring import Keyring, record_erasure
 from services.governance.grounds import REFUSAL_GROUNDS
@@ -156,7 +156,7 @@ async def erase_subject(
 
 
 @contextlib.asynccontextmanager
-async def _processing(conn: OneConnection, request_ref: str) -> AsyncIterator[bool]:
+async def _processing(conn: Connection, request_ref: str) -> AsyncIterator[bool]:
     """True while this session alone processes ``request_ref`` (False: another one is at it; leave it)."""
     mine = await conn.fetchval("SELECT pg_try_advisory_lock($1, hashtext($2))", ERASURE_LOCK_NAMESPACE, request_ref)
     try:
@@ -253,9 +253,7 @@ async def carry_out(
     return outcome
 
 
-async def _delete_what_can_be(
-    conn: OneConnection, bucket: ArchiveBucket, outcome: ErasureOutcome, *, actor: str
-) -> None:
+async def _delete_what_can_be(conn: Connection, bucket: ArchiveBucket, outcome: ErasureOutcome, *, actor: str) -> None:
     """After the keys are gone: delete the objects, media and index rows that can go; complete the request."""
     refs, request_ref = outcome.subject_refs, outcome.request_ref
     # Objects holding only this person's records: the objects of their rows (index on subject_ref), then
@@ -312,7 +310,7 @@ async def _delete_what_can_be(
         await write_audit(conn, actor=actor, action="erasure.completed", reason=request_ref, details=outcome.proof())
 
 
-async def open_requests(conn: Connection, *, blocked_by: Sequence[str] | None = None) -> list[str]:
+async def open_requests(conn: ConnectionOrPool, *, blocked_by: Sequence[str] | None = None) -> list[str]:
     """The refs of the open requests, nearest deadline first (only those a hold of ``blocked_by`` blocked)."""
     rows = await conn.fetch(
         "SELECT request_ref FROM erasure_requests WHERE status = ANY($1::text[])"
@@ -342,7 +340,7 @@ async def process_open_requests(
     return outcomes
 
 
-async def refuse_erasure(conn: OneConnection, request_ref: str, *, ground: str, actor: str) -> ErasureRequest:
+async def refuse_erasure(conn: Connection, request_ref: str, *, ground: str, actor: str) -> ErasureRequest:
     """The data protection officer refuses the open request on a legal ground (Art. 17(3), Art. 12(5)); the person
     must be told why and of their right to complain (Art. 12(4)). Final: nothing processes it again."""
     if ground not in REFUSAL_GROUNDS:
@@ -368,7 +366,7 @@ async def refuse_erasure(conn: OneConnection, request_ref: str, *, ground: str, 
 
 
 async def extend_erasure(
-    conn: OneConnection, request_ref: str, *, reason: str, actor: str, now: datetime | None = None
+    conn: Connection, request_ref: str, *, reason: str, actor: str, now: datetime | None = None
 ) -> ErasureRequest:
     """Extend the open request's deadline by two months (Art. 12(3)): once, before the first deadline has passed,
     with the reason the person is told. ``reason`` is stored and audited: a reference or a sentence, no data."""
@@ -401,7 +399,7 @@ async def extend_erasure(
     return await erasure_request(conn, request_ref)
 
 
-async def _open_request(conn: Connection, request_ref: str) -> asyncpg.Record:
+async def _open_request(conn: ConnectionOrPool, request_ref: str) -> asyncpg.Record:
     row = await conn.fetchrow(
         "SELECT status, deadline_at, extended_at FROM erasure_requests WHERE request_ref = $1 FOR UPDATE",
         request_ref,
@@ -413,7 +411,7 @@ async def _open_request(conn: Connection, request_ref: str) -> asyncpg.Record:
     return row
 
 
-async def pending_erasures(conn: Connection) -> ErasureDeadlines:
+async def pending_erasures(conn: ConnectionOrPool) -> ErasureDeadlines:
     """What the deadline metrics show: the open requests, the oldest one's age and the nearest deadline."""
     row = await conn.fetchrow(
         "SELECT count(*) AS n, coalesce(extract(epoch FROM now() - min(received_at)), 0) AS age,"
@@ -470,13 +468,13 @@ REQUEST_COLUMNS = (
 )
 
 
-async def erasure_requests(conn: Connection) -> list[ErasureRequest]:
+async def erasure_requests(conn: ConnectionOrPool) -> list[ErasureRequest]:
     """Every erasure request, oldest first."""
     rows = await conn.fetch(f"SELECT {REQUEST_COLUMNS} FROM erasure_requests ORDER BY received_at")  # noqa: S608
     return [ErasureRequest(**dict(row)) for row in rows]
 
 
-async def erasure_request(conn: Connection, request_ref: str) -> ErasureRequest:
+async def erasure_request(conn: ConnectionOrPool, request_ref: str) -> ErasureRequest:
     row = await conn.fetchrow(
         f"SELECT {REQUEST_COLUMNS} FROM erasure_requests WHERE request_ref = $1",  # noqa: S608 — constant columns
         request_ref,

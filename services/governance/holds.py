@@ -18,12 +18,11 @@ from datetime import datetime
 import asyncpg
 
 from services.core.audit import write_audit
+from services.core.db import Connection
 from services.core.identity import expand_subject_refs, resolve_subject_refs
 from services.core.index import binary_keys
 from services.core.pseudonym import group_ref
 from services.core.vocabulary import PERSON_HOLD_SCOPES, HoldScope
-
-Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
 # Orders hold creation against deletions. Retention chunks and erasures hold this advisory lock shared from the
 # moment they check for holds until their deletions are done; creating a hold takes it exclusively. So once

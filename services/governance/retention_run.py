@@ -29,13 +29,13 @@ from typing import NamedTuple
 import asyncpg
 
 from services.core.bucket import ArchiveBucket
+from services.core.db import Connection
 from services.core.identity import linked_subject_refs
 from services.core.index import binary_keys, index_scans
 from services.core.vocabulary import CONTACT_KINDS
 from services.governance.holds import held_objects, holds_settled
 
 log = logging.getLogger("wa_archive.retention")
-Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
 DELETE_BATCH = 500  # objects per chunk: listed and deleted together, then their index rows in one transaction
 # Chunks in flight at once: the S3 deletes of some overlap the index deletes of others. Measured on SeaweedFS
