@@ -49,13 +49,7 @@ from services.actions.access import ArchiveAccess
 from services.actions.layer import (
     ActionName,
     Actions,
-    ErasureError,
-    Forbidden,
-    HoldError,
     MediaFile,
-    NotFound,
-    PersonRequired,
-    ReasonRequired,
     authorize,
 )
 from services.console.audit_view import audit_details
@@ -70,6 +64,7 @@ from services.core.audit import AuditFilter, require_reason
 from services.core.http import ASGIApp, BodyLimit, Message, Receive, Scope, Send
 from services.core.ops_http import OpsServer, ops_app
 from services.core.reader import ContainerError, RecordTampered
+from services.core.refusals import ActionRefused, Forbidden, InvalidRequest, NotFound, ReasonRequired
 from services.governance.grounds import REFUSAL_GROUNDS
 from services.governance.holds import HoldScope
 from services.governance.metrics import RetentionMetrics
@@ -154,7 +149,7 @@ class RefusedForm(Exception):
     """A POST without the session's CSRF token or from another origin: nothing is done (403)."""
 
 
-class BadForm(ValueError):
+class BadForm(InvalidRequest):
     """A form field the console cannot read (a date that is not YYYY-MM-DD, an unknown choice): 400."""
 
 
@@ -393,29 +388,20 @@ def create_console_app(
         )
         return render(request, "error.html", session, status=403, message=message)
 
-    @app.exception_handler(Forbidden)
-    async def forbidden(request: Request, _exc: Exception) -> Response:
-        session = await _maybe_session(request)
-        refused(403, "role", f"{request.url.path} needs another role", session.operator.name if session else None)
-        message = translator(locale_of(request, session))("This page is for the data protection officer.")
-        return render(request, "error.html", session, status=403, message=message)
-
-    @app.exception_handler(NotFound)
-    async def not_found(request: Request, _exc: Exception) -> Response:
-        session = await _maybe_session(request)
-        return render(
-            request, "error.html", session, status=404, message=translator(locale_of(request, session))("Not found.")
-        )
-
-    async def refused_request(request: Request, exc: Exception) -> Response:
+    @app.exception_handler(ActionRefused)
+    async def action_refused(request: Request, exc: Exception) -> Response:
+        """Every refusal of the action layer (and a form the console cannot read), with its own status."""
+        assert isinstance(exc, ActionRefused)  # registered for this base only
         session = await _maybe_session(request)
         t = translator(locale_of(request, session))
-        return render(
-            request, "error.html", session, status=400, message=t("The request was refused: {why}", why=str(exc))
-        )
-
-    for error in (HoldError, ErasureError, PersonRequired, BadForm):
-        app.add_exception_handler(error, refused_request)
+        if isinstance(exc, Forbidden):
+            refused(403, "role", f"{request.url.path} needs another role", session.operator.name if session else None)
+            message = t("This page is for the data protection officer.")
+        elif isinstance(exc, NotFound):
+            message = t("Not found.")
+        else:
+            message = t("The request was refused: {why}", why=str(exc))
+        return render(request, "error.html", session, status=exc.http_status, message=message)
 
     async def _maybe_session(request: Request) -> Session | None:
         return await live_session(request)
