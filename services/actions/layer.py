@@ -13,11 +13,10 @@ arguments, and is the one place that
    in the CLI);
 4. returns a typed result.
 
-Errors an adapter translates: :class:`Forbidden` (HTTP 403, exit 2), :class:`ReasonRequired` (400, exit 2),
-:class:`HoldError`, :class:`ErasureError`, :class:`PersonRequired`, :class:`GroupRequired` and :class:`RewrapRefused`
-(400, exit 2),
-:class:`NotFound` (404, exit 1). Anything else is a
-failure of the system.
+Refusals derive from :class:`services.core.refusals.ActionRefused` and carry their HTTP status and exit code
+(:class:`Forbidden` 403/2, :class:`NotFound` 404/1, the others 400/2: :class:`ReasonRequired`, :class:`PersonRequired`,
+:class:`GroupRequired`, :class:`HoldError`, :class:`ErasureError`, :class:`RewrapRefused`); each adapter registers
+one handler for the base. Anything else is a failure of the system.
 """
 
 from __future__ import annotations
@@ -32,12 +31,12 @@ from typing import Any, Final, Literal
 
 from services.actions.access import ArchiveAccess
 from services.archiver.rebuild import RebuildReport, RecordKeys, rebuild_index
-from services.core.audit import AuditEntry, AuditFilter, ReasonRequired, recent_audit, require_reason, write_audit
+from services.core.audit import AuditEntry, AuditFilter, recent_audit, require_reason, write_audit
 from services.core.container import media_record_id
-from services.core.identity import PersonRequired
 from services.core.index import binary_key, binary_keys
 from services.core.keyring import KekUse, RewrapRefused, RewrapReport, kek_uses, rewrap_keys
 from services.core.keywords import words
+from services.core.refusals import Forbidden, NotFound, PersonRequired, ReasonRequired
 from services.core.vocabulary import ROLES, HoldScope, Role, is_event_id, is_pseudonym
 from services.governance.erasure import (
     ErasureError,
@@ -142,13 +141,8 @@ class Operator:
 # The retention service's own schedule: it runs retention, nothing else.
 SCHEDULER: Final = Operator("scheduler", "dpo")
 
-
-class Forbidden(PermissionError):
-    """The operator's role does not allow the action; nothing was done."""
-
-
-class NotFound(LookupError):
-    """The thing the action is about does not exist (e.g. no active hold with this id); nothing was done."""
+# The erasures counter's outcome label for a request's status after an action (the others are their own label).
+ERASURE_OUTCOME_LABELS: Final[Mapping[str, str]] = {"blocked": "blocked_by_hold"}
 
 
 def authorize(operator: Operator, action: ActionName) -> None:
@@ -432,9 +426,8 @@ class Actions:
 
     def _count_erasures(self, outcomes: Sequence[ErasureOutcome]) -> None:
         for outcome in outcomes:
-            label = "completed" if outcome.status == "completed" else "blocked_by_hold"
-            if outcome.status == "refused":
-                label = "refused"
+            # A request another process is carrying out (it holds the request's lock) is in progress, not blocked.
+            label = ERASURE_OUTCOME_LABELS.get(outcome.status, outcome.status)
             self.metrics.erasures.labels(label).inc()
             self.metrics.keys_shredded.inc(len(outcome.keys_destroyed))
 

@@ -59,19 +59,9 @@ def with_actions(work: Work) -> int:
     from prometheus_client import CollectorRegistry  # noqa: PLC0415
 
     from services.actions.access import open_access  # noqa: PLC0415
-    from services.actions.layer import (  # noqa: PLC0415
-        Actions,
-        ErasureError,
-        Forbidden,
-        GroupRequired,
-        HoldError,
-        NotFound,
-        Operator,
-        PersonRequired,
-        RewrapRefused,
-    )
-    from services.core.audit import ReasonRequired  # noqa: PLC0415
+    from services.actions.layer import Actions, Operator  # noqa: PLC0415
     from services.core.crypto import KeyRingError  # noqa: PLC0415
+    from services.core.refusals import ActionRefused, Forbidden, NotFound, ReasonRequired  # noqa: PLC0415
     from services.core.schema import SchemaNotCurrent  # noqa: PLC0415
     from services.governance.metrics import RetentionMetrics  # noqa: PLC0415
 
@@ -92,16 +82,12 @@ def with_actions(work: Work) -> int:
             "refused: --reason is required to decrypt a person's records (it is written to the audit log)",
             file=sys.stderr,
         )
-        return 2
-    except Forbidden as exc:
-        print(f"refused: {exc}", file=sys.stderr)
-        return 2
-    except (HoldError, ErasureError, PersonRequired, GroupRequired, RewrapRefused) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except NotFound as exc:
-        print(str(exc), file=sys.stderr)
-        return 1
+        return ReasonRequired.exit_code
+    except ActionRefused as exc:
+        # Every refusal carries its exit code (services/core/refusals.py); the wording says who said no.
+        prefix = "refused: " if isinstance(exc, Forbidden) else "" if isinstance(exc, NotFound) else "error: "
+        print(f"{prefix}{exc}", file=sys.stderr)
+        return exc.exit_code
     except KeyRingError as exc:  # e.g. a key wrapped by a KEK removed from the settings: the message names the KEK
         print(f"error: {exc}", file=sys.stderr)
         return 1

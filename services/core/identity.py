@@ -15,10 +15,6 @@ from services.core.holders import current_since, number_changes
 from services.core.pseudonym import holder_ref, subject_ref
 
 
-class PersonRequired(ValueError):
-    """A read names nobody, or names a person twice over (a contact id and a pseudonym); nothing was read."""
-
-
 async def business_numbers(conn: ConnectionOrPool) -> list[str]:
     rows = await conn.fetch("SELECT phone_number_id FROM business_numbers ORDER BY phone_number_id")
     return [row["phone_number_id"] for row in rows]

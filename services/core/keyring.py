@@ -29,6 +29,7 @@ import asyncpg
 
 from services.core.crypto import CachedDek, DekCache, KekProvider, WrappedDek, new_dek
 from services.core.db import Connection, ConnectionOrPool
+from services.core.refusals import InvalidRequest
 
 
 class KeyShredded(Exception):
@@ -40,7 +41,7 @@ class KeyShredded(Exception):
         super().__init__(f"{len(self.subject_refs)} subject key(s) were shredded during the batch")
 
 
-class RewrapRefused(ValueError):
+class RewrapRefused(InvalidRequest):
     """A rewrap that cannot be done as asked (the target KEK, or a KEK holding keys, is not configured); nothing
     was changed."""
 

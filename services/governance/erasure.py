@@ -40,6 +40,7 @@ from services.core.db import Connection, ConnectionOrPool
 from services.core.identity import expand_subject_refs, resolve_subject_refs
 from services.core.index import binary_keys, index_scans
 from services.core.keyring import Keyring, record_erasure
+from services.core.refusals import InvalidRequest, NotFound
 from services.governance.grounds import REFUSAL_GROUNDS
 from services.governance.holds import holds_covering, holds_settled
 
@@ -57,11 +58,11 @@ EXTENSION_REASON_MAX = 500
 ERASURE_LOCK_NAMESPACE: Final = 0x7761_6572  # "waer"
 
 
-class ErasureError(ValueError):
+class ErasureError(InvalidRequest):
     """The request cannot make this transition (refused, completed, already extended, past its deadline…)."""
 
 
-class UnknownErasure(LookupError):
+class UnknownErasure(NotFound):
     """No erasure request with this reference."""
 
 

@@ -22,6 +22,7 @@ from services.core.db import Connection
 from services.core.identity import expand_subject_refs, resolve_subject_refs
 from services.core.index import binary_keys
 from services.core.pseudonym import group_ref
+from services.core.refusals import InvalidRequest
 from services.core.vocabulary import PERSON_HOLD_SCOPES, HoldScope
 
 # Orders hold creation against deletions. Retention chunks and erasures hold this advisory lock shared from the
@@ -72,7 +73,7 @@ async def held_objects(conn: Connection, object_keys: Sequence[str]) -> set[str]
     return {row["object_key"] for row in rows}
 
 
-class HoldError(ValueError):
+class HoldError(InvalidRequest):
     """The hold request is incomplete (e.g. a conversation hold without a phone number)."""
 
 

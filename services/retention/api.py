@@ -36,20 +36,14 @@ from services.actions.access import ArchiveAccess
 from services.actions.layer import (
     ActionName,
     Actions,
-    ErasureError,
-    Forbidden,
-    GroupRequired,
-    HoldError,
-    NotFound,
     Operator,
-    PersonRequired,
-    ReasonRequired,
     authorize,
 )
 from services.core.crypto import UnknownKek
 from services.core.http import ASGIApp, BodyLimit, Receive, Scope, Send, refuse
 from services.core.ops_http import HEALTHZ, PROBE_PATHS, READYZ, OpsServer, ops_app, probe
 from services.core.plaintext import json_bytes
+from services.core.refusals import ActionRefused, Forbidden
 from services.core.vocabulary import PSEUDONYM_PATTERN, EventKind, HoldScope, Role
 from services.governance.erasure import EXTENSION_REASON_MAX
 from services.governance.grounds import RefusalGround
@@ -140,18 +134,10 @@ def operator_of(request: Request) -> Operator:
 
 
 # How each refusal of the action layer is answered.
-ERROR_STATUS: dict[type[Exception], int] = {
-    Forbidden: 403,
-    ReasonRequired: 400,
-    HoldError: 400,
-    ErasureError: 400,
-    PersonRequired: 400,
-    GroupRequired: 400,
-    NotFound: 404,
-    # A person's key is wrapped by a KEK this service was not given (removed from the settings too early): the
-    # records are fine, the configuration is to fix. The message names the KEK id only.
-    UnknownKek: 503,
-}
+# Errors of the system that are not refusals (those carry their status: services/core/refusals.py). A person's key
+# wrapped by a KEK this service was not given (removed from the settings too early): the records are fine, the
+# configuration is to fix. The message names the KEK id only.
+SYSTEM_ERROR_STATUS: dict[type[Exception], int] = {UnknownKek: 503}
 
 
 # The request bodies' fields are the actions' keyword arguments.
@@ -296,10 +282,11 @@ def create_admin_app(
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, on_refused=lambda: refused_request(413, "body"))
 
     async def refused(_request: Request, exc: Exception) -> Response:
-        status = next(code for kind, code in ERROR_STATUS.items() if isinstance(exc, kind))
+        status = exc.http_status if isinstance(exc, ActionRefused) else SYSTEM_ERROR_STATUS[type(exc)]
         return JSONResponse({"detail": str(exc)}, status_code=status)
 
-    for error in ERROR_STATUS:
+    errors: list[type[Exception]] = [ActionRefused, *SYSTEM_ERROR_STATUS]
+    for error in errors:
         app.add_exception_handler(error, refused)
 
     def ready_actions() -> Actions:
