@@ -105,7 +105,10 @@ async def build_archive(
     events = events_for(focus, crowd, messages, others)
     # As the consumer decodes them: one event per Kafka record, sealed as the envelope bytes Kafka carried.
     records = [
-        ConsumedRecord(0, offset, 0, event.key(), event.to_json(), event, None) for offset, event in enumerate(events)
+        ConsumedRecord(
+            partition=0, offset=offset, timestamp_ms=0, key=event.key(), value=event.to_json(), event=event, poison=None
+        )
+        for offset, event in enumerate(events)
     ]
     owners = [pseudonyms_of(access.pepper, event) for event in events]
     refs = {owner.sealing for owner in owners}
@@ -158,7 +161,10 @@ def sample_object(pepper: bytes, batch: int, people: int, every: int) -> tuple[b
     focus = pipeline.Person(waba, number, "1" + pipeline.digits(10))
     crowd = [pipeline.Person(waba, number, f"1{i:010d}") for i in range(people)]
     events = events_for(focus, crowd, batch // every, batch - batch // every)
-    records = [ConsumedRecord(0, offset, 0, e.key(), e.to_json(), e, None) for offset, e in enumerate(events)]
+    records = [
+        ConsumedRecord(partition=0, offset=offset, timestamp_ms=0, key=e.key(), value=e.to_json(), event=e, poison=None)
+        for offset, e in enumerate(events)
+    ]
     owners = [pseudonyms_of(pepper, event) for event in events]
     keys = {owner.sealing: CachedDek(str(uuid.uuid4()), os.urandom(32)) for owner in owners}
     sealed = seal_batch(

@@ -18,7 +18,7 @@ from services.core.schema import SCHEMA_WAIT_S, connect_pool
 from services.retention.settings import RetentionSettings
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ArchiveAccess:
     pool: asyncpg.Pool
     bucket: ArchiveBucket
@@ -42,4 +42,11 @@ async def open_access(settings: RetentionSettings, *, schema_wait_s: float = SCH
     )
     keyring = Keyring(pool, LocalKek(settings.keys.kek_bytes(), settings.keys.current_kek_id), DekCache(10_000))
     bucket = ArchiveBucket(settings.s3)
-    return ArchiveAccess(pool, bucket, keyring, ArchiveReader(bucket, keyring), settings.keys.pepper_bytes(), policy)
+    return ArchiveAccess(
+        pool=pool,
+        bucket=bucket,
+        keyring=keyring,
+        reader=ArchiveReader(bucket, keyring),
+        pepper=settings.keys.pepper_bytes(),
+        policy=policy,
+    )

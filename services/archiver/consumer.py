@@ -38,7 +38,7 @@ from services.archiver.writer import BatchWriter
 log = logging.getLogger("wa_archive.archiver")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class PartitionState:
     tp: TopicPartition
     batch: OpenBatch[RawRecord] | None = None
@@ -86,7 +86,7 @@ class ArchiverLoop:
     # ------------------------------------------------------------------ rebalance
     def adopt(self, assigned: list[TopicPartition]) -> None:
         for tp in assigned:
-            self.partitions.setdefault(tp, PartitionState(tp))
+            self.partitions.setdefault(tp, PartitionState(tp=tp))
         log.info("assigned partitions %s", sorted(tp.partition for tp in assigned))
 
     async def release(self, revoked: list[TopicPartition]) -> None:
@@ -130,7 +130,14 @@ class ArchiverLoop:
                 if state.batch is None:
                     state.batch = OpenBatch(opened_at=now)
                 state.batch.add(
-                    RawRecord(tp.partition, r.offset, r.timestamp, r.key, r.value, tuple(r.headers or ())),
+                    RawRecord(
+                        partition=tp.partition,
+                        offset=r.offset,
+                        timestamp_ms=r.timestamp,
+                        key=r.key,
+                        value=r.value,
+                        headers=tuple(r.headers or ()),
+                    ),
                     r.offset,
                     len(r.value or b""),
                 )

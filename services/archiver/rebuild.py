@@ -52,7 +52,7 @@ class RecordKeys:
     pepper: bytes
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RebuildReport:
     objects: int = 0
     events: int = 0
@@ -174,14 +174,14 @@ async def rebuild_index(
                 await write_object_index(
                     conn,
                     ObjectRow(
-                        stored.key,
-                        source.topic,
-                        source.partition,
-                        source.first_offset,
-                        source.last_offset,
-                        len(metas),
-                        stored.size,
-                        None,
+                        object_key=stored.key,
+                        topic=source.topic,
+                        kafka_partition=source.partition,
+                        first_offset=source.first_offset,
+                        last_offset=source.last_offset,
+                        record_count=len(metas),
+                        size_bytes=stored.size,
+                        retain_until=None,
                     ),
                     rows,
                     aliases,

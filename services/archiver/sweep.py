@@ -60,7 +60,7 @@ class SweepReport:
     dropped: int = 0  # the message is gone from the index, or its person was erased
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class _Due:
     event_id: str
     sweeps: int

@@ -81,7 +81,7 @@ T = TypeVar("T")
 MAX_BLAME_CREDIT = 100
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class WriteOutcome:
     archived: int
     dead_letters: int
@@ -174,12 +174,12 @@ class BatchWriter:
         else:
             keys = await self._write_recorded(self.ledger, partition, records, progress)
         return WriteOutcome(
-            progress.archived,
-            progress.dead_letters,
-            progress.erased_dropped,
-            tuple(keys),
-            progress.size_bytes,
-            progress.attempts,
+            archived=progress.archived,
+            dead_letters=progress.dead_letters,
+            erased_dropped=progress.erased_dropped,
+            object_keys=tuple(keys),
+            size_bytes=progress.size_bytes,
+            attempts=progress.attempts,
         )
 
     async def _write_records(self, records: Sequence[ConsumedRecord], progress: _Progress) -> list[str]:

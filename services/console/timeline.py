@@ -32,7 +32,7 @@ class Content:
     values: tuple[tuple[str, str], ...] = ()  # (placeholder, value) pairs of a translatable label
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Media:
     event_id: str
     kind: str  # image | audio | video | document | sticker
@@ -52,7 +52,7 @@ class Revision:
     content: Content
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Bubble:
     event_id: str
     direction: str  # inbound | outbound
@@ -259,7 +259,7 @@ def _unreadable(message: ConversationMessage) -> Bubble:
     )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Page:
     """A page of the timeline and its place in the conversation (``first``: 1-based position of its first
     bubble; ``anchor``: the message to bring into view)."""

@@ -48,7 +48,7 @@ async def write_audit(
     )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AuditEntry:
     """One row of the audit log; ``details`` is its JSON object as text, as stored."""
 

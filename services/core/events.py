@@ -212,7 +212,7 @@ class Delivery:
     signature: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Event:
     """One archived unit: an item of a webhook (or an outbound report) with its envelope.
 

@@ -59,7 +59,7 @@ class IndexRow(NamedTuple):
 INDEX_COLUMNS = IndexRow._fields
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ObjectRow:
     object_key: str
     topic: str
@@ -71,7 +71,7 @@ class ObjectRow:
     retain_until: datetime | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class MediaRow:
     event_id: str
     subject_ref: str | None
@@ -178,7 +178,16 @@ def archived_media_row(meta: RecordMeta, *, object_key: str, size_bytes: int | N
     event_id = media_event_id(meta.event_id)
     if event_id is None:
         raise ValueError("not a media record id")
-    return MediaRow(event_id, meta.subject_ref, "archived", object_key, meta.type, size_bytes, attempts, None)
+    return MediaRow(
+        event_id=event_id,
+        subject_ref=meta.subject_ref,
+        status="archived",
+        object_key=object_key,
+        mime_type=meta.type,
+        size_bytes=size_bytes,
+        attempts=attempts,
+        failure=None,
+    )
 
 
 def object_expiry(rows: Sequence[IndexRow]) -> datetime | None:

@@ -66,7 +66,7 @@ class UnknownErasure(NotFound):
     """No erasure request with this reference."""
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ErasureOutcome:
     request_ref: str
     status: str  # an ErasureStatus
@@ -120,10 +120,18 @@ async def erase_subject(
         )
         if existing is not None and existing["status"] == "completed":
             proof = orjson.loads(existing["proof"])
-            return ErasureOutcome(request_ref, "completed", proof["subject_refs"], proof["keys_destroyed"])
+            return ErasureOutcome(
+                request_ref=request_ref,
+                status="completed",
+                subject_refs=proof["subject_refs"],
+                keys_destroyed=proof["keys_destroyed"],
+            )
         if existing is not None and existing["status"] == "refused":
             return ErasureOutcome(
-                request_ref, "refused", list(existing["subject_refs"]), refusal_ground=existing["refusal_ground"]
+                request_ref=request_ref,
+                status="refused",
+                subject_refs=list(existing["subject_refs"]),
+                refusal_ground=existing["refusal_ground"],
             )
         refs = await resolve_subject_refs(conn, pepper, contact, phone_number_id)
         if existing is None:
@@ -152,7 +160,7 @@ async def erase_subject(
     if outcome is None:
         # Another process (the scheduled run, a hold's release) is carrying it out right now: say where it stands.
         status = await pool.fetchval("SELECT status FROM erasure_requests WHERE request_ref = $1", request_ref)
-        return ErasureOutcome(request_ref, str(status), refs)
+        return ErasureOutcome(request_ref=request_ref, status=str(status), subject_refs=refs)
     return outcome
 
 
@@ -195,7 +203,7 @@ async def carry_out(
             await conn.execute(
                 "UPDATE erasure_requests SET subject_refs = $2::text[] WHERE request_ref = $1", request_ref, refs
             )
-        outcome = ErasureOutcome(request_ref, "completed", refs)
+        outcome = ErasureOutcome(request_ref=request_ref, status="completed", subject_refs=refs)
         # From the hold check to the shredding, no hold can be created (it waits): a hold either blocks this
         # erasure or is created after the keys are gone.
         async with holds_settled(conn):
@@ -433,7 +441,7 @@ class ErasureDeadlines:
     overdue: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ErasureRequest:
     """An erasure request as tracked against its deadline (``holds``: how many holds block it, 0 if none)."""
 

@@ -77,7 +77,7 @@ class HoldError(InvalidRequest):
     """The hold request is incomplete (e.g. a conversation hold without a phone number)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Hold:
     hold_id: str
     case_ref: str
@@ -105,15 +105,15 @@ class Hold:
 
 def _hold(row: asyncpg.Record) -> Hold:
     return Hold(
-        str(row["hold_id"]),
-        row["case_ref"],
-        row["scope"],
-        row["waba_id"],
-        row["phone_number_id"],
-        len(row["subject_refs"] or []),
-        row["created_by"],
-        row["created_at"],
-        row["released_at"],
+        hold_id=str(row["hold_id"]),
+        case_ref=row["case_ref"],
+        scope=row["scope"],
+        waba_id=row["waba_id"],
+        phone_number_id=row["phone_number_id"],
+        subject_count=len(row["subject_refs"] or []),
+        created_by=row["created_by"],
+        created_at=row["created_at"],
+        released_at=row["released_at"],
     )
 
 

@@ -64,7 +64,7 @@ FROM unnest($1::bytea[]) AS p(subject_ref)
 """
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RetentionReport:
     run_id: str
     dry_run: bool
@@ -211,7 +211,7 @@ async def retention_run(
     progress: Callable[[int, int], None] | None = None,
 ) -> RetentionReport:
     now = now or datetime.now(UTC)
-    report = RetentionReport(str(uuid.uuid4()), dry_run, now)
+    report = RetentionReport(run_id=str(uuid.uuid4()), dry_run=dry_run, started_at=now)
     async with pool.acquire() as conn:
         await conn.execute(
             "INSERT INTO retention_runs (run_id, dry_run, status) VALUES ($1::uuid, $2, 'running')",

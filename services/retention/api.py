@@ -358,7 +358,17 @@ def create_admin_app(
     ) -> list[dict[str, Any]]:
         if {"contact", "keywords"} & request.query_params.keys():
             raise HTTPException(400, "a person or keywords go in the body: POST /v1/search")
-        query = SearchFilter(phone_number_id, None, since, until, kind, type, deleted_only, edited_only, limit)
+        query = SearchFilter(
+            phone_number_id=phone_number_id,
+            contact=None,
+            since=since,
+            until=until,
+            kind=kind,
+            type=type,
+            deleted_only=deleted_only,
+            edited_only=edited_only,
+            limit=limit,
+        )
         return [hit.to_json() for hit in await actions.search(operator, query)]
 
     @app.post(

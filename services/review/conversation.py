@@ -55,7 +55,7 @@ class Change:
     payload: Any
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ConversationMessage:
     """One item of a timeline: a message with its statuses, edits and deletion, a change whose message is not
     archived, or a record that could not be read (``unreadable``: why, in fixed words; its ``payload`` is None and
@@ -519,7 +519,7 @@ def keyword_matches(messages: Iterable[ConversationMessage], keywords: str) -> l
 KEYWORD_CHECK_CHUNK = 200
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ConversationPage:
     """One page of a person's conversation, as the review console shows it: ``messages`` (with their statuses,
     edits and deletion), ``quoted`` (the messages the page's replies quote, for their excerpt), the page's place in
@@ -682,16 +682,16 @@ async def load_conversation_page(
                     wanted.append(quoted_row)
         quoted = (await audit_then_open(wanted)).messages() if wanted else []
     return ConversationPage(
-        refs,
-        messages,
-        quoted,
-        number,
-        count,
-        number * page_size + 1,
-        total,
-        anchor,
-        matched,
-        opened.shredded,
+        subject_refs=refs,
+        messages=messages,
+        quoted=quoted,
+        number=number,
+        count=count,
+        first=number * page_size + 1,
+        total=total,
+        anchor=anchor,
+        matched=matched,
+        shredded_records=opened.shredded,
     )
 
 

@@ -29,7 +29,7 @@ SEARCHABLE_KINDS = sorted(MESSAGE_KINDS)
 EDITED = "EXISTS (SELECT 1 FROM archived_events d WHERE d.original_message_ref = e.message_ref AND d.type = 'edit')"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class IndexHit:
     """One index row: pseudonymous metadata of an archived event, nothing decrypted."""
 
@@ -54,7 +54,7 @@ def _jsonable(value: object) -> object:
     return value.isoformat() if isinstance(value, datetime) else value
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SearchFilter:
     phone_number_id: str | None = None
     contact: str | None = None

@@ -101,18 +101,27 @@ def test_a_bad_envelope_is_refused_by_the_schema() -> None:
 @pytest.mark.parametrize(
     "raw",
     [
-        pytest.param(RawRecord(0, 4, 0, b"k", b"not json"), id="not an envelope"),
         pytest.param(
-            RawRecord(0, 4, 0, b"k", b'{"object": "page"}', (("wa-format", b"webhook/1"), ("wa-received-at", b"x"))),
+            RawRecord(partition=0, offset=4, timestamp_ms=0, key=b"k", value=b"not json"), id="not an envelope"
+        ),
+        pytest.param(
+            RawRecord(
+                partition=0,
+                offset=4,
+                timestamp_ms=0,
+                key=b"k",
+                value=b'{"object": "page"}',
+                headers=(("wa-format", b"webhook/1"), ("wa-received-at", b"x")),
+            ),
             id="unsplittable webhook",
         ),
         pytest.param(
             RawRecord(
-                0,
-                4,
-                0,
-                b"k",
-                orjson.dumps(
+                partition=0,
+                offset=4,
+                timestamp_ms=0,
+                key=b"k",
+                value=orjson.dumps(
                     {
                         "object": "whatsapp_business_account",
                         "entry": [
@@ -120,7 +129,7 @@ def test_a_bad_envelope_is_refused_by_the_schema() -> None:
                         ],
                     }
                 ),
-                (("wa-format", b"webhook/1"), ("wa-received-at", RECEIVED_AT.encode())),
+                headers=(("wa-format", b"webhook/1"), ("wa-received-at", RECEIVED_AT.encode())),
             ),
             id="one unstorable event",
         ),
