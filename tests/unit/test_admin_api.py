@@ -23,6 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, SecretStr, TypeAdapter
 
+from services.actions.access import ArchiveAccess
 from services.actions.layer import REQUIRED_ROLE, Actions, HoldRelease, Operator, SubjectExport
 from services.core.audit import AuditEntry
 from services.core.plaintext import json_bytes
@@ -33,7 +34,7 @@ from services.governance.grounds import RefusalGround
 from services.governance.holds import Hold, HoldScope
 from services.governance.retention_run import RetentionReport
 from services.retention.api import create_admin_app
-from services.retention.api.dependencies import operator_of, ready_actions
+from services.retention.api.dependencies import is_ready, operator_of, ready_actions
 from services.retention.api.factory import refused
 from services.retention.api.responses import (
     AuditEntryView,
@@ -491,3 +492,25 @@ async def test_without_its_actions_a_route_is_not_ready() -> None:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client:
         response = await client.get("/v1/holds")
     assert (response.status_code, orjson.loads(response.content)) == (503, {"detail": "not ready"})
+
+
+class ClosingAccess:
+    closed = False
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+async def test_ready_while_the_lifespan_holds_the_archive_open_and_not_after() -> None:
+    access = ClosingAccess()
+
+    async def opener() -> ArchiveAccess:
+        return cast(ArchiveAccess, access)
+
+    app = create_admin_app(retention_settings(), opener, serve_ops=False)
+    assert not is_ready(app)
+    async with app.router.lifespan_context(app):
+        assert is_ready(app)
+        assert app.state.actions.access is access
+    assert not is_ready(app)
+    assert access.closed

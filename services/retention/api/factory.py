@@ -78,6 +78,7 @@ def create_admin_app(
         try:
             yield
         finally:
+            app.state.actions = None  # not ready again: a late request is 503, not an action on a closed pool
             if serve_ops:
                 await ops.stop()
             if task is not None:
