@@ -10,14 +10,15 @@ Both produce idempotently, hence IdempotentWrite on the cluster. ``python -m ser
 principal is the local broker's super user, and makes the broker hold exactly these users and ACLs: each user's
 password is set again (a new salt; a client already connected keeps its session), a missing ACL is created and
 any other ACL of these principals deleted. The names, passwords, topics and group are the services' own settings,
-read from the environment (deploy/local/demo.env). It exits non-zero, saying what failed, when the broker refuses
-or does not answer within the deadline.
+read from the environment (deploy/local/demo.env). It exits non-zero, saying what failed, when the broker still
+refuses or does not answer at the deadline.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -218,7 +219,9 @@ def _wait(futures: Iterable[Future[Any]]) -> None:
 
 
 def main() -> int:
-    """Provision the local principals over the plaintext listener (``WA_KAFKA_PORT``); exit 1 on failure."""
+    """Provision the local principals over the plaintext listener (``WA_KAFKA_PORT``), retrying until
+    ``WA_READY_TIMEOUT`` (90 s): a broker just started may not have elected its controller yet. Exit 1 on
+    failure."""
     environ = dict(os.environ)
     try:
         principals = local_principals(environ)
@@ -227,11 +230,16 @@ def main() -> int:
         print(f"[kafka-principals] {exc}: source deploy/local/demo.env", file=sys.stderr)
         return 1
     admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{port}", "client.id": "wa-archive-provision"})
-    try:
-        done = provision(admin, principals)
-    except KafkaException as exc:
-        print(f"[kafka-principals] the broker on 127.0.0.1:{port} refused: {exc}", file=sys.stderr)
-        return 1
+    deadline = time.monotonic() + float(environ.get("WA_READY_TIMEOUT", "90"))
+    while True:
+        try:
+            done = provision(admin, principals)
+            break
+        except KafkaException as exc:
+            if time.monotonic() >= deadline:
+                print(f"[kafka-principals] the broker on 127.0.0.1:{port} refused: {exc}", file=sys.stderr)
+                return 1
+            time.sleep(0.5)
     users = ", ".join(p.user for p in principals)
     print(f"[kafka-principals] {users}: SCRAM-SHA-512 set, {done.created} ACLs created, {done.deleted} removed")
     return 0
