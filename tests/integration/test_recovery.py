@@ -26,7 +26,8 @@ from services.core.schema import migrate_dsn
 from services.core.settings import S3Settings
 from services.governance.erasure import carry_out, erase_subject
 from services.governance.erasure_log import ErasureLog, ErasureRecord
-from tests.integration.test_erasure_final import erase, readable
+from tests import pipeline
+from tests.integration.test_erasure_final import erase, readable, tombstones, wait_for
 from tests.integration.test_kek_retirement import Archive, archive, archive_messages, messages, people, run_cli
 from tests.pipeline import Person
 
@@ -62,6 +63,10 @@ async def lose_the_database(archive: Archive, pg_dsn: str) -> None:
     finally:
         await admin.close()
     await migrate_dsn(f"{pg_dsn}?search_path={archive.schema}")
+
+
+async def tombstoned(archive: Archive, event_ids: list[str]) -> bool:
+    return await tombstones(archive.pool, event_ids) == len(event_ids)
 
 
 def recover(archive: Archive, pg_dsn: str) -> dict[str, object]:
@@ -100,8 +105,12 @@ async def test_a_database_lost_before_any_backup_loses_no_key_and_no_erasure(
     async with archive.access(archive.a) as access:
         assert {person.wa_id: await readable(access, person) for person in live} == before
         assert await readable(access, erased) == []
-    # Meta redelivers the erased person's webhooks: the archive drops them, as before the loss.
-    await archive_messages(archive, messages(erased, "GONE", 3), archive.a)
+    # Meta redelivers the erased person's webhooks: the archive drops them (with a tombstone), as before the loss.
+    redelivered = pipeline.events_of(messages(erased, "GONE", 3))
+    await pipeline.produce(f"127.0.0.1:{archive.demo_env['WA_KAFKA_PORT']}", archive.topic, redelivered)
+    event_ids = [e.event_id for e in redelivered]
+    async with archive.archiver(archive.a):
+        await wait_for(lambda: tombstoned(archive, event_ids), timeout_s=60)
     async with archive.access(archive.a) as access:
         assert await readable(access, erased) == []
     # A second run finds nothing to do.
