@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -34,6 +35,7 @@ from services.archiver.rebuild import RebuildReport, RecordKeys, rebuild_index
 from services.core.audit import AuditEntry, AuditFilter, recent_audit, require_reason, write_audit
 from services.core.container import media_record_id
 from services.core.index import binary_key, binary_keys
+from services.core.key_copies import KeyCopies
 from services.core.keyring import KekUse, RewrapRefused, RewrapReport, kek_uses, rewrap_keys
 from services.core.keywords import words
 from services.core.refusals import Forbidden, NotFound, PersonRequired, ReasonRequired
@@ -49,8 +51,10 @@ from services.governance.erasure import (
     process_open_requests,
     refuse_erasure,
 )
+from services.governance.erasure_log import ErasureLog
 from services.governance.holds import Hold, HoldError, create_hold, list_holds, release_hold
 from services.governance.metrics import RetentionMetrics
+from services.governance.recovery import RecoveryReport, reapply_erasures, restore_keys
 from services.governance.retention_run import RetentionReport, retention_run
 from services.review.conversation import (
     Conversation,
@@ -103,6 +107,7 @@ ActionName = Literal[
     "rebuild-index",
     "keys.status",
     "keys.rewrap",
+    "recover",
 ]
 
 ROLE_RANK: Final[dict[Role, int]] = {role: rank for rank, role in enumerate(ROLES, start=1)}
@@ -125,6 +130,7 @@ REQUIRED_ROLE: Final[dict[ActionName, Role]] = {
     "rebuild-index": "dpo",
     "keys.status": "dpo",
     "keys.rewrap": "dpo",
+    "recover": "dpo",
 }
 
 ProgressCallback = Callable[[int, int], None]
@@ -565,6 +571,43 @@ class Actions:
             raise
         await self._audit(operator, "index.rebuild", {"prefix": prefix, **asdict(report)})
         return report
+
+    async def recover(self, operator: Operator, *, progress: ProgressCallback | None = None) -> RecoveryReport:
+        """After PostgreSQL was lost or restored to an earlier point (services/governance/recovery.py): re-apply
+        the erasures the database does not know, restore the keys it lacks from their copies, rebuild the index
+        from the bucket, and copy any key that has no copy yet. Each step's seconds are in the report, which is
+        audited. Restoring keys needs the schema owner's login (the CLI opens the archive with it)."""
+        authorize(operator, "recover")
+        report = RecoveryReport()
+        copies = KeyCopies(self.access.bucket)
+        steps: list[tuple[str, Callable[[], Awaitable[object]]]] = [
+            (
+                "erasures",
+                lambda: reapply_erasures(
+                    self.access.pool, ErasureLog(self.access.bucket), actor=operator.name, copies=copies, report=report
+                ),
+            ),
+            ("keys", lambda: restore_keys(self.access.pool, copies, report=report)),
+            ("index", lambda: self._rebuild_for(report, operator, progress)),
+            ("copies", lambda: self._copy_every_key(report)),
+        ]
+        try:
+            for name, step in steps:
+                started = time.monotonic()
+                await step()
+                report.seconds[name] = round(time.monotonic() - started, 3)
+        except Exception as exc:
+            await self._audit_failure(operator, "recover", exc, report.to_json())
+            raise
+        await self._audit(operator, "recover", report.to_json())
+        return report
+
+    async def _rebuild_for(self, report: RecoveryReport, operator: Operator, progress: ProgressCallback | None) -> None:
+        report.index = asdict(await self.rebuild_index(operator, progress=progress))
+
+    async def _copy_every_key(self, report: RecoveryReport) -> None:
+        while found := await self.access.keyring.copy_pending():
+            report.keys_copied += found
 
     async def key_status(self, operator: Operator) -> list[KekUse]:
         """Keys per KEK id, and which KEK can be removed from the settings (``retirable``)."""

@@ -50,8 +50,9 @@ def settings() -> RetentionSettings:
     return load_settings(RetentionSettings)
 
 
-def with_actions(work: Work) -> int:
+def with_actions(work: Work, *, as_owner: bool = False) -> int:
     """Run ``work`` with the actions over the configured archive, as the operator; translate refusals to exit codes.
+    ``as_owner``: the database login is the schema owner's (``WA_MIGRATOR_PG__DSN``), for recovery alone.
 
     The operator has the ``dpo`` role: whoever holds the database credentials and keys can do everything anyway.
     Metrics are counted on a registry of the command's own (nothing scrapes a CLI).
@@ -66,10 +67,15 @@ def with_actions(work: Work) -> int:
     from services.governance.metrics import RetentionMetrics  # noqa: PLC0415
 
     config = settings()
+    if as_owner:
+        from services.core.settings import MigratorSettings, load_settings  # noqa: PLC0415
+
+        config = config.model_copy(update={"pg": load_settings(MigratorSettings).pg})
     operator = Operator(config.operator, "dpo")
 
     async def run() -> int:
-        access = await open_access(config, schema_wait_s=0)  # a person waits for no migrator: say so at once
+        # A person waits for no migrator: say so at once. Recovery re-applies the erasures itself, reported.
+        access = await open_access(config, schema_wait_s=0, reapply_erasures_first=not as_owner)
         try:
             return await work(Actions(access, RetentionMetrics(CollectorRegistry())), operator)
         finally:
@@ -367,6 +373,25 @@ def cmd_rebuild_index(args: argparse.Namespace) -> int:
         return 0 if report.unreadable_objects == 0 else 1
 
     return with_actions(work)
+
+
+def cmd_recover(_args: argparse.Namespace) -> int:
+    """After a database loss or restore: erasures re-applied, keys restored from their copies, the index rebuilt."""
+
+    async def work(actions: Actions, operator: Operator) -> int:
+        print("re-applying erasures, restoring keys from their copies, then rebuilding the index", file=sys.stderr)
+        with progress_bar("objects") as progress:
+            report = await actions.recover(operator, progress=progress)
+        print_json(report.to_json())
+        unreadable = report.unreadable_erasure_records + report.unreadable_key_copies
+        print(
+            f"{report.erasures_reapplied} erasure(s) re-applied, {report.keys_restored} key(s) restored, "
+            f"{report.keys_copied} key(s) copied; {unreadable} unreadable record(s) of the erasure log or key copies",
+            file=sys.stderr,
+        )
+        return 0 if unreadable == 0 and not report.index.get("unreadable_objects") else 1
+
+    return with_actions(work, as_owner=True)
 
 
 def cmd_keys(args: argparse.Namespace) -> int:

@@ -37,7 +37,14 @@ from services.core.plaintext import UndecodableRecord, read_envelope
 from services.core.pseudonym import group_ref, message_ref
 from services.core.reader import ArchiveReader, RecordLocation
 from services.core.refusals import InvalidRequest, PersonRequired
-from services.core.vocabulary import BUSINESS_SENT_KINDS, MESSAGE_KINDS, STATUS_KINDS, Direction, is_pseudonym
+from services.core.vocabulary import (
+    BUSINESS_SENT_KINDS,
+    MESSAGE_KINDS,
+    STATUS_KINDS,
+    Direction,
+    EventKind,
+    is_pseudonym,
+)
 
 # A change in these kinds is the business's: its own message edited or revoked, or a status saying it deleted one.
 CHANGED_BY_BUSINESS = BUSINESS_SENT_KINDS | STATUS_KINDS
@@ -63,7 +70,7 @@ class ConversationMessage:
 
     event_id: str
     message_id: str | None
-    kind: str
+    kind: EventKind
     type: str | None
     direction: Direction
     timestamp: int | None
@@ -195,7 +202,7 @@ class IndexedRecord:
     """Where an archived record is and what the index says of it: enough to show it when it cannot be read."""
 
     location: RecordLocation
-    kind: str
+    kind: EventKind
     type: str | None
     event_time: datetime | None
     received_at: datetime

@@ -34,7 +34,7 @@ class IndexHit:
     """One index row: pseudonymous metadata of an archived event, nothing decrypted."""
 
     event_id: str
-    kind: str
+    kind: EventKind
     type: str | None
     phone_number_id: str | None
     subject_ref: str | None

@@ -395,7 +395,11 @@ async def test_erasure_is_blocked_by_a_hold_then_shreds_every_copy(
         ref_keys,
         sole_key,
     )
-    key_dump = await pg_pool.fetch("SELECT * FROM subject_keys WHERE subject_ref = ANY($1::text[])", refs)
+    key_dump = await pg_pool.fetch(
+        "SELECT subject_ref, dek_id, kek_id, wrapped_dek, created_at FROM subject_keys"
+        " WHERE subject_ref = ANY($1::text[])",
+        refs,
+    )
     assert rows_before
     assert key_dump
 

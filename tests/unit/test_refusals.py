@@ -75,7 +75,7 @@ def registered_handlers(path: Path) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("adapter", ["services/console/errors.py", "services/retention/api.py"])
+@pytest.mark.parametrize("adapter", ["services/console/errors.py", "services/retention/api/factory.py"])
 def test_an_adapter_handles_the_base_and_no_single_refusal(adapter: str) -> None:
     handled = registered_handlers(ROOT / adapter)
     names = {refusal.__name__ for refusal in all_refusals()}
