@@ -235,6 +235,22 @@ def page_context(locale: str) -> dict[str, Any]:
 SENT = 1_780_000_000  # a Tuesday of 2026
 
 
+def render_conversation(locale: str, bubbles: list[Bubble], *, shredded: int = 0) -> str:
+    return (
+        console_templates()
+        .get_template("conversation.html")
+        .render(
+            page_context(locale),
+            subject_ref="f" * 64,
+            opened=OpenedConversation("a reason", None, ("f" * 64,)),
+            page=Page(bubbles, 0, 1, 1, len(bubbles), None),
+            shredded=shredded,
+            keywords="",
+            matched_count=0,
+        )
+    )
+
+
 def conversation(locale: str, n: int) -> str:
     """The conversation page of one message deleted ``n`` minutes after it was sent, edited ``n`` times, in a
     conversation ``n`` records of which were erased."""
@@ -249,19 +265,7 @@ def conversation(locale: str, n: int) -> str:
         deleted_by="customer",
         deleted_at=SENT + 60 * n,
     )
-    return (
-        console_templates()
-        .get_template("conversation.html")
-        .render(
-            page_context(locale),
-            subject_ref="f" * 64,
-            opened=OpenedConversation("a reason", None, ("f" * 64,)),
-            page=Page([bubble], 0, 1, 1, 1, None),
-            shredded=n,
-            keywords="",
-            matched_count=0,
-        )
-    )
+    return render_conversation(locale, [bubble], shredded=n)
 
 
 @pytest.mark.parametrize(
@@ -304,6 +308,43 @@ def test_the_conversation_page_counts_in_the_viewers_language(locale: str, n: in
         assert text in page
     assert "1 minutes" not in page
     assert ("Message 1 of 1" if locale == "en" else "Message 1 sur 1") in page  # the pager of a one-message page
+
+
+@pytest.mark.parametrize(
+    ("locale", "expected"),
+    [
+        ("en", ["Location</span> Gare de Lyon", "This record could not be read (key destroyed).", "Messages 1–2 of 2"]),
+        (
+            "fr",
+            [
+                "Position</span> Gare de Lyon",
+                "Cet enregistrement n&#39;a pas pu être lu (key destroyed).",
+                "Messages 1 à 2 sur 2",
+            ],
+        ),
+    ],
+)
+def test_the_content_of_a_message_is_labelled_in_the_viewers_language(locale: str, expected: list[str]) -> None:
+    """The content macro (_content.html, imported with the page's context) translates too."""
+    bubbles = [
+        Bubble(
+            event_id="a" * 32,
+            direction="inbound",
+            kind="message",
+            sent_at=SENT,
+            content=Content("location", label="Gare de Lyon", lines=("48.84, 2.37",)),
+        ),
+        Bubble(
+            event_id="b" * 32,
+            direction="inbound",
+            kind="message",
+            sent_at=SENT + 60,
+            content=Content("unreadable", label="key destroyed"),
+        ),
+    ]
+    page = render_conversation(locale, bubbles)
+    for text in expected:
+        assert text in page
 
 
 def hits(count: int, conversations: int) -> list[tuple[str, list[IndexHit]]]:
