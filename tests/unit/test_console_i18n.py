@@ -18,7 +18,7 @@ from babel.messages.frontend import parse_mapping_cfg
 from babel.messages.pofile import read_po
 from hypothesis import given
 from hypothesis import strategies as st
-from jinja2 import DictLoader, Environment, FileSystemLoader, StrictUndefined
+from jinja2 import DictLoader, Environment, StrictUndefined
 
 from services.console.audit_view import DETAIL_LABELS, DETAIL_VALUES
 from services.console.i18n import (
@@ -32,6 +32,7 @@ from services.console.i18n import (
     translator,
     zone,
 )
+from services.console.pages import console_templates
 from services.console.sessions import OpenedConversation
 from services.console.timeline import Bubble, Content, Page, Revision
 from services.governance.erasure import ErasureStatus
@@ -206,15 +207,9 @@ def test_plural_forms_follow_the_language(locale: str, n: int, expected: str) ->
 
 
 # ---------------------------------------------------------------------------------------------------- templates
-def console_templates(loader: Any = None) -> Environment:
-    """An environment like the console's (services/console/pages.py console_templates)."""
-    environment = Environment(
-        loader=loader or FileSystemLoader(CONSOLE / "templates"),
-        autoescape=True,
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
+def templates_of(sources: dict[str, str]) -> Environment:
+    """Templates given as strings, in an environment set up as the console's (services/console/pages.py)."""
+    environment = Environment(loader=DictLoader(sources), autoescape=True, undefined=StrictUndefined)
     install_translations(environment)
     return environment
 
@@ -412,16 +407,14 @@ def test_the_search_counts_in_the_viewers_language(
 
 
 def test_templates_escape_values_and_translations() -> None:
-    template = console_templates(
-        DictLoader(
-            {
-                "page.html": (
-                    "{{ _('Conversation %(ref)s', ref=ref) }}|{{ _('Reason') }}|{{ term(name) }}|"
-                    "{{ ngettext('%(num)s conversation', '%(num)s conversations', n, num=ref) }}|"
-                    "{{ _('Deleted for everyone by the customer') }}|{{ _('Back to the search') }}"
-                )
-            }
-        )
+    template = templates_of(
+        {
+            "page.html": (
+                "{{ _('Conversation %(ref)s', ref=ref) }}|{{ _('Reason') }}|{{ term(name) }}|"
+                "{{ ngettext('%(num)s conversation', '%(num)s conversations', n, num=ref) }}|"
+                "{{ _('Deleted for everyone by the customer') }}|{{ _('Back to the search') }}"
+            )
+        }
     ).get_template("page.html")
     page = template.render(t=translator("fr"), ref="<b>x</b>", name="<i>", n=2)
     assert page.split("|") == [
@@ -434,13 +427,13 @@ def test_templates_escape_values_and_translations() -> None:
     ]
     # A translation is text, not markup: its apostrophe is escaped like any text.
     assert (
-        console_templates(DictLoader({"p": "{{ _('Erasure requests') }}"})).get_template("p").render(t=translator("fr"))
+        templates_of({"p": "{{ _('Erasure requests') }}"}).get_template("p").render(t=translator("fr"))
         == "Demandes d&#39;effacement"
     )
 
 
 def test_a_template_rendered_without_a_translator_fails_loudly() -> None:
-    template = console_templates(DictLoader({"p": "{{ _('Reason') }}"})).get_template("p")
+    template = templates_of({"p": "{{ _('Reason') }}"}).get_template("p")
     with pytest.raises(TypeError, match=r"t=translator\(locale\)"):
         template.render()
 
