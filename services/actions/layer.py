@@ -32,10 +32,18 @@ from typing import Any, Final, Literal
 
 from services.actions.access import ArchiveAccess
 from services.archiver.rebuild import RebuildReport, RecordKeys, rebuild_index
-from services.core.audit import AuditEntry, AuditFilter, ReasonRequired, recent_audit, require_reason, write_audit
+from services.core.audit import (
+    AuditEntry,
+    AuditFilter,
+    Disclosure,
+    ReasonRequired,
+    audited_decrypt,
+    recent_audit,
+    require_reason,
+    write_audit,
+)
 from services.core.container import media_record_id
 from services.core.identity import PersonRequired, is_pseudonym
-from services.core.index import binary_key, binary_keys
 from services.core.keyring import KekUse, RewrapRefused, RewrapReport, kek_uses, rewrap_keys
 from services.core.keywords import words
 from services.governance.erasure import (
@@ -53,9 +61,9 @@ from services.governance.holds import Hold, HoldError, HoldScope, create_hold, l
 from services.governance.metrics import RetentionMetrics
 from services.governance.retention_run import RetentionReport, retention_run
 from services.retention.settings import Role
+from services.review.assembly import ConversationMessage
 from services.review.conversation import (
     Conversation,
-    ConversationMessage,
     ConversationPage,
     GroupRequired,
     GroupTimeline,
@@ -64,6 +72,7 @@ from services.review.conversation import (
     load_group_timeline,
 )
 from services.review.export import export_document
+from services.review.queries import archived_media
 from services.review.search import IndexHit, SearchFilter, search_index
 
 __all__ = [
@@ -358,29 +367,26 @@ class Actions:
         reason = require_reason(reason)
         if not is_event_id(event_id):
             raise NotFound("no such media file")
+        theirs = [ref for ref in subject_refs if is_pseudonym(ref)]
         async with self.access.pool.acquire() as conn:
-            row = await conn.fetchrow(
-                "SELECT encode(subject_ref, 'hex') AS subject_ref, object_key, mime_type FROM archived_media"
-                " WHERE event_id = $1 AND status = 'archived' AND subject_ref = ANY($2::bytea[])",
-                binary_key(event_id),
-                binary_keys([ref for ref in subject_refs if is_pseudonym(ref)]),
-            )
-            if row is None or not row["object_key"]:
+            found = (await archived_media(conn, subject_refs=theirs, event_ids=[event_id])).get(event_id)
+            if found is None or found.status != "archived" or not found.object_key:
                 raise NotFound("no such media file")
-            await write_audit(
-                conn,
+            object_key = found.object_key
+            disclosure = Disclosure(
                 actor=operator.name,
                 action="media",
                 reason=reason,
-                subject_ref=row["subject_ref"],
-                record_count=1,
+                records={found.subject_ref: 1},
                 details={"event_id": event_id},
             )
-        opened = await self.access.reader.open_media(media_record_id(event_id), row["object_key"])
+            opened = await audited_decrypt(
+                conn, disclosure, lambda: self.access.reader.open_media(media_record_id(event_id), object_key)
+            )
         if opened is None:
             raise NotFound("no such media file")  # its key was shredded (erasure) after the index was read
         self.metrics.decryptions.labels("media").inc()
-        return MediaFile(event_id, row["mime_type"] or "application/octet-stream", opened.size, opened.chunks)
+        return MediaFile(event_id, found.mime_type or "application/octet-stream", opened.size, opened.chunks)
 
     async def search(self, operator: Operator, query: SearchFilter) -> list[IndexHit]:
         """Index metadata (nothing decrypted, so no reason); audited with the filters and the pseudonyms found."""

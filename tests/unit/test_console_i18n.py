@@ -85,7 +85,7 @@ def test_unknown_time_zones_fall_back() -> None:
 
 def test_every_choice_shown_by_name_has_its_french() -> None:
     from services.console.app import HOLD_SCOPES, KINDS, TYPES
-    from services.review.conversation import STATUS_ORDER
+    from services.review.assembly import STATUS_ORDER
 
     erasure_states = ("received", "blocked", "in_progress", "completed", "refused", "extended")
     shown = {*KINDS, *TYPES, *HOLD_SCOPES, *STATUS_ORDER, *erasure_states, "reader", "dpo"}
