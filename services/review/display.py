@@ -113,7 +113,9 @@ def content_of(message: Mapping[str, Any], fallback_type: str | None = None) -> 
     if kind in MEDIA_TYPES and isinstance(body, dict):
         return Content(kind, text=_s(body.get("caption")), label=_s(body.get("filename")))
     if kind == "location" and isinstance(body, dict):
-        where = f"{body.get('latitude')}, {body.get('longitude')}"
+        latitude, longitude = body.get("latitude"), body.get("longitude")
+        # Both or nothing: a location without coordinates must not read "None, None".
+        where = f"{latitude}, {longitude}" if latitude is not None and longitude is not None else ""
         lines = tuple(x for x in (_s(body.get("address")), where) if x)
         return Content(kind, label=_s(body.get("name")), lines=lines)
     if kind == "contacts" and isinstance(body, list):
