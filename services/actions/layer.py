@@ -344,18 +344,23 @@ class Actions:
         self.metrics.decryptions.labels("retrieval").inc()
         return timeline
 
-    async def media(self, operator: Operator, conversation: Conversation) -> AsyncIterator[MediaFile]:
-        """The archived media files of a retrieved conversation, one at a time (the retrieval's audit rows cover
-        them). Media whose key was shredded, or that were never fetched, are left out."""
-        authorize(operator, "messages")
+    async def media(
+        self, operator: Operator, conversation: Conversation, *, reason: str | None
+    ) -> AsyncIterator[MediaFile]:
+        """The archived media files of a retrieved conversation, one at a time, each audited as its own view before
+        it is decrypted (:meth:`media_file`: action ``media``, with the reason). Media whose key was shredded, or
+        that were never fetched, are left out."""
+        reason = require_reason(reason)
         for message in conversation.messages:
             media = message.media
             if not media or media.get("status") != "archived" or not media.get("object_key"):
                 continue
-            opened = await self.access.reader.open_media(media_record_id(message.event_id), media["object_key"])
-            if opened is not None:
-                mime_type = media.get("mime_type") or "application/octet-stream"
-                yield MediaFile(message.event_id, mime_type, opened.size, opened.chunks)
+            try:
+                yield await self.media_file(
+                    operator, event_id=message.event_id, subject_refs=conversation.subject_refs, reason=reason
+                )
+            except NotFound:
+                continue  # its key was shredded (an erasure) since the conversation was read
 
     async def media_file(
         self, operator: Operator, *, event_id: str, subject_refs: Sequence[str], reason: str | None
