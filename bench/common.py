@@ -16,15 +16,16 @@ from typing import Any
 
 from services.core.published import LOCAL_DEMO_FLAG
 from services.tools.devrun import apply_migrations
-from tests.support import REPO_ROOT, load_demo_env
+from tests.support import REPO_ROOT, as_kafka_super_user, load_demo_env
 
 RESULTS = REPO_ROOT / "bench" / "results"
 
 
 def demo_env() -> dict[str, str]:
     """The demo configuration, overridden by the WA_ variables of the environment; a local demo, so the services
-    accept its published secrets (services/core/published.py)."""
-    env = load_demo_env()
+    accept its published secrets (services/core/published.py). The services connect to Kafka as its super user:
+    the benchmarks give them topics and groups of their own (tests.support.as_kafka_super_user)."""
+    env = as_kafka_super_user(load_demo_env())
     return {**env, **{k: v for k, v in os.environ.items() if k.startswith("WA_")}, LOCAL_DEMO_FLAG: "1"}
 
 

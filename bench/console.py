@@ -83,7 +83,8 @@ from prometheus_client import CollectorRegistry
 from bench.common import demo_env, ensure_stack, start_module, wait_http, write_result
 from services.actions.access import ArchiveAccess, open_access
 from services.actions.layer import Actions, Operator
-from services.console.app import SEARCH_LIMIT, create_console_app
+from services.console.factory import create_console_app
+from services.console.routers.search import SEARCH_LIMIT
 from services.console.settings import ConsoleSettings
 from services.console.timeline import bubbles
 from services.core.events import decode_webhook, webhook_scope

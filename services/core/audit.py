@@ -17,12 +17,9 @@ import asyncpg
 import orjson
 
 from services.core.identity import Connection
+from services.core.refusals import ReasonRequired
 
 LiveConnection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy  # one connection: it can hold a transaction
-
-
-class ReasonRequired(ValueError):
-    """Decrypting a person's data needs a stated reason (DESIGN.md §1.5); nothing was read."""
 
 
 def require_reason(reason: str | None) -> str:

@@ -28,10 +28,11 @@ from typing import Any
 import asyncpg
 
 from services.core.audit import Disclosure, LiveConnection, audited_decrypt, require_reason
-from services.core.identity import PersonRequired, expand_subject_refs, is_pseudonym, resolve_subject_refs
+from services.core.identity import expand_subject_refs, is_pseudonym, resolve_subject_refs
 from services.core.keywords import keyword_key, query_tokens
 from services.core.pseudonym import group_ref
 from services.core.reader import ArchiveReader
+from services.core.refusals import InvalidRequest, PersonRequired
 from services.review.assembly import ConversationMessage, decode_records, keyword_matches
 from services.review.collector import collector_paused
 from services.review.paging import keyword_candidates, keyword_chunks, plan_page, quoted_records
@@ -120,7 +121,7 @@ async def load_conversation(
     return Conversation(refs, messages, read.shredded)
 
 
-class GroupRequired(ValueError):
+class GroupRequired(InvalidRequest):
     """A group read names no group or no business number; nothing was read."""
 
 

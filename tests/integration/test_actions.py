@@ -19,9 +19,9 @@ from prometheus_client import CollectorRegistry
 
 from services.actions.access import ArchiveAccess, open_access
 from services.actions.layer import SCHEDULER, Actions, Forbidden, NotFound, Operator
-from services.core.audit import ReasonRequired
 from services.core.identity import resolve_subject_refs
 from services.core.reader import RecordLocation
+from services.core.refusals import ReasonRequired
 from services.governance.metrics import RetentionMetrics
 from services.retention.api import create_admin_app
 from services.retention.service import background_work

@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
 from services.actions.access import ArchiveAccess, open_access
-from services.console.app import create_console_app
+from services.console.factory import create_console_app
 from services.console.settings import ConsoleSettings
 from services.retention.settings import AdminToken, RetentionSettings, Role
 from tests import pipeline

@@ -232,8 +232,10 @@ async def race(
     real_put = bucket.put
     erased_during: list[bool] = []
 
-    async def put_then_erase(key: str, body: bytes, *, now: datetime | None = None) -> datetime | None:
-        until = await real_put(key, body, now=now)
+    async def put_then_erase(
+        key: str, body: bytes, *, now: datetime | None = None, locked: bool = True
+    ) -> datetime | None:
+        until = await real_put(key, body, now=now, locked=locked)
         if not erased_during and key.endswith(".waarc") and "/media/" not in key:
             await erase(access, person)
             erased_during.append(True)

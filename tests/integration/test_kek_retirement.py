@@ -208,7 +208,11 @@ async def test_rewrap_interrupted_and_resumed_then_the_old_kek_is_removed(
             binary_keys([e.event_id for e in pipeline.events_of(erased_bodies)]),
         )
     ]
-    backup = await archive.pool.fetch("SELECT * FROM subject_keys WHERE subject_ref = ANY($1::text[])", erased_refs)
+    backup = await archive.pool.fetch(
+        "SELECT subject_ref, dek_id, kek_id, wrapped_dek, created_at FROM subject_keys"
+        " WHERE subject_ref = ANY($1::text[])",
+        erased_refs,
+    )
     assert backup, "the erased person had a key"
     async with archive.access(a) as access:
         await erase(access, erased)

@@ -14,13 +14,13 @@ from services.console.i18n import FRENCH, Formatter, negotiate, translator, zone
 pytestmark = pytest.mark.unit
 
 CONSOLE = Path(__file__).resolve().parents[2] / "services" / "console"
-# t("…") / t('…') calls, in templates and in the app's code (adjacent string literals are not used there).
+# t("…") / t('…') calls, in templates and in the console's code (adjacent string literals are not used there).
 CALL = re.compile(r"""\bt\(\s*(["'])((?:(?!\1).)+)\1""")
 
 
 def used_texts() -> set[str]:
     found: set[str] = set()
-    for path in [*CONSOLE.glob("templates/*.html"), CONSOLE / "app.py"]:
+    for path in [*CONSOLE.glob("templates/*.html"), *CONSOLE.glob("routers/*.py"), CONSOLE / "errors.py"]:
         found.update(match.group(2) for match in CALL.finditer(path.read_text(encoding="utf-8")))
     return found
 
@@ -84,7 +84,7 @@ def test_unknown_time_zones_fall_back() -> None:
 
 
 def test_every_choice_shown_by_name_has_its_french() -> None:
-    from services.console.app import HOLD_SCOPES, KINDS, TYPES
+    from services.console.choices import HOLD_SCOPES, KINDS, TYPES
     from services.review.assembly import STATUS_ORDER
 
     erasure_states = ("received", "blocked", "in_progress", "completed", "refused", "extended")
