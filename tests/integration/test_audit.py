@@ -8,7 +8,8 @@ import uuid
 import asyncpg
 import pytest
 
-from services.core.audit import Disclosure, ReasonRequired, audited_decrypt
+from services.core.audit import Disclosure, audited_decrypt
+from services.core.refusals import ReasonRequired
 
 pytestmark = pytest.mark.integration
 

@@ -14,8 +14,8 @@ from prometheus_client import CollectorRegistry
 
 from services.actions.access import open_access
 from services.actions.layer import Actions, NotFound, Operator
-from services.core.audit import ReasonRequired
 from services.core.index import binary_keys
+from services.core.refusals import ReasonRequired
 from services.governance.metrics import RetentionMetrics
 from tests import pipeline
 from tests.fakes.graph_api import FakeGraphApi
