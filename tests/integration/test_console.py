@@ -26,7 +26,8 @@ from services.core.keywords import words
 from services.governance.erasure import erase_subject
 from services.governance.metrics import RetentionMetrics
 from services.retention.settings import RetentionSettings
-from services.review.conversation import load_conversation, message_words
+from services.review.assembly import message_words
+from services.review.conversation import load_conversation
 from services.review.search import SearchFilter
 from tests import pipeline
 from tests.fakes.graph_api import FakeGraphApi
