@@ -48,9 +48,11 @@ from services.core.keyring import KekUse, RewrapRefused, RewrapReport, kek_uses,
 from services.core.keywords import words
 from services.core.refusals import Forbidden, NotFound, PersonRequired, ReasonRequired
 from services.governance.erasure import (
+    OPEN_STATUSES,
     ErasureError,
     ErasureOutcome,
     ErasureRequest,
+    ErasureStatus,
     UnknownErasure,
     erase_subject,
     erasure_requests,
@@ -454,10 +456,18 @@ class Actions:
             self.metrics.keys_shredded.inc(len(outcome.keys_destroyed))
 
     async def _process_erasures(
-        self, operator: Operator, blocked_by: Sequence[str] | None = None
+        self,
+        operator: Operator,
+        blocked_by: Sequence[str] | None = None,
+        statuses: Sequence[ErasureStatus] = OPEN_STATUSES,
     ) -> list[ErasureOutcome]:
         outcomes = await process_open_requests(
-            self.access.pool, self.access.keyring, self.access.bucket, actor=operator.name, blocked_by=blocked_by
+            self.access.pool,
+            self.access.keyring,
+            self.access.bucket,
+            actor=operator.name,
+            blocked_by=blocked_by,
+            statuses=statuses,
         )
         self._count_erasures(outcomes)
         return outcomes
@@ -535,6 +545,13 @@ class Actions:
         if hold is None:
             raise NotFound("no active hold with this id")
         return HoldRelease(hold, await self._process_erasures(operator, blocked_by=[hold.hold_id]))
+
+    async def finish_erasures(self, operator: Operator) -> list[ErasureOutcome]:
+        """Finish the erasures left in progress: keys destroyed, but the erasure log or the key copies not written
+        or deleted yet (the store was down, or the console's identity, which may not write the bucket, carried
+        them out). The retention service calls it every few seconds."""
+        authorize(operator, "erase")
+        return await self._process_erasures(operator, statuses=("in_progress",))
 
     # ---------------------------------------------------------------- maintenance
     async def run_retention(
