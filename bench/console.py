@@ -97,7 +97,7 @@ from services.core.reader import RecordLocation
 from services.core.settings import KafkaSettings
 from services.core.vocabulary import rfc3339_millis
 from services.governance.metrics import RetentionMetrics
-from services.review.conversation import assemble
+from services.review.assembly import assemble
 from services.review.search import SearchFilter, search_index
 from tests import pipeline
 from tests.support import committed_offsets, create_topic, free_port, serve_asgi

@@ -47,7 +47,9 @@ async def refused_form(request: Request, _exc: Exception) -> Response:
     session = await session_of(request)
     actor = session.operator.name if session else None
     count_refusal(console.metrics, 403, "form", "form without its token or from another origin", actor)
-    message = translator(locale_of(request, session))("The form has expired. Go back, reload the page and try again.")
+    message = translator(locale_of(request, session)).gettext(
+        "The form has expired. Go back, reload the page and try again."
+    )
     return console.pages.render(request, "error.html", session, status=403, message=message)
 
 
@@ -64,7 +66,7 @@ async def action_refused(request: Request, exc: Exception) -> Response:
     elif isinstance(exc, NotFound):
         message = t("Not found.")
     else:
-        message = t("The request was refused: {why}", why=str(exc))
+        message = t("The request was refused: %(why)s", why=str(exc))
     return console.pages.render(request, "error.html", session, status=exc.http_status, message=message)
 
 

@@ -15,7 +15,7 @@ from fastapi import Request, Response
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from services.console.i18n import LOCALES, Formatter, known_locale, negotiate, translator
+from services.console.i18n import LOCALES, Formatter, install_translations, known_locale, negotiate, translator
 from services.console.sessions import Session
 
 SESSION_COOKIE: Final = "wa_console_session"
@@ -28,14 +28,17 @@ def package_dir(name: str) -> Path:
 
 
 def console_templates() -> Environment:
-    """The console's templates: autoescaped (also templates given as strings), undefined names an error."""
-    return Environment(
+    """The console's templates: autoescaped (also templates given as strings), undefined names an error, texts in
+    the language of the render's translator ``t`` (Jinja2's i18n extension: services/console/i18n.py)."""
+    templates = Environment(
         loader=FileSystemLoader(package_dir("templates")),
         autoescape=select_autoescape(default=True, default_for_string=True),
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    install_translations(templates)
+    return templates
 
 
 def locale_of(request: Request, session: Session | None) -> str:

@@ -19,6 +19,7 @@ import pytest
 
 from services.actions.layer import GroupRequired, HoldError, Operator, ReasonRequired
 from services.archiver.sealing import BUSINESS_SUBJECT
+from services.cli.render import group_change
 from services.core.events import Event
 from services.core.index import binary_keys
 from services.core.pseudonym import group_ref, subject_ref
@@ -26,7 +27,7 @@ from services.core.vocabulary import rfc3339_millis
 from services.governance import erasure
 from services.governance.holds import held_objects
 from services.ingest.outbound import outbound_event
-from services.review.conversation import ConversationMessage, group_change
+from services.review.assembly import ConversationMessage
 from tests import pipeline
 from tests.integration.test_actions import CLI_OPERATOR, DPO, READER, Stack, stack
 from tests.integration.test_retention import NOW

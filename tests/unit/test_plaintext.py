@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from rich.console import Console
 
-from services.cli.render import messages_table
-from services.console.i18n import translator
+from services.cli.render import group_change, messages_table
+from services.console.i18n import install_translations, translator
 from services.console.timeline import bubbles
 from services.core.events import parse_webhook
 from services.core.journal import SPLIT_RECURSION_LIMIT
@@ -33,14 +33,10 @@ from services.core.plaintext import (
 )
 from services.core.reader import RecordLocation
 from services.core.vocabulary import EventKind
-from services.review.conversation import (
-    IndexedRecord,
-    assemble,
-    group_change,
-    summary,
-    unreadable_record,
-)
+from services.review.assembly import assemble, unreadable_record
+from services.review.display import display
 from services.review.export import export_document, render_html, write_export
+from services.review.queries import IndexedRecord
 
 pytestmark = pytest.mark.unit
 
@@ -280,14 +276,15 @@ def test_any_text_in_a_message_renders_everywhere(name: str, body: str, extra: A
 def rendered_everywhere(messages: Any) -> str:
     """Every view of ``messages``, encoded as it leaves the process (UTF-8); returns the console's HTML."""
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True, undefined=StrictUndefined)
-    macro = env.from_string('{% from "_content.html" import content_of %}{{ content_of(c, t) }}')
+    install_translations(env)
+    macro = env.from_string('{% from "_content.html" import content_of with context %}{{ content_of(c) }}')
     page = "".join(macro.render(c=bubble.content, t=translator("fr")) for bubble in bubbles(messages))
     page.encode()
     render_html(messages, title="export").encode()
     json_bytes(export_document(messages, request_ref=None, generated_at=datetime(2026, 1, 1, tzinfo=UTC)))
     for message in messages:
         json_bytes(message.to_json()).decode()
-        summary(message).encode()
+        display(message).plain().encode()
         group_change(message)
     out = io.StringIO()
     Console(file=out, width=200).print(messages_table(messages))
@@ -298,11 +295,12 @@ def rendered_everywhere(messages: Any) -> str:
 # ------------------------------------------------------------------ a record that cannot be read, among others
 def indexed(n: int, kind: EventKind, kind_type: str | None, at: int) -> IndexedRecord:
     return IndexedRecord(
-        RecordLocation(f"{n:032x}", "obj", n),
-        kind,
-        kind_type,
-        datetime.fromtimestamp(at, UTC),
-        datetime.fromtimestamp(at + 1, UTC),
+        location=RecordLocation(f"{n:032x}", "obj", n),
+        subject_ref="a" * 64,
+        kind=kind,
+        type=kind_type,
+        event_time=datetime.fromtimestamp(at, UTC),
+        received_at=datetime.fromtimestamp(at + 1, UTC),
     )
 
 
@@ -324,8 +322,11 @@ def test_an_unreadable_record_takes_its_place_with_its_metadata(tmp_path: Path) 
     broken = unreadable_record(indexed(2, "message", "text", t + 60), "not JSON")
     messages = assemble([text_envelope(1, "before", t), text_envelope(3, "after", t + 120)], None, [broken])
     assert [m.event_id for m in messages] == [f"{n:032x}" for n in (1, 2, 3)]
-    assert [summary(m) for m in messages] == ["before", f"[record {2:032x} (message text) could not be read: not JSON]",
-                                              "after"]  # fmt: skip
+    assert [display(m).plain() for m in messages] == [
+        "before",
+        f"[record {2:032x} (message text) could not be read: not JSON]",
+        "after",
+    ]
     shown = messages[1].to_json()
     assert shown["unreadable"] == "not JSON"
     assert (shown["kind"], shown["type"], shown["timestamp"], shown["payload"]) == ("message", "text", t + 60, None)
@@ -347,8 +348,15 @@ def test_an_unreadable_record_takes_its_place_with_its_metadata(tmp_path: Path) 
 
 
 def test_an_unreadable_record_without_meta_time_is_placed_by_its_receipt() -> None:
-    record = IndexedRecord(RecordLocation("e" * 32, "obj", 0), "outbound", None, None, datetime(2026, 1, 2, tzinfo=UTC))
+    record = IndexedRecord(
+        location=RecordLocation("e" * 32, "obj", 0),
+        subject_ref="a" * 64,
+        kind="outbound",
+        type=None,
+        event_time=None,
+        received_at=datetime(2026, 1, 2, tzinfo=UTC),
+    )
     message = unreadable_record(record, "nested too deeply")
     assert (message.timestamp, message.direction) == (int(datetime(2026, 1, 2, tzinfo=UTC).timestamp()), "outbound")
-    assert summary(message) == f"[record {'e' * 32} (outbound) could not be read: nested too deeply]"
-    assert group_change(message) == ("?", summary(message))
+    assert display(message).plain() == f"[record {'e' * 32} (outbound) could not be read: nested too deeply]"
+    assert group_change(message) == ("?", display(message).plain())

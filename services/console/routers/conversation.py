@@ -130,7 +130,7 @@ async def conversation_reason(
     try:
         reason = require_reason(field(form, "reason"))
     except ReasonRequired:
-        error = translator(session.locale)("A reason of at least 3 characters is required.")
+        error = translator(session.locale).gettext("A reason of at least 3 characters is required.")
         return pages.render(request, "reason.html", session, status=400, values=values, error=error)
     opened = OpenedConversation(reason, field(form, "case_ref"), (subject_ref,))
     await sessions.remember_reason(session, subject_ref, opened)

@@ -28,7 +28,7 @@ async def erasures_page(
     """The erasure requests, newest first, with a notice of the one just ``decided`` (its reference and status)."""
     requests = await actions.erasures(session.operator)
     t = translator(session.locale)
-    notice = None if decided is None else t("Erasure {ref}: {status}.", ref=decided[0], status=t(decided[1]))
+    notice = None if decided is None else t("Erasure %(ref)s: %(status)s.", ref=decided[0], status=t(decided[1]))
     return pages.render(
         request,
         "erasures.html",

@@ -61,7 +61,7 @@ async def hold_create(
         contact=field(form, "contact"),
         group_id=field(form, "group_id"),
     )
-    notice = translator(session.locale)("Hold placed: {case}.", case=hold.case_ref)
+    notice = translator(session.locale).gettext("Hold placed: %(case)s.", case=hold.case_ref)
     return await holds_page(request, session, actions, pages, notice=notice)
 
 
@@ -75,8 +75,8 @@ async def hold_release(
     session, form = posted.session, posted.form
     release = await actions.release_hold(session.operator, field(form, "hold_id") or "")
     t = translator(session.locale)
-    notice = t("Hold released: {case}.", case=release.hold.case_ref)
+    notice = t("Hold released: %(case)s.", case=release.hold.case_ref)
     if release.erasures:
         listed = ", ".join(f"{e.request_ref} → {t(e.status)}" for e in release.erasures)
-        notice += " " + t("Erasure requests after the release: {list}.", list=listed)
+        notice += " " + t("Erasure requests after the release: %(list)s.", list=listed)
     return await holds_page(request, session, actions, pages, notice=notice)

@@ -93,7 +93,7 @@ async def search(
     try:
         query = search_filter(form, ZoneInfo(session.timezone))
     except ValueError:
-        error = translator(session.locale)("Give the dates as YYYY-MM-DD.")
+        error = translator(session.locale).gettext("Give the dates as YYYY-MM-DD.")
         return pages.render(
             request,
             "search.html",

@@ -89,7 +89,11 @@ async def signin(
         metrics.sign_ins.labels("locked").inc()
         count_refusal(metrics, 429, "locked", f"sign-in locked out by {admission.locked_by}", actor)
         minutes = max(1, round(admission.retry_after_s / 60))
-        error = t("Too many sign-in attempts. Try again in {minutes} minutes.", minutes=minutes)
+        error = t.ngettext(
+            "Too many sign-in attempts. Try again in %(num)s minute.",
+            "Too many sign-in attempts. Try again in %(num)s minutes.",
+            minutes,
+        )
         page = signin_form(request, pages, secure=settings.secure_cookies, status=429, notice=None, error=error)
         page.headers["retry-after"] = str(max(1, round(admission.retry_after_s)))
         return page
