@@ -29,7 +29,7 @@ from services.core.audit import AuditEntry
 from services.core.plaintext import json_bytes
 from services.core.refusals import ActionRefused, NotFound
 from services.core.settings import KeySettings, PostgresSettings, S3Settings
-from services.core.vocabulary import EVENT_KINDS, HoldScope
+from services.core.vocabulary import EVENT_KINDS, Direction, EventKind, HoldScope
 from services.governance.erasure import ErasureOutcome, ErasureRequest, ErasureStatus
 from services.governance.grounds import RefusalGround
 from services.governance.holds import Hold
@@ -51,6 +51,7 @@ from services.retention.api.responses import (
     SubjectExportDocument,
 )
 from services.retention.api.routers.holds import holds_router
+from services.retention.api.routers.search import search_router
 from services.retention.api.routers.setup import ROUTERS
 from services.retention.settings import AdminToken, RetentionSettings
 from services.review.assembly import Change, ConversationMessage
@@ -281,11 +282,22 @@ def test_the_error_body_is_one_text_field() -> None:
         pytest.param("RefusalRequest", "ground", RefusalGround, id="refusal grounds"),
         pytest.param("HoldView", "scope", HoldScope, id="a hold's scope"),
         pytest.param("ErasureRequestView", "status", ErasureStatus, id="a request's status"),
+        pytest.param("IndexHitView", "kind", EventKind, id="a hit's kind"),
+        pytest.param("MessageView", "kind", EventKind, id="a message's kind"),
+        pytest.param("MessageView", "direction", Direction, id="a message's direction"),
     ],
 )
 def test_choices_come_from_the_domains_vocabulary(schema: str, field: str, vocabulary: object) -> None:
     documented = DOCUMENT["components"]["schemas"][schema]["properties"][field]
     assert tuple(documented["enum"]) == get_args(vocabulary)
+
+
+def test_a_search_s_kind_is_an_event_kind() -> None:
+    """In the body (optional, so the enum is one branch of the schema) and in the query of GET /v1/search."""
+    body = DOCUMENT["components"]["schemas"]["SearchRequest"]["properties"]["kind"]
+    (query,) = [p for p in DOCUMENT["paths"]["/v1/search"]["get"]["parameters"] if p["name"] == "kind"]
+    for schema in (body, query["schema"]):
+        assert [tuple(branch["enum"]) for branch in schema["anyOf"] if "enum" in branch] == [EVENT_KINDS]
 
 
 # ---------------------------------------------------------------- the gate, as the factory wires it
@@ -581,3 +593,14 @@ async def test_ready_while_the_lifespan_holds_the_archive_open_and_not_after() -
         assert app.state.actions.access is access
     assert not is_ready(app)
     assert access.closed
+
+
+async def test_a_search_for_a_kind_that_is_no_kind_is_refused() -> None:
+    """The kind is the vocabulary's EventKind: a kind that is none is a clear 422, not an empty answer."""
+    async with mounted(FixedActions(search=[]), search_router) as client:
+        known = await client.post("/v1/search", json={"kind": "echo"})
+        unknown = await client.post("/v1/search", json={"kind": "planet"})
+        in_the_query = await client.get("/v1/search", params={"kind": "planet"})
+    assert known.status_code == 200
+    assert known.json() == []
+    assert (unknown.status_code, in_the_query.status_code) == (422, 422)
