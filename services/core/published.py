@@ -42,6 +42,8 @@ PUBLISHED_SHA256: Final = frozenset(
         "bb07ccdbd9458dec75fe57fdc37909c1fbe7412d7949b4b3fc7f60e818959465",  # WA_RETENTION_PG__DSN's password
         "08a984544e0b25ec2d35fb69723dbdf0a9659b73b76b02ab08ff3c9187aa9d37",  # WA_CONSOLE_S3__SECRET_KEY
         "a80e36c2fb4e27a949ca0853b5c020b2febe89b6234ccac149bfd11825dd21b8",  # WA_CONSOLE_PG__DSN's password
+        "1b2224ef74639c99d4d7117c551f7586d4137c486dcaaa0f8650f7742c5f81d4",  # WA_PGBACKUP_S3_SECRET_KEY
+        "e9ca3499afcf065a66fdcd2269c9e6729463554051ce5f1dafc911f982d6cc59",  # WA_PGBACKUP_PG__DSN's password
     }
 )
 

@@ -56,6 +56,9 @@ def demo_secrets() -> dict[str, str]:
         password = urlsplit(DEMO[f"WA_{service}_PG__DSN"]).password
         assert password is not None
         found[f"WA_{service}_PG__DSN password"] = password
+    # The backup tooling's S3 identity and its exporter's database role (services/backups).
+    found["WA_PGBACKUP_S3_SECRET_KEY"] = DEMO["WA_PGBACKUP_S3_SECRET_KEY"]
+    found["WA_PGBACKUP_PG__DSN password"] = urlsplit(DEMO["WA_PGBACKUP_PG__DSN"]).password or ""
     return found
 
 
