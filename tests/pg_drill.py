@@ -10,7 +10,11 @@ import os
 import pwd
 import shutil
 import subprocess
+import sys
 import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -22,7 +26,7 @@ from services.backups.__main__ import configure
 from services.backups.barman import RecoveryTarget, newest_complete, parse_backup_list, recovery_conf
 from services.backups.settings import BackupSettings
 from services.core.settings import PostgresSettings
-from tests.support import REPO_ROOT
+from tests.support import REPO_ROOT, free_port
 
 STACK_SH = REPO_ROOT / "deploy" / "local" / "stack.sh"
 SERVICE_DSN_VARS = ("WA_ARCHIVER_PG__DSN", "WA_RETENTION_PG__DSN", "WA_CONSOLE_PG__DSN")
@@ -215,3 +219,28 @@ def drill_settings(demo_env: dict[str, str], home: Path, prefix: str, *, port: i
         archive_timeout_s=60,
         pg=PostgresSettings(dsn=SecretStr(f"postgresql://postgres@127.0.0.1:{port}/postgres")),
     )
+
+
+@asynccontextmanager
+async def drill_server(demo_env: dict[str, str]) -> AsyncIterator[DrillServer]:
+    """A fresh server (initdb, archiving configured, the demo's roles), stopped and deleted afterwards; its backups
+    go to a folder of its own in the backup bucket (created by provision.py if the stack predates it)."""
+    subprocess.run(
+        [sys.executable, str(REPO_ROOT / "deploy" / "local" / "provision.py"), "s3"],
+        env={**os.environ, **demo_env},
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    run = uuid.uuid4().hex[:8]
+    home = REPO_ROOT / ".stack" / f"pg-drill-{run}"
+    port = free_port()
+    server = DrillServer(home, port, drill_settings(demo_env, home, f"test/drill-{run}", port=port), demo_env)
+    server.initdb()
+    server.start()
+    try:
+        await server.provision()
+        yield server
+    finally:
+        server.stop("immediate")
+        shutil.rmtree(home, ignore_errors=True)

@@ -69,7 +69,7 @@ async def serve_exporter(settings: BackupSettings) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     try:
-        await probe.run(settings.refresh_interval_s, stop)
+        await probe.run(settings.refresh_interval_s, settings.base_refresh_interval_s, stop)
     finally:
         await server.stop()
 

@@ -112,8 +112,16 @@ class BackupProbe:
         self.metrics.probe_success.labels("wal").set(1)
         self.metrics.probe_timestamp.labels("wal").set(time.time())
 
-    async def run(self, interval_s: float, stop: asyncio.Event) -> None:
+    async def run(self, interval_s: float, base_interval_s: float, stop: asyncio.Event) -> None:
+        """Probe the archiver every ``interval_s`` and the store every ``base_interval_s`` (listing it starts a
+        process and reads every backup's metadata; base backups are daily) until ``stop`` is set."""
+        next_base = 0.0
+        loop = asyncio.get_running_loop()
         while not stop.is_set():
-            await self.refresh()
+            if loop.time() >= next_base:
+                next_base = loop.time() + base_interval_s
+                await self.refresh()
+            else:
+                await self.probe_wal()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval_s)

@@ -34,6 +34,7 @@ class BackupSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 9084
     refresh_interval_s: float = Field(default=15.0, gt=0)
+    base_refresh_interval_s: float = Field(default=60.0, gt=0)
 
     def store(self) -> BackupStore:
         return BackupStore(

@@ -19,10 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shutil
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -43,9 +39,9 @@ from services.review.conversation import load_conversation
 from tests import pipeline
 from tests.integration.test_erasure_final import erase, readable
 from tests.integration.test_kek_retirement import Archive, archive_messages, messages, run_cli
-from tests.pg_drill import DrillServer, drill_settings
+from tests.pg_drill import DrillServer, drill_server
 from tests.pipeline import Person
-from tests.support import REPO_ROOT, committed_offsets, create_topic, end_offsets, free_port, serve_asgi
+from tests.support import committed_offsets, create_topic, end_offsets, serve_asgi
 
 pytestmark = pytest.mark.integration
 
@@ -54,31 +50,9 @@ REASON = "restore drill"
 
 
 @pytest.fixture
-async def server(demo_env: dict[str, str], s3_ready: None) -> AsyncIterator[DrillServer]:
-    run = uuid.uuid4().hex[:8]
-    home = REPO_ROOT / ".stack" / f"pg-drill-{run}"
-    port = free_port()
-    drill = DrillServer(home, port, drill_settings(demo_env, home, f"test/drill-{run}", port=port), demo_env)
-    drill.initdb()
-    drill.start()
-    try:
-        await drill.provision()
-        yield drill
-    finally:
-        drill.stop("immediate")
-        shutil.rmtree(home, ignore_errors=True)
-
-
-@pytest.fixture
-def s3_ready(demo_env: dict[str, str]) -> None:
-    """The backup bucket exists (provision.py creates it; a stack provisioned before it did not)."""
-    subprocess.run(
-        [sys.executable, str(REPO_ROOT / "deploy" / "local" / "provision.py"), "s3"],
-        env={**os.environ, **demo_env},
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
+async def server(demo_env: dict[str, str]) -> AsyncIterator[DrillServer]:
+    async with drill_server(demo_env) as started:
+        yield started
 
 
 async def open_archive(server: DrillServer, kafka_bootstrap: str, prefix: str, topic: str | None) -> Archive:
