@@ -38,6 +38,7 @@ FULL: dict[str, list[str]] = {
     "console": [],
     "media": [],
     "recovery": ["--events", "100000"],
+    "key_copies": [],
 }
 QUICK: dict[str, list[str]] = {
     "ingest": ["--seconds", "5"],
@@ -50,6 +51,7 @@ QUICK: dict[str, list[str]] = {
     "console": ["--messages", "100000", "--queries", "20", "--runs", "10"],
     "media": ["--documents", "4", "--megabytes", "20"],
     "recovery": ["--events", "20000"],
+    "key_copies": ["--events", "20000", "--rounds", "1"],
 }
 PACKAGES = ("aiokafka", "asyncpg", "boto3", "cryptography", "orjson", "uvicorn", "fastapi", "prometheus-client")
 

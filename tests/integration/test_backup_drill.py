@@ -43,7 +43,9 @@ from tests.pg_drill import DrillServer, drill_server
 from tests.pipeline import Person
 from tests.support import committed_offsets, create_topic, end_offsets, serve_asgi
 
-pytestmark = pytest.mark.integration
+# About 2 minutes on the 2-core machine under other test runs (most of it barman-cloud's and PostgreSQL's start-ups);
+# the suite's 120 s default would cut it.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(400)]
 
 SCHEMA = "drill"
 REASON = "restore drill"
