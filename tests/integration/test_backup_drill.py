@@ -17,7 +17,6 @@ Each step's duration is printed (``-s`` shows it); docs/OPERATIONS.md quotes the
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import uuid
@@ -28,20 +27,19 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
-from pydantic import SecretStr
 
 from services.actions.access import ArchiveAccess, open_access
 from services.backups.barman import RecoveryTarget
 from services.core.schema import connect_pool, migrate_dsn
-from services.core.settings import PostgresSettings
 from services.retention.api import create_admin_app
 from services.review.conversation import load_conversation
 from tests import pipeline
 from tests.integration.test_erasure_final import erase, readable
 from tests.integration.test_kek_retirement import Archive, archive_messages, messages, run_cli
+from tests.integration.test_recovery import redeliver
 from tests.pg_drill import DrillServer, drill_server
 from tests.pipeline import Person
-from tests.support import committed_offsets, create_topic, end_offsets, serve_asgi
+from tests.support import create_topic, serve_asgi
 
 # About 2 minutes on the 2-core machine under other test runs (most of it barman-cloud's and PostgreSQL's start-ups);
 # the suite's 120 s default would cut it.
@@ -252,19 +250,3 @@ async def check_nothing_lost_nothing_back(drill: Drill, archive: Archive) -> Non
         for person in drill.erased:
             assert await readable(access, person) == []
         assert {p.wa_id: await conversation(access, p) for p in drill.kept} == drill.before
-
-
-async def redeliver(archive: Archive, bodies: list[bytes], timeout_s: float = 60) -> None:
-    """Produce ``bodies`` again and run an archiver until its group has committed the whole topic: every record
-    was handled (archived, or dropped as an erased person's)."""
-    bootstrap = f"127.0.0.1:{archive.demo_env['WA_KAFKA_PORT']}"
-    await pipeline.produce(bootstrap, archive.topic, pipeline.events_of(bodies))
-    settings = pipeline.archiver_settings(archive.demo_env, archive.topic, archive.dlq, archive.prefix).model_copy(
-        update={"pg": PostgresSettings(dsn=SecretStr(archive.dsn_of("ARCHIVER"))), "keys": archive.keys(archive.a)}
-    )
-    ends = await end_offsets(bootstrap, archive.topic, 1)
-    async with pipeline.running_archiver(settings):
-        deadline = time.monotonic() + timeout_s
-        while await committed_offsets(bootstrap, settings.group_id, archive.topic, 1) != ends:
-            assert time.monotonic() < deadline, f"the archiver did not commit {ends} within {timeout_s}s"
-            await asyncio.sleep(0.5)
