@@ -20,6 +20,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import asyncpg
+import boto3
+from botocore.client import Config
+from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
 from pydantic import SecretStr
 
 from services.backups.__main__ import configure
@@ -244,3 +247,21 @@ async def drill_server(demo_env: dict[str, str]) -> AsyncIterator[DrillServer]:
     finally:
         server.stop("immediate")
         shutil.rmtree(home, ignore_errors=True)
+        delete_backups(server.settings)
+
+
+def delete_backups(settings: BackupSettings) -> None:
+    """Every object of this server's backup folder: a drill leaves ≈100 MB of base backups and WAL otherwise."""
+    client = boto3.client(
+        "s3",
+        endpoint_url=settings.s3_endpoint_url,
+        aws_access_key_id=settings.s3_access_key,
+        aws_secret_access_key=settings.s3_secret_key.get_secret_value(),
+        region_name="us-east-1",
+        config=Config(s3={"addressing_style": "path"}),
+    )
+    folder = f"{settings.prefix.strip('/')}/"
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=settings.bucket, Prefix=folder):
+        keys: list[ObjectIdentifierTypeDef] = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+        if keys:
+            client.delete_objects(Bucket=settings.bucket, Delete={"Objects": keys, "Quiet": True})
