@@ -108,7 +108,7 @@ async def committed(bootstrap: str, group: str, topic: str, partitions: int) -> 
     return sum((await committed_offsets(bootstrap, group, topic, partitions)).values())
 
 
-async def run(events_count: int, partitions: int) -> dict[str, Any]:
+async def run(events_count: int, partitions: int, *, module: str = "services.archiver") -> dict[str, Any]:
     env = demo_env()
     bootstrap = f"127.0.0.1:{env['WA_KAFKA_PORT']}"
     topic = await create_topic(bootstrap, partitions=partitions, prefix="bench-archiver")
@@ -121,7 +121,7 @@ async def run(events_count: int, partitions: int) -> dict[str, Any]:
 
     group, prefix, port = f"bench-{uuid.uuid4().hex[:8]}", f"bench/{uuid.uuid4().hex[:8]}", free_port()
     process = start_module(
-        "services.archiver",
+        module,
         {
             **env,
             "WA_ARCHIVER_KAFKA__EVENTS_TOPIC": topic,
