@@ -166,8 +166,8 @@ class ArchiverLoop:
             state.paused_since = None
 
     async def _write(self, state: PartitionState, batch: OpenBatch[RawRecord]) -> None:
-        await self.writer.write(state.tp.partition, batch.items)
         next_offset = batch.last_offset + 1
+        await self.writer.write(state.tp.partition, batch.items)  # emptied by the writer once decoded
         try:
             await self.consumer.commit({state.tp: OffsetAndMetadata(next_offset, "")})
             state.committed = next_offset
