@@ -119,8 +119,9 @@ class ArchiverSettings(BaseSettings):
     max_concurrent_writes: int = Field(default=2, ge=1)
     # Prefetch bounds of the Kafka consumer (memory): per partition, and per fetch. aiokafka keeps each partition's
     # last fetch, and the record batches decompressed from it, until every record of it is taken. With 1 MiB per
-    # partition the archiver's RSS climbed through a 200,000-event backlog (peaks of 207-305 MB); with 256 KiB it
-    # stays under 200 MB, for no measurable CPU (docs/OPERATIONS.md, "Archiver memory sizing"). A record batch larger
+    # partition the archiver's RSS climbed through a 200,000-event backlog (peaks of 206-295 MB); with 256 KiB and
+    # the consumer loop's full collections (services/core/runtime.py) it levels off under 200 MB, for no measurable
+    # CPU (docs/OPERATIONS.md, "Archiver memory sizing"). A record batch larger
     # than the bound still comes whole (Kafka returns it alone: tests/integration/test_archiver.py), so a POST of up
     # to MAX_RECORD_BYTES is consumed all the same.
     max_partition_fetch_bytes: int = Field(default=256 * 1024, ge=64 * 1024)
