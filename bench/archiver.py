@@ -5,8 +5,8 @@ aiokafka consume loop over the same topic as the ratio's denominator.
 
 Prints events/s end to end, objects written, PUTs/s, the archiver's RSS before the drain (its floor) and its peak
 (VmHWM), CPU per event (its own user + system time, steadier than wall-clock rates on a shared machine) and the ratio
-to the raw loop. The peak varies by ±50 MB from run to run on a shared machine (a slower drain peaks higher): compare
-several runs.
+to the raw loop. The peak varies from run to run on a shared machine (±50 MB while it climbed through the drain, a
+slower drain peaking higher; docs/OPERATIONS.md, "Archiver memory sizing"): compare several runs, interleaved.
 Targets (issue #4): >= 20,000 events/s, <= 200 MB RSS.
 
     python -m bench.archiver [--events 200000] [--partitions 6]
