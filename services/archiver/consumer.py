@@ -34,6 +34,7 @@ from services.archiver.batching import FlushPolicy, FlushReason, OpenBatch, plan
 from services.archiver.metrics import ArchiverMetrics
 from services.archiver.sealing import RawRecord
 from services.archiver.writer import BatchWriter
+from services.core.runtime import FullCollections
 
 log = logging.getLogger("wa_archive.archiver")
 
@@ -71,6 +72,7 @@ class ArchiverLoop:
         max_buffered_records: int = 20_000,
         poll_timeout_ms: int = 200,
         clock: Callable[[], float] = time.monotonic,
+        collections: FullCollections | None = None,
     ) -> None:
         self.consumer = consumer
         self.writer = writer
@@ -80,6 +82,9 @@ class ArchiverLoop:
         self.max_buffered_records = max_buffered_records
         self.poll_timeout_ms = poll_timeout_ms
         self.clock = clock
+        # Full garbage collections at a steady pace (memory: services/core/runtime.py); None leaves them to the
+        # collector's thresholds.
+        self.collections = collections
         self.partitions: dict[TopicPartition, PartitionState] = {}
         self.ready = False
 
@@ -117,6 +122,8 @@ class ArchiverLoop:
                     await self.refresh_committed()
                 self._schedule(self.clock(), drain=False)
                 self._observe()
+                if self.collections is not None:
+                    self.collections.tick()
         finally:
             self.ready = False
 
@@ -173,8 +180,8 @@ class ArchiverLoop:
             state.paused_since = None
 
     async def _write(self, state: PartitionState, batch: OpenBatch[RawRecord]) -> None:
-        await self.writer.write(state.tp.partition, batch.items)
         next_offset = batch.last_offset + 1
+        await self.writer.write(state.tp.partition, batch.items)  # emptied by the writer once decoded
         try:
             await self.consumer.commit({state.tp: OffsetAndMetadata(next_offset, "")})
             state.committed = next_offset
