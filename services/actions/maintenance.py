@@ -17,8 +17,9 @@ from services.actions.operators import (
     authorize,
 )
 from services.archiver.rebuild import RebuildReport, RecordKeys, rebuild_index
+from services.core.kek_retirement import KekUse, RewrapReport, kek_uses, rewrap_keys
 from services.core.key_copies import KeyCopies
-from services.core.keyring import KekUse, RewrapRefused, RewrapReport, kek_uses, rewrap_keys
+from services.core.keyring import RewrapRefused
 from services.governance.erasure_log import ErasureLog
 from services.governance.recovery import RecoveryReport, reapply_erasures, restore_keys
 
@@ -96,7 +97,7 @@ class MaintenanceActions(ActionsBase):
     async def rewrap_keys(
         self, operator: Operator, *, to_kek_id: str, batch_size: int = 1000, progress: ProgressCallback | None = None
     ) -> RewrapReport:
-        """Rewrap every subject key under ``to_kek_id`` (keyring.rewrap_keys: batched, resumable, safe beside
+        """Rewrap every subject key under ``to_kek_id`` (kek_retirement.rewrap_keys: batched, resumable, safe beside
         running archivers and erasures). Audited with its report (KEK ids and counts), or with how far it got when
         it failed or was interrupted. :class:`RewrapRefused` when the target, or a KEK still wrapping keys, is not
         configured; nothing is changed then."""
