@@ -20,15 +20,12 @@ from services.core.vocabulary import HoldScope
 from services.governance.erasure import (
     OPEN_STATUSES,
     ErasureOutcome,
-    ErasureRequest,
     ErasureStatus,
     UnknownErasure,
     erase_subject,
-    erasure_requests,
-    extend_erasure,
     process_open_requests,
-    refuse_erasure,
 )
+from services.governance.erasure_requests import ErasureRequest, erasure_requests, extend_erasure, refuse_erasure
 from services.governance.holds import Hold, create_hold, list_holds, release_hold
 from services.governance.retention_run import RetentionReport, retention_run
 

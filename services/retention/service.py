@@ -10,7 +10,7 @@ from typing import Any
 
 from services.actions.access import ArchiveAccess
 from services.actions.layer import SCHEDULER, Actions
-from services.governance.erasure import pending_erasures
+from services.governance.erasure_requests import pending_erasures
 from services.governance.metrics import RetentionMetrics
 from services.retention.settings import RetentionSettings
 

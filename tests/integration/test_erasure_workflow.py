@@ -23,7 +23,8 @@ import pytest
 from services.actions.layer import SCHEDULER, ErasureError, Operator
 from services.core.identity import resolve_subject_refs
 from services.core.index import binary_keys
-from services.governance.erasure import ERASURE_DEADLINE, ERASURE_EXTENSION, ERASURE_LOCK_NAMESPACE, pending_erasures
+from services.governance.erasure import ERASURE_DEADLINE, ERASURE_EXTENSION, ERASURE_LOCK_NAMESPACE
+from services.governance.erasure_requests import pending_erasures
 from tests import pipeline
 from tests.integration.test_actions import CLI_OPERATOR, DPO, READER, Stack, counted, stack
 from tests.integration.test_retention import archive, crisis_bodies

@@ -30,7 +30,8 @@ from services.core.plaintext import json_bytes
 from services.core.refusals import ActionRefused, NotFound
 from services.core.settings import KeySettings, PostgresSettings, S3Settings
 from services.core.vocabulary import EVENT_KINDS, Direction, EventKind, HoldScope
-from services.governance.erasure import ErasureOutcome, ErasureRequest, ErasureStatus
+from services.governance.erasure import ErasureOutcome, ErasureStatus
+from services.governance.erasure_requests import ErasureRequest
 from services.governance.grounds import RefusalGround
 from services.governance.holds import Hold
 from services.governance.retention_run import RetentionReport
