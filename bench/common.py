@@ -14,9 +14,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from devtools.devrun import apply_migrations
+from devtools.samples import REPO_ROOT, load_demo_env
 from services.core.published import LOCAL_DEMO_FLAG
-from services.tools.devrun import apply_migrations
-from tests.support import REPO_ROOT, load_demo_env
 
 RESULTS = REPO_ROOT / "bench" / "results"
 

@@ -24,7 +24,7 @@ from importlib import metadata
 from typing import Any
 
 from bench.common import RESULTS, ensure_stack, machine
-from tests.support import REPO_ROOT
+from devtools.samples import REPO_ROOT
 
 FULL: dict[str, list[str]] = {
     "ingest": [],

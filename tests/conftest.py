@@ -21,9 +21,9 @@ from botocore.client import Config
 from hypothesis import HealthCheck, settings
 from mypy_boto3_s3 import S3Client
 
+from devtools.samples import REPO_ROOT, load_demo_env
 from services.core.published import LOCAL_DEMO_FLAG
 from services.core.schema import connect_pool, migrate_dsn
-from tests.support import REPO_ROOT, load_demo_env
 
 DEMO_ENV = load_demo_env()
 for _name, _value in DEMO_ENV.items():

@@ -1,10 +1,10 @@
-"""Helpers shared by tests and benchmarks: where things are, and the demo configuration."""
+"""Helpers shared by tests and benchmarks: topics and offsets on the real broker, service processes, raw HTTP,
+the CLI in-process. Where the sample data and the demo configuration are: devtools/samples.py."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import select
 import signal
 import socket
@@ -15,59 +15,16 @@ import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from devtools.samples import REPO_ROOT
 from services.cli import main as cli_main
 from services.core.kafka import MAX_RECORD_BYTES, PROTOCOL_OVERHEAD_BYTES
-from services.core.settings import read_env_file
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEMO_ENV_FILE = REPO_ROOT / "deploy" / "local" / "demo.env"
-# Meta's Cloud API webhook samples, one POST body per file (SOURCES.md says where each comes from).
-PAYLOADS_DIR = REPO_ROOT / "tests" / "data" / "whatsapp"
-
-
-def payloads_dir() -> Path:
-    """The sample webhooks (tests/data/whatsapp in the repository), overridable with WA_PAYLOADS_DIR."""
-    override = os.environ.get("WA_PAYLOADS_DIR")
-    return Path(override) if override else PAYLOADS_DIR
-
-
-def load_demo_env(path: Path = DEMO_ENV_FILE) -> dict[str, str]:
-    """The demo configuration (deploy/local/demo.env), parsed the way the services' tools read it."""
-    return read_env_file(path)
-
-
-@contextlib.asynccontextmanager
-async def serve_asgi(app: Any, *, lifespan: Literal["auto", "on", "off"] = "on", port: int = 0) -> AsyncIterator[str]:
-    """Serve an ASGI app with uvicorn on 127.0.0.1 (a free port by default) inside the running loop; yields its URL."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan=lifespan, access_log=False, log_level="warning")
-    server = _QuietServer(config)
-    task = asyncio.create_task(server.serve())
-    for _ in range(400):
-        if server.started or task.done():
-            break
-        await asyncio.sleep(0.01)
-    if task.done():
-        task.result()
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
-
-
-class _QuietServer(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 async def create_topic(bootstrap: str, partitions: int = 3, prefix: str = "t") -> str:

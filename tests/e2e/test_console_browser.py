@@ -27,9 +27,9 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.select import Select
 
+from devtools.demo_media import PARCEL_PHOTO_ID, demo_sha256
 from services.core.events import parse_webhook
 from services.core.index import binary_keys
-from services.tools.demo_media import PARCEL_PHOTO_ID, demo_sha256
 from services.tools.replay import post_signed
 from tests import pipeline
 from tests.e2e.browser import accessibility_problems, chrome, navigate, screenshot, tab_order

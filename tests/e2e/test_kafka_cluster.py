@@ -34,9 +34,10 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from devtools.samples import REPO_ROOT, load_demo_env
 from services.ingest.signature import sign
 from services.tools.loadgen import HttpConnection, SyntheticWebhook, Tenant, synthetic_deliveries
-from tests.support import REPO_ROOT, ServiceProcess, free_port, load_demo_env
+from tests.support import ServiceProcess, free_port
 
 pytestmark = pytest.mark.e2e
 

@@ -17,6 +17,7 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
+from devtools.serving import serve_asgi
 from services.actions.access import ArchiveAccess, open_access
 from services.actions.layer import SCHEDULER, Actions, Forbidden, NotFound, Operator
 from services.core.audit import ReasonRequired
@@ -29,7 +30,7 @@ from services.retention.settings import RetentionSettings
 from tests import pipeline
 from tests.integration.test_retention import archive, audit_rows, crisis_bodies
 from tests.pipeline import Person
-from tests.support import run_cli, serve_asgi
+from tests.support import run_cli
 
 pytestmark = pytest.mark.integration
 

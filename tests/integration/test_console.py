@@ -16,6 +16,8 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
+from devtools.graph_api import FakeGraphApi
+from devtools.serving import serve_asgi
 from services.actions.access import ArchiveAccess, open_access
 from services.actions.layer import Actions, Operator
 from services.console.app import create_console_app
@@ -29,10 +31,9 @@ from services.retention.settings import RetentionSettings
 from services.review.conversation import load_conversation, message_words
 from services.review.search import SearchFilter
 from tests import pipeline
-from tests.fakes.graph_api import FakeGraphApi
 from tests.integration.test_retention import NOW
 from tests.pipeline import Person
-from tests.support import create_topic, serve_asgi
+from tests.support import create_topic
 
 pytestmark = pytest.mark.integration
 

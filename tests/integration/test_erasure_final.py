@@ -24,6 +24,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
+from devtools.serving import serve_asgi
 from services.actions.access import ArchiveAccess, open_access
 from services.archiver.metrics import ArchiverMetrics
 from services.archiver.rebuild import rebuild_index
@@ -45,7 +46,7 @@ from services.review.conversation import load_conversation
 from services.tools.replay import post_signed
 from tests import pipeline
 from tests.pipeline import Person
-from tests.support import committed_offsets, create_topic, end_offsets, serve_asgi
+from tests.support import committed_offsets, create_topic, end_offsets
 
 pytestmark = pytest.mark.integration
 

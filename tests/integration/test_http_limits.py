@@ -17,14 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from devtools.samples import REPO_ROOT
 from services.core.published import LOCAL_DEMO_FLAG
-from tests.support import (
-    REPO_ROOT,
-    ServiceProcess,
-    answer_before_body,
-    free_port,
-    stream_until_answered,
-)
+from tests.support import ServiceProcess, answer_before_body, free_port, stream_until_answered
 
 pytestmark = pytest.mark.integration
 

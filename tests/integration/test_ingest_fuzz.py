@@ -37,6 +37,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
+from devtools.serving import serve_asgi
 from services.core.events import Event, WebhookRejected, decode_webhook, parse_webhook, webhook_scope
 from services.core.journal import split_record
 from services.core.settings import KafkaSettings
@@ -45,7 +46,7 @@ from services.ingest.settings import IngestSettings
 from services.ingest.signature import sign
 from services.tools.replay import meta_encode
 from tests import pipeline
-from tests.support import committed_offsets, create_topic, read_to_end, serve_asgi
+from tests.support import committed_offsets, create_topic, read_to_end
 from tests.webhook_strategies import (
     JSON_VALUES,
     OTHER_OBJECTS,

@@ -31,6 +31,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
+from devtools.samples import REPO_ROOT
+from devtools.serving import serve_asgi
 from services.actions.access import ArchiveAccess, open_access
 from services.actions.layer import Actions, Operator
 from services.core.crypto import DekCache, LocalKek, UnknownKek
@@ -45,7 +47,7 @@ from services.retention.settings import RetentionSettings
 from tests import pipeline
 from tests.integration.test_erasure_final import erase, readable
 from tests.pipeline import Person
-from tests.support import REPO_ROOT, create_topic, serve_asgi
+from tests.support import create_topic
 
 pytestmark = pytest.mark.integration
 

@@ -26,6 +26,7 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
+from devtools.serving import serve_asgi
 from services.actions.access import ArchiveAccess, open_access
 from services.actions.layer import Actions, Operator
 from services.console.app import create_console_app
@@ -43,7 +44,7 @@ from services.review.conversation import summary
 from services.review.export import write_export
 from tests import pipeline
 from tests.pipeline import Person
-from tests.support import create_topic, run_cli, serve_asgi
+from tests.support import create_topic, run_cli
 
 pytestmark = pytest.mark.integration
 

@@ -20,6 +20,7 @@ from botocore.exceptions import ClientError
 from mypy_boto3_s3 import S3Client
 from prometheus_client import CollectorRegistry
 
+from devtools.serving import serve_asgi
 from services.actions.access import ArchiveAccess, open_access
 from services.archiver.rebuild import rebuild_index
 from services.core.audit import ReasonRequired
@@ -34,7 +35,7 @@ from services.review.conversation import load_conversation
 from services.review.export import write_export
 from tests import pipeline
 from tests.pipeline import Person
-from tests.support import create_topic, serve_asgi
+from tests.support import create_topic
 
 pytestmark = pytest.mark.integration
 
