@@ -81,7 +81,9 @@ from botocore.exceptions import ClientError
 from prometheus_client import CollectorRegistry
 
 from bench.common import demo_env, ensure_stack, start_module, wait_http, write_result
-from devtools.serving import serve_asgi
+from devtools import pipeline
+from devtools.broker import committed_offsets, create_topic
+from devtools.serving import free_port, serve_asgi
 from services.actions.access import ArchiveAccess, open_access
 from services.actions.layer import Actions, Operator
 from services.console.app import SEARCH_LIMIT, create_console_app
@@ -98,8 +100,6 @@ from services.core.settings import KafkaSettings
 from services.governance.metrics import RetentionMetrics
 from services.review.conversation import assemble
 from services.review.search import SearchFilter, search_index
-from tests import pipeline
-from tests.support import committed_offsets, create_topic, free_port
 
 MANIFEST_VERSION: Final = 1
 SEARCH_TARGET_MS: Final = 300

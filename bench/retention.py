@@ -26,6 +26,9 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.common import CpuMeter, demo_env, ensure_stack, start_module, wait_http, write_result
+from devtools import pipeline
+from devtools.broker import create_topic
+from devtools.serving import free_port
 from services.actions.access import open_access
 from services.core.bucket import ArchiveBucket
 from services.core.events import Event
@@ -34,8 +37,6 @@ from services.core.settings import KafkaSettings
 from services.governance.erasure import erase_subject
 from services.governance.retention_run import CONCURRENT_CHUNKS, DELETE_BATCH, retention_run
 from services.review.conversation import load_conversation
-from tests import pipeline
-from tests.support import create_topic, free_port
 
 TEN_YEARS_AGO = int(time.time()) - 10 * 365 * 86400
 

@@ -42,6 +42,7 @@ from functools import partial
 from typing import Any
 
 from bench.common import demo_env, ensure_stack, write_result
+from devtools import pipeline
 from services.actions.access import ArchiveAccess, open_access
 from services.archiver.sealing import ConsumedRecord, pseudonyms_of, seal_batch
 from services.core.container import decode_container, encode_container, read_header, read_records
@@ -50,7 +51,6 @@ from services.core.events import Event, parse_webhook
 from services.core.index import write_object_index
 from services.core.policy import DEFAULT_POLICY, Classifier
 from services.review.conversation import load_conversation
-from tests import pipeline
 
 TOPIC = "wa.events.v1"
 RECEIVED = datetime(2026, 11, 25, tzinfo=UTC)

@@ -35,9 +35,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from devtools.samples import REPO_ROOT, load_demo_env
+from devtools.serving import free_port
 from services.ingest.signature import sign
 from services.tools.loadgen import HttpConnection, SyntheticWebhook, Tenant, synthetic_deliveries
-from tests.support import ServiceProcess, free_port
+from tests.helpers.support import ServiceProcess
 
 pytestmark = pytest.mark.e2e
 

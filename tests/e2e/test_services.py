@@ -24,6 +24,7 @@ import httpx
 import orjson
 import pytest
 
+from devtools.broker import create_topic
 from devtools.demo_crisis import (
     CAMILLE,
     CORRECTED_PRICE,
@@ -41,7 +42,6 @@ from services.core.events import Event, parse_webhook
 from services.core.index import binary_key
 from services.tools.replay import load_bodies, post_signed, replay
 from tests.e2e.processes import PORTS, running_services
-from tests.support import create_topic
 
 pytestmark = pytest.mark.e2e
 

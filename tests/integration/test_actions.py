@@ -17,6 +17,8 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
+from devtools import pipeline
+from devtools.pipeline import Person
 from devtools.serving import serve_asgi
 from services.actions.access import ArchiveAccess, open_access
 from services.actions.layer import SCHEDULER, Actions, Forbidden, NotFound, Operator
@@ -27,10 +29,8 @@ from services.governance.metrics import RetentionMetrics
 from services.retention.api import create_admin_app
 from services.retention.service import background_work
 from services.retention.settings import RetentionSettings
-from tests import pipeline
+from tests.helpers.support import run_cli
 from tests.integration.test_retention import archive, audit_rows, crisis_bodies
-from tests.pipeline import Person
-from tests.support import run_cli
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,10 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
+from devtools import pipeline
+from devtools.broker import create_topic
 from devtools.graph_api import FakeGraphApi
+from devtools.pipeline import Person
 from devtools.serving import serve_asgi
 from services.actions.access import ArchiveAccess, open_access
 from services.actions.layer import Actions, Operator
@@ -30,10 +33,7 @@ from services.governance.metrics import RetentionMetrics
 from services.retention.settings import RetentionSettings
 from services.review.conversation import load_conversation, message_words
 from services.review.search import SearchFilter
-from tests import pipeline
 from tests.integration.test_retention import NOW
-from tests.pipeline import Person
-from tests.support import create_topic
 
 pytestmark = pytest.mark.integration
 

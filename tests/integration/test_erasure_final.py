@@ -24,6 +24,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
+from devtools import pipeline
+from devtools.broker import committed_offsets, create_topic, end_offsets
+from devtools.pipeline import Person
 from devtools.serving import serve_asgi
 from services.actions.access import ArchiveAccess, open_access
 from services.archiver.metrics import ArchiverMetrics
@@ -44,9 +47,6 @@ from services.ingest.app import IngestApp
 from services.ingest.settings import IngestSettings
 from services.review.conversation import load_conversation
 from services.tools.replay import post_signed
-from tests import pipeline
-from tests.pipeline import Person
-from tests.support import committed_offsets, create_topic, end_offsets
 
 pytestmark = pytest.mark.integration
 

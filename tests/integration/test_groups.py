@@ -17,6 +17,9 @@ import asyncpg
 import orjson
 import pytest
 
+from devtools import pipeline
+from devtools.broker import create_topic
+from devtools.pipeline import Person
 from services.actions.layer import GroupRequired, HoldError, Operator, ReasonRequired
 from services.archiver.sealing import BUSINESS_SUBJECT
 from services.core.events import Event
@@ -26,11 +29,9 @@ from services.governance import erasure
 from services.governance.holds import held_objects
 from services.ingest.outbound import outbound_event
 from services.review.conversation import ConversationMessage, group_change
-from tests import pipeline
+from tests.helpers.support import run_cli
 from tests.integration.test_actions import CLI_OPERATOR, DPO, READER, Stack, stack
 from tests.integration.test_retention import NOW
-from tests.pipeline import Person
-from tests.support import create_topic, run_cli
 
 __all__ = ["stack"]  # the fixture, shared with test_actions
 

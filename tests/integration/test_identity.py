@@ -17,6 +17,9 @@ import orjson
 import pytest
 from mypy_boto3_s3 import S3Client
 
+from devtools import pipeline
+from devtools.broker import create_topic
+from devtools.pipeline import Person
 from services.actions.access import ArchiveAccess
 from services.actions.layer import Operator
 from services.core.identity import resolve_subject_refs
@@ -26,11 +29,8 @@ from services.governance.erasure import carry_out, erase_subject
 from services.governance.holds import create_hold, release_hold
 from services.governance.retention_run import retention_run
 from services.review.conversation import ConversationMessage
-from tests import pipeline
 from tests.integration.test_actions import Stack, stack
 from tests.integration.test_retention import NOW, access, archive, prefix
-from tests.pipeline import Person
-from tests.support import create_topic
 
 __all__ = ["access", "prefix", "stack"]  # fixtures shared with test_retention and test_actions
 

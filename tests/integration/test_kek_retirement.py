@@ -31,6 +31,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
+from devtools import pipeline
+from devtools.broker import create_topic
+from devtools.pipeline import Person
 from devtools.samples import REPO_ROOT
 from devtools.serving import serve_asgi
 from services.actions.access import ArchiveAccess, open_access
@@ -44,10 +47,7 @@ from services.core.settings import KeySettings, PostgresSettings
 from services.governance.metrics import RetentionMetrics
 from services.retention.api import create_admin_app
 from services.retention.settings import RetentionSettings
-from tests import pipeline
 from tests.integration.test_erasure_final import erase, readable
-from tests.pipeline import Person
-from tests.support import create_topic
 
 pytestmark = pytest.mark.integration
 

@@ -23,6 +23,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
+from devtools import pipeline
+from devtools.broker import committed_offsets, create_topic, topic_from_start
 from devtools.serving import serve_asgi
 from services.archiver import sealing
 from services.archiver.service import run_archiver
@@ -33,8 +35,6 @@ from services.core.settings import KafkaSettings
 from services.ingest.app import IngestApp
 from services.ingest.settings import IngestSettings
 from services.tools.replay import post_signed
-from tests import pipeline
-from tests.support import committed_offsets, create_topic, topic_from_start
 
 pytestmark = pytest.mark.integration
 

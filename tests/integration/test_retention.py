@@ -20,6 +20,9 @@ from botocore.exceptions import ClientError
 from mypy_boto3_s3 import S3Client
 from prometheus_client import CollectorRegistry
 
+from devtools import pipeline
+from devtools.broker import create_topic
+from devtools.pipeline import Person
 from devtools.serving import serve_asgi
 from services.actions.access import ArchiveAccess, open_access
 from services.archiver.rebuild import rebuild_index
@@ -33,9 +36,6 @@ from services.governance.retention_run import delete_chunk, expired_objects, ret
 from services.retention.api import create_admin_app
 from services.review.conversation import load_conversation
 from services.review.export import write_export
-from tests import pipeline
-from tests.pipeline import Person
-from tests.support import create_topic
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from devtools.samples import REPO_ROOT
-from tests.support import free_port
+from devtools.serving import free_port
 
 pytestmark = pytest.mark.integration
 

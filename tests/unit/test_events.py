@@ -27,7 +27,7 @@ from services.core.events import (
     parse_webhook,
     split_webhook,
 )
-from tests.support import json_slots
+from tests.helpers.support import json_slots
 
 pytestmark = pytest.mark.unit
 

@@ -119,7 +119,7 @@ def test_the_scan_catches_escapes(relative: str, line: str) -> None:
 @pytest.mark.parametrize(
     ("relative", "line"),
     [
-        ("tests/support.py", "REPO_ROOT = Path(__file__).resolve().parents[1]"),
+        ("tests/helpers/support.py", "REPO_ROOT = Path(__file__).resolve().parents[2]"),
         ("deploy/k8s/generate.py", "REPO_ROOT = Path(__file__).resolve().parents[2]"),
         ("devtools/samples.py", "REPO_ROOT = Path(__file__).resolve().parent.parent"),
         ("deploy/k8s/overlays/example/kustomization.yaml", "  - ../../base"),

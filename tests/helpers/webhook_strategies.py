@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from devtools.samples import payloads_dir
 from services.tools.replay import load_bodies
-from tests.support import json_slots
+from tests.helpers.support import json_slots
 
 
 @cache
