@@ -33,7 +33,7 @@ from services.governance.metrics import RetentionMetrics
 from services.retention.settings import RetentionSettings
 from services.review.conversation import load_conversation, message_words
 from services.review.search import SearchFilter
-from tests.integration.test_retention import NOW
+from tests.helpers.archive_runs import NOW
 
 pytestmark = pytest.mark.integration
 

@@ -42,11 +42,10 @@ from services.core.keyring import Keyring
 from services.core.retry import RetryPolicy
 from services.core.schema import connect_pool
 from services.core.settings import KafkaSettings
-from services.governance.erasure import erase_subject
 from services.ingest.app import IngestApp
 from services.ingest.settings import IngestSettings
-from services.review.conversation import load_conversation
 from services.tools.replay import post_signed
+from tests.helpers.erasure import erase, readable
 
 pytestmark = pytest.mark.integration
 
@@ -60,34 +59,6 @@ async def access(demo_env: dict[str, str]) -> AsyncIterator[ArchiveAccess]:
         yield opened
     finally:
         await opened.close()
-
-
-async def readable(access: ArchiveAccess, person: Person) -> list[str]:
-    """The wamids of the person's messages that can be read, by every pseudonym of theirs."""
-    conversation = await load_conversation(
-        access.pool,
-        access.reader,
-        access.pepper,
-        contact=person.wa_id,
-        phone_number_id=None,
-        actor="test",
-        reason="erasure finality test",
-    )
-    return sorted(m.message_id or "" for m in conversation.messages)
-
-
-async def erase(access: ArchiveAccess, person: Person) -> None:
-    outcome = await erase_subject(
-        access.pool,
-        access.keyring,
-        access.bucket,
-        access.pepper,
-        contact=person.wa_id,
-        phone_number_id=None,
-        request_ref=f"GDPR-{uuid.uuid4().hex[:8]}",
-        actor="dpo",
-    )
-    assert outcome.status == "completed"
 
 
 async def tombstones(pool: asyncpg.Pool, event_ids: list[str]) -> int:

@@ -47,7 +47,7 @@ from services.core.settings import KeySettings, PostgresSettings
 from services.governance.metrics import RetentionMetrics
 from services.retention.api import create_admin_app
 from services.retention.settings import RetentionSettings
-from tests.integration.test_erasure_final import erase, readable
+from tests.helpers.erasure import erase, readable
 
 pytestmark = pytest.mark.integration
 

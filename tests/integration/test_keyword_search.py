@@ -17,11 +17,9 @@ from services.actions.layer import Operator
 from services.core.identity import resolve_subject_refs
 from services.core.index import binary_keys
 from services.review.search import SearchFilter
+from tests.helpers.action_stack import READER, Stack
+from tests.helpers.archive_runs import NOW, archive
 from tests.helpers.support import run_cli
-from tests.integration.test_actions import READER, Stack, stack
-from tests.integration.test_retention import NOW, archive
-
-__all__ = ["stack"]  # the fixture, shared with test_actions
 
 pytestmark = pytest.mark.integration
 

@@ -20,8 +20,8 @@ from services.archiver.rebuild import RecordKeys, rebuild_index
 from services.core.index import binary_keys
 from services.core.policy import DEFAULT_POLICY
 from services.core.pseudonym import subject_ref
-from tests.integration.test_erasure_final import erase
-from tests.integration.test_groups import Group
+from tests.helpers.erasure import erase
+from tests.helpers.groups import Group
 
 pytestmark = pytest.mark.integration
 

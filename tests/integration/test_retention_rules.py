@@ -20,10 +20,7 @@ from services.actions.access import ArchiveAccess
 from services.core.index import binary_keys
 from services.core.pseudonym import subject_ref
 from services.governance.retention_run import retention_run
-from tests.integration.test_identity import message
-from tests.integration.test_retention import NOW, access, prefix
-
-__all__ = ["access", "prefix"]  # fixtures shared with test_retention
+from tests.helpers.archive_runs import NOW, message
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ from services.archiver.sealing import holders_of, number_refs, people_of, pseudo
 from services.core.events import Event, parse_webhook
 from services.core.holders import current_since, holder_since, new_number, with_changes
 from services.core.pseudonym import holder_ref, subject_ref
-from tests.unit.test_sealing import event
+from tests.helpers.events import event
 
 pytestmark = pytest.mark.unit
 

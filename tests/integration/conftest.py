@@ -1,0 +1,52 @@
+"""Fixtures the integration tests share: a fresh archive prefix, the archive opened on it, and the actions,
+admin API and CLI environment on one prefix (``stack``)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry
+
+from devtools import pipeline
+from devtools.serving import serve_asgi
+from services.actions.access import ArchiveAccess, open_access
+from services.actions.layer import Actions
+from services.governance.metrics import RetentionMetrics
+from services.retention.api import create_admin_app
+from tests.helpers.action_stack import CLI_OPERATOR, Stack
+
+
+@pytest.fixture
+async def prefix() -> str:
+    return f"test/{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+async def access(demo_env: dict[str, str], prefix: str) -> AsyncIterator[ArchiveAccess]:
+    opened = await open_access(pipeline.retention_settings(demo_env, prefix))
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+async def stack(demo_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Stack]:
+    """The actions in-process, the admin API served over HTTP, and the CLI's environment, on one test prefix."""
+    prefix = f"test/{uuid.uuid4().hex[:8]}"
+    settings = pipeline.retention_settings(demo_env, prefix)
+    monkeypatch.setenv("WA_RETENTION_S3__PREFIX", prefix)
+    monkeypatch.setenv("WA_RETENTION_OPERATOR", CLI_OPERATOR)
+
+    async def opener() -> ArchiveAccess:
+        return await open_access(settings)
+
+    registry, api_registry = CollectorRegistry(), CollectorRegistry()
+    access = await open_access(settings)
+    app = create_admin_app(settings, opener, registry=api_registry)
+    try:
+        async with serve_asgi(app) as url, httpx.AsyncClient(base_url=url, timeout=60) as client:
+            yield Stack(settings, Actions(access, RetentionMetrics(registry)), registry, client, api_registry)
+    finally:
+        await access.close()
