@@ -22,9 +22,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
@@ -33,9 +33,15 @@ from aiokafka.structs import OffsetAndMetadata
 from services.archiver.batching import FlushPolicy, FlushReason, OpenBatch, plan_flush
 from services.archiver.metrics import ArchiverMetrics
 from services.archiver.sealing import RawRecord
-from services.archiver.writer import BatchWriter
 
 log = logging.getLogger("wa_archive.archiver")
+
+
+class BatchSink(Protocol):
+    """What the loop needs of :class:`~services.archiver.writer.BatchWriter`: ``write`` returns once the batch is
+    durable (objects and index), or raises; the loop commits only after it returned."""
+
+    async def write(self, partition: int, raw: Sequence[RawRecord]) -> object: ...
 
 
 @dataclass
@@ -63,7 +69,7 @@ class ArchiverLoop:
     def __init__(
         self,
         consumer: AIOKafkaConsumer,
-        writer: BatchWriter,
+        writer: BatchSink,
         metrics: ArchiverMetrics,
         *,
         policy: FlushPolicy,
