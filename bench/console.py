@@ -73,6 +73,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
+import asyncpg
 import httpx
 import orjson
 from aiokafka.admin import AIOKafkaAdminClient
@@ -494,7 +495,10 @@ async def scratch_sizes(bench: Bench) -> dict[str, Any]:
     """The bench's keyword_index and archived_events rows copied into a scratch schema with the tables' own
     indexes, one object at a time in the archiver's order (so the GIN grows as it does), then measured."""
     schema = f"bench_console_sizes_{uuid.uuid4().hex[:6]}"
-    async with bench.access.pool.acquire() as conn:
+    # As the schema's owner: the services' roles may not create a schema (least privilege), and this one is dropped
+    # at the end.
+    conn = await asyncpg.connect(bench.env["WA_MIGRATOR_PG__DSN"])
+    try:
         keys = [
             r["object_key"]
             for r in await conn.fetch(
@@ -537,6 +541,8 @@ async def scratch_sizes(bench: Bench) -> dict[str, Any]:
             events = await conn.fetchval(f"SELECT count(*) FROM {schema}.archived_events")  # noqa: S608
         finally:
             await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    finally:
+        await conn.close()
     by_name = {r["relname"]: r for r in sizes}
     keyword_indexes = {
         r["relname"]: int(r["bytes"]) for r in sizes if r["relkind"] == "i" and r["relname"].startswith("keyword")
@@ -958,7 +964,7 @@ def console_process(bench: Bench) -> Iterator[str]:
     log = Path("/tmp") / f"bench-console-{port}.log"
     process = start_module("services.console", env, log)
     try:
-        wait_http(f"http://127.0.0.1:{port}/readyz")
+        wait_http(f"http://127.0.0.1:{ops_port}/readyz")  # the probes are on the ops port, not the pages'
         yield f"http://127.0.0.1:{port}"
     finally:
         process.terminate()

@@ -250,7 +250,16 @@ def spread(values: list[float]) -> dict[str, float]:
 async def run(repeats: int, messages: int, others: int, batch: int, people: int, profile: bool) -> dict[str, Any]:
     env = demo_env()
     prefix = f"bench/retrieval-{uuid.uuid4().hex[:8]}"
-    writer = await open_access(pipeline.retention_settings(env, prefix))
+    # The synthetic archive is written as the archiver writes it and removed afterwards: no one service role may do
+    # both (least privilege), so the bench does it as the schema's owner and the bucket's administrator. It is
+    # read as the CLI reads it, with the retention service's role.
+    owner = {
+        **env,
+        "WA_RETENTION_PG__DSN": env["WA_MIGRATOR_PG__DSN"],
+        "WA_RETENTION_S3__ACCESS_KEY": env["WA_S3_ACCESS_KEY"],
+        "WA_RETENTION_S3__SECRET_KEY": env["WA_S3_SECRET_KEY"],
+    }
+    writer = await open_access(pipeline.retention_settings(owner, prefix))
     figures: dict[str, Any] = {"messages": messages, "other_records": others, "batch": batch}
     archives: list[Archive] = []
     try:
