@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha256s
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: help venv stack-up stack-down stack-status lint test test-unit run bench clean
+.PHONY: help venv stack-up stack-down stack-status lint test test-unit run bench messages clean
 
 help:
 	@echo "make run         start the local stack and the three services, replay the sample webhooks"
@@ -18,6 +18,7 @@ help:
 	@echo "make stack-up    start Kafka, SeaweedFS (S3), PostgreSQL, Prometheus on 127.0.0.1"
 	@echo "make stack-down  stop them (no process left behind)"
 	@echo "make bench       the benchmarks; figures in bench/results/"
+	@echo "make messages    extract the console's texts (babel.cfg) and merge them into its catalogs (.po)"
 
 venv: $(STAMP)
 
@@ -53,6 +54,18 @@ run: stack-up
 
 bench: stack-up
 	$(PY) -m bench.run $(BENCH_ARGS)
+
+# The console's texts: Babel extracts them from its Python code and templates (babel.cfg) into the template catalog
+# (.pot), then merges that into every language's catalog (.po): a new text is added untranslated, a changed one is
+# kept as a fuzzy guess; both fail tests/unit/test_console_i18n.py until translated. The .po files are compiled in
+# memory when the console starts (services/console/i18n.py), so there is no compile step.
+LOCALE_DIR := services/console/locale
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+
+messages: venv
+	$(VENV)/bin/pybabel extract -F babel.cfg --add-location=file --sort-output --project=wa-archive \
+		--version=$(VERSION) --copyright-holder="the wa-archive authors" -o $(LOCALE_DIR)/messages.pot .
+	$(VENV)/bin/pybabel update -i $(LOCALE_DIR)/messages.pot -d $(LOCALE_DIR) -D messages --ignore-obsolete
 
 clean: stack-down
 	rm -rf .stack

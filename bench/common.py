@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from devtools.devrun import apply_migrations
-from devtools.samples import REPO_ROOT, load_demo_env
+from devtools.samples import REPO_ROOT, as_kafka_super_user, load_demo_env
 from services.core.published import LOCAL_DEMO_FLAG
 
 # WA_BENCH_RESULTS: elsewhere (the smoke run of tests/integration/test_bench_smoke.py writes to a temporary folder).
@@ -26,8 +26,9 @@ STACK_PORTS = ("WA_KAFKA_PORT", "WA_S3_PORT", "WA_PG_PORT", "WA_PROMETHEUS_PORT"
 
 def demo_env() -> dict[str, str]:
     """The demo configuration, overridden by the WA_ variables of the environment; a local demo, so the services
-    accept its published secrets (services/core/published.py)."""
-    env = load_demo_env()
+    accept its published secrets (services/core/published.py). The services connect to Kafka as its super user:
+    the benchmarks give them topics and groups of their own (devtools.samples.as_kafka_super_user)."""
+    env = as_kafka_super_user(load_demo_env())
     return {**env, **{k: v for k, v in os.environ.items() if k.startswith("WA_")}, LOCAL_DEMO_FLAG: "1"}
 
 

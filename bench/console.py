@@ -87,7 +87,8 @@ from devtools.broker import committed_offsets, create_topic
 from devtools.serving import free_port, serve_asgi
 from services.actions.access import ArchiveAccess, open_access
 from services.actions.layer import Actions, Operator
-from services.console.app import SEARCH_LIMIT, create_console_app
+from services.console.factory import create_console_app
+from services.console.routers.search import SEARCH_LIMIT
 from services.console.settings import ConsoleSettings
 from services.console.timeline import bubbles
 from services.core.events import decode_webhook, webhook_scope

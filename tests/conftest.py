@@ -21,11 +21,15 @@ from botocore.client import Config
 from hypothesis import HealthCheck, settings
 from mypy_boto3_s3 import S3Client
 
-from devtools.samples import REPO_ROOT, load_demo_env
+from devtools.samples import REPO_ROOT, as_kafka_super_user, load_demo_env
 from services.core.published import LOCAL_DEMO_FLAG
 from services.core.schema import connect_pool, migrate_dsn
 
-DEMO_ENV = load_demo_env()
+# The services under test connect to Kafka as its super user (devtools.samples.as_kafka_super_user says why), also
+# when the shell that runs pytest sourced demo.env.
+DEMO_ENV = as_kafka_super_user(load_demo_env())
+for _name in load_demo_env().keys() - DEMO_ENV.keys():
+    os.environ.pop(_name, None)
 for _name, _value in DEMO_ENV.items():
     os.environ.setdefault(_name, _value)
 # The demo secrets are published: the services refuse them unless told this is a local demo. The tests are one,

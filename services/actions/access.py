@@ -11,10 +11,13 @@ import asyncpg
 
 from services.core.bucket import ArchiveBucket
 from services.core.crypto import DekCache, LocalKek
+from services.core.key_copies import KeyCopies
 from services.core.keyring import Keyring
 from services.core.policy import DEFAULT_POLICY, RetentionPolicy, load_policy
 from services.core.reader import ArchiveReader
 from services.core.schema import SCHEMA_WAIT_S, connect_pool
+from services.governance.erasure_log import ErasureLog
+from services.governance.recovery import RECOVERY_ACTOR, reapply_erasures
 from services.retention.settings import RetentionSettings
 
 
@@ -31,8 +34,13 @@ class ArchiveAccess:
         await self.pool.close()
 
 
-async def open_access(settings: RetentionSettings, *, schema_wait_s: float = SCHEMA_WAIT_S) -> ArchiveAccess:
-    """Open the archive; a service waits up to ``schema_wait_s`` for the migrator (SchemaNotCurrent after)."""
+async def open_access(
+    settings: RetentionSettings, *, schema_wait_s: float = SCHEMA_WAIT_S, reapply_erasures_first: bool = True
+) -> ArchiveAccess:
+    """Open the archive; a service waits up to ``schema_wait_s`` for the migrator (SchemaNotCurrent after). Every
+    erasure of the bucket's erasure log that the database does not know is re-applied first
+    (services/governance/recovery.py); what the store raised meanwhile propagates, and nothing is served.
+    ``reapply_erasures_first=False`` is for ``wa-archive recover`` alone, whose first step is the same, reported."""
     policy = load_policy(settings.policy_file) if settings.policy_file else DEFAULT_POLICY
     pool = await connect_pool(
         settings.pg.dsn.get_secret_value(),
@@ -40,6 +48,15 @@ async def open_access(settings: RetentionSettings, *, schema_wait_s: float = SCH
         max_size=settings.pg.max_connections,
         schema_wait_s=schema_wait_s,
     )
-    keyring = Keyring(pool, LocalKek(settings.keys.kek_bytes(), settings.keys.current_kek_id), DekCache(10_000))
     bucket = ArchiveBucket(settings.s3)
+    # With the key copies: a rewrap writes them again under the new KEK, and an erasure destroys them.
+    kek = LocalKek(settings.keys.kek_bytes(), settings.keys.current_kek_id)
+    keyring = Keyring(pool, kek, DekCache(10_000), copies=KeyCopies(bucket))
+    # Before the first read: a database restored to before an erasure must not show the erased person again.
+    try:
+        if reapply_erasures_first:
+            await reapply_erasures(pool, ErasureLog(bucket), actor=RECOVERY_ACTOR)
+    except BaseException:
+        await pool.close()
+        raise
     return ArchiveAccess(pool, bucket, keyring, ArchiveReader(bucket, keyring), settings.keys.pepper_bytes(), policy)

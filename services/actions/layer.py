@@ -13,17 +13,17 @@ arguments, and is the one place that
    in the CLI);
 4. returns a typed result.
 
-Errors an adapter translates: :class:`Forbidden` (HTTP 403, exit 2), :class:`ReasonRequired` (400, exit 2),
-:class:`HoldError`, :class:`ErasureError`, :class:`PersonRequired`, :class:`GroupRequired` and :class:`RewrapRefused`
-(400, exit 2),
-:class:`NotFound` (404, exit 1). Anything else is a
-failure of the system.
+Refusals derive from :class:`services.core.refusals.ActionRefused` and carry their HTTP status and exit code
+(:class:`Forbidden` 403/2, :class:`NotFound` 404/1, the others 400/2: :class:`ReasonRequired`, :class:`PersonRequired`,
+:class:`GroupRequired`, :class:`HoldError`, :class:`ErasureError`, :class:`RewrapRefused`); each adapter registers
+one handler for the base. Anything else is a failure of the system.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -32,12 +32,14 @@ from typing import Any, Final, Literal
 
 from services.actions.access import ArchiveAccess
 from services.archiver.rebuild import RebuildReport, RecordKeys, rebuild_index
-from services.core.audit import AuditEntry, AuditFilter, ReasonRequired, recent_audit, require_reason, write_audit
+from services.core.audit import AuditEntry, AuditFilter, recent_audit, require_reason, write_audit
 from services.core.container import media_record_id
-from services.core.identity import PersonRequired, is_pseudonym
+from services.core.identity import is_pseudonym
 from services.core.index import binary_key, binary_keys
+from services.core.key_copies import KeyCopies
 from services.core.keyring import KekUse, RewrapRefused, RewrapReport, kek_uses, rewrap_keys
 from services.core.keywords import words
+from services.core.refusals import Forbidden, NotFound, PersonRequired, ReasonRequired
 from services.governance.erasure import (
     ErasureError,
     ErasureOutcome,
@@ -49,8 +51,10 @@ from services.governance.erasure import (
     process_open_requests,
     refuse_erasure,
 )
+from services.governance.erasure_log import ErasureLog
 from services.governance.holds import Hold, HoldError, HoldScope, create_hold, list_holds, release_hold
 from services.governance.metrics import RetentionMetrics
+from services.governance.recovery import RecoveryReport, reapply_erasures, restore_keys
 from services.governance.retention_run import RetentionReport, retention_run
 from services.retention.settings import Role
 from services.review.conversation import (
@@ -104,6 +108,7 @@ ActionName = Literal[
     "rebuild-index",
     "keys.status",
     "keys.rewrap",
+    "recover",
 ]
 
 ROLE_RANK: Final[dict[Role, int]] = {"reader": 1, "dpo": 2}
@@ -126,6 +131,7 @@ REQUIRED_ROLE: Final[dict[ActionName, Role]] = {
     "rebuild-index": "dpo",
     "keys.status": "dpo",
     "keys.rewrap": "dpo",
+    "recover": "dpo",
 }
 
 ProgressCallback = Callable[[int, int], None]
@@ -142,13 +148,8 @@ class Operator:
 # The retention service's own schedule: it runs retention, nothing else.
 SCHEDULER: Final = Operator("scheduler", "dpo")
 
-
-class Forbidden(PermissionError):
-    """The operator's role does not allow the action; nothing was done."""
-
-
-class NotFound(LookupError):
-    """The thing the action is about does not exist (e.g. no active hold with this id); nothing was done."""
+# The erasures counter's outcome label for a request's status after an action (the others are their own label).
+ERASURE_OUTCOME_LABELS: Final[Mapping[str, str]] = {"blocked": "blocked_by_hold"}
 
 
 def is_event_id(value: str) -> bool:
@@ -437,9 +438,8 @@ class Actions:
 
     def _count_erasures(self, outcomes: Sequence[ErasureOutcome]) -> None:
         for outcome in outcomes:
-            label = "completed" if outcome.status == "completed" else "blocked_by_hold"
-            if outcome.status == "refused":
-                label = "refused"
+            # A request another process is carrying out (it holds the request's lock) is in progress, not blocked.
+            label = ERASURE_OUTCOME_LABELS.get(outcome.status, outcome.status)
             self.metrics.erasures.labels(label).inc()
             self.metrics.keys_shredded.inc(len(outcome.keys_destroyed))
 
@@ -577,6 +577,43 @@ class Actions:
             raise
         await self._audit(operator, "index.rebuild", {"prefix": prefix, **asdict(report)})
         return report
+
+    async def recover(self, operator: Operator, *, progress: ProgressCallback | None = None) -> RecoveryReport:
+        """After PostgreSQL was lost or restored to an earlier point (services/governance/recovery.py): re-apply
+        the erasures the database does not know, restore the keys it lacks from their copies, rebuild the index
+        from the bucket, and copy any key that has no copy yet. Each step's seconds are in the report, which is
+        audited. Restoring keys needs the schema owner's login (the CLI opens the archive with it)."""
+        authorize(operator, "recover")
+        report = RecoveryReport()
+        copies = KeyCopies(self.access.bucket)
+        steps: list[tuple[str, Callable[[], Awaitable[object]]]] = [
+            (
+                "erasures",
+                lambda: reapply_erasures(
+                    self.access.pool, ErasureLog(self.access.bucket), actor=operator.name, copies=copies, report=report
+                ),
+            ),
+            ("keys", lambda: restore_keys(self.access.pool, copies, report=report)),
+            ("index", lambda: self._rebuild_for(report, operator, progress)),
+            ("copies", lambda: self._copy_every_key(report)),
+        ]
+        try:
+            for name, step in steps:
+                started = time.monotonic()
+                await step()
+                report.seconds[name] = round(time.monotonic() - started, 3)
+        except Exception as exc:
+            await self._audit_failure(operator, "recover", exc, report.to_json())
+            raise
+        await self._audit(operator, "recover", report.to_json())
+        return report
+
+    async def _rebuild_for(self, report: RecoveryReport, operator: Operator, progress: ProgressCallback | None) -> None:
+        report.index = asdict(await self.rebuild_index(operator, progress=progress))
+
+    async def _copy_every_key(self, report: RecoveryReport) -> None:
+        while found := await self.access.keyring.copy_pending():
+            report.keys_copied += found
 
     async def key_status(self, operator: Operator) -> list[KekUse]:
         """Keys per KEK id, and which KEK can be removed from the settings (``retirable``)."""

@@ -24,6 +24,7 @@ from services.core.bucket import ArchiveBucket
 from services.core.budget import ByteBudget
 from services.core.crypto import DekCache, LocalKek
 from services.core.kafka import AckedProducer
+from services.core.key_copies import KeyCopies
 from services.core.keyring import Keyring
 from services.core.ops_http import OpsServer, ops_app
 from services.core.policy import DEFAULT_POLICY, load_policy
@@ -92,7 +93,9 @@ async def run_archiver(
         if pool is None:
             return
         kek = LocalKek(settings.keys.kek_bytes(), settings.keys.current_kek_id)
-        keyring = Keyring(pool, kek, DekCache(settings.dek_cache_size))
+        bucket = ArchiveBucket(settings.s3)
+        # Every new key is copied to the bucket before a record is sealed with it (services/core/key_copies.py).
+        keyring = Keyring(pool, kek, DekCache(settings.dek_cache_size), copies=KeyCopies(bucket))
         if settings.graph.token is not None:
             budget = ByteBudget(settings.media.budget_bytes)
             media = MediaFetcher(
@@ -109,7 +112,7 @@ async def run_archiver(
         writer = BatchWriter(
             topic=settings.kafka.events_topic,
             dlq_topic=settings.kafka.dlq_topic,
-            bucket=ArchiveBucket(settings.s3),
+            bucket=bucket,
             pool=pool,
             keyring=keyring,
             pepper=settings.keys.pepper_bytes(),

@@ -24,6 +24,7 @@ from services.cli.commands import (
     cmd_messages,
     cmd_migrate,
     cmd_rebuild_index,
+    cmd_recover,
     cmd_replay,
     cmd_retention,
     cmd_search,
@@ -165,6 +166,13 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild = commands.add_parser("rebuild-index", help="rebuild the PostgreSQL index from the bucket")
     rebuild.add_argument("--prefix", help="object key prefix (default: the configured one)")
     rebuild.set_defaults(handler=cmd_rebuild_index)
+
+    recover = commands.add_parser(
+        "recover",
+        help="after PostgreSQL was lost or restored: re-apply erasures, restore keys from their copies, rebuild "
+        "the index (as the schema's owner: WA_MIGRATOR_PG__DSN)",
+    )
+    recover.set_defaults(handler=cmd_recover)
 
     keys = commands.add_parser("keys", help="key-encryption keys: keys per KEK, rewrap to retire an old KEK")
     keys_commands = keys.add_subparsers(dest="keys_command", required=True)

@@ -50,8 +50,9 @@ def settings() -> RetentionSettings:
     return load_settings(RetentionSettings)
 
 
-def with_actions(work: Work) -> int:
+def with_actions(work: Work, *, as_owner: bool = False) -> int:
     """Run ``work`` with the actions over the configured archive, as the operator; translate refusals to exit codes.
+    ``as_owner``: the database login is the schema owner's (``WA_MIGRATOR_PG__DSN``), for recovery alone.
 
     The operator has the ``dpo`` role: whoever holds the database credentials and keys can do everything anyway.
     Metrics are counted on a registry of the command's own (nothing scrapes a CLI).
@@ -59,27 +60,22 @@ def with_actions(work: Work) -> int:
     from prometheus_client import CollectorRegistry  # noqa: PLC0415
 
     from services.actions.access import open_access  # noqa: PLC0415
-    from services.actions.layer import (  # noqa: PLC0415
-        Actions,
-        ErasureError,
-        Forbidden,
-        GroupRequired,
-        HoldError,
-        NotFound,
-        Operator,
-        PersonRequired,
-        RewrapRefused,
-    )
-    from services.core.audit import ReasonRequired  # noqa: PLC0415
+    from services.actions.layer import Actions, Operator  # noqa: PLC0415
     from services.core.crypto import KeyRingError  # noqa: PLC0415
+    from services.core.refusals import ActionRefused, Forbidden, NotFound, ReasonRequired  # noqa: PLC0415
     from services.core.schema import SchemaNotCurrent  # noqa: PLC0415
     from services.governance.metrics import RetentionMetrics  # noqa: PLC0415
 
     config = settings()
+    if as_owner:
+        from services.core.settings import MigratorSettings, load_settings  # noqa: PLC0415
+
+        config = config.model_copy(update={"pg": load_settings(MigratorSettings).pg})
     operator = Operator(config.operator, "dpo")
 
     async def run() -> int:
-        access = await open_access(config, schema_wait_s=0)  # a person waits for no migrator: say so at once
+        # A person waits for no migrator: say so at once. Recovery re-applies the erasures itself, reported.
+        access = await open_access(config, schema_wait_s=0, reapply_erasures_first=not as_owner)
         try:
             return await work(Actions(access, RetentionMetrics(CollectorRegistry())), operator)
         finally:
@@ -92,16 +88,12 @@ def with_actions(work: Work) -> int:
             "refused: --reason is required to decrypt a person's records (it is written to the audit log)",
             file=sys.stderr,
         )
-        return 2
-    except Forbidden as exc:
-        print(f"refused: {exc}", file=sys.stderr)
-        return 2
-    except (HoldError, ErasureError, PersonRequired, GroupRequired, RewrapRefused) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except NotFound as exc:
-        print(str(exc), file=sys.stderr)
-        return 1
+        return ReasonRequired.exit_code
+    except ActionRefused as exc:
+        # Every refusal carries its exit code (services/core/refusals.py); the wording says who said no.
+        prefix = "refused: " if isinstance(exc, Forbidden) else "" if isinstance(exc, NotFound) else "error: "
+        print(f"{prefix}{exc}", file=sys.stderr)
+        return exc.exit_code
     except KeyRingError as exc:  # e.g. a key wrapped by a KEK removed from the settings: the message names the KEK
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -381,6 +373,25 @@ def cmd_rebuild_index(args: argparse.Namespace) -> int:
         return 0 if report.unreadable_objects == 0 else 1
 
     return with_actions(work)
+
+
+def cmd_recover(_args: argparse.Namespace) -> int:
+    """After a database loss or restore: erasures re-applied, keys restored from their copies, the index rebuilt."""
+
+    async def work(actions: Actions, operator: Operator) -> int:
+        print("re-applying erasures, restoring keys from their copies, then rebuilding the index", file=sys.stderr)
+        with progress_bar("objects") as progress:
+            report = await actions.recover(operator, progress=progress)
+        print_json(report.to_json())
+        unreadable = report.unreadable_erasure_records + report.unreadable_key_copies
+        print(
+            f"{report.erasures_reapplied} erasure(s) re-applied, {report.keys_restored} key(s) restored, "
+            f"{report.keys_copied} key(s) copied; {unreadable} unreadable record(s) of the erasure log or key copies",
+            file=sys.stderr,
+        )
+        return 0 if unreadable == 0 and not report.index.get("unreadable_objects") else 1
+
+    return with_actions(work, as_owner=True)
 
 
 def cmd_keys(args: argparse.Namespace) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uvicorn
 
 from services.actions.access import ArchiveAccess, open_access
-from services.console.app import create_console_app
+from services.console.factory import create_console_app
 from services.console.settings import ConsoleSettings
 from services.core.http import server_options
 from services.core.logs import configure_logging

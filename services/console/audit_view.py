@@ -12,44 +12,45 @@ from typing import Any, Final
 
 import orjson
 
-from services.console.i18n import Formatter
+from services.console.i18n import N_, Formatter
 
-# Every field the services write into audit details (services/retention), by its English name. A field not listed
-# (written by a later version) is shown under its own key rather than hidden.
+# Every field the services write into audit details (services/retention), by its English name (marked for the
+# catalogs' extraction, translated when shown). A field not listed (written by a later version) is shown under its
+# own key rather than hidden.
 DETAIL_LABELS: Final[dict[str, str]] = {
-    "event_id": "Event",
-    "group": "In a group",
-    "group_ref": "Group",
-    "subjects": "Pseudonyms",
-    "subject_refs": "Pseudonyms",
-    "deadline_at": "Deadline",
-    "holds": "Holds",
-    "hold_id": "Hold",
-    "scope": "Scope",
-    "was": "Previous state",
-    "status": "State",
-    "keys": "Keys destroyed",
-    "keys_destroyed": "Keys destroyed",
-    "key_destroyed_at": "Keys destroyed at",
-    "objects_deleted": "Objects deleted",
-    "objects_locked": "Objects locked",
-    "events_deleted": "Records deleted",
-    "blocked_by_cases": "Blocked by cases",
-    "refusal_ground": "Refusal ground",
-    "ground": "Ground",
-    "request_ref": "Request",
-    "keywords": "Words searched",
-    "limit": "Limit",
-    "phone_number_id": "Business number",
-    "since": "From",
-    "until": "To",
-    "kind": "Kind",
-    "type": "Type",
-    "deleted_only": "Deleted for everyone",
-    "edited_only": "Edited",
-    "prefix": "Prefix",
-    "outcome": "Outcome",
-    "error": "Error",
+    "event_id": N_("Event"),
+    "group": N_("In a group"),
+    "group_ref": N_("Group"),
+    "subjects": N_("Pseudonyms"),
+    "subject_refs": N_("Pseudonyms"),
+    "deadline_at": N_("Deadline"),
+    "holds": N_("Holds"),
+    "hold_id": N_("Hold"),
+    "scope": N_("Scope"),
+    "was": N_("Previous state"),
+    "status": N_("State"),
+    "keys": N_("Keys destroyed"),
+    "keys_destroyed": N_("Keys destroyed"),
+    "key_destroyed_at": N_("Keys destroyed at"),
+    "objects_deleted": N_("Objects deleted"),
+    "objects_locked": N_("Objects locked"),
+    "events_deleted": N_("Records deleted"),
+    "blocked_by_cases": N_("Blocked by cases"),
+    "refusal_ground": N_("Refusal ground"),
+    "ground": N_("Ground"),
+    "request_ref": N_("Request"),
+    "keywords": N_("Words searched"),
+    "limit": N_("Limit"),
+    "phone_number_id": N_("Business number"),
+    "since": N_("From"),
+    "until": N_("To"),
+    "kind": N_("Kind"),
+    "type": N_("Type"),
+    "deleted_only": N_("Deleted for everyone"),
+    "edited_only": N_("Edited"),
+    "prefix": N_("Prefix"),
+    "outcome": N_("Outcome"),
+    "error": N_("Error"),
 }
 # A pseudonym or a key id is shown by its first characters, as in the pseudonym column.
 SHORT_REF = 12
@@ -87,8 +88,7 @@ def _value(value: Any, t: Callable[..., str], fmt: Formatter) -> str:
     return orjson.dumps(value).decode()
 
 
-# Values that are names of states or scopes: shown in the viewer's language (the erasure states and hold scopes
-# have their French in i18n.FRENCH already).
+# Values that are names of states or scopes: shown in the viewer's language (they are i18n.TERMS).
 DETAIL_VALUES: Final = frozenset(
     {"received", "blocked", "in_progress", "completed", "refused", "extended", "failed"}
     | {"contact", "conversation", "group", "phone_number", "waba"}

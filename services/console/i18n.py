@@ -1,39 +1,130 @@
-"""English and French for the console: the language from the browser (``Accept-Language``) unless the viewer
-switched, the texts from :data:`FRENCH` (English is the source), dates and numbers by Babel in the viewer's locale
-and time zone.
+"""English and French for the console: the language from the browser (``Accept-Language``, negotiated by Babel)
+unless the viewer switched, the texts from gettext catalogs, dates and numbers by Babel in the viewer's locale and
+time zone.
 
-Every text a template shows goes through ``t("…")``; tests/unit/test_console_i18n.py fails when one has no French.
+English is the source language: a text is written in English where it is shown (``_("…")`` and ``ngettext(…)`` in
+the templates, ``t("…")``, ``t.gettext(…)`` and ``t.ngettext(…)`` in Python, ``N_("…")`` for a text looked up
+later), ``make messages`` extracts them with Babel (babel.cfg) into ``locale/messages.pot`` and merges that into
+each ``locale/<lang>/LC_MESSAGES/messages.po``. The ``.po`` files are the sources: they are compiled in memory, once
+per process, when the console starts (:func:`translations`), so there is no compiled file to forget.
+
+Placeholders are ``%(name)s``; a plural text gets its count as ``n`` for the choice of form and shows ``%(num)s``
+(the count formatted for the locale). tests/unit/test_console_i18n.py fails when a text shown has no French, when
+the catalogs are not what extraction finds, or when a translation is fuzzy, empty or loses a placeholder.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+import gettext
+import re
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from io import BytesIO
 from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from babel.core import negotiate_locale
 from babel.dates import format_date, format_datetime, format_time
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
 from babel.numbers import format_decimal
+from jinja2 import Environment, pass_context
+from jinja2.runtime import Context
+from markupsafe import escape
 
 LOCALES: Final = ("en", "fr")
-DEFAULT_LOCALE: Final = "en"
+DEFAULT_LOCALE: Final = "en"  # also the language of the source texts (the msgids)
+DOMAIN: Final = "messages"
+
+
+def N_(text: str) -> str:  # the name gettext tools look for
+    """Marks ``text`` for extraction where it is defined; it is translated where it is shown."""
+    return text
+
+
+# The archive's names the console shows in the viewer's language (``term(…)`` in the templates, ``t.term(…)``):
+# kinds, message types, directions, delivery statuses, hold scopes, erasure states, roles. They are values, not
+# literals of a call, so they are marked here for extraction; the unit tests check every name of those sets is here.
+TERMS: Final = (
+    # kinds and directions (services/console/choices.py KINDS, routers/search.py direction_of)
+    N_("message"),
+    N_("echo"),
+    N_("history"),
+    N_("outbound"),
+    N_("status"),
+    N_("call"),
+    N_("received"),
+    N_("sent"),
+    # message types
+    N_("text"),
+    N_("image"),
+    N_("audio"),
+    N_("video"),
+    N_("document"),
+    N_("sticker"),
+    N_("location"),
+    N_("contacts"),
+    N_("interactive"),
+    N_("button"),
+    N_("order"),
+    N_("reaction"),
+    N_("template"),
+    N_("edit"),
+    N_("revoke"),
+    # delivery statuses (services/review/conversation.py STATUS_ORDER)
+    N_("delivered"),
+    N_("read"),
+    N_("played"),
+    N_("failed"),
+    N_("deleted"),
+    # hold scopes
+    N_("contact"),
+    N_("conversation"),
+    N_("group"),
+    N_("phone_number"),
+    N_("waba"),
+    # erasure states
+    N_("blocked"),
+    N_("in_progress"),
+    N_("completed"),
+    N_("refused"),
+    N_("extended"),
+    # roles
+    N_("reader"),
+    N_("dpo"),
+)
+
+# RFC 9110 §12.4.2: a weight is 0 to 1 with at most three decimals. Anything else is not a weight: the language it
+# qualifies is left out, as a language refused (q=0) is.
+_WEIGHT: Final = re.compile(r"(?:0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?)")
+
+
+def preferred_languages(accept_language: str | None) -> list[str]:
+    """The language tags of an ``Accept-Language`` header, lower-cased, most wanted first (by weight, then in the
+    header's order). A tag refused (``q=0``) or with a malformed weight is left out; so is ``*``, which names no
+    language. Never raises: any header is read as far as it makes sense."""
+    ranked: list[tuple[float, int, str]] = []
+    for position, part in enumerate((accept_language or "").split(",")):
+        tag, *params = (piece.strip() for piece in part.split(";"))
+        weight = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                value = value.strip()
+                weight = float(value) if _WEIGHT.fullmatch(value) else 0.0
+        if tag and tag != "*" and weight > 0:
+            ranked.append((-weight, position, tag.lower()))
+    return [tag for _weight, _position, tag in sorted(ranked)]
 
 
 def negotiate(accept_language: str | None) -> str:
-    """The first of :data:`LOCALES` the browser accepts, by its q-values; English otherwise."""
-    ranked: list[tuple[float, int, str]] = []
-    for position, part in enumerate((accept_language or "").split(",")):
-        tag, _, params = part.strip().partition(";")
-        quality = 1.0
-        if params.strip().startswith("q="):
-            try:
-                quality = float(params.strip()[2:])
-            except ValueError:
-                quality = 0.0
-        language = tag.strip().lower().split("-")[0]
-        if language in LOCALES and quality > 0:
-            ranked.append((-quality, position, language))
-    return min(ranked)[2] if ranked else DEFAULT_LOCALE
+    """The first of :data:`LOCALES` the browser accepts (``fr-CA`` is French), by Babel's negotiation over the
+    header's languages in order of preference; :data:`DEFAULT_LOCALE` when it accepts none of them."""
+    # No aliases: Babel's (fr -> fr_FR, …) name locales the console does not have.
+    found = negotiate_locale(preferred_languages(accept_language), LOCALES, sep="-", aliases={})
+    return found if found in LOCALES else DEFAULT_LOCALE
 
 
 def known_locale(value: str | None) -> str | None:
@@ -86,284 +177,105 @@ class Formatter:
         return format_decimal(value, locale=self.locale)
 
 
-def translator(locale: str) -> Callable[..., str]:
-    """``t(text, **values)``: the text in ``locale``, with ``{name}`` placeholders filled in."""
-    table = FRENCH if locale == "fr" else {}
-
-    def t(text: str, /, **values: object) -> str:
-        translated = table.get(text, text)
-        return translated.format(**values) if values else translated
-
-    return t
+def catalog_path(locale: str) -> resources.abc.Traversable:
+    """The ``.po`` source of ``locale``'s texts (package data: it ships in the wheel)."""
+    return resources.files("services.console") / "locale" / locale / "LC_MESSAGES" / f"{DOMAIN}.po"
 
 
-# English source text -> French. Placeholders ({name}) are kept as they are.
-FRENCH: Final[dict[str, str]] = {
-    # layout
-    "wa-archive review console": "wa-archive — console de consultation",
-    "Skip to content": "Aller au contenu",
-    "Main navigation": "Navigation principale",
-    "Search": "Recherche",
-    "Legal holds": "Conservations légales",
-    "Erasure requests": "Demandes d'effacement",
-    "Audit log": "Journal d'audit",
-    "Retention": "Conservation",
-    "Sign out": "Se déconnecter",
-    "Signed in as {name} ({role})": "Connecté·e en tant que {name} ({role})",
-    "reader": "lecteur",
-    "dpo": "DPO",
-    "Language": "Langue",
-    "Change language": "Changer de langue",
-    "English": "English",
-    "Français": "Français",
-    "Times are shown in {zone}.": "Heures affichées dans le fuseau {zone}.",
-    # sign-in
-    "Sign in": "Connexion",
-    "Name": "Nom",
-    "Access token": "Jeton d'accès",
-    "Sign in with the name and token your administrator gave you.": (
-        "Connectez-vous avec le nom et le jeton fournis par votre administrateur."
-    ),
-    "The name or the token is wrong.": "Le nom ou le jeton est incorrect.",
-    "Too many sign-in attempts. Try again in {minutes} minutes.": (
-        "Trop de tentatives de connexion. Réessayez dans {minutes} minutes."
-    ),
-    "Your session has ended. Sign in again.": "Votre session a expiré. Reconnectez-vous.",
-    "You are signed out.": "Vous êtes déconnecté·e.",
-    # search
-    "Search the archive": "Rechercher dans l'archive",
-    "Search shows metadata only. Content is shown once you give a reason for opening a conversation.": (
-        "La recherche n'affiche que des métadonnées. Le contenu s'affiche une fois donné le motif d'ouverture d'une "
-        "conversation."
-    ),
-    "Words in the messages": "Mots des messages",
-    "Case and accents are ignored: electricite finds Électricité.": (
-        "Les majuscules et les accents sont ignorés : electricite trouve Électricité."
-    ),
-    "Person": "Personne",
-    "Phone number, business-scoped user id or username": (
-        "Numéro de téléphone, identifiant utilisateur propre à l'entreprise ou nom d'utilisateur"
-    ),
-    "Business number (phone number id)": "Numéro de l'entreprise (phone number id)",
-    "From": "Du",
-    "To": "Au",
-    "Kind": "Catégorie",
-    "Type": "Type",
-    "Any": "Tous",
-    "Deleted for everyone only": "Supprimés pour tous uniquement",
-    "Edited only": "Modifiés uniquement",
-    "Results": "Résultats",
-    "No message matches.": "Aucun message ne correspond.",
-    "{count} message(s) in {conversations} conversation(s).": (
-        "{count} message(s) dans {conversations} conversation(s)."
-    ),
-    "{count} candidate message(s) in {conversations} conversation(s).": (
-        "{count} message(s) candidat(s) dans {conversations} conversation(s)."
-    ),
-    "Open conversation {ref} at the first message with your words": (
-        "Ouvrir la conversation {ref} au premier message qui contient vos mots"
-    ),
-    "Only the first {limit} results are shown: narrow the search.": (
-        "Seuls les {limit} premiers résultats sont affichés : affinez la recherche."
-    ),
-    "Keyword results are candidates: the messages that contain the words are confirmed and highlighted when the "
-    "conversation is opened.": (
-        "Les résultats par mots sont des candidats : les messages qui contiennent les mots sont confirmés et "
-        "surlignés à l'ouverture de la conversation."
-    ),
-    "Conversation {ref}": "Conversation {ref}",
-    "Time": "Heure",
-    "Direction": "Sens",
-    "Business number": "Numéro de l'entreprise",
-    "Badges": "Marques",
-    "Open": "Ouvrir",
-    "Open conversation {ref} at this message": "Ouvrir la conversation {ref} à ce message",
-    "received": "reçu",
-    "sent": "envoyé",
-    "deleted for everyone": "supprimé pour tous",
-    "edited": "modifié",
-    "Give the dates as YYYY-MM-DD.": "Indiquez les dates au format AAAA-MM-JJ.",
-    # kinds and types
-    "message": "message",
-    "echo": "message de l'entreprise (app)",
-    "history": "historique",
-    "outbound": "message de l'entreprise (API)",
-    "status": "statut",
-    "call": "appel",
-    "text": "texte",
-    "image": "image",
-    "audio": "audio",
-    "video": "vidéo",
-    "document": "document",
-    "sticker": "autocollant",
-    "location": "position",
-    "contacts": "contacts",
-    "interactive": "réponse interactive",
-    "button": "bouton",
-    "order": "commande",
-    "reaction": "réaction",
-    "template": "modèle",
-    "edit": "modification",
-    "revoke": "suppression",
-    # reason
-    "Why do you open this conversation?": "Pourquoi ouvrez-vous cette conversation ?",
-    "Reading a person's messages is recorded in the audit log with your name, the time and this reason. Nothing is "
-    "shown before you give it.": (
-        "La lecture des messages d'une personne est inscrite au journal d'audit avec votre nom, l'heure et ce motif. "
-        "Rien n'est affiché avant."
-    ),
-    "Reason": "Motif",
-    "For example: customer dispute about a delivery": "Par exemple : litige client sur une livraison",
-    "Case reference (optional)": "Référence du dossier (facultatif)",
-    "Open the conversation": "Ouvrir la conversation",
-    "Cancel": "Annuler",
-    "A reason of at least 3 characters is required.": "Un motif d'au moins 3 caractères est requis.",
-    # timeline
-    "Reason given: {reason}": "Motif donné : {reason}",
-    "Messages {first}–{last} of {total}": "Messages {first} à {last} sur {total}",
-    "Older messages": "Messages plus anciens",
-    "Newer messages": "Messages plus récents",
-    "This conversation has no message left.": "Cette conversation ne contient plus de message.",
-    "{count} record(s) of this person were erased and cannot be shown.": (
-        "{count} enregistrement(s) de cette personne ont été effacés et ne peuvent être affichés."
-    ),
-    "Customer": "Client",
-    "Business": "Entreprise",
-    "Matches your words": "Contient vos mots",
-    "in a group": "dans un groupe",
-    "Deleted for everyone by the customer at {time} ({minutes} minutes after it was sent)": (
-        "Supprimé pour tous par le client à {time} ({minutes} minutes après l'envoi)"
-    ),
-    "Deleted for everyone by the business at {time} ({minutes} minutes after it was sent)": (
-        "Supprimé pour tous par l'entreprise à {time} ({minutes} minutes après l'envoi)"
-    ),
-    "Deleted for everyone by the customer": "Supprimé pour tous par le client",
-    "Deleted for everyone by the business": "Supprimé pour tous par l'entreprise",
-    "Original content": "Contenu d'origine",
-    "Edited {count} time(s)": "Modifié {count} fois",
-    "History": "Historique",
-    "Original at {time}": "Original à {time}",
-    "Edited at {time}": "Modifié à {time}",
-    "In reply to": "En réponse à",
-    "a message not in the archive": "un message absent de l'archive",
-    "Reactions": "Réactions",
-    "Delivery": "Distribution",
-    "delivered": "distribué",
-    "read": "lu",
-    "played": "écouté",
-    "failed": "échec",
-    "deleted": "supprimé",
-    "Download {name}": "Télécharger {name}",
-    "Image of the message": "Image du message",
-    "The media file was not archived ({why}).": "Le fichier n'a pas été archivé ({why}).",
-    "The media file is not archived yet.": "Le fichier n'est pas encore archivé.",
-    "Location": "Position",
-    "Contact card": "Fiche contact",
-    "Order": "Commande",
-    "{quantity} × {item} at {price} {currency}": "{quantity} × {item} à {price} {currency}",
-    "Template {name}": "Modèle {name}",
-    "Reply: {title}": "Réponse : {title}",
-    "Call": "Appel",
-    "Unsupported message": "Message non pris en charge",
-    "This record could not be read ({why}).": "Cet enregistrement n'a pas pu être lu ({why}).",
-    "Edit of a message that is not in the archive": "Modification d'un message absent de l'archive",
-    "Deletion of a message that is not in the archive": "Suppression d'un message absent de l'archive",
-    "Sent by the business from the WhatsApp Business app": "Envoyé par l'entreprise depuis l'app WhatsApp Business",
-    "Sent by the business through the API": "Envoyé par l'entreprise via l'API",
-    "Back to the search": "Retour à la recherche",
-    # DPO pages
-    "Active legal holds": "Conservations légales en cours",
-    "Released holds": "Conservations levées",
-    "No active hold.": "Aucune conservation en cours.",
-    "Case": "Dossier",
-    "Scope": "Portée",
-    "People": "Personnes",
-    "Created by": "Créée par",
-    "Created": "Créée",
-    "Released": "Levée",
-    "Release": "Lever",
-    "Release hold {case}": "Lever la conservation {case}",
-    "Place a hold": "Placer une conservation",
-    "Case reference": "Référence du dossier",
-    "WABA id": "Identifiant WABA",
-    "Contact (for a contact hold)": "Contact (pour une conservation d'un contact)",
-    "contact": "contact",
-    "phone_number": "numéro",
-    "waba": "compte WABA",
-    "conversation": "conversation",
-    "group": "groupe",
-    "Group id (for a group hold)": "Identifiant du groupe (pour une conservation d'un groupe)",
-    "Hold placed: {case}.": "Conservation placée : {case}.",
-    "Hold released: {case}.": "Conservation levée : {case}.",
-    "Erasure requests after the release: {list}.": "Demandes d'effacement après la levée : {list}.",
-    "Request": "Demande",
-    "State": "État",
-    "Received": "Reçue",
-    "Deadline": "Échéance",
-    "Overdue": "En retard",
-    "Blocking holds": "Conservations bloquantes",
-    "Decision": "Décision",
-    "No erasure request.": "Aucune demande d'effacement.",
-    "Register an erasure request": "Enregistrer une demande d'effacement",
-    "Request reference": "Référence de la demande",
-    "Erase": "Effacer",
-    "Refuse": "Refuser",
-    "Legal ground": "Motif légal",
-    "Extend by two months": "Prolonger de deux mois",
-    "Reason told to the person": "Motif communiqué à la personne",
-    "Erasure {ref}: {status}.": "Effacement {ref} : {status}.",
-    "completed": "terminée",
-    "blocked": "bloquée",
-    "in_progress": "en cours",
-    "refused": "refusée",
-    "extended": "prolongée",
-    "Filter": "Filtrer",
-    "Actor": "Acteur",
-    "Action": "Action",
-    "Pseudonym": "Pseudonyme",
-    "Records": "Enregistrements",
-    "Details": "Détails",
-    "No audit row matches.": "Aucune ligne d'audit ne correspond.",
-    "Retention dry run": "Simulation de la conservation",
-    "A dry run lists what a real run would delete today, and changes nothing.": (
-        "Une simulation liste ce qu'une vraie exécution supprimerait aujourd'hui, sans rien modifier."
-    ),
-    "Run a dry run": "Lancer une simulation",
-    "Objects that would be deleted": "Objets qui seraient supprimés",
-    "Objects kept by a hold": "Objets gardés par une conservation",
-    "Objects kept for a later contact": "Objets gardés pour un contact ultérieur",
-    "Records by retention class": "Enregistrements par classe de conservation",
-    "Class": "Classe",
-    # errors
-    "Error": "Erreur",
-    "This page is for the data protection officer.": "Cette page est réservée au délégué à la protection des données.",
-    "The form has expired. Go back, reload the page and try again.": (
-        "Le formulaire a expiré. Revenez en arrière, rechargez la page et réessayez."
-    ),
-    "Not found.": "Introuvable.",
-    "The request was refused: {why}": "La demande a été refusée : {why}",
-    # The audit page's details (services/console/audit_view.py).
-    "Blocked by cases": "Bloquée par les dossiers",
-    "Deleted for everyone": "Supprimé pour tous",
-    "Edited": "Modifié",
-    "Event": "Événement",
-    "Ground": "Motif",
-    "Group": "Groupe",
-    "Hold": "Conservation",
-    "Holds": "Conservations",
-    "In a group": "Dans un groupe",
-    "Keys destroyed": "Clés détruites",
-    "Keys destroyed at": "Clés détruites le",
-    "Limit": "Limite",
-    "Objects deleted": "Objets supprimés",
-    "Objects locked": "Objets verrouillés",
-    "Outcome": "Résultat",
-    "Prefix": "Préfixe",
-    "Previous state": "État précédent",
-    "Pseudonyms": "Pseudonymes",
-    "Records deleted": "Enregistrements supprimés",
-    "Refusal ground": "Motif du refus",
-    "Words searched": "Mots recherchés",
-    "yes": "oui",
-    "no": "non",
-}
+@cache
+def translations(locale: str) -> gettext.NullTranslations:
+    """``locale``'s texts: its ``.po`` compiled by Babel in memory, once per process. English, the source
+    language, has no catalog (its plural rule is gettext's default: one for 1, other otherwise).
+
+    Raises ValueError for a locale not in :data:`LOCALES`, and Babel's PoFileError for a ``.po`` that does not parse
+    (at start-up: :func:`install_translations` loads every catalog). A fuzzy entry is left out, as ``msgfmt`` does.
+    """
+    if locale not in LOCALES:
+        raise ValueError(f"no catalog for locale {locale!r}: the console speaks {', '.join(LOCALES)}")
+    if locale == DEFAULT_LOCALE:
+        return gettext.NullTranslations()
+    with catalog_path(locale).open("rb") as source:
+        catalog = read_po(source, locale=locale, domain=DOMAIN, abort_invalid=True)
+    compiled = BytesIO()
+    write_mo(compiled, catalog)
+    compiled.seek(0)
+    return gettext.GNUTranslations(compiled)
+
+
+@dataclass(frozen=True, slots=True)
+class Translator:
+    """One viewer's texts, for Python code (``t``) and, through :func:`install_translations`, for the templates.
+
+    ``t("…", name=value)`` and ``t.gettext(…)`` translate and fill ``%(name)s`` placeholders (formatting only when
+    values are given); ``t.ngettext(singular, plural, n, …)`` picks the plural form of ``n`` for the locale and
+    always formats (``%(num)s`` is ``n`` unless given); ``t.term(name)`` shows a name of :data:`TERMS`, never
+    formatted (an unknown name is shown as it is). A text without a translation is shown in English.
+    """
+
+    locale: str
+    catalog: gettext.NullTranslations
+
+    def gettext(self, text: str, /, **values: object) -> str:
+        translated = self.catalog.gettext(text)
+        return translated % values if values else translated
+
+    __call__ = gettext
+
+    def ngettext(self, singular: str, plural: str, n: int, /, **values: object) -> str:
+        values.setdefault("num", n)
+        return self.catalog.ngettext(singular, plural, n) % values
+
+    def term(self, name: str) -> str:
+        return self.catalog.gettext(name)
+
+
+def translator(locale: str) -> Translator:
+    """The translator of ``locale`` (one of :data:`LOCALES`)."""
+    return Translator(locale, translations(locale))
+
+
+def _viewer(context: Context) -> Translator:
+    found = context.get("t")
+    if not isinstance(found, Translator):
+        raise TypeError("a console template is rendered with t=translator(locale)")
+    return found
+
+
+def _safe(context: Context, translated: str) -> str:
+    # Jinja's newstyle gettext marks what we return as safe markup, then %-formats the values into it (escaping
+    # them): the translation itself is escaped first, so a catalog is text, never markup.
+    return escape(translated) if context.eval_ctx.autoescape else translated
+
+
+@pass_context
+def _gettext(context: Context, text: str) -> str:
+    return _safe(context, _viewer(context).catalog.gettext(text))
+
+
+@pass_context
+def _ngettext(context: Context, singular: str, plural: str, n: int) -> str:
+    return _safe(context, _viewer(context).catalog.ngettext(singular, plural, n))
+
+
+@pass_context
+def _term(context: Context, name: str) -> str:
+    return _viewer(context).term(name)
+
+
+def install_translations(environment: Environment) -> None:
+    """Jinja2's i18n extension in ``environment``, newstyle: ``_("Hello %(name)s", name=…)``, ``gettext`` and
+    ``ngettext(singular, plural, n, …)`` format their values (escaped under autoescape) and ``term(name)`` shows a
+    name of :data:`TERMS`, all in the language of the translator each render passes as ``t``. One environment
+    serves every locale, since the language is read from the render's context. Loads every catalog, so a broken
+    ``.po`` stops the start-up rather than a page."""
+    for locale in LOCALES:
+        translations(locale)
+    environment.add_extension("jinja2.ext.i18n")
+    # The extension adds install_gettext_callables to the environment at run time; mypy cannot see it.
+    environment.install_gettext_callables(  # type: ignore[attr-defined]
+        gettext=_gettext, ngettext=_ngettext, newstyle=True
+    )
+    # The extension's _ looks gettext up in each render's context, in case a render passes its own; none does, and
+    # the look-up was a third of the cost of a text (a conversation page shows some 300).
+    environment.globals["_"] = environment.globals["gettext"]
+    environment.globals["term"] = _term

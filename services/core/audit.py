@@ -16,10 +16,7 @@ from typing import Any
 import orjson
 
 from services.core.identity import Connection
-
-
-class ReasonRequired(ValueError):
-    """Decrypting a person's data needs a stated reason (DESIGN.md §1.5); nothing was read."""
+from services.core.refusals import ReasonRequired
 
 
 def require_reason(reason: str | None) -> str:

@@ -140,9 +140,11 @@ class ArchiveBucket:
             return None
         return now + timedelta(days=self.settings.object_lock_days)
 
-    async def put(self, key: str, body: bytes, *, now: datetime | None = None) -> datetime | None:
-        """Write (or overwrite — keys are deterministic) one object; returns its Object Lock retain-until date."""
-        until = self.retain_until(now or datetime.now(UTC))
+    async def put(self, key: str, body: bytes, *, now: datetime | None = None, locked: bool = True) -> datetime | None:
+        """Write (or overwrite — keys are deterministic) one object; returns its Object Lock retain-until date.
+        ``locked=False`` writes it without Object Lock whatever the settings: an object an erasure must be able to
+        delete at once (a key's copy, services/core/key_copies.py)."""
+        until = self.retain_until(now or datetime.now(UTC)) if locked else None
 
         def call() -> None:
             if until is not None and self.settings.object_lock_mode:

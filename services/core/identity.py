@@ -19,10 +19,6 @@ from services.core.pseudonym import holder_ref, subject_ref
 Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy | asyncpg.Pool
 
 
-class PersonRequired(ValueError):
-    """A read names nobody, or names a person twice over (a contact id and a pseudonym); nothing was read."""
-
-
 def is_pseudonym(value: str) -> bool:
     """64 lowercase hex digits: how a subject_ref looks (services/core/pseudonym.py)."""
     return len(value) == 64 and all(c in "0123456789abcdef" for c in value)

@@ -87,7 +87,7 @@ def librdkafka_config(settings: KafkaSettings) -> dict[str, str | int | bool]:
     }
     if settings.security_protocol in ("SSL", "SASL_SSL"):
         config["ssl.ca.location"] = settings.ssl_cafile or "probe"
-    if settings.sasl_mechanism:
+    if settings.uses_sasl and settings.sasl_mechanism:
         config["sasl.mechanism"] = settings.sasl_mechanism
         config["sasl.username"] = settings.sasl_username or ""
         config["sasl.password"] = settings.sasl_password.get_secret_value() if settings.sasl_password else ""

@@ -20,7 +20,7 @@ Contract:
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -28,8 +28,15 @@ from typing import Literal
 import asyncpg
 
 from services.core.crypto import CachedDek, DekCache, KekProvider, WrappedDek, new_dek
+from services.core.key_copies import KeyCopies, KeyCopy
+from services.core.refusals import InvalidRequest
 
 Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+
+KEY_ROWS_SQL = (
+    "SELECT subject_ref, dek_id::text AS dek_id, kek_id, wrapped_dek, created_at, copied_at FROM subject_keys "
+    "WHERE subject_ref = ANY($1::text[])"
+)
 
 
 class KeyShredded(Exception):
@@ -41,7 +48,7 @@ class KeyShredded(Exception):
         super().__init__(f"{len(self.subject_refs)} subject key(s) were shredded during the batch")
 
 
-class RewrapRefused(ValueError):
+class RewrapRefused(InvalidRequest):
     """A rewrap that cannot be done as asked (the target KEK, or a KEK holding keys, is not configured); nothing
     was changed."""
 
@@ -58,10 +65,17 @@ class RewrapBatch:
 
 
 class Keyring:
-    def __init__(self, pool: asyncpg.Pool, kek: KekProvider, cache: DekCache) -> None:
+    """The subject keys of one archive. With ``copies`` (the archiver, and retention for rewraps and recovery),
+    every key handed out for writing has its copy outside PostgreSQL first (services/core/key_copies.py); a
+    keyring that only reads (the console) has none."""
+
+    def __init__(
+        self, pool: asyncpg.Pool, kek: KekProvider, cache: DekCache, *, copies: KeyCopies | None = None
+    ) -> None:
         self.pool = pool
         self.kek = kek
         self.cache = cache
+        self.copies = copies
 
     def _unwrap(self, subject_ref: str, dek_id: str, kek_id: str, blob: bytes) -> CachedDek:
         dek = self.kek.unwrap(WrappedDek(kek_id=kek_id, blob=bytes(blob)), subject_ref=subject_ref)
@@ -79,11 +93,8 @@ class Keyring:
             return found
         async with self.pool.acquire() as conn:
             await self._drop_suppressed(conn, missing)
-            rows = await conn.fetch(
-                "SELECT subject_ref, dek_id::text AS dek_id, kek_id, wrapped_dek FROM subject_keys "
-                "WHERE subject_ref = ANY($1::text[])",
-                missing,
-            )
+            rows = await conn.fetch(KEY_ROWS_SQL, missing)
+            uncopied = [row for row in rows if row["copied_at"] is None]
             for row in rows:
                 found[row["subject_ref"]] = self._unwrap(
                     row["subject_ref"], row["dek_id"], row["kek_id"], row["wrapped_dek"]
@@ -101,16 +112,54 @@ class Keyring:
                     "ON CONFLICT (subject_ref) DO NOTHING",
                     fresh,
                 )
-                rows = await conn.fetch(
-                    "SELECT subject_ref, dek_id::text AS dek_id, kek_id, wrapped_dek FROM subject_keys "
-                    "WHERE subject_ref = ANY($1::text[])",
-                    new_refs,
-                )
+                rows = await conn.fetch(KEY_ROWS_SQL, new_refs)
+                uncopied += [row for row in rows if row["copied_at"] is None]
                 for row in rows:
                     found[row["subject_ref"]] = self._unwrap(
                         row["subject_ref"], row["dek_id"], row["kek_id"], row["wrapped_dek"]
                     )
+            if uncopied and self.copies is not None:
+                # Before any record is sealed with these keys: a key the database alone holds is lost with it.
+                await self._copy(conn, uncopied)
         return found
+
+    async def _copy(self, conn: Connection, rows: Sequence[asyncpg.Record]) -> None:
+        """Write the copies of these key rows, then mark them copied (a row rewrapped meanwhile keeps its mark
+        unset: the rewrap writes its own copy)."""
+        assert self.copies is not None
+        await self.copies.put(
+            KeyCopy(
+                subject_ref=row["subject_ref"],
+                dek_id=row["dek_id"],
+                kek_id=row["kek_id"],
+                wrapped_dek=bytes(row["wrapped_dek"]),
+                created_at=row["created_at"],
+            )
+            for row in rows
+        )
+        await conn.execute(
+            "UPDATE subject_keys AS k SET copied_at = clock_timestamp()"
+            " FROM unnest($1::text[], $2::uuid[], $3::text[]) AS v(subject_ref, dek_id, kek_id)"
+            " WHERE k.subject_ref = v.subject_ref AND k.dek_id = v.dek_id AND k.kek_id = v.kek_id",
+            [row["subject_ref"] for row in rows],
+            [row["dek_id"] for row in rows],
+            [row["kek_id"] for row in rows],
+        )
+
+    async def copy_pending(self, *, limit: int = 1000) -> int:
+        """Copy up to ``limit`` keys that have no copy yet (keys from before copies existed, a copy a crash
+        interrupted, keys a rewrap moved under another KEK); returns how many. Needs ``copies``."""
+        if self.copies is None:
+            raise ValueError("this keyring has no key copies configured")
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT subject_ref, dek_id::text AS dek_id, kek_id, wrapped_dek, created_at, copied_at"
+                " FROM subject_keys WHERE copied_at IS NULL ORDER BY subject_ref LIMIT $1",
+                limit,
+            )
+            if rows:
+                await self._copy(conn, rows)
+        return len(rows)
 
     async def key_for_reading(self, subject_ref: str, dek_id: str) -> CachedDek | None:
         cached = self.cache.get(subject_ref)
@@ -230,7 +279,7 @@ class Keyring:
                 await self._drop_suppressed(conn, suppressed)
             if moved:
                 await conn.execute(
-                    "UPDATE subject_keys AS k SET kek_id = $1, wrapped_dek = v.blob"
+                    "UPDATE subject_keys AS k SET kek_id = $1, wrapped_dek = v.blob, copied_at = NULL"
                     " FROM unnest($2::text[], $3::uuid[], $4::bytea[]) AS v(subject_ref, dek_id, blob)"
                     " WHERE k.subject_ref = v.subject_ref AND k.dek_id = v.dek_id",
                     to_kek_id,
@@ -410,6 +459,10 @@ async def rewrap_keys(
             batch = await keyring.rewrap_batch(to_kek_id, after=cursor, limit=batch_size)
             if batch.last_ref is None:
                 break
+            if keyring.copies is not None:
+                # The copies outside PostgreSQL follow the rewrap: the old KEK must be removable for them too.
+                while await keyring.copy_pending(limit=batch_size):
+                    pass
             report.batches += 1
             report.walked += batch.walked
             report.rewrapped += batch.rewrapped

@@ -1,8 +1,8 @@
 """Secrets the repository publishes, and the rule that keeps them out of a deployment.
 
 ``deploy/local/demo.env`` publishes a KEK, a pepper, Meta app secret, webhook and outbound tokens, admin tokens,
-S3 and PostgreSQL credentials and a Graph API token, so that ``make run`` is one command. Anyone can read them, so a
-service that finds one of them in its configuration refuses to start (exit 2, with what to do) unless the
+S3, PostgreSQL and Kafka credentials and a Graph API token, so that ``make run`` is one command. Anyone can read
+them, so a service that finds one of them in its configuration refuses to start (exit 2, with what to do) unless the
 environment says it is a local demo (``WA_LOCAL_DEMO=1``). Only ``make run`` (devtools/devrun.py), the
 test suite (tests/conftest.py) and the benchmarks (bench/common.py) set that flag; ``demo.env`` itself does not,
 so a Kubernetes Secret seeded from that file is still refused.
@@ -42,6 +42,8 @@ PUBLISHED_SHA256: Final = frozenset(
         "bb07ccdbd9458dec75fe57fdc37909c1fbe7412d7949b4b3fc7f60e818959465",  # WA_RETENTION_PG__DSN's password
         "08a984544e0b25ec2d35fb69723dbdf0a9659b73b76b02ab08ff3c9187aa9d37",  # WA_CONSOLE_S3__SECRET_KEY
         "a80e36c2fb4e27a949ca0853b5c020b2febe89b6234ccac149bfd11825dd21b8",  # WA_CONSOLE_PG__DSN's password
+        "058b7e585ab39201757d5ac660f7f606dc138b91bf3537b5ac19db279d8459e8",  # WA_INGEST_KAFKA__SASL_PASSWORD
+        "b59fb9464cefb04fa8b168bd75678cccef2db3ae99799ddae7e63d08dc36d3c7",  # WA_ARCHIVER_KAFKA__SASL_PASSWORD
     }
 )
 

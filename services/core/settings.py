@@ -36,11 +36,15 @@ class KafkaSettings(BaseModel):
     ssl_cafile: str | None = None
     client_id: str = "wa-archive"
 
+    @property
+    def uses_sasl(self) -> bool:
+        """Whether the clients authenticate with SASL; only then are the SASL settings handed to them (a
+        configuration that overrides the protocol to plaintext leaves the credentials it inherited unused)."""
+        return self.security_protocol in ("SASL_PLAINTEXT", "SASL_SSL")
+
     @model_validator(mode="after")
     def _sasl_complete(self) -> KafkaSettings:
-        if self.security_protocol.startswith("SASL") and not (
-            self.sasl_mechanism and self.sasl_username and self.sasl_password
-        ):
+        if self.uses_sasl and not (self.sasl_mechanism and self.sasl_username and self.sasl_password):
             raise ValueError("SASL needs sasl_mechanism, sasl_username and sasl_password")
         return self
 
@@ -55,7 +59,7 @@ class KafkaSettings(BaseModel):
             from aiokafka.helpers import create_ssl_context  # noqa: PLC0415 — only needed with TLS
 
             options["ssl_context"] = create_ssl_context(cafile=self.ssl_cafile)
-        if self.sasl_mechanism:
+        if self.uses_sasl:
             options["sasl_mechanism"] = self.sasl_mechanism
             options["sasl_plain_username"] = self.sasl_username
             options["sasl_plain_password"] = self.sasl_password.get_secret_value() if self.sasl_password else None

@@ -33,13 +33,18 @@ from typing import Any, Final, Literal
 
 import asyncpg
 import orjson
+from botocore.exceptions import BotoCoreError, ClientError
 
 from services.core.audit import write_audit
 from services.core.bucket import DELETE_OBJECTS_MAX, ArchiveBucket, StorageUnavailable
 from services.core.identity import Connection, expand_subject_refs, resolve_subject_refs
 from services.core.index import Connection as OneConnection
 from services.core.index import binary_keys, index_scans
+from services.core.key_copies import CopiesRemain, KeyCopies
 from services.core.keyring import Keyring, record_erasure
+from services.core.refusals import InvalidRequest, NotFound
+from services.core.retry import DataRefused, DependencyUnavailable
+from services.governance.erasure_log import ErasureLog, ErasureRecord
 from services.governance.grounds import REFUSAL_GROUNDS
 from services.governance.holds import holds_covering, holds_settled
 
@@ -57,11 +62,11 @@ EXTENSION_REASON_MAX = 500
 ERASURE_LOCK_NAMESPACE: Final = 0x7761_6572  # "waer"
 
 
-class ErasureError(ValueError):
+class ErasureError(InvalidRequest):
     """The request cannot make this transition (refused, completed, already extended, past its deadline…)."""
 
 
-class UnknownErasure(LookupError):
+class UnknownErasure(NotFound):
     """No erasure request with this reference."""
 
 
@@ -183,7 +188,8 @@ async def carry_out(
         if not mine:
             return None
         row = await conn.fetchrow(
-            "SELECT status, subject_refs, blocked_by, extended_at FROM erasure_requests WHERE request_ref = $1",
+            "SELECT status, subject_refs, blocked_by, extended_at, received_at, deadline_at FROM erasure_requests"
+            " WHERE request_ref = $1",
             request_ref,
         )
         if row is None or row["status"] not in OPEN_STATUSES:
@@ -249,8 +255,47 @@ async def carry_out(
                 )
         outcome.key_destroyed_at = datetime.now(UTC).isoformat()
         outcome.seconds_to_key_destruction = time.monotonic() - started
+        if not await _kept_outside(conn, bucket, outcome, row):
+            outcome.status = "in_progress"
+            return outcome
         await _delete_what_can_be(conn, bucket, outcome, actor=actor)
     return outcome
+
+
+async def _kept_outside(
+    conn: OneConnection, bucket: ArchiveBucket, outcome: ErasureOutcome, row: asyncpg.Record
+) -> bool:
+    """After the keys are destroyed in PostgreSQL: record the erasure in the bucket's erasure log, then destroy every
+    copy of the person's keys (services/core/key_copies.py). False when the store did not let either be done (down,
+    or an identity that may not write there, such as the console's): the request stays in progress, and the next
+    retention run, which processes every open request, finishes it. An erasure is never reported done before both."""
+    refs = outcome.subject_refs
+    erased_at = await conn.fetchval(
+        "SELECT max(erased_at) FROM erased_subjects WHERE subject_ref = ANY($1::text[])", refs
+    )
+    destroyed = await conn.fetch(
+        "SELECT subject_ref, dek_id::text AS dek_id FROM shredded_keys WHERE request_ref = $1", outcome.request_ref
+    )
+    record = ErasureRecord(
+        request_ref=outcome.request_ref,
+        subject_refs=tuple(refs),
+        keys=tuple((row["subject_ref"], row["dek_id"]) for row in destroyed),
+        erased_at=erased_at or datetime.now(UTC),
+        received_at=row["received_at"],
+        deadline_at=row["deadline_at"],
+    )
+    try:
+        await ErasureLog(bucket).append(record)
+        await KeyCopies(bucket).destroy(record.keys)
+    except (CopiesRemain, DependencyUnavailable, DataRefused, ClientError, BotoCoreError) as exc:
+        log.warning(
+            "erasure %s: the keys are destroyed, but %s kept it from finishing: it stays in progress until the "
+            "next retention run",
+            outcome.request_ref,
+            type(exc).__name__,
+        )
+        return False
+    return True
 
 
 async def _delete_what_can_be(

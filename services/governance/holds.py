@@ -22,6 +22,7 @@ from services.core.audit import write_audit
 from services.core.identity import expand_subject_refs, resolve_subject_refs
 from services.core.index import binary_keys
 from services.core.pseudonym import group_ref
+from services.core.refusals import InvalidRequest
 
 Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 HoldScope = Literal["waba", "phone_number", "contact", "conversation", "group"]
@@ -74,7 +75,7 @@ async def held_objects(conn: Connection, object_keys: Sequence[str]) -> set[str]
     return {row["object_key"] for row in rows}
 
 
-class HoldError(ValueError):
+class HoldError(InvalidRequest):
     """The hold request is incomplete (e.g. a conversation hold without a phone number)."""
 
 

@@ -30,12 +30,13 @@ from typing import Any
 import asyncpg
 
 from services.core.audit import require_reason, write_audit
-from services.core.identity import PersonRequired, expand_subject_refs, is_pseudonym, resolve_subject_refs
+from services.core.identity import expand_subject_refs, is_pseudonym, resolve_subject_refs
 from services.core.index import binary_keys
 from services.core.keywords import keyword_key, query_tokens, searchable_text, words
 from services.core.plaintext import UndecodableRecord, read_envelope
 from services.core.pseudonym import group_ref, message_ref
 from services.core.reader import ArchiveReader, RecordLocation
+from services.core.refusals import InvalidRequest, PersonRequired
 
 MESSAGE_KINDS = frozenset({"message", "echo", "history", "outbound"})
 GROUP_KINDS = frozenset({"group", "group_participant"})
@@ -320,7 +321,7 @@ async def load_conversation(
     return Conversation(refs, messages, opened.shredded)
 
 
-class GroupRequired(ValueError):
+class GroupRequired(InvalidRequest):
     """A group read names no group or no business number; nothing was read."""
 
 

@@ -160,7 +160,7 @@ def test_a_reader_finds_and_reads_the_deleted_message_in_french(crisis: Crisis) 
         # A French keyword typed without its accents.
         search(driver, crisis.person, "electricite")
         results = driver.find_element(By.ID, "results")
-        assert "dans 1 conversation(s)." in results.text
+        assert "dans 1 conversation." in results.text  # singular: one conversation
         assert len(results.find_elements(By.CSS_SELECTOR, "button.open")) == 1  # one per conversation
         assert "supprimé pour tous" in results.text
         assert "4471" not in text_of(driver)  # metadata only

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import uuid
 
+import asyncpg
+
 from devtools.pipeline import Person
 from services.actions.access import ArchiveAccess
 from services.governance.erasure import erase_subject
@@ -36,3 +38,8 @@ async def erase(access: ArchiveAccess, person: Person) -> None:
         actor="dpo",
     )
     assert outcome.status == "completed"
+
+
+async def tombstones(pool: asyncpg.Pool, event_ids: list[str]) -> int:
+    count: int = await pool.fetchval("SELECT count(*) FROM erased_events WHERE event_id = ANY($1::text[])", event_ids)
+    return count

@@ -16,9 +16,9 @@ import pytest
 
 from devtools.pipeline import Person
 from services.actions.layer import SCHEDULER, Forbidden, NotFound, Operator
-from services.core.audit import ReasonRequired
 from services.core.identity import resolve_subject_refs
 from services.core.reader import RecordLocation
+from services.core.refusals import ReasonRequired
 from services.retention.service import background_work
 from tests.helpers.action_stack import CLI_OPERATOR, DPO, READER, Stack, counted
 from tests.helpers.archive_runs import archive, audit_rows, crisis_bodies

@@ -23,7 +23,7 @@ from devtools.pipeline import Person
 from devtools.serving import serve_asgi
 from services.actions.access import ArchiveAccess, open_access
 from services.actions.layer import Actions, Operator
-from services.console.app import create_console_app
+from services.console.factory import create_console_app
 from services.console.settings import ConsoleSettings
 from services.core.identity import resolve_subject_refs
 from services.core.index import binary_keys

@@ -23,7 +23,7 @@ from pydantic import SecretStr
 from devtools import pipeline
 from devtools.serving import serve_asgi
 from services.actions.access import ArchiveAccess, open_access
-from services.console.app import create_console_app
+from services.console.factory import create_console_app
 from services.console.settings import ConsoleSettings
 from services.retention.settings import AdminToken, RetentionSettings, Role
 from tests.helpers.support import answer_before_body

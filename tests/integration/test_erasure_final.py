@@ -12,10 +12,9 @@ archived and readable.
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from datetime import datetime
 
 import asyncpg
@@ -45,7 +44,8 @@ from services.core.settings import KafkaSettings
 from services.ingest.app import IngestApp
 from services.ingest.settings import IngestSettings
 from services.tools.replay import post_signed
-from tests.helpers.erasure import erase, readable
+from tests.helpers.erasure import erase, readable, tombstones
+from tests.helpers.polling import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -59,20 +59,6 @@ async def access(demo_env: dict[str, str]) -> AsyncIterator[ArchiveAccess]:
         yield opened
     finally:
         await opened.close()
-
-
-async def tombstones(pool: asyncpg.Pool, event_ids: list[str]) -> int:
-    count: int = await pool.fetchval("SELECT count(*) FROM erased_events WHERE event_id = ANY($1::text[])", event_ids)
-    return count
-
-
-async def wait_for(check: Callable[[], Awaitable[bool]], timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"not true within {timeout_s}s")
 
 
 async def test_redelivery_and_replay_after_an_erasure_bring_nothing_back(
@@ -204,8 +190,10 @@ async def race(
     real_put = bucket.put
     erased_during: list[bool] = []
 
-    async def put_then_erase(key: str, body: bytes, *, now: datetime | None = None) -> datetime | None:
-        until = await real_put(key, body, now=now)
+    async def put_then_erase(
+        key: str, body: bytes, *, now: datetime | None = None, locked: bool = True
+    ) -> datetime | None:
+        until = await real_put(key, body, now=now, locked=locked)
         if not erased_during and key.endswith(".waarc") and "/media/" not in key:
             await erase(access, person)
             erased_during.append(True)

@@ -32,7 +32,7 @@ from devtools.pipeline import Person
 from devtools.serving import serve_asgi
 from services.actions.access import ArchiveAccess, open_access
 from services.actions.layer import Actions, Operator
-from services.console.app import create_console_app
+from services.console.factory import create_console_app
 from services.console.settings import ConsoleSettings
 from services.core.container import ContainerRecord, decode_container, encode_container
 from services.core.crypto import seal_record

@@ -24,10 +24,10 @@ from devtools.pipeline import Person
 from devtools.serving import serve_asgi
 from services.actions.access import ArchiveAccess, open_access
 from services.archiver.rebuild import rebuild_index
-from services.core.audit import ReasonRequired
 from services.core.identity import resolve_subject_refs
 from services.core.index import INDEX_COLUMNS, IndexRow, ObjectRow, binary_key, binary_keys, write_object_index
 from services.core.reader import RecordLocation
+from services.core.refusals import ReasonRequired
 from services.governance.erasure import erase_subject
 from services.governance.holds import create_hold, held_objects, holds_settled, release_hold
 from services.governance.retention_run import delete_chunk, expired_objects, retention_run
@@ -326,7 +326,11 @@ async def test_erasure_is_blocked_by_a_hold_then_shreds_every_copy(
         ref_keys,
         sole_key,
     )
-    key_dump = await pg_pool.fetch("SELECT * FROM subject_keys WHERE subject_ref = ANY($1::text[])", refs)
+    key_dump = await pg_pool.fetch(
+        "SELECT subject_ref, dek_id, kek_id, wrapped_dek, created_at FROM subject_keys"
+        " WHERE subject_ref = ANY($1::text[])",
+        refs,
+    )
     assert rows_before
     assert key_dump
 

@@ -1,67 +1,493 @@
-"""The console speaks English and French: every text of its templates and code has its French, the language is
-negotiated from the browser, dates and numbers follow the locale and the viewer's time zone."""
+"""The console speaks English and French from gettext catalogs: every text of its templates and code is in the
+catalogs and has its French, counts take the plural form of the language, the language is negotiated from the
+browser, dates and numbers follow the locale and the viewer's time zone."""
 
 from __future__ import annotations
 
+import fnmatch
 import re
+import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, get_args
 
 import pytest
+from babel.messages.catalog import Catalog, Message
+from babel.messages.extract import extract_from_dir
+from babel.messages.frontend import parse_mapping_cfg
+from babel.messages.pofile import read_po
+from hypothesis import given
+from hypothesis import strategies as st
+from jinja2 import DictLoader, Environment, StrictUndefined
 
-from services.console.i18n import FRENCH, Formatter, negotiate, translator, zone
+from services.console.audit_view import DETAIL_LABELS, DETAIL_VALUES
+from services.console.i18n import (
+    LOCALES,
+    TERMS,
+    Formatter,
+    install_translations,
+    negotiate,
+    preferred_languages,
+    translations,
+    translator,
+    zone,
+)
+from services.console.pages import console_templates
+from services.console.sessions import OpenedConversation
+from services.console.timeline import Bubble, Content, Page, Revision
+from services.governance.erasure import ErasureStatus
+from services.governance.holds import HoldScope
+from services.retention.settings import Role
+from services.review.conversation import STATUS_ORDER
+from services.review.search import IndexHit
 
 pytestmark = pytest.mark.unit
 
-CONSOLE = Path(__file__).resolve().parents[2] / "services" / "console"
-# t("…") / t('…') calls, in templates and in the app's code (adjacent string literals are not used there).
-CALL = re.compile(r"""\bt\(\s*(["'])((?:(?!\1).)+)\1""")
+ROOT = Path(__file__).resolve().parents[2]
+CONSOLE = ROOT / "services" / "console"
+LOCALE_DIR = CONSOLE / "locale"
+TRANSLATED = [locale for locale in LOCALES if locale != "en"]
+
+MessageId = str | tuple[str, ...]
 
 
-def used_texts() -> set[str]:
-    found: set[str] = set()
-    for path in [*CONSOLE.glob("templates/*.html"), CONSOLE / "app.py"]:
-        found.update(match.group(2) for match in CALL.finditer(path.read_text(encoding="utf-8")))
+def read_catalog(path: Path) -> Catalog:
+    with path.open("rb") as source:
+        return read_po(source, abort_invalid=True)
+
+
+def ids_of(catalog: Catalog) -> set[MessageId]:
+    return {message.id if isinstance(message.id, str) else tuple(message.id) for message in catalog if message.id}
+
+
+def extracted_ids() -> set[MessageId]:
+    """What ``make messages`` extracts: Babel over the repository with babel.cfg (the Makefile's command)."""
+    with (ROOT / "babel.cfg").open(encoding="utf-8") as config:
+        method_map, options_map = parse_mapping_cfg(config, "babel.cfg")  # type: ignore[no-untyped-call]
+    found: set[MessageId] = set()
+    for _filename, _lineno, message, _comments, _context in extract_from_dir(str(ROOT), method_map, options_map):
+        found.add(message if isinstance(message, str) else tuple(message))
     return found
 
 
-def test_every_text_has_its_french() -> None:
-    texts = used_texts()
-    assert len(texts) > 100  # the scan does find the calls
-    missing = sorted(text for text in texts if text not in FRENCH)
-    assert missing == []
+def translated_messages(locale: str) -> list[Message]:
+    return [message for message in read_catalog(LOCALE_DIR / locale / "LC_MESSAGES" / "messages.po") if message.id]
 
 
-def test_placeholders_are_kept_in_french() -> None:
-    for english, french in FRENCH.items():
-        assert set(re.findall(r"{(\w+)}", english)) == set(re.findall(r"{(\w+)}", french)), english
+# ---------------------------------------------------------------------------------------------------- the catalogs
+def test_the_catalogs_hold_exactly_the_texts_extracted_from_code_and_templates() -> None:
+    extracted = extracted_ids()
+    assert len(extracted) > 150  # the extraction does find the calls, in Python and in the templates
+    assert "Sign in" in extracted  # a template's _("…")
+    assert "The name or the token is wrong." in extracted  # routers/signin.py's t("…")
+    assert "Keys destroyed at" in extracted  # audit_view.py's N_("…")
+    assert ("Edited %(num)s time", "Edited %(num)s times") in extracted  # a template's ngettext
+    template = ids_of(read_catalog(LOCALE_DIR / "messages.pot"))
+    assert sorted(map(str, extracted - template)) == [], "run `make messages`: texts missing from messages.pot"
+    assert sorted(map(str, template - extracted)) == [], "run `make messages`: messages.pot has texts no longer used"
+    for locale in TRANSLATED:
+        catalog = ids_of(read_catalog(LOCALE_DIR / locale / "LC_MESSAGES" / "messages.po"))
+        assert sorted(map(str, template - catalog)) == [], f"run `make messages`: {locale} lacks texts"
+        assert sorted(map(str, catalog - template)) == [], f"run `make messages`: {locale} has texts no longer used"
+
+
+@pytest.mark.parametrize("locale", TRANSLATED)
+def test_every_text_is_translated_and_reviewed(locale: str) -> None:
+    messages = translated_messages(locale)
+    assert [str(m.id) for m in messages if m.fuzzy] == []  # a guess of `make messages`, not yet reviewed
+    untranslated = [
+        str(m.id) for m in messages if not m.string or (not isinstance(m.string, str) and not all(m.string))
+    ]
+    assert untranslated == []
+
+
+def placeholders(text: str) -> set[str]:
+    return set(re.findall(r"%\((\w+)\)s", text))
+
+
+@pytest.mark.parametrize("locale", TRANSLATED)
+def test_translations_keep_every_placeholder(locale: str) -> None:
+    for message in translated_messages(locale):
+        if isinstance(message.id, str):
+            assert isinstance(message.string, str)
+            assert placeholders(message.string) == placeholders(message.id), message.id
+        else:
+            singular, plural = message.id
+            assert isinstance(message.string, tuple | list)
+            first, *others = message.string
+            assert placeholders(first) == placeholders(singular), singular
+            for form in others:
+                assert placeholders(form) == placeholders(plural), plural
+    catalog = read_catalog(LOCALE_DIR / locale / "LC_MESSAGES" / "messages.po")
+    assert [(str(m.id), errors) for m, errors in catalog.check()] == []  # Babel's own checks (formats, plural count)
+
+
+def test_the_french_catalog_has_the_plural_rule_of_french() -> None:
+    catalog = read_catalog(LOCALE_DIR / "fr" / "LC_MESSAGES" / "messages.po")
+    assert catalog.num_plurals == 2
+    assert catalog.plural_expr == "(n > 1)"  # CLDR fr: one is i = 0,1
+
+
+def test_the_catalogs_ship_in_the_wheel() -> None:
+    """Every catalog file is package data of services.console (pyproject.toml), so an installed console has it."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    patterns = config["tool"]["setuptools"]["package-data"]["services.console"]
+    files = [path.relative_to(CONSOLE).as_posix() for path in LOCALE_DIR.rglob("*") if path.is_file()]
+    assert len(files) == 1 + len(TRANSLATED)
+    assert [f for f in files if not any(fnmatch.fnmatchcase(f, pattern) for pattern in patterns)] == []
+
+
+def test_an_unknown_locale_has_no_catalog() -> None:
+    with pytest.raises(ValueError, match="no catalog"):
+        translations("de")
+
+
+# ---------------------------------------------------------------------------------------------------- names shown
+def test_every_name_shown_by_its_translation_is_a_term() -> None:
+    from services.console.choices import HOLD_SCOPES, KINDS, TYPES
+    from services.console.routers.search import direction_of
+
+    shown = {
+        *KINDS,
+        *TYPES,
+        *HOLD_SCOPES,
+        *get_args(HoldScope),
+        *STATUS_ORDER,
+        *get_args(ErasureStatus),
+        *get_args(Role),
+        *(direction_of(kind) for kind in KINDS),
+        *DETAIL_VALUES,
+    }
+    assert sorted(shown - set(TERMS)) == []
+    # Marked with N_ for extraction, so in every catalog (and translated: the tests above).
+    for locale in TRANSLATED:
+        catalog = ids_of(read_catalog(LOCALE_DIR / locale / "LC_MESSAGES" / "messages.po"))
+        assert sorted({*TERMS, *DETAIL_LABELS.values()} - catalog) == []
+    french = translator("fr")
+    assert french.term("in_progress") == "en cours"
+    assert french(DETAIL_LABELS["key_destroyed_at"]) == "Clés détruites le"
+
+
+# ---------------------------------------------------------------------------------------------------- the translator
+def test_translator_translates_and_fills_placeholders() -> None:
+    french, english = translator("fr"), translator("en")
+    assert french("Sign in") == "Connexion"
+    assert french.gettext("Sign in") == "Connexion"
+    assert english("Sign in") == "Sign in"
+    assert french("Conversation %(ref)s", ref="ab12") == "Conversation ab12"
+    assert french("a text nobody translated") == "a text nobody translated"
+    # A value is inserted as it is, never read as a format.
+    assert french("Hold placed: %(case)s.", case="%(ref)s 100%") == "Conservation placée : %(ref)s 100%."
+    # A name is looked up, never formatted: data may hold a %.
+    assert french.term("100% %(x)s") == "100% %(x)s"
+    assert french.term("completed") == "terminée"
+
+
+SIGNIN_LOCKED = (
+    "Too many sign-in attempts. Try again in %(num)s minute.",
+    "Too many sign-in attempts. Try again in %(num)s minutes.",
+)
 
 
 @pytest.mark.parametrize(
+    ("locale", "n", "expected"),
+    [
+        pytest.param("en", 0, "Try again in 0 minutes.", id="en 0: other"),
+        pytest.param("en", 1, "Try again in 1 minute.", id="en 1: one"),
+        pytest.param("en", 2, "Try again in 2 minutes.", id="en 2: other"),
+        pytest.param("en", 5, "Try again in 5 minutes.", id="en 5: other"),
+        pytest.param("fr", 0, "Réessayez dans 0 minute.", id="fr 0: one"),
+        pytest.param("fr", 1, "Réessayez dans 1 minute.", id="fr 1: one"),
+        pytest.param("fr", 2, "Réessayez dans 2 minutes.", id="fr 2: other"),
+        pytest.param("fr", 5, "Réessayez dans 5 minutes.", id="fr 5: other"),
+    ],
+)
+def test_plural_forms_follow_the_language(locale: str, n: int, expected: str) -> None:
+    assert translator(locale).ngettext(*SIGNIN_LOCKED, n).endswith(expected)
+
+
+# ---------------------------------------------------------------------------------------------------- templates
+def templates_of(sources: dict[str, str]) -> Environment:
+    """Templates given as strings, in an environment set up as the console's (services/console/pages.py)."""
+    environment = Environment(loader=DictLoader(sources), autoescape=True, undefined=StrictUndefined)
+    install_translations(environment)
+    return environment
+
+
+def page_context(locale: str) -> dict[str, Any]:
+    return {
+        "t": translator(locale),
+        "fmt": Formatter(locale, "Europe/Paris"),
+        "locale": locale,
+        "locales": LOCALES,
+        "session": None,
+        "is_dpo": False,
+        "csrf": "",
+        "path": "/conversation",
+    }
+
+
+SENT = 1_780_000_000  # a Tuesday of 2026
+
+
+def render_conversation(locale: str, bubbles: list[Bubble], *, shredded: int = 0) -> str:
+    return (
+        console_templates()
+        .get_template("conversation.html")
+        .render(
+            page_context(locale),
+            subject_ref="f" * 64,
+            opened=OpenedConversation("a reason", None, ("f" * 64,)),
+            page=Page(bubbles, 0, 1, 1, len(bubbles), None),
+            shredded=shredded,
+            keywords="",
+            matched_count=0,
+        )
+    )
+
+
+def conversation(locale: str, n: int) -> str:
+    """The conversation page of one message deleted ``n`` minutes after it was sent, edited ``n`` times, in a
+    conversation ``n`` records of which were erased."""
+    history = [Revision(SENT + i, Content("text", text=f"version {i}")) for i in range(n + 1)]
+    bubble = Bubble(
+        event_id="e" * 32,
+        direction="inbound",
+        kind="message",
+        sent_at=SENT,
+        content=history[-1].content,
+        history=history,
+        deleted_by="customer",
+        deleted_at=SENT + 60 * n,
+    )
+    return render_conversation(locale, [bubble], shredded=n)
+
+
+@pytest.mark.parametrize(
+    ("locale", "n", "expected"),
+    [
+        pytest.param("en", 0, ["(0 minutes after it was sent)"], id="en 0"),
+        pytest.param(
+            "en", 1, ["(1 minute after it was sent)", "Edited 1 time<", "1 record of this person was"], id="en 1"
+        ),
+        pytest.param(
+            "en", 2, ["(2 minutes after it was sent)", "Edited 2 times", "2 records of this person were"], id="en 2"
+        ),
+        pytest.param(
+            "en", 5, ["(5 minutes after it was sent)", "Edited 5 times", "5 records of this person were"], id="en 5"
+        ),
+        pytest.param("fr", 0, ["(0 minute après l&#39;envoi)"], id="fr 0"),
+        pytest.param(
+            "fr",
+            1,
+            ["(1 minute après l&#39;envoi)", "Modifié 1 fois", "1 enregistrement de cette personne a été"],
+            id="fr 1",
+        ),
+        pytest.param(
+            "fr",
+            2,
+            ["(2 minutes après l&#39;envoi)", "Modifié 2 fois", "2 enregistrements de cette personne ont été"],
+            id="fr 2",
+        ),
+        pytest.param(
+            "fr",
+            5,
+            ["(5 minutes après l&#39;envoi)", "Modifié 5 fois", "5 enregistrements de cette personne ont été"],
+            id="fr 5",
+        ),
+    ],
+)
+def test_the_conversation_page_counts_in_the_viewers_language(locale: str, n: int, expected: list[str]) -> None:
+    page = conversation(locale, n)
+    for text in expected:
+        assert text in page
+    assert "1 minutes" not in page
+    assert ("Message 1 of 1" if locale == "en" else "Message 1 sur 1") in page  # the pager of a one-message page
+
+
+@pytest.mark.parametrize(
+    ("locale", "expected"),
+    [
+        ("en", ["Location</span> Gare de Lyon", "This record could not be read (key destroyed).", "Messages 1–2 of 2"]),
+        (
+            "fr",
+            [
+                "Position</span> Gare de Lyon",
+                "Cet enregistrement n&#39;a pas pu être lu (key destroyed).",
+                "Messages 1 à 2 sur 2",
+            ],
+        ),
+    ],
+)
+def test_the_content_of_a_message_is_labelled_in_the_viewers_language(locale: str, expected: list[str]) -> None:
+    """The content macro (_content.html, imported with the page's context) translates too."""
+    bubbles = [
+        Bubble(
+            event_id="a" * 32,
+            direction="inbound",
+            kind="message",
+            sent_at=SENT,
+            content=Content("location", label="Gare de Lyon", lines=("48.84, 2.37",)),
+        ),
+        Bubble(
+            event_id="b" * 32,
+            direction="inbound",
+            kind="message",
+            sent_at=SENT + 60,
+            content=Content("unreadable", label="key destroyed"),
+        ),
+    ]
+    page = render_conversation(locale, bubbles)
+    for text in expected:
+        assert text in page
+
+
+def hits(count: int, conversations: int) -> list[tuple[str, list[IndexHit]]]:
+    moment = datetime(2026, 3, 5, 13, 7, tzinfo=UTC)
+    every = [
+        IndexHit(
+            event_id=f"{i:032x}",
+            kind="message",
+            type="text",
+            phone_number_id="100",
+            subject_ref=f"{i % conversations:064x}",
+            event_time=moment,
+            received_at=moment,
+            retention_class="standard",
+            expires_at=None,
+            deleted=False,
+            edited=False,
+        )
+        for i in range(count)
+    ]
+    groups: dict[str, list[IndexHit]] = {}
+    for hit in every:
+        groups.setdefault(hit.subject_ref or "", []).append(hit)
+    return list(groups.items())
+
+
+@pytest.mark.parametrize(
+    ("locale", "count", "conversations", "keywords", "expected"),
+    [
+        ("en", 1, 1, "", "1 message in 1 conversation."),
+        ("en", 2, 1, "", "2 messages in 1 conversation."),
+        ("en", 5, 2, "", "5 messages in 2 conversations."),
+        ("en", 1, 1, "colis", "1 candidate message in 1 conversation."),
+        ("fr", 1, 1, "", "1 message dans 1 conversation."),
+        ("fr", 5, 2, "", "5 messages dans 2 conversations."),
+        ("fr", 2, 2, "colis", "2 messages candidats dans 2 conversations."),
+    ],
+)
+def test_the_search_counts_in_the_viewers_language(
+    locale: str, count: int, conversations: int, keywords: str, expected: str
+) -> None:
+    from services.console.choices import KINDS, TYPES
+    from services.console.routers.search import direction_of
+
+    context = page_context(locale) | {"path": "/search"}
+    page = (
+        console_templates()
+        .get_template("search.html")
+        .render(
+            context,
+            query={"keywords": keywords},
+            groups=hits(count, conversations),
+            hit_count=count,
+            truncated=count == 5,
+            limit=5,
+            direction_of=direction_of,
+            kinds=KINDS,
+            types=TYPES,
+            error=None,
+        )
+    )
+    assert expected in page
+    if count == 5:
+        assert ("Only the first 5 results are shown" if locale == "en" else "Seuls les 5 premiers résultats") in page
+
+
+def test_templates_escape_values_and_translations() -> None:
+    template = templates_of(
+        {
+            "page.html": (
+                "{{ _('Conversation %(ref)s', ref=ref) }}|{{ _('Reason') }}|{{ term(name) }}|"
+                "{{ ngettext('%(num)s conversation', '%(num)s conversations', n, num=ref) }}|"
+                "{{ _('Deleted for everyone by the customer') }}|{{ _('Back to the search') }}"
+            )
+        }
+    ).get_template("page.html")
+    page = template.render(t=translator("fr"), ref="<b>x</b>", name="<i>", n=2)
+    assert page.split("|") == [
+        "Conversation &lt;b&gt;x&lt;/b&gt;",
+        "Motif",
+        "&lt;i&gt;",
+        "&lt;b&gt;x&lt;/b&gt; conversations",
+        "Supprimé pour tous par le client",
+        "Retour à la recherche",
+    ]
+    # A translation is text, not markup: its apostrophe is escaped like any text.
+    assert (
+        templates_of({"p": "{{ _('Erasure requests') }}"}).get_template("p").render(t=translator("fr"))
+        == "Demandes d&#39;effacement"
+    )
+
+
+def test_a_template_rendered_without_a_translator_fails_loudly() -> None:
+    template = templates_of({"p": "{{ _('Reason') }}"}).get_template("p")
+    with pytest.raises(TypeError, match=r"t=translator\(locale\)"):
+        template.render()
+
+
+# ---------------------------------------------------------------------------------------------------- negotiation
+@pytest.mark.parametrize(
     ("header", "expected"),
     [
-        ("fr-FR,fr;q=0.9,en-US;q=0.8,en;q=0.7", "fr"),
-        ("en-GB,en;q=0.9,fr;q=0.8", "en"),
-        ("de-DE,de;q=0.9,fr;q=0.5,en;q=0.4", "fr"),
-        ("de-DE", "en"),
-        ("", "en"),
-        (None, "en"),
-        ("fr;q=0, en;q=0.1", "en"),
-        ("en;q=0.2, fr;q=0.9", "fr"),
-        ("fr;q=abc", "en"),
+        pytest.param("fr-FR,fr;q=0.9,en-US;q=0.8,en;q=0.7", "fr", id="a French browser"),
+        pytest.param("en-GB,en;q=0.9,fr;q=0.8", "en", id="a British browser"),
+        pytest.param("de-DE,de;q=0.9,fr;q=0.5,en;q=0.4", "fr", id="German first, then French"),
+        pytest.param("fr-CA", "fr", id="fr-CA is French"),
+        pytest.param("FR-ca, en;q=0.5", "fr", id="tags are case-insensitive"),
+        pytest.param("de-DE", "en", id="no language of ours: English"),
+        pytest.param("", "en", id="empty"),
+        pytest.param(None, "en", id="no header"),
+        pytest.param("fr;q=0, en;q=0.1", "en", id="q=0 refuses"),
+        pytest.param("en;q=0.2, fr;q=0.9", "fr", id="the weight, not the order"),
+        pytest.param("en;q=0.5, fr;q=0.500", "en", id="equal weights: the order"),
+        pytest.param("fr;q=abc", "en", id="a malformed weight"),
+        pytest.param("fr;q=1.5, en;q=0.3", "en", id="a weight above 1 is malformed"),
+        pytest.param("fr;q=-1", "en", id="a negative weight is malformed"),
+        pytest.param("*", "en", id="any language: English"),
+        pytest.param("*;q=0.9, fr;q=0.1", "fr", id="a star is no language"),
+        pytest.param(";;;,,,=q;,q=1", "en", id="garbage"),
+        pytest.param("\x00fr\ufffd, zz-ZZ-x-y", "en", id="garbage characters"),
     ],
 )
 def test_language_from_the_browser(header: str | None, expected: str) -> None:
     assert negotiate(header) == expected
 
 
-def test_translator_fills_placeholders() -> None:
-    assert translator("fr")("Conversation {ref}", ref="ab12") == "Conversation ab12"
-    assert translator("fr")("Sign in") == "Connexion"
-    assert translator("en")("Sign in") == "Sign in"
-    assert translator("fr")("a text nobody translated") == "a text nobody translated"
+def test_preferred_languages_in_order_of_weight() -> None:
+    assert preferred_languages("de;q=0.3, fr-CA, en;q=0.7, it;q=0") == ["fr-ca", "en", "de"]
 
 
+@given(st.text(max_size=200))
+def test_any_header_gives_a_language_of_the_console(header: str) -> None:
+    assert negotiate(header) in LOCALES
+
+
+@given(st.lists(st.sampled_from(["fr", "fr-CA", "en", "en-US", "de", "es-ES", "*"]), max_size=6), st.data())
+def test_the_most_wanted_language_of_ours_wins(tags: list[str], data: st.DataObject) -> None:
+    weights = [data.draw(st.sampled_from(["1", "0.9", "0.5", "0.001", "0"])) for _ in tags]
+    header = ", ".join(f"{tag};q={weight}" for tag, weight in zip(tags, weights, strict=True))
+    ours = [
+        (-float(weight), position, tag[:2])
+        for position, (tag, weight) in enumerate(zip(tags, weights, strict=True))
+        if tag[:2] in LOCALES and float(weight) > 0
+    ]
+    assert negotiate(header) == (min(ours)[2] if ours else "en")
+
+
+# ---------------------------------------------------------------------------------------------------- dates, numbers
 def test_dates_and_numbers_follow_locale_and_zone() -> None:
     moment = datetime(2026, 3, 5, 13, 7, tzinfo=UTC)
     french = Formatter("fr", "Europe/Paris")
@@ -81,12 +507,3 @@ def test_unknown_time_zones_fall_back() -> None:
     assert zone("Mars/Olympus_Mons", "Europe/Paris") == "Europe/Paris"
     assert zone("../../etc/passwd", "UTC") == "UTC"
     assert zone(None, "UTC") == "UTC"
-
-
-def test_every_choice_shown_by_name_has_its_french() -> None:
-    from services.console.app import HOLD_SCOPES, KINDS, TYPES
-    from services.review.conversation import STATUS_ORDER
-
-    erasure_states = ("received", "blocked", "in_progress", "completed", "refused", "extended")
-    shown = {*KINDS, *TYPES, *HOLD_SCOPES, *STATUS_ORDER, *erasure_states, "reader", "dpo"}
-    assert sorted(name for name in shown if name not in FRENCH) == []

@@ -64,6 +64,16 @@ def test_sasl_plaintext_has_no_tls_options() -> None:
     assert "ssl.ca.location" not in librdkafka_config(settings)
 
 
+def test_sasl_settings_are_left_out_of_a_protocol_without_sasl() -> None:
+    """A configuration that inherits a principal (deploy/local/demo.env) and overrides the protocol to plaintext
+    (deploy/compose.yaml, the tests' super user) hands the credentials to no client."""
+    settings = KafkaSettings(
+        security_protocol="PLAINTEXT", sasl_mechanism="SCRAM-SHA-512", sasl_username="u", sasl_password=SecretStr("p")
+    )
+    assert not [key for key in librdkafka_config(settings) if key.startswith("sasl")]
+    assert not [key for key in settings.client_options() if key.startswith("sasl")]
+
+
 def test_producer_config() -> None:
     config = AckedProducer(KafkaSettings(), linger_ms=7)._config()
     assert config["acks"] == "all"

@@ -17,7 +17,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from rich.console import Console
 
 from services.cli.render import messages_table
-from services.console.i18n import translator
+from services.console.i18n import install_translations, translator
 from services.console.timeline import bubbles
 from services.core.events import parse_webhook
 from services.core.journal import SPLIT_RECURSION_LIMIT
@@ -279,7 +279,8 @@ def test_any_text_in_a_message_renders_everywhere(name: str, body: str, extra: A
 def rendered_everywhere(messages: Any) -> str:
     """Every view of ``messages``, encoded as it leaves the process (UTF-8); returns the console's HTML."""
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True, undefined=StrictUndefined)
-    macro = env.from_string('{% from "_content.html" import content_of %}{{ content_of(c, t) }}')
+    install_translations(env)
+    macro = env.from_string('{% from "_content.html" import content_of with context %}{{ content_of(c) }}')
     page = "".join(macro.render(c=bubble.content, t=translator("fr")) for bubble in bubbles(messages))
     page.encode()
     render_html(messages, title="export").encode()

@@ -56,6 +56,8 @@ def demo_secrets() -> dict[str, str]:
         password = urlsplit(DEMO[f"WA_{service}_PG__DSN"]).password
         assert password is not None
         found[f"WA_{service}_PG__DSN password"] = password
+    for service in ("INGEST", "ARCHIVER"):  # each one's Kafka principal
+        found[f"WA_{service}_KAFKA__SASL_PASSWORD"] = DEMO[f"WA_{service}_KAFKA__SASL_PASSWORD"]
     return found
 
 
@@ -111,12 +113,18 @@ def set_demo_env(monkeypatch: pytest.MonkeyPatch) -> None:
     [
         pytest.param(
             IngestSettings,
-            ["WA_INGEST_APP_SECRETS", "WA_INGEST_VERIFY_TOKEN", "WA_INGEST_OUTBOUND_TOKENS"],
+            [
+                "WA_INGEST_APP_SECRETS",
+                "WA_INGEST_VERIFY_TOKEN",
+                "WA_INGEST_OUTBOUND_TOKENS",
+                "WA_INGEST_KAFKA__SASL_PASSWORD",
+            ],
             id="ingest",
         ),
         pytest.param(
             ArchiverSettings,
             [
+                "WA_ARCHIVER_KAFKA__SASL_PASSWORD",
                 "WA_ARCHIVER_S3__SECRET_KEY",
                 "WA_ARCHIVER_PG__DSN",
                 "WA_ARCHIVER_KEYS__KEKS",

@@ -1,0 +1,20 @@
+"""The console's routers, one per resource; :func:`services.console.factory.create_console_app` includes them all."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from fastapi import APIRouter
+
+from services.console.routers import audit, conversation, erasures, holds, media, retention, search, signin
+
+ROUTERS: Final[tuple[APIRouter, ...]] = (
+    signin.router,
+    search.router,
+    conversation.router,
+    media.router,
+    holds.router,
+    erasures.router,
+    audit.router,
+    retention.router,
+)

@@ -1,0 +1,153 @@
+"""Signing in and out, and choosing the language: ``GET /signin``, ``POST /signin``, ``POST /signout``,
+``POST /language``.
+
+Sign-in has its own double-submit token (a cookie and a form field), is throttled per name and per client address
+with a lockout (services/console/throttle.py), and counts every outcome; a failed attempt is logged with the account
+name only when it is one (a mistyped name may be a token).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+
+from services.console.deps import (
+    Archive,
+    AuthenticatorDep,
+    FormDep,
+    MaybeSession,
+    MetricsDep,
+    PagesDep,
+    Posted,
+    PostedBy,
+    SessionsDep,
+    SettingsDep,
+    ThrottleDep,
+    archive_of,
+    opened_archive,
+)
+from services.console.errors import count_refusal
+from services.console.forms import RefusedForm, field, same_origin
+from services.console.i18n import known_locale, negotiate, translator, zone
+from services.console.pages import LANGUAGE_COOKIE, SESSION_COOKIE, SIGNIN_COOKIE, Pages, locale_of, set_cookie
+from services.console.sessions import new_secret, same_token
+
+log = logging.getLogger("wa_archive.console")
+
+router = APIRouter()
+
+SIGNIN_TOKEN_MAX_AGE_S = 3600  # the sign-in form's token: an hour to fill in the form
+LANGUAGE_MAX_AGE_S = 365 * 86400
+
+
+def signin_form(
+    request: Request, pages: Pages, *, secure: bool, status: int = 200, notice: str | None, error: str | None
+) -> Response:
+    """The sign-in page with a fresh form token (set as its cookie too)."""
+    token = new_secret()
+    page = pages.render(request, "signin.html", None, status=status, signin_token=token, notice=notice, error=error)
+    set_cookie(page, SIGNIN_COOKIE, token, secure=secure, max_age=SIGNIN_TOKEN_MAX_AGE_S)
+    return page
+
+
+@router.get("/signin", response_class=HTMLResponse)
+async def signin_page(
+    request: Request, pages: PagesDep, settings: SettingsDep, ended: str | None = None, out: str | None = None
+) -> Response:
+    t = translator(locale_of(request, None))
+    notice = t("Your session has ended. Sign in again.") if ended else t("You are signed out.") if out else None
+    return signin_form(request, pages, secure=settings.secure_cookies, notice=notice, error=None)
+
+
+@router.post("/signin")
+async def signin(
+    request: Request,
+    form: FormDep,  # first: read before anything else is looked at
+    settings: SettingsDep,
+    pages: PagesDep,
+    metrics: MetricsDep,
+    authenticator: AuthenticatorDep,
+    throttle: ThrottleDep,
+    sessions: SessionsDep,
+) -> Response:
+    expected = request.cookies.get(SIGNIN_COOKIE)
+    if not same_origin(request) or expected is None or not same_token(field(form, "signin_token"), expected):
+        metrics.refused_forms.inc()
+        raise RefusedForm
+    name = field(form, "name") or ""
+    # The peer, or the client the trusted proxy names (ConsoleSettings.forwarded_allow_ips).
+    address = request.client.host if request.client else ""
+    locale = locale_of(request, None)
+    t = translator(locale)
+    actor = name if authenticator.known(name) else None  # a mistyped name may be a token: not logged
+    admission = await throttle.attempt(name, address, datetime.now(UTC))
+    if not admission.admitted:
+        metrics.sign_ins.labels("locked").inc()
+        count_refusal(metrics, 429, "locked", f"sign-in locked out by {admission.locked_by}", actor)
+        minutes = max(1, round(admission.retry_after_s / 60))
+        error = t.ngettext(
+            "Too many sign-in attempts. Try again in %(num)s minute.",
+            "Too many sign-in attempts. Try again in %(num)s minutes.",
+            minutes,
+        )
+        page = signin_form(request, pages, secure=settings.secure_cookies, status=429, notice=None, error=error)
+        page.headers["retry-after"] = str(max(1, round(admission.retry_after_s)))
+        return page
+    credential = await authenticator.authenticate(name, field(form, "token") or "")
+    if credential is None:
+        metrics.sign_ins.labels("refused").inc()
+        count_refusal(metrics, 401, "credentials", "sign-in with a wrong name or token", actor)
+        error = t("The name or the token is wrong.")
+        return signin_form(request, pages, secure=settings.secure_cookies, status=401, notice=None, error=error)
+    await throttle.succeeded(name, address)
+    operator = credential.operator
+    timezone = zone(field(form, "timezone"), settings.default_timezone)
+    session_id, _session = await sessions.create(
+        operator, credential=credential.fingerprint, locale=locale, timezone=timezone
+    )
+    metrics.sign_ins.labels("accepted").inc()
+    log.info("console sign-in", extra={"actor": operator.name, "role": operator.role})
+    response = RedirectResponse("/search", status_code=303)
+    set_cookie(response, SESSION_COOKIE, session_id, secure=settings.secure_cookies)
+    response.delete_cookie(SIGNIN_COOKIE, path="/")
+    return response
+
+
+@router.post("/signout")
+async def signout(posted: Annotated[Posted, Depends(PostedBy(None))], sessions: SessionsDep) -> Response:
+    await sessions.delete(posted.session)
+    response = RedirectResponse("/signin?out=1", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+def safe_back(back: str | None) -> str:
+    """Where to return after choosing a language: a path of the console only (never ``//elsewhere``)."""
+    if not back or not back.startswith("/") or back.startswith("//"):
+        return "/search"
+    return back
+
+
+@router.post("/language")
+async def language(
+    request: Request,
+    form: FormDep,  # first: the session is looked up after the form is read
+    session: MaybeSession,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+    archive: Annotated[Archive | None, Depends(archive_of)],
+) -> Response:
+    locale = known_locale(field(form, "locale")) or negotiate(request.headers.get("accept-language"))
+    back = safe_back(field(form, "back"))
+    if session is not None:
+        if not same_token(field(form, "csrf"), session.csrf_token):
+            metrics.refused_forms.inc()
+            raise RefusedForm
+        await opened_archive(archive).sessions.set_locale(session, locale)
+    response = RedirectResponse(back, status_code=303)
+    set_cookie(response, LANGUAGE_COOKIE, locale, secure=settings.secure_cookies, max_age=LANGUAGE_MAX_AGE_S)
+    return response

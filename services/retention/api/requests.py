@@ -1,0 +1,86 @@
+"""The admin API's request bodies: their fields are the actions' keyword arguments.
+
+The closed sets they accept (hold scopes, refusal grounds) are the domain's own ``Literal`` types, imported, never
+restated: pydantic validates them and OpenAPI lists their members, so a scope added to the domain is accepted here
+at once.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+from services.governance.erasure import EXTENSION_REASON_MAX
+from services.governance.grounds import RefusalGround
+from services.governance.holds import HoldScope
+
+
+class ErasureRequestBody(BaseModel):
+    """A data subject's erasure request (GDPR Art. 17), as the DPO files it."""
+
+    contact: str = Field(min_length=1, description="wa_id or business-scoped user id of the person")
+    phone_number_id: str | None = Field(default=None, description="limit to one business number (default: all)")
+    request_ref: str = Field(min_length=1, description="your reference of the data subject's request")
+
+
+class MessagesRequest(BaseModel):
+    contact: str | None = Field(default=None, min_length=1, description="wa_id or business-scoped user id")
+    subject_ref: str | None = Field(
+        default=None, pattern="^[0-9a-f]{64}$", description="or the person's pseudonym, as a search hit gives it"
+    )
+    reason: str | None = Field(default=None, description="why the conversation is read (written to the audit log)")
+    phone_number_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+class GroupMessagesRequest(BaseModel):
+    group_id: str = Field(min_length=1, description="the group's id (Cloud API Groups)")
+    phone_number_id: str = Field(min_length=1, description="the business number the group belongs to")
+    reason: str | None = Field(default=None, description="why the group is read (written to the audit log)")
+
+
+class SearchRequest(BaseModel):
+    phone_number_id: str | None = None
+    contact: str | None = Field(default=None, description="wa_id or business-scoped user id of the person")
+    since: datetime | None = None
+    until: datetime | None = None
+    kind: str | None = None
+    type: str | None = None
+    deleted_only: bool = False
+    edited_only: bool = False
+    limit: int = Field(default=1000, ge=1, le=10_000)
+    keywords: str | None = Field(
+        default=None, min_length=1, max_length=500, description="words of the messages (case and accents ignored)"
+    )
+
+
+class RefusalRequest(BaseModel):
+    ground: RefusalGround = Field(description="the legal ground: GDPR Art. 17(3) (a)-(e) or Art. 12(5)")
+
+
+class ExtensionRequest(BaseModel):
+    reason: str = Field(
+        min_length=1, max_length=EXTENSION_REASON_MAX, description="why, as told to the person (no personal data)"
+    )
+
+
+class HoldRequest(BaseModel):
+    scope: HoldScope
+    case_ref: str = Field(min_length=1)
+    waba_id: str | None = None
+    phone_number_id: str | None = None
+    contact: str | None = None
+    group_id: str | None = Field(default=None, description="the Cloud API group id, for a group hold")
+
+
+class ExportRequest(BaseModel):
+    contact: str = Field(min_length=1)
+    phone_number_id: str | None = None
+    reason: str = Field(min_length=3)
+    request_ref: str | None = None
+
+
+class RetentionRunRequest(BaseModel):
+    dry_run: bool = True

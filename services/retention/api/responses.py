@@ -1,0 +1,232 @@
+"""The admin API's answers, typed, so that ``/openapi.json`` documents each one, its errors included.
+
+Each model's fields are the keys of the domain object's ``to_json()`` (or ``proof()``, ``document()``), in the same
+order and with the same types and nulls: a route validates the domain's JSON into its model and FastAPI writes the
+model, so the bytes an answer had before the models existed are unchanged (``tests/unit/test_admin_api.py``). The
+models forbid unknown keys and coercion: a key the domain adds without its model, or a type that drifts, is an
+error in the tests (and a 500), never a field silently dropped or rewritten.
+
+Times are the domain's ISO 8601 strings, written as they are (``Moment``); the conversation, group timeline and
+export answers are written by :class:`RecordsJSON` (see there) and their models document them only.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Final, Literal
+
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.core.plaintext import json_bytes
+from services.governance.erasure import ErasureStatus
+from services.governance.grounds import RefusalGround
+from services.governance.holds import HoldScope
+
+# A moment as the domain writes it (datetime.isoformat()): documented as a date-time, passed through as text.
+Moment = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
+
+
+class Answer(BaseModel):
+    """An answer's shape: exactly the domain's keys, their types as they are (no coercion)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class ErrorBody(Answer):
+    """Every refusal and error but a malformed request (422): what was wrong, naming no person."""
+
+    detail: str
+
+
+# When each error status is answered; the text is the OpenAPI description of the status.
+ERROR_WHEN: Final[dict[int, str]] = {
+    400: "Refused: the request is incomplete or contradicts the state of what it is about; nothing was done",
+    401: "No bearer token, or an unknown one (answered before the body is read)",
+    403: "The token's role does not allow this action (answered before the body is read)",
+    404: "What the request is about does not exist; nothing was done",
+    413: "The body is over the service's limit (max_body_bytes)",
+    503: "Not ready (the archive is not open yet), or a person's key is wrapped by a KEK this service was not given",
+}
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI ``responses`` of a route or router for these error statuses, each with the :class:`ErrorBody`
+    schema."""
+    return {status: {"model": ErrorBody, "description": ERROR_WHEN[status]} for status in statuses}
+
+
+# Every /v1/ route: the gate's refusals, and not ready.
+GATED: Final = errors(401, 403, 503)
+# A route with a body: the same, and a body over the limit.
+GATED_WITH_BODY: Final = errors(401, 403, 413, 503)
+
+
+# ---------------------------------------------------------------- records, decrypted
+
+
+class RecordsJSON(JSONResponse):
+    """The JSON of decrypted records, written by :func:`services.core.plaintext.json_bytes` and returned as it is.
+
+    FastAPI's own serialisation of a returned dict refuses nesting beyond a limit (HTTP 500, "Maximum serialization
+    depth exceeded") that a message the archive accepted can pass (up to about 1,020 levels): one such message
+    would hide the person's whole conversation. The strings are valid Unicode already (lone surrogates are U+FFFD
+    once decoded), and orjson writes the usual answer faster than the generic encoder. The route's
+    ``response_model`` documents the answer; it is not validated against it."""
+
+    def render(self, content: Any) -> bytes:
+        return json_bytes(content)
+
+
+class StatusView(Answer):
+    status: str = Field(description="sent, delivered, read, played, failed or deleted, as Meta reported it")
+    timestamp: int | None
+
+
+class EditView(Answer):
+    event_id: str
+    by: str = Field(description="customer or business")
+    timestamp: int | None
+    payload: Any = Field(description="the edit as archived")
+
+
+class DeletionView(Answer):
+    event_id: str
+    by: str = Field(description="customer or business")
+    timestamp: int | None
+    how: str = Field(description="revoke, edit or deleted-status: the record that deleted the message")
+
+
+class MessageView(Answer):
+    """One item of a timeline: a message with its statuses, edits and deletion, a change whose message is not
+    archived, or a record that could not be read (``unreadable`` says why; its ``payload`` is null)."""
+
+    event_id: str
+    message_id: str | None
+    kind: str
+    type: str | None
+    direction: str = Field(description="inbound (the person's) or outbound (the business's)")
+    timestamp: int | None = Field(description="Meta's timestamp, seconds since the epoch")
+    received_at: str
+    latest_status: str | None
+    statuses: list[StatusView]
+    edits: list[EditView]
+    deleted: DeletionView | None
+    media: dict[str, Any] | None = Field(description="the archived medium's metadata, when the message has one")
+    payload: Any = Field(description="the record as archived (Meta's JSON), decrypted")
+    unreadable: str | None
+
+
+class ConversationAnswer(Answer):
+    messages: list[MessageView]
+    shredded_records: int = Field(description="records whose key was destroyed (erased): not readable")
+
+
+class GroupTimelineAnswer(Answer):
+    group_ref: str = Field(description="the group's pseudonym")
+    messages: list[MessageView]
+    shredded_records: int = Field(description="records whose key was destroyed (erased): not readable")
+
+
+class SubjectExportDocument(Answer):
+    format: Literal["wa-archive-subject-export/1"]
+    generated_at: Moment
+    request_ref: str | None
+    message_count: int
+    messages: list[MessageView]
+
+
+# ---------------------------------------------------------------- metadata, governance
+
+
+class IndexHitView(Answer):
+    """One index row: pseudonymous metadata of an archived event, nothing decrypted."""
+
+    event_id: str
+    kind: str
+    type: str | None
+    phone_number_id: str | None
+    subject_ref: str | None = Field(description="the person's pseudonym (POST /v1/messages takes it)")
+    event_time: Moment | None
+    received_at: Moment
+    retention_class: str
+    expires_at: Moment | None
+    deleted: bool
+    edited: bool
+
+
+class ErasureProof(Answer):
+    """What an erasure did: the keys destroyed and when, the objects and events deleted, or why it waits."""
+
+    request_ref: str
+    status: ErasureStatus
+    subject_refs: list[str]
+    keys_destroyed: list[str]
+    key_destroyed_at: Moment | None
+    objects_deleted: int
+    objects_locked: int = Field(description="objects under Object Lock: unreadable now, deleted when it expires")
+    events_deleted: int
+    blocked_by_cases: list[str] = Field(description="the case references of the holds the erasure waits for")
+    refusal_ground: RefusalGround | None
+
+
+class ErasureRequestView(Answer):
+    """An erasure request as tracked against its deadline (``holds``: how many holds block it)."""
+
+    request_ref: str
+    status: ErasureStatus
+    received_at: Moment
+    deadline_at: Moment
+    completed_at: Moment | None
+    holds: int
+    extended_at: Moment | None
+    extension_reason: str | None
+    refusal_ground: RefusalGround | None
+    refused_at: Moment | None
+
+
+class HoldView(Answer):
+    hold_id: str
+    case_ref: str
+    scope: HoldScope
+    waba_id: str | None
+    phone_number_id: str | None
+    subject_count: int = Field(description="how many pseudonyms the hold lists (a person's scopes)")
+    created_by: str
+    created_at: Moment
+    released_at: Moment | None
+
+
+class ReleasedErasure(Answer):
+    request_ref: str
+    status: ErasureStatus
+
+
+class HoldReleaseView(HoldView):
+    """The released hold, and the erasure requests it had blocked as they stand after the release."""
+
+    erasures: list[ReleasedErasure]
+
+
+class RetentionReportView(Answer):
+    run_id: str
+    dry_run: bool
+    started_at: Moment
+    objects: int = Field(description="objects past their retention (deleted unless a dry run)")
+    objects_deleted: int
+    objects_locked: int
+    objects_held: int
+    objects_deferred: int
+    events_deleted: int
+    events_by_class: dict[str, int]
+    erasures: dict[str, int] = Field(description="open erasure requests the run processed, by the status reached")
+
+
+class AuditEntryView(Answer):
+    audit_id: int
+    at: Moment
+    actor: str
+    action: str
+    reason: str | None
+    subject_ref: str | None
+    record_count: int | None
+    details: str = Field(description="the entry's JSON object, as text, as stored")

@@ -1,0 +1,98 @@
+"""The admin API against the real stack: its answers are the domain's JSON as the action layer returns it, byte for
+byte in the order and encoding FastAPI wrote a returned dict before the routes had response models."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry
+from pydantic import TypeAdapter
+
+from devtools import pipeline
+from devtools.serving import serve_asgi
+from services.actions.access import ArchiveAccess, open_access
+from services.actions.layer import Actions, Operator
+from services.governance.metrics import RetentionMetrics
+from services.retention.api import create_admin_app
+
+pytestmark = pytest.mark.integration
+
+DPO = {"authorization": f"Bearer {pipeline.DPO_TOKEN}"}
+DIRECT = Operator("test-admin-api-direct", "dpo")  # reads, in-process, what the API wrote
+
+
+def before(content: object) -> bytes:
+    """What a route answered before its response model: pydantic's JSON of the returned ``to_json()``."""
+    return TypeAdapter(Any).dump_json(content)
+
+
+@pytest.fixture
+async def api(demo_env: dict[str, str]) -> AsyncIterator[tuple[httpx.AsyncClient, Actions]]:
+    settings = pipeline.retention_settings(demo_env, f"test/{uuid.uuid4().hex[:8]}")
+
+    async def opener() -> ArchiveAccess:
+        return await open_access(settings)
+
+    access = await open_access(settings)
+    app = create_admin_app(settings, opener, registry=CollectorRegistry())
+    try:
+        async with serve_asgi(app) as url, httpx.AsyncClient(base_url=url, timeout=60, headers=DPO) as client:
+            yield client, Actions(access, RetentionMetrics(CollectorRegistry()))
+    finally:
+        await access.close()
+
+
+async def test_answers_are_the_domains_json_byte_for_byte(api: tuple[httpx.AsyncClient, Actions]) -> None:
+    client, actions = api
+    case = f"CASE-api-{uuid.uuid4().hex[:6]}-é"  # not ASCII: written as UTF-8, as before
+
+    created = await client.post("/v1/holds", json={"scope": "contact", "case_ref": case, "contact": "15550009999"})
+    assert created.status_code == 200, created.text
+    hold_id = created.json()["hold_id"]
+    stored = {h.hold_id: h for h in await actions.holds(DIRECT, include_released=True)}
+    assert created.content == before(stored[hold_id].to_json())
+
+    released = await client.post(f"/v1/holds/{hold_id}/release")
+    assert released.status_code == 200, released.text
+    stored = {h.hold_id: h for h in await actions.holds(DIRECT, include_released=True)}
+    erasures = released.json()["erasures"]
+    assert released.content == before({**stored[hold_id].to_json(), "erasures": erasures})
+
+    request_ref = f"DSR-api-{uuid.uuid4().hex[:6]}"
+    erased = await client.post(
+        "/v1/erasures", json={"contact": f"1555{uuid.uuid4().int % 10**7:07d}", "request_ref": request_ref}
+    )
+    assert erased.status_code == 200, erased.text
+    assert list(erased.json()) == [
+        "request_ref",
+        "status",
+        "subject_refs",
+        "keys_destroyed",
+        "key_destroyed_at",
+        "objects_deleted",
+        "objects_locked",
+        "events_deleted",
+        "blocked_by_cases",
+        "refusal_ground",
+    ]
+    listed = await client.get("/v1/erasures")
+    mine = [r for r in await actions.erasures(DIRECT) if r.request_ref == request_ref]
+    assert len(mine) == 1
+    assert before(mine[0].to_json()) in listed.content
+
+    audit = await client.get("/v1/audit", params={"limit": 1})
+    assert audit.status_code == 200
+    assert audit.json()[0].keys() == {
+        "audit_id",
+        "at",
+        "actor",
+        "action",
+        "reason",
+        "subject_ref",
+        "record_count",
+        "details",
+    }

@@ -1,0 +1,115 @@
+"""The local broker's principals (services/tools/kafka_principals.py): the rights the manifests give in production,
+named by the services' own settings of deploy/local/demo.env."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+from confluent_kafka.admin import AclOperation, AclPermissionType, ResourcePatternType, ResourceType
+from pydantic import SecretStr
+
+from devtools.samples import REPO_ROOT, load_demo_env
+from services.archiver.settings import ArchiverSettings
+from services.core.settings import KafkaSettings
+from services.tools.kafka_principals import (
+    CLUSTER,
+    Grant,
+    archiver_grants,
+    ingest_grants,
+    kafka_settings,
+    local_principals,
+    principal,
+)
+
+DEMO = load_demo_env()
+
+
+def manifest_grants() -> dict[str, frozenset[Grant]]:
+    """The ACLs of each KafkaUser of deploy/k8s/base/kafka-users.yaml, as grants."""
+    users: dict[str, frozenset[Grant]] = {}
+    for user in yaml.safe_load_all((REPO_ROOT / "deploy/k8s/base/kafka-users.yaml").read_text()):
+        acls: list[dict[str, Any]] = user["spec"]["authorization"]["acls"]
+        grants = set()
+        for acl in acls:
+            resource = acl["resource"]
+            assert resource.get("patternType", "literal") == "literal", "the services' names are literal"
+            assert acl.get("type", "allow") == "allow"
+            assert acl.get("host", "*") == "*"
+            name = CLUSTER if resource["type"] == "cluster" else resource["name"]
+            grants |= {Grant(resource["type"], name, operation) for operation in acl["operations"]}
+        users[user["metadata"]["name"]] = frozenset(grants)
+    return users
+
+
+def test_the_local_grants_are_the_production_ones() -> None:
+    """Exactly what the Strimzi users of deploy/k8s are granted, for the services' default names."""
+    kafka = KafkaSettings()
+    group = ArchiverSettings.model_fields["group_id"].default
+    assert manifest_grants() == {"wa-ingest": ingest_grants(kafka), "wa-archiver": archiver_grants(kafka, group)}
+
+
+def test_ingest_may_not_read_nor_write_dead_letters() -> None:
+    kafka = KafkaSettings()
+    grants = ingest_grants(kafka)
+    assert {g.operation for g in grants if g.resource == "topic"} == {"Describe", "Write"}
+    assert {g.name for g in grants if g.resource == "topic"} == {kafka.events_topic}
+    assert not [g for g in grants if g.resource == "group"]
+
+
+def test_the_demo_principals_are_the_services_own_settings() -> None:
+    ingest, archiver = local_principals(DEMO)
+    assert (ingest.user, ingest.password) == (
+        DEMO["WA_INGEST_KAFKA__SASL_USERNAME"],
+        DEMO["WA_INGEST_KAFKA__SASL_PASSWORD"],
+    )
+    assert archiver.user == DEMO["WA_ARCHIVER_KAFKA__SASL_USERNAME"] == "wa-archiver"
+    # The names provision.py creates the topics with are the ones the grants name.
+    assert Grant("topic", DEMO["WA_EVENTS_TOPIC"], "Write") in ingest.grants
+    assert Grant("topic", DEMO["WA_DLQ_TOPIC"], "Write") in archiver.grants
+    assert Grant("group", "wa-archiver", "Read") in archiver.grants
+
+
+@pytest.mark.parametrize("service", ["INGEST", "ARCHIVER"])
+def test_the_demo_services_connect_to_the_sasl_listener(service: str) -> None:
+    kafka = kafka_settings(DEMO, f"WA_{service}_KAFKA__")
+    assert kafka.bootstrap_servers == f"127.0.0.1:{DEMO['WA_KAFKA_SASL_PORT']}"
+    assert (kafka.security_protocol, kafka.sasl_mechanism) == ("SASL_PLAINTEXT", "SCRAM-SHA-512")
+
+
+def test_a_group_of_its_own_is_granted_to_the_archiver() -> None:
+    (_ingest, archiver) = local_principals({**DEMO, "WA_ARCHIVER_GROUP_ID": "archiver-b"})
+    assert {g.name for g in archiver.grants if g.resource == "group"} == {"archiver-b"}
+
+
+def test_a_service_without_its_principal_is_named() -> None:
+    with pytest.raises(ValueError, match="WA_INGEST_KAFKA__SASL_USERNAME and WA_INGEST_KAFKA__SASL_PASSWORD"):
+        principal(KafkaSettings(sasl_password=SecretStr("p")), frozenset(), "WA_INGEST_KAFKA__")
+
+
+@pytest.mark.parametrize(
+    ("grant", "restype", "name", "operation"),
+    [
+        pytest.param(Grant("topic", "t", "Write"), ResourceType.TOPIC, "t", AclOperation.WRITE, id="topic"),
+        pytest.param(Grant("group", "g", "Read"), ResourceType.GROUP, "g", AclOperation.READ, id="group"),
+        pytest.param(
+            Grant("cluster", CLUSTER, "IdempotentWrite"),
+            ResourceType.BROKER,
+            "kafka-cluster",
+            AclOperation.IDEMPOTENT_WRITE,
+            id="the cluster",
+        ),
+    ],
+)
+def test_a_grant_is_one_literal_allow_acl_from_any_host(
+    grant: Grant, restype: ResourceType, name: str, operation: AclOperation
+) -> None:
+    binding = grant.binding("wa-ingest")
+    assert (binding.restype, binding.name, binding.operation) == (restype, name, operation)
+    assert binding.resource_pattern_type == ResourcePatternType.LITERAL
+    assert (binding.principal, binding.host, binding.permission_type) == (
+        "User:wa-ingest",
+        "*",
+        AclPermissionType.ALLOW,
+    )
