@@ -5,8 +5,8 @@ aiokafka consume loop over the same topic as the ratio's denominator.
 
 Prints events/s end to end, objects written, PUTs/s, the archiver's RSS before the drain (its floor) and its peak
 (VmHWM), CPU per event (its own user + system time, steadier than wall-clock rates on a shared machine) and the ratio
-to the raw loop. The peak varies by ±50 MB from run to run on a shared machine (a slower drain peaks higher): compare
-several runs.
+to the raw loop. The peak varies from run to run on a shared machine (±50 MB while it climbed through the drain, a
+slower drain peaking higher; docs/OPERATIONS.md, "Archiver memory sizing"): compare several runs, interleaved.
 Targets (issue #4): >= 20,000 events/s, <= 200 MB RSS.
 
     python -m bench.archiver [--events 200000] [--partitions 6]
@@ -109,7 +109,7 @@ async def committed(bootstrap: str, group: str, topic: str, partitions: int) -> 
     return sum((await committed_offsets(bootstrap, group, topic, partitions)).values())
 
 
-async def run(events_count: int, partitions: int) -> dict[str, Any]:
+async def run(events_count: int, partitions: int, *, module: str = "services.archiver") -> dict[str, Any]:
     env = demo_env()
     bootstrap = f"127.0.0.1:{env['WA_KAFKA_PORT']}"
     topic = await create_topic(bootstrap, partitions=partitions, prefix="bench-archiver")
@@ -122,7 +122,7 @@ async def run(events_count: int, partitions: int) -> dict[str, Any]:
 
     group, prefix, port = f"bench-{uuid.uuid4().hex[:8]}", f"bench/{uuid.uuid4().hex[:8]}", free_port()
     process = start_module(
-        "services.archiver",
+        module,
         {
             **env,
             "WA_ARCHIVER_KAFKA__EVENTS_TOPIC": topic,

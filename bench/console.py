@@ -100,7 +100,7 @@ from services.core.keywords import words
 from services.core.reader import RecordLocation
 from services.core.settings import KafkaSettings
 from services.governance.metrics import RetentionMetrics
-from services.review.conversation import assemble
+from services.review.assembly import assemble
 from services.review.search import SearchFilter, search_index
 
 MANIFEST_VERSION: Final = 1

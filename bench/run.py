@@ -2,7 +2,8 @@
 
 Runs ingest, archiver, end-to-end freshness, retention, retrieval, the index layouts, the KEK rewrap, the review
 console (on an archive of 1,000,000 messages it builds once and reuses: see bench/console.py) and a burst of large
-media (bench/media.py: the archiver's peak RSS with eight 100 MB documents in one POST), each as its own process
+media (bench/media.py: the archiver's peak RSS with eight 100 MB documents in one POST) and `wa-archive recover`
+after a database loss (bench/recovery.py), each as its own process
 (one failing does not stop the others; the report says which failed), then writes bench/results/report.json and
 report.md with every figure against its target, the machine and the versions of the servers and libraries.
 
@@ -37,6 +38,8 @@ FULL: dict[str, list[str]] = {
     "rewrap": [],
     "console": [],
     "media": [],
+    "recovery": ["--events", "100000"],
+    "key_copies": [],
 }
 QUICK: dict[str, list[str]] = {
     "ingest": ["--seconds", "5"],
@@ -48,6 +51,8 @@ QUICK: dict[str, list[str]] = {
     "rewrap": ["--keys", "20000", "--batch-sizes", "1000"],
     "console": ["--messages", "100000", "--queries", "20", "--runs", "10"],
     "media": ["--documents", "4", "--megabytes", "20"],
+    "recovery": ["--events", "20000"],
+    "key_copies": ["--events", "20000", "--rounds", "1"],
 }
 # A smoke run: every benchmark end to end at sizes that take seconds, so that none can rot unnoticed
 # (tests/integration/test_bench_smoke.py runs it in `make test`). Its figures measure nothing.
@@ -64,6 +69,8 @@ SMOKE: dict[str, list[str]] = {
         *("--queries", "4", "--budget-s", "5", "--runs", "10"),
     ],
     "media": ["--documents", "1", "--megabytes", "1"],
+    "recovery": ["--events", "300", "--partitions", "2"],
+    "key_copies": ["--events", "300", "--rounds", "1"],
 }
 PACKAGES = ("aiokafka", "asyncpg", "boto3", "cryptography", "orjson", "uvicorn", "fastapi", "prometheus-client")
 

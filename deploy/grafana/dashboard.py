@@ -33,6 +33,8 @@ LAG_SECONDS_WARNING = 5 * 60
 RETENTION_RUN_MAX_AGE_SECONDS = 26 * 3600
 ERASURE_WARNING_AGE_SECONDS = 25 * 86400
 ERASURE_DEADLINE_WARNING_SECONDS = 5 * 86400  # WaErasureDeadlineNear
+WAL_ARCHIVE_MAX_AGE_SECONDS = 15 * 60  # WaPgWalArchivingStalled
+BASE_BACKUP_MAX_AGE_SECONDS = 26 * 3600  # WaPgBaseBackupStale
 
 
 def _query(expr: str, legend: str = "__auto", ref_id: str = "A") -> prometheus.Dataquery:
@@ -286,6 +288,39 @@ def build_dashboard() -> dash.Dashboard:
                 "A hold blocks deletion and erasure of what it covers.",
                 "none",
                 _query("max(wa_retention_legal_holds_active)"),
+            )
+        )
+        # The archive's own state: PostgreSQL's backups (services/backups). No exporter, no backup: the age is
+        # then counted from 1970, red, never an empty panel that looks calm.
+        .with_row(dash.Row("PostgreSQL backups"))
+        .with_panel(
+            _stat(
+                "Since the last archived WAL segment",
+                "What PostgreSQL committed after it lives only on the database server. WaPgWalArchivingStalled fires"
+                " above 15 minutes while segments wait; a quiet database archives nothing and is not stale.",
+                "s",
+                _query("time() - (max(wa_pg_backup_last_wal_archived_timestamp_seconds) or on() vector(0))"),
+            ).thresholds(_thresholds(WAL_ARCHIVE_MAX_AGE_SECONDS, 5 * 60))
+        )
+        .with_panel(
+            _stat(
+                "Since the last base backup",
+                "A restore replays the WAL archived since. WaPgBaseBackupStale fires above 26h.",
+                "s",
+                _query("time() - (max(wa_pg_backup_last_base_timestamp_seconds) or on() vector(0))"),
+            ).thresholds(_thresholds(BASE_BACKUP_MAX_AGE_SECONDS, 24 * 3600))
+        )
+        .with_panel(
+            _graph(
+                "WAL archiving",
+                "Segments waiting to be archived, and failed attempts of archive_command.",
+                "none",
+                _query("max(wa_pg_backup_wal_ready_segments) or on() vector(0)", "waiting"),
+                _query(
+                    "sum(rate(wa_pg_backup_wal_archive_failures_total[5m])) or on() vector(0)",
+                    "failures/s",
+                    ref_id="B",
+                ),
             )
         )
     )

@@ -122,6 +122,9 @@ async def provision_s3() -> None:
         await asyncio.to_thread(ensure, env("WA_S3_ARCHIVE_BUCKET"), object_lock=True)
         # Temporary and working files never live in a locked bucket (DESIGN.md §4).
         await asyncio.to_thread(ensure, env("WA_S3_WORK_BUCKET"), object_lock=False)
+        # PostgreSQL's base backups and WAL (services/backups): no Object Lock, old backups are deleted when they
+        # leave the recovery window.
+        await asyncio.to_thread(ensure, env("WA_PGBACKUP_BUCKET"), object_lock=False)
 
     await retry("s3", step)
 

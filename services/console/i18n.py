@@ -73,7 +73,7 @@ TERMS: Final = (
     N_("template"),
     N_("edit"),
     N_("revoke"),
-    # delivery statuses (services/review/conversation.py STATUS_ORDER)
+    # delivery statuses (services/review/assembly.py STATUS_ORDER)
     N_("delivered"),
     N_("read"),
     N_("played"),

@@ -2,21 +2,24 @@
 
 Every action that changes the archive or discloses what it holds writes a row here (pseudonyms, counts and
 references; never a phone number or content). Reads that decrypt a person's records state a reason first
-(:func:`require_reason`) and write their row *before* anything is decrypted. The table is append-only in
-PostgreSQL (a trigger and the roles' grants), so nothing here updates or deletes a row.
+(:func:`require_reason`) and decrypt only through :func:`audited_decrypt`, which writes their rows first. The
+table is append-only in PostgreSQL (a trigger and the roles' grants), so nothing here updates or deletes a row.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
+import asyncpg
 import orjson
 
 from services.core.identity import Connection
 from services.core.refusals import ReasonRequired
+
+LiveConnection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy  # one connection: it can hold a transaction
 
 
 def require_reason(reason: str | None) -> str:
@@ -46,6 +49,46 @@ async def write_audit(
         record_count,
         orjson.dumps(dict(details or {})).decode(),
     )
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Disclosure:
+    """What a read is about to decrypt, as the audit log records it: who (``actor``), why (``reason``), for what
+    (``action``: ``retrieval``, ``export``, ``media``), and how many records of each pseudonym (``records``);
+    ``details`` are added to every row (references only: a group's pseudonym, an event id)."""
+
+    actor: str
+    action: str
+    reason: str
+    records: Mapping[str, int]
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+async def audited_decrypt(conn: LiveConnection, disclosure: Disclosure, decrypt: Callable[[], Awaitable[T]]) -> T:
+    """Write the audit rows of ``disclosure`` (one per pseudonym, in one transaction), then — only once they are
+    committed — run ``decrypt`` and return what it returns: no disclosure without a trace, even if the decryption
+    then fails. Every read that decrypts a person's records goes through here.
+
+    Refuses (:class:`ReasonRequired`) a disclosure without a reason, before writing or decrypting anything; a
+    failed audit write raises asyncpg's error and nothing is decrypted. ``conn`` must be a connection (the rows'
+    transaction), not the pool.
+    """
+    reason = require_reason(disclosure.reason)
+    async with conn.transaction():
+        for subject_ref, count in sorted(disclosure.records.items()):
+            await write_audit(
+                conn,
+                actor=disclosure.actor,
+                action=disclosure.action,
+                reason=reason,
+                subject_ref=subject_ref,
+                record_count=count,
+                details=disclosure.details,
+            )
+    return await decrypt()
 
 
 @dataclass(frozen=True, slots=True)

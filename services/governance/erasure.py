@@ -357,12 +357,18 @@ async def _delete_what_can_be(
         await write_audit(conn, actor=actor, action="erasure.completed", reason=request_ref, details=outcome.proof())
 
 
-async def open_requests(conn: Connection, *, blocked_by: Sequence[str] | None = None) -> list[str]:
-    """The refs of the open requests, nearest deadline first (only those a hold of ``blocked_by`` blocked)."""
+async def open_requests(
+    conn: Connection,
+    *,
+    blocked_by: Sequence[str] | None = None,
+    statuses: Sequence[ErasureStatus] = OPEN_STATUSES,
+) -> list[str]:
+    """The refs of the open requests (or of those in ``statuses``), nearest deadline first (only those a hold of
+    ``blocked_by`` blocked)."""
     rows = await conn.fetch(
         "SELECT request_ref FROM erasure_requests WHERE status = ANY($1::text[])"
         " AND ($2::text[] IS NULL OR blocked_by && $2::text[]) ORDER BY deadline_at, request_ref",
-        list(OPEN_STATUSES),
+        list(statuses),
         None if blocked_by is None else list(blocked_by),
     )
     return [row["request_ref"] for row in rows]
@@ -375,10 +381,13 @@ async def process_open_requests(
     *,
     actor: str,
     blocked_by: Sequence[str] | None = None,
+    statuses: Sequence[ErasureStatus] = OPEN_STATUSES,
 ) -> list[ErasureOutcome]:
     """Carry out every open request (or those blocked by one of the holds ``blocked_by``, just released): the
-    ones still held stay blocked, the others complete. The scheduled retention run and a hold's release call it."""
-    refs = await open_requests(pool, blocked_by=blocked_by)
+    ones still held stay blocked, the others complete. The scheduled retention run and a hold's release call it;
+    the retention service also finishes, every few seconds, those left ``in_progress`` (``statuses``): their keys
+    are destroyed, but an identity that may not write the bucket (the console's) could not finish them."""
+    refs = await open_requests(pool, blocked_by=blocked_by, statuses=statuses)
     outcomes: list[ErasureOutcome] = []
     for request_ref in refs:
         outcome = await carry_out(pool, keyring, bucket, request_ref, actor=actor)

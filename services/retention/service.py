@@ -35,8 +35,9 @@ async def refresh_gauges(access: ArchiveAccess, metrics: RetentionMetrics) -> No
 
 
 def background_work(settings: RetentionSettings) -> Callable[[Actions], Coroutine[Any, Any, None]]:
-    """The retention service's periodic work: gauges every ``metrics_refresh_s``, a run every ``run_interval_s``
-    (the same action as ``POST /v1/retention/run`` and ``wa-archive retention run``, by the ``scheduler``)."""
+    """The retention service's periodic work: every ``metrics_refresh_s`` the erasures left in progress are
+    finished and the gauges refreshed; a run every ``run_interval_s`` (the same action as ``POST /v1/retention/run``
+    and ``wa-archive retention run``, by the ``scheduler``)."""
 
     async def work(actions: Actions) -> None:
         next_run = time.monotonic() + settings.run_interval_s if settings.run_interval_s else None
@@ -46,6 +47,9 @@ def background_work(settings: RetentionSettings) -> Callable[[Actions], Coroutin
                     next_run = time.monotonic() + settings.run_interval_s
                     report = await actions.run_retention(SCHEDULER, dry_run=False)
                     log.info("retention run deleted %d object(s)", report.objects_deleted)
+                finished = await actions.finish_erasures(SCHEDULER)
+                if finished:
+                    log.info("finished %d erasure(s) left in progress", len(finished))
                 await refresh_gauges(actions.access, actions.metrics)
             except asyncio.CancelledError:
                 raise

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from services.core.plaintext import json_bytes
-from services.review.conversation import ConversationMessage, edit_summary, summary
+from services.review.assembly import ConversationMessage
+from services.review.display import display
 
 
 def export_document(
@@ -36,19 +37,20 @@ def export_document(
 def render_html(messages: Sequence[ConversationMessage], *, title: str) -> str:
     rows = []
     for message in messages:
+        shown = display(message)
         when = (
             datetime.fromtimestamp(message.timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
             if message.timestamp
             else message.received_at
         )
         notes: list[str] = []
-        notes.extend(f"edited: {html.escape(edit_summary(edit))}" for edit in message.edits)
+        notes.extend(f"edited: {html.escape(edit.content.plain())}" for edit in shown.edits)
         if message.deletion is not None:
             notes.append(f"deleted by the {html.escape(message.deletion.by)}")
         side = "you" if message.direction == "inbound" else "business"
         rows.append(
             f'<tr class="{side}"><td>{html.escape(when)}</td><td>{side}</td>'
-            f"<td>{html.escape(summary(message))}</td><td>{html.escape(message.latest_status or '')}</td>"
+            f"<td>{html.escape(shown.plain())}</td><td>{html.escape(message.latest_status or '')}</td>"
             f"<td>{'<br>'.join(notes)}</td></tr>"
         )
     return (

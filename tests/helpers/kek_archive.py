@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -16,6 +17,7 @@ import asyncpg
 from pydantic import SecretStr
 
 from devtools import pipeline
+from devtools.broker import committed_offsets, end_offsets
 from devtools.pipeline import Person
 from devtools.samples import REPO_ROOT
 from services.actions.access import ArchiveAccess, open_access
@@ -122,3 +124,19 @@ def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]
         timeout=60,
         check=False,
     )
+
+
+async def redeliver(archive: Archive, bodies: list[bytes], timeout_s: float = 60) -> None:
+    """Produce ``bodies`` again and run an archiver until its group has committed the whole topic: every record
+    was handled (archived, or dropped as an erased person's)."""
+    bootstrap = f"127.0.0.1:{archive.demo_env['WA_KAFKA_PORT']}"
+    await pipeline.produce(bootstrap, archive.topic, pipeline.events_of(bodies))
+    settings = pipeline.archiver_settings(archive.demo_env, archive.topic, archive.dlq, archive.prefix).model_copy(
+        update={"pg": PostgresSettings(dsn=SecretStr(archive.dsn_of("ARCHIVER"))), "keys": archive.keys(archive.a)}
+    )
+    ends = await end_offsets(bootstrap, archive.topic, 1)
+    async with pipeline.running_archiver(settings):
+        deadline = time.monotonic() + timeout_s
+        while await committed_offsets(bootstrap, settings.group_id, archive.topic, 1) != ends:
+            assert time.monotonic() < deadline, f"the archiver did not commit {ends} within {timeout_s}s"
+            await asyncio.sleep(0.5)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import secrets
 import time
 import uuid
 from dataclasses import dataclass
@@ -164,3 +165,39 @@ async def test_auto_commit_is_refused_at_start_up(demo_env: dict[str, str]) -> N
             keys=pipeline.key_settings(demo_env),
             consumer_options={"enable.auto.commit": "true"},
         )
+
+
+async def test_a_post_larger_than_the_fetch_bound_is_archived_with_those_after_it(
+    kafka_bootstrap: str, pg_pool: asyncpg.Pool, pipe: Pipeline
+) -> None:
+    """The consumer's fetches are bounded per partition (memory), while ingest journals POSTs of up to 4 MiB:
+    Kafka returns a record larger than the bound whole, alone, and the records behind it come after."""
+    person = pipeline.Person.fresh()
+    # Random text: lz4 cannot shrink it, so the record stays larger than the bound on the wire too.
+    big = pipeline.envelope(
+        person,
+        "messages",
+        {
+            "contacts": [{"profile": {"name": "Test Person"}, "wa_id": person.wa_id}],
+            "messages": [
+                {
+                    "from": person.wa_id,
+                    "id": f"wamid.BIG{n:04d}{uuid.uuid4().hex}",
+                    "timestamp": str(1_760_000_000 + n),
+                    "type": "text",
+                    "text": {"body": secrets.token_urlsafe(3_000)},
+                }
+                for n in range(300)
+            ],
+        },
+    )
+    assert len(big) > 4 * pipe.settings.max_partition_fetch_bytes
+    after = [
+        pipeline.text_message(person, f"wamid.AFTER{uuid.uuid4().hex}", "after", 1_760_001_000 + n) for n in range(3)
+    ]
+    bodies = [pipeline.text_message(person, f"wamid.BEFORE{uuid.uuid4().hex}", "before", 1_759_999_000), big, *after]
+    await pipeline.produce_posts(kafka_bootstrap, pipe.topic, bodies)
+    events = pipeline.events_of(bodies)
+    async with pipeline.running_archiver(pipe.settings, pipe.registry):
+        await pipeline.wait_indexed(pg_pool, {e.event_id for e in events})
+    assert len(events) == 304

@@ -19,12 +19,13 @@ from devtools.broker import create_topic
 from devtools.pipeline import Person
 from services.actions.layer import GroupRequired, HoldError, Operator, ReasonRequired
 from services.archiver.sealing import BUSINESS_SUBJECT
+from services.cli.render import group_change
 from services.core.events import Event
 from services.core.index import binary_keys
 from services.core.pseudonym import group_ref
 from services.governance import erasure
 from services.governance.holds import held_objects
-from services.review.conversation import ConversationMessage, group_change
+from services.review.assembly import ConversationMessage
 from tests.helpers.action_stack import CLI_OPERATOR, DPO, READER, Stack
 from tests.helpers.groups import T0, Group
 from tests.helpers.support import run_cli

@@ -28,7 +28,7 @@ from services.core.pseudonym import holder_ref, subject_ref
 from services.governance.erasure import carry_out, erase_subject
 from services.governance.holds import create_hold, release_hold
 from services.governance.retention_run import retention_run
-from services.review.conversation import ConversationMessage
+from services.review.assembly import ConversationMessage
 from tests.helpers.action_stack import Stack
 from tests.helpers.archive_runs import NOW, archive, message
 

@@ -43,7 +43,7 @@ from services.core.pseudonym import subject_ref
 from services.governance.metrics import RetentionMetrics
 from services.retention.api import create_admin_app
 from services.retention.settings import RetentionSettings
-from services.review.conversation import summary
+from services.review.display import display
 from services.review.export import write_export
 from tests.helpers.support import run_cli
 
@@ -381,7 +381,9 @@ async def test_a_conversation_with_odd_records_reads_in_full_everywhere(
     assert set(bubbles) == {*archived.ordinary, *archived.odd[:5], archived.unreadable, archived.deep}
     assert reaction not in bubbles
     assert re.search(rf'class="reactions">.*{REPLACEMENT}</p>', page)
-    assert summary(next(m for m in conversation.messages if m.event_id == reaction)) == f"[reaction] {REPLACEMENT}"
+    assert (
+        display(next(m for m in conversation.messages if m.event_id == reaction)).plain() == f"[reaction] {REPLACEMENT}"
+    )
 
 
 async def sign_in(client: httpx.AsyncClient) -> str:

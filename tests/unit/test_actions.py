@@ -11,7 +11,7 @@ from rich.console import Console
 from services.actions.layer import REQUIRED_ROLE, Forbidden, MediaFile, Operator, authorize, search_audit_details
 from services.cli.render import holds_table, messages_table, rows_table
 from services.governance.holds import Hold
-from services.review.conversation import Change, ConversationMessage
+from services.review.assembly import Change, ConversationMessage
 from services.review.search import IndexHit, SearchFilter
 
 pytestmark = pytest.mark.unit

@@ -52,7 +52,8 @@ from services.retention.api.responses import (
 from services.retention.api.routers.holds import holds_router
 from services.retention.api.routers.setup import ROUTERS
 from services.retention.settings import AdminToken, RetentionSettings
-from services.review.conversation import Change, Conversation, ConversationMessage, GroupTimeline
+from services.review.assembly import Change, ConversationMessage
+from services.review.conversation import Conversation, GroupTimeline
 from services.review.search import IndexHit
 
 KEY = base64.b64encode(bytes(32)).decode()

@@ -34,11 +34,12 @@ from services.console.i18n import (
 )
 from services.console.pages import console_templates
 from services.console.sessions import OpenedConversation
-from services.console.timeline import Bubble, Content, Page, Revision
+from services.console.timeline import Bubble, Page
 from services.governance.erasure import ErasureStatus
 from services.governance.holds import HoldScope
 from services.retention.settings import Role
-from services.review.conversation import STATUS_ORDER
+from services.review.assembly import STATUS_ORDER
+from services.review.display import Content, Revision
 from services.review.search import IndexHit
 
 pytestmark = pytest.mark.unit

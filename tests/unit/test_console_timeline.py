@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
-from services.console.timeline import bubbles, content_of
-from services.review.conversation import assemble, keyword_matches
+from services.console.timeline import bubbles
+from services.review.assembly import assemble, keyword_matches
+from services.review.display import content_of
 
 pytestmark = pytest.mark.unit
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from rich.console import Console
 
-from services.cli.render import messages_table
+from services.cli.render import group_change, messages_table
 from services.console.i18n import install_translations, translator
 from services.console.timeline import bubbles
 from services.core.events import parse_webhook
@@ -32,14 +32,10 @@ from services.core.plaintext import (
     read_envelope,
 )
 from services.core.reader import RecordLocation
-from services.review.conversation import (
-    IndexedRecord,
-    assemble,
-    group_change,
-    summary,
-    unreadable_record,
-)
+from services.review.assembly import assemble, unreadable_record
+from services.review.display import display
 from services.review.export import export_document, render_html, write_export
+from services.review.queries import IndexedRecord
 
 pytestmark = pytest.mark.unit
 
@@ -287,7 +283,7 @@ def rendered_everywhere(messages: Any) -> str:
     json_bytes(export_document(messages, request_ref=None, generated_at=datetime(2026, 1, 1, tzinfo=UTC)))
     for message in messages:
         json_bytes(message.to_json()).decode()
-        summary(message).encode()
+        display(message).plain().encode()
         group_change(message)
     out = io.StringIO()
     Console(file=out, width=200).print(messages_table(messages))
@@ -298,11 +294,12 @@ def rendered_everywhere(messages: Any) -> str:
 # ------------------------------------------------------------------ a record that cannot be read, among others
 def indexed(n: int, kind: str, kind_type: str | None, at: int) -> IndexedRecord:
     return IndexedRecord(
-        RecordLocation(f"{n:032x}", "obj", n),
-        kind,
-        kind_type,
-        datetime.fromtimestamp(at, UTC),
-        datetime.fromtimestamp(at + 1, UTC),
+        location=RecordLocation(f"{n:032x}", "obj", n),
+        subject_ref="a" * 64,
+        kind=kind,
+        type=kind_type,
+        event_time=datetime.fromtimestamp(at, UTC),
+        received_at=datetime.fromtimestamp(at + 1, UTC),
     )
 
 
@@ -324,8 +321,11 @@ def test_an_unreadable_record_takes_its_place_with_its_metadata(tmp_path: Path) 
     broken = unreadable_record(indexed(2, "message", "text", t + 60), "not JSON")
     messages = assemble([text_envelope(1, "before", t), text_envelope(3, "after", t + 120)], None, [broken])
     assert [m.event_id for m in messages] == [f"{n:032x}" for n in (1, 2, 3)]
-    assert [summary(m) for m in messages] == ["before", f"[record {2:032x} (message text) could not be read: not JSON]",
-                                              "after"]  # fmt: skip
+    assert [display(m).plain() for m in messages] == [
+        "before",
+        f"[record {2:032x} (message text) could not be read: not JSON]",
+        "after",
+    ]
     shown = messages[1].to_json()
     assert shown["unreadable"] == "not JSON"
     assert (shown["kind"], shown["type"], shown["timestamp"], shown["payload"]) == ("message", "text", t + 60, None)
@@ -347,8 +347,15 @@ def test_an_unreadable_record_takes_its_place_with_its_metadata(tmp_path: Path) 
 
 
 def test_an_unreadable_record_without_meta_time_is_placed_by_its_receipt() -> None:
-    record = IndexedRecord(RecordLocation("e" * 32, "obj", 0), "outbound", None, None, datetime(2026, 1, 2, tzinfo=UTC))
+    record = IndexedRecord(
+        location=RecordLocation("e" * 32, "obj", 0),
+        subject_ref="a" * 64,
+        kind="outbound",
+        type=None,
+        event_time=None,
+        received_at=datetime(2026, 1, 2, tzinfo=UTC),
+    )
     message = unreadable_record(record, "nested too deeply")
     assert (message.timestamp, message.direction) == (int(datetime(2026, 1, 2, tzinfo=UTC).timestamp()), "outbound")
-    assert summary(message) == f"[record {'e' * 32} (outbound) could not be read: nested too deeply]"
-    assert group_change(message) == ("?", summary(message))
+    assert display(message).plain() == f"[record {'e' * 32} (outbound) could not be read: nested too deeply]"
+    assert group_change(message) == ("?", display(message).plain())

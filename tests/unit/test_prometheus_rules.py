@@ -57,6 +57,10 @@ def test_the_expected_alerts_exist() -> None:
             "WaErasureDeadlineNear",
             "WaErasureOverdue",
             "WaArchiverNotCommitting",
+            "WaPgWalArchivingStalled",
+            "WaPgWalArchiveFailing",
+            "WaPgBaseBackupStale",
+            "WaPgBackupProbeFailing",
         ]
     )
 

@@ -32,3 +32,15 @@ def test_entry_points_import_without_development_packages() -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_the_archiver_loads_none_of_the_unused_extras() -> None:
+    """Its floor of resident memory: httpx, uvicorn and structlog load without their CLI and dev extras."""
+    script = (
+        "import sys, services.archiver.__main__, httpx, uvicorn, structlog; "
+        "from services.core.runtime import UNUSED_EXTRAS; "
+        "print(sorted(name for name in UNUSED_EXTRAS if sys.modules.get(name) is not None))"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

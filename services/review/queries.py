@@ -1,0 +1,134 @@
+"""The read side's SQL: which records of a person or a group the index holds, their archived media, and which
+objects the keyword index says hold a query's words. Nothing here decrypts or decides what to show.
+
+Every function takes a connection (or the pool) and returns typed rows; a failing query raises asyncpg's error
+unchanged (nothing was read, nothing was audited).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from services.core.identity import Connection
+from services.core.index import binary_keys
+from services.core.reader import RecordLocation
+
+# The columns every index read selects, in the index's order (event time, then the order the archiver wrote).
+_INDEXED_COLUMNS = (
+    "SELECT encode(event_id, 'hex') AS event_id, object_key, record_index, encode(subject_ref, 'hex') AS subject_ref,"
+    " kind, type, event_time, received_at, message_ref, original_message_ref FROM archived_events"
+)
+_INDEX_ORDER = " ORDER BY event_time, kafka_offset"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IndexedRecord:
+    """Where an archived record is and what the index says of it: enough to choose what a view decrypts, to audit
+    it (``subject_ref``) and to show it when it cannot be read. ``message_ref`` and ``original_message_ref`` are
+    the peppered hashes of its message id and of the message it changes (None when it has none)."""
+
+    location: RecordLocation
+    subject_ref: str
+    kind: str
+    type: str | None
+    event_time: datetime | None
+    received_at: datetime
+    message_ref: bytes | None = None
+    original_message_ref: bytes | None = None
+
+    @property
+    def event_id(self) -> str:
+        return self.location.event_id
+
+    @classmethod
+    def of(cls, row: asyncpg.Record | dict[str, Any]) -> IndexedRecord:
+        """From an ``archived_events`` row as :data:`_INDEXED_COLUMNS` selects it."""
+        return cls(
+            location=RecordLocation(row["event_id"], row["object_key"], row["record_index"]),
+            subject_ref=row["subject_ref"],
+            kind=row["kind"],
+            type=row["type"],
+            event_time=row["event_time"],
+            received_at=row["received_at"],
+            message_ref=row["message_ref"],
+            original_message_ref=row["original_message_ref"],
+        )
+
+
+async def person_records(conn: Connection, subject_refs: Sequence[str]) -> list[IndexedRecord]:
+    """Every indexed record of the pseudonyms ``subject_refs``, in the index's order."""
+    rows = await conn.fetch(
+        _INDEXED_COLUMNS + " WHERE subject_ref = ANY($1::bytea[])" + _INDEX_ORDER, binary_keys(subject_refs)
+    )
+    return [IndexedRecord.of(row) for row in rows]
+
+
+async def group_records(conn: Connection, group_ref: str, phone_number_id: str) -> list[IndexedRecord]:
+    """Every indexed record of the group ``group_ref`` (its pseudonym) of the business number, every
+    participant's, in the index's order."""
+    rows = await conn.fetch(
+        _INDEXED_COLUMNS + " WHERE group_ref = $1 AND phone_number_id = $2" + _INDEX_ORDER,
+        bytes.fromhex(group_ref),
+        phone_number_id,
+    )
+    return [IndexedRecord.of(row) for row in rows]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ArchivedMedia:
+    """The ``archived_media`` row of a message's media: ``archived`` (with its object), ``pending`` or
+    ``missing``/``failed`` (with why); ``subject_ref`` is the pseudonym its key belongs to."""
+
+    event_id: str
+    subject_ref: str
+    status: str
+    object_key: str | None
+    mime_type: str | None
+    size_bytes: int | None
+    failure: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        """What a message's ``media`` says (API bodies, the timeline): the row without its pseudonym."""
+        return {
+            "event_id": self.event_id,
+            "status": self.status,
+            "object_key": self.object_key,
+            "mime_type": self.mime_type,
+            "size_bytes": self.size_bytes,
+            "failure": self.failure,
+        }
+
+
+async def archived_media(
+    conn: Connection, *, subject_refs: Sequence[str] | None = None, event_ids: Sequence[str] | None = None
+) -> dict[str, ArchivedMedia]:
+    """The media rows of the pseudonyms ``subject_refs`` and/or of the messages ``event_ids`` (each given narrows
+    the rows; neither is refused: that would be every person's media), by event id."""
+    if subject_refs is None and event_ids is None:
+        raise ValueError("archived_media needs pseudonyms or event ids")
+    rows = await conn.fetch(
+        "SELECT encode(event_id, 'hex') AS event_id, encode(subject_ref, 'hex') AS subject_ref, status, object_key,"
+        " mime_type, size_bytes, failure FROM archived_media"
+        " WHERE ($1::bytea[] IS NULL OR subject_ref = ANY($1::bytea[]))"
+        " AND ($2::bytea[] IS NULL OR event_id = ANY($2::bytea[]))",
+        None if subject_refs is None else binary_keys(subject_refs),
+        None if event_ids is None else binary_keys(event_ids),
+    )
+    return {row["event_id"]: ArchivedMedia(**dict(row)) for row in rows}
+
+
+async def keyword_objects(conn: Connection, subject_refs: Sequence[str], tokens: Sequence[int]) -> set[tuple[str, str]]:
+    """The (object key, pseudonym) pairs whose keyword tokens hold every one of ``tokens``: the objects that may
+    hold a query's words (a token collision makes a false candidate, never a missed one)."""
+    rows = await conn.fetch(
+        "SELECT object_key, encode(subject_ref, 'hex') AS subject_ref FROM keyword_index"
+        " WHERE subject_ref = ANY($1::bytea[]) AND tokens @> $2::bigint[]",
+        binary_keys(subject_refs),
+        list(tokens),
+    )
+    return {(row["object_key"], row["subject_ref"]) for row in rows}
