@@ -99,6 +99,7 @@ from services.core.kafka import AckedProducer
 from services.core.keywords import words
 from services.core.reader import RecordLocation
 from services.core.settings import KafkaSettings
+from services.core.vocabulary import rfc3339_millis
 from services.governance.metrics import RetentionMetrics
 from services.review.assembly import assemble
 from services.review.search import SearchFilter, search_index
@@ -319,8 +320,8 @@ def webhook_chunks(plan: ArchivePlan, vocab: dict[str, Vocabulary], end: datetim
         person = pipeline.Person(plan.waba_id, plan.phone_number_id, wa_id)
         wamid = f"wamid.BENCHCONSOLE{plan.messages}.{position:09d}"
         sent_at = start + int(position * step)
-        received = datetime.fromtimestamp(sent_at + 1, UTC).isoformat(timespec="milliseconds")
-        chunk.append((pipeline.text_message(person, wamid, text, sent_at), received.replace("+00:00", "Z")))
+        received = rfc3339_millis(datetime.fromtimestamp(sent_at + 1, UTC))
+        chunk.append((pipeline.text_message(person, wamid, text, sent_at), received))
         if len(chunk) == PRODUCE_CHUNK:
             yield chunk
             chunk = []

@@ -50,6 +50,7 @@ from services.core.crypto import CachedDek
 from services.core.events import Event, parse_webhook
 from services.core.index import write_object_index
 from services.core.policy import DEFAULT_POLICY, Classifier
+from services.core.vocabulary import rfc3339_millis
 from services.review.conversation import load_conversation
 
 TOPIC = "wa.events.v1"
@@ -80,7 +81,7 @@ def events_for(focus: pipeline.Person, others: list[pipeline.Person], messages: 
         body = pipeline.text_message(
             person, f"wamid.RT{uuid.uuid4().hex}", f"message {i} about order {i % 997}", start_ts + i
         )
-        received_at = (RECEIVED + timedelta(milliseconds=i)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        received_at = rfc3339_millis(RECEIVED + timedelta(milliseconds=i))
         digest = hashlib.sha256(body).hexdigest()
         events.extend(parse_webhook(body, raw_sha256=digest, signature="sha256=bench", received_at=received_at))
     return events
@@ -104,7 +105,10 @@ async def build_archive(
     events = events_for(focus, crowd, messages, others)
     # As the consumer decodes them: one event per Kafka record, sealed as the envelope bytes Kafka carried.
     records = [
-        ConsumedRecord(0, offset, 0, event.key(), event.to_json(), event, None) for offset, event in enumerate(events)
+        ConsumedRecord(
+            partition=0, offset=offset, timestamp_ms=0, key=event.key(), value=event.to_json(), event=event, poison=None
+        )
+        for offset, event in enumerate(events)
     ]
     owners = [pseudonyms_of(access.pepper, event) for event in events]
     refs = {owner.sealing for owner in owners}
@@ -157,7 +161,10 @@ def sample_object(pepper: bytes, batch: int, people: int, every: int) -> tuple[b
     focus = pipeline.Person(waba, number, "1" + pipeline.digits(10))
     crowd = [pipeline.Person(waba, number, f"1{i:010d}") for i in range(people)]
     events = events_for(focus, crowd, batch // every, batch - batch // every)
-    records = [ConsumedRecord(0, offset, 0, e.key(), e.to_json(), e, None) for offset, e in enumerate(events)]
+    records = [
+        ConsumedRecord(partition=0, offset=offset, timestamp_ms=0, key=e.key(), value=e.to_json(), event=e, poison=None)
+        for offset, e in enumerate(events)
+    ]
     owners = [pseudonyms_of(pepper, event) for event in events]
     keys = {owner.sealing: CachedDek(str(uuid.uuid4()), os.urandom(32)) for owner in owners}
     sealed = seal_batch(

@@ -24,7 +24,8 @@ import asyncpg
 
 from bench.common import CpuMeter, demo_env, ensure_stack, write_result
 from services.core.crypto import DekCache, LocalKek
-from services.core.keyring import Keyring, RewrapReport, rewrap_keys
+from services.core.kek_retirement import RewrapReport, rewrap_keys
+from services.core.keyring import Keyring
 from services.core.schema import connect_pool, migrate_dsn
 
 A, B = "bench-kek-a", "bench-kek-b"

@@ -139,7 +139,7 @@ _ORDINARY: Final = (
 )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CrisisMessages:
     """The message ids of one run's crisis."""
 

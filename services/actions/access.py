@@ -21,7 +21,7 @@ from services.governance.recovery import RECOVERY_ACTOR, reapply_erasures
 from services.retention.settings import RetentionSettings
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ArchiveAccess:
     pool: asyncpg.Pool
     bucket: ArchiveBucket
@@ -59,4 +59,11 @@ async def open_access(
     except BaseException:
         await pool.close()
         raise
-    return ArchiveAccess(pool, bucket, keyring, ArchiveReader(bucket, keyring), settings.keys.pepper_bytes(), policy)
+    return ArchiveAccess(
+        pool=pool,
+        bucket=bucket,
+        keyring=keyring,
+        reader=ArchiveReader(bucket, keyring),
+        pepper=settings.keys.pepper_bytes(),
+        policy=policy,
+    )

@@ -45,7 +45,7 @@ class BatchSink(Protocol):
     async def write(self, partition: int, raw: list[RawRecord]) -> object: ...
 
 
-@dataclass
+@dataclass(kw_only=True)
 class PartitionState:
     tp: TopicPartition
     batch: OpenBatch[RawRecord] | None = None
@@ -97,7 +97,7 @@ class ArchiverLoop:
     # ------------------------------------------------------------------ rebalance
     def adopt(self, assigned: list[TopicPartition]) -> None:
         for tp in assigned:
-            self.partitions.setdefault(tp, PartitionState(tp))
+            self.partitions.setdefault(tp, PartitionState(tp=tp))
         log.info("assigned partitions %s", sorted(tp.partition for tp in assigned))
 
     async def release(self, revoked: list[TopicPartition]) -> None:
@@ -143,7 +143,14 @@ class ArchiverLoop:
                 if state.batch is None:
                     state.batch = OpenBatch(opened_at=now)
                 state.batch.add(
-                    RawRecord(tp.partition, r.offset, r.timestamp, r.key, r.value, tuple(r.headers or ())),
+                    RawRecord(
+                        partition=tp.partition,
+                        offset=r.offset,
+                        timestamp_ms=r.timestamp,
+                        key=r.key,
+                        value=r.value,
+                        headers=tuple(r.headers or ()),
+                    ),
                     r.offset,
                     len(r.value or b""),
                 )

@@ -22,6 +22,7 @@ from services.core.bucket import ArchiveBucket
 from services.core.container import TRAILER_BYTES, RecordMeta, SourceRange, encode_stream_head
 from services.core.crypto import SEALED_OVERHEAD, CachedDek, StreamSealer, sealed_stream_length
 from services.core.events import text_fault
+from services.core.vocabulary import MEDIA_RECORD_KIND
 
 # The front of a media object: preamble, a one-record header (its strings: ids, refs, the MIME type) and digest.
 # Far more than it takes (about 600 bytes); it only sizes memory reservations.
@@ -66,7 +67,7 @@ class MediaTarget:
             subject_ref=self.sealing,
             alias_refs=(),
             dek_id=self.dek.dek_id,
-            kind="media",
+            kind=MEDIA_RECORD_KIND,
             type=usable_mime(mime_type),
             timestamp=self.timestamp,
             received_at=self.received_at,

@@ -41,6 +41,7 @@ from services.core.keywords import Tokenizer, keyword_key, searchable_text
 from services.core.policy import Classifier, RetentionPolicy
 from services.core.pseudonym import group_ref, subject_ref
 from services.core.reader import object_header
+from services.core.vocabulary import MEDIA_RECORD_KIND
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class RecordKeys:
     pepper: bytes
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RebuildReport:
     objects: int = 0
     events: int = 0
@@ -141,7 +142,7 @@ async def rebuild_index(
             report.unreadable_objects += 1
             continue
         now = datetime.now(UTC)
-        live = [i for i, meta in enumerate(metas) if meta.dek_id not in shredded and meta.kind != "media"]
+        live = [i for i, meta in enumerate(metas) if meta.dek_id not in shredded and meta.kind != MEDIA_RECORD_KIND]
         opened = (
             await opener.open(read_records(blob, live, verify_trailer=False), now, report)
             if opener is not None and live and blob is not None
@@ -153,7 +154,7 @@ async def rebuild_index(
         for position, meta in enumerate(metas):
             if meta.dek_id in shredded:
                 report.skipped_shredded += 1
-            elif meta.kind == "media":
+            elif meta.kind == MEDIA_RECORD_KIND:
                 media.append(archived_media_row(meta, object_key=stored.key, size_bytes=None, attempts=1))
             else:
                 rows.append(
@@ -173,14 +174,14 @@ async def rebuild_index(
                 await write_object_index(
                     conn,
                     ObjectRow(
-                        stored.key,
-                        source.topic,
-                        source.partition,
-                        source.first_offset,
-                        source.last_offset,
-                        len(metas),
-                        stored.size,
-                        None,
+                        object_key=stored.key,
+                        topic=source.topic,
+                        kafka_partition=source.partition,
+                        first_offset=source.first_offset,
+                        last_offset=source.last_offset,
+                        record_count=len(metas),
+                        size_bytes=stored.size,
+                        retain_until=None,
                     ),
                     rows,
                     aliases,

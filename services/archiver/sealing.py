@@ -52,12 +52,13 @@ from services.core.kafka import OutgoingRecord
 from services.core.keywords import Tokenizer, keyword_key, searchable_text
 from services.core.policy import Classifier
 from services.core.pseudonym import group_ref, holder_ref, message_ref, subject_ref
+from services.core.vocabulary import rfc3339_millis
 
 # Subject of records that concern no customer (account updates, template status, value-level errors).
 BUSINESS_SUBJECT = "~business"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RawRecord:
     """A Kafka record as buffered by the consumer: bytes only, decoded when its batch is written (memory)."""
 
@@ -69,7 +70,7 @@ class RawRecord:
     headers: tuple[tuple[str, bytes], ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ConsumedRecord:
     """One event of a Kafka record (``position`` in the record's body order), with the bytes sealed for it —
     its schema-1 envelope — or the reason it cannot be archived (a dead letter, ``event`` None).
@@ -121,7 +122,15 @@ def decode_record(raw: RawRecord) -> list[ConsumedRecord]:
 
 def _undecodable(raw: RawRecord, reason: str) -> ConsumedRecord:
     return ConsumedRecord(
-        raw.partition, raw.offset, raw.timestamp_ms, raw.key, raw.value or b"", None, reason, 0, raw.headers
+        partition=raw.partition,
+        offset=raw.offset,
+        timestamp_ms=raw.timestamp_ms,
+        key=raw.key,
+        value=raw.value or b"",
+        event=None,
+        poison=reason,
+        position=0,
+        headers=raw.headers,
     )
 
 
@@ -143,15 +152,15 @@ def _decode_record(raw: RawRecord) -> list[ConsumedRecord]:
                 fault = f"unencodable event: {type(exc).__name__} (position {position})"
         decoded.append(
             ConsumedRecord(
-                raw.partition,
-                raw.offset,
-                raw.timestamp_ms,
-                key,
-                value,
-                None if fault else event,
-                fault,
-                position,
-                headers,
+                partition=raw.partition,
+                offset=raw.offset,
+                timestamp_ms=raw.timestamp_ms,
+                key=key,
+                value=value,
+                event=None if fault else event,
+                poison=fault,
+                position=position,
+                headers=headers,
             )
         )
     return decoded
@@ -315,7 +324,7 @@ class MediaJob:
     target: MediaTarget
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, kw_only=True)
 class SealedBatch:
     """What one batch must leave behind, durable, before its offsets are committed."""
 
@@ -328,11 +337,6 @@ class SealedBatch:
     media: list[MediaJob] = field(default_factory=list)
     # (subject_ref, sorted keyword tokens) per person of the batch with searchable text (services/core/keywords.py)
     keywords: list[tuple[str, list[int]]] = field(default_factory=list)
-
-
-def stamp(now: datetime) -> str:
-    """RFC 3339 UTC with milliseconds, as object headers carry it."""
-    return now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _meta(event: Event, owner: Pseudonyms, dek_id: str, offset: int, pepper: bytes) -> RecordMeta:
@@ -443,25 +447,25 @@ def media_row(job: MediaJob, result: MediaResult) -> MediaRow:
     if not result.ok:
         retry = MediaRetry(ref=job.ref, timestamp=target.timestamp, received_at=target.received_at)
         return MediaRow(
-            target.event_id,
-            target.sealing,
-            "missing",
-            None,
-            mime_type,
-            None,
-            result.attempts,
-            result.failure,
-            seal_media_retry(target, retry),
+            event_id=target.event_id,
+            subject_ref=target.sealing,
+            status="missing",
+            object_key=None,
+            mime_type=mime_type,
+            size_bytes=None,
+            attempts=result.attempts,
+            failure=result.failure,
+            retry_ref=seal_media_retry(target, retry),
         )
     return MediaRow(
-        target.event_id,
-        target.sealing,
-        "archived",
-        target.object_key,
-        mime_type,
-        result.size_bytes,
-        result.attempts,
-        None,
+        event_id=target.event_id,
+        subject_ref=target.sealing,
+        status="archived",
+        object_key=target.object_key,
+        mime_type=mime_type,
+        size_bytes=result.size_bytes,
+        attempts=result.attempts,
+        failure=None,
     )
 
 
@@ -498,7 +502,7 @@ def seal_batch(
     partition = records[0].partition
     source = SourceRange(topic, partition, records[0].offset, records[-1].offset)
     key = batch_object_key(prefix, source, records[0].position)
-    created_at = stamp(now)
+    created_at = rfc3339_millis(now)
     container_records: list[ContainerRecord] = []
     index_rows: list[IndexRow] = []
     aliases: set[tuple[str, str]] = set()
@@ -555,11 +559,27 @@ def seal_batch(
             )
     blob = encode_container(container_records, source=source, created_at=created_at)
     object_row = ObjectRow(
-        key, topic, partition, source.first_offset, source.last_offset, len(records), len(blob), retain_until
+        object_key=key,
+        topic=topic,
+        kafka_partition=partition,
+        first_offset=source.first_offset,
+        last_offset=source.last_offset,
+        record_count=len(records),
+        size_bytes=len(blob),
+        retain_until=retain_until,
     )
     keys_used = {owner.sealing: keys[owner.sealing].dek_id for owner in owners}
     keywords: list[tuple[str, list[int]]] = []
     if texts:
         tokenizer = tokenizer or Tokenizer(keyword_key(pepper))
         keywords = [(ref, sorted(tokenizer.tokens(person_texts))) for ref, person_texts in sorted(texts.items())]
-    return SealedBatch(key, blob, object_row, index_rows, aliases, keys_used, media_jobs, keywords)
+    return SealedBatch(
+        object_key=key,
+        blob=blob,
+        object_row=object_row,
+        index_rows=index_rows,
+        aliases=aliases,
+        keys_used=keys_used,
+        media=media_jobs,
+        keywords=keywords,
+    )

@@ -32,12 +32,13 @@ import asyncpg
 from services.archiver.media import MediaFetcher, MediaResult
 from services.archiver.media_store import BucketMediaStore, MediaTarget
 from services.archiver.metrics import ArchiverMetrics
-from services.archiver.sealing import MediaJob, MediaRetry, media_row, open_media_retry, stamp
+from services.archiver.sealing import MediaJob, MediaRetry, media_row, open_media_retry
 from services.core.bucket import ArchiveBucket, StorageRefused
 from services.core.container import SourceRange, media_object_key, media_record_id
 from services.core.crypto import RecordTampered
 from services.core.index import FINAL_MEDIA_FAILURES, MediaRow, write_media_rows
 from services.core.keyring import Keyring, KeyShredded
+from services.core.vocabulary import rfc3339_millis
 
 log = logging.getLogger("wa_archive.archiver")
 
@@ -59,7 +60,7 @@ class SweepReport:
     dropped: int = 0  # the message is gone from the index, or its person was erased
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class _Due:
     event_id: str
     sweeps: int
@@ -176,7 +177,7 @@ class MediaSweep:
             sealing=due.subject_ref,
             dek=dek,
             source=SourceRange(due.topic, due.partition, due.offset, due.offset),
-            created_at=stamp(now),
+            created_at=rfc3339_millis(now),
             timestamp=retry.timestamp,
             received_at=retry.received_at,
             waba_id=due.waba_id,

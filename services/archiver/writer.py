@@ -71,6 +71,7 @@ from services.core.keyring import Keyring, KeyShredded
 from services.core.keywords import Tokenizer, keyword_key
 from services.core.policy import DEFAULT_POLICY, Classifier, RetentionPolicy
 from services.core.retry import Attempt, Failure, RetryPolicy, classify, dependency_of
+from services.core.vocabulary import WEBHOOK_MESSAGE_KINDS
 
 log = logging.getLogger("wa_archive.archiver")
 T = TypeVar("T")
@@ -80,7 +81,7 @@ T = TypeVar("T")
 MAX_BLAME_CREDIT = 100
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class WriteOutcome:
     archived: int
     dead_letters: int
@@ -178,12 +179,12 @@ class BatchWriter:
         else:
             keys = await self._write_recorded(self.ledger, partition, records, progress)
         return WriteOutcome(
-            progress.archived,
-            progress.dead_letters,
-            progress.erased_dropped,
-            tuple(keys),
-            progress.size_bytes,
-            progress.attempts,
+            archived=progress.archived,
+            dead_letters=progress.dead_letters,
+            erased_dropped=progress.erased_dropped,
+            object_keys=tuple(keys),
+            size_bytes=progress.size_bytes,
+            attempts=progress.attempts,
         )
 
     async def _write_records(self, records: Sequence[ConsumedRecord], progress: _Progress) -> list[str]:
@@ -381,7 +382,7 @@ class BatchWriter:
         for record in records:
             event = record.event
             assert event is not None
-            if event.kind in ("message", "echo", "history"):
+            if event.kind in WEBHOOK_MESSAGE_KINDS:
                 ref = media_ref(event.type, event.payload)
                 if ref is not None:
                     refs[event.event_id] = ref

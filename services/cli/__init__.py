@@ -29,6 +29,7 @@ from services.cli.commands import (
     cmd_retention,
     cmd_search,
 )
+from services.core.vocabulary import EVENT_KINDS, HOLD_SCOPES
 from services.governance.grounds import REFUSAL_GROUNDS
 
 Handler = Callable[[argparse.Namespace], int]
@@ -98,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--contact")
     search.add_argument("--since", type=parse_time)
     search.add_argument("--until", type=parse_time)
-    search.add_argument("--kind")
+    search.add_argument("--kind", choices=EVENT_KINDS)
     search.add_argument("--type")
     search.add_argument("--deleted-only", action="store_true")
     search.add_argument("--edited-only", action="store_true")
@@ -136,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     hold = commands.add_parser("hold", help="legal holds")
     hold_commands = hold.add_subparsers(dest="hold_command", required=True)
     create = hold_commands.add_parser("create")
-    create.add_argument("--scope", choices=["waba", "phone_number", "contact", "conversation", "group"], required=True)
+    create.add_argument("--scope", choices=HOLD_SCOPES, required=True)
     create.add_argument("--case-ref", required=True)
     create.add_argument("--waba-id")
     create.add_argument("--phone-number-id")

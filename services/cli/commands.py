@@ -222,16 +222,16 @@ def cmd_search(args: argparse.Namespace) -> int:
     from services.review.search import SearchFilter  # noqa: PLC0415
 
     query = SearchFilter(
-        args.phone_number_id,
-        args.contact,
-        args.since,
-        args.until,
-        args.kind,
-        args.type,
-        args.deleted_only,
-        args.edited_only,
-        args.limit,
-        args.keywords,
+        phone_number_id=args.phone_number_id,
+        contact=args.contact,
+        since=args.since,
+        until=args.until,
+        kind=args.kind,
+        type=args.type,
+        deleted_only=args.deleted_only,
+        edited_only=args.edited_only,
+        limit=args.limit,
+        keywords=args.keywords,
     )
 
     async def work(actions: Actions, operator: Operator) -> int:

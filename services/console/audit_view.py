@@ -13,6 +13,7 @@ from typing import Any, Final
 import orjson
 
 from services.console.i18n import N_, Formatter
+from services.core.vocabulary import HOLD_SCOPES, LOWER_HEX_DIGITS
 
 # Every field the services write into audit details (services/retention), by its English name (marked for the
 # catalogs' extraction, translated when shown). A field not listed (written by a later version) is shown under its
@@ -57,8 +58,11 @@ SHORT_REF = 12
 _LONG_HEX = 32
 
 
+_ID_CHARACTERS: Final = LOWER_HEX_DIGITS | {"-"}  # pseudonyms, key ids and uuids
+
+
 def _is_hex(value: str) -> bool:
-    return len(value) >= _LONG_HEX and all(c in "0123456789abcdef-" for c in value)
+    return len(value) >= _LONG_HEX and _ID_CHARACTERS.issuperset(value)
 
 
 def _moment(value: str) -> dt.datetime | None:
@@ -90,8 +94,7 @@ def _value(value: Any, t: Callable[..., str], fmt: Formatter) -> str:
 
 # Values that are names of states or scopes: shown in the viewer's language (they are i18n.TERMS).
 DETAIL_VALUES: Final = frozenset(
-    {"received", "blocked", "in_progress", "completed", "refused", "extended", "failed"}
-    | {"contact", "conversation", "group", "phone_number", "waba"}
+    {"received", "blocked", "in_progress", "completed", "refused", "extended", "failed"} | set(HOLD_SCOPES)
 )
 
 

@@ -22,7 +22,7 @@ import asyncpg
 import orjson
 
 from services.actions.layer import Operator
-from services.retention.settings import Role
+from services.core.vocabulary import Role
 
 
 def new_secret() -> str:
@@ -53,7 +53,7 @@ class OpenedConversation:
         return self.reason if not self.case_ref else f"{self.reason} [{self.case_ref}]"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Session:
     session_hash: bytes
     operator: Operator
@@ -89,7 +89,14 @@ class SessionStore:
         """A new session for ``operator`` opened with the credential of this fingerprint; returns the id for the
         cookie (never stored) and the session."""
         session_id = new_secret()
-        session = Session(session_hash(session_id), operator, new_secret(), locale, timezone, credential=credential)
+        session = Session(
+            session_hash=session_hash(session_id),
+            operator=operator,
+            csrf_token=new_secret(),
+            locale=locale,
+            timezone=timezone,
+            credential=credential,
+        )
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(
                 "DELETE FROM console_sessions WHERE last_seen_at < now() - make_interval(secs => $1)"
@@ -126,13 +133,13 @@ class SessionStore:
             return None
         role: Role = row["role"]
         return Session(
-            session_hash(session_id),
-            Operator(row["actor"], role),
-            row["csrf_token"],
-            row["locale"],
-            row["timezone"],
-            _reasons(row["reasons"]),
-            bytes(row["credential"]),
+            session_hash=session_hash(session_id),
+            operator=Operator(row["actor"], role),
+            csrf_token=row["csrf_token"],
+            locale=row["locale"],
+            timezone=row["timezone"],
+            reasons=_reasons(row["reasons"]),
+            credential=bytes(row["credential"]),
         )
 
     async def remember_reason(self, session: Session, subject_ref: str, opened: OpenedConversation) -> None:

@@ -24,6 +24,8 @@ from typing import Literal
 
 import asyncpg
 
+from services.core.db import Connection
+
 ThrottledBy = Literal["name", "address"]
 
 
@@ -146,9 +148,7 @@ class SigninThrottle:
             )
 
     @staticmethod
-    async def _store(
-        conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy, key: bytes, window: AttemptWindow
-    ) -> None:
+    async def _store(conn: Connection, key: bytes, window: AttemptWindow) -> None:
         await conn.execute(
             "INSERT INTO console_signin_throttle (key, attempts, window_started_at, locked_until)"
             " VALUES ($1, $2, $3, $4) ON CONFLICT (key) DO UPDATE SET attempts = EXCLUDED.attempts,"

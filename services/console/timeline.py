@@ -20,7 +20,7 @@ from services.review.display import MEDIA_TYPES, Content, Display, Revision, dis
 TICKS = {"sent": "✓", "delivered": "✓✓", "read": "✓✓", "played": "✓✓", "failed": "!", "deleted": "✓"}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Media:
     event_id: str
     kind: str  # image | audio | video | document | sticker
@@ -34,7 +34,7 @@ class Media:
         return self.status == "archived"
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Bubble:
     event_id: str
     direction: str  # inbound | outbound
@@ -140,7 +140,7 @@ def _bubble(shown: Display) -> Bubble:
     )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Page:
     """A page of the timeline and its place in the conversation (``first``: 1-based position of its first
     bubble; ``anchor``: the message to bring into view)."""

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import asyncpg
 import orjson
 
-from services.core.identity import Connection
+from services.core.db import ConnectionOrPool
 from services.core.refusals import ReasonRequired
 
 LiveConnection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy  # one connection: it can hold a transaction
@@ -29,7 +29,7 @@ def require_reason(reason: str | None) -> str:
 
 
 async def write_audit(
-    conn: Connection,
+    conn: ConnectionOrPool,
     *,
     actor: str,
     action: str,
@@ -91,7 +91,7 @@ async def audited_decrypt(conn: LiveConnection, disclosure: Disclosure, decrypt:
     return await decrypt()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AuditEntry:
     """One row of the audit log; ``details`` is its JSON object as text, as stored."""
 
@@ -128,7 +128,7 @@ class AuditFilter:
     until: datetime | None = None
 
 
-async def recent_audit(conn: Connection, limit: int, where: AuditFilter | None = None) -> list[AuditEntry]:
+async def recent_audit(conn: ConnectionOrPool, limit: int, where: AuditFilter | None = None) -> list[AuditEntry]:
     """The newest ``limit`` audit rows matching ``where``, oldest first (for `wa-archive audit`, ``GET /v1/audit``
     and the console's audit page)."""
     where = where or AuditFilter()

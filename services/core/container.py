@@ -440,7 +440,7 @@ class _V2Strings:
         return strings
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class _V2Tables:
     """A version 2 header whose fixed part, table sizes and own fields were checked: its columns as arrays, no
     record decoded yet."""

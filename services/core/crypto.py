@@ -9,7 +9,7 @@ DEK seals each of that subject's records with AES-256-GCM (docs/ARCHIVE_FORMAT.m
 - :class:`KekProvider` is the seam for a KMS (AWS KMS, Vault transit); :class:`LocalKek` implements it with
   keys held in memory (from a Kubernetes Secret, the environment or a file), several ids at once for rotation.
   :meth:`KekProvider.rewrap` moves a wrapped DEK under another KEK (the DEK itself does not change), so that an old
-  KEK can be retired (services/core/keyring.py, :func:`~services.core.keyring.rewrap_keys`).
+  KEK can be retired (services/core/kek_retirement.py, :func:`~services.core.kek_retirement.rewrap_keys`).
 - :class:`DekCache` is a bounded LRU of unwrapped DEKs, with their AES-GCM objects ready for the hot path; it
   can never bring back a key that was shredded.
 - A large record (a media file) is sealed as a stream of chunks (:class:`StreamSealer`, :class:`StreamOpener`),

@@ -92,32 +92,21 @@ from typing import Any, Final, NoReturn
 
 import orjson
 
-SCHEMA_VERSION: Final = 1
-KINDS: Final = frozenset(
-    {
-        "message",
-        "status",
-        "echo",
-        "history",
-        "call",
-        "preference",
-        "contact_sync",
-        "group",
-        "group_participant",
-        "error",
-        "account",
-        "template",
-        "unknown",
-        "outbound",
-    }
+from services.core.vocabulary import (
+    EVENT_ID_HEX_DIGITS,
+    EVENT_KIND_SET,
+    EventKind,
+    is_event_id,
+    is_lower_hex,
 )
+
+SCHEMA_VERSION: Final = 1
 WABA_OBJECT: Final = "whatsapp_business_account"
 
 _EVENT_ID_VERSION: Final = "v1"
 _ID_SEPARATOR: Final = "\x1f"
-_EVENT_ID_HEX_DIGITS: Final = 32
-_HEX_DIGITS: Final = frozenset("0123456789abcdef")
 _ASCII_DIGITS: Final = frozenset("0123456789")
+_SHA256_HEX_DIGITS: Final = 64
 # Unix seconds as Meta sends them (strings of 10 digits today); anything longer than an int64 is not a time.
 _MAX_TIMESTAMP_DIGITS: Final = 18
 _MAX_TIMESTAMP: Final = 2**63 - 1
@@ -223,7 +212,7 @@ class Delivery:
     signature: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Event:
     """One archived unit: an item of a webhook (or an outbound report) with its envelope.
 
@@ -232,7 +221,7 @@ class Event:
     """
 
     event_id: str
-    kind: str
+    kind: EventKind
     field: str
     received_at: str
     waba_id: str
@@ -330,9 +319,9 @@ class Event:
         if "group_id" in data and (not isinstance(group_id, str) or not group_id):
             raise EnvelopeError("'group_id' must be a non-empty string when present")
         event_id = data["event_id"]
-        if not _is_hex(event_id, _EVENT_ID_HEX_DIGITS):
+        if not is_event_id(event_id):
             raise EnvelopeError("'event_id' must be 32 lowercase hex digits")
-        if not isinstance(data["kind"], str) or data["kind"] not in KINDS:
+        if not isinstance(data["kind"], str) or data["kind"] not in EVENT_KIND_SET:
             raise EnvelopeError("'kind' is not a known event kind")
         for name in ("field", "received_at", "waba_id"):
             if not isinstance(data[name], str):
@@ -394,10 +383,6 @@ def _has_huge_float(value: Any) -> bool:
     return False
 
 
-def _is_hex(value: Any, digits: int) -> bool:
-    return isinstance(value, str) and len(value) == digits and _HEX_DIGITS.issuperset(value)
-
-
 def _subject_from_envelope(value: Any) -> Subject | None:
     if value is None:
         return None
@@ -412,7 +397,7 @@ def _subject_from_envelope(value: Any) -> Subject | None:
 def _delivery_from_envelope(value: Any) -> Delivery:
     if not isinstance(value, dict) or value.keys() != {"sha256", "signature"}:
         raise EnvelopeError("'delivery' must be an object with exactly 'sha256' and 'signature'")
-    if not _is_hex(value["sha256"], 64):
+    if not is_lower_hex(value["sha256"], _SHA256_HEX_DIGITS):
         raise EnvelopeError("'delivery.sha256' must be 64 lowercase hex digits")
     signature = value["signature"]
     if signature is not None and not isinstance(signature, str):
@@ -434,7 +419,7 @@ def canonical_hash(value: Any) -> str:
 def derive_event_id(waba_id: str, kind: str, phone_number_id: str | None, identity: tuple[str, ...]) -> str:
     """The deterministic event id (see the module docstring); the outbound report uses the same derivation."""
     material = _ID_SEPARATOR.join((_EVENT_ID_VERSION, waba_id, kind, phone_number_id or "", *identity))
-    return hashlib.sha256(material.encode("utf-8", "surrogatepass")).hexdigest()[:_EVENT_ID_HEX_DIGITS]
+    return hashlib.sha256(material.encode("utf-8", "surrogatepass")).hexdigest()[:EVENT_ID_HEX_DIGITS]
 
 
 def _meta_id(value: Any) -> str | None:
@@ -562,7 +547,7 @@ def _original_message_id(item: dict[str, Any]) -> str | None:
     return None
 
 
-def _field_kind(field: str) -> str:
+def _field_kind(field: str) -> EventKind:
     """The kind of a change that is not split into items."""
     if field == "account_update":
         return "account"
@@ -699,7 +684,7 @@ class _Splitter:
     def emit(
         self,
         change: _Change,
-        kind: str,
+        kind: EventKind,
         identity: tuple[str, ...],
         payload: Any,
         *,
@@ -735,7 +720,7 @@ class _Splitter:
             )
         )
 
-    def standalone(self, change: _Change, kind: str, payload: Any) -> None:
+    def standalone(self, change: _Change, kind: EventKind, payload: Any) -> None:
         """An object without an id of its own (error, account, template, unknown): identified by its content."""
         identity: tuple[str, ...] = (canonical_hash(payload),)
         if change.entry_time is not None:
@@ -745,7 +730,7 @@ class _Splitter:
     def message(
         self,
         change: _Change,
-        kind: str,
+        kind: EventKind,
         item: dict[str, Any],
         subject: Subject | None,
         contacts: _Contacts,
@@ -778,7 +763,7 @@ class _Splitter:
                 self.standalone(change, "unknown", item)
 
     def items(
-        self, change: _Change, kind: str, items: Any, contacts: _Contacts, wa_id_key: str, user_id_key: str
+        self, change: _Change, kind: EventKind, items: Any, contacts: _Contacts, wa_id_key: str, user_id_key: str
     ) -> None:
         """Inbound messages (subject: the sender) or business echoes (subject: the recipient)."""
         for item in self.objects(change, items):

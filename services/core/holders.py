@@ -22,11 +22,8 @@ from bisect import bisect_left, insort
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
-import asyncpg
-
+from services.core.db import ConnectionOrPool
 from services.core.events import Event
-
-Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy | asyncpg.Pool
 
 # The type's name, and where the new number is: today's Cloud API, and the older name and field some webhooks (and
 # the On-Premises API) still carry.
@@ -73,7 +70,7 @@ def with_changes(
     return merged
 
 
-async def number_changes(conn: Connection, number_refs: Iterable[str]) -> dict[str, list[datetime]]:
+async def number_changes(conn: ConnectionOrPool, number_refs: Iterable[str]) -> dict[str, list[datetime]]:
     """{first pseudonym: its changes, ascending} of the numbers among ``number_refs`` that changed hands."""
     refs = sorted(set(number_refs))
     if not refs:
@@ -88,7 +85,7 @@ async def number_changes(conn: Connection, number_refs: Iterable[str]) -> dict[s
     return found
 
 
-async def record_number_changes(conn: Connection, changes: Iterable[tuple[str, datetime]]) -> None:
+async def record_number_changes(conn: ConnectionOrPool, changes: Iterable[tuple[str, datetime]]) -> None:
     """Keep each (first pseudonym of the old number, moment) once (in the transaction that indexes the batch)."""
     rows = sorted(set(changes))
     if rows:

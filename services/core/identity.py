@@ -10,21 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-import asyncpg
-
+from services.core.db import ConnectionOrPool
 from services.core.holders import current_since, number_changes
 from services.core.pseudonym import holder_ref, subject_ref
 
-# A pool works too: each query then takes a connection of its own.
-Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy | asyncpg.Pool
 
-
-def is_pseudonym(value: str) -> bool:
-    """64 lowercase hex digits: how a subject_ref looks (services/core/pseudonym.py)."""
-    return len(value) == 64 and all(c in "0123456789abcdef" for c in value)
-
-
-async def business_numbers(conn: Connection) -> list[str]:
+async def business_numbers(conn: ConnectionOrPool) -> list[str]:
     rows = await conn.fetch("SELECT phone_number_id FROM business_numbers ORDER BY phone_number_id")
     return [row["phone_number_id"] for row in rows]
 
@@ -54,7 +45,7 @@ SELECT DISTINCT start, ref FROM reach
 """
 
 
-async def linked_subject_refs(conn: Connection, refs: Iterable[str]) -> dict[str, set[str]]:
+async def linked_subject_refs(conn: ConnectionOrPool, refs: Iterable[str]) -> dict[str, set[str]]:
     """For each of ``refs``, itself and every pseudonym linked to it, transitively (one query for all of them)."""
     start = sorted(set(refs))
     found: dict[str, set[str]] = {ref: {ref} for ref in start}
@@ -64,14 +55,14 @@ async def linked_subject_refs(conn: Connection, refs: Iterable[str]) -> dict[str
     return found
 
 
-async def expand_subject_refs(conn: Connection, refs: Iterable[str]) -> list[str]:
+async def expand_subject_refs(conn: ConnectionOrPool, refs: Iterable[str]) -> list[str]:
     """``refs`` and every pseudonym linked to them, transitively: a person first seen by phone number, then by
     phone number and business-scoped user id, then by user id only is one person under all three."""
     return sorted({ref for linked in (await linked_subject_refs(conn, refs)).values() for ref in linked})
 
 
 async def resolve_subject_refs(
-    conn: Connection, pepper: bytes, contact: str, phone_number_id: str | None = None
+    conn: ConnectionOrPool, pepper: bytes, contact: str, phone_number_id: str | None = None
 ) -> list[str]:
     """Every subject_ref under which this person's records are sealed (possibly none): the pseudonyms of
     ``contact`` under each business number (or the one given), and every pseudonym linked to them.

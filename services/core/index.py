@@ -14,12 +14,9 @@ from datetime import UTC, datetime, timedelta
 from operator import attrgetter
 from typing import NamedTuple
 
-import asyncpg
-
 from services.core.container import RecordMeta, media_event_id
+from services.core.db import Connection
 from services.core.policy import Classifier
-
-Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
 
 def binary_key(ref: str) -> bytes:
@@ -62,7 +59,7 @@ class IndexRow(NamedTuple):
 INDEX_COLUMNS = IndexRow._fields
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ObjectRow:
     object_key: str
     topic: str
@@ -74,7 +71,7 @@ class ObjectRow:
     retain_until: datetime | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class MediaRow:
     event_id: str
     subject_ref: str | None
@@ -181,7 +178,16 @@ def archived_media_row(meta: RecordMeta, *, object_key: str, size_bytes: int | N
     event_id = media_event_id(meta.event_id)
     if event_id is None:
         raise ValueError("not a media record id")
-    return MediaRow(event_id, meta.subject_ref, "archived", object_key, meta.type, size_bytes, attempts, None)
+    return MediaRow(
+        event_id=event_id,
+        subject_ref=meta.subject_ref,
+        status="archived",
+        object_key=object_key,
+        mime_type=meta.type,
+        size_bytes=size_bytes,
+        attempts=attempts,
+        failure=None,
+    )
 
 
 def object_expiry(rows: Sequence[IndexRow]) -> datetime | None:

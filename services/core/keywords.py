@@ -22,6 +22,8 @@ import unicodedata
 from collections.abc import Iterable, Iterator
 from typing import Any, Final
 
+from services.core.vocabulary import WEBHOOK_MESSAGE_KINDS
+
 # A word longer than this is not something a person types into a search box (a URL, a base64 blob).
 MAX_WORD_LENGTH: Final = 40
 MIN_WORD_LENGTH: Final = 2
@@ -142,7 +144,7 @@ def _message_texts(message: Any) -> Iterator[str]:
 def searchable_text(kind: str, payload: Any) -> list[str]:
     """The texts of an archived event's payload worth searching: messages, echoes, history and outbound
     messages; nothing for statuses, errors, account or template updates."""
-    if kind in ("message", "echo", "history"):
+    if kind in WEBHOOK_MESSAGE_KINDS:
         return list(_message_texts(payload))
     if kind == "outbound" and isinstance(payload, dict):
         return list(_message_texts(payload.get("request")))

@@ -18,6 +18,8 @@ from typing import Any, TextIO
 import structlog
 from structlog.typing import EventDict
 
+from services.core.vocabulary import rfc3339_millis
+
 LOG_FORMATS = ("text", "json")
 TEXT_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
@@ -110,7 +112,7 @@ def _add_timestamp(_logger: Any, _method: str, event_dict: EventDict) -> EventDi
     """When the record was made (not when it was formatted), ISO 8601 in UTC with milliseconds."""
     record: logging.LogRecord = event_dict["_record"]
     moment = datetime.datetime.fromtimestamp(record.created, tz=datetime.UTC)
-    event_dict["timestamp"] = moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    event_dict["timestamp"] = rfc3339_millis(moment)
     return event_dict
 
 

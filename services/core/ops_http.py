@@ -1,6 +1,7 @@
 """The operational HTTP endpoints every background service exposes: /healthz, /readyz, /metrics.
 
 Served by uvicorn inside the service's own event loop, so a wedged loop also fails the liveness probe.
+:func:`probe` is the one answer to the probes: the ops port, ingest's own port and the admin API's answer it.
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping
-from typing import Any
+from typing import Any, Final
 
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -16,10 +17,24 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from services.core.http import server_options
 
 OPS_MAX_CONCURRENCY = 16
+HEALTHZ: Final = "/healthz"
+READYZ: Final = "/readyz"
+PROBE_PATHS: Final = frozenset({HEALTHZ, READYZ})
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+
+def probe(path: str, ready: Callable[[], bool], not_ready: bytes = b"not ready") -> tuple[int, bytes]:
+    """The status and plain-text body of a probe at ``path`` (one of :data:`PROBE_PATHS`): liveness (``/healthz``)
+    is 200 ``ok`` whenever the server answers at all; readiness (``/readyz``) is 200 ``ready`` when ``ready()``
+    (called only then), else 503 ``not_ready``. Raises ValueError for any other path."""
+    if path == HEALTHZ:
+        return 200, b"ok"
+    if path == READYZ:
+        return (200, b"ready") if ready() else (503, not_ready)
+    raise ValueError(f"{path!r} is not a probe")
 
 
 def ops_app(
@@ -39,10 +54,8 @@ def ops_app(
         if path in served:
             content_type, body = served[path]
             status = 200
-        elif path == "/healthz":
-            status, body = 200, b"ok"
-        elif path == "/readyz":
-            status, body = (200, b"ready") if ready() else (503, b"not ready")
+        elif path in PROBE_PATHS:
+            status, body = probe(path, ready)
         elif path == "/metrics":
             status, body, content_type = 200, generate_latest(registry), CONTENT_TYPE_LATEST.encode()
         else:

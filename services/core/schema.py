@@ -18,6 +18,8 @@ from importlib import resources
 
 import asyncpg
 
+from services.core.db import Connection
+
 log = logging.getLogger("wa_archive.schema")
 
 # Arbitrary but fixed: every wa-archive process takes this advisory lock while migrating.
@@ -59,7 +61,7 @@ def migration_files() -> list[tuple[int, str, str]]:
     return [found[v] for v in sorted(found)]
 
 
-async def migrate(conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy) -> list[str]:
+async def migrate(conn: Connection) -> list[str]:
     """Apply pending migrations; returns the names applied (empty when the schema is current)."""
     applied: list[str] = []
     await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_ID)
@@ -84,7 +86,7 @@ def latest_version() -> int:
     return migration_files()[-1][0]
 
 
-async def schema_version(conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy) -> int | None:
+async def schema_version(conn: Connection) -> int | None:
     """The newest migration applied, or None on a database the migrator has never run on."""
     if await conn.fetchval("SELECT to_regclass('schema_migrations')") is None:
         return None

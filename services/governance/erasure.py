@@ -37,8 +37,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from services.core.audit import write_audit
 from services.core.bucket import DELETE_OBJECTS_MAX, ArchiveBucket, StorageUnavailable
-from services.core.identity import Connection, expand_subject_refs, resolve_subject_refs
-from services.core.index import Connection as OneConnection
+from services.core.db import Connection, ConnectionOrPool
+from services.core.identity import expand_subject_refs, resolve_subject_refs
 from services.core.index import binary_keys, index_scans
 from services.core.key_copies import CopiesRemain, KeyCopies
 from services.core.keyring import Keyring, record_erasure
@@ -70,7 +70,7 @@ class UnknownErasure(NotFound):
     """No erasure request with this reference."""
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ErasureOutcome:
     request_ref: str
     status: str  # an ErasureStatus
@@ -124,10 +124,18 @@ async def erase_subject(
         )
         if existing is not None and existing["status"] == "completed":
             proof = orjson.loads(existing["proof"])
-            return ErasureOutcome(request_ref, "completed", proof["subject_refs"], proof["keys_destroyed"])
+            return ErasureOutcome(
+                request_ref=request_ref,
+                status="completed",
+                subject_refs=proof["subject_refs"],
+                keys_destroyed=proof["keys_destroyed"],
+            )
         if existing is not None and existing["status"] == "refused":
             return ErasureOutcome(
-                request_ref, "refused", list(existing["subject_refs"]), refusal_ground=existing["refusal_ground"]
+                request_ref=request_ref,
+                status="refused",
+                subject_refs=list(existing["subject_refs"]),
+                refusal_ground=existing["refusal_ground"],
             )
         refs = await resolve_subject_refs(conn, pepper, contact, phone_number_id)
         if existing is None:
@@ -156,12 +164,12 @@ async def erase_subject(
     if outcome is None:
         # Another process (the scheduled run, a hold's release) is carrying it out right now: say where it stands.
         status = await pool.fetchval("SELECT status FROM erasure_requests WHERE request_ref = $1", request_ref)
-        return ErasureOutcome(request_ref, str(status), refs)
+        return ErasureOutcome(request_ref=request_ref, status=str(status), subject_refs=refs)
     return outcome
 
 
 @contextlib.asynccontextmanager
-async def _processing(conn: OneConnection, request_ref: str) -> AsyncIterator[bool]:
+async def _processing(conn: Connection, request_ref: str) -> AsyncIterator[bool]:
     """True while this session alone processes ``request_ref`` (False: another one is at it; leave it)."""
     mine = await conn.fetchval("SELECT pg_try_advisory_lock($1, hashtext($2))", ERASURE_LOCK_NAMESPACE, request_ref)
     try:
@@ -200,7 +208,7 @@ async def carry_out(
             await conn.execute(
                 "UPDATE erasure_requests SET subject_refs = $2::text[] WHERE request_ref = $1", request_ref, refs
             )
-        outcome = ErasureOutcome(request_ref, "completed", refs)
+        outcome = ErasureOutcome(request_ref=request_ref, status="completed", subject_refs=refs)
         # From the hold check to the shredding, no hold can be created (it waits): a hold either blocks this
         # erasure or is created after the keys are gone.
         async with holds_settled(conn):
@@ -262,9 +270,7 @@ async def carry_out(
     return outcome
 
 
-async def _kept_outside(
-    conn: OneConnection, bucket: ArchiveBucket, outcome: ErasureOutcome, row: asyncpg.Record
-) -> bool:
+async def _kept_outside(conn: Connection, bucket: ArchiveBucket, outcome: ErasureOutcome, row: asyncpg.Record) -> bool:
     """After the keys are destroyed in PostgreSQL: record the erasure in the bucket's erasure log, then destroy every
     copy of the person's keys (services/core/key_copies.py). False when the store did not let either be done (down,
     or an identity that may not write there, such as the console's): the request stays in progress, and the next
@@ -298,9 +304,7 @@ async def _kept_outside(
     return True
 
 
-async def _delete_what_can_be(
-    conn: OneConnection, bucket: ArchiveBucket, outcome: ErasureOutcome, *, actor: str
-) -> None:
+async def _delete_what_can_be(conn: Connection, bucket: ArchiveBucket, outcome: ErasureOutcome, *, actor: str) -> None:
     """After the keys are gone: delete the objects, media and index rows that can go; complete the request."""
     refs, request_ref = outcome.subject_refs, outcome.request_ref
     # Objects holding only this person's records: the objects of their rows (index on subject_ref), then
@@ -358,7 +362,7 @@ async def _delete_what_can_be(
 
 
 async def open_requests(
-    conn: Connection,
+    conn: ConnectionOrPool,
     *,
     blocked_by: Sequence[str] | None = None,
     statuses: Sequence[ErasureStatus] = OPEN_STATUSES,
@@ -396,7 +400,7 @@ async def process_open_requests(
     return outcomes
 
 
-async def refuse_erasure(conn: OneConnection, request_ref: str, *, ground: str, actor: str) -> ErasureRequest:
+async def refuse_erasure(conn: Connection, request_ref: str, *, ground: str, actor: str) -> ErasureRequest:
     """The data protection officer refuses the open request on a legal ground (Art. 17(3), Art. 12(5)); the person
     must be told why and of their right to complain (Art. 12(4)). Final: nothing processes it again."""
     if ground not in REFUSAL_GROUNDS:
@@ -422,7 +426,7 @@ async def refuse_erasure(conn: OneConnection, request_ref: str, *, ground: str, 
 
 
 async def extend_erasure(
-    conn: OneConnection, request_ref: str, *, reason: str, actor: str, now: datetime | None = None
+    conn: Connection, request_ref: str, *, reason: str, actor: str, now: datetime | None = None
 ) -> ErasureRequest:
     """Extend the open request's deadline by two months (Art. 12(3)): once, before the first deadline has passed,
     with the reason the person is told. ``reason`` is stored and audited: a reference or a sentence, no data."""
@@ -455,7 +459,7 @@ async def extend_erasure(
     return await erasure_request(conn, request_ref)
 
 
-async def _open_request(conn: Connection, request_ref: str) -> asyncpg.Record:
+async def _open_request(conn: ConnectionOrPool, request_ref: str) -> asyncpg.Record:
     row = await conn.fetchrow(
         "SELECT status, deadline_at, extended_at FROM erasure_requests WHERE request_ref = $1 FOR UPDATE",
         request_ref,
@@ -467,7 +471,7 @@ async def _open_request(conn: Connection, request_ref: str) -> asyncpg.Record:
     return row
 
 
-async def pending_erasures(conn: Connection) -> ErasureDeadlines:
+async def pending_erasures(conn: ConnectionOrPool) -> ErasureDeadlines:
     """What the deadline metrics show: the open requests, the oldest one's age and the nearest deadline."""
     row = await conn.fetchrow(
         "SELECT count(*) AS n, coalesce(extract(epoch FROM now() - min(received_at)), 0) AS age,"
@@ -488,7 +492,7 @@ class ErasureDeadlines:
     overdue: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ErasureRequest:
     """An erasure request as tracked against its deadline (``holds``: how many holds block it, 0 if none)."""
 
@@ -524,13 +528,13 @@ REQUEST_COLUMNS = (
 )
 
 
-async def erasure_requests(conn: Connection) -> list[ErasureRequest]:
+async def erasure_requests(conn: ConnectionOrPool) -> list[ErasureRequest]:
     """Every erasure request, oldest first."""
     rows = await conn.fetch(f"SELECT {REQUEST_COLUMNS} FROM erasure_requests ORDER BY received_at")  # noqa: S608
     return [ErasureRequest(**dict(row)) for row in rows]
 
 
-async def erasure_request(conn: Connection, request_ref: str) -> ErasureRequest:
+async def erasure_request(conn: ConnectionOrPool, request_ref: str) -> ErasureRequest:
     row = await conn.fetchrow(
         f"SELECT {REQUEST_COLUMNS} FROM erasure_requests WHERE request_ref = $1",  # noqa: S608 — constant columns
         request_ref,

@@ -14,18 +14,16 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
 
 import asyncpg
 
 from services.core.audit import write_audit
+from services.core.db import Connection
 from services.core.identity import expand_subject_refs, resolve_subject_refs
 from services.core.index import binary_keys
 from services.core.pseudonym import group_ref
 from services.core.refusals import InvalidRequest
-
-Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
-HoldScope = Literal["waba", "phone_number", "contact", "conversation", "group"]
+from services.core.vocabulary import PERSON_HOLD_SCOPES, HoldScope
 
 # Orders hold creation against deletions. Retention chunks and erasures hold this advisory lock shared from the
 # moment they check for holds until their deletions are done; creating a hold takes it exclusively. So once
@@ -60,7 +58,7 @@ async def held_objects(conn: Connection, object_keys: Sequence[str]) -> set[str]
     groups = sorted({h["group_ref"] for h in holds if h["scope"] == "group"})
     # A contact or conversation hold covers the person, not only the pseudonyms known when it was placed: an
     # identifier learned since (a business-scoped user id, say) is reached through the alias graph.
-    placed = {ref for h in holds if h["scope"] in ("contact", "conversation") for ref in h["subject_refs"]}
+    placed = {ref for h in holds if h["scope"] in PERSON_HOLD_SCOPES for ref in h["subject_refs"]}
     refs = await expand_subject_refs(conn, placed)
     rows = await conn.fetch(
         "SELECT DISTINCT object_key FROM archived_events WHERE object_key = ANY($1::text[])"
@@ -79,11 +77,11 @@ class HoldError(InvalidRequest):
     """The hold request is incomplete (e.g. a conversation hold without a phone number)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Hold:
     hold_id: str
     case_ref: str
-    scope: str
+    scope: HoldScope
     waba_id: str | None
     phone_number_id: str | None
     subject_count: int
@@ -107,15 +105,15 @@ class Hold:
 
 def _hold(row: asyncpg.Record) -> Hold:
     return Hold(
-        str(row["hold_id"]),
-        row["case_ref"],
-        row["scope"],
-        row["waba_id"],
-        row["phone_number_id"],
-        len(row["subject_refs"] or []),
-        row["created_by"],
-        row["created_at"],
-        row["released_at"],
+        hold_id=str(row["hold_id"]),
+        case_ref=row["case_ref"],
+        scope=row["scope"],
+        waba_id=row["waba_id"],
+        phone_number_id=row["phone_number_id"],
+        subject_count=len(row["subject_refs"] or []),
+        created_by=row["created_by"],
+        created_at=row["created_at"],
+        released_at=row["released_at"],
     )
 
 
@@ -143,7 +141,7 @@ async def create_hold(
         if not group_id:
             raise HoldError("a group hold needs --group-id")
         group = bytes.fromhex(group_ref(pepper, group_id))
-    if scope in ("contact", "conversation"):
+    if scope in PERSON_HOLD_SCOPES:
         if not contact:
             raise HoldError(f"a {scope} hold needs --contact")
         if scope == "conversation" and not phone_number_id:

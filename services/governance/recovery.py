@@ -25,7 +25,8 @@ import asyncpg
 import orjson
 
 from services.core.audit import write_audit
-from services.core.index import Connection, binary_keys
+from services.core.db import Connection
+from services.core.index import binary_keys
 from services.core.key_copies import KeyCopies, KeyCopy, UnreadableCopy
 from services.governance.erasure_log import ErasureLog, ErasureRecord, UnreadableRecord
 

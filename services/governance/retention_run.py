@@ -29,12 +29,13 @@ from typing import NamedTuple
 import asyncpg
 
 from services.core.bucket import ArchiveBucket
+from services.core.db import Connection
 from services.core.identity import linked_subject_refs
 from services.core.index import binary_keys, index_scans
+from services.core.vocabulary import CONTACT_KINDS
 from services.governance.holds import held_objects, holds_settled
 
 log = logging.getLogger("wa_archive.retention")
-Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
 DELETE_BATCH = 500  # objects per chunk: listed and deleted together, then their index rows in one transaction
 # Chunks in flight at once: the S3 deletes of some overlap the index deletes of others. Measured on SeaweedFS
@@ -46,7 +47,7 @@ EXPIRED_OBJECTS_SQL = "SELECT object_key FROM archive_objects WHERE expires_at <
 
 # What counts as contact for a class anchored on the last contact: an exchange with the person, in either
 # direction (not a delivery status, an account or template update).
-LAST_CONTACT_KINDS = ("message", "echo", "outbound", "history", "call", "preference")
+LAST_CONTACT_KINDS = sorted(CONTACT_KINDS)
 
 # The marked records of the candidate objects whose person was in contact after them, and when each is now due.
 # The records of classes anchored on the last contact among the candidates, and the newest contact of each
@@ -63,7 +64,7 @@ FROM unnest($1::bytea[]) AS p(subject_ref)
 """
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RetentionReport:
     run_id: str
     dry_run: bool
@@ -120,7 +121,7 @@ async def defer_for_later_contact(
         # renewed by a message they sent since under their business-scoped user id.
         linked = await linked_subject_refs(conn, {row["subject_ref"].hex() for row in marked})
         every = sorted({ref for refs in linked.values() for ref in refs})
-        contacts = await conn.fetch(LAST_CONTACT_SQL, binary_keys(every), list(LAST_CONTACT_KINDS))
+        contacts = await conn.fetch(LAST_CONTACT_SQL, binary_keys(every), LAST_CONTACT_KINDS)
     latest = {row["subject_ref"].hex(): row["last_contact"] for row in contacts if row["last_contact"]}
     later: list[Deferral] = []
     for record in marked:
@@ -210,7 +211,7 @@ async def retention_run(
     progress: Callable[[int, int], None] | None = None,
 ) -> RetentionReport:
     now = now or datetime.now(UTC)
-    report = RetentionReport(str(uuid.uuid4()), dry_run, now)
+    report = RetentionReport(run_id=str(uuid.uuid4()), dry_run=dry_run, started_at=now)
     async with pool.acquire() as conn:
         await conn.execute(
             "INSERT INTO retention_runs (run_id, dry_run, status) VALUES ($1::uuid, $2, 'running')",

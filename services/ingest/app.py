@@ -28,6 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from services.core.events import WebhookRejected, decode_webhook, text_fault, webhook_scope
 from services.core.journal import event_record, webhook_record
 from services.core.kafka import AckedProducer, OutgoingRecord, ProduceUnavailable
+from services.core.ops_http import PROBE_PATHS, probe
 from services.ingest.metrics import IngestMetrics
 from services.ingest.outbound import outbound_event
 from services.ingest.settings import IngestSettings
@@ -51,8 +52,9 @@ class BodyTooLarge(Exception):
 
 
 class UtcClock:
-    """``received_at`` stamps: UTC ISO 8601 with milliseconds (truncated, as ``datetime.now().isoformat`` does)
-    and ``Z``. The date and time up to the second are formatted once a second; this runs on every request."""
+    """``received_at`` stamps: the text :func:`services.core.vocabulary.rfc3339_millis` writes (UTC, milliseconds
+    truncated, ``Z``), made faster: the date and time up to the second are formatted once a second, since this
+    runs on every request. ``tests/unit/test_vocabulary.py`` checks that both write the same text."""
 
     def __init__(self, now_ns: Callable[[], int] = time.time_ns) -> None:
         self._now_ns = now_ns
@@ -158,11 +160,8 @@ class IngestApp:
             await self._handshake(scope, send)
         elif path == OUTBOUND_PATH and method == "POST":
             await self._outbound(scope, receive, send)
-        elif path == "/healthz":
-            await send_response(send, 200, b"ok")
-        elif path == "/readyz":
-            ready = self.producer.connected
-            await send_response(send, 200 if ready else 503, b"ready" if ready else b"kafka not connected")
+        elif path in PROBE_PATHS:
+            await send_response(send, *probe(path, lambda: self.producer.connected, b"kafka not connected"))
         elif path == "/metrics":
             self.metrics.kafka_connected.set(1 if self.producer.connected else 0)
             await send_response(send, 200, generate_latest(self.registry), CONTENT_TYPE_LATEST.encode())

@@ -13,10 +13,10 @@ import hmac
 from collections.abc import Sequence
 from typing import Final
 
+from services.core.vocabulary import is_lower_hex
+
 SIGNATURE_PREFIX: Final = "sha256="
 _DIGEST_HEX_LENGTH: Final = 2 * hashlib.sha256().digest_size
-# Case-insensitive: a hex digest's case carries no information, and some proxies upper-case header values.
-_HEX_DIGITS: Final = frozenset("0123456789abcdefABCDEF")
 
 
 def sign(raw_body: bytes, app_secret: bytes) -> str:
@@ -47,7 +47,8 @@ class SignatureVerifier:
             return False
         offered_hex = header[len(SIGNATURE_PREFIX) :]
         # Checked before bytes.fromhex, which would accept spaces inside the digest.
-        if len(offered_hex) != _DIGEST_HEX_LENGTH or not _HEX_DIGITS.issuperset(offered_hex):
+        # Case-insensitive: a hex digest's case carries no information, and some proxies upper-case header values.
+        if not is_lower_hex(offered_hex.lower(), _DIGEST_HEX_LENGTH):
             return False
         offered = bytes.fromhex(offered_hex)
         matched = False

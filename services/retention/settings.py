@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.core.settings import KeySettings, PostgresSettings, S3Settings, strong_token
-
-Role = Literal["reader", "dpo"]
+from services.core.vocabulary import Role
 
 
 class AdminToken(BaseModel):

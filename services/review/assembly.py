@@ -15,10 +15,11 @@ from typing import Any
 
 from services.core.keywords import searchable_text, words
 from services.core.plaintext import UndecodableRecord, read_envelope
+from services.core.vocabulary import BUSINESS_SENT_KINDS, MESSAGE_KINDS, STATUS_KINDS, Direction, EventKind
 from services.review.queries import IndexedRecord
 
-MESSAGE_KINDS = frozenset({"message", "echo", "history", "outbound"})
-GROUP_KINDS = frozenset({"group", "group_participant"})
+# A change in these kinds is the business's: its own message edited or revoked, or a status saying it deleted one.
+CHANGED_BY_BUSINESS = BUSINESS_SENT_KINDS | STATUS_KINDS
 STATUS_ORDER = {"sent": 1, "delivered": 2, "read": 3, "played": 4, "failed": 5, "deleted": 6}
 
 
@@ -33,7 +34,7 @@ class Change:
     payload: Any
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ConversationMessage:
     """One item of a timeline: a message with its statuses, edits and deletion, a change whose message is not
     archived, or a record that could not be read (``unreadable``: why, in fixed words; its ``payload`` is None and
@@ -41,9 +42,9 @@ class ConversationMessage:
 
     event_id: str
     message_id: str | None
-    kind: str
+    kind: EventKind
     type: str | None
-    direction: str  # inbound | outbound
+    direction: Direction
     timestamp: int | None
     received_at: str
     payload: Any
@@ -87,11 +88,11 @@ class ConversationMessage:
         }
 
 
-def direction(envelope: Mapping[str, Any]) -> str:
+def direction(envelope: Mapping[str, Any]) -> Direction:
     """``outbound`` for what the business sent (an echo, an outbound request, a history message not from the
     person), else ``inbound``."""
     kind = envelope.get("kind")
-    if kind in ("echo", "outbound"):
+    if kind in BUSINESS_SENT_KINDS:
         return "outbound"
     if kind == "history":
         subject = envelope.get("subject") or {}
@@ -143,7 +144,7 @@ def assemble(
             # The original was not archived (it predates the archive): keep the change visible on its own.
             result.append(_message(envelope, target_id))
             continue
-        by = "business" if envelope.get("kind") in ("echo", "outbound", "status") else "customer"
+        by = "business" if envelope.get("kind") in CHANGED_BY_BUSINESS else "customer"
         record = Change(envelope["event_id"], change or "", by, envelope.get("timestamp"), envelope.get("payload"))
         if change == "edit":
             target.edits.append(record)

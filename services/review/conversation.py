@@ -28,11 +28,12 @@ from typing import Any
 import asyncpg
 
 from services.core.audit import Disclosure, LiveConnection, audited_decrypt, require_reason
-from services.core.identity import expand_subject_refs, is_pseudonym, resolve_subject_refs
+from services.core.identity import expand_subject_refs, resolve_subject_refs
 from services.core.keywords import keyword_key, query_tokens
 from services.core.pseudonym import group_ref
 from services.core.reader import ArchiveReader
 from services.core.refusals import InvalidRequest, PersonRequired
+from services.core.vocabulary import is_pseudonym
 from services.review.assembly import ConversationMessage, decode_records, keyword_matches
 from services.review.collector import collector_paused
 from services.review.paging import keyword_candidates, keyword_chunks, plan_page, quoted_records
@@ -182,7 +183,7 @@ async def load_group_timeline(
     return GroupTimeline(ref, sorted(per_person), messages, read.shredded)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ConversationPage:
     """One page of a person's conversation, as the review console shows it: ``messages`` (with their statuses,
     edits and deletion), ``quoted`` (the messages the page's replies quote, for their excerpt), the page's place in
@@ -255,14 +256,14 @@ async def load_conversation_page(
         wanted = quoted_records(shown.messages, records, pepper)
         quoted = (await read(wanted)).messages if wanted else []
     return ConversationPage(
-        refs,
-        shown.messages,
-        quoted,
-        plan.number,
-        plan.count,
-        plan.first,
-        plan.total,
-        plan.anchor,
-        matched,
-        shown.shredded,
+        subject_refs=refs,
+        messages=shown.messages,
+        quoted=quoted,
+        number=plan.number,
+        count=plan.count,
+        first=plan.first,
+        total=plan.total,
+        anchor=plan.anchor,
+        matched=matched,
+        shredded_records=shown.shredded,
     )

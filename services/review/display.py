@@ -101,7 +101,24 @@ def message_object(kind: str, payload: Any) -> dict[str, Any]:
 
 
 def _s(value: Any) -> str:
-    return value if isinstance(value, str) else "" if value is None else str(value)
+    """A field as text: a string as is, a number as its digits, and a list or object (a webhook that put one where
+    text belongs) as the texts it holds, joined by commas, never as Python's repr of it. Walked without recursion:
+    the archive keeps arbitrarily deep JSON."""
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""
+    if not isinstance(value, dict | list):
+        return str(value)
+    texts: list[str] = []
+    pending: list[Any] = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict | list):
+            pending.extend(reversed(list(item.values()) if isinstance(item, dict) else item))
+        elif item is not None and item != "":
+            texts.append(item if isinstance(item, str) else str(item))
+    return ", ".join(texts)
 
 
 def content_of(message: Mapping[str, Any], fallback_type: str | None = None) -> Content:

@@ -12,7 +12,8 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 from services.core.pseudonym import message_ref
-from services.review.assembly import MESSAGE_KINDS, ConversationMessage
+from services.core.vocabulary import MESSAGE_KINDS
+from services.review.assembly import ConversationMessage
 from services.review.queries import IndexedRecord
 
 # How many keyword candidates a conversation page decrypts at a time to find the first message with the words.
@@ -57,7 +58,7 @@ def keyword_chunks(candidates: Sequence[IndexedRecord], records: Sequence[Indexe
     return chunks
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PagePlan:
     """The page to show: its number (0-based) of ``count``, the 1-based position of its first unit among
     ``total``, the message to bring into view (``anchor``), and the records to decrypt for it (``needed``)."""
@@ -106,7 +107,7 @@ def plan_page(
         or (r.kind == "status" and r.message_ref in shown_refs)
         or (r.original_message_ref is not None and r.original_message_ref in shown_refs)
     ]
-    return PagePlan(number, count, number * page_size + 1, total, anchor, needed)
+    return PagePlan(number=number, count=count, first=number * page_size + 1, total=total, anchor=anchor, needed=needed)
 
 
 def quoted_records(

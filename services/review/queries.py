@@ -14,9 +14,10 @@ from typing import Any
 
 import asyncpg
 
-from services.core.identity import Connection
+from services.core.db import ConnectionOrPool
 from services.core.index import binary_keys
 from services.core.reader import RecordLocation
+from services.core.vocabulary import EventKind
 
 # The columns every index read selects, in the index's order (event time, then the order the archiver wrote).
 _INDEXED_COLUMNS = (
@@ -34,7 +35,7 @@ class IndexedRecord:
 
     location: RecordLocation
     subject_ref: str
-    kind: str
+    kind: EventKind
     type: str | None
     event_time: datetime | None
     received_at: datetime
@@ -60,7 +61,7 @@ class IndexedRecord:
         )
 
 
-async def person_records(conn: Connection, subject_refs: Sequence[str]) -> list[IndexedRecord]:
+async def person_records(conn: ConnectionOrPool, subject_refs: Sequence[str]) -> list[IndexedRecord]:
     """Every indexed record of the pseudonyms ``subject_refs``, in the index's order."""
     rows = await conn.fetch(
         _INDEXED_COLUMNS + " WHERE subject_ref = ANY($1::bytea[])" + _INDEX_ORDER, binary_keys(subject_refs)
@@ -68,7 +69,7 @@ async def person_records(conn: Connection, subject_refs: Sequence[str]) -> list[
     return [IndexedRecord.of(row) for row in rows]
 
 
-async def group_records(conn: Connection, group_ref: str, phone_number_id: str) -> list[IndexedRecord]:
+async def group_records(conn: ConnectionOrPool, group_ref: str, phone_number_id: str) -> list[IndexedRecord]:
     """Every indexed record of the group ``group_ref`` (its pseudonym) of the business number, every
     participant's, in the index's order."""
     rows = await conn.fetch(
@@ -105,7 +106,7 @@ class ArchivedMedia:
 
 
 async def archived_media(
-    conn: Connection, *, subject_refs: Sequence[str] | None = None, event_ids: Sequence[str] | None = None
+    conn: ConnectionOrPool, *, subject_refs: Sequence[str] | None = None, event_ids: Sequence[str] | None = None
 ) -> dict[str, ArchivedMedia]:
     """The media rows of the pseudonyms ``subject_refs`` and/or of the messages ``event_ids`` (each given narrows
     the rows; neither is refused: that would be every person's media), by event id."""
@@ -122,7 +123,9 @@ async def archived_media(
     return {row["event_id"]: ArchivedMedia(**dict(row)) for row in rows}
 
 
-async def keyword_objects(conn: Connection, subject_refs: Sequence[str], tokens: Sequence[int]) -> set[tuple[str, str]]:
+async def keyword_objects(
+    conn: ConnectionOrPool, subject_refs: Sequence[str], tokens: Sequence[int]
+) -> set[tuple[str, str]]:
     """The (object key, pseudonym) pairs whose keyword tokens hold every one of ``tokens``: the objects that may
     hold a query's words (a token collision makes a false candidate, never a missed one)."""
     rows = await conn.fetch(

@@ -18,21 +18,23 @@ import asyncpg
 from services.core.identity import resolve_subject_refs
 from services.core.index import binary_keys
 from services.core.keywords import keyword_key, query_tokens
+from services.core.vocabulary import MESSAGE_KINDS, EventKind
 
 DELETED = (
     "EXISTS (SELECT 1 FROM archived_events d WHERE d.original_message_ref = e.message_ref "
     "AND (d.type = 'revoke' OR (d.kind = 'status' AND d.type = 'deleted')))"
 )
-SEARCHABLE_KINDS = ("message", "echo", "history", "outbound")
+# Keywords are the words of messages (services/core/keywords.py): a keyword search finds messages only.
+SEARCHABLE_KINDS = sorted(MESSAGE_KINDS)
 EDITED = "EXISTS (SELECT 1 FROM archived_events d WHERE d.original_message_ref = e.message_ref AND d.type = 'edit')"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class IndexHit:
     """One index row: pseudonymous metadata of an archived event, nothing decrypted."""
 
     event_id: str
-    kind: str
+    kind: EventKind
     type: str | None
     phone_number_id: str | None
     subject_ref: str | None
@@ -52,13 +54,13 @@ def _jsonable(value: object) -> object:
     return value.isoformat() if isinstance(value, datetime) else value
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SearchFilter:
     phone_number_id: str | None = None
     contact: str | None = None
     since: datetime | None = None
     until: datetime | None = None
-    kind: str | None = None
+    kind: EventKind | None = None
     type: str | None = None
     deleted_only: bool = False
     edited_only: bool = False
@@ -102,7 +104,7 @@ async def search_index(pool: asyncpg.Pool, pepper: bytes, query: SearchFilter) -
                 "(e.object_key, e.subject_ref) IN (SELECT k.object_key, k.subject_ref FROM keyword_index k"  # noqa: S608
                 f" WHERE k.tokens @> {placeholder}::bigint[])"
             )
-            clauses.append(f"e.kind = ANY({arg(list(SEARCHABLE_KINDS))}::text[])")
+            clauses.append(f"e.kind = ANY({arg(SEARCHABLE_KINDS)}::text[])")
             clauses.append("e.type IS DISTINCT FROM 'revoke'")  # a deletion carries no words of its own
         where = " AND ".join(clauses) or "TRUE"
         sql = (

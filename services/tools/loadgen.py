@@ -136,7 +136,7 @@ def synthetic_deliveries(
         yield delivery
 
 
-@dataclass
+@dataclass(kw_only=True)
 class LoadReport:
     deliveries: int = 0
     events: int = 0

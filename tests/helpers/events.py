@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from services.core.events import Delivery, Event, Subject
+from services.core.vocabulary import EventKind
 
 
 def event(
     *,
-    kind: str = "message",
+    kind: EventKind = "message",
     type_: str | None = "text",
     phone_number_id: str | None = "106540352242922",
     waba_id: str = "102290129340398",

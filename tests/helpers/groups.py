@@ -13,6 +13,7 @@ from devtools import pipeline
 from devtools.pipeline import Person
 from services.core.events import Event
 from services.core.pseudonym import subject_ref
+from services.core.vocabulary import rfc3339_millis
 from services.ingest.outbound import outbound_event
 from tests.helpers.archive_runs import NOW
 
@@ -136,7 +137,7 @@ class Group:
             },
             "response": {"messaging_product": "whatsapp", "messages": [{"id": "wamid.GOUT1"}]},
         }
-        sent_at = datetime.fromtimestamp(T0 + 55, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        sent_at = rfc3339_millis(datetime.fromtimestamp(T0 + 55, UTC))
         return outbound_event(orjson.dumps(report), received_at=sent_at)
 
     def ref(self, pepper: bytes, person: str) -> str:

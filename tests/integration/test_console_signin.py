@@ -25,7 +25,8 @@ from devtools.serving import serve_asgi
 from services.actions.access import ArchiveAccess, open_access
 from services.console.factory import create_console_app
 from services.console.settings import ConsoleSettings
-from services.retention.settings import AdminToken, RetentionSettings, Role
+from services.core.vocabulary import Role
+from services.retention.settings import AdminToken, RetentionSettings
 from tests.helpers.support import answer_before_body
 
 pytestmark = pytest.mark.integration

@@ -183,7 +183,9 @@ async def race(
     registry: CollectorRegistry,
 ) -> None:
     now_ms = int(time.time() * 1000)
-    await writer.write(0, [RawRecord(0, 0, now_ms, e.key(), e.to_json()) for e in first])
+    await writer.write(
+        0, [RawRecord(partition=0, offset=0, timestamp_ms=now_ms, key=e.key(), value=e.to_json()) for e in first]
+    )
     assert await readable(access, person) == ["wamid.FIRST"]
 
     # The erasure commits after the batch was sealed with the person's key, before its index transaction.
@@ -202,7 +204,11 @@ async def race(
     bucket.put = put_then_erase  # type: ignore[method-assign]
     try:
         outcome = await writer.write(
-            0, [RawRecord(0, n + 1, now_ms, e.key(), e.to_json()) for n, e in enumerate(events)]
+            0,
+            [
+                RawRecord(partition=0, offset=n + 1, timestamp_ms=now_ms, key=e.key(), value=e.to_json())
+                for n, e in enumerate(events)
+            ],
         )
     finally:
         bucket.put = real_put  # type: ignore[method-assign]

@@ -33,6 +33,7 @@ from mypy_boto3_s3 import S3Client
 from devtools import pipeline
 from devtools.samples import REPO_ROOT
 from services.core.bucket import ArchiveBucket
+from services.core.db import Connection
 from services.core.schema import SCHEMA_MIGRATIONS_DDL, migration_files
 from services.ingest.settings import IngestSettings
 
@@ -161,10 +162,7 @@ async def as_role(demo_env: dict[str, str], pg_pool: asyncpg.Pool) -> AsyncItera
             await conn.close()
 
 
-Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
-
-
-async def refused(conn: Conn, statement: str, *args: object) -> str:
+async def refused(conn: Connection, statement: str, *args: object) -> str:
     """Run ``statement`` in a transaction that is always rolled back; returns the refusal's message."""
     transaction = conn.transaction()
     await transaction.start()
@@ -177,7 +175,7 @@ async def refused(conn: Conn, statement: str, *args: object) -> str:
     raise AssertionError(f"{statement!r} was allowed")
 
 
-async def allowed(conn: Conn, statement: str, *args: object) -> None:
+async def allowed(conn: Connection, statement: str, *args: object) -> None:
     """Run ``statement`` in a transaction that is always rolled back; any error fails the test."""
     transaction = conn.transaction()
     await transaction.start()

@@ -225,7 +225,16 @@ async def test_an_object_goes_only_when_every_record_in_it_has_expired(
     async with pg_pool.acquire() as conn, conn.transaction():
         await write_object_index(
             conn,
-            ObjectRow(key, obj["topic"], obj["kafka_partition"], obj["first_offset"], obj["first_offset"], 1, 10, None),
+            ObjectRow(
+                object_key=key,
+                topic=obj["topic"],
+                kafka_partition=obj["kafka_partition"],
+                first_offset=obj["first_offset"],
+                last_offset=obj["first_offset"],
+                record_count=1,
+                size_bytes=10,
+                retain_until=None,
+            ),
             [IndexRow(**{name: old_row[name] for name in INDEX_COLUMNS})],
         )
     assert await pg_pool.fetchval("SELECT expires_at FROM archive_objects WHERE object_key = $1", key) == before

@@ -31,7 +31,19 @@ def test_a_dpo_may_do_everything_and_a_reader_only_search_and_retrieval(action: 
 
 def hit(subject_ref: str | None) -> IndexHit:
     at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
-    return IndexHit("e1", "message", "text", "p1", subject_ref, at, at, "default", None, False, False)
+    return IndexHit(
+        event_id="e1",
+        kind="message",
+        type="text",
+        phone_number_id="p1",
+        subject_ref=subject_ref,
+        event_time=at,
+        received_at=at,
+        retention_class="default",
+        expires_at=None,
+        deleted=False,
+        edited=False,
+    )
 
 
 @pytest.mark.parametrize(
@@ -102,7 +114,17 @@ def test_the_messages_table_shows_content_status_edits_and_deletion() -> None:
 
 def test_the_holds_and_rows_tables() -> None:
     created = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
-    hold = Hold("h-1", "CASE-1", "contact", None, None, 3, "dpo", created, None)
+    hold = Hold(
+        hold_id="h-1",
+        case_ref="CASE-1",
+        scope="contact",
+        waba_id=None,
+        phone_number_id=None,
+        subject_count=3,
+        created_by="dpo",
+        created_at=created,
+        released_at=None,
+    )
     text = rendered(holds_table([hold]))
     assert "CASE-1" in text
     assert "3 pseudonym(s)" in text

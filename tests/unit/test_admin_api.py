@@ -29,9 +29,10 @@ from services.core.audit import AuditEntry
 from services.core.plaintext import json_bytes
 from services.core.refusals import ActionRefused, NotFound
 from services.core.settings import KeySettings, PostgresSettings, S3Settings
+from services.core.vocabulary import EVENT_KINDS, Direction, EventKind, HoldScope
 from services.governance.erasure import ErasureOutcome, ErasureRequest, ErasureStatus
 from services.governance.grounds import RefusalGround
-from services.governance.holds import Hold, HoldScope
+from services.governance.holds import Hold
 from services.governance.retention_run import RetentionReport
 from services.retention.api import create_admin_app
 from services.retention.api.dependencies import is_ready, operator_of, ready_actions
@@ -50,6 +51,7 @@ from services.retention.api.responses import (
     SubjectExportDocument,
 )
 from services.retention.api.routers.holds import holds_router
+from services.retention.api.routers.search import search_router
 from services.retention.api.routers.setup import ROUTERS
 from services.retention.settings import AdminToken, RetentionSettings
 from services.review.assembly import Change, ConversationMessage
@@ -64,20 +66,75 @@ AT = datetime(2026, 12, 6, 15, 4, 5, 678901, tzinfo=UTC)
 REF = "ab" * 32
 HOLD_ID = "4890c0fa-557d-4476-b583-7035fcea7859"
 
-HOLD = Hold(HOLD_ID, "CASE-é/7", "conversation", None, "15550001111", 2, "test-dpo", AT, None)
+HOLD = Hold(
+    hold_id=HOLD_ID,
+    case_ref="CASE-é/7",
+    scope="conversation",
+    waba_id=None,
+    phone_number_id="15550001111",
+    subject_count=2,
+    created_by="test-dpo",
+    created_at=AT,
+    released_at=None,
+)
 RELEASE = HoldRelease(
     replace(HOLD, released_at=AT),
-    [ErasureOutcome("DSR-1", "completed", [REF]), ErasureOutcome("DSR-2", "blocked", [REF], blocked_by=["C"])],
+    [
+        ErasureOutcome(request_ref="DSR-1", status="completed", subject_refs=[REF]),
+        ErasureOutcome(request_ref="DSR-2", status="blocked", subject_refs=[REF], blocked_by=["C"]),
+    ],
 )
-REQUEST = ErasureRequest("DSR-1", "extended", AT, AT, None, 1, AT, "délai « légal »", None, None)
+REQUEST = ErasureRequest(
+    request_ref="DSR-1",
+    status="extended",
+    received_at=AT,
+    deadline_at=AT,
+    completed_at=None,
+    holds=1,
+    extended_at=AT,
+    extension_reason="délai « légal »",
+    refusal_ground=None,
+    refused_at=None,
+)
 PROOF = ErasureOutcome(
-    "DSR-1", "completed", [REF], keys_destroyed=["k" * 16], key_destroyed_at=AT.isoformat(), objects_deleted=3
+    request_ref="DSR-1",
+    status="completed",
+    subject_refs=[REF],
+    keys_destroyed=["k" * 16],
+    key_destroyed_at=AT.isoformat(),
+    objects_deleted=3,
 )
 REPORT = RetentionReport(
-    "run-1", False, AT, candidates=["a", "b"], events_by_class={"standard": 7}, erasures={"completed": 1}
+    run_id="run-1",
+    dry_run=False,
+    started_at=AT,
+    candidates=["a", "b"],
+    events_by_class={"standard": 7},
+    erasures={"completed": 1},
 )
-AUDIT = AuditEntry(4555, AT, "test-dpo", "search", None, REF, 2, '{"limit": 1, "kind": "message"}')
-HIT = IndexHit("0" * 32, "message", "text", "15550001111", REF, AT, AT, "standard", None, False, True)
+AUDIT = AuditEntry(
+    audit_id=4555,
+    at=AT,
+    actor="test-dpo",
+    action="search",
+    reason=None,
+    subject_ref=REF,
+    record_count=2,
+    details='{"limit": 1, "kind": "message"}',
+)
+HIT = IndexHit(
+    event_id="0" * 32,
+    kind="message",
+    type="text",
+    phone_number_id="15550001111",
+    subject_ref=REF,
+    event_time=AT,
+    received_at=AT,
+    retention_class="standard",
+    expires_at=None,
+    deleted=False,
+    edited=True,
+)
 MESSAGE = ConversationMessage(
     event_id="1" * 32,
     message_id="wamid.X",
@@ -92,7 +149,17 @@ MESSAGE = ConversationMessage(
     deletion=Change("3" * 32, "revoke", "customer", None, None),
     media={"status": "archived", "mime_type": "image/jpeg"},
 )
-UNREADABLE = ConversationMessage("4" * 32, None, "message", None, "inbound", None, "t", None, unreadable="tampered")
+UNREADABLE = ConversationMessage(
+    event_id="4" * 32,
+    message_id=None,
+    kind="message",
+    type=None,
+    direction="inbound",
+    timestamp=None,
+    received_at="t",
+    payload=None,
+    unreadable="tampered",
+)
 
 
 def retention_settings() -> RetentionSettings:
@@ -215,11 +282,22 @@ def test_the_error_body_is_one_text_field() -> None:
         pytest.param("RefusalRequest", "ground", RefusalGround, id="refusal grounds"),
         pytest.param("HoldView", "scope", HoldScope, id="a hold's scope"),
         pytest.param("ErasureRequestView", "status", ErasureStatus, id="a request's status"),
+        pytest.param("IndexHitView", "kind", EventKind, id="a hit's kind"),
+        pytest.param("MessageView", "kind", EventKind, id="a message's kind"),
+        pytest.param("MessageView", "direction", Direction, id="a message's direction"),
     ],
 )
 def test_choices_come_from_the_domains_vocabulary(schema: str, field: str, vocabulary: object) -> None:
     documented = DOCUMENT["components"]["schemas"][schema]["properties"][field]
     assert tuple(documented["enum"]) == get_args(vocabulary)
+
+
+def test_a_search_s_kind_is_an_event_kind() -> None:
+    """In the body (optional, so the enum is one branch of the schema) and in the query of GET /v1/search."""
+    body = DOCUMENT["components"]["schemas"]["SearchRequest"]["properties"]["kind"]
+    (query,) = [p for p in DOCUMENT["paths"]["/v1/search"]["get"]["parameters"] if p["name"] == "kind"]
+    for schema in (body, query["schema"]):
+        assert [tuple(branch["enum"]) for branch in schema["anyOf"] if "enum" in branch] == [EVENT_KINDS]
 
 
 # ---------------------------------------------------------------- the gate, as the factory wires it
@@ -402,7 +480,7 @@ audit_entries = st.builds(
 hits = st.builds(
     IndexHit,
     event_id=texts,
-    kind=texts,
+    kind=st.sampled_from(EVENT_KINDS),
     type=st.none() | texts,
     phone_number_id=st.none() | texts,
     subject_ref=st.none() | texts,
@@ -515,3 +593,14 @@ async def test_ready_while_the_lifespan_holds_the_archive_open_and_not_after() -
         assert app.state.actions.access is access
     assert not is_ready(app)
     assert access.closed
+
+
+async def test_a_search_for_a_kind_that_is_no_kind_is_refused() -> None:
+    """The kind is the vocabulary's EventKind: a kind that is none is a clear 422, not an empty answer."""
+    async with mounted(FixedActions(search=[]), search_router) as client:
+        known = await client.post("/v1/search", json={"kind": "echo"})
+        unknown = await client.post("/v1/search", json={"kind": "planet"})
+        in_the_query = await client.get("/v1/search", params={"kind": "planet"})
+    assert known.status_code == 200
+    assert known.json() == []
+    assert (unknown.status_code, in_the_query.status_code) == (422, 422)

@@ -13,10 +13,11 @@ import yaml
 
 from devtools.samples import REPO_ROOT, payloads_dir
 from services.archiver.sealing import RawRecord, dead_letter, decode_record
-from services.core.events import KINDS, decode_webhook, parse_webhook, webhook_scope
+from services.core.events import decode_webhook, parse_webhook, webhook_scope
 from services.core.journal import event_record, webhook_record
 from services.core.kafka import MAX_RECORD_BYTES, PROTOCOL_OVERHEAD_BYTES
 from services.core.settings import KafkaSettings
+from services.core.vocabulary import EVENT_KIND_SET
 from services.ingest.outbound import outbound_event
 
 pytestmark = pytest.mark.unit
@@ -62,7 +63,7 @@ def test_the_document_names_the_topics_the_services_use() -> None:
 
 
 def test_the_document_lists_exactly_the_kinds_the_code_produces() -> None:
-    assert set(schema("envelope")["properties"]["kind"]["enum"]) == KINDS
+    assert set(schema("envelope")["properties"]["kind"]["enum"]) == EVENT_KIND_SET
 
 
 @pytest.mark.parametrize("raw", samples())
@@ -100,18 +101,27 @@ def test_a_bad_envelope_is_refused_by_the_schema() -> None:
 @pytest.mark.parametrize(
     "raw",
     [
-        pytest.param(RawRecord(0, 4, 0, b"k", b"not json"), id="not an envelope"),
         pytest.param(
-            RawRecord(0, 4, 0, b"k", b'{"object": "page"}', (("wa-format", b"webhook/1"), ("wa-received-at", b"x"))),
+            RawRecord(partition=0, offset=4, timestamp_ms=0, key=b"k", value=b"not json"), id="not an envelope"
+        ),
+        pytest.param(
+            RawRecord(
+                partition=0,
+                offset=4,
+                timestamp_ms=0,
+                key=b"k",
+                value=b'{"object": "page"}',
+                headers=(("wa-format", b"webhook/1"), ("wa-received-at", b"x")),
+            ),
             id="unsplittable webhook",
         ),
         pytest.param(
             RawRecord(
-                0,
-                4,
-                0,
-                b"k",
-                orjson.dumps(
+                partition=0,
+                offset=4,
+                timestamp_ms=0,
+                key=b"k",
+                value=orjson.dumps(
                     {
                         "object": "whatsapp_business_account",
                         "entry": [
@@ -119,7 +129,7 @@ def test_a_bad_envelope_is_refused_by_the_schema() -> None:
                         ],
                     }
                 ),
-                (("wa-format", b"webhook/1"), ("wa-received-at", RECEIVED_AT.encode())),
+                headers=(("wa-format", b"webhook/1"), ("wa-received-at", RECEIVED_AT.encode())),
             ),
             id="one unstorable event",
         ),

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from services.core.vocabulary import rfc3339_millis
 from services.ingest.app import UtcClock
 
 pytestmark = pytest.mark.unit
@@ -16,7 +17,7 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 def expected(ns: int) -> str:
     moment = EPOCH + timedelta(microseconds=ns // 1000)  # datetime.now() floors the clock to microseconds
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return rfc3339_millis(moment)
 
 
 @pytest.mark.parametrize(

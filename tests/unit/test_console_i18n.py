@@ -35,9 +35,8 @@ from services.console.i18n import (
 from services.console.pages import console_templates
 from services.console.sessions import OpenedConversation
 from services.console.timeline import Bubble, Page
+from services.core.vocabulary import HoldScope, Role
 from services.governance.erasure import ErasureStatus
-from services.governance.holds import HoldScope
-from services.retention.settings import Role
 from services.review.assembly import STATUS_ORDER
 from services.review.display import Content, Revision
 from services.review.search import IndexHit
@@ -239,7 +238,7 @@ def render_conversation(locale: str, bubbles: list[Bubble], *, shredded: int = 0
             page_context(locale),
             subject_ref="f" * 64,
             opened=OpenedConversation("a reason", None, ("f" * 64,)),
-            page=Page(bubbles, 0, 1, 1, len(bubbles), None),
+            page=Page(bubbles=bubbles, number=0, count=1, first=1, total=len(bubbles), anchor=None),
             shredded=shredded,
             keywords="",
             matched_count=0,

@@ -40,7 +40,13 @@ PARIS = ZoneInfo("Europe/Paris")
 
 
 def session_of(role: str) -> Session:
-    return Session(b"hash", Operator("alice", "dpo" if role == "dpo" else "reader"), CSRF, "en", "Europe/Paris")
+    return Session(
+        session_hash=b"hash",
+        operator=Operator("alice", "dpo" if role == "dpo" else "reader"),
+        csrf_token=CSRF,
+        locale="en",
+        timezone="Europe/Paris",
+    )
 
 
 class RecordingActions:

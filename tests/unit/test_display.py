@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 from devtools.samples import payloads_dir
 from services.core.events import split_webhook
 from services.core.plaintext import DecodedRecord, read_envelope
-from services.review.assembly import MESSAGE_KINDS, Change, ConversationMessage, assemble
-from services.review.display import Content, display
+from services.core.vocabulary import MESSAGE_KINDS
+from services.review.assembly import Change, ConversationMessage, assemble
+from services.review.display import Content, content_of, display
 
 pytestmark = pytest.mark.unit
 
@@ -263,3 +264,25 @@ def test_display_never_raises_and_shows_only_what_the_message_holds(message: Con
             assert made_of(field, pieces), field
     for reference in (shown.quotes, shown.reacts_to):
         assert reference is None or reference in pieces
+
+
+@pytest.mark.parametrize(
+    ("caption", "shown"),
+    [
+        ([], ""),
+        ({}, ""),
+        (["a", "b"], "a, b"),
+        ({"x": "a", "y": [1, None, "b"]}, "a, 1, b"),
+        (3, "3"),
+        (None, ""),
+    ],
+)
+def test_a_caption_that_is_not_text_shows_the_texts_it_holds_never_a_repr(caption: Any, shown: str) -> None:
+    assert content_of({"type": "image", "image": {"caption": caption}}).text == shown
+
+
+def test_a_deeply_nested_caption_does_not_raise() -> None:
+    caption: Any = "deep"
+    for _ in range(100_000):
+        caption = [caption]
+    assert content_of({"type": "image", "image": {"caption": caption}}).text == "deep"

@@ -52,7 +52,7 @@ def number_change(number: str, *, text: str = "Bonjour") -> dict[str, Any]:
 
 def record_of(raw: bytes, offset: int = 5) -> RawRecord:
     out = webhook_record("t", webhook_scope(decode_webhook(raw))[0], raw, signature=SIGNATURE, received_at=RECEIVED_AT)
-    return RawRecord(2, offset, 1_000, out.key, out.value, out.headers)
+    return RawRecord(partition=2, offset=offset, timestamp_ms=1_000, key=out.key, value=out.value, headers=out.headers)
 
 
 # ---------------------------------------------------------------- ingest's check and key
@@ -188,7 +188,7 @@ def test_a_record_that_cannot_be_split_is_one_dead_letter_as_consumed(
     headers: tuple[tuple[str, bytes], ...], value: bytes | None, fault: str
 ) -> None:
     assert split_record(value, headers).fault == fault
-    (dead,) = decode_record(RawRecord(0, 9, 0, b"key", value, headers))
+    (dead,) = decode_record(RawRecord(partition=0, offset=9, timestamp_ms=0, key=b"key", value=value, headers=headers))
     assert (dead.event, dead.poison) == (None, fault)
     assert (dead.key, dead.value, dead.headers) == (b"key", value or b"", headers)
 
@@ -196,10 +196,15 @@ def test_a_record_that_cannot_be_split_is_one_dead_letter_as_consumed(
 def test_envelope_records_of_before_the_journal_still_decode() -> None:
     raw = (payloads_dir() / "inbound_text.json").read_bytes()
     (event,) = parse_webhook(raw, raw_sha256="0" * 64, signature=None, received_at=RECEIVED_AT)
-    legacy = RawRecord(0, 1, 0, event.key(), event.to_json())
+    legacy = RawRecord(partition=0, offset=1, timestamp_ms=0, key=event.key(), value=event.to_json())
     tagged = event_record("t", event)
     assert [r.event for r in decode_record(legacy)] == [event]
-    assert [r.event for r in decode_record(RawRecord(0, 1, 0, tagged.key, tagged.value, tagged.headers))] == [event]
+    assert [
+        r.event
+        for r in decode_record(
+            RawRecord(partition=0, offset=1, timestamp_ms=0, key=tagged.key, value=tagged.value, headers=tagged.headers)
+        )
+    ] == [event]
 
 
 def test_a_post_without_events_decodes_to_nothing() -> None:

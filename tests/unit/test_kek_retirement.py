@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.core.keyring import KekState, KekUse, RewrapReport, kek_uses
+from services.core.kek_retirement import KekState, KekUse, RewrapReport, kek_uses
 
 pytestmark = pytest.mark.unit
 

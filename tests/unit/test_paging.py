@@ -8,6 +8,7 @@ import pytest
 
 from services.core.pseudonym import message_ref
 from services.core.reader import RecordLocation
+from services.core.vocabulary import EventKind
 from services.review.assembly import assemble
 from services.review.paging import (
     KEYWORD_CHECK_CHUNK,
@@ -28,7 +29,7 @@ def ref(wamid: str) -> bytes:
     return bytes.fromhex(message_ref(PEPPER, wamid))
 
 
-def record(n: int, kind: str, kind_type: str | None, wamid: str | None = None, changes: str | None = None,
+def record(n: int, kind: EventKind, kind_type: str | None, wamid: str | None = None, changes: str | None = None,
            obj: str = "o1") -> IndexedRecord:  # fmt: skip
     return IndexedRecord(
         location=RecordLocation(f"{n:032x}", obj, n),

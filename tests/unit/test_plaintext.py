@@ -32,6 +32,7 @@ from services.core.plaintext import (
     read_envelope,
 )
 from services.core.reader import RecordLocation
+from services.core.vocabulary import EventKind
 from services.review.assembly import assemble, unreadable_record
 from services.review.display import display
 from services.review.export import export_document, render_html, write_export
@@ -292,7 +293,7 @@ def rendered_everywhere(messages: Any) -> str:
 
 
 # ------------------------------------------------------------------ a record that cannot be read, among others
-def indexed(n: int, kind: str, kind_type: str | None, at: int) -> IndexedRecord:
+def indexed(n: int, kind: EventKind, kind_type: str | None, at: int) -> IndexedRecord:
     return IndexedRecord(
         location=RecordLocation(f"{n:032x}", "obj", n),
         subject_ref="a" * 64,

@@ -48,7 +48,9 @@ POLICY = parse_policy(
 
 
 def consumed(e: Event, offset: int, partition: int = 3) -> ConsumedRecord:
-    return ConsumedRecord(partition, offset, 1_000, e.key(), e.to_json(), e, None)
+    return ConsumedRecord(
+        partition=partition, offset=offset, timestamp_ms=1_000, key=e.key(), value=e.to_json(), event=e, poison=None
+    )
 
 
 def keys_for(*events: Event) -> dict[str, CachedDek]:
@@ -98,7 +100,9 @@ def seal(
 )
 def test_decode_refuses_only_what_the_index_cannot_store(changes: dict[str, Any], reason: str | None) -> None:
     record = event(**changes)
-    (decoded,) = decode_record(RawRecord(0, 7, 1_000, record.key(), record.to_json()))
+    (decoded,) = decode_record(
+        RawRecord(partition=0, offset=7, timestamp_ms=1_000, key=record.key(), value=record.to_json())
+    )
     assert decoded.poison == reason
     assert (decoded.event is None) == (reason is not None)
 
@@ -112,7 +116,7 @@ def test_decode_refuses_only_what_the_index_cannot_store(changes: dict[str, Any]
     ],
 )
 def test_decode_names_why_a_record_is_not_an_envelope(value: bytes | None, poison: str) -> None:
-    (decoded,) = decode_record(RawRecord(0, 1, 0, None, value))
+    (decoded,) = decode_record(RawRecord(partition=0, offset=1, timestamp_ms=0, key=None, value=value))
     assert decoded.poison == poison
     assert decoded.event is None
 
@@ -120,7 +124,7 @@ def test_decode_names_why_a_record_is_not_an_envelope(value: bytes | None, poiso
 def test_an_envelope_record_is_sealed_as_the_exact_bytes_kafka_carried() -> None:
     record = event()
     value = record.to_json().replace(b'"schema":1', b'"schema": 1')  # another serialisation of the same envelope
-    (decoded,) = decode_record(RawRecord(0, 3, 0, b"k", value))
+    (decoded,) = decode_record(RawRecord(partition=0, offset=3, timestamp_ms=0, key=b"k", value=value))
     assert decoded.value == value
     assert decoded.event == record
 
@@ -232,7 +236,15 @@ def test_seal_batch_seals_each_record_for_its_person_and_indexes_it() -> None:
 
 
 def test_seal_batch_refuses_a_dead_letter() -> None:
-    dead = ConsumedRecord(0, 1, 0, None, b"x", None, "not an event envelope: not JSON")
+    dead = ConsumedRecord(
+        partition=0,
+        offset=1,
+        timestamp_ms=0,
+        key=None,
+        value=b"x",
+        event=None,
+        poison="not an event envelope: not JSON",
+    )
     with pytest.raises(ValueError, match="no event"):
         seal_batch(
             [dead],

@@ -66,12 +66,12 @@ async def show_conversation(
         opened = OpenedConversation(opened.reason, opened.case_ref, tuple(found.subject_refs))
         await sessions.remember_reason(session, subject_ref, opened)
     page = Page(
-        bubbles(found.messages, frozenset(found.matched), found.quoted),
-        found.number,
-        found.count,
-        found.first,
-        found.total,
-        found.anchor,
+        bubbles=bubbles(found.messages, frozenset(found.matched), found.quoted),
+        number=found.number,
+        count=found.count,
+        first=found.first,
+        total=found.total,
+        anchor=found.anchor,
     )
     return pages.render(
         request,

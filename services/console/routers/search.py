@@ -14,10 +14,11 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.datastructures import FormData
 
 from services.actions.layer import authorize
-from services.console.choices import KINDS, TYPES
+from services.console.choices import DIRECTION_WORDS, KINDS, TYPES
 from services.console.deps import ActionsDep, CurrentSession, PagesDep, Posted, PostedBy
 from services.console.forms import field, parse_day
 from services.console.i18n import translator
+from services.core.vocabulary import direction_of_kind
 from services.review.search import IndexHit, SearchFilter
 
 router = APIRouter()
@@ -27,7 +28,9 @@ FIELDS: Final = ("keywords", "contact", "phone_number_id", "since", "until", "ki
 
 
 def direction_of(kind: str) -> str:
-    return "sent" if kind in ("echo", "outbound") else "received" if kind == "message" else kind
+    """A hit's direction as the results table words it (the kind itself when the kind does not say)."""
+    direction = direction_of_kind(kind)
+    return kind if direction is None else DIRECTION_WORDS[direction]
 
 
 def group_hits(hits: list[IndexHit]) -> list[tuple[str, list[IndexHit]]]:

@@ -11,11 +11,12 @@ from starlette.routing import BaseRoute, Match
 
 from services.actions.layer import ActionName, Operator, authorize
 from services.core.http import ASGIApp, Receive, Scope, Send, refuse
+from services.core.ops_http import PROBE_PATHS
 from services.core.refusals import Forbidden
-from services.retention.settings import Role
+from services.core.vocabulary import Role
 
 # Answered without a token: the probes (also on the ops port, with /metrics).
-OPEN_PATHS: Final = frozenset({"/healthz", "/readyz"})
+OPEN_PATHS: Final = PROBE_PATHS
 
 
 def requires(action: ActionName) -> dict[str, Any]:

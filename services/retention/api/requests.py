@@ -1,8 +1,8 @@
 """The admin API's request bodies: their fields are the actions' keyword arguments.
 
-The closed sets they accept (hold scopes, refusal grounds) are the domain's own ``Literal`` types, imported, never
-restated: pydantic validates them and OpenAPI lists their members, so a scope added to the domain is accepted here
-at once.
+The closed sets they accept (event kinds, hold scopes, refusal grounds) are the domain's own ``Literal`` types,
+imported, never restated: pydantic validates them and OpenAPI lists their members, so a scope added to the domain
+is accepted here at once.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
+from services.core.vocabulary import PSEUDONYM_PATTERN, EventKind, HoldScope
 from services.governance.erasure import EXTENSION_REASON_MAX
 from services.governance.grounds import RefusalGround
-from services.governance.holds import HoldScope
 
 
 class ErasureRequestBody(BaseModel):
@@ -27,7 +27,7 @@ class ErasureRequestBody(BaseModel):
 class MessagesRequest(BaseModel):
     contact: str | None = Field(default=None, min_length=1, description="wa_id or business-scoped user id")
     subject_ref: str | None = Field(
-        default=None, pattern="^[0-9a-f]{64}$", description="or the person's pseudonym, as a search hit gives it"
+        default=None, pattern=PSEUDONYM_PATTERN, description="or the person's pseudonym, as a search hit gives it"
     )
     reason: str | None = Field(default=None, description="why the conversation is read (written to the audit log)")
     phone_number_id: str | None = None
@@ -46,7 +46,7 @@ class SearchRequest(BaseModel):
     contact: str | None = Field(default=None, description="wa_id or business-scoped user id of the person")
     since: datetime | None = None
     until: datetime | None = None
-    kind: str | None = None
+    kind: EventKind | None = None
     type: str | None = None
     deleted_only: bool = False
     edited_only: bool = False

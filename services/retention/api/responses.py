@@ -18,9 +18,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.core.plaintext import json_bytes
+from services.core.vocabulary import Direction, EventKind, HoldScope
 from services.governance.erasure import ErasureStatus
 from services.governance.grounds import RefusalGround
-from services.governance.holds import HoldScope
 
 # A moment as the domain writes it (datetime.isoformat()): documented as a date-time, passed through as text.
 Moment = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
@@ -102,9 +102,9 @@ class MessageView(Answer):
 
     event_id: str
     message_id: str | None
-    kind: str
+    kind: EventKind
     type: str | None
-    direction: str = Field(description="inbound (the person's) or outbound (the business's)")
+    direction: Direction = Field(description="inbound (the person's) or outbound (the business's)")
     timestamp: int | None = Field(description="Meta's timestamp, seconds since the epoch")
     received_at: str
     latest_status: str | None
@@ -142,7 +142,7 @@ class IndexHitView(Answer):
     """One index row: pseudonymous metadata of an archived event, nothing decrypted."""
 
     event_id: str
-    kind: str
+    kind: EventKind
     type: str | None
     phone_number_id: str | None
     subject_ref: str | None = Field(description="the person's pseudonym (POST /v1/messages takes it)")

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
+from services.core.ops_http import HEALTHZ, READYZ, probe
 from services.retention.api.dependencies import is_ready
 
 health_router = APIRouter(include_in_schema=False)
 
 
-@health_router.get("/healthz")
+@health_router.get(HEALTHZ)
 async def healthz() -> Response:
-    return Response("ok", media_type="text/plain")
+    status, body = probe(HEALTHZ, lambda: True)
+    return Response(body, status_code=status, media_type="text/plain")
 
 
-@health_router.get("/readyz")
+@health_router.get(READYZ)
 async def readyz(request: Request) -> Response:
-    ready = is_ready(request.app)
-    return Response("ready" if ready else "not ready", status_code=200 if ready else 503, media_type="text/plain")
+    status, body = probe(READYZ, lambda: is_ready(request.app))
+    return Response(body, status_code=status, media_type="text/plain")

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request
 
+from services.core.vocabulary import EventKind
 from services.retention.api.dependencies import Caller, ReadyActions
 from services.retention.api.gate import requires
 from services.retention.api.requests import SearchRequest
@@ -30,7 +31,7 @@ async def search(
     phone_number_id: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
-    kind: str | None = None,
+    kind: EventKind | None = None,
     type: str | None = None,
     deleted_only: bool = False,
     edited_only: bool = False,
@@ -38,7 +39,16 @@ async def search(
 ) -> list[IndexHitView]:
     if {"contact", "keywords"} & request.query_params.keys():
         raise HTTPException(400, "a person or keywords go in the body: POST /v1/search")
-    query = SearchFilter(phone_number_id, None, since, until, kind, type, deleted_only, edited_only, limit)
+    query = SearchFilter(
+        phone_number_id=phone_number_id,
+        since=since,
+        until=until,
+        kind=kind,
+        type=type,
+        deleted_only=deleted_only,
+        edited_only=edited_only,
+        limit=limit,
+    )
     return [IndexHitView.model_validate(hit.to_json()) for hit in await actions.search(operator, query)]
 
 

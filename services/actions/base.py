@@ -1,0 +1,38 @@
+"""What every group of actions shares: the archive they act on, the metrics they count into, the audit rows of
+actions that are not reads.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from services.actions.access import ArchiveAccess
+from services.actions.operators import Operator
+from services.core.audit import (
+    write_audit,
+)
+from services.governance.metrics import RetentionMetrics
+
+log = logging.getLogger("wa_archive.retention")
+
+
+class ActionsBase:
+    """The operator actions over one :class:`ArchiveAccess`, counting into ``metrics``."""
+
+    def __init__(self, access: ArchiveAccess, metrics: RetentionMetrics) -> None:
+        self.access = access
+        self.metrics = metrics
+
+    async def _audit(self, operator: Operator, action: str, details: Mapping[str, Any]) -> None:
+        await write_audit(self.access.pool, actor=operator.name, action=action, reason=None, details=details)
+
+    async def _audit_failure(
+        self, operator: Operator, action: str, exc: BaseException, details: Mapping[str, Any]
+    ) -> None:
+        """Best effort: when the database is what failed, the audit row cannot be written either."""
+        try:
+            await self._audit(operator, action, {**details, "outcome": "failed", "error": type(exc).__name__})
+        except Exception as audit_exc:
+            log.warning("could not audit the failed %s: %s", action, type(audit_exc).__name__)

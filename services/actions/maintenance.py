@@ -1,0 +1,115 @@
+"""The operators' maintenance actions: rebuilding the index from the bucket, recovery after a database loss, and
+the KEKs (keys per KEK, the rewrap that retires one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+
+from services.actions.base import ActionsBase
+from services.actions.operators import (
+    Operator,
+    ProgressCallback,
+    authorize,
+)
+from services.archiver.rebuild import RebuildReport, RecordKeys, rebuild_index
+from services.core.kek_retirement import KekUse, RewrapReport, kek_uses, rewrap_keys
+from services.core.key_copies import KeyCopies
+from services.core.keyring import RewrapRefused
+from services.governance.erasure_log import ErasureLog
+from services.governance.recovery import RecoveryReport, reapply_erasures, restore_keys
+
+log = logging.getLogger("wa_archive.retention")
+
+
+class MaintenanceActions(ActionsBase):
+    """Index rebuilds, recovery and KEK rewraps (``dpo``)."""
+
+    async def rebuild_index(
+        self, operator: Operator, *, prefix: str | None = None, progress: ProgressCallback | None = None
+    ) -> RebuildReport:
+        """Rebuild the index from the bucket (archiver/rebuild.py) under ``prefix`` (default: the configured one),
+        opening the live records to restore group pseudonyms, keyword tokens and number changes too."""
+        authorize(operator, "rebuild-index")
+        prefix = prefix or self.access.bucket.settings.prefix
+        try:
+            report = await rebuild_index(
+                self.access.pool,
+                self.access.bucket,
+                self.access.policy,
+                prefix=prefix,
+                progress=progress,
+                keys=RecordKeys(self.access.keyring, self.access.pepper),
+            )
+        except Exception as exc:
+            await self._audit_failure(operator, "index.rebuild", exc, {"prefix": prefix})
+            raise
+        await self._audit(operator, "index.rebuild", {"prefix": prefix, **asdict(report)})
+        return report
+
+    async def recover(self, operator: Operator, *, progress: ProgressCallback | None = None) -> RecoveryReport:
+        """After PostgreSQL was lost or restored to an earlier point (services/governance/recovery.py): re-apply
+        the erasures the database does not know, restore the keys it lacks from their copies, rebuild the index
+        from the bucket, and copy any key that has no copy yet. Each step's seconds are in the report, which is
+        audited. Restoring keys needs the schema owner's login (the CLI opens the archive with it)."""
+        authorize(operator, "recover")
+        report = RecoveryReport()
+        copies = KeyCopies(self.access.bucket)
+        steps: list[tuple[str, Callable[[], Awaitable[object]]]] = [
+            (
+                "erasures",
+                lambda: reapply_erasures(
+                    self.access.pool, ErasureLog(self.access.bucket), actor=operator.name, copies=copies, report=report
+                ),
+            ),
+            ("keys", lambda: restore_keys(self.access.pool, copies, report=report)),
+            ("index", lambda: self._rebuild_for(report, operator, progress)),
+            ("copies", lambda: self._copy_every_key(report)),
+        ]
+        try:
+            for name, step in steps:
+                started = time.monotonic()
+                await step()
+                report.seconds[name] = round(time.monotonic() - started, 3)
+        except Exception as exc:
+            await self._audit_failure(operator, "recover", exc, report.to_json())
+            raise
+        await self._audit(operator, "recover", report.to_json())
+        return report
+
+    async def _rebuild_for(self, report: RecoveryReport, operator: Operator, progress: ProgressCallback | None) -> None:
+        report.index = asdict(await self.rebuild_index(operator, progress=progress))
+
+    async def _copy_every_key(self, report: RecoveryReport) -> None:
+        while found := await self.access.keyring.copy_pending():
+            report.keys_copied += found
+
+    async def key_status(self, operator: Operator) -> list[KekUse]:
+        """Keys per KEK id, and which KEK can be removed from the settings (``retirable``)."""
+        authorize(operator, "keys.status")
+        kek = self.access.keyring.kek
+        return kek_uses(await self.access.keyring.keys_by_kek(), kek.kek_ids, kek.current_kek_id)
+
+    async def rewrap_keys(
+        self, operator: Operator, *, to_kek_id: str, batch_size: int = 1000, progress: ProgressCallback | None = None
+    ) -> RewrapReport:
+        """Rewrap every subject key under ``to_kek_id`` (kek_retirement.rewrap_keys: batched, resumable, safe beside
+        running archivers and erasures). Audited with its report (KEK ids and counts), or with how far it got when
+        it failed or was interrupted. :class:`RewrapRefused` when the target, or a KEK still wrapping keys, is not
+        configured; nothing is changed then."""
+        authorize(operator, "keys.rewrap")
+        report = RewrapReport(to_kek_id=to_kek_id)
+        try:
+            await rewrap_keys(self.access.keyring, report, batch_size=batch_size, progress=progress)
+        except RewrapRefused:
+            raise
+        except (Exception, asyncio.CancelledError) as exc:
+            # Ctrl-C reaches here as a cancellation: what was committed stays, and the next run continues from it.
+            await self._audit_failure(operator, "keys.rewrap", exc, report.to_json())
+            raise
+        await self._audit(operator, "keys.rewrap", report.to_json())
+        return report

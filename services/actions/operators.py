@@ -1,0 +1,75 @@
+"""Who acts and what they may do: the operator, the actions' names and the role each needs. Pure: no I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from services.core.refusals import Forbidden
+from services.core.vocabulary import ROLES, Role
+
+ActionName = Literal[
+    "messages",
+    "group.messages",
+    "media",
+    "search",
+    "export",
+    "erase",
+    "erasures",
+    "erasure.refuse",
+    "erasure.extend",
+    "hold.create",
+    "hold.list",
+    "hold.release",
+    "retention.run",
+    "audit",
+    "rebuild-index",
+    "keys.status",
+    "keys.rewrap",
+    "recover",
+]
+
+ROLE_RANK: Final[dict[Role, int]] = {role: rank for rank, role in enumerate(ROLES, start=1)}
+# ``reader`` may search and retrieve (with a reason, audited); everything else is the data protection officer's.
+REQUIRED_ROLE: Final[dict[ActionName, Role]] = {
+    "messages": "reader",
+    "group.messages": "reader",
+    "media": "reader",
+    "search": "reader",
+    "export": "dpo",
+    "erase": "dpo",
+    "erasures": "dpo",
+    "erasure.refuse": "dpo",
+    "erasure.extend": "dpo",
+    "hold.create": "dpo",
+    "hold.list": "dpo",
+    "hold.release": "dpo",
+    "retention.run": "dpo",
+    "audit": "dpo",
+    "rebuild-index": "dpo",
+    "keys.status": "dpo",
+    "keys.rewrap": "dpo",
+    "recover": "dpo",
+}
+
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Operator:
+    """Who acts: ``name`` is what the audit log records as the actor."""
+
+    name: str
+    role: Role
+
+
+# The retention service's own schedule: it runs retention, nothing else.
+SCHEDULER: Final = Operator("scheduler", "dpo")
+
+
+def authorize(operator: Operator, action: ActionName) -> None:
+    """Raise :class:`Forbidden` unless the operator's role allows ``action``."""
+    needed = REQUIRED_ROLE[action]
+    if ROLE_RANK[operator.role] < ROLE_RANK[needed]:
+        raise Forbidden(f"the {needed!r} role is required")

@@ -1,0 +1,280 @@
+"""The reading actions: a person's conversation or a page of it, a group's timeline, a media file, search, the
+subject-access export and the audit log. Every decrypting read states its reason and is audited before anything is
+decrypted (services/core/audit.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from services.actions.base import ActionsBase
+from services.actions.operators import (
+    ActionName,
+    Operator,
+    authorize,
+)
+from services.core.audit import (
+    AuditEntry,
+    AuditFilter,
+    Disclosure,
+    audited_decrypt,
+    recent_audit,
+    require_reason,
+    write_audit,
+)
+from services.core.container import media_record_id
+from services.core.keywords import words
+from services.core.refusals import NotFound
+from services.core.vocabulary import is_event_id, is_pseudonym
+from services.review.assembly import ConversationMessage
+from services.review.conversation import (
+    Conversation,
+    ConversationPage,
+    GroupTimeline,
+    load_conversation,
+    load_conversation_page,
+    load_group_timeline,
+)
+from services.review.export import export_document
+from services.review.queries import archived_media
+from services.review.search import IndexHit, SearchFilter, search_index
+
+log = logging.getLogger("wa_archive.retention")
+
+
+@dataclass(frozen=True, slots=True)
+class MediaFile:
+    """A media file of a retrieved conversation, decrypted as it is read: ``size`` bytes in ``chunks``, each
+    authenticated before it is yielded (services/core/reader.py OpenedMedia: iterating may raise RecordTampered
+    or ContainerError where the object is found corrupt). Consume or ``aclose()`` ``chunks``."""
+
+    event_id: str
+    mime_type: str
+    size: int
+    chunks: AsyncGenerator[bytes, None]
+
+    @property
+    def filename(self) -> str:
+        return f"{self.event_id}.{self.mime_type.split('/')[-1].split(';')[0]}"
+
+
+@dataclass(frozen=True, slots=True)
+class SubjectExport:
+    """A subject-access export (Art. 15/20): the person's messages, decrypted."""
+
+    messages: list[ConversationMessage]
+    request_ref: str | None
+    generated_at: datetime
+
+    def document(self) -> dict[str, Any]:
+        return export_document(self.messages, request_ref=self.request_ref, generated_at=self.generated_at)
+
+
+def search_audit_details(query: SearchFilter, hits: Sequence[IndexHit]) -> dict[str, Any]:
+    """What the audit log says about a search: its filters, without the contact's identifier (the pseudonyms
+    found stand for it)."""
+    details: dict[str, Any] = {
+        name: value.isoformat() if isinstance(value, datetime) else value
+        for name, value in asdict(query).items()
+        if name not in ("contact", "keywords") and value not in (None, False)
+    }
+    if query.keywords is not None:
+        details["keywords"] = len(words(query.keywords))  # how many words, never which
+    if query.contact:
+        details["subject_refs"] = sorted({hit.subject_ref for hit in hits if hit.subject_ref})
+    return details
+
+
+class ReadingActions(ActionsBase):
+    """Search and retrieval (``reader`` and above), exports and the audit log (``dpo``)."""
+
+    async def _decrypt(
+        self,
+        operator: Operator,
+        action: ActionName,
+        *,
+        contact: str | None,
+        phone_number_id: str | None,
+        reason: str | None,
+        purpose: Literal["retrieval", "export"],
+        since: datetime | None = None,
+        until: datetime | None = None,
+        subject_ref: str | None = None,
+    ) -> Conversation:
+        """A person's conversation, decrypted; audited (one row per pseudonym) before anything is decrypted."""
+        authorize(operator, action)
+        conversation = await load_conversation(
+            self.access.pool,
+            self.access.reader,
+            self.access.pepper,
+            contact=contact,
+            phone_number_id=phone_number_id,
+            actor=operator.name,
+            reason=require_reason(reason),
+            since=since,
+            until=until,
+            purpose=purpose,
+            subject_ref=subject_ref,
+        )
+        self.metrics.decryptions.labels(purpose).inc()
+        return conversation
+
+    async def messages(
+        self,
+        operator: Operator,
+        *,
+        contact: str | None = None,
+        phone_number_id: str | None = None,
+        reason: str | None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        subject_ref: str | None = None,
+    ) -> Conversation:
+        """A person's conversation (retrieval), named by contact id or by pseudonym (a search hit's
+        ``subject_ref``), between ``since`` and ``until`` when given. :class:`PersonRequired` unless exactly one."""
+        return await self._decrypt(
+            operator,
+            "messages",
+            contact=contact,
+            phone_number_id=phone_number_id,
+            reason=reason,
+            purpose="retrieval",
+            since=since,
+            until=until,
+            subject_ref=subject_ref,
+        )
+
+    async def conversation_page(
+        self,
+        operator: Operator,
+        *,
+        subject_ref: str,
+        reason: str | None,
+        page_size: int,
+        page: int | None = None,
+        anchor: str | None = None,
+        keywords: str | None = None,
+    ) -> ConversationPage:
+        """One page of a person's conversation (retrieval, audited), decrypting only what it shows: the page
+        holding ``anchor``, else the first message with ``keywords``, else ``page``, else the newest."""
+        authorize(operator, "messages")
+        found = await load_conversation_page(
+            self.access.pool,
+            self.access.reader,
+            self.access.pepper,
+            subject_ref=subject_ref,
+            actor=operator.name,
+            reason=require_reason(reason),
+            page_size=page_size,
+            page=page,
+            anchor=anchor,
+            keywords=keywords,
+        )
+        self.metrics.decryptions.labels("retrieval").inc()
+        return found
+
+    async def group_messages(
+        self, operator: Operator, *, group_id: str, phone_number_id: str, reason: str | None
+    ) -> GroupTimeline:
+        """A Cloud API group's timeline (retrieval): every participant's messages, the participants joining and
+        leaving, the group's updates. Audited like a retrieval, one row per pseudonym read, before decrypting;
+        :class:`GroupRequired` without a group id and its business number."""
+        authorize(operator, "group.messages")
+        timeline = await load_group_timeline(
+            self.access.pool,
+            self.access.reader,
+            self.access.pepper,
+            group_id=group_id,
+            phone_number_id=phone_number_id,
+            actor=operator.name,
+            reason=require_reason(reason),
+        )
+        self.metrics.decryptions.labels("retrieval").inc()
+        return timeline
+
+    async def media(
+        self, operator: Operator, conversation: Conversation, *, reason: str | None
+    ) -> AsyncIterator[MediaFile]:
+        """The archived media files of a retrieved conversation, one at a time, each audited as its own view before
+        it is decrypted (:meth:`media_file`: action ``media``, with the reason). Media whose key was shredded, or
+        that were never fetched, are left out."""
+        reason = require_reason(reason)
+        for message in conversation.messages:
+            media = message.media
+            if not media or media.get("status") != "archived" or not media.get("object_key"):
+                continue
+            try:
+                yield await self.media_file(
+                    operator, event_id=message.event_id, subject_refs=conversation.subject_refs, reason=reason
+                )
+            except NotFound:
+                continue  # its key was shredded (an erasure) since the conversation was read
+
+    async def media_file(
+        self, operator: Operator, *, event_id: str, subject_refs: Sequence[str], reason: str | None
+    ) -> MediaFile:
+        """One archived media file of a person whose conversation the operator opened (``subject_refs``: its
+        pseudonyms), audited as its own view (action ``media``, with the reason) before it is decrypted.
+        :class:`NotFound` when the file is not one of theirs, was never fetched, or its key was shredded."""
+        authorize(operator, "media")
+        reason = require_reason(reason)
+        if not is_event_id(event_id):
+            raise NotFound("no such media file")
+        theirs = [ref for ref in subject_refs if is_pseudonym(ref)]
+        async with self.access.pool.acquire() as conn:
+            found = (await archived_media(conn, subject_refs=theirs, event_ids=[event_id])).get(event_id)
+            if found is None or found.status != "archived" or not found.object_key:
+                raise NotFound("no such media file")
+            object_key = found.object_key
+            disclosure = Disclosure(
+                actor=operator.name,
+                action="media",
+                reason=reason,
+                records={found.subject_ref: 1},
+                details={"event_id": event_id},
+            )
+            opened = await audited_decrypt(
+                conn, disclosure, lambda: self.access.reader.open_media(media_record_id(event_id), object_key)
+            )
+        if opened is None:
+            raise NotFound("no such media file")  # its key was shredded (erasure) after the index was read
+        self.metrics.decryptions.labels("media").inc()
+        return MediaFile(event_id, found.mime_type or "application/octet-stream", opened.size, opened.chunks)
+
+    async def search(self, operator: Operator, query: SearchFilter) -> list[IndexHit]:
+        """Index metadata (nothing decrypted, so no reason); audited with the filters and the pseudonyms found."""
+        authorize(operator, "search")
+        hits = await search_index(self.access.pool, self.access.pepper, query)
+        await write_audit(
+            self.access.pool,
+            actor=operator.name,
+            action="search",
+            reason=None,
+            record_count=len(hits),
+            details=search_audit_details(query, hits),
+        )
+        return hits
+
+    async def export(
+        self,
+        operator: Operator,
+        *,
+        contact: str,
+        phone_number_id: str | None = None,
+        reason: str | None,
+        request_ref: str | None = None,
+    ) -> SubjectExport:
+        """A subject-access export (audit purpose ``export``)."""
+        conversation = await self._decrypt(
+            operator, "export", contact=contact, phone_number_id=phone_number_id, reason=reason, purpose="export"
+        )
+        self.metrics.exports.inc()
+        return SubjectExport(conversation.messages, request_ref, datetime.now(UTC))
+
+    async def audit_log(self, operator: Operator, *, limit: int, where: AuditFilter | None = None) -> list[AuditEntry]:
+        authorize(operator, "audit")
+        return await recent_audit(self.access.pool, limit, where)
