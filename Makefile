@@ -50,7 +50,7 @@ test: stack-up lint
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 run: stack-up
-	$(PY) -m services.tools.devrun
+	$(PY) -m devtools.devrun
 
 bench: stack-up
 	$(PY) -m bench.run $(BENCH_ARGS)

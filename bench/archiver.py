@@ -35,12 +35,13 @@ from bench.common import (
     wait_http,
     write_result,
 )
+from devtools import pipeline
+from devtools.broker import committed_offsets, create_topic
+from devtools.serving import free_port
 from services.core.events import decode_webhook, webhook_scope
 from services.core.journal import webhook_record
 from services.core.kafka import AckedProducer
 from services.core.settings import KafkaSettings
-from tests import pipeline
-from tests.support import committed_offsets, create_topic, free_port
 
 
 def realistic_bodies(count: int, people: int = 2000, numbers: int = 4) -> list[bytes]:

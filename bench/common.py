@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -14,27 +15,41 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from devtools.devrun import apply_migrations
+from devtools.samples import REPO_ROOT, as_kafka_super_user, load_demo_env
 from services.core.published import LOCAL_DEMO_FLAG
-from services.tools.devrun import apply_migrations
-from tests.support import REPO_ROOT, as_kafka_super_user, load_demo_env
 
-RESULTS = REPO_ROOT / "bench" / "results"
+# WA_BENCH_RESULTS: elsewhere (the smoke run of tests/integration/test_bench_smoke.py writes to a temporary folder).
+RESULTS = Path(os.environ.get("WA_BENCH_RESULTS") or REPO_ROOT / "bench" / "results")
+STACK_PORTS = ("WA_KAFKA_PORT", "WA_S3_PORT", "WA_PG_PORT", "WA_PROMETHEUS_PORT")
 
 
 def demo_env() -> dict[str, str]:
     """The demo configuration, overridden by the WA_ variables of the environment; a local demo, so the services
     accept its published secrets (services/core/published.py). The services connect to Kafka as its super user:
-    the benchmarks give them topics and groups of their own (tests.support.as_kafka_super_user)."""
+    the benchmarks give them topics and groups of their own (devtools.samples.as_kafka_super_user)."""
     env = as_kafka_super_user(load_demo_env())
     return {**env, **{k: v for k, v in os.environ.items() if k.startswith("WA_")}, LOCAL_DEMO_FLAG: "1"}
 
 
 def ensure_stack() -> None:
-    """The local stack up and the schema migrated by its owner (the services' roles may not migrate)."""
-    subprocess.run(
-        [str(REPO_ROOT / "deploy" / "local" / "stack.sh"), "up"], check=True, capture_output=True, timeout=600
-    )
-    apply_migrations({**os.environ, **demo_env()})
+    """The local stack up and the schema migrated by its owner (the services' roles may not migrate). A stack
+    already listening on the demo's ports is used as it is (``make test`` started it, maybe from another
+    checkout), not started a second time."""
+    env = demo_env()
+    if not all(listening(int(env[port])) for port in STACK_PORTS):
+        subprocess.run(
+            [str(REPO_ROOT / "deploy" / "local" / "stack.sh"), "up"], check=True, capture_output=True, timeout=600
+        )
+    apply_migrations({**os.environ, **env})
+
+
+def listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 def ensure_tool(name: str, package: str) -> str:

@@ -73,6 +73,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
+import asyncpg
 import httpx
 import orjson
 from aiokafka.admin import AIOKafkaAdminClient
@@ -81,6 +82,9 @@ from botocore.exceptions import ClientError
 from prometheus_client import CollectorRegistry
 
 from bench.common import demo_env, ensure_stack, start_module, wait_http, write_result
+from devtools import pipeline
+from devtools.broker import committed_offsets, create_topic
+from devtools.serving import free_port, serve_asgi
 from services.actions.access import ArchiveAccess, open_access
 from services.actions.layer import Actions, Operator
 from services.console.factory import create_console_app
@@ -99,8 +103,6 @@ from services.core.vocabulary import rfc3339_millis
 from services.governance.metrics import RetentionMetrics
 from services.review.assembly import assemble
 from services.review.search import SearchFilter, search_index
-from tests import pipeline
-from tests.support import committed_offsets, create_topic, free_port, serve_asgi
 
 MANIFEST_VERSION: Final = 1
 SEARCH_TARGET_MS: Final = 300
@@ -495,7 +497,10 @@ async def scratch_sizes(bench: Bench) -> dict[str, Any]:
     """The bench's keyword_index and archived_events rows copied into a scratch schema with the tables' own
     indexes, one object at a time in the archiver's order (so the GIN grows as it does), then measured."""
     schema = f"bench_console_sizes_{uuid.uuid4().hex[:6]}"
-    async with bench.access.pool.acquire() as conn:
+    # As the schema's owner: the services' roles may not create a schema (least privilege), and this one is dropped
+    # at the end.
+    conn = await asyncpg.connect(bench.env["WA_MIGRATOR_PG__DSN"])
+    try:
         keys = [
             r["object_key"]
             for r in await conn.fetch(
@@ -538,6 +543,8 @@ async def scratch_sizes(bench: Bench) -> dict[str, Any]:
             events = await conn.fetchval(f"SELECT count(*) FROM {schema}.archived_events")  # noqa: S608
         finally:
             await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    finally:
+        await conn.close()
     by_name = {r["relname"]: r for r in sizes}
     keyword_indexes = {
         r["relname"]: int(r["bytes"]) for r in sizes if r["relkind"] == "i" and r["relname"].startswith("keyword")
@@ -959,7 +966,7 @@ def console_process(bench: Bench) -> Iterator[str]:
     log = Path("/tmp") / f"bench-console-{port}.log"
     process = start_module("services.console", env, log)
     try:
-        wait_http(f"http://127.0.0.1:{port}/readyz")
+        wait_http(f"http://127.0.0.1:{ops_port}/readyz")  # the probes are on the ops port, not the pages'
         yield f"http://127.0.0.1:{port}"
     finally:
         process.terminate()

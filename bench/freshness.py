@@ -28,8 +28,9 @@ import asyncpg
 import orjson
 
 from bench.common import demo_env, ensure_stack, rss_mb, start_module, wait_http, write_result
+from devtools.broker import committed_offsets, create_topic, end_offsets
+from devtools.serving import free_port
 from services.tools.loadgen import LoadReport, Tenant, send_load, synthetic_deliveries
-from tests.support import committed_offsets, create_topic, end_offsets, free_port
 
 PARTITIONS = 6
 CHUNK_S = 30  # deliveries are generated and sent 30 s at a time, so a soak holds little in memory

@@ -21,9 +21,9 @@ from typing import Any
 import orjson
 
 from bench.common import CpuMeter, demo_env, ensure_stack, ensure_tool, start_module, wait_http, write_result
+from devtools.serving import free_port
 from services.ingest.signature import sign
 from services.tools.replay import meta_encode
-from tests.support import free_port
 
 LUA = """
 local bodies = {}

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import demo_env, ensure_stack, write_result
-from tests.media_burst import run_burst
+from devtools.media_burst import run_burst
 
 
 async def run(documents: int, megabytes: int) -> dict[str, Any]:

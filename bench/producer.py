@@ -37,10 +37,10 @@ from aiokafka.errors import KafkaError as AiokafkaError
 from aiokafka.partitioner import DefaultPartitioner, murmur2
 
 from bench.common import demo_env, machine, write_result
+from devtools import pipeline
+from devtools.samples import REPO_ROOT
 from services.core.kafka import MAX_RECORD_BYTES, AckedProducer, OutgoingRecord, ProduceUnavailable
 from services.core.settings import KafkaSettings
-from tests import pipeline
-from tests.support import REPO_ROOT
 
 CODECS = ("none", "lz4", "zstd")
 

@@ -31,9 +31,11 @@ import asyncpg
 
 from bench.archiver import committed, prefill, realistic_bodies
 from bench.common import demo_env, ensure_stack, start_module, wait_http, write_result
+from devtools import pipeline
+from devtools.broker import create_topic
+from devtools.samples import REPO_ROOT
+from devtools.serving import free_port
 from services.core.schema import migrate_dsn
-from tests import pipeline
-from tests.support import REPO_ROOT, create_topic, free_port
 
 ARCHIVE_DEADLINE_S = 3600
 

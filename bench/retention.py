@@ -26,6 +26,9 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.common import CpuMeter, demo_env, ensure_stack, start_module, wait_http, write_result
+from devtools import pipeline
+from devtools.broker import create_topic
+from devtools.serving import free_port
 from services.actions.access import open_access
 from services.core.bucket import ArchiveBucket
 from services.core.events import Event
@@ -34,8 +37,6 @@ from services.core.settings import KafkaSettings
 from services.governance.erasure import erase_subject
 from services.governance.retention_run import CONCURRENT_CHUNKS, DELETE_BATCH, retention_run
 from services.review.conversation import load_conversation
-from tests import pipeline
-from tests.support import create_topic, free_port
 
 TEN_YEARS_AGO = int(time.time()) - 10 * 365 * 86400
 
@@ -121,13 +122,15 @@ async def store_delete_ceiling(bucket: ArchiveBucket, prefix: str, count: int = 
     return round(count / (time.monotonic() - started))
 
 
-async def run(total: int, old_object_records: int = 2000) -> dict[str, Any]:
+async def run(
+    total: int, old_object_records: int = 2000, people_count: int = 5000, ceiling_objects: int = 4000
+) -> dict[str, Any]:
     env = demo_env()
     bootstrap = f"127.0.0.1:{env['WA_KAFKA_PORT']}"
     waba, number = pipeline.digits(15), pipeline.digits(15)
-    people = [pipeline.Person(waba, number, f"1777{i:07d}") for i in range(5000)]
+    people = [pipeline.Person(waba, number, f"1777{i:07d}") for i in range(people_count)]
     focus = pipeline.Person(waba, number, "17779999999")
-    victim = people[123]
+    victim = people[123 % people_count]
     prefix = f"bench/ret-{uuid.uuid4().hex[:8]}"
     figures: dict[str, Any] = {"events": total, "old_object_records": old_object_records}
 
@@ -190,7 +193,9 @@ async def run(total: int, old_object_records: int = 2000) -> dict[str, Any]:
         figures["retention_events_deleted"] = report.events_deleted
         figures["retention_seconds"] = round(elapsed, 2)
         figures["retention_objects_per_s"] = round(report.objects_deleted / elapsed) if elapsed else None
-        figures["store_delete_ceiling_objects_per_s"] = await store_delete_ceiling(access.bucket, prefix)
+        figures["store_delete_ceiling_objects_per_s"] = await store_delete_ceiling(
+            access.bucket, prefix, ceiling_objects
+        )
     finally:
         await access.close()
     figures["targets"] = {"erasure_key_destroyed_s": 1, "retention_objects_per_s": 5000, "retrieval_10k_s": 2}
@@ -201,9 +206,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--old-object-records", type=int, default=2000, help="records per object of the old half")
+    parser.add_argument("--people", type=int, default=5000, help="the people the messages are spread over")
+    parser.add_argument(
+        "--ceiling-objects", type=int, default=4000, help="small objects put and deleted for the store's ceiling"
+    )
     args = parser.parse_args()
     ensure_stack()
-    write_result("retention", asyncio.run(run(args.events, args.old_object_records)))
+    write_result("retention", asyncio.run(run(args.events, args.old_object_records, args.people, args.ceiling_objects)))
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ from functools import partial
 from typing import Any
 
 from bench.common import demo_env, ensure_stack, write_result
+from devtools import pipeline
 from services.actions.access import ArchiveAccess, open_access
 from services.archiver.sealing import ConsumedRecord, pseudonyms_of, seal_batch
 from services.core.container import decode_container, encode_container, read_header, read_records
@@ -51,7 +52,6 @@ from services.core.index import write_object_index
 from services.core.policy import DEFAULT_POLICY, Classifier
 from services.core.vocabulary import rfc3339_millis
 from services.review.conversation import load_conversation
-from tests import pipeline
 
 TOPIC = "wa.events.v1"
 RECEIVED = datetime(2026, 11, 25, tzinfo=UTC)
@@ -257,7 +257,16 @@ def spread(values: list[float]) -> dict[str, float]:
 async def run(repeats: int, messages: int, others: int, batch: int, people: int, profile: bool) -> dict[str, Any]:
     env = demo_env()
     prefix = f"bench/retrieval-{uuid.uuid4().hex[:8]}"
-    writer = await open_access(pipeline.retention_settings(env, prefix))
+    # The synthetic archive is written as the archiver writes it and removed afterwards: no one service role may do
+    # both (least privilege), so the bench does it as the schema's owner and the bucket's administrator. It is
+    # read as the CLI reads it, with the retention service's role.
+    owner = {
+        **env,
+        "WA_RETENTION_PG__DSN": env["WA_MIGRATOR_PG__DSN"],
+        "WA_RETENTION_S3__ACCESS_KEY": env["WA_S3_ACCESS_KEY"],
+        "WA_RETENTION_S3__SECRET_KEY": env["WA_S3_SECRET_KEY"],
+    }
+    writer = await open_access(pipeline.retention_settings(owner, prefix))
     figures: dict[str, Any] = {"messages": messages, "other_records": others, "batch": batch}
     archives: list[Archive] = []
     try:

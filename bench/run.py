@@ -7,10 +7,11 @@ after a database loss (bench/recovery.py), each as its own process
 (one failing does not stop the others; the report says which failed), then writes bench/results/report.json and
 report.md with every figure against its target, the machine and the versions of the servers and libraries.
 
-    python -m bench.run [--quick] [--soak] [--only ingest,archiver,...]
+    python -m bench.run [--quick | --smoke] [--soak] [--only ingest,archiver,...]
 
-``--quick`` uses smaller sizes (a smoke run, not the targets' conditions); ``--soak`` adds the 30-minute soak at
-1,000 events/s with RSS over time per service.
+``--quick`` uses smaller sizes (not the targets' conditions); ``--smoke`` tiny ones, to prove that every benchmark
+still runs and reports its figures (the test suite does); ``--soak`` adds the 30-minute soak at 1,000 events/s
+with RSS over time per service. WA_BENCH_RESULTS writes the results elsewhere than bench/results/.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from importlib import metadata
 from typing import Any
 
 from bench.common import RESULTS, ensure_stack, machine
-from tests.support import REPO_ROOT
+from devtools.samples import REPO_ROOT
 
 FULL: dict[str, list[str]] = {
     "ingest": [],
@@ -52,6 +53,24 @@ QUICK: dict[str, list[str]] = {
     "media": ["--documents", "4", "--megabytes", "20"],
     "recovery": ["--events", "20000"],
     "key_copies": ["--events", "20000", "--rounds", "1"],
+}
+# A smoke run: every benchmark end to end at sizes that take seconds, so that none can rot unnoticed
+# (tests/integration/test_bench_smoke.py runs it in `make test`). Its figures measure nothing.
+SMOKE: dict[str, list[str]] = {
+    "ingest": ["--seconds", "1", "--connections", "2", "--bodies", "50"],
+    "archiver": ["--events", "500", "--partitions", "2"],
+    "freshness": ["--rate", "50", "--seconds", "2", "--sample-s", "1"],
+    "retention": ["--events", "200", "--old-object-records", "50", "--people", "50", "--ceiling-objects", "100"],
+    "retrieval": ["--repeats", "1", "--messages", "50", "--others", "200", "--batch", "100", "--people", "20"],
+    "index_schema": ["--events", "500", "--batch", "100", "--rounds", "1"],
+    "rewrap": ["--keys", "200", "--batch-sizes", "100"],
+    "console": [
+        *("--messages", "300", "--people", "30", "--heavy", "60", "--days", "3"),
+        *("--queries", "4", "--budget-s", "5", "--runs", "10"),
+    ],
+    "media": ["--documents", "1", "--megabytes", "1"],
+    "recovery": ["--events", "300", "--partitions", "2"],
+    "key_copies": ["--events", "300", "--rounds", "1"],
 }
 PACKAGES = ("aiokafka", "asyncpg", "boto3", "cryptography", "orjson", "uvicorn", "fastapi", "prometheus-client")
 
@@ -262,11 +281,16 @@ def markdown(report: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="smaller sizes: a smoke run")
+    sizes = parser.add_mutually_exclusive_group()
+    sizes.add_argument("--quick", action="store_true", help="smaller sizes, about ten minutes")
+    sizes.add_argument(
+        "--smoke", action="store_true", help="tiny sizes: every benchmark runs, its figures mean nothing"
+    )
     parser.add_argument("--soak", action="store_true", help="add the 30-minute soak")
     parser.add_argument("--only", help="comma-separated subset of: " + ", ".join(FULL))
     args = parser.parse_args()
-    plan = dict(QUICK if args.quick else FULL)
+    mode = "smoke" if args.smoke else "quick" if args.quick else "full"
+    plan = dict({"smoke": SMOKE, "quick": QUICK, "full": FULL}[mode])
     if args.only:
         wanted = set(args.only.split(","))
         if unknown := wanted - set(plan):
@@ -281,7 +305,7 @@ def main() -> None:
     }
     report = {
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "mode": "quick" if args.quick else "full",
+        "mode": mode,
         "machine": machine(),
         "versions": versions(),
         "results": results,

@@ -21,11 +21,11 @@ from botocore.client import Config
 from hypothesis import HealthCheck, settings
 from mypy_boto3_s3 import S3Client
 
+from devtools.samples import REPO_ROOT, as_kafka_super_user, load_demo_env
 from services.core.published import LOCAL_DEMO_FLAG
 from services.core.schema import connect_pool, migrate_dsn
-from tests.support import REPO_ROOT, as_kafka_super_user, load_demo_env
 
-# The services under test connect to Kafka as its super user (tests.support.as_kafka_super_user says why), also
+# The services under test connect to Kafka as its super user (devtools.samples.as_kafka_super_user says why), also
 # when the shell that runs pytest sourced demo.env.
 DEMO_ENV = as_kafka_super_user(load_demo_env())
 for _name in load_demo_env().keys() - DEMO_ENV.keys():

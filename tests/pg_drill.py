@@ -25,11 +25,12 @@ from botocore.client import Config
 from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
 from pydantic import SecretStr
 
+from devtools.samples import REPO_ROOT
+from devtools.serving import free_port
 from services.backups.__main__ import configure
 from services.backups.barman import RecoveryTarget, newest_complete, parse_backup_list, recovery_conf
 from services.backups.settings import BackupSettings
 from services.core.settings import PostgresSettings
-from tests.support import REPO_ROOT, free_port
 
 STACK_SH = REPO_ROOT / "deploy" / "local" / "stack.sh"
 SERVICE_DSN_VARS = ("WA_ARCHIVER_PG__DSN", "WA_RETENTION_PG__DSN", "WA_CONSOLE_PG__DSN")

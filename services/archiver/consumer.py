@@ -24,7 +24,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
@@ -33,10 +33,16 @@ from aiokafka.structs import OffsetAndMetadata
 from services.archiver.batching import FlushPolicy, FlushReason, OpenBatch, plan_flush
 from services.archiver.metrics import ArchiverMetrics
 from services.archiver.sealing import RawRecord
-from services.archiver.writer import BatchWriter
 from services.core.runtime import FullCollections
 
 log = logging.getLogger("wa_archive.archiver")
+
+
+class BatchSink(Protocol):
+    """What the loop needs of :class:`~services.archiver.writer.BatchWriter`: ``write`` returns once the batch is
+    durable (objects and index), or raises; the loop commits only after it returned."""
+
+    async def write(self, partition: int, raw: list[RawRecord]) -> object: ...
 
 
 @dataclass(kw_only=True)
@@ -64,7 +70,7 @@ class ArchiverLoop:
     def __init__(
         self,
         consumer: AIOKafkaConsumer,
-        writer: BatchWriter,
+        writer: BatchSink,
         metrics: ArchiverMetrics,
         *,
         policy: FlushPolicy,

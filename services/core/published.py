@@ -3,7 +3,7 @@
 ``deploy/local/demo.env`` publishes a KEK, a pepper, Meta app secret, webhook and outbound tokens, admin tokens,
 S3, PostgreSQL and Kafka credentials and a Graph API token, so that ``make run`` is one command. Anyone can read
 them, so a service that finds one of them in its configuration refuses to start (exit 2, with what to do) unless the
-environment says it is a local demo (``WA_LOCAL_DEMO=1``). Only ``make run`` (services/tools/devrun.py), the
+environment says it is a local demo (``WA_LOCAL_DEMO=1``). Only ``make run`` (devtools/devrun.py), the
 test suite (tests/conftest.py) and the benchmarks (bench/common.py) set that flag; ``demo.env`` itself does not,
 so a Kubernetes Secret seeded from that file is still refused.
 

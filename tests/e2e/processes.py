@@ -12,8 +12,8 @@ from typing import Final
 import httpx
 import pytest
 
-from services.tools.devrun import apply_migrations, service_commands, stop_processes
-from tests.support import REPO_ROOT
+from devtools.devrun import apply_migrations, service_commands, stop_processes
+from devtools.samples import REPO_ROOT
 
 # The port of each service's /healthz, /readyz and /metrics (the console's ops port; the Graph API stand-in has none).
 PORTS: Final = {"ingest": 8080, "archiver": 8081, "retention": 8082, "console": 9083}

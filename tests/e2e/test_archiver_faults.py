@@ -21,15 +21,17 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+from devtools import pipeline
+from devtools.broker import committed_offsets, create_topic, read_to_end
+from devtools.graph_api import FakeGraphApi
+from devtools.pipeline import Person
+from devtools.serving import free_port
 from services.actions.access import open_access
 from services.archiver.rebuild import rebuild_index
 from services.core.events import Event
 from services.core.index import binary_keys
 from services.core.reader import RecordLocation
-from tests import pipeline
-from tests.fakes.graph_api import FakeGraphApi
-from tests.pipeline import Person
-from tests.support import ServiceProcess, committed_offsets, create_topic, free_port, read_to_end
+from tests.helpers.support import ServiceProcess
 
 pytestmark = pytest.mark.e2e
 

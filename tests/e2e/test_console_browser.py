@@ -27,15 +27,15 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.select import Select
 
+from devtools import pipeline
+from devtools.broker import create_topic
+from devtools.demo_media import PARCEL_PHOTO_ID, demo_sha256
+from devtools.pipeline import Person
 from services.core.events import parse_webhook
 from services.core.index import binary_keys
-from services.tools.demo_media import PARCEL_PHOTO_ID, demo_sha256
 from services.tools.replay import post_signed
-from tests import pipeline
 from tests.e2e.browser import accessibility_problems, chrome, navigate, screenshot, tab_order
 from tests.e2e.processes import running_services
-from tests.pipeline import Person
-from tests.support import create_topic
 
 pytestmark = pytest.mark.e2e
 

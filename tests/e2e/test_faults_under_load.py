@@ -35,12 +35,14 @@ import orjson
 import pytest
 import yaml
 
+from devtools import pipeline
+from devtools.broker import committed_offsets, create_topic, end_offsets
+from devtools.samples import REPO_ROOT
 from services.actions.access import open_access
 from services.core.events import Event
 from services.core.reader import RecordLocation
 from services.tools.loadgen import LoadReport, Tenant, send_load, synthetic_deliveries
-from tests import pipeline
-from tests.support import REPO_ROOT, ServiceProcess, committed_offsets, create_topic, end_offsets
+from tests.helpers.support import ServiceProcess
 
 pytestmark = pytest.mark.e2e
 

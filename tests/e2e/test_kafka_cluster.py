@@ -34,9 +34,11 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from devtools.samples import REPO_ROOT, load_demo_env
+from devtools.serving import free_port
 from services.ingest.signature import sign
 from services.tools.loadgen import HttpConnection, SyntheticWebhook, Tenant, synthetic_deliveries
-from tests.support import REPO_ROOT, ServiceProcess, free_port, load_demo_env
+from tests.helpers.support import ServiceProcess
 
 pytestmark = pytest.mark.e2e
 

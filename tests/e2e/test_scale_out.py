@@ -30,12 +30,14 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from devtools import pipeline
+from devtools.broker import committed_offsets, create_topic, end_offsets
+from devtools.serving import free_port
 from services.actions.access import open_access
 from services.core.events import Event
 from services.core.reader import RecordLocation
 from services.tools.loadgen import LoadReport, SyntheticWebhook, Tenant, send_load, synthetic_deliveries
-from tests import pipeline
-from tests.support import ServiceProcess, committed_offsets, create_topic, end_offsets, free_port
+from tests.helpers.support import ServiceProcess
 
 pytestmark = pytest.mark.e2e
 

@@ -24,9 +24,8 @@ import httpx
 import orjson
 import pytest
 
-from services.core.events import Event, parse_webhook
-from services.core.index import binary_key
-from services.tools.demo_crisis import (
+from devtools.broker import create_topic
+from devtools.demo_crisis import (
     CAMILLE,
     CORRECTED_PRICE,
     HUGO,
@@ -36,18 +35,20 @@ from services.tools.demo_crisis import (
     crisis_messages,
     crisis_webhooks,
 )
-from services.tools.demo_media import with_demo_media
-from services.tools.devrun import service_commands
+from devtools.demo_media import with_demo_media
+from devtools.devrun import service_commands
+from devtools.samples import PAYLOADS_DIR, REPO_ROOT
+from services.core.events import Event, parse_webhook
+from services.core.index import binary_key
 from services.tools.replay import load_bodies, post_signed, replay
 from tests.e2e.processes import PORTS, running_services
-from tests.support import PAYLOADS_DIR, REPO_ROOT, create_topic
 
 pytestmark = pytest.mark.e2e
 
 SAMPLES = PAYLOADS_DIR
 CONTACT = "1650" + "".join(random.choice("0123456789") for _ in range(7))
 SECRET_TEXT = "my card number ends in 4242 and I live at 12 Elm Street"
-# `make run`'s crisis (services/tools/demo_crisis.py), sent as devrun sends it; its ids carry the time of this run.
+# `make run`'s crisis (devtools/demo_crisis.py), sent as devrun sends it; its ids carry the time of this run.
 CRISIS_NOW = int(time.time())
 CRISIS = crisis_webhooks(CRISIS_NOW)
 

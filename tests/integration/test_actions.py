@@ -8,68 +8,23 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import asyncpg
-import httpx
 import orjson
 import pytest
-from prometheus_client import CollectorRegistry
 
-from services.actions.access import ArchiveAccess, open_access
-from services.actions.layer import SCHEDULER, Actions, Forbidden, NotFound, Operator
+from devtools.pipeline import Person
+from services.actions.layer import SCHEDULER, Forbidden, NotFound, Operator
 from services.core.identity import resolve_subject_refs
 from services.core.reader import RecordLocation
 from services.core.refusals import ReasonRequired
-from services.governance.metrics import RetentionMetrics
-from services.retention.api import create_admin_app
 from services.retention.service import background_work
-from services.retention.settings import RetentionSettings
-from tests import pipeline
-from tests.integration.test_retention import archive, audit_rows, crisis_bodies
-from tests.pipeline import Person
-from tests.support import run_cli, serve_asgi
+from tests.helpers.action_stack import CLI_OPERATOR, DPO, READER, Stack, counted
+from tests.helpers.archive_runs import archive, audit_rows, crisis_bodies
+from tests.helpers.support import run_cli
 
 pytestmark = pytest.mark.integration
-
-READER = {"authorization": f"Bearer {pipeline.READER_TOKEN}"}  # "test-reader" in pipeline.retention_settings
-DPO = {"authorization": f"Bearer {pipeline.DPO_TOKEN}"}  # "test-dpo"
-CLI_OPERATOR = "cli-operator-of-test-actions"
-
-
-@dataclass
-class Stack:
-    settings: RetentionSettings
-    actions: Actions  # in-process, counting into ``registry``
-    registry: CollectorRegistry
-    api: httpx.AsyncClient  # the admin API, counting into ``api_registry``
-    api_registry: CollectorRegistry
-
-
-def counted(registry: CollectorRegistry, name: str, **labels: str) -> float:
-    return registry.get_sample_value(name, labels) or 0.0
-
-
-@pytest.fixture
-async def stack(demo_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Stack]:
-    """The actions in-process, the admin API served over HTTP, and the CLI's environment, on one test prefix."""
-    prefix = f"test/{uuid.uuid4().hex[:8]}"
-    settings = pipeline.retention_settings(demo_env, prefix)
-    monkeypatch.setenv("WA_RETENTION_S3__PREFIX", prefix)
-    monkeypatch.setenv("WA_RETENTION_OPERATOR", CLI_OPERATOR)
-
-    async def opener() -> ArchiveAccess:
-        return await open_access(settings)
-
-    registry, api_registry = CollectorRegistry(), CollectorRegistry()
-    access = await open_access(settings)
-    app = create_admin_app(settings, opener, registry=api_registry)
-    try:
-        async with serve_asgi(app) as url, httpx.AsyncClient(base_url=url, timeout=60) as client:
-            yield Stack(settings, Actions(access, RetentionMetrics(registry)), registry, client, api_registry)
-    finally:
-        await access.close()
 
 
 async def run_audit(pool: asyncpg.Pool, run_id: str) -> list[tuple[str, str]]:

@@ -12,12 +12,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 from pydantic import TypeAdapter
 
+from devtools import pipeline
+from devtools.serving import serve_asgi
 from services.actions.access import ArchiveAccess, open_access
 from services.actions.layer import Actions, Operator
 from services.governance.metrics import RetentionMetrics
 from services.retention.api import create_admin_app
-from tests import pipeline
-from tests.support import serve_asgi
 
 pytestmark = pytest.mark.integration
 

@@ -27,6 +27,10 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
+from devtools import pipeline
+from devtools.broker import committed_offsets, create_topic, read_to_end
+from devtools.graph_api import FakeGraphApi
+from devtools.serving import serve_asgi
 from services.actions.access import open_access
 from services.actions.layer import Actions, Operator
 from services.archiver.service import run_archiver
@@ -38,10 +42,7 @@ from services.governance.metrics import RetentionMetrics
 from services.ingest.app import IngestApp
 from services.ingest.settings import IngestSettings
 from services.tools.replay import post_signed
-from tests import pipeline
-from tests.fakes.graph_api import FakeGraphApi
-from tests.support import committed_offsets, create_topic, read_to_end, serve_asgi
-from tests.webhook_strategies import SAMPLE_VALUES, encoded, mutated_samples
+from tests.helpers.webhook_strategies import SAMPLE_VALUES, encoded, mutated_samples
 
 pytestmark = pytest.mark.integration
 

@@ -16,6 +16,10 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry, generate_latest
 from pydantic import SecretStr
 
+from devtools import pipeline
+from devtools.broker import committed_offsets, create_topic, read_records, read_topic
+from devtools.samples import payloads_dir
+from devtools.serving import serve_asgi
 from services.archiver.settings import ArchiverSettings
 from services.core.bucket import ArchiveBucket
 from services.core.crypto import DekCache, LocalKek
@@ -29,8 +33,6 @@ from services.core.settings import KafkaSettings
 from services.ingest.app import IngestApp
 from services.ingest.settings import IngestSettings
 from services.tools.replay import load_bodies, post_signed
-from tests import pipeline
-from tests.support import committed_offsets, create_topic, payloads_dir, read_records, read_topic, serve_asgi
 
 pytestmark = pytest.mark.integration
 

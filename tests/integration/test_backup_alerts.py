@@ -27,11 +27,12 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
+from devtools.samples import REPO_ROOT
+from devtools.serving import free_port
 from services.backups.exporter import BackupProbe
 from services.backups.metrics import BackupMetrics
 from services.core.ops_http import OpsServer, ops_app
 from tests.pg_drill import DrillServer, drill_server
-from tests.support import REPO_ROOT, free_port
 
 pytestmark = pytest.mark.integration
 

@@ -28,18 +28,18 @@ import asyncpg
 import httpx
 import pytest
 
+from devtools import pipeline
+from devtools.broker import create_topic
+from devtools.pipeline import Person
+from devtools.serving import serve_asgi
 from services.actions.access import ArchiveAccess, open_access
 from services.backups.barman import RecoveryTarget
 from services.core.schema import connect_pool, migrate_dsn
 from services.retention.api import create_admin_app
 from services.review.conversation import load_conversation
-from tests import pipeline
-from tests.integration.test_erasure_final import erase, readable
-from tests.integration.test_kek_retirement import Archive, archive_messages, messages, run_cli
-from tests.integration.test_recovery import redeliver
+from tests.helpers.erasure import erase, readable
+from tests.helpers.kek_archive import Archive, archive_messages, messages, redeliver, run_cli
 from tests.pg_drill import DrillServer, drill_server
-from tests.pipeline import Person
-from tests.support import create_topic, serve_asgi
 
 # About 2 minutes on the 2-core machine under other test runs (most of it barman-cloud's and PostgreSQL's start-ups);
 # the suite's 120 s default would cut it.

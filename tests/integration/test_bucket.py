@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from mypy_boto3_s3 import S3Client
 
+from devtools import pipeline
 from services.core.bucket import ArchiveBucket
-from tests import pipeline
 
 pytestmark = pytest.mark.integration
 

@@ -16,6 +16,11 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
+from devtools import pipeline
+from devtools.broker import create_topic
+from devtools.graph_api import FakeGraphApi
+from devtools.pipeline import Person
+from devtools.serving import serve_asgi
 from services.actions.access import ArchiveAccess, open_access
 from services.actions.layer import Actions, Operator
 from services.console.factory import create_console_app
@@ -29,11 +34,7 @@ from services.retention.settings import RetentionSettings
 from services.review.assembly import message_words
 from services.review.conversation import load_conversation
 from services.review.search import SearchFilter
-from tests import pipeline
-from tests.fakes.graph_api import FakeGraphApi
-from tests.integration.test_retention import NOW
-from tests.pipeline import Person
-from tests.support import create_topic, serve_asgi
+from tests.helpers.archive_runs import NOW
 
 pytestmark = pytest.mark.integration
 

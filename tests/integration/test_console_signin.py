@@ -20,13 +20,14 @@ import pytest
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
+from devtools import pipeline
+from devtools.serving import serve_asgi
 from services.actions.access import ArchiveAccess, open_access
 from services.console.factory import create_console_app
 from services.console.settings import ConsoleSettings
 from services.core.vocabulary import Role
 from services.retention.settings import AdminToken, RetentionSettings
-from tests import pipeline
-from tests.support import answer_before_body, serve_asgi
+from tests.helpers.support import answer_before_body
 
 pytestmark = pytest.mark.integration
 

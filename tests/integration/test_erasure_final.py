@@ -12,10 +12,9 @@ archived and readable.
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from datetime import datetime
 
 import asyncpg
@@ -24,6 +23,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
+from devtools import pipeline
+from devtools.broker import committed_offsets, create_topic, end_offsets
+from devtools.pipeline import Person
+from devtools.serving import serve_asgi
 from services.actions.access import ArchiveAccess, open_access
 from services.archiver.metrics import ArchiverMetrics
 from services.archiver.rebuild import rebuild_index
@@ -38,14 +41,11 @@ from services.core.keyring import Keyring
 from services.core.retry import RetryPolicy
 from services.core.schema import connect_pool
 from services.core.settings import KafkaSettings
-from services.governance.erasure import erase_subject
 from services.ingest.app import IngestApp
 from services.ingest.settings import IngestSettings
-from services.review.conversation import load_conversation
 from services.tools.replay import post_signed
-from tests import pipeline
-from tests.pipeline import Person
-from tests.support import committed_offsets, create_topic, end_offsets, serve_asgi
+from tests.helpers.erasure import erase, readable, tombstones
+from tests.helpers.polling import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -59,48 +59,6 @@ async def access(demo_env: dict[str, str]) -> AsyncIterator[ArchiveAccess]:
         yield opened
     finally:
         await opened.close()
-
-
-async def readable(access: ArchiveAccess, person: Person) -> list[str]:
-    """The wamids of the person's messages that can be read, by every pseudonym of theirs."""
-    conversation = await load_conversation(
-        access.pool,
-        access.reader,
-        access.pepper,
-        contact=person.wa_id,
-        phone_number_id=None,
-        actor="test",
-        reason="erasure finality test",
-    )
-    return sorted(m.message_id or "" for m in conversation.messages)
-
-
-async def erase(access: ArchiveAccess, person: Person) -> None:
-    outcome = await erase_subject(
-        access.pool,
-        access.keyring,
-        access.bucket,
-        access.pepper,
-        contact=person.wa_id,
-        phone_number_id=None,
-        request_ref=f"GDPR-{uuid.uuid4().hex[:8]}",
-        actor="dpo",
-    )
-    assert outcome.status == "completed"
-
-
-async def tombstones(pool: asyncpg.Pool, event_ids: list[str]) -> int:
-    count: int = await pool.fetchval("SELECT count(*) FROM erased_events WHERE event_id = ANY($1::text[])", event_ids)
-    return count
-
-
-async def wait_for(check: Callable[[], Awaitable[bool]], timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"not true within {timeout_s}s")
 
 
 async def test_redelivery_and_replay_after_an_erasure_bring_nothing_back(

@@ -20,18 +20,16 @@ import asyncpg
 import orjson
 import pytest
 
+from devtools import pipeline
+from devtools.pipeline import Person
 from services.actions.layer import SCHEDULER, ErasureError, Operator
 from services.core.identity import resolve_subject_refs
 from services.core.index import binary_keys
 from services.governance.erasure import ERASURE_DEADLINE, ERASURE_EXTENSION, ERASURE_LOCK_NAMESPACE
 from services.governance.erasure_requests import pending_erasures
-from tests import pipeline
-from tests.integration.test_actions import CLI_OPERATOR, DPO, READER, Stack, counted, stack
-from tests.integration.test_retention import archive, crisis_bodies
-from tests.pipeline import Person
-from tests.support import run_cli
-
-__all__ = ["stack"]  # the fixture, shared with test_actions
+from tests.helpers.action_stack import CLI_OPERATOR, DPO, READER, Stack, counted
+from tests.helpers.archive_runs import archive, crisis_bodies
+from tests.helpers.support import run_cli
 
 pytestmark = pytest.mark.integration
 

@@ -9,162 +9,30 @@ archiver into S3 and PostgreSQL.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
 
 import asyncpg
 import orjson
 import pytest
 
+from devtools import pipeline
+from devtools.broker import create_topic
+from devtools.pipeline import Person
 from services.actions.layer import GroupRequired, HoldError, Operator, ReasonRequired
 from services.archiver.sealing import BUSINESS_SUBJECT
 from services.cli.render import group_change
 from services.core.events import Event
 from services.core.index import binary_keys
-from services.core.pseudonym import group_ref, subject_ref
-from services.core.vocabulary import rfc3339_millis
+from services.core.pseudonym import group_ref
 from services.governance import erasure
 from services.governance.holds import held_objects
-from services.ingest.outbound import outbound_event
 from services.review.assembly import ConversationMessage
-from tests import pipeline
-from tests.integration.test_actions import CLI_OPERATOR, DPO, READER, Stack, stack
-from tests.integration.test_retention import NOW
-from tests.pipeline import Person
-from tests.support import create_topic, run_cli
-
-__all__ = ["stack"]  # the fixture, shared with test_actions
+from tests.helpers.action_stack import CLI_OPERATOR, DPO, READER, Stack
+from tests.helpers.groups import T0, Group
+from tests.helpers.support import run_cli
 
 pytestmark = pytest.mark.integration
 
-T0 = NOW - 3600
 READER_OPERATOR = Operator("group-reader", "reader")
-
-
-@dataclass(frozen=True)
-class Group:
-    """A business number, its group and three participants (fresh ids: nothing collides with other runs)."""
-
-    business: Person
-    group_id: str
-    alice: str
-    bob: str
-    chloe: str
-
-    @classmethod
-    def fresh(cls) -> Group:
-        business = Person.fresh()
-        group_id = f"Y2FwaV9ncm91cDo{uuid.uuid4().hex}"
-        return cls(business, group_id, *("1" + pipeline.digits(10) for _ in range(3)))
-
-    def change(self, field: str, **item: Any) -> bytes:
-        """One ``value.groups[]`` item of a group field, as Meta sends it."""
-        return pipeline.envelope(self.business, field, {"groups": [{"group_id": self.group_id, **item}]})
-
-    def message(self, sender: str, wamid: str, body: str, ts: int) -> bytes:
-        """A participant's text in the group (Meta's group messages webhook: ``group_id`` beside ``from``)."""
-        return pipeline.envelope(
-            self.business,
-            "messages",
-            {
-                "contacts": [{"profile": {"name": f"Participant {sender[-4:]}"}, "wa_id": sender}],
-                "messages": [
-                    {
-                        "from": sender,
-                        "group_id": self.group_id,
-                        "id": wamid,
-                        "timestamp": str(ts),
-                        "text": {"body": body},
-                        "type": "text",
-                    }
-                ],
-            },
-        )
-
-    def webhooks(self) -> list[bytes]:
-        joined = {"type": "group_participants_add", "reason": "invite_link"}
-        return [
-            self.change(
-                "group_lifecycle_update",
-                timestamp=str(T0),
-                type="group_create",
-                request_id="req-create",
-                subject="Spring order",
-                invite_link="https://chat.whatsapp.com/Ex4mpleInv1teL1nk",
-                join_approval_mode="auto_approve",
-            ),
-            *(
-                self.change(
-                    "group_participants_update", timestamp=str(T0 + n), added_participants=[{"wa_id": who}], **joined
-                )
-                for n, who in ((10, self.alice), (20, self.bob), (30, self.chloe))
-            ),
-            self.message(self.alice, "wamid.GA1", "hello all, is the order ready", T0 + 40),
-            self.message(self.bob, "wamid.GB1", "mine is paid already", T0 + 50),
-            # T0 + 55: the business writes to the group through the API (an outbound report, below) and Chloe reads it.
-            pipeline.envelope(
-                self.business,
-                "messages",
-                {
-                    "statuses": [
-                        {
-                            "id": "wamid.GOUT1",
-                            "status": "read",
-                            "timestamp": str(T0 + 57),
-                            "recipient_id": self.group_id,
-                            "recipient_type": "group",
-                            "recipient_participant_id": self.chloe,
-                        }
-                    ]
-                },
-            ),
-            self.message(self.chloe, "wamid.GC1", "I will pass this time", T0 + 60),
-            self.change(
-                "group_settings_update",
-                timestamp=str(T0 + 70),
-                type="group_settings_update",
-                request_id="req-settings",
-                group_subject={"text": "Spring order (closed)", "update_successful": True},
-            ),
-            self.change(
-                "group_participants_update",
-                timestamp=str(T0 + 80),
-                type="group_participants_remove",
-                request_id="req-remove",
-                removed_participants=[{"input": self.bob}],
-                initiated_by="business",
-            ),
-            self.change(
-                "group_participants_update",
-                timestamp=str(T0 + 90),
-                type="group_participants_remove",
-                removed_participants=[{"wa_id": self.chloe}],
-                initiated_by="participant",
-            ),
-            self.message(self.alice, "wamid.GA2", "thanks, see you", T0 + 100),
-        ]
-
-    def outbound(self) -> Event:
-        """What the business's own system reports having sent to the group (at T0 + 55)."""
-        report = {
-            "phone_number_id": self.business.phone_number_id,
-            "waba_id": self.business.waba_id,
-            "request": {
-                "messaging_product": "whatsapp",
-                "recipient_type": "group",
-                "to": self.group_id,
-                "type": "text",
-                "text": {"body": "your orders ship on Monday"},
-            },
-            "response": {"messaging_product": "whatsapp", "messages": [{"id": "wamid.GOUT1"}]},
-        }
-        sent_at = rfc3339_millis(datetime.fromtimestamp(T0 + 55, UTC))
-        return outbound_event(orjson.dumps(report), received_at=sent_at)
-
-    def ref(self, pepper: bytes, person: str) -> str:
-        """The pseudonym of a participant (or of the business: BUSINESS_SUBJECT) under the group's number."""
-        return subject_ref(pepper, self.business.phone_number_id, person)
 
 
 # (who, what) of the timeline, in order: the business's record, three joins, the messages, a status on the

@@ -17,14 +17,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from devtools.samples import REPO_ROOT
+from devtools.serving import free_port
 from services.core.published import LOCAL_DEMO_FLAG
-from tests.support import (
-    REPO_ROOT,
-    ServiceProcess,
-    answer_before_body,
-    free_port,
-    stream_until_answered,
-)
+from tests.helpers.support import ServiceProcess, answer_before_body, stream_until_answered
 
 pytestmark = pytest.mark.integration
 

@@ -17,6 +17,9 @@ import orjson
 import pytest
 from mypy_boto3_s3 import S3Client
 
+from devtools import pipeline
+from devtools.broker import create_topic
+from devtools.pipeline import Person
 from services.actions.access import ArchiveAccess
 from services.actions.layer import Operator
 from services.core.identity import resolve_subject_refs
@@ -26,40 +29,13 @@ from services.governance.erasure import carry_out, erase_subject
 from services.governance.holds import create_hold, release_hold
 from services.governance.retention_run import retention_run
 from services.review.assembly import ConversationMessage
-from tests import pipeline
-from tests.integration.test_actions import Stack, stack
-from tests.integration.test_retention import NOW, access, archive, prefix
-from tests.pipeline import Person
-from tests.support import create_topic
-
-__all__ = ["access", "prefix", "stack"]  # fixtures shared with test_retention and test_actions
+from tests.helpers.action_stack import Stack
+from tests.helpers.archive_runs import NOW, archive, message
 
 pytestmark = pytest.mark.integration
 
 DPO_OPERATOR = Operator("identity-dpo", "dpo")
 LONG_AGO = NOW - 10 * 365 * 86400  # expired under every retention class of the test policy
-
-
-def message(person: Person, *, wa_id: str | None, user_id: str | None, ts: int) -> bytes:
-    """An inbound text as Meta sends it once BSUIDs exist: the phone number, the user id, or both."""
-    sender = {k: v for k, v in (("from", wa_id), ("from_user_id", user_id)) if v}
-    contact = {k: v for k, v in (("wa_id", wa_id), ("user_id", user_id)) if v}
-    return pipeline.envelope(
-        person,
-        "messages",
-        {
-            "contacts": [{"profile": {"name": "Test Person"}, **contact}],
-            "messages": [
-                {
-                    **sender,
-                    "id": f"wamid.{uuid.uuid4().hex}",
-                    "timestamp": str(ts),
-                    "type": "text",
-                    "text": {"body": "hi"},
-                }
-            ],
-        },
-    )
 
 
 def bsuid() -> str:

@@ -37,6 +37,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
+from devtools import pipeline
+from devtools.broker import committed_offsets, create_topic, read_to_end
+from devtools.serving import serve_asgi
 from services.core.events import Event, WebhookRejected, decode_webhook, parse_webhook, webhook_scope
 from services.core.journal import split_record
 from services.core.settings import KafkaSettings
@@ -44,9 +47,7 @@ from services.ingest.app import IngestApp
 from services.ingest.settings import IngestSettings
 from services.ingest.signature import sign
 from services.tools.replay import meta_encode
-from tests import pipeline
-from tests.support import committed_offsets, create_topic, read_to_end, serve_asgi
-from tests.webhook_strategies import (
+from tests.helpers.webhook_strategies import (
     JSON_VALUES,
     OTHER_OBJECTS,
     SAMPLE_VALUES,

@@ -17,6 +17,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
+from devtools.broker import create_topic, read_records, read_topic
+from devtools.pipeline import journaled_events
+from devtools.samples import payloads_dir
+from devtools.serving import serve_asgi
 from services.core.events import Event, decode_webhook, parse_webhook, webhook_scope
 from services.core.journal import (
     EVENT_FORMAT,
@@ -30,8 +34,6 @@ from services.ingest.app import IngestApp
 from services.ingest.settings import IngestSettings
 from services.ingest.signature import sign
 from services.tools.replay import load_bodies, post_signed
-from tests.pipeline import journaled_events
-from tests.support import create_topic, payloads_dir, read_records, read_topic, serve_asgi
 
 pytestmark = pytest.mark.integration
 

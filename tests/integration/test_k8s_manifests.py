@@ -36,6 +36,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_settings import BaseSettings
 
+from devtools.samples import load_demo_env
 from services.archiver.settings import ArchiverSettings
 from services.console.settings import ConsoleSettings
 from services.core.kafka import MAX_RECORD_BYTES, PROTOCOL_OVERHEAD_BYTES
@@ -43,7 +44,6 @@ from services.core.policy import parse_policy
 from services.core.settings import KafkaSettings, MigratorSettings
 from services.ingest.settings import IngestSettings
 from services.retention.settings import RetentionSettings
-from tests.support import load_demo_env
 
 pytestmark = pytest.mark.integration
 

@@ -40,6 +40,10 @@ from confluent_kafka.admin import (
 )
 from pydantic import SecretStr
 
+from devtools import pipeline
+from devtools.broker import committed_offsets, create_topic, end_offsets, topic_from_start
+from devtools.samples import load_demo_env
+from devtools.serving import serve_asgi
 from services.core.kafka import AckedProducer, OutgoingRecord, ProduceUnavailable, librdkafka_config
 from services.core.settings import KafkaSettings
 from services.ingest.app import IngestApp
@@ -55,8 +59,6 @@ from services.tools.kafka_principals import (
     provision,
 )
 from services.tools.replay import post_signed
-from tests import pipeline
-from tests.support import committed_offsets, create_topic, end_offsets, load_demo_env, serve_asgi, topic_from_start
 
 pytestmark = pytest.mark.integration
 

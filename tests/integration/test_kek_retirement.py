@@ -14,16 +14,11 @@ holds the other tests' keys, which must stay under the demo KEK).
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
-import os
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 
 import asyncpg
 import httpx
@@ -31,126 +26,26 @@ import pytest
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
-from services.actions.access import ArchiveAccess, open_access
+from devtools import pipeline
+from devtools.broker import create_topic
+from devtools.pipeline import Person
+from devtools.samples import REPO_ROOT
+from devtools.serving import serve_asgi
+from services.actions.access import open_access
 from services.actions.layer import Actions, Operator
-from services.core.crypto import DekCache, LocalKek, UnknownKek
+from services.core.crypto import UnknownKek
 from services.core.index import binary_keys
-from services.core.keyring import Keyring, RewrapRefused
+from services.core.keyring import RewrapRefused
 from services.core.reader import RecordLocation
-from services.core.schema import connect_pool, migrate_dsn
-from services.core.settings import KeySettings, PostgresSettings
+from services.core.settings import PostgresSettings
 from services.governance.metrics import RetentionMetrics
 from services.retention.api import create_admin_app
-from services.retention.settings import RetentionSettings
-from tests import pipeline
-from tests.integration.test_erasure_final import erase, readable
-from tests.pipeline import Person
-from tests.support import REPO_ROOT, create_topic, serve_asgi
+from tests.helpers.erasure import erase, readable
+from tests.helpers.kek_archive import Archive, B, archive_messages, messages, run_cli
 
 pytestmark = pytest.mark.integration
 
-B = "kek-b-2027"
-B_KEY = base64.b64encode(os.urandom(32)).decode()
 OPERATOR = Operator("test-operator", "dpo")
-
-
-@dataclass
-class Archive:
-    """A schema of this test's own, a topic and a bucket prefix, and settings for any set of KEKs. ``pool`` is the
-    owner's, for the test's own set-up and checks; the code under test connects with its service's role."""
-
-    demo_env: dict[str, str]
-    schema: str
-    pool: asyncpg.Pool
-    topic: str
-    dlq: str
-    prefix: str
-
-    def dsn_of(self, service: str) -> str:
-        """The DSN of a service's role (ARCHIVER, RETENTION), in this test's schema."""
-        return f"{self.demo_env[f'WA_{service}_PG__DSN']}?search_path={self.schema}"
-
-    @property
-    def a(self) -> str:
-        return self.demo_env["WA_ARCHIVER_KEYS__CURRENT_KEK_ID"]
-
-    def keys(self, *kek_ids: str) -> KeySettings:
-        demo = pipeline.key_settings(self.demo_env)
-        every = {**demo.keks, B: SecretStr(B_KEY)}
-        return KeySettings(keks={k: every[k] for k in kek_ids}, current_kek_id=kek_ids[-1], pepper=demo.pepper)
-
-    def retention_settings(self, *kek_ids: str) -> RetentionSettings:
-        return pipeline.retention_settings(self.demo_env, self.prefix).model_copy(
-            update={"pg": PostgresSettings(dsn=SecretStr(self.dsn_of("RETENTION"))), "keys": self.keys(*kek_ids)}
-        )
-
-    @asynccontextmanager
-    async def access(self, *kek_ids: str) -> AsyncIterator[ArchiveAccess]:
-        opened = await open_access(self.retention_settings(*kek_ids))
-        try:
-            yield opened
-        finally:
-            await opened.close()
-
-    @asynccontextmanager
-    async def writing_keyring(self, *kek_ids: str) -> AsyncIterator[Keyring]:
-        """The keyring the archiver creates keys with (its role: retention's may not insert a key)."""
-        keys = self.keys(*kek_ids)
-        pool = await connect_pool(self.dsn_of("ARCHIVER"), min_size=1, max_size=2)
-        try:
-            yield Keyring(pool, LocalKek(keys.kek_bytes(), keys.current_kek_id), DekCache(10_000))
-        finally:
-            await pool.close()
-
-    @asynccontextmanager
-    async def archiver(self, *kek_ids: str) -> AsyncIterator[None]:
-        settings = pipeline.archiver_settings(self.demo_env, self.topic, self.dlq, self.prefix).model_copy(
-            update={"pg": PostgresSettings(dsn=SecretStr(self.dsn_of("ARCHIVER"))), "keys": self.keys(*kek_ids)}
-        )
-        async with pipeline.running_archiver(settings):
-            yield
-
-    def cli_env(self, *kek_ids: str) -> dict[str, str]:
-        keys = self.keys(*kek_ids)
-        return {
-            **os.environ,
-            **self.demo_env,
-            "WA_RETENTION_PG__DSN": self.dsn_of("RETENTION"),
-            "WA_RETENTION_S3__PREFIX": self.prefix,
-            "WA_RETENTION_KEYS__KEKS": json.dumps({k: v.get_secret_value() for k, v in keys.keks.items()}),
-            "WA_RETENTION_KEYS__CURRENT_KEK_ID": keys.current_kek_id,
-            "WA_RETENTION_OPERATOR": "test-operator",
-        }
-
-
-@pytest.fixture
-async def archive(kafka_bootstrap: str, pg_dsn: str, demo_env: dict[str, str]) -> AsyncIterator[Archive]:
-    schema = f"test_rewrap_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(pg_dsn)
-    await admin.execute(f"CREATE SCHEMA {schema}")
-    owner = f"{pg_dsn}?search_path={schema}"
-    await migrate_dsn(owner)  # as `wa-archive migrate` does, into the new schema
-    pool = await connect_pool(owner, min_size=1, max_size=4)
-    try:
-        topic = await create_topic(kafka_bootstrap, partitions=1, prefix="rewrap")
-        dlq = await create_topic(kafka_bootstrap, partitions=1, prefix="rewrap-dlq")
-        yield Archive(demo_env, schema, pool, topic, dlq, f"test/rewrap-{uuid.uuid4().hex[:8]}")
-    finally:
-        await pool.close()
-        await admin.execute(f"DROP SCHEMA {schema} CASCADE")
-        await admin.close()
-
-
-async def archive_messages(archive: Archive, bodies: list[bytes], *kek_ids: str) -> None:
-    events = pipeline.events_of(bodies)
-    await pipeline.produce(f"127.0.0.1:{archive.demo_env['WA_KAFKA_PORT']}", archive.topic, events)
-    async with archive.archiver(*kek_ids):
-        await pipeline.wait_indexed(archive.pool, {e.event_id for e in events})
-
-
-def messages(person: Person, tag: str, count: int) -> list[bytes]:
-    sent_at = int(time.time()) - 3600
-    return [pipeline.text_message(person, f"wamid.{tag}.{n}", f"{tag} {n}", sent_at + n) for n in range(count)]
 
 
 def wamids(tag: str, count: int) -> list[str]:
@@ -169,24 +64,6 @@ async def locations(pool: asyncpg.Pool, bodies: list[bytes]) -> list[RecordLocat
 async def keys_by_kek(pool: asyncpg.Pool) -> dict[str, int]:
     rows = await pool.fetch("SELECT kek_id, count(*) AS n FROM subject_keys GROUP BY kek_id")
     return {row["kek_id"]: row["n"] for row in rows}
-
-
-def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "services.cli", *args],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
-@pytest.fixture
-def people() -> list[Person]:
-    first = Person.fresh()
-    return [first, *(Person(first.waba_id, first.phone_number_id, "1" + pipeline.digits(10)) for _ in range(3))]
 
 
 async def test_rewrap_interrupted_and_resumed_then_the_old_kek_is_removed(

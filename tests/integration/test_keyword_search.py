@@ -11,17 +11,15 @@ import asyncpg
 import orjson
 import pytest
 
+from devtools import pipeline
+from devtools.pipeline import Person
 from services.actions.layer import Operator
 from services.core.identity import resolve_subject_refs
 from services.core.index import binary_keys
 from services.review.search import SearchFilter
-from tests import pipeline
-from tests.integration.test_actions import READER, Stack, stack
-from tests.integration.test_retention import NOW, archive
-from tests.pipeline import Person
-from tests.support import run_cli
-
-__all__ = ["stack"]  # the fixture, shared with test_actions
+from tests.helpers.action_stack import READER, Stack
+from tests.helpers.archive_runs import NOW, archive
+from tests.helpers.support import run_cli
 
 pytestmark = pytest.mark.integration
 

@@ -30,12 +30,12 @@ from botocore.client import Config
 from botocore.exceptions import ClientError
 from mypy_boto3_s3 import S3Client
 
+from devtools import pipeline
+from devtools.samples import REPO_ROOT
 from services.core.bucket import ArchiveBucket
 from services.core.db import Connection
 from services.core.schema import SCHEMA_MIGRATIONS_DDL, migration_files
 from services.ingest.settings import IngestSettings
-from tests import pipeline
-from tests.support import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 

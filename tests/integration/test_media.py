@@ -14,6 +14,10 @@ import pytest
 from mypy_boto3_s3 import S3Client
 from prometheus_client import CollectorRegistry
 
+from devtools import pipeline
+from devtools.broker import create_topic
+from devtools.graph_api import FakeGraphApi, generated_bytes
+from devtools.samples import payloads_dir
 from services.actions.access import ArchiveAccess, open_access
 from services.archiver.media import MediaFetcher, MediaRef, MediaSink, media_ref, sha256_matches
 from services.archiver.media_store import MediaTarget, SealedMediaUpload
@@ -38,9 +42,6 @@ from services.core.index import binary_keys
 from services.core.keyring import Keyring
 from services.core.policy import DEFAULT_POLICY
 from services.review.conversation import load_conversation
-from tests import pipeline
-from tests.fakes.graph_api import FakeGraphApi, generated_bytes
-from tests.support import create_topic, payloads_dir
 
 pytestmark = pytest.mark.integration
 

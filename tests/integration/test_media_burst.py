@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.media_burst import run_burst
+from devtools.media_burst import run_burst
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
 

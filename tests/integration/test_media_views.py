@@ -12,15 +12,15 @@ import asyncpg
 import pytest
 from prometheus_client import CollectorRegistry
 
+from devtools import pipeline
+from devtools.broker import create_topic
+from devtools.graph_api import FakeGraphApi
+from devtools.pipeline import Person
 from services.actions.access import open_access
 from services.actions.layer import Actions, NotFound, Operator
 from services.core.index import binary_keys
 from services.core.refusals import ReasonRequired
 from services.governance.metrics import RetentionMetrics
-from tests import pipeline
-from tests.fakes.graph_api import FakeGraphApi
-from tests.pipeline import Person
-from tests.support import create_topic
 
 pytestmark = pytest.mark.integration
 

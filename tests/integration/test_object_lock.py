@@ -15,12 +15,12 @@ import pytest
 from botocore.exceptions import ClientError
 from mypy_boto3_s3 import S3Client
 
+from devtools import pipeline
+from devtools.broker import create_topic
+from devtools.pipeline import Person
 from services.actions.access import open_access
 from services.core.index import binary_key
 from services.governance.retention_run import delete_chunk
-from tests import pipeline
-from tests.pipeline import Person
-from tests.support import create_topic
 
 pytestmark = pytest.mark.integration
 

@@ -26,6 +26,10 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
+from devtools import pipeline
+from devtools.broker import create_topic
+from devtools.pipeline import Person
+from devtools.serving import serve_asgi
 from services.actions.access import ArchiveAccess, open_access
 from services.actions.layer import Actions, Operator
 from services.console.factory import create_console_app
@@ -41,9 +45,7 @@ from services.retention.api import create_admin_app
 from services.retention.settings import RetentionSettings
 from services.review.display import display
 from services.review.export import write_export
-from tests import pipeline
-from tests.pipeline import Person
-from tests.support import create_topic, run_cli, serve_asgi
+from tests.helpers.support import run_cli
 
 pytestmark = pytest.mark.integration
 

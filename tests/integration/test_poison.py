@@ -23,6 +23,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
+from devtools import pipeline
+from devtools.broker import committed_offsets, create_topic, topic_from_start
+from devtools.serving import serve_asgi
 from services.archiver import sealing
 from services.archiver.service import run_archiver
 from services.archiver.settings import ArchiverSettings
@@ -32,8 +35,6 @@ from services.core.settings import KafkaSettings
 from services.ingest.app import IngestApp
 from services.ingest.settings import IngestSettings
 from services.tools.replay import post_signed
-from tests import pipeline
-from tests.support import committed_offsets, create_topic, serve_asgi, topic_from_start
 
 pytestmark = pytest.mark.integration
 

@@ -13,15 +13,15 @@ from typing import Any
 import asyncpg
 import pytest
 
+from devtools import pipeline
+from devtools.broker import create_topic
 from services.actions.access import open_access
 from services.archiver.rebuild import RecordKeys, rebuild_index
 from services.core.index import binary_keys
 from services.core.policy import DEFAULT_POLICY
 from services.core.pseudonym import subject_ref
-from tests import pipeline
-from tests.integration.test_erasure_final import erase
-from tests.integration.test_groups import Group
-from tests.support import create_topic
+from tests.helpers.erasure import erase
+from tests.helpers.groups import Group
 
 pytestmark = pytest.mark.integration
 

@@ -12,31 +12,25 @@ Each test gets a PostgreSQL schema of its own (the `archive` fixture), so it can
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
-import time
 import uuid
 
 import asyncpg
 import pytest
 from pydantic import SecretStr
 
+from devtools.pipeline import Person
 from services.core.bucket import ArchiveBucket
 from services.core.key_copies import KeyCopies
 from services.core.schema import migrate_dsn
-from services.core.settings import PostgresSettings, S3Settings
+from services.core.settings import S3Settings
 from services.governance.erasure import carry_out, erase_subject
 from services.governance.erasure_log import ErasureLog, ErasureRecord
-from tests import pipeline
-from tests.integration.test_erasure_final import erase, readable
-from tests.integration.test_kek_retirement import Archive, archive, archive_messages, messages, people, run_cli
-from tests.pipeline import Person
-from tests.support import committed_offsets, end_offsets
+from tests.helpers.erasure import erase, readable
+from tests.helpers.kek_archive import Archive, archive_messages, messages, redeliver, run_cli
 
 pytestmark = pytest.mark.integration
-
-__all__ = ["archive", "people"]  # the fixtures
 
 
 async def subject_refs_of(archive: Archive, person: Person) -> list[str]:
@@ -190,19 +184,3 @@ async def test_an_erasure_is_not_done_while_the_store_keeps_a_key_copy(
     assert len(mine) == 1
     assert sorted(mine[0].subject_refs) == sorted(refs)
     assert {dek_id for _, dek_id in mine[0].keys} == set(outcome.keys_destroyed)
-
-
-async def redeliver(archive: Archive, bodies: list[bytes], timeout_s: float = 60) -> None:
-    """Produce ``bodies`` again and run an archiver until its group has committed the whole topic: every record
-    was handled (archived, or dropped as an erased person's)."""
-    bootstrap = f"127.0.0.1:{archive.demo_env['WA_KAFKA_PORT']}"
-    await pipeline.produce(bootstrap, archive.topic, pipeline.events_of(bodies))
-    settings = pipeline.archiver_settings(archive.demo_env, archive.topic, archive.dlq, archive.prefix).model_copy(
-        update={"pg": PostgresSettings(dsn=SecretStr(archive.dsn_of("ARCHIVER"))), "keys": archive.keys(archive.a)}
-    )
-    ends = await end_offsets(bootstrap, archive.topic, 1)
-    async with pipeline.running_archiver(settings):
-        deadline = time.monotonic() + timeout_s
-        while await committed_offsets(bootstrap, settings.group_id, archive.topic, 1) != ends:
-            assert time.monotonic() < deadline, f"the archiver did not commit {ends} within {timeout_s}s"
-            await asyncio.sleep(0.5)

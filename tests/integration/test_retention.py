@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,6 +19,9 @@ from botocore.exceptions import ClientError
 from mypy_boto3_s3 import S3Client
 from prometheus_client import CollectorRegistry
 
+from devtools import pipeline
+from devtools.pipeline import Person
+from devtools.serving import serve_asgi
 from services.actions.access import ArchiveAccess, open_access
 from services.archiver.rebuild import rebuild_index
 from services.core.identity import resolve_subject_refs
@@ -32,71 +34,9 @@ from services.governance.retention_run import delete_chunk, expired_objects, ret
 from services.retention.api import create_admin_app
 from services.review.conversation import load_conversation
 from services.review.export import write_export
-from tests import pipeline
-from tests.pipeline import Person
-from tests.support import create_topic, serve_asgi
+from tests.helpers.archive_runs import NOW, archive, audit_rows, crisis_bodies
 
 pytestmark = pytest.mark.integration
-
-NOW = int(time.time())
-
-
-@pytest.fixture
-async def prefix() -> str:
-    return f"test/{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture
-async def access(demo_env: dict[str, str], prefix: str) -> AsyncIterator[ArchiveAccess]:
-    opened = await open_access(pipeline.retention_settings(demo_env, prefix))
-    yield opened
-    await opened.close()
-
-
-async def archive(demo_env: dict[str, str], pool: asyncpg.Pool, prefix: str, bodies: list[bytes]) -> list[str]:
-    bootstrap = f"127.0.0.1:{demo_env['WA_KAFKA_PORT']}"
-    topic = await create_topic(bootstrap, partitions=1, prefix="retention")
-    dlq = await create_topic(bootstrap, partitions=1, prefix="dlq")
-    events = await pipeline.archive_bodies(demo_env, pool, topic, dlq, prefix, bodies)
-    return [e.event_id for e in events]
-
-
-def crisis_bodies(person: Person) -> list[bytes]:
-    t = NOW - 3600
-    return [
-        pipeline.text_message(person, "wamid.M1", "the refund is approved, ref 4711", t),
-        pipeline.status(person, "wamid.M1", "read", t + 5),
-        pipeline.revoke(person, "wamid.R1", "wamid.M1", t + 60),
-        pipeline.text_message(person, "wamid.M2", "call me at 10", t + 100),
-        pipeline.edit(person, "wamid.E2", "wamid.M2", "call me at 11", t + 120),
-        pipeline.echo(person, "wamid.B1", "we will ship tomorrow", t + 200),
-        pipeline.envelope(
-            person,
-            "smb_message_echoes",
-            {
-                "message_echoes": [
-                    {
-                        "from": "15550001111",
-                        "to": person.wa_id,
-                        "id": "wamid.BR1",
-                        "timestamp": str(t + 260),
-                        "type": "revoke",
-                        "revoke": {"original_message_id": "wamid.B1"},
-                    }
-                ]
-            },
-        ),
-        pipeline.text_message(person, "wamid.M3", "status-deleted message", t + 300),
-        pipeline.status(person, "wamid.M3", "deleted", t + 330),
-    ]
-
-
-async def audit_rows(pool: asyncpg.Pool, subject_refs: list[str]) -> list[asyncpg.Record]:
-    return await pool.fetch(
-        "SELECT actor, action, reason, record_count FROM audit_log"
-        " WHERE subject_ref = ANY($1::text[]) ORDER BY audit_id",
-        subject_refs,
-    )
 
 
 async def test_a_deleted_message_comes_back_with_the_deletion_beside_it(

@@ -13,17 +13,14 @@ import asyncpg
 import pytest
 from mypy_boto3_s3 import S3Client
 
+from devtools import pipeline
+from devtools.broker import create_topic
+from devtools.pipeline import Person
 from services.actions.access import ArchiveAccess
 from services.core.index import binary_keys
 from services.core.pseudonym import subject_ref
 from services.governance.retention_run import retention_run
-from tests import pipeline
-from tests.integration.test_identity import message
-from tests.integration.test_retention import NOW, access, prefix
-from tests.pipeline import Person
-from tests.support import create_topic
-
-__all__ = ["access", "prefix"]  # fixtures shared with test_retention
+from tests.helpers.archive_runs import NOW, message
 
 pytestmark = pytest.mark.integration
 

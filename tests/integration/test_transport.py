@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import REPO_ROOT, free_port
+from devtools.samples import REPO_ROOT
+from devtools.serving import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -11,6 +11,7 @@ import orjson
 import pytest
 import yaml
 
+from devtools.samples import REPO_ROOT, payloads_dir
 from services.archiver.sealing import RawRecord, dead_letter, decode_record
 from services.core.events import decode_webhook, parse_webhook, webhook_scope
 from services.core.journal import event_record, webhook_record
@@ -18,7 +19,6 @@ from services.core.kafka import MAX_RECORD_BYTES, PROTOCOL_OVERHEAD_BYTES
 from services.core.settings import KafkaSettings
 from services.core.vocabulary import EVENT_KIND_SET
 from services.ingest.outbound import outbound_event
-from tests.support import REPO_ROOT, payloads_dir
 
 pytestmark = pytest.mark.unit
 

@@ -21,6 +21,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from devtools.samples import REPO_ROOT
 from services.core.container import (
     FORMAT_VERSION,
     MAGIC,
@@ -40,7 +41,6 @@ from services.core.container import (
 )
 from services.core.crypto import RecordTampered, open_record, seal_record
 from services.core.pseudonym import message_ref, subject_ref
-from tests.support import REPO_ROOT
 
 pytestmark = pytest.mark.unit
 

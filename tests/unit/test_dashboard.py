@@ -13,7 +13,8 @@ from types import ModuleType
 import pytest
 import yaml
 
-from tests.unit.test_prometheus_rules import REPO_ROOT, metric_names_in, run_promtool, unknown_metrics
+from devtools.samples import REPO_ROOT
+from tests.helpers.prometheus_rules import metric_names_in, run_promtool, unknown_metrics
 
 pytestmark = pytest.mark.unit
 

@@ -10,10 +10,7 @@ from collections import Counter
 import orjson
 import pytest
 
-from services.archiver.media import media_ref, sha256_matches
-from services.core.events import Event, Subject, parse_webhook
-from services.core.keywords import searchable_text, words
-from services.tools.demo_crisis import (
+from devtools.demo_crisis import (
     CAMILLE,
     CORRECTED_PRICE,
     CUSTOMERS,
@@ -27,9 +24,12 @@ from services.tools.demo_crisis import (
     crisis_messages,
     crisis_webhooks,
 )
-from services.tools.devrun import DEMO_PHONE_NUMBER_ID
-from tests.fakes.graph_api import FakeGraphApi, seed_demo_media
-from tests.support import PAYLOADS_DIR
+from devtools.devrun import DEMO_PHONE_NUMBER_ID
+from devtools.graph_api import FakeGraphApi, seed_demo_media
+from devtools.samples import PAYLOADS_DIR
+from services.archiver.media import media_ref, sha256_matches
+from services.core.events import Event, Subject, parse_webhook
+from services.core.keywords import searchable_text, words
 
 pytestmark = pytest.mark.unit
 

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
-from services.tools.demo_media import (
+from devtools.demo_media import (
     GENERATED_MEDIA,
     PARCEL_PHOTO_ID,
     demo_media_bytes,
@@ -22,8 +22,8 @@ from services.tools.demo_media import (
     parcel_photo,
     with_demo_media,
 )
-from tests.fakes.graph_api import FakeGraphApi, seed_demo_media
-from tests.support import PAYLOADS_DIR
+from devtools.graph_api import FakeGraphApi, seed_demo_media
+from devtools.samples import PAYLOADS_DIR
 
 pytestmark = pytest.mark.unit
 

@@ -10,12 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from devtools.samples import payloads_dir
 from services.core.events import split_webhook
 from services.core.plaintext import DecodedRecord, read_envelope
 from services.core.vocabulary import MESSAGE_KINDS
 from services.review.assembly import Change, ConversationMessage, assemble
 from services.review.display import Content, content_of, display
-from tests.support import payloads_dir
 
 pytestmark = pytest.mark.unit
 

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from devtools.samples import payloads_dir
 from services.core.events import (
     Delivery,
     EnvelopeError,
@@ -26,7 +27,7 @@ from services.core.events import (
     parse_webhook,
     split_webhook,
 )
-from tests.support import json_slots, payloads_dir
+from tests.helpers.support import json_slots
 
 pytestmark = pytest.mark.unit
 

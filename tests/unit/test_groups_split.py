@@ -12,12 +12,12 @@ import orjson
 import pytest
 from rich.console import Console
 
+from devtools.samples import payloads_dir
 from services.cli.render import group_change, group_table
 from services.core.events import EnvelopeError, Event, Subject, parse_webhook, split_webhook
 from services.core.pseudonym import group_ref, message_ref
 from services.ingest.outbound import outbound_event
 from services.review.assembly import assemble
-from tests.support import payloads_dir
 
 pytestmark = pytest.mark.unit
 

@@ -10,12 +10,12 @@ from datetime import UTC, datetime, timedelta, timezone
 import orjson
 import pytest
 
+from devtools.samples import payloads_dir
 from services.archiver.sealing import holders_of, number_refs, people_of, pseudonyms_of
 from services.core.events import Event, parse_webhook
 from services.core.holders import current_since, holder_since, new_number, with_changes
 from services.core.pseudonym import holder_ref, subject_ref
-from tests.support import payloads_dir
-from tests.unit.test_sealing import event
+from tests.helpers.events import event
 
 pytestmark = pytest.mark.unit
 

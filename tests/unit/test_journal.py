@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
+from devtools.samples import payloads_dir
 from services.archiver import sealing
 from services.archiver.sealing import RawRecord, batch_object_key, decode_record
 from services.core.container import SourceRange, object_key
@@ -23,7 +24,6 @@ from services.core.journal import (
     split_record,
     webhook_record,
 )
-from tests.support import payloads_dir
 
 pytestmark = pytest.mark.unit
 

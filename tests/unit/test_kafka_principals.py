@@ -10,6 +10,7 @@ import yaml
 from confluent_kafka.admin import AclOperation, AclPermissionType, ResourcePatternType, ResourceType
 from pydantic import SecretStr
 
+from devtools.samples import REPO_ROOT, load_demo_env
 from services.archiver.settings import ArchiverSettings
 from services.core.settings import KafkaSettings
 from services.tools.kafka_principals import (
@@ -21,7 +22,6 @@ from services.tools.kafka_principals import (
     local_principals,
     principal,
 )
-from tests.support import REPO_ROOT, load_demo_env
 
 DEMO = load_demo_env()
 

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from devtools.samples import PAYLOADS_DIR
 from services.core.events import parse_webhook
 from services.core.keywords import (
     MAX_WORD_LENGTH,
@@ -17,7 +18,6 @@ from services.core.keywords import (
     tokens_of,
     words,
 )
-from tests.support import PAYLOADS_DIR
 
 KEY = keyword_key(b"pepper-for-tests")
 

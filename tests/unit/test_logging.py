@@ -19,8 +19,8 @@ import structlog
 import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 
+from devtools.samples import REPO_ROOT
 from services.core.logs import configure_logging, log_format_from_env
-from tests.support import REPO_ROOT
 
 pytestmark = pytest.mark.unit
 

@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 from pydantic import SecretStr, ValidationError
 
 from bench.common import demo_env as bench_env
+from devtools.devrun import demo_env as run_env
+from devtools.samples import load_demo_env
 from services.archiver.settings import ArchiverSettings
 from services.console.settings import ConsoleSettings
 from services.core.published import (
@@ -28,8 +30,6 @@ from services.core.settings import load_settings
 from services.core.token_strength import MIN_TOKEN_BITS, estimated_bits, token_weakness
 from services.ingest.settings import IngestSettings
 from services.retention.settings import AdminToken, RetentionSettings
-from services.tools.devrun import demo_env as run_env
-from tests.support import load_demo_env
 
 DEMO = load_demo_env()
 

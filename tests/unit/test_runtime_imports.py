@@ -18,7 +18,6 @@ ENTRY_POINTS = [
     "services.archiver.rebuild",
     "services.tools.replay",
     "services.tools.loadgen",
-    "services.tools.devrun",
 ]
 
 

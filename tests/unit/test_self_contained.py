@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import REPO_ROOT
+from devtools.samples import REPO_ROOT
 
 pytestmark = pytest.mark.unit
 
@@ -119,9 +119,9 @@ def test_the_scan_catches_escapes(relative: str, line: str) -> None:
 @pytest.mark.parametrize(
     ("relative", "line"),
     [
-        ("tests/support.py", "REPO_ROOT = Path(__file__).resolve().parents[1]"),
+        ("tests/helpers/support.py", "REPO_ROOT = Path(__file__).resolve().parents[2]"),
         ("deploy/k8s/generate.py", "REPO_ROOT = Path(__file__).resolve().parents[2]"),
-        ("services/tools/devrun.py", "ROOT = Path(__file__).resolve().parent.parent.parent"),
+        ("devtools/samples.py", "REPO_ROOT = Path(__file__).resolve().parent.parent"),
         ("deploy/k8s/overlays/example/kustomization.yaml", "  - ../../base"),
         ("deploy/prometheus/tests/rules_test.yml", "  - ../rules.yml"),
         ("deploy/compose.yaml", "    context: .."),

@@ -9,9 +9,9 @@ from collections.abc import Callable
 
 import pytest
 
+from devtools.samples import payloads_dir
 from services.core.events import parse_webhook
 from services.ingest.signature import SignatureVerifier, sign
-from tests.support import payloads_dir
 
 pytestmark = pytest.mark.unit
 

@@ -9,13 +9,13 @@ import secrets
 import pytest
 from pydantic import SecretStr
 
+from devtools.samples import REPO_ROOT, load_demo_env
 from services.archiver.settings import ArchiverSettings
 from services.core.published import LOCAL_DEMO_FLAG
 from services.core.settings import KafkaSettings, PostgresSettings, S3Settings, read_env_file
 from services.core.transport import plaintext_links, warn_plaintext
 from services.ingest.settings import IngestSettings
 from services.retention.settings import RetentionSettings
-from tests.support import REPO_ROOT, load_demo_env
 
 pytestmark = pytest.mark.unit
 

@@ -43,8 +43,8 @@ from services.core.vocabulary import (
 )
 from services.ingest.app import UtcClock
 from services.ingest.outbound import outbound_event
-from tests.support import json_slots
-from tests.webhook_strategies import JSON_VALUES, SAMPLE_VALUES, sample_bodies
+from tests.helpers.support import json_slots
+from tests.helpers.webhook_strategies import JSON_VALUES, SAMPLE_VALUES, sample_bodies
 
 pytestmark = pytest.mark.unit
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, NamedTuple
 
-from services.tools.demo_media import GENERATED_MEDIA, PARCEL_PHOTO_ID, demo_sha256
+from devtools.demo_media import GENERATED_MEDIA, PARCEL_PHOTO_ID, demo_sha256
 from services.tools.loadgen import webhook_body
 from services.tools.replay import meta_encode
 

@@ -24,13 +24,15 @@ import asyncpg
 import httpx
 import orjson
 
+from devtools import pipeline
+from devtools.broker import create_topic
+from devtools.graph_api import FakeGraphApi
+from devtools.samples import REPO_ROOT
+from devtools.serving import free_port
 from services.actions.access import open_access
 from services.core.container import media_record_id
 from services.core.index import binary_keys
 from services.ingest.signature import sign
-from tests import pipeline
-from tests.fakes.graph_api import FakeGraphApi
-from tests.support import REPO_ROOT, create_topic, free_port
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -8,7 +8,7 @@ unknown id → 404. Knobs for tests: :meth:`fail_next` (answer N requests with a
 Large media (:meth:`add_generated_media`) are generated as they are sent, never held: a burst of 100 MB documents
 costs the stand-in a megabyte.
 
-    python -m tests.fakes.graph_api --port 8099 --token T --seed tests/data/whatsapp
+    python -m devtools.graph_api --port 8099 --token T --seed tests/data/whatsapp
 
 ``--seed`` serves the demo's media (:func:`seed_demo_media`): the sample webhooks' and the crisis's photo.
 """
@@ -30,10 +30,10 @@ from typing import Any
 import orjson
 from pydantic import SecretStr
 
+from devtools.demo_media import GENERATED_MEDIA, demo_media_bytes, media_objects
+from devtools.serving import serve_asgi
 from services.archiver.media import Egress
 from services.archiver.settings import GraphSettings
-from services.tools.demo_media import GENERATED_MEDIA, demo_media_bytes, media_objects
-from tests.support import serve_asgi
 
 Message = MutableMapping[str, Any]
 
@@ -226,7 +226,7 @@ class FakeGraphApi:
 
 def seed_from_webhooks(api: FakeGraphApi, directory: Path) -> int:
     """Register every media id found in the webhooks of ``directory`` with the demo's deterministic bytes
-    (services/tools/demo_media.py: the demo sends the webhooks with the matching hashes)."""
+    (devtools/demo_media.py: the demo sends the webhooks with the matching hashes)."""
     count = 0
     for path in sorted(directory.glob("*.json")):
         for media in media_objects(json.loads(path.read_bytes())):

@@ -3,7 +3,8 @@
 Starts ingest (:8080), archiver (:8081), retention (:8082), the review console (:8083) and the local Graph API
 stand-in (:8099) as processes with deploy/local/demo.env, replays the bundled sample webhooks
 (tests/data/whatsapp), a conversation whose message is then deleted for everyone and the crisis of
-services/tools/demo_crisis.py, and prints where to look and how to sign in. Ctrl-C stops everything.
+devtools/demo_crisis.py, and prints where to look and how to sign in. Ctrl-C or SIGTERM stops every process it
+started (tests/e2e/test_devrun.py).
 """
 
 from __future__ import annotations
@@ -15,21 +16,17 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 
 import httpx
 import orjson
 
+from devtools.demo_crisis import CAMILLE, LEA, SEARCH_KEYWORD, crisis_webhooks
+from devtools.demo_media import with_demo_media
+from devtools.samples import PAYLOADS_DIR, REPO_ROOT, load_demo_env
 from services.core.published import LOCAL_DEMO_FLAG
-from services.core.settings import read_env_file
-from services.tools.demo_crisis import CAMILLE, LEA, SEARCH_KEYWORD, crisis_webhooks
-from services.tools.demo_media import with_demo_media
 from services.tools.loadgen import webhook_body
 from services.tools.replay import load_bodies, post_signed, replay
 
-ROOT = Path(__file__).resolve().parents[2]
-# Meta's Cloud API webhook samples, kept with the tests (tests/data/whatsapp/SOURCES.md).
-SAMPLE_WEBHOOKS = ROOT / "tests" / "data" / "whatsapp"
 DEMO_PHONE_NUMBER_ID = "106540352242922"
 DEMO_CONTACT = "16505559876"
 
@@ -37,7 +34,7 @@ DEMO_CONTACT = "16505559876"
 def demo_env() -> dict[str, str]:
     """deploy/local/demo.env, and the flag that lets the services start with its published secrets: set here, not
     in the file, so that a Secret seeded from the file is still refused (services/core/published.py)."""
-    return {**read_env_file(ROOT / "deploy" / "local" / "demo.env"), LOCAL_DEMO_FLAG: "1"}
+    return {**load_demo_env(), LOCAL_DEMO_FLAG: "1"}
 
 
 def deleted_message_demo() -> list[bytes]:
@@ -81,13 +78,13 @@ def service_commands(graph_token: str) -> dict[str, list[str]]:
         "graph-api": [
             sys.executable,
             "-m",
-            "tests.fakes.graph_api",
+            "devtools.graph_api",
             "--port",
             "8099",
             "--token",
             graph_token,
             "--seed",
-            str(SAMPLE_WEBHOOKS),
+            str(PAYLOADS_DIR),
         ],
         "ingest": [sys.executable, "-m", "services.ingest"],
         "archiver": [sys.executable, "-m", "services.archiver"],
@@ -100,7 +97,11 @@ def apply_migrations(env: Mapping[str, str]) -> None:
     """``wa-archive migrate`` as the schema's owner (WA_MIGRATOR_PG__DSN), before any service starts: the services
     connect as roles that may not migrate, and wait for the schema their code needs."""
     result = subprocess.run(
-        [sys.executable, "-m", "services.cli", "migrate"], cwd=ROOT, env=dict(env), capture_output=True, check=False
+        [sys.executable, "-m", "services.cli", "migrate"],
+        cwd=REPO_ROOT,
+        env=dict(env),
+        capture_output=True,
+        check=False,
     )
     if result.returncode != 0:
         raise SystemExit(f"wa-archive migrate failed:\n{result.stderr.decode(errors='replace')}")
@@ -133,7 +134,7 @@ def wait_ready(url: str, name: str, timeout_s: float = 90) -> None:
 async def run_demo(env: dict[str, str]) -> None:
     secret = orjson.loads(env["WA_INGEST_APP_SECRETS"])[0].encode()
     url = "http://127.0.0.1:8080/webhooks/whatsapp"
-    report = await replay(load_bodies([SAMPLE_WEBHOOKS], transform=with_demo_media), url=url, app_secret=secret)
+    report = await replay(load_bodies([PAYLOADS_DIR], transform=with_demo_media), url=url, app_secret=secret)
     print(f"replayed {report.sent} sample webhooks: {report.acknowledged} acknowledged by ingest (Kafka acks=all)")
     async with httpx.AsyncClient(timeout=10) as client:
         for body in deleted_message_demo():
@@ -150,8 +151,11 @@ async def run_demo(env: dict[str, str]) -> None:
 
 
 def main() -> None:
+    # SIGTERM (a supervisor, `kill`, a test) stops everything as Ctrl-C does: without it the driver would die and
+    # leave its children running, since only a terminal sends SIGINT to the whole process group.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     env = {**os.environ, **demo_env()}
-    logs = ROOT / ".stack" / "logs"
+    logs = REPO_ROOT / ".stack" / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     commands = service_commands(env["WA_ARCHIVER_GRAPH__TOKEN"])
     apply_migrations(env)
@@ -159,7 +163,7 @@ def main() -> None:
     try:
         for name, command in commands.items():
             handle = (logs / f"{name}.log").open("ab")
-            processes[name] = subprocess.Popen(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
+            processes[name] = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
         wait_ready("http://127.0.0.1:8080/readyz", "ingest")
         wait_ready("http://127.0.0.1:8081/readyz", "archiver")
         wait_ready("http://127.0.0.1:8082/readyz", "retention")
@@ -186,6 +190,7 @@ def main() -> None:
     except KeyboardInterrupt:
         print("\nstopping…")
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # already stopping: a second SIGTERM must not cut it short
         stop_processes(processes.values())
 
 

@@ -1,7 +1,8 @@
-"""Test helpers that drive the real pipeline: synthetic webhooks for fresh people, produce, archive, wait.
+"""Driving the real pipeline, for the tests and the benchmarks: synthetic webhooks for fresh people, produce,
+archive, wait.
 
 Synthetic webhooks follow Meta's shapes (see tests/data/whatsapp) with random business numbers and
-contacts, so tests never collide with one another or with earlier runs in the same database.
+contacts, so runs never collide with one another or with earlier runs in the same database.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ the local Graph API stand-in cannot serve, so the archiver would refuse every de
 mark it missing. The stand-in serves :func:`demo_media_bytes` for each media id instead, and :func:`with_demo_media`
 gives the webhooks the hash Meta would put there for those bytes, so the demo's media are archived like real ones.
 
-The demo's own webhooks (the crisis, services/tools/demo_crisis.py) carry media no sample carries:
+The demo's own webhooks (the crisis, devtools/demo_crisis.py) carry media no sample carries:
 :data:`GENERATED_MEDIA` names them for the stand-in, and their webhooks carry :func:`demo_sha256` of their id.
 """
 

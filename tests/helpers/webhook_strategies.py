@@ -12,8 +12,9 @@ from typing import Any
 
 from hypothesis import strategies as st
 
+from devtools.samples import payloads_dir
 from services.tools.replay import load_bodies
-from tests.support import json_slots, payloads_dir
+from tests.helpers.support import json_slots
 
 
 @cache

@@ -1,0 +1,95 @@
+"""``make run``'s driver (devtools/devrun.py) as a process: stopped with SIGTERM, it stops what it started.
+
+A supervisor, ``kill`` or a CI job stops the driver with SIGTERM, not Ctrl-C: only a terminal sends SIGINT to the
+whole process group, so the driver must stop its children itself — the four services and the Graph API stand-in —
+or they outlive it, holding the ports of the next ``make run``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from devtools.devrun import service_commands
+from devtools.samples import REPO_ROOT
+from tests.e2e.processes import PORTS
+
+pytestmark = pytest.mark.e2e
+
+RUNNING = "wa-archive is running"
+
+
+def children_of(pid: int) -> dict[int, str]:
+    """The live child processes of ``pid`` (from /proc), with their command lines."""
+    found: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            stat = (entry / "stat").read_text()
+            # pid (comm) state ppid …: comm may hold spaces, so split after its closing parenthesis.
+            state, ppid = stat.rpartition(")")[2].split()[:2]
+            if int(ppid) == pid and state != "Z":
+                found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_sigterm_stops_the_services_and_the_graph_api_stand_in(tmp_path: Path) -> None:
+    for name, port in {**PORTS, "graph-api": 8099}.items():
+        with contextlib.suppress(httpx.HTTPError):
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=0.5)
+            pytest.fail(f"port {port} ({name}) is busy: stop `make run` before the e2e tests", pytrace=False)
+    output = tmp_path / "devrun.out"
+    with output.open("wb") as out:
+        driver = subprocess.Popen(
+            [sys.executable, "-m", "devtools.devrun"],
+            cwd=REPO_ROOT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    started: dict[int, str] = {}
+    try:
+        deadline = time.monotonic() + 240
+        while RUNNING not in output.read_text(errors="replace"):
+            assert driver.poll() is None, output.read_text(errors="replace")[-3000:]
+            assert time.monotonic() < deadline, output.read_text(errors="replace")[-3000:]
+            time.sleep(0.5)
+        started = children_of(driver.pid)
+        expected = service_commands("token")
+        for name, command in expected.items():
+            module = command[command.index("-m") + 1]
+            assert any(f"-m {module}" in line for line in started.values()), f"{name} not running: {started}"
+        assert len(started) == len(expected), started
+
+        driver.send_signal(signal.SIGTERM)
+        assert driver.wait(timeout=120) == 0, output.read_text(errors="replace")[-3000:]
+        deadline = time.monotonic() + 10
+        while any(alive(pid) for pid in started) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert [started[pid] for pid in started if alive(pid)] == []
+        assert "stopping" in output.read_text(errors="replace")
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait(timeout=10)
+        for pid in started:  # what the driver failed to stop must not outlive the test
+            if alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
