@@ -291,7 +291,7 @@ down_s3() { alive s3 && log "stopping s3"; stop_pid s3; }
 # Two client listeners. PLAINTEXT ($WA_KAFKA_PORT) is anonymous, and ANONYMOUS is the super user: the broker's
 # own inter-broker and controller traffic, the provisioning (topics, principals, ACLs) and the tests' fixtures,
 # which make topics and groups of their own. SASL_PLAINTEXT ($WA_KAFKA_SASL_PORT) authenticates a SCRAM-SHA-512
-# user per service and the StandardAuthorizer holds it to its ACLs (services/tools/kafka_principals.py, the same
+# user per service and the StandardAuthorizer holds it to its ACLs (devtools/kafka_principals.py, the same
 # rights as deploy/k8s/base/kafka-users.yaml): `make run` connects ingest and the archiver there. Returns 0 when
 # the file changed (the broker reads it at start only).
 write_kafka_config() {
@@ -638,7 +638,7 @@ cmd_up() {
   # Topics, buckets and the readiness checks that need a real client (Kafka metadata, S3 API, SQL).
   "$VENV/bin/python" "$ROOT/deploy/local/provision.py" $(parts "$@") || die "provisioning failed"
   case " $(parts "$@") " in
-    *" kafka "*) (cd "$ROOT" && "$VENV/bin/python" -m services.tools.kafka_principals) || die "the Kafka principals could not be provisioned";;
+    *" kafka "*) (cd "$ROOT" && "$VENV/bin/python" -m devtools.kafka_principals) || die "the Kafka principals could not be provisioned";;
   esac
   log "ready in $((SECONDS - started))s: $(parts "$@")"
 }

@@ -1,4 +1,4 @@
-"""The local broker's principals, proven on the real broker (DESIGN.md §1.8, services/tools/kafka_principals.py):
+"""The local broker's principals, proven on the real broker (DESIGN.md §1.8, devtools/kafka_principals.py):
 ingest writes the journal only; the archiver reads the journal in its group and writes the dead letters.
 
 - The broker holds exactly the grants of kafka_principals for the demo's principals (stack.sh provisioned them),
@@ -42,13 +42,7 @@ from pydantic import SecretStr
 
 from devtools import pipeline
 from devtools.broker import committed_offsets, create_topic, end_offsets, topic_from_start
-from devtools.samples import load_demo_env
-from devtools.serving import serve_asgi
-from services.core.kafka import AckedProducer, OutgoingRecord, ProduceUnavailable, librdkafka_config
-from services.core.settings import KafkaSettings
-from services.ingest.app import IngestApp
-from services.ingest.settings import IngestSettings
-from services.tools.kafka_principals import (
+from devtools.kafka_principals import (
     Principal,
     acl_key,
     archiver_grants,
@@ -58,6 +52,12 @@ from services.tools.kafka_principals import (
     principal_acls,
     provision,
 )
+from devtools.samples import load_demo_env
+from devtools.serving import serve_asgi
+from services.core.kafka import AckedProducer, OutgoingRecord, ProduceUnavailable, librdkafka_config
+from services.core.settings import KafkaSettings
+from services.ingest.app import IngestApp
+from services.ingest.settings import IngestSettings
 from services.tools.replay import post_signed
 
 pytestmark = pytest.mark.integration

@@ -1,4 +1,4 @@
-"""The local broker's principals (services/tools/kafka_principals.py): the rights the manifests give in production,
+"""The local broker's principals (devtools/kafka_principals.py): the rights the manifests give in production,
 named by the services' own settings of deploy/local/demo.env."""
 
 from __future__ import annotations
@@ -10,10 +10,7 @@ import yaml
 from confluent_kafka.admin import AclOperation, AclPermissionType, ResourcePatternType, ResourceType
 from pydantic import SecretStr
 
-from devtools.samples import REPO_ROOT, load_demo_env
-from services.archiver.settings import ArchiverSettings
-from services.core.settings import KafkaSettings
-from services.tools.kafka_principals import (
+from devtools.kafka_principals import (
     CLUSTER,
     Grant,
     archiver_grants,
@@ -22,6 +19,9 @@ from services.tools.kafka_principals import (
     local_principals,
     principal,
 )
+from devtools.samples import REPO_ROOT, load_demo_env
+from services.archiver.settings import ArchiverSettings
+from services.core.settings import KafkaSettings
 
 DEMO = load_demo_env()
 

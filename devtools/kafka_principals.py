@@ -5,7 +5,7 @@ else (DESIGN.md §1.8) — the same rights deploy/k8s/base/kafka-users.yaml give
   letter.
 - ``wa-archiver`` reads the journal in its consumer group and writes the dead letters; it cannot write the journal.
 
-Both produce idempotently, hence IdempotentWrite on the cluster. ``python -m services.tools.kafka_principals``
+Both produce idempotently, hence IdempotentWrite on the cluster. ``python -m devtools.kafka_principals``
 (run by ``deploy/local/stack.sh up`` once Kafka answers) connects to the plaintext listener, whose anonymous
 principal is the local broker's super user, and makes the broker hold exactly these users and ACLs: each user's
 password is set again (a new salt; a client already connected keeps its session), a missing ACL is created and
