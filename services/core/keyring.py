@@ -137,10 +137,14 @@ class Keyring:
             )
             for row in rows
         )
+        # A row another transaction holds (an archiver's indexing lock, a rewrap) is not waited for: it keeps its
+        # mark unset and is copied again later (copy_pending); a copy written twice is the same object.
         await conn.execute(
-            "UPDATE subject_keys AS k SET copied_at = clock_timestamp()"
-            " FROM unnest($1::text[], $2::uuid[], $3::text[]) AS v(subject_ref, dek_id, kek_id)"
-            " WHERE k.subject_ref = v.subject_ref AND k.dek_id = v.dek_id AND k.kek_id = v.kek_id",
+            "UPDATE subject_keys SET copied_at = clock_timestamp() WHERE subject_ref IN ("
+            " SELECT k.subject_ref FROM subject_keys k"
+            " JOIN unnest($1::text[], $2::uuid[], $3::text[]) AS v(subject_ref, dek_id, kek_id)"
+            " ON k.subject_ref = v.subject_ref AND k.dek_id = v.dek_id AND k.kek_id = v.kek_id"
+            " FOR NO KEY UPDATE OF k SKIP LOCKED)",
             [row["subject_ref"] for row in rows],
             [row["dek_id"] for row in rows],
             [row["kek_id"] for row in rows],
@@ -148,15 +152,20 @@ class Keyring:
 
     async def copy_pending(self, *, limit: int = 1000) -> int:
         """Copy up to ``limit`` keys that have no copy yet (keys from before copies existed, a copy a crash
-        interrupted, keys a rewrap moved under another KEK); returns how many. Needs ``copies``."""
+        interrupted, keys a rewrap moved under another KEK) and that no transaction holds; returns how many (0: none
+        is left that can be taken now). Needs ``copies``."""
         if self.copies is None:
             raise ValueError("this keyring has no key copies configured")
         async with self.pool.acquire() as conn:
-            rows = await conn.fetch(
-                "SELECT subject_ref, dek_id::text AS dek_id, kek_id, wrapped_dek, created_at, copied_at"
-                " FROM subject_keys WHERE copied_at IS NULL ORDER BY subject_ref LIMIT $1",
-                limit,
-            )
+            # Only rows no one holds right now (the lock is released at once): a row an archiver keeps locked for
+            # long is left for a later call instead of being copied again and again.
+            async with conn.transaction():
+                rows = await conn.fetch(
+                    "SELECT subject_ref, dek_id::text AS dek_id, kek_id, wrapped_dek, created_at, copied_at"
+                    " FROM subject_keys WHERE copied_at IS NULL ORDER BY subject_ref LIMIT $1"
+                    " FOR NO KEY UPDATE SKIP LOCKED",
+                    limit,
+                )
             if rows:
                 await self._copy(conn, rows)
         return len(rows)
