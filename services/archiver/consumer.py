@@ -228,15 +228,16 @@ class ArchiverLoop:
                     state.committed = await self.consumer.committed(tp) or 0
 
     async def drain(self) -> None:
-        """Write and commit everything buffered (shutdown)."""
-        for _ in range(2):  # an in-flight write may leave a second batch behind it
+        """Write and commit everything buffered (shutdown): batch after batch, each behind the write before it, for a
+        buffer may hold several batches (up to ``max_buffered_records``) behind a write in flight. A write that
+        failed stops the drain (RuntimeError, as in the loop): what follows it stays uncommitted."""
+        while True:
             inflight = [s.inflight for s in self.partitions.values() if s.inflight is not None]
             if inflight:
                 await asyncio.gather(*inflight, return_exceptions=True)
+            if not any(s.batch for s in self.partitions.values()):
+                return
             self._schedule(self.clock(), drain=True)
-        remaining = [s.inflight for s in self.partitions.values() if s.inflight is not None]
-        if remaining:
-            await asyncio.gather(*remaining, return_exceptions=True)
 
     async def abandon(self) -> None:
         """Cancel the writes still in flight (shutdown past its grace period): their offsets stay uncommitted."""

@@ -309,12 +309,6 @@ async def test_drain_writes_and_commits_everything_buffered_also_behind_a_write_
     assert rig.counted("wa_archiver_flushes_total", reason="drain") == 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="drain() schedules at most two batches behind a write in flight: a longer buffer (up to "
-    "max_buffered_records, 4x max_records by default) is left unwritten on shutdown and consumed again after "
-    "the restart: nothing is lost, but the drain is not complete",
-)
 async def test_drain_writes_a_buffer_of_more_than_two_batches_behind_a_write_in_flight(rig: Rig) -> None:
     rig.writer.hold(0)
     rig.produce(0, MAX_RECORDS + 3 * MAX_RECORDS)  # pausing is at MAX_BUFFERED: fetch it all before holding
