@@ -123,7 +123,10 @@ def _s(value: Any) -> str:
 
 def content_of(message: Mapping[str, Any], fallback_type: str | None = None) -> Content:
     """What a Cloud API message object says, by its type (``fallback_type`` when it names none)."""
-    kind = _s(message.get("type") or fallback_type) or "unknown"
+    raw = message.get("type")
+    # A type that is a list or an object names no type: the fallback's, or unknown (never the texts it holds).
+    named = "" if isinstance(raw, dict | list) else _s(raw)
+    kind = named or _s(fallback_type) or "unknown"
     body = message.get(kind)
     if kind == "text" and isinstance(body, dict):
         return Content(kind, text=_s(body.get("body")))

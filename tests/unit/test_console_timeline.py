@@ -144,7 +144,7 @@ def test_a_crisis_as_a_phone_shows_it() -> None:
         ({"type": "image", "image": {"caption": "colis", "id": "m1"}}, ("image", "colis", "", ())),
         ({"type": "document", "document": {"filename": "facture.pdf"}}, ("document", "", "facture.pdf", ())),
         ({"type": "text", "text": None}, ("text", "", "", ())),
-        ({"type": ["odd"]}, ("odd", "", "", ())),  # a type that is a list shows the text it holds, never a repr
+        ({"type": ["odd"]}, ("unknown", "", "", ())),  # a list names no type
         pytest.param(
             {
                 "type": "edit",

@@ -286,3 +286,9 @@ def test_a_deeply_nested_caption_does_not_raise() -> None:
     for _ in range(100_000):
         caption = [caption]
     assert content_of({"type": "image", "image": {"caption": caption}}).text == "deep"
+
+
+@pytest.mark.parametrize("kind", [["odd"], [False, False], {"a": "b"}, []])
+def test_a_type_that_is_a_list_or_an_object_names_no_type(kind: Any) -> None:
+    assert content_of({"type": kind}).type == "unknown"
+    assert content_of({"type": kind}, "text").type == "text"
