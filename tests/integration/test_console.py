@@ -35,6 +35,7 @@ from services.review.assembly import message_words
 from services.review.conversation import load_conversation
 from services.review.search import SearchFilter
 from tests.helpers.archive_runs import NOW
+from tests.helpers.erasure import readable
 
 pytestmark = pytest.mark.integration
 
@@ -309,19 +310,6 @@ async def test_crisis_search_reason_timeline_media_and_audit(
             assert (await client.get(path)).status_code == 200, path
 
 
-async def readable_wamids(console: Console, person: Person) -> list[str]:
-    conversation = await load_conversation(
-        console.access.pool,
-        console.access.reader,
-        console.access.pepper,
-        contact=person.wa_id,
-        phone_number_id=None,
-        actor="test",
-        reason="erasure check",
-    )
-    return [message.message_id or "" for message in conversation.messages]
-
-
 async def test_dpo_holds_and_erasure_requests(
     console: Console, demo_env: dict[str, str], pg_pool: asyncpg.Pool
 ) -> None:
@@ -346,7 +334,7 @@ async def test_dpo_holds_and_erasure_requests(
         # The keys are destroyed at once; the console's S3 identity may not write the erasure log nor delete the
         # key copies, so the request stays in progress until the retention service finishes it.
         assert f"{request_ref} → in_progress" in released.text
-        assert await readable_wamids(console, person) == []
+        assert await readable(console.access, person) == []
         finished = await Actions(console.access, RetentionMetrics(CollectorRegistry())).finish_erasures(
             Operator("scheduler", "dpo")
         )
