@@ -54,7 +54,8 @@ class MaintenanceActions(ActionsBase):
     async def recover(self, operator: Operator, *, progress: ProgressCallback | None = None) -> RecoveryReport:
         """After PostgreSQL was lost or restored to an earlier point (services/governance/recovery.py): re-apply
         the erasures the database does not know, restore the keys it lacks from their copies, rebuild the index
-        from the bucket, and copy any key that has no copy yet. Each step's seconds are in the report, which is
+        from the bucket, destroy every copy of an erased key still in the bucket, and copy any key that has no copy
+        yet. Each step's seconds are in the report, which is
         audited. Restoring keys needs the schema owner's login (the CLI opens the archive with it)."""
         authorize(operator, "recover")
         report = RecoveryReport()
@@ -63,12 +64,12 @@ class MaintenanceActions(ActionsBase):
             (
                 "erasures",
                 lambda: reapply_erasures(
-                    self.access.pool, ErasureLog(self.access.bucket), actor=operator.name, copies=copies, report=report
+                    self.access.pool, ErasureLog(self.access.bucket), actor=operator.name, report=report
                 ),
             ),
             ("keys", lambda: restore_keys(self.access.pool, copies, report=report)),
             ("index", lambda: self._rebuild_for(report, operator, progress)),
-            ("copies", lambda: self._copy_every_key(report)),
+            ("copies", lambda: self._settle_copies(copies, report)),
         ]
         try:
             for name, step in steps:
@@ -84,7 +85,10 @@ class MaintenanceActions(ActionsBase):
     async def _rebuild_for(self, report: RecoveryReport, operator: Operator, progress: ProgressCallback | None) -> None:
         report.index = asdict(await self.rebuild_index(operator, progress=progress))
 
-    async def _copy_every_key(self, report: RecoveryReport) -> None:
+    async def _settle_copies(self, copies: KeyCopies, report: RecoveryReport) -> None:
+        """No copy of an erased key is left (a restored bucket may have brought some back), and every key has one."""
+        async with self.access.pool.acquire() as conn:
+            report.key_copy_objects_purged = await copies.purge(conn)
         while found := await self.access.keyring.copy_pending():
             report.keys_copied += found
 

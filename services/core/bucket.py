@@ -293,6 +293,15 @@ class ArchiveBucket:
                 return found
             key_marker, version_marker = page.get("NextKeyMarker", ""), page.get("NextVersionIdMarker", "")
 
+    async def first_object(self, prefix: str) -> str | None:
+        """The first key under ``prefix`` in the listing's order (one ListObjectsV2 call of one key), or None."""
+
+        def call() -> str | None:
+            contents = self.client.list_objects_v2(Bucket=self.name, Prefix=prefix, MaxKeys=1).get("Contents", [])
+            return contents[0]["Key"] if contents else None
+
+        return await self._run(call)
+
     async def list_objects(self, prefix: str) -> AsyncIterator[StoredObject]:
         """Every current object under ``prefix``, page by page (ListObjectsV2)."""
         token: str | None = None

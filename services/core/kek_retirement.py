@@ -13,6 +13,10 @@ from services.core.keyring import Keyring, RewrapRefused
 KekState = Literal["current", "in use", "retirable", "missing"]
 
 
+# Keys per bundle of copies written after a sweep of the rewrap.
+COPY_BUNDLE_KEYS = 1000
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class KekUse:
     """One KEK id: how many subject keys it wraps, and what an operator may do with it.
@@ -61,6 +65,7 @@ class RewrapReport:
     skipped_locked: int = 0
     batches: int = 0
     sweeps: int = 0
+    copy_objects_deleted: int = 0  # objects of key copies that held only copies under the KEKs left
 
     @property
     def remaining(self) -> int:
@@ -86,6 +91,7 @@ class RewrapReport:
             "walked": self.walked,
             "batches": self.batches,
             "sweeps": self.sweeps,
+            "copy_objects_deleted": self.copy_objects_deleted,
             "keys_by_kek_before": dict(sorted(self.before.items())),
             **ended,
         }
@@ -139,10 +145,6 @@ async def rewrap_keys(
             batch = await keyring.rewrap_batch(to_kek_id, after=cursor, limit=batch_size)
             if batch.last_ref is None:
                 break
-            if keyring.copies is not None:
-                # The copies outside PostgreSQL follow the rewrap: the old KEK must be removable for them too.
-                while await keyring.copy_pending(limit=batch_size):
-                    pass
             report.batches += 1
             report.walked += batch.walked
             report.rewrapped += batch.rewrapped
@@ -153,8 +155,17 @@ async def rewrap_keys(
             if batch.walked < batch_size:
                 break  # the end of the key space
             cursor = batch.last_ref
+        if keyring.copies is not None:
+            # The copies outside PostgreSQL follow the rewrap, in bundles of many keys (until they are written, the
+            # copies under the old KEK, still configured, stand for them): the old KEK must go for them too.
+            while await keyring.copy_pending(limit=COPY_BUNDLE_KEYS):
+                pass
         if report.rewrapped + report.suppressed_dropped == moved_before:
             break  # only locked rows are left: a later run takes them
         counts = await keyring.keys_by_kek()
+    if keyring.copies is not None:
+        # The copies under the old KEK go once every key they hold has its copy under the new one.
+        async with keyring.pool.acquire() as conn:
+            report.copy_objects_deleted = await keyring.copies.collect(conn)
     report.after = await keyring.keys_by_kek()
     return report

@@ -12,8 +12,8 @@ Contract:
 - :func:`record_erasure` and :func:`erasures_of` keep and read when each pseudonym was erased (erased_subjects).
 - The in-process cache is only a cache: :meth:`shred` marks the key shredded in it, and a key seen shredded is
   refused by the cache forever after.
-- With ``copies``, every key handed out for writing has its copy outside PostgreSQL first
-  (services/core/key_copies.py).
+- With ``copies``, every key handed out for writing has its copy outside PostgreSQL first, the new keys of a call
+  in one bundle (services/core/key_copies.py).
 - KEK retirement (services/core/kek_retirement.py) moves every wrapped DEK under one KEK, batch by batch
   (:meth:`Keyring.rewrap_batch`), while archivers and readers keep working; :meth:`Keyring.keys_by_kek` says how
   many keys each KEK wraps.
@@ -22,7 +22,7 @@ Contract:
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -30,12 +30,13 @@ import asyncpg
 
 from services.core.crypto import CachedDek, DekCache, KekProvider, WrappedDek, new_dek
 from services.core.db import Connection, ConnectionOrPool
-from services.core.key_copies import KeyCopies, KeyCopy
+from services.core.key_copies import KeyCopies
 from services.core.refusals import InvalidRequest
 
 KEY_ROWS_SQL = (
-    "SELECT subject_ref, dek_id::text AS dek_id, kek_id, wrapped_dek, created_at, copied_at FROM subject_keys "
-    "WHERE subject_ref = ANY($1::text[])"
+    "SELECT k.subject_ref, k.dek_id::text AS dek_id, k.kek_id, k.wrapped_dek, k.created_at, EXISTS (SELECT 1 FROM"
+    " key_copy_members m WHERE m.dek_id = k.dek_id AND m.kek_id = k.kek_id) AS copied FROM subject_keys k"
+    " WHERE k.subject_ref = ANY($1::text[])"
 )
 
 
@@ -94,7 +95,7 @@ class Keyring:
         async with self.pool.acquire() as conn:
             await self._drop_suppressed(conn, missing)
             rows = await conn.fetch(KEY_ROWS_SQL, missing)
-            uncopied = [row for row in rows if row["copied_at"] is None]
+            uncopied = [row for row in rows if not row["copied"]]
             for row in rows:
                 found[row["subject_ref"]] = self._unwrap(
                     row["subject_ref"], row["dek_id"], row["kek_id"], row["wrapped_dek"]
@@ -113,62 +114,25 @@ class Keyring:
                     fresh,
                 )
                 rows = await conn.fetch(KEY_ROWS_SQL, new_refs)
-                uncopied += [row for row in rows if row["copied_at"] is None]
+                uncopied += [row for row in rows if not row["copied"]]
                 for row in rows:
                     found[row["subject_ref"]] = self._unwrap(
                         row["subject_ref"], row["dek_id"], row["kek_id"], row["wrapped_dek"]
                     )
             if uncopied and self.copies is not None:
                 # Before any record is sealed with these keys: a key the database alone holds is lost with it.
-                await self._copy(conn, uncopied)
+                # One bundle for all the new people of the batch.
+                await self.copies.copy(conn, uncopied)
         return found
 
-    async def _copy(self, conn: Connection, rows: Sequence[asyncpg.Record]) -> None:
-        """Write the copies of these key rows, then mark them copied (a row rewrapped meanwhile keeps its mark
-        unset: the rewrap writes its own copy)."""
-        assert self.copies is not None
-        await self.copies.put(
-            KeyCopy(
-                subject_ref=row["subject_ref"],
-                dek_id=row["dek_id"],
-                kek_id=row["kek_id"],
-                wrapped_dek=bytes(row["wrapped_dek"]),
-                created_at=row["created_at"],
-            )
-            for row in rows
-        )
-        # A row another transaction holds (an archiver's indexing lock, a rewrap) is not waited for: it keeps its
-        # mark unset and is copied again later (copy_pending); a copy written twice is the same object.
-        await conn.execute(
-            "UPDATE subject_keys SET copied_at = clock_timestamp() WHERE subject_ref IN ("
-            " SELECT k.subject_ref FROM subject_keys k"
-            " JOIN unnest($1::text[], $2::uuid[], $3::text[]) AS v(subject_ref, dek_id, kek_id)"
-            " ON k.subject_ref = v.subject_ref AND k.dek_id = v.dek_id AND k.kek_id = v.kek_id"
-            " FOR NO KEY UPDATE OF k SKIP LOCKED)",
-            [row["subject_ref"] for row in rows],
-            [row["dek_id"] for row in rows],
-            [row["kek_id"] for row in rows],
-        )
-
     async def copy_pending(self, *, limit: int = 1000) -> int:
-        """Copy up to ``limit`` keys that have no copy yet (keys from before copies existed, a copy a crash
-        interrupted, keys a rewrap moved under another KEK) and that no transaction holds; returns how many (0: none
-        is left that can be taken now). Needs ``copies``."""
+        """Copy, in one bundle, up to ``limit`` keys that have no copy under their current KEK yet (keys from before
+        copies existed, a copy a crash interrupted, keys a rewrap moved under another KEK); returns how many (0:
+        none is left, or those left were deleted meanwhile). Needs ``copies``."""
         if self.copies is None:
             raise ValueError("this keyring has no key copies configured")
         async with self.pool.acquire() as conn:
-            # Only rows no one holds right now (the lock is released at once): a row an archiver keeps locked for
-            # long is left for a later call instead of being copied again and again.
-            async with conn.transaction():
-                rows = await conn.fetch(
-                    "SELECT subject_ref, dek_id::text AS dek_id, kek_id, wrapped_dek, created_at, copied_at"
-                    " FROM subject_keys WHERE copied_at IS NULL ORDER BY subject_ref LIMIT $1"
-                    " FOR NO KEY UPDATE SKIP LOCKED",
-                    limit,
-                )
-            if rows:
-                await self._copy(conn, rows)
-        return len(rows)
+            return await self.copies.copy(conn, await self.copies.pending(conn, limit=limit))
 
     async def key_for_reading(self, subject_ref: str, dek_id: str) -> CachedDek | None:
         cached = self.cache.get(subject_ref)
@@ -288,7 +252,7 @@ class Keyring:
                 await self._drop_suppressed(conn, suppressed)
             if moved:
                 await conn.execute(
-                    "UPDATE subject_keys AS k SET kek_id = $1, wrapped_dek = v.blob, copied_at = NULL"
+                    "UPDATE subject_keys AS k SET kek_id = $1, wrapped_dek = v.blob"
                     " FROM unnest($2::text[], $3::uuid[], $4::bytea[]) AS v(subject_ref, dek_id, blob)"
                     " WHERE k.subject_ref = v.subject_ref AND k.dek_id = v.dek_id",
                     to_kek_id,

@@ -291,7 +291,7 @@ async def _kept_outside(conn: Connection, bucket: ArchiveBucket, outcome: Erasur
     )
     try:
         await ErasureLog(bucket).append(record)
-        await KeyCopies(bucket).destroy(record.keys)
+        await KeyCopies(bucket).purge(conn, [dek_id for _, dek_id in record.keys])
     except (CopiesRemain, DependencyUnavailable, DataRefused, ClientError, BotoCoreError) as exc:
         log.warning(
             "erasure %s: the keys are destroyed, but %s kept it from finishing: it stays in progress until the "

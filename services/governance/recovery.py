@@ -8,15 +8,18 @@ Contract:
   rows and keyword tokens; it lists the keys on the suppression list, the pseudonyms as erased at the recorded
   moment, and the request as completed. Idempotent. The retention service and the console run it at start-up
   before they serve a read; ``wa-archive recover`` runs it first.
-- :func:`restore_keys` inserts every key copy (services/core/key_copies.py) the database lacks — never one on the
-  suppression list, nor one of an erased pseudonym from before its erasure — and says how many it restored and
-  how many it left out. It needs the schema owner's login: no service may create a key but the archiver.
+- :func:`restore_keys` reads every object of the key copies (services/core/key_copies.py), inserts every key the
+  database lacks — never one on the suppression list, nor one of an erased pseudonym from before its erasure —
+  and makes ``key_copy_members`` say what the bucket holds; it says how many keys it restored and how many it
+  left out. It needs the schema owner's login: no service may create a key but the archiver. The copies of erased
+  keys are then destroyed by :meth:`services.core.key_copies.KeyCopies.purge`.
 - Neither ever deletes a key or an index row of someone who is not erased.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -46,6 +49,8 @@ class RecoveryReport:
     keys_destroyed_again: int = 0
     unreadable_erasure_records: int = 0
     key_copies_seen: int = 0
+    key_copy_objects_seen: int = 0
+    key_copy_objects_purged: int = 0  # objects holding a copy of an erased key, deleted (the others' keys copied first)
     keys_restored: int = 0
     keys_present: int = 0  # the database already held the key
     keys_left_out_erased: int = 0  # suppressed, or of an erased pseudonym from before its erasure
@@ -166,16 +171,11 @@ async def _reapply(conn: Connection, record: ErasureRecord, *, actor: str) -> in
 
 
 async def reapply_erasures(
-    pool: asyncpg.Pool,
-    erasure_log: ErasureLog,
-    *,
-    actor: str,
-    copies: KeyCopies | None = None,
-    report: RecoveryReport | None = None,
+    pool: asyncpg.Pool, erasure_log: ErasureLog, *, actor: str, report: RecoveryReport | None = None
 ) -> RecoveryReport:
-    """Re-apply every recorded erasure the database does not fully know (see the module's contract). With
-    ``copies`` (``wa-archive recover``, which may delete them), the copies of the keys each one destroyed are
-    deleted again too, in case a restored bucket brought them back."""
+    """Re-apply every recorded erasure the database does not fully know (see the module's contract). The copies
+    of the keys they destroyed were destroyed before each erasure was reported done; ``wa-archive recover`` makes
+    sure again (its ``copies`` step), after it has read what the bucket holds."""
     report = report or RecoveryReport()
     records: list[ErasureRecord] = []
     # A request the database holds as completed was completed after its keys were destroyed, in the same database:
@@ -195,8 +195,6 @@ async def reapply_erasures(
         async with pool.acquire() as conn, conn.transaction():
             report.keys_destroyed_again += await _reapply(conn, record, actor=actor)
         report.erasures_reapplied += 1
-        if copies is not None:
-            await copies.destroy(record.keys)
     if report.erasures_reapplied:
         log.warning(
             "re-applied %d erasure(s) the database did not know (a restore to before them)", report.erasures_reapplied
@@ -211,9 +209,12 @@ async def restore_keys(
     report: RecoveryReport | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> RecoveryReport:
-    """Insert every key copy the database lacks (see the module's contract); erasures must be re-applied first."""
+    """Insert every key copy the database lacks and list what each object holds (see the module's contract);
+    erasures must be re-applied first."""
     report = report or RecoveryReport()
     batch: list[KeyCopy] = []
+    seen: list[str] = []
+    started_ms = int(time.time() * 1000)
 
     async def flush() -> None:
         await _restore_batch(pool, batch, report)
@@ -221,17 +222,23 @@ async def restore_keys(
         if progress:
             progress(report.key_copies_seen)
 
-    async for found in copies.scan():
-        if isinstance(found, UnreadableCopy):
+    async for scanned in copies.scan():
+        seen.append(scanned.name)
+        report.key_copy_objects_seen += 1
+        if isinstance(scanned.copies, UnreadableCopy):
             report.unreadable_key_copies += 1
-            log.error("an object of the key copies cannot be read (%s): it is left as it is", found)
+            log.error("an object of the key copies cannot be read (%s): it is left as it is", scanned.copies)
             continue
-        report.key_copies_seen += 1
-        batch.append(found)
+        report.key_copies_seen += len(scanned.copies)
+        async with pool.acquire() as conn:
+            await copies.list_members(conn, scanned.name, scanned.copies)
+        batch.extend(scanned.copies)
         if len(batch) >= RESTORE_BATCH:
             await flush()
     if batch:
         await flush()
+    async with pool.acquire() as conn:
+        await copies.forget_missing(conn, seen, started_ms=started_ms)
     return report
 
 
@@ -272,8 +279,8 @@ async def _restore_batch(pool: asyncpg.Pool, batch: list[KeyCopy], report: Recov
                 wanted.append(copy)
                 present[copy.subject_ref] = copy.dek_id
         await conn.executemany(
-            "INSERT INTO subject_keys (subject_ref, dek_id, kek_id, wrapped_dek, created_at, copied_at)"
-            " VALUES ($1, $2::uuid, $3, $4, $5, clock_timestamp()) ON CONFLICT (subject_ref) DO NOTHING",
+            "INSERT INTO subject_keys (subject_ref, dek_id, kek_id, wrapped_dek, created_at)"
+            " VALUES ($1, $2::uuid, $3, $4, $5) ON CONFLICT (subject_ref) DO NOTHING",
             [(c.subject_ref, c.dek_id, c.kek_id, c.wrapped_dek, c.created_at) for c in wanted],
         )
         report.keys_restored += len(wanted)

@@ -48,6 +48,7 @@ GRANTS: dict[str, dict[str, str]] = {
     "schema_migrations": {"wa_archiver": "S", "wa_retention": "S", "wa_console": "S"},
     "subject_keys": {"wa_archiver": "SID", "wa_retention": "SD", "wa_console": "SD"},
     "shredded_keys": {"wa_archiver": "S", "wa_retention": "SI", "wa_console": "SI"},
+    "key_copy_members": {"wa_archiver": "SI", "wa_retention": "SID", "wa_console": "S"},
     "erased_subjects": {"wa_archiver": "S", "wa_retention": "SIU", "wa_console": "SIU"},
     "erased_events": {"wa_archiver": "SI", "wa_retention": "SI"},
     "archive_objects": {"wa_archiver": "SIU", "wa_retention": "SIUD", "wa_console": "SD"},
@@ -114,13 +115,12 @@ async def test_every_table_has_exactly_the_grants_of_the_matrix(scratch: tuple[a
                 if has != (privilege in allowed):
                     wrong.append(f"{role} {'has' if has else 'lacks'} {privilege} on {table}")
     assert not wrong, "\n".join(wrong)
-    # Column UPDATEs of the keys: the archiver's FOR SHARE needs one, on created_at, and it marks the keys it copied
-    # outside PostgreSQL (copied_at); retention's KEK rewrap moves kek_id and wrapped_dek and marks the copies it
-    # wrote again; no one may change which person or which data key a row is.
+    # Column UPDATEs of the keys: the archiver's FOR SHARE and FOR KEY SHARE need one, on created_at; retention's
+    # KEK rewrap moves kek_id and wrapped_dek; no one may change which person or which data key a row is.
     updatable = {
         role: {
             column
-            for column in ("subject_ref", "dek_id", "kek_id", "wrapped_dek", "created_at", "copied_at")
+            for column in ("subject_ref", "dek_id", "kek_id", "wrapped_dek", "created_at")
             if await conn.fetchval(
                 "SELECT has_column_privilege($1, $2, $3, 'UPDATE')", role, f"{schema}.subject_keys", column
             )
@@ -128,8 +128,8 @@ async def test_every_table_has_exactly_the_grants_of_the_matrix(scratch: tuple[a
         for role in ROLES.values()
     }
     assert updatable == {
-        "wa_archiver": {"created_at", "copied_at"},
-        "wa_retention": {"kek_id", "wrapped_dek", "copied_at"},
+        "wa_archiver": {"created_at"},
+        "wa_retention": {"kek_id", "wrapped_dek"},
         "wa_console": set(),
     }
     # Writing an audit row takes the next id of its sequence; only the roles that write audit rows may.

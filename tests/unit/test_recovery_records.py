@@ -1,8 +1,10 @@
-"""The records kept outside PostgreSQL: a key's copy and an erasure's record read back exactly as written, and
-anything else under their folders is reported unreadable, never taken for one."""
+"""The records kept outside PostgreSQL: key copies (bundles, and single copies of the first format) and an erasure's
+record read back exactly as written, anything else under their folders is reported unreadable, never taken for one,
+and bundle names sort newest first."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 from datetime import UTC, datetime
 
@@ -11,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.core.key_copies import KeyCopy, UnreadableCopy
+from services.core.key_copies import BUNDLES, KeyCopy, UnreadableCopy, bundle_bytes, new_bundle_name, read_copies
 from services.governance.erasure_log import ErasureRecord, UnreadableRecord
 
 pytestmark = pytest.mark.unit
@@ -21,10 +23,42 @@ uuids = st.uuids().map(str)
 moments = st.datetimes(min_value=datetime(2020, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC))
 
 
-@given(ref=refs, dek_id=uuids, kek_id=st.text(min_size=1, max_size=40), wrapped=st.binary(max_size=200), at=moments)
-def test_a_key_copy_reads_back_as_written(ref: str, dek_id: str, kek_id: str, wrapped: bytes, at: datetime) -> None:
-    copy = KeyCopy(subject_ref=ref, dek_id=dek_id, kek_id=kek_id, wrapped_dek=wrapped, created_at=at)
-    assert KeyCopy.from_bytes(copy.to_bytes()) == copy
+key_copies = st.builds(
+    KeyCopy,
+    subject_ref=refs,
+    dek_id=uuids,
+    kek_id=st.text(min_size=1, max_size=40),
+    wrapped_dek=st.binary(max_size=200),
+    created_at=moments,
+)
+
+
+@given(st.lists(key_copies, min_size=1, max_size=20))
+def test_a_bundle_of_key_copies_reads_back_as_written(copies: list[KeyCopy]) -> None:
+    assert read_copies(bundle_bytes(copies)) == copies
+
+
+@given(key_copies)
+def test_a_copy_of_the_first_format_still_reads(copy: KeyCopy) -> None:
+    body = orjson.dumps(
+        {
+            "format": "wa-archive key copy 1",
+            "subject_ref": copy.subject_ref,
+            "dek_id": copy.dek_id,
+            "kek_id": copy.kek_id,
+            "wrapped_dek": base64.b64encode(copy.wrapped_dek).decode(),
+            "created_at": copy.created_at.isoformat(),
+        }
+    )
+    assert read_copies(body) == [copy]
+
+
+@given(st.integers(min_value=0, max_value=10**13 - 2), st.integers(min_value=1, max_value=10**12))
+def test_bundle_names_sort_newest_first(earlier_ms: int, later_by_ms: int) -> None:
+    earlier, later = new_bundle_name(earlier_ms), new_bundle_name(min(earlier_ms + later_by_ms, 10**13 - 1))
+    assert later.startswith(BUNDLES)
+    assert earlier.startswith(BUNDLES)
+    assert later < earlier, "a listing meets the newest bundle first"
 
 
 @given(
@@ -61,6 +95,8 @@ NOT_RECORDS = [
     b"{}",
     orjson.dumps({"format": "something else"}),
     orjson.dumps({"format": "wa-archive key copy 1", "subject_ref": "a"}),
+    orjson.dumps({"format": "wa-archive key copies 2", "copies": [{"subject_ref": "a"}]}),
+    orjson.dumps({"format": "wa-archive key copies 2", "copies": "x"}),
     orjson.dumps({"format": "wa-archive erasure 1", "request_ref": "r", "keys": [["a"]]}),
 ]
 
@@ -68,14 +104,14 @@ NOT_RECORDS = [
 @pytest.mark.parametrize("body", NOT_RECORDS)
 def test_what_is_not_a_record_is_unreadable(body: bytes) -> None:
     with pytest.raises(UnreadableCopy):
-        KeyCopy.from_bytes(body)
+        read_copies(body)
     with pytest.raises(UnreadableRecord):
         ErasureRecord.from_bytes(body)
 
 
 @given(st.binary(max_size=300))
 def test_any_bytes_are_a_record_or_unreadable(body: bytes) -> None:
-    for reader, unreadable in ((KeyCopy.from_bytes, UnreadableCopy), (ErasureRecord.from_bytes, UnreadableRecord)):
+    for reader, unreadable in ((read_copies, UnreadableCopy), (ErasureRecord.from_bytes, UnreadableRecord)):
         with contextlib.suppress(unreadable):
             reader(body)
 
