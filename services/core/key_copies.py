@@ -216,6 +216,14 @@ class KeyCopies:
                 wanted,
             )
         ]
+        if wanted is not None:
+            # A copy of the first format, one object per key, that an archiver of the previous build wrote during a
+            # rolling upgrade is listed nowhere: its name is known.
+            first_format = await conn.fetch(
+                "SELECT subject_ref || '/' || dek_id::text AS object FROM shredded_keys WHERE dek_id = ANY($1::uuid[])",
+                wanted,
+            )
+            objects = sorted({*objects, *(row["object"] for row in first_format)})
         if not objects:
             return 0
         # The others' keys first, in a new bundle of their own: a key must never be left without a copy.

@@ -116,11 +116,12 @@ async def test_every_table_has_exactly_the_grants_of_the_matrix(scratch: tuple[a
                     wrong.append(f"{role} {'has' if has else 'lacks'} {privilege} on {table}")
     assert not wrong, "\n".join(wrong)
     # Column UPDATEs of the keys: the archiver's FOR SHARE and FOR KEY SHARE need one, on created_at; retention's
-    # KEK rewrap moves kek_id and wrapped_dek; no one may change which person or which data key a row is.
+    # KEK rewrap moves kek_id and wrapped_dek; copied_at is the previous build's mark of a key's copy (kept for a
+    # rolling upgrade); no one may change which person or which data key a row is.
     updatable = {
         role: {
             column
-            for column in ("subject_ref", "dek_id", "kek_id", "wrapped_dek", "created_at")
+            for column in ("subject_ref", "dek_id", "kek_id", "wrapped_dek", "created_at", "copied_at")
             if await conn.fetchval(
                 "SELECT has_column_privilege($1, $2, $3, 'UPDATE')", role, f"{schema}.subject_keys", column
             )
@@ -128,8 +129,8 @@ async def test_every_table_has_exactly_the_grants_of_the_matrix(scratch: tuple[a
         for role in ROLES.values()
     }
     assert updatable == {
-        "wa_archiver": {"created_at"},
-        "wa_retention": {"kek_id", "wrapped_dek"},
+        "wa_archiver": {"created_at", "copied_at"},
+        "wa_retention": {"kek_id", "wrapped_dek", "copied_at"},
         "wa_console": set(),
     }
     # Writing an audit row takes the next id of its sequence; only the roles that write audit rows may.

@@ -12,10 +12,12 @@ CREATE TABLE key_copy_members (
 );
 CREATE INDEX key_copy_members_object ON key_copy_members (object);
 
--- The copies of the first format stay where they are, listed as members.
+-- The copies of the first format stay where they are, listed as members. subject_keys.copied_at is no longer read
+-- or written by this build; it stays (migrations only add) for the archivers of the previous build that run beside
+-- this schema during a rolling upgrade (an erasure also deletes the first-format copy of each key it destroys, so
+-- what they copy meanwhile is not left behind).
 INSERT INTO key_copy_members (dek_id, object, subject_ref, kek_id)
 SELECT dek_id, subject_ref || '/' || dek_id::text, subject_ref, kek_id FROM subject_keys WHERE copied_at IS NOT NULL;
-ALTER TABLE subject_keys DROP COLUMN copied_at;
 
 -- The archiver writes bundles; retention also deletes them (erasure, KEK retirement); the console finds an
 -- erasure's objects (its identity cannot delete them: the erasure stays in progress until retention finishes it).
