@@ -37,6 +37,7 @@ from typing import Any, Final, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from babel.dates import format_datetime, format_timedelta, get_timezone_gmt
+from babel.numbers import format_decimal
 
 import services
 from services.evidence.header import Custodian, ExportHeader, MediaFiles
@@ -343,9 +344,8 @@ def header_html(header: ExportHeader, zone: ZoneInfo, *, plan: VolumePlan, volum
     table = "".join(f"<tr><th>{esc(text(language, key))}</th><td>{esc(value)}</td></tr>" for key, value in rows)
     custodians = "".join(_custodian_html(c, language) for c in header.custodians) or "<li>—</li>"
     if plan.count:
-        count = plural(
-            language, "volume_messages", plan.count, first=plan.first + 1, last=plan.first + plan.count, total=total
-        )
+        first, last, of = (format_decimal(n, locale=language) for n in (plan.first + 1, plan.first + plan.count, total))
+        count = plural(language, "volume_messages", plan.count, first=first, last=last, total=of)
     else:
         count = text(language, "no_messages")
     title_lang = script_language(header.title)
@@ -665,4 +665,3 @@ def _failure(returncode: int, stderr: str, limits: VolumeLimits) -> str:
         f"its process died ({how}), most likely at its memory limit of {limit}"
         " (fewer messages per volume, or a higher limit)"
     )
-
