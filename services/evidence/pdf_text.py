@@ -17,6 +17,7 @@ Language = Literal["en", "fr"]
 
 TEXTS: Final[dict[str, dict[Language, str]]] = {
     "transcript": {"en": "Transcript", "fr": "Transcription"},
+    "subject_title": {"en": "WhatsApp messages of {person}", "fr": "Messages WhatsApp de {person}"},
     "case": {"en": "Case", "fr": "Dossier"},
     "scope": {"en": "Scope", "fr": "Périmètre"},
     "custodians": {"en": "Custodians", "fr": "Dépositaires"},

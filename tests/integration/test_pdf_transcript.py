@@ -5,25 +5,34 @@ message shows its original under its mark, the edited one its original and edits
 message is there in order across the volumes, and every page carries "page N of M" and its document number. A
 small French transcript checks the French words and the CJK and emoji fonts; a volume over its memory limit fails
 naming itself. The first page of each is kept as a PNG in .artifacts/screenshots/ (git-ignored) for a person to
-look at. Nothing here needs the stack's servers: poppler-utils and the fonts come from ``deploy/local/stack.sh``.
+look at. Last, ``wa-archive export --format pdf`` over the real stack: a person's messages archived (a deleted
+one, an edited one, an image fetched through the Graph API stand-in), their PDF in French with the image drawn.
+poppler-utils and the fonts come from ``deploy/local/stack.sh``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 from PIL import Image
+from pydantic import SecretStr
 
-from devtools import transcripts
+from devtools import pipeline, transcripts
+from devtools.graph_api import FakeGraphApi
+from devtools.pipeline import Person
 from devtools.samples import REPO_ROOT
+from services.core.settings import PostgresSettings
 from services.evidence.pdf import PdfVolume, VolumeFailed, VolumeLimits, write_pdf
 from services.evidence.pdf_worker import media_entries
+from tests.helpers.kek_archive import Archive, run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -166,3 +175,66 @@ def test_media_are_named_and_an_image_that_cannot_be_read_is_not_drawn(tmp_path:
     assert list(thumbnails.iterdir()) == []
     # A message whose media file is not in the export is still named, with the size the archive recorded.
     assert media_entries([document], {}, thumbnails)[document.event_id].size == 2048
+
+
+async def archive_conversation(archive: Archive, person: Person) -> bytes:
+    """A person's text, its deletion, an edited text and an image (fetched through the Graph API stand-in),
+    archived in the test's own schema and prefix; the image's bytes."""
+    photo = png_bytes(640, 480)
+    t = int(time.time()) - 3600
+    async with FakeGraphApi(token="graph-token-for-pdf-tests") as graph:
+        digest = graph.add_media("pdf-photo", photo)
+        bodies = [
+            pipeline.text_message(person, "wamid.P1", transcripts.DELETED_TEXT, t),
+            pipeline.revoke(person, "wamid.P2", "wamid.P1", t + 90),
+            pipeline.text_message(person, "wamid.P3", transcripts.EDITED_ORIGINAL, t + 120),
+            pipeline.edit(person, "wamid.P4", "wamid.P3", transcripts.EDITED_NEW, t + 150),
+            pipeline.image(person, "wamid.P5", t + 180, id="pdf-photo", mime_type="image/png", sha256=digest),
+        ]
+        events = pipeline.events_of(bodies)
+        await pipeline.produce(f"127.0.0.1:{archive.demo_env['WA_KAFKA_PORT']}", archive.topic, events)
+        settings = pipeline.archiver_settings(
+            archive.demo_env, archive.topic, archive.dlq, archive.prefix, graph=graph.graph_settings()
+        ).model_copy(
+            update={"pg": PostgresSettings(dsn=SecretStr(archive.dsn_of("ARCHIVER"))), "keys": archive.keys(archive.a)}
+        )
+        async with pipeline.running_archiver(settings):
+            await pipeline.wait_indexed(archive.pool, {e.event_id for e in events})
+            for _ in range(300):  # the image is fetched with its event; bounded wait for its row
+                if await archive.pool.fetchval("SELECT count(*) FROM archived_media WHERE status = 'archived'"):
+                    return photo
+                await asyncio.sleep(0.1)
+    raise AssertionError("the image was not archived")
+
+
+async def test_the_cli_exports_a_persons_conversation_as_a_pdf(archive: Archive, tmp_path: Path) -> None:
+    person = Person.fresh()
+    photo = await archive_conversation(archive, person)
+    out = tmp_path / "export"
+    argv = ["export", "--contact", person.wa_id, "--reason", "ticket 7", "--out", str(out), "--format", "pdf"]
+    env = archive.cli_env(archive.a)
+    done = await asyncio.to_thread(run_cli, env, *argv, "--language", "fr", "--time-zone", "Europe/Paris")
+    assert done.returncode == 0, done.stderr
+    (line,) = done.stdout.splitlines()
+    path, pages, sha256 = line.split("\t")
+    pdf = Path(path)
+    assert pdf.parent == out
+    assert pages == f"{page_count(pdf)} pages"
+    assert sha256 == f"sha256 {hashlib.sha256(pdf.read_bytes()).hexdigest()}"
+    text = " ".join(pages_text(pdf))
+    assert f"Messages WhatsApp de {person.wa_id}" in text
+    assert "SUPPRIMÉ par le client" in text
+    assert "1 minute 30 secondes après l'envoi" in text
+    assert f"Contenu d'origine : {transcripts.DELETED_TEXT}" in text
+    assert "MODIFIÉ · 1 modification" in text
+    assert transcripts.EDITED_ORIGINAL in text
+    assert transcripts.EDITED_NEW in text
+    assert f"sha256 {hashlib.sha256(photo).hexdigest()}" in text
+    (media,) = (out / "media").iterdir()
+    assert media.read_bytes() == photo
+    assert re.search(r"image\s+480\s+360\s+rgb\s+3\s+8\s+jpeg", poppler("pdfimages", "-list", str(pdf)))
+    keep_first_page(pdf, "pdf-transcript-cli-fr")
+
+    refused = await asyncio.to_thread(run_cli, env, *argv, "--time-zone", "Mars/Olympus")
+    assert refused.returncode == 2
+    assert "unknown time zone 'Mars/Olympus'" in refused.stderr
