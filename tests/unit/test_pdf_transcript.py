@@ -40,7 +40,7 @@ from services.evidence.pdf import (
     volume_filename,
 )
 from services.evidence.pdf_text import PLURALS, TEXTS, plural
-from services.review.assembly import ConversationMessage
+from services.review.assembly import Change, ConversationMessage
 
 pytestmark = pytest.mark.unit
 
@@ -403,3 +403,49 @@ def test_a_failed_volume_says_why_without_repeating_its_stderr(returncode: int, 
     assert expected in why
     assert "GLib" not in why
     assert "noise" not in why
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=12,
+)
+
+
+@st.composite
+def any_message(draw: st.DrawFn) -> ConversationMessage:
+    """A timeline item with any JSON where a payload goes, a random type, statuses, edits and deletion."""
+    moment = st.none() | st.integers(0, 4_000_000_000)
+    by = st.sampled_from(["customer", "business"])
+    payload = draw(
+        JSON
+        | st.fixed_dictionaries(
+            {"type": st.sampled_from(["text", "image", "document"])},
+            optional={"text": JSON, "image": JSON, "document": JSON, "from": JSON, "context": JSON},
+        )
+    )
+    return ConversationMessage(
+        event_id=draw(st.text("0123456789abcdef", min_size=32, max_size=32)),
+        message_id=draw(st.none() | st.text(max_size=8)),
+        kind=draw(st.sampled_from(["message", "echo", "history", "outbound"])),
+        type=draw(st.none() | st.sampled_from(["text", "image", "document", "reaction", "edit"])),
+        direction=draw(st.sampled_from(["inbound", "outbound"])),
+        timestamp=draw(moment),
+        received_at="2026-01-01T00:00:00+00:00",
+        payload=payload,
+        statuses=draw(st.lists(st.tuples(st.sampled_from(["sent", "read", "odd"]), moment), max_size=2)),
+        edits=[Change(f"e{n}", "edit", draw(by), draw(moment), draw(JSON)) for n in range(draw(st.integers(0, 2)))],
+        deletion=draw(st.none() | st.builds(Change, st.just("d"), st.just("revoke"), by, moment, st.none())),
+        unreadable=draw(st.none() | st.text(max_size=8)),
+    )
+
+
+@settings(max_examples=150, deadline=None)
+@given(any_message(), st.sampled_from(["en", "fr"]))
+def test_any_message_renders_and_travels_to_its_volume_unchanged(message: ConversationMessage, language: str) -> None:
+    header = replace(transcripts.header(), language=language)  # type: ignore[arg-type]
+    block = message_html(message, header, {}, PARIS)
+    assert block.startswith('<div class="message ')
+    assert block.endswith("</div>")
+    assert block.count("<div") == block.count("</div>")  # nothing in the payload opened or closed an element
+    assert message_from_json(message.to_json()).to_json() == message.to_json()
