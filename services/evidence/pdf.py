@@ -202,7 +202,8 @@ class MediaEntry:
 
 def sender_name(message: ConversationMessage, header: ExportHeader) -> str:
     """Who wrote a message, as the reader knows them: the business number's label for what the business sent; the
-    person's label when the export has one person; else the sender's number as the message gives it."""
+    person's label when the export has one person; else the sender's number as the message gives it; else "the
+    business" or "—"."""
     wanted = "business" if message.direction == "outbound" else "person"
     labels = [c.label for c in header.custodians if c.kind == wanted]
     if len(labels) == 1:
@@ -210,7 +211,9 @@ def sender_name(message: ConversationMessage, header: ExportHeader) -> str:
     sender = message.payload.get("from") if isinstance(message.payload, dict) else None
     if message.direction == "inbound" and isinstance(sender, str) and sender:
         return sender
-    return labels[0] if labels else "—"
+    if labels:
+        return labels[0]
+    return text(header.language, "the_business") if message.direction == "outbound" else "—"
 
 
 def _content_html(content: Content, language: Language) -> str:
@@ -271,6 +274,9 @@ def _media_html(entry: MediaEntry, language: Language) -> str:
     return "".join(parts)
 
 
+_STATUSES: Final = frozenset({"sent", "delivered", "read", "played", "failed", "deleted"})  # translated ones
+
+
 def message_html(
     message: ConversationMessage,
     header: ExportHeader,
@@ -309,9 +315,6 @@ def message_html(
     return f'<div class="{" ".join(classes)}"><div class="meta">{esc(" · ".join(facts))}</div>{"".join(body)}</div>'
 
 
-_STATUSES: Final = frozenset({"sent", "delivered", "read", "played", "failed", "deleted"})
-
-
 def _custodian_html(custodian: Custodian, language: Language) -> str:
     return f'<li>{esc(custodian.label)} <span class="muted">({esc(text(language, custodian.kind))})</span></li>'
 
@@ -330,7 +333,7 @@ def header_html(header: ExportHeader, zone: ZoneInfo, *, plan: VolumePlan, volum
             f"{format_when(header.period_start, zone, language)} – {format_when(header.period_end, zone, language)}"
         )
     offset = get_timezone_gmt(header.generated_at.astimezone(zone), "long", locale=language)
-    scope = text(language, header.scope) if header.scope != "case" else text(language, "case")
+    scope = text(language, header.scope)
     rows = [
         ("case", header.case_ref or "—"),
         ("scope", scope),

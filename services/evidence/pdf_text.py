@@ -33,6 +33,7 @@ TEXTS: Final[dict[str, dict[Language, str]]] = {
     "until": {"en": "until {end}", "fr": "jusqu'au {end}"},
     "whole_archive": {"en": "everything archived", "fr": "tout ce qui est archivé"},
     "no_messages": {"en": "No message in this volume.", "fr": "Aucun message dans ce volume."},
+    "the_business": {"en": "the business", "fr": "l'entreprise"},
     # directions
     "inbound": {"en": "received", "fr": "reçu"},
     "outbound": {"en": "sent", "fr": "envoyé"},

@@ -276,7 +276,10 @@ def test_the_sender_is_the_custodian_or_the_number_in_a_group() -> None:
     assert sender_name(outbound, header) == transcripts.BUSINESS
     group = replace(header, custodians=(Custodian(kind="group", label="Team", ref="g"),))
     assert sender_name(inbound, group) == "33612345678"
-    assert sender_name(outbound, group) == "—"
+    assert sender_name(outbound, group) == "the business"
+    assert sender_name(inbound, replace(group, custodians=())) == "33612345678"
+    inbound.payload = None
+    assert sender_name(inbound, replace(group, custodians=())) == "—"
 
 
 # ------------------------------------------------------------------------------------------------- words
