@@ -696,5 +696,5 @@ case ${1:-} in
   cluster-up) cmd_cluster_up;;
   cluster-down) down_cluster;;
   backup) mkdir -p "$RUN" "$LOGS" "$STACK/cache"; cmd_backup;;
-  *) sed -n '2,17p' "$0"; exit 2;;
+  *) sed -n '2,18p' "$0"; exit 2;;
 esac
