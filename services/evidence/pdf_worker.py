@@ -18,6 +18,7 @@ import json
 import logging
 import resource
 import sys
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,10 +40,15 @@ from services.review.display import MEDIA_TYPES, message_content
 
 def thumbnail(source: Path, target: Path) -> None:
     """A JPEG of at most THUMBNAIL_PIXELS a side of the image ``source``, turned as its EXIF says. Raises what
-    Pillow raises for a file that is no image it reads (or a decompression bomb)."""
+    Pillow raises for a file that is no image it reads, or of more than about 89 million pixels."""
     from PIL import Image, ImageOps  # noqa: PLC0415 — the worker alone draws
 
-    with Image.open(source) as image:
+    with warnings.catch_warnings():
+        # Above about 89 million pixels Pillow only warns: such an image (a decompression bomb, or a panorama) is
+        # named, not drawn, rather than taking the volume's memory.
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        image = Image.open(source)
+    with image:
         image.draft("RGB", (THUMBNAIL_PIXELS, THUMBNAIL_PIXELS))  # JPEG: decode at a reduced scale, much less memory
         turned = ImageOps.exif_transpose(image)
         turned.thumbnail((THUMBNAIL_PIXELS, THUMBNAIL_PIXELS))

@@ -17,8 +17,10 @@ import hashlib
 import io
 import re
 import shutil
+import struct
 import subprocess
 import time
+import zlib
 from pathlib import Path
 
 import pytest
@@ -175,6 +177,27 @@ def test_media_are_named_and_an_image_that_cannot_be_read_is_not_drawn(tmp_path:
     assert list(thumbnails.iterdir()) == []
     # A message whose media file is not in the export is still named, with the size the archive recorded.
     assert media_entries([document], {}, thumbnails)[document.event_id].size == 2048
+
+
+def png_header(width: int, height: int) -> bytes:
+    """The first bytes of a PNG that says it is ``width`` x ``height``: all Pillow reads before deciding."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
+def test_an_image_of_a_hundred_million_pixels_is_named_not_drawn(tmp_path: Path) -> None:
+    messages = transcripts.conversation(4)
+    bomb = png_header(10_000, 10_000)
+    media = transcripts.media_files(tmp_path, messages, bomb)
+    files = {k: media.root / v for k, v in media.by_event.items()}
+    entry = media_entries(messages, files, tmp_path)[messages[3].event_id]
+    assert entry.thumbnail is None
+    assert entry.problem == "DecompressionBombWarning"
+    assert entry.sha256 == hashlib.sha256(bomb).hexdigest()
 
 
 async def archive_conversation(archive: Archive, person: Person) -> bytes:
