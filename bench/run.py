@@ -73,7 +73,7 @@ SMOKE: dict[str, list[str]] = {
     "media": ["--documents", "1", "--megabytes", "1"],
     "recovery": ["--events", "300", "--partitions", "2"],
     "key_copies": ["--events", "300", "--rounds", "1"],
-    "pdf_export": ["--messages", "30", "--volume-sizes", "20", "--images", "2"],
+    "pdf_export": ["--messages", "10", "--volume-sizes", "10", "--images", "1"],
 }
 PACKAGES = ("aiokafka", "asyncpg", "boto3", "cryptography", "orjson", "uvicorn", "fastapi", "prometheus-client")
 
