@@ -64,11 +64,13 @@ class MediaFile:
 
 @dataclass(frozen=True, slots=True)
 class SubjectExport:
-    """A subject-access export (Art. 15/20): the person's messages, decrypted."""
+    """A subject-access export (Art. 15/20): the person's messages, decrypted, and their pseudonyms (what
+    :meth:`ReadingActions.media` needs to decrypt the media files of the export)."""
 
     messages: list[ConversationMessage]
     request_ref: str | None
     generated_at: datetime
+    subject_refs: tuple[str, ...] = ()
 
     def document(self) -> dict[str, Any]:
         return export_document(self.messages, request_ref=self.request_ref, generated_at=self.generated_at)
@@ -273,7 +275,9 @@ class ReadingActions(ActionsBase):
             operator, "export", contact=contact, phone_number_id=phone_number_id, reason=reason, purpose="export"
         )
         self.metrics.exports.inc()
-        return SubjectExport(conversation.messages, request_ref, datetime.now(UTC))
+        return SubjectExport(
+            conversation.messages, request_ref, datetime.now(UTC), subject_refs=tuple(conversation.subject_refs)
+        )
 
     async def audit_log(self, operator: Operator, *, limit: int, where: AuditFilter | None = None) -> list[AuditEntry]:
         authorize(operator, "audit")

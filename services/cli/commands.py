@@ -23,7 +23,7 @@ from services.cli.render import (
 
 # Only what `wa-archive --help` needs is imported at start; each command imports its own.
 if TYPE_CHECKING:
-    from services.actions.layer import Actions, MediaFile, Operator
+    from services.actions.layer import Actions, MediaFile, Operator, SubjectExport
     from services.retention.settings import RetentionSettings
 
 Work = Callable[["Actions", "Operator"], Awaitable[int]]
@@ -257,6 +257,8 @@ def cmd_export(args: argparse.Namespace) -> int:
                 request_ref=args.request_ref,
             )
             progress(1, 1)
+        if args.format == "pdf":
+            return await export_pdf(actions, operator, result, args)
         formats = ["json", "html"] if args.format == "both" else [args.format]
         written = write_export(
             result.messages, Path(args.out), formats=formats, request_ref=result.request_ref, now=result.generated_at
@@ -266,6 +268,63 @@ def cmd_export(args: argparse.Namespace) -> int:
         return 0
 
     return with_actions(work)
+
+
+async def export_pdf(actions: Actions, operator: Operator, result: SubjectExport, args: argparse.Namespace) -> int:
+    """The person's PDF transcript in ``--out``: their media files decrypted into ``media/`` first (each audited),
+    then the volumes rendered one process each; prints every volume's path, pages and sha256."""
+    from services.evidence.header import Custodian, ExportHeader, MediaFiles  # noqa: PLC0415
+    from services.evidence.pdf import VolumeFailed, VolumeLimits, time_zone, write_pdf  # noqa: PLC0415
+    from services.evidence.pdf_text import text  # noqa: PLC0415
+    from services.review.conversation import Conversation  # noqa: PLC0415
+
+    try:
+        time_zone(args.time_zone)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    await asyncio.to_thread((out / "media").mkdir, parents=True, exist_ok=True)
+    files = {}
+    conversation = Conversation(list(result.subject_refs), result.messages, 0)
+    async for media in actions.media(operator, conversation, reason=args.reason):
+        await write_media_file(out / "media" / media.filename, media)
+        files[media.event_id] = Path("media") / media.filename
+    export_id = result.request_ref or result.generated_at.strftime("%Y%m%dT%H%M%SZ")
+    custodians = [Custodian(kind="person", label=args.contact, ref=ref) for ref in result.subject_refs[:1]]
+    if args.phone_number_id:
+        custodians.append(Custodian(kind="business", label=args.phone_number_id, ref=args.phone_number_id))
+    header = ExportHeader(
+        scope="subject_access",
+        title=text(args.language, "subject_title", person=args.contact),
+        export_id=export_id,
+        custodians=tuple(custodians),
+        period_start=None,
+        period_end=None,
+        time_zone=args.time_zone,
+        language=args.language,
+        requested_by=operator.name,
+        reason=args.reason,
+        generated_at=result.generated_at,
+    )
+    limits = VolumeLimits(messages_per_volume=args.messages_per_volume)
+    try:
+        with progress_bar("PDF volumes") as progress:
+            volumes = await asyncio.to_thread(
+                write_pdf,
+                result.messages,
+                header,
+                MediaFiles(out, files),
+                out,
+                limits=limits,
+                on_volume=lambda volume, total: progress(volume.number, total),
+            )
+    except (VolumeFailed, ValueError) as exc:  # ValueError: fewer than one message per volume
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for volume in volumes:
+        print(f"{volume.path}\t{volume.pages} pages\tsha256 {volume.sha256}")
+    return 0
 
 
 def cmd_erase(args: argparse.Namespace) -> int:
