@@ -245,8 +245,8 @@ async def load_conversation_page(
     :func:`load_conversation`, before anything is decrypted: each record counts once, whichever step opened it.
 
     ``correspondent`` names the person and the business number from what was decrypted, with the person's newest
-    message and the business's newest echo read too when the page does not hold them (:func:`naming_records`):
-    the latest profile name wins wherever the page is.
+    message and the business's newest echo read with the page when it does not hold them (:func:`naming_records`;
+    counted in the page's audit row, not shown): the latest profile name wins wherever the page is.
     """
     reason = require_reason(reason)
     if not is_pseudonym(subject_ref):
@@ -278,15 +278,17 @@ async def load_conversation_page(
             if matched:
                 break
         plan = plan_page(records, page_size=page_size, page=page, anchor=anchor, matched=matched)
-        shown = await read(plan.needed, with_media=True)
+        # Read with the page (one audit row, one decryption), then left out of its timeline.
+        naming = naming_records(records, [*audited, *(r.event_id for r in plan.needed)])
+        shown = await read([*plan.needed, *naming], with_media=True)
+        if naming:
+            extra = {r.event_id for r in naming}
+            shown.messages = [m for m in shown.messages if m.event_id not in extra]
         if keywords:  # the page's own matches, beyond the chunk that chose it
             matched = list(dict.fromkeys([*matched, *keyword_matches(shown.messages, keywords)]))
         # The messages the page's replies quote, for their excerpt (often on the page already, else one more read).
         wanted = quoted_records(shown.messages, records, pepper)
         quoted = (await read(wanted)).messages if wanted else []
-        naming = naming_records(records, audited)
-        if naming:
-            await read(naming)
     return ConversationPage(
         subject_refs=refs,
         messages=shown.messages,
