@@ -213,6 +213,8 @@ def cmd_group_messages(args: argparse.Namespace) -> int:
         if args.format == "jsonl":
             print_jsonl([message.to_json() for message in timeline.messages])
         elif timeline.messages:
+            if timeline.subject:  # above the table: the group's name, as its records say
+                print(f"group {timeline.subject}")
             stdout_console().print(group_table(timeline.messages))
         else:
             print("(no archived records of this group)")

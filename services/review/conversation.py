@@ -36,7 +36,7 @@ from services.core.refusals import InvalidRequest, PersonRequired
 from services.core.vocabulary import EventKind, is_pseudonym
 from services.review.assembly import ConversationMessage, decode_records, keyword_matches
 from services.review.collector import collector_paused
-from services.review.correspondent import Correspondent, Sighting, correspondent, sightings
+from services.review.correspondent import Correspondent, Sighting, correspondent, group_subject, sightings
 from services.review.paging import keyword_candidates, keyword_chunks, plan_page, quoted_records
 from services.review.queries import (
     IndexedRecord,
@@ -142,6 +142,11 @@ class GroupTimeline:
     subject_refs: list[str]
     messages: list[ConversationMessage]
     shredded_records: int
+
+    @property
+    def subject(self) -> str | None:
+        """The group's name, as its latest record that sets one says (:func:`group_subject`)."""
+        return group_subject(self.messages)
 
     def to_json(self) -> dict[str, Any]:
         return {

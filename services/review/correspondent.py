@@ -10,6 +10,7 @@ name seen wins (by Meta's time, else the receipt time), and earlier different na
 Names are hostile input (anyone chooses their WhatsApp profile name): :func:`shown_text` drops control and
 bidirectional formatting characters (an RTL override would make a name read as another), squashes whitespace and
 bounds the length. It does not escape: the templates do (Jinja2 autoescape), and isolate the name (``<bdi>``).
+:func:`group_subject` is a group's name, from its own records (created with a subject, renamed).
 """
 
 from __future__ import annotations
@@ -17,9 +18,12 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import phonenumbers
+
+if TYPE_CHECKING:
+    from services.review.assembly import ConversationMessage
 
 # A name longer than this is cut (with an ellipsis): profile names are short, and a header is not the record.
 NAME_MAX: Final = 80
@@ -178,3 +182,25 @@ def correspondent(seen: Iterable[Sighting]) -> Correspondent:
             BusinessNumber(phone_number_id=pid, display_number=display) for pid, display in sorted(numbers.items())
         ),
     )
+
+
+def group_subject(messages: Iterable[ConversationMessage]) -> str | None:
+    """A group's subject (its name) as its latest record that sets one says: a ``group_create`` (``subject``) or a
+    successful ``group_settings_update`` (``group_subject.text``); :func:`shown_text`-clean; None when no record read
+    names it."""
+    found: list[tuple[int, str]] = []
+    for message in messages:
+        payload = message.payload if isinstance(message.payload, Mapping) else {}
+        if message.kind != "group":
+            continue
+        subject: Any = None
+        if message.type == "group_create":
+            subject = payload.get("subject")
+        elif message.type == "group_settings_update":
+            setting = payload.get("group_subject")
+            if isinstance(setting, Mapping) and setting.get("update_successful"):
+                subject = setting.get("text")
+        shown = shown_text(subject)
+        if shown is not None:
+            found.append((message.timestamp if message.timestamp is not None else -1, shown))
+    return max(found, key=lambda item: item[0])[1] if found else None

@@ -14,12 +14,14 @@ from hypothesis import strategies as st
 
 from services.core.events import parse_webhook
 from services.core.reader import RecordLocation
+from services.review.assembly import assemble
 from services.review.conversation import naming_records
 from services.review.correspondent import (
     NAME_MAX,
     BusinessNumber,
     Correspondent,
     correspondent,
+    group_subject,
     readable_number,
     shown_text,
     sighting,
@@ -195,3 +197,15 @@ def test_a_page_also_reads_the_newest_message_and_echo_unless_it_holds_them() ->
     assert [r.event_id for r in naming_records(records, {"m1"})] == ["m2", "e2"]
     assert [r.event_id for r in naming_records(records, {"m2", "e2"})] == []
     assert naming_records([], set()) == []
+
+
+def test_a_group_is_named_by_its_latest_subject() -> None:
+    created = envelopes_of("group_lifecycle_update_create.json")
+    renamed = envelopes_of("group_settings_update.json")
+    assert group_subject(assemble(created)) == "test invite link"
+    assert group_subject(assemble([*renamed, *created])) == "Test Subject"  # renamed later
+    failed = [
+        {**e, "payload": {**e["payload"], "group_subject": {"text": "No", "update_successful": False}}} for e in renamed
+    ]
+    assert group_subject(assemble([*created, *failed])) == "test invite link"  # a failed rename names nothing
+    assert group_subject(assemble(envelopes_of("inbound_text.json"))) is None
