@@ -223,6 +223,25 @@ def naming_records(records: Sequence[IndexedRecord], decrypted: Iterable[str]) -
     return [record for record in newest if record is not None and record.event_id not in done]
 
 
+async def load_correspondent(
+    pool: asyncpg.Pool, reader: ArchiveReader, *, subject_ref: str, actor: str, reason: str | None
+) -> Correspondent:
+    """Who the conversation of ``subject_ref`` (and its linked pseudonyms) is with, reading only what names them:
+    the person's newest message and the business's newest echo (:func:`naming_records`), audited (``retrieval``,
+    with ``reason``) before they are decrypted. For a label of a conversation already opened with that reason
+    (the console's search results). Refuses like :func:`load_conversation_page`."""
+    reason = require_reason(reason)
+    if not is_pseudonym(subject_ref):
+        raise PersonRequired("a subject_ref is 64 lowercase hex digits")
+    async with pool.acquire() as conn:
+        records = await person_records(conn, await expand_subject_refs(conn, [subject_ref]))
+        naming = naming_records(records, ())
+        if not naming:
+            return Correspondent()
+        disclosure = Disclosure(actor=actor, action="retrieval", reason=reason, records=_per_person(naming))
+        return correspondent((await _audited_read(conn, reader, naming, disclosure)).seen)
+
+
 def _newest(records: Sequence[IndexedRecord], kind: EventKind) -> IndexedRecord | None:
     """The newest message of ``kind`` (an edit or a deletion names nobody new)."""
     return next((r for r in reversed(records) if r.kind == kind and r.type not in ("edit", "revoke")), None)

@@ -1,6 +1,7 @@
 """The conversation page names who it is with, in a real browser (Debian's headless Chromium), once the reason is
 given: the person's latest profile name (a hostile one: markup, an RTL override, emoji), the names seen before,
 their number and the business number, all drawn from the decrypted records; before the reason, nothing of them.
+The search results then label that conversation with the name too.
 
 The archive is written by the archiver in-process (a fresh topic and bucket prefix) and the console runs as its own
 process on free ports, so the module clashes with no other test's ports. Screenshots go to .artifacts/screenshots/.
@@ -220,3 +221,12 @@ def test_after_the_reason_the_header_names_the_person_and_the_business_number(
         shows_no_markup(driver)
         assert accessibility_problems(driver) == []
         screenshot(driver, f"console-who-2-header-{tag}")
+
+        # Back in the search, the conversation opened in this session is labelled with the name too.
+        navigate(driver, lambda: driver.find_element(By.CSS_SELECTOR, "main a[href='/search']"))
+        driver.find_element(By.ID, "phone_number_id").send_keys(archived.person.phone_number_id)
+        navigate(driver, lambda: driver.find_element(By.ID, "search"))
+        label = driver.find_element(By.CSS_SELECTOR, "#results h3 bdi.person")
+        assert label.text == shown_text(HOSTILE)
+        shows_no_markup(driver)
+        screenshot(driver, f"console-who-3-search-{tag}")

@@ -490,6 +490,7 @@ def test_the_search_counts_in_the_viewers_language(
             context,
             query={"keywords": keywords},
             groups=hits(count, conversations),
+            names={},
             hit_count=count,
             truncated=count == 5,
             limit=5,
@@ -657,3 +658,31 @@ def test_a_person_named_by_number_is_not_named_twice() -> None:
     only_id = render_conversation("en", [], who=Correspondent(username="@sheena", user_id="user.937"))
     assert '<bdi class="person">@sheena</bdi>' in only_id
     assert "Business-scoped user ID</dt>" in only_id
+
+
+def test_a_search_result_already_opened_is_labelled_with_who_it_is_with() -> None:
+    from services.console.choices import KINDS, TYPES
+    from services.console.routers.search import direction_of
+
+    groups = hits(2, 2)
+    opened = groups[0][0]
+    page = (
+        console_templates()
+        .get_template("search.html")
+        .render(
+            page_context("en") | {"path": "/search"},
+            query={},
+            groups=groups,
+            names={opened: Correspondent(name=HOSTILE)},
+            hit_count=2,
+            truncated=False,
+            limit=5,
+            direction_of=direction_of,
+            kinds=KINDS,
+            types=TYPES,
+            error=None,
+        )
+    )
+    assert '<bdi class="person">&lt;img src=x onerror=alert(1)&gt;&#34;Eve</bdi>' in page
+    assert f'<span class="ref">Conversation {opened[:12]}</span>' in page
+    assert f'<h3 id="conv-2">Conversation {groups[1][0][:12]}</h3>' in page  # not opened: its pseudonym only
