@@ -686,3 +686,20 @@ def test_a_search_result_already_opened_is_labelled_with_who_it_is_with() -> Non
     assert '<bdi class="person">&lt;img src=x onerror=alert(1)&gt;&#34;Eve</bdi>' in page
     assert f'<span class="ref">Conversation {opened[:12]}</span>' in page
     assert f'<h3 id="conv-2">Conversation {groups[1][0][:12]}</h3>' in page  # not opened: its pseudonym only
+
+
+@pytest.mark.parametrize(
+    ("locale", "n", "expected"),
+    [
+        ("en", 0, "0 conversations"),
+        ("en", 1, "1 conversation"),
+        ("en", 1000, "1,000 conversations"),
+        ("fr", 0, "0 conversation"),
+        ("fr", 1, "1 conversation"),
+        ("fr", 1000, "1\u202f000 conversations"),
+    ],
+)
+def test_a_template_count_is_formatted_for_the_locale_without_being_told(locale: str, n: int, expected: str) -> None:
+    """``ngettext(singular, plural, n)`` alone: the form of ``n`` and ``n`` formatted (a template cannot forget it)."""
+    template = templates_of({"p": "{{ ngettext('%(num)s conversation', '%(num)s conversations', n) }}"})
+    assert template.get_template("p").render(t=translator(locale), n=n) == expected
