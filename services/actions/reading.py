@@ -37,8 +37,10 @@ from services.review.conversation import (
     GroupTimeline,
     load_conversation,
     load_conversation_page,
+    load_correspondent,
     load_group_timeline,
 )
+from services.review.correspondent import Correspondent
 from services.review.export import export_document
 from services.review.queries import archived_media
 from services.review.search import IndexHit, SearchFilter, search_index
@@ -175,6 +177,17 @@ class ReadingActions(ActionsBase):
             page=page,
             anchor=anchor,
             keywords=keywords,
+        )
+        self.metrics.decryptions.labels("retrieval").inc()
+        return found
+
+    async def correspondent(self, operator: Operator, *, subject_ref: str, reason: str | None) -> Correspondent:
+        """Who a person's conversation is with (retrieval, audited): only the records that name them are decrypted
+        (services/review/conversation.py load_correspondent). For the label of a conversation the operator already
+        opened with ``reason``."""
+        authorize(operator, "messages")
+        found = await load_correspondent(
+            self.access.pool, self.access.reader, subject_ref=subject_ref, actor=operator.name, reason=reason
         )
         self.metrics.decryptions.labels("retrieval").inc()
         return found
