@@ -9,7 +9,8 @@ after it were lost too). After each restore `wa-archive recover` runs, and then:
 
 - every message of every other person reads back byte-exact (the CLI's JSON lines equal those before the loss),
   also the messages whose keys were created after the base backup (restored from their key copies);
-- both erased persons are unreadable by every path: the read side, the CLI, the admin API, the export, and after
+- both erased persons are unreadable by every path: the read side, the CLI, the admin API, the console, the export,
+  and after
   `wa-archive rebuild-index`; Meta redelivering their webhooks archives nothing readable.
 
 Each step's duration is printed (``-s`` shows it); docs/OPERATIONS.md quotes them.
@@ -18,6 +19,7 @@ Each step's duration is printed (``-s`` shows it); docs/OPERATIONS.md quotes the
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -27,6 +29,8 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry
+from pydantic import SecretStr
 
 from devtools import pipeline
 from devtools.broker import create_topic
@@ -34,7 +38,11 @@ from devtools.pipeline import Person
 from devtools.serving import serve_asgi
 from services.actions.access import ArchiveAccess, open_access
 from services.backups.barman import RecoveryTarget
+from services.console.factory import create_console_app
+from services.console.settings import ConsoleSettings
+from services.core.pseudonym import subject_ref
 from services.core.schema import connect_pool, migrate_dsn
+from services.core.settings import PostgresSettings
 from services.retention.api import create_admin_app
 from services.review.conversation import load_conversation
 from tests.helpers.erasure import erase, readable
@@ -93,6 +101,36 @@ async def api_messages(archive: Archive, person: Person) -> list[str]:
         )
     assert answer.status_code == 200, answer.text
     return sorted(m.get("message_id") or "" for m in answer.json()["messages"])
+
+
+async def console_page(archive: Archive, person: Person) -> str:
+    """The person's conversation as the review console shows it to the DPO, once the reason is given (the console
+    with its own database role, on the restored server)."""
+    settings = archive.retention_settings(archive.a)
+    console_settings = ConsoleSettings(
+        secure_cookies=False, pg=PostgresSettings(dsn=SecretStr(archive.dsn_of("CONSOLE")))
+    )
+    app = create_console_app(
+        console_settings,
+        settings,
+        lambda: open_access(console_settings.archive_settings(settings)),
+        registry=CollectorRegistry(),
+        serve_ops=False,
+    )
+    ref = subject_ref(settings.keys.pepper_bytes(), person.phone_number_id, person.wa_id)
+    async with serve_asgi(app) as url, httpx.AsyncClient(base_url=url, timeout=60) as client:
+        signin = await client.get("/signin")
+        token = re.search(r'name="signin_token" value="([^"]+)"', signin.text)
+        assert token
+        dpo = {"signin_token": token.group(1), "name": "test-dpo", "token": pipeline.DPO_TOKEN}
+        assert (await client.post("/signin", data=dpo)).status_code == 303
+        csrf = re.search(r'name="csrf" value="([^"]+)"', (await client.get("/search")).text)
+        assert csrf
+        opened = await client.post(
+            "/conversation/reason", data={"csrf": csrf.group(1), "subject_ref": ref, "reason": REASON}
+        )
+        assert opened.status_code in (200, 404), opened.text
+        return opened.text
 
 
 def recover(archive: Archive) -> dict[str, object]:
@@ -242,6 +280,9 @@ async def check_nothing_lost_nothing_back(drill: Drill, archive: Archive) -> Non
         assert conversation_lines(archive, person) == ""
         assert await api_messages(archive, person) == []
         assert "GONE" not in export_text(archive, person, drill.out / uuid.uuid4().hex)
+        assert "GONE" not in await console_page(archive, person)
+    # The console shows a kept person's messages on the restored server (the check above could not fail silently).
+    assert "OLD0" in await console_page(archive, drill.kept[0])
     rebuilt = run_cli(archive.cli_env(archive.a), "rebuild-index")
     assert rebuilt.returncode == 0, rebuilt.stderr
     # Meta redelivers the erased persons' webhooks, byte for byte (it retries for days): still dropped.
