@@ -244,9 +244,21 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from services.review.export import write_export  # noqa: PLC0415
+    from services.evidence.bag import SigningKeyError  # noqa: PLC0415
+    from services.evidence.package import PackageError, check_destination, subject_access_header, write_package  # noqa: PLC0415
+
+    out = Path(args.out)
+    signing_key = None
+    try:
+        check_destination(out, args.format)  # before anything is decrypted
+        if args.format == "all":
+            signing_key = settings().export_signing.private_key()
+    except (PackageError, SigningKeyError) as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 2
 
     async def work(actions: Actions, operator: Operator) -> int:
+        with_media = args.format in ("jsonl", "rsmf", "all")
         with progress_bar("decrypting") as progress:
             progress(0, 1)
             result = await actions.export(
@@ -255,17 +267,65 @@ def cmd_export(args: argparse.Namespace) -> int:
                 phone_number_id=args.phone_number_id,
                 reason=args.reason,
                 request_ref=args.request_ref,
+                keep_archived=with_media,
             )
             progress(1, 1)
-        formats = ["json", "html"] if args.format == "both" else [args.format]
-        written = write_export(
-            result.messages, Path(args.out), formats=formats, request_ref=result.request_ref, now=result.generated_at
+        header = subject_access_header(
+            contact=args.contact,
+            subject_refs=result.subject_refs,
+            phone_number_id=args.phone_number_id,
+            messages=result.messages,
+            requested_by=operator.name,
+            reason=args.reason,
+            generated_at=result.generated_at,
+            request_ref=result.request_ref,
         )
-        for path in written:
+        media = actions.media(operator, result.conversation(), reason=args.reason) if with_media else None
+        written = await write_package(
+            out,
+            args.format,
+            header=header,
+            messages=result.messages,
+            archived=result.archived,
+            media=media,
+            request_ref=result.request_ref,
+            signing_key=signing_key,
+        )
+        for path in written.paths:
             print(path)
+        if written.bag is not None:
+            print(f"signed bag: {written.bag.path} ({written.bag.payload_files} payload files)")
+            print(f"signing key fingerprint (sha256): {written.bag.fingerprint}")
         return 0
 
     return with_actions(work)
+
+
+def cmd_verify_export(args: argparse.Namespace) -> int:
+    """Check a bag; every failure on its own line; exit 1 when any, 2 when the key given cannot be read."""
+    from services.evidence.bag import SigningKeyError, load_public_key, verify_bag  # noqa: PLC0415
+
+    public_key = None
+    if args.public_key:
+        try:
+            public_key = load_public_key(Path(args.public_key).read_bytes())
+        except (OSError, SigningKeyError) as exc:
+            print(f"error: --public-key {args.public_key}: {exc}", file=sys.stderr)
+            return 2
+    result = verify_bag(Path(args.dir), public_key=public_key, expected_fingerprint=args.fingerprint)
+    for failure in result.failures:
+        print(f"FAILED: {failure}", file=sys.stderr)
+    if not result.ok:
+        print(f"{args.dir}: NOT VERIFIED, {len(result.failures)} failure(s)", file=sys.stderr)
+        return 1
+    print(f"{args.dir}: verified: {result.files_checked} files, every hash; signature by key {result.fingerprint}")
+    if not result.trusted:
+        print(
+            "note: the key is the bag's own; compare its fingerprint with the one you were given, or pass "
+            "--fingerprint HEX or --public-key FILE",
+            file=sys.stderr,
+        )
+    return 0
 
 
 def cmd_erase(args: argparse.Namespace) -> int:
