@@ -11,8 +11,8 @@ before it uploads the folder. Formats:
   (services/evidence/bag.py). The folder must be empty or new: a bag holds exactly what its manifests list.
 
 Media are read once, streamed to files (``media/``), and every renderer takes them from there
-(:class:`~services.evidence.header.MediaFiles`); for ``rsmf`` alone they are written to a temporary folder that
-is removed afterwards.
+(:class:`~services.evidence.header.MediaFiles`); for ``rsmf`` alone they are written to a temporary folder in the
+destination that is removed afterwards.
 """
 
 from __future__ import annotations
@@ -155,8 +155,10 @@ async def write_package(
     files = MediaFiles(payload)
     if media is not None and ("jsonl" in wanted or "rsmf" in wanted):
         root = payload
-        if "jsonl" not in wanted:  # the media go inside the RSMF only: a folder of their own, removed after
-            scratch = root = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="wa-export-media-"))
+        if "jsonl" not in wanted:
+            # The media go inside the RSMF only: a folder of their own, removed after, in ``out`` (where the operator
+            # made room for the export; a pod's /tmp is small).
+            scratch = root = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix=".media-", dir=out))
         files = await write_media(media, root)
         written.media = len(files.by_event)
     try:

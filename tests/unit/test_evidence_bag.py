@@ -16,6 +16,8 @@ import bagit
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from services.evidence.bag import (
@@ -249,3 +251,33 @@ def test_signing_settings(tmp_path: Path) -> None:
     assert "secret-words" not in str(refused.value).split("input_value")[0]
     with pytest.raises(SigningKeyError, match="cannot be read"):
         ExportSigningSettings(key_file=tmp_path / "missing.pem").private_key()
+
+
+file_names = st.text(alphabet="abcXYZ019 -_.%\n", min_size=1, max_size=12).filter(
+    lambda name: name.strip(" \n") == name and name not in (".", "..")
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    files=st.dictionaries(file_names, st.binary(max_size=64), min_size=1, max_size=5),
+    victim=st.integers(min_value=0),
+    offset=st.integers(min_value=0),
+)
+def test_any_payload_verifies_and_any_flipped_bit_is_found(
+    tmp_path_factory: pytest.TempPathFactory, files: dict[str, bytes], victim: int, offset: int
+) -> None:
+    """Whatever the payload's names and bytes, the bag verifies; one bit flipped in any file of the bag (payload,
+    manifest, tag file, signature) makes it fail."""
+    root = tmp_path_factory.mktemp("bag")
+    (root / "data").mkdir()
+    for name, content in files.items():
+        (root / "data" / name).write_bytes(content)
+    write_bag(root, HEADER, KEY)
+    assert verify_bag(root, public_key=KEY.public_key()).failures == []
+    candidates = sorted(p for p in root.rglob("*") if p.is_file() and p.stat().st_size > 0)
+    target = candidates[victim % len(candidates)]
+    data = bytearray(target.read_bytes())
+    data[offset % len(data)] ^= 0x01
+    target.write_bytes(bytes(data))
+    assert not verify_bag(root, public_key=KEY.public_key()).ok, target.relative_to(root)

@@ -104,7 +104,9 @@ async def test_each_format_writes_its_files(tmp_path: Path, export_format: Expor
     written = await write_package(
         tmp_path, export_format, header=HEADER, messages=MESSAGES, archived=ARCHIVED, media=media, request_ref="SAR/1"
     )
-    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()) == files
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == sorted(
+        {*files, *(str(Path(f).parent) for f in files if "/" in f)}
+    )  # and nothing else: no folder left behind
     assert sorted(p.relative_to(tmp_path).as_posix() for p in written.paths) == files
     assert media.reads == (1 if export_format in ("jsonl", "rsmf") else 0)
 
