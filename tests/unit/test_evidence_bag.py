@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from services.cli import main as cli_main
 from services.evidence.bag import (
     SIGNATURE_FILE,
     SigningKeyError,
@@ -281,3 +282,41 @@ def test_any_payload_verifies_and_any_flipped_bit_is_found(
     data[offset % len(data)] ^= 0x01
     target.write_bytes(bytes(data))
     assert not verify_bag(root, public_key=KEY.public_key()).ok, target.relative_to(root)
+
+
+def verify_export(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as done:
+        cli_main(["verify-export", *argv])
+    captured = capsys.readouterr()
+    return int(done.value.code or 0), captured.out, captured.err
+
+
+def test_verify_export_on_the_command_line(bag: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ours = tmp_path / "ours.pem"
+    ours.write_bytes(
+        KEY.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    code, out, err = verify_export([str(bag), "--public-key", str(ours)], capsys)
+    assert (code, err) == (0, "")
+    assert f"signature by key {fingerprint(KEY.public_key())}" in out
+    code, out, err = verify_export([str(bag)], capsys)  # the bag's own key: said so
+    assert code == 0
+    assert "compare its fingerprint" in err
+    theirs = tmp_path / "theirs.pem"
+    theirs.write_bytes(
+        Ed25519PrivateKey.generate()
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    code, out, err = verify_export([str(bag), "--public-key", str(theirs)], capsys)
+    assert code == 1
+    assert "FAILED: tagmanifest-sha256.txt.sig: the signature of tagmanifest-sha256.txt does not verify" in err
+    code, out, err = verify_export([str(bag), "--public-key", str(tmp_path / "missing.pem")], capsys)
+    assert code == 2
+    flip_last_byte(bag / "data" / "events.jsonl")
+    code, out, err = verify_export([str(bag), "--fingerprint", fingerprint(KEY.public_key())], capsys)
+    assert code == 1
+    first, second, verdict = err.splitlines()
+    assert first.startswith("FAILED: data/events.jsonl: sha256 mismatch (manifest ")
+    assert second.startswith("FAILED: data/events.jsonl: sha512 mismatch (manifest ")
+    assert verdict == f"{bag}: NOT VERIFIED, 2 failure(s)"
