@@ -12,6 +12,7 @@ import email
 import io
 import json
 import shutil
+import uuid
 import zipfile
 from collections.abc import Callable
 from email.policy import default
@@ -220,11 +221,16 @@ async def test_a_persons_signed_export_holds_their_events_and_media_and_nobody_e
 
 
 async def test_a_bag_needs_an_empty_folder_and_a_signing_key(
-    stack: Stack, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    pg_pool: asyncpg.Pool,
+    stack: Stack,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     """Both refused before anything is read or decrypted (no audit row)."""
     monkeypatch.delenv("WA_RETENTION_EXPORT_SIGNING__KEY", raising=False)
-    argv = ["export", "--contact", "33600000000", "--reason", "Art. 15", "--format", "all", "--out"]
+    reason = f"Art. 15 request {uuid.uuid4().hex}"
+    argv = ["export", "--contact", "33600000000", "--reason", reason, "--format", "all", "--out"]
     code, _, err = await run_cli([*argv, str(tmp_path / "new")], capsys)
     assert code == 2
     assert "no export signing key" in err
@@ -234,3 +240,4 @@ async def test_a_bag_needs_an_empty_folder_and_a_signing_key(
     code, _, err = await run_cli([*argv, str(tmp_path / "full")], capsys)
     assert code == 2
     assert "is not empty" in err
+    assert await pg_pool.fetchval("SELECT count(*) FROM audit_log WHERE reason = $1", reason) == 0
