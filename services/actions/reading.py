@@ -37,8 +37,10 @@ from services.review.conversation import (
     GroupTimeline,
     load_conversation,
     load_conversation_page,
+    load_correspondent,
     load_group_timeline,
 )
+from services.review.correspondent import Correspondent
 from services.review.export import export_document
 from services.review.queries import archived_media
 from services.review.search import IndexHit, SearchFilter, search_index
@@ -64,19 +66,19 @@ class MediaFile:
 
 @dataclass(frozen=True, slots=True)
 class SubjectExport:
-    """A subject-access export (Art. 15/20): the person's messages, decrypted; ``subject_refs``, their pseudonyms
-    (for their media files, :meth:`ReadingActions.media`); ``archived``, when asked for, every record read as the
-    archive sealed it (event id, plaintext), for the JSON Lines of an evidence export."""
+    """A subject-access export (Art. 15/20): the person's messages, decrypted, and their pseudonyms (what
+    :meth:`ReadingActions.media` needs to decrypt the media files of the export); ``archived``, when asked for,
+    every record read as the archive sealed it (event id, plaintext), for the JSON Lines of an evidence export."""
 
     messages: list[ConversationMessage]
     request_ref: str | None
     generated_at: datetime
-    subject_refs: list[str] = field(default_factory=list)
+    subject_refs: tuple[str, ...] = ()
     archived: list[tuple[str, bytes]] = field(default_factory=list)
 
     def conversation(self) -> Conversation:
         """The export as a retrieved conversation (what :meth:`ReadingActions.media` reads the files of)."""
-        return Conversation(self.subject_refs, self.messages, 0, self.archived)
+        return Conversation(list(self.subject_refs), self.messages, 0, archived=self.archived)
 
     def document(self) -> dict[str, Any]:
         return export_document(self.messages, request_ref=self.request_ref, generated_at=self.generated_at)
@@ -187,6 +189,17 @@ class ReadingActions(ActionsBase):
         self.metrics.decryptions.labels("retrieval").inc()
         return found
 
+    async def correspondent(self, operator: Operator, *, subject_ref: str, reason: str | None) -> Correspondent:
+        """Who a person's conversation is with (retrieval, audited): only the records that name them are decrypted
+        (services/review/conversation.py load_correspondent). For the label of a conversation the operator already
+        opened with ``reason``."""
+        authorize(operator, "messages")
+        found = await load_correspondent(
+            self.access.pool, self.access.reader, subject_ref=subject_ref, actor=operator.name, reason=reason
+        )
+        self.metrics.decryptions.labels("retrieval").inc()
+        return found
+
     async def group_messages(
         self, operator: Operator, *, group_id: str, phone_number_id: str, reason: str | None
     ) -> GroupTimeline:
@@ -291,7 +304,11 @@ class ReadingActions(ActionsBase):
         )
         self.metrics.exports.inc()
         return SubjectExport(
-            conversation.messages, request_ref, datetime.now(UTC), conversation.subject_refs, conversation.archived
+            conversation.messages,
+            request_ref,
+            datetime.now(UTC),
+            subject_refs=tuple(conversation.subject_refs),
+            archived=conversation.archived,
         )
 
     async def audit_log(self, operator: Operator, *, limit: int, where: AuditFilter | None = None) -> list[AuditEntry]:

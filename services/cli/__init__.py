@@ -114,12 +114,15 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--request-ref")
     export.add_argument(
         "--format",
-        choices=["json", "html", "both", "jsonl", "rsmf", "all"],
+        choices=["json", "html", "both", "pdf", "jsonl", "rsmf", "all"],
         default="both",
-        help="all: the whole package (JSON, HTML, JSON Lines, media, RSMF) as a BagIt bag signed with the export "
-        "signing key, in DIR (empty or new)",
+        help="all: the whole package (JSON, HTML, PDF, JSON Lines, media, RSMF) as a BagIt bag signed with the "
+        "export signing key, in DIR (empty or new)",
     )
     export.add_argument("--out", default=".", metavar="DIR", help="directory for the export files")
+    export.add_argument("--language", choices=["en", "fr"], default="en", help="of the PDF transcript")
+    export.add_argument("--time-zone", default="UTC", help="the PDF's times, an IANA name (Europe/Paris)")
+    export.add_argument("--messages-per-volume", type=int, default=500, help="the PDF is split in volumes of this")
     export.set_defaults(handler=cmd_export)
 
     verify_export = commands.add_parser(

@@ -7,8 +7,11 @@ before it uploads the folder. Formats:
 - ``json`` / ``html``: the subject-access documents (services/review/export.py), as before;
 - ``jsonl``: ``events.jsonl`` (the events as archived) and ``media/`` (services/evidence/jsonl.py);
 - ``rsmf``: ``<stem>.rsmf``, the RSMF 2.0 EML with its media inside (services/evidence/rsmf.py);
-- ``all``: every one of them under ``data/``, and the folder made a bag signed with the export signing key
+- ``all``: every one of them under ``data/``, with the PDF transcript's volumes (services/evidence/pdf.py, in the
+  header's language and time zone), and the folder made a bag signed with the export signing key
   (services/evidence/bag.py). The folder must be empty or new: a bag holds exactly what its manifests list.
+
+(``pdf`` alone is the CLI's ``export_pdf``, services/cli/commands.py.)
 
 Media are read once, streamed to files (``media/``), and every renderer takes them from there
 (:class:`~services.evidence.header.MediaFiles`); for ``rsmf`` alone they are written to a temporary folder in the
@@ -33,11 +36,13 @@ from services.core.plaintext import DecodedRecord, decode_record
 from services.evidence.bag import PAYLOAD_DIR, SignedBag, write_bag
 from services.evidence.header import Custodian, ExportHeader, MediaFiles
 from services.evidence.jsonl import EVENTS_FILE, MediaStream, write_jsonl, write_media
+from services.evidence.pdf import VolumeLimits, write_pdf
+from services.evidence.pdf_text import text
 from services.evidence.rsmf import rsmf_manifest, write_rsmf
 from services.review.assembly import ConversationMessage
 from services.review.export import write_export
 
-ExportFormat = Literal["json", "html", "both", "jsonl", "rsmf", "all"]
+ExportFormat = Literal["json", "html", "both", "pdf", "jsonl", "rsmf", "all"]
 EXPORT_FORMATS: Final[tuple[ExportFormat, ...]] = get_args(ExportFormat)
 
 
@@ -88,9 +93,10 @@ def subject_access_header(
     generated_at: datetime,
     request_ref: str | None,
     language: Literal["en", "fr"] = "en",
+    time_zone: str = "UTC",
 ) -> ExportHeader:
     """The header of a person's own export (Art. 15/20): the person as custodian (by the id they were asked for),
-    the business number when one was named, the period of their messages, times in UTC."""
+    the business number when one was named, the period of their messages, the title in ``language``."""
     times = [m.timestamp for m in messages if m.timestamp is not None]
     custodians = [Custodian(kind="person", label=contact, ref=subject_refs[0] if subject_refs else "")]
     if phone_number_id:
@@ -98,12 +104,12 @@ def subject_access_header(
     stamp = generated_at.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
     return ExportHeader(
         scope="subject_access",
-        title=f"WhatsApp messages of {contact}",
+        title=text(language, "subject_title", person=contact),
         export_id=request_ref or f"SAR-{stamp}-{uuid.uuid4().hex[:8]}",
         custodians=tuple(custodians),
         period_start=datetime.fromtimestamp(min(times), UTC) if times else None,
         period_end=datetime.fromtimestamp(max(times), UTC) if times else None,
-        time_zone="UTC",
+        time_zone=time_zone,
         language=language,
         requested_by=requested_by,
         reason=reason,
@@ -126,11 +132,16 @@ async def write_package(
     media: AsyncIterable[MediaStream] | None,
     request_ref: str | None,
     signing_key: Ed25519PrivateKey | None = None,
+    pdf_limits: VolumeLimits | None = None,
+    with_pdf: bool = True,
 ) -> WrittenPackage:
     """Write the export in ``export_format`` into ``out`` (see the module docstring); ``all`` needs
-    ``signing_key``. ``media`` is consumed only by the formats that carry media (``jsonl``, ``rsmf``, ``all``).
-    What the file system, the bucket or a corrupt medium raises propagates (a medium found corrupt is never left
-    half written)."""
+    ``signing_key`` (``pdf_limits``: how its PDF volumes are bounded; ``with_pdf=False``: a bag without them).
+    ``media`` is consumed only by the formats that carry media (``jsonl``, ``rsmf``, ``all``). What the file
+    system, the bucket, a corrupt medium or a PDF volume (:class:`~services.evidence.pdf.VolumeFailed`) raises
+    propagates (a medium found corrupt is never left half written)."""
+    if export_format == "pdf":
+        raise PackageError("a PDF alone is written by the CLI's export_pdf")
     if export_format == "all" and signing_key is None:
         raise PackageError("a bag is signed: no export signing key given")
     check_destination(out, export_format)
@@ -139,7 +150,7 @@ async def write_package(
     await asyncio.to_thread(payload.mkdir, parents=True, exist_ok=True)
     written = WrittenPackage()
     wanted: Collection[str] = (
-        ("json", "html", "jsonl", "rsmf")
+        ("json", "html", "jsonl", "rsmf", *(("pdf",) if with_pdf else ()))
         if export_format == "all"
         else ("json", "html")
         if export_format == "both"
@@ -153,7 +164,7 @@ async def write_package(
         )
     scratch: Path | None = None
     files = MediaFiles(payload)
-    if media is not None and ("jsonl" in wanted or "rsmf" in wanted):
+    if media is not None and ("jsonl" in wanted or "rsmf" in wanted or "pdf" in wanted):
         root = payload
         if "jsonl" not in wanted:
             # The media go inside the RSMF only: a folder of their own, removed after, in ``out`` (where the operator
@@ -170,7 +181,9 @@ async def write_package(
         if "rsmf" in wanted:
             package = rsmf_manifest(messages, header, files, names=profile_names(archived))
             written.paths.append(await asyncio.to_thread(write_rsmf, package, header, payload / f"{stem}.rsmf"))
-        # The PDF transcript (services/evidence/pdf.py) joins here, one line: written.paths.append(<its writer>).
+        if "pdf" in wanted:
+            volumes = await asyncio.to_thread(write_pdf, messages, header, files, payload, limits=pdf_limits)
+            written.paths += [volume.path for volume in volumes]
     finally:
         if scratch is not None:
             await asyncio.to_thread(shutil.rmtree, scratch, ignore_errors=True)

@@ -174,6 +174,7 @@ async def test_a_persons_signed_export_holds_their_events_and_media_and_nobody_e
         "subject-export-SAR-25.json",
         "subject-export-SAR-25.html",
         "subject-export-SAR-25.rsmf",
+        "transcript-SAR-25-001.pdf",
     }
 
     # The RSMF validates against the vendored schema and carries her media as attachments.

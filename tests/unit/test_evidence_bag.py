@@ -319,4 +319,4 @@ def test_verify_export_on_the_command_line(bag: Path, tmp_path: Path, capsys: py
     first, second, verdict = err.splitlines()
     assert first.startswith("FAILED: data/events.jsonl: sha256 mismatch (manifest ")
     assert second.startswith("FAILED: data/events.jsonl: sha512 mismatch (manifest ")
-    assert verdict == f"{bag}: NOT VERIFIED, 2 failure(s)"
+    assert verdict == f"{bag}: NOT VERIFIED, 2 failures"
