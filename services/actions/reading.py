@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -67,12 +67,18 @@ class MediaFile:
 @dataclass(frozen=True, slots=True)
 class SubjectExport:
     """A subject-access export (Art. 15/20): the person's messages, decrypted, and their pseudonyms (what
-    :meth:`ReadingActions.media` needs to decrypt the media files of the export)."""
+    :meth:`ReadingActions.media` needs to decrypt the media files of the export); ``archived``, when asked for,
+    every record read as the archive sealed it (event id, plaintext), for the JSON Lines of an evidence export."""
 
     messages: list[ConversationMessage]
     request_ref: str | None
     generated_at: datetime
     subject_refs: tuple[str, ...] = ()
+    archived: list[tuple[str, bytes]] = field(default_factory=list)
+
+    def conversation(self) -> Conversation:
+        """The export as a retrieved conversation (what :meth:`ReadingActions.media` reads the files of)."""
+        return Conversation(list(self.subject_refs), self.messages, 0, archived=self.archived)
 
     def document(self) -> dict[str, Any]:
         return export_document(self.messages, request_ref=self.request_ref, generated_at=self.generated_at)
@@ -108,6 +114,7 @@ class ReadingActions(ActionsBase):
         since: datetime | None = None,
         until: datetime | None = None,
         subject_ref: str | None = None,
+        keep_archived: bool = False,
     ) -> Conversation:
         """A person's conversation, decrypted; audited (one row per pseudonym) before anything is decrypted."""
         authorize(operator, action)
@@ -123,6 +130,7 @@ class ReadingActions(ActionsBase):
             until=until,
             purpose=purpose,
             subject_ref=subject_ref,
+            keep_archived=keep_archived,
         )
         self.metrics.decryptions.labels(purpose).inc()
         return conversation
@@ -282,14 +290,25 @@ class ReadingActions(ActionsBase):
         phone_number_id: str | None = None,
         reason: str | None,
         request_ref: str | None = None,
+        keep_archived: bool = False,
     ) -> SubjectExport:
-        """A subject-access export (audit purpose ``export``)."""
+        """A subject-access export (audit purpose ``export``); ``keep_archived``: with the records as archived."""
         conversation = await self._decrypt(
-            operator, "export", contact=contact, phone_number_id=phone_number_id, reason=reason, purpose="export"
+            operator,
+            "export",
+            contact=contact,
+            phone_number_id=phone_number_id,
+            reason=reason,
+            purpose="export",
+            keep_archived=keep_archived,
         )
         self.metrics.exports.inc()
         return SubjectExport(
-            conversation.messages, request_ref, datetime.now(UTC), subject_refs=tuple(conversation.subject_refs)
+            conversation.messages,
+            request_ref,
+            datetime.now(UTC),
+            subject_refs=tuple(conversation.subject_refs),
+            archived=conversation.archived,
         )
 
     async def audit_log(self, operator: Operator, *, limit: int, where: AuditFilter | None = None) -> list[AuditEntry]:

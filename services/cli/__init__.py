@@ -28,6 +28,7 @@ from services.cli.commands import (
     cmd_replay,
     cmd_retention,
     cmd_search,
+    cmd_verify_export,
 )
 from services.core.vocabulary import EVENT_KINDS, HOLD_SCOPES
 from services.governance.grounds import REFUSAL_GROUNDS
@@ -111,12 +112,27 @@ def build_parser() -> argparse.ArgumentParser:
     person(export)
     export.add_argument("--reason", required=True)
     export.add_argument("--request-ref")
-    export.add_argument("--format", choices=["json", "html", "both", "pdf"], default="both")
-    export.add_argument("--out", default=".", help="directory for the export files")
+    export.add_argument(
+        "--format",
+        choices=["json", "html", "both", "pdf", "jsonl", "rsmf", "all"],
+        default="both",
+        help="all: the whole package (JSON, HTML, PDF, JSON Lines, media, RSMF) as a BagIt bag signed with the "
+        "export signing key, in DIR (empty or new)",
+    )
+    export.add_argument("--out", default=".", metavar="DIR", help="directory for the export files")
     export.add_argument("--language", choices=["en", "fr"], default="en", help="of the PDF transcript")
     export.add_argument("--time-zone", default="UTC", help="the PDF's times, an IANA name (Europe/Paris)")
     export.add_argument("--messages-per-volume", type=int, default=500, help="the PDF is split in volumes of this")
     export.set_defaults(handler=cmd_export)
+
+    verify_export = commands.add_parser(
+        "verify-export", help="check an exported bag: every payload and tag hash, and the Ed25519 signature"
+    )
+    verify_export.add_argument("dir", metavar="DIR")
+    trust = verify_export.add_mutually_exclusive_group()
+    trust.add_argument("--public-key", metavar="FILE", help="the signing public key you trust (PEM or base64)")
+    trust.add_argument("--fingerprint", metavar="HEX", help="the fingerprint you were given (SHA-256 of the key)")
+    verify_export.set_defaults(handler=cmd_verify_export)
 
     erase = commands.add_parser("erase", help="erase a person (GDPR Art. 17): destroy their key, delete their data")
     person(erase)

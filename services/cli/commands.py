@@ -251,9 +251,23 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from services.review.export import write_export  # noqa: PLC0415
+    from services.evidence.bag import SigningKeyError  # noqa: PLC0415
+    from services.evidence.package import PackageError, check_destination, subject_access_header, write_package  # noqa: PLC0415
+    from services.evidence.pdf import VolumeLimits, time_zone  # noqa: PLC0415
+
+    out = Path(args.out)
+    signing_key = None
+    try:
+        check_destination(out, args.format)  # before anything is decrypted
+        if args.format == "all":
+            time_zone(args.time_zone)
+            signing_key = settings().export_signing.private_key()
+    except (PackageError, SigningKeyError, ValueError) as exc:  # ValueError: an unknown time zone
+        print(f"refused: {exc}", file=sys.stderr)
+        return 2
 
     async def work(actions: Actions, operator: Operator) -> int:
+        with_media = args.format in ("jsonl", "rsmf", "all")
         with progress_bar("decrypting") as progress:
             progress(0, 1)
             result = await actions.export(
@@ -262,19 +276,71 @@ def cmd_export(args: argparse.Namespace) -> int:
                 phone_number_id=args.phone_number_id,
                 reason=args.reason,
                 request_ref=args.request_ref,
+                keep_archived=with_media,
             )
             progress(1, 1)
         if args.format == "pdf":
             return await export_pdf(actions, operator, result, args)
-        formats = ["json", "html"] if args.format == "both" else [args.format]
-        written = write_export(
-            result.messages, Path(args.out), formats=formats, request_ref=result.request_ref, now=result.generated_at
+        header = subject_access_header(
+            contact=args.contact,
+            subject_refs=result.subject_refs,
+            phone_number_id=args.phone_number_id,
+            messages=result.messages,
+            requested_by=operator.name,
+            reason=args.reason,
+            generated_at=result.generated_at,
+            request_ref=result.request_ref,
+            language=args.language,
+            time_zone=args.time_zone,
         )
-        for path in written:
+        media = actions.media(operator, result.conversation(), reason=args.reason) if with_media else None
+        written = await write_package(
+            out,
+            args.format,
+            header=header,
+            messages=result.messages,
+            archived=result.archived,
+            media=media,
+            request_ref=result.request_ref,
+            signing_key=signing_key,
+            pdf_limits=VolumeLimits(messages_per_volume=args.messages_per_volume),
+        )
+        for path in written.paths:
             print(path)
+        if written.bag is not None:
+            print(f"signed bag: {written.bag.path} ({counted(written.bag.payload_files, 'payload file')})")
+            print(f"signing key fingerprint (sha256): {written.bag.fingerprint}")
         return 0
 
     return with_actions(work)
+
+
+def cmd_verify_export(args: argparse.Namespace) -> int:
+    """Check a bag; every failure on its own line; exit 1 when any, 2 when the key given cannot be read."""
+    from services.evidence.bag import SigningKeyError, load_public_key, verify_bag  # noqa: PLC0415
+
+    public_key = None
+    if args.public_key:
+        try:
+            public_key = load_public_key(Path(args.public_key).read_bytes())
+        except (OSError, SigningKeyError) as exc:
+            print(f"error: --public-key {args.public_key}: {exc}", file=sys.stderr)
+            return 2
+    result = verify_bag(Path(args.dir), public_key=public_key, expected_fingerprint=args.fingerprint)
+    for failure in result.failures:
+        print(f"FAILED: {failure}", file=sys.stderr)
+    if not result.ok:
+        print(f"{args.dir}: NOT VERIFIED, {counted(len(result.failures), 'failure')}", file=sys.stderr)
+        return 1
+    checked = counted(result.files_checked, "file")
+    print(f"{args.dir}: verified: {checked}, every hash; signature by key {result.fingerprint}")
+    if not result.trusted:
+        print(
+            "note: the key is the bag's own; compare its fingerprint with the one you were given, or pass "
+            "--fingerprint HEX or --public-key FILE",
+            file=sys.stderr,
+        )
+    return 0
 
 
 async def export_pdf(actions: Actions, operator: Operator, result: SubjectExport, args: argparse.Namespace) -> int:

@@ -15,9 +15,9 @@ encodes text as UTF-8 (HTTP bodies, Jinja pages, the terminal, ``orjson.dumps``)
   and for the JSON the API, the CLI and the subject-access export write: those are views of the record, and a
   surrogate escape in them would make the client's own decoder refuse the answer (as orjson refused the record).
   The archived bytes are never changed: the sealed record keeps its escape, and an export that carries raw records
-  (none does yet: the evidence bundles to come) must carry those bytes, not this view. ``replaced`` says how many
-  characters a view shows as U+FFFD. An object key that the replacement would make equal to another key gets one
-  more U+FFFD, so that no member is hidden;
+  (the JSON Lines of an evidence export, services/evidence/jsonl.py) carries those bytes, not this view.
+  ``replaced`` says how many characters a view shows as U+FFFD. An object key that the replacement would make
+  equal to another key gets one more U+FFFD, so that no member is hidden;
 - a plaintext that is still not readable (not UTF-8, not JSON, nested past the limit) gives
   :class:`UndecodableRecord` with a reason in fixed words that quote nothing of the content.
 

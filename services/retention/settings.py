@@ -9,6 +9,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.core.settings import KeySettings, PostgresSettings, S3Settings, strong_token
 from services.core.vocabulary import Role
+from services.evidence.settings import ExportSigningSettings
 
 
 class AdminToken(BaseModel):
@@ -48,6 +49,8 @@ class RetentionSettings(BaseSettings):
     # Scheduled retention run; 0 disables it (e.g. when a Kubernetes CronJob runs `wa-archive retention run`).
     run_interval_s: float = Field(default=86_400, ge=0)
     metrics_refresh_s: float = Field(default=15, gt=0)
+    # The Ed25519 key that signs exported bags (a Secret; docs/OPERATIONS.md "Export signing key").
+    export_signing: ExportSigningSettings = Field(default_factory=ExportSigningSettings)
 
     @field_validator("admin_tokens")
     @classmethod

@@ -49,13 +49,16 @@ from services.review.queries import (
 
 @dataclass
 class Conversation:
-    """A person's conversation as read: its pseudonyms, its messages, how many records were shredded, and who it
-    is with as the records read say (:mod:`services.review.correspondent`)."""
+    """A person's conversation as read: its pseudonyms, its messages, how many records were shredded, who it is
+    with as the records read say (:mod:`services.review.correspondent`) and, when asked for, every record read (its
+    event id and its plaintext exactly as the archive sealed it), in the index's order, for an export that carries
+    them."""
 
     subject_refs: list[str]
     messages: list[ConversationMessage]
     shredded_records: int
     correspondent: Correspondent = field(default_factory=Correspondent)
+    archived: list[tuple[str, bytes]] = field(default_factory=list)
 
 
 @dataclass
@@ -63,6 +66,7 @@ class _Read:
     messages: list[ConversationMessage]
     shredded: int
     seen: list[Sighting]
+    archived: list[tuple[str, bytes]] = field(default_factory=list)
 
 
 async def _audited_read(
@@ -71,14 +75,21 @@ async def _audited_read(
     records: Sequence[IndexedRecord],
     disclosure: Disclosure,
     media: Mapping[str, dict[str, Any]] | None = None,
+    *,
+    keep_archived: bool = False,
 ) -> _Read:
     """The audit rows of ``disclosure``, then ``records`` opened, decoded and assembled (with ``media`` by event
-    id), the garbage collector paused meanwhile (services/review/collector.py)."""
+    id), the garbage collector paused meanwhile (services/review/collector.py); with ``keep_archived``, the
+    plaintexts as archived too (shredded records left out)."""
 
     async def decrypt() -> _Read:
         with collector_paused():
-            opened = decode_records(records, await reader.open([record.location for record in records]))
-            return _Read(opened.messages(media), opened.shredded, sightings(opened.envelopes))
+            plaintexts = await reader.open([record.location for record in records])
+            opened = decode_records(records, plaintexts)
+            archived = (
+                [(r.event_id, p) for r in records if (p := plaintexts[r.event_id]) is not None] if keep_archived else []
+            )
+            return _Read(opened.messages(media), opened.shredded, sightings(opened.envelopes), archived)
 
     return await audited_decrypt(conn, disclosure, decrypt)
 
@@ -100,11 +111,14 @@ async def load_conversation(
     until: datetime | None = None,
     purpose: str = "retrieval",
     subject_ref: str | None = None,
+    keep_archived: bool = False,
 ) -> Conversation:
     """The conversation of the person named by ``contact`` (a wa_id or user id) or by ``subject_ref`` (a
     pseudonym, as a search hit gives it), with every pseudonym linked to them; between ``since`` and ``until``
-    when given. Refuses without a reason (:class:`ReasonRequired`) or without exactly one way of naming the person
-    (:class:`PersonRequired`) before reading anything; one audit row per pseudonym (action ``purpose``)."""
+    when given. ``keep_archived``: with the plaintexts of every record read, as archived
+    (:attr:`Conversation.archived`, not narrowed by ``since`` and ``until``). Refuses without a reason
+    (:class:`ReasonRequired`) or without exactly one way of naming the person (:class:`PersonRequired`) before
+    reading anything; one audit row per pseudonym (action ``purpose``)."""
     reason = require_reason(reason)
     if (contact is None) == (subject_ref is None):
         raise PersonRequired("name the person by contact id or by subject_ref, one of them")
@@ -119,13 +133,20 @@ async def load_conversation(
         records = await person_records(conn, refs)
         media = await archived_media(conn, subject_refs=refs)
         disclosure = Disclosure(actor=actor, action=purpose, reason=reason, records=_per_person(records))
-        read = await _audited_read(conn, reader, records, disclosure, {e: m.to_json() for e, m in media.items()})
+        read = await _audited_read(
+            conn,
+            reader,
+            records,
+            disclosure,
+            {e: m.to_json() for e, m in media.items()},
+            keep_archived=keep_archived,
+        )
     messages = read.messages
     if since is not None or until is not None:
         low = since.timestamp() if since else float("-inf")
         high = until.timestamp() if until else float("inf")
         messages = [m for m in messages if m.timestamp is None or low <= m.timestamp <= high]
-    return Conversation(refs, messages, read.shredded, correspondent(read.seen))
+    return Conversation(refs, messages, read.shredded, correspondent(read.seen), read.archived)
 
 
 class GroupRequired(InvalidRequest):

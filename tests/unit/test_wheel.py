@@ -112,6 +112,9 @@ def test_the_wheel_holds_the_services_and_nothing_of_the_repository(unpacked: Pa
     modules = dict(modules_of(unpacked))
     assert "services.tools.replay" in modules, "the operator tools ship"
     assert "services.archiver.consumer" in modules
+    schemas = unpacked / "services" / "evidence" / "schemas"
+    assert (schemas / "rsmf_schema_2_0_0.json").is_file(), "the vendored RSMF schema ships"
+    assert "kCura LLC" in (schemas / "LICENSE.rsmf-schema").read_text(), "with its BSD-3 notice"
 
 
 def test_no_module_in_the_wheel_names_a_development_package(unpacked: Path) -> None:
