@@ -5,6 +5,7 @@ and go with the person; every step is in the audit log; a reviewer sees only the
 from __future__ import annotations
 
 import asyncpg
+import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -20,6 +21,7 @@ from services.governance.holds import held_objects
 from services.governance.metrics import RetentionMetrics
 from services.governance.retention_run import retention_run
 from tests.helpers.archive_runs import NOW, archive
+from tests.helpers.support import run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -208,3 +210,67 @@ async def test_a_case_holds_its_custodians_until_it_is_closed(
     # No title, note, incident nor search words in the audit log (hex ids may hold any digits: words only).
     logged = await pg_pool.fetch("SELECT details::text AS details FROM audit_log WHERE reason = $1", case_ref)
     assert not [r for r in logged if any(word in r["details"] for word in ("Refund", "approved", "shipping", "refund"))]
+
+
+async def test_the_cli_runs_the_same_case_actions(
+    pg_pool: asyncpg.Pool, prefix: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("WA_RETENTION_S3__PREFIX", prefix)
+    monkeypatch.setenv("WA_RETENTION_OPERATOR", "cli-dpo-of-test-cases")
+    number, person = Person.fresh(), Person.fresh()
+    ref = f"LIT-{pipeline.digits(8)}"
+    code, out, err = await run_cli(
+        [
+            "case",
+            "open",
+            "--ref",
+            ref,
+            "--title",
+            "[red]Supplier dispute",
+            "--number",
+            number.phone_number_id,
+            "--with-holds",
+            "--since",
+            "2026-01-01",
+            "--deleted-what",
+            "a quote",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    assert orjson.loads(out)["case_ref"] == ref
+    code, out, err = await run_cli(["case", "open", "--ref", ref, "--title", "again"], capsys)
+    assert (code, "exists already" in err) == (2, True)
+
+    code, out, err = await run_cli(["case", "add-custodian", ref, "--contact", person.wa_id], capsys)
+    assert code == 0, err
+    assert orjson.loads(out)["kind"] == "person"
+    assert (await run_cli(["case", "assign", ref, "reviewer-x"], capsys))[0] == 0
+    code, out, err = await run_cli(["case", "list"], capsys)
+    assert code == 0, err
+    assert ref in out
+    assert "[red]Supplier dispute" in out  # the title is text, not markup
+    code, out, err = await run_cli(["case", "show", ref, "--format", "json"], capsys)
+    assert code == 0, err
+    shown = orjson.loads(out)
+    assert (shown["title"], shown["incident"]["what_deleted"], shown["reviewers"]) == (
+        "[red]Supplier dispute",
+        "a quote",
+        ["reviewer-x"],
+    )
+    assert [(c["kind"], c["hold_active"]) for c in shown["custodians"]] == [("phone_number", True), ("person", True)]
+
+    code, _out, err = await run_cli(["case", "tag", ref, "0" * 32, "relevant"], capsys)
+    assert (code, "no archived message" in err) == (2, True)
+    assert (await run_cli(["case", "show", "NO-SUCH-CASE"], capsys))[0] == 1
+    code, out, err = await run_cli(["case", "close", ref, "--reason", "settled"], capsys)
+    assert code == 0, err
+    assert len(orjson.loads(out)["holds_released"]) == 2
+    assert (
+        await pg_pool.fetchval("SELECT count(*) FROM legal_holds WHERE case_ref = $1 AND released_at IS NULL", ref) == 0
+    )
+    closed = await pg_pool.fetchrow(
+        "SELECT actor, reason FROM audit_log WHERE action = 'case.closed' AND details->>'case_ref' = $1", ref
+    )
+    assert closed is not None
+    assert (closed["actor"], closed["reason"]) == ("cli-dpo-of-test-cases", "settled")
