@@ -67,12 +67,17 @@ async def test_a_case_holds_its_custodians_until_it_is_closed(
     alice = Person.fresh()
     bob = Person(alice.waba_id, alice.phone_number_id, "1" + pipeline.digits(10))
     outsider = Person(alice.waba_id, alice.phone_number_id, "1" + pipeline.digits(10))
-    # One object per person, every record expired ten years ago: retention would delete each of them.
+    # Every record expired ten years ago: retention would delete their objects.
     await archive(
-        demo_env, pg_pool, prefix, [pipeline.text_message(alice, "wamid.A1", "refund ref 4711", TEN_YEARS_AGO)]
+        demo_env,
+        pg_pool,
+        prefix,
+        [
+            pipeline.text_message(alice, "wamid.A1", "refund ref 4711", TEN_YEARS_AGO),
+            pipeline.text_message(bob, "wamid.B1", "ship it", TEN_YEARS_AGO),
+            pipeline.text_message(outsider, "wamid.O1", "hello", TEN_YEARS_AGO),
+        ],
     )
-    await archive(demo_env, pg_pool, prefix, [pipeline.text_message(bob, "wamid.B1", "ship it", TEN_YEARS_AGO)])
-    await archive(demo_env, pg_pool, prefix, [pipeline.text_message(outsider, "wamid.O1", "hello", TEN_YEARS_AGO)])
     alice_refs = await resolve_subject_refs(pg_pool, access.pepper, alice.wa_id, None)
     bob_refs = await resolve_subject_refs(pg_pool, access.pepper, bob.wa_id, alice.phone_number_id)
     alice_objects, bob_objects = await objects_of(pg_pool, alice_refs), await objects_of(pg_pool, bob_refs)
