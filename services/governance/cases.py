@@ -857,3 +857,28 @@ async def delete_notes_of(conn: Connection, subject_refs: Sequence[str]) -> int:
         list(subject_refs),
     )
     return int(deleted or 0)
+
+
+async def case_keys_by_kek(conn: ConnectionOrPool) -> dict[str, int]:
+    """How many case keys each KEK id wraps (a KEK that wraps one cannot be retired yet)."""
+    rows = await conn.fetch("SELECT kek_id, count(*) AS keys FROM cases GROUP BY kek_id")
+    return {row["kek_id"]: row["keys"] for row in rows}
+
+
+async def rewrap_case_keys(conn: Connection, kek: KekProvider, to_kek_id: str) -> int:
+    """Rewrap every case key not under ``to_kek_id`` (same key, new wrapping), in one transaction: cases are few.
+    Returns how many. Raises UnknownKek / RecordTampered as :meth:`KekProvider.rewrap`; nothing changes then."""
+    async with conn.transaction():
+        rows = await conn.fetch(
+            "SELECT case_id, kek_id, wrapped_key FROM cases WHERE kek_id <> $1 FOR UPDATE", to_kek_id
+        )
+        for row in rows:
+            wrapped = WrappedDek(kek_id=row["kek_id"], blob=bytes(row["wrapped_key"]))
+            again = kek.rewrap(wrapped, subject_ref=case_subject(str(row["case_id"])), to_kek_id=to_kek_id)
+            await conn.execute(
+                "UPDATE cases SET kek_id = $2, wrapped_key = $3 WHERE case_id = $1",
+                row["case_id"],
+                again.kek_id,
+                again.blob,
+            )
+    return len(rows)

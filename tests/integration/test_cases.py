@@ -21,6 +21,8 @@ from services.governance.holds import held_objects
 from services.governance.metrics import RetentionMetrics
 from services.governance.retention_run import retention_run
 from tests.helpers.archive_runs import NOW, archive
+from tests.helpers.kek_archive import Archive as KekArchive
+from tests.helpers.kek_archive import B
 from tests.helpers.support import run_cli
 
 pytestmark = pytest.mark.integration
@@ -279,3 +281,24 @@ async def test_the_cli_runs_the_same_case_actions(
     )
     assert closed is not None
     assert (closed["actor"], closed["reason"]) == ("cli-dpo-of-test-cases", "settled")
+
+
+async def test_a_case_key_is_rewrapped_with_the_subject_keys_before_its_kek_is_retired(archive: KekArchive) -> None:
+    a = archive.a
+    async with archive.access(a) as access:
+        opened = await Actions(access, RetentionMetrics(CollectorRegistry())).open_case(
+            DPO, title="Dispute under the old KEK", custodians=[CustodianSpec(kind="phone_number", phone_number_id="1")]
+        )
+    async with archive.access(a, B) as access:
+        actions = Actions(access, RetentionMetrics(CollectorRegistry()))
+        # The old KEK wraps no subject key here, but the case's: it is still in use, not retirable.
+        assert [(u.kek_id, u.keys, u.state) for u in await actions.key_status(DPO)] == [
+            (B, 0, "current"),
+            (a, 1, "in use"),
+        ]
+        report = await actions.rewrap_keys(DPO, to_kek_id=B)
+        assert report.case_keys_rewrapped == 1
+        assert [(u.kek_id, u.state) for u in await actions.key_status(DPO)] == [(B, "current"), (a, "retirable")]
+    async with archive.access(B) as access:  # the old KEK removed from the settings
+        shown = await Actions(access, RetentionMetrics(CollectorRegistry())).case(DPO, opened.case_ref)
+        assert shown.summary.title == "Dispute under the old KEK"
