@@ -4,6 +4,8 @@ and go with the person; every step is in the audit log; a reviewer sees only the
 
 from __future__ import annotations
 
+import subprocess
+
 import asyncpg
 import orjson
 import pytest
@@ -21,8 +23,9 @@ from services.governance.holds import held_objects
 from services.governance.metrics import RetentionMetrics
 from services.governance.retention_run import retention_run
 from tests.helpers.archive_runs import NOW, archive
+from tests.helpers.erasure import erase
 from tests.helpers.kek_archive import Archive as KekArchive
-from tests.helpers.kek_archive import B
+from tests.helpers.kek_archive import B, archive_messages, messages
 from tests.helpers.support import run_cli
 
 pytestmark = pytest.mark.integration
@@ -302,3 +305,41 @@ async def test_a_case_key_is_rewrapped_with_the_subject_keys_before_its_kek_is_r
     async with archive.access(B) as access:  # the old KEK removed from the settings
         shown = await Actions(access, RetentionMetrics(CollectorRegistry())).case(DPO, opened.case_ref)
         assert shown.summary.title == "Dispute under the old KEK"
+
+
+async def test_a_restore_to_before_an_erasure_deletes_the_persons_notes_again(
+    archive: KekArchive, people: list[Person], pg_dsn: str
+) -> None:
+    erased, kept = people[:2]
+    await archive_messages(archive, [*messages(erased, "NOTED-GONE", 1), *messages(kept, "NOTED-STAYS", 1)], archive.a)
+    async with archive.access(archive.a) as access:
+        actions = Actions(access, RetentionMetrics(CollectorRegistry()))
+        case = await actions.open_case(
+            DPO,
+            title="Before the restore",
+            custodians=[CustodianSpec(kind="phone_number", phone_number_id=erased.phone_number_id)],
+        )
+        for person in (erased, kept):
+            refs = await resolve_subject_refs(archive.pool, access.pepper, person.wa_id, person.phone_number_id)
+            await actions.note_message(DPO, case.case_ref, event_id=await message_id_of(archive.pool, refs), text="x")
+    dump = subprocess.run(
+        ["pg_dump", "--format=custom", f"--schema={archive.schema}", pg_dsn],
+        capture_output=True,
+        check=True,
+        timeout=120,
+    ).stdout
+    async with archive.access(archive.a) as access:
+        await erase(access, erased)
+    assert await archive.pool.fetchval("SELECT count(*) FROM case_notes") == 1
+    admin = await asyncpg.connect(pg_dsn)
+    try:
+        await admin.execute(f"DROP SCHEMA {archive.schema} CASCADE")
+    finally:
+        await admin.close()
+    subprocess.run(["pg_restore", "--dbname", pg_dsn], input=dump, check=True, timeout=120, capture_output=True)
+    assert await archive.pool.fetchval("SELECT count(*) FROM case_notes") == 2, "the backup has both notes"
+
+    async with archive.access(archive.a) as access:  # opening the archive re-applies the erasure
+        shown = await Actions(access, RetentionMetrics(CollectorRegistry())).case(DPO, case.case_ref)
+    assert [[n.text for n in m.notes] for m in shown.messages] == [["x"]]
+    assert await archive.pool.fetchval("SELECT count(*) FROM case_notes") == 1
