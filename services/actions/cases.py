@@ -22,6 +22,7 @@ from services.core.audit import write_audit
 from services.core.refusals import NotFound
 from services.core.vocabulary import CaseStatus
 from services.governance.cases import (
+    REVIEWER_MAX,
     CaseFile,
     CaseRefused,
     CaseSummary,
@@ -35,6 +36,7 @@ from services.governance.cases import (
     case_custodians,
     case_file,
     case_row,
+    check_text,
     close_case,
     list_cases,
     note_message,
@@ -98,6 +100,8 @@ class CaseActions(ReadingActions, GoverningActions):
     ) -> CaseSummary:
         """Open a case (``dpo``): with ``with_holds``, one legal hold per custodian; then assign ``reviewers``."""
         authorize(operator, "case.open")
+        # Checked before the case exists: a name refused after it was opened would leave it half staffed.
+        names = [check_text(name, "reviewer's name", REVIEWER_MAX, required=True) or "" for name in reviewers]
         async with self.access.pool.acquire() as conn:
             summary = await open_case(
                 conn,
@@ -113,7 +117,7 @@ class CaseActions(ReadingActions, GoverningActions):
                 incident=incident,
                 year=datetime.now(UTC).year,
             )
-            for reviewer in reviewers:
+            for reviewer in names:
                 await assign_reviewer(conn, summary.case_ref, reviewer, actor=operator.name)
         return summary
 
