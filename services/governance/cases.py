@@ -39,7 +39,7 @@ from services.core.audit import write_audit
 from services.core.crypto import KekProvider, RecordTampered, WrappedDek, new_dek, open_record, seal_record
 from services.core.db import Connection, ConnectionOrPool
 from services.core.identity import expand_subject_refs, resolve_subject_refs
-from services.core.index import binary_key
+from services.core.index import binary_key, binary_keys
 from services.core.keyring import Keyring
 from services.core.pseudonym import group_ref
 from services.core.refusals import InvalidRequest, NotFound
@@ -378,6 +378,17 @@ async def reviewers_of(conn: ConnectionOrPool, case_id: uuid.UUID) -> list[str]:
 # --- changes --------------------------------------------------------------------------------------------------------
 
 
+async def with_records_first(conn: Connection, refs: list[str]) -> list[str]:
+    """``refs`` with those the archive holds records of first: a person resolved under every business number has a
+    pseudonym under each, and the custodian is shown by the first (the one their conversation page shows too)."""
+    rows = await conn.fetch(
+        "SELECT DISTINCT encode(subject_ref, 'hex') AS ref FROM archived_events WHERE subject_ref = ANY($1::bytea[])",
+        binary_keys(refs),
+    )
+    found = sorted(row["ref"] for row in rows)
+    return found + [ref for ref in refs if ref not in set(found)]
+
+
 async def _resolve(conn: Connection, pepper: bytes, spec: CustodianSpec) -> tuple[list[str], bytes | None]:
     """The custodian's pseudonyms (a person) or group pseudonym (a group); :class:`CaseRefused` when incomplete."""
     if spec.kind == "phone_number":
@@ -393,13 +404,13 @@ async def _resolve(conn: Connection, pepper: bytes, spec: CustodianSpec) -> tupl
     if spec.subject_ref:
         if not is_pseudonym(spec.subject_ref):
             raise CaseRefused("a pseudonym is 64 lowercase hex digits")
-        return await expand_subject_refs(conn, [spec.subject_ref]), None
+        return await with_records_first(conn, await expand_subject_refs(conn, [spec.subject_ref])), None
     if not spec.contact:
         raise CaseRefused("a person custodian needs a contact (number or username) or a pseudonym")
     refs = await resolve_subject_refs(conn, pepper, spec.contact, spec.phone_number_id)
     if not refs:
         raise CaseRefused("no business number knows this person")
-    return refs, None
+    return await with_records_first(conn, refs), None
 
 
 async def _add_custodian(

@@ -148,6 +148,8 @@ async def test_a_case_holds_its_custodians_until_it_is_closed(
     assert shown.incident is not None
     assert shown.incident.what_deleted == "the refund approval"
     assert [c.hold_active for c in shown.custodians] == [True, True]
+    # A person resolved under every business number is shown by the pseudonym their records are under.
+    assert await message_id_of(pg_pool, [shown.custodians[0].subject_refs[0]]) == alice_message
     notes = {m.event_id: ([n.text for n in m.notes], m.tags) for m in shown.messages}
     assert notes == {
         alice_message: (["Alice says ref 4711 was approved"], ["relevant"]),
