@@ -588,7 +588,7 @@ def cmd_case(args: argparse.Namespace) -> int:
                 print(f"saved search {search_id}", file=sys.stderr)
             hits = await actions.run_saved_search(operator, args.ref, search_id)
             print_jsonl([hit.to_json() for hit in hits])
-            print(f"{len(hits)} event(s)", file=sys.stderr)
+            print(counted(len(hits), "event"), file=sys.stderr)
         return 0
 
     return with_actions(work)
