@@ -15,12 +15,13 @@ arguments, and is the one place that
 
 Refusals derive from :class:`services.core.refusals.ActionRefused` and carry their HTTP status and exit code
 (:class:`Forbidden` 403/2, :class:`NotFound` 404/1, the others 400/2: :class:`ReasonRequired`, :class:`PersonRequired`,
-:class:`GroupRequired`, :class:`HoldError`, :class:`ErasureError`, :class:`RewrapRefused`); each adapter registers
-one handler for the base. Anything else is a failure of the system.
+:class:`GroupRequired`, :class:`HoldError`, :class:`ErasureError`, :class:`RewrapRefused`,
+:class:`CaseRefused`); each adapter registers one handler for the base. Anything else is a failure of the system.
 """
 
 from __future__ import annotations
 
+from services.actions.cases import CaseActions, CaseClosing
 from services.actions.governing import GoverningActions, HoldRelease
 from services.actions.maintenance import MaintenanceActions
 from services.actions.operators import REQUIRED_ROLE, ROLE_RANK, SCHEDULER, ActionName, Operator, authorize
@@ -37,6 +38,7 @@ __all__ = [
     "SCHEDULER",
     "ActionName",
     "Actions",
+    "CaseClosing",
     "ErasureError",
     "Forbidden",
     "GroupRequired",
@@ -54,6 +56,7 @@ __all__ = [
 ]
 
 
-class Actions(ReadingActions, GoverningActions, MaintenanceActions):
+class Actions(CaseActions, ReadingActions, GoverningActions, MaintenanceActions):
     """The operator actions over one :class:`ArchiveAccess`, counting into ``metrics``: reading
-    (services/actions/reading.py), governance (governing.py) and maintenance (maintenance.py), one object."""
+    (services/actions/reading.py), governance (governing.py), cases (cases.py, over the two) and maintenance
+    (maintenance.py), one object."""

@@ -66,6 +66,12 @@ GRANTS: dict[str, dict[str, str]] = {
     "console_signin_throttle": {"wa_console": "SIUD"},
     "archiver_inflight": {"wa_archiver": "SIUD"},
     "media_retry": {"wa_archiver": "SIUD", "wa_retention": "SD"},
+    "cases": {"wa_retention": "SIU", "wa_console": "SIU"},
+    "case_custodians": {"wa_retention": "SIU", "wa_console": "SIU"},
+    "case_reviewers": {"wa_retention": "SI", "wa_console": "SI"},
+    "case_searches": {"wa_retention": "SI", "wa_console": "SI"},
+    "case_tags": {"wa_retention": "SI", "wa_console": "SI"},
+    "case_notes": {"wa_retention": "SID", "wa_console": "SID"},
 }
 PRIVILEGES = {"S": "SELECT", "I": "INSERT", "U": "UPDATE", "D": "DELETE"}
 NEVER = ("TRUNCATE", "REFERENCES", "TRIGGER")
