@@ -21,10 +21,11 @@ one handler for the base. Anything else is a failure of the system.
 
 from __future__ import annotations
 
+from services.actions.exporting import ExportingActions
 from services.actions.governing import GoverningActions, HoldRelease
 from services.actions.maintenance import MaintenanceActions
 from services.actions.operators import REQUIRED_ROLE, ROLE_RANK, SCHEDULER, ActionName, Operator, authorize
-from services.actions.reading import MediaFile, ReadingActions, SubjectExport, search_audit_details
+from services.actions.reading import MediaFile, SubjectExport, search_audit_details
 from services.core.keyring import RewrapRefused
 from services.core.refusals import Forbidden, NotFound, PersonRequired, ReasonRequired
 from services.governance.erasure import ErasureError
@@ -54,6 +55,7 @@ __all__ = [
 ]
 
 
-class Actions(ReadingActions, GoverningActions, MaintenanceActions):
+class Actions(ExportingActions, GoverningActions, MaintenanceActions):
     """The operator actions over one :class:`ArchiveAccess`, counting into ``metrics``: reading
-    (services/actions/reading.py), governance (governing.py) and maintenance (maintenance.py), one object."""
+    (services/actions/reading.py), export jobs (exporting.py), governance (governing.py) and maintenance
+    (maintenance.py), one object."""

@@ -263,14 +263,27 @@ class ReadingActions(ActionsBase):
         self,
         operator: Operator,
         *,
-        contact: str,
+        contact: str | None = None,
         phone_number_id: str | None = None,
         reason: str | None,
         request_ref: str | None = None,
+        subject_ref: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
     ) -> SubjectExport:
-        """A subject-access export (audit purpose ``export``)."""
+        """A person's messages for an export (audit purpose ``export``), named by contact id or by pseudonym
+        (``subject_ref``, as an export job names them), between ``since`` and ``until`` when given.
+        :class:`PersonRequired` unless exactly one of ``contact`` and ``subject_ref``."""
         conversation = await self._decrypt(
-            operator, "export", contact=contact, phone_number_id=phone_number_id, reason=reason, purpose="export"
+            operator,
+            "export",
+            contact=contact,
+            phone_number_id=phone_number_id,
+            reason=reason,
+            purpose="export",
+            since=since,
+            until=until,
+            subject_ref=subject_ref,
         )
         self.metrics.exports.inc()
         return SubjectExport(conversation.messages, request_ref, datetime.now(UTC))

@@ -48,6 +48,13 @@ class RetentionSettings(BaseSettings):
     # Scheduled retention run; 0 disables it (e.g. when a Kubernetes CronJob runs `wa-archive retention run`).
     run_interval_s: float = Field(default=86_400, ge=0)
     metrics_refresh_s: float = Field(default=15, gt=0)
+    # Export jobs (services/evidence/jobs.py): their files go to this bucket (unlocked: they are deleted when they
+    # expire), under exports/<job id>/, and are kept export_ttl_s. The worker looks for a queued job every
+    # export_poll_s; a job left `running` without a heartbeat for export_stale_s (its worker died) is taken again.
+    work_bucket: str = "wa-archive-work"
+    export_ttl_s: float = Field(default=24 * 3600, gt=0)
+    export_poll_s: float = Field(default=2, gt=0)
+    export_stale_s: float = Field(default=300, gt=0)
 
     @field_validator("admin_tokens")
     @classmethod
