@@ -14,22 +14,10 @@ from collections.abc import AsyncIterator
 import asyncpg
 import httpx
 import pytest
-from prometheus_client import CollectorRegistry
-from pydantic import SecretStr
 
 from devtools import pipeline
-from devtools.pipeline import Person
-from devtools.serving import serve_asgi
-from services.actions.access import ArchiveAccess, open_access
-from services.actions.layer import Actions
-from services.console.factory import create_console_app
-from services.console.settings import ConsoleSettings
-from services.core.bucket import ArchiveBucket
-from services.core.identity import resolve_subject_refs
-from services.core.settings import S3Settings
 from services.evidence.links import link_key, sign_link
-from services.governance.metrics import RetentionMetrics
-from tests.helpers.archive_runs import archive, crisis_bodies
+from tests.helpers.export_jobs import ServedConsole, archived_person, fail_leftover_jobs, served_console
 
 pytestmark = pytest.mark.integration
 
@@ -37,39 +25,10 @@ DPO = ("test-dpo", pipeline.DPO_TOKEN)
 READER = ("test-reader", pipeline.READER_TOKEN)
 
 
-def admin_work_bucket(demo_env: dict[str, str]) -> ArchiveBucket:
-    """The work bucket with the S3 administrator's key: the running SeaweedFS loads stack.sh's identities when it
-    starts (test_least_privilege.py checks the services' own rights on it)."""
-    return ArchiveBucket(
-        S3Settings(
-            endpoint_url=demo_env["WA_ARCHIVER_S3__ENDPOINT_URL"],
-            access_key=demo_env["WA_S3_ACCESS_KEY"],
-            secret_key=SecretStr(demo_env["WA_S3_SECRET_KEY"]),
-            bucket=demo_env["WA_S3_WORK_BUCKET"],
-        )
-    )
-
-
 @pytest.fixture
-async def served(demo_env: dict[str, str]) -> AsyncIterator[tuple[str, Actions, str]]:
-    """The console (its own role) and the export worker's actions (retention's), on one prefix; the prefix."""
-    prefix = f"test/{uuid.uuid4().hex[:8]}"
-    settings = pipeline.retention_settings(demo_env, prefix)
-    console_settings = ConsoleSettings(secure_cookies=False, idle_timeout_s=60, page_size=20)
-
-    async def opener() -> ArchiveAccess:
-        opened = await open_access(console_settings.archive_settings(settings))
-        opened.work = admin_work_bucket(demo_env)
-        return opened
-
-    app = create_console_app(console_settings, settings, opener, registry=CollectorRegistry(), serve_ops=False)
-    access = await open_access(settings)
-    access.work = admin_work_bucket(demo_env)
-    try:
-        async with serve_asgi(app) as url:
-            yield url, Actions(access, RetentionMetrics(CollectorRegistry())), prefix
-    finally:
-        await access.close()
+async def served(demo_env: dict[str, str]) -> AsyncIterator[ServedConsole]:
+    async with served_console(demo_env) as console:
+        yield console
 
 
 def csrf_of(page: str) -> str:
@@ -90,21 +49,11 @@ async def sign_in(client: httpx.AsyncClient, who: tuple[str, str]) -> str:
 
 
 async def test_a_dpo_exports_a_conversation_and_downloads_it_through_a_short_lived_link(
-    served: tuple[str, Actions, str], demo_env: dict[str, str], pg_pool: asyncpg.Pool
+    served: ServedConsole, demo_env: dict[str, str], pg_pool: asyncpg.Pool
 ) -> None:
-    url, worker, prefix = served
-    await pg_pool.execute(
-        "UPDATE export_jobs SET status = 'failed', error = 'left by an earlier test run'"
-        " WHERE status IN ('queued', 'running') AND requested_by LIKE 'test-%'"
-    )
-    person = Person.fresh()
-    await archive(demo_env, pg_pool, prefix, crisis_bodies(person))
-    refs = await resolve_subject_refs(pg_pool, worker.access.pepper, person.wa_id, None)
-    ref = await pg_pool.fetchval(
-        "SELECT encode(subject_ref, 'hex') FROM archived_events"
-        " WHERE subject_ref IN (SELECT decode(r, 'hex') FROM unnest($1::text[]) r) LIMIT 1",
-        refs,
-    )
+    url, worker = served.url, served.worker
+    await fail_leftover_jobs(pg_pool)
+    _person, ref = await archived_person(demo_env, pg_pool, served)
     reason = f"dispute {uuid.uuid4().hex[:6]}"
     async with httpx.AsyncClient(base_url=url, timeout=60) as client:
         csrf = await sign_in(client, DPO)
