@@ -18,6 +18,7 @@ from services.cli.commands import (
     cmd_erasure,
     cmd_erasures,
     cmd_export,
+    cmd_exports,
     cmd_group_messages,
     cmd_hold,
     cmd_keys,
@@ -114,6 +115,15 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=["json", "html", "both"], default="both")
     export.add_argument("--out", default=".", help="directory for the export files")
     export.set_defaults(handler=cmd_export)
+
+    exports = commands.add_parser("exports", help="export jobs (queued in the console, run by the retention service)")
+    exports_commands = exports.add_subparsers(dest="exports_command", required=True)
+    exports_list = exports_commands.add_parser("list", help="your recent export jobs, newest first")
+    exports_list.add_argument("--all", action="store_true", help="everyone's jobs (DPO)")
+    output(exports_list, "json")
+    exports_show = exports_commands.add_parser("show", help="one export job: status, progress, files and hashes")
+    exports_show.add_argument("job_id")
+    exports.set_defaults(handler=cmd_exports)
 
     erase = commands.add_parser("erase", help="erase a person (GDPR Art. 17): destroy their key, delete their data")
     person(erase)

@@ -27,6 +27,7 @@ from services.core.settings import S3Settings
 from services.evidence import jobs
 from tests.helpers.action_stack import Stack
 from tests.helpers.archive_runs import archive, crisis_bodies
+from tests.helpers.support import run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -55,7 +56,11 @@ async def work_stack(stack: Stack, demo_env: dict[str, str], pg_pool: asyncpg.Po
 
 
 async def test_a_job_runs_to_the_work_bucket_downloads_and_expires(
-    work_stack: Stack, demo_env: dict[str, str], pg_pool: asyncpg.Pool, s3_client: S3Client
+    work_stack: Stack,
+    demo_env: dict[str, str],
+    pg_pool: asyncpg.Pool,
+    s3_client: S3Client,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     actions = work_stack.actions
     person = Person.fresh()
@@ -116,6 +121,15 @@ async def test_a_job_runs_to_the_work_bucket_downloads_and_expires(
     with pytest.raises(NotFound):
         await actions.export_file(dpo, ran.job_id, "../other-file.json")
     assert [j.job_id for j in await actions.export_jobs(dpo)] == [ran.job_id]
+    # The CLI (a DPO of its own) shows the job and lists it among everyone's, without the reason.
+    code, out, err = await run_cli(["exports", "show", ran.job_id], capsys)
+    assert code == 0, err
+    shown = orjson.loads(out)
+    assert (shown["status"], shown["files"]) == ("done", [f.to_json() for f in ran.files])
+    assert REASON not in out
+    code, out, err = await run_cli(["exports", "list", "--all", "--format", "json"], capsys)
+    assert code == 0, err
+    assert ran.job_id in {job["job_id"] for job in orjson.loads(out)}
 
     # Past its expiry: the files are deleted and the job is `expired` (no longer downloadable).
     assert ran.expires_at is not None
