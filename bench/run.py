@@ -40,6 +40,7 @@ FULL: dict[str, list[str]] = {
     "media": [],
     "recovery": ["--events", "100000"],
     "key_copies": [],
+    "pdf_export": [],
 }
 QUICK: dict[str, list[str]] = {
     "ingest": ["--seconds", "5"],
@@ -53,6 +54,7 @@ QUICK: dict[str, list[str]] = {
     "media": ["--documents", "4", "--megabytes", "20"],
     "recovery": ["--events", "20000"],
     "key_copies": ["--events", "20000", "--rounds", "1"],
+    "pdf_export": ["--messages", "1000", "--volume-sizes", "500"],
 }
 # A smoke run: every benchmark end to end at sizes that take seconds, so that none can rot unnoticed
 # (tests/integration/test_bench_smoke.py runs it in `make test`). Its figures measure nothing.
@@ -71,6 +73,7 @@ SMOKE: dict[str, list[str]] = {
     "media": ["--documents", "1", "--megabytes", "1"],
     "recovery": ["--events", "300", "--partitions", "2"],
     "key_copies": ["--events", "300", "--rounds", "1"],
+    "pdf_export": ["--messages", "10", "--volume-sizes", "10", "--images", "1"],
 }
 PACKAGES = ("aiokafka", "asyncpg", "boto3", "cryptography", "orjson", "uvicorn", "fastapi", "prometheus-client")
 
@@ -200,6 +203,16 @@ def summary_rows(results: dict[str, dict[str, Any]]) -> list[tuple[str, str, str
         burst = f"{f['documents']} × {f['document_bytes'] / 1e6:,.0f} MB documents in one POST"
         add(f"archiver peak RSS, {burst}", f["archiver_peak_rss_mb"], 300, "MiB", at_most=True)
         add(f"documents archived byte-exact, {burst}", f["byte_exact"], f["documents"], "")
+    if (r := results.get("pdf_export", {})).get("status") == "ok":
+        f = r["figures"]
+        sizes = " / ".join(str(run["messages_per_volume"]) for run in f["runs"])
+        add(
+            f"PDF transcript peak RSS per volume process ({f['messages']:,} messages, volumes of {sizes})",
+            f["peak_rss_mb"],
+            300,
+            "MiB",
+            at_most=True,
+        )
     return rows
 
 

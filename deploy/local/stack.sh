@@ -13,8 +13,9 @@
 #
 # PART is one of: kafka s3 postgres prometheus pgbackup (default: all; pgbackup is the backup freshness exporter). All state lives under $WA_STACK_DIR
 # (default .stack/ at the repository root, git-ignored). Ports and credentials come from deploy/local/demo.env.
-# `install` and `up` without PART also install the browser of the console's tests (Chromium and chromedriver);
-# it is no server, so `down` and `status` ignore it. `install browser` installs only it.
+# `install` and `up` without PART also install the browser of the console's tests (Chromium and chromedriver) and
+# the fonts and tools of the PDF transcripts; they are no servers, so `down` and `status` ignore them.
+# `install browser` / `install pdf` install only one of them.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -106,6 +107,17 @@ install_browser() {
   [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ] && [ -d /usr/share/fonts/truetype/liberation ] && return 0
   log "installing Chromium and chromedriver (Debian packages, for the browser tests)"
   apt_install chromium chromium-driver fonts-liberation
+}
+
+# The PDF transcripts (services/evidence/pdf.py): WeasyPrint draws with Debian's Pango; fontconfig falls back to
+# the Noto colour emoji and CJK fonts for what DejaVu lacks, and poppler-utils (pdftotext, pdfinfo, pdftoppm) lets
+# the tests read the PDF back. Without the fonts a transcript prints empty boxes where a person wrote in Chinese.
+PDF_PACKAGES=(libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core fonts-noto-color-emoji fonts-noto-cjk poppler-utils)
+install_pdf() {
+  dpkg-query -W -f='${Status}\n' "${PDF_PACKAGES[@]}" 2>/dev/null | grep -cx 'install ok installed' \
+    | grep -qx "${#PDF_PACKAGES[@]}" && return 0
+  log "installing Pango, the Noto emoji and CJK fonts and poppler-utils (Debian packages, for the PDF transcripts)"
+  apt_install "${PDF_PACKAGES[@]}"
 }
 
 # ---------------------------------------------------------------- process helpers
@@ -627,15 +639,15 @@ check_part() { case $1 in kafka|s3|postgres|prometheus|pgbackup) ;; *) die "unkn
 cmd_install() {
   mkdir -p "$STACK/cache"
   local p
-  for p in $(parts "$@"); do [ "$p" = browser ] || check_part "$p"; "install_$p"; done
-  [ $# -gt 0 ] || install_browser
+  for p in $(parts "$@"); do case $p in browser|pdf) ;; *) check_part "$p";; esac; "install_$p"; done
+  [ $# -gt 0 ] || { install_browser; install_pdf; }
 }
 
 cmd_up() {
   mkdir -p "$RUN" "$LOGS" "$STACK/cache"
   local p started=$SECONDS
   for p in $(parts "$@"); do check_part "$p"; "install_$p"; done
-  [ $# -gt 0 ] || install_browser
+  [ $# -gt 0 ] || { install_browser; install_pdf; }
   for p in $(parts "$@"); do "up_$p"; done
   # Topics, buckets and the readiness checks that need a real client (Kafka metadata, S3 API, SQL).
   "$VENV/bin/python" "$ROOT/deploy/local/provision.py" $(parts "$@") || die "provisioning failed"
@@ -686,5 +698,5 @@ case ${1:-} in
   cluster-up) cmd_cluster_up;;
   cluster-down) down_cluster;;
   backup) mkdir -p "$RUN" "$LOGS" "$STACK/cache"; cmd_backup;;
-  *) sed -n '2,17p' "$0"; exit 2;;
+  *) sed -n '2,18p' "$0"; exit 2;;
 esac

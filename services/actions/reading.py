@@ -37,8 +37,10 @@ from services.review.conversation import (
     GroupTimeline,
     load_conversation,
     load_conversation_page,
+    load_correspondent,
     load_group_timeline,
 )
+from services.review.correspondent import Correspondent
 from services.review.export import export_document
 from services.review.queries import archived_media
 from services.review.search import IndexHit, SearchFilter, search_index
@@ -64,11 +66,13 @@ class MediaFile:
 
 @dataclass(frozen=True, slots=True)
 class SubjectExport:
-    """A subject-access export (Art. 15/20): the person's messages, decrypted."""
+    """A subject-access export (Art. 15/20): the person's messages, decrypted, and their pseudonyms (what
+    :meth:`ReadingActions.media` needs to decrypt the media files of the export)."""
 
     messages: list[ConversationMessage]
     request_ref: str | None
     generated_at: datetime
+    subject_refs: tuple[str, ...] = ()
 
     def document(self) -> dict[str, Any]:
         return export_document(self.messages, request_ref=self.request_ref, generated_at=self.generated_at)
@@ -173,6 +177,17 @@ class ReadingActions(ActionsBase):
             page=page,
             anchor=anchor,
             keywords=keywords,
+        )
+        self.metrics.decryptions.labels("retrieval").inc()
+        return found
+
+    async def correspondent(self, operator: Operator, *, subject_ref: str, reason: str | None) -> Correspondent:
+        """Who a person's conversation is with (retrieval, audited): only the records that name them are decrypted
+        (services/review/conversation.py load_correspondent). For the label of a conversation the operator already
+        opened with ``reason``."""
+        authorize(operator, "messages")
+        found = await load_correspondent(
+            self.access.pool, self.access.reader, subject_ref=subject_ref, actor=operator.name, reason=reason
         )
         self.metrics.decryptions.labels("retrieval").inc()
         return found
@@ -286,7 +301,9 @@ class ReadingActions(ActionsBase):
             subject_ref=subject_ref,
         )
         self.metrics.exports.inc()
-        return SubjectExport(conversation.messages, request_ref, datetime.now(UTC))
+        return SubjectExport(
+            conversation.messages, request_ref, datetime.now(UTC), subject_refs=tuple(conversation.subject_refs)
+        )
 
     async def audit_log(self, operator: Operator, *, limit: int, where: AuditFilter | None = None) -> list[AuditEntry]:
         authorize(operator, "audit")

@@ -112,8 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     person(export)
     export.add_argument("--reason", required=True)
     export.add_argument("--request-ref")
-    export.add_argument("--format", choices=["json", "html", "both"], default="both")
+    export.add_argument("--format", choices=["json", "html", "both", "pdf"], default="both")
     export.add_argument("--out", default=".", help="directory for the export files")
+    export.add_argument("--language", choices=["en", "fr"], default="en", help="of the PDF transcript")
+    export.add_argument("--time-zone", default="UTC", help="the PDF's times, an IANA name (Europe/Paris)")
+    export.add_argument("--messages-per-volume", type=int, default=500, help="the PDF is split in volumes of this")
     export.set_defaults(handler=cmd_export)
 
     exports = commands.add_parser("exports", help="export jobs (queued in the console, run by the retention service)")

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from services.cli.render import (
+    correspondent_line,
+    counted,
     group_table,
     holds_table,
     messages_table,
@@ -23,7 +25,7 @@ from services.cli.render import (
 
 # Only what `wa-archive --help` needs is imported at start; each command imports its own.
 if TYPE_CHECKING:
-    from services.actions.layer import Actions, MediaFile, Operator
+    from services.actions.layer import Actions, MediaFile, Operator, SubjectExport
     from services.retention.settings import RetentionSettings
 
 Work = Callable[["Actions", "Operator"], Awaitable[int]]
@@ -115,7 +117,7 @@ def cmd_migrate(_args: argparse.Namespace) -> int:
     except asyncpg.InsufficientPrivilegeError as exc:
         print(f"refused: {exc} (WA_MIGRATOR_PG__DSN must be the login of the schema's owner)", file=sys.stderr)
         return 2
-    print(f"applied {len(applied)} migration(s){': ' + ', '.join(applied) if applied else ''}")
+    print(f"applied {counted(len(applied), 'migration')}{': ' + ', '.join(applied) if applied else ''}")
     return 0
 
 
@@ -142,7 +144,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         )
     )
     print(
-        f"sent {report.sent} webhook(s): {report.acknowledged} acknowledged, {len(report.failed)} failed, "
+        f"sent {counted(report.sent, 'webhook')}: {report.acknowledged:,} acknowledged, {len(report.failed)} failed, "
         f"{report.retries} retries; answers {dict(sorted(report.statuses.items()))}"
     )
     for failure in report.failed:
@@ -190,11 +192,14 @@ def cmd_messages(args: argparse.Namespace) -> int:
         if args.format == "jsonl":
             print_jsonl([message.to_json() for message in conversation.messages])
         elif conversation.messages:
+            who = correspondent_line(conversation.correspondent)
+            if who:  # above the table: who it is with, as the records read say
+                print(who)
             stdout_console().print(messages_table(conversation.messages))
         else:
             print("(no archived messages)")
         if conversation.shredded_records:
-            print(f"{conversation.shredded_records} record(s) were erased (keys destroyed)", file=sys.stderr)
+            print(f"{counted(conversation.shredded_records, 'record')} erased (keys destroyed)", file=sys.stderr)
         return 0
 
     return with_actions(work)
@@ -208,11 +213,13 @@ def cmd_group_messages(args: argparse.Namespace) -> int:
         if args.format == "jsonl":
             print_jsonl([message.to_json() for message in timeline.messages])
         elif timeline.messages:
+            if timeline.subject:  # above the table: the group's name, as its records say
+                print(f"group {timeline.subject}")
             stdout_console().print(group_table(timeline.messages))
         else:
             print("(no archived records of this group)")
         if timeline.shredded_records:
-            print(f"{timeline.shredded_records} record(s) were erased (keys destroyed)", file=sys.stderr)
+            print(f"{counted(timeline.shredded_records, 'record')} erased (keys destroyed)", file=sys.stderr)
         return 0
 
     return with_actions(work)
@@ -237,7 +244,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     async def work(actions: Actions, operator: Operator) -> int:
         hits = await actions.search(operator, query)
         print_jsonl([hit.to_json() for hit in hits])
-        print(f"{len(hits)} event(s)", file=sys.stderr)
+        print(f"{counted(len(hits), 'event')}", file=sys.stderr)
         return 0
 
     return with_actions(work)
@@ -257,6 +264,8 @@ def cmd_export(args: argparse.Namespace) -> int:
                 request_ref=args.request_ref,
             )
             progress(1, 1)
+        if args.format == "pdf":
+            return await export_pdf(actions, operator, result, args)
         formats = ["json", "html"] if args.format == "both" else [args.format]
         written = write_export(
             result.messages, Path(args.out), formats=formats, request_ref=result.request_ref, now=result.generated_at
@@ -266,6 +275,63 @@ def cmd_export(args: argparse.Namespace) -> int:
         return 0
 
     return with_actions(work)
+
+
+async def export_pdf(actions: Actions, operator: Operator, result: SubjectExport, args: argparse.Namespace) -> int:
+    """The person's PDF transcript in ``--out``: their media files decrypted into ``media/`` first (each audited),
+    then the volumes rendered one process each; prints every volume's path, pages and sha256."""
+    from services.evidence.header import Custodian, ExportHeader, MediaFiles  # noqa: PLC0415
+    from services.evidence.pdf import VolumeFailed, VolumeLimits, time_zone, write_pdf  # noqa: PLC0415
+    from services.evidence.pdf_text import text  # noqa: PLC0415
+    from services.review.conversation import Conversation  # noqa: PLC0415
+
+    try:
+        time_zone(args.time_zone)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    await asyncio.to_thread((out / "media").mkdir, parents=True, exist_ok=True)
+    files = {}
+    conversation = Conversation(list(result.subject_refs), result.messages, 0)
+    async for media in actions.media(operator, conversation, reason=args.reason):
+        await write_media_file(out / "media" / media.filename, media)
+        files[media.event_id] = Path("media") / media.filename
+    export_id = result.request_ref or result.generated_at.strftime("%Y%m%dT%H%M%SZ")
+    custodians = [Custodian(kind="person", label=args.contact, ref=ref) for ref in result.subject_refs[:1]]
+    if args.phone_number_id:
+        custodians.append(Custodian(kind="business", label=args.phone_number_id, ref=args.phone_number_id))
+    header = ExportHeader(
+        scope="subject_access",
+        title=text(args.language, "subject_title", person=args.contact),
+        export_id=export_id,
+        custodians=tuple(custodians),
+        period_start=None,
+        period_end=None,
+        time_zone=args.time_zone,
+        language=args.language,
+        requested_by=operator.name,
+        reason=args.reason,
+        generated_at=result.generated_at,
+    )
+    limits = VolumeLimits(messages_per_volume=args.messages_per_volume)
+    try:
+        with progress_bar("PDF volumes") as progress:
+            volumes = await asyncio.to_thread(
+                write_pdf,
+                result.messages,
+                header,
+                MediaFiles(out, files),
+                out,
+                limits=limits,
+                on_volume=lambda volume, total: progress(volume.number, total),
+            )
+    except (VolumeFailed, ValueError) as exc:  # ValueError: fewer than one message per volume
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for volume in volumes:
+        print(f"{volume.path}\t{volume.pages} pages\tsha256 {volume.sha256}")
+    return 0
 
 
 def cmd_exports(args: argparse.Namespace) -> int:
@@ -291,7 +357,8 @@ def cmd_erase(args: argparse.Namespace) -> int:
         )
         print_json(outcome.proof())
         if outcome.status in ("blocked", "extended"):
-            print(f"BLOCKED by legal hold(s): {', '.join(outcome.blocked_by)}", file=sys.stderr)
+            held = "legal hold" if len(outcome.blocked_by) == 1 else "legal holds"
+            print(f"BLOCKED by {held}: {', '.join(outcome.blocked_by)}", file=sys.stderr)
             return 3
         if outcome.status == "refused":
             print(f"REFUSED earlier on the ground {outcome.refusal_ground}", file=sys.stderr)
@@ -401,8 +468,9 @@ def cmd_recover(_args: argparse.Namespace) -> int:
         print_json(report.to_json())
         unreadable = report.unreadable_erasure_records + report.unreadable_key_copies
         print(
-            f"{report.erasures_reapplied} erasure(s) re-applied, {report.keys_restored} key(s) restored, "
-            f"{report.keys_copied} key(s) copied; {unreadable} unreadable record(s) of the erasure log or key copies",
+            f"{counted(report.erasures_reapplied, 'erasure')} re-applied, "
+            f"{counted(report.keys_restored, 'key')} restored, {counted(report.keys_copied, 'key')} copied; "
+            f"{counted(unreadable, 'unreadable record')} of the erasure log or key copies",
             file=sys.stderr,
         )
         return 0 if unreadable == 0 and not report.index.get("unreadable_objects") else 1
@@ -433,11 +501,11 @@ def cmd_keys(args: argparse.Namespace) -> int:
                 operator, to_kek_id=args.to, batch_size=args.batch_size, progress=progress
             )
         print_json(report.to_json())
-        print(f"{report.rewrapped} key(s) rewrapped under {args.to!r}", file=sys.stderr)
+        print(f"{counted(report.rewrapped, 'key')} rewrapped under {args.to!r}", file=sys.stderr)
         if report.remaining:
             print(
-                f"{report.remaining} key(s) are still under other KEKs (locked meanwhile, or created under another "
-                "current KEK): run the command again",
+                f"{counted(report.remaining, 'key')} still under other KEKs (locked meanwhile, or created under "
+                "another current KEK): run the command again",
                 file=sys.stderr,
             )
             return 1

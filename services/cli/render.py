@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from services.governance.holds import Hold
     from services.review.assembly import ConversationMessage
+    from services.review.correspondent import Correspondent
 
 
 def print_json(value: Any) -> None:
@@ -53,6 +54,29 @@ def progress_bar(label: str) -> Iterator[Callable[[int, int], None]]:
     with Progress(*columns, console=Console(stderr=True)) as bar:
         task = bar.add_task(label, total=None, visible=False)  # shown from the first report on
         yield lambda done, total: bar.update(task, completed=done, total=total, visible=True)
+
+
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """``n`` and its noun in the right number, for the commands' English output: "1 record", "0 records",
+    "2 keys" (``plural`` when the noun does not take an -s). Every count the commands print goes through it."""
+    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
+
+
+def correspondent_line(who: Correspondent) -> str | None:
+    """Who a conversation is with, as the records read say: "Sheena Nelson · +1 650-555-1234 · business number
+    +1 555-078-3881 (106540352242922)"; None when the records named nobody. The texts are control-free
+    (services/review/correspondent.py): a profile name cannot move the terminal's cursor."""
+    parts = [part for part in (who.name, who.number, who.username) if part]
+    if not parts and who.user_id:
+        parts.append(who.user_id)
+    if who.earlier_names:
+        parts.append("also seen as " + ", ".join(who.earlier_names))
+    for number in who.business_numbers:
+        shown = (
+            f"{number.display_number} ({number.phone_number_id})" if number.display_number else number.phone_number_id
+        )
+        parts.append(f"business number {shown}")
+    return " · ".join(parts) or None
 
 
 def utc(timestamp: int) -> str:
@@ -168,7 +192,7 @@ def holds_table(holds: Sequence[Hold]) -> Table:
     for hold in holds:
         covers = hold.waba_id or hold.phone_number_id or ""
         if hold.subject_count:
-            covers = f"{covers} {hold.subject_count} pseudonym(s)".strip()
+            covers = f"{covers} {counted(hold.subject_count, 'pseudonym')}".strip()
         table.add_row(
             hold.hold_id,
             hold.case_ref,

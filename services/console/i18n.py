@@ -8,8 +8,11 @@ later), ``make messages`` extracts them with Babel (babel.cfg) into ``locale/mes
 each ``locale/<lang>/LC_MESSAGES/messages.po``. The ``.po`` files are the sources: they are compiled in memory, once
 per process, when the console starts (:func:`translations`), so there is no compiled file to forget.
 
-Placeholders are ``%(name)s``; a plural text gets its count as ``n`` for the choice of form and shows ``%(num)s``
-(the count formatted for the locale). tests/unit/test_console_i18n.py fails when a text shown has no French, when
+Placeholders are ``%(name)s``. Every count shown goes through a plural text: ``ngettext(singular, plural, n)``
+picks the form of ``n`` by the catalog's rule (French: 0 and 1 singular) and shows it as ``%(num)s``, formatted
+for the locale unless given. Every duration goes through :func:`duration` (``fmt.duration(seconds)``), which
+names its units in the locale's plural forms (CLDR, by Babel): a text shows it as a placeholder, never as
+"%(num)s minutes". tests/unit/test_console_i18n.py fails when a text shown has no French, when
 the catalogs are not what extraction finds, or when a translation is fuzzy, empty or loses a placeholder.
 """
 
@@ -27,9 +30,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from babel.core import negotiate_locale
 from babel.dates import format_date, format_datetime, format_time
+from babel.lists import format_list
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.numbers import format_decimal
+from babel.units import format_unit
 from jinja2 import Environment, pass_context
 from jinja2.runtime import Context
 from markupsafe import escape
@@ -142,8 +147,33 @@ def zone(name: str | None, default: str) -> str:
     return default
 
 
+# A duration's units, largest first (CLDR unit names; Babel formats them with the locale's plural forms).
+_DURATION_UNITS: Final = (
+    ("duration-day", 86_400),
+    ("duration-hour", 3_600),
+    ("duration-minute", 60),
+    ("duration-second", 1),
+)
+
+
+def duration(seconds: float, locale: str) -> str:
+    """``seconds`` as people say it in ``locale``: its largest unit, and the next one when it is not zero
+    ("1 minute", "1 hour, 29 minutes", "2 jours et 3 heures"). Whole seconds, truncated, never rounded up (3,599 s
+    is 59 minutes, 59 seconds, not an hour); a negative duration is 0 seconds. Each unit takes the locale's
+    plural form of its number (``0 seconde`` in French, ``0 seconds`` in English)."""
+    remaining = max(0, int(seconds))
+    values = []
+    for unit, size in _DURATION_UNITS:
+        value, remaining = divmod(remaining, size)
+        values.append((unit, value))
+    first = next((i for i, (_unit, value) in enumerate(values) if value), len(values) - 1)
+    shown = [(unit, value) for unit, value in values[first : first + 2] if value or unit == values[first][0]]
+    parts = [format_unit(value, unit, length="long", locale=locale) for unit, value in shown]
+    return parts[0] if len(parts) == 1 else format_list(parts, style="unit", locale=locale)
+
+
 class Formatter:
-    """Dates, times and numbers for one viewer."""
+    """Dates, times, numbers and durations for one viewer."""
 
     def __init__(self, locale: str, timezone: str) -> None:
         self.locale = locale
@@ -175,6 +205,10 @@ class Formatter:
 
     def number(self, value: float) -> str:
         return format_decimal(value, locale=self.locale)
+
+    def duration(self, seconds: float) -> str:
+        """See :func:`duration`."""
+        return duration(seconds, self.locale)
 
 
 def catalog_path(locale: str) -> resources.abc.Traversable:
@@ -208,8 +242,9 @@ class Translator:
 
     ``t("…", name=value)`` and ``t.gettext(…)`` translate and fill ``%(name)s`` placeholders (formatting only when
     values are given); ``t.ngettext(singular, plural, n, …)`` picks the plural form of ``n`` for the locale and
-    always formats (``%(num)s`` is ``n`` unless given); ``t.term(name)`` shows a name of :data:`TERMS`, never
-    formatted (an unknown name is shown as it is). A text without a translation is shown in English.
+    always formats (``%(num)s`` is ``n`` formatted for the locale unless given); ``t.term(name)`` shows a name of
+    :data:`TERMS`, never formatted (an unknown name is shown as it is). A text without a translation is shown in
+    English.
     """
 
     locale: str
@@ -222,7 +257,7 @@ class Translator:
     __call__ = gettext
 
     def ngettext(self, singular: str, plural: str, n: int, /, **values: object) -> str:
-        values.setdefault("num", n)
+        values.setdefault("num", format_decimal(n, locale=self.locale))
         return self.catalog.ngettext(singular, plural, n) % values
 
     def term(self, name: str) -> str:
@@ -253,8 +288,13 @@ def _gettext(context: Context, text: str) -> str:
 
 
 @pass_context
-def _ngettext(context: Context, singular: str, plural: str, n: int) -> str:
-    return _safe(context, _viewer(context).catalog.ngettext(singular, plural, n))
+def _ngettext(context: Context, singular: str, plural: str, n: int, /, **values: object) -> str:
+    # Jinja's newstyle ngettext, with ``num`` formatted for the viewer's locale unless given (1,000 / 1 000): a
+    # template shows a count by ``ngettext(…, n)`` alone, and cannot show it unformatted by forgetting ``num=``.
+    viewer = _viewer(context)
+    values.setdefault("num", format_decimal(n, locale=viewer.locale))
+    translated = _safe(context, viewer.catalog.ngettext(singular, plural, n))
+    return translated % values
 
 
 @pass_context
@@ -264,7 +304,8 @@ def _term(context: Context, name: str) -> str:
 
 def install_translations(environment: Environment) -> None:
     """Jinja2's i18n extension in ``environment``, newstyle: ``_("Hello %(name)s", name=…)``, ``gettext`` and
-    ``ngettext(singular, plural, n, …)`` format their values (escaped under autoescape) and ``term(name)`` shows a
+    ``ngettext(singular, plural, n, …)`` format their values (escaped under autoescape; ``num`` is ``n`` formatted
+    for the locale unless given) and ``term(name)`` shows a
     name of :data:`TERMS`, all in the language of the translator each render passes as ``t``. One environment
     serves every locale, since the language is read from the render's context. Loads every catalog, so a broken
     ``.po`` stops the start-up rather than a page."""
@@ -278,4 +319,5 @@ def install_translations(environment: Environment) -> None:
     # The extension's _ looks gettext up in each render's context, in case a render passes its own; none does, and
     # the look-up was a third of the cost of a text (a conversation page shows some 300).
     environment.globals["_"] = environment.globals["gettext"]
+    environment.globals["ngettext"] = _ngettext
     environment.globals["term"] = _term

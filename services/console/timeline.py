@@ -2,10 +2,11 @@
 
 :func:`bubbles` turns :class:`~services.review.assembly.ConversationMessage` into :class:`Bubble`: direction,
 time, the current content (after the last edit) and its history, the deletion ("deleted for everyone by the
-customer at 14:02, 3 minutes after it was sent"), delivery ticks from statuses, the quoted message of a reply,
-the reactions attached to their message, locations, contact cards, interactive replies, orders, templates, calls
-and media. A record that could not be read is a bubble of its own (content type ``unreadable``: why, its kind and
-type, its event id), in its place among the others. Nothing here escapes text: the templates do, all of it (Jinja2
+customer at 14:02, 3 minutes, 20 seconds after it was sent": the template humanises
+:attr:`Bubble.seconds_to_deletion`), delivery ticks from statuses, the quoted message of a reply, the reactions
+attached to their message, locations, contact cards, interactive replies, orders, templates, calls and media. A
+record that could not be read is a bubble of its own (content type ``unreadable``: why, its kind and type, its event
+id), in its place among the others. Nothing here escapes text: the templates do, all of it (Jinja2
 autoescape); the text is valid Unicode (services/core/plaintext.py shows lone surrogates as U+FFFD).
 """
 
@@ -62,10 +63,12 @@ class Bubble:
         return TICKS.get(self.status or "", "")
 
     @property
-    def minutes_to_deletion(self) -> int | None:
+    def seconds_to_deletion(self) -> int | None:
+        """How long after it was sent the message was deleted (shown humanised: ``fmt.duration``); None when
+        either time is unknown. A deletion timed before its message (clocks differ) is 0."""
         if self.deleted_at is None or self.sent_at is None:
             return None
-        return max(0, round((self.deleted_at - self.sent_at) / 60))
+        return max(0, self.deleted_at - self.sent_at)
 
 
 def _media(message: ConversationMessage, content: Content) -> Media | None:

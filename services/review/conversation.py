@@ -20,8 +20,8 @@ records around it.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -33,9 +33,10 @@ from services.core.keywords import keyword_key, query_tokens
 from services.core.pseudonym import group_ref
 from services.core.reader import ArchiveReader
 from services.core.refusals import InvalidRequest, PersonRequired
-from services.core.vocabulary import is_pseudonym
+from services.core.vocabulary import EventKind, is_pseudonym
 from services.review.assembly import ConversationMessage, decode_records, keyword_matches
 from services.review.collector import collector_paused
+from services.review.correspondent import Correspondent, Sighting, correspondent, group_subject, sightings
 from services.review.paging import keyword_candidates, keyword_chunks, plan_page, quoted_records
 from services.review.queries import (
     IndexedRecord,
@@ -48,15 +49,20 @@ from services.review.queries import (
 
 @dataclass
 class Conversation:
+    """A person's conversation as read: its pseudonyms, its messages, how many records were shredded, and who it
+    is with as the records read say (:mod:`services.review.correspondent`)."""
+
     subject_refs: list[str]
     messages: list[ConversationMessage]
     shredded_records: int
+    correspondent: Correspondent = field(default_factory=Correspondent)
 
 
 @dataclass
 class _Read:
     messages: list[ConversationMessage]
     shredded: int
+    seen: list[Sighting]
 
 
 async def _audited_read(
@@ -72,7 +78,7 @@ async def _audited_read(
     async def decrypt() -> _Read:
         with collector_paused():
             opened = decode_records(records, await reader.open([record.location for record in records]))
-            return _Read(opened.messages(media), opened.shredded)
+            return _Read(opened.messages(media), opened.shredded, sightings(opened.envelopes))
 
     return await audited_decrypt(conn, disclosure, decrypt)
 
@@ -119,7 +125,7 @@ async def load_conversation(
         low = since.timestamp() if since else float("-inf")
         high = until.timestamp() if until else float("inf")
         messages = [m for m in messages if m.timestamp is None or low <= m.timestamp <= high]
-    return Conversation(refs, messages, read.shredded)
+    return Conversation(refs, messages, read.shredded, correspondent(read.seen))
 
 
 class GroupRequired(InvalidRequest):
@@ -136,6 +142,11 @@ class GroupTimeline:
     subject_refs: list[str]
     messages: list[ConversationMessage]
     shredded_records: int
+
+    @property
+    def subject(self) -> str | None:
+        """The group's name, as its latest record that sets one says (:func:`group_subject`)."""
+        return group_subject(self.messages)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -200,6 +211,40 @@ class ConversationPage:
     anchor: str | None
     matched: list[str]
     shredded_records: int
+    correspondent: Correspondent
+
+
+def naming_records(records: Sequence[IndexedRecord], decrypted: Iterable[str]) -> list[IndexedRecord]:
+    """The records a page also decrypts to name who the conversation is with (pure): the person's newest message
+    (its ``contacts`` entry has their latest profile name) and the business's newest echo (it shows the number it
+    was sent from), each unless ``decrypted`` (event ids) has it already. ``records`` are in the index's order."""
+    done = set(decrypted)
+    newest = [_newest(records, "message"), _newest(records, "echo")]
+    return [record for record in newest if record is not None and record.event_id not in done]
+
+
+async def load_correspondent(
+    pool: asyncpg.Pool, reader: ArchiveReader, *, subject_ref: str, actor: str, reason: str | None
+) -> Correspondent:
+    """Who the conversation of ``subject_ref`` (and its linked pseudonyms) is with, reading only what names them:
+    the person's newest message and the business's newest echo (:func:`naming_records`), audited (``retrieval``,
+    with ``reason``) before they are decrypted. For a label of a conversation already opened with that reason
+    (the console's search results). Refuses like :func:`load_conversation_page`."""
+    reason = require_reason(reason)
+    if not is_pseudonym(subject_ref):
+        raise PersonRequired("a subject_ref is 64 lowercase hex digits")
+    async with pool.acquire() as conn:
+        records = await person_records(conn, await expand_subject_refs(conn, [subject_ref]))
+        naming = naming_records(records, ())
+        if not naming:
+            return Correspondent()
+        disclosure = Disclosure(actor=actor, action="retrieval", reason=reason, records=_per_person(naming))
+        return correspondent((await _audited_read(conn, reader, naming, disclosure)).seen)
+
+
+def _newest(records: Sequence[IndexedRecord], kind: EventKind) -> IndexedRecord | None:
+    """The newest message of ``kind`` (an edit or a deletion names nobody new)."""
+    return next((r for r in reversed(records) if r.kind == kind and r.type not in ("edit", "revoke")), None)
 
 
 async def load_conversation_page(
@@ -222,6 +267,10 @@ async def load_conversation_page(
     The page is the one holding ``anchor`` (an event id), else the one holding the first message with the words,
     else ``page``, else the newest (:func:`services.review.paging.plan_page`). Audited like
     :func:`load_conversation`, before anything is decrypted: each record counts once, whichever step opened it.
+
+    ``correspondent`` names the person and the business number from what was decrypted, with the person's newest
+    message and the business's newest echo read with the page when it does not hold them (:func:`naming_records`;
+    counted in the page's audit row, not shown): the latest profile name wins wherever the page is.
     """
     reason = require_reason(reason)
     if not is_pseudonym(subject_ref):
@@ -235,13 +284,17 @@ async def load_conversation_page(
             candidates = keyword_candidates(records, await keyword_objects(conn, refs, tokens))
         media = {e: m.to_json() for e, m in (await archived_media(conn, subject_refs=refs)).items()}
         audited: set[str] = set()
+        seen: list[Sighting] = []
 
         async def read(selected: list[IndexedRecord], with_media: bool = False) -> _Read:
-            """``selected`` decrypted, after the audit rows of those not yet counted in this read."""
+            """``selected`` decrypted, after the audit rows of those not yet counted in this read; what they say
+            of who the conversation is with is kept in ``seen``."""
             counted = _per_person([r for r in selected if r.event_id not in audited])
             audited.update(r.event_id for r in selected)
             disclosure = Disclosure(actor=actor, action="retrieval", reason=reason, records=counted)
-            return await _audited_read(conn, reader, selected, disclosure, media if with_media else None)
+            found = await _audited_read(conn, reader, selected, disclosure, media if with_media else None)
+            seen.extend(found.seen)
+            return found
 
         matched: list[str] = []
         for chunk in keyword_chunks(candidates, records):
@@ -249,7 +302,12 @@ async def load_conversation_page(
             if matched:
                 break
         plan = plan_page(records, page_size=page_size, page=page, anchor=anchor, matched=matched)
-        shown = await read(plan.needed, with_media=True)
+        # Read with the page (one audit row, one decryption), then left out of its timeline.
+        naming = naming_records(records, [*audited, *(r.event_id for r in plan.needed)])
+        shown = await read([*plan.needed, *naming], with_media=True)
+        if naming:
+            extra = {r.event_id for r in naming}
+            shown.messages = [m for m in shown.messages if m.event_id not in extra]
         if keywords:  # the page's own matches, beyond the chunk that chose it
             matched = list(dict.fromkeys([*matched, *keyword_matches(shown.messages, keywords)]))
         # The messages the page's replies quote, for their excerpt (often on the page already, else one more read).
@@ -266,4 +324,5 @@ async def load_conversation_page(
         anchor=plan.anchor,
         matched=matched,
         shredded_records=shown.shredded,
+        correspondent=correspondent(seen),
     )

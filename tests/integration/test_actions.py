@@ -20,6 +20,7 @@ from services.core.identity import resolve_subject_refs
 from services.core.reader import RecordLocation
 from services.core.refusals import ReasonRequired
 from services.retention.service import background_work
+from services.review.correspondent import readable_number
 from tests.helpers.action_stack import CLI_OPERATOR, DPO, READER, Stack, counted
 from tests.helpers.archive_runs import archive, audit_rows, crisis_bodies
 from tests.helpers.support import run_cli
@@ -217,6 +218,11 @@ async def test_a_retrieval_without_a_reason_is_refused_before_anything_is_read(
     code, out, err = await run_cli(["messages", "--contact", person.wa_id, "--reason", "ticket 11"], capsys)
     assert code == 0, err
     assert "the refund is approved, ref 4711" in out
+    # Above the table, who it is with, from the decrypted records (the sample's profile name and the number).
+    assert (
+        out.splitlines()[0]
+        == f"Test Person · {readable_number(person.wa_id)} · business number {person.phone_number_id}"
+    )
     # The API's POST form: the person and the reason in the body, the same conversation, audited the same way.
     answer = await stack.api.post("/v1/messages", json={"contact": person.wa_id, "reason": "ticket 12"}, headers=READER)
     assert answer.status_code == 200, answer.text

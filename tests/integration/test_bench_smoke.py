@@ -42,6 +42,7 @@ TARGET_ROWS = [
     "keyword search p95, one word, console POST /search",
     "timeline first page",
     "documents archived byte-exact",
+    "PDF transcript peak RSS per volume process",
 ]
 
 

@@ -33,6 +33,7 @@ from services.governance.metrics import RetentionMetrics
 from services.retention.settings import RetentionSettings
 from services.review.assembly import message_words
 from services.review.conversation import load_conversation
+from services.review.correspondent import readable_number
 from services.review.search import SearchFilter
 from tests.helpers.archive_runs import NOW
 from tests.helpers.erasure import readable
@@ -240,6 +241,8 @@ async def test_crisis_search_reason_timeline_media_and_audit(
         asked = await client.post("/conversation", data={"csrf": csrf, "subject_ref": ref, "keywords": "electricite"})
         assert "Pourquoi ouvrez-vous cette conversation" in asked.text
         assert "4471" not in asked.text
+        assert "Test Person" not in asked.text  # nor who it is with
+        assert person.wa_id not in asked.text
         assert "prix" not in asked.text
         assert "colis" not in asked.text
         assert await pg_pool.fetchval("SELECT count(*) FROM audit_log WHERE subject_ref = $1", ref) == 0
@@ -253,6 +256,10 @@ async def test_crisis_search_reason_timeline_media_and_audit(
         )
         assert opened.status_code == 200, opened.text
         page = opened.text
+        # Who it is with, from the decrypted records: the profile name, the number, the business number.
+        assert '<h1><bdi class="person">Test Person</bdi></h1>' in page
+        assert f'<bdi dir="ltr">{readable_number(person.wa_id)}</bdi>' in page
+        assert f"+1 555-000-1111 (identifiant du numéro {person.phone_number_id})" in page  # in French
         # The deleted original, with who deleted it and when; the edited price's current text and its history.
         assert "Je confirme la commande 4471, facture Électricité" in page
         assert "Supprimé pour tous par le client à" in page
@@ -493,13 +500,14 @@ async def test_a_long_conversation_is_read_a_page_at_a_time(
     counts = await pg_pool.fetch(
         "SELECT record_count FROM audit_log WHERE subject_ref = $1 AND action = 'retrieval' ORDER BY audit_id", ref
     )
-    # A page's messages and their statuses, not the 90 records of the whole conversation.
+    # A page's messages and their statuses, not the 90 records of the whole conversation; a page that does not hold
+    # the newest echo reads it too (one record), for the business number of the header.
     figures = [r["record_count"] for r in counts]
-    assert figures[:2] == [10, 40]
+    assert figures[:2] == [10, 41]
     # At the keyword hit: the candidates (the person's messages in the objects holding both words) are counted and
     # decrypted first, then what the page adds (its statuses, messages that were no candidate).
     keyword_check, rest, at_status = figures[2:]
-    assert at_status == 40  # the first page again: its 20 messages and their 20 statuses
+    assert at_status == 41  # the first page again: its 20 messages, their 20 statuses and the newest echo
     assert 1 <= keyword_check <= 45
-    assert 20 <= rest <= 40
+    assert 20 <= rest <= 41
     assert keyword_check + rest < 90

@@ -197,7 +197,7 @@ async def test_rewrap_interrupted_and_resumed_then_the_old_kek_is_removed(
     rewrap = run_cli(archive.cli_env(a, B), "keys", "rewrap", "--to", B)
     assert rewrap.returncode == 0, rewrap.stderr
     assert json.loads(rewrap.stdout)["rewrapped"] == 1
-    assert f"1 key(s) rewrapped under '{B}'" in rewrap.stderr
+    assert f"1 key rewrapped under '{B}'" in rewrap.stderr
     async with archive.access(B) as access:
         assert await readable(access, late) == ["wamid.LATE.0"]
 

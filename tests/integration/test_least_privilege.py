@@ -399,7 +399,7 @@ def test_only_the_owner_can_run_wa_archive_migrate(
         check=False,
     )
     if service is None:
-        assert (done.returncode, done.stdout.strip()) == (0, "applied 0 migration(s)"), done.stderr
+        assert (done.returncode, done.stdout.strip()) == (0, "applied 0 migrations"), done.stderr
     else:
         assert done.returncode == 2, done.stderr
         assert "refused: permission denied" in done.stderr

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncGenerator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from rich.console import Console
 
 from services.actions.layer import REQUIRED_ROLE, Forbidden, MediaFile, Operator, authorize, search_audit_details
-from services.cli.render import holds_table, messages_table, rows_table
+from services.cli.render import correspondent_line, counted, holds_table, messages_table, rows_table
 from services.governance.holds import Hold
 from services.review.assembly import Change, ConversationMessage
+from services.review.correspondent import BusinessNumber, Correspondent
 from services.review.search import IndexHit, SearchFilter
 
 pytestmark = pytest.mark.unit
@@ -112,6 +115,42 @@ def test_the_messages_table_shows_content_status_edits_and_deletion() -> None:
         assert expected in text
 
 
+def test_the_messages_are_headed_by_who_the_conversation_is_with() -> None:
+    who = Correspondent(
+        name="Sheena Nelson",
+        earlier_names=("Sheena N.",),
+        number="+1 650-555-1234",
+        business_numbers=(BusinessNumber(phone_number_id="106540352242922", display_number="+1 555-078-3881"),),
+    )
+    line = correspondent_line(who)
+    assert line == (
+        "Sheena Nelson · +1 650-555-1234 · also seen as Sheena N. · business number +1 555-078-3881 (106540352242922)"
+    )
+    assert correspondent_line(Correspondent(user_id="user.937")) == "user.937"
+    assert correspondent_line(Correspondent()) is None
+
+
+@pytest.mark.parametrize(
+    ("n", "noun", "plural", "expected"),
+    [
+        (0, "record", None, "0 records"),
+        (1, "record", None, "1 record"),
+        (2, "key", None, "2 keys"),
+        (1_000, "event", None, "1,000 events"),
+        (1, "legal hold", None, "1 legal hold"),
+        (3, "entry", "entries", "3 entries"),
+    ],
+)
+def test_the_commands_count_in_the_right_number(n: int, noun: str, plural: str | None, expected: str) -> None:
+    assert counted(n, noun, plural) == expected
+
+
+def test_no_command_prints_a_count_with_a_fixed_plural() -> None:
+    cli = Path(__file__).resolve().parents[2] / "services" / "cli"
+    for source in cli.glob("*.py"):
+        assert re.findall(r"\w\(s\)", source.read_text(encoding="utf-8")) == [], source.name  # "record(s)"
+
+
 def test_the_holds_and_rows_tables() -> None:
     created = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
     hold = Hold(
@@ -127,7 +166,7 @@ def test_the_holds_and_rows_tables() -> None:
     )
     text = rendered(holds_table([hold]))
     assert "CASE-1" in text
-    assert "3 pseudonym(s)" in text
+    assert "3 pseudonyms" in text
     assert "2026-01-01 12:00 by dpo" in text
     text = rendered(rows_table([{"a": 1, "b": None}], ["a", "b"]))
     assert "None" not in text

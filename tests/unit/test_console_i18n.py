@@ -25,6 +25,7 @@ from services.console.i18n import (
     LOCALES,
     TERMS,
     Formatter,
+    duration,
     install_translations,
     negotiate,
     preferred_languages,
@@ -38,6 +39,7 @@ from services.console.timeline import Bubble, Page
 from services.core.vocabulary import HoldScope, Role
 from services.governance.erasure import ErasureStatus
 from services.review.assembly import STATUS_ORDER
+from services.review.correspondent import BusinessNumber, Correspondent
 from services.review.display import Content, Revision
 from services.review.search import IndexHit
 
@@ -142,6 +144,96 @@ def test_an_unknown_locale_has_no_catalog() -> None:
         translations("de")
 
 
+# Words that name what a count counts: after a placeholder in a text that is not a plural entry, the count has a
+# fixed plural ("%(num)s minutes" reads "1 minutes"). A duration is never counted by hand: fmt.duration names it.
+_COUNTED = (
+    r"(?:second|minute|hour|day|week|month|year|time|record|message|conversation|result|candidate|key|event|hold"
+    r"|pseudonym|object|file|attempt|request|erasure|webhook|migration)s?"
+)
+FIXED_PLURAL = re.compile(r"%\(\w+\)s\s+" + _COUNTED + r"\b", re.IGNORECASE)
+# In a template's own text: a value written straight before such a word ({{ n }} minutes).
+TEMPLATE_FIXED_PLURAL = re.compile(r"\}\}\s*" + _COUNTED + r"\b", re.IGNORECASE)
+
+
+def test_the_fixed_plural_checks_catch_what_they_are_for() -> None:
+    assert FIXED_PLURAL.search("Deleted (%(num)s minutes after it was sent)")
+    assert FIXED_PLURAL.search("%(n)s record of this person")
+    assert not FIXED_PLURAL.search("Deleted (%(duration)s after it was sent)")
+    assert not FIXED_PLURAL.search("Message %(first)s of %(total)s")
+    assert TEMPLATE_FIXED_PLURAL.search("<p>{{ b.minutes }} minutes</p>")
+    assert not TEMPLATE_FIXED_PLURAL.search("<p>{{ fmt.duration(s) }}</p>")
+
+
+def test_no_text_shows_a_count_with_a_fixed_plural() -> None:
+    """Every count is a plural entry (ngettext: its forms chosen per language, French 0 and 1 singular) that shows
+    it; every duration is a placeholder filled by fmt.duration; no template writes a count before a noun."""
+    fixed = []
+    for message in extracted_ids():
+        if isinstance(message, str):
+            if FIXED_PLURAL.search(message) or re.search(r"\w\(s\)", message):  # "%(num)s record(s)" too
+                fixed.append(message)
+        else:
+            plural = message[1]
+            assert placeholders(plural), f"a plural entry that shows no count: {message}"
+    assert fixed == []
+    for template in (CONSOLE / "templates").glob("*.html"):
+        text = template.read_text(encoding="utf-8")
+        assert TEMPLATE_FIXED_PLURAL.findall(text) == [], template.name
+
+
+# ---------------------------------------------------------------------------------------------------- durations
+@pytest.mark.parametrize(
+    ("seconds", "english", "french"),
+    [
+        pytest.param(0, "0 seconds", "0 seconde", id="0 s"),
+        pytest.param(1, "1 second", "1 seconde", id="1 s"),
+        pytest.param(2, "2 seconds", "2 secondes", id="2 s"),
+        pytest.param(59, "59 seconds", "59 secondes", id="59 s"),
+        pytest.param(60, "1 minute", "1 minute", id="60 s"),
+        pytest.param(61, "1 minute, 1 second", "1 minute et 1 seconde", id="61 s"),
+        pytest.param(120, "2 minutes", "2 minutes", id="120 s"),
+        pytest.param(3599, "59 minutes, 59 seconds", "59 minutes et 59 secondes", id="3599 s: never rounded up"),
+        pytest.param(3600, "1 hour", "1 heure", id="3600 s"),
+        pytest.param(3661, "1 hour, 1 minute", "1 heure et 1 minute", id="3661 s: two units at most"),
+        pytest.param(7200, "2 hours", "2 heures", id="7200 s"),
+        pytest.param(86_400, "1 day", "1 jour", id="1 day"),
+        pytest.param(86_400 + 59, "1 day", "1 jour", id="1 day and seconds: the next unit only"),
+        pytest.param(2 * 86_400 + 3 * 3600, "2 days, 3 hours", "2 jours et 3 heures", id="2 days 3 hours"),
+        pytest.param(1000 * 86_400, "1,000 days", "1 000 jours", id="numbers formatted"),
+        pytest.param(59.9, "59 seconds", "59 secondes", id="fractions truncated"),
+        pytest.param(-30, "0 seconds", "0 seconde", id="negative: 0"),
+    ],
+)
+def test_durations_are_humanised_in_both_languages(seconds: float, english: str, french: str) -> None:
+    # Babel puts no-break spaces where French typography wants them: compared as plain spaces.
+    assert duration(seconds, "en") == english
+    assert duration(seconds, "fr").replace("\u00a0", " ").replace("\u202f", " ") == french
+    assert Formatter("fr", "UTC").duration(seconds) == duration(seconds, "fr")
+
+
+_UNIT_SECONDS = {"day": 86_400, "hour": 3_600, "minute": 60, "second": 1}
+_ENGLISH_PART = re.compile(r"([\d,]+) (day|hour|minute|second)(s?)")
+
+
+@given(st.integers(min_value=0, max_value=10**9))
+def test_a_duration_says_its_largest_units_exactly_and_agrees_in_number(seconds: int) -> None:
+    shown = duration(seconds, "en")
+    parts = shown.split(", ")
+    assert 1 <= len(parts) <= 2
+    total, units = 0, []
+    for part in parts:
+        found = _ENGLISH_PART.fullmatch(part)
+        assert found, shown
+        value = int(found.group(1).replace(",", ""))
+        assert (found.group(3) == "") == (value == 1), shown  # "1 minute", "2 minutes", "0 seconds"
+        total += value * _UNIT_SECONDS[found.group(2)]
+        units.append(_UNIT_SECONDS[found.group(2)])
+    # The largest unit, then the next one (when not zero): exact to that next unit, never rounded up.
+    following = {86_400: 3600, 3600: 60, 60: 1, 1: 1}[units[0]]
+    assert units[1:] in ([], [following])
+    assert total <= seconds < total + following or seconds == total
+
+
 # ---------------------------------------------------------------------------------------------------- names shown
 def test_every_name_shown_by_its_translation_is_a_term() -> None:
     from services.console.choices import HOLD_SCOPES, KINDS, TYPES
@@ -183,27 +275,29 @@ def test_translator_translates_and_fills_placeholders() -> None:
     assert french.term("completed") == "terminée"
 
 
-SIGNIN_LOCKED = (
-    "Too many sign-in attempts. Try again in %(num)s minute.",
-    "Too many sign-in attempts. Try again in %(num)s minutes.",
+ERASED = (
+    "%(num)s record of this person was erased and cannot be shown.",
+    "%(num)s records of this person were erased and cannot be shown.",
 )
 
 
 @pytest.mark.parametrize(
     ("locale", "n", "expected"),
     [
-        pytest.param("en", 0, "Try again in 0 minutes.", id="en 0: other"),
-        pytest.param("en", 1, "Try again in 1 minute.", id="en 1: one"),
-        pytest.param("en", 2, "Try again in 2 minutes.", id="en 2: other"),
-        pytest.param("en", 5, "Try again in 5 minutes.", id="en 5: other"),
-        pytest.param("fr", 0, "Réessayez dans 0 minute.", id="fr 0: one"),
-        pytest.param("fr", 1, "Réessayez dans 1 minute.", id="fr 1: one"),
-        pytest.param("fr", 2, "Réessayez dans 2 minutes.", id="fr 2: other"),
-        pytest.param("fr", 5, "Réessayez dans 5 minutes.", id="fr 5: other"),
+        pytest.param("en", 0, "0 records of this person were", id="en 0: other"),
+        pytest.param("en", 1, "1 record of this person was", id="en 1: one"),
+        pytest.param("en", 2, "2 records of this person were", id="en 2: other"),
+        pytest.param("en", 1000, "1,000 records of this person were", id="en 1000: other, formatted"),
+        pytest.param("fr", 0, "0 enregistrement de cette personne a été", id="fr 0: one"),
+        pytest.param("fr", 1, "1 enregistrement de cette personne a été", id="fr 1: one"),
+        pytest.param("fr", 2, "2 enregistrements de cette personne ont été", id="fr 2: other"),
+        pytest.param(
+            "fr", 1000, "1\u202f000 enregistrements de cette personne ont été", id="fr 1000: other, formatted"
+        ),
     ],
 )
 def test_plural_forms_follow_the_language(locale: str, n: int, expected: str) -> None:
-    assert translator(locale).ngettext(*SIGNIN_LOCKED, n).endswith(expected)
+    assert translator(locale).ngettext(*ERASED, n).startswith(expected)
 
 
 # ---------------------------------------------------------------------------------------------------- templates
@@ -230,7 +324,10 @@ def page_context(locale: str) -> dict[str, Any]:
 SENT = 1_780_000_000  # a Tuesday of 2026
 
 
-def render_conversation(locale: str, bubbles: list[Bubble], *, shredded: int = 0) -> str:
+def render_conversation(
+    locale: str, bubbles: list[Bubble], *, shredded: int = 0, who: Correspondent | None = None
+) -> str:
+    who = who or Correspondent()
     return (
         console_templates()
         .get_template("conversation.html")
@@ -240,6 +337,7 @@ def render_conversation(locale: str, bubbles: list[Bubble], *, shredded: int = 0
             opened=OpenedConversation("a reason", None, ("f" * 64,)),
             page=Page(bubbles=bubbles, number=0, count=1, first=1, total=len(bubbles), anchor=None),
             shredded=shredded,
+            who=who,
             keywords="",
             matched_count=0,
         )
@@ -266,7 +364,7 @@ def conversation(locale: str, n: int) -> str:
 @pytest.mark.parametrize(
     ("locale", "n", "expected"),
     [
-        pytest.param("en", 0, ["(0 minutes after it was sent)"], id="en 0"),
+        pytest.param("en", 0, ["(0 seconds after it was sent)"], id="en 0"),
         pytest.param(
             "en", 1, ["(1 minute after it was sent)", "Edited 1 time<", "1 record of this person was"], id="en 1"
         ),
@@ -276,7 +374,7 @@ def conversation(locale: str, n: int) -> str:
         pytest.param(
             "en", 5, ["(5 minutes after it was sent)", "Edited 5 times", "5 records of this person were"], id="en 5"
         ),
-        pytest.param("fr", 0, ["(0 minute après l&#39;envoi)"], id="fr 0"),
+        pytest.param("fr", 0, ["(0\u00a0seconde après l&#39;envoi)"], id="fr 0"),
         pytest.param(
             "fr",
             1,
@@ -392,6 +490,7 @@ def test_the_search_counts_in_the_viewers_language(
             context,
             query={"keywords": keywords},
             groups=hits(count, conversations),
+            names={},
             hit_count=count,
             truncated=count == 5,
             limit=5,
@@ -507,3 +606,100 @@ def test_unknown_time_zones_fall_back() -> None:
     assert zone("Mars/Olympus_Mons", "Europe/Paris") == "Europe/Paris"
     assert zone("../../etc/passwd", "UTC") == "UTC"
     assert zone(None, "UTC") == "UTC"
+
+
+# ---------------------------------------------------------------------------------------------------- who
+HOSTILE = '<img src=x onerror=alert(1)>"Eve'
+
+
+@pytest.mark.parametrize(
+    ("locale", "labels"),
+    [
+        ("en", ["Number</dt>", "Username</dt>", "Also seen as</dt>", "Business number</dt>", "(phone number ID 1065"]),
+        ("fr", ["Numéro</dt>", "Nom d&#39;utilisateur</dt>", "Également vu sous le nom</dt>", "(identifiant du"]),
+    ],
+)
+def test_the_conversation_header_names_the_person_and_the_business_number(locale: str, labels: list[str]) -> None:
+    who = Correspondent(
+        name=HOSTILE,
+        earlier_names=("Marie <b>D.</b>",),
+        number="+33 6 12 34 56 78",
+        username="@marie",
+        business_numbers=(BusinessNumber(phone_number_id="106540352242922", display_number="+1 555-078-3881"),),
+    )
+    page = render_conversation(locale, [], who=who)
+    heading = page[page.index("<h1>") : page.index("</h1>")]
+    assert heading == '<h1><bdi class="person">&lt;img src=x onerror=alert(1)&gt;&#34;Eve</bdi>'
+    assert "<img src=x" not in page
+    assert "<b>D.</b>" not in page
+    assert "Marie &lt;b&gt;D.&lt;/b&gt;" in page
+    assert '<bdi dir="ltr">+33 6 12 34 56 78</bdi>' in page
+    assert "+1 555-078-3881" in page
+    for label in labels:
+        assert label in page
+    # The name is never in the title (a title lands in the browser's history); the pseudonym is.
+    title = page[page.index("<title>") : page.index("</title>")]
+    assert "Eve" not in title
+    assert "ffffffffffff" in title
+
+
+def test_a_conversation_whose_records_name_nobody_is_headed_by_its_pseudonym() -> None:
+    page = render_conversation("en", [])
+    assert "<h1>Conversation ffffffffffff</h1>" in page
+    assert "Number</dt>" not in page
+    assert "Business number</dt>" not in page
+
+
+def test_a_person_named_by_number_is_not_named_twice() -> None:
+    page = render_conversation("en", [], who=Correspondent(number="+1 650-555-1234", user_id="user.937"))
+    assert '<h1><bdi class="person">+1 650-555-1234</bdi></h1>' in page
+    assert "Number</dt>" not in page  # the heading is the number
+    assert "user.937" not in page  # a number is there: the opaque id adds nothing
+    only_id = render_conversation("en", [], who=Correspondent(username="@sheena", user_id="user.937"))
+    assert '<bdi class="person">@sheena</bdi>' in only_id
+    assert "Business-scoped user ID</dt>" in only_id
+
+
+def test_a_search_result_already_opened_is_labelled_with_who_it_is_with() -> None:
+    from services.console.choices import KINDS, TYPES
+    from services.console.routers.search import direction_of
+
+    groups = hits(2, 2)
+    opened = groups[0][0]
+    page = (
+        console_templates()
+        .get_template("search.html")
+        .render(
+            page_context("en") | {"path": "/search"},
+            query={},
+            groups=groups,
+            names={opened: Correspondent(name=HOSTILE)},
+            hit_count=2,
+            truncated=False,
+            limit=5,
+            direction_of=direction_of,
+            kinds=KINDS,
+            types=TYPES,
+            error=None,
+        )
+    )
+    assert '<bdi class="person">&lt;img src=x onerror=alert(1)&gt;&#34;Eve</bdi>' in page
+    assert f'<span class="ref">Conversation {opened[:12]}</span>' in page
+    assert f'<h3 id="conv-2">Conversation {groups[1][0][:12]}</h3>' in page  # not opened: its pseudonym only
+
+
+@pytest.mark.parametrize(
+    ("locale", "n", "expected"),
+    [
+        ("en", 0, "0 conversations"),
+        ("en", 1, "1 conversation"),
+        ("en", 1000, "1,000 conversations"),
+        ("fr", 0, "0 conversation"),
+        ("fr", 1, "1 conversation"),
+        ("fr", 1000, "1\u202f000 conversations"),
+    ],
+)
+def test_a_template_count_is_formatted_for_the_locale_without_being_told(locale: str, n: int, expected: str) -> None:
+    """``ngettext(singular, plural, n)`` alone: the form of ``n`` and ``n`` formatted (a template cannot forget it)."""
+    template = templates_of({"p": "{{ ngettext('%(num)s conversation', '%(num)s conversations', n) }}"})
+    assert template.get_template("p").render(t=translator(locale), n=n) == expected

@@ -87,7 +87,7 @@ def test_a_crisis_as_a_phone_shows_it() -> None:
     ]  # the reaction is on its message, not a bubble of its own
 
     deleted = by_text["Je confirme la commande 4471"]
-    assert (deleted.deleted_by, deleted.minutes_to_deletion, deleted.direction) == ("customer", 3, "inbound")
+    assert (deleted.deleted_by, deleted.seconds_to_deletion, deleted.direction) == ("customer", 180, "inbound")
 
     price = by_text["12 000 €"]
     assert price.edited

@@ -3,6 +3,8 @@ reason form the first time in a session), ``POST /conversation/reason``.
 
 The reason (and an optional case reference) is remembered in the session for that conversation and written with
 every read of it to the audit log; a conversation whose person has linked identifiers covers all their pseudonyms.
+Only then does the page name the person (profile name, number, username) and the business number, from the records
+it decrypted (services/review/correspondent.py); the reason form before it shows neither name nor pseudonym.
 """
 
 from __future__ import annotations
@@ -79,6 +81,7 @@ async def show_conversation(
         session,
         subject_ref=subject_ref,
         opened=opened,
+        who=found.correspondent,
         page=page,
         shredded=found.shredded_records,
         keywords=keywords or "",

@@ -1,11 +1,13 @@
 """Searching the archive's metadata: ``GET /`` (to the search), ``GET /search``, ``POST /search``.
 
 The terms travel in the POST body, never in the URL; the hits are grouped by conversation (pseudonym), at most
-:data:`SEARCH_LIMIT` of them.
+:data:`SEARCH_LIMIT` of them. A conversation the session already opened (its reason given) is labelled with who it
+is with, read with that reason and audited; any other stays a pseudonym.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Final
 from zoneinfo import ZoneInfo
 
@@ -13,12 +15,14 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.datastructures import FormData
 
-from services.actions.layer import authorize
+from services.actions.layer import Actions, authorize
 from services.console.choices import DIRECTION_WORDS, KINDS, TYPES
 from services.console.deps import ActionsDep, CurrentSession, PagesDep, Posted, PostedBy
 from services.console.forms import field, parse_day
 from services.console.i18n import translator
+from services.console.sessions import Session
 from services.core.vocabulary import direction_of_kind
+from services.review.correspondent import Correspondent
 from services.review.search import IndexHit, SearchFilter
 
 router = APIRouter()
@@ -70,6 +74,20 @@ def search_filter(form: FormData, tz: ZoneInfo) -> SearchFilter:
     )
 
 
+async def opened_names(actions: Actions, session: Session, refs: Sequence[str]) -> dict[str, Correspondent]:
+    """Who each conversation of ``refs`` is with, for those this session already opened (the reason given): read
+    with that reason, audited as a retrieval (:meth:`Actions.correspondent`). The others stay pseudonyms: a search
+    is index metadata, and naming a person is a read of their records."""
+    names: dict[str, Correspondent] = {}
+    for ref in refs:
+        opened = session.opened_for(ref) if ref else None
+        if opened is not None:
+            found = await actions.correspondent(session.operator, subject_ref=ref, reason=opened.audit_reason())
+            if found.label:
+                names[ref] = found
+    return names
+
+
 @router.get("/")
 async def home() -> Response:
     return RedirectResponse("/search", status_code=303)
@@ -106,12 +124,14 @@ async def search(
             error=error,
         )
     hits = await actions.search(session.operator, query)
+    groups = group_hits(hits)
     return pages.render(
         request,
         "search.html",
         session,
         query=values,
-        groups=group_hits(hits),
+        groups=groups,
+        names=await opened_names(actions, session, [ref for ref, _hits in groups]),
         hit_count=len(hits),
         truncated=len(hits) >= SEARCH_LIMIT,
         limit=SEARCH_LIMIT,

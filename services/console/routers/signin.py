@@ -32,7 +32,7 @@ from services.console.deps import (
 )
 from services.console.errors import count_refusal
 from services.console.forms import RefusedForm, field, same_origin
-from services.console.i18n import known_locale, negotiate, translator, zone
+from services.console.i18n import duration, known_locale, negotiate, translator, zone
 from services.console.pages import LANGUAGE_COOKIE, SESSION_COOKIE, SIGNIN_COOKIE, Pages, locale_of, set_cookie
 from services.console.sessions import new_secret, same_token
 
@@ -88,12 +88,9 @@ async def signin(
     if not admission.admitted:
         metrics.sign_ins.labels("locked").inc()
         count_refusal(metrics, 429, "locked", f"sign-in locked out by {admission.locked_by}", actor)
-        minutes = max(1, round(admission.retry_after_s / 60))
-        error = t.ngettext(
-            "Too many sign-in attempts. Try again in %(num)s minute.",
-            "Too many sign-in attempts. Try again in %(num)s minutes.",
-            minutes,
-        )
+        # In whole minutes: a lockout's seconds would read as a countdown nobody watches.
+        wait = duration(60 * max(1, round(admission.retry_after_s / 60)), locale)
+        error = t("Too many sign-in attempts. Try again in %(duration)s.", duration=wait)
         page = signin_form(request, pages, secure=settings.secure_cookies, status=429, notice=None, error=error)
         page.headers["retry-after"] = str(max(1, round(admission.retry_after_s)))
         return page
