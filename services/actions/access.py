@@ -29,6 +29,8 @@ class ArchiveAccess:
     reader: ArchiveReader
     pepper: bytes
     policy: RetentionPolicy
+    # The work bucket (unlocked, not the archive): export jobs' files, with the same identity as ``bucket``.
+    work: ArchiveBucket | None = None
 
     async def close(self) -> None:
         await self.pool.close()
@@ -66,4 +68,9 @@ async def open_access(
         reader=ArchiveReader(bucket, keyring),
         pepper=settings.keys.pepper_bytes(),
         policy=policy,
+        work=ArchiveBucket(
+            settings.s3.model_copy(
+                update={"bucket": settings.work_bucket, "object_lock_mode": None, "object_lock_days": 0}
+            )
+        ),
     )

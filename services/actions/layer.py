@@ -22,10 +22,11 @@ Refusals derive from :class:`services.core.refusals.ActionRefused` and carry the
 from __future__ import annotations
 
 from services.actions.cases import CaseActions, CaseClosing
+from services.actions.exporting import ExportingActions
 from services.actions.governing import GoverningActions, HoldRelease
 from services.actions.maintenance import MaintenanceActions
 from services.actions.operators import REQUIRED_ROLE, ROLE_RANK, SCHEDULER, ActionName, Operator, authorize
-from services.actions.reading import MediaFile, ReadingActions, SubjectExport, search_audit_details
+from services.actions.reading import MediaFile, SubjectExport, search_audit_details
 from services.core.keyring import RewrapRefused
 from services.core.refusals import Forbidden, NotFound, PersonRequired, ReasonRequired
 from services.governance.erasure import ErasureError
@@ -56,7 +57,8 @@ __all__ = [
 ]
 
 
-class Actions(CaseActions, ReadingActions, GoverningActions, MaintenanceActions):
+class Actions(CaseActions, ExportingActions, GoverningActions, MaintenanceActions):
     """The operator actions over one :class:`ArchiveAccess`, counting into ``metrics``: reading
-    (services/actions/reading.py), governance (governing.py), cases (cases.py, over the two) and maintenance
+    (services/actions/reading.py), export jobs (exporting.py), governance (governing.py), cases (cases.py, over
+    reading and governance) and maintenance
     (maintenance.py), one object."""

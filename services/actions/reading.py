@@ -286,13 +286,19 @@ class ReadingActions(ActionsBase):
         self,
         operator: Operator,
         *,
-        contact: str,
+        contact: str | None = None,
         phone_number_id: str | None = None,
         reason: str | None,
         request_ref: str | None = None,
         keep_archived: bool = False,
+        subject_ref: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
     ) -> SubjectExport:
-        """A subject-access export (audit purpose ``export``); ``keep_archived``: with the records as archived."""
+        """A person's messages for an export (audit purpose ``export``), named by contact id or by pseudonym
+        (``subject_ref``, as an export job names them), between ``since`` and ``until`` when given;
+        ``keep_archived``: with the records as archived. :class:`PersonRequired` unless exactly one of ``contact``
+        and ``subject_ref``."""
         conversation = await self._decrypt(
             operator,
             "export",
@@ -301,6 +307,9 @@ class ReadingActions(ActionsBase):
             reason=reason,
             purpose="export",
             keep_archived=keep_archived,
+            since=since,
+            until=until,
+            subject_ref=subject_ref,
         )
         self.metrics.exports.inc()
         return SubjectExport(

@@ -19,6 +19,7 @@ from services.cli.commands import (
     cmd_erasure,
     cmd_erasures,
     cmd_export,
+    cmd_exports,
     cmd_group_messages,
     cmd_hold,
     cmd_keys,
@@ -134,6 +135,14 @@ def build_parser() -> argparse.ArgumentParser:
     trust.add_argument("--public-key", metavar="FILE", help="the signing public key you trust (PEM or base64)")
     trust.add_argument("--fingerprint", metavar="HEX", help="the fingerprint you were given (SHA-256 of the key)")
     verify_export.set_defaults(handler=cmd_verify_export)
+    exports = commands.add_parser("exports", help="export jobs (queued in the console, run by the retention service)")
+    exports_commands = exports.add_subparsers(dest="exports_command", required=True)
+    exports_list = exports_commands.add_parser("list", help="your recent export jobs, newest first")
+    exports_list.add_argument("--all", action="store_true", help="everyone's jobs (DPO)")
+    output(exports_list, "json")
+    exports_show = exports_commands.add_parser("show", help="one export job: status, progress, files and hashes")
+    exports_show.add_argument("job_id")
+    exports.set_defaults(handler=cmd_exports)
 
     erase = commands.add_parser("erase", help="erase a person (GDPR Art. 17): destroy their key, delete their data")
     person(erase)

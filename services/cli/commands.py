@@ -403,6 +403,22 @@ async def export_pdf(actions: Actions, operator: Operator, result: SubjectExport
     return 0
 
 
+def cmd_exports(args: argparse.Namespace) -> int:
+    async def work(actions: Actions, operator: Operator) -> int:
+        if args.exports_command == "show":
+            print_json((await actions.export_job(operator, args.job_id)).to_json())
+            return 0
+        jobs = [job.to_json() for job in await actions.export_jobs(operator, everyone=args.all)]
+        if args.format == "json":
+            print_json(jobs)
+        else:
+            columns = ["job_id", "scope", "requested_by", "status", "step", "done", "total", "created_at", "expires_at"]
+            stdout_console().print(rows_table(jobs, columns))
+        return 0
+
+    return with_actions(work)
+
+
 def cmd_erase(args: argparse.Namespace) -> int:
     async def work(actions: Actions, operator: Operator) -> int:
         outcome = await actions.erase(

@@ -83,3 +83,9 @@ class RetentionMetrics:
         self.exports = Counter(
             "wa_retention_subject_exports_total", "Subject-access exports (Art. 15/20) written.", registry=registry
         )
+        self.export_jobs = Counter(
+            "wa_retention_export_jobs_total",
+            "Export jobs run by the retention service's worker, by outcome (done, failed).",
+            ["outcome"],
+            registry=registry,
+        )

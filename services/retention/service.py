@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -34,12 +35,39 @@ async def refresh_gauges(access: ArchiveAccess, metrics: RetentionMetrics) -> No
         metrics.last_run_success.set(float(last_success))
 
 
+async def run_exports(actions: Actions, settings: RetentionSettings) -> None:
+    """The export worker: expired exports' files deleted, then one queued job at a time run to its end; when none
+    is waiting, a look again every ``export_poll_s``. A task of its own, so a long export never delays an erasure
+    or the gauges. Runs until cancelled; a failure is logged and retried at the next poll."""
+    while True:
+        ran = None
+        try:
+            await actions.expire_exports()
+            ran = await actions.run_next_export(ttl_s=settings.export_ttl_s, stale_s=settings.export_stale_s)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the job stays running and is taken again once stale
+            log.warning("export worker failed: %s", type(exc).__name__)
+        if ran is None:
+            await asyncio.sleep(settings.export_poll_s)
+
+
 def background_work(settings: RetentionSettings) -> Callable[[Actions], Coroutine[Any, Any, None]]:
     """The retention service's periodic work: every ``metrics_refresh_s`` the erasures left in progress are
     finished and the gauges refreshed; a run every ``run_interval_s`` (the same action as ``POST /v1/retention/run``
-    and ``wa-archive retention run``, by the ``scheduler``)."""
+    and ``wa-archive retention run``, by the ``scheduler``); and, beside them in a task of its own, the export
+    worker (:func:`run_exports`)."""
 
     async def work(actions: Actions) -> None:
+        exports = asyncio.create_task(run_exports(actions, settings), name="export-worker")
+        try:
+            await periodic(actions)
+        finally:
+            exports.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await exports
+
+    async def periodic(actions: Actions) -> None:
         next_run = time.monotonic() + settings.run_interval_s if settings.run_interval_s else None
         while True:
             try:

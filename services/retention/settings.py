@@ -51,6 +51,13 @@ class RetentionSettings(BaseSettings):
     metrics_refresh_s: float = Field(default=15, gt=0)
     # The Ed25519 key that signs exported bags (a Secret; docs/OPERATIONS.md "Export signing key").
     export_signing: ExportSigningSettings = Field(default_factory=ExportSigningSettings)
+    # Export jobs (services/evidence/jobs.py): their files go to this bucket (unlocked: they are deleted when they
+    # expire), under exports/<job id>/, and are kept export_ttl_s. The worker looks for a queued job every
+    # export_poll_s; a job left `running` without a heartbeat for export_stale_s (its worker died) is taken again.
+    work_bucket: str = "wa-archive-work"
+    export_ttl_s: float = Field(default=24 * 3600, gt=0)
+    export_poll_s: float = Field(default=2, gt=0)
+    export_stale_s: float = Field(default=300, gt=0)
 
     @field_validator("admin_tokens")
     @classmethod

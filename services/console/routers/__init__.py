@@ -6,7 +6,18 @@ from typing import Final
 
 from fastapi import APIRouter
 
-from services.console.routers import audit, cases, conversation, erasures, holds, media, retention, search, signin
+from services.console.routers import (
+    audit,
+    cases,
+    conversation,
+    erasures,
+    exports,
+    holds,
+    media,
+    retention,
+    search,
+    signin,
+)
 
 ROUTERS: Final[tuple[APIRouter, ...]] = (
     signin.router,
@@ -14,6 +25,7 @@ ROUTERS: Final[tuple[APIRouter, ...]] = (
     conversation.router,
     media.router,
     cases.router,
+    exports.router,
     holds.router,
     erasures.router,
     audit.router,
