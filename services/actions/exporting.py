@@ -11,15 +11,20 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from services.actions.operators import SCHEDULER, Operator, authorize
-from services.actions.reading import ReadingActions, SubjectExport
+from services.actions.reading import MediaFile, ReadingActions, SubjectExport
 from services.core.audit import require_reason, write_audit
 from services.core.bucket import ArchiveBucket
 from services.core.refusals import InvalidRequest, NotFound
 from services.core.vocabulary import is_pseudonym
 from services.evidence import jobs
 from services.evidence.jobs import ExportJob, JobFile, JobRequest, JobScope
+from services.evidence.pdf import VolumeLimits
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 log = logging.getLogger("wa_archive.exports")
 
@@ -119,25 +124,46 @@ class ExportingActions(ReadingActions):
         )
         return file, pieces
 
-    async def run_next_export(self, *, ttl_s: float, stale_s: float, heartbeat_s: float = 1.0) -> ExportJob | None:
-        """Claim the oldest claimable job and run it (services/evidence/jobs.py); None when there is none."""
+    async def run_next_export(
+        self,
+        *,
+        ttl_s: float,
+        stale_s: float,
+        heartbeat_s: float = 1.0,
+        signing_key: Ed25519PrivateKey | None = None,
+        pdf_limits: VolumeLimits | None = None,
+    ) -> ExportJob | None:
+        """Claim the oldest claimable job and run it (services/evidence/jobs.py); None when there is none. A job
+        asking for the signed package (``all``) fails without ``signing_key``."""
         job = await jobs.claim_job(self.access.pool, stale_s=stale_s)
         if job is None:
             return None
+        # The role was checked when the job was queued; every read below is audited under the requester's name.
+        requester = Operator(job.requested_by, "dpo")
 
         async def read(job: ExportJob) -> SubjectExport:
             assert job.subject_ref is not None
             return await self.export(
-                Operator(job.requested_by, "dpo"),  # the role was checked when the job was queued
+                requester,
                 subject_ref=job.subject_ref,
                 reason=job.reason,
                 request_ref=job.request_ref,
                 since=job.since,
                 until=job.until,
+                keep_archived="all" in job.formats,
             )
 
+        def media(export: SubjectExport) -> AsyncIterator[MediaFile]:
+            return self.media(requester, export.conversation(), reason=job.reason)
+
         finished = await jobs.run_job(
-            self.access.pool, job, self._work(), read=read, ttl_s=ttl_s, heartbeat_s=heartbeat_s
+            self.access.pool,
+            job,
+            self._work(),
+            read=read,
+            ttl_s=ttl_s,
+            heartbeat_s=heartbeat_s,
+            renderer=jobs.package_renderer(media, signing_key, pdf_limits=pdf_limits),
         )
         outcome = "done" if finished.status == "done" else "failed"
         await write_audit(

@@ -75,6 +75,7 @@ class SubjectExport:
     generated_at: datetime
     subject_refs: tuple[str, ...] = ()
     archived: list[tuple[str, bytes]] = field(default_factory=list)
+    correspondent: Correspondent = field(default_factory=Correspondent)  # who it is with, as the records say
 
     def conversation(self) -> Conversation:
         """The export as a retrieved conversation (what :meth:`ReadingActions.media` reads the files of)."""
@@ -318,6 +319,7 @@ class ReadingActions(ActionsBase):
             datetime.now(UTC),
             subject_refs=tuple(conversation.subject_refs),
             archived=conversation.archived,
+            correspondent=conversation.correspondent,
         )
 
     async def audit_log(self, operator: Operator, *, limit: int, where: AuditFilter | None = None) -> list[AuditEntry]:

@@ -27,7 +27,8 @@ import logging
 import shutil
 import tempfile
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+import zipfile
+from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -41,9 +42,15 @@ from services.core.bucket import ArchiveBucket
 from services.core.db import ConnectionOrPool
 from services.core.refusals import ActionRefused
 from services.evidence.header import Custodian, ExportHeader
+from services.evidence.jsonl import MediaStream, write_media
+from services.evidence.package import write_package
+from services.evidence.pdf import VolumeLimits, write_pdf
+from services.evidence.pdf_text import text
 from services.review.export import write_export
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     from services.actions.reading import SubjectExport
 
 log = logging.getLogger("wa_archive.exports")
@@ -68,6 +75,7 @@ ERRORS: Final[dict[str, str]] = {
     "storage": "the files could not be written to the work bucket",
     "render": "the export could not be rendered",
     "crashed": "its worker stopped repeatedly while running it",
+    "unsigned": "a signed package was asked for and no export signing key is configured",
 }
 
 
@@ -335,9 +343,83 @@ async def render_subject_export(
     return written
 
 
-# The one line to change when the evidence renderers land (e.g. services/evidence/bag.py's signed bag).
+# The renderer a job runs when none is given (the worker gives package_renderer's, with the media and the key).
 RENDERER: Renderer = render_subject_export
-FORMATS: Final[tuple[str, ...]] = ("json", "html")  # what RENDERER writes
+# What a job may ask for: the JSON document and HTML page of the subject export, the PDF transcript (its volumes),
+# and ``all``: the signed BagIt bag of every format and the media (services/evidence/package.py), as one zip file.
+FORMATS: Final[tuple[str, ...]] = ("json", "html", "pdf", "all")
+
+
+def package_renderer(
+    media: Callable[[SubjectExport], AsyncIterable[MediaStream]],
+    signing_key: Ed25519PrivateKey | None,
+    *,
+    pdf_limits: VolumeLimits | None = None,
+) -> Renderer:
+    """The worker's renderer: ``json``/``html`` as the subject export writes them, ``pdf`` the transcript's volumes
+    (the media decrypted first, for its thumbnails, each read audited by ``media``), ``all`` the signed bag zipped
+    (:class:`ExportNotSigned` when no signing key is configured). Every format reads the media anew: a medium is
+    never held in memory, only on the job's disk."""
+
+    async def render(
+        export: SubjectExport, header: ExportHeader, formats: Sequence[str], out_dir: Path, progress: ProgressCallback
+    ) -> list[Path]:
+        steps = [f for f in ("json", "html", "pdf", "all") if f in formats]
+        written: list[Path] = []
+        progress(0, len(steps))
+        simple = [f for f in ("json", "html") if f in steps]
+        if simple:
+            written += await asyncio.to_thread(
+                write_export,
+                export.messages,
+                out_dir,
+                formats=simple,
+                request_ref=export.request_ref,
+                now=export.generated_at,
+            )
+            progress(len(simple), len(steps))
+        if "pdf" in steps:
+            scratch = out_dir / ".pdf"
+            files = await write_media(media(export), scratch)
+            volumes = await asyncio.to_thread(write_pdf, export.messages, header, files, out_dir, limits=pdf_limits)
+            await asyncio.to_thread(shutil.rmtree, scratch, ignore_errors=True)
+            written += [volume.path for volume in volumes]
+            progress(len(simple) + 1, len(steps))
+        if "all" in steps:
+            if signing_key is None:
+                raise ExportNotSigned("no export signing key is configured")
+            bag = out_dir / f".bag-{header.export_id}"
+            await write_package(
+                bag,
+                "all",
+                header=header,
+                messages=export.messages,
+                archived=export.archived,
+                media=media(export),
+                request_ref=export.request_ref,
+                signing_key=signing_key,
+                pdf_limits=pdf_limits,
+            )
+            archive = out_dir / f"evidence-{header.export_id}.zip"
+            await asyncio.to_thread(zip_folder, bag, archive, root_name=f"evidence-{header.export_id}")
+            await asyncio.to_thread(shutil.rmtree, bag, ignore_errors=True)
+            written.append(archive)
+            progress(len(steps), len(steps))
+        return written
+
+    return render
+
+
+class ExportNotSigned(Exception):
+    """A signed bag was asked for and the worker has no export signing key."""
+
+
+def zip_folder(folder: Path, archive: Path, *, root_name: str) -> None:
+    """Every file of ``folder`` into the zip ``archive`` under ``root_name/``, read from disk piece by piece (a bag
+    unzipped is the bag: ``wa-archive verify-export`` checks it)."""
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as bundle:
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            bundle.write(path, f"{root_name}/{path.relative_to(folder).as_posix()}")
 
 
 def sha256_of(path: Path) -> str:
@@ -349,18 +431,26 @@ def sha256_of(path: Path) -> str:
 
 
 def job_header(job: ExportJob, export: SubjectExport) -> ExportHeader:
-    """The header of the job's export (services/evidence/header.py). The custodian is named by pseudonym: the
-    renderers that print a person's name resolve it from the records they render."""
+    """The header of the job's export (services/evidence/header.py): the person as the records read name them
+    (profile name, number or username; the pseudonym's start when they name none), in the job's language. It goes
+    into the files only, never into the job's row."""
     assert job.subject_ref is not None
+    language: Literal["en", "fr"] = "fr" if job.language == "fr" else "en"
+    label = export.correspondent.label or job.subject_ref[:12]
+    custodians = [Custodian(kind="person", label=label, ref=job.subject_ref)]
+    custodians += [
+        Custodian(kind="business", label=number.display_number or number.phone_number_id, ref=number.phone_number_id)
+        for number in export.correspondent.business_numbers
+    ]
     return ExportHeader(
         scope="subject_access" if job.scope == "subject_access" else "conversation",
-        title="WhatsApp messages",
+        title=text(language, "subject_title", person=label),
         export_id=job.job_id,
-        custodians=(Custodian(kind="person", label=job.subject_ref[:12], ref=job.subject_ref),),
+        custodians=tuple(custodians),
         period_start=job.since,
         period_end=job.until,
         time_zone="UTC",
-        language="fr" if job.language == "fr" else "en",
+        language=language,
         requested_by=job.requested_by,
         reason=job.reason,
         generated_at=export.generated_at,
@@ -396,9 +486,13 @@ async def run_job(
             raise
         progress.set("rendering", 0, 1)
         await progress.flush()
-        written = await (renderer or RENDERER)(
-            export, job_header(job, export), job.formats, folder, progress.callback("rendering")
-        )
+        try:
+            written = await (renderer or RENDERER)(
+                export, job_header(job, export), job.formats, folder, progress.callback("rendering")
+            )
+        except ExportNotSigned:
+            error = "unsigned"
+            raise
         files = [JobFile(path.name, path.stat().st_size, await asyncio.to_thread(sha256_of, path)) for path in written]
         error = "storage"
         for done, (path, file) in enumerate(zip(written, files, strict=True)):

@@ -11,6 +11,7 @@ from typing import Any
 
 from services.actions.access import ArchiveAccess
 from services.actions.layer import SCHEDULER, Actions
+from services.evidence.bag import SigningKeyError
 from services.governance.erasure_requests import pending_erasures
 from services.governance.metrics import RetentionMetrics
 from services.retention.settings import RetentionSettings
@@ -38,12 +39,21 @@ async def refresh_gauges(access: ArchiveAccess, metrics: RetentionMetrics) -> No
 async def run_exports(actions: Actions, settings: RetentionSettings) -> None:
     """The export worker: expired exports' files deleted, then one queued job at a time run to its end; when none
     is waiting, a look again every ``export_poll_s``. A task of its own, so a long export never delays an erasure
-    or the gauges. Runs until cancelled; a failure is logged and retried at the next poll."""
+    or the gauges. Runs until cancelled; a failure is logged and retried at the next poll. Without an export signing
+    key, a job asking for the signed package fails with words that say so; the others run."""
+    signing_key = None
+    if settings.export_signing.configured:
+        try:
+            signing_key = settings.export_signing.private_key()
+        except SigningKeyError as exc:
+            log.warning("export signing key unusable, signed packages will fail: %s", exc)
     while True:
         ran = None
         try:
             await actions.expire_exports()
-            ran = await actions.run_next_export(ttl_s=settings.export_ttl_s, stale_s=settings.export_stale_s)
+            ran = await actions.run_next_export(
+                ttl_s=settings.export_ttl_s, stale_s=settings.export_stale_s, signing_key=signing_key
+            )
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the job stays running and is taken again once stale

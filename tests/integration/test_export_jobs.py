@@ -9,8 +9,11 @@ by a worker that died is taken again once its heartbeat is stale, and the dead w
 from __future__ import annotations
 
 import hashlib
+import subprocess
 import uuid
+import zipfile
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import asyncpg
 import orjson
@@ -25,6 +28,7 @@ from services.core.identity import resolve_subject_refs
 from services.core.refusals import ActionRefused
 from services.core.settings import S3Settings
 from services.evidence import jobs
+from services.evidence.bag import load_private_key, verify_bag
 from tests.helpers.action_stack import Stack
 from tests.helpers.archive_runs import archive, crisis_bodies
 from tests.helpers.support import run_cli
@@ -184,3 +188,58 @@ async def test_queueing_is_refused_without_reason_role_or_pseudonym(work_stack: 
         with pytest.raises(ActionRefused):
             await refused
     assert await pg_pool.fetchval("SELECT count(*) FROM export_jobs") == before
+
+
+async def test_a_job_hands_over_the_pdf_and_the_signed_package_that_verifies(
+    work_stack: Stack, demo_env: dict[str, str], pg_pool: asyncpg.Pool, s3_client: S3Client, tmp_path: Path
+) -> None:
+    actions = work_stack.actions
+    person = Person.fresh()
+    await archive(demo_env, pg_pool, work_stack.settings.s3.prefix, crisis_bodies(person))
+    refs = await resolve_subject_refs(pg_pool, actions.access.pepper, person.wa_id, None)
+    subject_ref = await pg_pool.fetchval(
+        "SELECT encode(subject_ref, 'hex') FROM archived_events"
+        " WHERE subject_ref IN (SELECT decode(r, 'hex') FROM unnest($1::text[]) r) LIMIT 1",
+        refs,
+    )
+    dpo = Operator(f"test-export-{uuid.uuid4().hex[:8]}", "dpo")
+    key = load_private_key(demo_env["WA_RETENTION_EXPORT_SIGNING__KEY"].encode())
+
+    # Without a signing key the worker cannot sign: the job fails in words that say so, and nothing is handed over.
+    unsigned = await actions.queue_export(dpo, subject_ref=subject_ref, reason=REASON, formats=["all"])
+    failed = await actions.run_next_export(ttl_s=3600, stale_s=300)
+    assert failed is not None
+    assert (failed.job_id, failed.status, failed.error) == (unsigned.job_id, "failed", jobs.ERRORS["unsigned"])
+    listed = s3_client.list_objects_v2(Bucket=demo_env["WA_S3_WORK_BUCKET"], Prefix=f"exports/{unsigned.job_id}/")
+    assert listed.get("KeyCount", 0) == 0
+
+    queued = await actions.queue_export(
+        dpo, subject_ref=subject_ref, reason=REASON, formats=["pdf", "all"], language="fr"
+    )
+    ran = await actions.run_next_export(ttl_s=3600, stale_s=300, signing_key=key)
+    assert ran is not None
+    assert (ran.job_id, ran.status, ran.error) == (queued.job_id, "done", None)
+    names = sorted(f.name for f in ran.files)
+    assert f"evidence-{ran.job_id}.zip" in names
+    assert [n for n in names if n.endswith(".pdf")], names
+    got: dict[str, Path] = {}
+    for file in ran.files:
+        body = s3_client.get_object(Bucket=demo_env["WA_S3_WORK_BUCKET"], Key=f"exports/{ran.job_id}/{file.name}")[
+            "Body"
+        ].read()
+        assert hashlib.sha256(body).hexdigest() == file.sha256
+        got[file.name] = tmp_path / file.name
+        got[file.name].write_bytes(body)
+    # The transcript, in the job's language, shows the deleted message and its deletion.
+    pdf = next(path for name, path in got.items() if name.endswith(".pdf"))
+    shown = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+    assert "the refund is approved, ref 4711" in shown
+    assert "SUPPRIMÉ" in shown.upper()
+    # The zip is the signed bag: unzipped, every hash and the signature check against the worker's key.
+    with zipfile.ZipFile(got[f"evidence-{ran.job_id}.zip"]) as bundle:
+        bundle.extractall(tmp_path / "unzipped")
+    bag = tmp_path / "unzipped" / f"evidence-{ran.job_id}"
+    verified = verify_bag(bag, public_key=key.public_key())
+    assert verified.ok, verified.failures
+    assert verified.trusted
+    assert (bag / "data" / "events.jsonl").exists() or any((bag / "data").glob("*.jsonl"))

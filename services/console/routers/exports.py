@@ -59,7 +59,7 @@ async def queue_export(posted: Annotated[Posted, Depends(PostedBy("export"))], a
     opened = session.opened_for(subject_ref)
     if opened is None:  # the export states the reason given for the conversation; none was given in this session
         raise ReasonRequired("open the conversation and give a reason first")
-    formats = [name for name in FORMATS if field(form, f"format_{name}")] or list(FORMATS)
+    formats = [name for name in FORMATS if field(form, f"format_{name}")] or ["json", "html"]
     job = await actions.queue_export(
         session.operator,
         subject_ref=subject_ref,
