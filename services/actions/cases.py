@@ -12,15 +12,24 @@ through :meth:`ReadingActions.search`, audited as every search.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 from services.actions.governing import GoverningActions
-from services.actions.operators import ROLE_RANK, Operator, authorize
+from services.actions.operators import ROLE_RANK, Operator, ProgressCallback, authorize
 from services.actions.reading import ReadingActions
-from services.core.audit import write_audit
+from services.core.audit import require_reason, write_audit
 from services.core.refusals import NotFound
 from services.core.vocabulary import CaseStatus
+from services.evidence.case_export import write_case_manifest
+from services.evidence.header import Custodian as HeaderCustodian
+from services.evidence.header import ExportHeader
+from services.evidence.package import WrittenPackage, write_package
+from services.evidence.pdf import VolumeLimits
 from services.governance.cases import (
     REVIEWER_MAX,
     CaseFile,
@@ -50,7 +59,10 @@ from services.governance.erasure import ErasureOutcome
 from services.governance.holds import Hold
 from services.review.search import IndexHit, SearchFilter
 
-__all__ = ["CaseActions", "CaseClosing", "CaseRefused", "UnknownCase"]
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+__all__ = ["CaseActions", "CaseClosing", "CaseExport", "CaseExporting", "CaseRefused", "UnknownCase"]
 
 
 class CaseClosing:
@@ -219,3 +231,118 @@ class CaseActions(ReadingActions, GoverningActions):
             for hit in await self.search(operator, query):
                 hits[hit.event_id] = hit
         return sorted(hits.values(), key=lambda h: (h.event_time or h.received_at, h.event_id))
+
+
+@dataclass(frozen=True, slots=True)
+class CaseExport:
+    """What ``wa-archive case export`` wrote: one signed bag per person custodian, and the custodians it could not
+    export (kind and why), all listed in the signed ``case.json`` at the top of the folder."""
+
+    case_ref: str
+    bags: list[WrittenPackage]
+    skipped: list[dict[str, str]]
+    manifest: Path
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "case_ref": self.case_ref,
+            "bags": [str(p.bag.path) for p in self.bags if p.bag is not None],
+            "skipped": self.skipped,
+            "manifest": str(self.manifest),
+            "fingerprint": next((p.bag.fingerprint for p in self.bags if p.bag is not None), None),
+        }
+
+
+class CaseExporting(CaseActions):
+    """A case exported as evidence: every person custodian's messages of the case's period, with their media, in a
+    signed BagIt bag of its own (services/evidence/package.py), and a signed ``case.json`` that lists the bags with
+    the digest of each one's tag manifest (what its signature covers), so that a bag left out or swapped is seen."""
+
+    async def export_case(
+        self,
+        operator: Operator,
+        case_ref: str,
+        out: Path,
+        *,
+        reason: str | None,
+        signing_key: Ed25519PrivateKey,
+        language: Literal["en", "fr"] = "en",
+        time_zone: str = "UTC",
+        pdf_limits: VolumeLimits | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> CaseExport:
+        """Export the case (the DPO, with a reason: every person's read is audited as an export, every medium as
+        its own view). Business-number and group custodians are listed as skipped: export their people one by one
+        (a number's conversations can be many)."""
+        authorize(operator, "export")
+        reason = require_reason(reason)
+        if not await asyncio.to_thread(_empty_or_new, out):  # before anything is read
+            raise CaseRefused(f"{out} is not empty: a case is exported into an empty folder")
+        found = await self.case(operator, case_ref)
+        await asyncio.to_thread(out.mkdir, parents=True, exist_ok=True)
+        bags: list[WrittenPackage] = []
+        skipped: list[dict[str, str]] = []
+        people = [c for c in found.custodians if c.kind == "person" and c.subject_refs]
+        for custodian in found.custodians:
+            if custodian not in people:
+                skipped.append({"custodian_id": custodian.custodian_id, "kind": custodian.kind, "why": SKIPPED_WHY})
+        summary = found.summary
+        for n, custodian in enumerate(people, start=1):
+            if progress:
+                progress(n - 1, len(people))
+            export = await self.export(
+                operator,
+                subject_ref=custodian.subject_refs[0],
+                reason=reason,
+                request_ref=case_ref,
+                since=summary.period_start,
+                until=summary.period_end,
+                keep_archived=True,
+            )
+            label = export.correspondent.label or custodian.label
+            header = ExportHeader(
+                scope="case",
+                title=summary.title,
+                export_id=f"{case_ref}-{n:02d}",
+                custodians=(
+                    HeaderCustodian(kind="person", label=label, ref=custodian.subject_refs[0]),
+                    *(
+                        HeaderCustodian(
+                            kind="business", label=b.display_number or b.phone_number_id, ref=b.phone_number_id
+                        )
+                        for b in export.correspondent.business_numbers
+                    ),
+                ),
+                period_start=summary.period_start,
+                period_end=summary.period_end,
+                time_zone=time_zone,
+                language=language,
+                requested_by=operator.name,
+                reason=reason,
+                generated_at=export.generated_at,
+                case_ref=case_ref,
+            )
+            bags.append(
+                await write_package(
+                    out / f"{n:02d}-{custodian.custodian_id}",
+                    "all",
+                    header=header,
+                    messages=export.messages,
+                    archived=export.archived,
+                    media=self.media(operator, export.conversation(), reason=reason),
+                    request_ref=case_ref,
+                    signing_key=signing_key,
+                    pdf_limits=pdf_limits,
+                )
+            )
+        if progress:
+            progress(len(people), len(people))
+        manifest = await asyncio.to_thread(write_case_manifest, out, case_ref, bags, skipped, signing_key)
+        return CaseExport(case_ref, bags, skipped, manifest)
+
+
+def _empty_or_new(folder: Path) -> bool:
+    return not folder.exists() or not any(folder.iterdir())
+
+
+SKIPPED_WHY = "business-number and group custodians are not exported whole: export their people one by one"

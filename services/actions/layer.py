@@ -21,7 +21,7 @@ Refusals derive from :class:`services.core.refusals.ActionRefused` and carry the
 
 from __future__ import annotations
 
-from services.actions.cases import CaseActions, CaseClosing
+from services.actions.cases import CaseClosing, CaseExport, CaseExporting
 from services.actions.exporting import ExportingActions
 from services.actions.governing import GoverningActions, HoldRelease
 from services.actions.maintenance import MaintenanceActions
@@ -40,6 +40,7 @@ __all__ = [
     "ActionName",
     "Actions",
     "CaseClosing",
+    "CaseExport",
     "ErasureError",
     "Forbidden",
     "GroupRequired",
@@ -57,8 +58,8 @@ __all__ = [
 ]
 
 
-class Actions(CaseActions, ExportingActions, GoverningActions, MaintenanceActions):
+class Actions(CaseExporting, ExportingActions, GoverningActions, MaintenanceActions):
     """The operator actions over one :class:`ArchiveAccess`, counting into ``metrics``: reading
-    (services/actions/reading.py), export jobs (exporting.py), governance (governing.py), cases (cases.py, over
-    reading and governance) and maintenance
+    (services/actions/reading.py), export jobs (exporting.py), governance (governing.py), cases and their export
+    (cases.py, over reading and governance) and maintenance
     (maintenance.py), one object."""

@@ -281,6 +281,15 @@ def case_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     what.add_argument("--keywords", help="save this search, then run it")
     what.add_argument("--saved", metavar="SEARCH_ID", help="run a saved search")
     search.add_argument("--custodian-id", help="with --keywords: only this custodian's messages")
+
+    exported = case_commands.add_parser(
+        "export", help="the case as evidence: a signed bag per person custodian and a signed case.json (DPO; audited)"
+    )
+    exported.add_argument("ref")
+    exported.add_argument("--out", required=True, metavar="DIR", help="an empty or new folder")
+    exported.add_argument("--reason", required=True, help="why it is exported (audited)")
+    exported.add_argument("--language", choices=["en", "fr"], default="en", help="of the PDF transcripts")
+    exported.add_argument("--time-zone", default="UTC", help="times in the transcripts (IANA name)")
     case.set_defaults(handler=cmd_case)
 
 

@@ -321,6 +321,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_verify_export(args: argparse.Namespace) -> int:
     """Check a bag; every failure on its own line; exit 1 when any, 2 when the key given cannot be read."""
     from services.evidence.bag import SigningKeyError, load_public_key, verify_bag  # noqa: PLC0415
+    from services.evidence.case_export import is_case_export, verify_case  # noqa: PLC0415
 
     public_key = None
     if args.public_key:
@@ -329,7 +330,9 @@ def cmd_verify_export(args: argparse.Namespace) -> int:
         except (OSError, SigningKeyError) as exc:
             print(f"error: --public-key {args.public_key}: {exc}", file=sys.stderr)
             return 2
-    result = verify_bag(Path(args.dir), public_key=public_key, expected_fingerprint=args.fingerprint)
+    root = Path(args.dir)
+    check = verify_case if is_case_export(root) else verify_bag
+    result = check(root, public_key=public_key, expected_fingerprint=args.fingerprint)
     for failure in result.failures:
         print(f"FAILED: {failure}", file=sys.stderr)
     if not result.ok:
@@ -608,7 +611,18 @@ def custodians_of(args: argparse.Namespace) -> list[CustodianSpec]:
 
 def cmd_case(args: argparse.Namespace) -> int:
     """``wa-archive case …``: one case action per subcommand; JSON, or tables for a person to read."""
+    from services.evidence.bag import SigningKeyError  # noqa: PLC0415
+    from services.evidence.pdf import time_zone  # noqa: PLC0415
     from services.governance.cases import Incident  # noqa: PLC0415
+
+    signing_key = None
+    if args.case_command == "export":
+        try:  # before anything is read
+            time_zone(args.time_zone)
+            signing_key = settings().export_signing.private_key()
+        except (SigningKeyError, ValueError) as exc:
+            print(f"refused: {exc}", file=sys.stderr)
+            return 2
 
     async def work(actions: Actions, operator: Operator) -> int:
         command = args.case_command
@@ -660,6 +674,20 @@ def cmd_case(args: argparse.Namespace) -> int:
         elif command == "note":
             note_id = await actions.note_message(operator, args.ref, event_id=args.event_id, text=args.text)
             print_json({"note_id": note_id, "event_id": args.event_id})
+        elif command == "export":
+            assert signing_key is not None
+            with progress_bar("custodians") as progress:
+                exported = await actions.export_case(
+                    operator,
+                    args.ref,
+                    Path(args.out),
+                    reason=args.reason,
+                    signing_key=signing_key,
+                    language=args.language,
+                    time_zone=args.time_zone,
+                    progress=progress,
+                )
+            print_json(exported.to_json())
         else:
             search_id = args.saved
             if search_id is None:

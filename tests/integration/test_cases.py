@@ -4,7 +4,9 @@ and go with the person; every step is in the audit log; a reviewer sees only the
 
 from __future__ import annotations
 
+import shutil
 import subprocess
+from pathlib import Path
 
 import asyncpg
 import orjson
@@ -345,3 +347,70 @@ async def test_a_restore_to_before_an_erasure_deletes_the_persons_notes_again(
         shown = await Actions(access, RetentionMetrics(CollectorRegistry())).case(DPO, case.case_ref)
     assert [[n.text for n in m.notes] for m in shown.messages] == [["x"]]
     assert await archive.pool.fetchval("SELECT count(*) FROM case_notes") == 1
+
+
+async def test_a_case_exports_a_signed_bag_per_person_and_a_signed_listing(
+    pg_pool: asyncpg.Pool,
+    prefix: str,
+    demo_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    monkeypatch.setenv("WA_RETENTION_S3__PREFIX", prefix)
+    monkeypatch.setenv("WA_RETENTION_OPERATOR", "cli-dpo-of-case-export")
+    first, second = Person.fresh(), Person.fresh()
+    t = NOW - 600
+    await archive(
+        demo_env,
+        pg_pool,
+        prefix,
+        [
+            pipeline.text_message(first, "wamid.CX1", "FIRST-PERSON the invoice is wrong", t),
+            pipeline.revoke(first, "wamid.CX1R", "wamid.CX1", t + 30),
+            pipeline.text_message(second, "wamid.CX2", "SECOND-PERSON where is my parcel", t + 60),
+        ],
+    )
+    ref = f"EXP-{pipeline.digits(8)}"
+    opened = [
+        "case", "open", "--ref", ref, "--title", "Invoice dispute", "--contact", first.wa_id,
+        "--contact", second.wa_id, "--number", first.phone_number_id,
+    ]  # fmt: skip
+    code, _out, err = await run_cli(opened, capsys)
+    assert code == 0, err
+    out = tmp_path / "case"
+    code, printed, err = await run_cli(
+        ["case", "export", ref, "--out", str(out), "--reason", "court order 12", "--language", "fr"], capsys
+    )
+    assert code == 0, err
+    exported = orjson.loads(printed)
+    assert len(exported["bags"]) == 2
+    assert [s["kind"] for s in exported["skipped"]] == ["phone_number"]  # listed, with why
+    # Each bag holds its own person's events only, deletion included.
+    texts = {}
+    for bag in exported["bags"]:
+        events = (Path(bag) / "data" / "events.jsonl").read_text()
+        texts[Path(bag).name] = events
+        assert ("FIRST-PERSON" in events) != ("SECOND-PERSON" in events)
+    assert any("wamid.CX1R" in events for events in texts.values())
+    listing = orjson.loads((out / "case.json").read_bytes())
+    assert (listing["case_ref"], len(listing["bags"])) == (ref, 2)
+    # The whole export verifies; a bag left out, a listing altered or a file of a bag altered is reported.
+    code, _out, err = await run_cli(["verify-export", str(out)], capsys)
+    assert code == 0, err
+    shutil.copytree(out, tmp_path / "altered")
+    (tmp_path / "altered" / "case.json").write_bytes((out / "case.json").read_bytes().replace(b'"EXP-', b'"XXX-'))
+    code, _out, err = await run_cli(["verify-export", str(tmp_path / "altered")], capsys)
+    assert (code, "case.json.sig: the signature of case.json does not verify" in err) == (1, True)
+    shutil.copytree(out, tmp_path / "missing")
+    shutil.rmtree(tmp_path / "missing" / Path(exported["bags"][0]).name)
+    code, _out, err = await run_cli(["verify-export", str(tmp_path / "missing")], capsys)
+    assert (code, "a bag the case export lists is missing" in err) == (1, True)
+    shutil.copytree(out, tmp_path / "edited")
+    edited = tmp_path / "edited" / Path(exported["bags"][1]).name / "data" / "events.jsonl"
+    edited.write_text(edited.read_text().replace("wamid", "wamix"))
+    code, _out, err = await run_cli(["verify-export", str(tmp_path / "edited")], capsys)
+    assert (code, "data/events.jsonl: sha256 mismatch" in err) == (1, True)
+    # Refused before anything is read: a folder that is not empty.
+    code, _out, err = await run_cli(["case", "export", ref, "--out", str(out), "--reason", "again"], capsys)
+    assert (code, "is not empty" in err) == (2, True)
