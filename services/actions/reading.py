@@ -64,7 +64,7 @@ class MediaFile:
         return f"{self.event_id}.{self.mime_type.split('/')[-1].split(';')[0]}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SubjectExport:
     """A subject-access export (Art. 15/20): the person's messages, decrypted, and their pseudonyms (what
     :meth:`ReadingActions.media` needs to decrypt the media files of the export); ``archived``, when asked for,
@@ -314,9 +314,9 @@ class ReadingActions(ActionsBase):
         )
         self.metrics.exports.inc()
         return SubjectExport(
-            conversation.messages,
-            request_ref,
-            datetime.now(UTC),
+            messages=conversation.messages,
+            request_ref=request_ref,
+            generated_at=datetime.now(UTC),
             subject_refs=tuple(conversation.subject_refs),
             archived=conversation.archived,
             correspondent=conversation.correspondent,
