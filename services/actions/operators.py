@@ -28,6 +28,8 @@ ActionName = Literal[
     "keys.status",
     "keys.rewrap",
     "recover",
+    "verify",
+    "chain.checkpoint",
 ]
 
 ROLE_RANK: Final[dict[Role, int]] = {role: rank for rank, role in enumerate(ROLES, start=1)}
@@ -51,6 +53,8 @@ REQUIRED_ROLE: Final[dict[ActionName, Role]] = {
     "keys.status": "dpo",
     "keys.rewrap": "dpo",
     "recover": "dpo",
+    "verify": "dpo",
+    "chain.checkpoint": "dpo",
 }
 
 ProgressCallback = Callable[[int, int], None]
