@@ -94,7 +94,7 @@ async def test_a_database_lost_before_any_backup_loses_no_key_and_no_erasure(
     assert report["unreadable_key_copies"] == 0
     seconds = report["seconds"]
     assert isinstance(seconds, dict)
-    assert set(seconds) == {"erasures", "keys", "index", "copies"}
+    assert set(seconds) == {"erasures", "keys", "chain", "index", "copies"}
     async with archive.access(archive.a) as access:
         assert {person.wa_id: await readable(access, person) for person in live} == before
         assert await readable(access, erased) == []
