@@ -9,6 +9,7 @@ One test, in a schema of its own (the `archive` fixture), so the database can be
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -19,8 +20,9 @@ from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
 from devtools import pipeline
+from devtools.graph_api import FakeGraphApi
 from devtools.pipeline import Person
-from services.archiver.settings import FlushSettings
+from services.archiver.settings import FlushSettings, GraphSettings
 from services.core.settings import PostgresSettings
 from services.evidence.chain import GOVERNANCE_STREAM, archive_stream, streams_root
 from services.evidence.signing import new_private_key_text
@@ -36,7 +38,7 @@ pytestmark = pytest.mark.integration
 SIGNING_KEY = new_private_key_text()
 
 
-async def archive_in_pairs(archive: Archive, bodies: list[bytes]) -> None:
+async def archive_in_pairs(archive: Archive, bodies: list[bytes], graph: GraphSettings | None = None) -> None:
     """Archive ``bodies`` in objects of two records each (several objects from one short run), in one consumer group:
     a later run archives only what was produced since."""
     events = pipeline.events_of(bodies)
@@ -47,6 +49,7 @@ async def archive_in_pairs(archive: Archive, bodies: list[bytes]) -> None:
             "keys": archive.keys(archive.a),
             "flush": FlushSettings(max_records=2, max_age_s=0.3),
             "group_id": f"chain-{archive.topic}",
+            **({"graph": graph} if graph else {}),
         }
     )
     async with pipeline.running_archiver(settings):
@@ -101,12 +104,22 @@ async def test_tampering_is_reported_and_retention_erasure_and_recovery_are_not(
     await lose_the_database(archive, pg_dsn)
     recovered = recover(archive, pg_dsn)
     assert recovered["chain_streams"] == 2  # the partition's stream and the governance stream
-    await archive_in_pairs(archive, messages(live[0], "AFTER", 2))
+    # After it, a message with an image: the batch object and the medium enter the chain together.
+    async with FakeGraphApi(token="graph-token-for-chain") as api:
+        photo = api.add_media("photo-1", b"\xff\xd8\xff not really a jpeg" * 40)
+        image = pipeline.image(
+            live[0], "wamid.AFTER.IMG", int(time.time()), id="photo-1", sha256=photo, mime_type="image/jpeg"
+        )
+        await archive_in_pairs(
+            archive, [*messages(live[0], "AFTER", 1), image], api.graph_settings(attempts=1, backoff_s=0.01)
+        )
+    media = await archive.pool.fetchval("SELECT count(*) FROM archived_media WHERE status = 'archived'")
+    assert media == 1
 
     code, clean = verify(archive)
     assert (code, clean["findings"], clean["chain_faults"], clean["checkpoint_faults"]) == (0, [], [], [])
     assert clean["checkpoints"] == 1
-    assert clean["objects"] == 3  # 4 written, 1 erased, 1 expired, 1 written after the recovery
+    assert clean["objects"] == 4  # 4 written, 1 erased, 1 expired; after the recovery a batch and its medium
     stream = archive_stream(archive.topic, 0)
     entries = [
         o["Key"]
