@@ -10,7 +10,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import SecretStr, ValidationError
 
+from services.core.settings import SigningSettings
 from services.evidence.chain import (
     EMPTY_HEAD,
     BadCheckpoint,
@@ -197,3 +199,11 @@ def test_signing_keys_load_from_pem_or_base64_and_never_quote_the_key() -> None:
     with pytest.raises(KeyUnreadable) as refused:
         load_private_key("bm90IGEga2V5")  # base64 of "not a key"
     assert "bm90IGEga2V5" not in str(refused.value)
+
+
+def test_an_unreadable_signing_key_stops_the_start_naming_the_setting_not_the_key() -> None:
+    with pytest.raises(ValidationError) as refused:
+        SigningSettings(private_key=SecretStr("c2VjcmV0LWJ1dC10b28tc2hvcnQ="))
+    assert "c2VjcmV0" not in str(refused.value)
+    assert "32 bytes" in str(refused.value)
+    assert SigningSettings(private_key=SecretStr(new_private_key_text())).private_key is not None
