@@ -503,15 +503,16 @@ class Chain:
         return new_head
 
     async def _locked_head(self, conn: Connection, stream: str) -> Head:
-        await conn.execute(
-            "INSERT INTO chain_heads (prefix, stream, seq, hash) VALUES ($1, $2, -1, $3) ON CONFLICT DO NOTHING",
-            self.prefix,
-            stream,
-            bytes.fromhex(GENESIS),
-        )
-        row = await conn.fetchrow(
-            "SELECT seq, hash FROM chain_heads WHERE prefix = $1 AND stream = $2 FOR UPDATE", self.prefix, stream
-        )
+        locking = "SELECT seq, hash FROM chain_heads WHERE prefix = $1 AND stream = $2 FOR UPDATE"
+        row = await conn.fetchrow(locking, self.prefix, stream)
+        if row is None:  # the stream's first append (two at once: one inserts, both then lock the same row)
+            await conn.execute(
+                "INSERT INTO chain_heads (prefix, stream, seq, hash) VALUES ($1, $2, -1, $3) ON CONFLICT DO NOTHING",
+                self.prefix,
+                stream,
+                bytes.fromhex(GENESIS),
+            )
+            row = await conn.fetchrow(locking, self.prefix, stream)
         assert row is not None  # inserted just above if it was not there
         return Head(int(row["seq"]), bytes(row["hash"]).hex())
 
