@@ -539,11 +539,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
             report = await actions.verify_archive(operator, progress=progress, settle_s=args.settle_seconds)
         print_json(report.to_json())
         print(
-            f"{report.entries} chain entries in {report.streams} stream(s), {report.checkpoints} checkpoint(s)"
-            f" verified (latest {report.latest_checkpoint or 'none'}), {report.objects} object(s):"
-            f" {report.count('missing')} missing, {report.count('altered')} altered,"
-            f" {report.count('unexpected')} unexpected; {len(report.chain_faults)} chain fault(s),"
-            f" {len(report.checkpoint_faults)} bad checkpoint(s); {report.recent} too recent to judge",
+            f"{counted(report.entries, 'chain entry', 'chain entries')} in {counted(report.streams, 'stream')},"
+            f" {counted(report.checkpoints, 'checkpoint')} verified (latest {report.latest_checkpoint or 'none'}),"
+            f" {counted(report.objects, 'object')}: {report.count('missing')} missing,"
+            f" {report.count('altered')} altered, {report.count('unexpected')} unexpected;"
+            f" {counted(len(report.chain_faults), 'chain fault')},"
+            f" {counted(len(report.checkpoint_faults), 'bad checkpoint')}; {report.recent} too recent to judge",
             file=sys.stderr,
         )
         return 0 if report.clean else 1

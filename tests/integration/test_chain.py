@@ -30,8 +30,7 @@ from services.governance.erasure import erase_subject
 from services.governance.metrics import RetentionMetrics
 from services.governance.retention_run import retention_run
 from services.retention.service import refresh_gauges
-from tests.helpers.kek_archive import Archive, messages, run_cli
-from tests.integration.test_recovery import lose_the_database, recover
+from tests.helpers.kek_archive import Archive, lose_the_database, messages, recover, run_cli
 
 pytestmark = pytest.mark.integration
 
