@@ -259,7 +259,8 @@ down_postgres() {
 # ---------------------------------------------------------------- s3 (SeaweedFS)
 s3_ready() { curl -fsS -o /dev/null "http://127.0.0.1:$WA_S3_PORT/status" 2>/dev/null || port_open "$WA_S3_PORT"; }
 # The identities of SeaweedFS's S3 gateway, from demo.env: the administrator (buckets, the tests' fixtures) and one
-# per service, limited to the archive bucket. SeaweedFS has no action of its own for deletes: "Write" covers
+# per service, limited to the archive bucket; retention also writes the export jobs' files to the work bucket (and
+# deletes them when they expire), which the console reads to hand them over. SeaweedFS has no action of its own for deletes: "Write" covers
 # PutObject and DeleteObject(s), so retention holds it; on AWS its policy grants the deletes without PutObject
 # (deploy/k8s/README.md). A put with an Object Lock retention needs "PutObjectRetention" besides "Write".
 # Returns 0 when the file changed (the gateway reads it at start only).
@@ -272,9 +273,10 @@ write_s3_config() {
   {"name": "wa-archiver", "credentials": [{"accessKey": "$WA_ARCHIVER_S3__ACCESS_KEY", "secretKey": "$WA_ARCHIVER_S3__SECRET_KEY"}],
    "actions": ["Write:$WA_ARCHIVER_S3__BUCKET", "PutObjectRetention:$WA_ARCHIVER_S3__BUCKET"]},
   {"name": "wa-retention", "credentials": [{"accessKey": "$WA_RETENTION_S3__ACCESS_KEY", "secretKey": "$WA_RETENTION_S3__SECRET_KEY"}],
-   "actions": ["Read:$WA_RETENTION_S3__BUCKET", "List:$WA_RETENTION_S3__BUCKET", "Write:$WA_RETENTION_S3__BUCKET"]},
+   "actions": ["Read:$WA_RETENTION_S3__BUCKET", "List:$WA_RETENTION_S3__BUCKET", "Write:$WA_RETENTION_S3__BUCKET",
+               "Read:$WA_S3_WORK_BUCKET", "List:$WA_S3_WORK_BUCKET", "Write:$WA_S3_WORK_BUCKET"]},
   {"name": "wa-console", "credentials": [{"accessKey": "$WA_CONSOLE_S3__ACCESS_KEY", "secretKey": "$WA_CONSOLE_S3__SECRET_KEY"}],
-   "actions": ["Read:$WA_RETENTION_S3__BUCKET", "List:$WA_RETENTION_S3__BUCKET"]},
+   "actions": ["Read:$WA_RETENTION_S3__BUCKET", "List:$WA_RETENTION_S3__BUCKET", "Read:$WA_S3_WORK_BUCKET"]},
   {"name": "wa-pg-backup", "credentials": [{"accessKey": "$WA_PGBACKUP_S3_ACCESS_KEY", "secretKey": "$WA_PGBACKUP_S3_SECRET_KEY"}],
    "actions": ["Read:$WA_PGBACKUP_BUCKET", "List:$WA_PGBACKUP_BUCKET", "Write:$WA_PGBACKUP_BUCKET"]}
 ]}

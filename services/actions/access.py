@@ -35,6 +35,8 @@ class ArchiveAccess:
     # may be signed with, by fingerprint (this key's and earlier ones'): services/evidence/signing.py.
     signing_key: Ed25519PrivateKey | None = None
     trusted_keys: dict[str, Ed25519PublicKey] = field(default_factory=dict)
+    # The work bucket (unlocked, not the archive): export jobs' files, with the same identity as ``bucket``.
+    work: ArchiveBucket | None = None
 
     async def close(self) -> None:
         await self.pool.close()
@@ -81,4 +83,9 @@ async def open_access(
         policy=policy,
         signing_key=signing_key,
         trusted_keys=trusted,
+        work=ArchiveBucket(
+            settings.s3.model_copy(
+                update={"bucket": settings.work_bucket, "object_lock_mode": None, "object_lock_days": 0}
+            )
+        ),
     )

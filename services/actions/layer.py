@@ -15,16 +15,18 @@ arguments, and is the one place that
 
 Refusals derive from :class:`services.core.refusals.ActionRefused` and carry their HTTP status and exit code
 (:class:`Forbidden` 403/2, :class:`NotFound` 404/1, the others 400/2: :class:`ReasonRequired`, :class:`PersonRequired`,
-:class:`GroupRequired`, :class:`HoldError`, :class:`ErasureError`, :class:`RewrapRefused`); each adapter registers
-one handler for the base. Anything else is a failure of the system.
+:class:`GroupRequired`, :class:`HoldError`, :class:`ErasureError`, :class:`RewrapRefused`,
+:class:`CaseRefused`); each adapter registers one handler for the base. Anything else is a failure of the system.
 """
 
 from __future__ import annotations
 
+from services.actions.cases import CaseActions, CaseClosing
+from services.actions.exporting import ExportingActions
 from services.actions.governing import GoverningActions, HoldRelease
 from services.actions.maintenance import MaintenanceActions
 from services.actions.operators import REQUIRED_ROLE, ROLE_RANK, SCHEDULER, ActionName, Operator, authorize
-from services.actions.reading import MediaFile, ReadingActions, SubjectExport, search_audit_details
+from services.actions.reading import MediaFile, SubjectExport, search_audit_details
 from services.core.keyring import RewrapRefused
 from services.core.refusals import Forbidden, NotFound, PersonRequired, ReasonRequired
 from services.governance.erasure import ErasureError
@@ -37,6 +39,7 @@ __all__ = [
     "SCHEDULER",
     "ActionName",
     "Actions",
+    "CaseClosing",
     "ErasureError",
     "Forbidden",
     "GroupRequired",
@@ -54,6 +57,8 @@ __all__ = [
 ]
 
 
-class Actions(ReadingActions, GoverningActions, MaintenanceActions):
+class Actions(CaseActions, ExportingActions, GoverningActions, MaintenanceActions):
     """The operator actions over one :class:`ArchiveAccess`, counting into ``metrics``: reading
-    (services/actions/reading.py), governance (governing.py) and maintenance (maintenance.py), one object."""
+    (services/actions/reading.py), export jobs (exporting.py), governance (governing.py), cases (cases.py, over
+    reading and governance) and maintenance
+    (maintenance.py), one object."""

@@ -8,6 +8,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 
@@ -23,6 +24,7 @@ from services.core.key_copies import KeyCopies
 from services.core.keyring import RewrapRefused
 from services.evidence.chain import Chain, Checkpoint
 from services.evidence.verify import SETTLE_S, VerifyReport, verify_archive
+from services.governance.cases import case_keys_by_kek, rewrap_case_keys
 from services.governance.erasure_log import ErasureLog
 from services.governance.recovery import RecoveryReport, reapply_erasures, restore_keys
 
@@ -154,19 +156,24 @@ class MaintenanceActions(ActionsBase):
         """Keys per KEK id, and which KEK can be removed from the settings (``retirable``)."""
         authorize(operator, "keys.status")
         kek = self.access.keyring.kek
-        return kek_uses(await self.access.keyring.keys_by_kek(), kek.kek_ids, kek.current_kek_id)
+        counts = Counter(await self.access.keyring.keys_by_kek())
+        # A case's own key (its title, incident, saved searches) is wrapped by a KEK too: that KEK is still in use.
+        counts.update(await case_keys_by_kek(self.access.pool))
+        return kek_uses(dict(counts), kek.kek_ids, kek.current_kek_id)
 
     async def rewrap_keys(
         self, operator: Operator, *, to_kek_id: str, batch_size: int = 1000, progress: ProgressCallback | None = None
     ) -> RewrapReport:
         """Rewrap every subject key under ``to_kek_id`` (kek_retirement.rewrap_keys: batched, resumable, safe beside
-        running archivers and erasures). Audited with its report (KEK ids and counts), or with how far it got when
-        it failed or was interrupted. :class:`RewrapRefused` when the target, or a KEK still wrapping keys, is not
-        configured; nothing is changed then."""
+        running archivers and erasures), then every case's key (services/governance/cases.py). Audited with its
+        report (KEK ids and counts), or with how far it got when it failed or was interrupted. :class:`RewrapRefused`
+        when the target, or a KEK still wrapping keys, is not configured; nothing is changed then."""
         authorize(operator, "keys.rewrap")
         report = RewrapReport(to_kek_id=to_kek_id)
         try:
             await rewrap_keys(self.access.keyring, report, batch_size=batch_size, progress=progress)
+            async with self.access.pool.acquire() as conn:
+                report.case_keys_rewrapped = await rewrap_case_keys(conn, self.access.keyring.kek, to_kek_id)
         except RewrapRefused:
             raise
         except (Exception, asyncio.CancelledError) as exc:

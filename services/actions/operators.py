@@ -30,6 +30,12 @@ ActionName = Literal[
     "recover",
     "verify",
     "chain.checkpoint",
+    "case.open",
+    "case.close",
+    "case.assign",
+    "case.custodian",
+    "case.list",
+    "case.review",
 ]
 
 ROLE_RANK: Final[dict[Role, int]] = {role: rank for rank, role in enumerate(ROLES, start=1)}
@@ -55,6 +61,14 @@ REQUIRED_ROLE: Final[dict[ActionName, Role]] = {
     "recover": "dpo",
     "verify": "dpo",
     "chain.checkpoint": "dpo",
+    # Cases: the DPO opens, closes, assigns and names custodians; a reader sees and reviews (tags, notes, saved
+    # searches) only the cases they are assigned to (services/actions/cases.py checks the assignment).
+    "case.open": "dpo",
+    "case.close": "dpo",
+    "case.assign": "dpo",
+    "case.custodian": "dpo",
+    "case.list": "reader",
+    "case.review": "reader",
 }
 
 ProgressCallback = Callable[[int, int], None]

@@ -75,6 +75,7 @@ class SubjectExport:
     generated_at: datetime
     subject_refs: tuple[str, ...] = ()
     archived: list[tuple[str, bytes]] = field(default_factory=list)
+    correspondent: Correspondent = field(default_factory=Correspondent)  # who it is with, as the records say
 
     def conversation(self) -> Conversation:
         """The export as a retrieved conversation (what :meth:`ReadingActions.media` reads the files of)."""
@@ -286,13 +287,19 @@ class ReadingActions(ActionsBase):
         self,
         operator: Operator,
         *,
-        contact: str,
+        contact: str | None = None,
         phone_number_id: str | None = None,
         reason: str | None,
         request_ref: str | None = None,
         keep_archived: bool = False,
+        subject_ref: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
     ) -> SubjectExport:
-        """A subject-access export (audit purpose ``export``); ``keep_archived``: with the records as archived."""
+        """A person's messages for an export (audit purpose ``export``), named by contact id or by pseudonym
+        (``subject_ref``, as an export job names them), between ``since`` and ``until`` when given;
+        ``keep_archived``: with the records as archived. :class:`PersonRequired` unless exactly one of ``contact``
+        and ``subject_ref``."""
         conversation = await self._decrypt(
             operator,
             "export",
@@ -301,6 +308,9 @@ class ReadingActions(ActionsBase):
             reason=reason,
             purpose="export",
             keep_archived=keep_archived,
+            since=since,
+            until=until,
+            subject_ref=subject_ref,
         )
         self.metrics.exports.inc()
         return SubjectExport(
@@ -309,6 +319,7 @@ class ReadingActions(ActionsBase):
             datetime.now(UTC),
             subject_refs=tuple(conversation.subject_refs),
             archived=conversation.archived,
+            correspondent=conversation.correspondent,
         )
 
     async def audit_log(self, operator: Operator, *, limit: int, where: AuditFilter | None = None) -> list[AuditEntry]:

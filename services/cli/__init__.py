@@ -14,11 +14,13 @@ from datetime import UTC, datetime
 
 from services.cli.commands import (
     cmd_audit,
+    cmd_case,
     cmd_chain,
     cmd_erase,
     cmd_erasure,
     cmd_erasures,
     cmd_export,
+    cmd_exports,
     cmd_group_messages,
     cmd_hold,
     cmd_keys,
@@ -32,7 +34,7 @@ from services.cli.commands import (
     cmd_verify,
     cmd_verify_export,
 )
-from services.core.vocabulary import EVENT_KINDS, HOLD_SCOPES
+from services.core.vocabulary import CASE_STATUSES, EVENT_KINDS, HOLD_SCOPES
 from services.governance.grounds import REFUSAL_GROUNDS
 
 Handler = Callable[[argparse.Namespace], int]
@@ -135,6 +137,14 @@ def build_parser() -> argparse.ArgumentParser:
     trust.add_argument("--public-key", metavar="FILE", help="the signing public key you trust (PEM or base64)")
     trust.add_argument("--fingerprint", metavar="HEX", help="the fingerprint you were given (SHA-256 of the key)")
     verify_export.set_defaults(handler=cmd_verify_export)
+    exports = commands.add_parser("exports", help="export jobs (queued in the console, run by the retention service)")
+    exports_commands = exports.add_subparsers(dest="exports_command", required=True)
+    exports_list = exports_commands.add_parser("list", help="your recent export jobs, newest first")
+    exports_list.add_argument("--all", action="store_true", help="everyone's jobs (DPO)")
+    output(exports_list, "json")
+    exports_show = exports_commands.add_parser("show", help="one export job: status, progress, files and hashes")
+    exports_show.add_argument("job_id")
+    exports.set_defaults(handler=cmd_exports)
 
     erase = commands.add_parser("erase", help="erase a person (GDPR Art. 17): destroy their key, delete their data")
     person(erase)
@@ -170,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--all", action="store_true", help="include released holds")
     output(listing, "json")
     hold.set_defaults(handler=cmd_hold)
+
+    case_parser(commands)
 
     retention = commands.add_parser("retention", help="retention runs")
     retention_commands = retention.add_subparsers(dest="retention_command", required=True)
@@ -225,6 +237,71 @@ def build_parser() -> argparse.ArgumentParser:
     rewrap.add_argument("--batch-size", type=int, default=1000, help="keys per transaction (default: 1000)")
     keys.set_defaults(handler=cmd_keys)
     return parser
+
+
+def case_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``wa-archive case …``: cases, their custodians, holds, reviewers, tags, notes and saved searches."""
+    case = commands.add_parser("case", help="cases: custodians, holds, reviewers, tags, notes, saved searches")
+    case_commands = case.add_subparsers(dest="case_command", required=True)
+
+    def custodian_options(sub: argparse.ArgumentParser, *, repeat: bool) -> None:
+        action = "append" if repeat else "store"
+        sub.add_argument("--number", action=action, metavar="PHONE_NUMBER_ID", help="a business number (its id)")
+        sub.add_argument("--contact", action=action, help="a person: their wa_id or business-scoped user id")
+        sub.add_argument("--subject-ref", action=action, help="a person by pseudonym, as `wa-archive search` prints it")
+        sub.add_argument("--group-id", action=action, help="a Cloud API group id")
+
+    opened = case_commands.add_parser("open", help="open a case (DPO; audited)")
+    opened.add_argument("--title", required=True, help="the case's title (encrypted; never logged)")
+    opened.add_argument("--ref", help="its reference (default: the next CASE-YYYY-NNNN)")
+    opened.add_argument("--since", type=parse_time, help="the period's start")
+    opened.add_argument("--until", type=parse_time, help="the period's end")
+    custodian_options(opened, repeat=True)
+    opened.add_argument("--with-holds", action="store_true", help="place a legal hold on every custodian")
+    opened.add_argument("--reviewer", action="append", default=[], help="an operator to assign (repeatable)")
+    opened.add_argument("--deleted-what", help="incident: what was deleted")
+    opened.add_argument("--deleted-by", help="incident: by whom")
+    opened.add_argument("--deleted-when", help="incident: when")
+    opened.add_argument("--communicated", help="incident: what was communicated, to whom")
+
+    listing = case_commands.add_parser("list", help="the cases (a reviewer: those assigned to them)")
+    listing.add_argument("--status", choices=CASE_STATUSES)
+    listing.add_argument("--format", choices=["table", "json"], default="table")
+
+    shown = case_commands.add_parser("show", help="a case whole, its notes decrypted (audited)")
+    shown.add_argument("ref")
+    shown.add_argument("--format", choices=["table", "json"], default="table")
+
+    closing = case_commands.add_parser("close", help="close a case and release its holds (DPO; audited)")
+    closing.add_argument("ref")
+    closing.add_argument("--reason", required=True, help="why it is closed (audited; no personal data)")
+
+    added = case_commands.add_parser("add-custodian", help="name one more custodian (DPO; its hold if the case has)")
+    added.add_argument("ref")
+    custodian_options(added, repeat=False)
+    added.add_argument("--phone-number-id", help="with --contact: the person under this business number only")
+
+    assign = case_commands.add_parser("assign", help="assign a reviewer (DPO; audited)")
+    assign.add_argument("ref")
+    assign.add_argument("reviewer", help="the operator's name, as they sign in")
+
+    tag = case_commands.add_parser("tag", help="tag a message of the case (audited)")
+    tag.add_argument("ref")
+    tag.add_argument("event_id")
+    tag.add_argument("tag", help="one lowercase word: relevant, privileged…")
+
+    note = case_commands.add_parser("note", help="note a message (encrypted under its person's key; audited)")
+    note.add_argument("ref")
+    note.add_argument("event_id")
+    note.add_argument("--text", required=True)
+
+    search = case_commands.add_parser("search", help="save a keyword search on the case and run it, or run one")
+    search.add_argument("ref")
+    what = search.add_mutually_exclusive_group(required=True)
+    what.add_argument("--keywords", help="save this search, then run it")
+    what.add_argument("--saved", metavar="SEARCH_ID", help="run a saved search")
+    search.add_argument("--custodian-id", help="with --keywords: only this custodian's messages")
+    case.set_defaults(handler=cmd_case)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

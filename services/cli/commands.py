@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from services.cli.render import (
+    cases_table,
     correspondent_line,
     counted,
     group_table,
     holds_table,
     messages_table,
+    print_case,
     print_json,
     print_jsonl,
     progress_bar,
@@ -26,6 +28,7 @@ from services.cli.render import (
 # Only what `wa-archive --help` needs is imported at start; each command imports its own.
 if TYPE_CHECKING:
     from services.actions.layer import Actions, MediaFile, Operator, SubjectExport
+    from services.governance.cases import CustodianSpec
     from services.retention.settings import RetentionSettings
 
 Work = Callable[["Actions", "Operator"], Awaitable[int]]
@@ -400,6 +403,22 @@ async def export_pdf(actions: Actions, operator: Operator, result: SubjectExport
     return 0
 
 
+def cmd_exports(args: argparse.Namespace) -> int:
+    async def work(actions: Actions, operator: Operator) -> int:
+        if args.exports_command == "show":
+            print_json((await actions.export_job(operator, args.job_id)).to_json())
+            return 0
+        jobs = [job.to_json() for job in await actions.export_jobs(operator, everyone=args.all)]
+        if args.format == "json":
+            print_json(jobs)
+        else:
+            columns = ["job_id", "scope", "requested_by", "status", "step", "done", "total", "created_at", "expires_at"]
+            stdout_console().print(rows_table(jobs, columns))
+        return 0
+
+    return with_actions(work)
+
+
 def cmd_erase(args: argparse.Namespace) -> int:
     async def work(actions: Actions, operator: Operator) -> int:
         outcome = await actions.erase(
@@ -613,3 +632,89 @@ def cmd_keys(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
+
+
+def custodians_of(args: argparse.Namespace) -> list[CustodianSpec]:
+    """The custodians ``case open`` names (each option repeatable) or ``case add-custodian`` names (one)."""
+    from services.governance.cases import CustodianSpec  # noqa: PLC0415
+
+    def many(value: str | list[str] | None) -> list[str]:
+        return [] if value is None else [value] if isinstance(value, str) else value
+
+    number = getattr(args, "phone_number_id", None)
+    return [
+        *(CustodianSpec(kind="phone_number", phone_number_id=n) for n in many(args.number)),
+        *(CustodianSpec(kind="person", contact=c, phone_number_id=number) for c in many(args.contact)),
+        *(CustodianSpec(kind="person", subject_ref=r) for r in many(args.subject_ref)),
+        *(CustodianSpec(kind="group", group_id=g) for g in many(args.group_id)),
+    ]
+
+
+def cmd_case(args: argparse.Namespace) -> int:
+    """``wa-archive case …``: one case action per subcommand; JSON, or tables for a person to read."""
+    from services.governance.cases import Incident  # noqa: PLC0415
+
+    async def work(actions: Actions, operator: Operator) -> int:
+        command = args.case_command
+        if command == "open":
+            incident = Incident(
+                what_deleted=args.deleted_what,
+                deleted_by=args.deleted_by,
+                deleted_when=args.deleted_when,
+                communicated=args.communicated,
+            )
+            summary = await actions.open_case(
+                operator,
+                title=args.title,
+                case_ref=args.ref,
+                period_start=args.since,
+                period_end=args.until,
+                custodians=custodians_of(args),
+                with_holds=args.with_holds,
+                incident=incident,
+                reviewers=args.reviewer,
+            )
+            print_json(summary.to_json())
+        elif command == "list":
+            found = await actions.cases(operator, status=args.status)
+            if args.format == "json":
+                print_json([c.to_json() for c in found])
+            else:
+                stdout_console().print(cases_table(found))
+        elif command == "show":
+            case = await actions.case(operator, args.ref)
+            if args.format == "json":
+                print_json(case.to_json())
+            else:
+                print_case(case)
+        elif command == "close":
+            print_json((await actions.close_case(operator, args.ref, reason=args.reason)).to_json())
+        elif command == "add-custodian":
+            specs = custodians_of(args)
+            if len(specs) != 1:
+                print("error: name one custodian: --number, --contact, --subject-ref or --group-id", file=sys.stderr)
+                return 2
+            print_json((await actions.add_custodian(operator, args.ref, specs[0])).to_json())
+        elif command == "assign":
+            assigned = await actions.assign_reviewer(operator, args.ref, args.reviewer)
+            print(f"{args.reviewer} {'assigned to' if assigned else 'was already assigned to'} {args.ref}")
+        elif command == "tag":
+            tagged = await actions.tag_message(operator, args.ref, event_id=args.event_id, tag=args.tag)
+            print(f"{args.event_id} {'tagged' if tagged else 'already tagged'} {args.tag.strip().lower()}")
+        elif command == "note":
+            note_id = await actions.note_message(operator, args.ref, event_id=args.event_id, text=args.text)
+            print_json({"note_id": note_id, "event_id": args.event_id})
+        else:
+            search_id = args.saved
+            if search_id is None:
+                saved = await actions.save_search(
+                    operator, args.ref, keywords=args.keywords, custodian_id=args.custodian_id
+                )
+                search_id = saved.search_id
+                print(f"saved search {search_id}", file=sys.stderr)
+            hits = await actions.run_saved_search(operator, args.ref, search_id)
+            print_jsonl([hit.to_json() for hit in hits])
+            print(counted(len(hits), "event"), file=sys.stderr)
+        return 0
+
+    return with_actions(work)

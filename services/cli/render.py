@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
+    from services.governance.cases import CaseFile, CaseSummary
     from services.governance.holds import Hold
     from services.review.assembly import ConversationMessage
     from services.review.correspondent import Correspondent
@@ -212,3 +213,53 @@ def rows_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> Table:
     for row in rows:
         table.add_row(*("" if row[name] is None else str(row[name]) for name in columns))
     return table
+
+
+def cases_table(cases: Sequence[CaseSummary]) -> Table:
+    from rich.table import Table  # noqa: PLC0415
+    from rich.text import Text  # noqa: PLC0415 — a title's "[red]" is text, not markup
+
+    table = Table("case_ref", "title", "status", "period", "opened", "reviewers")
+    for case in cases:
+        period = " – ".join(f"{m:%Y-%m-%d}" if m else "…" for m in (case.period_start, case.period_end))
+        table.add_row(
+            case.case_ref,
+            Text(case.title),
+            case.status,
+            period if case.period_start or case.period_end else "",
+            f"{case.opened_at:%Y-%m-%d} by {case.opened_by}",
+            ", ".join(case.reviewers),
+        )
+    return table
+
+
+def print_case(case: CaseFile) -> None:
+    """A case for a person to read: its summary and incident, then tables of custodians, searches and messages."""
+    from rich.table import Table  # noqa: PLC0415
+    from rich.text import Text  # noqa: PLC0415 — what operators wrote is text, not markup
+
+    console = stdout_console()
+    console.print(cases_table([case.summary]))
+    if case.incident:
+        for name, value in case.incident.to_json().items():
+            if value:
+                console.print(f"{name.replace('_', ' ')}: {value}", markup=False, highlight=False)
+    custodians = Table("custodian_id", "custodian", "hold")
+    for custodian in case.custodians:
+        hold = "" if custodian.hold_id is None else "active" if custodian.hold_active else "released"
+        custodians.add_row(custodian.custodian_id, custodian.label, hold)
+    console.print(custodians)
+    searches = Table("search_id", "keywords", "custodian_id", "saved")
+    for search in case.searches:
+        searches.add_row(
+            search.search_id,
+            Text(search.keywords),
+            search.custodian_id or "",
+            f"{search.created_at:%Y-%m-%d} by {search.created_by}",
+        )
+    console.print(searches)
+    messages = Table("event_id", "tags", "notes")
+    for message in case.messages:
+        notes = "\n".join(f"{n.written_by}: {n.text if n.text is not None else '(erased)'}" for n in message.notes)
+        messages.add_row(message.event_id, ", ".join(message.tags), Text(notes))
+    console.print(messages)

@@ -96,6 +96,10 @@ TERMS: Final = (
     N_("completed"),
     N_("refused"),
     N_("extended"),
+    # case statuses and custodians (services/core/vocabulary.py CASE_STATUSES, CUSTODIAN_KINDS)
+    N_("open"),
+    N_("closed"),
+    N_("person"),
     # roles
     N_("reader"),
     N_("dpo"),

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import boto3
@@ -161,6 +162,28 @@ class ArchiveBucket:
 
         await self._run(call)
         return until
+
+    async def put_file(self, key: str, path: Path) -> None:
+        """Write the file at ``path`` as ``key``, without Object Lock (the work bucket's files are deleted when
+        they expire), read from disk in parts as it is sent (boto3's managed transfer: multipart past 8 MiB), so
+        a large export is never held in memory whole."""
+        await self._run(partial(self.client.upload_file, str(path), self.name, key))
+
+    async def delete_current(self, keys: Sequence[str]) -> dict[str, str]:
+        """Delete the current object of each key (an unversioned bucket: the work bucket); returns {key: error
+        code} of those the store refused. A key already gone is not an error."""
+        errors: dict[str, str] = {}
+        for start in range(0, len(keys), DELETE_OBJECTS_MAX):
+            batch = list(keys[start : start + DELETE_OBJECTS_MAX])
+
+            def call(batch: list[str] = batch) -> dict[str, str]:
+                answer = self.client.delete_objects(
+                    Bucket=self.name, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True}
+                )
+                return {e["Key"]: e.get("Code", "Error") for e in answer.get("Errors", []) if "Key" in e}
+
+            errors |= await self._run(call)
+        return errors
 
     async def get(self, key: str) -> bytes:
         def call() -> bytes:

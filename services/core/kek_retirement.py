@@ -66,6 +66,7 @@ class RewrapReport:
     batches: int = 0
     sweeps: int = 0
     copy_objects_deleted: int = 0  # objects of key copies that held only copies under the KEKs left
+    case_keys_rewrapped: int = 0  # the cases' own keys (services/governance/cases.py), rewrapped after the subjects'
 
     @property
     def remaining(self) -> int:
@@ -92,6 +93,7 @@ class RewrapReport:
             "batches": self.batches,
             "sweeps": self.sweeps,
             "copy_objects_deleted": self.copy_objects_deleted,
+            "case_keys_rewrapped": self.case_keys_rewrapped,
             "keys_by_kek_before": dict(sorted(self.before.items())),
             **ended,
         }

@@ -149,6 +149,23 @@ class Keyring:
             return None
         return self._unwrap(subject_ref, dek_id, row["kek_id"], row["wrapped_dek"])
 
+    async def live_key(self, subject_ref: str) -> CachedDek | None:
+        """The subject's current DEK, or None when they have none (never archived under this pseudonym, or
+        erased). Never creates one: for sealing what an operator writes about a person (a case note), which must
+        go with the person's own records, and by identities that may not create keys (the console)."""
+        async with self.pool.acquire() as conn:
+            await self._drop_suppressed(conn, [subject_ref])
+            row = await conn.fetchrow(
+                "SELECT dek_id::text AS dek_id, kek_id, wrapped_dek FROM subject_keys WHERE subject_ref = $1",
+                subject_ref,
+            )
+        if row is None:
+            return None
+        cached = self.cache.get(subject_ref)
+        if cached is not None and cached.dek_id == row["dek_id"]:
+            return cached
+        return self._unwrap(subject_ref, row["dek_id"], row["kek_id"], row["wrapped_dek"])
+
     async def erasures(self, subject_refs: Iterable[str]) -> dict[str, datetime]:
         """When each of these pseudonyms was erased, for those that were (erased_subjects)."""
         return await erasures_of(self.pool, subject_refs)

@@ -18,10 +18,10 @@ Event kinds
     :data:`BUSINESS_SENT_KINDS`, :data:`CONTACT_KINDS`, :data:`GROUP_KINDS`), so that a new kind is placed once.
     A container record is of an event kind or :data:`MEDIA_RECORD_KIND` (a medium sealed beside its message).
 
-Hold scopes, roles, directions
-    :data:`HoldScope`, :data:`Role` and :data:`Direction`, with their members in a fixed order
-    (``typing.get_args``) for the adapters' choices: the CLI's argparse ``choices``, the console's selects and the
-    admin API's request bodies (pydantic validates the ``Literal``).
+Hold scopes, case statuses and custodians, roles, directions
+    :data:`HoldScope`, :data:`CaseStatus`, :data:`CustodianKind`, :data:`Role` and :data:`Direction`, with their
+    members in a fixed order (``typing.get_args``) for the adapters' choices: the CLI's argparse ``choices``, the
+    console's selects and the admin API's request bodies (pydantic validates the ``Literal``).
 
 Ids and times
     :func:`is_event_id` and :func:`is_pseudonym` say whether a text has the shape of an event id (32 lowercase hex
@@ -87,6 +87,18 @@ HoldScope: TypeAlias = Literal["contact", "conversation", "group", "phone_number
 HOLD_SCOPES: Final[tuple[HoldScope, ...]] = get_args(HoldScope)
 # Scopes that name a person: the hold lists the person's pseudonyms.
 PERSON_HOLD_SCOPES: Final[frozenset[HoldScope]] = frozenset({"contact", "conversation"})
+
+# A case's status (services/governance/cases.py), and what its custodians are: a business number, a person (all
+# their pseudonyms), a Cloud API group. A case that places holds puts each custodian under the hold scope named here.
+CaseStatus: TypeAlias = Literal["open", "closed"]
+CASE_STATUSES: Final[tuple[CaseStatus, ...]] = get_args(CaseStatus)
+CustodianKind: TypeAlias = Literal["phone_number", "person", "group"]
+CUSTODIAN_KINDS: Final[tuple[CustodianKind, ...]] = get_args(CustodianKind)
+CUSTODIAN_HOLD_SCOPES: Final[dict[CustodianKind, HoldScope]] = {
+    "phone_number": "phone_number",
+    "person": "contact",
+    "group": "group",
+}
 
 # An operator's role, in increasing rank: a dpo may do all a reader may.
 Role: TypeAlias = Literal["reader", "dpo"]

@@ -45,6 +45,7 @@ from services.core.keyring import Keyring, record_erasure
 from services.core.refusals import InvalidRequest, NotFound
 from services.core.retry import DataRefused, DependencyUnavailable
 from services.evidence.chain import GOVERNANCE_STREAM, Chain, Change, Deletion, KeysDestroyed
+from services.governance.cases import delete_notes_of
 from services.governance.erasure_log import ErasureLog, ErasureRecord
 from services.governance.holds import holds_covering, holds_settled
 
@@ -246,6 +247,8 @@ async def carry_out(
                 await record_erasure(conn, refs, request_ref)
                 # Their keyword tokens go with their keys: what they wrote is no longer searchable either.
                 await conn.execute("DELETE FROM keyword_index WHERE subject_ref = ANY($1::bytea[])", binary_keys(refs))
+                # The case notes written about them were sealed under these keys: their rows go with them.
+                notes_deleted = await delete_notes_of(conn, refs)
                 # Every key this request destroyed, also in an earlier attempt that a crash interrupted.
                 outcome.keys_destroyed = [
                     r["dek_id"]
@@ -259,7 +262,12 @@ async def carry_out(
                     actor=actor,
                     action="erasure.keys_destroyed",
                     reason=request_ref,
-                    details={"keys": outcome.keys_destroyed, "subjects": len(refs), "was": row["status"]},
+                    details={
+                        "keys": outcome.keys_destroyed,
+                        "subjects": len(refs),
+                        "was": row["status"],
+                        "case_notes_deleted": notes_deleted,
+                    },
                 )
         outcome.key_destroyed_at = datetime.now(UTC).isoformat()
         outcome.seconds_to_key_destruction = time.monotonic() - started

@@ -128,7 +128,12 @@ async def create_hold(
     phone_number_id: str | None = None,
     contact: str | None = None,
     group_id: str | None = None,
+    subject_refs: Sequence[str] | None = None,
 ) -> Hold:
+    """Place a hold (audited ``hold.create``, reason: the case reference). A contact hold names the person by
+    ``contact`` (resolved under every business number) or by ``subject_refs`` (pseudonyms already resolved, with
+    every pseudonym linked to them: a case's custodian); :class:`HoldError` when the scope's identifiers are
+    missing."""
     if not case_ref.strip():
         raise HoldError("a hold needs a case reference")
     refs: list[str] = []
@@ -141,7 +146,9 @@ async def create_hold(
         if not group_id:
             raise HoldError("a group hold needs --group-id")
         group = bytes.fromhex(group_ref(pepper, group_id))
-    if scope in PERSON_HOLD_SCOPES:
+    if scope == "contact" and subject_refs:
+        refs = await expand_subject_refs(conn, subject_refs)
+    elif scope in PERSON_HOLD_SCOPES:
         if not contact:
             raise HoldError(f"a {scope} hold needs --contact")
         if scope == "conversation" and not phone_number_id:

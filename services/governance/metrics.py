@@ -101,3 +101,9 @@ class RetentionMetrics:
             "When the last signed checkpoint of the hash chain was written by this process.",
             registry=registry,
         )
+        self.export_jobs = Counter(
+            "wa_retention_export_jobs_total",
+            "Export jobs run by the retention service's worker, by outcome (done, failed).",
+            ["outcome"],
+            registry=registry,
+        )

@@ -141,6 +141,10 @@ async def _reapply(conn: Connection, record: ErasureRecord, *, actor: str) -> in
         record.erased_at,
     )
     await conn.execute("DELETE FROM keyword_index WHERE subject_ref = ANY($1::bytea[])", binary_keys(refs))
+    # Case notes sealed under the destroyed keys (a restore brought them back): unreadable, and deleted as at first.
+    await conn.execute(
+        "DELETE FROM case_notes WHERE subject_ref = ANY($1::text[]) AND dek_id = ANY($2::uuid[])", refs, destroyed
+    )
     proof = {
         "request_ref": record.request_ref,
         "status": "completed",

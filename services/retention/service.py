@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -10,6 +11,7 @@ from typing import Any
 
 from services.actions.access import ArchiveAccess
 from services.actions.layer import SCHEDULER, Actions
+from services.evidence.bag import SigningKeyError
 from services.governance.erasure_requests import pending_erasures
 from services.governance.metrics import RetentionMetrics
 from services.retention.settings import RetentionSettings
@@ -44,13 +46,49 @@ async def refresh_gauges(access: ArchiveAccess, metrics: RetentionMetrics) -> No
             metrics.verify_findings.labels(kind).set(verified[kind])
 
 
+async def run_exports(actions: Actions, settings: RetentionSettings) -> None:
+    """The export worker: expired exports' files deleted, then one queued job at a time run to its end; when none
+    is waiting, a look again every ``export_poll_s``. A task of its own, so a long export never delays an erasure
+    or the gauges. Runs until cancelled; a failure is logged and retried at the next poll. Without an export signing
+    key, a job asking for the signed package fails with words that say so; the others run."""
+    signing_key = None
+    if settings.export_signing.configured:
+        try:
+            signing_key = settings.export_signing.private_key()
+        except SigningKeyError as exc:
+            log.warning("export signing key unusable, signed packages will fail: %s", exc)
+    while True:
+        ran = None
+        try:
+            await actions.expire_exports()
+            ran = await actions.run_next_export(
+                ttl_s=settings.export_ttl_s, stale_s=settings.export_stale_s, signing_key=signing_key
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the job stays running and is taken again once stale
+            log.warning("export worker failed: %s", type(exc).__name__)
+        if ran is None:
+            await asyncio.sleep(settings.export_poll_s)
+
+
 def background_work(settings: RetentionSettings) -> Callable[[Actions], Coroutine[Any, Any, None]]:
     """The retention service's periodic work: every ``metrics_refresh_s`` the erasures left in progress are
     finished and the gauges refreshed; a run every ``run_interval_s`` (the same action as ``POST /v1/retention/run``
     and ``wa-archive retention run``, by the ``scheduler``); a signed checkpoint of the hash chain every
-    ``checkpoint_interval_s`` when a signing key is configured."""
+    ``checkpoint_interval_s`` when a signing key is configured; and, beside them in a task of its own, the export
+    worker (:func:`run_exports`)."""
 
     async def work(actions: Actions) -> None:
+        exports = asyncio.create_task(run_exports(actions, settings), name="export-worker")
+        try:
+            await periodic(actions)
+        finally:
+            exports.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await exports
+
+    async def periodic(actions: Actions) -> None:
         next_run = time.monotonic() + settings.run_interval_s if settings.run_interval_s else None
         checkpoints = settings.checkpoint_interval_s if settings.signing.private_key is not None else 0
         next_checkpoint = time.monotonic() if checkpoints else None

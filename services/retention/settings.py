@@ -56,6 +56,13 @@ class RetentionSettings(BaseSettings):
     # those an export asks for).
     signing: SigningSettings = Field(default_factory=SigningSettings)
     checkpoint_interval_s: float = Field(default=3_600, ge=0)
+    # Export jobs (services/evidence/jobs.py): their files go to this bucket (unlocked: they are deleted when they
+    # expire), under exports/<job id>/, and are kept export_ttl_s. The worker looks for a queued job every
+    # export_poll_s; a job left `running` without a heartbeat for export_stale_s (its worker died) is taken again.
+    work_bucket: str = "wa-archive-work"
+    export_ttl_s: float = Field(default=24 * 3600, gt=0)
+    export_poll_s: float = Field(default=2, gt=0)
+    export_stale_s: float = Field(default=300, gt=0)
 
     @field_validator("admin_tokens")
     @classmethod

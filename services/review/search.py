@@ -66,6 +66,9 @@ class SearchFilter:
     edited_only: bool = False
     limit: int = 1000
     keywords: str | None = None
+    # Pseudonyms already resolved (a case's custodian: a person's, or a group's), narrowing like ``contact``.
+    subject_refs: tuple[str, ...] | None = None
+    group_ref: str | None = None
 
 
 async def search_index(pool: asyncpg.Pool, pepper: bytes, query: SearchFilter) -> list[IndexHit]:
@@ -81,6 +84,10 @@ async def search_index(pool: asyncpg.Pool, pepper: bytes, query: SearchFilter) -
         if query.contact:
             refs = await resolve_subject_refs(conn, pepper, query.contact, query.phone_number_id)
             clauses.append(f"e.subject_ref = ANY({arg(binary_keys(refs))}::bytea[])")
+        if query.subject_refs is not None:
+            clauses.append(f"e.subject_ref = ANY({arg(binary_keys(query.subject_refs))}::bytea[])")
+        if query.group_ref is not None:
+            clauses.append(f"e.group_ref = {arg(bytes.fromhex(query.group_ref))}")
         if query.phone_number_id:
             clauses.append(f"e.phone_number_id = {arg(query.phone_number_id)}")
         if query.since:

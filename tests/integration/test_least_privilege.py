@@ -68,6 +68,13 @@ GRANTS: dict[str, dict[str, str]] = {
     "media_retry": {"wa_archiver": "SIUD", "wa_retention": "SD"},
     "chain_heads": {"wa_archiver": "SIU", "wa_retention": "SIU"},
     "verify_runs": {"wa_retention": "SIU"},
+    "cases": {"wa_retention": "SIU", "wa_console": "SIU"},
+    "case_custodians": {"wa_retention": "SIU", "wa_console": "SIU"},
+    "case_reviewers": {"wa_retention": "SI", "wa_console": "SI"},
+    "case_searches": {"wa_retention": "SI", "wa_console": "SI"},
+    "case_tags": {"wa_retention": "SI", "wa_console": "SI"},
+    "case_notes": {"wa_retention": "SID", "wa_console": "SID"},
+    "export_jobs": {"wa_retention": "SIU", "wa_console": "SI"},
 }
 PRIVILEGES = {"S": "SELECT", "I": "INSERT", "U": "UPDATE", "D": "DELETE"}
 NEVER = ("TRUNCATE", "REFERENCES", "TRIGGER")
@@ -404,3 +411,20 @@ def test_only_the_owner_can_run_wa_archive_migrate(
     else:
         assert done.returncode == 2, done.stderr
         assert "refused: permission denied" in done.stderr
+
+
+def test_retention_writes_the_work_bucket_and_the_console_only_reads_it(
+    demo_env: dict[str, str], s3_client: S3Client
+) -> None:
+    """The export jobs' files (services/evidence/jobs.py): retention writes and deletes them, the console streams
+    them to the operator and may neither write nor delete. (The running SeaweedFS loads stack.sh's identities
+    when it starts: after a change of them, `make stack-up` restarts it.)"""
+    work = demo_env["WA_S3_WORK_BUCKET"]
+    key = f"exports/{uuid.uuid4()}/probe.json"
+    retention, console = client_of(demo_env, "RETENTION"), client_of(demo_env, "CONSOLE")
+    retention.put_object(Bucket=work, Key=key, Body=b"export")
+    assert console.get_object(Bucket=work, Key=key)["Body"].read() == b"export"
+    assert s3_error(lambda: console.put_object(Bucket=work, Key=key, Body=b"rewritten")) == "AccessDenied"
+    assert s3_error(lambda: console.delete_object(Bucket=work, Key=key)) == "AccessDenied"
+    retention.delete_object(Bucket=work, Key=key)
+    assert s3_client.list_objects_v2(Bucket=work, Prefix=key).get("KeyCount", 0) == 0

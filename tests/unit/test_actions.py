@@ -19,7 +19,8 @@ from services.review.search import IndexHit, SearchFilter
 
 pytestmark = pytest.mark.unit
 
-READER_ACTIONS = {"messages", "group.messages", "media", "search"}  # media: a file of a conversation retrieved
+# media: a file of a conversation retrieved; the case actions: of the cases a reader is assigned to (checked then)
+READER_ACTIONS = {"messages", "group.messages", "media", "search", "case.list", "case.review"}
 
 
 @pytest.mark.parametrize("action", sorted(REQUIRED_ROLE))

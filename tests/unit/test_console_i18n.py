@@ -340,6 +340,7 @@ def render_conversation(
             who=who,
             keywords="",
             matched_count=0,
+            review_cases=[],
         )
     )
 

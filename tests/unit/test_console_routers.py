@@ -26,11 +26,12 @@ from services.console.deps import current_session, metrics_of, pages_of, setting
 from services.console.forms import FormTooLarge, RefusedForm
 from services.console.metrics import ConsoleMetrics
 from services.console.pages import SIGNIN_COOKIE, Pages, console_templates
-from services.console.routers import holds, search, signin
+from services.console.routers import cases, holds, search, signin
 from services.console.routers.search import search_filter
 from services.console.sessions import Session
 from services.console.settings import ConsoleSettings
-from services.core.refusals import Forbidden
+from services.core.refusals import Forbidden, NotFound
+from services.governance.cases import CustodianSpec
 from services.review.search import IndexHit, SearchFilter
 
 pytestmark = pytest.mark.unit
@@ -237,3 +238,49 @@ def test_search_filter_refuses_a_date_that_is_not_a_day(since: str) -> None:
 )
 def test_the_language_form_returns_to_a_console_page_only(back: str | None, expected: str) -> None:
     assert signin.safe_back(back) == expected
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        pytest.param({}, [], id="no custodian"),
+        pytest.param(
+            {"numbers": "111, 222\n", "contacts": " 33612 ", "group_ids": "g-1"},
+            [
+                CustodianSpec(kind="phone_number", phone_number_id="111"),
+                CustodianSpec(kind="phone_number", phone_number_id="222"),
+                CustodianSpec(kind="person", contact="33612"),
+                CustodianSpec(kind="group", group_id="g-1"),
+            ],
+            id="lists separated by commas, blanks, new lines",
+        ),
+        pytest.param(
+            {"subject_refs": "a" * 64}, [CustodianSpec(kind="person", subject_ref="a" * 64)], id="a pseudonym"
+        ),
+    ],
+)
+def test_the_custodians_of_a_case_form(fields: dict[str, str], expected: list[CustodianSpec]) -> None:
+    assert cases.custodians_of(form_of(**fields)) == expected
+
+
+@pytest.mark.parametrize("ref", ["a b", "../x", "-x", "x" * 49])
+def test_a_path_that_is_no_case_reference_is_not_found_without_a_lookup(ref: str) -> None:
+    with pytest.raises(NotFound):
+        cases.known_ref(ref)
+
+
+@pytest.mark.parametrize(
+    ("path", "action"),
+    [
+        pytest.param("/cases", "open", id="open a case"),
+        pytest.param("/cases/CASE-2026-0001/close", "close", id="close a case"),
+        pytest.param("/cases/CASE-2026-0001/custodians", "add a custodian", id="add a custodian"),
+        pytest.param("/cases/CASE-2026-0001/reviewers", "assign", id="assign a reviewer"),
+    ],
+)
+async def test_a_reader_is_refused_the_dpos_case_forms_before_they_are_read(
+    client_factory: Callable[[FastAPI], httpx.AsyncClient], path: str, action: str
+) -> None:
+    app, _ = bare_app(cases.router, session=session_of("reader"))
+    with pytest.raises(Forbidden):
+        await client_factory(app).post(path, data={"csrf": CSRF, "title": "x" * 10_000})

@@ -93,5 +93,6 @@ def test_an_unfinished_rewrap_reports_its_counts_and_no_remainder() -> None:
         "batches": 2,
         "sweeps": 0,
         "copy_objects_deleted": 0,
+        "case_keys_rewrapped": 0,
         "keys_by_kek_before": {"a": 9},
     }

@@ -6,13 +6,26 @@ from typing import Final
 
 from fastapi import APIRouter
 
-from services.console.routers import audit, conversation, erasures, holds, media, retention, search, signin
+from services.console.routers import (
+    audit,
+    cases,
+    conversation,
+    erasures,
+    exports,
+    holds,
+    media,
+    retention,
+    search,
+    signin,
+)
 
 ROUTERS: Final[tuple[APIRouter, ...]] = (
     signin.router,
     search.router,
     conversation.router,
     media.router,
+    cases.router,
+    exports.router,
     holds.router,
     erasures.router,
     audit.router,

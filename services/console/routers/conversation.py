@@ -86,6 +86,8 @@ async def show_conversation(
         shredded=found.shredded_records,
         keywords=keywords or "",
         matched_count=len(found.matched),
+        # The open cases the viewer reviews: each message can be tagged or noted for one of them.
+        review_cases=await actions.cases(session.operator, status="open"),
     )
 
 

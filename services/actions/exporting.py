@@ -1,0 +1,188 @@
+"""The export-job actions: queue an export, follow it, download its files, and the worker's run and expiry.
+
+Queueing needs the ``export`` role and a reason, and is audited (``export.requested``: who asked, why, the person's
+pseudonym, the job's id); the decrypting read of the run is audited as every export is (purpose ``export``, with
+the requester as actor); every download is audited (``export.downloaded``), and so is an expiry
+(``export.expired``, by the scheduler). A job is seen only by whoever asked for it and by a DPO.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from services.actions.operators import SCHEDULER, Operator, authorize
+from services.actions.reading import MediaFile, ReadingActions, SubjectExport
+from services.core.audit import require_reason, write_audit
+from services.core.bucket import ArchiveBucket
+from services.core.refusals import InvalidRequest, NotFound
+from services.core.vocabulary import is_pseudonym
+from services.evidence import jobs
+from services.evidence.jobs import ExportJob, JobFile, JobRequest, JobScope
+from services.evidence.pdf import VolumeLimits
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+log = logging.getLogger("wa_archive.exports")
+
+
+def may_see(operator: Operator, job: ExportJob) -> bool:
+    """Whether the operator may follow the job and download its files: the requester, or a DPO."""
+    return operator.name == job.requested_by or operator.role == "dpo"
+
+
+class ExportingActions(ReadingActions):
+    """Export jobs (``dpo``: the role that exports), over the database and the work bucket."""
+
+    def _work(self) -> ArchiveBucket:
+        if self.access.work is None:
+            raise RuntimeError("the archive was opened without its work bucket")
+        return self.access.work
+
+    async def queue_export(
+        self,
+        operator: Operator,
+        *,
+        subject_ref: str,
+        reason: str | None,
+        formats: Sequence[str] = jobs.FORMATS,
+        scope: JobScope = "conversation",
+        since: datetime | None = None,
+        until: datetime | None = None,
+        language: str = "en",
+        request_ref: str | None = None,
+    ) -> ExportJob:
+        """Queue an export of the person ``subject_ref`` names; audited (``export.requested``) with the reason.
+        Refused (nothing queued) without the role, a reason, a pseudonym, or with a format the renderer lacks."""
+        authorize(operator, "export")
+        reason = require_reason(reason)
+        if not is_pseudonym(subject_ref):
+            raise InvalidRequest("name the person by pseudonym (64 lowercase hex digits)")
+        unknown = sorted(set(formats) - set(jobs.FORMATS))
+        if not formats or unknown:
+            raise InvalidRequest(f"formats must be among {', '.join(jobs.FORMATS)}")
+        if scope not in jobs.JOB_SCOPES:
+            raise InvalidRequest(f"scope must be one of {', '.join(jobs.JOB_SCOPES)}")
+        request = JobRequest(
+            scope=scope,
+            subject_ref=subject_ref,
+            formats=tuple(dict.fromkeys(formats)),
+            requested_by=operator.name,
+            reason=reason,
+            since=since,
+            until=until,
+            language="fr" if language == "fr" else "en",
+            request_ref=request_ref,
+        )
+        async with self.access.pool.acquire() as conn, conn.transaction():
+            job_id = await jobs.queue_job(conn, request)
+            await write_audit(
+                conn,
+                actor=operator.name,
+                action="export.requested",
+                reason=reason,
+                subject_ref=subject_ref,
+                details={"job_id": job_id, "scope": scope, "formats": list(request.formats)},
+            )
+        found = await jobs.get_job(self.access.pool, job_id)
+        assert found is not None
+        return found
+
+    async def export_job(self, operator: Operator, job_id: str) -> ExportJob:
+        """The job; :class:`NotFound` when there is none or the operator may not see it (:func:`may_see`)."""
+        authorize(operator, "export")
+        found = await jobs.get_job(self.access.pool, job_id)
+        if found is None or not may_see(operator, found):
+            raise NotFound("no such export job")
+        return found
+
+    async def export_jobs(self, operator: Operator, *, everyone: bool = False, limit: int = 50) -> list[ExportJob]:
+        """The operator's recent jobs, newest first (everyone's with ``everyone``, for a DPO)."""
+        authorize(operator, "export")
+        mine = None if everyone and operator.role == "dpo" else operator.name
+        return await jobs.recent_jobs(self.access.pool, requested_by=mine, limit=limit)
+
+    async def export_file(self, operator: Operator, job_id: str, name: str) -> tuple[JobFile, AsyncIterator[bytes]]:
+        """A finished job's file, streamed from the work bucket (never held whole); audited
+        (``export.downloaded``) before the first byte. :class:`NotFound` unless the job is ``done`` and lists
+        the file, and the operator may see it."""
+        job = await self.export_job(operator, job_id)
+        file = job.file(name)
+        if job.status != "done" or file is None:
+            raise NotFound("no such export file")
+        size, pieces = await self._work().stream(jobs.object_key(job.job_id, file.name))
+        await write_audit(
+            self.access.pool,
+            actor=operator.name,
+            action="export.downloaded",
+            reason=None,
+            subject_ref=job.subject_ref,
+            details={"job_id": job.job_id, "file": file.name, "size": size},
+        )
+        return file, pieces
+
+    async def run_next_export(
+        self,
+        *,
+        ttl_s: float,
+        stale_s: float,
+        heartbeat_s: float = 1.0,
+        signing_key: Ed25519PrivateKey | None = None,
+        pdf_limits: VolumeLimits | None = None,
+    ) -> ExportJob | None:
+        """Claim the oldest claimable job and run it (services/evidence/jobs.py); None when there is none. A job
+        asking for the signed package (``all``) fails without ``signing_key``."""
+        job = await jobs.claim_job(self.access.pool, stale_s=stale_s)
+        if job is None:
+            return None
+        # The role was checked when the job was queued; every read below is audited under the requester's name.
+        requester = Operator(job.requested_by, "dpo")
+
+        async def read(job: ExportJob) -> SubjectExport:
+            assert job.subject_ref is not None
+            return await self.export(
+                requester,
+                subject_ref=job.subject_ref,
+                reason=job.reason,
+                request_ref=job.request_ref,
+                since=job.since,
+                until=job.until,
+                keep_archived="all" in job.formats,
+            )
+
+        def media(export: SubjectExport) -> AsyncIterator[MediaFile]:
+            return self.media(requester, export.conversation(), reason=job.reason)
+
+        finished = await jobs.run_job(
+            self.access.pool,
+            job,
+            self._work(),
+            read=read,
+            ttl_s=ttl_s,
+            heartbeat_s=heartbeat_s,
+            renderer=jobs.package_renderer(media, signing_key, pdf_limits=pdf_limits),
+        )
+        outcome = "done" if finished.status == "done" else "failed"
+        await write_audit(
+            self.access.pool,
+            actor=SCHEDULER.name,
+            action=f"export.{outcome}",
+            reason=None,
+            subject_ref=finished.subject_ref,
+            record_count=len(finished.files),
+            details={"job_id": finished.job_id, "requested_by": finished.requested_by},
+        )
+        self.metrics.export_jobs.labels(outcome).inc()
+        return finished
+
+    async def expire_exports(self) -> list[str]:
+        """Delete the files of the jobs past their expiry and mark them ``expired`` (audited by the scheduler)."""
+        expired = await jobs.expire_jobs(self.access.pool, self._work())
+        for job_id in expired:
+            await write_audit(
+                self.access.pool, actor=SCHEDULER.name, action="export.expired", reason=None, details={"job_id": job_id}
+            )
+        return expired
