@@ -41,6 +41,8 @@ FULL: dict[str, list[str]] = {
     "recovery": ["--events", "100000"],
     "key_copies": [],
     "pdf_export": [],
+    "verify": [],
+    "chain_cost": [],
 }
 QUICK: dict[str, list[str]] = {
     "ingest": ["--seconds", "5"],
@@ -55,6 +57,8 @@ QUICK: dict[str, list[str]] = {
     "recovery": ["--events", "20000"],
     "key_copies": ["--events", "20000", "--rounds", "1"],
     "pdf_export": ["--messages", "1000", "--volume-sizes", "500"],
+    "verify": ["--objects", "100"],
+    "chain_cost": ["--events", "20000", "--rounds", "1"],
 }
 # A smoke run: every benchmark end to end at sizes that take seconds, so that none can rot unnoticed
 # (tests/integration/test_bench_smoke.py runs it in `make test`). Its figures measure nothing.
@@ -74,6 +78,8 @@ SMOKE: dict[str, list[str]] = {
     "recovery": ["--events", "300", "--partitions", "2"],
     "key_copies": ["--events", "300", "--rounds", "1"],
     "pdf_export": ["--messages", "10", "--volume-sizes", "10", "--images", "1"],
+    "verify": ["--objects", "5", "--object-mb", "0.1"],
+    "chain_cost": ["--events", "300", "--rounds", "1"],
 }
 PACKAGES = ("aiokafka", "asyncpg", "boto3", "cryptography", "orjson", "uvicorn", "fastapi", "prometheus-client")
 
@@ -213,6 +219,13 @@ def summary_rows(results: dict[str, dict[str, Any]]) -> list[tuple[str, str, str
             "MiB",
             at_most=True,
         )
+    if (r := results.get("verify", {})).get("status") == "ok":
+        f = r["figures"]
+        minutes = f["one_million_records_minutes"]
+        add("wa-archive verify, 1,000,000 records (500 objects of 2.1 MB)", minutes, 30, "min", at_most=True)
+    if (r := results.get("chain_cost", {})).get("status") == "ok":
+        f = r["figures"]
+        add("archiver CPU per event, hash chain overhead", f["chain_cpu_overhead_percent"], 3, "%", at_most=True)
     return rows
 
 

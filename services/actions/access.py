@@ -5,9 +5,10 @@ Used by the admin API and by the ``wa-archive`` CLI, so both act through the sam
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import asyncpg
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from services.core.bucket import ArchiveBucket
 from services.core.crypto import DekCache, LocalKek
@@ -16,6 +17,7 @@ from services.core.keyring import Keyring
 from services.core.policy import DEFAULT_POLICY, RetentionPolicy, load_policy
 from services.core.reader import ArchiveReader
 from services.core.schema import SCHEMA_WAIT_S, connect_pool
+from services.evidence.signing import fingerprint, load_private_key, load_public_key
 from services.governance.erasure_log import ErasureLog
 from services.governance.recovery import RECOVERY_ACTOR, reapply_erasures
 from services.retention.settings import RetentionSettings
@@ -29,6 +31,10 @@ class ArchiveAccess:
     reader: ArchiveReader
     pepper: bytes
     policy: RetentionPolicy
+    # The key that signs the hash chain's checkpoints (None: not configured), and the public keys a checkpoint
+    # may be signed with, by fingerprint (this key's and earlier ones'): services/evidence/signing.py.
+    signing_key: Ed25519PrivateKey | None = None
+    trusted_keys: dict[str, Ed25519PublicKey] = field(default_factory=dict)
     # The work bucket (unlocked, not the archive): export jobs' files, with the same identity as ``bucket``.
     work: ArchiveBucket | None = None
 
@@ -61,6 +67,13 @@ async def open_access(
     except BaseException:
         await pool.close()
         raise
+    signing_key = (
+        load_private_key(settings.signing.private_key.get_secret_value()) if settings.signing.private_key else None
+    )
+    publics = [load_public_key(text) for text in settings.signing.trusted_public_keys]
+    if signing_key is not None:
+        publics.append(signing_key.public_key())
+    trusted = {fingerprint(key): key for key in publics}
     return ArchiveAccess(
         pool=pool,
         bucket=bucket,
@@ -68,6 +81,8 @@ async def open_access(
         reader=ArchiveReader(bucket, keyring),
         pepper=settings.keys.pepper_bytes(),
         policy=policy,
+        signing_key=signing_key,
+        trusted_keys=trusted,
         work=ArchiveBucket(
             settings.s3.model_copy(
                 update={"bucket": settings.work_bucket, "object_lock_mode": None, "object_lock_days": 0}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
@@ -21,6 +22,8 @@ from services.archiver.rebuild import RebuildReport, RecordKeys, rebuild_index
 from services.core.kek_retirement import KekUse, RewrapReport, kek_uses, rewrap_keys
 from services.core.key_copies import KeyCopies
 from services.core.keyring import RewrapRefused
+from services.evidence.chain import Chain, Checkpoint
+from services.evidence.verify import SETTLE_S, VerifyReport, verify_archive
 from services.governance.cases import case_keys_by_kek, rewrap_case_keys
 from services.governance.erasure_log import ErasureLog
 from services.governance.recovery import RecoveryReport, reapply_erasures, restore_keys
@@ -70,6 +73,7 @@ class MaintenanceActions(ActionsBase):
                 ),
             ),
             ("keys", lambda: restore_keys(self.access.pool, copies, report=report)),
+            ("chain", lambda: self._resync_chain(report)),
             ("index", lambda: self._rebuild_for(report, operator, progress)),
             ("copies", lambda: self._settle_copies(copies, report)),
         ]
@@ -82,6 +86,60 @@ class MaintenanceActions(ActionsBase):
             await self._audit_failure(operator, "recover", exc, report.to_json())
             raise
         await self._audit(operator, "recover", report.to_json())
+        return report
+
+    async def _resync_chain(self, report: RecoveryReport) -> None:
+        heads = await Chain(self.access.bucket, can_list=True).resync_heads(self.access.pool)
+        report.chain_streams = len(heads)
+
+    async def write_checkpoint(self, operator: Operator) -> tuple[str, Checkpoint] | None:
+        """Sign the hash chain's heads and store the checkpoint (services/evidence/chain.py); None when no signing
+        key is configured. The scheduler calls it every ``checkpoint_interval_s``; an export calls it to pin the
+        archive it was made from. Audited with the checkpoint's key and the number of streams."""
+        authorize(operator, "chain.checkpoint")
+        key = self.access.signing_key
+        if key is None:
+            return None
+        written = await Chain(self.access.bucket).write_checkpoint(self.access.pool, key)
+        self.metrics.chain_last_checkpoint.set(time.time())
+        await self._audit(operator, "chain.checkpoint", {"object": written[0], "streams": len(written[1].heads)})
+        return written
+
+    async def verify_archive(
+        self, operator: Operator, *, progress: ProgressCallback | None = None, settle_s: float = SETTLE_S
+    ) -> VerifyReport:
+        """Walk the hash chain and the bucket (services/evidence/verify.py) and record the run and its counts in
+        ``verify_runs``, which the retention service's gauges (and the tampering alert) read; audited with the
+        counts (the report names objects, never people)."""
+        authorize(operator, "verify")
+        run_id = str(uuid.uuid4())
+        prefix = self.access.bucket.settings.prefix
+        await self.access.pool.execute(
+            "INSERT INTO verify_runs (run_id, prefix, status) VALUES ($1::uuid, $2, 'running')", run_id, prefix
+        )
+        try:
+            report = await verify_archive(
+                self.access.bucket, trusted=self.access.trusted_keys, progress=progress, settle_s=settle_s
+            )
+        except Exception as exc:
+            await self.access.pool.execute(
+                "UPDATE verify_runs SET status = 'failed', finished_at = now() WHERE run_id = $1::uuid", run_id
+            )
+            await self._audit_failure(operator, "verify", exc, {"prefix": prefix})
+            raise
+        await self.access.pool.execute(
+            "UPDATE verify_runs SET status = 'succeeded', finished_at = now(), objects = $2, missing = $3,"
+            " altered = $4, unexpected = $5, chain_faults = $6, checkpoint_faults = $7 WHERE run_id = $1::uuid",
+            run_id,
+            report.objects,
+            report.count("missing"),
+            report.count("altered"),
+            report.count("unexpected"),
+            len(report.chain_faults),
+            len(report.checkpoint_faults),
+        )
+        counts = {k: v for k, v in report.to_json().items() if k not in ("findings", "chain_faults", "trusted_keys")}
+        await self._audit(operator, "verify", {**counts, "checkpoint_faults": len(report.checkpoint_faults)})
         return report
 
     async def _rebuild_for(self, report: RecoveryReport, operator: Operator, progress: ProgressCallback | None) -> None:

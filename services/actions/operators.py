@@ -28,6 +28,8 @@ ActionName = Literal[
     "keys.status",
     "keys.rewrap",
     "recover",
+    "verify",
+    "chain.checkpoint",
     "case.open",
     "case.close",
     "case.assign",
@@ -57,6 +59,8 @@ REQUIRED_ROLE: Final[dict[ActionName, Role]] = {
     "keys.status": "dpo",
     "keys.rewrap": "dpo",
     "recover": "dpo",
+    "verify": "dpo",
+    "chain.checkpoint": "dpo",
     # Cases: the DPO opens, closes, assigns and names custodians; a reader sees and reviews (tags, notes, saved
     # searches) only the cases they are assigned to (services/actions/cases.py checks the assignment).
     "case.open": "dpo",

@@ -14,7 +14,7 @@ filled plus the copy handed to the S3 client. That is what the fetcher reserves 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from services.archiver.media import MediaSink
@@ -23,6 +23,7 @@ from services.core.container import TRAILER_BYTES, RecordMeta, SourceRange, enco
 from services.core.crypto import SEALED_OVERHEAD, CachedDek, StreamSealer, sealed_stream_length
 from services.core.events import text_fault
 from services.core.vocabulary import MEDIA_RECORD_KIND
+from services.evidence.chain import ObjectDigest
 
 # The front of a media object: preamble, a one-record header (its strings: ids, refs, the MIME type) and digest.
 # Far more than it takes (about 600 bytes); it only sizes memory reservations.
@@ -91,6 +92,7 @@ class SealedMediaUpload(MediaSink):
         chunk_bytes: int,
         part_bytes: int,
         now: datetime,
+        written: dict[str, ObjectDigest] | None = None,
     ) -> None:
         if part_bytes < MIN_PART_BYTES:
             raise ValueError(f"parts must be at least {MIN_PART_BYTES} bytes (S3's minimum), got {part_bytes}")
@@ -100,6 +102,8 @@ class SealedMediaUpload(MediaSink):
             target.dek.aead(), event_id=target.record_id, subject_ref=target.sealing, chunk_size=chunk_bytes
         )
         self._trailer = hashlib.sha256()
+        self._whole = hashlib.sha256()  # of the stored object, trailer included: its entry in the hash chain
+        self._written = written
         self._plain = bytearray()
         self._part = bytearray()
         self._upload_id: str | None = None
@@ -110,6 +114,7 @@ class SealedMediaUpload(MediaSink):
 
     def _emit(self, data: bytes) -> None:
         self._trailer.update(data)
+        self._whole.update(data)
         self._part += data
         self.object_bytes += len(data)
 
@@ -132,16 +137,20 @@ class SealedMediaUpload(MediaSink):
     async def finish(self) -> None:
         self._emit(self._sealer.seal(bytes(self._plain), final=True))
         self._plain = bytearray()
-        self._part += self._trailer.digest()
+        trailer = self._trailer.digest()
+        self._part += trailer
+        self._whole.update(trailer)
         self.object_bytes += TRAILER_BYTES
         if self._upload_id is None:
             body = bytes(self._part)
             self._part = bytearray()
             await self.bucket.put(self.key, body, now=self.now)
-            return
-        await self._send_part()
-        await self.bucket.complete_upload(self.key, self._upload_id, self._etags)
-        self._upload_id = None
+        else:
+            await self._send_part()
+            await self.bucket.complete_upload(self.key, self._upload_id, self._etags)
+            self._upload_id = None
+        if self._written is not None:
+            self._written[self.key] = ObjectDigest(self.key, self._whole.hexdigest(), self.object_bytes)
 
     async def abort(self) -> None:
         self._plain, self._part = bytearray(), bytearray()
@@ -150,7 +159,7 @@ class SealedMediaUpload(MediaSink):
             await self.bucket.abort_upload(self.key, upload_id)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class BucketMediaStore:
     """The :class:`~services.archiver.media.MediaStore` of one medium: uploads sealed under ``target``."""
 
@@ -159,11 +168,19 @@ class BucketMediaStore:
     chunk_bytes: int
     part_bytes: int
     now: datetime
+    # The objects its uploads completed, by key, with their digests (what the writer enters in the hash chain).
+    written: dict[str, ObjectDigest] = field(default_factory=dict)
 
     def memory(self, declared_size: int | None) -> int:
         return stream_memory(declared_size, chunk_bytes=self.chunk_bytes, part_bytes=self.part_bytes)
 
     def open(self, mime_type: str | None) -> SealedMediaUpload:
         return SealedMediaUpload(
-            self.bucket, self.target, mime_type, chunk_bytes=self.chunk_bytes, part_bytes=self.part_bytes, now=self.now
+            self.bucket,
+            self.target,
+            mime_type,
+            chunk_bytes=self.chunk_bytes,
+            part_bytes=self.part_bytes,
+            now=self.now,
+            written=self.written,
         )

@@ -31,6 +31,7 @@ from services.core.policy import DEFAULT_POLICY, load_policy
 from services.core.retry import Attempt, RetryPolicy, Stopped, sleep_until_stopped
 from services.core.runtime import FullCollections
 from services.core.schema import SchemaNotCurrent, connect_pool
+from services.evidence.chain import Chain
 
 log = logging.getLogger("wa_archive.archiver")
 
@@ -129,6 +130,7 @@ async def run_archiver(
             unexpected_attempts=settings.unexpected_attempts,
             ledger=InflightLedger(pool, group_id=settings.group_id, topic=settings.kafka.events_topic),
             crash_fan_out=settings.crash_fan_out,
+            chain=Chain(bucket),
         )
         consumer = AIOKafkaConsumer(
             **settings.kafka.client_options(),
@@ -163,6 +165,7 @@ async def run_archiver(
                 chunk_bytes=settings.media.chunk_bytes,
                 part_bytes=settings.media.part_bytes,
                 batch=settings.media.sweep_batch,
+                chain=writer.chain,
             )
             sweeping = asyncio.create_task(sweep.run(stop, interval_s=settings.media.sweep_interval_s))
         try:

@@ -39,6 +39,7 @@ from services.core.crypto import RecordTampered
 from services.core.index import FINAL_MEDIA_FAILURES, MediaRow, write_media_rows
 from services.core.keyring import Keyring, KeyShredded
 from services.core.vocabulary import rfc3339_millis
+from services.evidence.chain import MEDIA_SWEEP_STREAM, Chain, Change
 
 log = logging.getLogger("wa_archive.archiver")
 
@@ -88,10 +89,12 @@ class MediaSweep:
         part_bytes: int,
         batch: int = 10,
         lease: timedelta = timedelta(minutes=15),
+        chain: Chain | None = None,
     ) -> None:
         self.pool, self.bucket, self.keyring, self.fetcher, self.metrics = pool, bucket, keyring, fetcher, metrics
         self.chunk_bytes, self.part_bytes = chunk_bytes, part_bytes
         self.batch, self.lease = batch, lease
+        self.chain = chain  # each medium archived enters the hash chain (services/evidence/chain.py)
 
     async def run(self, stop: asyncio.Event, *, interval_s: float) -> None:
         """Sweep every ``interval_s`` until ``stop`` is set (see the module docstring)."""
@@ -184,7 +187,9 @@ class MediaSweep:
             phone_number_id=due.phone_number_id,
         )
         job = MediaJob(ref, target)
-        store = BucketMediaStore(self.bucket, job.target, self.chunk_bytes, self.part_bytes, now)
+        store = BucketMediaStore(
+            bucket=self.bucket, target=job.target, chunk_bytes=self.chunk_bytes, part_bytes=self.part_bytes, now=now
+        )
         try:
             result = await self.fetcher.fetch(ref, store)
         except StorageRefused:
@@ -194,6 +199,9 @@ class MediaSweep:
             try:
                 async with self.pool.acquire() as conn, conn.transaction():
                     await self.keyring.confirm_live(conn, {due.subject_ref: due.dek_id}, {}, ())
+                    digest = store.written.get(target.object_key)
+                    if self.chain is not None and digest is not None:
+                        await self.chain.append(conn, MEDIA_SWEEP_STREAM, Change(written=(digest,)), now=now)
                     await write_media_rows(conn, [row])
             except KeyShredded:
                 await self._drop(due.event_id)

@@ -72,6 +72,7 @@ from services.core.keywords import Tokenizer, keyword_key
 from services.core.policy import DEFAULT_POLICY, Classifier, RetentionPolicy
 from services.core.retry import Attempt, Failure, RetryPolicy, classify, dependency_of
 from services.core.vocabulary import WEBHOOK_MESSAGE_KINDS
+from services.evidence.chain import Chain, Change, ObjectDigest, archive_stream
 
 log = logging.getLogger("wa_archive.archiver")
 T = TypeVar("T")
@@ -105,7 +106,7 @@ class _BatchMedia:
     earlier attempt at the batch, with the key that sealed them: a retry of the batch does not fetch them again."""
 
     refs: dict[str, MediaRef]
-    done: dict[str, tuple[str, MediaRow]]  # event id -> (dek id, row)
+    done: dict[str, tuple[str, MediaRow, ObjectDigest | None]]  # event id -> (dek id, row, its object's digest)
 
 
 @dataclass(slots=True)
@@ -139,6 +140,7 @@ class BatchWriter:
         unexpected_attempts: int = 5,
         ledger: InflightLedger | None = None,
         crash_fan_out: int = 8,
+        chain: Chain | None = None,
     ) -> None:
         self.topic = topic
         self.dlq_topic = dlq_topic
@@ -160,6 +162,8 @@ class BatchWriter:
         self.unexpected_attempts = max(1, unexpected_attempts)
         self.ledger = ledger
         self.crash_fan_out = crash_fan_out
+        # The hash chain (services/evidence/chain.py): every object written enters it in the index transaction.
+        self.chain = chain
         self._blame_credit = 1
 
     async def write(self, partition: int, raw: list[RawRecord]) -> WriteOutcome:
@@ -388,21 +392,29 @@ class BatchWriter:
                     refs[event.event_id] = ref
         return _BatchMedia(refs, {})
 
-    async def _put_media(self, jobs: Sequence[MediaJob], media: _BatchMedia, now: datetime) -> list[MediaRow]:
+    async def _put_media(
+        self, jobs: Sequence[MediaJob], media: _BatchMedia, now: datetime
+    ) -> list[tuple[MediaRow, ObjectDigest | None]]:
         """Stream each job's medium into its object, a few at once (within the fetcher's byte budget), and return
-        their rows. A medium that cannot be fetched, or whose object the store refuses, is a ``missing`` row: its
-        message is archived all the same. A store outage raises (the batch is retried; the other downloads of
-        this call are cancelled with it)."""
+        their rows, each with the digest of the object written (None: none was). A medium that cannot be fetched,
+        or whose object the store refuses, is a ``missing`` row: its message is archived all the same. A store
+        outage raises (the batch is retried; the other downloads of this call are cancelled with it)."""
         fetcher = self.media
         if fetcher is None or not jobs:
             return []
 
-        async def one(job: MediaJob) -> MediaRow:
+        async def one(job: MediaJob) -> tuple[MediaRow, ObjectDigest | None]:
             target = job.target
             earlier = media.done.get(target.event_id)
             if earlier is not None and earlier[0] == target.dek.dek_id and earlier[1].subject_ref == target.sealing:
-                return earlier[1]
-            store = BucketMediaStore(self.bucket, target, self.media_chunk_bytes, self.media_part_bytes, now)
+                return earlier[1], earlier[2]
+            store = BucketMediaStore(
+                bucket=self.bucket,
+                target=target,
+                chunk_bytes=self.media_chunk_bytes,
+                part_bytes=self.media_part_bytes,
+                now=now,
+            )
             async with self.media_limit:
                 try:
                     result = await fetcher.fetch(job.ref, store)
@@ -424,8 +436,9 @@ class BatchWriter:
                 self.metrics.media_failures.labels(result.failure or "unknown").inc()
                 log.warning("media not archived after %d attempt(s): %s", result.attempts, result.failure)
             row = media_row(job, result)
-            media.done[target.event_id] = (target.dek.dek_id, row)
-            return row
+            digest = store.written.get(target.object_key) if result.ok else None
+            media.done[target.event_id] = (target.dek.dek_id, row, digest)
+            return row, digest
 
         try:
             async with asyncio.TaskGroup() as group:
@@ -446,6 +459,7 @@ class BatchWriter:
         kept, kept_owners, tombstones = screen_erased(records, owners, erased, now) if erased else (records, owners, [])
         sealed: SealedBatch | None = None
         media_rows: list[MediaRow] = []
+        written: list[ObjectDigest] = []
         if kept:
             keys = await self.keyring.keys_for_writing({owner.sealing for owner in kept_owners})
             sealed = seal_batch(
@@ -461,10 +475,18 @@ class BatchWriter:
                 media=media_results.refs,
                 tokenizer=self.tokenizer,
             )
-            media_rows = await self._put_media(sealed.media, media_results, now)
+            media_done = await self._put_media(sealed.media, media_results, now)
+            media_rows = [row for row, _ in media_done]
+            written = [digest for _, digest in media_done if digest is not None]
             await self.bucket.put(sealed.object_key, sealed.blob, now=now)
+            if self.chain is not None:
+                written.append(ObjectDigest.of(sealed.object_key, sealed.blob))
         async with self.pool.acquire() as conn, conn.transaction():
             if sealed is not None:
+                if self.chain is not None:
+                    # First in the transaction: the stream's head row is locked until the index commits.
+                    stream = archive_stream(self.topic, records[0].partition)
+                    await self.chain.append(conn, stream, Change(written=tuple(written)), now=now)
                 await self.keyring.confirm_live(conn, sealed.keys_used, erased, people)
                 await write_object_index(
                     conn,

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from services.cli.commands import (
     cmd_audit,
     cmd_case,
+    cmd_chain,
     cmd_erase,
     cmd_erasure,
     cmd_erasures,
@@ -30,6 +31,7 @@ from services.cli.commands import (
     cmd_replay,
     cmd_retention,
     cmd_search,
+    cmd_verify,
     cmd_verify_export,
 )
 from services.core.vocabulary import CASE_STATUSES, EVENT_KINDS, HOLD_SCOPES
@@ -205,6 +207,24 @@ def build_parser() -> argparse.ArgumentParser:
         "the index (as the schema's owner: WA_MIGRATOR_PG__DSN)",
     )
     recover.set_defaults(handler=cmd_recover)
+
+    verify = commands.add_parser(
+        "verify",
+        help="check every archived object against the hash chain and its signed checkpoints (missing, altered,"
+        " unexpected); exit 1 on any finding",
+    )
+    verify.add_argument(
+        "--settle-seconds",
+        type=float,
+        default=300.0,
+        help="objects changed this recently are left to the next run when they differ (they may await their entry)",
+    )
+    verify.set_defaults(handler=cmd_verify)
+
+    chain = commands.add_parser("chain", help="the hash chain of archived objects")
+    chain_commands = chain.add_subparsers(dest="chain_command", required=True)
+    chain_commands.add_parser("checkpoint", help="sign the chain's heads now and store the checkpoint")
+    chain.set_defaults(handler=cmd_chain)
 
     keys = commands.add_parser("keys", help="key-encryption keys: keys per KEK, rewrap to retire an old KEK")
     keys_commands = keys.add_subparsers(dest="keys_command", required=True)

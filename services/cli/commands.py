@@ -550,6 +550,50 @@ def cmd_recover(_args: argparse.Namespace) -> int:
     return with_actions(work, as_owner=True)
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Walk the hash chain and the bucket; exit 1 when anything is missing, altered or unexpected, the chain has a
+    fault or a checkpoint does not verify (the report, as JSON on stdout, says what)."""
+
+    async def work(actions: Actions, operator: Operator) -> int:
+        keys = sorted(actions.access.trusted_keys)
+        print(f"checkpoints trusted when signed by: {', '.join(keys) or 'no key configured'}", file=sys.stderr)
+        with progress_bar("objects hashed") as progress:
+            report = await actions.verify_archive(operator, progress=progress, settle_s=args.settle_seconds)
+        print_json(report.to_json())
+        print(
+            f"{counted(report.entries, 'chain entry', 'chain entries')} in {counted(report.streams, 'stream')},"
+            f" {counted(report.checkpoints, 'checkpoint')} verified (latest {report.latest_checkpoint or 'none'}),"
+            f" {counted(report.objects, 'object')}: {report.count('missing')} missing,"
+            f" {report.count('altered')} altered, {report.count('unexpected')} unexpected;"
+            f" {counted(len(report.chain_faults), 'chain fault')},"
+            f" {counted(len(report.checkpoint_faults), 'bad checkpoint')}; {report.recent} too recent to judge",
+            file=sys.stderr,
+        )
+        return 0 if report.clean else 1
+
+    return with_actions(work)
+
+
+def cmd_chain(args: argparse.Namespace) -> int:
+    """``wa-archive chain checkpoint``: sign the chain's heads now (the retention service does it on a schedule)."""
+
+    async def work(actions: Actions, operator: Operator) -> int:
+        written = await actions.write_checkpoint(operator)
+        if written is None:
+            print("error: no signing key configured (WA_RETENTION_SIGNING__PRIVATE_KEY)", file=sys.stderr)
+            return 1
+        key, checkpoint = written
+        signer = actions.access.signing_key
+        assert signer is not None
+        from services.evidence.signing import fingerprint  # noqa: PLC0415
+
+        print_json({"object": key, "at": checkpoint.at, "streams": len(checkpoint.heads)})
+        print(f"signed by {fingerprint(signer.public_key())}", file=sys.stderr)
+        return 0
+
+    return with_actions(work)
+
+
 def cmd_keys(args: argparse.Namespace) -> int:
     async def status(actions: Actions, operator: Operator) -> int:
         uses = [use.to_json() for use in await actions.key_status(operator)]

@@ -10,6 +10,7 @@ that a person must fix, retried meanwhile), which propagates as boto3 raised it.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -190,6 +191,23 @@ class ArchiveBucket:
 
         return await self._run(call)
 
+    async def sha256(self, key: str, *, piece_bytes: int = 1024 * 1024) -> tuple[int, str]:
+        """The size and hex SHA-256 of ``key``'s current bytes, read and hashed in a worker thread (one GET, never
+        held whole): what verifying the archive against its hash chain reads of each object."""
+
+        def call() -> tuple[int, str]:
+            body = self.client.get_object(Bucket=self.name, Key=key)["Body"]
+            digest, size = hashlib.sha256(), 0
+            try:
+                while piece := body.read(piece_bytes):
+                    digest.update(piece)
+                    size += len(piece)
+            finally:
+                body.close()
+            return size, digest.hexdigest()
+
+        return await self._run(call)
+
     async def start_upload(self, key: str, *, now: datetime | None = None) -> str:
         """Begin a multipart upload of ``key`` (Object Lock as :meth:`put` sets it); returns its upload id. The
         object exists only once :meth:`complete_upload` succeeds; until then nothing of it is readable."""
@@ -325,8 +343,9 @@ class ArchiveBucket:
 
         return await self._run(call)
 
-    async def list_objects(self, prefix: str) -> AsyncIterator[StoredObject]:
-        """Every current object under ``prefix``, page by page (ListObjectsV2)."""
+    async def list_objects(self, prefix: str, *, start_after: str = "") -> AsyncIterator[StoredObject]:
+        """Every current object under ``prefix`` (those whose key sorts after ``start_after``, when given), in key
+        order, page by page (ListObjectsV2)."""
         token: str | None = None
         while True:
 
@@ -334,6 +353,8 @@ class ArchiveBucket:
                 kwargs: dict[str, object] = {"Bucket": self.name, "Prefix": prefix, "MaxKeys": 1000}
                 if token:
                     kwargs["ContinuationToken"] = token
+                elif start_after:
+                    kwargs["StartAfter"] = start_after
                 answer = self.client.list_objects_v2(**kwargs)  # type: ignore[arg-type]
                 found = [
                     StoredObject(o["Key"], o.get("Size", 0), o.get("LastModified", datetime.now(UTC)))

@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from services.core.published import is_published, local_demo, published_settings, refusal
 from services.core.token_strength import token_weakness
+from services.evidence.signing import load_private_key, load_public_key
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)
 
@@ -106,6 +107,23 @@ class S3Credentials(BaseModel):
     def _both_or_neither(self) -> S3Credentials:
         if (self.access_key is None) != (self.secret_key is None):
             raise ValueError("set both access_key and secret_key, or neither")
+        return self
+
+
+class SigningSettings(BaseModel):
+    """The Ed25519 key that signs what the archive vouches for (the hash chain's checkpoints; services/evidence/
+    signing.py): ``private_key`` from a Secret, PEM or the base64 of its 32-byte seed. ``trusted_public_keys`` are
+    the public keys of earlier signing keys, so that what they signed still verifies after a rotation."""
+
+    private_key: SecretStr | None = None
+    trusted_public_keys: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _keys_readable(self) -> SigningSettings:
+        if self.private_key is not None:
+            load_private_key(self.private_key.get_secret_value())
+        for text in self.trusted_public_keys:
+            load_public_key(text)
         return self
 
 

@@ -44,6 +44,7 @@ from services.core.key_copies import CopiesRemain, KeyCopies
 from services.core.keyring import Keyring, record_erasure
 from services.core.refusals import InvalidRequest, NotFound
 from services.core.retry import DataRefused, DependencyUnavailable
+from services.evidence.chain import GOVERNANCE_STREAM, Chain, Change, Deletion, KeysDestroyed
 from services.governance.cases import delete_notes_of
 from services.governance.erasure_log import ErasureLog, ErasureRecord
 from services.governance.holds import holds_covering, holds_settled
@@ -343,7 +344,21 @@ async def _delete_what_can_be(conn: Connection, bucket: ArchiveBucket, outcome: 
         gone.extend(deleted_keys)
         outcome.objects_deleted += len(deleted_keys)
         outcome.objects_locked += len(refused)
+    destroyed = await conn.fetch(
+        "SELECT subject_ref, dek_id::text AS dek_id FROM shredded_keys WHERE request_ref = $1 ORDER BY dek_id",
+        request_ref,
+    )
+    erasure = KeysDestroyed(
+        request_ref=request_ref,
+        keys=tuple((row["subject_ref"], row["dek_id"]) for row in destroyed),
+        erased_at=outcome.key_destroyed_at or datetime.now(UTC).isoformat(),
+    )
+    deletions = tuple(sorted(Deletion(key=key, cause="erasure", request_ref=request_ref) for key in set(gone)))
     async with conn.transaction():
+        # The hash chain records the keys destroyed (the ciphertext stays, unreadable) and the objects deleted, so
+        # that `wa-archive verify` tells them from tampering. A crash before the commit leaves the request in
+        # progress: the next run deletes nothing new (the objects are gone) and records them then.
+        await Chain(bucket, can_list=True).append(conn, GOVERNANCE_STREAM, Change(deleted=deletions, erasure=erasure))
         deleted = await conn.fetchval(
             "WITH gone AS (DELETE FROM archived_events WHERE subject_ref = ANY($1::bytea[]) RETURNING 1) "
             "SELECT count(*) FROM gone",

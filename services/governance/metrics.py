@@ -83,6 +83,24 @@ class RetentionMetrics:
         self.exports = Counter(
             "wa_retention_subject_exports_total", "Subject-access exports (Art. 15/20) written.", registry=registry
         )
+        self.verify_findings = Gauge(
+            "wa_archive_verify_findings",
+            "What the last `wa-archive verify` run found (services/evidence/verify.py): objects missing, altered or"
+            " unexpected, faults of the hash chain, checkpoints that do not verify. Anything above 0 is tampering"
+            " until shown otherwise (docs/OPERATIONS.md, ArchiveTamperingSuspected).",
+            ["kind"],
+            registry=registry,
+        )
+        self.verify_last_run = Gauge(
+            "wa_archive_verify_last_run_timestamp_seconds",
+            "When the last `wa-archive verify` run that finished (whatever it found) finished.",
+            registry=registry,
+        )
+        self.chain_last_checkpoint = Gauge(
+            "wa_archive_chain_last_checkpoint_timestamp_seconds",
+            "When the last signed checkpoint of the hash chain was written by this process.",
+            registry=registry,
+        )
         self.export_jobs = Counter(
             "wa_retention_export_jobs_total",
             "Export jobs run by the retention service's worker, by outcome (done, failed).",

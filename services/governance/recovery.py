@@ -57,6 +57,7 @@ class RecoveryReport:
     keys_conflicting: int = 0  # the database holds another key for that pseudonym: it is kept
     unreadable_key_copies: int = 0
     keys_copied: int = 0  # keys the database held without a copy outside it, copied
+    chain_streams: int = 0  # hash-chain streams whose head was set from the bucket (services/evidence/chain.py)
     index: dict[str, object] = field(default_factory=dict)  # what rebuilding the index did (RebuildReport)
     seconds: dict[str, float] = field(default_factory=dict)  # per step
 

@@ -33,6 +33,7 @@ from services.core.db import Connection
 from services.core.identity import linked_subject_refs
 from services.core.index import binary_keys, index_scans
 from services.core.vocabulary import CONTACT_KINDS
+from services.evidence.chain import GOVERNANCE_STREAM, Chain, Change, Deletion
 from services.governance.holds import held_objects, holds_settled
 
 log = logging.getLogger("wa_archive.retention")
@@ -170,23 +171,45 @@ class ChunkOutcome:
     events_by_class: dict[str, int]
 
 
-async def delete_chunk(pool: asyncpg.Pool, bucket: ArchiveBucket, chunk: list[str]) -> ChunkOutcome:
+async def delete_chunk(
+    pool: asyncpg.Pool, bucket: ArchiveBucket, chunk: list[str], *, chain: Chain | None = None
+) -> ChunkOutcome:
     """Delete a chunk of expired objects, then their media objects and rows, unless a hold created since the
-    selection covers them. Refused objects keep their rows and media for the next run."""
+    selection covers them. Refused objects keep their rows and media for the next run. What was deleted enters the
+    hash chain (``chain``, default the bucket's) with why — each object's retention classes and expiry — in the
+    transaction that deletes the rows: a crash before it leaves the rows, so the next run selects the objects again,
+    finds them gone and records them then."""
+    chain = chain or Chain(bucket, can_list=True)
     async with pool.acquire() as conn, holds_settled(conn), index_scans(conn):
         held = await held_objects(conn, chunk)
         gone, refused = await bucket.delete_permanently([key for key in chunk if key not in held])
-        media_keys = [
-            row["object_key"]
+        media = {
+            row["media_key"]: row["object_key"]
             for row in await conn.fetch(
-                "SELECT m.object_key FROM archived_media m JOIN archived_events e USING (event_id) "
-                "WHERE e.object_key = ANY($1::text[]) AND m.object_key IS NOT NULL",
+                "SELECT m.object_key AS media_key, e.object_key FROM archived_media m JOIN archived_events e"
+                " USING (event_id) WHERE e.object_key = ANY($1::text[]) AND m.object_key IS NOT NULL",
                 gone,
             )
-        ]
+        }
+        media_keys = sorted(media)
+        media_gone: list[str] = []
         for start in range(0, len(media_keys), DELETE_BATCH):
-            await bucket.delete_permanently(media_keys[start : start + DELETE_BATCH])
+            deleted_media, _locked = await bucket.delete_permanently(media_keys[start : start + DELETE_BATCH])
+            media_gone += deleted_media
+        why = {
+            row["object_key"]: (tuple(sorted(c for c in row["classes"] if c)), row["expires_at"])
+            for row in await conn.fetch(
+                "SELECT o.object_key, o.expires_at, array_agg(DISTINCT e.retention_class) AS classes"
+                " FROM archive_objects o LEFT JOIN archived_events e USING (object_key)"
+                " WHERE o.object_key = ANY($1::text[]) GROUP BY o.object_key, o.expires_at",
+                gone,
+            )
+        }
         async with conn.transaction():
+            deletions = [_retention_deletion(key, why.get(key)) for key in gone]
+            deletions += [_retention_deletion(key, why.get(media[key])) for key in media_gone]
+            if deletions:
+                await chain.append(conn, GOVERNANCE_STREAM, Change(deleted=tuple(sorted(deletions))))
             await conn.execute(
                 "DELETE FROM archived_media m USING archived_events e "
                 "WHERE m.event_id = e.event_id AND e.object_key = ANY($1::text[])",
@@ -200,6 +223,16 @@ async def delete_chunk(pool: asyncpg.Pool, bucket: ArchiveBucket, chunk: list[st
             )
             await conn.execute("DELETE FROM archive_objects WHERE object_key = ANY($1::text[])", gone)
     return ChunkOutcome(len(gone), len(refused), len(held), {row["retention_class"]: int(row["n"]) for row in removed})
+
+
+def _retention_deletion(key: str, why: tuple[tuple[str, ...], datetime | None] | None) -> Deletion:
+    classes, expired = why or ((), None)
+    return Deletion(
+        key=key,
+        cause="retention",
+        retention_classes=classes,
+        expired_at=None if expired is None else expired.astimezone(UTC).isoformat(),
+    )
 
 
 async def retention_run(
@@ -233,12 +266,13 @@ async def retention_run(
         if not dry_run:
             chunks = [report.candidates[i : i + DELETE_BATCH] for i in range(0, len(report.candidates), DELETE_BATCH)]
             limit = asyncio.Semaphore(CONCURRENT_CHUNKS)
+            chain = Chain(bucket, can_list=True)  # one per run: its first append catches up with the bucket
             done = 0
 
             async def one(chunk: list[str]) -> None:
                 nonlocal done
                 async with limit:
-                    outcome = await delete_chunk(pool, bucket, chunk)
+                    outcome = await delete_chunk(pool, bucket, chunk, chain=chain)
                 report.objects_deleted += outcome.objects_deleted
                 report.objects_locked += outcome.objects_locked
                 report.objects_held += outcome.objects_held

@@ -26,6 +26,12 @@ async def refresh_gauges(access: ArchiveAccess, metrics: RetentionMetrics) -> No
         last_success = await conn.fetchval(
             "SELECT extract(epoch FROM max(finished_at)) FROM retention_runs WHERE status = 'succeeded' AND NOT dry_run"
         )
+        verified = await conn.fetchrow(
+            "SELECT extract(epoch FROM finished_at) AS finished, missing, altered, unexpected, chain_faults,"
+            " checkpoint_faults FROM verify_runs WHERE prefix = $1 AND status = 'succeeded'"
+            " ORDER BY finished_at DESC LIMIT 1",
+            access.bucket.settings.prefix,
+        )
     metrics.erasure_pending.set(deadlines.open)
     metrics.erasure_oldest_pending_age.set(deadlines.oldest_age_s)
     nearest = deadlines.nearest_deadline_s
@@ -34,6 +40,10 @@ async def refresh_gauges(access: ArchiveAccess, metrics: RetentionMetrics) -> No
     metrics.holds_active.set(holds or 0)
     if last_success is not None:
         metrics.last_run_success.set(float(last_success))
+    if verified is not None:
+        metrics.verify_last_run.set(float(verified["finished"]))
+        for kind in ("missing", "altered", "unexpected", "chain_faults", "checkpoint_faults"):
+            metrics.verify_findings.labels(kind).set(verified[kind])
 
 
 async def run_exports(actions: Actions, settings: RetentionSettings) -> None:
@@ -65,7 +75,8 @@ async def run_exports(actions: Actions, settings: RetentionSettings) -> None:
 def background_work(settings: RetentionSettings) -> Callable[[Actions], Coroutine[Any, Any, None]]:
     """The retention service's periodic work: every ``metrics_refresh_s`` the erasures left in progress are
     finished and the gauges refreshed; a run every ``run_interval_s`` (the same action as ``POST /v1/retention/run``
-    and ``wa-archive retention run``, by the ``scheduler``); and, beside them in a task of its own, the export
+    and ``wa-archive retention run``, by the ``scheduler``); a signed checkpoint of the hash chain every
+    ``checkpoint_interval_s`` when a signing key is configured; and, beside them in a task of its own, the export
     worker (:func:`run_exports`)."""
 
     async def work(actions: Actions) -> None:
@@ -79,8 +90,13 @@ def background_work(settings: RetentionSettings) -> Callable[[Actions], Coroutin
 
     async def periodic(actions: Actions) -> None:
         next_run = time.monotonic() + settings.run_interval_s if settings.run_interval_s else None
+        checkpoints = settings.checkpoint_interval_s if settings.signing.private_key is not None else 0
+        next_checkpoint = time.monotonic() if checkpoints else None
         while True:
             try:
+                if next_checkpoint is not None and time.monotonic() >= next_checkpoint:
+                    next_checkpoint = time.monotonic() + checkpoints
+                    await actions.write_checkpoint(SCHEDULER)
                 if next_run is not None and time.monotonic() >= next_run:
                     next_run = time.monotonic() + settings.run_interval_s
                     report = await actions.run_retention(SCHEDULER, dry_run=False)

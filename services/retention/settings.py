@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.core.settings import KeySettings, PostgresSettings, S3Settings, strong_token
+from services.core.settings import KeySettings, PostgresSettings, S3Settings, SigningSettings, strong_token
 from services.core.vocabulary import Role
 from services.evidence.settings import ExportSigningSettings
 
@@ -51,6 +51,11 @@ class RetentionSettings(BaseSettings):
     metrics_refresh_s: float = Field(default=15, gt=0)
     # The Ed25519 key that signs exported bags (a Secret; docs/OPERATIONS.md "Export signing key").
     export_signing: ExportSigningSettings = Field(default_factory=ExportSigningSettings)
+    # The key that signs the hash chain's checkpoints (a Secret: WA_RETENTION_SIGNING__PRIVATE_KEY); without it no
+    # checkpoint is written and `wa-archive verify` says so. A checkpoint every checkpoint_interval_s (0: none but
+    # those an export asks for).
+    signing: SigningSettings = Field(default_factory=SigningSettings)
+    checkpoint_interval_s: float = Field(default=3_600, ge=0)
     # Export jobs (services/evidence/jobs.py): their files go to this bucket (unlocked: they are deleted when they
     # expire), under exports/<job id>/, and are kept export_ttl_s. The worker looks for a queued job every
     # export_poll_s; a job left `running` without a heartbeat for export_stale_s (its worker died) is taken again.

@@ -23,7 +23,7 @@ from devtools.samples import REPO_ROOT
 from services.actions.access import ArchiveAccess, open_access
 from services.core.crypto import DekCache, LocalKek
 from services.core.keyring import Keyring
-from services.core.schema import connect_pool
+from services.core.schema import connect_pool, migrate_dsn
 from services.core.settings import KeySettings, PostgresSettings
 from services.retention.settings import RetentionSettings
 
@@ -140,3 +140,22 @@ async def redeliver(archive: Archive, bodies: list[bytes], timeout_s: float = 60
         while await committed_offsets(bootstrap, settings.group_id, archive.topic, 1) != ends:
             assert time.monotonic() < deadline, f"the archiver did not commit {ends} within {timeout_s}s"
             await asyncio.sleep(0.5)
+
+
+async def lose_the_database(archive: Archive, pg_dsn: str) -> None:
+    """Drop every table of the test's schema and migrate it again: an empty database, as after a loss."""
+    admin = await asyncpg.connect(pg_dsn)
+    try:
+        await admin.execute(f"DROP SCHEMA {archive.schema} CASCADE")
+        await admin.execute(f"CREATE SCHEMA {archive.schema}")
+    finally:
+        await admin.close()
+    await migrate_dsn(f"{pg_dsn}?search_path={archive.schema}")
+
+
+def recover(archive: Archive, pg_dsn: str) -> dict[str, object]:
+    env = {**archive.cli_env(archive.a), "WA_MIGRATOR_PG__DSN": f"{pg_dsn}?search_path={archive.schema}"}
+    done = run_cli(env, "recover")
+    assert done.returncode == 0, done.stderr
+    report: dict[str, object] = json.loads(done.stdout)
+    return report

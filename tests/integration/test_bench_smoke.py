@@ -43,6 +43,8 @@ TARGET_ROWS = [
     "timeline first page",
     "documents archived byte-exact",
     "PDF transcript peak RSS per volume process",
+    "wa-archive verify, 1,000,000 records",
+    "archiver CPU per event, hash chain overhead",
 ]
 
 

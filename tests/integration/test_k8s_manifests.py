@@ -73,6 +73,8 @@ CUSTOM_RESOURCE_SCHEMAS = {
 # "Secrets"). The KEKs and the pepper are one Secret for the three that decrypt or pseudonymise, so a rotation
 # changes them in one place; the admin tokens one for the two that sign people in.
 KEYS = {("wa-archive-keys", "keks"), ("wa-archive-keys", "pepper")}
+# The Ed25519 key that signs the hash chain's checkpoints: the retention service signs, the verify job checks.
+SIGNING = {("wa-archive-signing", "private-key")}
 SECRETS_OF_WORKLOAD: dict[str, set[tuple[str, str]]] = {
     "ingest": {
         ("wa-ingest-secrets", key) for key in ("app-secrets", "verify-token", "outbound-tokens", "kafka-sasl-password")
@@ -81,9 +83,13 @@ SECRETS_OF_WORKLOAD: dict[str, set[tuple[str, str]]] = {
     | {("wa-archiver-secrets", key) for key in ("pg-dsn", "s3-access-key", "s3-secret-key", "graph-token")}
     | {("wa-archiver-secrets", "kafka-sasl-password")},
     "retention": KEYS
+    | SIGNING
     | {("wa-retention-secrets", key) for key in ("pg-dsn", "s3-access-key", "s3-secret-key")}
     | {("wa-archive-admin-tokens", "admin-tokens")},
     "retention-run": KEYS | {("wa-retention-secrets", key) for key in ("pg-dsn", "s3-access-key", "s3-secret-key")},
+    "archive-verify": KEYS
+    | SIGNING
+    | {("wa-retention-secrets", key) for key in ("pg-dsn", "s3-access-key", "s3-secret-key")},
     "console": KEYS
     | {("wa-console-secrets", key) for key in ("pg-dsn", "s3-access-key", "s3-secret-key")}
     | {("wa-archive-admin-tokens", "admin-tokens")},
@@ -99,6 +105,7 @@ SETTINGS_OF_CONTAINER: dict[str, tuple[type[BaseSettings], ...]] = {
     "archiver": (ArchiverSettings,),
     "retention": (RetentionSettings,),
     "retention-run": (RetentionSettings,),
+    "archive-verify": (RetentionSettings,),
     "console": (RetentionSettings, ConsoleSettings),
     "migrate": (MigratorSettings,),
 }
@@ -107,7 +114,7 @@ SETTINGS_OF_CONTAINER: dict[str, tuple[type[BaseSettings], ...]] = {
 SERVICE_PORTS = {"ingest": 8080, "archiver": 8081, "retention": 8082, "console": 9083}
 
 # Setting names whose value is a secret: they may only come from the Secret, never from a literal or a ConfigMap.
-SECRET_SETTING = re.compile(r"(SECRETS?|TOKENS?|PASSWORD|KEKS|PEPPER|DSN|ACCESS_KEY|SECRET_KEY)$")
+SECRET_SETTING = re.compile(r"(SECRETS?|TOKENS?|PASSWORD|KEKS|PEPPER|DSN|ACCESS_KEY|SECRET_KEY|PRIVATE_KEY)$")
 
 # ---------------------------------------------------------------------------------------------------- helpers
 
@@ -437,6 +444,7 @@ def dummy_secret(key: str, env: Mapping[str, str]) -> str:
         "graph-token": "graph-token",
         "admin-tokens": json.dumps({"dpo": {"token": secrets.token_urlsafe(24), "role": "dpo"}}),
         "kafka-sasl-password": "sasl-password",
+        "private-key": key32,
     }
     return values[key]
 

@@ -66,6 +66,8 @@ GRANTS: dict[str, dict[str, str]] = {
     "console_signin_throttle": {"wa_console": "SIUD"},
     "archiver_inflight": {"wa_archiver": "SIUD"},
     "media_retry": {"wa_archiver": "SIUD", "wa_retention": "SD"},
+    "chain_heads": {"wa_archiver": "SIU", "wa_retention": "SIU"},
+    "verify_runs": {"wa_retention": "SIU"},
     "cases": {"wa_retention": "SIU", "wa_console": "SIU"},
     "case_custodians": {"wa_retention": "SIU", "wa_console": "SIU"},
     "case_reviewers": {"wa_retention": "SI", "wa_console": "SI"},

@@ -12,7 +12,6 @@ Each test gets a PostgreSQL schema of its own (the `archive` fixture), so it can
 
 from __future__ import annotations
 
-import json
 import subprocess
 import uuid
 
@@ -23,12 +22,18 @@ from pydantic import SecretStr
 from devtools.pipeline import Person
 from services.core.bucket import ArchiveBucket
 from services.core.key_copies import KeyCopies
-from services.core.schema import migrate_dsn
 from services.core.settings import S3Settings
 from services.governance.erasure import carry_out, erase_subject
 from services.governance.erasure_log import ErasureLog, ErasureRecord
 from tests.helpers.erasure import erase, readable
-from tests.helpers.kek_archive import Archive, archive_messages, messages, redeliver, run_cli
+from tests.helpers.kek_archive import (
+    Archive,
+    archive_messages,
+    lose_the_database,
+    messages,
+    recover,
+    redeliver,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -48,25 +53,6 @@ async def copies_of(archive: Archive, refs: list[str]) -> list[str]:
         async for scanned in copies.scan()
         if isinstance(scanned.copies, list) and any(copy.subject_ref in refs for copy in scanned.copies)
     ]
-
-
-async def lose_the_database(archive: Archive, pg_dsn: str) -> None:
-    """Drop every table of the test's schema and migrate it again: an empty database, as after a loss."""
-    admin = await asyncpg.connect(pg_dsn)
-    try:
-        await admin.execute(f"DROP SCHEMA {archive.schema} CASCADE")
-        await admin.execute(f"CREATE SCHEMA {archive.schema}")
-    finally:
-        await admin.close()
-    await migrate_dsn(f"{pg_dsn}?search_path={archive.schema}")
-
-
-def recover(archive: Archive, pg_dsn: str) -> dict[str, object]:
-    env = {**archive.cli_env(archive.a), "WA_MIGRATOR_PG__DSN": f"{pg_dsn}?search_path={archive.schema}"}
-    done = run_cli(env, "recover")
-    assert done.returncode == 0, done.stderr
-    report: dict[str, object] = json.loads(done.stdout)
-    return report
 
 
 async def test_a_database_lost_before_any_backup_loses_no_key_and_no_erasure(
@@ -94,7 +80,7 @@ async def test_a_database_lost_before_any_backup_loses_no_key_and_no_erasure(
     assert report["unreadable_key_copies"] == 0
     seconds = report["seconds"]
     assert isinstance(seconds, dict)
-    assert set(seconds) == {"erasures", "keys", "index", "copies"}
+    assert set(seconds) == {"erasures", "keys", "chain", "index", "copies"}
     async with archive.access(archive.a) as access:
         assert {person.wa_id: await readable(access, person) for person in live} == before
         assert await readable(access, erased) == []

@@ -56,6 +56,8 @@ def test_the_expected_alerts_exist() -> None:
             "WaRetentionRunMissing",
             "WaErasureDeadlineNear",
             "WaErasureOverdue",
+            "WaArchiveTamperingSuspected",
+            "WaArchiveVerifyStale",
             "WaArchiverNotCommitting",
             "WaPgWalArchivingStalled",
             "WaPgWalArchiveFailing",
