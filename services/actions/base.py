@@ -5,14 +5,16 @@ actions that are not reads.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
 from services.actions.access import ArchiveAccess
-from services.actions.operators import Operator
+from services.actions.operators import Operator, authorize
 from services.core.audit import (
     write_audit,
 )
+from services.evidence.chain import Chain, Checkpoint
 from services.governance.metrics import RetentionMetrics
 
 log = logging.getLogger("wa_archive.retention")
@@ -36,3 +38,16 @@ class ActionsBase:
             await self._audit(operator, action, {**details, "outcome": "failed", "error": type(exc).__name__})
         except Exception as audit_exc:
             log.warning("could not audit the failed %s: %s", action, type(audit_exc).__name__)
+
+    async def write_checkpoint(self, operator: Operator) -> tuple[str, Checkpoint] | None:
+        """Sign the hash chain's heads and store the checkpoint (services/evidence/chain.py); None when no signing
+        key is configured. The scheduler calls it every ``checkpoint_interval_s``; an export calls it to pin the
+        archive it was made from. Audited with the checkpoint's key and the number of streams."""
+        authorize(operator, "chain.checkpoint")
+        key = self.access.signing_key
+        if key is None:
+            return None
+        written = await Chain(self.access.bucket).write_checkpoint(self.access.pool, key)
+        self.metrics.chain_last_checkpoint.set(time.time())
+        await self._audit(operator, "chain.checkpoint", {"object": written[0], "streams": len(written[1].heads)})
+        return written

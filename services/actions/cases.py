@@ -287,6 +287,8 @@ class CaseExporting(CaseActions):
             if custodian not in people:
                 skipped.append({"custodian_id": custodian.custodian_id, "kind": custodian.kind, "why": SKIPPED_WHY})
         summary = found.summary
+        # The archive's hash chain, signed as it stands now: every bag names the checkpoint that pins it.
+        pinned = await self.write_checkpoint(operator)
         for n, custodian in enumerate(people, start=1):
             if progress:
                 progress(n - 1, len(people))
@@ -321,6 +323,7 @@ class CaseExporting(CaseActions):
                 reason=reason,
                 generated_at=export.generated_at,
                 case_ref=case_ref,
+                checkpoint=pinned[0] if pinned else None,
             )
             bags.append(
                 await write_package(

@@ -153,6 +153,10 @@ class ExportingActions(ReadingActions):
                 keep_archived="all" in job.formats,
             )
 
+        async def checkpoint() -> str | None:
+            pinned = await self.write_checkpoint(SCHEDULER)
+            return pinned[0] if pinned else None
+
         def media(export: SubjectExport) -> AsyncIterator[MediaFile]:
             return self.media(requester, export.conversation(), reason=job.reason)
 
@@ -163,7 +167,7 @@ class ExportingActions(ReadingActions):
             read=read,
             ttl_s=ttl_s,
             heartbeat_s=heartbeat_s,
-            renderer=jobs.package_renderer(media, signing_key, pdf_limits=pdf_limits),
+            renderer=jobs.package_renderer(media, signing_key, pdf_limits=pdf_limits, checkpoint=checkpoint),
         )
         outcome = "done" if finished.status == "done" else "failed"
         await write_audit(

@@ -22,7 +22,7 @@ from services.archiver.rebuild import RebuildReport, RecordKeys, rebuild_index
 from services.core.kek_retirement import KekUse, RewrapReport, kek_uses, rewrap_keys
 from services.core.key_copies import KeyCopies
 from services.core.keyring import RewrapRefused
-from services.evidence.chain import Chain, Checkpoint
+from services.evidence.chain import Chain
 from services.evidence.verify import SETTLE_S, VerifyReport, verify_archive
 from services.governance.cases import case_keys_by_kek, rewrap_case_keys
 from services.governance.erasure_log import ErasureLog
@@ -91,19 +91,6 @@ class MaintenanceActions(ActionsBase):
     async def _resync_chain(self, report: RecoveryReport) -> None:
         heads = await Chain(self.access.bucket, can_list=True).resync_heads(self.access.pool)
         report.chain_streams = len(heads)
-
-    async def write_checkpoint(self, operator: Operator) -> tuple[str, Checkpoint] | None:
-        """Sign the hash chain's heads and store the checkpoint (services/evidence/chain.py); None when no signing
-        key is configured. The scheduler calls it every ``checkpoint_interval_s``; an export calls it to pin the
-        archive it was made from. Audited with the checkpoint's key and the number of streams."""
-        authorize(operator, "chain.checkpoint")
-        key = self.access.signing_key
-        if key is None:
-            return None
-        written = await Chain(self.access.bucket).write_checkpoint(self.access.pool, key)
-        self.metrics.chain_last_checkpoint.set(time.time())
-        await self._audit(operator, "chain.checkpoint", {"object": written[0], "streams": len(written[1].heads)})
-        return written
 
     async def verify_archive(
         self, operator: Operator, *, progress: ProgressCallback | None = None, settle_s: float = SETTLE_S

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -296,6 +297,10 @@ def cmd_export(args: argparse.Namespace) -> int:
             language=args.language,
             time_zone=args.time_zone,
         )
+        if args.format == "all":
+            # The archive's hash chain, signed as it stands now: the bag names the checkpoint that pins it.
+            pinned = await actions.write_checkpoint(operator)
+            header = dataclasses.replace(header, checkpoint=pinned[0] if pinned else None)
         media = actions.media(operator, result.conversation(), reason=args.reason) if with_media else None
         written = await write_package(
             out,

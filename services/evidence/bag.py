@@ -139,6 +139,8 @@ def bag_info(
     ]
     if header.case_ref:
         info.append(("Export-Case-Reference", header.case_ref))
+    if header.checkpoint:
+        info.append(("Archive-Chain-Checkpoint", header.checkpoint))
     if header.period_start is not None:
         info.append(("Export-Period-Start", header.period_start.isoformat()))
     if header.period_end is not None:

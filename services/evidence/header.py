@@ -40,6 +40,9 @@ class ExportHeader:
     reason: str
     generated_at: datetime
     case_ref: str | None = None
+    # The signed checkpoint of the archive's hash chain written when the export was made (its object key): what
+    # pins the export to the archive as it stood (services/evidence/chain.py); None when no signing key is set.
+    checkpoint: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

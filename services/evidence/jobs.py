@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import shutil
@@ -355,10 +356,12 @@ def package_renderer(
     signing_key: Ed25519PrivateKey | None,
     *,
     pdf_limits: VolumeLimits | None = None,
+    checkpoint: Callable[[], Awaitable[str | None]] | None = None,
 ) -> Renderer:
     """The worker's renderer: ``json``/``html`` as the subject export writes them, ``pdf`` the transcript's volumes
     (the media decrypted first, for its thumbnails, each read audited by ``media``), ``all`` the signed bag zipped
-    (:class:`ExportNotSigned` when no signing key is configured). Every format reads the media anew: a medium is
+    (:class:`ExportNotSigned` when no signing key is configured), naming the checkpoint of the hash chain that
+    ``checkpoint`` signs just before. Every format reads the media anew: a medium is
     never held in memory, only on the job's disk."""
 
     async def render(
@@ -389,10 +392,11 @@ def package_renderer(
             if signing_key is None:
                 raise ExportNotSigned("no export signing key is configured")
             bag = out_dir / f".bag-{header.export_id}"
+            pinned = await checkpoint() if checkpoint is not None else None
             await write_package(
                 bag,
                 "all",
-                header=header,
+                header=dataclasses.replace(header, checkpoint=pinned),
                 messages=export.messages,
                 archived=export.archived,
                 media=media(export),

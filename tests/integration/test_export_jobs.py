@@ -243,3 +243,7 @@ async def test_a_job_hands_over_the_pdf_and_the_signed_package_that_verifies(
     assert verified.ok, verified.failures
     assert verified.trusted
     assert (bag / "data" / "events.jsonl").exists() or any((bag / "data").glob("*.jsonl"))
+    # The bag names the signed checkpoint of the archive's hash chain written when it was made; it is in the bucket.
+    info = (bag / "bag-info.txt").read_text()
+    pinned = next(line.split(": ", 1)[1] for line in info.splitlines() if line.startswith("Archive-Chain-Checkpoint"))
+    s3_client.head_object(Bucket=work_stack.settings.s3.bucket, Key=pinned)

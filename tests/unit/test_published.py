@@ -62,6 +62,7 @@ def demo_secrets() -> dict[str, str]:
     found["WA_PGBACKUP_S3_SECRET_KEY"] = DEMO["WA_PGBACKUP_S3_SECRET_KEY"]
     found["WA_PGBACKUP_PG__DSN password"] = urlsplit(DEMO["WA_PGBACKUP_PG__DSN"]).password or ""
     found["WA_RETENTION_EXPORT_SIGNING__KEY"] = DEMO["WA_RETENTION_EXPORT_SIGNING__KEY"]
+    found["WA_RETENTION_SIGNING__PRIVATE_KEY"] = DEMO["WA_RETENTION_SIGNING__PRIVATE_KEY"]
     return found
 
 
@@ -73,7 +74,7 @@ def test_the_digests_are_exactly_the_secrets_of_demo_env() -> None:
 
 def test_every_secret_looking_variable_of_demo_env_is_covered() -> None:
     """A new secret variable in demo.env cannot slip past demo_secrets() above."""
-    secret_words = ("SECRET", "TOKEN", "PASSWORD", "KEKS", "PEPPER", "DSN", "SIGNING__KEY")
+    secret_words = ("SECRET", "TOKEN", "PASSWORD", "KEKS", "PEPPER", "DSN", "SIGNING__KEY", "PRIVATE_KEY")
     covered = {v for v in demo_secrets().values()}
     for name, value in DEMO.items():
         if not any(word in name for word in secret_words):
@@ -146,6 +147,7 @@ def set_demo_env(monkeypatch: pytest.MonkeyPatch) -> None:
                 "WA_RETENTION_KEYS__PEPPER",
                 "WA_RETENTION_ADMIN_TOKENS__TOKEN",
                 "WA_RETENTION_EXPORT_SIGNING__KEY",
+                "WA_RETENTION_SIGNING__PRIVATE_KEY",
             ],
             id="retention, console and CLI",
         ),
