@@ -30,8 +30,6 @@ bags with PyPI ``bagit`` too.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import re
 from collections.abc import Iterable, Mapping
@@ -43,6 +41,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from services.evidence import signing
 from services.evidence.header import ExportHeader
 
 ALGORITHMS: Final = ("sha256", "sha512")
@@ -62,41 +61,24 @@ class SigningKeyError(ValueError):
 
 def load_private_key(material: bytes) -> Ed25519PrivateKey:
     """An Ed25519 private key from PEM (PKCS#8, ``-----BEGIN PRIVATE KEY-----``) or the base64 of its 32-byte raw
-    seed (``openssl genpkey -algorithm ed25519`` gives the first). :class:`SigningKeyError` otherwise."""
-    text = material.strip()
-    if text.startswith(b"-----BEGIN"):
-        try:
-            key = serialization.load_pem_private_key(text, password=None)
-        except (ValueError, TypeError):
-            raise SigningKeyError("the export signing key is not a readable unencrypted PEM private key") from None
-        if not isinstance(key, Ed25519PrivateKey):
-            raise SigningKeyError("the export signing key is not an Ed25519 key")
-        return key
+    seed (``openssl genpkey -algorithm ed25519`` gives the first), read as services/evidence/signing.py reads the
+    chain's key. :class:`SigningKeyError` otherwise (never quoting it)."""
     try:
-        raw = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
+        return signing.load_private_key(material.decode("ascii"))
+    except UnicodeDecodeError:
         raise SigningKeyError("the export signing key is neither PEM nor base64") from None
-    if len(raw) != 32:
-        raise SigningKeyError(f"the export signing key's base64 must decode to 32 bytes, got {len(raw)}")
-    return Ed25519PrivateKey.from_private_bytes(raw)
+    except signing.KeyUnreadable as exc:
+        raise SigningKeyError(str(exc).replace("the signing key", "the export signing key")) from None
 
 
 def load_public_key(material: bytes) -> Ed25519PublicKey:
     """An Ed25519 public key from PEM (SubjectPublicKeyInfo) or the base64 of its 32 raw bytes."""
-    text = material.strip()
-    if text.startswith(b"-----BEGIN"):
-        try:
-            key = serialization.load_pem_public_key(text)
-        except (ValueError, TypeError):
-            raise SigningKeyError("not a readable PEM public key") from None
-        if not isinstance(key, Ed25519PublicKey):
-            raise SigningKeyError("the public key is not an Ed25519 key")
-        return key
     try:
-        raw = base64.b64decode(text, validate=True)
-        return Ed25519PublicKey.from_public_bytes(raw)
-    except (binascii.Error, ValueError):
-        raise SigningKeyError("the public key is neither PEM nor the base64 of 32 bytes") from None
+        return signing.load_public_key(material.decode("ascii"))
+    except UnicodeDecodeError:
+        raise SigningKeyError("the public key is neither PEM nor base64") from None
+    except signing.KeyUnreadable as exc:
+        raise SigningKeyError(str(exc)) from None
 
 
 def fingerprint(key: Ed25519PublicKey) -> str:
