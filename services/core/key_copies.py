@@ -22,8 +22,9 @@ Contract:
   database restored to an earlier point, or an uncommitted bundle): if it does, it resyncs them first.
 - :meth:`KeyCopies.sync_members` reads every object back and makes the members say what the bucket holds;
   :meth:`KeyCopies.scan` yields every copy, for ``wa-archive recover``.
-- :meth:`KeyCopies.collect` deletes the objects none of whose copies matches a key as stored now (copies under a
-  KEK a rewrap moved the keys from, once they have newer ones): what lets an old KEK go for the copies too.
+- :meth:`KeyCopies.collect` deletes the objects whose every copy is of an erased key or superseded (under a KEK a
+  rewrap moved the key from, once it has a copy under the new one): what lets an old KEK go for the copies too. An
+  object holding a key the database does not know is kept (a restore to an earlier point: ``recover`` needs it).
 
 Where a copy can still linger, and what bounds it, is written in docs/GDPR.md ("Key copies").
 """
@@ -234,28 +235,34 @@ class KeyCopies:
                 " FROM key_copy_members m JOIN subject_keys k"
                 " ON k.dek_id = m.dek_id AND k.kek_id = m.kek_id WHERE m.object = ANY($1::text[])"
                 " AND NOT EXISTS (SELECT 1 FROM key_copy_members o WHERE o.dek_id = k.dek_id"
-                " AND o.kek_id = k.kek_id AND NOT o.object = ANY($1::text[]))",
+                " AND o.kek_id = k.kek_id AND NOT o.object = ANY($1::text[]))"
+                # A suppressed key whose row a restored backup brought back is never copied again.
+                " AND NOT EXISTS (SELECT 1 FROM shredded_keys s WHERE s.dek_id = k.dek_id)",
                 objects,
             ),
         )
         return await self._delete(conn, objects)
 
     async def collect(self, conn: Connection) -> int:
-        """Delete the objects none of whose copies matches a key as stored now (see the module's contract);
-        returns how many. Keys that have no other copy yet are copied first."""
+        """Delete the objects every copy of which is either of a suppressed key or superseded: its key is stored
+        now under another KEK and has a copy under that KEK in another object (keys without one are copied
+        first). Returns how many. An object holding a key the database does not know at all is kept: after a
+        restore to an earlier point, it may be the only place that key is (``wa-archive recover`` reads it)."""
+        while rows := await self.pending(conn, limit=1000):
+            if not await self.copy(conn, rows):
+                break
         objects = [
             row["object"]
             for row in await conn.fetch(
-                "SELECT m.object FROM key_copy_members m GROUP BY m.object HAVING NOT bool_or(EXISTS ("
-                " SELECT 1 FROM subject_keys k WHERE k.dek_id = m.dek_id AND k.kek_id = m.kek_id))"
-                " ORDER BY m.object"
+                "SELECT m.object FROM key_copy_members m GROUP BY m.object HAVING bool_and("
+                " EXISTS (SELECT 1 FROM shredded_keys s WHERE s.dek_id = m.dek_id)"
+                " OR EXISTS (SELECT 1 FROM subject_keys k WHERE k.dek_id = m.dek_id AND k.kek_id <> m.kek_id"
+                " AND EXISTS (SELECT 1 FROM key_copy_members o WHERE o.dek_id = k.dek_id AND o.kek_id = k.kek_id"
+                " AND o.object <> m.object))) ORDER BY m.object"
             )
         ]
         if not objects:
             return 0
-        while rows := await self.pending(conn, limit=1000):
-            if not await self.copy(conn, rows):
-                break
         return await self._delete(conn, objects)
 
     async def _delete(self, conn: Connection, objects: list[str]) -> int:

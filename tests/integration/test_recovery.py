@@ -177,3 +177,41 @@ async def test_an_erasure_is_not_done_while_the_store_keeps_a_key_copy(
     assert len(mine) == 1
     assert sorted(mine[0].subject_refs) == sorted(refs)
     assert {dek_id for _, dek_id in mine[0].keys} == set(outcome.keys_destroyed)
+
+
+async def test_a_key_the_restored_database_lacks_keeps_its_copy_until_recover(
+    archive: Archive, people: list[Person], pg_dsn: str
+) -> None:
+    """Collecting the copies (what a KEK rewrap ends with) on a database restored to before a key existed deletes
+    nothing that holds it, even once the members list it: the copy is the only place that key is until ``recover``
+    reads it."""
+    early, late = people[:2]
+    await archive_messages(archive, messages(early, "EARLY", 1), archive.a)
+    dump = subprocess.run(
+        ["pg_dump", "--format=custom", f"--schema={archive.schema}", pg_dsn],
+        capture_output=True,
+        check=True,
+        timeout=120,
+    ).stdout
+    await archive_messages(archive, messages(late, "LATE", 2), archive.a)
+    late_refs = await subject_refs_of(archive, late)
+    held = await copies_of(archive, late_refs)
+    assert held, "the late person's key has its copy"
+    admin = await asyncpg.connect(pg_dsn)
+    try:
+        await admin.execute(f"DROP SCHEMA {archive.schema} CASCADE")
+    finally:
+        await admin.close()
+    subprocess.run(["pg_restore", "--dbname", pg_dsn], input=dump, check=True, timeout=120, capture_output=True)
+
+    copies = KeyCopies(ArchiveBucket(archive.retention_settings(archive.a).s3))
+    async with archive.pool.acquire() as conn:
+        # An erasure on the restored database lists what the bucket holds first (the bundle is newer than any it
+        # knows), so the late person's bundle is among the members, its key unknown to the database.
+        assert await copies.behind(conn)
+        await copies.sync_members(conn)
+        await copies.collect(conn)
+    assert await copies_of(archive, late_refs) == held, "nothing holding a key the database lacks is deleted"
+    recover(archive, pg_dsn)
+    async with archive.access(archive.a) as access:
+        assert await readable(access, late) == ["wamid.LATE.0", "wamid.LATE.1"]
