@@ -153,6 +153,26 @@ async def lose_the_database(archive: Archive, pg_dsn: str) -> None:
     await migrate_dsn(f"{pg_dsn}?search_path={archive.schema}")
 
 
+def dump_schema(archive: Archive, pg_dsn: str) -> bytes:
+    """A real backup of the test's schema (``pg_dump``, custom format), to restore over it later."""
+    return subprocess.run(
+        ["pg_dump", "--format=custom", f"--schema={archive.schema}", pg_dsn],
+        capture_output=True,
+        check=True,
+        timeout=120,
+    ).stdout
+
+
+async def restore_schema(archive: Archive, pg_dsn: str, dump: bytes) -> None:
+    """The test's schema dropped and restored from ``dump``: a database restored to when the dump was taken."""
+    admin = await asyncpg.connect(pg_dsn)
+    try:
+        await admin.execute(f"DROP SCHEMA {archive.schema} CASCADE")
+    finally:
+        await admin.close()
+    subprocess.run(["pg_restore", "--dbname", pg_dsn], input=dump, check=True, timeout=120, capture_output=True)
+
+
 def recover(archive: Archive, pg_dsn: str) -> dict[str, object]:
     env = {**archive.cli_env(archive.a), "WA_MIGRATOR_PG__DSN": f"{pg_dsn}?search_path={archive.schema}"}
     done = run_cli(env, "recover")

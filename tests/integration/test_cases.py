@@ -5,7 +5,6 @@ and go with the person; every step is in the audit log; a reviewer sees only the
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
 import asyncpg
@@ -27,7 +26,7 @@ from services.governance.retention_run import retention_run
 from tests.helpers.archive_runs import NOW, archive
 from tests.helpers.erasure import erase
 from tests.helpers.kek_archive import Archive as KekArchive
-from tests.helpers.kek_archive import B, archive_messages, messages
+from tests.helpers.kek_archive import B, archive_messages, dump_schema, messages, restore_schema
 from tests.helpers.support import run_cli
 
 pytestmark = pytest.mark.integration
@@ -326,21 +325,11 @@ async def test_a_restore_to_before_an_erasure_deletes_the_persons_notes_again(
         for person in (erased, kept):
             refs = await resolve_subject_refs(archive.pool, access.pepper, person.wa_id, person.phone_number_id)
             await actions.note_message(DPO, case.case_ref, event_id=await message_id_of(archive.pool, refs), text="x")
-    dump = subprocess.run(
-        ["pg_dump", "--format=custom", f"--schema={archive.schema}", pg_dsn],
-        capture_output=True,
-        check=True,
-        timeout=120,
-    ).stdout
+    dump = dump_schema(archive, pg_dsn)
     async with archive.access(archive.a) as access:
         await erase(access, erased)
     assert await archive.pool.fetchval("SELECT count(*) FROM case_notes") == 1
-    admin = await asyncpg.connect(pg_dsn)
-    try:
-        await admin.execute(f"DROP SCHEMA {archive.schema} CASCADE")
-    finally:
-        await admin.close()
-    subprocess.run(["pg_restore", "--dbname", pg_dsn], input=dump, check=True, timeout=120, capture_output=True)
+    await restore_schema(archive, pg_dsn, dump)
     assert await archive.pool.fetchval("SELECT count(*) FROM case_notes") == 2, "the backup has both notes"
 
     async with archive.access(archive.a) as access:  # opening the archive re-applies the erasure

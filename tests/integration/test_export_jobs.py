@@ -59,6 +59,17 @@ async def work_stack(stack: Stack, demo_env: dict[str, str], pg_pool: asyncpg.Po
     return stack
 
 
+async def archived_ref(pool: asyncpg.Pool, pepper: bytes, person: Person) -> str:
+    """A pseudonym of ``person`` that their archived events are under (what the console's pages name them by)."""
+    refs = await resolve_subject_refs(pool, pepper, person.wa_id, None)
+    found: str = await pool.fetchval(
+        "SELECT encode(subject_ref, 'hex') FROM archived_events"
+        " WHERE subject_ref IN (SELECT decode(r, 'hex') FROM unnest($1::text[]) r) LIMIT 1",
+        refs,
+    )
+    return found
+
+
 async def test_a_job_runs_to_the_work_bucket_downloads_and_expires(
     work_stack: Stack,
     demo_env: dict[str, str],
@@ -69,12 +80,7 @@ async def test_a_job_runs_to_the_work_bucket_downloads_and_expires(
     actions = work_stack.actions
     person = Person.fresh()
     await archive(demo_env, pg_pool, work_stack.settings.s3.prefix, crisis_bodies(person))
-    refs = await resolve_subject_refs(pg_pool, actions.access.pepper, person.wa_id, None)
-    subject_ref = await pg_pool.fetchval(
-        "SELECT encode(subject_ref, 'hex') FROM archived_events"
-        " WHERE subject_ref IN (SELECT decode(r, 'hex') FROM unnest($1::text[]) r) LIMIT 1",
-        refs,
-    )
+    subject_ref = await archived_ref(pg_pool, actions.access.pepper, person)
     dpo = Operator(f"test-export-{uuid.uuid4().hex[:8]}", "dpo")
 
     queued = await actions.queue_export(dpo, subject_ref=subject_ref, reason=REASON, formats=["json", "html"])
@@ -196,12 +202,7 @@ async def test_a_job_hands_over_the_pdf_and_the_signed_package_that_verifies(
     actions = work_stack.actions
     person = Person.fresh()
     await archive(demo_env, pg_pool, work_stack.settings.s3.prefix, crisis_bodies(person))
-    refs = await resolve_subject_refs(pg_pool, actions.access.pepper, person.wa_id, None)
-    subject_ref = await pg_pool.fetchval(
-        "SELECT encode(subject_ref, 'hex') FROM archived_events"
-        " WHERE subject_ref IN (SELECT decode(r, 'hex') FROM unnest($1::text[]) r) LIMIT 1",
-        refs,
-    )
+    subject_ref = await archived_ref(pg_pool, actions.access.pepper, person)
     dpo = Operator(f"test-export-{uuid.uuid4().hex[:8]}", "dpo")
     key = load_private_key(demo_env["WA_RETENTION_EXPORT_SIGNING__KEY"].encode())
 

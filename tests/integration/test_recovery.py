@@ -12,10 +12,8 @@ Each test gets a PostgreSQL schema of its own (the `archive` fixture), so it can
 
 from __future__ import annotations
 
-import subprocess
 import uuid
 
-import asyncpg
 import pytest
 from pydantic import SecretStr
 
@@ -29,10 +27,12 @@ from tests.helpers.erasure import erase, readable
 from tests.helpers.kek_archive import (
     Archive,
     archive_messages,
+    dump_schema,
     lose_the_database,
     messages,
     recover,
     redeliver,
+    restore_schema,
 )
 
 pytestmark = pytest.mark.integration
@@ -98,21 +98,11 @@ async def test_a_restore_to_before_an_erasure_is_erased_again_before_any_read(
 ) -> None:
     erased, kept = people[:2]
     await archive_messages(archive, [*messages(erased, "LATER-GONE", 2), *messages(kept, "STAYS", 2)], archive.a)
-    dump = subprocess.run(
-        ["pg_dump", "--format=custom", f"--schema={archive.schema}", pg_dsn],
-        capture_output=True,
-        check=True,
-        timeout=120,
-    ).stdout
+    dump = dump_schema(archive, pg_dsn)
     async with archive.access(archive.a) as access:
         await erase(access, erased)
     # The backup taken before the erasure is restored over the schema.
-    admin = await asyncpg.connect(pg_dsn)
-    try:
-        await admin.execute(f"DROP SCHEMA {archive.schema} CASCADE")
-    finally:
-        await admin.close()
-    subprocess.run(["pg_restore", "--dbname", pg_dsn], input=dump, check=True, timeout=120, capture_output=True)
+    await restore_schema(archive, pg_dsn, dump)
     restored = await archive.pool.fetchval("SELECT count(*) FROM erasure_requests")
     assert restored == 0, "the restored database does not know the erasure"
 
@@ -187,22 +177,12 @@ async def test_a_key_the_restored_database_lacks_keeps_its_copy_until_recover(
     reads it."""
     early, late = people[:2]
     await archive_messages(archive, messages(early, "EARLY", 1), archive.a)
-    dump = subprocess.run(
-        ["pg_dump", "--format=custom", f"--schema={archive.schema}", pg_dsn],
-        capture_output=True,
-        check=True,
-        timeout=120,
-    ).stdout
+    dump = dump_schema(archive, pg_dsn)
     await archive_messages(archive, messages(late, "LATE", 2), archive.a)
     late_refs = await subject_refs_of(archive, late)
     held = await copies_of(archive, late_refs)
     assert held, "the late person's key has its copy"
-    admin = await asyncpg.connect(pg_dsn)
-    try:
-        await admin.execute(f"DROP SCHEMA {archive.schema} CASCADE")
-    finally:
-        await admin.close()
-    subprocess.run(["pg_restore", "--dbname", pg_dsn], input=dump, check=True, timeout=120, capture_output=True)
+    await restore_schema(archive, pg_dsn, dump)
 
     copies = KeyCopies(ArchiveBucket(archive.retention_settings(archive.a).s3))
     async with archive.pool.acquire() as conn:
