@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
 import time
 import uuid
 from pathlib import Path
@@ -181,6 +182,20 @@ async def run(events_count: int, partitions: int, *, module: str = "services.arc
         "ratio_to_raw_consume": round(raw_s / elapsed, 3),
         "targets": {"events_per_s": 20000, "peak_rss_mb": 200},
     }
+
+
+async def alternate(events_count: int, rounds: int, baseline_module: str) -> dict[str, Any]:
+    """The archiver's CPU per event with a feature (``services.archiver``) and without it (``baseline_module``, an
+    archiver built without that feature), the runs alternating (with, without, with, without …) so that a drift of
+    the machine hits both: ``with`` and ``without`` (µs per event, one per round) and the overhead of the medians in
+    per cent."""
+    with_feature: list[float] = []
+    without: list[float] = []
+    for _ in range(rounds):
+        with_feature.append((await run(events_count, 6))["archiver_cpu_us_per_event"])
+        without.append((await run(events_count, 6, module=baseline_module))["archiver_cpu_us_per_event"])
+    base, featured = statistics.median(without), statistics.median(with_feature)
+    return {"with": with_feature, "without": without, "overhead_percent": round((featured - base) / base * 100, 1)}
 
 
 def main() -> None:

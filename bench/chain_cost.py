@@ -15,13 +15,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import statistics
 import uuid
 from typing import Any
 
 import asyncpg
 
-from bench.archiver import run as run_archiver
+from bench.archiver import alternate
 from bench.common import demo_env, ensure_stack, write_result
 from services.core.schema import migrate_dsn
 
@@ -36,12 +35,7 @@ async def run(events: int, rounds: int) -> dict[str, Any]:
     try:
         await migrate_dsn(f"{owner}?search_path={schema}")
         os.environ["WA_ARCHIVER_PG__DSN"] = f"{env['WA_ARCHIVER_PG__DSN']}?search_path={schema}"
-        with_chain: list[float] = []
-        without: list[float] = []
-        for _ in range(rounds):
-            with_chain.append((await run_archiver(events, 6))["archiver_cpu_us_per_event"])
-            figures = await run_archiver(events, 6, module="bench.archiver_without_chain")
-            without.append(figures["archiver_cpu_us_per_event"])
+        figures = await alternate(events, rounds, "bench.archiver_without_chain")
         entries = await admin.fetchval(f"SELECT coalesce(sum(seq + 1), 0) FROM {schema}.chain_heads")  # noqa: S608
     finally:
         if before is None:
@@ -50,14 +44,13 @@ async def run(events: int, rounds: int) -> dict[str, Any]:
             os.environ["WA_ARCHIVER_PG__DSN"] = before
         await admin.execute(f"DROP SCHEMA {schema} CASCADE")
         await admin.close()
-    base, chained = statistics.median(without), statistics.median(with_chain)
     return {
         "events": events,
         "rounds": rounds,
         "chain_entries_written": int(entries),
-        "archiver_cpu_us_per_event_with_chain": with_chain,
-        "archiver_cpu_us_per_event_without_chain": without,
-        "chain_cpu_overhead_percent": round((chained - base) / base * 100, 1),
+        "archiver_cpu_us_per_event_with_chain": figures["with"],
+        "archiver_cpu_us_per_event_without_chain": figures["without"],
+        "chain_cpu_overhead_percent": figures["overhead_percent"],
         "targets": {"chain_cpu_overhead_percent": 3},
     }
 

@@ -12,28 +12,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 from typing import Any
 
-from bench.archiver import run as run_archiver
+from bench.archiver import alternate
 from bench.common import ensure_stack, write_result
 
 
 async def run(events: int, rounds: int) -> dict[str, Any]:
-    with_copies: list[float] = []
-    without: list[float] = []
-    for _ in range(rounds):
-        with_copies.append((await run_archiver(events, 6))["archiver_cpu_us_per_event"])
-        figures = await run_archiver(events, 6, module="bench.archiver_without_key_copies")
-        without.append(figures["archiver_cpu_us_per_event"])
-    base, copied = statistics.median(without), statistics.median(with_copies)
+    figures = await alternate(events, rounds, "bench.archiver_without_key_copies")
     return {
         "events": events,
         "new_keys_per_run": 2000,
         "rounds": rounds,
-        "archiver_cpu_us_per_event_with_key_copies": with_copies,
-        "archiver_cpu_us_per_event_without_key_copies": without,
-        "key_copies_cpu_overhead_percent": round((copied - base) / base * 100, 1),
+        "archiver_cpu_us_per_event_with_key_copies": figures["with"],
+        "archiver_cpu_us_per_event_without_key_copies": figures["without"],
+        "key_copies_cpu_overhead_percent": figures["overhead_percent"],
         "targets": {"key_copies_cpu_overhead_percent": 3},
     }
 
