@@ -25,6 +25,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     HOME=/tmp
+# What the PDF transcripts draw with (services/evidence/pdf.py: WeasyPrint over Pango; fontconfig falls back to the
+# Noto emoji and CJK fonts for what DejaVu lacks): shared libraries and fonts only, the same packages as the local
+# stack's (deploy/local/stack.sh PDF_PACKAGES, less poppler-utils, which only the tests use). Without them an export
+# job asked for a PDF fails in the cluster while it passes on a developer's machine.
+RUN apt-get update \
+    && apt-get install --yes --no-install-recommends \
+       libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core fonts-noto-color-emoji fonts-noto-cjk \
+    && rm -rf /var/lib/apt/lists/*
 # Installed from the builder's wheels only (no index: nothing is resolved again), then pip itself is removed.
 RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
     pip install --no-index --find-links=/wheels wa-archive \

@@ -878,7 +878,16 @@ def test_dockerfile_is_multi_stage_non_root_and_minimal() -> None:
     assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11-slim", text, flags=re.MULTILINE)
     assert runtime.startswith("${PYTHON_IMAGE}")
     assert "--no-index" in runtime, "the runtime installs the builder's wheels only"
-    assert not re.search(r"apt-get|gcc|build-essential|COPY (?!--from)", runtime), "no build tools or sources"
+    assert not re.search(r"gcc|build-essential|-dev\b|COPY (?!--from)", runtime), "no build tools or sources"
+    # The one package install of the runtime: the PDF transcripts' shared libraries and fonts, exactly the local
+    # stack's (less poppler-utils, a test tool), without recommends, the package lists removed in the same layer.
+    installs = re.findall(r"apt-get install ([^&]*)", runtime)
+    assert len(installs) == 1, "one package install in the runtime stage"
+    flags = {word for word in installs[0].split() if word.startswith("-")}
+    assert flags == {"--yes", "--no-install-recommends"}
+    packages = {word for word in installs[0].split() if not word.startswith("-") and word != "\\"}
+    assert packages == pdf_runtime_packages() - {"poppler-utils"}
+    assert "rm -rf /var/lib/apt/lists/*" in runtime
     assert re.search(rf"^USER {RUN_AS_USER}(:{RUN_AS_USER})?$", runtime, flags=re.MULTILINE)
     assert re.search(r'^ENTRYPOINT \["python", "-m"\]$', runtime, flags=re.MULTILINE)
     patterns = [
@@ -889,6 +898,14 @@ def test_dockerfile_is_multi_stage_non_root_and_minimal() -> None:
     assert patterns[0] == "*", ".dockerignore is an allow-list"
     allowed = {p[1:].rstrip("/") for p in patterns if p.startswith("!")}
     assert allowed <= {"pyproject.toml", "constraints.txt", "README.md", "services"}, "no demo.env, state or tests"
+
+
+def pdf_runtime_packages() -> set[str]:
+    """The Debian packages deploy/local/stack.sh installs for the PDF transcripts (its PDF_PACKAGES array)."""
+    stack = (REPO_ROOT / "deploy/local/stack.sh").read_text(encoding="utf-8")
+    found = re.search(r"^PDF_PACKAGES=\(([^)]*)\)$", stack, flags=re.MULTILINE)
+    assert found, "deploy/local/stack.sh lists PDF_PACKAGES"
+    return set(found.group(1).split())
 
 
 def compose_schema() -> dict[str, Any]:
