@@ -19,11 +19,12 @@ from services.actions.operators import (
     authorize,
 )
 from services.archiver.rebuild import RebuildReport, RecordKeys, rebuild_index
+from services.core.audit import write_audit
 from services.core.kek_retirement import KekUse, RewrapReport, kek_uses, rewrap_keys
 from services.core.key_copies import KeyCopies
 from services.core.keyring import RewrapRefused
 from services.evidence.chain import Chain
-from services.evidence.verify import SETTLE_S, VerifyReport, verify_archive
+from services.evidence.verify import SETTLE_S, BaselineReport, VerifyReport, baseline_archive, verify_archive
 from services.governance.cases import case_keys_by_kek, rewrap_case_keys
 from services.governance.erasure_log import ErasureLog
 from services.governance.recovery import RecoveryReport, reapply_erasures, restore_keys
@@ -127,6 +128,22 @@ class MaintenanceActions(ActionsBase):
         )
         counts = {k: v for k, v in report.to_json().items() if k not in ("findings", "chain_faults", "trusted_keys")}
         await self._audit(operator, "verify", {**counts, "checkpoint_faults": len(report.checkpoint_faults)})
+        return report
+
+    async def baseline_chain(
+        self, operator: Operator, reason: str, *, progress: ProgressCallback | None = None, settle_s: float = SETTLE_S
+    ) -> BaselineReport:
+        """Enter in the hash chain the objects written before it existed (services/evidence/verify.py
+        :func:`baseline_archive`), once, after an upgrade: audited with the reason and the counts."""
+        authorize(operator, "chain.baseline")
+        try:
+            report = await baseline_archive(self.access.bucket, self.access.pool, progress=progress, settle_s=settle_s)
+        except Exception as exc:
+            await self._audit_failure(operator, "chain.baseline", exc, {"reason": reason})
+            raise
+        await write_audit(
+            self.access.pool, actor=operator.name, action="chain.baseline", reason=reason, details=report.to_json()
+        )
         return report
 
     async def _rebuild_for(self, report: RecoveryReport, operator: Operator, progress: ProgressCallback | None) -> None:

@@ -30,6 +30,7 @@ ActionName = Literal[
     "recover",
     "verify",
     "chain.checkpoint",
+    "chain.baseline",
     "case.open",
     "case.close",
     "case.assign",
@@ -61,6 +62,7 @@ REQUIRED_ROLE: Final[dict[ActionName, Role]] = {
     "recover": "dpo",
     "verify": "dpo",
     "chain.checkpoint": "dpo",
+    "chain.baseline": "dpo",
     # Cases: the DPO opens, closes, assigns and names custodians; a reader sees and reviews (tags, notes, saved
     # searches) only the cases they are assigned to (services/actions/cases.py checks the assignment).
     "case.open": "dpo",

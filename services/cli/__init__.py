@@ -224,6 +224,15 @@ def build_parser() -> argparse.ArgumentParser:
     chain = commands.add_parser("chain", help="the hash chain of archived objects")
     chain_commands = chain.add_subparsers(dest="chain_command", required=True)
     chain_commands.add_parser("checkpoint", help="sign the chain's heads now and store the checkpoint")
+    baseline = chain_commands.add_parser(
+        "baseline",
+        help="once, after upgrading from a release without the chain: enter the digests of the objects written"
+        " before it began (objects changed since are left to `verify`)",
+    )
+    baseline.add_argument("--reason", required=True, help="why (audited), e.g. the upgrade's change ticket")
+    baseline.add_argument(
+        "--settle-seconds", type=float, default=300.0, help="objects changed this recently are never entered"
+    )
     chain.set_defaults(handler=cmd_chain)
 
     keys = commands.add_parser("keys", help="key-encryption keys: keys per KEK, rewrap to retire an old KEK")

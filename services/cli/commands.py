@@ -580,7 +580,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_chain(args: argparse.Namespace) -> int:
-    """``wa-archive chain checkpoint``: sign the chain's heads now (the retention service does it on a schedule)."""
+    """``wa-archive chain checkpoint``: sign the chain's heads now (the retention service does it on a schedule);
+    ``wa-archive chain baseline``: enter the objects written before the chain began."""
+
+    if args.chain_command == "baseline":
+        return _chain_baseline(args)
 
     async def work(actions: Actions, operator: Operator) -> int:
         written = await actions.write_checkpoint(operator)
@@ -748,6 +752,31 @@ def cmd_case(args: argparse.Namespace) -> int:
             hits = await actions.run_saved_search(operator, args.ref, search_id)
             print_jsonl([hit.to_json() for hit in hits])
             print(counted(len(hits), "event"), file=sys.stderr)
+        return 0
+
+    return with_actions(work)
+
+
+def _chain_baseline(args: argparse.Namespace) -> int:
+    from services.evidence.verify import ChainFaulty  # noqa: PLC0415
+
+    async def work(actions: Actions, operator: Operator) -> int:
+        try:
+            with progress_bar("objects entered") as progress:
+                report = await actions.baseline_chain(
+                    operator, args.reason, progress=progress, settle_s=args.settle_seconds
+                )
+        except ChainFaulty as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print_json(report.to_json())
+        print(
+            f"{counted(report.entered, 'object')} entered in"
+            f" {counted(report.entries, 'baseline entry', 'baseline entries')}"
+            f" (the chain began {report.chain_began or 'now'}); {counted(report.left, 'object')} not named by the chain"
+            " changed after it began: `wa-archive verify` reports them",
+            file=sys.stderr,
+        )
         return 0
 
     return with_actions(work)

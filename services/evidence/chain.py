@@ -26,7 +26,7 @@ import hashlib
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Final, Literal, get_args
 
 import orjson
@@ -44,6 +44,8 @@ CHAIN_ROOT: Final = "chain"
 GENESIS: Final = "0" * 64  # the ``prev`` of a stream's first entry
 GOVERNANCE_STREAM: Final = "governance"
 MEDIA_SWEEP_STREAM: Final = "media-sweep"
+# Objects written before the chain existed, entered once by `wa-archive chain baseline` (services/evidence/verify.py)
+BASELINE_STREAM: Final = "baseline"
 
 DeletionCause = Literal["retention", "erasure"]
 DELETION_CAUSES: Final = frozenset(get_args(DeletionCause))
@@ -151,11 +153,14 @@ class KeysDestroyed:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Change:
-    """What one entry records: objects written, objects deleted, an erasure's destroyed keys."""
+    """What one entry records: objects written, objects deleted, an erasure's destroyed keys. ``baseline``: the
+    ``written`` objects were not seen written; they were found in the bucket, as they are, when the chain began
+    (``wa-archive chain baseline``), which proves what they held from then on, not before."""
 
     written: tuple[ObjectDigest, ...] = ()
     deleted: tuple[Deletion, ...] = ()
     erasure: KeysDestroyed | None = None
+    baseline: bool = False
 
     def __bool__(self) -> bool:
         return bool(self.written or self.deleted or self.erasure)
@@ -195,6 +200,8 @@ class ChainEntry:
         }
         if self.change.erasure is not None:
             body["erasure"] = self.change.erasure.to_json()
+        if self.change.baseline:
+            body["baseline"] = True
         return orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
 
     @classmethod
@@ -222,6 +229,7 @@ class ChainEntry:
                         keys=tuple((str(r), str(d)) for r, d in erasure["keys"]),
                         erased_at=str(erasure["erased_at"]),
                     ),
+                    baseline=fields.get("baseline") is True,
                 ),
             )
         except UnreadableEntry:
@@ -361,6 +369,17 @@ class Found:
 
     size: int
     sha256: str | None = None
+
+
+def pre_chain(
+    expected: Mapping[str, Expectation], listed: Mapping[str, datetime], began: datetime | None, settled: datetime
+) -> list[str]:
+    """The listed objects a baseline may enter: never named by the chain, and last changed before the chain began
+    (``began``: its first entry; None: no entry yet) and before ``settled`` (an object is written before its entry).
+    An object the chain does not name that changed after the chain began is a finding, never baselined."""
+    # A store's Last-Modified counts whole seconds: an object changed in the second the chain began is left out.
+    cutoff = settled if began is None else min(began - timedelta(seconds=1), settled)
+    return sorted(key for key, changed in listed.items() if key not in expected and changed < cutoff)
 
 
 def to_read(expected: Mapping[str, Expectation], listed: Mapping[str, int]) -> list[str]:

@@ -26,6 +26,7 @@ from services.archiver.settings import FlushSettings, GraphSettings
 from services.core.settings import PostgresSettings
 from services.evidence.chain import GOVERNANCE_STREAM, archive_stream, streams_root
 from services.evidence.signing import new_private_key_text
+from services.evidence.verify import baseline_archive, verify_archive
 from services.governance.erasure import erase_subject
 from services.governance.metrics import RetentionMetrics
 from services.governance.retention_run import retention_run
@@ -159,3 +160,41 @@ async def test_tampering_is_reported_and_retention_erasure_and_recovery_are_not(
     for kind in ("missing", "altered", "unexpected"):
         assert registry.get_sample_value("wa_archive_verify_findings", {"kind": kind}) == 1
     assert registry.get_sample_value("wa_archive_verify_findings", {"kind": "chain_faults"}) == 0
+
+
+async def test_a_baseline_enters_the_objects_older_than_the_chain_once_and_nothing_added_since(
+    archive: Archive, people: list[Person], s3_client: S3Client
+) -> None:
+    # Written by a release without the chain: the chain begins with the archiving below.
+    before = [f"{archive.prefix}/legacy/00000/{n:020d}.waarc" for n in range(2)]
+    for n, key in enumerate(before):
+        s3_client.put_object(Bucket="wa-archive", Key=key, Body=f"archived before the chain {n}".encode() * 20)
+    await archive_in_pairs(archive, messages(people[0], "CHAINED", 2))
+    added = f"{archive.prefix}/legacy/00000/{99:020d}.waarc"
+    s3_client.put_object(Bucket="wa-archive", Key=added, Body=b"added behind the archive's back")
+
+    async with archive.access(archive.a) as access:
+        found = await verify_archive(access.bucket, trusted={}, settle_s=0)
+        assert sorted(f.key for f in found.findings if f.kind == "unexpected") == sorted([*before, added])
+
+        # The command as an operator runs it once after the upgrade: audited with its reason.
+        done = run_cli(
+            archive.cli_env(archive.a), "chain", "baseline", "--reason", "upgrade CHG-7", "--settle-seconds", "0"
+        )
+        assert done.returncode == 0, done.stderr
+        report = json.loads(done.stdout)
+        assert (report["entered"], report["left"], report["entries"]) == (2, 1, 1)
+        audited = await archive.pool.fetch("SELECT actor, reason FROM audit_log WHERE action = 'chain.baseline'")
+        assert [(r["actor"], r["reason"]) for r in audited] == [("test-operator", "upgrade CHG-7")]
+
+        found = await verify_archive(access.bucket, trusted={}, settle_s=0)
+        assert [(f.kind, f.key) for f in found.findings] == [("unexpected", added)], "what came after stays a finding"
+        assert found.baselined == 2
+
+        # From the baseline on, a change to those objects is an alteration like any other.
+        s3_client.put_object(Bucket="wa-archive", Key=before[0], Body=b"rewritten after the baseline")
+        found = await verify_archive(access.bucket, trusted={}, settle_s=0)
+        assert sorted((f.kind, f.key) for f in found.findings) == [("altered", before[0]), ("unexpected", added)]
+
+        again = await baseline_archive(access.bucket, access.pool, settle_s=0)
+        assert (again.entered, again.entries) == (0, 0), "a second run enters nothing"

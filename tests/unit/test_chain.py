@@ -31,6 +31,7 @@ from services.evidence.chain import (
     expected_objects,
     next_entry,
     open_checkpoint,
+    pre_chain,
     seal_checkpoint,
     segment_key,
     stream_of_key,
@@ -78,6 +79,38 @@ def test_an_entry_reads_back_as_written() -> None:
     assert ChainEntry.decode(body) == entry
     assert (entry.seq, entry.prev, head.seq) == (0, "0" * 64, 0)
     assert stream_of_key(PREFIX, segment_key(PREFIX, STREAM, 7)) == (STREAM, 7)
+
+
+def test_a_baseline_entry_reads_back_marked_and_an_ordinary_entry_has_no_mark() -> None:
+    entry, body, _head = next_entry(
+        PREFIX, "baseline", EMPTY_HEAD, Change(written=written(1).written, baseline=True), T0
+    )
+    assert ChainEntry.decode(body) == entry
+    assert entry.change.baseline
+    assert b"baseline" not in next_entry(PREFIX, STREAM, EMPTY_HEAD, written(1), T0)[1]
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    listed=st.dictionaries(
+        st.sampled_from([f"v1/o{n}" for n in range(12)]), st.integers(min_value=-600, max_value=600), max_size=12
+    ),
+    named=st.sets(st.sampled_from([f"v1/o{n}" for n in range(12)])),
+    began=st.one_of(st.none(), st.integers(min_value=-300, max_value=300)),
+    settled=st.integers(min_value=-300, max_value=300),
+)
+def test_a_baseline_takes_only_unnamed_objects_changed_a_second_before_the_chain_and_the_settling_time(
+    listed: dict[str, int], named: set[str], began: int | None, settled: int
+) -> None:
+    expected = {key: Expectation("2026-12-06T12:00:00.000000Z", ObjectDigest(key, "0" * 64, 1), None) for key in named}
+    changed = {key: T0 + timedelta(seconds=s) for key, s in listed.items()}
+    chosen = pre_chain(
+        expected, changed, None if began is None else T0 + timedelta(seconds=began), T0 + timedelta(seconds=settled)
+    )
+    for key, s in listed.items():
+        older = s < settled and (began is None or s < began - 1)
+        assert (key in chosen) == (key not in named and older), key
+    assert chosen == sorted(chosen)
 
 
 def test_a_sound_stream_has_no_fault_and_its_head_is_the_last_entry() -> None:
