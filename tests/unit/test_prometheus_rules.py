@@ -63,6 +63,9 @@ def test_the_expected_alerts_exist() -> None:
             "WaPgWalArchiveFailing",
             "WaPgBaseBackupStale",
             "WaPgBackupProbeFailing",
+            "WaRelayDestinationLagging",
+            "WaRelayDestinationStale",
+            "WaRelayParking",
         ]
     )
 
