@@ -27,7 +27,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import httpx
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
@@ -42,6 +41,7 @@ from services.relay.delivery import (
     judge_status,
     select,
 )
+from services.relay.http1 import DeliveryFailed, DeliveryTimeout, Http1Client
 from services.relay.metrics import RelayMetrics
 
 log = logging.getLogger("wa_archive.relay")
@@ -108,7 +108,7 @@ class DestinationLoop:
         self,
         consumer: AIOKafkaConsumer,
         destination: Destination,
-        client: httpx.AsyncClient,
+        client: Http1Client,
         parking: Parking,
         metrics: RelayMetrics,
         *,
@@ -248,15 +248,15 @@ class DestinationLoop:
     async def _attempt(self, value: bytes, headers: dict[str, str]) -> tuple[Answer, str]:
         started = time.perf_counter()
         try:
-            response = await self.client.post(self.destination.url, content=value, headers=headers)
-        except httpx.TimeoutException as exc:
-            return Answer(delivered=False, retry=True, failure="timeout"), type(exc).__name__
-        except httpx.TransportError as exc:
-            return Answer(delivered=False, retry=True, failure="connection"), type(exc).__name__
+            status = await self.client.post(value, headers)
+        except DeliveryTimeout as exc:
+            return Answer(delivered=False, retry=True, failure="timeout"), f"timeout: {exc}"
+        except DeliveryFailed as exc:
+            return Answer(delivered=False, retry=True, failure="connection"), f"connection: {exc}"
         finally:
             self._attempt_seconds.observe(time.perf_counter() - started)
-        # The body is read and dropped (the connection is reused); never logged: a receiver may echo content.
-        return judge_status(response.status_code), f"HTTP {response.status_code}"
+        # The answer's body was read and dropped, never logged: a receiver may echo content.
+        return judge_status(status), f"HTTP {status}"
 
     async def park(self, record: Any, outcome: Outcome) -> None:
         """Copy the record to the parking topic (same key, bytes and headers, plus why), once Kafka acknowledged."""

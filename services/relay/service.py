@@ -8,13 +8,13 @@ import contextlib
 import logging
 import signal
 
-import httpx
 from aiokafka import AIOKafkaConsumer
 from prometheus_client import CollectorRegistry
 
 from services.core.kafka import AckedProducer
 from services.core.ops_http import OpsServer, ops_app
 from services.core.retry import Attempt, RetryPolicy, Stopped, sleep_until_stopped
+from services.relay.http1 import Http1Client
 from services.relay.metrics import RelayMetrics
 from services.relay.relay import Destination, DestinationLoop, RelayRebalance
 from services.relay.settings import DestinationSettings, RelaySettings
@@ -55,15 +55,10 @@ def destination_of(settings: DestinationSettings) -> Destination:
     )
 
 
-def http_client(settings: DestinationSettings) -> httpx.AsyncClient:
-    """A client of one destination: its timeouts, no redirects followed (the bytes go to its URL only), no proxy
-    from the environment, a few connections (one delivery per partition at a time)."""
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(settings.timeout_s, connect=settings.connect_timeout_s),
-        follow_redirects=False,
-        trust_env=False,
-        limits=httpx.Limits(max_connections=16, max_keepalive_connections=16),
-    )
+def http_client(settings: DestinationSettings) -> Http1Client:
+    """A client of one destination: its URL and timeouts; no redirect is followed (the bytes go to its URL only),
+    no proxy is taken from the environment."""
+    return Http1Client(settings.url, connect_timeout_s=settings.connect_timeout_s, timeout_s=settings.timeout_s)
 
 
 async def run_relay(settings: RelaySettings, stop: asyncio.Event, *, registry: CollectorRegistry | None = None) -> None:
@@ -79,7 +74,7 @@ async def run_relay(settings: RelaySettings, stop: asyncio.Event, *, registry: C
     await ops.start()
     await parking.start()
     consumers: list[AIOKafkaConsumer] = []
-    clients: list[httpx.AsyncClient] = []
+    clients: list[Http1Client] = []
     tasks: list[asyncio.Task[None]] = []
     try:
         for destination in settings.destinations:
