@@ -23,7 +23,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -41,7 +41,7 @@ from services.relay.delivery import (
     judge_status,
     select,
 )
-from services.relay.http1 import DeliveryFailed, DeliveryTimeout, Http1Client
+from services.relay.http1 import DeliveryFailed, DeliveryTimeout
 from services.relay.metrics import RelayMetrics
 
 log = logging.getLogger("wa_archive.relay")
@@ -60,6 +60,13 @@ class Parking(Protocol):
     raises ProduceUnavailable."""
 
     async def produce(self, records: tuple[OutgoingRecord, ...], *, deadline_s: float) -> None: ...
+
+
+class Client(Protocol):
+    """What the loop needs of :class:`~services.relay.http1.Http1Client`: the status of one POST, or
+    DeliveryTimeout / DeliveryFailed."""
+
+    async def post(self, body: bytes, headers: Mapping[str, str]) -> int: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -108,7 +115,7 @@ class DestinationLoop:
         self,
         consumer: AIOKafkaConsumer,
         destination: Destination,
-        client: Http1Client,
+        client: Client,
         parking: Parking,
         metrics: RelayMetrics,
         *,
@@ -119,6 +126,7 @@ class DestinationLoop:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         draw: Callable[[], float] = random.random,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.consumer = consumer
         self.destination = destination
@@ -132,6 +140,7 @@ class DestinationLoop:
         self.clock = clock
         self.wall_clock = wall_clock
         self.draw = draw
+        self.sleep = sleep
         self.lanes: dict[TopicPartition, Lane] = {}
         self.started = False
         self._last_commit = 0.0
@@ -243,7 +252,7 @@ class DestinationLoop:
                 log.warning(
                     "destination %s: delivery failed (%s); retrying in %.1fs", self.destination.name, detail, wait
                 )
-            await asyncio.sleep(wait)
+            await self.sleep(wait)
 
     async def _attempt(self, value: bytes, headers: dict[str, str]) -> tuple[Answer, str]:
         started = time.perf_counter()
