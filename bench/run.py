@@ -132,6 +132,10 @@ def verdict(value: float, target: float, *, at_most: bool) -> str:
     return "met" if met else "**missed**"
 
 
+def plural(destinations: int) -> str:
+    return f"{destinations} destination{'' if destinations == 1 else 's'}"
+
+
 def summary_rows(results: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]:
     """(figure, measured, target, verdict) for the figures that have a target."""
     rows: list[tuple[str, str, str, str]] = []
@@ -232,7 +236,7 @@ def summary_rows(results: dict[str, dict[str, Any]]) -> list[tuple[str, str, str
     if (r := results.get("relay", {})).get("status") == "ok":
         f = r["figures"]
         add(
-            f"relay lag p99 at {f['steady']['rate_per_s']:,} webhooks/s ({f['backlog']['destinations']} destinations)",
+            f"relay lag p99 at {f['steady']['rate_per_s']:,} webhooks/s ({plural(f['backlog']['destinations'])})",
             f["steady"]["lag_p99_ms"],
             1000,
             "ms",
@@ -277,7 +281,7 @@ def markdown(report: dict[str, Any]) -> str:
         lines += [
             "## Relay",
             "",
-            f"A backlog of {b['webhooks']:,} webhooks to {b['destinations']} destinations at once: {rates} "
+            f"A backlog of {b['webhooks']:,} webhooks to {plural(b['destinations'])} at once: {rates} "
             f"deliveries/s per destination, {b['relay_cpu_us_per_delivery']} µs of the relay's CPU per delivery. "
             f"At {st['rate_per_s']:,} webhooks/s for {st['seconds']} s ({st['webhooks']:,} journaled): lag "
             f"p50 {st['lag_p50_ms']} ms, p99 {st['lag_p99_ms']} ms, max {st['lag_max_ms']} ms.",
