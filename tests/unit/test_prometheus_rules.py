@@ -65,6 +65,7 @@ def test_the_expected_alerts_exist() -> None:
             "WaPgBackupProbeFailing",
             "WaRelayDestinationLagging",
             "WaRelayDestinationStale",
+            "WaRelayNotReporting",
             "WaRelayParking",
         ]
     )
