@@ -3,7 +3,7 @@
 Runs ingest, archiver, end-to-end freshness, retention, retrieval, the index layouts, the KEK rewrap, the review
 console (on an archive of 1,000,000 messages it builds once and reuses: see bench/console.py) and a burst of large
 media (bench/media.py: the archiver's peak RSS with eight 100 MB documents in one POST) and `wa-archive recover`
-after a database loss (bench/recovery.py), each as its own process
+after a database loss (bench/recovery.py), the relay (bench/relay.py), each as its own process
 (one failing does not stop the others; the report says which failed), then writes bench/results/report.json and
 report.md with every figure against its target, the machine and the versions of the servers and libraries.
 
@@ -43,6 +43,7 @@ FULL: dict[str, list[str]] = {
     "pdf_export": [],
     "verify": [],
     "chain_cost": [],
+    "relay": [],
 }
 QUICK: dict[str, list[str]] = {
     "ingest": ["--seconds", "5"],
@@ -59,6 +60,7 @@ QUICK: dict[str, list[str]] = {
     "pdf_export": ["--messages", "1000", "--volume-sizes", "500"],
     "verify": ["--objects", "100"],
     "chain_cost": ["--events", "20000", "--rounds", "1"],
+    "relay": ["--backlog", "5000", "--rate", "1000", "--seconds", "10"],
 }
 # A smoke run: every benchmark end to end at sizes that take seconds, so that none can rot unnoticed
 # (tests/integration/test_bench_smoke.py runs it in `make test`). Its figures measure nothing.
@@ -80,6 +82,7 @@ SMOKE: dict[str, list[str]] = {
     "pdf_export": ["--messages", "10", "--volume-sizes", "10", "--images", "1"],
     "verify": ["--objects", "5", "--object-mb", "0.1"],
     "chain_cost": ["--events", "300", "--rounds", "1"],
+    "relay": ["--backlog", "200", "--destinations", "1", "--rate", "50", "--seconds", "1"],
 }
 PACKAGES = ("aiokafka", "asyncpg", "boto3", "cryptography", "orjson", "uvicorn", "fastapi", "prometheus-client")
 
@@ -127,6 +130,10 @@ def run_one(name: str, args: list[str], started: float) -> dict[str, Any]:
 def verdict(value: float, target: float, *, at_most: bool) -> str:
     met = value <= target if at_most else value >= target
     return "met" if met else "**missed**"
+
+
+def plural(destinations: int) -> str:
+    return f"{destinations} destination{'' if destinations == 1 else 's'}"
 
 
 def summary_rows(results: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]:
@@ -226,6 +233,15 @@ def summary_rows(results: dict[str, dict[str, Any]]) -> list[tuple[str, str, str
     if (r := results.get("chain_cost", {})).get("status") == "ok":
         f = r["figures"]
         add("archiver CPU per event, hash chain overhead", f["chain_cpu_overhead_percent"], 3, "%", at_most=True)
+    if (r := results.get("relay", {})).get("status") == "ok":
+        f = r["figures"]
+        add(
+            f"relay lag p99 at {f['steady']['rate_per_s']:,} webhooks/s ({plural(f['backlog']['destinations'])})",
+            f["steady"]["lag_p99_ms"],
+            1000,
+            "ms",
+            at_most=True,
+        )
     return rows
 
 
@@ -256,6 +272,19 @@ def markdown(report: dict[str, Any]) -> str:
             f"({f['achieved_events_per_s']:,} achieved), lost {f['lost']}: webhook → durable "
             f"p50 {f['webhook_to_durable_ms']['p50']:,} ms, p99 {f['webhook_to_durable_ms']['p99']:,} ms; "
             f"ingest answer p50 {f['ingest_answer_ms']['p50']} ms, p99 {f['ingest_answer_ms']['p99']} ms.",
+            "",
+        ]
+    relay = results.get("relay", {})
+    if relay.get("status") == "ok":
+        b, st = relay["figures"]["backlog"], relay["figures"]["steady"]
+        rates = " / ".join(f"{rate:,}" for rate in b["deliveries_per_s_per_destination"])
+        lines += [
+            "## Relay",
+            "",
+            f"A backlog of {b['webhooks']:,} webhooks to {plural(b['destinations'])} at once: {rates} "
+            f"deliveries/s per destination, {b['relay_cpu_us_per_delivery']} µs of the relay's CPU per delivery. "
+            f"At {st['rate_per_s']:,} webhooks/s for {st['seconds']} s ({st['webhooks']:,} journaled): lag "
+            f"p50 {st['lag_p50_ms']} ms, p99 {st['lag_p99_ms']} ms, max {st['lag_max_ms']} ms.",
             "",
         ]
     rewrap = results.get("rewrap", {})

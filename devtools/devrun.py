@@ -1,7 +1,8 @@
 """``make run``: the services and the Graph API stand-in on the local stack, plus a demo crisis.
 
-Starts ingest (:8080), archiver (:8081), retention (:8082), the review console (:8083) and the local Graph API
-stand-in (:8099) as processes with deploy/local/demo.env, replays the bundled sample webhooks
+Starts ingest (:8080), archiver (:8081), retention (:8082), the review console (:8083), the relay (ops :8086)
+feeding the company's "existing inbox" (devtools/inbox.py, :8087) and the local Graph API stand-in (:8099) as
+processes with deploy/local/demo.env, replays the bundled sample webhooks
 (tests/data/whatsapp), a conversation whose message is then deleted for everyone and the crisis of
 devtools/demo_crisis.py, and prints where to look and how to sign in. Ctrl-C or SIGTERM stops every process it
 started (tests/e2e/test_devrun.py).
@@ -93,6 +94,15 @@ def service_commands(graph_token: str) -> dict[str, list[str]]:
     }
 
 
+def relay_commands(app_secret: str) -> dict[str, list[str]]:
+    """The relay and the company's "existing inbox" it feeds (devtools/inbox.py, port 8087, verifying Meta's
+    signature with ``app_secret``): ``make run`` only, the e2e tests of the pipeline leave them out."""
+    return {
+        "inbox": [sys.executable, "-m", "devtools.inbox", "--port", "8087", "--secret", app_secret],
+        "relay": [sys.executable, "-m", "services.relay"],
+    }
+
+
 def apply_migrations(env: Mapping[str, str]) -> None:
     """``wa-archive migrate`` as the schema's owner (WA_MIGRATOR_PG__DSN), before any service starts: the services
     connect as roles that may not migrate, and wait for the schema their code needs."""
@@ -157,7 +167,10 @@ def main() -> None:
     env = {**os.environ, **demo_env()}
     logs = REPO_ROOT / ".stack" / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    commands = service_commands(env["WA_ARCHIVER_GRAPH__TOKEN"])
+    commands = {
+        **service_commands(env["WA_ARCHIVER_GRAPH__TOKEN"]),
+        **relay_commands(orjson.loads(env["WA_INGEST_APP_SECRETS"])[0]),
+    }
     apply_migrations(env)
     processes: dict[str, subprocess.Popen[bytes]] = {}
     try:
@@ -168,6 +181,7 @@ def main() -> None:
         wait_ready("http://127.0.0.1:8081/readyz", "archiver")
         wait_ready("http://127.0.0.1:8082/readyz", "retention")
         wait_ready("http://127.0.0.1:9083/readyz", "console")  # its ops port: probes and metrics
+        wait_ready("http://127.0.0.1:8086/readyz", "relay")
         asyncio.run(run_demo(env))
         print(
             "\nwa-archive is running (logs in .stack/logs/):\n"
@@ -175,6 +189,8 @@ def main() -> None:
             "  review console   http://127.0.0.1:8083/  sign in as demo-reader / demo-reader-token-local-only\n"
             '                   (or demo-dpo / demo-dpo-token-local-only for the DPO pages); search "commande"\n'
             "  admin API        http://127.0.0.1:8082/v1/  (documentation: http://127.0.0.1:9082/docs)\n"
+            "  existing inbox   http://127.0.0.1:8087/webhooks/whatsapp  fed by the relay (metrics :8086/metrics);\n"
+            "                   it verifies Meta's signature and logs counts: .stack/logs/inbox.log\n"
             "  Prometheus       http://127.0.0.1:9090/graph?g0.expr=wa_archive%3Astaleness_seconds\n"
             "\nThe deleted message, with the deletion beside it (a reason is required and audited):\n"
             f"  set -a; . deploy/local/demo.env; set +a; export {LOCAL_DEMO_FLAG}=1\n"

@@ -4,8 +4,10 @@ else (DESIGN.md §1.8) — the same rights deploy/k8s/base/kafka-users.yaml give
 - ``wa-ingest`` writes the journal, and nothing else: it cannot read 72 h of plaintext back, nor write a dead
   letter.
 - ``wa-archiver`` reads the journal in its consumer group and writes the dead letters; it cannot write the journal.
+- ``wa-relay`` reads the journal in one consumer group per destination (``wa-relay-<name>``) and writes each
+  destination's parking topic (``wa-relay-<name>-parked``); it cannot write the journal nor read another group.
 
-Both produce idempotently, hence IdempotentWrite on the cluster. ``python -m devtools.kafka_principals``
+All three produce idempotently, hence IdempotentWrite on the cluster. ``python -m devtools.kafka_principals``
 (run by ``deploy/local/stack.sh up`` once Kafka answers) connects to the plaintext listener, whose anonymous
 principal is the local broker's super user, and makes the broker hold exactly these users and ACLs: each user's
 password is set again (a new salt; a client already connected keeps its session), a missing ACL is created and
@@ -16,6 +18,7 @@ refuses or does not answer at the deadline.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -41,6 +44,7 @@ from confluent_kafka.admin import (
 
 from services.archiver.settings import ArchiverSettings
 from services.core.settings import KafkaSettings
+from services.relay.settings import DestinationSettings, RelaySettings
 
 # Strimzi's vocabulary (kafka-users.yaml), so that the two lists read alike and a test can compare them.
 Resource = Literal["topic", "group", "cluster"]
@@ -118,6 +122,31 @@ def archiver_grants(kafka: KafkaSettings, group_id: str) -> frozenset[Grant]:
     )
 
 
+def relay_grants(kafka: KafkaSettings, groups: Iterable[str], parking_topics: Iterable[str]) -> frozenset[Grant]:
+    """The relay consumes the journal in a group per destination and produces each destination's parking topic."""
+    grants = {
+        Grant("topic", kafka.events_topic, "Describe"),
+        Grant("topic", kafka.events_topic, "Read"),
+        Grant("cluster", CLUSTER, "IdempotentWrite"),
+    }
+    for group in groups:
+        grants |= {Grant("group", group, "Describe"), Grant("group", group, "Read")}
+    for topic in parking_topics:
+        grants |= {Grant("topic", topic, "Describe"), Grant("topic", topic, "Write")}
+    return frozenset(grants)
+
+
+def relay_principal(environ: Mapping[str, str]) -> Principal:
+    """The relay's principal from its settings in ``environ``: its destinations name its groups and parking topics."""
+    kafka = kafka_settings(environ, "WA_RELAY_KAFKA__")
+    destinations = [
+        DestinationSettings.model_validate(d) for d in json.loads(environ.get("WA_RELAY_DESTINATIONS", "[]"))
+    ]
+    prefix = environ.get("WA_RELAY_GROUP_PREFIX", RelaySettings.model_fields["group_prefix"].default)
+    grants = relay_grants(kafka, [prefix + d.name for d in destinations], [d.topic_for_parking() for d in destinations])
+    return principal(kafka, grants, "WA_RELAY_KAFKA__")
+
+
 def kafka_settings(environ: Mapping[str, str], prefix: str) -> KafkaSettings:
     """A service's Kafka block from its variables in ``environ`` (``WA_INGEST_KAFKA__SASL_USERNAME`` …), as the
     service's own settings read them."""
@@ -133,13 +162,15 @@ def principal(kafka: KafkaSettings, grants: frozenset[Grant], prefix: str) -> Pr
 
 
 def local_principals(environ: Mapping[str, str]) -> list[Principal]:
-    """The principals of ingest and the archiver, from their settings in ``environ`` (deploy/local/demo.env)."""
+    """The principals of ingest, the archiver and the relay, from their settings in ``environ``
+    (deploy/local/demo.env)."""
     ingest = kafka_settings(environ, "WA_INGEST_KAFKA__")
     archiver = kafka_settings(environ, "WA_ARCHIVER_KAFKA__")
     group_id = environ.get("WA_ARCHIVER_GROUP_ID", ArchiverSettings.model_fields["group_id"].default)
     return [
         principal(ingest, ingest_grants(ingest), "WA_INGEST_KAFKA__"),
         principal(archiver, archiver_grants(archiver, group_id), "WA_ARCHIVER_KAFKA__"),
+        relay_principal(environ),
     ]
 
 

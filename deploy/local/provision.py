@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import sys
 import time
@@ -69,6 +70,17 @@ async def provision_kafka() -> None:
             replication_factor=1,
             topic_configs={"retention.ms": retention_ms, **LARGE_RECORDS},
         ),
+    ]
+    # A parking topic per relay destination (services/relay): the webhooks a destination could not take. They hold
+    # plaintext too, so they keep the events topic's retention.
+    topics += [
+        NewTopic(
+            destination.get("parking_topic") or f"wa-relay-{destination['name']}-parked",
+            num_partitions=1,
+            replication_factor=1,
+            topic_configs={"retention.ms": retention_ms, **LARGE_RECORDS},
+        )
+        for destination in json.loads(os.environ.get("WA_RELAY_DESTINATIONS", "[]"))
     ]
 
     async def step() -> None:

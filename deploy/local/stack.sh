@@ -598,6 +598,8 @@ scrape_configs:
     static_configs: [{targets: ["127.0.0.1:9083"]}]
   - job_name: wa-pg-backup
     static_configs: [{targets: ["127.0.0.1:$WA_PGBACKUP_PORT"]}]
+  - job_name: wa-relay
+    static_configs: [{targets: ["127.0.0.1:8086"]}]
 YAML
   promtool check config "$STACK/prometheus/prometheus.yml" >/dev/null 2>"$LOGS/promtool.log" \
     || { cat "$LOGS/promtool.log" >&2; die "the generated Prometheus configuration or deploy/prometheus/rules.yml is invalid"; }

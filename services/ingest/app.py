@@ -32,7 +32,7 @@ from services.core.ops_http import PROBE_PATHS, probe
 from services.ingest.metrics import IngestMetrics
 from services.ingest.outbound import outbound_event
 from services.ingest.settings import IngestSettings
-from services.ingest.signature import SignatureVerifier
+from services.ingest.signature import SignatureVerifier, app_id
 
 log = logging.getLogger("wa_archive.ingest")
 
@@ -137,7 +137,9 @@ class IngestApp:
         self.producer = producer or AckedProducer(settings.kafka)
         self.registry = registry or CollectorRegistry()
         self.metrics = IngestMetrics(self.registry)
-        self.verifier = SignatureVerifier([s.get_secret_value().encode() for s in settings.app_secrets])
+        secrets = [s.get_secret_value().encode() for s in settings.app_secrets]
+        self.verifier = SignatureVerifier(secrets)
+        self._app_ids = [app_id(secret) for secret in secrets]
         self._verify_token = settings.verify_token.get_secret_value().encode()
         self._outbound_tokens = [t.get_secret_value().encode() for t in settings.outbound_tokens]
         self._topic = settings.kafka.events_topic
@@ -209,7 +211,8 @@ class IngestApp:
             return
         self.metrics.body_bytes.inc(len(raw))
         signature = header(scope, b"x-hub-signature-256")
-        if not self.verifier.verify(raw, signature):
+        app = self.verifier.verified_by(raw, signature)
+        if app is None:
             self.metrics.signature_failures.inc()
             self._refused("webhook", "bad_signature", 401)
             await send_response(send, 401, error_body("invalid or missing X-Hub-Signature-256"), JSON)
@@ -220,7 +223,9 @@ class IngestApp:
             self.metrics.requests.labels("webhook", "bad_request").inc()
             await send_response(send, rejected.status, error_body(rejected.reason), JSON)
             return
-        record = webhook_record(self._topic, scope_id, raw, signature=signature, received_at=self._clock())
+        record = webhook_record(
+            self._topic, scope_id, raw, signature=signature, received_at=self._clock(), app=self._app_ids[app]
+        )
         await self._produce_and_answer("webhook", record, numbers, send)
 
     async def _outbound(self, scope: Scope, receive: Receive, send: Send) -> None:

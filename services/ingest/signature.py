@@ -19,6 +19,17 @@ SIGNATURE_PREFIX: Final = "sha256="
 _DIGEST_HEX_LENGTH: Final = 2 * hashlib.sha256().digest_size
 
 
+# What an app secret's id is the HMAC of: a constant, so the id names the secret without revealing anything of it.
+_APP_ID_MESSAGE: Final = b"wa-archive: the id of a Meta app secret"
+
+
+def app_id(app_secret: bytes) -> str:
+    """A stable, public name of a Meta app secret (16 hex digits): which app a POST was verified for, recorded with
+    the journal record (``wa-app``) without the secret or its position in the settings. An HMAC under the secret,
+    like the signatures the journal already keeps beside the bytes they sign, so it reveals no more of it."""
+    return hmac.new(app_secret, _APP_ID_MESSAGE, hashlib.sha256).hexdigest()[:16]
+
+
 def sign(raw_body: bytes, app_secret: bytes) -> str:
     """The ``X-Hub-Signature-256`` value Meta sends for ``raw_body``: ``"sha256=<64 lowercase hex>"``."""
     return SIGNATURE_PREFIX + hmac.new(app_secret, raw_body, hashlib.sha256).hexdigest()
@@ -43,16 +54,21 @@ class SignatureVerifier:
         """True when ``header`` is ``sha256=<64 hex digits>`` and equals the HMAC-SHA256 of ``raw_body`` under
         at least one configured secret. A missing header, another prefix (``sha1=``, ``SHA256=``), non-hex
         digits, surrounding whitespace or a wrong length give False; nothing raises."""
+        return self.verified_by(raw_body, header) is not None
+
+    def verified_by(self, raw_body: bytes, header: str | None) -> int | None:
+        """As :meth:`verify`, but the position of the secret that matched (the first, if several do), or None."""
         if header is None or not header.startswith(SIGNATURE_PREFIX):
-            return False
+            return None
         offered_hex = header[len(SIGNATURE_PREFIX) :]
         # Checked before bytes.fromhex, which would accept spaces inside the digest.
         # Case-insensitive: a hex digest's case carries no information, and some proxies upper-case header values.
         if not is_lower_hex(offered_hex.lower(), _DIGEST_HEX_LENGTH):
-            return False
+            return None
         offered = bytes.fromhex(offered_hex)
-        matched = False
-        for secret in self._secrets:
+        matched: int | None = None
+        for position, secret in enumerate(self._secrets):
             # No early exit: every secret costs one HMAC and one constant-time comparison, match or not.
-            matched |= hmac.compare_digest(hmac.digest(secret, raw_body, "sha256"), offered)
+            if hmac.compare_digest(hmac.digest(secret, raw_body, "sha256"), offered) and matched is None:
+                matched = position
         return matched

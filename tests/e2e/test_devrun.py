@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from devtools.devrun import service_commands
+from devtools.devrun import relay_commands, service_commands
 from devtools.samples import REPO_ROOT
 from tests.e2e.processes import PORTS
 
@@ -50,8 +51,12 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
+def metrics() -> str:
+    return httpx.get("http://127.0.0.1:8086/metrics", timeout=5).text
+
+
 def test_sigterm_stops_the_services_and_the_graph_api_stand_in(tmp_path: Path) -> None:
-    for name, port in {**PORTS, "graph-api": 8099}.items():
+    for name, port in {**PORTS, "graph-api": 8099, "relay": 8086, "inbox": 8087}.items():
         with contextlib.suppress(httpx.HTTPError):
             httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=0.5)
             pytest.fail(f"port {port} ({name}) is busy: stop `make run` before the e2e tests", pytrace=False)
@@ -72,11 +77,16 @@ def test_sigterm_stops_the_services_and_the_graph_api_stand_in(tmp_path: Path) -
             assert time.monotonic() < deadline, output.read_text(errors="replace")[-3000:]
             time.sleep(0.5)
         started = children_of(driver.pid)
-        expected = service_commands("token")
+        expected = {**service_commands("token"), **relay_commands("secret")}
         for name, command in expected.items():
             module = command[command.index("-m") + 1]
             assert any(f"-m {module}" in line for line in started.values()), f"{name} not running: {started}"
         assert len(started) == len(expected), started
+        # The relay feeds the "existing inbox", which accepts Meta's signature over the bytes it gets.
+        deadline = time.monotonic() + 60
+        while not re.search(r'wa_relay_deliveries_total\{destination="inbox",outcome="delivered"\} [1-9]', metrics()):
+            assert time.monotonic() < deadline, metrics()[-3000:]
+            time.sleep(0.5)
 
         driver.send_signal(signal.SIGTERM)
         assert driver.wait(timeout=120) == 0, output.read_text(errors="replace")[-3000:]

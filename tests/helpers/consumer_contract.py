@@ -4,8 +4,8 @@ A test class inherits :class:`ConsumerContract` and provides the ``harness`` fix
 :data:`PARTITIONS` partitions of a topic of its own (and a group of its own, nothing committed), and a way to
 produce to them. tests/integration/test_consumer_contract.py runs the contract once against Kafka on 127.0.0.1:9092
 (AIOKafkaConsumer, a fresh topic per test); tests/unit/test_local_consumer.py against
-tests/helpers/local_consumer.py, the double the unit tests of ArchiverLoop drive. Only the calls the loop makes
-(and ``paused``, which its tests read) are in the contract.
+tests/helpers/local_consumer.py, the double the unit tests of ArchiverLoop drive. Only the calls the loops make
+(the archiver's and the relay's; and ``paused``, which their tests read) are in the contract.
 """
 
 from __future__ import annotations
@@ -123,3 +123,13 @@ class ConsumerContract:
         await harness.consumer.commit({tp: OffsetAndMetadata(1, "")})
         rest, _ = await consume(harness.consumer, 6 - consumed)
         assert [offset for offset, _ in got[0] + rest[0]] == list(range(6))
+
+    async def test_assignment_and_position(self, harness: Harness) -> None:
+        """The relay's loop reads its partitions and, for the lag, where each one's next fetch starts."""
+        first, second = harness.tps
+        assert harness.consumer.assignment() == {first, second}
+        assert await harness.consumer.position(first) == 0
+        await harness.produce(0, [b"p"] * 4)
+        await consume(harness.consumer, 4)
+        assert await harness.consumer.position(first) == 4
+        assert await harness.consumer.position(second) == 0

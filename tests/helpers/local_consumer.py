@@ -68,11 +68,20 @@ class LocalConsumer:
         self._rebalancing = asyncio.Lock()
 
     # ---------------------------------------------------------------- what the tests do to it
-    def append(self, partition: int, value: bytes, *, key: bytes | None = None, timestamp_ms: int = 0) -> int:
+    def append(
+        self,
+        partition: int,
+        value: bytes,
+        *,
+        key: bytes | None = None,
+        timestamp_ms: int = 0,
+        headers: Sequence[tuple[str, bytes]] = (),
+    ) -> int:
         """A record produced to ``partition``; returns its offset."""
         log = self.logs[TopicPartition(self.topic, partition)]
         size = len(value)
-        log.append(ConsumerRecord(self.topic, partition, len(log), timestamp_ms, 0, key, value, None, 0, size, ()))
+        record = ConsumerRecord(self.topic, partition, len(log), timestamp_ms, 0, key, value, None, 0, size, headers)
+        log.append(record)
         return len(log) - 1
 
     def assign(self, partitions: Iterable[TopicPartition]) -> None:
@@ -143,6 +152,12 @@ class LocalConsumer:
 
     def highwater(self, partition: TopicPartition) -> int | None:
         return self.highwaters.get(partition)
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.assigned)
+
+    async def position(self, partition: TopicPartition) -> int:
+        return self.positions[partition]
 
     def __getattr__(self, name: str) -> Any:
         # A call the loop starts making that this double does not model fails the test, loudly.

@@ -45,6 +45,7 @@ TARGET_ROWS = [
     "PDF transcript peak RSS per volume process",
     "wa-archive verify, 1,000,000 records",
     "archiver CPU per event, hash chain overhead",
+    "relay lag p99",
 ]
 
 

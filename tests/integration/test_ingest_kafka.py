@@ -23,6 +23,7 @@ from devtools.samples import payloads_dir
 from devtools.serving import serve_asgi
 from services.core.events import Event, decode_webhook, parse_webhook, webhook_scope
 from services.core.journal import (
+    APP_HEADER,
     EVENT_FORMAT,
     FORMAT_HEADER,
     RECEIVED_AT_HEADER,
@@ -32,7 +33,7 @@ from services.core.journal import (
 from services.core.settings import KafkaSettings
 from services.ingest.app import IngestApp
 from services.ingest.settings import IngestSettings
-from services.ingest.signature import sign
+from services.ingest.signature import app_id, sign
 from services.tools.replay import load_bodies, post_signed
 
 pytestmark = pytest.mark.integration
@@ -88,6 +89,7 @@ async def test_every_sample_payload_is_journaled_verbatim_keyed_by_business_numb
         assert key.decode() == webhook_scope(decode_webhook(body))[0], name
         assert headers[FORMAT_HEADER] == WEBHOOK_FORMAT
         assert headers[SIGNATURE_HEADER].decode() == sign(body, SECRET)
+        assert headers[APP_HEADER].decode() == app_id(SECRET)  # which app it was verified for, not the secret
         assert headers[RECEIVED_AT_HEADER].decode().endswith("Z")
     # The archiver's split gives the events (and ids) ingest used to produce itself.
     expected = expected_events(bodies)

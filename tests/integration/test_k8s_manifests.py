@@ -43,6 +43,7 @@ from services.core.kafka import MAX_RECORD_BYTES, PROTOCOL_OVERHEAD_BYTES
 from services.core.policy import parse_policy
 from services.core.settings import KafkaSettings, MigratorSettings
 from services.ingest.settings import IngestSettings
+from services.relay.settings import RelaySettings
 from services.retention.settings import RetentionSettings
 
 pytestmark = pytest.mark.integration
@@ -94,6 +95,7 @@ SECRETS_OF_WORKLOAD: dict[str, set[tuple[str, str]]] = {
     | {("wa-console-secrets", key) for key in ("pg-dsn", "s3-access-key", "s3-secret-key")}
     | {("wa-archive-admin-tokens", "admin-tokens")},
     "migrate": {("wa-migrator-secrets", "pg-dsn")},
+    "relay": {("wa-relay-secrets", key) for key in ("kafka-sasl-password", "destination-secrets")},
 }
 APP_NAMESPACE = "wa-archive"
 RUN_AS_USER = 10001
@@ -108,10 +110,11 @@ SETTINGS_OF_CONTAINER: dict[str, tuple[type[BaseSettings], ...]] = {
     "archive-verify": (RetentionSettings,),
     "console": (RetentionSettings, ConsoleSettings),
     "migrate": (MigratorSettings,),
+    "relay": (RelaySettings,),
 }
 # The port on which each long-running service serves /healthz and /readyz (DESIGN.md section 6). The console's
 # pages are on a port of their own (8083), the only one its Ingress reaches.
-SERVICE_PORTS = {"ingest": 8080, "archiver": 8081, "retention": 8082, "console": 9083}
+SERVICE_PORTS = {"ingest": 8080, "archiver": 8081, "retention": 8082, "console": 9083, "relay": 8086}
 
 # Setting names whose value is a secret: they may only come from the Secret, never from a literal or a ConfigMap.
 SECRET_SETTING = re.compile(r"(SECRETS?|TOKENS?|PASSWORD|KEKS|PEPPER|DSN|ACCESS_KEY|SECRET_KEY|PRIVATE_KEY)$")
@@ -404,6 +407,8 @@ def test_availability_of_ingest_archiver_and_console(target: str) -> None:
     assert named(manifests, "PodDisruptionBudget", "ingest")["spec"]["minAvailable"] == 1
     assert named(manifests, "PodDisruptionBudget", "archiver")["spec"]["maxUnavailable"] == 1
     assert named(manifests, "PodDisruptionBudget", "console")["spec"]["minAvailable"] == 1
+    assert named(manifests, "PodDisruptionBudget", "relay")["spec"]["maxUnavailable"] == 1
+    assert named(manifests, "Deployment", "relay")["spec"]["replicas"] >= 2
     for budget in of_kind(manifests, "PodDisruptionBudget"):
         target_name = budget["metadata"]["name"]
         deployment = named(manifests, "Deployment", target_name)
@@ -445,6 +450,7 @@ def dummy_secret(key: str, env: Mapping[str, str]) -> str:
         "admin-tokens": json.dumps({"dpo": {"token": secrets.token_urlsafe(24), "role": "dpo"}}),
         "kafka-sasl-password": "sasl-password",
         "private-key": key32,
+        "destination-secrets": json.dumps({"inbox": "the-inbox-app-secret"}),
     }
     return values[key]
 
@@ -483,7 +489,7 @@ def test_each_service_accepts_the_configuration_it_is_given(
     _, container = workload(manifests, name)
     env = config_env(manifests, container)
     env.update({variable: dummy_secret(ref["key"], env) for variable, ref in secret_refs(container).items()})
-    prefixes = ("WA_INGEST_", "WA_ARCHIVER_", "WA_RETENTION_", "WA_CONSOLE_", "WA_MIGRATOR_")
+    prefixes = ("WA_INGEST_", "WA_ARCHIVER_", "WA_RETENTION_", "WA_CONSOLE_", "WA_MIGRATOR_", "WA_RELAY_")
     every_process = {"WA_LOG_FORMAT"}  # read by configure_logging in each service, not by a settings class
     stray = [n for n in env if n.startswith("WA_") and not n.startswith(prefixes) and n not in every_process]
     assert not stray, f"variables no service reads: {stray}"
@@ -578,7 +584,11 @@ def test_retention_policy_is_mounted_and_as_designed(target: str) -> None:
 @pytest.mark.parametrize("target", TARGET_IDS)
 def test_kafka_clients_use_tls_and_scram(target: str) -> None:
     manifests = render(target)
-    for name, prefix in (("ingest", "WA_INGEST_KAFKA__"), ("archiver", "WA_ARCHIVER_KAFKA__")):
+    for name, prefix in (
+        ("ingest", "WA_INGEST_KAFKA__"),
+        ("archiver", "WA_ARCHIVER_KAFKA__"),
+        ("relay", "WA_RELAY_KAFKA__"),
+    ):
         env = config_env(manifests, workload(manifests, name)[1])
         assert env[f"{prefix}SECURITY_PROTOCOL"] == "SASL_SSL"
         assert env[f"{prefix}SASL_MECHANISM"] == "SCRAM-SHA-512"
@@ -657,7 +667,9 @@ def test_network_policies(target: str) -> None:
     deny = [p for p in policies if p["spec"]["podSelector"] == {} and not p["spec"].get("ingress")]
     assert [p["spec"]["policyTypes"] for p in deny] == [["Ingress"]], "one default deny of ingress is required"
     egress = [p for p in policies if "Egress" in p["spec"]["policyTypes"]]
-    assert [p["metadata"]["name"] for p in egress] == ["archiver-egress"], "egress is restricted for the archiver"
+    assert [p["metadata"]["name"] for p in egress] == ["archiver-egress", "relay-egress"], (
+        "egress is restricted for the archiver and the relay"
+    )
 
     def rules(deployment: str) -> list[Manifest]:
         return [rule for p in policies_for(manifests, deployment) for rule in p["spec"].get("ingress", [])]
@@ -671,6 +683,9 @@ def test_network_policies(target: str) -> None:
     (archiver,) = rules("archiver")
     assert archiver["from"] == [MONITORING], "archiver: from the monitoring namespace only"
     assert ports(archiver) == {8081}
+    (relay,) = rules("relay")
+    assert relay["from"] == [MONITORING], "relay: from the monitoring namespace only"
+    assert ports(relay) == {8086}
     retention, retention_ops = rules("retention")
     assert retention["from"] == [{"podSelector": {}}, MONITORING], "retention: this namespace and monitoring"
     assert ports(retention) == {8082}
@@ -766,7 +781,12 @@ def test_kafka_topics(target: str) -> None:
     topics = {t["metadata"]["name"]: t for t in of_kind(manifests, "KafkaTopic")}
     events_name = KafkaSettings.model_fields["events_topic"].default
     dlq_name = KafkaSettings.model_fields["dlq_topic"].default
-    assert set(topics) == {events_name, dlq_name}
+    relay_destinations = json.loads(named(manifests, "ConfigMap", "wa-archive-config")["data"]["WA_RELAY_DESTINATIONS"])
+    parking = {f"wa-relay-{d['name']}-parked" for d in relay_destinations}
+    assert set(topics) == {events_name, dlq_name} | parking
+    for name in parking:  # plaintext webhooks: the journal's bound, and room for the largest POST
+        assert topics[name]["spec"]["config"]["retention.ms"] == topics[events_name]["spec"]["config"]["retention.ms"]
+        assert int(topics[name]["spec"]["config"]["max.message.bytes"]) == MAX_RECORD_BYTES + PROTOCOL_OVERHEAD_BYTES
     events, dlq = topics[events_name]["spec"], topics[dlq_name]["spec"]
     assert (events["partitions"], events["replicas"]) == (12, 3)
     # The same bound on plaintext in Kafka as the local stack's (docs/GDPR.md): 72 h.
@@ -823,9 +843,17 @@ def test_each_service_has_its_own_kafka_principal_with_least_rights(target: str)
         ("topic", dlq, "Write"),
         ("cluster", "", "IdempotentWrite"),
     }
-    assert set(users) == {"wa-ingest", "wa-archiver"}
     config = named(manifests, "ConfigMap", "wa-archive-config")["data"]
-    for service, user in (("INGEST", "wa-ingest"), ("ARCHIVER", "wa-archiver")):
+    names = [d["name"] for d in json.loads(config["WA_RELAY_DESTINATIONS"])]
+    assert acl_rights(users["wa-relay"]) == {
+        ("topic", events, "Describe"),
+        ("topic", events, "Read"),
+        ("cluster", "", "IdempotentWrite"),
+        *(("group", f"wa-relay-{name}", operation) for name in names for operation in ("Describe", "Read")),
+        *(("topic", f"wa-relay-{name}-parked", operation) for name in names for operation in ("Describe", "Write")),
+    }
+    assert set(users) == {"wa-ingest", "wa-archiver", "wa-relay"}
+    for service, user in (("INGEST", "wa-ingest"), ("ARCHIVER", "wa-archiver"), ("RELAY", "wa-relay")):
         assert users[user]["spec"]["authentication"]["type"] == "scram-sha-512"
         assert config[f"WA_{service}_KAFKA__SASL_USERNAME"] == user
         assert config[f"WA_{service}_KAFKA__SASL_MECHANISM"] == "SCRAM-SHA-512"

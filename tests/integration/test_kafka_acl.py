@@ -42,6 +42,7 @@ from pydantic import SecretStr
 
 from devtools import pipeline
 from devtools.broker import committed_offsets, create_topic, end_offsets, topic_from_start
+from devtools.inbox import InboxReceiver
 from devtools.kafka_principals import (
     Principal,
     acl_key,
@@ -51,13 +52,18 @@ from devtools.kafka_principals import (
     local_principals,
     principal_acls,
     provision,
+    relay_grants,
 )
 from devtools.samples import load_demo_env
 from devtools.serving import serve_asgi
+from services.core.journal import webhook_record
 from services.core.kafka import AckedProducer, OutgoingRecord, ProduceUnavailable, librdkafka_config
 from services.core.settings import KafkaSettings
 from services.ingest.app import IngestApp
 from services.ingest.settings import IngestSettings
+from services.ingest.signature import sign
+from services.relay.service import run_relay
+from services.relay.settings import DestinationSettings, RelaySettings
 from services.tools.replay import post_signed
 
 pytestmark = pytest.mark.integration
@@ -82,7 +88,7 @@ def super_admin() -> AdminClient:
 def test_the_broker_holds_exactly_the_demo_principals_and_their_grants() -> None:
     admin = super_admin()
     principals = local_principals(DEMO)
-    assert [p.user for p in principals] == ["wa-ingest", "wa-archiver"]
+    assert [p.user for p in principals] == ["wa-ingest", "wa-archiver", "wa-relay"]
     credentials = admin.describe_user_scram_credentials([p.user for p in principals], request_timeout=10)
     assert isinstance(credentials, dict)
     for user, future in credentials.items():
@@ -209,6 +215,9 @@ class Throwaway:
     group: str
     ingest: KafkaSettings
     archiver: KafkaSettings
+    relay: KafkaSettings
+    destination: str  # the relay's destination: group wa-relay-<destination>, parking topic ``parking``
+    parking: str
 
 
 def sasl_settings(p: Principal, topic: str, dlq: str) -> KafkaSettings:
@@ -234,12 +243,28 @@ async def throwaway(kafka_bootstrap: str) -> AsyncIterator[Throwaway]:
     archiver = Principal(
         user=f"test-archiver-{suffix}", password=secrets.token_urlsafe(24), grants=archiver_grants(names, group)
     )
+    parking = await create_topic(kafka_bootstrap, partitions=1, prefix="acl-parked")
+    destination = f"acl-{suffix}"
+    relay = Principal(
+        user=f"test-relay-{suffix}",
+        password=secrets.token_urlsafe(24),
+        grants=relay_grants(names, [f"wa-relay-{destination}"], [parking]),
+    )
     admin = super_admin()
-    provision(admin, [ingest, archiver])
+    provision(admin, [ingest, archiver, relay])
     try:
-        yield Throwaway(topic, dlq, group, sasl_settings(ingest, topic, dlq), sasl_settings(archiver, topic, dlq))
+        yield Throwaway(
+            topic,
+            dlq,
+            group,
+            sasl_settings(ingest, topic, dlq),
+            sasl_settings(archiver, topic, dlq),
+            sasl_settings(relay, topic, dlq),
+            destination,
+            parking,
+        )
     finally:
-        users = [ingest.user, archiver.user]
+        users = [ingest.user, archiver.user, relay.user]
         for future in admin.delete_acls(
             [
                 AclBindingFilter(
@@ -262,7 +287,7 @@ async def throwaway(kafka_bootstrap: str) -> AsyncIterator[Throwaway]:
         remover = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
         await remover.start()
         try:
-            await remover.delete_topics([topic, dlq])
+            await remover.delete_topics([topic, dlq, parking])
         finally:
             await remover.close()
 
@@ -299,3 +324,47 @@ async def test_the_services_work_under_exactly_their_grants(
     ends = await end_offsets(kafka_bootstrap, throwaway.topic, 2)
     assert await committed_offsets(kafka_bootstrap, throwaway.group, throwaway.topic, 2) == ends
     assert sum(ends.values()) == len(good) + 1
+
+
+async def test_the_relay_works_under_exactly_its_grants(throwaway: Throwaway, kafka_bootstrap: str) -> None:
+    """The relay reads the journal in its destination's group, parks what the receiver refuses on the parking topic
+    and commits, as its own principal with exactly relay_grants."""
+    producer = AckedProducer(throwaway.ingest)
+    await producer.start()
+    try:
+        await producer.wait_connected(REFUSED_WITHIN_S)
+        for n in range(3):
+            raw = (
+                b'{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{"n":%d}}]}]}'
+                % n
+            )
+            record = webhook_record(
+                throwaway.topic, "111", raw, signature=sign(raw, SECRET), received_at="2026-12-06T00:00:00.000Z"
+            )
+            await producer.produce((record,), deadline_s=REFUSED_WITHIN_S)
+    finally:
+        await producer.stop()
+    inbox = InboxReceiver([SECRET])
+    inbox.fail_with(400)
+    stop = asyncio.Event()
+    async with serve_asgi(inbox, lifespan="off") as url:
+        settings = RelaySettings(
+            port=0,
+            kafka=throwaway.relay,
+            destinations=[DestinationSettings(name=throwaway.destination, url=url, parking_topic=throwaway.parking)],
+            commit_interval_s=0.1,
+        )
+        relay = asyncio.create_task(run_relay(settings, stop))
+        try:
+            async with topic_from_start(kafka_bootstrap, throwaway.parking, 1) as parked:
+                reasons: list[bytes] = []
+                async with asyncio.timeout(REFUSED_WITHIN_S):
+                    while len(reasons) < 3:
+                        for records in (await parked.getmany(timeout_ms=200)).values():
+                            reasons.extend(dict(r.headers)["wa-relay-reason"] for r in records)
+            assert reasons == [b"rejected: HTTP 400"] * 3
+        finally:
+            stop.set()
+            await asyncio.wait_for(relay, 30)
+    ends = await end_offsets(kafka_bootstrap, throwaway.topic, 2)
+    assert await committed_offsets(kafka_bootstrap, f"wa-relay-{throwaway.destination}", throwaway.topic, 2) == ends

@@ -3,6 +3,7 @@ named by the services' own settings of deploy/local/demo.env."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from devtools.kafka_principals import (
     kafka_settings,
     local_principals,
     principal,
+    relay_grants,
 )
 from devtools.samples import REPO_ROOT, load_demo_env
 from services.archiver.settings import ArchiverSettings
@@ -43,11 +45,25 @@ def manifest_grants() -> dict[str, frozenset[Grant]]:
     return users
 
 
+def k8s_relay_destinations() -> list[str]:
+    """The destinations' names of deploy/k8s/base/config.env (an overlay replaces them, and the grants with them)."""
+    for line in (REPO_ROOT / "deploy/k8s/base/config.env").read_text().splitlines():
+        if line.startswith("WA_RELAY_DESTINATIONS="):
+            return [d["name"] for d in json.loads(line.partition("=")[2])]
+    raise AssertionError("deploy/k8s/base/config.env sets no WA_RELAY_DESTINATIONS")
+
+
 def test_the_local_grants_are_the_production_ones() -> None:
     """Exactly what the Strimzi users of deploy/k8s are granted, for the services' default names."""
     kafka = KafkaSettings()
     group = ArchiverSettings.model_fields["group_id"].default
-    assert manifest_grants() == {"wa-ingest": ingest_grants(kafka), "wa-archiver": archiver_grants(kafka, group)}
+    names = k8s_relay_destinations()
+    relay = relay_grants(kafka, [f"wa-relay-{n}" for n in names], [f"wa-relay-{n}-parked" for n in names])
+    assert manifest_grants() == {
+        "wa-ingest": ingest_grants(kafka),
+        "wa-archiver": archiver_grants(kafka, group),
+        "wa-relay": relay,
+    }
 
 
 def test_ingest_may_not_read_nor_write_dead_letters() -> None:
@@ -58,8 +74,20 @@ def test_ingest_may_not_read_nor_write_dead_letters() -> None:
     assert not [g for g in grants if g.resource == "group"]
 
 
+def test_the_relay_reads_the_journal_in_its_groups_and_writes_only_its_parking_topics() -> None:
+    (_ingest, _archiver, relay) = local_principals(DEMO)
+    assert relay.user == DEMO["WA_RELAY_KAFKA__SASL_USERNAME"] == "wa-relay"
+    assert {(g.name, g.operation) for g in relay.grants if g.resource == "group"} == {
+        ("wa-relay-inbox", "Describe"),
+        ("wa-relay-inbox", "Read"),
+    }
+    written = {g.name for g in relay.grants if g.resource == "topic" and g.operation == "Write"}
+    assert written == {"wa-relay-inbox-parked"}
+    assert Grant("topic", DEMO["WA_EVENTS_TOPIC"], "Read") in relay.grants
+
+
 def test_the_demo_principals_are_the_services_own_settings() -> None:
-    ingest, archiver = local_principals(DEMO)
+    ingest, archiver, _relay = local_principals(DEMO)
     assert (ingest.user, ingest.password) == (
         DEMO["WA_INGEST_KAFKA__SASL_USERNAME"],
         DEMO["WA_INGEST_KAFKA__SASL_PASSWORD"],
@@ -71,7 +99,7 @@ def test_the_demo_principals_are_the_services_own_settings() -> None:
     assert Grant("group", "wa-archiver", "Read") in archiver.grants
 
 
-@pytest.mark.parametrize("service", ["INGEST", "ARCHIVER"])
+@pytest.mark.parametrize("service", ["INGEST", "ARCHIVER", "RELAY"])
 def test_the_demo_services_connect_to_the_sasl_listener(service: str) -> None:
     kafka = kafka_settings(DEMO, f"WA_{service}_KAFKA__")
     assert kafka.bootstrap_servers == f"127.0.0.1:{DEMO['WA_KAFKA_SASL_PORT']}"
@@ -79,7 +107,7 @@ def test_the_demo_services_connect_to_the_sasl_listener(service: str) -> None:
 
 
 def test_a_group_of_its_own_is_granted_to_the_archiver() -> None:
-    (_ingest, archiver) = local_principals({**DEMO, "WA_ARCHIVER_GROUP_ID": "archiver-b"})
+    (_ingest, archiver, _relay) = local_principals({**DEMO, "WA_ARCHIVER_GROUP_ID": "archiver-b"})
     assert {g.name for g in archiver.grants if g.resource == "group"} == {"archiver-b"}
 
 

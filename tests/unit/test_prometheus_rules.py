@@ -63,6 +63,10 @@ def test_the_expected_alerts_exist() -> None:
             "WaPgWalArchiveFailing",
             "WaPgBaseBackupStale",
             "WaPgBackupProbeFailing",
+            "WaRelayDestinationLagging",
+            "WaRelayDestinationStale",
+            "WaRelayNotReporting",
+            "WaRelayParking",
         ]
     )
 

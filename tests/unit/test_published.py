@@ -56,7 +56,7 @@ def demo_secrets() -> dict[str, str]:
         password = urlsplit(DEMO[f"WA_{service}_PG__DSN"]).password
         assert password is not None
         found[f"WA_{service}_PG__DSN password"] = password
-    for service in ("INGEST", "ARCHIVER"):  # each one's Kafka principal
+    for service in ("INGEST", "ARCHIVER", "RELAY"):  # each one's Kafka principal
         found[f"WA_{service}_KAFKA__SASL_PASSWORD"] = DEMO[f"WA_{service}_KAFKA__SASL_PASSWORD"]
     # The backup tooling's S3 identity and its exporter's database role (services/backups).
     found["WA_PGBACKUP_S3_SECRET_KEY"] = DEMO["WA_PGBACKUP_S3_SECRET_KEY"]

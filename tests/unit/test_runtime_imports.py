@@ -14,6 +14,7 @@ ENTRY_POINTS = [
     "services.ingest.__main__",
     "services.archiver.__main__",
     "services.retention.__main__",
+    "services.relay.__main__",
     "services.cli",
     "services.archiver.rebuild",
     "services.tools.replay",

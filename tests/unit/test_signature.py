@@ -11,7 +11,7 @@ import pytest
 
 from devtools.samples import payloads_dir
 from services.core.events import parse_webhook
-from services.ingest.signature import SignatureVerifier, sign
+from services.ingest.signature import SignatureVerifier, app_id, sign
 
 pytestmark = pytest.mark.unit
 
@@ -125,3 +125,23 @@ def test_every_secret_is_compared_whichever_matches(monkeypatch: pytest.MonkeyPa
 def test_a_verifier_needs_at_least_one_non_empty_secret(secrets: object) -> None:
     with pytest.raises(ValueError, match="secret"):
         SignatureVerifier(secrets)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("signed_with", "expected"),
+    [
+        pytest.param(APP_A, 0, id="the first app"),
+        pytest.param(APP_B, 1, id="the second app"),
+        pytest.param(APP_C, None, id="an app that is not configured"),
+    ],
+)
+def test_verified_by_names_the_secret_that_matched(signed_with: bytes, expected: int | None) -> None:
+    assert SignatureVerifier([APP_A, APP_B]).verified_by(BODY, sign(BODY, signed_with)) == expected
+
+
+def test_an_app_id_names_a_secret_without_revealing_it() -> None:
+    assert app_id(APP_A) == app_id(APP_A)
+    assert app_id(APP_A) != app_id(APP_B)
+    assert len(app_id(APP_A)) == 16
+    assert int(app_id(APP_A), 16) >= 0
+    assert APP_A.hex()[:16] not in app_id(APP_A)
