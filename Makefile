@@ -46,7 +46,10 @@ lint: venv
 test-unit: venv
 	$(VENV)/bin/pytest -m unit $(PYTEST_ARGS)
 
-test: stack-up lint
+# The stack starts (mostly waiting: JVMs, downloads, readiness polls) while ruff and mypy run (CPU): two jobs, each
+# one's output shown whole when it ends. A failure of either stops the target before pytest, as in sequence.
+test: venv
+	$(MAKE) --no-print-directory -j2 --output-sync=target stack-up lint
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 run: stack-up
