@@ -21,8 +21,9 @@ from prometheus_client import CollectorRegistry
 from starlette.datastructures import FormData
 
 from services.actions.layer import Operator
+from services.console.auth import NamedCredentials
 from services.console.deps import actions_of as actions_dependency
-from services.console.deps import current_session, metrics_of, pages_of, settings_of
+from services.console.deps import authenticator_of, current_session, metrics_of, pages_of, provider_of, settings_of
 from services.console.forms import FormTooLarge, RefusedForm
 from services.console.metrics import ConsoleMetrics
 from services.console.pages import SIGNIN_COOKIE, Pages, console_templates
@@ -32,6 +33,7 @@ from services.console.sessions import Session
 from services.console.settings import ConsoleSettings
 from services.core.refusals import Forbidden, NotFound
 from services.governance.cases import CustodianSpec
+from services.retention.settings import RetentionSettings
 from services.review.search import IndexHit, SearchFilter
 
 pytestmark = pytest.mark.unit
@@ -86,10 +88,14 @@ def bare_app(*routers: Any, session: Session | None, actions: object | None = No
         app.include_router(router)
     metrics = ConsoleMetrics(CollectorRegistry())
     settings = ConsoleSettings(secure_cookies=False, max_form_field_bytes=256)
+    named = NamedCredentials(RetentionSettings())
     overrides: dict[Callable[..., Any], Callable[..., Any]] = {
         settings_of: lambda: settings,
         pages_of: lambda: Pages(console_templates(), settings.default_timezone),
         metrics_of: lambda: metrics,
+        # Signed in with a named token (the local demo's way): no provider, so no step-up.
+        provider_of: lambda: None,
+        authenticator_of: lambda: named,
     }
     if session is not None:
         overrides[current_session] = lambda: session
