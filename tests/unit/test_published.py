@@ -63,6 +63,12 @@ def demo_secrets() -> dict[str, str]:
     found["WA_PGBACKUP_PG__DSN password"] = urlsplit(DEMO["WA_PGBACKUP_PG__DSN"]).password or ""
     found["WA_RETENTION_EXPORT_SIGNING__KEY"] = DEMO["WA_RETENTION_EXPORT_SIGNING__KEY"]
     found["WA_RETENTION_SIGNING__PRIVATE_KEY"] = DEMO["WA_RETENTION_SIGNING__PRIVATE_KEY"]
+    # The identity provider's (Keycloak, local stack): its administrator, the clients' secrets, the demo people.
+    for name in ("WA_KEYCLOAK_ADMIN_PASSWORD", "WA_KEYCLOAK_API_CLIENT_SECRET", "WA_CONSOLE_OIDC__CLIENT_SECRET"):
+        found[name] = DEMO[name]
+    for name in ("WA_KEYCLOAK_DEMO_PASSWORDS", "WA_KEYCLOAK_DEMO_TOTP_SECRETS"):
+        for username, value in json.loads(DEMO[name]).items():
+            found[f"{name} {username}"] = value
     return found
 
 
