@@ -190,10 +190,16 @@ def test_load_settings_accepts_them_in_a_local_demo(monkeypatch: pytest.MonkeyPa
 
 
 def test_the_console_s_own_logins_are_checked_too(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The console holds a database role and an S3 identity of its own: the demo's are refused, others are not."""
+    """The console holds a database role, an S3 identity and an OIDC client of its own: the demo's are refused,
+    others are not."""
     monkeypatch.delenv(LOCAL_DEMO_FLAG, raising=False)
     set_demo_env(monkeypatch)
-    assert published_settings(ConsoleSettings(), "WA_CONSOLE_") == ["WA_CONSOLE_PG__DSN", "WA_CONSOLE_S3__SECRET_KEY"]
+    assert published_settings(ConsoleSettings(), "WA_CONSOLE_") == [
+        "WA_CONSOLE_OIDC__CLIENT_SECRET",
+        "WA_CONSOLE_PG__DSN",
+        "WA_CONSOLE_S3__SECRET_KEY",
+    ]
+    monkeypatch.setenv("WA_CONSOLE_OIDC__CLIENT_SECRET", secrets.token_urlsafe(24))
     monkeypatch.setenv("WA_CONSOLE_PG__DSN", f"postgresql://wa_console:{secrets.token_urlsafe(24)}@db:5432/wa_archive")
     monkeypatch.setenv("WA_CONSOLE_S3__SECRET_KEY", secrets.token_urlsafe(24))
     assert published_settings(ConsoleSettings(), "WA_CONSOLE_") == []
