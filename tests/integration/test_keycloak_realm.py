@@ -27,6 +27,7 @@ pytestmark = pytest.mark.integration
 
 CONSOLE_CLIENT = "wa-archive-console"
 REDIRECT_URI = "http://127.0.0.1:8083/oidc/callback"
+MFA_CLAIMS = {"id_token": {"acr": {"essential": True, "values": ["mfa"]}}}
 
 
 def audiences(claims: Mapping[str, Any]) -> set[str]:
@@ -133,6 +134,37 @@ async def test_a_reader_signs_in_through_keycloaks_pages(keycloak: Keycloak, dem
     assert "wa-archive-api" not in audiences(access_claims)
     assert refused.is_redirect
     assert "error=invalid_request" in refused.headers["location"]
+
+
+async def test_step_up_asks_the_otp_and_says_acr_mfa(keycloak: Keycloak, demo_env: dict[str, str]) -> None:
+    username, secret = "dpo.bruno", keycloak.totp_secrets["dpo.bruno"]
+    async with browser() as http:
+        plain = await sign_in(http, keycloak, demo_env, username=username, password=keycloak.password(username))
+        # The same browser asks for acr mfa: its SSO session stands for the password, Keycloak asks the OTP only.
+        stepped = await sign_in(
+            http,
+            keycloak,
+            demo_env,
+            username=username,
+            password=keycloak.password(username),
+            totp_secret=secret,
+            acr_values="mfa",
+        )
+    async with browser() as http:
+        # A new browser asking acr mfa as an essential claim: the password, then the OTP.
+        essential = await sign_in(
+            http,
+            keycloak,
+            demo_env,
+            username=username,
+            password=keycloak.password(username),
+            totp_secret=secret,
+            claims=MFA_CLAIMS,
+        )
+    assert (plain[0], plain[1]["acr"]) == (["password"], "pwd")
+    assert (stepped[0], stepped[1]["acr"]) == (["otp"], "mfa")
+    assert (essential[0], essential[1]["acr"]) == (["password", "otp"], "mfa")
+    assert stepped[1]["realm_access"] == {"roles": ["archive-dpo"]}
 
 
 async def test_leaving_the_dpo_group_takes_the_role_from_the_next_token(
