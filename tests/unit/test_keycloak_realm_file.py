@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from devtools.devrun import demo_people, identity_provider_banner
 from devtools.samples import REPO_ROOT, load_demo_env
 from tests.helpers.keycloak import Pkce, totp, unverified_claims
 
@@ -83,3 +84,20 @@ def test_unverified_claims_reads_a_jwt_payload_and_refuses_anything_else() -> No
     assert unverified_claims(f"e30.{payload}.c2ln") == {"acr": "mfa"}
     with pytest.raises(ValueError, match="compact JWS"):
         unverified_claims("only.two")
+
+
+def test_make_run_shows_each_demo_person_with_role_password_and_second_factor() -> None:
+    people = {p.username: p for p in demo_people(DEMO)}
+    assert {u: (p.role, p.name) for u, p in people.items()} == {
+        "dpo.alice": ("dpo", "Alice Martin"),
+        "dpo.bruno": ("dpo", "Bruno Lefebvre"),
+        "reader.chloe": ("reader", "Chloé Durand"),
+        "reader.driss": ("reader", "Driss Benali"),
+    }
+    banner = identity_provider_banner(DEMO)
+    assert "http://127.0.0.1:8180/realms/wa-archive" in banner
+    for person in people.values():
+        line = next(line for line in banner.splitlines() if person.username in line)
+        assert person.password in line
+        assert (person.totp_secret is not None) == (person.role == "dpo")
+        assert person.totp_secret is None or person.totp_secret in line
