@@ -37,6 +37,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Final
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
@@ -78,12 +79,24 @@ SECURITY_HEADERS: Final = {
 }
 
 
+def form_targets_of(provider: ProviderSignIn | None) -> tuple[str, ...]:
+    """Where the console's own forms may lead besides itself: the provider's origin, to which the single sign-on
+    button and sign-out redirect (CSP ``form-action`` applies to a form's redirects too, in Chromium)."""
+    if provider is None:
+        return ()
+    issuer = urlsplit(provider.settings.issuer)
+    return (f"{issuer.scheme}://{issuer.netloc}",)
+
+
 class SecurityHeaders:
     """Pure ASGI middleware: :data:`SECURITY_HEADERS` on every response, ``Cache-Control: no-store`` on all but the
-    static files. Pure ASGI like BodyLimit: it touches the response's start only, never the request."""
+    static files; ``form_targets`` join the CSP's ``form-action``. Pure ASGI like BodyLimit: it touches the
+    response's start only, never the request."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, form_targets: tuple[str, ...] = ()) -> None:
         self.app = app
+        csp = CSP.replace("form-action 'self'", " ".join(("form-action 'self'", *form_targets)))
+        self.headers = {**SECURITY_HEADERS, "content-security-policy": csp}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -94,7 +107,7 @@ class SecurityHeaders:
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
-                for name, value in SECURITY_HEADERS.items():
+                for name, value in self.headers.items():
                     headers.setdefault(name, value)
                 if not static:
                     headers["cache-control"] = "no-store"
@@ -227,7 +240,7 @@ def create_console_app(
         max_bytes=settings.max_body_bytes,
         on_refused=lambda: count_refusal(console_metrics, 413, "body", "request body too large"),
     )
-    app.add_middleware(SecurityHeaders)
+    app.add_middleware(SecurityHeaders, form_targets=form_targets_of(provider))
     answer_refusals(app)
     for router in ROUTERS:
         app.include_router(router)
