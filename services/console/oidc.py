@@ -28,9 +28,10 @@ Sign-out deletes the session and sends the browser to the provider's ``end_sessi
 provider's back-channel logout (``POST /oidc/backchannel-logout``) deletes every session of the provider session
 (``sid``) or account (``sub``) its logout token names.
 
-Step-up: an erasure, a hold release and an export need the session's ``acr`` to be ``step_up_acr``; a session
-without it is sent back to the provider with ``acr_values`` and returns to the page it was on, in a new session
-(a new id after a gain of privilege) that keeps the new ``acr``.
+Step-up: an erasure, a hold release and an export need the session's ``acr`` to be ``step_up_acr``, obtained
+within ``step_up_max_age_s`` (the ID token's ``auth_time``); a session without it is sent back to the provider with
+``acr_values`` and returns to the page it was on, in a new session (a new id after a gain of privilege) that keeps
+the new ``acr`` and its time.
 """
 
 from __future__ import annotations
@@ -184,12 +185,16 @@ class ProviderSignIn:
         return archive_role(provider_roles(identity.claims, self.settings.roles_claim), self.settings.role_map)
 
     def step_up_needed(self, session: Session) -> bool:
-        """Whether ``session`` must step up before an erasure, a hold release or an export."""
+        """Whether ``session`` must step up before an erasure, a hold release or an export: it has not
+        authenticated with ``step_up_acr``, or did so more than ``step_up_max_age_s`` ago."""
         wanted = self.settings.step_up_acr
         if not wanted:
             return False
-        acr = session.provider.acr if session.provider else None
-        return acr is None or not same_secret(acr, wanted)
+        link = session.provider
+        if link is None or link.acr is None or not same_secret(link.acr, wanted):
+            return True
+        at = link.secrets.stepped_up_at
+        return at is None or self._clock() - at > self.settings.step_up_max_age_s
 
     async def start(
         self, *, redirect_uri: str, back: str, locale: str, timezone: str, step_up: bool
@@ -246,9 +251,26 @@ class ProviderSignIn:
             sub_digest=self.digest("sub", identity.subject),
             acr=identity.acr,
             roles_read_at=datetime.now(UTC),
-            secrets=ProviderSecrets(refresh_token=tokens.refresh_token, id_token=tokens.id_token, name=identity.name),
+            secrets=ProviderSecrets(
+                refresh_token=tokens.refresh_token,
+                id_token=tokens.id_token,
+                name=identity.name,
+                stepped_up_at=self._stepped_up_at(identity),
+            ),
         )
         return SignedIn(identity=identity, role=self.role_of(identity), link=link)
+
+    def _stepped_up_at(self, identity: Identity) -> float | None:
+        """When ``identity`` authenticated with the step-up's acr: its ``auth_time`` (the provider's own record of
+        the authentication; a sign-in within the provider's single sign-on may carry an older one), else now."""
+        wanted = self.settings.step_up_acr
+        if not wanted or not same_secret(identity.acr, wanted):
+            return None
+        auth_time = identity.claims.get("auth_time")
+        now = self._clock()
+        if isinstance(auth_time, int | float) and not isinstance(auth_time, bool):
+            return min(float(auth_time), now)
+        return now
 
     async def keep_current(self, session: Session, sessions: SessionStore) -> Session | None:
         """``session`` with its roles as the provider says they are now: read again (by refresh) once
@@ -304,6 +326,7 @@ class ProviderSignIn:
             refresh_token=tokens.refresh_token or refresh_token,
             id_token=tokens.id_token,
             name=identity.name,
+            stepped_up_at=link.secrets.stepped_up_at,  # a refresh is no new authentication
         )
         return role, secrets_
 

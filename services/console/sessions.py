@@ -13,9 +13,9 @@ at each request.
 A session opened through the OpenID Connect provider (services/console/oidc.py, migration 0028) also keeps
 :class:`ProviderLink`: digests of the provider's session id and subject (a back-channel logout names them), the
 ``acr`` of its last sign-in or step-up, when its roles were last read, and :class:`ProviderSecrets` (the refresh
-token, the ID token, the person's display name) *sealed* with AES-256-GCM under a key derived from the session id
-(:func:`sealing_key`). The database holds the id's SHA-256 only, so neither a copy of the table nor a database
-administrator can open them; the browser's cookie brings the key with each request.
+token, the ID token, the person's display name, when they last stepped up) *sealed* with AES-256-GCM under a key
+derived from the session id (:func:`sealing_key`). The database holds the id's SHA-256 only, so neither a copy of
+the table nor a database administrator can open them; the browser's cookie brings the key with each request.
 """
 
 from __future__ import annotations
@@ -62,9 +62,11 @@ class ProviderSecrets:
     refresh_token: str | None = field(repr=False)
     id_token: str | None = field(repr=False)
     name: str = field(repr=False)
+    # When the person last authenticated with the step-up's acr (seconds since the epoch), None if never.
+    stepped_up_at: float | None = None
 
     def seal(self, key: bytes, session_hash: bytes) -> bytes:
-        plain = orjson.dumps({"r": self.refresh_token, "i": self.id_token, "n": self.name})
+        plain = orjson.dumps({"r": self.refresh_token, "i": self.id_token, "n": self.name, "s": self.stepped_up_at})
         nonce = secrets.token_bytes(12)
         return nonce + AESGCM(key).encrypt(nonce, plain, session_hash)
 
@@ -75,7 +77,13 @@ class ProviderSecrets:
             data = orjson.loads(AESGCM(key).decrypt(sealed[:12], sealed[12:], session_hash))
         except (InvalidTag, ValueError, orjson.JSONDecodeError):
             return None
-        return ProviderSecrets(refresh_token=data.get("r"), id_token=data.get("i"), name=str(data.get("n") or ""))
+        stepped = data.get("s")
+        return ProviderSecrets(
+            refresh_token=data.get("r"),
+            id_token=data.get("i"),
+            name=str(data.get("n") or ""),
+            stepped_up_at=float(stepped) if isinstance(stepped, int | float) else None,
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -147,14 +147,15 @@ class ConsoleOidcSettings(OidcRoleSettings):
     ``issuer`` is compared exactly with the tokens' ``iss`` (no trailing slash unless the provider has one). A
     person's roles are read again from the provider every ``roles_reread_s`` (at most 5 minutes: a person removed
     from the DPO group loses the DPO pages within that delay). ``step_up_acr`` (e.g. ``mfa``): the ``acr`` an
-    erasure, a hold release or an export needs; empty, none. ``redirect_base_url``: the console's public origin
-    (``https://console.example.org``), from which the callback and post-logout addresses are made; unset, the
-    request's own origin (fine locally; set it behind a proxy)."""
+    erasure, a hold release or an export needs, obtained within ``step_up_max_age_s``; empty, none.
+    ``redirect_base_url``: the console's public origin (``https://console.example.org``), from which the callback
+    and post-logout addresses are made; unset, the request's own origin (fine locally; set it behind a proxy)."""
 
     issuer: str = Field(min_length=1)
     client_id: str = Field(min_length=1)
     client_secret: SecretStr | None = None
     step_up_acr: str = ""
+    step_up_max_age_s: float = Field(default=300, gt=0)
     roles_reread_s: float = Field(default=120, gt=0, le=300)
     redirect_base_url: str | None = None
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import time
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import httpx
@@ -21,12 +22,13 @@ from jwt.algorithms import RSAAlgorithm
 from pydantic import SecretStr
 from starlette.requests import Request
 
+from services.actions.layer import Operator
 from services.console.deps import page_of
 from services.console.factory import NoSignIn, create_console_app
-from services.console.oidc import PendingSignIn
-from services.console.sessions import ProviderSecrets, sealing_key, session_hash
+from services.console.oidc import PendingSignIn, ProviderSignIn
+from services.console.sessions import ProviderLink, ProviderSecrets, Session, sealing_key, session_hash
 from services.console.settings import ConsoleSettings
-from services.core.settings import ApiOidcSettings, KeySettings, PostgresSettings, S3Settings
+from services.core.settings import ApiOidcSettings, ConsoleOidcSettings, KeySettings, PostgresSettings, S3Settings
 from services.retention.api import create_admin_app
 from services.retention.api.factory import NoApiSignIn
 from services.retention.api.gate import BearerTokens
@@ -202,3 +204,49 @@ def test_a_step_up_returns_to_the_console_page_it_came_from(
     method: str, path: str, referer: str | None, expected: str
 ) -> None:
     assert page_of(request_with(method, path, referer)) == expected
+
+
+NOW = 1_900_000_000.0
+
+
+def provider_session(acr: str | None, stepped_up_at: float | None) -> Session:
+    link = ProviderLink(
+        sid_digest=None,
+        sub_digest=bytes(32),
+        acr=acr,
+        roles_read_at=datetime.now(UTC),
+        secrets=ProviderSecrets(refresh_token=None, id_token=None, name="Alice", stepped_up_at=stepped_up_at),
+    )
+    return Session(
+        session_hash=bytes(32),
+        operator=Operator("dpo.alice", "dpo"),
+        csrf_token="c",
+        locale="en",
+        timezone="UTC",
+        provider=link,
+    )
+
+
+@pytest.mark.parametrize(
+    ("step_up_acr", "acr", "stepped_up_at", "needed"),
+    [
+        pytest.param("mfa", "mfa", NOW - 10, False, id="stepped up 10 s ago"),
+        pytest.param("mfa", "mfa", NOW - 300, False, id="stepped up at the limit"),
+        pytest.param("mfa", "mfa", NOW - 301, True, id="stepped up too long ago"),
+        pytest.param("mfa", "mfa", None, True, id="acr without a time"),
+        pytest.param("mfa", "pwd", NOW - 10, True, id="a password only"),
+        pytest.param("mfa", None, None, True, id="no acr"),
+        pytest.param("", "pwd", None, False, id="no step-up configured"),
+    ],
+)
+async def test_when_a_session_must_step_up(
+    step_up_acr: str, acr: str | None, stepped_up_at: float | None, needed: bool
+) -> None:
+    settings = ConsoleOidcSettings(
+        issuer=ISSUER, client_id="wa-archive-console", step_up_acr=step_up_acr, step_up_max_age_s=300
+    )
+    provider = ProviderSignIn(settings, clock=lambda: NOW)
+    try:
+        assert provider.step_up_needed(provider_session(acr, stepped_up_at)) is needed
+    finally:
+        await provider.close()
