@@ -159,9 +159,7 @@ class AdminGate:
             return
         if operator is None:
             self.on_refused(401, "token")
-            await refuse(
-                send, 401, "missing, unknown or invalid bearer token", {"www-authenticate": 'Bearer realm="wa-archive"'}
-            )
+            await refuse(send, 401, "missing, unknown or invalid bearer token", {"www-authenticate": "Bearer"})
             return
         action = self.action_of(scope)
         if action is not None:
