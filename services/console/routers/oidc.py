@@ -217,7 +217,7 @@ async def backchannel_logout(
 ) -> Response:
     """OpenID Connect Back-Channel Logout 1.0: the provider posts a logout token; the sessions it names are
     deleted. 200 once done (also when no session matched); 400 ``invalid_request`` for a token that does not check
-    out; 501 when the provider's keys cannot be read (the provider retries)."""
+    out; 503 when the provider's keys cannot be read."""
     found = configured(provider)
     headers = {"cache-control": "no-store"}
     try:
@@ -227,7 +227,7 @@ async def backchannel_logout(
         return JSONResponse({"error": "invalid_request"}, status_code=400, headers=headers)
     except ProviderUnavailable as exc:
         log.warning("back-channel logout: the identity provider's keys are unavailable: %s", exc)
-        return JSONResponse({"error": "temporarily_unavailable"}, status_code=501, headers=headers)
+        return JSONResponse({"error": "temporarily_unavailable"}, status_code=503, headers=headers)
     metrics.sessions_ended.labels("logout").inc(ended)
     log.info("back-channel logout: %d console session(s) ended", ended)
     return Response(status_code=200, headers=headers)
