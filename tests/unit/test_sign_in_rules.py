@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -102,21 +103,25 @@ def api_client(*, demo: bool, with_provider: bool = True) -> httpx.AsyncClient:
 
 
 @pytest.mark.parametrize(
-    ("token", "demo", "status"),
+    ("make_token", "demo", "status"),
     [
         # Past the gate, the app has no archive open here: 503 "not ready" means the caller was let in.
-        pytest.param(access_token(), False, 503, id="a client-credentials token"),
-        pytest.param(None, False, 401, id="no token"),
-        pytest.param(access_token(aud="wa-archive-console"), False, 401, id="a token for another audience"),
-        pytest.param(access_token(exp=int(time.time()) - 3600), False, 401, id="an expired token"),
-        pytest.param(access_token(iss="https://evil.example.org"), False, 401, id="another issuer"),
-        pytest.param(access_token(realm_access={"roles": ["offline_access"]}), False, 403, id="no mapped role"),
-        pytest.param(access_token(realm_access={"roles": ["archive-reader"]}), False, 403, id="a reader erasing"),
-        pytest.param(STATIC, False, 401, id="the static token outside the local demo"),
-        pytest.param(STATIC, True, 503, id="the static token in the local demo"),
+        pytest.param(access_token, False, 503, id="a client-credentials token"),
+        pytest.param(lambda: None, False, 401, id="no token"),
+        pytest.param(lambda: access_token(aud="wa-archive-console"), False, 401, id="a token for another audience"),
+        pytest.param(lambda: access_token(exp=int(time.time()) - 3600), False, 401, id="an expired token"),
+        pytest.param(lambda: access_token(iss="https://evil.example.org"), False, 401, id="another issuer"),
+        pytest.param(lambda: access_token(realm_access={"roles": ["offline_access"]}), False, 403, id="no mapped role"),
+        pytest.param(
+            lambda: access_token(realm_access={"roles": ["archive-reader"]}), False, 403, id="a reader erasing"
+        ),
+        pytest.param(lambda: STATIC, False, 401, id="the static token outside the local demo"),
+        pytest.param(lambda: STATIC, True, 503, id="the static token in the local demo"),
     ],
 )
-async def test_who_may_call_the_admin_api(token: str | None, demo: bool, status: int) -> None:
+async def test_who_may_call_the_admin_api(make_token: Callable[[], str | None], demo: bool, status: int) -> None:
+    # Made when the test runs, not when it is collected: a token lives 5 minutes, the suite longer.
+    token = make_token()
     headers = {"authorization": f"Bearer {token}"} if token else {}
     async with api_client(demo=demo) as client:
         answer = await client.post("/v1/erasures", json={"contact": "x", "request_ref": "DSR-1"}, headers=headers)
