@@ -199,3 +199,21 @@ async def test_the_erasure_page_asks_for_the_otp_step_up_then_opens(
         assert "Erasure requests" in erasures.text
         acrs = await pg_pool.fetch("SELECT acr FROM console_sessions WHERE actor = $1", person.username)
         assert [r["acr"] for r in acrs] == ["mfa"]  # the stepped-up session replaced the first one
+
+
+async def test_a_replayed_or_forged_callback_signs_nobody_in(console: Console, keycloak: Keycloak) -> None:
+    async with browser() as client:
+        start = await client.get(f"{console.url}/oidc/signin")
+        redirect = await login_code(
+            client, start.headers["location"], username="reader.chloe", password=keycloak.password("reader.chloe")
+        )
+        assert (await client.get(redirect.location)).status_code == 200
+        client.cookies.delete("wa_console_session")
+        # The same callback again (its code and state): the pending sign-in is spent.
+        replayed = await client.get(redirect.location)
+        assert replayed.status_code == 400
+        assert "This sign-in has expired or was started in another window." in replayed.text
+        assert "wa_console_session" not in client.cookies
+    async with browser() as client:  # a callback this browser never started
+        forged = await client.get(f"{console.url}/oidc/callback", params={"code": "x", "state": "y"})
+        assert forged.status_code == 400
