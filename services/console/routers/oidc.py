@@ -24,7 +24,7 @@ from services.console.deps import (
     SettingsDep,
     opened_archive,
 )
-from services.console.i18n import translator, zone
+from services.console.i18n import known_locale, translator, zone
 from services.console.oidc import (
     CALLBACK_PATH,
     PENDING_COOKIE,
@@ -148,7 +148,8 @@ async def oidc_callback(
     """The provider's answer: a session for the person it signed in, or a page that says why not."""
     found = configured(provider)
     pending = PendingSignIn.from_cookie(request.cookies.get(PENDING_COOKIE))
-    locale = pending.locale if pending else locale_of(request, None)
+    # What the cookie says is checked again as it was when made: a known language, a known zone, a console path.
+    locale = (known_locale(pending.locale) if pending else None) or locale_of(request, None)
     t = translator(locale)
 
     def failed(status: int, message: str) -> Response:
@@ -195,14 +196,18 @@ async def oidc_callback(
         if previous is not None:
             await archive.sessions.delete(previous)
     session_id, _session = await archive.sessions.create(
-        operator, credential=b"", locale=pending.locale, timezone=pending.timezone, provider=signed_in.link
+        operator,
+        credential=b"",
+        locale=locale,
+        timezone=zone(pending.timezone, settings.default_timezone),
+        provider=signed_in.link,
     )
     metrics.sign_ins.labels("accepted").inc()
     log.info(
         "console sign-in through the identity provider",
         extra={"actor": operator.name, "role": operator.role, "stepped_up": pending.acr is not None},
     )
-    page = pages.render(request, "signed_in.html", None, locale=pending.locale, back=pending.back)
+    page = pages.render(request, "signed_in.html", None, locale=locale, back=safe_back(pending.back))
     set_cookie(page, SESSION_COOKIE, session_id, secure=settings.secure_cookies)
     page.delete_cookie(PENDING_COOKIE, path=PENDING_COOKIE_PATH)
     return page
