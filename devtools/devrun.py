@@ -4,19 +4,23 @@ Starts ingest (:8080), archiver (:8081), retention (:8082), the review console (
 feeding the company's "existing inbox" (devtools/inbox.py, :8087) and the local Graph API stand-in (:8099) as
 processes with deploy/local/demo.env, replays the bundled sample webhooks
 (tests/data/whatsapp), a conversation whose message is then deleted for everyone and the crisis of
-devtools/demo_crisis.py, and prints where to look and how to sign in. Ctrl-C or SIGTERM stops every process it
+devtools/demo_crisis.py, and prints where to look and how to sign in (the demo tokens, and the people of the local
+identity provider, Keycloak, which ``make run`` starts with the stack). Ctrl-C or SIGTERM stops every process it
 started (tests/e2e/test_devrun.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import orjson
@@ -30,6 +34,57 @@ from services.tools.replay import load_bodies, post_signed, replay
 
 DEMO_PHONE_NUMBER_ID = "106540352242922"
 DEMO_CONTACT = "16505559876"
+KEYCLOAK_REALM_FILE = REPO_ROOT / "deploy" / "local" / "keycloak" / "wa-archive-realm.json"
+
+
+@dataclass(frozen=True, kw_only=True)
+class DemoPerson:
+    """A person of the local identity provider's demo realm, as the banner shows them."""
+
+    username: str
+    name: str
+    role: str
+    password: str
+    totp_secret: str | None
+
+
+def demo_people(env: Mapping[str, str], realm_file: Path = KEYCLOAK_REALM_FILE) -> list[DemoPerson]:
+    """The people of the demo realm: their names and groups from the realm file, the archive role their groups'
+    realm roles map to (WA_CONSOLE_OIDC__ROLE_MAP), their password and TOTP secret from demo.env."""
+    realm = json.loads(realm_file.read_text(encoding="utf-8"))
+    roles_of_group = {f"/{g['name']}": g.get("realmRoles", []) for g in realm.get("groups", [])}
+    role_map: dict[str, str] = json.loads(env["WA_CONSOLE_OIDC__ROLE_MAP"])
+    passwords: dict[str, str] = json.loads(env["WA_KEYCLOAK_DEMO_PASSWORDS"])
+    totp_secrets: dict[str, str] = json.loads(env["WA_KEYCLOAK_DEMO_TOTP_SECRETS"])
+    people = []
+    for user in realm["users"]:
+        if "serviceAccountClientId" in user:
+            continue
+        granted = {role_map[r] for g in user.get("groups", []) for r in roles_of_group.get(g, []) if r in role_map}
+        people.append(
+            DemoPerson(
+                username=user["username"],
+                name=f"{user.get('firstName', '')} {user.get('lastName', '')}".strip(),
+                role="dpo" if "dpo" in granted else "reader" if "reader" in granted else "none",
+                password=passwords[user["username"]],
+                totp_secret=totp_secrets.get(user["username"]),
+            )
+        )
+    return people
+
+
+def identity_provider_banner(env: Mapping[str, str]) -> str:
+    """The banner's lines on the local identity provider: where it is and who can sign in."""
+    issuer = f"{env['WA_KEYCLOAK_URL']}/realms/{env['WA_KEYCLOAK_REALM']}"
+    lines = [
+        f"  identity provider {issuer}  (Keycloak; its admin console {env['WA_KEYCLOAK_URL']}/admin/ as "
+        f"{env['WA_KEYCLOAK_ADMIN_USER']} / {env['WA_KEYCLOAK_ADMIN_PASSWORD']})",
+        "  people            (demo only; the DPOs' second factor: a TOTP app with the secret shown, for the step-up)",
+    ]
+    for person in demo_people(env):
+        second = f"  TOTP {person.totp_secret}" if person.totp_secret else ""
+        lines.append(f"    {person.username:<13} {person.name:<16} {person.role:<6} {person.password}{second}")
+    return "\n".join(lines) + "\n"
 
 
 def demo_env() -> dict[str, str]:
@@ -192,7 +247,8 @@ def main() -> None:
             "  existing inbox   http://127.0.0.1:8087/webhooks/whatsapp  fed by the relay (metrics :8086/metrics);\n"
             "                   it verifies Meta's signature and logs counts: .stack/logs/inbox.log\n"
             "  Prometheus       http://127.0.0.1:9090/graph?g0.expr=wa_archive%3Astaleness_seconds\n"
-            "\nThe deleted message, with the deletion beside it (a reason is required and audited):\n"
+            + identity_provider_banner(env)
+            + "\nThe deleted message, with the deletion beside it (a reason is required and audited):\n"
             f"  set -a; . deploy/local/demo.env; set +a; export {LOCAL_DEMO_FLAG}=1\n"
             f"  .venv/bin/wa-archive messages --phone-number-id {DEMO_PHONE_NUMBER_ID} --contact {DEMO_CONTACT} "
             '--reason "demo: disputed order"\n'

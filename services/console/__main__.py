@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+
 import uvicorn
 
 from services.actions.access import ArchiveAccess, open_access
-from services.console.factory import create_console_app
+from services.console.factory import NoSignIn, create_console_app
 from services.console.settings import ConsoleSettings
 from services.core.http import server_options
 from services.core.logs import configure_logging
@@ -25,7 +27,11 @@ def main() -> None:
     async def opener() -> ArchiveAccess:
         return await open_access(retention)
 
-    app = create_console_app(settings, retention, opener)
+    try:
+        app = create_console_app(settings, retention, opener)
+    except NoSignIn as exc:
+        print(f"invalid configuration for ConsoleSettings: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     uvicorn.run(
         app,
         host=settings.host,

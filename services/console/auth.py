@@ -1,13 +1,14 @@
-"""Who may sign in to the console: one seam, :class:`Authenticator`.
+"""Sign-in with a named token, the local demo's way: one seam, :class:`Authenticator`.
 
-Today's implementation, :class:`NamedCredentials`, checks a name and secret against the admin API's named tokens
-(``WA_RETENTION_ADMIN_TOKENS``): the name is the actor of the audit log, the token's role is the person's role.
-Single sign-on (OpenID Connect) will be another implementation of the same protocol, its claims mapped to an
-:class:`~services.actions.layer.Operator`; nothing else in the console knows how a person was authenticated.
+People sign in through the OpenID Connect provider (services/console/oidc.py). In the local demo only
+(``WA_LOCAL_DEMO=1``; services/console/factory.py decides), :class:`NamedCredentials` also checks a name and
+secret against the admin API's named tokens (``WA_RETENTION_ADMIN_TOKENS``): the name is the actor of the audit log,
+the token's role is the person's role. Nothing else in the console knows how a person was authenticated: both ways
+give a session with an :class:`~services.actions.layer.Operator`.
 
-A session keeps the :attr:`Credential.fingerprint` of the credential that opened it, and every request asks
-:meth:`Authenticator.current` who that credential belongs to now: a token removed, replaced or given another role
-ends the sessions it opened at their next request.
+A session opened with a named token keeps the :attr:`Credential.fingerprint` of the credential, and every request
+asks :meth:`Authenticator.current` who that credential belongs to now: a token removed, replaced or given another
+role ends the sessions it opened at their next request.
 """
 
 from __future__ import annotations

@@ -3,18 +3,19 @@ the account name when there is one — never a token, a form's content or the cl
 a page in the viewer's language.
 
 One handler for the action layer's refusals (:class:`~services.core.refusals.ActionRefused`, which carries its HTTP
-status), and one for each of the console's own: no session (to the sign-in page), a form too large (413), a form
-without its token or from another site (403).
+status), and one for each of the console's own: no session (to the sign-in page), a step-up needed (to the
+provider, through ``/oidc/step-up``), a form too large (413), a form without its token or from another site (403).
 """
 
 from __future__ import annotations
 
 import logging
+from urllib.parse import urlencode
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import RedirectResponse
 
-from services.console.deps import SignedOut, console_of, session_of
+from services.console.deps import SignedOut, StepUpNeeded, console_of, session_of
 from services.console.forms import FormTooLarge, RefusedForm
 from services.console.i18n import translator
 from services.console.metrics import ConsoleMetrics, RefusalReason
@@ -35,6 +36,11 @@ def count_refusal(
 
 async def signed_out(_request: Request, _exc: Exception) -> Response:
     return RedirectResponse("/signin?ended=1", status_code=303)
+
+
+async def step_up_needed(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StepUpNeeded)  # registered for it only
+    return RedirectResponse("/oidc/step-up?" + urlencode({"back": exc.back}), status_code=303)
 
 
 async def form_too_large(request: Request, exc: Exception) -> Response:
@@ -73,6 +79,7 @@ async def action_refused(request: Request, exc: Exception) -> Response:
 def answer_refusals(app: FastAPI) -> None:
     """Register the console's handlers on ``app``."""
     app.add_exception_handler(SignedOut, signed_out)
+    app.add_exception_handler(StepUpNeeded, step_up_needed)
     app.add_exception_handler(FormTooLarge, form_too_large)
     app.add_exception_handler(RefusedForm, refused_form)
     app.add_exception_handler(ActionRefused, action_refused)

@@ -19,14 +19,17 @@ Safe by construction:
   is a media file's event id (a hash), under the session of someone who gave a reason for its conversation.
 
 Sign-in that holds:
+- people sign in through the OpenID Connect provider (services/console/oidc.py); the named tokens remain in the local
+  demo only, and a console with neither refuses to start (:class:`NoSignIn`);
 - bodies and forms are capped before they are read (``max_body_bytes``, ``max_form_fields``,
   ``max_form_field_bytes``: 413); a POST of a signed-in page checks the session and the role its action needs
   before its form is read;
 - sign-in attempts are throttled per name and per client address, with a lockout (services/console/throttle.py);
   every failed sign-in and every refusal is counted (services/console/metrics.py) and logged, with the account
   name only when it is one (never the token);
-- a session ends when idle (``idle_timeout_s``), at its absolute lifetime (``session_lifetime_s``), and at the
-  first request after the credential that opened it was removed, replaced or given another role.
+- a session ends when idle (``idle_timeout_s``), at its absolute lifetime (``session_lifetime_s``), when the
+  provider ends it (back-channel logout) or a re-read of its roles fails, and — a named token's — at the first
+  request after the credential that opened it was removed, replaced or given another role.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Final
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
@@ -46,6 +50,7 @@ from services.console.auth import Authenticator, NamedCredentials
 from services.console.deps import Archive, Console
 from services.console.errors import answer_refusals, count_refusal
 from services.console.metrics import ConsoleMetrics
+from services.console.oidc import ProviderSignIn
 from services.console.pages import Pages, console_templates, package_dir
 from services.console.routers import ROUTERS
 from services.console.sessions import SessionStore
@@ -53,6 +58,7 @@ from services.console.settings import ConsoleSettings
 from services.console.throttle import SigninThrottle, ThrottlePolicy
 from services.core.http import ASGIApp, BodyLimit, Message, Receive, Scope, Send
 from services.core.ops_http import OpsServer, ops_app
+from services.core.published import LOCAL_DEMO_FLAG, local_demo
 from services.governance.metrics import RetentionMetrics
 from services.retention.settings import RetentionSettings
 
@@ -73,12 +79,24 @@ SECURITY_HEADERS: Final = {
 }
 
 
+def form_targets_of(provider: ProviderSignIn | None) -> tuple[str, ...]:
+    """Where the console's own forms may lead besides itself: the provider's origin, to which the single sign-on
+    button and sign-out redirect (CSP ``form-action`` applies to a form's redirects too, in Chromium)."""
+    if provider is None:
+        return ()
+    issuer = urlsplit(provider.settings.issuer)
+    return (f"{issuer.scheme}://{issuer.netloc}",)
+
+
 class SecurityHeaders:
     """Pure ASGI middleware: :data:`SECURITY_HEADERS` on every response, ``Cache-Control: no-store`` on all but the
-    static files. Pure ASGI like BodyLimit: it touches the response's start only, never the request."""
+    static files; ``form_targets`` join the CSP's ``form-action``. Pure ASGI like BodyLimit: it touches the
+    response's start only, never the request."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, form_targets: tuple[str, ...] = ()) -> None:
         self.app = app
+        csp = CSP.replace("form-action 'self'", " ".join(("form-action 'self'", *form_targets)))
+        self.headers = {**SECURITY_HEADERS, "content-security-policy": csp}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -89,13 +107,38 @@ class SecurityHeaders:
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
-                for name, value in SECURITY_HEADERS.items():
+                for name, value in self.headers.items():
                     headers.setdefault(name, value)
                 if not static:
                     headers["cache-control"] = "no-store"
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class NoSignIn(Exception):
+    """The console has no way to sign people in: no OpenID Connect provider, and not the local demo."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "refusing to start: the console signs people in through an OpenID Connect provider, and none is "
+            "configured. Set WA_CONSOLE_OIDC__ISSUER, WA_CONSOLE_OIDC__CLIENT_ID and WA_CONSOLE_OIDC__CLIENT_SECRET "
+            "(docs/OPERATIONS.md, 'Single sign-on: sessions, step-up, logout'). The named tokens of "
+            "WA_RETENTION_ADMIN_TOKENS sign people in "
+            f"only in a local demo ({LOCAL_DEMO_FLAG}=1)."
+        )
+
+
+def sign_in_of(
+    settings: ConsoleSettings, retention: RetentionSettings, *, demo: bool
+) -> tuple[Authenticator | None, ProviderSignIn | None]:
+    """How people sign in: the provider when configured; the named tokens in the local demo only. NoSignIn when
+    that leaves none."""
+    provider = ProviderSignIn(settings.oidc) if settings.oidc is not None else None
+    named = NamedCredentials(retention) if demo else None
+    if provider is None and named is None:
+        raise NoSignIn
+    return named, provider
 
 
 def signin_throttle(access: ArchiveAccess, settings: ConsoleSettings, retention: RetentionSettings) -> SigninThrottle:
@@ -121,6 +164,7 @@ def console_lifespan(
     *,
     registry: CollectorRegistry,
     serve_ops: bool,
+    provider: ProviderSignIn | None = None,
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     """While the app runs: the archive open (``app.state.archive``: the actions, the sessions, the throttle) and,
     if ``serve_ops``, the probes and metrics on ``settings.ops_port`` (ready once the archive is open). A failure to
@@ -145,6 +189,8 @@ def console_lifespan(
                 await ops.stop()
             app.state.archive = None
             await access.close()
+            if provider is not None:
+                await provider.close()
 
     return lifespan
 
@@ -155,17 +201,27 @@ def create_console_app(
     open_access: Callable[[], Awaitable[ArchiveAccess]],
     *,
     authenticator: Authenticator | None = None,
+    provider: ProviderSignIn | None = None,
+    demo: bool | None = None,
     registry: CollectorRegistry | None = None,
     serve_ops: bool = True,
 ) -> FastAPI:
     """The console's ASGI app. ``open_access`` opens the archive at start-up (with the console's own database role
-    and S3 identity); ``authenticator`` checks the sign-ins (by default the named credentials of ``retention``);
-    the metrics go to ``registry``; ``serve_ops`` serves the probes and metrics on their own port."""
+    and S3 identity); people sign in through ``provider`` (by default the one ``settings.oidc`` configures) and, in
+    the local demo (``demo``, by default ``WA_LOCAL_DEMO=1``), with ``authenticator`` (by default the named
+    credentials of ``retention``); NoSignIn when that leaves no way to sign in. The metrics go to ``registry``;
+    ``serve_ops`` serves the probes and metrics on their own port."""
+    named, configured = sign_in_of(settings, retention, demo=local_demo() if demo is None else demo)
+    if authenticator is None:
+        authenticator = named
+    provider = provider or configured
     registry = registry or CollectorRegistry()
     console_metrics = ConsoleMetrics(registry)
     app = FastAPI(
         title="wa-archive review console",
-        lifespan=console_lifespan(settings, retention, open_access, registry=registry, serve_ops=serve_ops),
+        lifespan=console_lifespan(
+            settings, retention, open_access, registry=registry, serve_ops=serve_ops, provider=provider
+        ),
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
@@ -174,7 +230,8 @@ def create_console_app(
         settings=settings,
         pages=Pages(console_templates(), settings.default_timezone),
         metrics=console_metrics,
-        authenticator=authenticator or NamedCredentials(retention),
+        authenticator=authenticator,
+        provider=provider,
     )
     app.state.archive = None
     app.mount("/static", StaticFiles(directory=package_dir("static")), name="static")
@@ -183,7 +240,7 @@ def create_console_app(
         max_bytes=settings.max_body_bytes,
         on_refused=lambda: count_refusal(console_metrics, 413, "body", "request body too large"),
     )
-    app.add_middleware(SecurityHeaders)
+    app.add_middleware(SecurityHeaders, form_targets=form_targets_of(provider))
     answer_refusals(app)
     for router in ROUTERS:
         app.include_router(router)

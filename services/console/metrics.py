@@ -7,9 +7,9 @@ from typing import Literal
 
 from prometheus_client import CollectorRegistry, Counter
 
-SignInOutcome = Literal["accepted", "refused", "locked"]
+SignInOutcome = Literal["accepted", "refused", "locked", "no_role", "failed"]
 RefusalReason = Literal["form", "role", "body", "credentials", "locked"]
-SessionEnd = Literal["revoked"]
+SessionEnd = Literal["revoked", "reread", "logout"]
 
 
 class ConsoleMetrics:
@@ -17,7 +17,9 @@ class ConsoleMetrics:
         self.sign_ins = Counter(
             "wa_console_sign_ins_total",
             "Console sign-ins, by outcome: accepted, refused (wrong name or token), locked (throttled: too many "
-            "attempts for the name or from the address; the credentials were not checked).",
+            "attempts for the name or from the address; the credentials were not checked), no_role (the provider "
+            "signed the person in, no archive role is mapped to them), failed (the provider's answer did not check "
+            "out: state, code, ID token, step-up).",
             ["outcome"],
             registry=registry,
         )
@@ -33,8 +35,9 @@ class ConsoleMetrics:
         )
         self.sessions_ended = Counter(
             "wa_console_sessions_ended_total",
-            "Sessions ended by the console at a request, by why: revoked (the credential that opened it was removed, "
-            "replaced or given another role).",
+            "Sessions ended by the console, by why: revoked (the named credential that opened it was removed, "
+            "replaced or given another role), reread (reading its roles from the provider failed or left no role), "
+            "logout (the provider's back-channel logout).",
             ["reason"],
             registry=registry,
         )

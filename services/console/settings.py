@@ -1,7 +1,8 @@
 """Settings of the review console (environment variables prefixed ``WA_CONSOLE_``).
 
 The console opens the archive that the retention service's settings locate (``WA_RETENTION_``: the bucket, the
-keys, the policy) and signs people in with its named credentials (``WA_RETENTION_ADMIN_TOKENS``): one action layer.
+keys, the policy): one action layer. It signs people in through an OpenID Connect provider (``WA_CONSOLE_OIDC__*``);
+in the local demo only, also with the named tokens of ``WA_RETENTION_ADMIN_TOKENS``.
 It connects with credentials of its own, never retention's: its PostgreSQL role (``WA_CONSOLE_PG__DSN``) may not
 create a key or rewrite the audit log, its S3 identity (``WA_CONSOLE_S3__ACCESS_KEY``/``SECRET_KEY``) may only read.
 """
@@ -13,7 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.core.settings import PostgresSettings, S3Credentials
+from services.core.settings import ConsoleOidcSettings, PostgresSettings, S3Credentials
 from services.retention.settings import RetentionSettings
 
 
@@ -52,6 +53,8 @@ class ConsoleSettings(BaseSettings):
     default_timezone: str = "Europe/Paris"
     # How many messages a timeline page shows.
     page_size: int = Field(default=100, ge=10, le=1000)
+    # Single sign-on (services/console/oidc.py): required outside the local demo, where the named tokens remain.
+    oidc: ConsoleOidcSettings | None = None
     # The console's own logins (see the module docstring).
     pg: PostgresSettings = Field(default_factory=PostgresSettings)
     s3: S3Credentials = Field(default_factory=S3Credentials)

@@ -1,10 +1,11 @@
 """Secrets the repository publishes, and the rule that keeps them out of a deployment.
 
 ``deploy/local/demo.env`` publishes a KEK, a pepper, Meta app secret, webhook and outbound tokens, admin tokens,
-S3, PostgreSQL and Kafka credentials and a Graph API token, so that ``make run`` is one command. Anyone can read
-them, so a service that finds one of them in its configuration refuses to start (exit 2, with what to do) unless the
-environment says it is a local demo (``WA_LOCAL_DEMO=1``). Only ``make run`` (devtools/devrun.py), the
-test suite (tests/conftest.py) and the benchmarks (bench/common.py) set that flag; ``demo.env`` itself does not,
+S3, PostgreSQL and Kafka credentials, a Graph API token and the local identity provider's secrets (Keycloak's client
+secrets, its administrator's and the demo people's passwords and TOTP secrets), so that ``make run`` is one command.
+Anyone can read them, so a service that finds one of them in its configuration refuses to start (exit 2, with what
+to do) unless the environment says it is a local demo (``WA_LOCAL_DEMO=1``). Only ``make run`` (devtools/devrun.py),
+the test suite (tests/conftest.py) and the benchmarks (bench/common.py) set that flag; ``demo.env`` itself does not,
 so a Kubernetes Secret seeded from that file is still refused.
 
 The values are held as SHA-256 digests, not in clear, and tests/unit/test_published.py recomputes them from
@@ -49,6 +50,15 @@ PUBLISHED_SHA256: Final = frozenset(
         "e9ca3499afcf065a66fdcd2269c9e6729463554051ce5f1dafc911f982d6cc59",  # WA_PGBACKUP_PG__DSN's password
         "77f0ec458c0aa4d277d657368c40d3513d5c6a14b7366a85e1146838f10fc78d",  # WA_RETENTION_EXPORT_SIGNING__KEY
         "a57ad421ddd47e422b9228d1475286455d97620da75dd491e407c654d658d100",  # WA_RETENTION_SIGNING__PRIVATE_KEY
+        "2f06941fede16f301f7874641145034fca89ae03f7d6481d33bd91b0491958be",  # WA_CONSOLE_OIDC__CLIENT_SECRET
+        "29b150e98f1410d0323af7da1d3287ec42ed47c0e7e93a7d7731cfae2085133f",  # WA_KEYCLOAK_API_CLIENT_SECRET
+        "9c77d37f06a173a624bacf34eae019fa3d21911dfc891dc8478fa5bac56fb283",  # WA_KEYCLOAK_ADMIN_PASSWORD
+        "028be07f5353f307fa54d8322119ad47dec21f96a4ea6acd772aba9747e243da",  # WA_KEYCLOAK_DEMO_PASSWORDS dpo.alice
+        "50d4652ddca0e7647b3e951c88716603f4fde956e1d8ff03dd711bb71d290599",  # WA_KEYCLOAK_DEMO_PASSWORDS dpo.bruno
+        "f1546b31db87a9cb1b0c6bfca959696ff5e4cf11be9344eb21ac305c313f978d",  # WA_KEYCLOAK_DEMO_PASSWORDS reader.chloe
+        "1974c5da2f397d4aa8e6c00a28a137fe16ec2beb98bb5596d876a6a85a723065",  # WA_KEYCLOAK_DEMO_PASSWORDS reader.driss
+        "50abd6747ec1b558fa17f1dae1915c86bb8ac932ff0d92220f87d2c8828fd17f",  # WA_KEYCLOAK_DEMO_TOTP_SECRETS dpo.alice
+        "64986c658f594b422d5e0eb988238363380224565f8630e69b2256f0cbf6636c",  # WA_KEYCLOAK_DEMO_TOTP_SECRETS dpo.bruno
     }
 )
 

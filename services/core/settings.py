@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from services.core.published import is_published, local_demo, published_settings, refusal
 from services.core.token_strength import token_weakness
+from services.core.vocabulary import Role
 from services.evidence.signing import load_private_key, load_public_key
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)
@@ -125,6 +126,53 @@ class SigningSettings(BaseModel):
         for text in self.trusted_public_keys:
             load_public_key(text)
         return self
+
+
+# The realm roles of deploy/local's Keycloak realm (and a sensible naming elsewhere).
+DEFAULT_ROLE_MAP: dict[str, Role] = {"archive-reader": "reader", "archive-dpo": "dpo"}
+
+
+class OidcRoleSettings(BaseModel):
+    """How a provider's token says what a person or a machine may do: the claim that holds its roles (a dotted path,
+    ``realm_access.roles`` for Keycloak's realm roles; ``roles`` or ``groups`` for most others) and which of those
+    roles map to which archive role (JSON, provider role -> ``reader`` or ``dpo``; the strongest mapped role wins)."""
+
+    roles_claim: str = Field(default="realm_access.roles", min_length=1)
+    role_map: dict[str, Role] = Field(default_factory=lambda: dict(DEFAULT_ROLE_MAP), min_length=1)
+
+
+class ConsoleOidcSettings(OidcRoleSettings):
+    """The console's OpenID Connect client (``WA_CONSOLE_OIDC__*``; services/console/oidc.py).
+
+    ``issuer`` is compared exactly with the tokens' ``iss`` (no trailing slash unless the provider has one). A
+    person's roles are read again from the provider every ``roles_reread_s`` (at most 5 minutes: a person removed
+    from the DPO group loses the DPO pages within that delay). ``step_up_acr`` (e.g. ``mfa``): the ``acr`` an
+    erasure, a hold release or an export needs, obtained within ``step_up_max_age_s``; empty, none.
+    ``redirect_base_url``: the console's public origin (``https://console.example.org``), from which the callback
+    and post-logout addresses are made; unset, the request's own origin (fine locally; set it behind a proxy)."""
+
+    issuer: str = Field(min_length=1)
+    client_id: str = Field(min_length=1)
+    client_secret: SecretStr | None = None
+    step_up_acr: str = ""
+    step_up_max_age_s: float = Field(default=300, gt=0)
+    roles_reread_s: float = Field(default=120, gt=0, le=300)
+    redirect_base_url: str | None = None
+
+    @field_validator("redirect_base_url")
+    @classmethod
+    def _origin(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError("redirect_base_url must be an http(s) origin such as https://console.example.org")
+        return value.rstrip("/") if value else None
+
+
+class ApiOidcSettings(OidcRoleSettings):
+    """The admin API's bearer access tokens (``WA_RETENTION_OIDC__*``): JWTs of ``issuer`` whose audience holds
+    ``audience``; the caller's roles as for the console (``roles_claim``, ``role_map``)."""
+
+    issuer: str = Field(min_length=1)
+    audience: str = Field(default="wa-archive-api", min_length=1)
 
 
 class MigratorSettings(BaseSettings):

@@ -14,8 +14,8 @@ class RetentionMetrics:
         )
         self.api_refusals = Counter(
             "wa_retention_api_refusals_total",
-            "Admin API requests refused before their body was read, by status (401, 403, 413) and reason (token, "
-            "role, body).",
+            "Admin API requests refused before their body was read, by status (401, 403, 413, 503) and reason "
+            "(token, role, body, provider: the identity provider's keys could not be read).",
             ["status", "reason"],
             registry=registry,
         )

@@ -3,6 +3,8 @@ the scheduled retention run."""
 
 from __future__ import annotations
 
+import sys
+
 import uvicorn
 
 from services.actions.access import ArchiveAccess, open_access
@@ -11,6 +13,7 @@ from services.core.logs import configure_logging
 from services.core.settings import load_settings
 from services.core.transport import plaintext_links, warn_plaintext
 from services.retention.api import create_admin_app
+from services.retention.api.factory import NoApiSignIn
 from services.retention.service import background_work
 from services.retention.settings import RetentionSettings
 
@@ -23,7 +26,11 @@ def main() -> None:
     async def opener() -> ArchiveAccess:
         return await open_access(settings)
 
-    app = create_admin_app(settings, opener, background=background_work(settings))
+    try:
+        app = create_admin_app(settings, opener, background=background_work(settings))
+    except NoApiSignIn as exc:
+        print(f"invalid configuration for RetentionSettings: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     uvicorn.run(
         app,
         host=settings.host,

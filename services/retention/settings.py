@@ -7,7 +7,14 @@ from pathlib import Path
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.core.settings import KeySettings, PostgresSettings, S3Settings, SigningSettings, strong_token
+from services.core.settings import (
+    ApiOidcSettings,
+    KeySettings,
+    PostgresSettings,
+    S3Settings,
+    SigningSettings,
+    strong_token,
+)
 from services.core.vocabulary import Role
 from services.evidence.settings import ExportSigningSettings
 
@@ -43,7 +50,10 @@ class RetentionSettings(BaseSettings):
     pg: PostgresSettings = Field(default_factory=PostgresSettings)
     keys: KeySettings
     policy_file: Path | None = None
+    # Named static tokens: accepted by the admin API (and the console) in the local demo only.
     admin_tokens: dict[str, AdminToken] = Field(default_factory=dict)
+    # The admin API's bearer access tokens from an OpenID Connect provider (services/retention/api/gate.py).
+    oidc: ApiOidcSettings | None = None
     # Who the CLI acts as, for the audit log (e.g. the operator's login); the API uses the token's name.
     operator: str = "cli"
     # Scheduled retention run; 0 disables it (e.g. when a Kubernetes CronJob runs `wa-archive retention run`).

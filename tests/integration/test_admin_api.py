@@ -3,6 +3,7 @@ byte in the order and encoding FastAPI wrote a returned dict before the routes h
 
 from __future__ import annotations
 
+import socket
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -18,8 +19,18 @@ from services.actions.access import ArchiveAccess, open_access
 from services.actions.layer import Actions, Operator
 from services.governance.metrics import RetentionMetrics
 from services.retention.api import create_admin_app
+from tests.helpers.keycloak import Keycloak, client_credentials_token
 
 pytestmark = pytest.mark.integration
+
+
+def keycloak_is_up(demo_env: dict[str, str]) -> None:
+    """Fail (not skip) when Keycloak is not running: a skipped sign-in test proves nothing."""
+    try:
+        socket.create_connection(("127.0.0.1", int(demo_env["WA_KEYCLOAK_PORT"])), timeout=1).close()
+    except OSError:
+        pytest.fail("Keycloak is not listening: run `make stack-up` (stack.sh part keycloak) first", pytrace=False)
+
 
 DPO = {"authorization": f"Bearer {pipeline.DPO_TOKEN}"}
 DIRECT = Operator("test-admin-api-direct", "dpo")  # reads, in-process, what the API wrote
@@ -96,3 +107,41 @@ async def test_answers_are_the_domains_json_byte_for_byte(api: tuple[httpx.Async
         "record_count",
         "details",
     }
+
+
+async def test_a_client_credentials_token_outside_the_local_demo(demo_env: dict[str, str]) -> None:
+    """Outside the local demo: the provider's client-credentials token is accepted and its service account is the
+    actor; no token is 401 with WWW-Authenticate: Bearer; the demo's static token is refused like any unknown one."""
+    keycloak_is_up(demo_env)
+    settings = pipeline.retention_settings(demo_env, f"test/{uuid.uuid4().hex[:8]}")
+    assert settings.oidc is not None, "demo.env configures the admin API's OIDC issuer"
+
+    async def opener() -> ArchiveAccess:
+        return await open_access(settings)
+
+    app = create_admin_app(settings, opener, registry=CollectorRegistry(), demo=False)
+    kc = Keycloak.from_env(demo_env)
+    async with serve_asgi(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
+        issued = await client_credentials_token(
+            client,
+            kc,
+            client_id=demo_env["WA_KEYCLOAK_API_CLIENT_ID"],
+            client_secret=demo_env["WA_KEYCLOAK_API_CLIENT_SECRET"],
+        )
+        bearer = {"authorization": f"Bearer {issued['access_token']}"}
+        case = f"CASE-cc-{uuid.uuid4().hex[:6]}"
+        hold = {"scope": "contact", "case_ref": case, "contact": "1555" + str(uuid.uuid4().int)[:8]}
+        created = await client.post("/v1/holds", json=hold, headers=bearer)
+        assert created.status_code == 200, created.text
+        assert created.json()["created_by"] == "service-account-wa-archive-api"  # the audit log's actor
+        released = await client.post(f"/v1/holds/{created.json()['hold_id']}/release", headers=bearer)
+        assert released.status_code == 200, released.text
+        anonymous = await client.get("/v1/holds")
+        assert anonymous.status_code == 401
+        assert anonymous.headers["www-authenticate"].startswith("Bearer")
+        static = await client.get("/v1/holds", headers=DPO)
+        assert static.status_code == 401
+        altered = issued["access_token"][:-6] + (
+            "AAAAAA" if not issued["access_token"].endswith("AAAAAA") else "BBBBBB"
+        )
+        assert (await client.get("/v1/holds", headers={"authorization": f"Bearer {altered}"})).status_code == 401

@@ -92,7 +92,7 @@ SECRETS_OF_WORKLOAD: dict[str, set[tuple[str, str]]] = {
     | SIGNING
     | {("wa-retention-secrets", key) for key in ("pg-dsn", "s3-access-key", "s3-secret-key")},
     "console": KEYS
-    | {("wa-console-secrets", key) for key in ("pg-dsn", "s3-access-key", "s3-secret-key")}
+    | {("wa-console-secrets", key) for key in ("pg-dsn", "s3-access-key", "s3-secret-key", "oidc-client-secret")}
     | {("wa-archive-admin-tokens", "admin-tokens")},
     "migrate": {("wa-migrator-secrets", "pg-dsn")},
     "relay": {("wa-relay-secrets", key) for key in ("kafka-sasl-password", "destination-secrets")},
@@ -451,6 +451,7 @@ def dummy_secret(key: str, env: Mapping[str, str]) -> str:
         "kafka-sasl-password": "sasl-password",
         "private-key": key32,
         "destination-secrets": json.dumps({"inbox": "the-inbox-app-secret"}),
+        "oidc-client-secret": secrets.token_urlsafe(24),
     }
     return values[key]
 

@@ -9,7 +9,9 @@ is read; the sign-in page's form token is the one its cookie holds."""
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -21,17 +23,29 @@ from prometheus_client import CollectorRegistry
 from starlette.datastructures import FormData
 
 from services.actions.layer import Operator
+from services.console.auth import NamedCredentials
+from services.console.deps import (
+    StepUpNeeded,
+    authenticator_of,
+    current_session,
+    metrics_of,
+    pages_of,
+    provider_of,
+    settings_of,
+)
 from services.console.deps import actions_of as actions_dependency
-from services.console.deps import current_session, metrics_of, pages_of, settings_of
 from services.console.forms import FormTooLarge, RefusedForm
 from services.console.metrics import ConsoleMetrics
+from services.console.oidc import ProviderSignIn
 from services.console.pages import SIGNIN_COOKIE, Pages, console_templates
 from services.console.routers import cases, holds, search, signin
 from services.console.routers.search import search_filter
-from services.console.sessions import Session
+from services.console.sessions import ProviderLink, ProviderSecrets, Session
 from services.console.settings import ConsoleSettings
 from services.core.refusals import Forbidden, NotFound
+from services.core.settings import ConsoleOidcSettings
 from services.governance.cases import CustodianSpec
+from services.retention.settings import RetentionSettings
 from services.review.search import IndexHit, SearchFilter
 
 pytestmark = pytest.mark.unit
@@ -86,10 +100,14 @@ def bare_app(*routers: Any, session: Session | None, actions: object | None = No
         app.include_router(router)
     metrics = ConsoleMetrics(CollectorRegistry())
     settings = ConsoleSettings(secure_cookies=False, max_form_field_bytes=256)
+    named = NamedCredentials(RetentionSettings())
     overrides: dict[Callable[..., Any], Callable[..., Any]] = {
         settings_of: lambda: settings,
         pages_of: lambda: Pages(console_templates(), settings.default_timezone),
         metrics_of: lambda: metrics,
+        # Signed in with a named token (the local demo's way): no provider, so no step-up.
+        provider_of: lambda: None,
+        authenticator_of: lambda: named,
     }
     if session is not None:
         overrides[current_session] = lambda: session
@@ -284,3 +302,41 @@ async def test_a_reader_is_refused_the_dpos_case_forms_before_they_are_read(
     app, _ = bare_app(cases.router, session=session_of("reader"))
     with pytest.raises(Forbidden):
         await client_factory(app).post(path, data={"csrf": CSRF, "title": "x" * 10_000})
+
+
+def provider_session(acr: str | None) -> Session:
+    link = ProviderLink(
+        sid_digest=None,
+        sub_digest=bytes(32),
+        acr=acr,
+        roles_read_at=datetime.now(UTC),
+        secrets=ProviderSecrets(refresh_token=None, id_token=None, name="Alice", stepped_up_at=time.time()),
+    )
+    return replace(session_of("dpo"), provider=link)
+
+
+@pytest.mark.parametrize(
+    ("acr", "refusal"),
+    [
+        pytest.param("pwd", StepUpNeeded, id="a password only: sent to step up, the form unread"),
+        pytest.param("mfa", FormTooLarge, id="stepped up: the form is read, and is too large"),
+    ],
+)
+async def test_a_hold_release_needs_the_step_up_before_its_form_is_read(
+    client_factory: Callable[[FastAPI], httpx.AsyncClient], acr: str, refusal: type[Exception]
+) -> None:
+    app, _ = bare_app(holds.router, session=provider_session(acr))
+    settings = ConsoleOidcSettings(issuer="https://id.example.org/realms/r", client_id="console", step_up_acr="mfa")
+    provider = ProviderSignIn(settings)
+    app.dependency_overrides[provider_of] = lambda: provider
+    try:
+        with pytest.raises(refusal) as raised:
+            await client_factory(app).post(
+                "/dpo/holds/release",
+                data={"csrf": CSRF, "hold_id": "x" * 10_000},
+                headers={"referer": "http://console.test/dpo/holds"},
+            )
+    finally:
+        await provider.close()
+    if isinstance(raised.value, StepUpNeeded):
+        assert raised.value.back == "/dpo/holds"  # back to the page the release was clicked on

@@ -63,6 +63,12 @@ def demo_secrets() -> dict[str, str]:
     found["WA_PGBACKUP_PG__DSN password"] = urlsplit(DEMO["WA_PGBACKUP_PG__DSN"]).password or ""
     found["WA_RETENTION_EXPORT_SIGNING__KEY"] = DEMO["WA_RETENTION_EXPORT_SIGNING__KEY"]
     found["WA_RETENTION_SIGNING__PRIVATE_KEY"] = DEMO["WA_RETENTION_SIGNING__PRIVATE_KEY"]
+    # The identity provider's (Keycloak, local stack): its administrator, the clients' secrets, the demo people.
+    for name in ("WA_KEYCLOAK_ADMIN_PASSWORD", "WA_KEYCLOAK_API_CLIENT_SECRET", "WA_CONSOLE_OIDC__CLIENT_SECRET"):
+        found[name] = DEMO[name]
+    for name in ("WA_KEYCLOAK_DEMO_PASSWORDS", "WA_KEYCLOAK_DEMO_TOTP_SECRETS"):
+        for username, value in json.loads(DEMO[name]).items():
+            found[f"{name} {username}"] = value
     return found
 
 
@@ -184,10 +190,16 @@ def test_load_settings_accepts_them_in_a_local_demo(monkeypatch: pytest.MonkeyPa
 
 
 def test_the_console_s_own_logins_are_checked_too(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The console holds a database role and an S3 identity of its own: the demo's are refused, others are not."""
+    """The console holds a database role, an S3 identity and an OIDC client of its own: the demo's are refused,
+    others are not."""
     monkeypatch.delenv(LOCAL_DEMO_FLAG, raising=False)
     set_demo_env(monkeypatch)
-    assert published_settings(ConsoleSettings(), "WA_CONSOLE_") == ["WA_CONSOLE_PG__DSN", "WA_CONSOLE_S3__SECRET_KEY"]
+    assert published_settings(ConsoleSettings(), "WA_CONSOLE_") == [
+        "WA_CONSOLE_OIDC__CLIENT_SECRET",
+        "WA_CONSOLE_PG__DSN",
+        "WA_CONSOLE_S3__SECRET_KEY",
+    ]
+    monkeypatch.setenv("WA_CONSOLE_OIDC__CLIENT_SECRET", secrets.token_urlsafe(24))
     monkeypatch.setenv("WA_CONSOLE_PG__DSN", f"postgresql://wa_console:{secrets.token_urlsafe(24)}@db:5432/wa_archive")
     monkeypatch.setenv("WA_CONSOLE_S3__SECRET_KEY", secrets.token_urlsafe(24))
     assert published_settings(ConsoleSettings(), "WA_CONSOLE_") == []

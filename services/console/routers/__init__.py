@@ -14,6 +14,7 @@ from services.console.routers import (
     exports,
     holds,
     media,
+    oidc,
     retention,
     search,
     signin,
@@ -21,6 +22,7 @@ from services.console.routers import (
 
 ROUTERS: Final[tuple[APIRouter, ...]] = (
     signin.router,
+    oidc.router,
     search.router,
     conversation.router,
     media.router,

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import HTMLResponse
 
 from services.actions.layer import Actions
-from services.console.deps import ActionsDep, CurrentSession, PagesDep, Posted, PostedBy
+from services.console.deps import ActionsDep, PagesDep, Posted, PostedBy, SteppedUp
 from services.console.forms import field
 from services.console.i18n import translator
 from services.console.pages import Pages
@@ -41,7 +41,9 @@ async def erasures_page(
 
 
 @router.get("/dpo/erasures", response_class=HTMLResponse)
-async def erasures(request: Request, session: CurrentSession, actions: ActionsDep, pages: PagesDep) -> Response:
+async def erasures(
+    request: Request, session: Annotated[Session, Depends(SteppedUp("erasures"))], actions: ActionsDep, pages: PagesDep
+) -> Response:
     return await erasures_page(request, session, actions, pages)
 
 

@@ -1,9 +1,13 @@
 """Signing in and out, and choosing the language: ``GET /signin``, ``POST /signin``, ``POST /signout``,
 ``POST /language``.
 
-Sign-in has its own double-submit token (a cookie and a form field), is throttled per name and per client address
-with a lockout (services/console/throttle.py), and counts every outcome; a failed attempt is logged with the account
-name only when it is one (a mistyped name may be a token).
+``GET /signin`` offers the identity provider (services/console/routers/oidc.py does the rest) and, in the local demo
+only, the form of the named tokens. That form has its own double-submit token (a cookie and a form field), is
+throttled per name and per client address with a lockout (services/console/throttle.py), and counts every outcome;
+a failed attempt is logged with the account name only when it is one (a mistyped name may be a token).
+
+``POST /signout`` deletes the session and, for a session opened through the provider, sends the browser to the
+provider's logout (RP-initiated: its session ends too) and back to the sign-in page.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from services.console.deps import (
     PagesDep,
     Posted,
     PostedBy,
+    ProviderDep,
     SessionsDep,
     SettingsDep,
     ThrottleDep,
@@ -33,8 +38,10 @@ from services.console.deps import (
 from services.console.errors import count_refusal
 from services.console.forms import RefusedForm, field, same_origin
 from services.console.i18n import duration, known_locale, negotiate, translator, zone
+from services.console.oidc import console_url
 from services.console.pages import LANGUAGE_COOKIE, SESSION_COOKIE, SIGNIN_COOKIE, Pages, locale_of, set_cookie
 from services.console.sessions import new_secret, same_token
+from services.core.refusals import NotFound
 
 log = logging.getLogger("wa_archive.console")
 
@@ -45,22 +52,58 @@ LANGUAGE_MAX_AGE_S = 365 * 86400
 
 
 def signin_form(
-    request: Request, pages: Pages, *, secure: bool, status: int = 200, notice: str | None, error: str | None
+    request: Request,
+    pages: Pages,
+    *,
+    secure: bool,
+    status: int = 200,
+    notice: str | None,
+    error: str | None,
+    named: bool = True,
+    provider: bool = False,
+    back: str = "/search",
 ) -> Response:
-    """The sign-in page with a fresh form token (set as its cookie too)."""
-    token = new_secret()
-    page = pages.render(request, "signin.html", None, status=status, signin_token=token, notice=notice, error=error)
-    set_cookie(page, SIGNIN_COOKIE, token, secure=secure, max_age=SIGNIN_TOKEN_MAX_AGE_S)
+    """The sign-in page: the provider's button when ``provider``, the named tokens' form with a fresh form token
+    (set as its cookie too) when ``named``."""
+    token = new_secret() if named else ""
+    page = pages.render(
+        request,
+        "signin.html",
+        None,
+        status=status,
+        signin_token=token,
+        notice=notice,
+        error=error,
+        named=named,
+        provider=provider,
+        back=back,
+    )
+    if named:
+        set_cookie(page, SIGNIN_COOKIE, token, secure=secure, max_age=SIGNIN_TOKEN_MAX_AGE_S)
     return page
 
 
 @router.get("/signin", response_class=HTMLResponse)
 async def signin_page(
-    request: Request, pages: PagesDep, settings: SettingsDep, ended: str | None = None, out: str | None = None
+    request: Request,
+    pages: PagesDep,
+    settings: SettingsDep,
+    authenticator: AuthenticatorDep,
+    provider: ProviderDep,
+    ended: str | None = None,
+    out: str | None = None,
 ) -> Response:
     t = translator(locale_of(request, None))
     notice = t("Your session has ended. Sign in again.") if ended else t("You are signed out.") if out else None
-    return signin_form(request, pages, secure=settings.secure_cookies, notice=notice, error=None)
+    return signin_form(
+        request,
+        pages,
+        secure=settings.secure_cookies,
+        notice=notice,
+        error=None,
+        named=authenticator is not None,
+        provider=provider is not None,
+    )
 
 
 @router.post("/signin")
@@ -74,6 +117,8 @@ async def signin(
     throttle: ThrottleDep,
     sessions: SessionsDep,
 ) -> Response:
+    if authenticator is None:  # single sign-on only: there are no named tokens to check
+        raise NotFound("no sign-in with a named token here")
     expected = request.cookies.get(SIGNIN_COOKIE)
     if not same_origin(request) or expected is None or not same_token(field(form, "signin_token"), expected):
         metrics.refused_forms.inc()
@@ -91,7 +136,9 @@ async def signin(
         # In whole minutes: a lockout's seconds would read as a countdown nobody watches.
         wait = duration(60 * max(1, round(admission.retry_after_s / 60)), locale)
         error = t("Too many sign-in attempts. Try again in %(duration)s.", duration=wait)
-        page = signin_form(request, pages, secure=settings.secure_cookies, status=429, notice=None, error=error)
+        page = signin_form(
+            request, pages, secure=settings.secure_cookies, status=429, notice=None, error=error, provider=False
+        )
         page.headers["retry-after"] = str(max(1, round(admission.retry_after_s)))
         return page
     credential = await authenticator.authenticate(name, field(form, "token") or "")
@@ -115,9 +162,18 @@ async def signin(
 
 
 @router.post("/signout")
-async def signout(posted: Annotated[Posted, Depends(PostedBy(None))], sessions: SessionsDep) -> Response:
+async def signout(
+    request: Request,
+    posted: Annotated[Posted, Depends(PostedBy(None))],
+    sessions: SessionsDep,
+    provider: ProviderDep,
+) -> Response:
     await sessions.delete(posted.session)
-    response = RedirectResponse("/signin?out=1", status_code=303)
+    where = "/signin?out=1"
+    if provider is not None and posted.session.provider is not None:
+        # The provider's session ends too, and its logout page sends the browser back to the sign-in page.
+        where = await provider.end_session_url(posted.session, console_url(request, provider, "/signin?out=1")) or where
+    response = RedirectResponse(where, status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response
 

@@ -20,10 +20,11 @@ from services.actions.layer import Actions
 from services.core.crypto import UnknownKek
 from services.core.http import BodyLimit
 from services.core.ops_http import OpsServer, ops_app
+from services.core.published import LOCAL_DEMO_FLAG, local_demo
 from services.core.refusals import ActionRefused
 from services.governance.metrics import RetentionMetrics
 from services.retention.api.dependencies import is_ready
-from services.retention.api.gate import AdminGate
+from services.retention.api.gate import AdminGate, BearerTokens
 from services.retention.api.routers.setup import api_routes, setup_routers
 from services.retention.settings import RetentionSettings
 
@@ -33,6 +34,18 @@ log = logging.getLogger("wa_archive.retention.api")
 # wrapped by a KEK this service was not given (removed from the settings too early): the records are fine, the
 # configuration is to fix. The message names the KEK id only.
 SYSTEM_ERROR_STATUS: dict[type[Exception], int] = {UnknownKek: 503}
+
+
+class NoApiSignIn(Exception):
+    """The admin API would accept no caller: no OpenID Connect provider, and not the local demo."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "refusing to start: the admin API accepts the identity provider's access tokens, and none is configured. "
+            "Set WA_RETENTION_OIDC__ISSUER and WA_RETENTION_OIDC__AUDIENCE "
+            "(docs/OPERATIONS.md, 'Single sign-on: sessions, step-up, logout'). "
+            f"The static tokens of WA_RETENTION_ADMIN_TOKENS are accepted only in a local demo ({LOCAL_DEMO_FLAG}=1)."
+        )
 
 
 async def refused(_request: Request, exc: Exception) -> Response:
@@ -49,15 +62,30 @@ def create_admin_app(
     registry: CollectorRegistry | None = None,
     background: Callable[[Actions], Coroutine[Any, Any, None]] | None = None,
     serve_ops: bool = True,
+    demo: bool | None = None,
+    bearer: BearerTokens | None = None,
 ) -> FastAPI:
     """The admin API. Its lifespan opens the archive (``open_access``), puts the :class:`Actions` in
     ``app.state.actions`` (the routes answer 503 ``not ready`` until then), runs ``background`` with them, and with
     ``serve_ops`` serves ``/healthz``, ``/readyz``, ``/metrics``, ``/openapi.json`` and ``/docs`` on
     ``settings.ops_port`` (0: any free port, then ``app.state.ops_port``). ``app.state`` also holds the
-    ``settings`` and the ``metrics``."""
+    ``settings`` and the ``metrics``.
+
+    Callers present the provider's access tokens (``bearer``, by default as ``settings.oidc`` configures them) and,
+    in the local demo only (``demo``, by default ``WA_LOCAL_DEMO=1``), the static tokens of
+    ``settings.admin_tokens``. NoApiSignIn when that leaves none."""
     registry = registry or CollectorRegistry()
     metrics = RetentionMetrics(registry)
-    tokens = {name: (t.token.get_secret_value().encode(), t.role) for name, t in settings.admin_tokens.items()}
+    demo = local_demo() if demo is None else demo
+    tokens = (
+        {name: (t.token.get_secret_value().encode(), t.role) for name, t in settings.admin_tokens.items()}
+        if demo
+        else {}
+    )
+    if bearer is None and settings.oidc is not None:
+        bearer = BearerTokens(settings.oidc)
+    if bearer is None and not demo:
+        raise NoApiSignIn
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -86,6 +114,8 @@ def create_admin_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await access.close()
+            if bearer is not None:
+                await bearer.close()
 
     app = FastAPI(title="wa-archive retention admin API", version="1", lifespan=lifespan)
     app.state.settings = settings
@@ -97,7 +127,7 @@ def create_admin_app(
 
     # Outermost last. A body announced over the limit is 413 at once, whoever sends it; then the gate decides 401
     # and 403 from the headers; only then does FastAPI read the body, which BodyLimit still counts.
-    app.add_middleware(AdminGate, routes=api_routes(), tokens=tokens, on_refused=refused_request)
+    app.add_middleware(AdminGate, routes=api_routes(), tokens=tokens, on_refused=refused_request, bearer=bearer)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, on_refused=lambda: refused_request(413, "body"))
 
     errors: list[type[Exception]] = [ActionRefused, *SYSTEM_ERROR_STATUS]
