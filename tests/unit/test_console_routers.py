@@ -14,11 +14,14 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urljoin, urlsplit
 from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 from starlette.datastructures import FormData
 
@@ -252,10 +255,24 @@ def test_search_filter_refuses_a_date_that_is_not_a_day(since: str) -> None:
         ("//evil.example/x", "/search"),
         ("https://evil.example/", "/search"),
         ("search", "/search"),
+        ("/\\evil.example/x", "/search"),
+        ("/\t/evil.example/x", "/search"),
+        ("/\n/evil.example", "/search"),
+        ("/search?q=%2F%2Fx", "/search?q=%2F%2Fx"),
     ],
 )
 def test_the_language_form_returns_to_a_console_page_only(back: str | None, expected: str) -> None:
     assert signin.safe_back(back) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("/\\\t\n\r :.@?#%aZ")), max_size=12))
+def test_a_return_path_never_leaves_the_console(back: str) -> None:
+    # What a browser does with a Location: strip tabs and newlines, read backslashes as slashes; then it must be a
+    # path of the console's own origin.
+    kept = signin.safe_back(back)
+    seen = kept.replace("\t", "").replace("\n", "").replace("\r", "").replace("\\", "/")
+    assert urlsplit(urljoin("https://console.example/", seen)).netloc == "console.example"
 
 
 @pytest.mark.parametrize(

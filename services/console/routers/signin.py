@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -179,8 +180,15 @@ async def signout(
 
 
 def safe_back(back: str | None) -> str:
-    """Where to return after choosing a language: a path of the console only (never ``//elsewhere``)."""
-    if not back or not back.startswith("/") or back.startswith("//"):
+    """Where to return after choosing a language or signing in: a path of the console only, else ``/search``.
+    Browsers read ``//elsewhere``, ``/\\elsewhere`` and paths with a tab or newline inside (which they strip) as
+    another site: such a path is refused, as is anything with a scheme or a host."""
+    if not back or not back.startswith("/") or back[1:2] in ("/", "\\"):
+        return "/search"
+    if "\\" in back or any(ord(c) < 0x21 or ord(c) == 0x7F for c in back):
+        return "/search"
+    parts = urlsplit(back)
+    if parts.scheme or parts.netloc:
         return "/search"
     return back
 
