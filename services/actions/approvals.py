@@ -26,6 +26,7 @@ adapter can skip the second person.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -132,6 +133,20 @@ def register_kind(kind: RequestKind) -> RequestKind:
     return kind
 
 
+def audited_target(target: Mapping[str, Any]) -> dict[str, Any]:
+    """The target as the audit rows show it: a list of pseudonyms as its count (a person resolved under every
+    business number has one per number; the request's row keeps them all)."""
+    return {
+        name: len(value) if isinstance(value, list) and name == "subject_refs" else value
+        for name, value in target.items()
+    }
+
+
+def empty_or_new(folder: Path) -> bool:
+    """Whether a case may be exported into ``folder`` (it is written there, and nothing is overwritten)."""
+    return not folder.exists() or not any(folder.iterdir())
+
+
 def require_approval(operator: Operator, kind: str) -> None:
     """Refuse (:class:`ApprovalRequired`) unless this runs for an approved request of ``kind``, carried out by its
     approver (:meth:`ApprovalActions.approve`): the one way to the actions that cannot be undone."""
@@ -141,7 +156,7 @@ def require_approval(operator: Operator, kind: str) -> None:
 
 def is_approved(operator: Operator, kind: str) -> bool:
     approval = current_approval()
-    return approval is not None and approval["approved_by"] == operator.name and approval["kind"] == kind
+    return approval is not None and approval["approver"] == operator.name and approval["kind"] == kind
 
 
 def may_approve(operator: Operator, request: ApprovalRequest) -> bool:
@@ -196,7 +211,7 @@ class ApprovalActions(ActionsBase):
                 details={
                     "request_id": request.request_id,
                     "kind": kind.name,
-                    "target": dict(target),
+                    "target": audited_target(target),
                     "expires_at": request.expires_at.isoformat(),
                 },
             )
@@ -222,8 +237,15 @@ class ApprovalActions(ActionsBase):
         return request
 
     async def waiting_count(self, operator: Operator) -> int:
-        """How many requests wait for this operator's decision (the console's header)."""
-        return len(await self.approvals(operator, waiting_for_me=True))
+        """How many requests wait for this operator's decision (the console's header; no reason is opened)."""
+        heads = await store.pending_heads(self.access.pool)
+        return sum(
+            1
+            for kind_name, requester in heads
+            if (kind := REQUEST_KINDS.get(kind_name)) is not None
+            and requester != operator.name
+            and ROLE_RANK[operator.role] >= ROLE_RANK[kind.approver_role]
+        )
 
     async def approve(
         self, operator: Operator, request_id: str, *, reason: str | None, context: ExecutionContext | None = None
@@ -244,9 +266,9 @@ class ApprovalActions(ActionsBase):
             store.check_decision(request, operator.name, datetime.now(UTC))
             raise InvalidRequest(not_ready)
         request = await self._decide(operator, request_id, "approved", why)
-        approval = {"request_id": request.request_id, "kind": kind.name, "requested_by": request.requested_by}
+        approval = {"request_id": request.request_id, "kind": kind.name, "requester": request.requested_by}
         try:
-            with on_behalf_of(**approval, approved_by=operator.name):
+            with on_behalf_of(**approval, approver=operator.name):
                 result, outcome = await kind.execute(cast("Actions", self), operator, request, context)
         except ActionRefused as exc:
             failure = {"error": exc.kind, "message": str(exc)}
@@ -293,9 +315,9 @@ class ApprovalActions(ActionsBase):
                 details={
                     "request_id": decided.request_id,
                     "kind": decided.kind,
-                    "target": dict(decided.target),
-                    "requested_by": decided.requested_by,
-                    "approved_by" if status == "approved" else "rejected_by": operator.name,
+                    "target": audited_target(decided.target),
+                    "requester": decided.requested_by,
+                    "approver" if status == "approved" else "rejecter": operator.name,
                 },
             )
         return decided
@@ -353,6 +375,8 @@ class ApprovalActions(ActionsBase):
         ``wa-archive approvals approve``, which holds the export signing key)."""
         authorize(operator, "export")
         case = await case_row(self.access.pool, case_ref)
+        if not await asyncio.to_thread(empty_or_new, out):  # said now, and checked again when it is written
+            raise CaseRefused(f"{out} is not empty: a case is exported into an empty folder")
         target = {"case_ref": case["case_ref"], "out": str(out), "language": language, "time_zone": time_zone}
         return await self.request_approval(operator, "case.export", target=target, reason=reason)
 
@@ -421,7 +445,7 @@ async def _erase(actions: Actions, approver: Operator, request: ApprovalRequest,
         phone_number_id=target.get("phone_number_id"),
         request_ref=str(target["request_ref"]),
     )
-    return outcome, {"request_ref": outcome.request_ref, "status": outcome.status, "blocked_by": outcome.blocked_by}
+    return outcome, outcome.proof()
 
 
 async def _release_hold(
@@ -450,7 +474,7 @@ async def _export_case(
         language="fr" if target.get("language") == "fr" else "en",
         time_zone=str(target.get("time_zone") or "UTC"),
     )
-    return exported, {"case_ref": exported.case_ref, "bags": len(exported.bags), "skipped": len(exported.skipped)}
+    return exported, exported.to_json()
 
 
 async def _queue_exports(

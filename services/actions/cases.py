@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from services.actions.approvals import require_approval
+from services.actions.approvals import empty_or_new, require_approval
 from services.actions.governing import GoverningActions
 from services.actions.operators import ROLE_RANK, Operator, ProgressCallback, authorize
 from services.actions.reading import ReadingActions
@@ -281,7 +281,7 @@ class CaseExporting(CaseActions):
         authorize(operator, "export")
         require_approval(operator, "case.export")
         reason = require_reason(reason)
-        if not await asyncio.to_thread(_empty_or_new, out):  # before anything is read
+        if not await asyncio.to_thread(empty_or_new, out):  # before anything is read
             raise CaseRefused(f"{out} is not empty: a case is exported into an empty folder")
         found = await self.case(operator, case_ref)
         await asyncio.to_thread(out.mkdir, parents=True, exist_ok=True)
@@ -347,10 +347,6 @@ class CaseExporting(CaseActions):
             progress(len(people), len(people))
         manifest = await asyncio.to_thread(write_case_manifest, out, case_ref, bags, skipped, signing_key)
         return CaseExport(case_ref, bags, skipped, manifest)
-
-
-def _empty_or_new(folder: Path) -> bool:
-    return not folder.exists() or not any(folder.iterdir())
 
 
 SKIPPED_WHY = "business-number and group custodians are not exported whole: export their people one by one"

@@ -18,6 +18,7 @@ from services.actions.operators import SCHEDULER, Operator, authorize
 from services.actions.reading import MediaFile, ReadingActions, SubjectExport
 from services.core.audit import require_reason, write_audit
 from services.core.bucket import ArchiveBucket
+from services.core.identity import resolve_subject_refs
 from services.core.refusals import InvalidRequest, NotFound
 from services.core.vocabulary import is_pseudonym
 from services.evidence import jobs
@@ -37,6 +38,45 @@ def may_see(operator: Operator, job: ExportJob) -> bool:
 
 class ExportingActions(ReadingActions, ApprovalActions):
     """Export jobs (``dpo``: the role that exports), over the database and the work bucket."""
+
+    async def export_or_request(
+        self,
+        operator: Operator,
+        *,
+        contact: str,
+        phone_number_id: str | None = None,
+        reason: str | None,
+        request_ref: str | None = None,
+        formats: Sequence[str] = ("json",),
+        keep_archived: bool = False,
+    ) -> SubjectExport | ApprovalRequest:
+        """A person's export (:meth:`ReadingActions.export`, read now) when it holds at most
+        ``WA_RETENTION_FOUR_EYES__EXPORT_MESSAGES`` messages, else a request for it: once approved, an export job
+        per pseudonym holding their messages (``formats`` among the jobs'), downloaded as any job's. For the admin
+        API and ``wa-archive export``."""
+        authorize(operator, "export")
+        require_reason(reason)
+        async with self.access.pool.acquire() as conn:
+            refs = await resolve_subject_refs(conn, self.access.pepper, contact, phone_number_id)
+        counts = {ref: await self.count_messages([ref]) for ref in refs}
+        messages = sum(counts.values())
+        if messages <= self.export_threshold():
+            return await self.export(
+                operator,
+                contact=contact,
+                phone_number_id=phone_number_id,
+                reason=reason,
+                request_ref=request_ref,
+                keep_archived=keep_archived,
+            )
+        return await self.request_export(
+            operator,
+            subject_refs=[ref for ref, count in counts.items() if count],
+            reason=reason,
+            formats=[f for f in formats if f in jobs.FORMATS] or ["json"],
+            request_ref=request_ref,
+            messages=messages,
+        )
 
     async def queue_export_or_request(
         self,

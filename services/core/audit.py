@@ -36,12 +36,10 @@ _APPROVAL: ContextVar[Mapping[str, str] | None] = ContextVar("wa_archive_approva
 
 
 @contextlib.contextmanager
-def on_behalf_of(*, request_id: str, kind: str, requested_by: str, approved_by: str) -> Iterator[None]:
+def on_behalf_of(*, request_id: str, kind: str, requester: str, approver: str) -> Iterator[None]:
     """Within this block (and the tasks it starts), every audit row's details name the approval request, its
     kind, its requester and its approver, beside the row's actor (the approver, who carries the action out)."""
-    token = _APPROVAL.set(
-        {"request_id": request_id, "kind": kind, "requested_by": requested_by, "approved_by": approved_by}
-    )
+    token = _APPROVAL.set({"request_id": request_id, "kind": kind, "requester": requester, "approver": approver})
     try:
         yield
     finally:

@@ -137,13 +137,31 @@ def _record_id(request_id: str, what: str) -> str:
     return f"approval/{request_id}/{what}"
 
 
+async def _person_key(
+    conn: ConnectionOrPool, keyring: Keyring, subject_refs: Sequence[str], dek_id: str | None = None
+) -> tuple[str, str, bytes] | None:
+    """(pseudonym, dek id, key) of the first of ``subject_refs`` with a live key (with ``dek_id``: that key only),
+    read from ``subject_keys`` and unwrapped here, never put in the keyring's cache: a request listed in the
+    console must not leave a person's key cached in a process that an erasure elsewhere would not reach."""
+    row = await conn.fetchrow(
+        "SELECT subject_ref, dek_id::text AS dek_id, kek_id, wrapped_dek FROM subject_keys"
+        " WHERE subject_ref = ANY($1::text[]) AND ($2::uuid IS NULL OR dek_id = $2::uuid) ORDER BY subject_ref LIMIT 1",
+        list(subject_refs),
+        dek_id,
+    )
+    if row is None:
+        return None
+    wrapped = WrappedDek(kek_id=row["kek_id"], blob=bytes(row["wrapped_dek"]))
+    return row["subject_ref"], row["dek_id"], keyring.kek.unwrap(wrapped, subject_ref=row["subject_ref"])
+
+
 async def _key(keyring: Keyring, row: asyncpg.Record) -> tuple[bytes, str] | None:
     """The key the request's texts are sealed under and the subject they are bound to; None when it was the
     person's and the person was erased since."""
     request_id = str(row["request_id"])
     if row["dek_id"] is not None:
-        dek = await keyring.key_for_reading(row["subject_ref"], str(row["dek_id"]))
-        return None if dek is None else (dek.dek, row["subject_ref"])
+        found = await _person_key(keyring.pool, keyring, [row["subject_ref"]], str(row["dek_id"]))
+        return None if found is None else (found[2], row["subject_ref"])
     wrapped = WrappedDek(kek_id=row["kek_id"], blob=bytes(row["wrapped_key"]))
     return keyring.kek.unwrap(wrapped, subject_ref=_own_subject(request_id)), _own_subject(request_id)
 
@@ -183,7 +201,7 @@ _COLUMNS = (
 
 _INSERT = (  # noqa: S608 — constant columns
     "INSERT INTO approval_requests (request_id, kind, target, subject_ref, dek_id, kek_id, wrapped_key, sealed_reason,"
-    " requested_by, requested_at, expires_at) VALUES ($1::uuid, $2, $3::jsonb, $4, $5::uuid, $6, $7, $8, $9, $10, $11)"
+    " requested_by, requested_at, expires_at) VALUES ($1::uuid, $2, $3::json, $4, $5::uuid, $6, $7, $8, $9, $10, $11)"
     " RETURNING "
 ) + _COLUMNS
 _DECIDE = (  # noqa: S608 — constant columns
@@ -213,16 +231,16 @@ async def create_request(
     kind's request) is responsible for that. Not audited here: the action layer writes the row."""
     now = now or datetime.now(UTC)
     request_id = str(uuid.uuid4())
-    subject_ref, dek = (subject_refs[0] if subject_refs else None), None
-    for ref in subject_refs:
-        dek = await keyring.live_key(ref)
-        if dek is not None:
-            subject_ref = ref
-            break
-    if dek is not None and subject_ref is not None:
-        key, bound, dek_id, wrapped = dek.dek, subject_ref, dek.dek_id, None
+    subject_ref = subject_refs[0] if subject_refs else None
+    dek_id: str | None = None
+    wrapped: WrappedDek | None = None
+    # A person resolved under every business number has many pseudonyms, few with a key: one query finds one.
+    dek = await _person_key(conn, keyring, subject_refs) if subject_refs else None
+    if dek is not None:
+        subject_ref, dek_id, key = dek
+        bound = subject_ref
     else:
-        key, bound, dek_id = new_dek(), _own_subject(request_id), None
+        key, bound = new_dek(), _own_subject(request_id)
         wrapped = keyring.kek.wrap(key, subject_ref=bound)
     row = await conn.fetchrow(
         _INSERT,
@@ -281,6 +299,15 @@ async def list_requests(
     return [await _request(keyring, row) for row in rows]
 
 
+async def pending_heads(conn: ConnectionOrPool, now: datetime | None = None) -> list[tuple[str, str]]:
+    """(kind, requester) of every pending, unexpired request: who may decide what, without opening a reason."""
+    rows = await conn.fetch(
+        "SELECT kind, requested_by FROM approval_requests WHERE status = 'pending' AND expires_at > $1",
+        now or datetime.now(UTC),
+    )
+    return [(row["kind"], row["requested_by"]) for row in rows]
+
+
 async def pending_counts(conn: ConnectionOrPool, now: datetime | None = None) -> dict[str, int]:
     """Pending, unexpired requests by kind (the gauge and the console's count)."""
     rows = await conn.fetch(
@@ -335,7 +362,7 @@ async def decide(
 async def record_outcome(conn: ConnectionOrPool, request_id: str, *, failed: bool, outcome: Mapping[str, Any]) -> None:
     """Store what carrying out an approved request returned (references and counts), or the refusal met."""
     await conn.execute(
-        "UPDATE approval_requests SET outcome = $2::jsonb, status = CASE WHEN $3 THEN 'failed' ELSE status END"
+        "UPDATE approval_requests SET outcome = $2::json, status = CASE WHEN $3 THEN 'failed' ELSE status END"
         " WHERE request_id = $1::uuid",
         request_id,
         orjson.dumps(dict(outcome)).decode(),

@@ -103,7 +103,7 @@ async def test_the_requester_cannot_approve_their_erasure_a_second_dpo_can(
     rows = await audit_of(pg_pool, asked.request_id)
     assert rows[0][:2] == (ALICE.name, "approval.requested")
     assert rows[1][:2] == (SECOND_DPO.name, "approval.approved")
-    assert (rows[1][2]["requested_by"], rows[1][2]["approved_by"]) == (ALICE.name, SECOND_DPO.name)
+    assert (rows[1][2]["requester"], rows[1][2]["approver"]) == (ALICE.name, SECOND_DPO.name)
     carried_out = rows[2:]
     assert {action for _, action, _ in carried_out} >= {"erasure.received", "erasure.completed"}
     for actor, _, details in carried_out:
@@ -111,8 +111,8 @@ async def test_the_requester_cannot_approve_their_erasure_a_second_dpo_can(
         assert details["approval"] == {
             "request_id": asked.request_id,
             "kind": "erase",
-            "requested_by": ALICE.name,
-            "approved_by": SECOND_DPO.name,
+            "requester": ALICE.name,
+            "approver": SECOND_DPO.name,
         }
     assert all(why not in str(details) for _, _, details in rows)
 

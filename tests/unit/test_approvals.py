@@ -142,7 +142,7 @@ def test_a_kind_this_build_does_not_know_is_decided_by_nobody() -> None:
 def test_the_actions_that_cannot_be_undone_run_only_for_their_approver() -> None:
     with pytest.raises(ApprovalRequired, match="erasing a person needs a second person's approval"):
         require_approval(ALICE, "erase")
-    with on_behalf_of(request_id="r", kind="erase", requested_by="alice", approved_by="bob"):
+    with on_behalf_of(request_id="r", kind="erase", requester="alice", approver="bob"):
         require_approval(BOB, "erase")
         with pytest.raises(ApprovalRequired):
             require_approval(ALICE, "erase")  # the requester, inside the approval, is still not the approver
@@ -165,12 +165,12 @@ class Recorded:
 
 async def test_every_audit_row_written_for_an_approved_request_carries_both_names() -> None:
     conn = Recorded()
-    with on_behalf_of(request_id="r-1", kind="erase", requested_by="alice", approved_by="bob"):
+    with on_behalf_of(request_id="r-1", kind="erase", requester="alice", approver="bob"):
         await write_audit(conn, actor="bob", action="erasure.completed", reason="GDPR-1", details={"keys": 2})  # type: ignore[arg-type]
     await write_audit(conn, actor="bob", action="hold.create", reason=None, details={"case": "C-1"})  # type: ignore[arg-type]
     inside, outside = (orjson.loads(call[-1]) for call in conn.calls)
     assert inside == {
         "keys": 2,
-        "approval": {"request_id": "r-1", "kind": "erase", "requested_by": "alice", "approved_by": "bob"},
+        "approval": {"request_id": "r-1", "kind": "erase", "requester": "alice", "approver": "bob"},
     }
     assert outside == {"case": "C-1"}

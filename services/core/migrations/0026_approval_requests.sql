@@ -7,12 +7,13 @@
 -- - the reasons (the request's, the decision's) may quote a person: sealed under the DEK of the person the request
 --   names (subject_ref, dek_id: an erasure of the person destroys that key), else (no person, or a person without a
 --   key) under the request's own key wrapped by the KEK (kek_id, wrapped_key) and bound to the request's id.
+-- `target` and `outcome` are json, not jsonb: kept as the action layer wrote them, keys in their order.
 -- `kind` is not a CHECK: the kinds are an open registry in the code (a kind added needs no migration).
 -- An expired request is a pending one past expires_at: nothing writes `expired`, so nobody can miss the moment.
 CREATE TABLE approval_requests (
     request_id       uuid PRIMARY KEY,
     kind             text NOT NULL,
-    target           jsonb NOT NULL,
+    target           json NOT NULL,
     subject_ref      text,
     dek_id           uuid,
     kek_id           text,
@@ -27,7 +28,7 @@ CREATE TABLE approval_requests (
     decided_at       timestamptz,
     sealed_decision  bytea,
     -- what the execution returned (references and counts), or the refusal that stopped it (`failed`)
-    outcome          jsonb,
+    outcome          json,
     CHECK (dek_id IS NULL OR subject_ref IS NOT NULL),
     CHECK ((dek_id IS NULL) <> (wrapped_key IS NULL)),
     CHECK (decided_by IS NULL OR decided_by <> requested_by)
