@@ -19,6 +19,7 @@ from services.actions.layer import (
     REQUEST_KINDS,
     Actions,
     ApprovalRefused,
+    ApprovalRequest,
     ApprovalRequired,
     Forbidden,
     NotFound,
@@ -61,6 +62,20 @@ async def test_the_requester_cannot_approve_their_erasure_a_second_dpo_can(
     await archive(demo_env, pg_pool, prefix, [pipeline.text_message(person, "wamid.F1", "please erase me", NOW)])
     assert await readable(access, person) == ["wamid.F1"]
     why = f"the customer {person.wa_id} asked by e-mail"
+
+    # An export above the threshold (0 here) is a request; approved, it becomes an export job.
+    strict = Actions(dataclasses.replace(access, four_eyes=FourEyesSettings(export_messages=0)), actions.metrics)
+    large = await strict.export_or_request(ALICE, contact=person.wa_id, reason="Art. 15 request", formats=["json"])
+    assert isinstance(large, ApprovalRequest)
+    assert (large.kind, large.target["messages"], large.target["formats"]) == ("export", 1, ["json"])
+    with pytest.raises(ApprovalRequired):
+        await strict.queue_export(ALICE, subject_ref=large.target["subject_refs"][0], reason="Art. 15 request")
+    (job,) = await approved(strict, large)
+    assert (job.subject_ref, job.requested_by, job.status) == (
+        large.target["subject_refs"][0],
+        SECOND_DPO.name,
+        "queued",
+    )
 
     with pytest.raises(ApprovalRequired):
         await actions.erase(ALICE, contact=person.wa_id, request_ref="GDPR-direct")
