@@ -71,11 +71,8 @@ async def test_the_requester_cannot_approve_their_erasure_a_second_dpo_can(
     with pytest.raises(ApprovalRequired):
         await strict.queue_export(ALICE, subject_ref=large.target["subject_refs"][0], reason="Art. 15 request")
     (job,) = await approved(strict, large)
-    assert (job.subject_ref, job.requested_by, job.status) == (
-        large.target["subject_refs"][0],
-        SECOND_DPO.name,
-        "queued",
-    )
+    # (Its status is the worker's: any retention service on this database may have claimed it already.)
+    assert (job.subject_ref, job.requested_by) == (large.target["subject_refs"][0], SECOND_DPO.name)
 
     with pytest.raises(ApprovalRequired):
         await actions.erase(ALICE, contact=person.wa_id, request_ref="GDPR-direct")
