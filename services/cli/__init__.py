@@ -163,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     approvals_commands = approvals.add_subparsers(dest="approvals_command", required=True)
     approvals_list = approvals_commands.add_parser("list", help="the requests you may decide (--all: every request)")
     approvals_list.add_argument("--all", action="store_true", help="every request, decided or not, newest first (DPO)")
-    output(approvals_list, "table")
+    output(approvals_list, "json")
     approvals_show = approvals_commands.add_parser("show", help="one request")
     approvals_show.add_argument("request_id")
     for name, what in (("approve", "approve it and carry it out as you"), ("reject", "reject it: nothing is done")):

@@ -32,6 +32,7 @@ from services.retention.settings import FourEyesSettings
 from tests.helpers.approvals import SECOND_DPO, approved
 from tests.helpers.archive_runs import NOW, archive
 from tests.helpers.erasure import readable
+from tests.helpers.support import run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -129,7 +130,13 @@ async def test_the_requester_cannot_approve_their_erasure_a_second_dpo_can(
     assert all(why not in str(details) for _, _, details in rows)
 
 
-async def test_expired_rejected_and_failed_requests_change_nothing(access: ArchiveAccess, actions: Actions) -> None:
+async def test_expired_rejected_and_failed_requests_change_nothing(
+    access: ArchiveAccess,
+    actions: Actions,
+    prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     hold = await actions.create_hold(
         ALICE, scope="phone_number", case_ref=f"CASE-4E-{pipeline.digits(6)}", phone_number_id=pipeline.digits(15)
     )
@@ -182,3 +189,16 @@ async def test_expired_rejected_and_failed_requests_change_nothing(access: Archi
         {"error": "not_found", "message": "no active hold with this id"},
     )
     assert second.request_id in {r.request_id for r in await actions.approvals(ALICE)}
+
+    # The same through wa-archive: the requester may not approve; another lists and rejects it.
+    monkeypatch.setenv("WA_RETENTION_S3__PREFIX", prefix)
+    monkeypatch.setenv("WA_RETENTION_OPERATOR", CAROL.name)
+    code, _out, err = await run_cli(["approvals", "approve", second.request_id, "--reason", "mine"], capsys)
+    assert (code, "another person must approve" in err) == (2, True)
+    monkeypatch.setenv("WA_RETENTION_OPERATOR", ALICE.name)
+    code, out, err = await run_cli(["approvals", "list", "--format", "json"], capsys)
+    assert code == 0, err
+    assert second.request_id in {r["request_id"] for r in orjson.loads(out)}
+    code, out, err = await run_cli(["approvals", "reject", second.request_id, "--reason", "one is enough"], capsys)
+    assert code == 0, err
+    assert (orjson.loads(out)["state"], orjson.loads(out)["decided_by"]) == ("rejected", ALICE.name)
