@@ -243,6 +243,7 @@ def main() -> None:
             "  webhook URL      http://127.0.0.1:8080/webhooks/whatsapp  (secrets: deploy/local/demo.env)\n"
             "  review console   http://127.0.0.1:8083/  sign in as demo-reader / demo-reader-token-local-only\n"
             '                   (or demo-dpo / demo-dpo-token-local-only for the DPO pages); search "commande"\n'
+            "                   demo-dpo-2 / demo-dpo-2-token-local-only approves what demo-dpo requests (four eyes)\n"
             "  admin API        http://127.0.0.1:8082/v1/  (documentation: http://127.0.0.1:9082/docs)\n"
             "  existing inbox   http://127.0.0.1:8087/webhooks/whatsapp  fed by the relay (metrics :8086/metrics);\n"
             "                   it verifies Meta's signature and logs counts: .stack/logs/inbox.log\n"

@@ -267,6 +267,7 @@ def archiver_settings(
 # The admin tokens of retention_settings: drawn at random, so that no token the tests use is published.
 READER_TOKEN = secrets.token_urlsafe(24)
 DPO_TOKEN = secrets.token_urlsafe(24)
+SECOND_DPO_TOKEN = secrets.token_urlsafe(24)  # "test-dpo-2": four eyes need a second DPO
 
 
 def retention_settings(demo_env: dict[str, str], prefix: str) -> RetentionSettings:
@@ -279,6 +280,7 @@ def retention_settings(demo_env: dict[str, str], prefix: str) -> RetentionSettin
         admin_tokens={
             "test-reader": AdminToken(token=SecretStr(READER_TOKEN), role="reader"),
             "test-dpo": AdminToken(token=SecretStr(DPO_TOKEN), role="dpo"),
+            "test-dpo-2": AdminToken(token=SecretStr(SECOND_DPO_TOKEN), role="dpo"),
         },
         operator="test-operator",
         run_interval_s=0,

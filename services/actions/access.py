@@ -20,7 +20,7 @@ from services.core.schema import SCHEMA_WAIT_S, connect_pool
 from services.evidence.signing import fingerprint, load_private_key, load_public_key
 from services.governance.erasure_log import ErasureLog
 from services.governance.recovery import RECOVERY_ACTOR, reapply_erasures
-from services.retention.settings import RetentionSettings
+from services.retention.settings import FourEyesSettings, RetentionSettings
 
 
 @dataclass(kw_only=True)
@@ -37,6 +37,8 @@ class ArchiveAccess:
     trusted_keys: dict[str, Ed25519PublicKey] = field(default_factory=dict)
     # The work bucket (unlocked, not the archive): export jobs' files, with the same identity as ``bucket``.
     work: ArchiveBucket | None = None
+    # How long a request waits for its approval, and from how many messages an export is requested (four eyes).
+    four_eyes: FourEyesSettings = field(default_factory=FourEyesSettings)
 
     async def close(self) -> None:
         await self.pool.close()
@@ -83,6 +85,7 @@ async def open_access(
         policy=policy,
         signing_key=signing_key,
         trusted_keys=trusted,
+        four_eyes=settings.four_eyes,
         work=ArchiveBucket(
             settings.s3.model_copy(
                 update={"bucket": settings.work_bucket, "object_lock_mode": None, "object_lock_days": 0}

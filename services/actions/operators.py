@@ -37,6 +37,8 @@ ActionName = Literal[
     "case.custodian",
     "case.list",
     "case.review",
+    "approval.list",
+    "approval.decide",
 ]
 
 ROLE_RANK: Final[dict[Role, int]] = {role: rank for rank, role in enumerate(ROLES, start=1)}
@@ -71,6 +73,12 @@ REQUIRED_ROLE: Final[dict[ActionName, Role]] = {
     "case.custodian": "dpo",
     "case.list": "reader",
     "case.review": "reader",
+    # Everyone's requests, decided or not (four eyes: services/actions/approvals.py). Who may request and approve
+    # is each request kind's.
+    "approval.list": "dpo",
+    # Deciding, and seeing what waits for one's decision: the lowest role here, each request kind's approver role
+    # in the action (a kind a reader may approve is possible).
+    "approval.decide": "reader",
 }
 
 ProgressCallback = Callable[[int, int], None]

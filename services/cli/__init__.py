@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from services.cli.commands import (
+    cmd_approvals,
     cmd_audit,
     cmd_case,
     cmd_chain,
@@ -146,10 +147,30 @@ def build_parser() -> argparse.ArgumentParser:
     exports_show.add_argument("job_id")
     exports.set_defaults(handler=cmd_exports)
 
-    erase = commands.add_parser("erase", help="erase a person (GDPR Art. 17): destroy their key, delete their data")
+    erase = commands.add_parser(
+        "erase",
+        help="request a person's erasure (GDPR Art. 17; four eyes): once a second DPO approves it, their key is "
+        "destroyed and their data deleted",
+    )
     person(erase)
     erase.add_argument("--request-ref", required=True)
+    erase.add_argument("--reason", required=True, help="why (kept sealed with the request; shown to the approver)")
     erase.set_defaults(handler=cmd_erase)
+
+    approvals = commands.add_parser(
+        "approvals", help="four eyes: the requests waiting for your approval; approve or reject one (with a reason)"
+    )
+    approvals_commands = approvals.add_subparsers(dest="approvals_command", required=True)
+    approvals_list = approvals_commands.add_parser("list", help="the requests you may decide (--all: every request)")
+    approvals_list.add_argument("--all", action="store_true", help="every request, decided or not, newest first (DPO)")
+    output(approvals_list, "json")
+    approvals_show = approvals_commands.add_parser("show", help="one request")
+    approvals_show.add_argument("request_id")
+    for name, what in (("approve", "approve it and carry it out as you"), ("reject", "reject it: nothing is done")):
+        decide = approvals_commands.add_parser(name, help=f"{what} (never your own request)")
+        decide.add_argument("request_id")
+        decide.add_argument("--reason", required=True, help="why (kept sealed with the request)")
+    approvals.set_defaults(handler=cmd_approvals)
 
     erasures = commands.add_parser("erasures", help="erasure requests and their deadlines")
     output(erasures, "json")
@@ -174,8 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--phone-number-id")
     create.add_argument("--contact")
     create.add_argument("--group-id", help="the Cloud API group id, for a group hold")
-    release = hold_commands.add_parser("release")
+    release = hold_commands.add_parser("release", help="request the release (four eyes: a second DPO approves it)")
     release.add_argument("hold_id")
+    release.add_argument("--reason", required=True, help="why (kept sealed with the request)")
     listing = hold_commands.add_parser("list")
     listing.add_argument("--all", action="store_true", help="include released holds")
     output(listing, "json")
@@ -281,7 +303,9 @@ def case_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     shown.add_argument("ref")
     shown.add_argument("--format", choices=["table", "json"], default="table")
 
-    closing = case_commands.add_parser("close", help="close a case and release its holds (DPO; audited)")
+    closing = case_commands.add_parser(
+        "close", help="request the closing of a case, releasing its holds (four eyes: a second DPO approves it)"
+    )
     closing.add_argument("ref")
     closing.add_argument("--reason", required=True, help="why it is closed (audited; no personal data)")
 
@@ -312,7 +336,9 @@ def case_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     search.add_argument("--custodian-id", help="with --keywords: only this custodian's messages")
 
     exported = case_commands.add_parser(
-        "export", help="the case as evidence: a signed bag per person custodian and a signed case.json (DPO; audited)"
+        "export",
+        help="request the case's export as evidence (four eyes): once approved with `wa-archive approvals approve` "
+        "on the machine holding the export signing key, a signed bag per person custodian and a signed case.json",
     )
     exported.add_argument("ref")
     exported.add_argument("--out", required=True, metavar="DIR", help="an empty or new folder")

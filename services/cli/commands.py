@@ -8,8 +8,9 @@ import asyncio
 import dataclasses
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from services.cli.render import (
     cases_table,
@@ -28,7 +29,7 @@ from services.cli.render import (
 
 # Only what `wa-archive --help` needs is imported at start; each command imports its own.
 if TYPE_CHECKING:
-    from services.actions.layer import Actions, MediaFile, Operator, SubjectExport
+    from services.actions.layer import Actions, ApprovalRequest, MediaFile, Operator, SubjectExport
     from services.governance.cases import CustodianSpec
     from services.retention.settings import RetentionSettings
 
@@ -254,6 +255,18 @@ def cmd_search(args: argparse.Namespace) -> int:
     return with_actions(work)
 
 
+# The export jobs' formats (services/evidence/jobs.py) an export above the four-eyes threshold is queued in.
+JOB_FORMATS: Final[dict[str, tuple[str, ...]]] = {
+    "json": ("json",),
+    "html": ("html",),
+    "both": ("json", "html"),
+    "pdf": ("pdf",),
+    "jsonl": ("all",),
+    "rsmf": ("all",),
+    "all": ("all",),
+}
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from services.evidence.bag import SigningKeyError  # noqa: PLC0415
     from services.evidence.package import PackageError, check_destination, subject_access_header, write_package  # noqa: PLC0415
@@ -270,19 +283,25 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"refused: {exc}", file=sys.stderr)
         return 2
 
+    from services.actions.layer import SubjectExport as SubjectExportType  # noqa: PLC0415
+
     async def work(actions: Actions, operator: Operator) -> int:
         with_media = args.format in ("jsonl", "rsmf", "all")
         with progress_bar("decrypting") as progress:
             progress(0, 1)
-            result = await actions.export(
+            found = await actions.export_or_request(
                 operator,
                 contact=args.contact,
                 phone_number_id=args.phone_number_id,
                 reason=args.reason,
                 request_ref=args.request_ref,
                 keep_archived=with_media,
+                formats=JOB_FORMATS[args.format],
             )
             progress(1, 1)
+        if not isinstance(found, SubjectExportType):  # above the four-eyes threshold: export jobs once approved
+            return print_requested(found)
+        result = found
         if args.format == "pdf":
             return await export_pdf(actions, operator, result, args)
         header = subject_access_header(
@@ -428,18 +447,70 @@ def cmd_exports(args: argparse.Namespace) -> int:
 
 
 def cmd_erase(args: argparse.Namespace) -> int:
+    """Request the person's erasure (four eyes): a second DPO approves it with ``wa-archive approvals approve``."""
+
     async def work(actions: Actions, operator: Operator) -> int:
-        outcome = await actions.erase(
-            operator, contact=args.contact, phone_number_id=args.phone_number_id, request_ref=args.request_ref
+        asked = await actions.request_erasure(
+            operator,
+            contact=args.contact,
+            phone_number_id=args.phone_number_id,
+            request_ref=args.request_ref,
+            reason=args.reason,
         )
-        print_json(outcome.proof())
-        if outcome.status in ("blocked", "extended"):
-            held = "legal hold" if len(outcome.blocked_by) == 1 else "legal holds"
-            print(f"BLOCKED by {held}: {', '.join(outcome.blocked_by)}", file=sys.stderr)
-            return 3
-        if outcome.status == "refused":
-            print(f"REFUSED earlier on the ground {outcome.refusal_ground}", file=sys.stderr)
-            return 3
+        return print_requested(asked)
+
+    return with_actions(work)
+
+
+def print_requested(asked: ApprovalRequest) -> int:
+    """The request as JSON on stdout, and on stderr what happens next and who may approve it."""
+    from services.actions.approvals import REQUEST_KINDS  # noqa: PLC0415
+
+    now = datetime.now(UTC)
+    print_json(asked.to_json(now))
+    role = REQUEST_KINDS[asked.kind].approver_role
+    print(
+        f"requested {asked.request_id}: nothing is done until another operator with the {role!r} role (not "
+        f"{asked.requested_by}) approves it before {asked.expires_at.isoformat(timespec='minutes')}:\n"
+        f"  WA_RETENTION_OPERATOR=<their name> wa-archive approvals approve {asked.request_id} --reason '…'",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_approvals(args: argparse.Namespace) -> int:
+    """``wa-archive approvals list|show|approve|reject``: four-eyes requests and their decisions."""
+    from services.actions.layer import ExecutionContext  # noqa: PLC0415
+    from services.evidence.bag import SigningKeyError  # noqa: PLC0415
+
+    async def work(actions: Actions, operator: Operator) -> int:
+        now = datetime.now(UTC)
+        command = args.approvals_command
+        if command == "list":
+            found = await actions.approvals(operator, waiting_for_me=not args.all)
+            rows = [r.to_json(now) for r in found]
+            if args.format == "json":
+                print_json(rows)
+            else:
+                columns = ["request_id", "kind", "state", "requested_by", "expires_at", "decided_by", "reason"]
+                stdout_console().print(rows_table(rows, columns))
+            return 0
+        if command == "show":
+            print_json((await actions.approval(operator, args.request_id)).to_json(now))
+            return 0
+        if command == "reject":
+            print_json((await actions.reject(operator, args.request_id, reason=args.reason)).to_json(now))
+            return 0
+        request = await actions.approval(operator, args.request_id)
+        context = ExecutionContext()
+        if request.kind == "case.export":  # written here: signed with this machine's export signing key
+            try:
+                context = ExecutionContext(export_signing_key=settings().export_signing.private_key())
+            except SigningKeyError as exc:
+                print(f"refused: {exc}", file=sys.stderr)
+                return 2
+        done = await actions.approve(operator, args.request_id, reason=args.reason, context=context)
+        print_json(done.request.to_json(now))
         return 0
 
     return with_actions(work)
@@ -485,7 +556,7 @@ def cmd_hold(args: argparse.Namespace) -> int:
             )
             print_json(hold.to_json())
         elif args.hold_command == "release":
-            print_json((await actions.release_hold(operator, args.hold_id)).to_json())
+            return print_requested(await actions.request_hold_release(operator, args.hold_id, reason=args.reason))
         else:
             holds = await actions.holds(operator, include_released=args.all)
             if args.format == "json":
@@ -664,16 +735,14 @@ def custodians_of(args: argparse.Namespace) -> list[CustodianSpec]:
 
 def cmd_case(args: argparse.Namespace) -> int:
     """``wa-archive case …``: one case action per subcommand; JSON, or tables for a person to read."""
-    from services.evidence.bag import SigningKeyError  # noqa: PLC0415
     from services.evidence.pdf import time_zone  # noqa: PLC0415
     from services.governance.cases import Incident  # noqa: PLC0415
 
-    signing_key = None
+    out = Path(args.out).absolute() if args.case_command == "export" else None
     if args.case_command == "export":
-        try:  # before anything is read
+        try:  # before anything is asked: the approver writes it, with their export signing key
             time_zone(args.time_zone)
-            signing_key = settings().export_signing.private_key()
-        except (SigningKeyError, ValueError) as exc:
+        except ValueError as exc:
             print(f"refused: {exc}", file=sys.stderr)
             return 2
 
@@ -711,7 +780,7 @@ def cmd_case(args: argparse.Namespace) -> int:
             else:
                 print_case(case)
         elif command == "close":
-            print_json((await actions.close_case(operator, args.ref, reason=args.reason)).to_json())
+            return print_requested(await actions.request_case_close(operator, args.ref, reason=args.reason))
         elif command == "add-custodian":
             specs = custodians_of(args)
             if len(specs) != 1:
@@ -728,19 +797,15 @@ def cmd_case(args: argparse.Namespace) -> int:
             note_id = await actions.note_message(operator, args.ref, event_id=args.event_id, text=args.text)
             print_json({"note_id": note_id, "event_id": args.event_id})
         elif command == "export":
-            assert signing_key is not None
-            with progress_bar("custodians") as progress:
-                exported = await actions.export_case(
-                    operator,
-                    args.ref,
-                    Path(args.out),
-                    reason=args.reason,
-                    signing_key=signing_key,
-                    language=args.language,
-                    time_zone=args.time_zone,
-                    progress=progress,
-                )
-            print_json(exported.to_json())
+            asked = await actions.request_case_export(
+                operator,
+                args.ref,
+                out or Path(),
+                reason=args.reason,
+                language=args.language,
+                time_zone=args.time_zone,
+            )
+            return print_requested(asked)
         else:
             search_id = args.saved
             if search_id is None:

@@ -183,10 +183,17 @@ async def session_of(request: Request) -> Session | None:
     return await live_session(request, archive_of(request), console_of(request))
 
 
-async def current_session(session: Annotated[Session | None, Depends(live_session)]) -> Session:
-    """The live session, else SignedOut (the browser goes to the sign-in page)."""
+async def current_session(
+    request: Request,
+    session: Annotated[Session | None, Depends(live_session)],
+    archive: Annotated[Archive | None, Depends(archive_of)],
+) -> Session:
+    """The live session, else SignedOut (the browser goes to the sign-in page). Counts, for the header's
+    navigation, the four-eyes requests waiting for this person's decision (``request.state.waiting``)."""
     if session is None:
         raise SignedOut
+    if archive is not None:
+        request.state.waiting = await archive.actions.waiting_count(session.operator)
     return session
 
 

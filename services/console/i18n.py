@@ -103,6 +103,16 @@ TERMS: Final = (
     # roles
     N_("reader"),
     N_("dpo"),
+    # four-eyes request kinds (services/actions/approvals.py RequestKind.describe) and states
+    N_("erasing a person"),
+    N_("releasing a legal hold"),
+    N_("closing a case"),
+    N_("exporting a case"),
+    N_("exporting more messages than the four-eyes threshold"),
+    N_("pending"),
+    N_("expired"),
+    N_("approved"),
+    N_("rejected"),
 )
 
 # RFC 9110 §12.4.2: a weight is 0 to 1 with at most three decimals. Anything else is not a weight: the language it

@@ -83,6 +83,8 @@ class Pages:
             is_dpo=session is not None and session.operator.role == "dpo",
             csrf=session.csrf_token if session else "",
             path=request.url.path,
+            # The four-eyes requests waiting for this person (services/console/deps.py current_session).
+            waiting=getattr(request.state, "waiting", 0),
             **context,
         )
         return HTMLResponse(page, status_code=status)

@@ -37,6 +37,7 @@ PUBLISHED_SHA256: Final = frozenset(
         "7d12412c8f1072867a3608487e502ebcdc6ef3562101553659f2f10d26c0e406",  # WA_ARCHIVER_GRAPH__TOKEN
         "53dca5550e241d2e0369d53c8682027c8ce31d4cd24a1ea50607d6e536ec40b3",  # admin token demo-reader
         "c9d4b555e5c24f7cd9771accdba7c13f8d8ba46e1169720f4259e4de50ac9171",  # admin token demo-dpo
+        "3e80772ba739f2596462017d5297433f1d53899be54d374d155cdde1d4e4ae64",  # admin token demo-dpo-2 (four eyes)
         "047ea87d7d491f04e4d90721f463951e801e11a2be45db16d6e6ef521f52aa6c",  # WA_ARCHIVER_S3__SECRET_KEY
         "6be6b51ca3c3a584a79ba7f88bae2d50c24eb2045d6502ce2934ad3702ef469c",  # WA_ARCHIVER_PG__DSN's password
         "845334103fd2bbf1a8ba1962693d8f5ed0c4fcfe283a3ee6b1e0fd8acb555472",  # WA_RETENTION_S3__SECRET_KEY

@@ -24,9 +24,11 @@ from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.wait import WebDriverWait
 
 from devtools.samples import REPO_ROOT
@@ -79,8 +81,25 @@ def chrome(language: str = "en") -> Iterator[webdriver.Chrome]:
             driver.quit()
 
 
-def navigate(driver: WebDriver, find: Callable[[], WebElement], timeout: float = NAVIGATION_TIMEOUT_S) -> None:
-    """Click the element ``find`` returns (a link or a submit button) and wait until a new document has loaded.
+def sign_in(driver: WebDriver, console: str, who: tuple[str, str]) -> None:
+    """Sign ``who`` (a name and its demo token) in to the console at ``console``, landing on the search page. The one
+    place the browser tests sign a person in: when sign-in moves to the identity provider's own page, only this
+    changes."""
+    driver.get(f"{console}/signin")
+    driver.find_element(By.ID, "name").send_keys(who[0])
+    driver.find_element(By.ID, "token").send_keys(who[1])
+    navigate(driver, lambda: driver.find_element(By.ID, "signin"))
+
+
+def navigate(
+    driver: WebDriver,
+    find: Callable[[], WebElement],
+    timeout: float = NAVIGATION_TIMEOUT_S,
+    *,
+    confirm: bool = False,
+) -> None:
+    """Click the element ``find`` returns (a link or a submit button) and wait until a new document has loaded;
+    with ``confirm``, accept the confirmation the button asks first (``data-confirm``), as a person clicks OK.
 
     The page shown before the click is marked with a script variable, which only that document has: the wait ends
     when the window's document no longer has it and is complete. (Waiting for an element of the old page to go
@@ -106,6 +125,8 @@ def navigate(driver: WebDriver, find: Callable[[], WebElement], timeout: float =
             with contextlib.suppress(WebDriverException):
                 if arrived(driver):
                     return
+    if confirm:
+        WebDriverWait(driver, timeout).until(expected_conditions.alert_is_present()).accept()
     # While the documents swap, a script may meet neither (the same error): that is "not yet".
     WebDriverWait(driver, timeout, poll_frequency=0.05, ignored_exceptions=(WebDriverException,)).until(arrived)
 

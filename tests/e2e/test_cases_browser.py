@@ -26,7 +26,7 @@ from devtools.pipeline import Person
 from services.core.events import parse_webhook
 from services.core.index import binary_keys
 from services.tools.replay import post_signed
-from tests.e2e.browser import accessibility_problems, chrome, navigate, screenshot
+from tests.e2e.browser import accessibility_problems, chrome, navigate, screenshot, sign_in
 from tests.e2e.processes import running_services
 
 pytestmark = pytest.mark.e2e
@@ -34,6 +34,7 @@ pytestmark = pytest.mark.e2e
 CONSOLE = "http://127.0.0.1:8083"
 READER = ("demo-reader", "demo-reader-token-local-only")
 DPO = ("demo-dpo", "demo-dpo-token-local-only")
+SECOND_DPO = ("demo-dpo-2", "demo-dpo-2-token-local-only")
 DISPUTED = "I never agreed to the 500 EUR surcharge"
 NOTE = "Customer disputes the surcharge; compare with the invoice"
 
@@ -81,13 +82,6 @@ def customer(tmp_path_factory: pytest.TempPathFactory, demo_env: dict[str, str])
         yield person
 
 
-def sign_in(driver: WebDriver, who: tuple[str, str]) -> None:
-    driver.get(f"{CONSOLE}/signin")
-    driver.find_element(By.ID, "name").send_keys(who[0])
-    driver.find_element(By.ID, "token").send_keys(who[1])
-    navigate(driver, lambda: driver.find_element(By.ID, "signin"))
-
-
 def accessible(driver: WebDriver) -> None:
     problems = accessibility_problems(driver)
     assert problems == [], f"{driver.current_url}: {problems}"
@@ -96,7 +90,7 @@ def accessible(driver: WebDriver) -> None:
 def test_the_dpo_opens_a_case_and_a_reviewer_tags_and_notes_a_message(customer: Person) -> None:
     title = f"Surcharge dispute {uuid.uuid4().hex[:6]}"
     with chrome("en") as dpo:
-        sign_in(dpo, DPO)
+        sign_in(dpo, CONSOLE, DPO)
         dpo.get(f"{CONSOLE}/cases")
         accessible(dpo)
         dpo.find_element(By.ID, "case-title").send_keys(title)
@@ -113,7 +107,7 @@ def test_the_dpo_opens_a_case_and_a_reviewer_tags_and_notes_a_message(customer: 
         accessible(dpo)
 
         with chrome("en") as reviewer:
-            sign_in(reviewer, READER)
+            sign_in(reviewer, CONSOLE, READER)
             reviewer.get(f"{CONSOLE}/cases")
             assert case_ref in reviewer.find_element(By.ID, "open-cases").text
             reviewer.get(f"{CONSOLE}/search")
@@ -144,7 +138,20 @@ def test_the_dpo_opens_a_case_and_a_reviewer_tags_and_notes_a_message(customer: 
         assert NOTE in dpo.find_element(By.ID, "reviewed").text
         dpo.find_element(By.ID, "close-reason").send_keys("surcharge refunded")
         navigate(dpo, lambda: dpo.find_element(By.ID, "close-case"))
-        assert dpo.find_element(By.ID, "notice").text == "Case closed; 1 hold released."
+        assert dpo.find_element(By.ID, "notice").text == (
+            "Closing requested: the case stays open until a second DPO approves it."
+        )
+        assert dpo.find_element(By.ID, "case-status").text == "open"
+        with chrome("en") as second:  # four eyes: another DPO approves the closing
+            sign_in(second, CONSOLE, SECOND_DPO)
+            second.get(f"{CONSOLE}/approvals")
+            # The shared database may hold other requests: this case's is the one naming it.
+            row = next(r for r in second.find_elements(By.CSS_SELECTOR, "#waiting tbody tr") if case_ref in r.text)
+            assert "closing a case" in row.text
+            row.find_element(By.CSS_SELECTOR, ".approve-form input[name='reason']").send_keys("refund confirmed")
+            navigate(second, lambda: row.find_element(By.CSS_SELECTOR, "button.approve"), confirm=True)
+            assert second.find_element(By.ID, "notice").text.startswith("Approved and carried out: closing a case")
+        dpo.get(f"{CONSOLE}/cases/{case_ref}")
         assert dpo.find_element(By.ID, "case-status").text == "closed"
         assert "released" in dpo.find_element(By.ID, "custodians").text
         screenshot(dpo, "cases-2-closed-case")

@@ -80,19 +80,24 @@ async def test_holds_and_rebuilds_carry_the_callers_name(
     hold_id = created.json()["hold_id"]
     assert created.json()["created_by"] == "test-dpo"
 
-    code, out, err = await run_cli(["hold", "release", hold_id], capsys)
+    # Requested through the API (202), approved through the CLI by its operator, who carries it out.
+    asked = await stack.api.post(f"/v1/holds/{hold_id}/release", json={"reason": "case settled"}, headers=DPO)
+    assert asked.status_code == 202, asked.text
+    assert asked.json()["requested_by"] == "test-dpo"
+    request_id = asked.json()["request_id"]
+    code, out, err = await run_cli(["approvals", "approve", request_id, "--reason", "checked it"], capsys)
     assert code == 0, err
-    assert orjson.loads(out)["hold_id"] == hold_id
+    assert orjson.loads(out)["outcome"]["hold_id"] == hold_id
     rows = await pg_pool.fetch(
         "SELECT actor, action FROM audit_log WHERE details->>'hold_id' = $1 ORDER BY audit_id", hold_id
     )
     assert [(r["actor"], r["action"]) for r in rows] == [("test-dpo", "hold.create"), (CLI_OPERATOR, "hold.release")]
 
     # Releasing it again: nothing to release, 404 / exit 1, and no audit row.
-    again = await stack.api.post(f"/v1/holds/{hold_id}/release", headers=DPO)
+    again = await stack.api.post(f"/v1/holds/{hold_id}/release", json={"reason": "case settled"}, headers=DPO)
     assert again.status_code == 404
-    assert (await run_cli(["hold", "release", hold_id], capsys))[0] == 1
-    assert (await run_cli(["hold", "release", "not-a-hold-id"], capsys))[0] == 1
+    assert (await run_cli(["hold", "release", hold_id, "--reason", "case settled"], capsys))[0] == 1
+    assert (await run_cli(["hold", "release", "not-a-hold-id", "--reason", "case settled"], capsys))[0] == 1
     assert await pg_pool.fetchval("SELECT count(*) FROM audit_log WHERE details->>'hold_id' = $1", hold_id) == 2
 
     # An incomplete hold is refused by the action: 400 / exit 2.
@@ -118,9 +123,9 @@ async def test_a_reader_is_refused_dpo_actions_by_the_action_itself_and_by_the_a
     person = Person.fresh()
     refusals = [
         stack.actions.run_retention(reader, dry_run=False),
-        stack.actions.erase(reader, contact=person.wa_id, request_ref="R-1"),
+        stack.actions.request_erasure(reader, contact=person.wa_id, request_ref="R-1", reason="a reason"),
         stack.actions.create_hold(reader, scope="contact", case_ref="C-1", contact=person.wa_id),
-        stack.actions.release_hold(reader, str(uuid.uuid4())),
+        stack.actions.request_hold_release(reader, str(uuid.uuid4()), reason="a reason"),
         stack.actions.export(reader, contact=person.wa_id, reason="a reason"),
         stack.actions.audit_log(reader, limit=1),
         stack.actions.rebuild_index(reader),
@@ -260,4 +265,4 @@ async def test_the_listings_are_the_same_through_the_api_and_the_cli(
     assert code == 0, err
     assert "actor" in out.splitlines()[1]  # a table: the frame, then the header
     with pytest.raises(NotFound):
-        await stack.actions.release_hold(Operator("dpo", "dpo"), str(uuid.uuid4()))
+        await stack.actions.request_hold_release(Operator("dpo", "dpo"), str(uuid.uuid4()), reason="a reason")

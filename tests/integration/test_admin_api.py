@@ -6,9 +6,11 @@ from __future__ import annotations
 import socket
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 from pydantic import TypeAdapter
@@ -19,6 +21,7 @@ from services.actions.access import ArchiveAccess, open_access
 from services.actions.layer import Actions, Operator
 from services.governance.metrics import RetentionMetrics
 from services.retention.api import create_admin_app
+from tests.helpers.approvals import approved
 from tests.helpers.keycloak import Keycloak, client_credentials_token
 
 pytestmark = pytest.mark.integration
@@ -67,18 +70,34 @@ async def test_answers_are_the_domains_json_byte_for_byte(api: tuple[httpx.Async
     stored = {h.hold_id: h for h in await actions.holds(DIRECT, include_released=True)}
     assert created.content == before(stored[hold_id].to_json())
 
-    released = await client.post(f"/v1/holds/{hold_id}/release")
+    # A release is requested (202, the request as stored), approved by a second DPO, and shown with its outcome.
+    asked = await client.post(f"/v1/holds/{hold_id}/release", json={"reason": "settled"})
+    assert asked.status_code == 202, asked.text
+    request_id = asked.json()["request_id"]
+    assert asked.content == before((await actions.approval(DIRECT, request_id)).to_json(datetime.now(UTC)))
+    await approved(actions, request_id)
+    released = await client.get(f"/v1/approvals/{request_id}")
     assert released.status_code == 200, released.text
     stored = {h.hold_id: h for h in await actions.holds(DIRECT, include_released=True)}
-    erasures = released.json()["erasures"]
-    assert released.content == before({**stored[hold_id].to_json(), "erasures": erasures})
+    assert stored[hold_id].released_at is not None
+    erasures = released.json()["outcome"]["erasures"]
+    assert released.json()["outcome"] == orjson.loads(before({**stored[hold_id].to_json(), "erasures": erasures}))
+    assert released.content == before((await actions.approval(DIRECT, request_id)).to_json(datetime.now(UTC)))
 
     request_ref = f"DSR-api-{uuid.uuid4().hex[:6]}"
-    erased = await client.post(
-        "/v1/erasures", json={"contact": f"1555{uuid.uuid4().int % 10**7:07d}", "request_ref": request_ref}
+    asked = await client.post(
+        "/v1/erasures",
+        json={"contact": f"1555{uuid.uuid4().int % 10**7:07d}", "request_ref": request_ref, "reason": "by e-mail"},
     )
-    assert erased.status_code == 200, erased.text
-    assert list(erased.json()) == [
+    assert asked.status_code == 202, asked.text
+    assert (asked.json()["kind"], asked.json()["state"], asked.json()["target"]["request_ref"]) == (
+        "erase",
+        "pending",
+        request_ref,
+    )
+    await approved(actions, asked.json()["request_id"])
+    erased = await client.get(f"/v1/approvals/{asked.json()['request_id']}")
+    assert list(erased.json()["outcome"]) == [
         "request_ref",
         "status",
         "subject_refs",

@@ -23,6 +23,7 @@ from services.governance.cases import CaseRefused, CustodianSpec, Incident, note
 from services.governance.holds import held_objects
 from services.governance.metrics import RetentionMetrics
 from services.governance.retention_run import retention_run
+from tests.helpers.approvals import ERASE_WHY, REQUESTER, SECOND_DPO, approved, approved_in_cli
 from tests.helpers.archive_runs import NOW, archive
 from tests.helpers.erasure import erase
 from tests.helpers.kek_archive import Archive as KekArchive
@@ -118,7 +119,13 @@ async def test_a_case_holds_its_custodians_until_it_is_closed(
     assert await held(pg_pool, alice_objects | bob_objects) == alice_objects | bob_objects
     dry = await retention_run(access.pool, access.bucket, dry_run=True)
     assert set(dry.candidates) & (alice_objects | bob_objects) == set()
-    erasure = await actions.erase(DPO, contact=alice.wa_id, request_ref=f"GDPR-{pipeline.digits(8)}")
+    erasure = await approved(
+        actions,
+        actions.request_erasure(
+            REQUESTER, contact=alice.wa_id, request_ref=f"GDPR-{pipeline.digits(8)}", reason=ERASE_WHY
+        ),
+        approver=DPO,
+    )
     assert (erasure.status, erasure.blocked_by) == ("blocked", [case_ref])
 
     # The reviewer assigned to it tags and notes messages of its custodians; nobody else sees it.
@@ -159,8 +166,8 @@ async def test_a_case_holds_its_custodians_until_it_is_closed(
 
     # Closing releases the holds: the erasure it blocked completes, retention may delete Bob's expired object.
     with pytest.raises(Forbidden):
-        await actions.close_case(reviewer, case_ref, reason="review done")
-    closing = await actions.close_case(DPO, case_ref, reason="settled with the customer")
+        await actions.request_case_close(reviewer, case_ref, reason="review done")
+    closing = await approved(actions, actions.request_case_close(DPO, case_ref, reason="settled with the customer"))
     assert sorted(h.hold_id for h in closing.holds) == sorted(str(h["hold_id"]) for h in holds)
     assert [(e.request_ref, e.status) for e in closing.erasures] == [(erasure.request_ref, "completed")]
     assert (
@@ -276,17 +283,22 @@ async def test_the_cli_runs_the_same_case_actions(
     code, _out, err = await run_cli(["case", "tag", ref, "0" * 32, "relevant"], capsys)
     assert (code, "no archived message" in err) == (2, True)
     assert (await run_cli(["case", "show", "NO-SUCH-CASE"], capsys))[0] == 1
-    code, out, err = await run_cli(["case", "close", ref, "--reason", "settled"], capsys)
+    code, closing, err = await approved_in_cli(["case", "close", ref, "--reason", "settled"], capsys, monkeypatch)
     assert code == 0, err
-    assert len(orjson.loads(out)["holds_released"]) == 2
+    assert len(closing["holds_released"]) == 2
     assert (
         await pg_pool.fetchval("SELECT count(*) FROM legal_holds WHERE case_ref = $1 AND released_at IS NULL", ref) == 0
     )
     closed = await pg_pool.fetchrow(
-        "SELECT actor, reason FROM audit_log WHERE action = 'case.closed' AND details->>'case_ref' = $1", ref
+        "SELECT actor, reason, details::text AS details FROM audit_log WHERE action = 'case.closed'"
+        " AND details->>'case_ref' = $1",
+        ref,
     )
     assert closed is not None
-    assert (closed["actor"], closed["reason"]) == ("cli-dpo-of-test-cases", "settled")
+    # Closed by the DPO who approved it, on behalf of the one who asked.
+    assert (closed["actor"], closed["reason"]) == (SECOND_DPO.name, "settled")
+    approval = orjson.loads(closed["details"])["approval"]
+    assert (approval["requester"], approval["approver"]) == ("cli-dpo-of-test-cases", SECOND_DPO.name)
 
 
 async def test_a_case_key_is_rewrapped_with_the_subject_keys_before_its_kek_is_retired(archive: KekArchive) -> None:
@@ -368,11 +380,12 @@ async def test_a_case_exports_a_signed_bag_per_person_and_a_signed_listing(
     code, _out, err = await run_cli(opened, capsys)
     assert code == 0, err
     out = tmp_path / "case"
-    code, printed, err = await run_cli(
-        ["case", "export", ref, "--out", str(out), "--reason", "court order 12", "--language", "fr"], capsys
+    code, exported, err = await approved_in_cli(
+        ["case", "export", ref, "--out", str(out), "--reason", "court order 12", "--language", "fr"],
+        capsys,
+        monkeypatch,
     )
     assert code == 0, err
-    exported = orjson.loads(printed)
     assert len(exported["bags"]) == 2
     assert [s["kind"] for s in exported["skipped"]] == ["phone_number"]  # listed, with why
     # Each bag holds its own person's events only, deletion included.

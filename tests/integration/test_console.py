@@ -35,6 +35,7 @@ from services.review.assembly import message_words
 from services.review.conversation import load_conversation
 from services.review.correspondent import readable_number
 from services.review.search import SearchFilter
+from tests.helpers.approvals import SECOND_DPO
 from tests.helpers.archive_runs import NOW
 from tests.helpers.erasure import readable
 
@@ -42,6 +43,7 @@ pytestmark = pytest.mark.integration
 
 READER = ("test-reader", pipeline.READER_TOKEN)
 DPO = ("test-dpo", pipeline.DPO_TOKEN)
+SECOND = ("test-dpo-2", pipeline.SECOND_DPO_TOKEN)
 GRAPH_TOKEN = "graph-token-for-console-tests"
 PHOTO = b"\x89PNG\r\n\x1a\n" + b"console test image " * 40
 XSS = ['<script>alert("xss")</script>', "<img src=x onerror=alert(1)>"]
@@ -333,18 +335,41 @@ async def test_dpo_holds_and_erasure_requests(
         assert placed.status_code == 200
         assert f"Hold placed: {case}." in placed.text
         hold_id = await pg_pool.fetchval("SELECT hold_id::text FROM legal_holds WHERE case_ref = $1", case)
-        blocked = await client.post(
-            "/dpo/erasures", data={"csrf": csrf, "contact": person.wa_id, "request_ref": request_ref}
+        # Requested in the console by one DPO, approved in the console by another, carried out by the console.
+        actions = Actions(console.access, RetentionMetrics(CollectorRegistry()))
+        asked = await client.post(
+            "/dpo/erasures",
+            data={"csrf": csrf, "contact": person.wa_id, "request_ref": request_ref, "reason": "asked by e-mail"},
         )
-        assert f"Erasure {request_ref}: blocked." in blocked.text
-        released = await client.post("/dpo/holds/release", data={"csrf": csrf, "hold_id": hold_id})
+        assert f"Erasure {request_ref} requested" in asked.text
+        (erasure,) = [r for r in await actions.approvals(SECOND_DPO) if r.target.get("request_ref") == request_ref]
+        assert erasure.requested_by == DPO[0]
+        async with browser(console) as second:
+            second_csrf = await sign_in(second, SECOND)
+            assert request_ref in (await second.get("/approvals")).text
+            decided = await second.post(
+                f"/approvals/{erasure.request_id}/approve", data={"csrf": second_csrf, "reason": "ticket checked"}
+            )
+            assert "Approved and carried out: erasing a person" in decided.text
+            assert (await actions.approval(SECOND_DPO, erasure.request_id)).outcome["status"] == "blocked"  # type: ignore[index]
+            asked = await client.post(
+                "/dpo/holds/release", data={"csrf": csrf, "hold_id": hold_id, "reason": "the case is settled"}
+            )
+            assert "Release requested" in asked.text
+            (release,) = [r for r in await actions.approvals(SECOND_DPO) if r.target.get("hold_id") == hold_id]
+            own = await client.post(f"/approvals/{release.request_id}/approve", data={"csrf": csrf, "reason": "mine"})
+            assert own.status_code == 403  # never one's own request
+            decided = await second.post(
+                f"/approvals/{release.request_id}/approve", data={"csrf": second_csrf, "reason": "settled indeed"}
+            )
+            assert "Approved and carried out: releasing a legal hold" in decided.text
         # The keys are destroyed at once; the console's S3 identity may not write the erasure log nor delete the
         # key copies, so the request stays in progress until the retention service finishes it.
-        assert f"{request_ref} → in_progress" in released.text
+        outcome = (await actions.approval(SECOND_DPO, release.request_id)).outcome
+        assert outcome is not None
+        assert outcome["erasures"] == [{"request_ref": request_ref, "status": "in_progress"}]
         assert await readable(console.access, person) == []
-        finished = await Actions(console.access, RetentionMetrics(CollectorRegistry())).finish_erasures(
-            Operator("scheduler", "dpo")
-        )
+        finished = await actions.finish_erasures(Operator("scheduler", "dpo"))
         # (The shared database may hold other tests' requests in progress: they are finished too.)
         assert (request_ref, "completed") in [(e.request_ref, e.status) for e in finished]
         listing = await client.get("/dpo/erasures")

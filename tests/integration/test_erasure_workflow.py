@@ -28,6 +28,7 @@ from services.core.index import binary_keys
 from services.governance.erasure import ERASURE_DEADLINE, ERASURE_EXTENSION, ERASURE_LOCK_NAMESPACE
 from services.governance.erasure_requests import pending_erasures
 from tests.helpers.action_stack import CLI_OPERATOR, DPO, READER, Stack, counted
+from tests.helpers.approvals import ERASE_WHY, RELEASE_WHY, REQUESTER, approved
 from tests.helpers.archive_runs import archive, crisis_bodies
 from tests.helpers.support import run_cli
 
@@ -73,20 +74,27 @@ async def test_a_blocked_erasure_resumes_when_its_last_hold_is_released(
     second = await stack.actions.create_hold(ALICE, scope="contact", case_ref="CASE-B", contact=person.wa_id)
     request_ref = f"GDPR-{uuid.uuid4().hex[:8]}"
 
-    blocked = await stack.actions.erase(ALICE, contact=person.wa_id, request_ref=request_ref)
+    blocked = await approved(
+        stack.actions,
+        stack.actions.request_erasure(REQUESTER, contact=person.wa_id, request_ref=request_ref, reason=ERASE_WHY),
+        approver=ALICE,
+    )
     assert (blocked.status, blocked.blocked_by) == ("blocked", ["CASE-A", "CASE-B"])
     assert sorted((await request_row(pg_pool, request_ref))["blocked_by"]) == sorted([first.hold_id, second.hold_id])
 
-    # One hold released (through the API): the other still blocks; nothing is destroyed.
-    answer = await stack.api.post(f"/v1/holds/{first.hold_id}/release", headers=DPO)
+    # One hold released (requested, then approved through the API): the other still blocks; nothing is destroyed.
+    asked = await stack.actions.request_hold_release(REQUESTER, first.hold_id, reason=RELEASE_WHY)
+    answer = await stack.api.post(f"/v1/approvals/{asked.request_id}/approve", json={"reason": "ok'd"}, headers=DPO)
     assert answer.status_code == 200, answer.text
-    assert answer.json()["erasures"] == [{"request_ref": request_ref, "status": "blocked"}]
+    assert answer.json()["outcome"]["erasures"] == [{"request_ref": request_ref, "status": "blocked"}]
     row = await request_row(pg_pool, request_ref)
     assert (row["status"], list(row["blocked_by"])) == ("blocked", [second.hold_id])
     assert await keys_left(pg_pool, refs) == keys_before
 
     # The last one released: the request is carried out at once, by whoever released the hold.
-    released = await stack.actions.release_hold(BOB, second.hold_id)
+    released = await approved(
+        stack.actions, stack.actions.request_hold_release(REQUESTER, second.hold_id, reason=RELEASE_WHY), approver=BOB
+    )
     assert [(e.request_ref, e.status) for e in released.erasures] == [(request_ref, "completed")]
     assert len(released.erasures[0].keys_destroyed) == keys_before
     assert await keys_left(pg_pool, refs) == 0
@@ -127,7 +135,11 @@ async def test_the_scheduled_run_finishes_an_erasure_a_crash_interrupted(
     # The keys are destroyed, then the process dies before deleting anything.
     monkeypatch.setattr(bucket, "delete_permanently", crash)
     with pytest.raises(RuntimeError):
-        await stack.actions.erase(ALICE, contact=person.wa_id, request_ref=request_ref)
+        await approved(
+            stack.actions,
+            stack.actions.request_erasure(REQUESTER, contact=person.wa_id, request_ref=request_ref, reason=ERASE_WHY),
+            approver=ALICE,
+        )
     monkeypatch.undo()
     assert (await request_row(pg_pool, request_ref))["status"] == "in_progress"
     assert await keys_left(pg_pool, refs) == 0
@@ -162,7 +174,13 @@ async def test_a_refusal_needs_a_legal_ground_and_is_final(
     keys_before = await keys_left(pg_pool, refs)
     hold = await stack.actions.create_hold(ALICE, scope="contact", case_ref="LIT-9", contact=person.wa_id)
     request_ref = f"GDPR-{uuid.uuid4().hex[:8]}"
-    assert (await stack.actions.erase(ALICE, contact=person.wa_id, request_ref=request_ref)).status == "blocked"
+    assert (
+        await approved(
+            stack.actions,
+            stack.actions.request_erasure(REQUESTER, contact=person.wa_id, request_ref=request_ref, reason=ERASE_WHY),
+            approver=ALICE,
+        )
+    ).status == "blocked"
 
     # Not one of the law's grounds: refused by the API's schema and by the action; a reader may not refuse at all.
     bad = await stack.api.post(
@@ -185,11 +203,17 @@ async def test_a_refusal_needs_a_legal_ground_and_is_final(
     assert (row["status"], row["refusal_ground"]) == ("refused", "legal_claims")
 
     # Final: releasing the hold, a retention run and asking again destroy nothing.
-    released = await stack.actions.release_hold(ALICE, hold.hold_id)
+    released = await approved(
+        stack.actions, stack.actions.request_hold_release(REQUESTER, hold.hold_id, reason=RELEASE_WHY), approver=ALICE
+    )
     assert released.erasures == []
     await stack.actions.run_retention(SCHEDULER, dry_run=False)
     assert (await request_row(pg_pool, request_ref))["status"] == "refused"
-    again = await stack.actions.erase(ALICE, contact=person.wa_id, request_ref=request_ref)
+    again = await approved(
+        stack.actions,
+        stack.actions.request_erasure(REQUESTER, contact=person.wa_id, request_ref=request_ref, reason=ERASE_WHY),
+        approver=ALICE,
+    )
     assert (again.status, again.refusal_ground) == ("refused", "legal_claims")
     assert await keys_left(pg_pool, refs) == keys_before
     twice = await stack.api.post(f"/v1/erasures/{request_ref}/refuse", json={"ground": "legal_claims"}, headers=DPO)
@@ -207,7 +231,11 @@ async def test_an_extension_moves_the_deadline_once_within_the_first_month(
     person, refs = await archived_person(stack, demo_env, pg_pool)
     hold = await stack.actions.create_hold(ALICE, scope="contact", case_ref="LIT-10", contact=person.wa_id)
     request_ref = f"GDPR-{uuid.uuid4().hex[:8]}"
-    await stack.actions.erase(ALICE, contact=person.wa_id, request_ref=request_ref)
+    await approved(
+        stack.actions,
+        stack.actions.request_erasure(REQUESTER, contact=person.wa_id, request_ref=request_ref, reason=ERASE_WHY),
+        approver=ALICE,
+    )
     received = (await request_row(pg_pool, request_ref))["received_at"]
 
     # Past its deadline it is overdue, and it can no longer be extended.
@@ -249,7 +277,9 @@ async def test_an_extension_moves_the_deadline_once_within_the_first_month(
     run = await stack.actions.run_retention(SCHEDULER, dry_run=False)
     assert (await request_row(pg_pool, request_ref))["status"] == "extended"
     assert run.erasures.get("extended", 0) >= 1
-    released = await stack.actions.release_hold(ALICE, hold.hold_id)
+    released = await approved(
+        stack.actions, stack.actions.request_hold_release(REQUESTER, hold.hold_id, reason=RELEASE_WHY), approver=ALICE
+    )
     assert [(e.request_ref, e.status) for e in released.erasures] == [(request_ref, "completed")]
     assert await keys_left(pg_pool, refs) == 0
     listing = {r["request_ref"]: r for r in (await stack.api.get("/v1/erasures", headers=DPO)).json()}
@@ -354,8 +384,16 @@ async def test_calls_preferences_and_synced_contacts_are_the_persons(
     # ... a contact hold covers them, and the erasure removes them with the rest.
     hold = await stack.actions.create_hold(ALICE, scope="contact", case_ref="LIT-11", contact=person.wa_id)
     request_ref = f"GDPR-{uuid.uuid4().hex[:8]}"
-    assert (await stack.actions.erase(ALICE, contact=person.wa_id, request_ref=request_ref)).status == "blocked"
-    released = await stack.actions.release_hold(ALICE, hold.hold_id)
+    assert (
+        await approved(
+            stack.actions,
+            stack.actions.request_erasure(REQUESTER, contact=person.wa_id, request_ref=request_ref, reason=ERASE_WHY),
+            approver=ALICE,
+        )
+    ).status == "blocked"
+    released = await approved(
+        stack.actions, stack.actions.request_hold_release(REQUESTER, hold.hold_id, reason=RELEASE_WHY), approver=ALICE
+    )
     assert [e.status for e in released.erasures] == ["completed"]
     assert (
         await pg_pool.fetchval(
@@ -371,17 +409,31 @@ async def test_asking_again_while_another_process_carries_it_out_says_where_it_s
     person, refs = await archived_person(stack, demo_env, pg_pool)
     hold = await stack.actions.create_hold(ALICE, scope="contact", case_ref="LIT-12", contact=person.wa_id)
     request_ref = f"GDPR-{uuid.uuid4().hex[:8]}"
-    assert (await stack.actions.erase(ALICE, contact=person.wa_id, request_ref=request_ref)).status == "blocked"
+    assert (
+        await approved(
+            stack.actions,
+            stack.actions.request_erasure(REQUESTER, contact=person.wa_id, request_ref=request_ref, reason=ERASE_WHY),
+            approver=ALICE,
+        )
+    ).status == "blocked"
     async with pg_pool.acquire() as other:
         # Another process holds the request's lock (erasure.py, _processing): asking again neither waits nor fails.
         assert await other.fetchval(
             "SELECT pg_try_advisory_lock($1, hashtext($2))", ERASURE_LOCK_NAMESPACE, request_ref
         )
         try:
-            again = await stack.actions.erase(ALICE, contact=person.wa_id, request_ref=request_ref)
+            again = await approved(
+                stack.actions,
+                stack.actions.request_erasure(
+                    REQUESTER, contact=person.wa_id, request_ref=request_ref, reason=ERASE_WHY
+                ),
+                approver=ALICE,
+            )
         finally:
             await other.execute("SELECT pg_advisory_unlock($1, hashtext($2))", ERASURE_LOCK_NAMESPACE, request_ref)
     assert again.status == "blocked"
     assert await keys_left(pg_pool, refs) > 0
-    released = await stack.actions.release_hold(ALICE, hold.hold_id)
+    released = await approved(
+        stack.actions, stack.actions.request_hold_release(REQUESTER, hold.hold_id, reason=RELEASE_WHY), approver=ALICE
+    )
     assert [e.status for e in released.erasures] == ["completed"]

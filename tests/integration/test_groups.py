@@ -27,6 +27,7 @@ from services.governance import erasure
 from services.governance.holds import held_objects
 from services.review.assembly import ConversationMessage
 from tests.helpers.action_stack import CLI_OPERATOR, DPO, READER, Stack
+from tests.helpers.approvals import ERASE_WHY, RELEASE_WHY, REQUESTER, approved
 from tests.helpers.groups import T0, Group
 from tests.helpers.support import run_cli
 
@@ -158,8 +159,12 @@ async def test_a_group_is_one_timeline_and_an_erased_participant_leaves_it(
 
     monkeypatch.setattr(erasure, "_delete_what_can_be", crashed)
     request_ref = f"GDPR-{uuid.uuid4().hex[:8]}"
-    await stack.actions.erase(
-        Operator("dpo", "dpo"), contact=group.alice, phone_number_id=number, request_ref=request_ref
+    await approved(
+        stack.actions,
+        stack.actions.request_erasure(
+            REQUESTER, contact=group.alice, phone_number_id=number, request_ref=request_ref, reason=ERASE_WHY
+        ),
+        approver=Operator("dpo", "dpo"),
     )
     during = await stack.actions.group_messages(
         READER_OPERATOR, group_id=group.group_id, phone_number_id=number, reason="after the erasure"
@@ -289,10 +294,24 @@ async def test_a_hold_on_a_group_keeps_its_records_and_holds_back_a_participants
 
     # A participant's erasure waits for the hold; someone outside the group is erased at once.
     alice_ref = f"group-hold-alice-{uuid.uuid4().hex[:6]}"
-    blocked = await stack.actions.erase(dpo, contact=group.alice, phone_number_id=number, request_ref=alice_ref)
+    blocked = await approved(
+        stack.actions,
+        stack.actions.request_erasure(
+            REQUESTER, contact=group.alice, phone_number_id=number, request_ref=alice_ref, reason=ERASE_WHY
+        ),
+        approver=dpo,
+    )
     assert blocked.status == "blocked"
-    done = await stack.actions.erase(
-        dpo, contact=dana.wa_id, phone_number_id=number, request_ref=f"group-hold-dana-{uuid.uuid4().hex[:6]}"
+    done = await approved(
+        stack.actions,
+        stack.actions.request_erasure(
+            REQUESTER,
+            contact=dana.wa_id,
+            phone_number_id=number,
+            request_ref=f"group-hold-dana-{uuid.uuid4().hex[:6]}",
+            reason=ERASE_WHY,
+        ),
+        approver=dpo,
     )
     assert done.status == "completed"
     reason = "group hold test"
@@ -300,7 +319,9 @@ async def test_a_hold_on_a_group_keeps_its_records_and_holds_back_a_participants
     assert ("alice", "hello all, is the order ready") in timeline_of(group, before.messages)
 
     # Released: Alice's erasure resumes, and the group shows the others only.
-    release = await stack.actions.release_hold(dpo, hold.hold_id)
+    release = await approved(
+        stack.actions, stack.actions.request_hold_release(REQUESTER, hold.hold_id, reason=RELEASE_WHY), approver=dpo
+    )
     assert [(e.request_ref, e.status) for e in release.erasures] == [(alice_ref, "completed")]
     after = await stack.actions.group_messages(dpo, group_id=group.group_id, phone_number_id=number, reason=reason)
     people = {who for who, _ in timeline_of(group, after.messages)}

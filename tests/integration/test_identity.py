@@ -30,6 +30,7 @@ from services.governance.holds import create_hold, release_hold
 from services.governance.retention_run import retention_run
 from services.review.assembly import ConversationMessage
 from tests.helpers.action_stack import Stack
+from tests.helpers.approvals import ERASE_WHY, RELEASE_WHY, REQUESTER, approved
 from tests.helpers.archive_runs import NOW, archive, message
 
 pytestmark = pytest.mark.integration
@@ -205,10 +206,18 @@ async def test_a_number_change_is_one_person_and_the_old_number_s_next_holder_an
     # A hold placed by the new number keeps what Camille wrote from the old one, and blocks her erasure.
     hold = await stack.actions.create_hold(DPO_OPERATOR, scope="contact", case_ref="LIT-NUMBER", contact=new)
     request_ref = f"GDPR-{uuid.uuid4().hex[:8]}"
-    blocked = await stack.actions.erase(DPO_OPERATOR, contact=new, request_ref=request_ref)
+    blocked = await approved(
+        stack.actions,
+        stack.actions.request_erasure(REQUESTER, contact=new, request_ref=request_ref, reason=ERASE_WHY),
+        approver=DPO_OPERATOR,
+    )
     assert blocked.status == "blocked"
     assert await objects_of(pg_pool, [first])
-    released = await stack.actions.release_hold(DPO_OPERATOR, hold.hold_id)
+    released = await approved(
+        stack.actions,
+        stack.actions.request_hold_release(REQUESTER, hold.hold_id, reason=RELEASE_WHY),
+        approver=DPO_OPERATOR,
+    )
     assert [(e.request_ref, e.status) for e in released.erasures] == [(request_ref, "completed")]
 
     # Erased: everything of Camille's, under both numbers; the stranger's message is still there and readable.
@@ -280,7 +289,13 @@ async def test_the_parent_bsuid_finds_the_person_under_every_business_number_of_
     assert said(export.messages) == ["hi", "hi"]
     assert {m.event_id for m in export.messages} == {e.event_id for e in pipeline.events_of(bodies[:2])}
 
-    erased = await stack.actions.erase(DPO_OPERATOR, contact=parent, request_ref=f"GDPR-{uuid.uuid4().hex[:8]}")
+    erased = await approved(
+        stack.actions,
+        stack.actions.request_erasure(
+            REQUESTER, contact=parent, request_ref=f"GDPR-{uuid.uuid4().hex[:8]}", reason=ERASE_WHY
+        ),
+        approver=DPO_OPERATOR,
+    )
     assert erased.status == "completed"
     assert await objects_of(pg_pool, sorted(hers)) == set()
     theirs = await stack.actions.messages(DPO_OPERATOR, contact=other.wa_id, reason="the other customer")

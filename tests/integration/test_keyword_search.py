@@ -18,6 +18,7 @@ from services.core.identity import resolve_subject_refs
 from services.core.index import binary_keys
 from services.review.search import SearchFilter
 from tests.helpers.action_stack import READER, Stack
+from tests.helpers.approvals import ERASE_WHY, REQUESTER, approved
 from tests.helpers.archive_runs import NOW, archive
 from tests.helpers.support import run_cli
 
@@ -124,7 +125,13 @@ async def test_words_of_the_messages_find_who_wrote_them_and_nothing_else(
     assert "64 lowercase hex" in err
 
     # Erased with the person: their words are no longer searchable; the other person's still are.
-    done = await stack.actions.erase(DPO_OPERATOR, contact=customer.wa_id, request_ref=f"GDPR-{uuid.uuid4().hex[:8]}")
+    done = await approved(
+        stack.actions,
+        stack.actions.request_erasure(
+            REQUESTER, contact=customer.wa_id, request_ref=f"GDPR-{uuid.uuid4().hex[:8]}", reason=ERASE_WHY
+        ),
+        approver=DPO_OPERATOR,
+    )
     assert done.status == "completed"
     assert (
         await pg_pool.fetchval("SELECT count(*) FROM keyword_index WHERE subject_ref = $1", binary_keys([mine])[0]) == 0

@@ -502,6 +502,7 @@ async def test_admin_api_requires_a_token_and_the_right_role(demo_env: dict[str,
         ("GET", "/v1/holds", "dpo"),
         ("POST", f"/v1/holds/{uuid.uuid4()}/release", "dpo"),
         ("POST", "/v1/exports", "dpo"),
+        ("GET", "/v1/approvals", "reader"),
         ("POST", "/v1/retention/run", "dpo"),
         ("GET", "/v1/audit", "dpo"),
     ]
@@ -510,6 +511,9 @@ async def test_admin_api_requires_a_token_and_the_right_role(demo_env: dict[str,
         "/v1/holds/{hold_id}/release",
         "/v1/erasures/{request_ref}/refuse",
         "/v1/erasures/{request_ref}/extend",
+        "/v1/approvals/{request_id}",
+        "/v1/approvals/{request_id}/approve",
+        "/v1/approvals/{request_id}/reject",
     }
     assert {"/v1/erasures/{request_ref}/refuse", "/v1/erasures/{request_ref}/extend"} <= documented
     async with serve_asgi(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:

@@ -7,6 +7,7 @@ from typing import Final
 from fastapi import APIRouter
 
 from services.console.routers import (
+    approvals,
     audit,
     cases,
     conversation,
@@ -28,6 +29,7 @@ ROUTERS: Final[tuple[APIRouter, ...]] = (
     media.router,
     cases.router,
     exports.router,
+    approvals.router,
     holds.router,
     erasures.router,
     audit.router,

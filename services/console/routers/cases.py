@@ -169,10 +169,9 @@ async def case_close(
     pages: PagesDep,
 ) -> Response:
     session = posted.session
-    closing = await actions.close_case(session.operator, known_ref(case_ref), reason=field(posted.form, "reason") or "")
-    t = translator(session.locale)
-    notice = t.ngettext(
-        "Case closed; %(num)s hold released.", "Case closed; %(num)s holds released.", len(closing.holds)
+    await actions.request_case_close(session.operator, known_ref(case_ref), reason=field(posted.form, "reason"))
+    notice = translator(session.locale).gettext(
+        "Closing requested: the case stays open until a second DPO approves it."
     )
     return await case_page(request, session, actions, pages, case_ref, notice=notice)
 

@@ -1,6 +1,7 @@
 """The data protection officer's erasure requests (GDPR article 17): ``GET /dpo/erasures``, ``POST /dpo/erasures``
-(erase a person), ``POST /dpo/erasures/refuse`` (on a ground of article 17(3)), ``POST /dpo/erasures/extend`` (the
-answer's deadline, article 12(3)). Each decision is shown as a notice above the list."""
+(request a person's erasure: four eyes, carried out once a second DPO approves it on ``/approvals``), ``POST
+/dpo/erasures/refuse`` (on a ground of article 17(3)), ``POST /dpo/erasures/extend`` (the answer's deadline,
+article 12(3)). Each decision is shown as a notice above the list."""
 
 from __future__ import annotations
 
@@ -23,12 +24,19 @@ router = APIRouter()
 
 
 async def erasures_page(
-    request: Request, session: Session, actions: Actions, pages: Pages, *, decided: tuple[str, str] | None = None
+    request: Request,
+    session: Session,
+    actions: Actions,
+    pages: Pages,
+    *,
+    decided: tuple[str, str] | None = None,
+    notice: str | None = None,
 ) -> Response:
     """The erasure requests, newest first, with a notice of the one just ``decided`` (its reference and status)."""
     requests = await actions.erasures(session.operator)
     t = translator(session.locale)
-    notice = None if decided is None else t("Erasure %(ref)s: %(status)s.", ref=decided[0], status=t(decided[1]))
+    if decided is not None:
+        notice = t("Erasure %(ref)s: %(status)s.", ref=decided[0], status=t(decided[1]))
     return pages.render(
         request,
         "erasures.html",
@@ -51,14 +59,20 @@ async def erasures(
 async def erasure_create(
     request: Request, posted: Annotated[Posted, Depends(PostedBy("erase"))], actions: ActionsDep, pages: PagesDep
 ) -> Response:
+    """Request the erasure (four eyes): it is carried out when a second DPO approves it on /approvals."""
     session, form = posted.session, posted.form
-    outcome = await actions.erase(
+    asked = await actions.request_erasure(
         session.operator,
         contact=field(form, "contact") or "",
         phone_number_id=field(form, "phone_number_id"),
         request_ref=field(form, "request_ref") or "",
+        reason=field(form, "reason"),
     )
-    return await erasures_page(request, session, actions, pages, decided=(outcome.request_ref, outcome.status))
+    notice = translator(session.locale).gettext(
+        "Erasure %(ref)s requested: nothing is erased until a second DPO approves it.",
+        ref=asked.target["request_ref"],
+    )
+    return await erasures_page(request, session, actions, pages, notice=notice)
 
 
 @router.post("/dpo/erasures/refuse", response_class=HTMLResponse)

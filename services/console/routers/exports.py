@@ -18,7 +18,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse, StreamingResponse
 from pydantic import BaseModel
 
-from services.actions.layer import Actions
+from services.actions.layer import Actions, ApprovalRequest
 from services.console.deps import ActionsDep, CurrentSession, PagesDep, Posted, PostedBy
 from services.console.forms import field
 from services.core.refusals import NotFound, ReasonRequired
@@ -60,7 +60,7 @@ async def queue_export(posted: Annotated[Posted, Depends(PostedBy("export"))], a
     if opened is None:  # the export states the reason given for the conversation; none was given in this session
         raise ReasonRequired("open the conversation and give a reason first")
     formats = [name for name in FORMATS if field(form, f"format_{name}")] or ["json", "html"]
-    job = await actions.queue_export(
+    queued = await actions.queue_export_or_request(
         session.operator,
         subject_ref=subject_ref,
         reason=opened.audit_reason(),
@@ -68,7 +68,9 @@ async def queue_export(posted: Annotated[Posted, Depends(PostedBy("export"))], a
         language="fr" if session.locale.startswith("fr") else "en",
         request_ref=opened.case_ref,
     )
-    return RedirectResponse(f"/exports/{job.job_id}", status_code=303)
+    if isinstance(queued, ApprovalRequest):  # above the four-eyes threshold: queued once a second DPO approves it
+        return RedirectResponse(f"/approvals?requested={queued.request_id}", status_code=303)
+    return RedirectResponse(f"/exports/{queued.job_id}", status_code=303)
 
 
 @router.get("/exports", response_class=HTMLResponse)

@@ -73,10 +73,11 @@ async def hold_release(
     pages: PagesDep,
 ) -> Response:
     session, form = posted.session, posted.form
-    release = await actions.release_hold(session.operator, field(form, "hold_id") or "")
+    asked = await actions.request_hold_release(
+        session.operator, field(form, "hold_id") or "", reason=field(form, "reason")
+    )
     t = translator(session.locale)
-    notice = t("Hold released: %(case)s.", case=release.hold.case_ref)
-    if release.erasures:
-        listed = ", ".join(f"{e.request_ref} → {t(e.status)}" for e in release.erasures)
-        notice += " " + t("Erasure requests after the release: %(list)s.", list=listed)
+    notice = t(
+        "Release requested: the hold stays until a second DPO approves it (request %(id)s).", id=asked.request_id
+    )
     return await holds_page(request, session, actions, pages, notice=notice)

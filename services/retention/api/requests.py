@@ -22,6 +22,7 @@ class ErasureRequestBody(BaseModel):
     contact: str = Field(min_length=1, description="wa_id or business-scoped user id of the person")
     phone_number_id: str | None = Field(default=None, description="limit to one business number (default: all)")
     request_ref: str = Field(min_length=1, description="your reference of the data subject's request")
+    reason: str = Field(min_length=3, max_length=500, description="why: kept sealed with the four-eyes request")
 
 
 class MessagesRequest(BaseModel):
@@ -84,3 +85,9 @@ class ExportRequest(BaseModel):
 
 class RetentionRunRequest(BaseModel):
     dry_run: bool = True
+
+
+class ReasonRequest(BaseModel):
+    """Why: a four-eyes request's reason, or an approval's or a rejection's (kept sealed with the request)."""
+
+    reason: str = Field(min_length=3, max_length=500)

@@ -44,6 +44,7 @@ ERROR_WHEN: Final[dict[int, str]] = {
     401: "No bearer token, or an unknown one (answered before the body is read)",
     403: "The token's role does not allow this action (answered before the body is read)",
     404: "What the request is about does not exist; nothing was done",
+    409: "The approval request was decided already, or expired; nothing was done",
     413: "The body is over the service's limit (max_body_bytes)",
     503: "Not ready (the archive is not open yet), or a person's key is wrapped by a KEK this service was not given",
 }
@@ -230,3 +231,35 @@ class AuditEntryView(Answer):
     subject_ref: str | None
     record_count: int | None
     details: str = Field(description="the entry's JSON object, as text, as stored")
+
+
+# ---------------------------------------------------------------- four eyes
+
+
+class ApprovalRequestView(Answer):
+    """A four-eyes request (services/actions/approvals.py): what is asked (``kind``, ``target``: references only),
+    by whom and why, until when, and its state (``pending``, ``expired``, ``approved``, ``rejected``, ``failed``);
+    once decided, by whom and why, and what carrying it out returned (``outcome``). ``reason`` and ``decision`` are
+    null once the person they were sealed under is erased."""
+
+    model_config = ConfigDict(extra="forbid", strict=False)
+
+    request_id: str
+    kind: str
+    target: dict[str, Any]
+    subject_ref: str | None
+    reason: str | None
+    requested_by: str
+    requested_at: str
+    expires_at: str
+    state: str
+    decided_by: str | None
+    decided_at: str | None
+    decision: str | None
+    outcome: dict[str, Any] | None
+
+
+# A route whose action is requested (four eyes): 202 and the request, carried out once another person approves.
+REQUESTED: Final[dict[int | str, dict[str, Any]]] = {
+    202: {"model": ApprovalRequestView, "description": "Requested: carried out once another person approves it"}
+}

@@ -1,25 +1,36 @@
-"""Erasure (GDPR Art. 17): erase a person, list the requests and their deadlines, refuse or extend one."""
+"""Erasure (GDPR Art. 17): request a person's erasure (four eyes), list the requests and their deadlines, refuse
+or extend one."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
 
 from fastapi import APIRouter
 
 from services.retention.api.dependencies import Caller, ReadyActions
 from services.retention.api.gate import requires
 from services.retention.api.requests import ErasureRequestBody, ExtensionRequest, RefusalRequest
-from services.retention.api.responses import GATED, GATED_WITH_BODY, ErasureProof, ErasureRequestView, errors
+from services.retention.api.responses import (
+    GATED,
+    GATED_WITH_BODY,
+    ApprovalRequestView,
+    ErasureRequestView,
+    errors,
+)
 
 erasures_router = APIRouter(prefix="/v1/erasures", tags=["erasures"])
 
 
 @erasures_router.post(
     "",
-    summary="Erase a person (GDPR Art. 17): crypto-shredding, then deletion",
+    summary="Request a person's erasure (GDPR Art. 17): carried out once a second DPO approves it (/v1/approvals)",
+    status_code=202,
     responses={**GATED_WITH_BODY, **errors(400)},
     **requires("erase"),
 )
-async def erase(operator: Caller, actions: ReadyActions, body: ErasureRequestBody) -> ErasureProof:
-    return ErasureProof.model_validate((await actions.erase(operator, **body.model_dump())).proof())
+async def erase(operator: Caller, actions: ReadyActions, body: ErasureRequestBody) -> ApprovalRequestView:
+    asked = await actions.request_erasure(operator, **body.model_dump())
+    return ApprovalRequestView.model_validate(asked.to_json(datetime.now(UTC)))
 
 
 @erasures_router.get("", summary="Erasure requests and their deadlines", responses=GATED, **requires("erasures"))

@@ -1,13 +1,16 @@
-"""Legal holds: create, list, release (data under a hold is neither deleted by retention nor erased)."""
+"""Legal holds: create, list, request a release (four eyes). Data under a hold is neither deleted by retention nor
+erased."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
 
 from fastapi import APIRouter
 
 from services.retention.api.dependencies import Caller, ReadyActions
 from services.retention.api.gate import requires
-from services.retention.api.requests import HoldRequest
-from services.retention.api.responses import GATED, GATED_WITH_BODY, HoldReleaseView, HoldView, errors
+from services.retention.api.requests import HoldRequest, ReasonRequest
+from services.retention.api.responses import GATED, GATED_WITH_BODY, ApprovalRequestView, HoldView, errors
 
 holds_router = APIRouter(prefix="/v1/holds", tags=["holds"])
 
@@ -27,9 +30,13 @@ async def holds(operator: Caller, actions: ReadyActions, include_released: bool 
 
 @holds_router.post(
     "/{hold_id}/release",
-    summary="Release a legal hold",
-    responses={**GATED, **errors(404)},
+    summary="Request a legal hold's release: carried out once a second DPO approves it (/v1/approvals)",
+    status_code=202,
+    responses={**GATED_WITH_BODY, **errors(400, 404)},
     **requires("hold.release"),
 )
-async def hold_release(operator: Caller, actions: ReadyActions, hold_id: str) -> HoldReleaseView:
-    return HoldReleaseView.model_validate((await actions.release_hold(operator, hold_id)).to_json())
+async def hold_release(
+    operator: Caller, actions: ReadyActions, hold_id: str, body: ReasonRequest
+) -> ApprovalRequestView:
+    asked = await actions.request_hold_release(operator, hold_id, reason=body.reason)
+    return ApprovalRequestView.model_validate(asked.to_json(datetime.now(UTC)))

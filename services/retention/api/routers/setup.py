@@ -7,6 +7,7 @@ from typing import Final
 from fastapi import APIRouter, FastAPI
 from starlette.routing import BaseRoute
 
+from services.retention.api.routers.approvals import approvals_router
 from services.retention.api.routers.audit import audit_router
 from services.retention.api.routers.erasures import erasures_router
 from services.retention.api.routers.exports import exports_router
@@ -24,6 +25,7 @@ ROUTERS: Final[tuple[APIRouter, ...]] = (
     erasures_router,
     holds_router,
     exports_router,
+    approvals_router,
     retention_router,
     audit_router,
 )
