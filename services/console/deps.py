@@ -45,7 +45,8 @@ class SignedOut(Exception):
 
 
 # What a session must have stepped up for (WA_CONSOLE_OIDC__STEP_UP_ACR): what cannot be undone or takes data out.
-STEP_UP_ACTIONS: Final[frozenset[ActionName]] = frozenset({"erase", "hold.release", "export"})
+# Under four eyes the first person requests it and the second carries it out by approving: both step up.
+STEP_UP_ACTIONS: Final[frozenset[ActionName]] = frozenset({"erase", "hold.release", "export", "approval.decide"})
 
 
 class StepUpNeeded(Exception):

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
@@ -41,7 +41,7 @@ from services.console.forms import FormTooLarge, RefusedForm
 from services.console.metrics import ConsoleMetrics
 from services.console.oidc import ProviderSignIn
 from services.console.pages import SIGNIN_COOKIE, Pages, console_templates
-from services.console.routers import cases, holds, search, signin
+from services.console.routers import approvals, cases, holds, search, signin
 from services.console.routers.search import search_filter
 from services.console.sessions import ProviderLink, ProviderSecrets, Session
 from services.console.settings import ConsoleSettings
@@ -339,21 +339,34 @@ def provider_session(acr: str | None) -> Session:
         pytest.param("mfa", FormTooLarge, id="stepped up: the form is read, and is too large"),
     ],
 )
-async def test_a_hold_release_needs_the_step_up_before_its_form_is_read(
-    client_factory: Callable[[FastAPI], httpx.AsyncClient], acr: str, refusal: type[Exception]
+@pytest.mark.parametrize(
+    ("router", "path", "page"),
+    [
+        pytest.param(holds.router, "/dpo/holds/release", "/dpo/holds", id="a hold release"),
+        # Under four eyes the approver is who carries the erasure, release or export out: they step up too.
+        pytest.param(approvals.router, "/approvals/1/approve", "/approvals", id="an approval"),
+    ],
+)
+async def test_what_cannot_be_undone_needs_the_step_up_before_its_form_is_read(
+    client_factory: Callable[[FastAPI], httpx.AsyncClient],
+    acr: str,
+    refusal: type[Exception],
+    router: APIRouter,
+    path: str,
+    page: str,
 ) -> None:
-    app, _ = bare_app(holds.router, session=provider_session(acr))
+    app, _ = bare_app(router, session=provider_session(acr))
     settings = ConsoleOidcSettings(issuer="https://id.example.org/realms/r", client_id="console", step_up_acr="mfa")
     provider = ProviderSignIn(settings)
     app.dependency_overrides[provider_of] = lambda: provider
     try:
         with pytest.raises(refusal) as raised:
             await client_factory(app).post(
-                "/dpo/holds/release",
-                data={"csrf": CSRF, "hold_id": "x" * 10_000},
-                headers={"referer": "http://console.test/dpo/holds"},
+                path,
+                data={"csrf": CSRF, "hold_id": "x" * 10_000, "reason": "x" * 10_000},
+                headers={"referer": f"http://console.test{page}"},
             )
     finally:
         await provider.close()
     if isinstance(raised.value, StepUpNeeded):
-        assert raised.value.back == "/dpo/holds"  # back to the page the release was clicked on
+        assert raised.value.back == page  # back to the page the button was clicked on
