@@ -17,6 +17,7 @@ from services.core.keyring import Keyring
 from services.core.policy import DEFAULT_POLICY, RetentionPolicy, load_policy
 from services.core.reader import ArchiveReader
 from services.core.schema import SCHEMA_WAIT_S, connect_pool
+from services.core.vocabulary import ReaderScope
 from services.evidence.signing import fingerprint, load_private_key, load_public_key
 from services.governance.erasure_log import ErasureLog
 from services.governance.recovery import RECOVERY_ACTOR, reapply_erasures
@@ -37,6 +38,8 @@ class ArchiveAccess:
     trusted_keys: dict[str, Ed25519PublicKey] = field(default_factory=dict)
     # The work bucket (unlocked, not the archive): export jobs' files, with the same identity as ``bucket``.
     work: ArchiveBucket | None = None
+    # What a reader may read (RetentionSettings.reader_scope): their cases' custodians, or everything.
+    reader_scope: ReaderScope = "cases"
 
     async def close(self) -> None:
         await self.pool.close()
@@ -83,6 +86,7 @@ async def open_access(
         policy=policy,
         signing_key=signing_key,
         trusted_keys=trusted,
+        reader_scope=settings.reader_scope,
         work=ArchiveBucket(
             settings.s3.model_copy(
                 update={"bucket": settings.work_bucket, "object_lock_mode": None, "object_lock_days": 0}

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from services.actions.base import ActionsBase
 from services.actions.operators import (
+    ROLE_RANK,
     ActionName,
     Operator,
     authorize,
@@ -30,11 +31,13 @@ from services.core.container import media_record_id
 from services.core.keywords import words
 from services.core.refusals import NotFound
 from services.core.vocabulary import is_event_id, is_pseudonym
+from services.governance.scope import EVERYTHING, OutsideScope, ReadingScope, load_case_scope
 from services.review.assembly import ConversationMessage
 from services.review.conversation import (
     Conversation,
     ConversationPage,
     GroupTimeline,
+    Visible,
     load_conversation,
     load_conversation_page,
     load_correspondent,
@@ -42,7 +45,7 @@ from services.review.conversation import (
 )
 from services.review.correspondent import Correspondent
 from services.review.export import export_document
-from services.review.queries import archived_media
+from services.review.queries import archived_media, record_place
 from services.review.search import IndexHit, SearchFilter, search_index
 
 log = logging.getLogger("wa_archive.retention")
@@ -101,7 +104,23 @@ def search_audit_details(query: SearchFilter, hits: Sequence[IndexHit]) -> dict[
 
 
 class ReadingActions(ActionsBase):
-    """Search and retrieval (``reader`` and above), exports and the audit log (``dpo``)."""
+    """Search and retrieval (``reader`` and above), exports and the audit log (``dpo``).
+
+    A reader searches and reads within their scope (services/governance/scope.py): the custodians of the open
+    cases assigned to them, within each case's period, unless the deployment reads ``all``. A search returns only
+    what the scope covers; a conversation, a group or a media file it does not cover at all is refused
+    (:class:`OutsideScope`) before anything is read, and one it covers in part shows that part. The DPO reads
+    everything."""
+
+    async def reading_scope(self, operator: Operator) -> ReadingScope:
+        """What ``operator`` may read: everything for the DPO (and for every reader when the deployment says
+        ``all``), else the grants of the open cases assigned to them."""
+        if ROLE_RANK[operator.role] >= ROLE_RANK["dpo"] or self.access.reader_scope == "all":
+            return EVERYTHING
+        return await load_case_scope(self.access.pool, operator.name)
+
+    async def _visible(self, operator: Operator) -> Visible | None:
+        return (await self.reading_scope(operator)).visible()
 
     async def _decrypt(
         self,
@@ -132,6 +151,7 @@ class ReadingActions(ActionsBase):
             purpose=purpose,
             subject_ref=subject_ref,
             keep_archived=keep_archived,
+            visible=await self._visible(operator),
         )
         self.metrics.decryptions.labels(purpose).inc()
         return conversation
@@ -186,6 +206,7 @@ class ReadingActions(ActionsBase):
             page=page,
             anchor=anchor,
             keywords=keywords,
+            visible=await self._visible(operator),
         )
         self.metrics.decryptions.labels("retrieval").inc()
         return found
@@ -196,7 +217,12 @@ class ReadingActions(ActionsBase):
         opened with ``reason``."""
         authorize(operator, "messages")
         found = await load_correspondent(
-            self.access.pool, self.access.reader, subject_ref=subject_ref, actor=operator.name, reason=reason
+            self.access.pool,
+            self.access.reader,
+            subject_ref=subject_ref,
+            actor=operator.name,
+            reason=reason,
+            visible=await self._visible(operator),
         )
         self.metrics.decryptions.labels("retrieval").inc()
         return found
@@ -216,6 +242,7 @@ class ReadingActions(ActionsBase):
             phone_number_id=phone_number_id,
             actor=operator.name,
             reason=require_reason(reason),
+            visible=await self._visible(operator),
         )
         self.metrics.decryptions.labels("retrieval").inc()
         return timeline
@@ -243,16 +270,20 @@ class ReadingActions(ActionsBase):
     ) -> MediaFile:
         """One archived media file of a person whose conversation the operator opened (``subject_refs``: its
         pseudonyms), audited as its own view (action ``media``, with the reason) before it is decrypted.
-        :class:`NotFound` when the file is not one of theirs, was never fetched, or its key was shredded."""
+        :class:`NotFound` when the file is not one of theirs, was never fetched, or its key was shredded;
+        :class:`OutsideScope` when its message is outside the reader's scope."""
         authorize(operator, "media")
         reason = require_reason(reason)
         if not is_event_id(event_id):
             raise NotFound("no such media file")
         theirs = [ref for ref in subject_refs if is_pseudonym(ref)]
+        visible = await self._visible(operator)
         async with self.access.pool.acquire() as conn:
             found = (await archived_media(conn, subject_refs=theirs, event_ids=[event_id])).get(event_id)
             if found is None or found.status != "archived" or not found.object_key:
                 raise NotFound("no such media file")
+            if visible is not None and not ((place := await record_place(conn, event_id)) and visible(place)):
+                raise OutsideScope("this media file is outside the cases assigned to you: ask for break-glass access")
             object_key = found.object_key
             disclosure = Disclosure(
                 actor=operator.name,
@@ -270,16 +301,22 @@ class ReadingActions(ActionsBase):
         return MediaFile(event_id, found.mime_type or "application/octet-stream", opened.size, opened.chunks)
 
     async def search(self, operator: Operator, query: SearchFilter) -> list[IndexHit]:
-        """Index metadata (nothing decrypted, so no reason); audited with the filters and the pseudonyms found."""
+        """Index metadata (nothing decrypted, so no reason), within the operator's scope (:meth:`reading_scope`:
+        what it leaves out is neither returned nor counted); audited with the filters, the pseudonyms found and,
+        for a reader, the cases the scope came from."""
         authorize(operator, "search")
-        hits = await search_index(self.access.pool, self.access.pepper, query)
+        scope = await self.reading_scope(operator)
+        hits = await search_index(self.access.pool, self.access.pepper, query, scope)
+        details = search_audit_details(query, hits)
+        if not scope.everything:
+            details["scope"] = scope.sources
         await write_audit(
             self.access.pool,
             actor=operator.name,
             action="search",
             reason=None,
             record_count=len(hits),
-            details=search_audit_details(query, hits),
+            details=details,
         )
         return hits
 

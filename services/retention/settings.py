@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.core.settings import KeySettings, PostgresSettings, S3Settings, SigningSettings, strong_token
-from services.core.vocabulary import Role
+from services.core.vocabulary import ReaderScope, Role
 from services.evidence.settings import ExportSigningSettings
 
 
@@ -46,6 +46,11 @@ class RetentionSettings(BaseSettings):
     admin_tokens: dict[str, AdminToken] = Field(default_factory=dict)
     # Who the CLI acts as, for the audit log (e.g. the operator's login); the API uses the token's name.
     operator: str = "cli"
+    # What a reader may search and open (services/governance/scope.py), in the API, the CLI and the console alike:
+    # ``cases``, the custodians of the open cases assigned to them, within each case's period (anything else is
+    # break-glass); ``all``, every conversation, as before cases existed. ``all`` is for a support team that must
+    # read everything (a community manager in a crisis): docs/OPERATIONS.md "Reader scope" says what it costs.
+    reader_scope: ReaderScope = "cases"
     # Scheduled retention run; 0 disables it (e.g. when a Kubernetes CronJob runs `wa-archive retention run`).
     run_interval_s: float = Field(default=86_400, ge=0)
     metrics_refresh_s: float = Field(default=15, gt=0)
