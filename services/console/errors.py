@@ -63,7 +63,7 @@ async def action_refused(request: Request, exc: Exception) -> Response:
     if isinstance(exc, OutsideScope):
         actor = session.operator.name if session else None
         count_refusal(console.metrics, 403, "scope", f"{request.url.path} is outside the reader's cases", actor)
-        return console.pages.render(request, "outside.html", session, status=403, subject_ref=None)
+        return console.pages.render(request, "outside.html", session, status=403, subject_ref=None, break_glass=False)
     if isinstance(exc, Forbidden):
         actor = session.operator.name if session else None
         count_refusal(console.metrics, 403, "role", f"{request.url.path} needs another role", actor)
