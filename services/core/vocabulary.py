@@ -108,6 +108,9 @@ ROLES: Final[tuple[Role, ...]] = get_args(Role)
 # (``cases``), or every conversation (``all``: a support team that must read everything, docs/OPERATIONS.md).
 ReaderScope: TypeAlias = Literal["cases", "all"]
 READER_SCOPES: Final[tuple[ReaderScope, ...]] = get_args(ReaderScope)
+# The steps of a break-glass access (a reader's read outside their cases, approved by a DPO): the metric's label.
+BreakGlassStep: TypeAlias = Literal["requested", "approved", "rejected"]
+BREAK_GLASS_STEPS: Final[tuple[BreakGlassStep, ...]] = get_args(BreakGlassStep)
 
 # Which side a message came from, seen from the business: the person's (inbound) or the business's (outbound).
 Direction: TypeAlias = Literal["inbound", "outbound"]
