@@ -21,7 +21,7 @@ from services.core.vocabulary import ReaderScope
 from services.evidence.signing import fingerprint, load_private_key, load_public_key
 from services.governance.erasure_log import ErasureLog
 from services.governance.recovery import RECOVERY_ACTOR, reapply_erasures
-from services.retention.settings import RetentionSettings
+from services.retention.settings import FourEyesSettings, RetentionSettings
 
 
 @dataclass(kw_only=True)
@@ -40,6 +40,8 @@ class ArchiveAccess:
     work: ArchiveBucket | None = None
     # What a reader may read (RetentionSettings.reader_scope): their cases' custodians, or everything.
     reader_scope: ReaderScope = "cases"
+    # How long a request waits for its approval, and from how many messages an export is requested (four eyes).
+    four_eyes: FourEyesSettings = field(default_factory=FourEyesSettings)
 
     async def close(self) -> None:
         await self.pool.close()
@@ -87,6 +89,7 @@ async def open_access(
         signing_key=signing_key,
         trusted_keys=trusted,
         reader_scope=settings.reader_scope,
+        four_eyes=settings.four_eyes,
         work=ArchiveBucket(
             settings.s3.model_copy(
                 update={"bucket": settings.work_bucket, "object_lock_mode": None, "object_lock_days": 0}

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from services.actions.approvals import require_approval
 from services.actions.governing import GoverningActions
 from services.actions.operators import ROLE_RANK, Operator, ProgressCallback, authorize
 from services.actions.reading import ReadingActions
@@ -148,8 +149,10 @@ class CaseActions(ReadingActions, GoverningActions):
             return await assign_reviewer(conn, case_ref, reviewer, actor=operator.name)
 
     async def close_case(self, operator: Operator, case_ref: str, *, reason: str) -> CaseClosing:
-        """Close a case (``dpo``), releasing its holds; the erasure requests they blocked resume at once."""
+        """Close a case (``dpo``), releasing its holds; the erasure requests they blocked resume at once. Only on an
+        approved request (:meth:`ApprovalActions.request_case_close`; :class:`ApprovalRequired` otherwise)."""
         authorize(operator, "case.close")
+        require_approval(operator, "case.close")
         async with self.access.pool.acquire() as conn:
             released = await close_case(conn, case_ref, reason=reason, actor=operator.name)
         erasures = await self._process_erasures(operator, blocked_by=[h.hold_id for h in released]) if released else []
@@ -273,8 +276,10 @@ class CaseExporting(CaseActions):
     ) -> CaseExport:
         """Export the case (the DPO, with a reason: every person's read is audited as an export, every medium as
         its own view). Business-number and group custodians are listed as skipped: export their people one by one
-        (a number's conversations can be many)."""
+        (a number's conversations can be many). Only on an approved request
+        (:meth:`ApprovalActions.request_case_export`; :class:`ApprovalRequired` otherwise)."""
         authorize(operator, "export")
+        require_approval(operator, "case.export")
         reason = require_reason(reason)
         if not await asyncio.to_thread(_empty_or_new, out):  # before anything is read
             raise CaseRefused(f"{out} is not empty: a case is exported into an empty folder")

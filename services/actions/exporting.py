@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from services.actions.approvals import ApprovalActions, ApprovalRequest, ApprovalRequired, is_approved
 from services.actions.operators import SCHEDULER, Operator, authorize
 from services.actions.reading import MediaFile, ReadingActions, SubjectExport
 from services.core.audit import require_reason, write_audit
@@ -34,8 +35,57 @@ def may_see(operator: Operator, job: ExportJob) -> bool:
     return operator.name == job.requested_by or operator.role == "dpo"
 
 
-class ExportingActions(ReadingActions):
+class ExportingActions(ReadingActions, ApprovalActions):
     """Export jobs (``dpo``: the role that exports), over the database and the work bucket."""
+
+    async def queue_export_or_request(
+        self,
+        operator: Operator,
+        *,
+        subject_ref: str,
+        reason: str | None,
+        formats: Sequence[str] = jobs.FORMATS,
+        scope: JobScope = "conversation",
+        since: datetime | None = None,
+        until: datetime | None = None,
+        language: str = "en",
+        request_ref: str | None = None,
+    ) -> ExportJob | ApprovalRequest:
+        """:meth:`queue_export` when the export holds at most ``WA_RETENTION_FOUR_EYES__EXPORT_MESSAGES``
+        messages, else a request for it (:meth:`ApprovalActions.request_export`: once approved, the job is queued).
+        The same refusals as :meth:`queue_export`, checked before either."""
+        authorize(operator, "export")
+        require_reason(reason)
+        if not is_pseudonym(subject_ref):
+            raise InvalidRequest("name the person by pseudonym (64 lowercase hex digits)")
+        messages = await self.count_messages([subject_ref], since=since, until=until)
+        if messages <= self.export_threshold():
+            return await self.queue_export(
+                operator,
+                subject_ref=subject_ref,
+                reason=reason,
+                formats=formats,
+                scope=scope,
+                since=since,
+                until=until,
+                language=language,
+                request_ref=request_ref,
+            )
+        unknown = sorted(set(formats) - set(jobs.FORMATS))
+        if not formats or unknown:
+            raise InvalidRequest(f"formats must be among {', '.join(jobs.FORMATS)}")
+        return await self.request_export(
+            operator,
+            subject_refs=[subject_ref],
+            reason=reason,
+            formats=formats,
+            scope=scope,
+            since=since,
+            until=until,
+            language=language,
+            request_ref=request_ref,
+            messages=messages,
+        )
 
     def _work(self) -> ArchiveBucket:
         if self.access.work is None:
@@ -56,7 +106,9 @@ class ExportingActions(ReadingActions):
         request_ref: str | None = None,
     ) -> ExportJob:
         """Queue an export of the person ``subject_ref`` names; audited (``export.requested``) with the reason.
-        Refused (nothing queued) without the role, a reason, a pseudonym, or with a format the renderer lacks."""
+        Refused (nothing queued) without the role, a reason, a pseudonym, or with a format the renderer lacks; and
+        (:class:`ApprovalRequired`) when it holds more messages than the four-eyes threshold, outside an approved
+        request (:meth:`queue_export_or_request` asks for one instead)."""
         authorize(operator, "export")
         reason = require_reason(reason)
         if not is_pseudonym(subject_ref):
@@ -66,6 +118,13 @@ class ExportingActions(ReadingActions):
             raise InvalidRequest(f"formats must be among {', '.join(jobs.FORMATS)}")
         if scope not in jobs.JOB_SCOPES:
             raise InvalidRequest(f"scope must be one of {', '.join(jobs.JOB_SCOPES)}")
+        if not is_approved(operator, "export"):
+            messages = await self.count_messages([subject_ref], since=since, until=until)
+            if messages > self.export_threshold():
+                raise ApprovalRequired(
+                    f"this export holds {messages} messages, more than {self.export_threshold()}: exporting "
+                    "more messages than the four-eyes threshold needs a second person's approval: request it"
+                )
         request = JobRequest(
             scope=scope,
             subject_ref=subject_ref,

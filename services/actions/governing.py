@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from services.actions.approvals import require_approval
 from services.actions.base import ActionsBase
 from services.actions.operators import (
     Operator,
@@ -54,10 +55,19 @@ class GoverningActions(ActionsBase):
     """Erasures, holds and retention runs (``dpo``; the scheduler runs retention and finishes erasures)."""
 
     async def erase(
-        self, operator: Operator, *, contact: str, phone_number_id: str | None = None, request_ref: str
+        self,
+        operator: Operator,
+        *,
+        contact: str | None,
+        phone_number_id: str | None = None,
+        request_ref: str,
+        subject_refs: Sequence[str] | None = None,
     ) -> ErasureOutcome:
-        """Erasure by crypto-shredding (erasure.py); ``status`` is ``blocked`` when a legal hold covers the person."""
+        """Erasure by crypto-shredding (erasure.py) of the person ``contact`` or ``subject_refs`` names;
+        ``status`` is ``blocked`` when a legal hold covers the person. Only on an approved request
+        (:meth:`ApprovalActions.request_erasure`; :class:`ApprovalRequired` otherwise)."""
         authorize(operator, "erase")
+        require_approval(operator, "erase")
         outcome = await erase_subject(
             self.access.pool,
             self.access.keyring,
@@ -67,6 +77,7 @@ class GoverningActions(ActionsBase):
             phone_number_id=phone_number_id,
             request_ref=request_ref,
             actor=operator.name,
+            subject_refs=subject_refs,
         )
         self._count_erasures([outcome])
         return outcome
@@ -157,8 +168,10 @@ class GoverningActions(ActionsBase):
 
     async def release_hold(self, operator: Operator, hold_id: str) -> HoldRelease:
         """Release an active hold (audited); :class:`NotFound` when there is no active hold with this id. The
-        erasure requests it blocked resume at once: those no other hold covers are carried out."""
+        erasure requests it blocked resume at once: those no other hold covers are carried out. Only on an approved
+        request (:meth:`ApprovalActions.request_hold_release`; :class:`ApprovalRequired` otherwise)."""
         authorize(operator, "hold.release")
+        require_approval(operator, "hold.release")
         try:
             uuid.UUID(hold_id)
         except ValueError:

@@ -2,7 +2,9 @@
 
 An action of :class:`Actions` takes the :class:`Operator` who asks (a name for the audit log and a role) and typed
 arguments, and is the one place that
-1. checks the role (:class:`Forbidden`) and, where a person's records are decrypted, the reason
+1. checks the role (:class:`Forbidden`), four eyes (:class:`ApprovalRequired`: erasing, releasing a hold, closing
+   or exporting a case, a large export run only on another person's approval, services/actions/approvals.py)
+   and, where a person's records are decrypted, the reason
    (:class:`ReasonRequired`, before anything is read);
 2. writes the audit row with the operator's name for every action that changes the archive or discloses what it
    holds: retrievals and exports (one row per pseudonym, before decrypting), searches, holds, erasures, retention
@@ -21,6 +23,19 @@ Refusals derive from :class:`services.core.refusals.ActionRefused` and carry the
 
 from __future__ import annotations
 
+from services.actions.approvals import (
+    REQUEST_KINDS,
+    ApprovalActions,
+    ApprovalRefused,
+    ApprovalRequest,
+    ApprovalRequired,
+    Approved,
+    ExecutionContext,
+    RequestKind,
+    SelfApproval,
+    UnknownRequest,
+    register_kind,
+)
 from services.actions.cases import CaseClosing, CaseExport, CaseExporting
 from services.actions.exporting import ExportingActions
 from services.actions.governing import GoverningActions, HoldRelease
@@ -34,14 +49,20 @@ from services.governance.holds import HoldError
 from services.review.conversation import GroupRequired
 
 __all__ = [
+    "REQUEST_KINDS",
     "REQUIRED_ROLE",
     "ROLE_RANK",
     "SCHEDULER",
     "ActionName",
     "Actions",
+    "ApprovalRefused",
+    "ApprovalRequest",
+    "ApprovalRequired",
+    "Approved",
     "CaseClosing",
     "CaseExport",
     "ErasureError",
+    "ExecutionContext",
     "Forbidden",
     "GroupRequired",
     "HoldError",
@@ -51,15 +72,19 @@ __all__ = [
     "Operator",
     "PersonRequired",
     "ReasonRequired",
+    "RequestKind",
     "RewrapRefused",
+    "SelfApproval",
     "SubjectExport",
+    "UnknownRequest",
     "authorize",
+    "register_kind",
     "search_audit_details",
 ]
 
 
-class Actions(CaseExporting, ExportingActions, GoverningActions, MaintenanceActions):
+class Actions(CaseExporting, ExportingActions, ApprovalActions, GoverningActions, MaintenanceActions):
     """The operator actions over one :class:`ArchiveAccess`, counting into ``metrics``: reading
     (services/actions/reading.py), export jobs (exporting.py), governance (governing.py), cases and their export
-    (cases.py, over reading and governance) and maintenance
-    (maintenance.py), one object."""
+    (cases.py, over reading and governance), four-eyes requests and their approvals (approvals.py: what cannot be
+    undone is carried out only on another person's approval) and maintenance (maintenance.py), one object."""

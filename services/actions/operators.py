@@ -36,6 +36,7 @@ ActionName = Literal[
     "case.custodian",
     "case.list",
     "case.review",
+    "approval.list",
 ]
 
 ROLE_RANK: Final[dict[Role, int]] = {role: rank for rank, role in enumerate(ROLES, start=1)}
@@ -69,6 +70,9 @@ REQUIRED_ROLE: Final[dict[ActionName, Role]] = {
     "case.custodian": "dpo",
     "case.list": "reader",
     "case.review": "reader",
+    # Everyone's requests, decided or not (four eyes: services/actions/approvals.py). Who may request and approve
+    # is each request kind's.
+    "approval.list": "dpo",
 }
 
 ProgressCallback = Callable[[int, int], None]

@@ -8,7 +8,9 @@ table is append-only in PostgreSQL (a trigger and the roles' grants), so nothing
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
@@ -28,6 +30,29 @@ def require_reason(reason: str | None) -> str:
     return reason.strip()
 
 
+# While an approved request is carried out (services/actions/approvals.py), who asked and who approved: every audit
+# row written meanwhile, by whichever domain function, carries both names in its details (``approval``).
+_APPROVAL: ContextVar[Mapping[str, str] | None] = ContextVar("wa_archive_approval", default=None)
+
+
+@contextlib.contextmanager
+def on_behalf_of(*, request_id: str, kind: str, requested_by: str, approved_by: str) -> Iterator[None]:
+    """Within this block (and the tasks it starts), every audit row's details name the approval request, its
+    kind, its requester and its approver, beside the row's actor (the approver, who carries the action out)."""
+    token = _APPROVAL.set(
+        {"request_id": request_id, "kind": kind, "requested_by": requested_by, "approved_by": approved_by}
+    )
+    try:
+        yield
+    finally:
+        _APPROVAL.reset(token)
+
+
+def current_approval() -> Mapping[str, str] | None:
+    """The approved request being carried out in this context (:func:`on_behalf_of`), if any."""
+    return _APPROVAL.get()
+
+
 async def write_audit(
     conn: ConnectionOrPool,
     *,
@@ -38,7 +63,11 @@ async def write_audit(
     record_count: int | None = None,
     details: Mapping[str, Any] | None = None,
 ) -> None:
-    """Append one audit row. Pseudonyms, counts and references only — never a phone number or content."""
+    """Append one audit row. Pseudonyms, counts and references only — never a phone number or content. Inside
+    :func:`on_behalf_of`, the details carry the approval (``approval``: request id, requester, approver)."""
+    approval = _APPROVAL.get()
+    if approval is not None:
+        details = {**(details or {}), "approval": dict(approval)}
     await conn.execute(
         "INSERT INTO audit_log (actor, action, reason, subject_ref, record_count, details) "
         "VALUES ($1, $2, $3, $4, $5, $6::jsonb)",

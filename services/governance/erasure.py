@@ -107,15 +107,19 @@ async def erase_subject(
     bucket: ArchiveBucket,
     pepper: bytes,
     *,
-    contact: str,
+    contact: str | None,
     phone_number_id: str | None,
     request_ref: str,
     actor: str,
     now: datetime | None = None,
+    subject_refs: Sequence[str] | None = None,
 ) -> ErasureOutcome:
     """Record the erasure request of ``contact`` (its deadline runs from the first time it is seen) and carry it
     out, unless a hold blocks it. Asking again with the same reference processes it again (after a hold was
-    released, say) with the pseudonyms known now added to the request's."""
+    released, say) with the pseudonyms known now added to the request's. ``subject_refs`` instead of ``contact``:
+    the person's pseudonyms as resolved earlier (an approved four-eyes request keeps no phone number)."""
+    if (contact is None) == (subject_refs is None):
+        raise ValueError("name the person by contact or by subject_refs, not both")
     now = now or datetime.now(UTC)
     started = time.monotonic()
     async with pool.acquire() as conn:
@@ -138,7 +142,11 @@ async def erase_subject(
                 subject_refs=list(existing["subject_refs"]),
                 refusal_ground=existing["refusal_ground"],
             )
-        refs = await resolve_subject_refs(conn, pepper, contact, phone_number_id)
+        if subject_refs is not None:
+            refs = await expand_subject_refs(conn, subject_refs)
+        else:
+            assert contact is not None
+            refs = await resolve_subject_refs(conn, pepper, contact, phone_number_id)
         if existing is None:
             inserted = await conn.fetchval(
                 "INSERT INTO erasure_requests (request_ref, subject_refs, received_at, deadline_at, status) "

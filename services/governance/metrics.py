@@ -73,6 +73,13 @@ class RetentionMetrics:
         self.keys_shredded = Counter(
             "wa_retention_keys_shredded_total", "Subject data keys destroyed (crypto-shredding).", registry=registry
         )
+        self.approvals_pending = Gauge(
+            "wa_retention_approval_requests_pending",
+            "Four-eyes requests waiting for a second person's approval (not expired), by kind (the registered kinds:"
+            " erase, hold.release, case.close, case.export, export…).",
+            ["kind"],
+            registry=registry,
+        )
         self.holds_active = Gauge(
             "wa_retention_legal_holds_active", "Legal holds currently in force.", registry=registry
         )

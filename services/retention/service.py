@@ -10,8 +10,9 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from services.actions.access import ArchiveAccess
-from services.actions.layer import SCHEDULER, Actions
+from services.actions.layer import REQUEST_KINDS, SCHEDULER, Actions
 from services.evidence.bag import SigningKeyError
+from services.governance.approvals import pending_counts
 from services.governance.erasure_requests import pending_erasures
 from services.governance.metrics import RetentionMetrics
 from services.retention.settings import RetentionSettings
@@ -23,6 +24,7 @@ async def refresh_gauges(access: ArchiveAccess, metrics: RetentionMetrics) -> No
     async with access.pool.acquire() as conn:
         deadlines = await pending_erasures(conn)
         holds = await conn.fetchval("SELECT count(*) FROM legal_holds WHERE released_at IS NULL")
+        waiting = await pending_counts(conn)
         last_success = await conn.fetchval(
             "SELECT extract(epoch FROM max(finished_at)) FROM retention_runs WHERE status = 'succeeded' AND NOT dry_run"
         )
@@ -38,6 +40,9 @@ async def refresh_gauges(access: ArchiveAccess, metrics: RetentionMetrics) -> No
     metrics.erasure_nearest_deadline.set(float("nan") if nearest is None else nearest)
     metrics.erasures_overdue.set(deadlines.overdue)
     metrics.holds_active.set(holds or 0)
+    # Every registered kind, 0 included (a closed label set: the registry's names, never a stored string).
+    for kind in REQUEST_KINDS:
+        metrics.approvals_pending.labels(kind).set(waiting.get(kind, 0))
     if last_success is not None:
         metrics.last_run_success.set(float(last_success))
     if verified is not None:

@@ -26,6 +26,15 @@ class AdminToken(BaseModel):
         return strong_token(value)
 
 
+class FourEyesSettings(BaseModel):
+    """Four eyes (services/actions/approvals.py): what one operator requests waits for another's approval at most
+    ``expiry_h`` hours; an export of more than ``export_messages`` messages is requested too (smaller ones run at
+    once, as before)."""
+
+    expiry_h: float = Field(default=72, gt=0)
+    export_messages: int = Field(default=1_000, ge=0)
+
+
 class RetentionSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="WA_RETENTION_", env_nested_delimiter="__", extra="ignore")
 
@@ -68,6 +77,8 @@ class RetentionSettings(BaseSettings):
     export_ttl_s: float = Field(default=24 * 3600, gt=0)
     export_poll_s: float = Field(default=2, gt=0)
     export_stale_s: float = Field(default=300, gt=0)
+    # WA_RETENTION_FOUR_EYES__EXPIRY_H, WA_RETENTION_FOUR_EYES__EXPORT_MESSAGES (the console reads the same).
+    four_eyes: FourEyesSettings = Field(default_factory=FourEyesSettings)
 
     @field_validator("admin_tokens")
     @classmethod

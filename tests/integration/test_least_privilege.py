@@ -75,6 +75,7 @@ GRANTS: dict[str, dict[str, str]] = {
     "case_tags": {"wa_retention": "SI", "wa_console": "SI"},
     "case_notes": {"wa_retention": "SID", "wa_console": "SID"},
     "export_jobs": {"wa_retention": "SIU", "wa_console": "SI"},
+    "approval_requests": {"wa_retention": "SIU", "wa_console": "SIU"},
 }
 PRIVILEGES = {"S": "SELECT", "I": "INSERT", "U": "UPDATE", "D": "DELETE"}
 NEVER = ("TRUNCATE", "REFERENCES", "TRIGGER")
