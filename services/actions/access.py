@@ -40,6 +40,8 @@ class ArchiveAccess:
     work: ArchiveBucket | None = None
     # What a reader may read (RetentionSettings.reader_scope): their cases' custodians, or everything.
     reader_scope: ReaderScope = "cases"
+    # How long an approved break-glass access lasts, in hours (RetentionSettings.break_glass_h).
+    break_glass_h: float = 8
     # How long a request waits for its approval, and from how many messages an export is requested (four eyes).
     four_eyes: FourEyesSettings = field(default_factory=FourEyesSettings)
 
@@ -89,6 +91,7 @@ async def open_access(
         signing_key=signing_key,
         trusted_keys=trusted,
         reader_scope=settings.reader_scope,
+        break_glass_h=settings.break_glass_h,
         four_eyes=settings.four_eyes,
         work=ArchiveBucket(
             settings.s3.model_copy(

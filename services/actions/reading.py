@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -25,13 +26,15 @@ from services.core.audit import (
     audited_decrypt,
     recent_audit,
     require_reason,
+    under_break_glass,
     write_audit,
 )
 from services.core.container import media_record_id
 from services.core.keywords import words
+from services.core.pseudonym import group_ref
 from services.core.refusals import NotFound
 from services.core.vocabulary import is_event_id, is_pseudonym
-from services.governance.scope import EVERYTHING, OutsideScope, ReadingScope, load_case_scope
+from services.governance.scope import EVERYTHING, OutsideScope, ReadingScope, load_reader_scope
 from services.review.assembly import ConversationMessage
 from services.review.conversation import (
     Conversation,
@@ -117,10 +120,16 @@ class ReadingActions(ActionsBase):
         ``all``), else the grants of the open cases assigned to them."""
         if ROLE_RANK[operator.role] >= ROLE_RANK["dpo"] or self.access.reader_scope == "all":
             return EVERYTHING
-        return await load_case_scope(self.access.pool, operator.name)
+        return await load_reader_scope(self.access.pool, operator.name, datetime.now(UTC))
 
-    async def _visible(self, operator: Operator) -> Visible | None:
-        return (await self.reading_scope(operator)).visible()
+    async def _scope_for(
+        self, operator: Operator, *, subject_refs: Sequence[str] = (), group_ref: str | None = None
+    ) -> tuple[Visible | None, AbstractContextManager[None]]:
+        """The predicate a read filters its records with (None: everything), and the context it runs in: under
+        :func:`under_break_glass` when an approved break-glass access opens this person or group to the reader, so
+        that every audit row of the read is flagged with it."""
+        scope = await self.reading_scope(operator)
+        return scope.visible(), under_break_glass(scope.break_glass_for(subject_refs=subject_refs, group_ref=group_ref))
 
     async def _decrypt(
         self,
@@ -138,21 +147,23 @@ class ReadingActions(ActionsBase):
     ) -> Conversation:
         """A person's conversation, decrypted; audited (one row per pseudonym) before anything is decrypted."""
         authorize(operator, action)
-        conversation = await load_conversation(
-            self.access.pool,
-            self.access.reader,
-            self.access.pepper,
-            contact=contact,
-            phone_number_id=phone_number_id,
-            actor=operator.name,
-            reason=require_reason(reason),
-            since=since,
-            until=until,
-            purpose=purpose,
-            subject_ref=subject_ref,
-            keep_archived=keep_archived,
-            visible=await self._visible(operator),
-        )
+        visible, flagged = await self._scope_for(operator, subject_refs=[subject_ref] if subject_ref else [])
+        with flagged:
+            conversation = await load_conversation(
+                self.access.pool,
+                self.access.reader,
+                self.access.pepper,
+                contact=contact,
+                phone_number_id=phone_number_id,
+                actor=operator.name,
+                reason=require_reason(reason),
+                since=since,
+                until=until,
+                purpose=purpose,
+                subject_ref=subject_ref,
+                keep_archived=keep_archived,
+                visible=visible,
+            )
         self.metrics.decryptions.labels(purpose).inc()
         return conversation
 
@@ -195,19 +206,21 @@ class ReadingActions(ActionsBase):
         """One page of a person's conversation (retrieval, audited), decrypting only what it shows: the page
         holding ``anchor``, else the first message with ``keywords``, else ``page``, else the newest."""
         authorize(operator, "messages")
-        found = await load_conversation_page(
-            self.access.pool,
-            self.access.reader,
-            self.access.pepper,
-            subject_ref=subject_ref,
-            actor=operator.name,
-            reason=require_reason(reason),
-            page_size=page_size,
-            page=page,
-            anchor=anchor,
-            keywords=keywords,
-            visible=await self._visible(operator),
-        )
+        visible, flagged = await self._scope_for(operator, subject_refs=[subject_ref])
+        with flagged:
+            found = await load_conversation_page(
+                self.access.pool,
+                self.access.reader,
+                self.access.pepper,
+                subject_ref=subject_ref,
+                actor=operator.name,
+                reason=require_reason(reason),
+                page_size=page_size,
+                page=page,
+                anchor=anchor,
+                keywords=keywords,
+                visible=visible,
+            )
         self.metrics.decryptions.labels("retrieval").inc()
         return found
 
@@ -216,14 +229,16 @@ class ReadingActions(ActionsBase):
         (services/review/conversation.py load_correspondent). For the label of a conversation the operator already
         opened with ``reason``."""
         authorize(operator, "messages")
-        found = await load_correspondent(
-            self.access.pool,
-            self.access.reader,
-            subject_ref=subject_ref,
-            actor=operator.name,
-            reason=reason,
-            visible=await self._visible(operator),
-        )
+        visible, flagged = await self._scope_for(operator, subject_refs=[subject_ref])
+        with flagged:
+            found = await load_correspondent(
+                self.access.pool,
+                self.access.reader,
+                subject_ref=subject_ref,
+                actor=operator.name,
+                reason=reason,
+                visible=visible,
+            )
         self.metrics.decryptions.labels("retrieval").inc()
         return found
 
@@ -234,16 +249,18 @@ class ReadingActions(ActionsBase):
         leaving, the group's updates. Audited like a retrieval, one row per pseudonym read, before decrypting;
         :class:`GroupRequired` without a group id and its business number."""
         authorize(operator, "group.messages")
-        timeline = await load_group_timeline(
-            self.access.pool,
-            self.access.reader,
-            self.access.pepper,
-            group_id=group_id,
-            phone_number_id=phone_number_id,
-            actor=operator.name,
-            reason=require_reason(reason),
-            visible=await self._visible(operator),
-        )
+        visible, flagged = await self._scope_for(operator, group_ref=group_ref(self.access.pepper, group_id))
+        with flagged:
+            timeline = await load_group_timeline(
+                self.access.pool,
+                self.access.reader,
+                self.access.pepper,
+                group_id=group_id,
+                phone_number_id=phone_number_id,
+                actor=operator.name,
+                reason=require_reason(reason),
+                visible=visible,
+            )
         self.metrics.decryptions.labels("retrieval").inc()
         return timeline
 
@@ -277,7 +294,13 @@ class ReadingActions(ActionsBase):
         if not is_event_id(event_id):
             raise NotFound("no such media file")
         theirs = [ref for ref in subject_refs if is_pseudonym(ref)]
-        visible = await self._visible(operator)
+        visible, flagged = await self._scope_for(operator, subject_refs=theirs)
+        with flagged:
+            return await self._media_file(operator, event_id, theirs, reason, visible)
+
+    async def _media_file(
+        self, operator: Operator, event_id: str, theirs: list[str], reason: str, visible: Visible | None
+    ) -> MediaFile:
         async with self.access.pool.acquire() as conn:
             found = (await archived_media(conn, subject_refs=theirs, event_ids=[event_id])).get(event_id)
             if found is None or found.status != "archived" or not found.object_key:

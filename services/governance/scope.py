@@ -21,10 +21,12 @@ way past it is a break-glass request approved by a DPO (docs/GDPR.md).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, Protocol
+
+import orjson
 
 from services.core.db import ConnectionOrPool
 from services.core.identity import linked_subject_refs
@@ -67,9 +69,12 @@ def record_time(place: IndexedPlace) -> datetime:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Grant:
     """What one open case lets its reviewers read: the records of its custodians within its period. ``source`` is
-    the case's reference (shown to the reader, written to the audit log)."""
+    the case's reference (shown to the reader, written to the audit log), or, for an approved break-glass access
+    (``break_glass``), the approval request's id: a person's or a group's records, whatever their time, until the
+    access ends (:func:`load_reader_scope` loads only those that have not ended)."""
 
     source: str
+    break_glass: bool = False
     since: datetime | None = None
     until: datetime | None = None
     subject_refs: frozenset[str] = frozenset()
@@ -100,7 +105,18 @@ class ReadingScope:
     @property
     def sources(self) -> list[str]:
         """The references of the cases the scope comes from, sorted, each once."""
-        return sorted({grant.source for grant in self.grants})
+        return sorted({grant.source for grant in self.grants if not grant.break_glass})
+
+    def break_glass_for(self, *, subject_refs: Iterable[str] = (), group_ref: str | None = None) -> list[str]:
+        """The break-glass requests (ids) that open this person (any of ``subject_refs``) or this group: a read of
+        them is flagged in the audit log with these ids."""
+        refs = set(subject_refs)
+        return sorted(
+            grant.source
+            for grant in self.grants
+            if grant.break_glass
+            and (refs & grant.subject_refs or (group_ref is not None and group_ref in grant.group_refs))
+        )
 
     def visible(self) -> Callable[[IndexedPlace], bool] | None:
         """The predicate a read filters its records with; None when everything is visible (nothing to filter)."""
@@ -181,6 +197,33 @@ def scope_sql(scope: ReadingScope, arg: Callable[[Any], str], alias: str = "e") 
             clauses.append(f"{moment} <= {arg(grant.until)}")
         alternatives.append(f"({' AND '.join(clauses)})")
     return f"({' OR '.join(alternatives)})" if alternatives else "FALSE"
+
+
+def break_glass_grant(request_id: str, target: Mapping[str, Any]) -> Grant:
+    """The grant of an approved break-glass request (its target: a person's ``subject_refs``, or a group's
+    ``group_ref``): every record of theirs, whatever its time."""
+    return Grant(
+        source=request_id,
+        break_glass=True,
+        subject_refs=frozenset(target.get("subject_refs") or ()),
+        group_refs=frozenset([target["group_ref"]] if target.get("group_ref") else []),
+    )
+
+
+async def load_reader_scope(conn: ConnectionOrPool, reviewer: str, now: datetime) -> ReadingScope:
+    """What ``reviewer`` may read at ``now``: :func:`load_case_scope`, and the break-glass accesses approved for
+    them that have not ended (kind ``break_glass``, services/actions/break_glass.py; ``outcome.until`` after
+    ``now``)."""
+    cases = await load_case_scope(conn, reviewer)
+    rows = await conn.fetch(
+        "SELECT request_id::text AS request_id, target::text AS target FROM approval_requests"
+        " WHERE kind = 'break_glass' AND status = 'approved' AND requested_by = $1"
+        " AND (outcome->>'until')::timestamptz > $2",
+        reviewer,
+        now,
+    )
+    granted = tuple(break_glass_grant(row["request_id"], orjson.loads(row["target"])) for row in rows)
+    return ReadingScope(cases.grants + granted)
 
 
 async def load_case_scope(conn: ConnectionOrPool, reviewer: str) -> ReadingScope:

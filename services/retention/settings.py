@@ -60,6 +60,8 @@ class RetentionSettings(BaseSettings):
     # break-glass); ``all``, every conversation, as before cases existed. ``all`` is for a support team that must
     # read everything (a community manager in a crisis): docs/OPERATIONS.md "Reader scope" says what it costs.
     reader_scope: ReaderScope = "cases"
+    # How long an approved break-glass access (a reader's conversation outside their cases) lasts: a working day.
+    break_glass_h: float = Field(default=8, gt=0, le=24)
     # Scheduled retention run; 0 disables it (e.g. when a Kubernetes CronJob runs `wa-archive retention run`).
     run_interval_s: float = Field(default=86_400, ge=0)
     metrics_refresh_s: float = Field(default=15, gt=0)

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import httpx
+import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -23,12 +24,13 @@ from services.actions.layer import Actions, Operator
 from services.console.factory import create_console_app
 from services.console.settings import ConsoleSettings
 from services.core.identity import resolve_subject_refs
+from services.core.refusals import Forbidden, InvalidRequest
 from services.governance.cases import CustodianSpec
 from services.governance.metrics import RetentionMetrics
-from services.governance.scope import OutsideScope
+from services.governance.scope import OutsideScope, load_reader_scope
 from services.review.queries import record_place
 from services.review.search import SearchFilter
-from tests.helpers.action_stack import READER, Stack
+from tests.helpers.action_stack import READER, Stack, counted
 from tests.helpers.archive_runs import NOW, archive
 from tests.helpers.reader_cases import TEST_DPO
 
@@ -159,3 +161,49 @@ async def test_a_reviewer_reads_their_cases_custodians_within_the_period_and_not
         assert inside.status_code == 200, inside.text
         assert "within the case&#39;s period" in inside.text
         assert "before the case" not in inside.text
+
+
+async def test_break_glass_needs_another_persons_approval_and_is_flagged_and_counted(
+    demo_env: dict[str, str], pg_pool: asyncpg.Pool, stack: Stack
+) -> None:
+    bob = Person.fresh()
+    await archive(
+        demo_env, pg_pool, stack.settings.s3.prefix, [pipeline.text_message(bob, "wamid.G1", "urgent", NOW - 600)]
+    )
+    (bob_ref,) = await resolve_subject_refs(pg_pool, stack.actions.access.pepper, bob.wa_id, bob.phone_number_id)
+    actions = stack.actions
+    reader = Operator(f"reader-{uuid.uuid4().hex[:8]}", "reader")
+    with pytest.raises(OutsideScope):
+        await actions.messages(reader, subject_ref=bob_ref, reason="complaint escalated")
+
+    asked = await actions.request_break_glass(reader, subject_ref=bob_ref, reason="complaint escalated to me")
+    assert counted(stack.registry, "wa_retention_break_glass_total", step="requested") == 1
+    # Nobody approves their own request, a reader approves nothing, and until a DPO does, it stays closed.
+    with pytest.raises(Forbidden):
+        await actions.approve(reader, asked.request_id, reason="it is mine")
+    with pytest.raises(InvalidRequest):  # the DPO reads everything already
+        await actions.request_break_glass(TEST_DPO, subject_ref=bob_ref, reason="no need")
+    with pytest.raises(OutsideScope):
+        await actions.messages(reader, subject_ref=bob_ref, reason="complaint escalated")
+
+    await actions.approve(TEST_DPO, asked.request_id, reason="the escalation is real")
+    assert counted(stack.registry, "wa_retention_break_glass_total", step="approved") == 1
+    read = await actions.messages(reader, subject_ref=bob_ref, reason="complaint escalated")
+    assert [m.payload["text"]["body"] for m in read.messages] == ["urgent"]
+    assert [
+        hit.subject_ref for hit in await actions.search(reader, SearchFilter(phone_number_id=bob.phone_number_id))
+    ] == [bob_ref]
+    # Flagged: the grant (with both names) and every read under it carry the request's id.
+    rows = await pg_pool.fetch(
+        "SELECT actor, action, details FROM audit_log WHERE details->'break_glass' ? $1 ORDER BY audit_id",
+        asked.request_id,
+    )
+    assert [(r["actor"], r["action"]) for r in rows] == [
+        (TEST_DPO.name, "break_glass.granted"),
+        (reader.name, "retrieval"),
+    ]
+    granted = orjson.loads(rows[0]["details"])
+    assert (granted["granted_to"], granted["approval"]["requested_by"]) == (reader.name, reader.name)
+    # The access ends: after break_glass_h hours it is no longer part of the reader's scope.
+    later = await load_reader_scope(pg_pool, reader.name, datetime.now(UTC) + timedelta(hours=9))
+    assert later.break_glass_for(subject_refs=[bob_ref]) == []
