@@ -135,7 +135,7 @@ async def test_a_reviewer_reads_their_cases_custodians_within_the_period_and_not
     )
     assert len((await reading_all.messages(reviewer, subject_ref=bob_ref, reason="scope test")).messages) == 1
 
-    # The admin API, as the reader assigned to the case.
+    # The admin API, as the reader assigned to the case: Bob is refused, and break-glass asked for.
     found = await stack.api.post("/v1/search", json={"phone_number_id": alice.phone_number_id}, headers=READER)
     assert [hit["subject_ref"] for hit in found.json()] == [alice_ref]
     refused = await stack.api.post("/v1/messages", json={"subject_ref": bob_ref, "reason": "scope"}, headers=READER)
@@ -143,6 +143,10 @@ async def test_a_reviewer_reads_their_cases_custodians_within_the_period_and_not
     assert "break-glass" in refused.json()["detail"]
     opened = await stack.api.post("/v1/messages", json={"subject_ref": alice_ref, "reason": "scope"}, headers=READER)
     assert opened.status_code == 200, opened.text
+    asked = await stack.api.post(
+        "/v1/break-glass", json={"subject_ref": bob_ref, "reason": "ticket 88 escalated"}, headers=READER
+    )
+    assert (asked.status_code, asked.json()["state"]) == (200, "pending")
 
     # The console: the search page names the case; Bob's conversation gets the page that offers break-glass.
     async with httpx.AsyncClient(base_url=console_url, timeout=60) as client:
@@ -155,6 +159,12 @@ async def test_a_reviewer_reads_their_cases_custodians_within_the_period_and_not
         assert outside.status_code == 403
         assert "Outside your cases" in outside.text
         assert "nobody's case" not in outside.text
+        assert "Ask for access" in outside.text
+        sent = await client.post(
+            "/break-glass", data={"csrf": csrf, "subject_ref": bob_ref, "reason": "ticket 88, from the console"}
+        )
+        assert sent.status_code == 202, sent.text
+        assert "Your request for access was sent" in sent.text
         inside = await client.post(
             "/conversation/reason", data={"csrf": csrf, "subject_ref": alice_ref, "reason": "scope test"}
         )
@@ -193,7 +203,14 @@ async def test_break_glass_needs_another_persons_approval_and_is_flagged_and_cou
     assert [
         hit.subject_ref for hit in await actions.search(reader, SearchFilter(phone_number_id=bob.phone_number_id))
     ] == [bob_ref]
-    # Flagged: the grant (with both names) and every read under it carry the request's id.
+    # Flagged: the grant (with both names) and every read under it carry the request's id; the request and its
+    # approval are found by their kind.
+    kinds = await pg_pool.fetch(
+        "SELECT action FROM audit_log WHERE details->>'kind' = 'break_glass' AND details->>'request_id' = $1"
+        " ORDER BY audit_id",
+        asked.request_id,
+    )
+    assert [r["action"] for r in kinds] == ["approval.requested", "approval.approved"]
     rows = await pg_pool.fetch(
         "SELECT actor, action, details FROM audit_log WHERE details->'break_glass' ? $1 ORDER BY audit_id",
         asked.request_id,

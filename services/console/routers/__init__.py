@@ -8,6 +8,7 @@ from fastapi import APIRouter
 
 from services.console.routers import (
     audit,
+    break_glass,
     cases,
     conversation,
     erasures,
@@ -23,6 +24,7 @@ ROUTERS: Final[tuple[APIRouter, ...]] = (
     signin.router,
     search.router,
     conversation.router,
+    break_glass.router,
     media.router,
     cases.router,
     exports.router,

@@ -71,7 +71,7 @@ async def show_conversation(
         # Refused before anything was read: the page explains, and offers to ask for break-glass access.
         what = "a conversation outside the reader's cases"
         count_refusal(console_of(request).metrics, 403, "scope", what, session.operator.name)
-        return pages.render(request, "outside.html", session, status=403, subject_ref=subject_ref, break_glass=False)
+        return pages.render(request, "outside.html", session, status=403, subject_ref=subject_ref, break_glass=True)
     if tuple(found.subject_refs) != opened.subject_refs:
         opened = OpenedConversation(opened.reason, opened.case_ref, tuple(found.subject_refs))
         await sessions.remember_reason(session, subject_ref, opened)

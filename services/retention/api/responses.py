@@ -12,6 +12,7 @@ export answers are written by :class:`RecordsJSON` (see there) and their models 
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Final, Literal
 
 from fastapi.responses import JSONResponse
@@ -230,3 +231,11 @@ class AuditEntryView(Answer):
     subject_ref: str | None
     record_count: int | None
     details: str = Field(description="the entry's JSON object, as text, as stored")
+
+
+class BreakGlassAnswer(Answer):
+    """A break-glass request as stored: it waits for a DPO other than the requester (four eyes)."""
+
+    request_id: str
+    state: str
+    expires_at: datetime
