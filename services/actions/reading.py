@@ -249,7 +249,9 @@ class ReadingActions(ActionsBase):
         leaving, the group's updates. Audited like a retrieval, one row per pseudonym read, before decrypting;
         :class:`GroupRequired` without a group id and its business number."""
         authorize(operator, "group.messages")
-        visible, flagged = await self._scope_for(operator, group_ref=group_ref(self.access.pepper, group_id))
+        # Without a group id there is no pseudonym: load_group_timeline refuses it (GroupRequired) before reading.
+        group = group_ref(self.access.pepper, group_id) if group_id else None
+        visible, flagged = await self._scope_for(operator, group_ref=group)
         with flagged:
             timeline = await load_group_timeline(
                 self.access.pool,
