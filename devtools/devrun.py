@@ -213,6 +213,39 @@ async def run_demo(env: dict[str, str]) -> None:
         f"acknowledged): {CAMILLE.name}'s deleted order, an edited price, {LEA.name}'s deleted photo; "
         f'search "{SEARCH_KEYWORD}"'
     )
+    open_demo_case(env)
+
+
+# Readers read the custodians of the cases assigned to them (services/governance/scope.py): the demo's readers review
+# the demo business number's case, which `make run` opens once (a second run finds it open).
+DEMO_CASE_REF = "DEMO-CRISIS"
+
+
+def open_demo_case(env: Mapping[str, str]) -> None:
+    command = [
+        sys.executable,
+        "-m",
+        "services.cli",
+        "case",
+        "open",
+        "--ref",
+        DEMO_CASE_REF,
+        "--title",
+        "The demo crisis",
+        "--number",
+        DEMO_PHONE_NUMBER_ID,
+        "--reviewer",
+        "demo-reader",
+        "--reviewer",
+        "reader.chloe",  # the realm's reader (deploy/local/keycloak); reader.driss has no case: break-glass
+    ]
+    opened = subprocess.run(command, cwd=REPO_ROOT, env=dict(env), capture_output=True, text=True, check=False)
+    if opened.returncode == 0:
+        print(f"opened the case {DEMO_CASE_REF} of the demo business number, reviewed by reader.chloe and demo-reader")
+    elif "taken" in opened.stderr or "exists" in opened.stderr:
+        print(f"the case {DEMO_CASE_REF} is open already: its reviewers read the demo business number")
+    else:
+        print(f"could not open the demo case (demo-reader will find nothing): {opened.stderr.strip()[-300:]}")
 
 
 def main() -> None:

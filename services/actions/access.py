@@ -17,6 +17,7 @@ from services.core.keyring import Keyring
 from services.core.policy import DEFAULT_POLICY, RetentionPolicy, load_policy
 from services.core.reader import ArchiveReader
 from services.core.schema import SCHEMA_WAIT_S, connect_pool
+from services.core.vocabulary import ReaderScope
 from services.evidence.signing import fingerprint, load_private_key, load_public_key
 from services.governance.erasure_log import ErasureLog
 from services.governance.recovery import RECOVERY_ACTOR, reapply_erasures
@@ -37,6 +38,10 @@ class ArchiveAccess:
     trusted_keys: dict[str, Ed25519PublicKey] = field(default_factory=dict)
     # The work bucket (unlocked, not the archive): export jobs' files, with the same identity as ``bucket``.
     work: ArchiveBucket | None = None
+    # What a reader may read (RetentionSettings.reader_scope): their cases' custodians, or everything.
+    reader_scope: ReaderScope = "cases"
+    # How long an approved break-glass access lasts, in hours (RetentionSettings.break_glass_h).
+    break_glass_h: float = 8
     # How long a request waits for its approval, and from how many messages an export is requested (four eyes).
     four_eyes: FourEyesSettings = field(default_factory=FourEyesSettings)
 
@@ -85,6 +90,8 @@ async def open_access(
         policy=policy,
         signing_key=signing_key,
         trusted_keys=trusted,
+        reader_scope=settings.reader_scope,
+        break_glass_h=settings.break_glass_h,
         four_eyes=settings.four_eyes,
         work=ArchiveBucket(
             settings.s3.model_copy(

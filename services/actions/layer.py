@@ -36,6 +36,7 @@ from services.actions.approvals import (
     UnknownRequest,
     register_kind,
 )
+from services.actions.break_glass import BreakGlassActions
 from services.actions.cases import CaseClosing, CaseExport, CaseExporting
 from services.actions.exporting import ExportingActions
 from services.actions.governing import GoverningActions, HoldRelease
@@ -83,8 +84,11 @@ __all__ = [
 ]
 
 
-class Actions(CaseExporting, ExportingActions, ApprovalActions, GoverningActions, MaintenanceActions):
+class Actions(
+    CaseExporting, ExportingActions, BreakGlassActions, ApprovalActions, GoverningActions, MaintenanceActions
+):
     """The operator actions over one :class:`ArchiveAccess`, counting into ``metrics``: reading
     (services/actions/reading.py), export jobs (exporting.py), governance (governing.py), cases and their export
     (cases.py, over reading and governance), four-eyes requests and their approvals (approvals.py: what cannot be
-    undone is carried out only on another person's approval) and maintenance (maintenance.py), one object."""
+    undone is carried out only on another person's approval), break-glass reads outside a reader's cases
+    (break_glass.py, approved the same way) and maintenance (maintenance.py), one object."""

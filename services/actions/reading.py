@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from services.actions.base import ActionsBase
 from services.actions.operators import (
+    ROLE_RANK,
     ActionName,
     Operator,
     authorize,
@@ -24,17 +26,21 @@ from services.core.audit import (
     audited_decrypt,
     recent_audit,
     require_reason,
+    under_break_glass,
     write_audit,
 )
 from services.core.container import media_record_id
 from services.core.keywords import words
+from services.core.pseudonym import group_ref
 from services.core.refusals import NotFound
 from services.core.vocabulary import is_event_id, is_pseudonym
+from services.governance.scope import EVERYTHING, OutsideScope, ReadingScope, load_reader_scope
 from services.review.assembly import ConversationMessage
 from services.review.conversation import (
     Conversation,
     ConversationPage,
     GroupTimeline,
+    Visible,
     load_conversation,
     load_conversation_page,
     load_correspondent,
@@ -42,7 +48,7 @@ from services.review.conversation import (
 )
 from services.review.correspondent import Correspondent
 from services.review.export import export_document
-from services.review.queries import archived_media
+from services.review.queries import archived_media, record_place
 from services.review.search import IndexHit, SearchFilter, search_index
 
 log = logging.getLogger("wa_archive.retention")
@@ -101,7 +107,29 @@ def search_audit_details(query: SearchFilter, hits: Sequence[IndexHit]) -> dict[
 
 
 class ReadingActions(ActionsBase):
-    """Search and retrieval (``reader`` and above), exports and the audit log (``dpo``)."""
+    """Search and retrieval (``reader`` and above), exports and the audit log (``dpo``).
+
+    A reader searches and reads within their scope (services/governance/scope.py): the custodians of the open
+    cases assigned to them, within each case's period, unless the deployment reads ``all``. A search returns only
+    what the scope covers; a conversation, a group or a media file it does not cover at all is refused
+    (:class:`OutsideScope`) before anything is read, and one it covers in part shows that part. The DPO reads
+    everything."""
+
+    async def reading_scope(self, operator: Operator) -> ReadingScope:
+        """What ``operator`` may read: everything for the DPO (and for every reader when the deployment says
+        ``all``), else the grants of the open cases assigned to them."""
+        if ROLE_RANK[operator.role] >= ROLE_RANK["dpo"] or self.access.reader_scope == "all":
+            return EVERYTHING
+        return await load_reader_scope(self.access.pool, operator.name, datetime.now(UTC))
+
+    async def _scope_for(
+        self, operator: Operator, *, subject_refs: Sequence[str] = (), group_ref: str | None = None
+    ) -> tuple[Visible | None, AbstractContextManager[None]]:
+        """The predicate a read filters its records with (None: everything), and the context it runs in: under
+        :func:`under_break_glass` when an approved break-glass access opens this person or group to the reader, so
+        that every audit row of the read is flagged with it."""
+        scope = await self.reading_scope(operator)
+        return scope.visible(), under_break_glass(scope.break_glass_for(subject_refs=subject_refs, group_ref=group_ref))
 
     async def _decrypt(
         self,
@@ -119,20 +147,23 @@ class ReadingActions(ActionsBase):
     ) -> Conversation:
         """A person's conversation, decrypted; audited (one row per pseudonym) before anything is decrypted."""
         authorize(operator, action)
-        conversation = await load_conversation(
-            self.access.pool,
-            self.access.reader,
-            self.access.pepper,
-            contact=contact,
-            phone_number_id=phone_number_id,
-            actor=operator.name,
-            reason=require_reason(reason),
-            since=since,
-            until=until,
-            purpose=purpose,
-            subject_ref=subject_ref,
-            keep_archived=keep_archived,
-        )
+        visible, flagged = await self._scope_for(operator, subject_refs=[subject_ref] if subject_ref else [])
+        with flagged:
+            conversation = await load_conversation(
+                self.access.pool,
+                self.access.reader,
+                self.access.pepper,
+                contact=contact,
+                phone_number_id=phone_number_id,
+                actor=operator.name,
+                reason=require_reason(reason),
+                since=since,
+                until=until,
+                purpose=purpose,
+                subject_ref=subject_ref,
+                keep_archived=keep_archived,
+                visible=visible,
+            )
         self.metrics.decryptions.labels(purpose).inc()
         return conversation
 
@@ -175,18 +206,21 @@ class ReadingActions(ActionsBase):
         """One page of a person's conversation (retrieval, audited), decrypting only what it shows: the page
         holding ``anchor``, else the first message with ``keywords``, else ``page``, else the newest."""
         authorize(operator, "messages")
-        found = await load_conversation_page(
-            self.access.pool,
-            self.access.reader,
-            self.access.pepper,
-            subject_ref=subject_ref,
-            actor=operator.name,
-            reason=require_reason(reason),
-            page_size=page_size,
-            page=page,
-            anchor=anchor,
-            keywords=keywords,
-        )
+        visible, flagged = await self._scope_for(operator, subject_refs=[subject_ref])
+        with flagged:
+            found = await load_conversation_page(
+                self.access.pool,
+                self.access.reader,
+                self.access.pepper,
+                subject_ref=subject_ref,
+                actor=operator.name,
+                reason=require_reason(reason),
+                page_size=page_size,
+                page=page,
+                anchor=anchor,
+                keywords=keywords,
+                visible=visible,
+            )
         self.metrics.decryptions.labels("retrieval").inc()
         return found
 
@@ -195,9 +229,16 @@ class ReadingActions(ActionsBase):
         (services/review/conversation.py load_correspondent). For the label of a conversation the operator already
         opened with ``reason``."""
         authorize(operator, "messages")
-        found = await load_correspondent(
-            self.access.pool, self.access.reader, subject_ref=subject_ref, actor=operator.name, reason=reason
-        )
+        visible, flagged = await self._scope_for(operator, subject_refs=[subject_ref])
+        with flagged:
+            found = await load_correspondent(
+                self.access.pool,
+                self.access.reader,
+                subject_ref=subject_ref,
+                actor=operator.name,
+                reason=reason,
+                visible=visible,
+            )
         self.metrics.decryptions.labels("retrieval").inc()
         return found
 
@@ -208,15 +249,20 @@ class ReadingActions(ActionsBase):
         leaving, the group's updates. Audited like a retrieval, one row per pseudonym read, before decrypting;
         :class:`GroupRequired` without a group id and its business number."""
         authorize(operator, "group.messages")
-        timeline = await load_group_timeline(
-            self.access.pool,
-            self.access.reader,
-            self.access.pepper,
-            group_id=group_id,
-            phone_number_id=phone_number_id,
-            actor=operator.name,
-            reason=require_reason(reason),
-        )
+        # Without a group id there is no pseudonym: load_group_timeline refuses it (GroupRequired) before reading.
+        group = group_ref(self.access.pepper, group_id) if group_id else None
+        visible, flagged = await self._scope_for(operator, group_ref=group)
+        with flagged:
+            timeline = await load_group_timeline(
+                self.access.pool,
+                self.access.reader,
+                self.access.pepper,
+                group_id=group_id,
+                phone_number_id=phone_number_id,
+                actor=operator.name,
+                reason=require_reason(reason),
+                visible=visible,
+            )
         self.metrics.decryptions.labels("retrieval").inc()
         return timeline
 
@@ -243,16 +289,26 @@ class ReadingActions(ActionsBase):
     ) -> MediaFile:
         """One archived media file of a person whose conversation the operator opened (``subject_refs``: its
         pseudonyms), audited as its own view (action ``media``, with the reason) before it is decrypted.
-        :class:`NotFound` when the file is not one of theirs, was never fetched, or its key was shredded."""
+        :class:`NotFound` when the file is not one of theirs, was never fetched, or its key was shredded;
+        :class:`OutsideScope` when its message is outside the reader's scope."""
         authorize(operator, "media")
         reason = require_reason(reason)
         if not is_event_id(event_id):
             raise NotFound("no such media file")
         theirs = [ref for ref in subject_refs if is_pseudonym(ref)]
+        visible, flagged = await self._scope_for(operator, subject_refs=theirs)
+        with flagged:
+            return await self._media_file(operator, event_id, theirs, reason, visible)
+
+    async def _media_file(
+        self, operator: Operator, event_id: str, theirs: list[str], reason: str, visible: Visible | None
+    ) -> MediaFile:
         async with self.access.pool.acquire() as conn:
             found = (await archived_media(conn, subject_refs=theirs, event_ids=[event_id])).get(event_id)
             if found is None or found.status != "archived" or not found.object_key:
                 raise NotFound("no such media file")
+            if visible is not None and not ((place := await record_place(conn, event_id)) and visible(place)):
+                raise OutsideScope("this media file is outside the cases assigned to you: ask for break-glass access")
             object_key = found.object_key
             disclosure = Disclosure(
                 actor=operator.name,
@@ -270,16 +326,22 @@ class ReadingActions(ActionsBase):
         return MediaFile(event_id, found.mime_type or "application/octet-stream", opened.size, opened.chunks)
 
     async def search(self, operator: Operator, query: SearchFilter) -> list[IndexHit]:
-        """Index metadata (nothing decrypted, so no reason); audited with the filters and the pseudonyms found."""
+        """Index metadata (nothing decrypted, so no reason), within the operator's scope (:meth:`reading_scope`:
+        what it leaves out is neither returned nor counted); audited with the filters, the pseudonyms found and,
+        for a reader, the cases the scope came from."""
         authorize(operator, "search")
-        hits = await search_index(self.access.pool, self.access.pepper, query)
+        scope = await self.reading_scope(operator)
+        hits = await search_index(self.access.pool, self.access.pepper, query, scope)
+        details = search_audit_details(query, hits)
+        if not scope.everything:
+            details["scope"] = scope.sources
         await write_audit(
             self.access.pool,
             actor=operator.name,
             action="search",
             reason=None,
             record_count=len(hits),
-            details=search_audit_details(query, hits),
+            details=details,
         )
         return hits
 

@@ -21,6 +21,7 @@ from services.console.i18n import translator
 from services.console.metrics import ConsoleMetrics, RefusalReason
 from services.console.pages import locale_of
 from services.core.refusals import ActionRefused, Forbidden, NotFound
+from services.governance.scope import OutsideScope
 
 log = logging.getLogger("wa_archive.console")
 
@@ -65,6 +66,10 @@ async def action_refused(request: Request, exc: Exception) -> Response:
     console = console_of(request)
     session = await session_of(request)
     t = translator(locale_of(request, session))
+    if isinstance(exc, OutsideScope):
+        actor = session.operator.name if session else None
+        count_refusal(console.metrics, 403, "scope", f"{request.url.path} is outside the reader's cases", actor)
+        return console.pages.render(request, "outside.html", session, status=403, subject_ref=None, break_glass=False)
     if isinstance(exc, Forbidden):
         actor = session.operator.name if session else None
         count_refusal(console.metrics, 403, "role", f"{request.url.path} needs another role", actor)

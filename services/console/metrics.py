@@ -8,7 +8,7 @@ from typing import Literal
 from prometheus_client import CollectorRegistry, Counter
 
 SignInOutcome = Literal["accepted", "refused", "locked", "no_role", "failed"]
-RefusalReason = Literal["form", "role", "body", "credentials", "locked"]
+RefusalReason = Literal["form", "role", "scope", "body", "credentials", "locked"]
 SessionEnd = Literal["revoked", "reread", "logout"]
 
 
@@ -29,7 +29,7 @@ class ConsoleMetrics:
         self.refusals = Counter(
             "wa_console_refusals_total",
             "Console requests refused, by status (401, 403, 413, 429) and reason (credentials, locked, form, role, "
-            "body).",
+            "scope: a reader's read outside their cases, body).",
             ["status", "reason"],
             registry=registry,
         )

@@ -9,7 +9,7 @@ table is append-only in PostgreSQL (a trigger and the roles' grants), so nothing
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -46,6 +46,22 @@ def on_behalf_of(*, request_id: str, kind: str, requester: str, approver: str) -
         _APPROVAL.reset(token)
 
 
+# While a reader reads under an approved break-glass access (services/actions/break_glass.py): the requests' ids,
+# which every audit row written meanwhile carries (``break_glass``), so that a query finds every such read.
+_BREAK_GLASS: ContextVar[tuple[str, ...]] = ContextVar("wa_archive_break_glass", default=())
+
+
+@contextlib.contextmanager
+def under_break_glass(request_ids: Sequence[str]) -> Iterator[None]:
+    """Within this block, every audit row's details carry ``break_glass``: the ids of the break-glass requests the
+    read relies on (nothing when there are none)."""
+    token = _BREAK_GLASS.set(tuple(request_ids))
+    try:
+        yield
+    finally:
+        _BREAK_GLASS.reset(token)
+
+
 def current_approval() -> Mapping[str, str] | None:
     """The approved request being carried out in this context (:func:`on_behalf_of`), if any."""
     return _APPROVAL.get()
@@ -66,6 +82,8 @@ async def write_audit(
     approval = _APPROVAL.get()
     if approval is not None:
         details = {**(details or {}), "approval": dict(approval)}
+    if broken := _BREAK_GLASS.get():
+        details = {**(details or {}), "break_glass": list(broken)}
     await conn.execute(
         "INSERT INTO audit_log (actor, action, reason, subject_ref, record_count, details) "
         "VALUES ($1, $2, $3, $4, $5, $6::jsonb)",

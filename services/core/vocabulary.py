@@ -19,9 +19,10 @@ Event kinds
     A container record is of an event kind or :data:`MEDIA_RECORD_KIND` (a medium sealed beside its message).
 
 Hold scopes, case statuses and custodians, roles, directions
-    :data:`HoldScope`, :data:`CaseStatus`, :data:`CustodianKind`, :data:`Role` and :data:`Direction`, with their
-    members in a fixed order (``typing.get_args``) for the adapters' choices: the CLI's argparse ``choices``, the
-    console's selects and the admin API's request bodies (pydantic validates the ``Literal``).
+    :data:`HoldScope`, :data:`CaseStatus`, :data:`CustodianKind`, :data:`Role`, :data:`ReaderScope` and
+    :data:`Direction`, with their members in a fixed order (``typing.get_args``) for the adapters' choices: the
+    CLI's argparse ``choices``, the console's selects and the admin API's request bodies (pydantic validates the
+    ``Literal``).
 
 Ids and times
     :func:`is_event_id` and :func:`is_pseudonym` say whether a text has the shape of an event id (32 lowercase hex
@@ -103,6 +104,13 @@ CUSTODIAN_HOLD_SCOPES: Final[dict[CustodianKind, HoldScope]] = {
 # An operator's role, in increasing rank: a dpo may do all a reader may.
 Role: TypeAlias = Literal["reader", "dpo"]
 ROLES: Final[tuple[Role, ...]] = get_args(Role)
+# What a reader may read (services/governance/scope.py): the custodians of the open cases assigned to them
+# (``cases``), or every conversation (``all``: a support team that must read everything, docs/OPERATIONS.md).
+ReaderScope: TypeAlias = Literal["cases", "all"]
+READER_SCOPES: Final[tuple[ReaderScope, ...]] = get_args(ReaderScope)
+# The steps of a break-glass access (a reader's read outside their cases, approved by a DPO): the metric's label.
+BreakGlassStep: TypeAlias = Literal["requested", "approved", "rejected"]
+BREAK_GLASS_STEPS: Final[tuple[BreakGlassStep, ...]] = get_args(BreakGlassStep)
 
 # Which side a message came from, seen from the business: the person's (inbound) or the business's (outbound).
 Direction: TypeAlias = Literal["inbound", "outbound"]

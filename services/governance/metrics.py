@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from services.core.vocabulary import BREAK_GLASS_STEPS
+
 
 class RetentionMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
@@ -114,3 +116,13 @@ class RetentionMetrics:
             ["outcome"],
             registry=registry,
         )
+        self.break_glass = Counter(
+            "wa_retention_break_glass_total",
+            "Break-glass accesses (a reader's read outside their cases), by step: requested, approved, rejected."
+            " Each one alerts (WaBreakGlassAccess).",
+            ["step"],
+            registry=registry,
+        )
+        for step in BREAK_GLASS_STEPS:
+            # At 0 from the start: increase() sees the first request (a series born at 1 shows no increase).
+            self.break_glass.labels(step)

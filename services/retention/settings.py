@@ -15,7 +15,7 @@ from services.core.settings import (
     SigningSettings,
     strong_token,
 )
-from services.core.vocabulary import Role
+from services.core.vocabulary import ReaderScope, Role
 from services.evidence.settings import ExportSigningSettings
 
 
@@ -65,6 +65,13 @@ class RetentionSettings(BaseSettings):
     oidc: ApiOidcSettings | None = None
     # Who the CLI acts as, for the audit log (e.g. the operator's login); the API uses the token's name.
     operator: str = "cli"
+    # What a reader may search and open (services/governance/scope.py), in the API, the CLI and the console alike:
+    # ``cases``, the custodians of the open cases assigned to them, within each case's period (anything else is
+    # break-glass); ``all``, every conversation, as before cases existed. ``all`` is for a support team that must
+    # read everything (a community manager in a crisis): docs/OPERATIONS.md "Reader scope" says what it costs.
+    reader_scope: ReaderScope = "cases"
+    # How long an approved break-glass access (a reader's conversation outside their cases) lasts: a working day.
+    break_glass_h: float = Field(default=8, gt=0, le=24)
     # Scheduled retention run; 0 disables it (e.g. when a Kubernetes CronJob runs `wa-archive retention run`).
     run_interval_s: float = Field(default=86_400, ge=0)
     metrics_refresh_s: float = Field(default=15, gt=0)

@@ -20,7 +20,7 @@ records around it.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -34,6 +34,7 @@ from services.core.pseudonym import group_ref
 from services.core.reader import ArchiveReader
 from services.core.refusals import InvalidRequest, PersonRequired
 from services.core.vocabulary import EventKind, is_pseudonym
+from services.governance.scope import OutsideScope
 from services.review.assembly import ConversationMessage, decode_records, keyword_matches
 from services.review.collector import collector_paused
 from services.review.correspondent import Correspondent, Sighting, correspondent, group_subject, sightings
@@ -94,6 +95,21 @@ async def _audited_read(
     return await audited_decrypt(conn, disclosure, decrypt)
 
 
+Visible = Callable[[IndexedRecord], bool]
+
+
+def within_scope(records: list[IndexedRecord], visible: Visible | None) -> list[IndexedRecord]:
+    """The records the reader may see (all of them without ``visible``); :class:`OutsideScope` when none is, before
+    anything is read or audited: a reader learns nothing of a person outside their cases, not even whether the
+    archive holds them."""
+    if visible is None:
+        return records
+    kept = [record for record in records if visible(record)]
+    if not kept:
+        raise OutsideScope("this conversation is outside the cases assigned to you: ask for break-glass access")
+    return kept
+
+
 def _per_person(records: Sequence[IndexedRecord]) -> dict[str, int]:
     return dict(Counter(record.subject_ref for record in records))
 
@@ -112,11 +128,13 @@ async def load_conversation(
     purpose: str = "retrieval",
     subject_ref: str | None = None,
     keep_archived: bool = False,
+    visible: Visible | None = None,
 ) -> Conversation:
     """The conversation of the person named by ``contact`` (a wa_id or user id) or by ``subject_ref`` (a
     pseudonym, as a search hit gives it), with every pseudonym linked to them; between ``since`` and ``until``
     when given. ``keep_archived``: with the plaintexts of every record read, as archived
-    (:attr:`Conversation.archived`, not narrowed by ``since`` and ``until``). Refuses without a reason
+    (:attr:`Conversation.archived`, not narrowed by ``since`` and ``until``). ``visible``: only the records it
+    accepts are read (the reader's scope), :class:`OutsideScope` when it accepts none. Refuses without a reason
     (:class:`ReasonRequired`) or without exactly one way of naming the person (:class:`PersonRequired`) before
     reading anything; one audit row per pseudonym (action ``purpose``)."""
     reason = require_reason(reason)
@@ -130,7 +148,7 @@ async def load_conversation(
         else:
             assert subject_ref is not None
             refs = await expand_subject_refs(conn, [subject_ref])
-        records = await person_records(conn, refs)
+        records = within_scope(await person_records(conn, refs), visible)
         media = await archived_media(conn, subject_refs=refs)
         disclosure = Disclosure(actor=actor, action=purpose, reason=reason, records=_per_person(records))
         read = await _audited_read(
@@ -186,18 +204,20 @@ async def load_group_timeline(
     phone_number_id: str,
     actor: str,
     reason: str | None,
+    visible: Visible | None = None,
 ) -> GroupTimeline:
     """The timeline of the group ``group_id`` of the business number ``phone_number_id``.
 
     Refuses without a reason (:class:`ReasonRequired`) or without a group and a number (:class:`GroupRequired`)
     before reading anything; writes one audit row per pseudonym (purpose ``retrieval``, details ``group``: true
-    and the group's pseudonym) before decrypting. Records whose key was shredded are left out and counted."""
+    and the group's pseudonym) before decrypting. Records whose key was shredded are left out and counted.
+    ``visible``: only the records it accepts are read, :class:`OutsideScope` when it accepts none."""
     reason = require_reason(reason)
     if not group_id or not phone_number_id:
         raise GroupRequired("name the group by its group id and its business phone number id")
     ref = group_ref(pepper, group_id)
     async with pool.acquire() as conn:
-        records = await group_records(conn, ref, phone_number_id)
+        records = within_scope(await group_records(conn, ref, phone_number_id), visible)
         media = await archived_media(conn, event_ids=[record.event_id for record in records])
         per_person = _per_person(records)
         disclosure = Disclosure(
@@ -245,7 +265,13 @@ def naming_records(records: Sequence[IndexedRecord], decrypted: Iterable[str]) -
 
 
 async def load_correspondent(
-    pool: asyncpg.Pool, reader: ArchiveReader, *, subject_ref: str, actor: str, reason: str | None
+    pool: asyncpg.Pool,
+    reader: ArchiveReader,
+    *,
+    subject_ref: str,
+    actor: str,
+    reason: str | None,
+    visible: Visible | None = None,
 ) -> Correspondent:
     """Who the conversation of ``subject_ref`` (and its linked pseudonyms) is with, reading only what names them:
     the person's newest message and the business's newest echo (:func:`naming_records`), audited (``retrieval``,
@@ -255,7 +281,7 @@ async def load_correspondent(
     if not is_pseudonym(subject_ref):
         raise PersonRequired("a subject_ref is 64 lowercase hex digits")
     async with pool.acquire() as conn:
-        records = await person_records(conn, await expand_subject_refs(conn, [subject_ref]))
+        records = within_scope(await person_records(conn, await expand_subject_refs(conn, [subject_ref])), visible)
         naming = naming_records(records, ())
         if not naming:
             return Correspondent()
@@ -280,6 +306,7 @@ async def load_conversation_page(
     page: int | None = None,
     anchor: str | None = None,
     keywords: str | None = None,
+    visible: Visible | None = None,
 ) -> ConversationPage:
     """One page of the conversation of the person ``subject_ref`` names (and every pseudonym linked to it),
     decrypting only what the page shows: its messages, their statuses and changes, the messages its replies quote,
@@ -292,13 +319,16 @@ async def load_conversation_page(
     ``correspondent`` names the person and the business number from what was decrypted, with the person's newest
     message and the business's newest echo read with the page when it does not hold them (:func:`naming_records`;
     counted in the page's audit row, not shown): the latest profile name wins wherever the page is.
+
+    ``visible``: the conversation is the records it accepts (the reader's scope), :class:`OutsideScope` when it
+    accepts none.
     """
     reason = require_reason(reason)
     if not is_pseudonym(subject_ref):
         raise PersonRequired("a subject_ref is 64 lowercase hex digits")
     async with pool.acquire() as conn:
         refs = await expand_subject_refs(conn, [subject_ref])
-        records = await person_records(conn, refs)
+        records = within_scope(await person_records(conn, refs), visible)
         candidates: list[IndexedRecord] = []
         tokens = query_tokens(keyword_key(pepper), keywords) if keywords else []
         if tokens:

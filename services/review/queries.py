@@ -22,7 +22,8 @@ from services.core.vocabulary import EventKind
 # The columns every index read selects, in the index's order (event time, then the order the archiver wrote).
 _INDEXED_COLUMNS = (
     "SELECT encode(event_id, 'hex') AS event_id, object_key, record_index, encode(subject_ref, 'hex') AS subject_ref,"
-    " kind, type, event_time, received_at, message_ref, original_message_ref FROM archived_events"
+    " kind, type, event_time, received_at, message_ref, original_message_ref, phone_number_id,"
+    " encode(group_ref, 'hex') AS group_ref FROM archived_events"
 )
 _INDEX_ORDER = " ORDER BY event_time, kafka_offset"
 
@@ -31,7 +32,9 @@ _INDEX_ORDER = " ORDER BY event_time, kafka_offset"
 class IndexedRecord:
     """Where an archived record is and what the index says of it: enough to choose what a view decrypts, to audit
     it (``subject_ref``) and to show it when it cannot be read. ``message_ref`` and ``original_message_ref`` are
-    the peppered hashes of its message id and of the message it changes (None when it has none)."""
+    the peppered hashes of its message id and of the message it changes (None when it has none);
+    ``phone_number_id`` and ``group_ref`` (the group's pseudonym) say whose it is with ``subject_ref``, for the
+    reader's scope (services/governance/scope.py)."""
 
     location: RecordLocation
     subject_ref: str
@@ -41,6 +44,8 @@ class IndexedRecord:
     received_at: datetime
     message_ref: bytes | None = None
     original_message_ref: bytes | None = None
+    phone_number_id: str | None = None
+    group_ref: str | None = None
 
     @property
     def event_id(self) -> str:
@@ -58,6 +63,8 @@ class IndexedRecord:
             received_at=row["received_at"],
             message_ref=row["message_ref"],
             original_message_ref=row["original_message_ref"],
+            phone_number_id=row.get("phone_number_id"),
+            group_ref=row.get("group_ref"),
         )
 
 
@@ -103,6 +110,12 @@ class ArchivedMedia:
             "size_bytes": self.size_bytes,
             "failure": self.failure,
         }
+
+
+async def record_place(conn: ConnectionOrPool, event_id: str) -> IndexedRecord | None:
+    """The index row of one record (None when the index has none)."""
+    row = await conn.fetchrow(_INDEXED_COLUMNS + " WHERE event_id = $1", bytes.fromhex(event_id))
+    return None if row is None else IndexedRecord.of(row)
 
 
 async def archived_media(

@@ -19,6 +19,7 @@ from services.core.identity import resolve_subject_refs
 from services.core.index import binary_keys
 from services.core.keywords import keyword_key, query_tokens
 from services.core.vocabulary import MESSAGE_KINDS, EventKind
+from services.governance.scope import EVERYTHING, ReadingScope, scope_sql
 
 DELETED = (
     "EXISTS (SELECT 1 FROM archived_events d WHERE d.original_message_ref = e.message_ref "
@@ -71,7 +72,12 @@ class SearchFilter:
     group_ref: str | None = None
 
 
-async def search_index(pool: asyncpg.Pool, pepper: bytes, query: SearchFilter) -> list[IndexHit]:
+async def search_index(
+    pool: asyncpg.Pool, pepper: bytes, query: SearchFilter, scope: ReadingScope = EVERYTHING
+) -> list[IndexHit]:
+    """The index rows ``query`` asks for within ``scope`` (the reader's: services/governance/scope.py), in time
+    order, at most ``query.limit``: the scope is part of the query, so that what it leaves out is neither returned
+    nor counted nor crowds out what it lets through."""
     clauses: list[str] = []
     args: list[Any] = []
 
@@ -81,6 +87,8 @@ async def search_index(pool: asyncpg.Pool, pepper: bytes, query: SearchFilter) -
 
     # Every value is a bind parameter; only the fixed clauses above are interpolated.
     async with pool.acquire() as conn:
+        if not scope.everything:
+            clauses.append(scope_sql(scope, arg))
         if query.contact:
             refs = await resolve_subject_refs(conn, pepper, query.contact, query.phone_number_id)
             clauses.append(f"e.subject_ref = ANY({arg(binary_keys(refs))}::bytea[])")

@@ -36,6 +36,7 @@ from services.core.index import binary_keys
 from services.tools.replay import post_signed
 from tests.e2e.browser import accessibility_problems, chrome, navigate, screenshot, tab_order
 from tests.e2e.processes import running_services
+from tests.helpers.reader_cases import reader_case
 
 pytestmark = pytest.mark.e2e
 
@@ -118,7 +119,8 @@ def crisis(tmp_path_factory: pytest.TempPathFactory, demo_env: dict[str, str]) -
     with running_services(env, names, tmp_path_factory.mktemp("console-logs")):
         person = Person(pipeline.digits(15), pipeline.digits(15), "336" + pipeline.digits(8))
         asyncio.run(send_and_wait(env, crisis_bodies(person, int(time.time()))))
-        yield Crisis(person, f"Litige client commande 4471 ({uuid.uuid4().hex[:6]})")
+        with reader_case(READER[0], [person.phone_number_id]):  # the reader reviews the person's number
+            yield Crisis(person, f"Litige client commande 4471 ({uuid.uuid4().hex[:6]})")
 
 
 def sign_in(driver: WebDriver, who: tuple[str, str]) -> None:

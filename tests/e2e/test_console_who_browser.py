@@ -34,6 +34,7 @@ from devtools.pipeline import Person
 from devtools.samples import REPO_ROOT
 from services.review.correspondent import readable_number, shown_text
 from tests.e2e.browser import accessibility_problems, chrome, navigate, screenshot
+from tests.helpers.reader_cases import reader_case
 
 pytestmark = pytest.mark.e2e
 
@@ -126,7 +127,8 @@ def archived(tmp_path_factory: pytest.TempPathFactory, demo_env: dict[str, str])
             assert console.poll() is None, log.read_text()
             assert time.monotonic() < deadline, log.read_text()[-2000:]
             time.sleep(0.2)
-        yield Archived(f"http://127.0.0.1:{port}", person)
+        with reader_case(READER[0], [person.phone_number_id]):  # the reader reviews the person's number
+            yield Archived(f"http://127.0.0.1:{port}", person)
     finally:
         console.terminate()
         console.wait(timeout=30)

@@ -42,10 +42,12 @@ from services.core.events import Event, parse_webhook
 from services.core.index import binary_key
 from services.tools.replay import load_bodies, post_signed, replay
 from tests.e2e.processes import PORTS, running_services
+from tests.helpers.reader_cases import reader_case
 
 pytestmark = pytest.mark.e2e
 
 SAMPLES = PAYLOADS_DIR
+OWN_NUMBER = "106540352242922"  # the demo's business number (the sample payloads')
 CONTACT = "1650" + "".join(random.choice("0123456789") for _ in range(7))
 SECRET_TEXT = "my card number ends in 4242 and I live at 12 Elm Street"
 # `make run`'s crisis (devtools/demo_crisis.py), sent as devrun sends it; its ids carry the time of this run.
@@ -122,7 +124,12 @@ def services(tmp_path_factory: pytest.TempPathFactory, demo_env: dict[str, str])
         "WA_RETENTION_RUN_INTERVAL_S": "0",
         "WA_RETENTION_METRICS_REFRESH_S": "1",
     }
-    with running_services(env, list(service_commands(env["WA_ARCHIVER_GRAPH__TOKEN"])), logs_dir) as logs:
+    # demo-reader reviews the business numbers the test's webhooks come to (readers read their cases only).
+    numbers = {OWN_NUMBER, *(e.phone_number_id for e in crisis_events() if e.phone_number_id)}
+    with (
+        running_services(env, list(service_commands(env["WA_ARCHIVER_GRAPH__TOKEN"])), logs_dir) as logs,
+        reader_case("demo-reader", sorted(numbers)),
+    ):
         yield Services(env, logs)
 
 
@@ -146,7 +153,7 @@ async def driven(services: Services) -> Services:
                         "field": "messages",
                         "value": {
                             "messaging_product": "whatsapp",
-                            "metadata": {"display_phone_number": "15550783881", "phone_number_id": "106540352242922"},
+                            "metadata": {"display_phone_number": "15550783881", "phone_number_id": OWN_NUMBER},
                             "contacts": [{"profile": {"name": "Sheena Nelson"}, "wa_id": CONTACT}],
                             "messages": [
                                 {
@@ -171,7 +178,7 @@ async def driven(services: Services) -> Services:
             "http://127.0.0.1:8080/v1/outbound",
             headers={"authorization": f"Bearer {orjson.loads(env['WA_INGEST_OUTBOUND_TOKENS'])[0]}"},
             json={
-                "phone_number_id": "106540352242922",
+                "phone_number_id": OWN_NUMBER,
                 "request": {
                     "messaging_product": "whatsapp",
                     "to": CONTACT,

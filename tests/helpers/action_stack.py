@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 from devtools import pipeline
 from services.actions.layer import Actions
 from services.retention.settings import RetentionSettings
+from tests.helpers.reader_cases import ReaderCases
 
 READER = {"authorization": f"Bearer {pipeline.READER_TOKEN}"}  # "test-reader" in pipeline.retention_settings
 
@@ -28,6 +29,7 @@ class Stack:
     registry: CollectorRegistry
     api: httpx.AsyncClient  # the admin API, counting into ``api_registry``
     api_registry: CollectorRegistry
+    cases: ReaderCases  # cases that let the test's readers read (closed when the test ends)
 
 
 def counted(registry: CollectorRegistry, name: str, **labels: str) -> float:

@@ -22,6 +22,7 @@ from services.governance.metrics import RetentionMetrics
 from services.retention.api import create_admin_app
 from tests.helpers.action_stack import CLI_OPERATOR, Stack
 from tests.helpers.kek_archive import Archive
+from tests.helpers.reader_cases import ReaderCases
 
 
 @pytest.fixture
@@ -50,11 +51,16 @@ async def stack(demo_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> As
     registry, api_registry = CollectorRegistry(), CollectorRegistry()
     access = await open_access(settings)
     app = create_admin_app(settings, opener, registry=api_registry)
+    actions = Actions(access, RetentionMetrics(registry))
+    cases = ReaderCases(actions)
     try:
         async with serve_asgi(app) as url, httpx.AsyncClient(base_url=url, timeout=60) as client:
-            yield Stack(settings, Actions(access, RetentionMetrics(registry)), registry, client, api_registry)
+            yield Stack(settings, actions, registry, client, api_registry, cases)
     finally:
-        await access.close()
+        try:
+            await cases.close()
+        finally:
+            await access.close()
 
 
 @pytest.fixture

@@ -206,7 +206,10 @@ async def test_a_retrieval_without_a_reason_is_refused_before_anything_is_read(
     assert await audit_rows(pg_pool, refs) == []
     assert counted(stack.registry, "wa_retention_audited_reads_total", purpose="retrieval") == 0
 
-    # With a reason: audited before the read, with the caller's name, and counted.
+    # With a reason (and a case of the person's number to review): audited before the read, with the caller's
+    # name, and counted.
+    for name in (reader.name, "test-reader"):
+        await stack.cases.cover(name, phone_number_id=person.phone_number_id)
     conversation = await stack.actions.messages(reader, contact=person.wa_id, reason="ticket 9")
     assert [m.message_id for m in conversation.messages] == ["wamid.M1"]
     assert len(opened) == 1

@@ -38,6 +38,7 @@ from services.review.search import SearchFilter
 from tests.helpers.approvals import SECOND_DPO
 from tests.helpers.archive_runs import NOW
 from tests.helpers.erasure import readable
+from tests.helpers.reader_cases import ReaderCases
 
 pytestmark = pytest.mark.integration
 
@@ -55,6 +56,7 @@ class Console:
     settings: RetentionSettings
     registry: CollectorRegistry
     access: ArchiveAccess
+    cases: ReaderCases  # what the reader may read (closed when the test ends)
 
 
 @pytest.fixture
@@ -79,11 +81,15 @@ async def console(demo_env: dict[str, str]) -> AsyncIterator[Console]:
         serve_ops=False,
     )
     access = await open_access(settings)
+    cases = ReaderCases(Actions(access, RetentionMetrics(CollectorRegistry())))
     try:
         async with serve_asgi(app) as url:
-            yield Console(url, settings, registry, access)
+            yield Console(url, settings, registry, access, cases)
     finally:
-        await access.close()
+        try:
+            await cases.close()
+        finally:
+            await access.close()
 
 
 def browser(console: Console, language: str = "en") -> httpx.AsyncClient:
@@ -221,6 +227,7 @@ async def test_crisis_search_reason_timeline_media_and_audit(
 ) -> None:
     person = Person.fresh()
     await archive_crisis(demo_env, pg_pool, console.settings.s3.prefix, person)
+    await console.cases.cover(READER[0], phone_number_id=person.phone_number_id)
     (ref,) = await resolve_subject_refs(pg_pool, console.access.pepper, person.wa_id, person.phone_number_id)
     reason = f"litige commande 4471 {uuid.uuid4().hex[:6]}"
     async with browser(console, "fr") as client:
@@ -493,6 +500,7 @@ async def test_a_long_conversation_is_read_a_page_at_a_time(
     dlq = await create_topic(bootstrap, partitions=1, prefix="dlq")
     events = await pipeline.archive_bodies(demo_env, pg_pool, topic, dlq, console.settings.s3.prefix, bodies)
     (ref,) = await resolve_subject_refs(pg_pool, console.access.pepper, person.wa_id, person.phone_number_id)
+    await console.cases.cover(READER[0], subject_ref=ref)
     async with browser(console) as client:
         csrf = await sign_in(client, READER)
         newest = await client.post(

@@ -91,6 +91,7 @@ async def test_a_group_is_one_timeline_and_an_erased_participant_leaves_it(
     )
 
     # The timeline: every participant's messages and the business's, in order, with joins, leaves and updates.
+    await stack.cases.cover(READER_OPERATOR.name, group_id=group.group_id)
     timeline = await stack.actions.group_messages(
         READER_OPERATOR, group_id=group.group_id, phone_number_id=number, reason="dispute about the spring order"
     )
@@ -204,7 +205,9 @@ async def test_the_group_timeline_through_the_api_and_the_cli(
     await archive_group(demo_env, pg_pool, stack.settings.s3.prefix, group)
     body = {"group_id": group.group_id, "phone_number_id": number, "reason": "ticket 31"}
 
-    # The admin API: a reader reads it; no token, a wrong token: 401; no reason, no group: 400, nothing read.
+    # The admin API: a reader of the group's case reads it; no token, a wrong token: 401; no reason, no group:
+    # 400, nothing read.
+    await stack.cases.cover("test-reader", group_id=group.group_id)
     answer = await stack.api.post("/v1/groups/messages", json=body, headers=READER)
     assert answer.status_code == 200, answer.text
     document = answer.json()

@@ -72,7 +72,9 @@ async def test_words_of_the_messages_find_who_wrote_them_and_nothing_else(
     hits = await stack.actions.search(DPO_OPERATOR, SearchFilter(phone_number_id=number, keywords="commande"))
     assert {hit.kind for hit in hits} == {"message"}
 
-    # Through the API, with the words in the body; a reader may search, nobody anonymous.
+    # Through the API, with the words in the body; a reader (reviewing the number's case) may search, nobody
+    # anonymous.
+    await stack.cases.cover("test-reader", phone_number_id=number)
     answer = await stack.api.post(
         "/v1/search", json={"phone_number_id": number, "keywords": "Remboursement"}, headers=READER
     )

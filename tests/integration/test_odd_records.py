@@ -45,6 +45,7 @@ from services.retention.api import create_admin_app
 from services.retention.settings import RetentionSettings
 from services.review.display import display
 from services.review.export import write_export
+from tests.helpers.reader_cases import ReaderCases
 from tests.helpers.support import run_cli
 
 pytestmark = pytest.mark.integration
@@ -247,6 +248,7 @@ class Stack:
     actions: Actions
     api: httpx.AsyncClient
     console_url: str
+    cases: ReaderCases  # what the readers may read (closed when the test ends)
 
 
 @pytest.fixture
@@ -281,7 +283,12 @@ async def stack(demo_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> As
             serve_asgi(console) as console_url,
             httpx.AsyncClient(base_url=api_url, timeout=60) as api,
         ):
-            yield Stack(settings, access, Actions(access, RetentionMetrics(CollectorRegistry())), api, console_url)
+            actions = Actions(access, RetentionMetrics(CollectorRegistry()))
+            cases = ReaderCases(actions)
+            try:
+                yield Stack(settings, access, actions, api, console_url, cases)
+            finally:
+                await cases.close()
     finally:
         await access.close()
 
@@ -320,7 +327,9 @@ async def test_a_conversation_with_odd_records_reads_in_full_everywhere(
     who = {"contact": person.wa_id, "phone_number_id": person.phone_number_id}
     reason = "lecture complète malgré des enregistrements abîmés"
 
-    # The actions: the conversation and the subject-access export.
+    # The actions: the conversation and the subject-access export (the readers review the number's case).
+    for reader in ("reader", READER[0]):
+        await stack.cases.cover(reader, phone_number_id=person.phone_number_id)
     conversation = await stack.actions.messages(
         Operator("reader", "reader"), reason=reason, contact=person.wa_id, phone_number_id=person.phone_number_id
     )
@@ -438,6 +447,7 @@ async def test_a_group_timeline_with_odd_records_reads_in_full(
 
     reason = "fil de groupe avec des enregistrements abîmés"
     who = {"group_id": group_id, "phone_number_id": business.phone_number_id}
+    await stack.cases.cover("reader", group_id=group_id)
     timeline = await stack.actions.group_messages(Operator("reader", "reader"), reason=reason, **who)
     check(timeline.to_json()["messages"])
     answer = await stack.api.post("/v1/groups/messages", json={**who, "reason": reason}, headers=DPO_BEARER)

@@ -492,6 +492,7 @@ async def test_admin_api_requires_a_token_and_the_right_role(demo_env: dict[str,
     routes = [
         ("POST", "/v1/messages", "reader"),
         ("POST", "/v1/groups/messages", "reader"),
+        ("POST", "/v1/break-glass", "reader"),
         ("GET", "/v1/search", "reader"),
         ("POST", "/v1/search", "reader"),
         ("POST", "/v1/erasures", "dpo"),

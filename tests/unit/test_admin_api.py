@@ -243,6 +243,7 @@ def test_the_document_lists_every_route_of_the_api() -> None:
     assert {f"{m} {p}" for m, p, _ in OPERATIONS} == {
         "POST /v1/messages",
         "POST /v1/groups/messages",
+        "POST /v1/break-glass",
         "GET /v1/search",
         "POST /v1/search",
         "POST /v1/erasures",

@@ -498,6 +498,7 @@ def test_the_search_counts_in_the_viewers_language(
             direction_of=direction_of,
             kinds=KINDS,
             types=TYPES,
+            scope=None,
             error=None,
         )
     )
@@ -682,6 +683,7 @@ def test_a_search_result_already_opened_is_labelled_with_who_it_is_with() -> Non
             kinds=KINDS,
             types=TYPES,
             error=None,
+            scope=None,
         )
     )
     assert '<bdi class="person">&lt;img src=x onerror=alert(1)&gt;&#34;Eve</bdi>' in page
@@ -704,3 +706,31 @@ def test_a_template_count_is_formatted_for_the_locale_without_being_told(locale:
     """``ngettext(singular, plural, n)`` alone: the form of ``n`` and ``n`` formatted (a template cannot forget it)."""
     template = templates_of({"p": "{{ ngettext('%(num)s conversation', '%(num)s conversations', n) }}"})
     assert template.get_template("p").render(t=translator(locale), n=n) == expected
+
+
+@pytest.mark.parametrize(
+    ("locale", "scope", "expected"),
+    [
+        pytest.param("fr", ["CASE-1", "CASE-2"], "Vos dossiers : CASE-1, CASE-2.", id="a reader's cases, in French"),
+        pytest.param("en", [], "No open case is assigned to you", id="a reader without a case"),
+        pytest.param("en", None, None, id="the DPO: no scope line"),
+    ],
+)
+def test_the_search_page_says_the_readers_scope(locale: str, scope: list[str] | None, expected: str | None) -> None:
+    from services.console.choices import KINDS, TYPES
+
+    page = (
+        console_templates()
+        .get_template("search.html")
+        .render(
+            page_context(locale) | {"path": "/search"},
+            query={},
+            groups=None,
+            kinds=KINDS,
+            types=TYPES,
+            error=None,
+            scope=scope,
+        )
+    )
+    assert ('id="scope"' in page) is (expected is not None)
+    assert expected is None or expected in page

@@ -48,6 +48,7 @@ from services.console.settings import ConsoleSettings
 from services.core.refusals import Forbidden, NotFound
 from services.core.settings import ConsoleOidcSettings
 from services.governance.cases import CustodianSpec
+from services.governance.scope import Grant, ReadingScope
 from services.retention.settings import RetentionSettings
 from services.review.search import IndexHit, SearchFilter
 
@@ -68,7 +69,8 @@ def session_of(role: str) -> Session:
 
 
 class RecordingActions:
-    """The one call the search router makes, recorded; answers ``hits``."""
+    """The calls the search router makes: the search, recorded (answers ``hits``), and the reader's scope (the
+    case ``CASE-1``)."""
 
     def __init__(self, hits: list[IndexHit]) -> None:
         self.hits = hits
@@ -77,6 +79,9 @@ class RecordingActions:
     async def search(self, operator: Operator, query: SearchFilter) -> list[IndexHit]:
         self.queries.append(query)
         return self.hits
+
+    async def reading_scope(self, operator: Operator) -> ReadingScope:
+        return ReadingScope((Grant(source="CASE-1"),))
 
 
 def hit(event_id: str, subject_ref: str) -> IndexHit:

@@ -58,6 +58,7 @@ def test_the_expected_alerts_exist() -> None:
             "WaErasureOverdue",
             "WaArchiveTamperingSuspected",
             "WaArchiveVerifyStale",
+            "WaBreakGlassAccess",
             "WaArchiverNotCommitting",
             "WaPgWalArchivingStalled",
             "WaPgWalArchiveFailing",

@@ -9,6 +9,7 @@ from fastapi import APIRouter
 from services.console.routers import (
     approvals,
     audit,
+    break_glass,
     cases,
     conversation,
     erasures,
@@ -26,6 +27,7 @@ ROUTERS: Final[tuple[APIRouter, ...]] = (
     oidc.router,
     search.router,
     conversation.router,
+    break_glass.router,
     media.router,
     cases.router,
     exports.router,

@@ -17,7 +17,8 @@ from fastapi.responses import HTMLResponse
 from starlette.datastructures import FormData
 
 from services.actions.layer import Actions, authorize
-from services.console.deps import ActionsDep, PagesDep, Posted, PostedBy, SessionsDep, SettingsDep
+from services.console.deps import ActionsDep, PagesDep, Posted, PostedBy, SessionsDep, SettingsDep, console_of
+from services.console.errors import count_refusal
 from services.console.forms import field
 from services.console.i18n import translator
 from services.console.pages import Pages
@@ -25,6 +26,7 @@ from services.console.sessions import OpenedConversation, Session, SessionStore
 from services.console.timeline import Page, bubbles
 from services.core.audit import require_reason
 from services.core.refusals import ReasonRequired
+from services.governance.scope import OutsideScope
 
 router = APIRouter()
 
@@ -55,15 +57,21 @@ async def show_conversation(
     the pseudonyms the conversation covers when they changed."""
     keywords = values.get("keywords")
     page_number = values.get("page")
-    found = await actions.conversation_page(
-        session.operator,
-        subject_ref=subject_ref,
-        reason=opened.audit_reason(),
-        page_size=page_size,
-        page=int(page_number) if page_number and page_number.isdigit() else None,
-        anchor=None if page_number else values.get("event_id"),
-        keywords=None if page_number else keywords,
-    )
+    try:
+        found = await actions.conversation_page(
+            session.operator,
+            subject_ref=subject_ref,
+            reason=opened.audit_reason(),
+            page_size=page_size,
+            page=int(page_number) if page_number and page_number.isdigit() else None,
+            anchor=None if page_number else values.get("event_id"),
+            keywords=None if page_number else keywords,
+        )
+    except OutsideScope:
+        # Refused before anything was read: the page explains, and offers to ask for break-glass access.
+        what = "a conversation outside the reader's cases"
+        count_refusal(console_of(request).metrics, 403, "scope", what, session.operator.name)
+        return pages.render(request, "outside.html", session, status=403, subject_ref=subject_ref, break_glass=True)
     if tuple(found.subject_refs) != opened.subject_refs:
         opened = OpenedConversation(opened.reason, opened.case_ref, tuple(found.subject_refs))
         await sessions.remember_reason(session, subject_ref, opened)

@@ -88,15 +88,31 @@ async def opened_names(actions: Actions, session: Session, refs: Sequence[str]) 
     return names
 
 
+async def scope_of(actions: Actions, session: Session) -> list[str] | None:
+    """The cases the viewer's reading is limited to, for the page to say (None: they read everything)."""
+    scope = await actions.reading_scope(session.operator)
+    return None if scope.everything else scope.sources
+
+
 @router.get("/")
 async def home() -> Response:
     return RedirectResponse("/search", status_code=303)
 
 
 @router.get("/search", response_class=HTMLResponse)
-async def search_page(request: Request, session: CurrentSession, pages: PagesDep) -> Response:
+async def search_page(request: Request, session: CurrentSession, actions: ActionsDep, pages: PagesDep) -> Response:
     authorize(session.operator, "search")
-    return pages.render(request, "search.html", session, query={}, groups=None, kinds=KINDS, types=TYPES, error=None)
+    return pages.render(
+        request,
+        "search.html",
+        session,
+        query={},
+        groups=None,
+        kinds=KINDS,
+        types=TYPES,
+        error=None,
+        scope=await scope_of(actions, session),
+    )
 
 
 @router.post("/search", response_class=HTMLResponse)
@@ -122,6 +138,7 @@ async def search(
             kinds=KINDS,
             types=TYPES,
             error=error,
+            scope=await scope_of(actions, session),
         )
     hits = await actions.search(session.operator, query)
     groups = group_hits(hits)
@@ -139,4 +156,5 @@ async def search(
         kinds=KINDS,
         types=TYPES,
         error=None,
+        scope=await scope_of(actions, session),
     )

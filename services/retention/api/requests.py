@@ -42,6 +42,14 @@ class GroupMessagesRequest(BaseModel):
     reason: str | None = Field(default=None, description="why the group is read (written to the audit log)")
 
 
+class BreakGlassRequest(BaseModel):
+    subject_ref: str | None = Field(
+        default=None, pattern=PSEUDONYM_PATTERN, description="the person's pseudonym, as a search hit gives it"
+    )
+    group_id: str | None = Field(default=None, min_length=1, description="or the group's id (Cloud API Groups)")
+    reason: str | None = Field(default=None, description="why you need it (kept with the request, sealed)")
+
+
 class SearchRequest(BaseModel):
     phone_number_id: str | None = None
     contact: str | None = Field(default=None, description="wa_id or business-scoped user id of the person")

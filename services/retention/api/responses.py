@@ -12,6 +12,7 @@ export answers are written by :class:`RecordsJSON` (see there) and their models 
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Final, Literal
 
 from fastapi.responses import JSONResponse
@@ -263,3 +264,11 @@ class ApprovalRequestView(Answer):
 REQUESTED: Final[dict[int | str, dict[str, Any]]] = {
     202: {"model": ApprovalRequestView, "description": "Requested: carried out once another person approves it"}
 }
+
+
+class BreakGlassAnswer(Answer):
+    """A break-glass request as stored: it waits for a DPO other than the requester (four eyes)."""
+
+    request_id: str
+    state: str
+    expires_at: datetime

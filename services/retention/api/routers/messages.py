@@ -10,9 +10,10 @@ from fastapi.responses import JSONResponse
 
 from services.retention.api.dependencies import Caller, ReadyActions
 from services.retention.api.gate import requires
-from services.retention.api.requests import GroupMessagesRequest, MessagesRequest
+from services.retention.api.requests import BreakGlassRequest, GroupMessagesRequest, MessagesRequest
 from services.retention.api.responses import (
     GATED_WITH_BODY,
+    BreakGlassAnswer,
     ConversationAnswer,
     GroupTimelineAnswer,
     RecordsJSON,
@@ -59,3 +60,17 @@ async def messages_by_body(operator: Caller, actions: ReadyActions, body: Messag
 async def group_messages(operator: Caller, actions: ReadyActions, body: GroupMessagesRequest) -> RecordsJSON:
     # In the body: the group id names people's conversation and stays out of access logs, like the reason.
     return RecordsJSON((await actions.group_messages(operator, **body.model_dump())).to_json())
+
+
+@messages_router.post(
+    "/break-glass",
+    summary="Ask to read a person or a group outside your cases (a DPO other than you approves; flagged, audited)",
+    response_model=BreakGlassAnswer,
+    responses=errors(400),
+    **requires("messages"),
+)
+async def break_glass(operator: Caller, actions: ReadyActions, body: BreakGlassRequest) -> BreakGlassAnswer:
+    asked = await actions.request_break_glass(operator, **body.model_dump())
+    return BreakGlassAnswer(
+        request_id=asked.request_id, state=asked.state(asked.requested_at), expires_at=asked.expires_at
+    )
