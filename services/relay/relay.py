@@ -79,7 +79,7 @@ class Destination:
     parking_topic: str
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, kw_only=True)
 class Lane:
     """One partition's records fetched and not yet done, and the task delivering them."""
 
@@ -176,7 +176,7 @@ class DestinationLoop:
     def _enqueue(self, tp: TopicPartition, records: list[Any]) -> None:
         lane = self.lanes.get(tp)
         if lane is None:
-            lane = self.lanes[tp] = Lane(tp)
+            lane = self.lanes[tp] = Lane(tp=tp)
         lane.queue.extend(records)
         if lane.task is None or lane.task.done():
             lane.task = asyncio.create_task(self._drive(lane), name=f"relay-{self.destination.name}-{tp.partition}")
@@ -328,7 +328,7 @@ class DestinationLoop:
         """A lane for each newly assigned partition, starting at the group's committed position (for the lag)."""
         for tp in assigned:
             if tp not in self.lanes:
-                lane = self.lanes[tp] = Lane(tp)
+                lane = self.lanes[tp] = Lane(tp=tp)
                 with contextlib.suppress(KafkaError):
                     lane.done = lane.committed = await self.consumer.position(tp)
 

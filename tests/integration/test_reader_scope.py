@@ -220,7 +220,8 @@ async def test_break_glass_needs_another_persons_approval_and_is_flagged_and_cou
         (reader.name, "retrieval"),
     ]
     granted = orjson.loads(rows[0]["details"])
-    assert (granted["granted_to"], granted["approval"]["requested_by"]) == (reader.name, reader.name)
+    assert (granted["granted_to"], granted["approval"]["requester"]) == (reader.name, reader.name)
+    assert granted["approval"]["approver"] == TEST_DPO.name
     # The access ends: after break_glass_h hours it is no longer part of the reader's scope.
     later = await load_reader_scope(pg_pool, reader.name, datetime.now(UTC) + timedelta(hours=9))
     assert later.break_glass_for(subject_refs=[bob_ref]) == []
