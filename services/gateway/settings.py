@@ -18,7 +18,7 @@ class GatewaySettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8084, ge=1, le=65535)
     ops_host: str = "127.0.0.1"
-    ops_port: int = Field(default=9084, ge=1, le=65535)
+    ops_port: int = Field(default=9086, ge=1, le=65535)
     log_level: str = "INFO"
     # Meta's Graph API (the stand-in locally). Everything the company calls is forwarded here.
     upstream_url: str = "https://graph.facebook.com"

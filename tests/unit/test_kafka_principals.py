@@ -47,7 +47,11 @@ def test_the_local_grants_are_the_production_ones() -> None:
     """Exactly what the Strimzi users of deploy/k8s are granted, for the services' default names."""
     kafka = KafkaSettings()
     group = ArchiverSettings.model_fields["group_id"].default
-    assert manifest_grants() == {"wa-ingest": ingest_grants(kafka), "wa-archiver": archiver_grants(kafka, group)}
+    assert manifest_grants() == {
+        "wa-ingest": ingest_grants(kafka),
+        "wa-gateway": ingest_grants(kafka),
+        "wa-archiver": archiver_grants(kafka, group),
+    }
 
 
 def test_ingest_may_not_read_nor_write_dead_letters() -> None:
@@ -59,7 +63,7 @@ def test_ingest_may_not_read_nor_write_dead_letters() -> None:
 
 
 def test_the_demo_principals_are_the_services_own_settings() -> None:
-    ingest, archiver = local_principals(DEMO)
+    ingest, archiver, gateway = local_principals(DEMO)
     assert (ingest.user, ingest.password) == (
         DEMO["WA_INGEST_KAFKA__SASL_USERNAME"],
         DEMO["WA_INGEST_KAFKA__SASL_PASSWORD"],
@@ -69,9 +73,11 @@ def test_the_demo_principals_are_the_services_own_settings() -> None:
     assert Grant("topic", DEMO["WA_EVENTS_TOPIC"], "Write") in ingest.grants
     assert Grant("topic", DEMO["WA_DLQ_TOPIC"], "Write") in archiver.grants
     assert Grant("group", "wa-archiver", "Read") in archiver.grants
+    assert gateway.user == DEMO["WA_GATEWAY_KAFKA__SASL_USERNAME"] == "wa-gateway"
+    assert gateway.grants == ingest.grants
 
 
-@pytest.mark.parametrize("service", ["INGEST", "ARCHIVER"])
+@pytest.mark.parametrize("service", ["INGEST", "ARCHIVER", "GATEWAY"])
 def test_the_demo_services_connect_to_the_sasl_listener(service: str) -> None:
     kafka = kafka_settings(DEMO, f"WA_{service}_KAFKA__")
     assert kafka.bootstrap_servers == f"127.0.0.1:{DEMO['WA_KAFKA_SASL_PORT']}"
@@ -79,7 +85,7 @@ def test_the_demo_services_connect_to_the_sasl_listener(service: str) -> None:
 
 
 def test_a_group_of_its_own_is_granted_to_the_archiver() -> None:
-    (_ingest, archiver) = local_principals({**DEMO, "WA_ARCHIVER_GROUP_ID": "archiver-b"})
+    (_ingest, archiver, _gateway) = local_principals({**DEMO, "WA_ARCHIVER_GROUP_ID": "archiver-b"})
     assert {g.name for g in archiver.grants if g.resource == "group"} == {"archiver-b"}
 
 
