@@ -14,11 +14,12 @@ direct call to Meta, and does only what it must. Per request (services/gateway/r
        journaled by the approval, not by this request);
     4. forward the request once (never retried: a retried send is a duplicate message to a customer), the
        ``Authorization`` header with it and nowhere else;
-    5. journal the ``outbound`` outcome: ``sent`` / ``refused`` with Meta's answer, ``unknown`` when the answer was
-       lost after the request may have left (timeout, reset), ``not_sent`` when no connection was made;
-    6. answer Meta's status, headers (minus hop-by-hop) and body verbatim — also when the outcome could not be
-       journaled (the send happened; the attempt record holds it, and a metric counts the gap). A lost answer is
-       504 and no connection 502, each with a Graph error envelope.
+    5. hand the ``outbound`` outcome to the producer: ``sent`` / ``refused`` with Meta's answer, ``unknown`` when the
+       answer was lost after the request may have left (timeout, reset), ``not_sent`` when no connection was made;
+    6. answer Meta's status, headers (minus hop-by-hop) and body verbatim, then wait for the outcome's
+       acknowledgement (the caller does not wait for it: the attempt already holds the send). An outcome Kafka does
+       not acknowledge is counted and logged; the attempt record is archived. A lost answer is 504 and no
+       connection 502, each with a Graph error envelope.
 
 Any other request is forwarded unchanged (method, path, query, body, headers minus hop-by-hop), streamed both
 ways, and nothing of it is journaled. Media uploads (``POST …/media``) are forwarded as well; their bytes are not
@@ -135,7 +136,8 @@ class GatewayApp:
         ops: bool = True,
     ) -> None:
         self.settings = settings
-        self.producer = producer or AckedProducer(settings.kafka)
+        # No linger: a send waits for its attempt's acknowledgement, and batching would only add to that wait.
+        self.producer = producer or AckedProducer(settings.kafka, linger_ms=0)
         self.registry = registry or CollectorRegistry()
         self.metrics = GatewayMetrics(self.registry)
         self._client = client
@@ -281,13 +283,11 @@ class GatewayApp:
         self._upstream.observe(answered - journaled)
         text = await _settled(text_task)
         event = outcome_event(context, outcome=outcome, status=status, response=_json_or_none(answer), text=text)
-        try:
-            await self.producer.produce(
-                (event_record(self._topic, event),), deadline_s=self.settings.produce_deadline_s
-            )
-        except ProduceUnavailable as exc:
-            self.metrics.unjournaled_outcomes.inc()
-            log.error("a send's outcome (%s) was not journaled (%s); its attempt record is archived", outcome, exc)
+        # Handed to the producer before answering, acknowledged after: the caller does not wait for a second
+        # round trip to Kafka (the attempt, acknowledged before forwarding, already holds the send).
+        journal_outcome = asyncio.ensure_future(
+            self.producer.produce((event_record(self._topic, event),), deadline_s=self.settings.produce_deadline_s)
+        )
         self._sends[outcome].inc()
         self._added.observe((journaled - started) + (time.perf_counter() - answered))
         if status is not None:
@@ -296,6 +296,11 @@ class GatewayApp:
             await respond(send, *graph_error(502, 2, "the Graph API could not be reached; nothing was sent"))
         else:
             await respond(send, *graph_error(504, 2, "the Graph API did not answer; the message may have been sent"))
+        try:
+            await journal_outcome
+        except ProduceUnavailable as exc:
+            self.metrics.unjournaled_outcomes.inc()
+            log.error("a send's outcome (%s) was not journaled (%s); its attempt record is archived", outcome, exc)
 
     def _template_text(
         self, context: SendContext, version: str, authorization: bytes | None
