@@ -132,6 +132,15 @@ def media_ref(message_type: str | None, payload: object) -> MediaRef | None:
     return MediaRef(media_id, mime if isinstance(mime, str) else None, digest if isinstance(digest, str) else None)
 
 
+def outbound_media_ref(message_type: str | None, payload: object, message_id: str | None) -> MediaRef | None:
+    """The medium an outbound event's send used by id (an upload of the business, ``POST /{phone-number-id}/media``),
+    when Meta accepted the send (``message_id``, the wamid): the request is the message object. None for a medium
+    sent by ``link``, a send Meta refused, or no medium (pure; never raises)."""
+    if message_id is None or not isinstance(payload, dict):
+        return None
+    return media_ref(message_type, payload.get("request"))
+
+
 def sha256_matches(data: bytes, expected: str | None) -> bool:
     """``expected`` as base64 (webhooks) or hex (media API); None means nothing to verify."""
     return digest_matches(hashlib.sha256(data).digest(), expected)

@@ -22,8 +22,9 @@ direct call to Meta, and does only what it must. Per request (services/gateway/r
        connection 502, each with a Graph error envelope.
 
 Any other request is forwarded unchanged (method, path, query, body, headers minus hop-by-hop), streamed both
-ways, and nothing of it is journaled. Media uploads (``POST …/media``) are forwarded as well; their bytes are not
-archived by this version (a medium is archived when it arrives by webhook, not when the business sends it).
+ways, and nothing of it is journaled. Media uploads (``POST …/media``, up to Meta's 100 MB) are streamed through
+the same way, never held whole; the medium is archived when a send uses its id: the archiver fetches it through
+the Graph API and seals it under the person it was sent to (services/archiver/media.py ``outbound_media_ref``).
 
 The bearer token is never logged, journaled or stored: it goes to Meta with the request it came with, and to the
 template read made on that request's behalf (services/gateway/template_cache.py).

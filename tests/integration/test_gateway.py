@@ -43,6 +43,7 @@ TOKEN = f"EAAG-gateway-{uuid.uuid4().hex}"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
 VERSION = "v21.0"
 REGISTER_BODY = b'{"messaging_product":"whatsapp","pin":"123456"}'
+PHOTO = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 40 + b"\xff\xd9"  # a JPEG's markers around 10 KiB
 TEMPLATE = {
     "name": "order_refund",
     "language": "en_US",
@@ -68,6 +69,7 @@ class Sent:
     passed: list[dict[str, Any]]
     logs: str
     prefix: str
+    files: list[bytes]  # the media files of the conversation, decrypted
 
 
 def gateway_settings(person: Person, upstream: str, bootstrap: str, topic: str, **overrides: Any) -> GatewaySettings:
@@ -124,6 +126,22 @@ async def sent(demo_env: dict[str, str], pg_pool: asyncpg.Pool, kafka_bootstrap:
                 for name, request in sends.items():
                     answer = await client.post(messages, json=request, headers=AUTH)
                     status[name], body[name] = answer.status_code, answer.content
+                # An image uploaded (multipart, passed through), then sent by its id.
+                upload = await client.post(
+                    f"/{VERSION}/{person.phone_number_id}/media",
+                    data={"messaging_product": "whatsapp", "type": "image/jpeg"},
+                    files={"file": ("receipt.jpg", PHOTO, "image/jpeg")},
+                    headers=AUTH,
+                )
+                status["upload"], body["upload"] = upload.status_code, upload.content
+                image = {
+                    "messaging_product": "whatsapp",
+                    "to": person.wa_id,
+                    "type": "image",
+                    "image": {"id": upload.json()["id"], "caption": "your receipt"},
+                }
+                answer = await client.post(messages, json=image, headers=AUTH)
+                status["image"], body["image"] = answer.status_code, answer.content
                 for code in (131056, 130429):
                     fake.refuse_next_sends(code)
                     answer = await client.post(messages, json=text(person, f"refused {code}"), headers=AUTH)
@@ -146,14 +164,20 @@ async def sent(demo_env: dict[str, str], pg_pool: asyncpg.Pool, kafka_bootstrap:
             await pipeline.produce(kafka_bootstrap, topic, delivered)
             records = await read_to_end(kafka_bootstrap, topic, partitions=1)
             events = [e for _k, v, h in records for e in split_record(v, h).events]
-            async with pipeline.running_archiver(pipeline.archiver_settings(demo_env, topic, dlq, prefix)):
+            archiver = pipeline.archiver_settings(
+                demo_env, topic, dlq, prefix, graph=fake.graph_settings(attempts=1, backoff_s=0)
+            )
+            async with pipeline.running_archiver(archiver):
                 await pipeline.wait_indexed(pg_pool, {e.event_id for e in events})
             access = await open_access(pipeline.retention_settings(demo_env, prefix))
             try:
                 actions = Actions(access, RetentionMetrics(CollectorRegistry()))
-                conversation = await actions.messages(
-                    Operator("test", "dpo"), contact=person.wa_id, reason="gateway integration test"
-                )
+                operator = Operator("test", "dpo")
+                conversation = await actions.messages(operator, contact=person.wa_id, reason="gateway integration test")
+                files = [
+                    b"".join([chunk async for chunk in medium.chunks])
+                    async for medium in actions.media(operator, conversation, reason="gateway integration test")
+                ]
             finally:
                 await access.close()
             yield Sent(
@@ -166,6 +190,7 @@ async def sent(demo_env: dict[str, str], pg_pool: asyncpg.Pool, kafka_bootstrap:
                 list(fake.passed),
                 "\n".join(handler.lines),
                 prefix,
+                files,
             )
     finally:
         logging.getLogger().removeHandler(handler)
@@ -187,6 +212,7 @@ def outbound(sent: Sent, outcome: str) -> list[ConversationMessage]:
 async def test_a_text_and_a_template_are_archived_with_metas_message_id_and_their_statuses(sent: Sent) -> None:
     assert sent.status["text"] == sent.status["template"] == 200
     by_body = {m.payload["request"]["type"]: m for m in outbound(sent, "sent")}
+    assert set(by_body) == {"text", "template", "image"}
     text_message = by_body["text"]
     assert text_message.message_id == orjson.loads(sent.body["text"])["messages"][0]["id"]
     assert text_message.payload["request"]["text"]["body"] == "your parcel left the depot"
@@ -199,11 +225,21 @@ async def test_a_text_and_a_template_are_archived_with_metas_message_id_and_thei
     assert template.message_id == orjson.loads(sent.body["template"])["messages"][0]["id"]
 
 
+async def test_an_uploaded_image_sent_by_id_is_archived_byte_exact_under_the_person(sent: Sent) -> None:
+    assert sent.status["upload"] == sent.status["image"] == 200
+    assert orjson.loads(sent.body["upload"])["id"] == sent.fake.uploads[0]
+    (image,) = [m for m in outbound(sent, "sent") if m.type == "image"]
+    assert image.payload["request"]["image"]["caption"] == "your receipt"
+    assert image.media is not None
+    assert image.media["status"] == "archived"
+    assert sent.files == [PHOTO]
+
+
 async def test_metas_answers_come_back_verbatim_errors_archived_and_nothing_retried(sent: Sent) -> None:
-    # Each send reached the stand-in exactly once (five sends, the lost one included), in order.
-    assert len(sent.fake.sends) == 5
+    # Each send reached the stand-in exactly once (six sends, the lost one included), in order.
+    assert len(sent.fake.sends) == 6
     answered = list(sent.fake.answers)
-    assert [sent.body[name] for name in ("text", "template", "131056", "130429")] == [a for _s, a in answered]
+    assert [sent.body[name] for name in ("text", "template", "image", "131056", "130429")] == [a for _s, a in answered]
     assert sent.status["131056"] == sent.status["130429"] == 400
     assert orjson.loads(sent.body["131056"])["error"]["code"] == 131056
     refused = {m.payload["response"]["error"]["code"]: m for m in outbound(sent, "refused")}
@@ -223,7 +259,7 @@ async def test_every_send_is_journaled_before_its_outcome(sent: Sent) -> None:
     events = [e for _k, v, h in sent.records for e in split_record(v, h).events]
     kinds = [(e.kind, e.payload["gateway"]["send_id"]) for e in events if e.kind in ("send_attempt", "outbound")]
     attempts = [send_id for kind, send_id in kinds if kind == "send_attempt"]
-    assert len(attempts) == 5
+    assert len(attempts) == 6
     for send_id in attempts:
         assert kinds.index(("send_attempt", send_id)) < kinds.index(("outbound", send_id))
 

@@ -8,9 +8,10 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from services.archiver.media import outbound_media_ref
 from services.gateway.records import SendContext, attempt_event, outcome_event, outcome_of
 from services.gateway.routing import PASS, SEND, UPLOAD, forwarded_headers, route
 from services.gateway.templates import choose_template, rendered_text, substitute
@@ -41,6 +42,7 @@ def test_route(method: str, path: str, kind: str, number: str | None) -> None:
     assert where.phone_number_id == number
 
 
+@settings(max_examples=100)
 @given(st.text(alphabet="/v0123456789.abcdemsgia_-", max_size=40))
 def test_only_the_exact_shapes_are_archived(path: str) -> None:
     where = route("POST", path)
@@ -119,6 +121,7 @@ def test_named_parameters() -> None:
     assert rendered_text(template, send) == "Hi Jo, #12 ships"
 
 
+@settings(max_examples=100)
 @given(st.lists(st.text(max_size=8), max_size=5))
 def test_a_parameter_is_put_in_once_never_expanded_again(values: list[str]) -> None:
     placeholders = " ".join(f"{{{{{i + 1}}}}}" for i in range(len(values)))
@@ -194,3 +197,19 @@ def test_a_group_send_has_no_person() -> None:
     event = attempt_event(context({"recipient_type": "group", "to": "G1", "type": "text"}))
     assert event.subject is None
     assert event.group_id == "G1"
+
+
+@pytest.mark.parametrize(
+    ("request_body", "message_id", "media_id"),
+    [
+        pytest.param({"type": "image", "image": {"id": "1013"}}, "wamid.A", "1013", id="an upload sent by id"),
+        pytest.param({"type": "image", "image": {"id": "1013"}}, None, None, id="a send Meta refused"),
+        pytest.param({"type": "document", "document": {"link": "https://x/y.pdf"}}, "wamid.A", None, id="by link"),
+        pytest.param({"type": "text", "text": {"body": "hi"}}, "wamid.A", None, id="no medium"),
+    ],
+)
+def test_the_medium_of_an_outbound_send(
+    request_body: dict[str, Any], message_id: str | None, media_id: str | None
+) -> None:
+    ref = outbound_media_ref(request_body["type"], {"request": request_body}, message_id)
+    assert (ref.media_id if ref else None) == media_id
