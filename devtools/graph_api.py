@@ -22,6 +22,7 @@ sources: tests/data/whatsapp/SEND_API.md):
 - ``POST /{version}/{phone-number-id}/media`` (multipart: ``file``, ``type``, ``messaging_product``) → ``{"id"}``;
   the medium is then served by the media endpoints like any other.
 - ``GET /{version}/{waba-id}/message_templates?name=…`` → ``{"data": [templates…]}`` (:meth:`add_template`).
+- ``GET`` of a path registered with :meth:`add_file` → its bytes, to anyone (a document a send names by ``link``).
 - Any other path and method → 200 with what it received (method, path, query, body's sha256, a few headers), so a
   test sees that a pass-through changed nothing.
 """
@@ -160,6 +161,7 @@ class FakeGraphApi:
         self.templates: dict[tuple[str, str], dict[str, Any]] = {}  # (waba id, name) -> the template object
         self.template_reads = 0
         self.passed: list[dict[str, Any]] = []  # what other paths received
+        self.files: dict[str, tuple[bytes, str]] = {}  # path -> (bytes, MIME type): files a send names by link
         self._base_url: str | None = None
         self._server: Any = None
 
@@ -205,6 +207,11 @@ class FakeGraphApi:
         """Take the next ``count`` sends (counted in :attr:`sends`) and never answer them."""
         self.lost_sends += count
 
+    def add_file(self, path: str, data: bytes, mime_type: str) -> str:
+        """Serve ``data`` at ``path`` to anyone (a file a send names by ``link``); returns its URL."""
+        self.files[path] = (data, mime_type)
+        return f"{self.base_url}{path}"
+
     def add_template(self, waba_id: str, template: dict[str, Any]) -> None:
         """Serve ``template`` (Meta's template object: name, language, category, components) for its WABA."""
         self.templates[(waba_id, template["name"])] = template
@@ -235,6 +242,12 @@ class FakeGraphApi:
         path: str = scope["path"]
         self.requests.append((scope["method"], path))
         headers = dict(scope["headers"])
+        if scope["method"] == "GET" and path in self.files:
+            data, mime_type = self.files[path]
+            start = [(b"content-type", mime_type.encode()), (b"content-length", str(len(data)).encode())]
+            await send({"type": "http.response.start", "status": 200, "headers": start})
+            await send({"type": "http.response.body", "body": data})
+            return
         if self._send_side(scope["method"], path):
             body = await _read(receive)
             status, answer = await self._send_answer(scope, path, headers, body)

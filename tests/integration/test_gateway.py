@@ -43,6 +43,7 @@ TOKEN = f"EAAG-gateway-{uuid.uuid4().hex}"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
 VERSION = "v21.0"
 REGISTER_BODY = b'{"messaging_product":"whatsapp","pin":"123456"}'
+INVOICE = b"%PDF-1.4\n" + bytes(range(255, -1, -1)) * 30 + b"\n%%EOF\n"
 PHOTO = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 40 + b"\xff\xd9"  # a JPEG's markers around 10 KiB
 TEMPLATE = {
     "name": "order_refund",
@@ -142,6 +143,18 @@ async def sent(demo_env: dict[str, str], pg_pool: asyncpg.Pool, kafka_bootstrap:
                 }
                 answer = await client.post(messages, json=image, headers=AUTH)
                 status["image"], body["image"] = answer.status_code, answer.content
+                # A document sent by link: Meta fetches it; so does the archive.
+                document = {
+                    "messaging_product": "whatsapp",
+                    "to": person.wa_id,
+                    "type": "document",
+                    "document": {
+                        "link": fake.add_file("/files/invoice-4471.pdf", INVOICE, "application/pdf"),
+                        "filename": "invoice-4471.pdf",
+                    },
+                }
+                answer = await client.post(messages, json=document, headers=AUTH)
+                status["document"], body["document"] = answer.status_code, answer.content
                 for code in (131056, 130429):
                     fake.refuse_next_sends(code)
                     answer = await client.post(messages, json=text(person, f"refused {code}"), headers=AUTH)
@@ -212,7 +225,7 @@ def outbound(sent: Sent, outcome: str) -> list[ConversationMessage]:
 async def test_a_text_and_a_template_are_archived_with_metas_message_id_and_their_statuses(sent: Sent) -> None:
     assert sent.status["text"] == sent.status["template"] == 200
     by_body = {m.payload["request"]["type"]: m for m in outbound(sent, "sent")}
-    assert set(by_body) == {"text", "template", "image"}
+    assert set(by_body) == {"text", "template", "image", "document"}
     text_message = by_body["text"]
     assert text_message.message_id == orjson.loads(sent.body["text"])["messages"][0]["id"]
     assert text_message.payload["request"]["text"]["body"] == "your parcel left the depot"
@@ -232,14 +245,24 @@ async def test_an_uploaded_image_sent_by_id_is_archived_byte_exact_under_the_per
     assert image.payload["request"]["image"]["caption"] == "your receipt"
     assert image.media is not None
     assert image.media["status"] == "archived"
-    assert sent.files == [PHOTO]
+    assert PHOTO in sent.files
+
+
+async def test_a_document_sent_by_link_is_fetched_and_archived_byte_exact(sent: Sent) -> None:
+    assert sent.status["document"] == 200
+    (document,) = [m for m in outbound(sent, "sent") if m.type == "document"]
+    assert document.media is not None
+    assert document.media["status"] == "archived"
+    assert sorted(sent.files) == sorted([PHOTO, INVOICE])
 
 
 async def test_metas_answers_come_back_verbatim_errors_archived_and_nothing_retried(sent: Sent) -> None:
-    # Each send reached the stand-in exactly once (six sends, the lost one included), in order.
-    assert len(sent.fake.sends) == 6
+    # Each send reached the stand-in exactly once (seven sends, the lost one included), in order.
+    assert len(sent.fake.sends) == 7
     answered = list(sent.fake.answers)
-    assert [sent.body[name] for name in ("text", "template", "image", "131056", "130429")] == [a for _s, a in answered]
+    assert [sent.body[name] for name in ("text", "template", "image", "document", "131056", "130429")] == [
+        a for _s, a in answered
+    ]
     assert sent.status["131056"] == sent.status["130429"] == 400
     assert orjson.loads(sent.body["131056"])["error"]["code"] == 131056
     refused = {m.payload["response"]["error"]["code"]: m for m in outbound(sent, "refused")}
@@ -259,7 +282,7 @@ async def test_every_send_is_journaled_before_its_outcome(sent: Sent) -> None:
     events = [e for _k, v, h in sent.records for e in split_record(v, h).events]
     kinds = [(e.kind, e.payload["gateway"]["send_id"]) for e in events if e.kind in ("send_attempt", "outbound")]
     attempts = [send_id for kind, send_id in kinds if kind == "send_attempt"]
-    assert len(attempts) == 6
+    assert len(attempts) == 7
     for send_id in attempts:
         assert kinds.index(("send_attempt", send_id)) < kinds.index(("outbound", send_id))
 

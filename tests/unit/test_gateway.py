@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.archiver.media import outbound_media_ref
+from services.archiver.media import Egress, outbound_media_ref
 from services.gateway.records import SendContext, attempt_event, outcome_event, outcome_of
 from services.gateway.routing import PASS, SEND, UPLOAD, forwarded_headers, route
 from services.gateway.templates import choose_template, rendered_text, substitute
@@ -204,7 +204,7 @@ def test_a_group_send_has_no_person() -> None:
     [
         pytest.param({"type": "image", "image": {"id": "1013"}}, "wamid.A", "1013", id="an upload sent by id"),
         pytest.param({"type": "image", "image": {"id": "1013"}}, None, None, id="a send Meta refused"),
-        pytest.param({"type": "document", "document": {"link": "https://x/y.pdf"}}, "wamid.A", None, id="by link"),
+        pytest.param({"type": "document", "document": {"link": "https://x/y.pdf"}}, "wamid.A", "link", id="by link"),
         pytest.param({"type": "text", "text": {"body": "hi"}}, "wamid.A", None, id="no medium"),
     ],
 )
@@ -213,3 +213,22 @@ def test_the_medium_of_an_outbound_send(
 ) -> None:
     ref = outbound_media_ref(request_body["type"], {"request": request_body}, message_id)
     assert (ref.media_id if ref else None) == media_id
+
+
+@pytest.mark.parametrize(
+    ("url", "loopback_http", "refusal"),
+    [
+        pytest.param("https://8.8.8.8/invoice.pdf", False, None, id="a public address"),
+        pytest.param("https://10.1.2.3/invoice.pdf", False, "url host not allowed", id="a private network"),
+        pytest.param("https://169.254.169.254/latest/meta-data", False, "url host not allowed", id="metadata service"),
+        pytest.param("https://100.64.0.1/x", False, "url host not allowed", id="shared address space"),
+        pytest.param("https://[::1]/x", False, "url host not allowed", id="loopback v6"),
+        pytest.param("https://127.0.0.1/x", False, "url host not allowed", id="loopback without the override"),
+        pytest.param("http://127.0.0.1:8099/x", True, None, id="the local stand-in"),
+        pytest.param("http://8.8.8.8/x", False, "url not https", id="plain http"),
+        pytest.param("https://user:pw@8.8.8.8/x", False, "bad url", id="user info"),
+        pytest.param("https://8.8.8.8:8443/x", False, "url host not allowed", id="another port"),
+    ],
+)
+async def test_a_link_is_fetched_from_public_addresses_only(url: str, loopback_http: bool, refusal: str | None) -> None:
+    assert await Egress(loopback_http=loopback_http).link_refusal(url) == refusal
