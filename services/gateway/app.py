@@ -50,7 +50,7 @@ from services.core.ops_http import OpsServer, ops_app
 from services.core.vocabulary import rfc3339_millis
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.records import SendContext, attempt_event, outcome_event, outcome_of
-from services.gateway.routing import PASS, SEND, Route, forwarded_headers, route
+from services.gateway.routing import PASS, SEND, Route, forwarded_headers, route, upload_refusal
 from services.gateway.settings import GatewaySettings
 from services.gateway.template_cache import TemplateCache
 
@@ -200,7 +200,7 @@ class GatewayApp:
         elif where.kind == PASS:
             await self._pass(scope, receive, send)
         else:
-            await self._pass(scope, receive, send, route_label="media")
+            await self._upload(scope, receive, send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -314,16 +314,38 @@ class GatewayApp:
             return None
         return asyncio.create_task(self.templates.text(context.waba_id, version, template, authorization))
 
-    async def _pass(self, scope: Scope, receive: Receive, send: Send, *, route_label: str = "other") -> None:
-        """Forward a request unchanged and stream the answer back."""
-        del route_label
+    async def _upload(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``POST …/media``: refused at once when it is not a multipart form or announces more than
+        ``max_upload_bytes``; otherwise streamed through (:meth:`_pass`), and cut off — Meta then gets a truncated
+        form, which it refuses — should it stream more than that."""
+        refused = upload_refusal(
+            header(scope, b"content-type"), header(scope, b"content-length"), self.settings.max_upload_bytes
+        )
+        if refused is not None:
+            self.metrics.sends.labels("media", "bad_request").inc()
+            status = 413 if "exceeds" in refused else 400
+            await respond(send, *graph_error(status, 100, refused), close=True)
+            return
+        outcome = await self._pass(scope, receive, send, limit=self.settings.max_upload_bytes)
+        self.metrics.sends.labels("media", outcome).inc()
+
+    async def _pass(self, scope: Scope, receive: Receive, send: Send, *, limit: int | None = None) -> str:
+        """Forward a request unchanged and stream the answer back; its outcome as ``wa_gateway_sends_total`` says
+        it (sent: 2xx, refused: another answer, not_sent: Meta unreachable, bad_request: over ``limit``)."""
+        received = 0
+        over = False
 
         async def body() -> AsyncIterator[bytes]:
+            nonlocal received, over
             while True:
                 message = await receive()
                 if message["type"] == "http.disconnect":
                     return
                 chunk = message.get("body", b"")
+                received += len(chunk)
+                if limit is not None and received > limit:
+                    over = True
+                    raise BodyTooLarge
                 if chunk:
                     yield chunk
                 if not message.get("more_body", False):
@@ -337,11 +359,14 @@ class GatewayApp:
         )
         try:
             response = await self.client.send(request, stream=True)
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, BodyTooLarge) as exc:
+            if over:
+                await respond(send, *graph_error(413, 100, f"an upload exceeds {limit} bytes"), close=True)
+                return "bad_request"
             self.metrics.passed.labels("failed").inc()
             log.warning("a pass-through request failed (%s)", type(exc).__name__)
             await respond(send, *graph_error(502, 2, "the Graph API could not be reached"))
-            return
+            return "not_sent"
         try:
             headers = forwarded_headers(list(response.headers.raw))
             length = response.headers.get("content-length")
@@ -354,6 +379,7 @@ class GatewayApp:
             self.metrics.passed.labels("answered").inc()
         finally:
             await response.aclose()
+        return "sent" if 200 <= response.status_code < 300 else "refused"
 
 
 def _json_or_none(raw: bytes) -> Any:

@@ -75,3 +75,19 @@ def forwarded_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, b
         token.strip().lower() for key, value in headers if key.lower() == b"connection" for token in value.split(b",")
     }
     return [(key, value) for key, value in headers if key.lower() not in HOP_BY_HOP and key.lower() not in named]
+
+
+def upload_refusal(content_type: bytes | None, content_length: bytes | None, limit: int) -> str | None:
+    """Why an upload (``POST …/media``) is refused before a byte of it is read, or None: it must be
+    ``multipart/form-data`` with a boundary (what Meta takes), and a length it announces must be a number within
+    ``limit`` (Meta's 100 MB and the form around it). A body without a length (chunked) is counted as it streams."""
+    kind, _, parameters = (content_type or b"").partition(b";")
+    if kind.strip().lower() != b"multipart/form-data" or b"boundary=" not in parameters.lower():
+        return "an upload is multipart/form-data with a boundary"
+    if content_length is not None:
+        text = content_length.strip()
+        if not text.isdigit():
+            return "Content-Length is not a number"
+        if int(text) > limit:
+            return f"an upload exceeds {limit} bytes"
+    return None

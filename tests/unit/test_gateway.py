@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from services.archiver.media import Egress, outbound_media_ref
 from services.gateway.records import SendContext, attempt_event, outcome_event, outcome_of
-from services.gateway.routing import PASS, SEND, UPLOAD, forwarded_headers, route
+from services.gateway.routing import PASS, SEND, UPLOAD, forwarded_headers, route, upload_refusal
 from services.gateway.templates import choose_template, rendered_text, substitute
 from services.ingest.outbound import outbound_event
 
@@ -61,6 +61,28 @@ def test_forwarded_headers_drop_those_of_one_hop() -> None:
         (b"content-type", b"application/json"),
     ]
     assert forwarded_headers(headers) == [(b"authorization", b"Bearer T"), (b"content-type", b"application/json")]
+
+
+FORM = b"multipart/form-data; boundary=----x"
+MEDIA_LIMIT = 100 * 1024 * 1024 + 64 * 1024
+
+
+@pytest.mark.parametrize(
+    ("content_type", "length", "refusal"),
+    [
+        pytest.param(FORM, b"1024", None, id="a small form"),
+        pytest.param(FORM, str(MEDIA_LIMIT).encode(), None, id="Meta's 100 MB and the form around it"),
+        pytest.param(FORM, str(MEDIA_LIMIT + 1).encode(), f"an upload exceeds {MEDIA_LIMIT} bytes", id="one more"),
+        pytest.param(FORM, None, None, id="chunked: counted as it streams"),
+        pytest.param(FORM, b"12x", "Content-Length is not a number", id="a length that is no number"),
+        pytest.param(b"Multipart/Form-Data; Boundary=abc", b"10", None, id="case does not matter"),
+        pytest.param(b"multipart/form-data", b"10", "an upload is multipart/form-data with a boundary", id="none"),
+        pytest.param(b"application/json", b"10", "an upload is multipart/form-data with a boundary", id="json"),
+        pytest.param(None, b"10", "an upload is multipart/form-data with a boundary", id="no content type"),
+    ],
+)
+def test_upload_refusal(content_type: bytes | None, length: bytes | None, refusal: str | None) -> None:
+    assert upload_refusal(content_type, length, MEDIA_LIMIT) == refusal
 
 
 TEMPLATE: dict[str, Any] = {
