@@ -13,7 +13,8 @@ direct call to Meta, and does only what it must. Per request (services/gateway/r
        sensitive messages plugs in here: a hold answers as Meta does for a held message, and its outcome is
        journaled by the approval, not by this request);
     4. forward the request once (never retried: a retried send is a duplicate message to a customer), the
-       ``Authorization`` header with it and nowhere else;
+       ``Authorization`` header with it and nowhere else (services/gateway/upstream.py: a lean HTTP/1.1 client,
+       the send's largest CPU cost otherwise);
     5. hand the ``outbound`` outcome to the producer: ``sent`` / ``refused`` with Meta's answer, ``unknown`` when the
        answer was lost after the request may have left (timeout, reset), ``not_sent`` when no connection was made;
     6. answer Meta's status, headers (minus hop-by-hop) and body verbatim, then wait for the outcome's
@@ -53,6 +54,7 @@ from services.gateway.records import SendContext, attempt_event, outcome_event, 
 from services.gateway.routing import PASS, SEND, Route, forwarded_headers, route, upload_refusal
 from services.gateway.settings import GatewaySettings
 from services.gateway.template_cache import TemplateCache
+from services.gateway.upstream import AnswerLost, NotSent, UpstreamPool
 
 log = logging.getLogger("wa_archive.gateway")
 
@@ -115,12 +117,16 @@ async def respond(
     await send({"type": "http.response.body", "body": body})
 
 
-def upstream_url(base: str, scope: Scope) -> str:
-    """The Graph API URL of a request: the upstream base, the path as the client sent it (percent-escapes kept),
-    and its query."""
+def request_target(scope: Scope) -> str:
+    """The path as the client sent it (percent-escapes kept) and its query."""
     raw_path = scope.get("raw_path") or scope["path"].encode()
     query = bytes(scope.get("query_string", b""))
-    return base + bytes(raw_path).decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
+    return bytes(raw_path).decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
+
+
+def upstream_url(base: str, scope: Scope) -> str:
+    """The Graph API URL of a request: the upstream base and :func:`request_target`."""
+    return base + request_target(scope)
 
 
 class GatewayApp:
@@ -146,6 +152,7 @@ class GatewayApp:
         self._topic = settings.kafka.events_topic
         self._ops = OpsServer(ops_app(self.registry, self.ready), settings.ops_host, settings.ops_port) if ops else None
         self.templates: TemplateCache | None = None
+        self.upstream: UpstreamPool
         self._sends = {
             outcome: self.metrics.sends.labels("messages", outcome)
             for outcome in ("sent", "refused", "unknown", "not_sent", "unavailable", "bad_request")
@@ -173,6 +180,12 @@ class GatewayApp:
                 trust_env=False,
                 limits=httpx.Limits(max_connections=self.settings.max_concurrency, max_keepalive_connections=64),
             )
+        self.upstream = UpstreamPool(
+            self.settings.upstream_url,
+            connect_timeout_s=self.settings.connect_timeout_s,
+            answer_timeout_s=self.settings.send_timeout_s,
+            max_idle=self.settings.max_concurrency,
+        )
         self.templates = TemplateCache(
             self.client, self.settings.upstream_url, ttl_s=self.settings.template_cache_s, metrics=self.metrics
         )
@@ -184,6 +197,7 @@ class GatewayApp:
         if self._ops is not None:
             await self._ops.stop()
         await self.producer.stop()
+        await self.upstream.aclose()
         if self._own_client and self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -269,17 +283,15 @@ class GatewayApp:
         answer = b""
         answer_headers: list[tuple[bytes, bytes]] = []
         try:
-            response = await self.client.post(
-                upstream_url(self.settings.upstream_url, scope), content=raw, headers=headers
-            )
-            status, answer = response.status_code, response.content
-            answer_headers = forwarded_headers(list(response.headers.raw))
+            response = await self.upstream.post(request_target(scope), headers, raw)
+            status, answer = response.status, bytes(response.body)
+            answer_headers = forwarded_headers(response.headers)
             outcome = outcome_of(status, _json_or_none(answer))
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout):
+        except NotSent:
             outcome = "not_sent"  # no connection was made: nothing left
-        except httpx.HTTPError as exc:
+        except AnswerLost as exc:
             outcome = "unknown"  # the request may have reached Meta: it may have been sent
-            log.warning("a send's answer was lost (%s): archived with outcome unknown", type(exc).__name__)
+            log.warning("a send's answer was lost (%s): archived with outcome unknown", exc)
         answered = time.perf_counter()
         self._upstream.observe(answered - journaled)
         text = await _settled(text_task)
