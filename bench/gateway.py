@@ -27,12 +27,22 @@ import secrets
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from bench.common import CpuMeter, demo_env, ensure_stack, ensure_tool, start_module, wait_http, write_result
+from bench.common import (
+    CpuMeter,
+    demo_env,
+    ensure_stack,
+    ensure_tool,
+    listening,
+    start_module,
+    wait_http,
+    write_result,
+)
 from bench.ingest import run_wrk
 from devtools.broker import create_topic
 from devtools.samples import REPO_ROOT
@@ -93,6 +103,11 @@ def run_once(
         "bare_asgi": start_module("bench.bare_asgi", {**env, "WA_INGEST_PORT": str(bare_port)}, work / "bare.log"),
     }
     try:
+        deadline = time.monotonic() + 60
+        while not listening(graph_port):  # the stand-in has no probe: it answers once it listens
+            if time.monotonic() > deadline:
+                raise RuntimeError("the Graph API stand-in did not start")
+            time.sleep(0.1)
         wait_http(f"http://127.0.0.1:{ops_port}/readyz")
         wait_http(f"http://127.0.0.1:{bare_port}/")
         path = f"/v21.0/{PHONE_NUMBER_ID}/messages"
