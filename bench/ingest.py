@@ -75,8 +75,9 @@ def realistic_body(n: int) -> bytes:
 
 
 def run_wrk(wrk: str, url: str, script: Path, seconds: int, connections: int) -> dict[str, float]:
+    """wrk's requests/s, p50 and p99 (two threads, or one for one connection: wrk needs a connection per thread)."""
     output = subprocess.run(
-        [wrk, "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
+        [wrk, f"-t{min(2, connections)}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
         capture_output=True,
         text=True,
         check=True,

@@ -44,6 +44,7 @@ FULL: dict[str, list[str]] = {
     "verify": [],
     "chain_cost": [],
     "relay": [],
+    "gateway": ["--runs", "3"],
 }
 QUICK: dict[str, list[str]] = {
     "ingest": ["--seconds", "5"],
@@ -61,6 +62,7 @@ QUICK: dict[str, list[str]] = {
     "verify": ["--objects", "100"],
     "chain_cost": ["--events", "20000", "--rounds", "1"],
     "relay": ["--backlog", "5000", "--rate", "1000", "--seconds", "10"],
+    "gateway": ["--seconds", "5", "--runs", "2"],
 }
 # A smoke run: every benchmark end to end at sizes that take seconds, so that none can rot unnoticed
 # (tests/integration/test_bench_smoke.py runs it in `make test`). Its figures measure nothing.
@@ -83,6 +85,7 @@ SMOKE: dict[str, list[str]] = {
     "verify": ["--objects", "5", "--object-mb", "0.1"],
     "chain_cost": ["--events", "300", "--rounds", "1"],
     "relay": ["--backlog", "200", "--destinations", "1", "--rate", "50", "--seconds", "1"],
+    "gateway": ["--seconds", "1", "--connections", "2", "--warm-up", "0", "--runs", "1"],
 }
 PACKAGES = ("aiokafka", "asyncpg", "boto3", "cryptography", "orjson", "uvicorn", "fastapi", "prometheus-client")
 
@@ -152,6 +155,12 @@ def summary_rows(results: dict[str, dict[str, Any]]) -> list[tuple[str, str, str
         add("ingest p99 latency", f["ingest"]["p99_ms"], 25, "ms", at_most=True)
         if f.get("cpu_ratio_to_bare") is not None:
             add("ingest CPU per request / bare ASGI's", f["cpu_ratio_to_bare"], 3.0, "", at_most=True)
+    if (r := results.get("gateway", {})).get("status") == "ok":
+        ranges = r["figures"]["ranges"]
+        if ranges["added_p99_ms"]:
+            add("gateway: latency added to a send, p99 (worst run)", ranges["added_p99_ms"][1], 5, "ms", at_most=True)
+        if ranges["cpu_ratio_to_bare"]:
+            add("gateway CPU per send / bare ASGI's (worst run)", ranges["cpu_ratio_to_bare"][1], 3.0, "", at_most=True)
     archived_us: float | None = None
     if (r := results.get("archiver", {})).get("status") == "ok":
         f = r["figures"]

@@ -143,6 +143,7 @@ def service_commands(graph_token: str) -> dict[str, list[str]]:
             str(PAYLOADS_DIR),
         ],
         "ingest": [sys.executable, "-m", "services.ingest"],
+        "gateway": [sys.executable, "-m", "services.gateway"],
         "archiver": [sys.executable, "-m", "services.archiver"],
         "retention": [sys.executable, "-m", "services.retention"],
         "console": [sys.executable, "-m", "services.console"],
@@ -266,6 +267,7 @@ def main() -> None:
             handle = (logs / f"{name}.log").open("ab")
             processes[name] = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
         wait_ready("http://127.0.0.1:8080/readyz", "ingest")
+        wait_ready("http://127.0.0.1:9086/readyz", "gateway")  # its ops port: every path of 8084 is the Graph API's
         wait_ready("http://127.0.0.1:8081/readyz", "archiver")
         wait_ready("http://127.0.0.1:8082/readyz", "retention")
         wait_ready("http://127.0.0.1:9083/readyz", "console")  # its ops port: probes and metrics
@@ -274,6 +276,9 @@ def main() -> None:
         print(
             "\nwa-archive is running (logs in .stack/logs/):\n"
             "  webhook URL      http://127.0.0.1:8080/webhooks/whatsapp  (secrets: deploy/local/demo.env)\n"
+            "  send gateway     http://127.0.0.1:8084  (your Graph API base URL: POST /v21.0/"
+            f"{DEMO_PHONE_NUMBER_ID}/messages is archived,\n"
+            "                   then sent to the Graph API stand-in; bearer demo-graph-token-local-only)\n"
             "  review console   http://127.0.0.1:8083/  sign in as demo-reader / demo-reader-token-local-only\n"
             '                   (or demo-dpo / demo-dpo-token-local-only for the DPO pages); search "commande"\n'
             "                   demo-dpo-2 / demo-dpo-2-token-local-only approves what demo-dpo requests (four eyes)\n"

@@ -6,8 +6,9 @@ else (DESIGN.md §1.8) — the same rights deploy/k8s/base/kafka-users.yaml give
 - ``wa-archiver`` reads the journal in its consumer group and writes the dead letters; it cannot write the journal.
 - ``wa-relay`` reads the journal in one consumer group per destination (``wa-relay-<name>``) and writes each
   destination's parking topic (``wa-relay-<name>-parked``); it cannot write the journal nor read another group.
+- ``wa-gateway`` (the send gateway) writes the journal, as ingest does, and nothing else.
 
-All three produce idempotently, hence IdempotentWrite on the cluster. ``python -m devtools.kafka_principals``
+All produce idempotently, hence IdempotentWrite on the cluster. ``python -m devtools.kafka_principals``
 (run by ``deploy/local/stack.sh up`` once Kafka answers) connects to the plaintext listener, whose anonymous
 principal is the local broker's super user, and makes the broker hold exactly these users and ACLs: each user's
 password is set again (a new salt; a client already connected keeps its session), a missing ACL is created and
@@ -162,15 +163,18 @@ def principal(kafka: KafkaSettings, grants: frozenset[Grant], prefix: str) -> Pr
 
 
 def local_principals(environ: Mapping[str, str]) -> list[Principal]:
-    """The principals of ingest, the archiver and the relay, from their settings in ``environ``
+    """The principals of ingest, the archiver, the relay and the send gateway, from their settings in ``environ``
     (deploy/local/demo.env)."""
     ingest = kafka_settings(environ, "WA_INGEST_KAFKA__")
     archiver = kafka_settings(environ, "WA_ARCHIVER_KAFKA__")
+    gateway = kafka_settings(environ, "WA_GATEWAY_KAFKA__")
     group_id = environ.get("WA_ARCHIVER_GROUP_ID", ArchiverSettings.model_fields["group_id"].default)
     return [
         principal(ingest, ingest_grants(ingest), "WA_INGEST_KAFKA__"),
         principal(archiver, archiver_grants(archiver, group_id), "WA_ARCHIVER_KAFKA__"),
         relay_principal(environ),
+        # The gateway journals sends as ingest journals webhooks: the same rights.
+        principal(gateway, ingest_grants(gateway), "WA_GATEWAY_KAFKA__"),
     ]
 
 

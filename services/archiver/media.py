@@ -29,8 +29,10 @@ import asyncio
 import base64
 import binascii
 import hashlib
+import ipaddress
 import logging
 import re
+import socket
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
@@ -75,6 +77,8 @@ class MediaRef:
     media_id: str
     mime_type: str | None
     sha256: str | None
+    # A medium the business sent by ``link`` (a URL Meta fetched): downloaded from there, without any token.
+    link: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +134,23 @@ def media_ref(message_type: str | None, payload: object) -> MediaRef | None:
     mime = body.get("mime_type")
     digest = body.get("sha256")
     return MediaRef(media_id, mime if isinstance(mime, str) else None, digest if isinstance(digest, str) else None)
+
+
+def outbound_media_ref(message_type: str | None, payload: object, message_id: str | None) -> MediaRef | None:
+    """The medium an outbound event's send used, when Meta accepted the send (``message_id``, the wamid): by id (an
+    upload of the business, ``POST /{phone-number-id}/media``), or by ``link`` (:attr:`MediaRef.link`). None for a
+    send Meta refused, or no medium (pure; never raises)."""
+    if message_id is None or not isinstance(payload, dict):
+        return None
+    request = payload.get("request")
+    by_id = media_ref(message_type, request)
+    if by_id is not None:
+        return by_id
+    body = request.get(message_type) if isinstance(request, dict) and message_type in MEDIA_TYPES else None
+    link = body.get("link") if isinstance(body, dict) else None
+    if not isinstance(link, str) or not link:
+        return None
+    return MediaRef("link", None, None, link=link)
 
 
 def sha256_matches(data: bytes, expected: str | None) -> bool:
@@ -192,6 +213,27 @@ class Egress:
         elif not (parsed.scheme == "http" and self.loopback_http and host in LOOPBACK_HOSTS):
             return "url not https"
         if check_host and not host_allowed(host, self.download_hosts):
+            return "url host not allowed"
+        return None
+
+    async def link_refusal(self, url: str) -> str | None:
+        """Why a medium's ``link`` may not be fetched, or None: the rules of :meth:`refusal` but any host name, as
+        long as every address it resolves to is public (not loopback, private, link-local, shared, reserved or
+        multicast); a loopback host only with the local override. The check is made on the addresses resolved
+        now; a name that resolves elsewhere a moment later (DNS rebinding) is left to the NetworkPolicy, which
+        lets the archiver reach public addresses only."""
+        refused = self.refusal(url, check_host=False)
+        if refused is not None:
+            return refused
+        host = httpx.URL(url).host.lower()
+        if self.loopback_http and host in LOOPBACK_HOSTS:
+            return None
+        try:
+            found = await asyncio.get_running_loop().getaddrinfo(host, 443, type=socket.SOCK_STREAM)
+        except OSError:
+            return "connection error"
+        addresses = {ipaddress.ip_address(str(entry[4][0]).split("%", 1)[0]) for entry in found}
+        if not addresses or any(not address.is_global for address in addresses):
             return "url host not allowed"
         return None
 
@@ -277,6 +319,8 @@ class MediaFetcher:
         return MediaResult(ref.media_id, mime or ref.mime_type, tries, None, size)
 
     async def _download(self, ref: MediaRef, store: MediaStore) -> tuple[str | None, int]:
+        if ref.link is not None:
+            return await self._download_link(ref.link, ref, store)
         try:
             answer = await self._client.get(f"{self.base_url}/{ref.media_id}", headers=self._headers)
             self._check(answer)
@@ -308,12 +352,39 @@ class MediaFetcher:
             raise _Final("bad url") from None
         return mime, size
 
-    async def _stream(self, url: str, sink: MediaSink, ref: MediaRef, declared: int | None, api_sha: object) -> int:
-        """Stream ``url`` into ``sink`` and finish it once the checksums match; abort it on any failure."""
+    async def _download_link(self, url: str, ref: MediaRef, store: MediaStore) -> tuple[str | None, int]:
+        """A medium sent by link: the URL is the business's, so no token goes with it, and it must be a public
+        address (:meth:`Egress.link_refusal`): never the cluster, a private network or the metadata service."""
+        refused = await self.egress.link_refusal(url)
+        if refused is not None:
+            raise _Final(refused)
+        try:
+            async with self.budget.reserve(store.memory(None) + READ_BYTES):
+                size = await self._stream(url, store.open(ref.mime_type), ref, None, None, token=False)
+        except httpx.TimeoutException:
+            raise _Transient("timeout") from None
+        except httpx.TransportError:
+            raise _Transient("connection error") from None
+        except httpx.InvalidURL:
+            raise _Final("bad url") from None
+        return ref.mime_type, size
+
+    async def _stream(
+        self,
+        url: str,
+        sink: MediaSink,
+        ref: MediaRef,
+        declared: int | None,
+        api_sha: object,
+        *,
+        token: bool = True,
+    ) -> int:
+        """Stream ``url`` into ``sink`` (with the bearer token only when ``token``) and finish it once the checksums
+        match; abort it on any failure."""
         hasher = hashlib.sha256()
         size = 0
         try:
-            async with self._client.stream("GET", url, headers=self._headers) as stream:
+            async with self._client.stream("GET", url, headers=self._headers if token else None) as stream:
                 self._check(stream)
                 async for piece in stream.aiter_bytes(READ_BYTES):
                     size += len(piece)

@@ -41,7 +41,7 @@ from typing import TypeVar
 import asyncpg
 
 from services.archiver.inflight import InflightLedger, Piece, Suspect, plan_pieces, residual
-from services.archiver.media import MediaFetcher, MediaRef, MediaResult, media_ref
+from services.archiver.media import MediaFetcher, MediaRef, MediaResult, media_ref, outbound_media_ref
 from services.archiver.media_store import BucketMediaStore
 from services.archiver.metrics import ArchiverMetrics
 from services.archiver.sealing import (
@@ -388,8 +388,14 @@ class BatchWriter:
             assert event is not None
             if event.kind in WEBHOOK_MESSAGE_KINDS:
                 ref = media_ref(event.type, event.payload)
-                if ref is not None:
-                    refs[event.event_id] = ref
+            elif event.kind == "outbound":
+                # What the business uploaded and sent by id (through the gateway or reported): fetched like any
+                # medium, while Meta still holds it (30 days), and sealed under the person it was sent to.
+                ref = outbound_media_ref(event.type, event.payload, event.message_id)
+            else:
+                ref = None
+            if ref is not None:
+                refs[event.event_id] = ref
         return _BatchMedia(refs, {})
 
     async def _put_media(

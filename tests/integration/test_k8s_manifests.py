@@ -42,6 +42,7 @@ from services.console.settings import ConsoleSettings
 from services.core.kafka import MAX_RECORD_BYTES, PROTOCOL_OVERHEAD_BYTES
 from services.core.policy import parse_policy
 from services.core.settings import KafkaSettings, MigratorSettings
+from services.gateway.settings import GatewaySettings
 from services.ingest.settings import IngestSettings
 from services.relay.settings import RelaySettings
 from services.retention.settings import RetentionSettings
@@ -80,6 +81,7 @@ SECRETS_OF_WORKLOAD: dict[str, set[tuple[str, str]]] = {
     "ingest": {
         ("wa-ingest-secrets", key) for key in ("app-secrets", "verify-token", "outbound-tokens", "kafka-sasl-password")
     },
+    "gateway": {("wa-gateway-secrets", "kafka-sasl-password")},
     "archiver": KEYS
     | {("wa-archiver-secrets", key) for key in ("pg-dsn", "s3-access-key", "s3-secret-key", "graph-token")}
     | {("wa-archiver-secrets", "kafka-sasl-password")},
@@ -104,6 +106,7 @@ RUN_AS_USER = 10001
 # console opens the archive with retention's settings and has its own beside them.
 SETTINGS_OF_CONTAINER: dict[str, tuple[type[BaseSettings], ...]] = {
     "ingest": (IngestSettings,),
+    "gateway": (GatewaySettings,),
     "archiver": (ArchiverSettings,),
     "retention": (RetentionSettings,),
     "retention-run": (RetentionSettings,),
@@ -114,7 +117,7 @@ SETTINGS_OF_CONTAINER: dict[str, tuple[type[BaseSettings], ...]] = {
 }
 # The port on which each long-running service serves /healthz and /readyz (DESIGN.md section 6). The console's
 # pages are on a port of their own (8083), the only one its Ingress reaches.
-SERVICE_PORTS = {"ingest": 8080, "archiver": 8081, "retention": 8082, "console": 9083, "relay": 8086}
+SERVICE_PORTS = {"ingest": 8080, "archiver": 8081, "retention": 8082, "console": 9083, "relay": 8086, "gateway": 9086}
 
 # Setting names whose value is a secret: they may only come from the Secret, never from a literal or a ConfigMap.
 SECRET_SETTING = re.compile(r"(SECRETS?|TOKENS?|PASSWORD|KEKS|PEPPER|DSN|ACCESS_KEY|SECRET_KEY|PRIVATE_KEY)$")
@@ -490,7 +493,15 @@ def test_each_service_accepts_the_configuration_it_is_given(
     _, container = workload(manifests, name)
     env = config_env(manifests, container)
     env.update({variable: dummy_secret(ref["key"], env) for variable, ref in secret_refs(container).items()})
-    prefixes = ("WA_INGEST_", "WA_ARCHIVER_", "WA_RETENTION_", "WA_CONSOLE_", "WA_MIGRATOR_", "WA_RELAY_")
+    prefixes = (
+        "WA_INGEST_",
+        "WA_GATEWAY_",
+        "WA_ARCHIVER_",
+        "WA_RETENTION_",
+        "WA_CONSOLE_",
+        "WA_MIGRATOR_",
+        "WA_RELAY_",
+    )
     every_process = {"WA_LOG_FORMAT"}  # read by configure_logging in each service, not by a settings class
     stray = [n for n in env if n.startswith("WA_") and not n.startswith(prefixes) and n not in every_process]
     assert not stray, f"variables no service reads: {stray}"
@@ -668,8 +679,8 @@ def test_network_policies(target: str) -> None:
     deny = [p for p in policies if p["spec"]["podSelector"] == {} and not p["spec"].get("ingress")]
     assert [p["spec"]["policyTypes"] for p in deny] == [["Ingress"]], "one default deny of ingress is required"
     egress = [p for p in policies if "Egress" in p["spec"]["policyTypes"]]
-    assert [p["metadata"]["name"] for p in egress] == ["archiver-egress", "relay-egress"], (
-        "egress is restricted for the archiver and the relay"
+    assert [p["metadata"]["name"] for p in egress] == ["archiver-egress", "relay-egress", "gateway-egress"], (
+        "egress is restricted for the pods that reach the Internet"
     )
 
     def rules(deployment: str) -> list[Manifest]:
@@ -697,6 +708,14 @@ def test_network_policies(target: str) -> None:
     assert ports(pages) == {8083}
     assert ops["from"] == [MONITORING], "console ops (probes, /metrics): from the monitoring namespace only"
     assert ports(ops) == {9083}
+    clients, gateway_ops = rules("gateway")
+    assert clients["from"] == [
+        {"podSelector": {}},
+        {"namespaceSelector": {"matchLabels": {"wa-archive.io/graph-client": "true"}}},
+    ], "gateway: the company's sending systems only (what it takes is archived)"
+    assert ports(clients) == {8084}
+    assert gateway_ops["from"] == [MONITORING]
+    assert ports(gateway_ops) == {9086}
 
 
 @pytest.mark.parametrize("target", TARGET_IDS)
@@ -853,8 +872,14 @@ def test_each_service_has_its_own_kafka_principal_with_least_rights(target: str)
         *(("group", f"wa-relay-{name}", operation) for name in names for operation in ("Describe", "Read")),
         *(("topic", f"wa-relay-{name}-parked", operation) for name in names for operation in ("Describe", "Write")),
     }
-    assert set(users) == {"wa-ingest", "wa-archiver", "wa-relay"}
-    for service, user in (("INGEST", "wa-ingest"), ("ARCHIVER", "wa-archiver"), ("RELAY", "wa-relay")):
+    assert acl_rights(users["wa-gateway"]) == acl_rights(users["wa-ingest"]), "the gateway writes the journal only"
+    assert set(users) == {"wa-ingest", "wa-gateway", "wa-archiver", "wa-relay"}
+    for service, user in (
+        ("INGEST", "wa-ingest"),
+        ("ARCHIVER", "wa-archiver"),
+        ("RELAY", "wa-relay"),
+        ("GATEWAY", "wa-gateway"),
+    ):
         assert users[user]["spec"]["authentication"]["type"] == "scram-sha-512"
         assert config[f"WA_{service}_KAFKA__SASL_USERNAME"] == user
         assert config[f"WA_{service}_KAFKA__SASL_MECHANISM"] == "SCRAM-SHA-512"

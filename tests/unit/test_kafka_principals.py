@@ -63,6 +63,7 @@ def test_the_local_grants_are_the_production_ones() -> None:
         "wa-ingest": ingest_grants(kafka),
         "wa-archiver": archiver_grants(kafka, group),
         "wa-relay": relay,
+        "wa-gateway": ingest_grants(kafka),
     }
 
 
@@ -87,7 +88,7 @@ def test_the_relay_reads_the_journal_in_its_groups_and_writes_only_its_parking_t
 
 
 def test_the_demo_principals_are_the_services_own_settings() -> None:
-    ingest, archiver, _relay = local_principals(DEMO)
+    ingest, archiver, _relay, gateway = local_principals(DEMO)
     assert (ingest.user, ingest.password) == (
         DEMO["WA_INGEST_KAFKA__SASL_USERNAME"],
         DEMO["WA_INGEST_KAFKA__SASL_PASSWORD"],
@@ -97,9 +98,11 @@ def test_the_demo_principals_are_the_services_own_settings() -> None:
     assert Grant("topic", DEMO["WA_EVENTS_TOPIC"], "Write") in ingest.grants
     assert Grant("topic", DEMO["WA_DLQ_TOPIC"], "Write") in archiver.grants
     assert Grant("group", "wa-archiver", "Read") in archiver.grants
+    assert gateway.user == DEMO["WA_GATEWAY_KAFKA__SASL_USERNAME"] == "wa-gateway"
+    assert gateway.grants == ingest.grants
 
 
-@pytest.mark.parametrize("service", ["INGEST", "ARCHIVER", "RELAY"])
+@pytest.mark.parametrize("service", ["INGEST", "ARCHIVER", "RELAY", "GATEWAY"])
 def test_the_demo_services_connect_to_the_sasl_listener(service: str) -> None:
     kafka = kafka_settings(DEMO, f"WA_{service}_KAFKA__")
     assert kafka.bootstrap_servers == f"127.0.0.1:{DEMO['WA_KAFKA_SASL_PORT']}"
@@ -107,7 +110,7 @@ def test_the_demo_services_connect_to_the_sasl_listener(service: str) -> None:
 
 
 def test_a_group_of_its_own_is_granted_to_the_archiver() -> None:
-    (_ingest, archiver, _relay) = local_principals({**DEMO, "WA_ARCHIVER_GROUP_ID": "archiver-b"})
+    (_ingest, archiver, _relay, _gateway) = local_principals({**DEMO, "WA_ARCHIVER_GROUP_ID": "archiver-b"})
     assert {g.name for g in archiver.grants if g.resource == "group"} == {"archiver-b"}
 
 

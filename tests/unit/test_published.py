@@ -28,6 +28,7 @@ from services.core.published import (
 )
 from services.core.settings import load_settings
 from services.core.token_strength import MIN_TOKEN_BITS, estimated_bits, token_weakness
+from services.gateway.settings import GatewaySettings
 from services.ingest.settings import IngestSettings
 from services.retention.settings import AdminToken, RetentionSettings
 
@@ -56,7 +57,7 @@ def demo_secrets() -> dict[str, str]:
         password = urlsplit(DEMO[f"WA_{service}_PG__DSN"]).password
         assert password is not None
         found[f"WA_{service}_PG__DSN password"] = password
-    for service in ("INGEST", "ARCHIVER", "RELAY"):  # each one's Kafka principal
+    for service in ("INGEST", "ARCHIVER", "RELAY", "GATEWAY"):  # each one's Kafka principal
         found[f"WA_{service}_KAFKA__SASL_PASSWORD"] = DEMO[f"WA_{service}_KAFKA__SASL_PASSWORD"]
     # The backup tooling's S3 identity and its exporter's database role (services/backups).
     found["WA_PGBACKUP_S3_SECRET_KEY"] = DEMO["WA_PGBACKUP_S3_SECRET_KEY"]
@@ -143,6 +144,11 @@ def set_demo_env(monkeypatch: pytest.MonkeyPatch) -> None:
                 "WA_ARCHIVER_GRAPH__TOKEN",
             ],
             id="archiver",
+        ),
+        pytest.param(
+            GatewaySettings,
+            ["WA_GATEWAY_KAFKA__SASL_PASSWORD"],
+            id="gateway",
         ),
         pytest.param(
             RetentionSettings,

@@ -1,0 +1,416 @@
+"""The send gateway: a drop-in Graph API base URL that archives what the business sends.
+
+A plain ASGI callable, as ingest is (services/ingest/app.py): the send route is a hot path measured against a
+direct call to Meta, and does only what it must. Per request (services/gateway/routing.py):
+
+``POST /{version}/{phone-number-id}/messages`` (a send)
+    1. read the body (at most ``max_send_bytes``; 413 beyond, nothing forwarded); not JSON → 400, nothing
+       forwarded (Meta refuses it too, and the archive could not say what it was);
+    2. journal the ``send_attempt`` record (services/gateway/records.py) and wait for Kafka's acknowledgement
+       (acks=all). Not acknowledged within ``produce_deadline_s`` → 503 with a Graph error envelope (code 2,
+       Meta's "temporarily unavailable", which callers already retry) and **nothing is forwarded**;
+    3. :meth:`GatewayApp.decide` — the one place that chooses between forwarding and holding a send (approval of
+       sensitive messages plugs in here: a hold answers as Meta does for a held message, and its outcome is
+       journaled by the approval, not by this request);
+    4. forward the request once (never retried: a retried send is a duplicate message to a customer), the
+       ``Authorization`` header with it and nowhere else (services/gateway/upstream.py: a lean HTTP/1.1 client,
+       the send's largest CPU cost otherwise);
+    5. hand the ``outbound`` outcome to the producer: ``sent`` / ``refused`` with Meta's answer, ``unknown`` when the
+       answer was lost after the request may have left (timeout, reset), ``not_sent`` when no connection was made;
+    6. answer Meta's status, headers (minus hop-by-hop) and body verbatim, then wait for the outcome's
+       acknowledgement (the caller does not wait for it: the attempt already holds the send). An outcome Kafka does
+       not acknowledge is counted and logged; the attempt record is archived. A lost answer is 504 and no
+       connection 502, each with a Graph error envelope.
+
+Any other request is forwarded unchanged (method, path, query, body, headers minus hop-by-hop), streamed both
+ways, and nothing of it is journaled. Media uploads (``POST …/media``, up to Meta's 100 MB) are streamed through
+the same way, never held whole; the medium is archived when a send uses its id: the archiver fetches it through
+the Graph API and seals it under the person it was sent to (services/archiver/media.py ``outbound_media_ref``).
+
+The bearer token is never logged, journaled or stored: it goes to Meta with the request it came with, and to the
+template read made on that request's behalf (services/gateway/template_cache.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from datetime import UTC, datetime
+from typing import Any, Final, Literal
+
+import httpx
+import orjson
+from prometheus_client import CollectorRegistry
+
+from services.core.journal import event_record
+from services.core.kafka import AckedProducer, ProduceUnavailable
+from services.core.ops_http import OpsServer, ops_app
+from services.core.vocabulary import rfc3339_millis
+from services.gateway.metrics import GatewayMetrics
+from services.gateway.records import SendContext, attempt_event, outcome_event, outcome_of
+from services.gateway.routing import PASS, SEND, Route, forwarded_headers, route, upload_refusal
+from services.gateway.settings import GatewaySettings
+from services.gateway.template_cache import TemplateCache
+from services.gateway.upstream import AnswerLost, NotSent, UpstreamPool
+
+log = logging.getLogger("wa_archive.gateway")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+JSON: Final = b"application/json"
+# What the gateway decides for a send before it leaves (services/gateway/app.py GatewayApp.decide).
+Decision = Literal["forward", "hold"]
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+def graph_error(status: int, code: int, message: str) -> tuple[int, bytes]:
+    """An answer of the gateway's own in the Graph error envelope, so a caller's Graph client reads it as it reads
+    Meta's (``type`` names the gateway: a caller can tell who refused)."""
+    return status, orjson.dumps({"error": {"message": message, "type": "WaArchiveGateway", "code": code}})
+
+
+def header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value)
+    return None
+
+
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    """The whole request body, or BodyTooLarge as soon as it exceeds ``limit`` (announced or actual)."""
+    announced = header(scope, b"content-length")
+    if announced is not None and announced.isdigit() and int(announced) > limit:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+async def respond(
+    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None, *, close: bool = False
+) -> None:
+    out = [*(headers if headers is not None else [(b"content-type", JSON)])]
+    out.append((b"content-length", str(len(body)).encode()))
+    if close:
+        out.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": out})
+    await send({"type": "http.response.body", "body": body})
+
+
+def request_target(scope: Scope) -> str:
+    """The path as the client sent it (percent-escapes kept) and its query."""
+    raw_path = scope.get("raw_path") or scope["path"].encode()
+    query = bytes(scope.get("query_string", b""))
+    return bytes(raw_path).decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
+
+
+def upstream_url(base: str, scope: Scope) -> str:
+    """The Graph API URL of a request: the upstream base and :func:`request_target`."""
+    return base + request_target(scope)
+
+
+class GatewayApp:
+    """ASGI app; owns its producer, its HTTP client to the Graph API, its ops server (started and stopped by the
+    ASGI lifespan) and its metrics registry."""
+
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        *,
+        producer: AckedProducer | None = None,
+        registry: CollectorRegistry | None = None,
+        client: httpx.AsyncClient | None = None,
+        ops: bool = True,
+    ) -> None:
+        self.settings = settings
+        # No linger: a send waits for its attempt's acknowledgement, and batching would only add to that wait.
+        self.producer = producer or AckedProducer(settings.kafka, linger_ms=0)
+        self.registry = registry or CollectorRegistry()
+        self.metrics = GatewayMetrics(self.registry)
+        self._client = client
+        self._own_client = client is None
+        self._topic = settings.kafka.events_topic
+        self._ops = OpsServer(ops_app(self.registry, self.ready), settings.ops_host, settings.ops_port) if ops else None
+        self.templates: TemplateCache | None = None
+        self.upstream: UpstreamPool
+        self._sends = {
+            outcome: self.metrics.sends.labels("messages", outcome)
+            for outcome in ("sent", "refused", "unknown", "not_sent", "unavailable", "bad_request")
+        }
+        self._added = self.metrics.added_seconds.labels("messages")
+        self._upstream = self.metrics.upstream_seconds.labels("messages")
+
+    def ready(self) -> bool:
+        connected = self.producer.connected
+        self.metrics.kafka_connected.set(1 if connected else 0)
+        return connected
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        assert self._client is not None, "the lifespan starts the client"
+        return self._client
+
+    async def start(self) -> None:
+        if self._client is None:
+            timeout = httpx.Timeout(self.settings.send_timeout_s, connect=self.settings.connect_timeout_s)
+            # No retries, no redirects followed, no environment proxies: one request to Meta per send.
+            self._client = httpx.AsyncClient(
+                timeout=timeout,
+                follow_redirects=False,
+                trust_env=False,
+                limits=httpx.Limits(max_connections=self.settings.max_concurrency, max_keepalive_connections=64),
+            )
+        self.upstream = UpstreamPool(
+            self.settings.upstream_url,
+            connect_timeout_s=self.settings.connect_timeout_s,
+            answer_timeout_s=self.settings.send_timeout_s,
+            max_idle=self.settings.max_concurrency,
+        )
+        self.templates = TemplateCache(
+            self.client, self.settings.upstream_url, ttl_s=self.settings.template_cache_s, metrics=self.metrics
+        )
+        await self.producer.start()
+        if self._ops is not None:
+            await self._ops.start()
+
+    async def stop(self) -> None:
+        if self._ops is not None:
+            await self._ops.stop()
+        await self.producer.stop()
+        await self.upstream.aclose()
+        if self._own_client and self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        where = route(scope["method"], scope["path"])
+        if where.kind == SEND:
+            await self._send(scope, receive, send, where)
+        elif where.kind == PASS:
+            await self._pass(scope, receive, send)
+        else:
+            await self._upload(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await self.start()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def decide(self, context: SendContext) -> Decision:
+        """Whether a journaled send is forwarded now or held for approval. Every send is forwarded in this version;
+        the approval of sensitive messages (a policy per business number) decides here, between the attempt's
+        journaling and the forwarding, and answers held sends itself."""
+        del context
+        return "forward"
+
+    async def _send(self, scope: Scope, receive: Receive, send: Send, where: Route) -> None:
+        started = time.perf_counter()
+        try:
+            raw = await read_body(scope, receive, self.settings.max_send_bytes)
+        except BodyTooLarge:
+            self._sends["bad_request"].inc()
+            refusal = graph_error(413, 100, f"a send body exceeds {self.settings.max_send_bytes} bytes")
+            await respond(send, *refusal, close=True)
+            return
+        try:
+            request = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            self._sends["bad_request"].inc()
+            await respond(send, *graph_error(400, 100, "the gateway forwards JSON send requests only"))
+            return
+        assert where.phone_number_id is not None
+        assert where.version is not None
+        context = SendContext(
+            send_id=uuid.uuid4().hex,
+            waba_id=self.settings.business_accounts.get(where.phone_number_id, ""),
+            phone_number_id=where.phone_number_id,
+            raw=raw,
+            request=request,
+            received_at=rfc3339_millis(datetime.now(UTC)),
+        )
+        authorization = header(scope, b"authorization")
+        # The template's text is read while the attempt is journaled and the send forwarded (a cache hit: at once).
+        text_task = self._template_text(context, where.version, authorization)
+        try:
+            await self.producer.produce(
+                (event_record(self._topic, attempt_event(context)),), deadline_s=self.settings.produce_deadline_s
+            )
+        except ProduceUnavailable as exc:
+            if text_task is not None:
+                text_task.cancel()
+            log.warning("send not journaled (%s): answering 503, nothing forwarded", exc)
+            self._sends["unavailable"].inc()
+            await respond(send, *graph_error(503, 2, "the archive's journal is unavailable; nothing was sent"))
+            return
+        if self.decide(context) == "hold":  # pragma: no cover — approval is not part of this version
+            raise NotImplementedError("holding a send")
+        journaled = time.perf_counter()
+        headers = forwarded_headers(list(scope["headers"]))
+        # The answer is archived as well as returned: it comes unencoded, whatever the caller accepts.
+        headers = [(k, v) for k, v in headers if k.lower() != b"accept-encoding"] + [(b"accept-encoding", b"identity")]
+        status: int | None = None
+        answer = b""
+        answer_headers: list[tuple[bytes, bytes]] = []
+        try:
+            response = await self.upstream.post(request_target(scope), headers, raw)
+            status, answer = response.status, bytes(response.body)
+            answer_headers = forwarded_headers(response.headers)
+            outcome = outcome_of(status, _json_or_none(answer))
+        except NotSent:
+            outcome = "not_sent"  # no connection was made: nothing left
+        except AnswerLost as exc:
+            outcome = "unknown"  # the request may have reached Meta: it may have been sent
+            log.warning("a send's answer was lost (%s): archived with outcome unknown", exc)
+        answered = time.perf_counter()
+        self._upstream.observe(answered - journaled)
+        text = await _settled(text_task)
+        event = outcome_event(context, outcome=outcome, status=status, response=_json_or_none(answer), text=text)
+        # Handed to the producer before answering, acknowledged after: the caller does not wait for a second
+        # round trip to Kafka (the attempt, acknowledged before forwarding, already holds the send).
+        journal_outcome = asyncio.ensure_future(
+            self.producer.produce((event_record(self._topic, event),), deadline_s=self.settings.produce_deadline_s)
+        )
+        self._sends[outcome].inc()
+        self._added.observe((journaled - started) + (time.perf_counter() - answered))
+        if status is not None:
+            await respond(send, status, answer, answer_headers)
+        elif outcome == "not_sent":
+            await respond(send, *graph_error(502, 2, "the Graph API could not be reached; nothing was sent"))
+        else:
+            await respond(send, *graph_error(504, 2, "the Graph API did not answer; the message may have been sent"))
+        try:
+            await journal_outcome
+        except ProduceUnavailable as exc:
+            self.metrics.unjournaled_outcomes.inc()
+            log.error("a send's outcome (%s) was not journaled (%s); its attempt record is archived", outcome, exc)
+
+    def _template_text(
+        self, context: SendContext, version: str, authorization: bytes | None
+    ) -> asyncio.Task[str | None] | None:
+        request = context.request if isinstance(context.request, dict) else {}
+        template = request.get("template")
+        if request.get("type") != "template" or not isinstance(template, dict) or self.templates is None:
+            return None
+        if not context.waba_id or authorization is None:
+            return None
+        return asyncio.create_task(self.templates.text(context.waba_id, version, template, authorization))
+
+    async def _upload(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``POST …/media``: refused at once when it is not a multipart form or announces more than
+        ``max_upload_bytes``; otherwise streamed through (:meth:`_pass`), and cut off — Meta then gets a truncated
+        form, which it refuses — should it stream more than that."""
+        refused = upload_refusal(
+            header(scope, b"content-type"), header(scope, b"content-length"), self.settings.max_upload_bytes
+        )
+        if refused is not None:
+            self.metrics.sends.labels("media", "bad_request").inc()
+            status = 413 if "exceeds" in refused else 400
+            await respond(send, *graph_error(status, 100, refused), close=True)
+            return
+        outcome = await self._pass(scope, receive, send, limit=self.settings.max_upload_bytes)
+        self.metrics.sends.labels("media", outcome).inc()
+
+    async def _pass(self, scope: Scope, receive: Receive, send: Send, *, limit: int | None = None) -> str:
+        """Forward a request unchanged and stream the answer back; its outcome as ``wa_gateway_sends_total`` says
+        it (sent: 2xx, refused: another answer, not_sent: Meta unreachable, bad_request: over ``limit``)."""
+        received = 0
+        over = False
+
+        async def body() -> AsyncIterator[bytes]:
+            nonlocal received, over
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+                chunk = message.get("body", b"")
+                received += len(chunk)
+                if limit is not None and received > limit:
+                    over = True
+                    raise BodyTooLarge
+                if chunk:
+                    yield chunk
+                if not message.get("more_body", False):
+                    return
+
+        request = self.client.build_request(
+            scope["method"],
+            upstream_url(self.settings.upstream_url, scope),
+            headers=forwarded_headers(list(scope["headers"])),
+            content=body() if scope["method"] not in ("GET", "HEAD") else None,
+        )
+        try:
+            response = await self.client.send(request, stream=True)
+        except (httpx.HTTPError, BodyTooLarge) as exc:
+            if over:
+                await respond(send, *graph_error(413, 100, f"an upload exceeds {limit} bytes"), close=True)
+                return "bad_request"
+            self.metrics.passed.labels("failed").inc()
+            log.warning("a pass-through request failed (%s)", type(exc).__name__)
+            await respond(send, *graph_error(502, 2, "the Graph API could not be reached"))
+            return "not_sent"
+        try:
+            headers = forwarded_headers(list(response.headers.raw))
+            length = response.headers.get("content-length")
+            if length is not None:
+                headers.append((b"content-length", length.encode()))
+            await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+            async for chunk in response.aiter_raw():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+            self.metrics.passed.labels("answered").inc()
+        finally:
+            await response.aclose()
+        return "sent" if 200 <= response.status_code < 300 else "refused"
+
+
+def _json_or_none(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw) if raw else None
+    except orjson.JSONDecodeError:
+        return None
+
+
+async def _settled(task: asyncio.Task[str | None] | None) -> str | None:
+    """The template text, or None when it could not be read (the send is archived without it)."""
+    if task is None:
+        return None
+    try:
+        return await task
+    except Exception as exc:  # the text is a convenience of the archive: its failure never fails a send
+        log.warning("a template's text could not be read (%s)", type(exc).__name__)
+        return None
+
+
+def create_app(settings: GatewaySettings) -> GatewayApp:
+    return GatewayApp(settings)

@@ -1,0 +1,57 @@
+"""Settings of the send gateway (environment variables prefixed ``WA_GATEWAY_``)."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.core.settings import KafkaSettings
+
+# Meta's limit for a medium uploaded to the Cloud API; a multipart body adds its boundaries and form fields.
+MEDIA_MAX_BYTES = 100 * 1024 * 1024
+MULTIPART_OVERHEAD_BYTES = 64 * 1024
+
+
+class GatewaySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WA_GATEWAY_", env_nested_delimiter="__", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8084, ge=1, le=65535)
+    ops_host: str = "127.0.0.1"
+    ops_port: int = Field(default=9086, ge=1, le=65535)
+    log_level: str = "INFO"
+    # Meta's Graph API (the stand-in locally). Everything the company calls is forwarded here.
+    upstream_url: str = "https://graph.facebook.com"
+    # LOCAL ONLY: plain http to a loopback upstream (the Graph API stand-in of the demo and the tests).
+    loopback_http: bool = False
+    # The WhatsApp Business Account of each business phone number the gateway sends for: the archive files sends
+    # under it, and reads a template's text from it (GET /{waba-id}/message_templates).
+    business_accounts: dict[str, str] = Field(default_factory=dict)
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    # How long a send waits for Kafka's acknowledgement before answering 503 (nothing forwarded): the company's
+    # system retries a 503 as it retries Meta's own "temporarily unavailable".
+    produce_deadline_s: float = Field(default=5.0, gt=0, le=15)
+    # How long Meta may take to answer a send before its outcome is archived "unknown" (the gateway never retries).
+    send_timeout_s: float = Field(default=30.0, gt=0)
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    # A send request's JSON (Meta's largest are interactive and template messages, a few KB); within one record.
+    max_send_bytes: int = Field(default=1024 * 1024, ge=1024, le=3 * 1024 * 1024)
+    max_upload_bytes: int = Field(default=MEDIA_MAX_BYTES + MULTIPART_OVERHEAD_BYTES, ge=1024)
+    # Templates change rarely and are read with the caller's bearer token; a cached text stays this long.
+    template_cache_s: float = Field(default=300.0, ge=0)
+    max_concurrency: int = Field(default=512, ge=1)
+
+    @field_validator("upstream_url")
+    @classmethod
+    def _no_trailing_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _https_upstream(self) -> GatewaySettings:
+        local = self.loopback_http and self.upstream_url.startswith(("http://127.0.0.1", "http://localhost"))
+        if not (self.upstream_url.startswith("https://") or local):
+            raise ValueError(
+                f"upstream_url {self.upstream_url!r} must be https (plain http only to 127.0.0.1 with loopback_http,"
+                " for the local stand-in): the company's bearer token travels on it"
+            )
+        return self
