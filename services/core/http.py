@@ -6,6 +6,7 @@
   option), no ``Server`` header.
 - :class:`BodyLimit`: a pure ASGI middleware that answers 413 when a body is announced (``Content-Length``) or
   streamed (chunked) beyond its limit, before the application has read more than the limit.
+- :func:`read_body`: a raw ASGI app's whole request body, :class:`BodyTooLarge` beyond its limit.
 - :func:`refuse`: an answer sent before the body is read (401, 403, 413), with ``Connection: close`` so that the
   server drops the connection instead of draining a body nobody will read.
 """
@@ -170,3 +171,31 @@ class BodyLimit:
             # The application's reaction to the disconnect it was shown (e.g. ClientDisconnect) is not an error.
             if not refused:
                 raise
+
+
+class BodyTooLarge(Exception):
+    """A request body beyond the limit its reader was given (announced by ``Content-Length`` or actual)."""
+
+
+async def read_body(
+    scope: MutableMapping[str, Any], receive: Callable[[], Awaitable[MutableMapping[str, Any]]], limit: int
+) -> bytes:
+    """The whole request body of a raw ASGI request, or :class:`BodyTooLarge` as soon as it exceeds ``limit``
+    (announced or actual). A client that disconnects ends the body where it stopped."""
+    announced = next((bytes(v) for k, v in scope["headers"] if k == b"content-length"), None)
+    if announced is not None and announced.isdigit() and int(announced) > limit:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)

@@ -45,6 +45,7 @@ import httpx
 import orjson
 from prometheus_client import CollectorRegistry
 
+from services.core.http import BodyTooLarge, read_body
 from services.core.journal import event_record
 from services.core.kafka import AckedProducer, ProduceUnavailable
 from services.core.ops_http import OpsServer, ops_app
@@ -68,10 +69,6 @@ JSON: Final = b"application/json"
 Decision = Literal["forward", "hold"]
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
 def graph_error(status: int, code: int, message: str) -> tuple[int, bytes]:
     """An answer of the gateway's own in the Graph error envelope, so a caller's Graph client reads it as it reads
     Meta's (``type`` names the gateway: a caller can tell who refused)."""
@@ -83,27 +80,6 @@ def header(scope: Scope, name: bytes) -> bytes | None:
         if key == name:
             return bytes(value)
     return None
-
-
-async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
-    """The whole request body, or BodyTooLarge as soon as it exceeds ``limit`` (announced or actual)."""
-    announced = header(scope, b"content-length")
-    if announced is not None and announced.isdigit() and int(announced) > limit:
-        raise BodyTooLarge
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
 
 
 async def respond(

@@ -26,6 +26,7 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 
 from services.core.events import WebhookRejected, decode_webhook, text_fault, webhook_scope
+from services.core.http import BodyTooLarge, read_body
 from services.core.journal import event_record, webhook_record
 from services.core.kafka import AckedProducer, OutgoingRecord, ProduceUnavailable
 from services.core.ops_http import PROBE_PATHS, probe
@@ -45,10 +46,6 @@ WEBHOOK_PATH = "/webhooks/whatsapp"
 OUTBOUND_PATH = "/v1/outbound"
 TEXT = b"text/plain; charset=utf-8"
 JSON = b"application/json"
-
-
-class BodyTooLarge(Exception):
-    pass
 
 
 class UtcClock:
@@ -99,27 +96,6 @@ def header(scope: Scope, name: bytes) -> str | None:
         if key == name:
             return bytes(value).decode("latin-1")
     return None
-
-
-async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
-    """The whole request body, or BodyTooLarge as soon as it exceeds ``limit`` (announced or actual)."""
-    announced = header(scope, b"content-length")
-    if announced is not None and announced.isdigit() and int(announced) > limit:
-        raise BodyTooLarge
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
 
 
 class IngestApp:

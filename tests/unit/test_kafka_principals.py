@@ -76,7 +76,7 @@ def test_ingest_may_not_read_nor_write_dead_letters() -> None:
 
 
 def test_the_relay_reads_the_journal_in_its_groups_and_writes_only_its_parking_topics() -> None:
-    (_ingest, _archiver, relay) = local_principals(DEMO)
+    (_ingest, _archiver, relay, _gateway) = local_principals(DEMO)
     assert relay.user == DEMO["WA_RELAY_KAFKA__SASL_USERNAME"] == "wa-relay"
     assert {(g.name, g.operation) for g in relay.grants if g.resource == "group"} == {
         ("wa-relay-inbox", "Describe"),
