@@ -153,8 +153,15 @@ async def test_a_client_credentials_token_outside_the_local_demo(demo_env: dict[
         created = await client.post("/v1/holds", json=hold, headers=bearer)
         assert created.status_code == 200, created.text
         assert created.json()["created_by"] == "service-account-wa-archive-api"  # the audit log's actor
-        released = await client.post(f"/v1/holds/{created.json()['hold_id']}/release", headers=bearer)
-        assert released.status_code == 200, released.text
+        released = await client.post(
+            f"/v1/holds/{created.json()['hold_id']}/release", json={"reason": "case settled"}, headers=bearer
+        )
+        # Four eyes: the release is requested in the service account's name and waits for a person's approval.
+        assert released.status_code == 202, released.text
+        assert (released.json()["requested_by"], released.json()["state"]) == (
+            "service-account-wa-archive-api",
+            "pending",
+        )
         anonymous = await client.get("/v1/holds")
         assert anonymous.status_code == 401
         assert anonymous.headers["www-authenticate"].startswith("Bearer")

@@ -679,7 +679,7 @@ def test_network_policies(target: str) -> None:
     deny = [p for p in policies if p["spec"]["podSelector"] == {} and not p["spec"].get("ingress")]
     assert [p["spec"]["policyTypes"] for p in deny] == [["Ingress"]], "one default deny of ingress is required"
     egress = [p for p in policies if "Egress" in p["spec"]["policyTypes"]]
-    assert [p["metadata"]["name"] for p in egress] == ["archiver-egress", "relay-egress", "gateway-egress"], (
+    assert [p["metadata"]["name"] for p in egress] == ["archiver-egress", "gateway-egress", "relay-egress"], (
         "egress is restricted for the pods that reach the Internet"
     )
 
