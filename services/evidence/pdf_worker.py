@@ -13,6 +13,7 @@ may quote a message's text (WeasyPrint's own warnings are silenced for the same 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -150,6 +151,15 @@ def main(argv: Sequence[str]) -> int:
     except MemoryError:
         print(f"{VERDICT_PREFIX}MemoryError", file=sys.stderr)
         return MEMORY_EXIT_CODE
+    except OSError as exc:
+        # At the limit, what fails is not always Python's allocator: a library mapped (cffi's dlopen of Pango, a
+        # font file) is refused with ENOMEM, or with an errno-less "failed to map segment". Near the limit, that
+        # is the limit.
+        if exc.errno == errno.ENOMEM or peak_address_space() >= limit * 0.9:
+            print(f"{VERDICT_PREFIX}MemoryError", file=sys.stderr)
+            return MEMORY_EXIT_CODE
+        print(f"{VERDICT_PREFIX}{type(exc).__name__}", file=sys.stderr)
+        return 1
     except Exception as exc:  # the parent names the volume; the type alone says what failed
         print(f"{VERDICT_PREFIX}{type(exc).__name__}", file=sys.stderr)
         return 1

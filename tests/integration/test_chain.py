@@ -8,6 +8,7 @@ One test, in a schema of its own (the `archive` fixture), so the database can be
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -169,6 +170,9 @@ async def test_a_baseline_enters_the_objects_older_than_the_chain_once_and_nothi
     before = [f"{archive.prefix}/legacy/00000/{n:020d}.waarc" for n in range(2)]
     for n, key in enumerate(before):
         s3_client.put_object(Bucket="wa-archive", Key=key, Body=f"archived before the chain {n}".encode() * 20)
+    # The store's Last-Modified counts whole seconds, and a baseline takes only what changed a second before the
+    # chain began (services/evidence/chain.py pre_chain): the chain's first entry must come more than a second later.
+    await asyncio.sleep(1.1)
     await archive_in_pairs(archive, messages(people[0], "CHAINED", 2))
     added = f"{archive.prefix}/legacy/00000/{99:020d}.waarc"
     s3_client.put_object(Bucket="wa-archive", Key=added, Body=b"added behind the archive's back")
