@@ -52,6 +52,7 @@ from fastapi import Request
 from services.actions.layer import Operator
 from services.console.sessions import ProviderLink, ProviderSecrets, Session, SessionStore
 from services.core.oidc import (
+    LEEWAY_S,
     Identity,
     LogoutRequest,
     OidcClient,
@@ -354,4 +355,5 @@ class ProviderSignIn:
         return await sessions.delete_provider_sessions(
             sid_digest=self.digest("sid", request.sid) if request.sid else None,
             sub_digest=self.digest("sub", request.subject) if request.subject else None,
+            begun_before=datetime.fromtimestamp(request.issued_at + LEEWAY_S, UTC),
         )

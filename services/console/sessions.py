@@ -278,13 +278,20 @@ class SessionStore:
             provider=replace(link, secrets=secrets_),
         )
 
-    async def delete_provider_sessions(self, *, sid_digest: bytes | None, sub_digest: bytes | None) -> int:
+    async def delete_provider_sessions(
+        self, *, sid_digest: bytes | None, sub_digest: bytes | None, begun_before: datetime
+    ) -> int:
         """Delete the sessions of a provider session (``sid_digest``), or of a provider account (``sub_digest``
-        when no sid is given); returns how many."""
+        when no sid is given), begun before ``begun_before``; returns how many.
+
+        The cut-off makes a logout token worth one logout: replayed later (it has no ``exp``, and the provider may
+        deliver it twice), it ends nothing begun after it was issued, so the person's new sign-in survives. The
+        caller gives the token's ``iat`` plus the clock leeway (the provider's clock and the database's differ)."""
         if sid_digest is not None:
-            status = await self.pool.execute("DELETE FROM console_sessions WHERE provider_sid = $1", sid_digest)
+            query = "DELETE FROM console_sessions WHERE provider_sid = $1 AND created_at < $2"
         else:
-            status = await self.pool.execute("DELETE FROM console_sessions WHERE provider_sub = $1", sub_digest)
+            query = "DELETE FROM console_sessions WHERE provider_sub = $1 AND created_at < $2"
+        status = await self.pool.execute(query, sid_digest if sid_digest is not None else sub_digest, begun_before)
         return int(status.split()[-1])
 
     async def remember_reason(self, session: Session, subject_ref: str, opened: OpenedConversation) -> None:

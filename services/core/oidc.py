@@ -378,10 +378,12 @@ async def verify_access_token(
 
 @dataclass(frozen=True, slots=True)
 class LogoutRequest:
-    """Whose sessions a back-channel logout ends: the provider session ``sid``, or every session of ``subject``."""
+    """Whose sessions a back-channel logout ends: the provider session ``sid``, or every session of ``subject``;
+    ``issued_at`` is the token's ``iat`` (a replayed token must not end the sessions begun after it was issued)."""
 
     sid: str | None
     subject: str | None
+    issued_at: float
 
 
 async def verify_logout_token(
@@ -415,7 +417,7 @@ async def verify_logout_token(
     sub = sub if isinstance(sub, str) and sub else None
     if sid is None and sub is None:
         raise TokenRefused("claims", "the logout token names neither sid nor sub")
-    return LogoutRequest(sid, sub)
+    return LogoutRequest(sid, sub, iat)
 
 
 # ---------------------------------------------------------------------------------------------- roles

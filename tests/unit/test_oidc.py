@@ -258,6 +258,7 @@ async def test_a_logout_token_names_the_session() -> None:
     keys = JwksCache(Provider().jwks)
     request = await verify_logout_token(signed(logout_claims()), keys, issuer=ISSUER, client_id=CLIENT, now=NOW)
     assert (request.sid, request.subject) == ("sid-1", "f0c1c3a2-0000-4000-8000-000000000001")
+    assert request.issued_at == logout_claims()["iat"]  # the sessions begun after it are not its to end
     only_sub = await verify_logout_token(
         signed(logout_claims(sid=None)), keys, issuer=ISSUER, client_id=CLIENT, now=NOW
     )
