@@ -317,6 +317,17 @@ async def pending_counts(conn: ConnectionOrPool, now: datetime | None = None) ->
     return {row["kind"]: row["n"] for row in rows}
 
 
+async def pending_nearest_expiry(conn: ConnectionOrPool, now: datetime | None = None) -> dict[str, float]:
+    """Seconds until the soonest pending, unexpired request of each kind expires (kinds with none left out)."""
+    moment = now or datetime.now(UTC)
+    rows = await conn.fetch(
+        "SELECT kind, min(expires_at) AS soonest FROM approval_requests WHERE status = 'pending' AND expires_at > $1"
+        " GROUP BY kind",
+        moment,
+    )
+    return {row["kind"]: (row["soonest"] - moment).total_seconds() for row in rows}
+
+
 async def decide(
     conn: Connection,
     keyring: Keyring,

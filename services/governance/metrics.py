@@ -80,6 +80,13 @@ class RetentionMetrics:
             ["kind"],
             registry=registry,
         )
+        self.approvals_expiring = Gauge(
+            "wa_retention_approval_request_nearest_expiry_seconds",
+            "Seconds until the soonest pending four-eyes request of the kind expires unanswered (NaN when none"
+            " waits); an expired request is never carried out.",
+            ["kind"],
+            registry=registry,
+        )
         self.holds_active = Gauge(
             "wa_retention_legal_holds_active", "Legal holds currently in force.", registry=registry
         )

@@ -12,7 +12,7 @@ from typing import Any
 from services.actions.access import ArchiveAccess
 from services.actions.layer import REQUEST_KINDS, SCHEDULER, Actions
 from services.evidence.bag import SigningKeyError
-from services.governance.approvals import pending_counts
+from services.governance.approvals import pending_counts, pending_nearest_expiry
 from services.governance.erasure_requests import pending_erasures
 from services.governance.metrics import RetentionMetrics
 from services.retention.settings import RetentionSettings
@@ -25,6 +25,7 @@ async def refresh_gauges(access: ArchiveAccess, metrics: RetentionMetrics) -> No
         deadlines = await pending_erasures(conn)
         holds = await conn.fetchval("SELECT count(*) FROM legal_holds WHERE released_at IS NULL")
         waiting = await pending_counts(conn)
+        expiring = await pending_nearest_expiry(conn)
         last_success = await conn.fetchval(
             "SELECT extract(epoch FROM max(finished_at)) FROM retention_runs WHERE status = 'succeeded' AND NOT dry_run"
         )
@@ -43,6 +44,7 @@ async def refresh_gauges(access: ArchiveAccess, metrics: RetentionMetrics) -> No
     # Every registered kind, 0 included (a closed label set: the registry's names, never a stored string).
     for kind in REQUEST_KINDS:
         metrics.approvals_pending.labels(kind).set(waiting.get(kind, 0))
+        metrics.approvals_expiring.labels(kind).set(expiring.get(kind, float("nan")))
     if last_success is not None:
         metrics.last_run_success.set(float(last_success))
     if verified is not None:
