@@ -12,6 +12,7 @@ import asyncio
 import logging
 import shutil
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Literal, cast
@@ -45,6 +46,22 @@ if TYPE_CHECKING:
 CASE_ARCHIVE: Final = "case-{case_ref}.zip"
 
 log = logging.getLogger("wa_archive.exports")
+
+
+@dataclass(frozen=True, slots=True)
+class CaseExportRequest:
+    """A request to export a case, as its case page shows it: the request (its state, who asked, the size it
+    announced) and, once approved for the work bucket, its export job (None before, or for a folder the CLI
+    wrote)."""
+
+    request: ApprovalRequest
+    job: ExportJob | None
+
+    @property
+    def in_folder(self) -> bool:
+        """Written by ``wa-archive approvals approve`` into a folder of the approver's machine, not handed over by
+        the console."""
+        return "out" in self.request.target
 
 
 def may_see(operator: Operator, job: ExportJob) -> bool:
@@ -246,6 +263,20 @@ class ExportingActions(ReadingActions, ApprovalActions):
         found = await jobs.get_job(self.access.pool, job_id)
         assert found is not None
         return found
+
+    async def case_export_requests(self, operator: Operator, case_ref: str) -> list[CaseExportRequest]:
+        """The requests to export the case, newest first, each with its job once one was queued (``dpo``: who
+        exports; not audited, references of the system's own records as the request list)."""
+        authorize(operator, "approval.list")
+        found = await approval_store.requests_about_case(
+            self.access.pool, self.access.keyring, kind="case.export", case_ref=case_ref.strip()
+        )
+        result = []
+        for request in found:
+            job_id = (request.outcome or {}).get("job_id")
+            job = await jobs.get_job(self.access.pool, str(job_id)) if job_id else None
+            result.append(CaseExportRequest(request, job))
+        return result
 
     def _case_producer(
         self, job: ExportJob, signing_key: Ed25519PrivateKey | None, pdf_limits: VolumeLimits | None
