@@ -273,8 +273,8 @@ class ExportingActions(ReadingActions, ApprovalActions):
         )
         result = []
         for request in found:
-            job_id = (request.outcome or {}).get("job_id")
-            job = await jobs.get_job(self.access.pool, str(job_id)) if job_id else None
+            # A console request's job, once approved, bears the request's id (:meth:`queue_case_export`).
+            job = None if "out" in request.target else await jobs.get_job(self.access.pool, request.request_id)
             result.append(CaseExportRequest(request, job))
         return result
 

@@ -57,7 +57,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("wa_archive.exports")
 
 JobStatus = Literal["queued", "running", "done", "failed", "expired"]
-JobScope = Literal["conversation", "subject_access"]  # 'search' and 'case' have room in the table, not yet a runner
+# What an operator may queue. A ``case`` job is queued only by an approved case export (services/actions/exporting.py
+# queue_case_export) and written by its own producer; ``search`` has room in the table, not yet a runner.
+JobScope = Literal["conversation", "subject_access"]
 JOB_SCOPES: Final[tuple[str, ...]] = get_args(JobScope)
 JOB_STATUSES: Final[tuple[str, ...]] = get_args(JobStatus)
 # What a status may become. `running` → `running` is a job taken again after its worker died.
