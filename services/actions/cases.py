@@ -291,17 +291,19 @@ class CaseExporting(CaseActions):
     covers), so that a bag left out or swapped is seen."""
 
     async def _plan(
-        self, case: CaseFile, bag_records: int
+        self,
+        custodians: Sequence[Custodian],
+        since: datetime | None,
+        until: datetime | None,
+        bag_records: int,
     ) -> tuple[list[PlannedBag], list[dict[str, str]], dict[str, int]]:
-        """The bags of the case's export (pure planning over counts the index gives) and how many records each
-        holds (by folder)."""
-        summary = case.summary
-        since, until = summary.period_start, summary.period_end
+        """The bags of the case's export (pure planning over counts the index gives: nothing is decrypted) and how
+        many records each holds (by folder)."""
         conversations: dict[str, list[tuple[str, int]]] = {}
         groups: dict[str, int] = {}
         people: dict[str, int] = {}
         async with self.access.pool.acquire() as conn:
-            for custodian in case.custodians:
+            for custodian in custodians:
                 if custodian.kind == "phone_number" and custodian.phone_number_id:
                     found = await number_conversations(conn, custodian.phone_number_id, since=since, until=until)
                     conversations[custodian.custodian_id] = [(c.subject_ref, c.records) for c in found]
@@ -325,7 +327,7 @@ class CaseExporting(CaseActions):
                     subject_refs=c.subject_refs,
                     group_ref=c.group_ref,
                 )
-                for c in case.custodians
+                for c in custodians
             ],
             conversations,
             group_records=groups,
@@ -348,8 +350,9 @@ class CaseExporting(CaseActions):
         """How many records a case export would hold and in how many bags (the DPO; counted from the index,
         nothing decrypted, not audited): what a request for it announces to its approver."""
         authorize(operator, "export")
-        found = await case_file(self.access.pool, self.access.keyring, case_ref)
-        planned, _skipped, sizes = await self._plan(found, bag_records)
+        case = await case_row(self.access.pool, case_ref)  # the case's row only: its notes stay sealed
+        custodians = await case_custodians(self.access.pool, case["case_id"])
+        planned, _skipped, sizes = await self._plan(custodians, case["period_start"], case["period_end"], bag_records)
         return CaseSize(records=sum(sizes.values()), bags=len(planned))
 
     async def _custodian_export(
@@ -463,9 +466,11 @@ class CaseExporting(CaseActions):
             raise CaseRefused(f"{out} is not empty: a case is exported into an empty folder")
         found = await self.case(operator, case_ref)
         bag_records = bag_records or case_export.CASE_BAG_RECORDS
-        planned, skipped, _sizes = await self._plan(found, bag_records)
-        await asyncio.to_thread(out.mkdir, parents=True, exist_ok=True)
         summary = found.summary
+        planned, skipped, _sizes = await self._plan(
+            found.custodians, summary.period_start, summary.period_end, bag_records
+        )
+        await asyncio.to_thread(out.mkdir, parents=True, exist_ok=True)
         # The archive's hash chain, signed as it stands now: every bag names the checkpoint that pins it.
         pinned = await self.write_checkpoint(operator)
         bags: list[WrittenPackage] = []
