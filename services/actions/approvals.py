@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final, Literal, cast
 
 from services.actions.base import ActionsBase
 from services.actions.operators import ROLE_RANK, ActionName, Operator, authorize
@@ -87,7 +87,8 @@ class ApprovalRequired(Forbidden):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ExecutionContext:
     """What the process approving a request can offer its execution beyond the archive: the key that signs
-    exported evidence (the CLI's; the console and the API have none, so a case export is approved in the CLI)."""
+    exported evidence (the CLI's; the console and the API have none, so a case export into a folder is approved in
+    the CLI; one for the work bucket becomes a job the export worker signs, approved anywhere)."""
 
     export_signing_key: Ed25519PrivateKey | None = None
 
@@ -111,7 +112,8 @@ class RequestKind:
     """One kind of request: ``name`` (stored with each request; a metric label), the ``action`` it asks for (its
     role is the requester's), who may approve it, how long it waits (None: the setting), a sentence saying what it
     does (for the lists), ``execute`` (returns the typed result and its JSON, references only), and ``ready``:
-    None when the approving process can carry it out, else why not (checked before anything is decided)."""
+    None when the approving process can carry this request out, else why not (checked before anything is
+    decided)."""
 
     name: str
     action: ActionName
@@ -119,7 +121,7 @@ class RequestKind:
     describe: str
     execute: Execute
     ttl: timedelta | None = None
-    ready: Callable[[ExecutionContext], str | None] = field(default=lambda context: None)
+    ready: Callable[[ApprovalRequest, ExecutionContext], str | None] = field(default=lambda request, context: None)
 
 
 REQUEST_KINDS: Final[dict[str, RequestKind]] = {}
@@ -261,7 +263,7 @@ class ApprovalActions(ActionsBase):
         request = await store.get_request(self.access.pool, self.access.keyring, request_id)
         kind = self._kind(request)
         self._may_decide(operator, kind)
-        not_ready = kind.ready(context)
+        not_ready = kind.ready(request, context)
         if not_ready is not None:
             store.check_decision(request, operator.name, datetime.now(UTC))
             raise InvalidRequest(not_ready)
@@ -365,19 +367,41 @@ class ApprovalActions(ActionsBase):
         self,
         operator: Operator,
         case_ref: str,
-        out: Path,
+        out: Path | None,
         *,
         reason: str | None,
         language: str = "en",
         time_zone: str = "UTC",
+        formats: Sequence[str] | None = None,
     ) -> ApprovalRequest:
-        """Request a case's export into the folder ``out`` (written, once approved, by the approver's
-        ``wa-archive approvals approve``, which holds the export signing key)."""
+        """Request a case's export, its size announced in the request (``records`` and ``bags``, counted from the
+        index: what the approver weighs). Into the folder ``out``: written, once approved, by the approver's
+        ``wa-archive approvals approve``, which holds the export signing key. Without ``out`` (the console): once
+        approved, an export job of the case (scope ``case``, the request's id as its id) that the retention
+        service's export worker writes, signs with its export signing key and hands over from the work bucket.
+        ``formats``: what each bag holds, among services/evidence/package.py BAG_FORMATS (all of them when None).
+        Always four eyes, whatever its size: a case export discloses every custodian at once."""
+        from services.evidence.package import BAG_FORMATS  # noqa: PLC0415 — the renderers load only for exports
+
         authorize(operator, "export")
         case = await case_row(self.access.pool, case_ref)
-        if not await asyncio.to_thread(empty_or_new, out):  # said now, and checked again when it is written
+        chosen = list(dict.fromkeys(formats)) if formats is not None else list(BAG_FORMATS)
+        if not chosen or set(chosen) - set(BAG_FORMATS):
+            raise InvalidRequest(f"a case export's formats are among {', '.join(BAG_FORMATS)}")
+        if out is not None and not await asyncio.to_thread(empty_or_new, out):  # said now, checked again later
             raise CaseRefused(f"{out} is not empty: a case is exported into an empty folder")
-        target = {"case_ref": case["case_ref"], "out": str(out), "language": language, "time_zone": time_zone}
+        size = await cast("Actions", self).case_export_size(operator, case["case_ref"])
+        target: dict[str, Any] = {
+            "case_ref": case["case_ref"],
+            "language": language,
+            "time_zone": time_zone,
+            "formats": chosen,
+            **size.to_json(),
+        }
+        if out is not None:
+            target["out"] = str(out)
+        else:
+            target["destination"] = "work"
         return await self.request_approval(operator, "case.export", target=target, reason=reason)
 
     async def count_messages(
@@ -463,16 +487,30 @@ async def _close_case(actions: Actions, approver: Operator, request: ApprovalReq
 async def _export_case(
     actions: Actions, approver: Operator, request: ApprovalRequest, context: ExecutionContext
 ) -> Executed:
-    assert context.export_signing_key is not None  # ready() said so before anything was decided
     target = request.target
+    language: Literal["en", "fr"] = "fr" if target.get("language") == "fr" else "en"
+    formats = list(target["formats"]) if target.get("formats") else None
+    if "out" not in target:  # the console's: a job for the export worker, which holds the signing key
+        job = await actions.queue_case_export(
+            approver,
+            request_id=request.request_id,
+            case_ref=str(target["case_ref"]),
+            requested_by=request.requested_by,
+            reason=request.reason,
+            formats=formats,
+            language=language,
+        )
+        return job, {"job_id": job.job_id}
+    assert context.export_signing_key is not None  # ready() said so before anything was decided
     exported = await actions.export_case(
         approver,
         str(target["case_ref"]),
         Path(target["out"]),
         reason=request.reason,
         signing_key=context.export_signing_key,
-        language="fr" if target.get("language") == "fr" else "en",
+        language=language,
         time_zone=str(target.get("time_zone") or "UTC"),
+        formats=formats,
     )
     return exported, exported.to_json()
 
@@ -498,8 +536,10 @@ async def _queue_exports(
     return jobs, {"jobs": [job.job_id for job in jobs]}
 
 
-def _needs_signing_key(context: ExecutionContext) -> str | None:
-    if context.export_signing_key is None:
+def _needs_signing_key(request: ApprovalRequest, context: ExecutionContext) -> str | None:
+    """A case export into a folder is written and signed where it is approved; one for the work bucket is a job
+    that the export worker signs with its own key (a worker without one fails the job in words that say so)."""
+    if "out" in request.target and context.export_signing_key is None:
         return (
             "a case export is written where it is approved, signed with the export signing key: approve it with "
             "`wa-archive approvals approve ID --reason …` on the machine that holds the key"

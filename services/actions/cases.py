@@ -13,7 +13,7 @@ through :meth:`ReadingActions.search`, audited as every search.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,14 +22,17 @@ from typing import TYPE_CHECKING, Literal
 from services.actions.approvals import empty_or_new, require_approval
 from services.actions.governing import GoverningActions
 from services.actions.operators import ROLE_RANK, Operator, ProgressCallback, authorize
-from services.actions.reading import ReadingActions
+from services.actions.reading import ReadingActions, SubjectExport
 from services.core.audit import require_reason, write_audit
+from services.core.identity import expand_subject_refs
 from services.core.refusals import NotFound
 from services.core.vocabulary import CaseStatus
-from services.evidence.case_export import write_case_manifest
+from services.evidence import case_export
+from services.evidence.case_export import CASE_BAG_RECORDS, PlannedBag, plan_case_bags, write_case_manifest
+from services.evidence.case_export import CaseCustodian as PlanCustodian
 from services.evidence.header import Custodian as HeaderCustodian
 from services.evidence.header import ExportHeader
-from services.evidence.package import WrittenPackage, write_package
+from services.evidence.package import BAG_FORMATS, WrittenPackage, write_package
 from services.evidence.pdf import VolumeLimits
 from services.governance.cases import (
     REVIEWER_MAX,
@@ -58,12 +61,21 @@ from services.governance.cases import (
 )
 from services.governance.erasure import ErasureOutcome
 from services.governance.holds import Hold
+from services.review.conversation import load_records
+from services.review.correspondent import group_subject
+from services.review.queries import (
+    IndexedRecord,
+    count_person_records,
+    count_records,
+    custodian_records,
+    number_conversations,
+)
 from services.review.search import IndexHit, SearchFilter
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-__all__ = ["CaseActions", "CaseClosing", "CaseExport", "CaseExporting", "CaseRefused", "UnknownCase"]
+__all__ = ["CaseActions", "CaseClosing", "CaseExport", "CaseExporting", "CaseRefused", "CaseSize", "UnknownCase"]
 
 
 class CaseClosing:
@@ -238,8 +250,9 @@ class CaseActions(ReadingActions, GoverningActions):
 
 @dataclass(frozen=True, slots=True)
 class CaseExport:
-    """What ``wa-archive case export`` wrote: one signed bag per person custodian, and the custodians it could not
-    export (kind and why), all listed in the signed ``case.json`` at the top of the folder."""
+    """What ``wa-archive case export`` wrote: one signed bag per person custodian, per group custodian and per
+    conversation (or volume of one) of a business-number custodian, and the custodians with nothing to export
+    (kind and why), all listed in the signed ``case.json`` at the top of the folder."""
 
     case_ref: str
     bags: list[WrittenPackage]
@@ -256,10 +269,172 @@ class CaseExport:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class CaseSize:
+    """What a case export would hold, counted from the index (nothing decrypted): records within the case's
+    period and the bags they make (services/evidence/case_export.py plan_case_bags). A person custodian's
+    records are counted over the whole period of their conversation, as their bag reads it."""
+
+    records: int
+    bags: int
+
+    def to_json(self) -> dict[str, int]:
+        return {"records": self.records, "bags": self.bags}
+
+
 class CaseExporting(CaseActions):
-    """A case exported as evidence: every person custodian's messages of the case's period, with their media, in a
-    signed BagIt bag of its own (services/evidence/package.py), and a signed ``case.json`` that lists the bags with
-    the digest of each one's tag manifest (what its signature covers), so that a bag left out or swapped is seen."""
+    """A case exported as evidence (services/evidence/case_export.py): a signed BagIt bag per person custodian
+    (their messages of the case's period, with their media), per group custodian (every participant's records of
+    the group within the period) and per conversation of a business-number custodian within the period (split
+    into volumes of at most ``bag_records`` records), each written and signed before the next is read; and a
+    signed ``case.json`` that lists the bags with the digest of each one's tag manifest (what its signature
+    covers), so that a bag left out or swapped is seen."""
+
+    async def _plan(
+        self,
+        custodians: Sequence[Custodian],
+        since: datetime | None,
+        until: datetime | None,
+        bag_records: int,
+    ) -> tuple[list[PlannedBag], list[dict[str, str]], dict[str, int]]:
+        """The bags of the case's export (pure planning over counts the index gives: nothing is decrypted) and how
+        many records each holds (by folder)."""
+        conversations: dict[str, list[tuple[str, int]]] = {}
+        groups: dict[str, int] = {}
+        people: dict[str, int] = {}
+        async with self.access.pool.acquire() as conn:
+            for custodian in custodians:
+                if custodian.kind == "phone_number" and custodian.phone_number_id:
+                    found = await number_conversations(conn, custodian.phone_number_id, since=since, until=until)
+                    conversations[custodian.custodian_id] = [(c.subject_ref, c.records) for c in found]
+                elif custodian.kind == "group" and custodian.group_ref:
+                    groups[custodian.custodian_id] = await count_records(
+                        conn,
+                        group_ref=custodian.group_ref,
+                        phone_number_id=custodian.phone_number_id,
+                        since=since,
+                        until=until,
+                    )
+                elif custodian.kind == "person" and custodian.subject_refs:
+                    refs = await expand_subject_refs(conn, custodian.subject_refs[:1])
+                    people[custodian.custodian_id] = await count_person_records(conn, refs, since=since, until=until)
+        planned, skipped = plan_case_bags(
+            [
+                PlanCustodian(
+                    custodian_id=c.custodian_id,
+                    kind=c.kind,
+                    phone_number_id=c.phone_number_id,
+                    subject_refs=c.subject_refs,
+                    group_ref=c.group_ref,
+                )
+                for c in custodians
+            ],
+            conversations,
+            group_records=groups,
+            bag_records=bag_records,
+        )
+        sizes: dict[str, int] = {}
+        for bag in planned:
+            if bag.kind == "person":
+                sizes[bag.folder] = people.get(bag.custodian_id, 0)
+            elif bag.kind == "group":
+                sizes[bag.folder] = groups.get(bag.custodian_id, 0)
+            else:
+                total = dict(conversations.get(bag.custodian_id, ())).get(bag.subject_ref or "", 0)
+                sizes[bag.folder] = min(bag_records, total - (bag.part - 1) * bag_records)
+        return planned, skipped, sizes
+
+    async def case_export_size(
+        self, operator: Operator, case_ref: str, *, bag_records: int = CASE_BAG_RECORDS
+    ) -> CaseSize:
+        """How many records a case export would hold and in how many bags (the DPO; counted from the index,
+        nothing decrypted, not audited): what a request for it announces to its approver."""
+        authorize(operator, "export")
+        case = await case_row(self.access.pool, case_ref)  # the case's row only: its notes stay sealed
+        custodians = await case_custodians(self.access.pool, case["case_id"])
+        planned, _skipped, sizes = await self._plan(custodians, case["period_start"], case["period_end"], bag_records)
+        return CaseSize(records=sum(sizes.values()), bags=len(planned))
+
+    async def _custodian_export(
+        self, operator: Operator, bag: PlannedBag, records: Sequence[IndexedRecord], *, reason: str, case_ref: str
+    ) -> SubjectExport:
+        """The records of a group or business-number bag decrypted for the export (audited ``export``: one row
+        per pseudonym, with the case, the custodian and the group's pseudonym)."""
+        authorize(operator, "export")
+        details: dict[str, object] = {"case_ref": case_ref, "custodian_id": bag.custodian_id}
+        if bag.group_ref:
+            details.update(group=True, group_ref=bag.group_ref)
+        conversation = await load_records(
+            self.access.pool,
+            self.access.reader,
+            records,
+            actor=operator.name,
+            reason=reason,
+            purpose="export",
+            details=details,
+            keep_archived=True,
+        )
+        self.metrics.decryptions.labels("export").inc()
+        self.metrics.exports.inc()
+        return SubjectExport(
+            messages=conversation.messages,
+            request_ref=case_ref,
+            generated_at=datetime.now(UTC),
+            subject_refs=tuple(conversation.subject_refs),
+            archived=conversation.archived,
+            correspondent=conversation.correspondent,
+        )
+
+    async def _bag_export(
+        self,
+        operator: Operator,
+        bag: PlannedBag,
+        case: CaseFile,
+        *,
+        reason: str,
+        bag_records: int,
+        conversation_records: dict[tuple[str, str], list[IndexedRecord]],
+    ) -> SubjectExport:
+        """What one planned bag holds, decrypted (audited as an export)."""
+        summary = case.summary
+        if bag.kind == "person":
+            assert bag.subject_ref is not None
+            return await self.export(
+                operator,
+                subject_ref=bag.subject_ref,
+                reason=reason,
+                request_ref=case.case_ref,
+                since=summary.period_start,
+                until=summary.period_end,
+                keep_archived=True,
+            )
+        async with self.access.pool.acquire() as conn:
+            if bag.kind == "group":
+                records = await custodian_records(
+                    conn,
+                    group_ref=bag.group_ref,
+                    phone_number_id=bag.phone_number_id,
+                    since=summary.period_start,
+                    until=summary.period_end,
+                )
+            else:
+                assert bag.subject_ref is not None
+                assert bag.phone_number_id is not None
+                key = (bag.custodian_id, bag.subject_ref)
+                if key not in conversation_records:  # one conversation's index rows at a time, for its volumes
+                    conversation_records.clear()
+                    conversation_records[key] = await custodian_records(
+                        conn,
+                        phone_number_id=bag.phone_number_id,
+                        subject_ref=bag.subject_ref,
+                        since=summary.period_start,
+                        until=summary.period_end,
+                    )
+                every = conversation_records[key]
+                start = (bag.part - 1) * bag_records
+                # The last volume takes whatever arrived since the plan counted (an open period).
+                records = every[start:] if bag.part == bag.parts else every[start : start + bag_records]
+        return await self._custodian_export(operator, bag, records, reason=reason, case_ref=case.case_ref)
 
     async def export_case(
         self,
@@ -273,53 +448,44 @@ class CaseExporting(CaseActions):
         time_zone: str = "UTC",
         pdf_limits: VolumeLimits | None = None,
         progress: ProgressCallback | None = None,
+        bag_records: int | None = None,
+        formats: Collection[str] | None = None,
     ) -> CaseExport:
-        """Export the case (the DPO, with a reason: every person's read is audited as an export, every medium as
-        its own view). Business-number and group custodians are listed as skipped: export their people one by one
-        (a number's conversations can be many). Only on an approved request
+        """Export the case (the DPO, with a reason: every bag's read is audited as an export, every medium as its
+        own view) into the empty or new folder ``out``: the bags of the module docstring, each holding
+        ``formats`` (among services/evidence/package.py BAG_FORMATS; all of them when None), written one after
+        the other (one bag's records in memory at a time; ``bag_records``: at most this many records per bag,
+        services/evidence/case_export.py CASE_BAG_RECORDS when None). Only on an approved request
         (:meth:`ApprovalActions.request_case_export`; :class:`ApprovalRequired` otherwise)."""
         authorize(operator, "export")
         require_approval(operator, "case.export")
         reason = require_reason(reason)
+        if formats is not None and (not formats or set(formats) - set(BAG_FORMATS)):
+            raise CaseRefused(f"a case export's formats are among {', '.join(BAG_FORMATS)}")
         if not await asyncio.to_thread(empty_or_new, out):  # before anything is read
             raise CaseRefused(f"{out} is not empty: a case is exported into an empty folder")
         found = await self.case(operator, case_ref)
-        await asyncio.to_thread(out.mkdir, parents=True, exist_ok=True)
-        bags: list[WrittenPackage] = []
-        skipped: list[dict[str, str]] = []
-        people = [c for c in found.custodians if c.kind == "person" and c.subject_refs]
-        for custodian in found.custodians:
-            if custodian not in people:
-                skipped.append({"custodian_id": custodian.custodian_id, "kind": custodian.kind, "why": SKIPPED_WHY})
+        bag_records = bag_records or case_export.CASE_BAG_RECORDS
         summary = found.summary
+        planned, skipped, _sizes = await self._plan(
+            found.custodians, summary.period_start, summary.period_end, bag_records
+        )
+        await asyncio.to_thread(out.mkdir, parents=True, exist_ok=True)
         # The archive's hash chain, signed as it stands now: every bag names the checkpoint that pins it.
         pinned = await self.write_checkpoint(operator)
-        for n, custodian in enumerate(people, start=1):
+        bags: list[WrittenPackage] = []
+        held: dict[tuple[str, str], list[IndexedRecord]] = {}
+        for n, bag in enumerate(planned, start=1):
             if progress:
-                progress(n - 1, len(people))
-            export = await self.export(
-                operator,
-                subject_ref=custodian.subject_refs[0],
-                reason=reason,
-                request_ref=case_ref,
-                since=summary.period_start,
-                until=summary.period_end,
-                keep_archived=True,
+                progress(n - 1, len(planned))
+            export = await self._bag_export(
+                operator, bag, found, reason=reason, bag_records=bag_records, conversation_records=held
             )
-            label = export.correspondent.label or custodian.label
             header = ExportHeader(
                 scope="case",
-                title=summary.title,
+                title=summary.title if bag.parts == 1 else f"{summary.title} ({bag.part}/{bag.parts})",
                 export_id=f"{case_ref}-{n:02d}",
-                custodians=(
-                    HeaderCustodian(kind="person", label=label, ref=custodian.subject_refs[0]),
-                    *(
-                        HeaderCustodian(
-                            kind="business", label=b.display_number or b.phone_number_id, ref=b.phone_number_id
-                        )
-                        for b in export.correspondent.business_numbers
-                    ),
-                ),
+                custodians=bag_custodians(bag, export),
                 period_start=summary.period_start,
                 period_end=summary.period_end,
                 time_zone=time_zone,
@@ -332,7 +498,7 @@ class CaseExporting(CaseActions):
             )
             bags.append(
                 await write_package(
-                    out / f"{n:02d}-{custodian.custodian_id}",
+                    out / bag.folder,
                     "all",
                     header=header,
                     messages=export.messages,
@@ -341,12 +507,29 @@ class CaseExporting(CaseActions):
                     request_ref=case_ref,
                     signing_key=signing_key,
                     pdf_limits=pdf_limits,
+                    bag_formats=formats,
                 )
             )
         if progress:
-            progress(len(people), len(people))
-        manifest = await asyncio.to_thread(write_case_manifest, out, case_ref, bags, skipped, signing_key)
+            progress(len(planned), len(planned))
+        about = {bag.folder: bag.to_json() for bag in planned}
+        manifest = await asyncio.to_thread(write_case_manifest, out, case_ref, bags, skipped, signing_key, about)
         return CaseExport(case_ref, bags, skipped, manifest)
 
 
-SKIPPED_WHY = "business-number and group custodians are not exported whole: export their people one by one"
+def bag_custodians(bag: PlannedBag, export: SubjectExport) -> tuple[HeaderCustodian, ...]:
+    """Who a bag's header names: the person (as their records name them), the group (its subject, as its
+    records name it) and the business numbers the records were read under."""
+    numbers = tuple(
+        HeaderCustodian(kind="business", label=b.display_number or b.phone_number_id, ref=b.phone_number_id)
+        for b in export.correspondent.business_numbers
+    )
+    if bag.kind == "group":
+        assert bag.group_ref is not None
+        subject = group_subject(export.messages) or f"group {bag.group_ref[:12]}"
+        return (HeaderCustodian(kind="group", label=subject, ref=bag.group_ref), *numbers)
+    ref = bag.subject_ref or (export.subject_refs[0] if export.subject_refs else "")
+    label = export.correspondent.label or f"person {ref[:12]}"
+    if bag.kind == "phone_number" and bag.phone_number_id and not numbers:
+        numbers = (HeaderCustodian(kind="business", label=bag.phone_number_id, ref=bag.phone_number_id),)
+    return (HeaderCustodian(kind="person", label=label, ref=ref), *numbers)

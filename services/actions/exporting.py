@@ -8,27 +8,60 @@ the requester as actor); every download is audited (``export.downloaded``), and 
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import shutil
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Final, Literal, cast
 
-from services.actions.approvals import ApprovalActions, ApprovalRequest, ApprovalRequired, is_approved
+from services.actions.approvals import (
+    ApprovalActions,
+    ApprovalRequest,
+    ApprovalRequired,
+    is_approved,
+    require_approval,
+)
 from services.actions.operators import SCHEDULER, Operator, authorize
 from services.actions.reading import MediaFile, ReadingActions, SubjectExport
-from services.core.audit import require_reason, write_audit
+from services.core.audit import on_behalf_of, require_reason, write_audit
 from services.core.bucket import ArchiveBucket
 from services.core.identity import resolve_subject_refs
 from services.core.refusals import InvalidRequest, NotFound
 from services.core.vocabulary import is_pseudonym
 from services.evidence import jobs
-from services.evidence.jobs import ExportJob, JobFile, JobRequest, JobScope
+from services.evidence.jobs import ExportJob, ExportNotSigned, JobFile, JobRequest, JobScope, Producer, Progress
 from services.evidence.pdf import VolumeLimits
+from services.governance import approvals as approval_store
+from services.governance.cases import CaseRefused
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+    from services.actions.layer import Actions
+
+# The zip a case's job hands over: the case export's folder (case.json, its signature and the bags) as one file.
+CASE_ARCHIVE: Final = "case-{case_ref}.zip"
+
 log = logging.getLogger("wa_archive.exports")
+
+
+@dataclass(frozen=True, slots=True)
+class CaseExportRequest:
+    """A request to export a case, as its case page shows it: the request (its state, who asked, the size it
+    announced) and, once approved for the work bucket, its export job (None before, or for a folder the CLI
+    wrote)."""
+
+    request: ApprovalRequest
+    job: ExportJob | None
+
+    @property
+    def in_folder(self) -> bool:
+        """Written by ``wa-archive approvals approve`` into a folder of the approver's machine, not handed over by
+        the console."""
+        return "out" in self.request.target
 
 
 def may_see(operator: Operator, job: ExportJob) -> bool:
@@ -190,6 +223,113 @@ class ExportingActions(ReadingActions, ApprovalActions):
         assert found is not None
         return found
 
+    async def queue_case_export(
+        self,
+        operator: Operator,
+        *,
+        request_id: str,
+        case_ref: str,
+        requested_by: str,
+        reason: str | None,
+        formats: Sequence[str] | None,
+        language: Literal["en", "fr"] = "en",
+    ) -> ExportJob:
+        """Queue the export job of a case (scope ``case``): only on the approved ``case.export`` request
+        ``request_id`` (its approver carries this out; :class:`ApprovalRequired` otherwise), whose id the job
+        takes, so one approval makes one job. The export worker writes it (:meth:`run_next_export`), signed with
+        its export signing key; the requester and any DPO follow it and download it as any job. Audited
+        ``export.requested`` (the case's reference, the job's id)."""
+        authorize(operator, "export")
+        require_approval(operator, "case.export")
+        reason = require_reason(reason)
+        request = JobRequest(
+            scope="case",
+            subject_ref=None,
+            formats=tuple(dict.fromkeys(formats or ("all",))),
+            requested_by=requested_by,
+            reason=reason,
+            language=language,
+            request_ref=case_ref,
+        )
+        async with self.access.pool.acquire() as conn, conn.transaction():
+            job_id = await jobs.queue_job(conn, request, job_id=request_id)
+            await write_audit(
+                conn,
+                actor=operator.name,
+                action="export.requested",
+                reason=reason,
+                details={"job_id": job_id, "scope": "case", "case_ref": case_ref, "formats": list(request.formats)},
+            )
+        found = await jobs.get_job(self.access.pool, job_id)
+        assert found is not None
+        return found
+
+    async def case_export_requests(self, operator: Operator, case_ref: str) -> list[CaseExportRequest]:
+        """The requests to export the case, newest first, each with its job once one was queued (``dpo``: who
+        exports; not audited, references of the system's own records as the request list)."""
+        authorize(operator, "approval.list")
+        found = await approval_store.requests_about_case(
+            self.access.pool, self.access.keyring, kind="case.export", case_ref=case_ref.strip()
+        )
+        result = []
+        for request in found:
+            # A console request's job, once approved, bears the request's id (:meth:`queue_case_export`).
+            job = None if "out" in request.target else await jobs.get_job(self.access.pool, request.request_id)
+            result.append(CaseExportRequest(request, job))
+        return result
+
+    def _case_producer(
+        self, job: ExportJob, signing_key: Ed25519PrivateKey | None, pdf_limits: VolumeLimits | None
+    ) -> Producer:
+        """What a case's job writes: the case export (:meth:`CaseExporting.export_case`) carried out as the
+        approver of the request the job was made from, on its behalf (the audit rows name both), then zipped.
+        Refused (the job fails ``refused``) unless that request is an approved ``case.export`` of this case."""
+
+        async def produce(folder: Path, progress: Progress) -> list[Path]:
+            try:
+                approval = await approval_store.get_request(self.access.pool, self.access.keyring, job.job_id)
+            except approval_store.UnknownRequest:
+                raise CaseRefused("no approved case export request made this job") from None
+            target = approval.target
+            if (
+                approval.kind != "case.export"
+                or approval.status != "approved"
+                or approval.decided_by is None
+                or target.get("case_ref") != job.request_ref
+                or "out" in target
+            ):
+                raise CaseRefused("no approved case export request made this job")
+            if signing_key is None:
+                raise ExportNotSigned("no export signing key is configured")
+            assert job.request_ref is not None
+            approver = Operator(approval.decided_by, "dpo")
+            out = folder / f"case-{job.job_id}"
+            with on_behalf_of(
+                request_id=approval.request_id,
+                kind=approval.kind,
+                requester=approval.requested_by,
+                approver=approver.name,
+            ):
+                await cast("Actions", self).export_case(
+                    approver,
+                    job.request_ref,
+                    out,
+                    reason=approval.reason,
+                    signing_key=signing_key,
+                    language="fr" if job.language == "fr" else "en",
+                    time_zone=str(target.get("time_zone") or "UTC"),
+                    pdf_limits=pdf_limits,
+                    progress=progress.callback("exporting"),
+                    formats=list(target["formats"]) if target.get("formats") else None,
+                )
+            progress.set("packing", 0, 1)
+            archive = folder / CASE_ARCHIVE.format(case_ref=job.request_ref)
+            await asyncio.to_thread(jobs.zip_folder, out, archive, root_name=f"case-{job.request_ref}")
+            await asyncio.to_thread(shutil.rmtree, out, ignore_errors=True)
+            return [archive]
+
+        return produce
+
     async def export_job(self, operator: Operator, job_id: str) -> ExportJob:
         """The job; :class:`NotFound` when there is none or the operator may not see it (:func:`may_see`)."""
         authorize(operator, "export")
@@ -267,6 +407,7 @@ class ExportingActions(ReadingActions, ApprovalActions):
             ttl_s=ttl_s,
             heartbeat_s=heartbeat_s,
             renderer=jobs.package_renderer(media, signing_key, pdf_limits=pdf_limits, checkpoint=checkpoint),
+            produce=self._case_producer(job, signing_key, pdf_limits) if job.scope == "case" else None,
         )
         outcome = "done" if finished.status == "done" else "failed"
         await write_audit(

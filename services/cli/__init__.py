@@ -36,6 +36,7 @@ from services.cli.commands import (
     cmd_verify_export,
 )
 from services.core.vocabulary import CASE_STATUSES, EVENT_KINDS, HOLD_SCOPES
+from services.evidence.package import BAG_FORMATS
 from services.governance.grounds import REFUSAL_GROUNDS
 
 Handler = Callable[[argparse.Namespace], int]
@@ -338,13 +339,19 @@ def case_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     exported = case_commands.add_parser(
         "export",
         help="request the case's export as evidence (four eyes): once approved with `wa-archive approvals approve` "
-        "on the machine holding the export signing key, a signed bag per person custodian and a signed case.json",
+        "on the machine holding the export signing key, a signed bag per person, per group and per conversation of "
+        "a business number within the case's period, and a signed case.json",
     )
     exported.add_argument("ref")
     exported.add_argument("--out", required=True, metavar="DIR", help="an empty or new folder")
     exported.add_argument("--reason", required=True, help="why it is exported (audited)")
     exported.add_argument("--language", choices=["en", "fr"], default="en", help="of the PDF transcripts")
     exported.add_argument("--time-zone", default="UTC", help="times in the transcripts (IANA name)")
+    exported.add_argument(
+        "--formats",
+        default=",".join(BAG_FORMATS),
+        help=f"what each bag holds, comma-separated among {','.join(BAG_FORMATS)} (default: all of them)",
+    )
     case.set_defaults(handler=cmd_case)
 
 

@@ -804,6 +804,7 @@ def cmd_case(args: argparse.Namespace) -> int:
                 reason=args.reason,
                 language=args.language,
                 time_zone=args.time_zone,
+                formats=[name for name in args.formats.split(",") if name.strip()],
             )
             return print_requested(asked)
         else:

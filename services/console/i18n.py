@@ -113,6 +113,10 @@ TERMS: Final = (
     N_("expired"),
     N_("approved"),
     N_("rejected"),
+    # export job states (services/evidence/jobs.py JobStatus; failed and expired above)
+    N_("queued"),
+    N_("running"),
+    N_("done"),
 )
 
 # RFC 9110 §12.4.2: a weight is 0 to 1 with at most three decimals. Anything else is not a weight: the language it

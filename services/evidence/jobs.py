@@ -57,7 +57,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("wa_archive.exports")
 
 JobStatus = Literal["queued", "running", "done", "failed", "expired"]
-JobScope = Literal["conversation", "subject_access"]  # 'search' and 'case' have room in the table, not yet a runner
+# What an operator may queue. A ``case`` job is queued only by an approved case export (services/actions/exporting.py
+# queue_case_export) and written by its own producer; ``search`` has room in the table, not yet a runner.
+JobScope = Literal["conversation", "subject_access"]
 JOB_SCOPES: Final[tuple[str, ...]] = get_args(JobScope)
 JOB_STATUSES: Final[tuple[str, ...]] = get_args(JobStatus)
 # What a status may become. `running` → `running` is a job taken again after its worker died.
@@ -195,10 +197,11 @@ class ExportJob:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class JobRequest:
-    """What an operator asks to export: the person by pseudonym, the period, the formats, who and why."""
+    """What an operator asks to export: the person by pseudonym (or, scope ``case``, the case by its reference in
+    ``request_ref``), the period, the formats, who and why."""
 
-    scope: JobScope
-    subject_ref: str
+    scope: JobScope | Literal["case"]
+    subject_ref: str | None
     formats: tuple[str, ...]
     requested_by: str
     reason: str
@@ -208,9 +211,11 @@ class JobRequest:
     request_ref: str | None = None
 
 
-async def queue_job(conn: ConnectionOrPool, request: JobRequest) -> str:
-    """Insert a queued job; returns its id. The caller (the action layer) has checked the role and the reason."""
-    job_id = str(uuid.uuid4())
+async def queue_job(conn: ConnectionOrPool, request: JobRequest, *, job_id: str | None = None) -> str:
+    """Insert a queued job (with ``job_id``: that id, which a case's job takes from its approval request, so one
+    approval makes one job); returns its id. The caller (the action layer) has checked the role and the reason.
+    asyncpg's UniqueViolationError when the id is taken."""
+    job_id = job_id or str(uuid.uuid4())
     await conn.execute(
         "INSERT INTO export_jobs (job_id, scope, subject_ref, since, until, formats, language, requested_by, reason,"
         " request_ref) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
@@ -461,39 +466,65 @@ def job_header(job: ExportJob, export: SubjectExport) -> ExportHeader:
     )
 
 
+# Writes a job's files into the folder given and returns them; reports its step and counts to the Progress.
+Producer = Callable[[Path, "Progress"], Awaitable[list[Path]]]
+
+
+def subject_producer(
+    read: Callable[[ExportJob], Awaitable[SubjectExport]], renderer: Renderer | None
+) -> Callable[[ExportJob], Producer]:
+    """The producer of a person's job: ``read`` decrypts their messages (``Actions.export``, audited), then the
+    renderer writes them."""
+
+    def producer(job: ExportJob) -> Producer:
+        async def produce(folder: Path, progress: Progress) -> list[Path]:
+            progress.set("decrypting", 0, 1)
+            await progress.flush()
+            export = await read(job)
+            progress.set("rendering", 0, 1)
+            await progress.flush()
+            return await (renderer or RENDERER)(
+                export, job_header(job, export), job.formats, folder, progress.callback("rendering")
+            )
+
+        return produce
+
+    return producer
+
+
 async def run_job(
     pool: asyncpg.Pool,
     job: ExportJob,
     work: ArchiveBucket,
     *,
-    read: Callable[[ExportJob], Awaitable[SubjectExport]],
+    read: Callable[[ExportJob], Awaitable[SubjectExport]] | None = None,
     ttl_s: float,
     renderer: Renderer | None = None,
+    produce: Producer | None = None,
     heartbeat_s: float = 1.0,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> ExportJob:
     """Run a claimed job to ``done`` (files in the work bucket, expiring after ``ttl_s``) or ``failed`` (fixed
-    words; the files already uploaded are deleted): ``read`` decrypts the person's messages (``Actions.export``,
-    audited), the renderer writes them. Raises :class:`JobLost` when another worker took the job."""
+    words; the files already uploaded are deleted): ``produce`` writes its files (a person's job: ``read``
+    decrypts the person's messages, ``Actions.export``, audited, and the renderer writes them; a case's job: the
+    case export, services/actions/exporting.py). A refusal (:class:`ActionRefused`) fails it as ``refused``, a
+    missing signing key (:class:`ExportNotSigned`) as ``unsigned``, anything else before the upload as
+    ``render``. Raises :class:`JobLost` when another worker took the job."""
+    if produce is None:
+        if read is None:
+            raise ValueError("run_job needs read or produce")
+        produce = subject_producer(read, renderer)(job)
     progress = Progress(pool, job)
     beat = asyncio.create_task(progress.beat(heartbeat_s))
     folder = Path(tempfile.mkdtemp(prefix="wa-export-"))
     uploaded: list[str] = []
     error = "render"
     try:
-        progress.set("decrypting", 0, 1)
-        await progress.flush()
         try:
-            export = await read(job)
+            written = await produce(folder, progress)
         except ActionRefused:
             error = "refused"
             raise
-        progress.set("rendering", 0, 1)
-        await progress.flush()
-        try:
-            written = await (renderer or RENDERER)(
-                export, job_header(job, export), job.formats, folder, progress.callback("rendering")
-            )
         except ExportNotSigned:
             error = "unsigned"
             raise

@@ -44,6 +44,8 @@ from services.review.export import write_export
 
 ExportFormat = Literal["json", "html", "both", "pdf", "jsonl", "rsmf", "all"]
 EXPORT_FORMATS: Final[tuple[ExportFormat, ...]] = get_args(ExportFormat)
+# What a signed bag may hold (``all`` holds every one): a case export may ask for some of them only.
+BAG_FORMATS: Final[tuple[ExportFormat, ...]] = ("json", "html", "jsonl", "rsmf", "pdf")
 
 
 class PackageError(ValueError):
@@ -134,9 +136,11 @@ async def write_package(
     signing_key: Ed25519PrivateKey | None = None,
     pdf_limits: VolumeLimits | None = None,
     with_pdf: bool = True,
+    bag_formats: Collection[str] | None = None,
 ) -> WrittenPackage:
     """Write the export in ``export_format`` into ``out`` (see the module docstring); ``all`` needs
-    ``signing_key`` (``pdf_limits``: how its PDF volumes are bounded; ``with_pdf=False``: a bag without them).
+    ``signing_key`` (``pdf_limits``: how its PDF volumes are bounded; ``with_pdf=False``: a bag without them;
+    ``bag_formats``: the bag holds these of :data:`BAG_FORMATS` only, every one when None).
     ``media`` is consumed only by the formats that carry media (``jsonl``, ``rsmf``, ``all``). What the file
     system, the bucket, a corrupt medium or a PDF volume (:class:`~services.evidence.pdf.VolumeFailed`) raises
     propagates (a medium found corrupt is never left half written)."""
@@ -150,7 +154,7 @@ async def write_package(
     await asyncio.to_thread(payload.mkdir, parents=True, exist_ok=True)
     written = WrittenPackage()
     wanted: Collection[str] = (
-        ("json", "html", "jsonl", "rsmf", *(("pdf",) if with_pdf else ()))
+        [f for f in BAG_FORMATS if (f != "pdf" or with_pdf) and (bag_formats is None or f in bag_formats)]
         if export_format == "all"
         else ("json", "html")
         if export_format == "both"

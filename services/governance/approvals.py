@@ -299,6 +299,20 @@ async def list_requests(
     return [await _request(keyring, row) for row in rows]
 
 
+async def requests_about_case(
+    conn: ConnectionOrPool, keyring: Keyring, *, kind: str, case_ref: str, limit: int = 20
+) -> list[ApprovalRequest]:
+    """The requests of ``kind`` whose target names the case ``case_ref``, newest first (a case page's exports)."""
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM approval_requests WHERE kind = $1 AND target->>'case_ref' = $2"  # noqa: S608
+        " ORDER BY requested_at DESC LIMIT $3",
+        kind,
+        case_ref,
+        limit,
+    )
+    return [await _request(keyring, row) for row in rows]
+
+
 async def pending_heads(conn: ConnectionOrPool, now: datetime | None = None) -> list[tuple[str, str]]:
     """(kind, requester) of every pending, unexpired request: who may decide what, without opening a reason."""
     rows = await conn.fetch(

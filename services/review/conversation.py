@@ -235,6 +235,43 @@ async def load_group_timeline(
     return GroupTimeline(ref, sorted(per_person), messages, read.shredded)
 
 
+async def load_records(
+    pool: asyncpg.Pool,
+    reader: ArchiveReader,
+    records: Sequence[IndexedRecord],
+    *,
+    actor: str,
+    reason: str | None,
+    purpose: str,
+    details: Mapping[str, Any] | None = None,
+    keep_archived: bool = False,
+) -> Conversation:
+    """``records`` (chosen by the caller from the index: a case's group or one conversation of its business
+    number, services/review/queries.py ``custodian_records``) decrypted and assembled into one timeline, in the
+    index's order, with their media; ``keep_archived``: with their plaintexts as archived. Audited before anything
+    is decrypted: one row per pseudonym (action ``purpose``, with ``details``); refuses without a reason
+    (:class:`ReasonRequired`) before reading. ``subject_refs`` are the pseudonyms read, for the media's reads."""
+    reason = require_reason(reason)
+    per_person = _per_person(records)
+    async with pool.acquire() as conn:
+        media = await archived_media(conn, event_ids=[record.event_id for record in records]) if records else {}
+        disclosure = Disclosure(
+            actor=actor, action=purpose, reason=reason, records=per_person, details=dict(details or {})
+        )
+        read = await _audited_read(
+            conn,
+            reader,
+            records,
+            disclosure,
+            {e: m.to_json() for e, m in media.items()},
+            keep_archived=keep_archived,
+        )
+    # In the index's order, as the group timeline (a business's outbound message has no Meta time).
+    place = {record.event_id: position for position, record in enumerate(records)}
+    messages = sorted(read.messages, key=lambda message: place.get(message.event_id, -1))
+    return Conversation(sorted(per_person), messages, read.shredded, correspondent(read.seen), read.archived)
+
+
 @dataclass(kw_only=True)
 class ConversationPage:
     """One page of a person's conversation, as the review console shows it: ``messages`` (with their statuses,

@@ -79,12 +79,118 @@ async def person_records(conn: ConnectionOrPool, subject_refs: Sequence[str]) ->
 async def group_records(conn: ConnectionOrPool, group_ref: str, phone_number_id: str) -> list[IndexedRecord]:
     """Every indexed record of the group ``group_ref`` (its pseudonym) of the business number, every
     participant's, in the index's order."""
-    rows = await conn.fetch(
-        _INDEXED_COLUMNS + " WHERE group_ref = $1 AND phone_number_id = $2" + _INDEX_ORDER,
+    return await custodian_records(conn, group_ref=group_ref, phone_number_id=phone_number_id)
+
+
+def _within(since: int, until: int) -> str:
+    """A period's condition on a record's time as the reader's scope compares it (services/governance/scope.py
+    record_time: the event time, else the receipt time), its bounds the placeholders ``$since`` and ``$until``."""
+    return (
+        f" AND (${since}::timestamptz IS NULL OR coalesce(event_time, received_at) >= ${since})"
+        f" AND (${until}::timestamptz IS NULL OR coalesce(event_time, received_at) <= ${until})"
+    )
+
+
+async def custodian_records(
+    conn: ConnectionOrPool,
+    *,
+    group_ref: str | None = None,
+    phone_number_id: str | None = None,
+    subject_ref: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> list[IndexedRecord]:
+    """The indexed records of a case's group or business-number custodian, in the index's order: of the group
+    ``group_ref`` (its pseudonym; under ``phone_number_id`` when given), or of the business number
+    ``phone_number_id`` sealed under the pseudonym ``subject_ref`` (one conversation of the number); each record
+    whose time (event time, else receipt time) is within ``since``..``until`` (both included, None: unbounded).
+    ValueError when neither a group nor a number and a pseudonym are named (that would be everyone's records)."""
+    if group_ref is not None:
+        rows = await conn.fetch(
+            _INDEXED_COLUMNS
+            + " WHERE group_ref = $1 AND ($2::text IS NULL OR phone_number_id = $2)"
+            + _within(3, 4)
+            + _INDEX_ORDER,
+            bytes.fromhex(group_ref),
+            phone_number_id,
+            since,
+            until,
+        )
+    elif phone_number_id is not None and subject_ref is not None:
+        rows = await conn.fetch(
+            _INDEXED_COLUMNS + " WHERE subject_ref = $1 AND phone_number_id = $2" + _within(3, 4) + _INDEX_ORDER,
+            bytes.fromhex(subject_ref),
+            phone_number_id,
+            since,
+            until,
+        )
+    else:
+        raise ValueError("custodian_records needs a group, or a business number and a pseudonym")
+    return [IndexedRecord.of(row) for row in rows]
+
+
+async def count_records(
+    conn: ConnectionOrPool,
+    *,
+    group_ref: str,
+    phone_number_id: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> int:
+    """How many records :func:`custodian_records` would return for the group ``group_ref`` (nothing decrypted)."""
+    count = await conn.fetchval(
+        "SELECT count(*) FROM archived_events WHERE group_ref = $1 AND ($2::text IS NULL OR phone_number_id = $2)"
+        " AND ($3::timestamptz IS NULL OR coalesce(event_time, received_at) >= $3)"
+        " AND ($4::timestamptz IS NULL OR coalesce(event_time, received_at) <= $4)",
         bytes.fromhex(group_ref),
         phone_number_id,
+        since,
+        until,
     )
-    return [IndexedRecord.of(row) for row in rows]
+    return int(count or 0)
+
+
+async def count_person_records(
+    conn: ConnectionOrPool, subject_refs: Sequence[str], *, since: datetime | None, until: datetime | None
+) -> int:
+    """How many indexed records of the pseudonyms ``subject_refs`` fall within ``since``..``until``."""
+    count = await conn.fetchval(
+        "SELECT count(*) FROM archived_events WHERE subject_ref = ANY($1::bytea[])"
+        " AND ($2::timestamptz IS NULL OR coalesce(event_time, received_at) >= $2)"
+        " AND ($3::timestamptz IS NULL OR coalesce(event_time, received_at) <= $3)",
+        binary_keys(subject_refs),
+        since,
+        until,
+    )
+    return int(count or 0)
+
+
+@dataclass(frozen=True, slots=True)
+class NumberConversation:
+    """One conversation of a business number within a period: the pseudonym its records are sealed under and how
+    many records it holds there."""
+
+    subject_ref: str
+    records: int
+
+
+async def number_conversations(
+    conn: ConnectionOrPool, phone_number_id: str, *, since: datetime | None, until: datetime | None
+) -> list[NumberConversation]:
+    """The conversations of the business number ``phone_number_id`` with records within ``since``..``until``
+    (as :func:`custodian_records` counts them), by pseudonym: what a business-number custodian exports, one
+    conversation at a time. A record indexed without a pseudonym belongs to no conversation and is not counted."""
+    rows = await conn.fetch(
+        "SELECT encode(subject_ref, 'hex') AS subject_ref, count(*) AS records FROM archived_events"
+        " WHERE phone_number_id = $1 AND subject_ref IS NOT NULL"
+        " AND ($2::timestamptz IS NULL OR coalesce(event_time, received_at) >= $2)"
+        " AND ($3::timestamptz IS NULL OR coalesce(event_time, received_at) <= $3)"
+        " GROUP BY subject_ref ORDER BY subject_ref",
+        phone_number_id,
+        since,
+        until,
+    )
+    return [NumberConversation(row["subject_ref"], int(row["records"])) for row in rows]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -9,14 +9,23 @@ import hashlib
 import re
 import time
 import uuid
+import zipfile
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import asyncpg
 import httpx
+import orjson
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from devtools import pipeline
+from services.actions.layer import Operator
+from services.core.refusals import InvalidRequest
+from services.evidence.case_export import verify_case
 from services.evidence.links import link_key, sign_link
+from services.governance.cases import CustodianSpec
+from tests.helpers.approvals import approved
 from tests.helpers.export_jobs import ServedConsole, archived_person, fail_leftover_jobs, served_console
 
 pytestmark = pytest.mark.integration
@@ -108,3 +117,76 @@ async def test_a_dpo_exports_a_conversation_and_downloads_it_through_a_short_liv
         "SELECT count(*) FROM audit_log WHERE action = 'export.downloaded' AND details->>'job_id' = $1", job_id
     )
     assert downloads == 1
+
+
+async def test_a_dpo_requests_a_case_export_in_the_console_a_second_dpo_approves_it_and_it_downloads(
+    served: ServedConsole, demo_env: dict[str, str], pg_pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    worker = served.worker
+    await fail_leftover_jobs(pg_pool)
+    _person, ref = await archived_person(demo_env, pg_pool, served)
+    dpo = Operator(DPO[0], "dpo")
+    case = await worker.open_case(
+        dpo, title="Refund dispute", custodians=[CustodianSpec(kind="person", subject_ref=ref)]
+    )
+    case_url = f"/cases/{case.case_ref}"
+    async with httpx.AsyncClient(base_url=served.url, timeout=60) as client:
+        csrf = await sign_in(client, DPO)
+        page = (await client.get(case_url)).text
+        assert 'id="case-export-form"' in page
+        assert "wa-archive approvals approve ID" in page  # says where and how it is approved
+        asked = await client.post(
+            f"{case_url}/export",
+            data={"csrf": csrf, "reason": "court order 77", "format_jsonl": "on", "format_json": "on"},
+        )
+        assert asked.status_code == 200, asked.text
+        found = re.search(r'class="case-export" data-request="([^"]+)"', asked.text)
+        assert found, asked.text
+        request_id = found.group(1)
+        assert f"wa-archive approvals approve {request_id}" in asked.text  # pending: who acts, and how
+        assert re.search(r"\d+ records, 1 bag<", asked.text), asked.text  # the size it announced to the approver
+
+        # A second DPO approves it where no signing key is (the console, here its actions): the export worker,
+        # which holds the key, writes and signs it.
+        job = await approved(worker, request_id)
+        assert (job.job_id, job.scope, job.request_ref) == (request_id, "case", case.case_ref)
+        key = Ed25519PrivateKey.generate()
+        # The shared database may hold other runs' queued jobs: this one goes first, so this worker takes it.
+        await pg_pool.execute(
+            "UPDATE export_jobs SET created_at = created_at - interval '1 day' WHERE job_id = $1::uuid", request_id
+        )
+        ran = await worker.run_next_export(ttl_s=600, stale_s=300, signing_key=key)
+        assert ran is not None
+        assert (ran.job_id, ran.status, [f.name for f in ran.files]) == (
+            request_id,
+            "done",
+            [f"case-{case.case_ref}.zip"],
+        )
+        page = (await client.get(case_url)).text
+        assert f'href="/exports/{request_id}" class="case-export-job">done' in page
+        job_page = (await client.get(f"/exports/{request_id}")).text
+        link = re.search(r'href="(/exports/[^"]+/files/[^"]+)"', job_page)
+        assert link, job_page
+        download = await client.get(link.group(1).replace("&amp;", "&"))
+        assert download.status_code == 200
+    (tmp_path / "case.zip").write_bytes(download.content)
+    with zipfile.ZipFile(tmp_path / "case.zip") as bundle:
+        bundle.extractall(tmp_path)
+    root = tmp_path / f"case-{case.case_ref}"
+    assert not verify_case(root, public_key=key.public_key()).failures
+    (bag,) = [p for p in root.iterdir() if p.is_dir()]
+    assert "the refund is approved, ref 4711" in (bag / "data" / "events.jsonl").read_text()
+    assert not list((bag / "data").glob("*.pdf"))  # the formats asked for only
+    # Carried out as the approver, on the requester's behalf: both names in the export's audit rows.
+    details = await pg_pool.fetchval(
+        "SELECT details::text FROM audit_log WHERE action = 'export' AND details->>'case_ref' IS NULL"
+        " AND details->'approval'->>'request_id' = $1 LIMIT 1",
+        request_id,
+    )
+    assert details is not None
+    assert orjson.loads(details)["approval"]["requester"] == DPO[0]
+
+    # A case export into a folder is still written where it is approved: refused without the signing key.
+    folder = await worker.request_case_export(dpo, case.case_ref, tmp_path / "elsewhere", reason="court order 78")
+    with pytest.raises(InvalidRequest, match="on the machine that holds the key"):
+        await approved(worker, folder)

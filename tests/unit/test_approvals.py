@@ -4,16 +4,19 @@ approved request is carried out."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from services.actions.approvals import (
     REQUEST_KINDS,
     ApprovalRequired,
+    ExecutionContext,
     RequestKind,
     may_approve,
     register_kind,
@@ -174,3 +177,22 @@ async def test_every_audit_row_written_for_an_approved_request_carries_both_name
         "approval": {"request_id": "r-1", "kind": "erase", "requester": "alice", "approver": "bob"},
     }
     assert outside == {"case": "C-1"}
+
+
+@pytest.mark.parametrize(
+    ("target", "with_key", "ready"),
+    [
+        pytest.param({"case_ref": "C-1", "out": "/exports/c1"}, False, False, id="a folder, no key: refused"),
+        pytest.param({"case_ref": "C-1", "out": "/exports/c1"}, True, True, id="a folder, the key: written there"),
+        pytest.param({"case_ref": "C-1", "destination": "work"}, False, True, id="the work bucket: the worker signs"),
+    ],
+)
+def test_a_case_export_needs_the_signing_key_only_where_it_is_written(
+    target: dict[str, str], with_key: bool, ready: bool
+) -> None:
+    asked = dataclasses.replace(request(kind="case.export"), target=target, subject_ref=None)
+    context = ExecutionContext(export_signing_key=Ed25519PrivateKey.generate() if with_key else None)
+    refusal = REQUEST_KINDS["case.export"].ready(asked, context)
+    assert (refusal is None) == ready
+    if refusal is not None:
+        assert "wa-archive approvals approve" in refusal

@@ -1,7 +1,8 @@
 """Cases: ``GET /cases`` (the cases the viewer may see; the DPO's form to open one), ``POST /cases`` (open),
 ``GET /cases/{ref}`` (a case: custodians and their holds, reviewers, saved searches, tagged messages with their
 notes), and its forms: ``POST /cases/{ref}/close``, ``…/custodians``, ``…/reviewers`` (the DPO's), ``…/searches``
-(save one), ``…/searches/run`` (its results), and ``POST /cases/review`` (tag or note a message from its
+(save one), ``…/searches/run`` (its results), ``…/export`` (the DPO asks for the case's export: a four-eyes request
+whose state, then job and download, the case page shows), and ``POST /cases/review`` (tag or note a message from its
 conversation page; back to the case page).
 
 A case's reference is the only thing of a case in a URL: a plain token (services/governance/cases.py), never a
@@ -11,6 +12,7 @@ person's identifier. Contacts, words and notes travel in POST bodies.
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from typing import Annotated, Final
 from zoneinfo import ZoneInfo
 
@@ -26,6 +28,7 @@ from services.console.pages import Pages
 from services.console.sessions import Session
 from services.core.refusals import NotFound
 from services.core.vocabulary import CUSTODIAN_KINDS
+from services.evidence.package import BAG_FORMATS
 from services.governance.cases import CASE_REF_PATTERN, CustodianSpec, Incident
 from services.review.search import IndexHit
 
@@ -83,6 +86,7 @@ async def case_page(
     """The case page (audited ``case.viewed``: its notes are decrypted), with ``notice`` and a saved search's
     ``results`` (its id and hits) when one was just run."""
     case = await actions.case(session.operator, case_ref)
+    is_dpo = session.operator.role == "dpo"
     return pages.render(
         request,
         "case.html",
@@ -92,6 +96,9 @@ async def case_page(
         custodian_kinds=CUSTODIAN_KINDS,
         notice=notice,
         results=results,
+        exports=await actions.case_export_requests(session.operator, case.case_ref) if is_dpo else [],
+        bag_formats=BAG_FORMATS,
+        now=datetime.now(UTC),
     )
 
 
@@ -239,3 +246,34 @@ async def case_search_run(
     search_id = field(posted.form, "search_id") or ""
     hits = await actions.run_saved_search(session.operator, known_ref(case_ref), search_id)
     return await case_page(request, session, actions, pages, case_ref, results=(search_id, hits))
+
+
+@router.post("/cases/{case_ref}/export", response_class=HTMLResponse)
+async def case_export(
+    request: Request,
+    case_ref: str,
+    posted: Annotated[Posted, Depends(PostedBy("export"))],
+    actions: ActionsDep,
+    pages: PagesDep,
+) -> Response:
+    """Request the case's export (reason, formats): a ``case.export`` request a second DPO approves (here, on
+    the approvals page, or with ``wa-archive approvals approve``); once approved, the export worker writes and
+    signs it and the case page links to its download."""
+    session, form = posted.session, posted.form
+    formats = [name for name in BAG_FORMATS if field(form, f"format_{name}")]
+    if not formats:
+        raise BadForm("choose at least one format")
+    asked = await actions.request_case_export(
+        session.operator,
+        known_ref(case_ref),
+        None,
+        reason=field(form, "reason"),
+        formats=formats,
+        language="fr" if session.locale.startswith("fr") else "en",
+        time_zone=session.timezone,
+    )
+    notice = translator(session.locale).gettext(
+        "Export requested (request %(id)s, its size below): nothing is exported until a second DPO approves it.",
+        id=asked.request_id,
+    )
+    return await case_page(request, session, actions, pages, case_ref, notice=notice)
