@@ -850,11 +850,14 @@ def _chain_baseline(args: argparse.Namespace) -> int:
 
 def cmd_relay(args: argparse.Namespace) -> int:
     """``wa-archive relay parked|replay DEST``: the relay's parking topics, with the relay's own settings
-    (``WA_RELAY_…``: its destinations, secrets and Kafka login). Exit 2: no such destination or parking topic;
-    1: a replay stopped at a record it could not deliver (what came before is delivered and kept)."""
+    (``WA_RELAY_…``: its destinations, secrets and Kafka login). Exit 2: no such destination or parking topic, or
+    Kafka refused or did not answer; 1: a replay stopped at a record it could not deliver (what came before is
+    delivered and kept)."""
     import getpass  # noqa: PLC0415
     import logging  # noqa: PLC0415
     import os  # noqa: PLC0415
+
+    from aiokafka.errors import KafkaError  # noqa: PLC0415
 
     from services.core.logs import configure_logging  # noqa: PLC0415
     from services.core.settings import load_settings  # noqa: PLC0415
@@ -912,6 +915,11 @@ def cmd_relay(args: argparse.Namespace) -> int:
         report = asyncio.run(run())
     except ParkingTopicMissing as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (KafkaError, TimeoutError) as exc:
+        # A refused grant (the relay's principal reads its parking topics in wa-relay-<name>-replay) or a broker
+        # away; what was delivered before is committed, and the next run resumes after it.
+        print(f"error: Kafka: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
     offsets = f" (offsets {report.delivered[0]}-{report.delivered[-1]})" if report.delivered else ""
     verb = "would deliver" if report.dry_run else "delivered"

@@ -96,6 +96,9 @@ async def test_parked_records_are_listed_then_replayed_once_in_order_with_metas_
             (n, "rejected: HTTP 401", f"wa.events.v1/0/{100 + n}", False) for n in range(PARKED)
         ]
         assert "wamid" not in out  # offsets, reasons and positions only: never a body
+        status, out, _ = await run("relay", "parked", name)
+        assert (status, "wamid" in out) == (0, False)
+        assert f"5 parked records in {topic}, 5 not replayed" in out
 
         status, out, _ = await run("relay", "replay", name, "--dry-run")
         assert (status, inbox.verified) == (0, 0)
