@@ -15,8 +15,10 @@ those records again, once the receiver or the destination's settings are fixed:
 - **Progress of its own**: each delivered record's offset is committed at once in the consumer group
   ``wa-relay-<name>-replay`` (neither the destination's group nor its lag is touched), so a second run starts
   after what the first delivered. ``--from``/``--to`` narrow a run to parking offsets (inclusive) and never move
-  the group back: a record already replayed is not delivered twice. A run ends at the parking topic's end as it was
-  when the run started. Run one replay of a destination at a time (the partitions are assigned, not balanced).
+  the group back: a record already replayed is not delivered twice, and records a run's ``--from`` passed over
+  are behind the group's position once it delivers: later runs leave them (a decision to skip them). A run ends
+  at the parking topic's end as it was when the run started. Run one replay of a destination at a time (the
+  partitions are assigned, not balanced).
 - **No personal data** in what it lists or logs: offsets, times, reasons, journal positions, counts. Never a body.
 """
 
