@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from services.core.vocabulary import SEND_ATTEMPT_KINDS
 from services.review.assembly import Change, ConversationMessage
 
 MEDIA_TYPES = frozenset({"image", "video", "audio", "document", "sticker"})
@@ -97,7 +98,7 @@ def message_object(kind: str, payload: Any) -> dict[str, Any]:
     through the gateway) sent."""
     if not isinstance(payload, dict):
         return {}
-    if kind in ("outbound", "send_attempt") and isinstance(payload.get("request"), dict):
+    if (kind == "outbound" or kind in SEND_ATTEMPT_KINDS) and isinstance(payload.get("request"), dict):
         request: dict[str, Any] = payload["request"]
         return request
     return payload
