@@ -870,7 +870,13 @@ def test_each_service_has_its_own_kafka_principal_with_least_rights(target: str)
         ("topic", events, "Read"),
         ("cluster", "", "IdempotentWrite"),
         *(("group", f"wa-relay-{name}", operation) for name in names for operation in ("Describe", "Read")),
-        *(("topic", f"wa-relay-{name}-parked", operation) for name in names for operation in ("Describe", "Write")),
+        # `wa-archive relay replay` reads a parking topic in a group of its own.
+        *(("group", f"wa-relay-{name}-replay", operation) for name in names for operation in ("Describe", "Read")),
+        *(
+            ("topic", f"wa-relay-{name}-parked", operation)
+            for name in names
+            for operation in ("Describe", "Write", "Read")
+        ),
     }
     assert acl_rights(users["wa-gateway"]) == acl_rights(users["wa-ingest"]), "the gateway writes the journal only"
     assert set(users) == {"wa-ingest", "wa-gateway", "wa-archiver", "wa-relay"}
