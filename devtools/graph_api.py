@@ -162,6 +162,7 @@ class FakeGraphApi:
         self.template_reads = 0
         self.passed: list[dict[str, Any]] = []  # what other paths received
         self.files: dict[str, tuple[bytes, str]] = {}  # path -> (bytes, MIME type): files a send names by link
+        self.file_failures: dict[str, list[int]] = {}  # path -> the statuses its next downloads answer
         self._base_url: str | None = None
         self._server: Any = None
 
@@ -212,6 +213,10 @@ class FakeGraphApi:
         self.files[path] = (data, mime_type)
         return f"{self.base_url}{path}"
 
+    def fail_file(self, path: str, count: int, status: int = 503) -> None:
+        """Answer the next ``count`` downloads of the file at ``path`` (:meth:`add_file`) with ``status``."""
+        self.file_failures.setdefault(path, []).extend([status] * count)
+
     def add_template(self, waba_id: str, template: dict[str, Any]) -> None:
         """Serve ``template`` (Meta's template object: name, language, category, components) for its WABA."""
         self.templates[(waba_id, template["name"])] = template
@@ -242,6 +247,11 @@ class FakeGraphApi:
         path: str = scope["path"]
         self.requests.append((scope["method"], path))
         headers = dict(scope["headers"])
+        if scope["method"] == "GET" and path in self.files and self.file_failures.get(path):
+            status = self.file_failures[path].pop(0)
+            await send({"type": "http.response.start", "status": status, "headers": [(b"content-length", b"0")]})
+            await send({"type": "http.response.body", "body": b""})
+            return
         if scope["method"] == "GET" and path in self.files:
             data, mime_type = self.files[path]
             start = [(b"content-type", mime_type.encode()), (b"content-length", str(len(data)).encode())]

@@ -5,7 +5,8 @@ else (DESIGN.md §1.8) — the same rights deploy/k8s/base/kafka-users.yaml give
   letter.
 - ``wa-archiver`` reads the journal in its consumer group and writes the dead letters; it cannot write the journal.
 - ``wa-relay`` reads the journal in one consumer group per destination (``wa-relay-<name>``) and writes each
-  destination's parking topic (``wa-relay-<name>-parked``); it cannot write the journal nor read another group.
+  destination's parking topic (``wa-relay-<name>-parked``); its replay (``wa-archive relay replay``) reads a parking
+  topic in the group ``wa-relay-<name>-replay``. It cannot write the journal nor read another group.
 - ``wa-gateway`` (the send gateway) writes the journal, as ingest does, and nothing else.
 
 All produce idempotently, hence IdempotentWrite on the cluster. ``python -m devtools.kafka_principals``
@@ -45,6 +46,7 @@ from confluent_kafka.admin import (
 
 from services.archiver.settings import ArchiverSettings
 from services.core.settings import KafkaSettings
+from services.relay.replay import replay_group
 from services.relay.settings import DestinationSettings, RelaySettings
 
 # Strimzi's vocabulary (kafka-users.yaml), so that the two lists read alike and a test can compare them.
@@ -124,7 +126,8 @@ def archiver_grants(kafka: KafkaSettings, group_id: str) -> frozenset[Grant]:
 
 
 def relay_grants(kafka: KafkaSettings, groups: Iterable[str], parking_topics: Iterable[str]) -> frozenset[Grant]:
-    """The relay consumes the journal in a group per destination and produces each destination's parking topic."""
+    """The relay consumes the journal in a group per destination and produces each destination's parking topic; its
+    replay reads the parking topics (in groups of their own, named in ``groups`` too)."""
     grants = {
         Grant("topic", kafka.events_topic, "Describe"),
         Grant("topic", kafka.events_topic, "Read"),
@@ -133,7 +136,7 @@ def relay_grants(kafka: KafkaSettings, groups: Iterable[str], parking_topics: It
     for group in groups:
         grants |= {Grant("group", group, "Describe"), Grant("group", group, "Read")}
     for topic in parking_topics:
-        grants |= {Grant("topic", topic, "Describe"), Grant("topic", topic, "Write")}
+        grants |= {Grant("topic", topic, "Describe"), Grant("topic", topic, "Write"), Grant("topic", topic, "Read")}
     return frozenset(grants)
 
 
@@ -144,7 +147,8 @@ def relay_principal(environ: Mapping[str, str]) -> Principal:
         DestinationSettings.model_validate(d) for d in json.loads(environ.get("WA_RELAY_DESTINATIONS", "[]"))
     ]
     prefix = environ.get("WA_RELAY_GROUP_PREFIX", RelaySettings.model_fields["group_prefix"].default)
-    grants = relay_grants(kafka, [prefix + d.name for d in destinations], [d.topic_for_parking() for d in destinations])
+    groups = [group for d in destinations for group in (prefix + d.name, replay_group(prefix, d.name))]
+    grants = relay_grants(kafka, groups, [d.topic_for_parking() for d in destinations])
     return principal(kafka, grants, "WA_RELAY_KAFKA__")
 
 

@@ -392,22 +392,25 @@ RETRY_SUFFIX: Final = ".retry"
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MediaRetry:
     """What the media sweep needs to fetch a medium again, kept sealed in ``media_retry`` (no personal data in the
-    clear: a media id is a handle on the person's file)."""
+    clear: a media id, or the URL of a medium the business sent by ``link``, is a handle on the person's file)."""
 
     ref: MediaRef
     timestamp: int | None
     received_at: str | None
 
     def to_json(self) -> bytes:
-        return orjson.dumps(
-            {
-                "media_id": self.ref.media_id,
-                "mime_type": self.ref.mime_type,
-                "sha256": self.ref.sha256,
-                "timestamp": self.timestamp,
-                "received_at": self.received_at,
-            }
-        )
+        value: dict[str, object] = {
+            "media_id": self.ref.media_id,
+            "mime_type": self.ref.mime_type,
+            "sha256": self.ref.sha256,
+            "timestamp": self.timestamp,
+            "received_at": self.received_at,
+        }
+        if self.ref.link is not None:
+            # A medium the business sent by link is fetched from its URL again, with the same backoff and limits as
+            # one fetched by media id (services/archiver/sweep.py).
+            value["link"] = self.ref.link
+        return orjson.dumps(value)
 
     @classmethod
     def from_json(cls, raw: bytes) -> MediaRetry:
@@ -416,9 +419,13 @@ class MediaRetry:
         if not isinstance(value, dict) or not isinstance(value.get("media_id"), str):
             raise ValueError("not a sealed media retry")
         mime, digest, when, received = (value.get(k) for k in ("mime_type", "sha256", "timestamp", "received_at"))
+        link = value.get("link")
         return cls(
             ref=MediaRef(
-                value["media_id"], mime if isinstance(mime, str) else None, digest if isinstance(digest, str) else None
+                value["media_id"],
+                mime if isinstance(mime, str) else None,
+                digest if isinstance(digest, str) else None,
+                link=link if isinstance(link, str) and link else None,
             ),
             timestamp=when if isinstance(when, int) and not isinstance(when, bool) else None,
             received_at=received if isinstance(received, str) else None,

@@ -7,8 +7,9 @@ A medium that could not be archived with its message is recorded ``missing`` and
 1. opens what to fetch — the media id, the webhook's checksum and MIME type, sealed in the entry with the
    message's person's key (migration 0020; the archiver never reads the archive back) — its message gone from the
    index, or its key shredded (erased): the entry is dropped;
-2. asks the Graph API afresh (a download URL lives minutes) and streams the medium into its object, sealed under the
-   message's key, exactly as the writer does (services/archiver/media_store.py), within the process's byte budget;
+2. asks the Graph API afresh (a download URL lives minutes) — or, for a medium the business sent by ``link``, its
+   URL again, without a token — and streams the medium into its object, sealed under the message's key, exactly as
+   the writer does (services/archiver/media_store.py), within the process's byte budget;
 3. archived: the media row becomes ``archived`` and the entry leaves the queue, in one transaction that first
    checks the key is still live (an erasure that committed meanwhile wins: the row is not written);
    failed: the next attempt is scheduled (5 minutes doubling to 6 hours); past ``give_up_at`` (30 days after the

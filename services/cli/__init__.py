@@ -29,6 +29,7 @@ from services.cli.commands import (
     cmd_migrate,
     cmd_rebuild_index,
     cmd_recover,
+    cmd_relay,
     cmd_replay,
     cmd_retention,
     cmd_search,
@@ -244,6 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verify.set_defaults(handler=cmd_verify)
 
+    relay_parser(commands)
+
     chain = commands.add_parser("chain", help="the hash chain of archived objects")
     chain_commands = chain.add_subparsers(dest="chain_command", required=True)
     chain_commands.add_parser("checkpoint", help="sign the chain's heads now and store the checkpoint")
@@ -269,6 +272,35 @@ def build_parser() -> argparse.ArgumentParser:
     rewrap.add_argument("--batch-size", type=int, default=1000, help="keys per transaction (default: 1000)")
     keys.set_defaults(handler=cmd_keys)
     return parser
+
+
+def relay_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``wa-archive relay parked|replay DEST``: a relay destination's parked records (services/relay/replay.py),
+    with the relay's settings (``WA_RELAY_…``)."""
+    relay = commands.add_parser("relay", help="the relay's parked records: list them, deliver them again")
+    relay_commands = relay.add_subparsers(dest="relay_command", required=True)
+    parked = relay_commands.add_parser(
+        "parked", help="what a destination's parking topic holds: offsets, time, reason, source; never a body"
+    )
+    parked.add_argument("destination", metavar="DEST", help="a destination's name in WA_RELAY_DESTINATIONS")
+    parked.add_argument("--format", choices=["table", "json"], default="table", help="a table, or json")
+    replay = relay_commands.add_parser(
+        "replay",
+        help="deliver a destination's parked records again, in order, signed as the relay signs them; resumes"
+        " after what an earlier run delivered; exit 1 when it stops at a record it cannot deliver",
+    )
+    replay.add_argument("destination", metavar="DEST", help="a destination's name in WA_RELAY_DESTINATIONS")
+    replay.add_argument("--from", dest="from_offset", type=int, metavar="OFFSET", help="first parking offset")
+    replay.add_argument("--to", dest="to_offset", type=int, metavar="OFFSET", help="last parking offset (inclusive)")
+    replay.add_argument("--dry-run", action="store_true", help="list what would be delivered; deliver nothing")
+    replay.add_argument(
+        "--retry-budget",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="how long one record is retried (408, 429, 5xx, no answer) before the run stops there",
+    )
+    relay.set_defaults(handler=cmd_relay)
 
 
 def case_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -31,6 +31,7 @@ from services.cli.render import (
 if TYPE_CHECKING:
     from services.actions.layer import Actions, ApprovalRequest, MediaFile, Operator, SubjectExport
     from services.governance.cases import CustodianSpec
+    from services.relay.replay import ReplayReport
     from services.retention.settings import RetentionSettings
 
 Work = Callable[["Actions", "Operator"], Awaitable[int]]
@@ -846,3 +847,104 @@ def _chain_baseline(args: argparse.Namespace) -> int:
         return 0
 
     return with_actions(work)
+
+
+def cmd_relay(args: argparse.Namespace) -> int:
+    """``wa-archive relay parked|replay DEST``: the relay's parking topics, with the relay's own settings
+    (``WA_RELAY_…``: its destinations, secrets and Kafka login). Exit 2: no such destination or parking topic, or
+    Kafka refused or did not answer; 1: a replay stopped at a record it could not deliver (what came before is
+    delivered and kept)."""
+    import getpass  # noqa: PLC0415
+    import logging  # noqa: PLC0415
+    import os  # noqa: PLC0415
+
+    from aiokafka.errors import KafkaError  # noqa: PLC0415
+
+    from services.core.logs import configure_logging  # noqa: PLC0415
+    from services.core.settings import load_settings  # noqa: PLC0415
+    from services.relay.replay import ParkingTopicMissing, list_parked, replay_group, replay_parked  # noqa: PLC0415
+    from services.relay.service import destination_of, http_client  # noqa: PLC0415
+    from services.relay.settings import RelaySettings  # noqa: PLC0415
+
+    config = load_settings(RelaySettings)
+    configure_logging(config.log_level)
+    chosen = next((d for d in config.destinations if d.name == args.destination), None)
+    if chosen is None:
+        known = ", ".join(d.name for d in config.destinations)
+        print(f"error: no destination {args.destination!r} in WA_RELAY_DESTINATIONS (known: {known})", file=sys.stderr)
+        return 2
+    destination = destination_of(chosen)
+    group = replay_group(config.group_prefix, chosen.name)
+    try:
+        if args.relay_command == "parked":
+            listing = asyncio.run(list_parked(config.kafka, destination.parking_topic, group))
+            rows = [
+                {
+                    **dataclasses.asdict(row),
+                    "parked_at": datetime.fromtimestamp(row.parked_at_ms / 1000, UTC).isoformat(timespec="seconds"),
+                }
+                for row in listing
+            ]
+            for row in rows:
+                del row["parked_at_ms"]
+            if args.format == "json":
+                print_json(rows)
+            else:
+                columns = ["partition", "offset", "parked_at", "reason", "source", "attempts", "replayed"]
+                stdout_console().print(rows_table(rows, columns))
+                waiting = sum(1 for row in listing if not row.replayed)
+                held = counted(len(listing), "parked record")
+                print(f"{held} in {destination.parking_topic}, {waiting:,} not replayed")
+            return 0
+        client = http_client(chosen)
+
+        async def run() -> ReplayReport:
+            try:
+                return await replay_parked(
+                    config.kafka,
+                    destination,
+                    client,
+                    group,
+                    from_offset=args.from_offset,
+                    to_offset=args.to_offset,
+                    dry_run=args.dry_run,
+                    retry_budget_s=args.retry_budget,
+                )
+            finally:
+                await client.aclose()
+
+        report = asyncio.run(run())
+    except ParkingTopicMissing as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (KafkaError, TimeoutError) as exc:
+        # A refused grant (the relay's principal reads its parking topics in wa-relay-<name>-replay) or a broker
+        # away; what was delivered before is committed, and the next run resumes after it.
+        print(f"error: Kafka: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    offsets = f" (offsets {report.delivered[0]}-{report.delivered[-1]})" if report.delivered else ""
+    verb = "would deliver" if report.dry_run else "delivered"
+    summary = (
+        f"{chosen.name}: {verb} {counted(len(report.delivered), 'parked record')}{offsets};"
+        f" {report.already_replayed:,} replayed before"
+    )
+    print(summary)
+    if report.stopped is not None:
+        stop = report.stopped
+        print(
+            f"stopped at offset {stop.offset} (partition {stop.partition}): {stop.kind}: {stop.detail}; fix the cause"
+            " and run again (it resumes there), or pass --from to go past it",
+            file=sys.stderr,
+        )
+    if not report.dry_run:
+        # Who replayed what, without a body: offsets, counts, reasons (the relay has no audit table of its own).
+        operator = os.environ.get("WA_RETENTION_OPERATOR") or getpass.getuser()
+        logging.getLogger("wa_archive.relay").info(
+            "relay replay by %s: %s%s",
+            operator,
+            summary,
+            f"; stopped at {report.stopped.partition}/{report.stopped.offset}: {report.stopped.kind}"
+            if report.stopped
+            else "",
+        )
+    return report.exit_status

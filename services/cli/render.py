@@ -95,10 +95,17 @@ def messages_table(messages: Sequence[ConversationMessage]) -> Table:
             utc(message.timestamp) if message.timestamp else message.received_at,
             "<-" if message.direction == "inbound" else "->",
             shown.plain(),
-            shown.status or "-",
+            shown.status or send_outcome_words(shown.send_outcome) or "-",
             changes(shown),
         )
     return table
+
+
+def send_outcome_words(outcome: str | None) -> str | None:
+    """The status column of a send through the gateway that has no Meta status: what the archive knows of it."""
+    return {"unknown": "outcome unknown (may have reached the customer)", "pending": "outcome not archived yet"}.get(
+        outcome or ""
+    )
 
 
 def group_table(messages: Sequence[ConversationMessage]) -> Table:

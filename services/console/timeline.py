@@ -53,6 +53,7 @@ class Bubble:
     media: Media | None = None
     matched: bool = False
     in_group: bool = False  # written in a Cloud API group, not to the business alone
+    send_outcome: str | None = None  # a send through the gateway: sent | refused | unknown | not_sent | pending
 
     @property
     def edited(self) -> bool:
@@ -140,6 +141,7 @@ def _bubble(shown: Display) -> Bubble:
         deleted_at=shown.deletion.at if shown.deletion else None,
         status=shown.status,
         in_group=shown.in_group,
+        send_outcome=shown.send_outcome,
     )
 
 

@@ -4,23 +4,42 @@
 a change whose message is not archived stays visible on its own, and a record that could not be read
 (:func:`unreadable_record`) takes its place in time among the others. :func:`decode_records` turns what the
 reader opened into envelopes, unreadable items and a count of shredded records. :func:`keyword_matches` says
-which messages hold a query's words. Nothing here reads the index, the bucket or the clock.
+which messages hold a query's words. Nothing here reads the index, the bucket or the clock (``now`` is passed in).
+
+Sends through the gateway (services/gateway/records.py) are journaled twice: the ``send_attempt`` before the
+request is forwarded, the ``outbound`` of its outcome after. The timeline shows the outcome's message, with the
+gateway's ``send_outcome`` (``sent``, ``refused``, ``unknown``: the answer was lost, ``not_sent``), and folds the
+attempt into it. An attempt whose outcome the archive does not hold — the gateway died between forwarding and
+journaling it — stands on its own as the business's message with ``send_outcome`` ``unknown`` once
+:data:`SEND_OUTCOME_GRACE` has passed since it was received (``pending`` before): it may have reached the customer.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, Final
 
 from services.core.keywords import searchable_text, words
 from services.core.plaintext import UndecodableRecord, read_envelope
-from services.core.vocabulary import BUSINESS_SENT_KINDS, MESSAGE_KINDS, STATUS_KINDS, Direction, EventKind
+from services.core.vocabulary import (
+    BUSINESS_SENT_KINDS,
+    MESSAGE_KINDS,
+    SEND_ATTEMPT_KINDS,
+    STATUS_KINDS,
+    Direction,
+    EventKind,
+)
 from services.review.queries import IndexedRecord
 
 # A change in these kinds is the business's: its own message edited or revoked, or a status saying it deleted one.
 CHANGED_BY_BUSINESS = BUSINESS_SENT_KINDS | STATUS_KINDS
 STATUS_ORDER = {"sent": 1, "delivered": 2, "read": 3, "played": 4, "failed": 5, "deleted": 6}
+# How long a send's outcome may take to be archived before its attempt alone reads "outcome unknown": the gateway
+# waits up to 30 s for Meta (WA_GATEWAY_SEND_TIMEOUT_S) and journals the outcome at once; the archiver flushes
+# within seconds. Five minutes leaves room for a slow journal without leaving a lost outcome unsaid for long.
+SEND_OUTCOME_GRACE: Final = timedelta(minutes=5)
 
 
 @dataclass
@@ -53,6 +72,9 @@ class ConversationMessage:
     deletion: Change | None = None
     media: dict[str, Any] | None = None
     unreadable: str | None = None
+    # A send through the gateway: its outcome (sent | refused | unknown | not_sent), or ``pending`` for an attempt
+    # whose outcome is not archived yet (module docstring); None for every other message.
+    send_outcome: str | None = None
 
     @property
     def latest_status(self) -> str | None:
@@ -85,6 +107,7 @@ class ConversationMessage:
             "media": self.media,
             "payload": self.payload,
             "unreadable": self.unreadable,
+            "send_outcome": self.send_outcome,
         }
 
 
@@ -92,7 +115,7 @@ def direction(envelope: Mapping[str, Any]) -> Direction:
     """``outbound`` for what the business sent (an echo, an outbound request, a history message not from the
     person), else ``inbound``."""
     kind = envelope.get("kind")
-    if kind in BUSINESS_SENT_KINDS:
+    if kind in BUSINESS_SENT_KINDS or kind in SEND_ATTEMPT_KINDS:
         return "outbound"
     if kind == "history":
         subject = envelope.get("subject") or {}
@@ -111,15 +134,41 @@ def change_kind(kind: str | None, kind_type: str | None) -> str | None:
     return None
 
 
+def gateway_of(envelope: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The gateway's part of a send's payload (``payload.gateway``: send id, outcome), or an empty mapping."""
+    payload = envelope.get("payload")
+    gateway = payload.get("gateway") if isinstance(payload, dict) else None
+    return gateway if isinstance(gateway, dict) else {}
+
+
+def attempt_outcome(envelope: Mapping[str, Any], now: datetime | None) -> str:
+    """What the archive can say of a send attempt whose outcome it does not hold: ``unknown`` once
+    :data:`SEND_OUTCOME_GRACE` has passed since it was received (or when ``now`` is not given, or its time cannot
+    be read), ``pending`` before."""
+    if now is None:
+        return "unknown"
+    try:
+        received = datetime.fromisoformat(str(envelope.get("received_at")).replace("Z", "+00:00"))
+    except ValueError:
+        return "unknown"
+    if received.tzinfo is None or now - received >= SEND_OUTCOME_GRACE:
+        return "unknown"
+    return "pending"
+
+
 def assemble(
     envelopes: Iterable[dict[str, Any]],
     media: Mapping[str, dict[str, Any]] | None = None,
     unreadable: Iterable[ConversationMessage] = (),
+    *,
+    now: datetime | None = None,
 ) -> list[ConversationMessage]:
     """Group a person's events into messages with their statuses, edits and deletion (pure); the ``unreadable``
     records (:func:`unreadable_record`) take their place in time among them, each on its own. ``media`` holds the
-    ``archived_media`` row (as JSON) of a message's media, by event id."""
+    ``archived_media`` row (as JSON) of a message's media, by event id. ``now`` decides whether a send attempt
+    without its outcome is ``pending`` or ``unknown`` (module docstring; None: ``unknown``)."""
     ordered = sorted(envelopes, key=lambda e: (e.get("timestamp") or 0, e.get("received_at") or ""))
+    concluded = {gateway_of(e).get("send_id") for e in ordered if e.get("kind") in BUSINESS_SENT_KINDS} - {None}
     messages: dict[str, ConversationMessage] = {}
     result: list[ConversationMessage] = []
     pending: list[dict[str, Any]] = []
@@ -127,7 +176,15 @@ def assemble(
         if envelope.get("kind") == "status" or change_kind(envelope.get("kind"), envelope.get("type")):
             pending.append(envelope)
             continue
+        send_outcome: str | None = None
+        if envelope.get("kind") in SEND_ATTEMPT_KINDS:
+            if gateway_of(envelope).get("send_id") in concluded:
+                continue  # its outcome's message stands for it (the attempt stays archived, as evidence)
+            send_outcome = attempt_outcome(envelope, now)
+        elif isinstance(outcome := gateway_of(envelope).get("outcome"), str):
+            send_outcome = outcome
         message = _message(envelope, envelope.get("message_id"))
+        message.send_outcome = send_outcome
         message.media = (media or {}).get(envelope["event_id"])
         result.append(message)
         if message.message_id and message.message_id not in messages:
@@ -192,8 +249,10 @@ class Opened:
     unreadable: list[ConversationMessage]
     shredded: int
 
-    def messages(self, media: Mapping[str, dict[str, Any]] | None = None) -> list[ConversationMessage]:
-        return assemble(self.envelopes, media, self.unreadable)
+    def messages(
+        self, media: Mapping[str, dict[str, Any]] | None = None, *, now: datetime | None = None
+    ) -> list[ConversationMessage]:
+        return assemble(self.envelopes, media, self.unreadable, now=now)
 
 
 def decode_records(records: Iterable[IndexedRecord], plaintexts: Mapping[str, bytes | None]) -> Opened:

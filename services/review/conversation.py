@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -90,7 +90,9 @@ async def _audited_read(
             archived = (
                 [(r.event_id, p) for r in records if (p := plaintexts[r.event_id]) is not None] if keep_archived else []
             )
-            return _Read(opened.messages(media), opened.shredded, sightings(opened.envelopes), archived)
+            # The clock decides only whether a send whose outcome is not archived is still pending (assembly.py).
+            messages = opened.messages(media, now=datetime.now(UTC))
+            return _Read(messages, opened.shredded, sightings(opened.envelopes), archived)
 
     return await audited_decrypt(conn, disclosure, decrypt)
 

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from services.core.vocabulary import SEND_ATTEMPT_KINDS
 from services.review.assembly import Change, ConversationMessage
 
 MEDIA_TYPES = frozenset({"image", "video", "audio", "document", "sticker"})
@@ -58,7 +59,8 @@ class Display:
     """What one timeline item shows. ``content`` is what it says now (after its last edit; type ``unreadable``
     for a record that could not be read); ``history`` the original and every edit, when it was edited;
     ``deletion`` who deleted it and when; ``quotes`` the message id its reply quotes; ``reacts_to`` the message id
-    a reaction is about; ``in_group`` whether it was written in a Cloud API group."""
+    a reaction is about; ``in_group`` whether it was written in a Cloud API group; ``send_outcome`` what became of
+    a send through the gateway (services/review/assembly.py: ``unknown`` may have reached the customer)."""
 
     event_id: str
     kind: str
@@ -72,6 +74,7 @@ class Display:
     quotes: str | None = None
     reacts_to: str | None = None
     in_group: bool = False
+    send_outcome: str | None = None
 
     @property
     def original(self) -> Content:
@@ -91,10 +94,11 @@ class Display:
 
 
 def message_object(kind: str, payload: Any) -> dict[str, Any]:
-    """The Cloud API message object of an event: the payload, or the request an outbound event sent."""
+    """The Cloud API message object of an event: the payload, or the request an outbound event (or a send attempt
+    through the gateway) sent."""
     if not isinstance(payload, dict):
         return {}
-    if kind == "outbound" and isinstance(payload.get("request"), dict):
+    if (kind == "outbound" or kind in SEND_ATTEMPT_KINDS) and isinstance(payload.get("request"), dict):
         request: dict[str, Any] = payload["request"]
         return request
     return payload
@@ -242,4 +246,5 @@ def display(message: ConversationMessage) -> Display:
         quotes=quoted if isinstance(quoted, str) and quoted else None,
         reacts_to=target if isinstance(target, str) else None,
         in_group=bool(payload.get("group_id") or payload.get("recipient_type") == "group"),
+        send_outcome=message.send_outcome,
     )

@@ -15,6 +15,7 @@ import socket
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -32,7 +33,9 @@ from services.actions.access import open_access
 from services.actions.layer import Actions, Operator
 from services.core.journal import split_record
 from services.core.settings import KafkaSettings
+from services.core.vocabulary import rfc3339_millis
 from services.gateway.app import GatewayApp
+from services.gateway.records import SendContext, attempt_event
 from services.gateway.settings import GatewaySettings
 from services.gateway.upstream import AnswerLost, NotSent, UpstreamPool
 from services.governance.metrics import RetentionMetrics
@@ -45,6 +48,7 @@ TOKEN = f"EAAG-gateway-{uuid.uuid4().hex}"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
 VERSION = "v21.0"
 REGISTER_BODY = b'{"messaging_product":"whatsapp","pin":"123456"}'
+CRASHED_SEND_ID = f"crashed-{uuid.uuid4().hex}"  # a send whose outcome the gateway never journaled
 INVOICE = b"%PDF-1.4\n" + bytes(range(255, -1, -1)) * 30 + b"\n%%EOF\n"
 PHOTO = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 40 + b"\xff\xd9"  # a JPEG's markers around 10 KiB
 TEMPLATE = {
@@ -177,6 +181,24 @@ async def sent(demo_env: dict[str, str], pg_pool: asyncpg.Pool, kafka_bootstrap:
             wamid = orjson.loads(body["text"])["messages"][0]["id"]
             delivered = pipeline.events_of([pipeline.status(person, wamid, "delivered", 1_767_000_000)])
             await pipeline.produce(kafka_bootstrap, topic, delivered)
+            # A send whose gateway died after forwarding it, an hour before: only its attempt is journaled.
+            crashed = text(person, "gateway died")
+            await pipeline.produce(
+                kafka_bootstrap,
+                topic,
+                [
+                    attempt_event(
+                        SendContext(
+                            send_id=CRASHED_SEND_ID,
+                            waba_id=person.waba_id,
+                            phone_number_id=person.phone_number_id,
+                            raw=orjson.dumps(crashed),
+                            request=crashed,
+                            received_at=rfc3339_millis(datetime.now(UTC) - timedelta(hours=1)),
+                        )
+                    )
+                ],
+            )
             records = await read_to_end(kafka_bootstrap, topic, partitions=1)
             events = [e for _k, v, h in records for e in split_record(v, h).events]
             archiver = pipeline.archiver_settings(
@@ -280,10 +302,29 @@ async def test_a_lost_answer_is_archived_unknown(sent: Sent) -> None:
     assert lost.payload["response"] is None
 
 
+async def test_a_send_whose_outcome_was_never_journaled_reads_outcome_unknown(sent: Sent) -> None:
+    """The gateway died between forwarding and journaling the outcome: its attempt stands as the business's
+    message, outcome unknown (it may have reached the customer); every concluded send is its outcome alone."""
+    attempts = [m for m in sent.conversation if m.kind == "send_attempt"]
+    assert [(m.payload["gateway"]["send_id"], m.direction, m.send_outcome) for m in attempts] == [
+        (CRASHED_SEND_ID, "outbound", "unknown")
+    ]
+    assert attempts[0].payload["request"]["text"]["body"] == "gateway died"
+    assert sorted(m.send_outcome or "" for m in sent.conversation if m.kind == "outbound") == [
+        "refused",
+        "refused",
+        "sent",
+        "sent",
+        "sent",
+        "sent",
+        "unknown",
+    ]
+
+
 async def test_every_send_is_journaled_before_its_outcome(sent: Sent) -> None:
     events = [e for _k, v, h in sent.records for e in split_record(v, h).events]
     kinds = [(e.kind, e.payload["gateway"]["send_id"]) for e in events if e.kind in ("send_attempt", "outbound")]
-    attempts = [send_id for kind, send_id in kinds if kind == "send_attempt"]
+    attempts = [send_id for kind, send_id in kinds if kind == "send_attempt" and send_id != CRASHED_SEND_ID]
     assert len(attempts) == 7
     for send_id in attempts:
         assert kinds.index(("send_attempt", send_id)) < kinds.index(("outbound", send_id))

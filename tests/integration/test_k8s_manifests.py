@@ -870,7 +870,13 @@ def test_each_service_has_its_own_kafka_principal_with_least_rights(target: str)
         ("topic", events, "Read"),
         ("cluster", "", "IdempotentWrite"),
         *(("group", f"wa-relay-{name}", operation) for name in names for operation in ("Describe", "Read")),
-        *(("topic", f"wa-relay-{name}-parked", operation) for name in names for operation in ("Describe", "Write")),
+        # `wa-archive relay replay` reads a parking topic in a group of its own.
+        *(("group", f"wa-relay-{name}-replay", operation) for name in names for operation in ("Describe", "Read")),
+        *(
+            ("topic", f"wa-relay-{name}-parked", operation)
+            for name in names
+            for operation in ("Describe", "Write", "Read")
+        ),
     }
     assert acl_rights(users["wa-gateway"]) == acl_rights(users["wa-ingest"]), "the gateway writes the journal only"
     assert set(users) == {"wa-ingest", "wa-gateway", "wa-archiver", "wa-relay"}
@@ -980,15 +986,28 @@ def test_compose_file_is_valid_compose() -> None:
     assert not errors, "\n".join(errors)
     base = COMPOSE_FILE.parent
     services = compose["services"]
-    assert {"kafka", "seaweedfs", "postgres", "prometheus", "grafana", "ingest", "archiver", "retention"} <= set(
-        services
-    )
-    for name in ("ingest", "archiver", "retention"):
+    wa_services = ("ingest", "archiver", "retention", "gateway", "relay")
+    assert {"kafka", "seaweedfs", "postgres", "prometheus", "grafana", "inbox", *wa_services} <= set(services)
+    for name in wa_services:
         service = services[name]
         assert (base / service["build"]["context"] / service["build"]["dockerfile"]).is_file()
         env_files = [e["path"] if isinstance(e, dict) else e for e in service["env_file"]]
         assert [(base / e).resolve() for e in env_files] == [REPO_ROOT / "deploy" / "local" / "demo.env"]
         assert service["command"] == [f"services.{name}"]
+        assert "/readyz" in " ".join(service["healthcheck"]["test"]), f"{name}: no readiness health check"
+        assert service["environment"]["WA_LOCAL_DEMO"] == "1"
+    # The gateway and the relay reach the broker inside Compose, once their topics exist; the relay's receiver is up
+    # first, and each destination's parking topic is created with the others.
+    for name in ("gateway", "relay"):
+        prefix = f"WA_{name.upper()}_KAFKA__"
+        assert services[name]["environment"][prefix + "BOOTSTRAP_SERVERS"] == "kafka:19092"
+        assert services[name]["depends_on"]["kafka-init"] == {"condition": "service_completed_successfully"}
+    assert services["relay"]["depends_on"]["inbox"] == {"condition": "service_healthy"}
+    destinations = json.loads(services["relay"]["environment"]["WA_RELAY_DESTINATIONS"])
+    for destination in destinations:
+        assert f"--topic wa-relay-{destination['name']}-parked" in services["kafka-init"]["command"][0]
+        assert destination["url"].startswith(f"http://{destination['name']}:"), "a Compose service of its name"
+    assert services["gateway"]["environment"]["WA_GATEWAY_UPSTREAM_URL"].startswith("https://")
     for name, service in services.items():
         if "image" in service and "build" not in service:
             assert is_pinned(service["image"]), f"{name}: image {service['image']} not pinned"

@@ -62,7 +62,8 @@ from services.core.settings import KafkaSettings
 from services.ingest.app import IngestApp
 from services.ingest.settings import IngestSettings
 from services.ingest.signature import sign
-from services.relay.service import run_relay
+from services.relay.replay import replay_group, replay_parked
+from services.relay.service import destination_of, http_client, run_relay
 from services.relay.settings import DestinationSettings, RelaySettings
 from services.tools.replay import post_signed
 
@@ -248,7 +249,7 @@ async def throwaway(kafka_bootstrap: str) -> AsyncIterator[Throwaway]:
     relay = Principal(
         user=f"test-relay-{suffix}",
         password=secrets.token_urlsafe(24),
-        grants=relay_grants(names, [f"wa-relay-{destination}"], [parking]),
+        grants=relay_grants(names, [f"wa-relay-{destination}", replay_group("wa-relay-", destination)], [parking]),
     )
     admin = super_admin()
     provision(admin, [ingest, archiver, relay])
@@ -328,7 +329,8 @@ async def test_the_services_work_under_exactly_their_grants(
 
 async def test_the_relay_works_under_exactly_its_grants(throwaway: Throwaway, kafka_bootstrap: str) -> None:
     """The relay reads the journal in its destination's group, parks what the receiver refuses on the parking topic
-    and commits, as its own principal with exactly relay_grants."""
+    and commits, as its own principal with exactly relay_grants; once the receiver accepts, ``wa-archive relay
+    replay`` delivers the parked records under the same grants (the parking topic read in the replay group)."""
     producer = AckedProducer(throwaway.ingest)
     await producer.start()
     try:
@@ -366,5 +368,13 @@ async def test_the_relay_works_under_exactly_its_grants(throwaway: Throwaway, ka
         finally:
             stop.set()
             await asyncio.wait_for(relay, 30)
+        inbox.fail_with(None)
+        group = replay_group("wa-relay-", throwaway.destination)
+        client = http_client(settings.destinations[0])
+        try:
+            report = await replay_parked(throwaway.relay, destination_of(settings.destinations[0]), client, group)
+        finally:
+            await client.aclose()
+        assert (report.delivered, report.stopped, inbox.verified) == ([0, 1, 2], None, 3)
     ends = await end_offsets(kafka_bootstrap, throwaway.topic, 2)
     assert await committed_offsets(kafka_bootstrap, f"wa-relay-{throwaway.destination}", throwaway.topic, 2) == ends

@@ -38,9 +38,12 @@ from services.core.container import (
     read_header,
 )
 from services.core.crypto import CachedDek, DekCache, LocalKek, seal_record
+from services.core.events import Event
 from services.core.index import binary_keys
 from services.core.keyring import Keyring
 from services.core.policy import DEFAULT_POLICY
+from services.core.vocabulary import rfc3339_millis
+from services.gateway.records import SendContext, outcome_event
 from services.review.conversation import load_conversation
 
 pytestmark = pytest.mark.integration
@@ -448,8 +451,9 @@ async def test_the_sweep_archives_a_medium_whose_download_failed_twice_and_gives
     demo_env: dict[str, str], pg_pool: asyncpg.Pool
 ) -> None:
     """The first download (with its message) fails and the first sweep fails: the third try, a later sweep, archives
-    it byte for byte. A medium that stays unavailable is given up once Meta no longer holds it (30 days), counted;
-    one whose id no URL can carry is never queued. Their messages are archived from the start."""
+    it byte for byte — a medium by id, and one the business sent by ``link`` through the gateway alike. A medium
+    that stays unavailable is given up once Meta no longer holds it (30 days), counted; one whose id no URL can
+    carry is never queued. Their messages are archived from the start."""
     person = pipeline.Person.fresh()
     bootstrap = f"127.0.0.1:{demo_env['WA_KAFKA_PORT']}"
     topic = await create_topic(bootstrap, partitions=1, prefix="media")
@@ -464,6 +468,10 @@ async def test_the_sweep_archives_a_medium_whose_download_failed_twice_and_gives
             document(person, "wamid.BAD", "no/such id", digest, "image/jpeg"),
         ]
         flaky, gone, bad = events = pipeline.events_of(bodies)
+        invoice = b"%PDF-1.4 a flaky linked invoice" * 500
+        linked = sent_by_link(person, api.add_file("/files/flaky-invoice.pdf", invoice, "application/pdf"))
+        events.append(linked)
+        api.fail_file("/files/flaky-invoice.pdf", 1)  # the fetch with its message fails
         await pipeline.produce(bootstrap, topic, events)
         graph = api.graph_settings(attempts=1, backoff_s=0.01)
         settings = pipeline.archiver_settings(
@@ -473,8 +481,9 @@ async def test_the_sweep_archives_a_medium_whose_download_failed_twice_and_gives
         async with pipeline.running_archiver(settings):
             await pipeline.wait_indexed(pg_pool, {e.event_id for e in events})
             rows = await wait_media(pg_pool, [e.event_id for e in events])
-        assert [rows[e.event_id]["status"] for e in events] == ["missing"] * 3
-        assert await queued(pg_pool, events) == {flaky.event_id: 0, gone.event_id: 0}  # a bad id is never retried
+        assert [rows[e.event_id]["status"] for e in events] == ["missing"] * 4
+        # a bad id is never retried
+        assert await queued(pg_pool, events) == {flaky.event_id: 0, gone.event_id: 0, linked.event_id: 0}
 
         # The sweep runs as the archiver runs it: its database role and S3 identity, which cannot read the archive.
         access = await open_access(pipeline.retention_settings(demo_env, prefix))
@@ -495,10 +504,11 @@ async def test_the_sweep_archives_a_medium_whose_download_failed_twice_and_gives
         try:
             assert await sweep.sweep(now) == SweepReport()  # nothing due before its first retry (5 minutes)
             api.fail_next(2, 503)  # the first sweep fails too (for both media, whichever goes first)
-            assert await sweep.sweep(now + timedelta(minutes=6)) == SweepReport(failed=2)
-            assert await queued(pg_pool, events) == {flaky.event_id: 1, gone.event_id: 1}
+            api.fail_file("/files/flaky-invoice.pdf", 1)
+            assert await sweep.sweep(now + timedelta(minutes=6)) == SweepReport(failed=3)
+            assert await queued(pg_pool, events) == {flaky.event_id: 1, gone.event_id: 1, linked.event_id: 1}
             assert await sweep.sweep(now + timedelta(minutes=7)) == SweepReport()  # leased, then backed off
-            assert await sweep.sweep(now + timedelta(hours=1)) == SweepReport(archived=1, failed=1)
+            assert await sweep.sweep(now + timedelta(hours=1)) == SweepReport(archived=2, failed=1)
             assert await queued(pg_pool, events) == {gone.event_id: 2}
             row = (await wait_media(pg_pool, [flaky.event_id]))[flaky.event_id]
             assert (row["status"], row["size_bytes"], row["mime_type"]) == ("archived", len(photo), "image/jpeg")
@@ -507,17 +517,39 @@ async def test_the_sweep_archives_a_medium_whose_download_failed_twice_and_gives
                 hashlib.sha256(photo).hexdigest(),
                 len(photo),
             )
+            row = (await wait_media(pg_pool, [linked.event_id]))[linked.event_id]
+            assert (row["status"], row["size_bytes"]) == ("archived", len(invoice))
+            assert await read_back(access, linked.event_id, row["object_key"]) == (
+                len(invoice),
+                hashlib.sha256(invoice).hexdigest(),
+                len(invoice),
+            )
             assert await sweep.sweep(now + timedelta(days=31)) == SweepReport(given_up=1)
             assert await queued(pg_pool, events) == {}
             given_up = (await wait_media(pg_pool, [gone.event_id]))[gone.event_id]
             assert (given_up["status"], given_up["failure"]) == ("missing", "given up: http 404")
             assert registry.get_sample_value("wa_archiver_media_given_up_total") == 1
-            assert registry.get_sample_value("wa_archiver_media_retries_total", {"outcome": "archived"}) == 1
+            assert registry.get_sample_value("wa_archiver_media_retries_total", {"outcome": "archived"}) == 2
         finally:
             await fetcher.aclose()
             await archiver_pool.close()
             await access.close()
     assert rows[bad.event_id]["failure"] == "bad media id"
+
+
+def sent_by_link(person: pipeline.Person, link: str) -> Event:
+    """The outcome of a document the business sent by ``link`` through the gateway (services/gateway/records.py)."""
+    request = {"messaging_product": "whatsapp", "to": person.wa_id, "type": "document", "document": {"link": link}}
+    context = SendContext(
+        send_id=uuid.uuid4().hex,
+        waba_id=person.waba_id,
+        phone_number_id=person.phone_number_id,
+        raw=json.dumps(request).encode(),
+        request=request,
+        received_at=rfc3339_millis(datetime.now(UTC)),
+    )
+    answer = {"messages": [{"id": f"wamid.LINKED.{uuid.uuid4().hex}"}], "contacts": [{"wa_id": person.wa_id}]}
+    return outcome_event(context, outcome="sent", status=200, response=answer)
 
 
 async def queued(pool: asyncpg.Pool, events: list[Any]) -> dict[str, int]:

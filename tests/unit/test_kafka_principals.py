@@ -58,7 +58,8 @@ def test_the_local_grants_are_the_production_ones() -> None:
     kafka = KafkaSettings()
     group = ArchiverSettings.model_fields["group_id"].default
     names = k8s_relay_destinations()
-    relay = relay_grants(kafka, [f"wa-relay-{n}" for n in names], [f"wa-relay-{n}-parked" for n in names])
+    groups = [group for n in names for group in (f"wa-relay-{n}", f"wa-relay-{n}-replay")]
+    relay = relay_grants(kafka, groups, [f"wa-relay-{n}-parked" for n in names])
     assert manifest_grants() == {
         "wa-ingest": ingest_grants(kafka),
         "wa-archiver": archiver_grants(kafka, group),
@@ -75,15 +76,19 @@ def test_ingest_may_not_read_nor_write_dead_letters() -> None:
     assert not [g for g in grants if g.resource == "group"]
 
 
-def test_the_relay_reads_the_journal_in_its_groups_and_writes_only_its_parking_topics() -> None:
+def test_the_relay_reads_the_journal_in_its_groups_and_writes_and_replays_only_its_parking_topics() -> None:
     (_ingest, _archiver, relay, _gateway) = local_principals(DEMO)
     assert relay.user == DEMO["WA_RELAY_KAFKA__SASL_USERNAME"] == "wa-relay"
     assert {(g.name, g.operation) for g in relay.grants if g.resource == "group"} == {
         ("wa-relay-inbox", "Describe"),
         ("wa-relay-inbox", "Read"),
+        ("wa-relay-inbox-replay", "Describe"),  # wa-archive relay replay's progress
+        ("wa-relay-inbox-replay", "Read"),
     }
     written = {g.name for g in relay.grants if g.resource == "topic" and g.operation == "Write"}
     assert written == {"wa-relay-inbox-parked"}
+    read = {g.name for g in relay.grants if g.resource == "topic" and g.operation == "Read"}
+    assert read == {DEMO["WA_EVENTS_TOPIC"], "wa-relay-inbox-parked"}
     assert Grant("topic", DEMO["WA_EVENTS_TOPIC"], "Read") in relay.grants
 
 

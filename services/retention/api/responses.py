@@ -116,6 +116,11 @@ class MessageView(Answer):
     media: dict[str, Any] | None = Field(description="the archived medium's metadata, when the message has one")
     payload: Any = Field(description="the record as archived (Meta's JSON), decrypted")
     unreadable: str | None
+    send_outcome: str | None = Field(
+        description="a send through the gateway: sent, refused, unknown (the answer was lost, or the gateway"
+        " journaled no outcome: it may have reached the customer), not_sent, or pending (its outcome is not archived"
+        " yet); null for any other message"
+    )
 
 
 class ConversationAnswer(Answer):
