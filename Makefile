@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha256s
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: help venv stack-up stack-down stack-status lint test test-unit unit-suite run bench messages clean
+.PHONY: help venv stack-up stack-down stack-status lint test test-unit unit-suite integration-suite lane-browser lane-integration run bench messages clean
 
 help:
 	@echo "make run         start the local stack and the three services, replay the sample webhooks"
@@ -49,12 +49,36 @@ test-unit: venv
 # `make test`: everything is installed first (Debian packages, downloads: the unit tests call some of those tools,
 # promtool for one). Then three jobs at once: the stack's servers start (mostly waiting: JVMs, readiness polls),
 # ruff and mypy run, and so do the unit tests (pure logic, no server); then the integration and browser tests.
-# PYTEST_ARGS go to both pytest runs; a run they leave without a test (pytest's exit 5, e.g. -m unit for the second)
-# is not a failure.
+# PYTEST_ARGS go to every pytest run (a -m in them replaces a lane's own); a run they leave without a test (pytest's
+# exit 5, e.g. -m unit for the others) is not a failure.
 test: venv
 	deploy/local/stack.sh install
 	$(MAKE) --no-print-directory -j3 --output-sync=target stack-up lint unit-suite
-	$(VENV)/bin/pytest tests/integration tests/e2e $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	$(MAKE) --no-print-directory integration-suite
+
+# The integration and browser tests: two lanes at once, each one pytest process (mostly waiting on servers, so two
+# fill the machine better than one), then, alone, the few tests that stop a server of the shared stack or act on all of
+# its data (marker exclusive). The browser lane holds tests/e2e (services on the demo's fixed ports, Chromium) and the tests that sign
+# in as the local realm's people or change them (marker realm) or use the export jobs' queue, which a worker takes
+# from oldest first whoever queued (marker export_queue); the integration lane the rest of tests/integration (each
+# test on a prefix, topics and consumer groups of its own). Each lane has its own temporary folder; a lane's
+# output is printed whole when it ends.
+LANES_TMP := .stack/pytest-lanes
+integration-suite: venv
+	$(MAKE) --no-print-directory -j2 --output-sync=target lane-browser lane-integration
+	mkdir -p $(LANES_TMP)
+	$(VENV)/bin/pytest tests/integration tests/e2e -m exclusive --basetemp=$(LANES_TMP)/exclusive $(PYTEST_ARGS) \
+	  || [ $$? -eq 5 ]
+
+lane-browser: venv
+	mkdir -p $(LANES_TMP)
+	$(VENV)/bin/pytest tests/e2e tests/integration -m "(e2e or realm or export_queue) and not exclusive" \
+	  --basetemp=$(LANES_TMP)/browser $(PYTEST_ARGS) || [ $$? -eq 5 ]
+
+lane-integration: venv
+	mkdir -p $(LANES_TMP)
+	$(VENV)/bin/pytest tests/integration -m "not realm and not export_queue and not exclusive" \
+	  --basetemp=$(LANES_TMP)/integration $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 unit-suite: venv
 	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS) || [ $$? -eq 5 ]

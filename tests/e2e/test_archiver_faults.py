@@ -148,6 +148,7 @@ def metric(registry_text: str, name: str) -> float:
     return float("nan")
 
 
+@pytest.mark.exclusive  # stops the shared S3 server
 async def test_s3_outage_holds_commits_then_catches_up(
     demo_env: dict[str, str], kafka_bootstrap: str, pg_pool: asyncpg.Pool, repo_root: Path
 ) -> None:

@@ -28,7 +28,7 @@ from devtools.devrun import apply_migrations
 from devtools.samples import REPO_ROOT
 from tests.e2e.browser import accessibility_problems, chrome, navigate, screenshot
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.realm]
 
 CONSOLE_PORT = 8083  # the realm's redirect URI names it
 PERSON = "reader.chloe"

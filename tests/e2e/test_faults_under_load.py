@@ -44,7 +44,7 @@ from services.core.reader import RecordLocation
 from services.tools.loadgen import LoadReport, Tenant, send_load, synthetic_deliveries
 from tests.helpers.support import ServiceProcess
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.exclusive]  # Kafka, S3 and PostgreSQL are each stopped
 
 PARTITIONS = 6
 RATE = float(os.environ.get("WA_E2E_RATE", "2500"))  # events/s offered by the load generator

@@ -44,7 +44,9 @@ from services.tools.replay import load_bodies, post_signed, replay
 from tests.e2e.processes import PORTS, running_services
 from tests.helpers.reader_cases import reader_case
 
-pytestmark = pytest.mark.e2e
+# exclusive: its retention run goes over the whole shared index, and would delete the expired objects another
+# test is in the middle of checking.
+pytestmark = [pytest.mark.e2e, pytest.mark.exclusive]
 
 SAMPLES = PAYLOADS_DIR
 OWN_NUMBER = "106540352242922"  # the demo's business number (the sample payloads')

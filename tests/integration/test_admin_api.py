@@ -24,7 +24,7 @@ from services.retention.api import create_admin_app
 from tests.helpers.approvals import approved
 from tests.helpers.keycloak import Keycloak, client_credentials_token
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.realm]
 
 
 def keycloak_is_up(demo_env: dict[str, str]) -> None:

@@ -34,7 +34,7 @@ from tests.helpers.archive_runs import NOW, archive
 from tests.helpers.erasure import readable
 from tests.helpers.support import run_cli
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.export_queue]
 
 ALICE = Operator(f"alice-dpo-{pipeline.digits(6)}", "dpo")
 CAROL = Operator(f"carol-dpo-{pipeline.digits(6)}", "dpo")

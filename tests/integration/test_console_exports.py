@@ -28,7 +28,7 @@ from services.governance.cases import CustodianSpec
 from tests.helpers.approvals import approved
 from tests.helpers.export_jobs import ServedConsole, archived_person, fail_leftover_jobs, served_console
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.export_queue]
 
 DPO = ("test-dpo", pipeline.DPO_TOKEN)
 READER = ("test-reader", pipeline.READER_TOKEN)

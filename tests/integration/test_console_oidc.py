@@ -29,7 +29,7 @@ from services.console.factory import create_console_app
 from services.console.settings import ConsoleSettings
 from tests.helpers.keycloak import Keycloak, KeycloakAdmin, TemporaryUser, browser, login_code, temporary_user
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.realm]
 
 
 def keycloak_is_up(demo_env: dict[str, str]) -> None:

@@ -33,7 +33,7 @@ from tests.helpers.action_stack import Stack
 from tests.helpers.archive_runs import archive, crisis_bodies
 from tests.helpers.support import run_cli
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.export_queue]
 
 REASON = "Art. 15 request of the customer"
 

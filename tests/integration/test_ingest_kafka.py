@@ -198,6 +198,7 @@ async def test_outbound_report_is_produced_as_outbound_event(kafka_bootstrap: st
     assert envelope["payload"] == report
 
 
+@pytest.mark.exclusive  # stops the shared Kafka
 async def test_kafka_down_answers_503_then_redelivery_lands(kafka_bootstrap: str, repo_root: Path) -> None:
     topic = await create_topic(kafka_bootstrap)
     app = IngestApp(ingest_settings(kafka_bootstrap, topic, deadline_s=2.0))

@@ -23,7 +23,7 @@ from tests.helpers.keycloak import (
     unverified_claims,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.realm]
 
 CONSOLE_CLIENT = "wa-archive-console"
 REDIRECT_URI = "http://127.0.0.1:8083/oidc/callback"

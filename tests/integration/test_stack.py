@@ -115,6 +115,7 @@ async def test_prometheus_ready_and_scraping(prometheus_url: str) -> None:
     assert any(group["rules"] for group in rules), "deploy/prometheus/rules.yml was not loaded"
 
 
+@pytest.mark.exclusive  # times a second `stack.sh up`: a busy machine would make it slow
 def test_stack_up_twice_is_idempotent(repo_root: Path) -> None:
     started = time.monotonic()
     done = subprocess.run(
