@@ -13,6 +13,7 @@ that verifies Meta's signature (devtools/inbox.py), in one run:
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 import uuid
 from collections.abc import Callable
@@ -237,3 +238,27 @@ async def journal(bootstrap: str, topic: str) -> list[Event]:
 
 async def _true(value: Any) -> bool:
     return bool(value)
+
+
+async def test_without_kafka_nothing_is_held_nor_sent(tmp_path: Path) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    (tmp_path / "default.toml").write_text('[[hold]]\nname = "promotion"\nwords = ["promotion"]\n', encoding="utf-8")
+    async with FakeGraphApi(token=TOKEN) as fake:
+        settings = GatewaySettings(
+            loopback_http=True,
+            upstream_url=fake.base_url,
+            business_accounts={NUMBER: WABA},
+            kafka=KafkaSettings(bootstrap_servers=f"127.0.0.1:{port}", events_topic="unreachable"),
+            produce_deadline_s=1,
+            policy_dir=tmp_path,
+            app_secret=SecretStr(APP_SECRET),
+        )
+        app = GatewayApp(settings, registry=CollectorRegistry(), ops=False)
+        async with serve_asgi(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
+            request = text("33612345670", "notre promotion")
+            answer = await client.post(MESSAGES, json=request, headers={"authorization": f"Bearer {CALLER}"})
+        assert (answer.status_code, answer.json()["error"]["code"]) == (503, 2)
+        assert fake.requests == []
+        assert app.registry.get_sample_value("wa_gateway_sends_total", {"route": "messages", "outcome": "held"}) == 0
