@@ -279,6 +279,8 @@ def main() -> None:
             "  send gateway     http://127.0.0.1:8084  (your Graph API base URL: POST /v21.0/"
             f"{DEMO_PHONE_NUMBER_ID}/messages is archived,\n"
             "                   then sent to the Graph API stand-in; bearer demo-graph-token-local-only)\n"
+            "                   sensitive sends (offre spéciale, promotion, a refund, '49,90 €', an IBAN) are held\n"
+            "                   for approval, answered held_for_quality_assessment (policy: deploy/local/policies/)\n"
             "  review console   http://127.0.0.1:8083/  sign in as demo-reader / demo-reader-token-local-only\n"
             '                   (or demo-dpo / demo-dpo-token-local-only for the DPO pages); search "commande"\n'
             "                   demo-dpo-2 / demo-dpo-2-token-local-only approves what demo-dpo requests (four eyes)\n"
