@@ -254,6 +254,9 @@ def main() -> None:
     # leave its children running, since only a terminal sends SIGINT to the whole process group.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     env = {**os.environ, **demo_env()}
+    # The demo policy: the seed's sensitive messages are held for approval (not in demo.env, which the tests and
+    # the benchmarks read too: their sends are judged by policies of their own, or none).
+    env.setdefault("WA_GATEWAY_POLICY_DIR", str(REPO_ROOT / "deploy" / "local" / "policies"))
     logs = REPO_ROOT / ".stack" / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     commands = {

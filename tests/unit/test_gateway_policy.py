@@ -229,7 +229,7 @@ def spaced(iban: str) -> str:
 SURROUNDING = st.text(st.characters(codec="utf-8", categories=("L", "N", "P", "Z")), max_size=40)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(iban=ibans(), before=SURROUNDING, after=SURROUNDING, grouped=st.booleans())
 def test_any_valid_iban_in_any_text_is_matched(iban: str, before: str, after: str, grouped: bool) -> None:
     assert iban_valid(iban)
@@ -237,7 +237,7 @@ def test_any_valid_iban_in_any_text_is_matched(iban: str, before: str, after: st
     assert iban in find_ibans(f"{before} {written} {after}")
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(iban=ibans(), position=st.integers(min_value=4), shift=st.integers(min_value=1, max_value=9))
 def test_a_corrupted_iban_is_not_matched(iban: str, position: int, shift: int) -> None:
     at = 4 + position % (len(iban) - 4)
@@ -253,7 +253,7 @@ JSON = st.recursive(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(request=JSON, category=st.none() | st.text(max_size=10), name=st.none() | st.text(max_size=10))
 def test_judging_never_raises_on_any_json(request: Any, category: str | None, name: str | None) -> None:
     verdict = parse_policy(POLICY, "t.toml").judge(request, Template(name=name, category=category, text=name))
