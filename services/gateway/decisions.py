@@ -50,8 +50,16 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 class DecisionConsumer:
-    def __init__(self, settings: GatewaySettings, carry_out: CarryOut, metrics: GatewayMetrics) -> None:
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        carry_out: CarryOut,
+        metrics: GatewayMetrics,
+        *,
+        retry: RetryPolicy = KAFKA_RETRY,
+    ) -> None:
         self.settings = settings
+        self._retry = retry
         self._carry_out = carry_out
         self._metrics = metrics
         self._stop = asyncio.Event()
@@ -108,11 +116,15 @@ class DecisionConsumer:
             for tp, records in batch.items():
                 for record in records:
                     try:
-                        await self._handle(tp, record.offset, record.value)
+                        await self.handle(tp, record.offset, record.value)
                     except Stopped:
                         return
 
-    async def _handle(self, tp: TopicPartition, offset: int, value: bytes | None) -> None:
+    async def handle(self, tp: TopicPartition, offset: int, value: bytes | None) -> None:
+        """Carry out one record (module docstring): learned only below ``learn_until``, skipped and committed when
+        invalid or a duplicate, else handed to ``carry_out`` with a commit of ``offset + 1``. A failure before that
+        commit is tried again with backoff; after it, never (the send may have left). Raises Stopped when the
+        consumer stops while waiting to try again."""
         assert self._consumer is not None
         learning = offset < self.learn_until.get(tp, 0)
         try:
@@ -150,7 +162,7 @@ class DecisionConsumer:
                     log.exception("decisions: send %s failed after its commit: not tried again", decision.send_id)
                     break
                 retry += 1
-                delay = KAFKA_RETRY.delay(retry)
+                delay = self._retry.delay(retry)
                 log.warning("decisions: send %s not carried out (%s); retrying in %.1fs", decision.send_id,
                             type(exc).__name__, delay)  # fmt: skip
                 await sleep(delay)
