@@ -102,8 +102,19 @@ class PolicyError(ValueError):
 
 def fold(text: str) -> str:
     """``text`` case-folded and without accents (``Offre SPÉCIALE`` → ``offre speciale``), for word matching."""
+    if text.isascii():
+        return text.lower()
     decomposed = unicodedata.normalize("NFKD", text)
     return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+
+
+# A word, for word and phrase matching: what ``\w`` calls one (letters and digits of any script, the underscore).
+_WORD: Final = re.compile(r"\w+")
+
+
+def words_of(text: str) -> tuple[str, ...]:
+    """The folded words of ``text``, in order: a phrase matches where its words follow one another."""
+    return tuple(_WORD.findall(fold(text)))
 
 
 def recipient_hash(number: str) -> str:
@@ -162,14 +173,17 @@ class Template:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HoldRule:
     name: str
-    words: re.Pattern[str] | None = None  # over folded text
+    # Words and phrases as folded words, matched against a text's words (so on word boundaries by construction):
+    # single words by one set intersection, phrases only where a text's word is a phrase's first.
+    words: frozenset[str] = frozenset()
+    phrases: Mapping[str, tuple[tuple[str, ...], ...]] = field(default_factory=dict)
     patterns: tuple[re.Pattern[str], ...] = ()
     iban: bool = False
     template_categories: frozenset[str] = frozenset()
     template_names: frozenset[str] = frozenset()
 
-    def matches(self, texts: Sequence[str], folded: Sequence[str], template: Template | None) -> bool:
-        if self.words is not None and any(self.words.search(t) for t in folded):
+    def matches(self, texts: Sequence[str], words: Sequence[tuple[str, ...]], template: Template | None) -> bool:
+        if (self.words or self.phrases) and any(self._says(w) for w in words):
             return True
         if any(p.search(t) for p in self.patterns for t in texts):
             return True
@@ -180,6 +194,15 @@ class HoldRule:
                 return True
             if template.name is not None and template.name in self.template_names:
                 return True
+        return False
+
+    def _says(self, words: tuple[str, ...]) -> bool:
+        if not self.words.isdisjoint(words):
+            return True
+        for i, word in enumerate(words):
+            for phrase in self.phrases.get(word, ()):
+                if words[i : i + len(phrase)] == phrase:
+                    return True
         return False
 
 
@@ -219,8 +242,8 @@ class Policy:
         texts = visible_texts(request)
         if template is not None and template.text:
             texts.append(template.text)
-        folded = [fold(t) for t in texts]
-        held = tuple(rule.name for rule in self.holds if rule.matches(texts, folded, template))
+        words = [words_of(t) for t in texts] if any(rule.words or rule.phrases for rule in self.holds) else []
+        held = tuple(rule.name for rule in self.holds if rule.matches(texts, words, template))
         return Verdict(held=held) if held else FORWARD
 
 
@@ -278,13 +301,21 @@ def _strings(value: Any, where: str, key: str) -> list[str]:
     return [v.strip() for v in value]
 
 
-def _word_pattern(words: Sequence[str]) -> re.Pattern[str] | None:
-    """One pattern for a rule's words and phrases, over folded text, on word boundaries; the spaces of a phrase
-    match any run of white space."""
-    if not words:
-        return None
-    phrases = [r"\s+".join(re.escape(part) for part in fold(word).split()) for word in words]
-    return re.compile(r"(?<!\w)(?:" + "|".join(sorted(phrases, key=len, reverse=True)) + r")(?!\w)")
+def _words_and_phrases(
+    entries: Sequence[str], where: str
+) -> tuple[frozenset[str], dict[str, tuple[tuple[str, ...], ...]]]:
+    """A rule's ``words`` entries folded: the single words, and the phrases by their first word."""
+    singles: set[str] = set()
+    phrases: dict[str, set[tuple[str, ...]]] = {}
+    for entry in entries:
+        parts = words_of(entry)
+        if not parts:
+            raise PolicyError(f"{where}: {entry!r} has no letter or digit to match")
+        if len(parts) == 1:
+            singles.add(parts[0])
+        else:
+            phrases.setdefault(parts[0], set()).add(parts)
+    return frozenset(singles), {first: tuple(sorted(found)) for first, found in phrases.items()}
 
 
 HOLD_KEYS: Final = frozenset({"name", "words", "patterns", "iban", "template_categories", "template_names"})
@@ -318,9 +349,11 @@ def _hold_rule(table: Any, where: str, seen: set[str]) -> HoldRule:
     iban = table.get("iban", False)
     if not isinstance(iban, bool):
         raise PolicyError(f"{where}: iban must be true or false")
+    words, phrases = _words_and_phrases(_strings(table.get("words"), where, "words"), where)
     rule = HoldRule(
         name=name,
-        words=_word_pattern(_strings(table.get("words"), where, "words")),
+        words=words,
+        phrases=phrases,
         patterns=tuple(patterns),
         iban=iban,
         template_categories=frozenset(
@@ -328,7 +361,9 @@ def _hold_rule(table: Any, where: str, seen: set[str]) -> HoldRule:
         ),
         template_names=frozenset(_strings(table.get("template_names"), where, "template_names")),
     )
-    if not (rule.words or rule.patterns or rule.iban or rule.template_categories or rule.template_names):
+    if not (
+        rule.words or rule.phrases or rule.patterns or rule.iban or rule.template_categories or rule.template_names
+    ):
         raise PolicyError(f"{where}: a rule needs words, patterns, iban, template_categories or template_names")
     return rule
 
