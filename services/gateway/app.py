@@ -284,7 +284,7 @@ class GatewayApp:
             if verdict.refused:
                 await self._refuse(send, context, verdict.refused)
             else:
-                await self._hold(scope, send, context, verdict.held)
+                await self._hold(scope, send, context, verdict.held, _rendered(context.request, definition))
             return
         try:
             await self.producer.produce(
@@ -370,13 +370,15 @@ class GatewayApp:
         log.info("send refused by policy rules %s", ", ".join(rules))
         await respond(send, status, answer)
 
-    async def _hold(self, scope: Scope, send: Send, context: SendContext, rules: tuple[str, ...]) -> None:
+    async def _hold(
+        self, scope: Scope, send: Send, context: SendContext, rules: tuple[str, ...], text: str | None
+    ) -> None:
         """A send a rule matched: ``send_held`` journaled (acks=all) and Meta's held answer with the gateway's id;
         nothing forwarded. Kafka not acknowledging: 503, nothing held (the caller retries as for Meta's own 503)."""
         message_id = held_message_id(context.send_id)
         until = held_until(datetime.now(UTC), self.settings.hold_h)
         author = author_of(header(scope, AUTHOR_HEADER))
-        event = held_event(context, message_id=message_id, rules=rules, author=author, held_until=until)
+        event = held_event(context, message_id=message_id, rules=rules, author=author, held_until=until, text=text)
         try:
             await self.producer.produce(
                 (event_record(self._topic, event),), deadline_s=self.settings.produce_deadline_s

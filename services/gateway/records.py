@@ -94,11 +94,27 @@ def attempt_event(context: SendContext) -> Event:
 
 
 def held_event(
-    context: SendContext, *, message_id: str, rules: Sequence[str], author: str | None, held_until: str
+    context: SendContext,
+    *,
+    message_id: str,
+    rules: Sequence[str],
+    author: str | None,
+    held_until: str,
+    text: str | None = None,
 ) -> Event:
     """The ``send_held`` event journaled (acks=all) instead of forwarding a send a policy rule matched: keyed, and
     filed under the person, as its ``send_attempt`` would be. ``rules`` are rule names (no personal data);
-    ``author`` the sending agent's username from ``X-WA-Archive-Author``, if given."""
+    ``author`` the sending agent's username from ``X-WA-Archive-Author``, if given; ``text`` a template's text as
+    the customer would see it (optional: when the template cache has its definition), for the approver."""
+    gateway: dict[str, Any] = {
+        "send_id": context.send_id,
+        "message_id": message_id,
+        "rules": list(rules),
+        "author": author,
+        "held_until": held_until,
+    }
+    if text is not None:
+        gateway["text"] = text
     return Event(
         event_id=derive_event_id(context.waba_id, "send_held", context.phone_number_id, (context.send_id,)),
         kind="send_held",
@@ -115,13 +131,7 @@ def held_event(
             "phone_number_id": context.phone_number_id,
             "waba_id": context.waba_id,
             "request": context.request,
-            "gateway": {
-                "send_id": context.send_id,
-                "message_id": message_id,
-                "rules": list(rules),
-                "author": author,
-                "held_until": held_until,
-            },
+            "gateway": gateway,
         },
         contact=None,
         delivery=Delivery(sha256=hashlib.sha256(context.raw).hexdigest(), signature=None),

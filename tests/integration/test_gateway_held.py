@@ -2,7 +2,8 @@
 that verifies Meta's signature (devtools/inbox.py), in one run:
 
 - a send a policy rule matches is held: Meta's held answer with the gateway's id, nothing reaches the stand-in, its
-  ``send_held`` event journaled with the rule's name and the author; a send to a recipient never written to is
+  ``send_held`` event journaled with the rule's name and the author (a marketing template held by its category,
+  with the text the customer would see); a send to a recipient never written to is
   refused (403), nothing sent; any other send is forwarded as before;
 - decision records (produced here as the action layer would): ``approved`` → sent once to the stand-in with the
   configured token (the caller's was another), its ``send_attempt`` and ``outbound`` journaled naming the held
@@ -51,6 +52,26 @@ BLOCKED = "33600000001"
 MESSAGES = f"/v21.0/{NUMBER}/messages"
 
 
+SALE = {
+    "name": "summer_sale",
+    "language": "fr",
+    "category": "MARKETING",
+    "status": "APPROVED",
+    "id": "1",
+    "components": [{"type": "BODY", "text": "Summer sale, {{1}}: -20% on everything"}],
+}
+SALE_SEND = {
+    "messaging_product": "whatsapp",
+    "to": "33612345679",
+    "type": "template",
+    "template": {
+        "name": "summer_sale",
+        "language": {"code": "fr"},
+        "components": [{"type": "body", "parameters": [{"type": "text", "text": "Ana"}]}],
+    },
+}
+
+
 def text(to: str, body: str) -> dict[str, Any]:
     return {"messaging_product": "whatsapp", "to": to, "type": "text", "text": {"body": body}}
 
@@ -89,6 +110,7 @@ async def test_held_sends_wait_for_a_decision_and_their_statuses_reach_the_relay
     decisions = await create_topic(kafka_bootstrap, partitions=1, prefix="held-decisions")
     (tmp_path / "default.toml").write_text(
         '[[hold]]\nname = "promotion"\nwords = ["offre spéciale"]\n'
+        '[[hold]]\nname = "marketing"\ntemplate_categories = ["MARKETING"]\n'
         f'[[refuse]]\nname = "do-not-contact"\nrecipients_sha256 = ["{recipient_hash(BLOCKED)}"]\n',
         encoding="utf-8",
     )
@@ -117,6 +139,10 @@ async def test_held_sends_wait_for_a_decision_and_their_statuses_reach_the_relay
             owner = {"authorization": f"Bearer {TOKEN}"}
             plain = await client.post(MESSAGES, json=text("33612345670", "votre colis"), headers=owner)
             blocked = await client.post(MESSAGES, json=text(f"+{BLOCKED}", "bonjour"), headers=caller)
+            # A marketing template, held by its category (read with the caller's token through the cache).
+            fake.add_template(WABA, SALE)
+            sale = await client.post(MESSAGES, json=SALE_SEND, headers=owner)
+            assert sale.json()["messages"][0]["message_status"] == "held_for_quality_assessment"
 
             assert [a.status_code for a in answers] == [200, 200, 200]
             held = [a.json() for a in answers]
@@ -131,7 +157,10 @@ async def test_held_sends_wait_for_a_decision_and_their_statuses_reach_the_relay
             assert [body["text"]["body"] for _, body in fake.sends] == ["votre colis"]
 
             journaled = await journal(kafka_bootstrap, events)
-            held_events = [e for e in journaled if e.kind == "send_held"]
+            (held_sale,) = [e for e in journaled if e.kind == "send_held" and e.type == "template"]
+            assert held_sale.payload["gateway"]["rules"] == ["marketing"]
+            assert held_sale.payload["gateway"]["text"] == "Summer sale, Ana: -20% on everything"
+            held_events = [e for e in journaled if e.kind == "send_held" and e.type == "text"]
             assert [e.payload["gateway"]["message_id"] for e in held_events] == [h["messages"][0]["id"] for h in held]
             assert all(e.payload["gateway"]["rules"] == ["promotion"] for e in held_events)
             assert all(e.payload["gateway"]["author"] == "agent.ana" for e in held_events)

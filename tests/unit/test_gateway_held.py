@@ -83,6 +83,12 @@ def test_the_send_held_event_is_filed_under_the_person_with_rule_names_only() ->
     check("envelope", orjson.loads(event.to_json()))
 
 
+def test_a_held_templates_text_is_kept_for_the_approver() -> None:
+    event = held_event(context(), message_id="m", rules=["marketing"], author=None, held_until="t", text="Hello Ana")
+    assert event.payload["gateway"]["text"] == "Hello Ana"
+    check("envelope", orjson.loads(event.to_json()))
+
+
 def test_an_approved_sends_attempt_names_the_held_draft() -> None:
     held = {"held_send_id": "s", "held_message_id": "wamid.s", "request_id": "r", "decided_at": "t"}
     event = attempt_event(context(held=held))
