@@ -254,6 +254,9 @@ def main() -> None:
     # leave its children running, since only a terminal sends SIGINT to the whole process group.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     env = {**os.environ, **demo_env()}
+    # The demo policy: the seed's sensitive messages are held for approval (not in demo.env, which the tests and
+    # the benchmarks read too: their sends are judged by policies of their own, or none).
+    env.setdefault("WA_GATEWAY_POLICY_DIR", str(REPO_ROOT / "deploy" / "local" / "policies"))
     logs = REPO_ROOT / ".stack" / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     commands = {
@@ -279,6 +282,8 @@ def main() -> None:
             "  send gateway     http://127.0.0.1:8084  (your Graph API base URL: POST /v21.0/"
             f"{DEMO_PHONE_NUMBER_ID}/messages is archived,\n"
             "                   then sent to the Graph API stand-in; bearer demo-graph-token-local-only)\n"
+            "                   sensitive sends (offre spéciale, promotion, a refund, '49,90 €', an IBAN) are held\n"
+            "                   for approval, answered held_for_quality_assessment (policy: deploy/local/policies/)\n"
             "  review console   http://127.0.0.1:8083/  sign in as demo-reader / demo-reader-token-local-only\n"
             '                   (or demo-dpo / demo-dpo-token-local-only for the DPO pages); search "commande"\n'
             "                   demo-dpo-2 / demo-dpo-2-token-local-only approves what demo-dpo requests (four eyes)\n"

@@ -7,7 +7,10 @@ else (DESIGN.md §1.8) — the same rights deploy/k8s/base/kafka-users.yaml give
 - ``wa-relay`` reads the journal in one consumer group per destination (``wa-relay-<name>``) and writes each
   destination's parking topic (``wa-relay-<name>-parked``); its replay (``wa-archive relay replay``) reads a parking
   topic in the group ``wa-relay-<name>-replay``. It cannot write the journal nor read another group.
-- ``wa-gateway`` (the send gateway) writes the journal, as ingest does, and nothing else.
+- ``wa-gateway`` (the send gateway) writes the journal, as ingest does, and reads the decisions about held sends
+  (``wa.gateway.decisions.v1``) in its group ``wa-gateway-decisions``; it cannot read the journal.
+- ``wa-actions`` (the action layer: the console, the retention service and the CLI, which decide held sends)
+  writes the decisions topic and nothing else: it reads no journal, and the archive is its database.
 
 All produce idempotently, hence IdempotentWrite on the cluster. ``python -m devtools.kafka_principals``
 (run by ``deploy/local/stack.sh up`` once Kafka answers) connects to the plaintext listener, whose anonymous
@@ -46,6 +49,7 @@ from confluent_kafka.admin import (
 
 from services.archiver.settings import ArchiverSettings
 from services.core.settings import KafkaSettings
+from services.gateway.settings import GatewaySettings
 from services.relay.replay import replay_group
 from services.relay.settings import DestinationSettings, RelaySettings
 
@@ -125,6 +129,27 @@ def archiver_grants(kafka: KafkaSettings, group_id: str) -> frozenset[Grant]:
     )
 
 
+def gateway_grants(kafka: KafkaSettings, decisions_topic: str, decisions_group: str) -> frozenset[Grant]:
+    """The gateway journals as ingest does, and consumes the decisions about held sends in its group."""
+    return ingest_grants(kafka) | {
+        Grant("topic", decisions_topic, "Describe"),
+        Grant("topic", decisions_topic, "Read"),
+        Grant("group", decisions_group, "Describe"),
+        Grant("group", decisions_group, "Read"),
+    }
+
+
+def actions_grants(decisions_topic: str) -> frozenset[Grant]:
+    """The action layer produces the decisions about held sends (acks=all, idempotent), and nothing else."""
+    return frozenset(
+        {
+            Grant("topic", decisions_topic, "Describe"),
+            Grant("topic", decisions_topic, "Write"),
+            Grant("cluster", CLUSTER, "IdempotentWrite"),
+        }
+    )
+
+
 def relay_grants(kafka: KafkaSettings, groups: Iterable[str], parking_topics: Iterable[str]) -> frozenset[Grant]:
     """The relay consumes the journal in a group per destination and produces each destination's parking topic; its
     replay reads the parking topics (in groups of their own, named in ``groups`` too)."""
@@ -167,18 +192,23 @@ def principal(kafka: KafkaSettings, grants: frozenset[Grant], prefix: str) -> Pr
 
 
 def local_principals(environ: Mapping[str, str]) -> list[Principal]:
-    """The principals of ingest, the archiver, the relay and the send gateway, from their settings in ``environ``
-    (deploy/local/demo.env)."""
+    """The principals of ingest, the archiver, the relay, the send gateway and the action layer, from their settings
+    in ``environ`` (deploy/local/demo.env). The action layer's is read from the retention service's settings
+    (``WA_RETENTION_KAFKA__``); the console and the CLI use the same principal."""
     ingest = kafka_settings(environ, "WA_INGEST_KAFKA__")
     archiver = kafka_settings(environ, "WA_ARCHIVER_KAFKA__")
     gateway = kafka_settings(environ, "WA_GATEWAY_KAFKA__")
+    actions = kafka_settings(environ, "WA_RETENTION_KAFKA__")
     group_id = environ.get("WA_ARCHIVER_GROUP_ID", ArchiverSettings.model_fields["group_id"].default)
+    decisions = environ.get("WA_GATEWAY_DECISIONS_TOPIC", GatewaySettings.model_fields["decisions_topic"].default)
+    decisions_group = environ.get("WA_GATEWAY_DECISIONS_GROUP", GatewaySettings.model_fields["decisions_group"].default)
     return [
         principal(ingest, ingest_grants(ingest), "WA_INGEST_KAFKA__"),
         principal(archiver, archiver_grants(archiver, group_id), "WA_ARCHIVER_KAFKA__"),
         relay_principal(environ),
-        # The gateway journals sends as ingest journals webhooks: the same rights.
-        principal(gateway, ingest_grants(gateway), "WA_GATEWAY_KAFKA__"),
+        # The gateway journals sends as ingest journals webhooks, and reads the decisions about held sends.
+        principal(gateway, gateway_grants(gateway, decisions, decisions_group), "WA_GATEWAY_KAFKA__"),
+        principal(actions, actions_grants(decisions), "WA_RETENTION_KAFKA__"),
     ]
 
 

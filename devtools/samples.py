@@ -27,7 +27,8 @@ def load_demo_env(path: Path = DEMO_ENV_FILE) -> dict[str, str]:
 
 
 # The services that connect to the local broker's SASL listener as principals of their own (demo.env).
-KAFKA_PRINCIPAL_SERVICES = ("INGEST", "ARCHIVER", "RELAY", "GATEWAY")
+# RETENTION and CONSOLE: the action layer's principal (wa-actions), which publishes the decisions about held sends.
+KAFKA_PRINCIPAL_SERVICES = ("INGEST", "ARCHIVER", "RELAY", "GATEWAY", "RETENTION", "CONSOLE")
 _PRINCIPAL_FIELDS = ("SECURITY_PROTOCOL", "SASL_MECHANISM", "SASL_USERNAME", "SASL_PASSWORD")
 
 

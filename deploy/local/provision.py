@@ -71,6 +71,16 @@ async def provision_kafka() -> None:
             topic_configs={"retention.ms": retention_ms, **LARGE_RECORDS},
         ),
     ]
+    # The decisions about held sends (services/gateway/decisions.py): an approved one holds the send body, so the
+    # journal's retention; keyed by business number, so as many partitions as the journal.
+    topics.append(
+        NewTopic(
+            os.environ.get("WA_GATEWAY_DECISIONS_TOPIC", "wa.gateway.decisions.v1"),
+            num_partitions=partitions,
+            replication_factor=1,
+            topic_configs={"retention.ms": retention_ms, "min.insync.replicas": "1", **LARGE_RECORDS},
+        )
+    )
     # A parking topic per relay destination (services/relay): the webhooks a destination could not take. They hold
     # plaintext too, so they keep the events topic's retention.
     topics += [

@@ -5,10 +5,11 @@ Two record formats, told apart by the ``wa-format`` header:
 - ``webhook/1`` — one record per accepted webhook POST: the value is the exact signed bytes Meta sent, the
   ``wa-signature`` header the ``X-Hub-Signature-256`` header as received, ``wa-app`` the id of the Meta app secret
   it was verified with (:func:`services.ingest.signature.app_id`; absent on records written before it) and
-  ``wa-received-at`` when ingest received it (RFC 3339 UTC, milliseconds). The relay (services/relay) delivers
-  the value with that signature to the company's existing systems. The key is the business phone number the POST
-  concerns (or its WABA: :func:`services.core.events.webhook_scope`), so the order of a number's webhooks holds on
-  its partition.
+  ``wa-received-at`` when ingest received it (RFC 3339 UTC, milliseconds). The send gateway writes records of this
+  format too — the status webhooks of held sends, signed with the app secret — marked ``wa-origin: gateway``. The
+  relay (services/relay) delivers the value with that signature to the company's existing systems. The key is the
+  business phone number the POST concerns (or its WABA: :func:`services.core.events.webhook_scope`), so the order
+  of a number's webhooks holds on its partition.
   The archiver splits it with the same splitter ingest used to run, so event ids are unchanged.
 - ``event/1`` — one schema-1 event envelope (:meth:`services.core.events.Event.to_json`): outbound reports, and
   the dead letters of single events. A record without ``wa-format`` is read as ``event/1``: that is what the
@@ -39,6 +40,10 @@ FORMAT_HEADER: Final = "wa-format"
 RECEIVED_AT_HEADER: Final = "wa-received-at"
 SIGNATURE_HEADER: Final = "wa-signature"
 APP_HEADER: Final = "wa-app"
+# Who wrote a ``webhook/1`` record, when not ingest: ``gateway`` for the status webhooks the send gateway writes about
+# held sends (services/gateway/held.py), signed with the Meta app secret as Meta signs its own.
+ORIGIN_HEADER: Final = "wa-origin"
+GATEWAY_ORIGIN: Final = "gateway"
 WEBHOOK_FORMAT: Final = b"webhook/1"
 EVENT_FORMAT: Final = b"event/1"
 # Added to a dead letter beside the headers of the record it carries.
@@ -54,14 +59,24 @@ SPLIT_RECURSION_LIMIT: Final = JSON_RECURSION_LIMIT
 
 
 def webhook_record(
-    topic: str, key: str, raw: bytes, *, signature: str | None, received_at: str, app: str | None = None
+    topic: str,
+    key: str,
+    raw: bytes,
+    *,
+    signature: str | None,
+    received_at: str,
+    app: str | None = None,
+    origin: str | None = None,
 ) -> OutgoingRecord:
-    """The journal record of one accepted POST; ``app`` is the id of the app secret that verified it."""
+    """The journal record of one accepted POST; ``app`` is the id of the app secret that verified it (or signed it),
+    ``origin`` who wrote it when not ingest (:data:`ORIGIN_HEADER`)."""
     headers: list[tuple[str, bytes]] = [(FORMAT_HEADER, WEBHOOK_FORMAT), (RECEIVED_AT_HEADER, received_at.encode())]
     if signature is not None:
         headers.append((SIGNATURE_HEADER, signature.encode("latin-1")))
     if app is not None:
         headers.append((APP_HEADER, app.encode()))
+    if origin is not None:
+        headers.append((ORIGIN_HEADER, origin.encode()))
     # surrogatepass: a lone surrogate from a malformed \\u escape must not crash the producer.
     return OutgoingRecord(topic, key.encode("utf-8", "surrogatepass"), raw, tuple(headers))
 

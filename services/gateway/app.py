@@ -9,9 +9,13 @@ direct call to Meta, and does only what it must. Per request (services/gateway/r
     2. journal the ``send_attempt`` record (services/gateway/records.py) and wait for Kafka's acknowledgement
        (acks=all). Not acknowledged within ``produce_deadline_s`` → 503 with a Graph error envelope (code 2,
        Meta's "temporarily unavailable", which callers already retry) and **nothing is forwarded**;
-    3. :meth:`GatewayApp.decide` — the one place that chooses between forwarding and holding a send (approval of
-       sensitive messages plugs in here: a hold answers as Meta does for a held message, and its outcome is
-       journaled by the approval, not by this request);
+    3. :meth:`GatewayApp.decide` — before the attempt is journaled, the business number's policy
+       (services/gateway/policy.py; a template send waits for its definition, read through the cache): a send to a
+       recipient never written to is refused (403, its ``outbound`` record ``refused`` journaled first); a send a
+       rule matches is held: its ``send_held`` event is journaled (acks=all; 503 and nothing held when Kafka does
+       not acknowledge), nothing is forwarded, and the answer is Meta's own for a held message with the gateway's
+       id (services/gateway/held.py). A held send leaves later, if approved, by the decisions consumer
+       (services/gateway/decisions.py);
     4. forward the request once (never retried: a retried send is a duplicate message to a customer), the
        ``Authorization`` header with it and nowhere else (services/gateway/upstream.py: a lean HTTP/1.1 client,
        the send's largest CPU cost otherwise);
@@ -39,23 +43,37 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from datetime import UTC, datetime
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 import httpx
 import orjson
 from prometheus_client import CollectorRegistry
 
 from services.core.http import BodyTooLarge, read_body
-from services.core.journal import event_record
+from services.core.journal import GATEWAY_ORIGIN, event_record, webhook_record
 from services.core.kafka import AckedProducer, ProduceUnavailable
 from services.core.ops_http import OpsServer, ops_app
 from services.core.vocabulary import rfc3339_millis
+from services.gateway.decisions import DecisionConsumer
+from services.gateway.held import (
+    AUTHOR_HEADER,
+    HeldDecision,
+    author_of,
+    held_answer,
+    held_message_id,
+    held_until,
+    recipient,
+    status_webhook,
+)
 from services.gateway.metrics import GatewayMetrics
-from services.gateway.records import SendContext, attempt_event, outcome_event, outcome_of
+from services.gateway.policy import FORWARD, Policies, Template, Verdict, load_policies
+from services.gateway.records import SendContext, attempt_event, held_event, outcome_event, outcome_of
 from services.gateway.routing import PASS, SEND, Route, forwarded_headers, route, upload_refusal
 from services.gateway.settings import GatewaySettings
 from services.gateway.template_cache import TemplateCache
+from services.gateway.templates import rendered_text
 from services.gateway.upstream import AnswerLost, NotSent, UpstreamPool
+from services.ingest.signature import app_id, sign
 
 log = logging.getLogger("wa_archive.gateway")
 
@@ -65,8 +83,6 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 JSON: Final = b"application/json"
-# What the gateway decides for a send before it leaves (services/gateway/app.py GatewayApp.decide).
-Decision = Literal["forward", "hold"]
 
 
 def graph_error(status: int, code: int, message: str) -> tuple[int, bytes]:
@@ -117,8 +133,13 @@ class GatewayApp:
         registry: CollectorRegistry | None = None,
         client: httpx.AsyncClient | None = None,
         ops: bool = True,
+        policies: Policies | None = None,
     ) -> None:
         self.settings = settings
+        # Read and checked here, at start: a malformed file stops the gateway (PolicyError names it).
+        if policies is None:
+            policies = load_policies(settings.policy_dir) if settings.policy_dir is not None else Policies({})
+        self.policies = policies
         # No linger: a send waits for its attempt's acknowledgement, and batching would only add to that wait.
         self.producer = producer or AckedProducer(settings.kafka, linger_ms=0)
         self.registry = registry or CollectorRegistry()
@@ -131,8 +152,14 @@ class GatewayApp:
         self.upstream: UpstreamPool
         self._sends = {
             outcome: self.metrics.sends.labels("messages", outcome)
-            for outcome in ("sent", "refused", "unknown", "not_sent", "unavailable", "bad_request")
+            for outcome in ("sent", "refused", "unknown", "not_sent", "unavailable", "bad_request", "held", "blocked")
         }
+        # Every rule name of every policy file: a bounded label set, known at start.
+        self._held = {name: self.metrics.held.labels(name) for name in sorted(policies.rule_names)}
+        secret = settings.app_secret.get_secret_value().encode() if settings.app_secret is not None else None
+        self._app_secret = secret
+        self._app_id = app_id(secret) if secret is not None else None
+        self.decisions: DecisionConsumer | None = None
         self._added = self.metrics.added_seconds.labels("messages")
         self._upstream = self.metrics.upstream_seconds.labels("messages")
 
@@ -166,12 +193,18 @@ class GatewayApp:
             self.client, self.settings.upstream_url, ttl_s=self.settings.template_cache_s, metrics=self.metrics
         )
         await self.producer.start()
+        if self.policies:
+            self.decisions = DecisionConsumer(self.settings, self.carry_out, self.metrics)
+            await self.decisions.start()
         if self._ops is not None:
             await self._ops.start()
 
     async def stop(self) -> None:
         if self._ops is not None:
             await self._ops.stop()
+        if self.decisions is not None:
+            await self.decisions.stop()
+            self.decisions = None
         await self.producer.stop()
         await self.upstream.aclose()
         if self._own_client and self._client is not None:
@@ -203,12 +236,11 @@ class GatewayApp:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    def decide(self, context: SendContext) -> Decision:
-        """Whether a journaled send is forwarded now or held for approval. Every send is forwarded in this version;
-        the approval of sensitive messages (a policy per business number) decides here, between the attempt's
-        journaling and the forwarding, and answers held sends itself."""
-        del context
-        return "forward"
+    def decide(self, context: SendContext, template: Template | None = None) -> Verdict:
+        """Whether a send is forwarded, held for approval or refused: its business number's policy (its own file,
+        else the default, else none: forwarded) on the request and, for a template, what the cache knows of it."""
+        policy = self.policies.for_number(context.phone_number_id)
+        return policy.judge(context.request, template) if policy is not None else FORWARD
 
     async def _send(self, scope: Scope, receive: Receive, send: Send, where: Route) -> None:
         started = time.perf_counter()
@@ -236,21 +268,35 @@ class GatewayApp:
             received_at=rfc3339_millis(datetime.now(UTC)),
         )
         authorization = header(scope, b"authorization")
-        # The template's text is read while the attempt is journaled and the send forwarded (a cache hit: at once).
-        text_task = self._template_text(context, where.version, authorization)
+        # The template's definition is read while the attempt is journaled and the send forwarded (a cache hit: at
+        # once); a policy waits for it (a template's category and text are part of what it judges).
+        template_task = self._template_definition(context, where.version, authorization)
+        definition: dict[str, Any] | None = None
+        settled = False
+        verdict = FORWARD
+        if self.policies.for_number(where.phone_number_id) is not None:
+            if template_task is not None:
+                definition, settled = await _settled(template_task), True
+            verdict = self.decide(context, _template(context.request, definition))
+        if verdict.refused or verdict.held:
+            if template_task is not None:
+                template_task.cancel()
+            if verdict.refused:
+                await self._refuse(send, context, verdict.refused)
+            else:
+                await self._hold(scope, send, context, verdict.held, _rendered(context.request, definition))
+            return
         try:
             await self.producer.produce(
                 (event_record(self._topic, attempt_event(context)),), deadline_s=self.settings.produce_deadline_s
             )
         except ProduceUnavailable as exc:
-            if text_task is not None:
-                text_task.cancel()
+            if template_task is not None:
+                template_task.cancel()
             log.warning("send not journaled (%s): answering 503, nothing forwarded", exc)
             self._sends["unavailable"].inc()
             await respond(send, *graph_error(503, 2, "the archive's journal is unavailable; nothing was sent"))
             return
-        if self.decide(context) == "hold":  # pragma: no cover — approval is not part of this version
-            raise NotImplementedError("holding a send")
         journaled = time.perf_counter()
         headers = forwarded_headers(list(scope["headers"]))
         # The answer is archived as well as returned: it comes unencoded, whatever the caller accepts.
@@ -270,7 +316,9 @@ class GatewayApp:
             log.warning("a send's answer was lost (%s): archived with outcome unknown", exc)
         answered = time.perf_counter()
         self._upstream.observe(answered - journaled)
-        text = await _settled(text_task)
+        if not settled:
+            definition = await _settled(template_task)
+        text = _rendered(context.request, definition)
         event = outcome_event(context, outcome=outcome, status=status, response=_json_or_none(answer), text=text)
         # Handed to the producer before answering, acknowledged after: the caller does not wait for a second
         # round trip to Kafka (the attempt, acknowledged before forwarding, already holds the send).
@@ -291,16 +339,172 @@ class GatewayApp:
             self.metrics.unjournaled_outcomes.inc()
             log.error("a send's outcome (%s) was not journaled (%s); its attempt record is archived", outcome, exc)
 
-    def _template_text(
+    def _template_definition(
         self, context: SendContext, version: str, authorization: bytes | None
-    ) -> asyncio.Task[str | None] | None:
+    ) -> asyncio.Task[dict[str, Any] | None] | None:
         request = context.request if isinstance(context.request, dict) else {}
         template = request.get("template")
         if request.get("type") != "template" or not isinstance(template, dict) or self.templates is None:
             return None
         if not context.waba_id or authorization is None:
             return None
-        return asyncio.create_task(self.templates.text(context.waba_id, version, template, authorization))
+        return asyncio.create_task(self.templates.definition(context.waba_id, version, template, authorization))
+
+    async def _refuse(self, send: Send, context: SendContext, rules: tuple[str, ...]) -> None:
+        """A send to a recipient the policy says is never written to: its ``outbound`` record (``refused``, the
+        gateway's answer as the response) is journaled, then the refusal answered; nothing is forwarded."""
+        status, answer = graph_error(
+            403, 10, f"the business's policy forbids writing to this recipient (rule {', '.join(rules)})"
+        )
+        event = outcome_event(context, outcome="refused", status=status, response=orjson.loads(answer))
+        try:
+            await self.producer.produce(
+                (event_record(self._topic, event),), deadline_s=self.settings.produce_deadline_s
+            )
+        except ProduceUnavailable as exc:
+            log.warning("a refused send not journaled (%s): answering 503", exc)
+            self._sends["unavailable"].inc()
+            await respond(send, *graph_error(503, 2, "the archive's journal is unavailable; nothing was sent"))
+            return
+        self._sends["blocked"].inc()
+        log.info("send refused by policy rules %s", ", ".join(rules))
+        await respond(send, status, answer)
+
+    async def _hold(
+        self, scope: Scope, send: Send, context: SendContext, rules: tuple[str, ...], text: str | None
+    ) -> None:
+        """A send a rule matched: ``send_held`` journaled (acks=all) and Meta's held answer with the gateway's id;
+        nothing forwarded. Kafka not acknowledging: 503, nothing held (the caller retries as for Meta's own 503)."""
+        message_id = held_message_id(context.send_id)
+        until = held_until(datetime.now(UTC), self.settings.hold_h)
+        author = author_of(header(scope, AUTHOR_HEADER))
+        event = held_event(context, message_id=message_id, rules=rules, author=author, held_until=until, text=text)
+        try:
+            await self.producer.produce(
+                (event_record(self._topic, event),), deadline_s=self.settings.produce_deadline_s
+            )
+        except ProduceUnavailable as exc:
+            log.warning("a held send not journaled (%s): answering 503, nothing held nor forwarded", exc)
+            self._sends["unavailable"].inc()
+            await respond(send, *graph_error(503, 2, "the archive's journal is unavailable; nothing was sent"))
+            return
+        self._sends["held"].inc()
+        for rule in rules:
+            counter = self._held.get(rule)
+            if counter is not None:
+                counter.inc()
+        log.info("send %s held for approval by rules %s", context.send_id, ", ".join(rules))
+        await respond(send, 200, held_answer(context.request, message_id))
+
+    async def carry_out(self, decision: HeldDecision, commit: Callable[[], Awaitable[None]]) -> None:
+        """Act on one decision about a held send (services/gateway/decisions.py calls it, in order, once per send
+        id). ``approved``: the send is journaled (``send_attempt``, acks=all), ``commit`` is awaited — from then on
+        a crash leaves it archived with outcome unknown, never sent twice — then it is forwarded once with the
+        number's configured token, its ``outbound`` outcome journaled and a ``sent`` (or ``failed``) status about
+        the gateway's id journaled for the relay. ``rejected`` / ``expired``: a ``failed`` status with the reason,
+        then ``commit``. Raises ProduceUnavailable (nothing committed: the consumer tries the record again) when
+        Kafka does not acknowledge a record that must precede the commit."""
+        if decision.decision != "approved":
+            await self._report(decision, failure=decision.decision, details=decision.reason)
+            await commit()
+            self.metrics.decisions.labels(decision.decision).inc()
+            return
+        token = self.settings.send_tokens.get(decision.phone_number_id)
+        if token is None:
+            log.error("an approved send for a number without a send token: reported failed, not sent")
+            await self._report(decision, failure="no_token", details=None)
+            await commit()
+            self.metrics.decisions.labels("no_token").inc()
+            return
+        raw = orjson.dumps(decision.request)
+        context = SendContext(
+            send_id=decision.send_id,
+            waba_id=decision.waba_id or self.settings.business_accounts.get(decision.phone_number_id, ""),
+            phone_number_id=decision.phone_number_id,
+            raw=raw,
+            request=decision.request,
+            received_at=rfc3339_millis(datetime.now(UTC)),
+            held={
+                "held_send_id": decision.send_id,
+                "held_message_id": decision.message_id,
+                "request_id": decision.request_id,
+                "decided_at": decision.decided_at,
+            },
+        )
+        await self.producer.produce(
+            (event_record(self._topic, attempt_event(context)),), deadline_s=self.settings.produce_deadline_s
+        )
+        # At most once: committed before the send leaves, so a crash after this line never sends it again.
+        await commit()
+        headers = [
+            (b"authorization", b"Bearer " + token.get_secret_value().encode()),
+            (b"content-type", JSON),
+            (b"accept-encoding", b"identity"),
+        ]
+        target = f"/{self.settings.graph_version}/{decision.phone_number_id}/messages"
+        status: int | None = None
+        answer = b""
+        try:
+            response = await self.upstream.post(target, headers, raw)
+            status, answer = response.status, bytes(response.body)
+            outcome = outcome_of(status, _json_or_none(answer))
+        except NotSent:
+            outcome = "not_sent"
+        except AnswerLost as exc:
+            outcome = "unknown"
+            log.warning("an approved send's answer was lost (%s): archived with outcome unknown", exc)
+        response_json = _json_or_none(answer)
+        event = outcome_event(context, outcome=outcome, status=status, response=response_json)
+        self.metrics.decisions.labels(f"approved_{outcome}").inc()
+        try:
+            await self.producer.produce(
+                (event_record(self._topic, event),), deadline_s=self.settings.produce_deadline_s
+            )
+        except ProduceUnavailable as exc:
+            self.metrics.unjournaled_outcomes.inc()
+            log.error("an approved send's outcome (%s) was not journaled (%s)", outcome, exc)
+        if outcome == "sent":
+            await self._report(decision, sent_message_id=event.message_id)
+        elif outcome in ("refused", "not_sent"):
+            await self._report(decision, failure=outcome, details=_graph_message(response_json))
+        else:
+            # The message may have reached the customer: neither "sent" nor "failed" would be true. The archive
+            # keeps it as outcome unknown; Meta's own statuses, if it was sent, name an id the gateway never saw.
+            log.warning("an approved send's outcome is unknown: no status reported for it")
+
+    async def _report(
+        self,
+        decision: HeldDecision,
+        *,
+        sent_message_id: str | None = None,
+        failure: str | None = None,
+        details: str | None = None,
+    ) -> None:
+        """Journal a status webhook about the gateway's id, signed with the Meta app secret as Meta signs its own
+        and in ingest's record format (marked as the gateway's): the archiver archives it, the relay delivers it.
+        Raises ProduceUnavailable."""
+        assert self._app_secret is not None, "the settings require app_secret with a policy"
+        body = status_webhook(
+            waba_id=decision.waba_id or self.settings.business_accounts.get(decision.phone_number_id, ""),
+            phone_number_id=decision.phone_number_id,
+            display_phone_number=self.settings.display_phone_numbers.get(decision.phone_number_id),
+            message_id=decision.message_id,
+            recipient_id=recipient(decision.request),
+            timestamp=int(time.time()),
+            sent_message_id=sent_message_id,
+            failure=failure,
+            details=details,
+        )
+        record = webhook_record(
+            self._topic,
+            decision.phone_number_id,
+            body,
+            signature=sign(body, self._app_secret),
+            received_at=rfc3339_millis(datetime.now(UTC)),
+            app=self._app_id,
+            origin=GATEWAY_ORIGIN,
+        )
+        await self.producer.produce((record,), deadline_s=self.settings.produce_deadline_s)
 
     async def _upload(self, scope: Scope, receive: Receive, send: Send) -> None:
         """``POST …/media``: refused at once when it is not a multipart form or announces more than
@@ -377,8 +581,35 @@ def _json_or_none(raw: bytes) -> Any:
         return None
 
 
-async def _settled(task: asyncio.Task[str | None] | None) -> str | None:
-    """The template text, or None when it could not be read (the send is archived without it)."""
+def _template(request: Any, definition: dict[str, Any] | None) -> Template | None:
+    """What a policy knows of a template send: its name, and its definition's category and text when read."""
+    send = request.get("template") if isinstance(request, dict) and request.get("type") == "template" else None
+    if not isinstance(send, dict):
+        return None
+    name = send.get("name")
+    category = definition.get("category") if definition is not None else None
+    return Template(
+        name=name if isinstance(name, str) else None,
+        category=category if isinstance(category, str) else None,
+        text=_rendered(request, definition),
+    )
+
+
+def _rendered(request: Any, definition: dict[str, Any] | None) -> str | None:
+    send = request.get("template") if isinstance(request, dict) else None
+    if definition is None or not isinstance(send, dict):
+        return None
+    return rendered_text(definition, send)
+
+
+def _graph_message(response: Any) -> str | None:
+    error = response.get("error") if isinstance(response, dict) else None
+    message = error.get("message") if isinstance(error, dict) else None
+    return message if isinstance(message, str) else None
+
+
+async def _settled(task: asyncio.Task[dict[str, Any] | None] | None) -> dict[str, Any] | None:
+    """The template's definition, or None when it could not be read (the send is archived without its text)."""
     if task is None:
         return None
     try:

@@ -15,7 +15,8 @@ class GatewayMetrics:
             "wa_gateway_sends_total",
             "Sends and uploads by route (messages, media) and outcome: sent, refused (Meta's error answer), unknown "
             "(the answer was lost), not_sent (Meta unreachable), unavailable (Kafka did not acknowledge: nothing "
-            "forwarded), bad_request (refused by the gateway: too large).",
+            "forwarded), bad_request (refused by the gateway: too large), held (held for approval by a policy), "
+            "blocked (to a recipient a policy says is never written to).",
             ["route", "outcome"],
             registry=registry,
         )
@@ -48,6 +49,21 @@ class GatewayMetrics:
             "wa_gateway_template_reads_total",
             "Template definitions read from the Graph API (cache misses), by outcome (found, missing, failed).",
             ["outcome"],
+            registry=registry,
+        )
+        self.held = Counter(
+            "wa_gateway_held_total",
+            "Sends held for approval, by the policy rule that matched (rule names come from the policy files: a "
+            "bounded set; a send several rules match counts for each).",
+            ["rule"],
+            registry=registry,
+        )
+        self.decisions = Counter(
+            "wa_gateway_decisions_total",
+            "Decisions about held sends carried out, by result: rejected, expired, no_token (approved, but no send "
+            "token for its number: reported failed), approved_<outcome> (sent, refused, unknown, not_sent), "
+            "invalid (a record that is not a decision: skipped), duplicate (a send id already decided: skipped).",
+            ["result"],
             registry=registry,
         )
         self.kafka_connected = Gauge(

@@ -17,6 +17,7 @@ partition. Neither carries the ``Authorization`` header: the bearer token is nev
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, TypeAlias, get_args
 
@@ -42,6 +43,9 @@ class SendContext:
     raw: bytes  # the request body as received
     request: Any  # the request body decoded (any JSON value; a send Meta will refuse is archived as well)
     received_at: str
+    # A held send, approved and now sent: what links its records to the held draft (``held_send_id``, the gateway's
+    # ``held_message_id``, the approval's ``request_id``), added to the payload's ``gateway`` object.
+    held: Mapping[str, str] | None = None
 
     @property
     def subject(self) -> Subject | None:
@@ -81,7 +85,53 @@ def attempt_event(context: SendContext) -> Event:
             "phone_number_id": context.phone_number_id,
             "waba_id": context.waba_id,
             "request": context.request,
-            "gateway": {"send_id": context.send_id},
+            "gateway": {"send_id": context.send_id, **(context.held or {})},
+        },
+        contact=None,
+        delivery=Delivery(sha256=hashlib.sha256(context.raw).hexdigest(), signature=None),
+        group_id=context.group_id,
+    )
+
+
+def held_event(
+    context: SendContext,
+    *,
+    message_id: str,
+    rules: Sequence[str],
+    author: str | None,
+    held_until: str,
+    text: str | None = None,
+) -> Event:
+    """The ``send_held`` event journaled (acks=all) instead of forwarding a send a policy rule matched: keyed, and
+    filed under the person, as its ``send_attempt`` would be. ``rules`` are rule names (no personal data);
+    ``author`` the sending agent's username from ``X-WA-Archive-Author``, if given; ``text`` a template's text as
+    the customer would see it (optional: when the template cache has its definition), for the approver."""
+    gateway: dict[str, Any] = {
+        "send_id": context.send_id,
+        "message_id": message_id,
+        "rules": list(rules),
+        "author": author,
+        "held_until": held_until,
+    }
+    if text is not None:
+        gateway["text"] = text
+    return Event(
+        event_id=derive_event_id(context.waba_id, "send_held", context.phone_number_id, (context.send_id,)),
+        kind="send_held",
+        field="gateway",
+        received_at=context.received_at,
+        waba_id=context.waba_id,
+        phone_number_id=context.phone_number_id,
+        subject=context.subject,
+        message_id=None,
+        original_message_id=None,
+        timestamp=None,
+        type=context.message_type,
+        payload={
+            "phone_number_id": context.phone_number_id,
+            "waba_id": context.waba_id,
+            "request": context.request,
+            "gateway": gateway,
         },
         contact=None,
         delivery=Delivery(sha256=hashlib.sha256(context.raw).hexdigest(), signature=None),
@@ -125,6 +175,7 @@ def outcome_event(
     # the send's own id does.
     identity = (message_id,) if message_id is not None else ("gateway", context.send_id)
     gateway: dict[str, Any] = {"send_id": context.send_id, "outcome": outcome, "http_status": status}
+    gateway.update(context.held or {})
     if text is not None:
         gateway["text"] = text
     if media is not None:

@@ -29,7 +29,8 @@ VERSION: Final = re.compile(r"v[0-9]{1,3}(\.[0-9]{1,3})?")
 PHONE_NUMBER_ID: Final = re.compile(r"[0-9A-Za-z_-]{1,64}")
 
 # Headers of one hop only (RFC 9110 §7.6.1), never forwarded either way; ``host`` and ``content-length`` are the
-# connection's own and set again by the client that forwards.
+# connection's own and set again by the client that forwards; ``x-wa-archive-author`` is the gateway's own (who wrote
+# a send, for its approval: services/gateway/held.py), never Meta's business.
 HOP_BY_HOP: Final = frozenset(
     {
         b"connection",
@@ -43,6 +44,7 @@ HOP_BY_HOP: Final = frozenset(
         b"upgrade",
         b"host",
         b"content-length",
+        b"x-wa-archive-author",
     }
 )
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator, model_validator
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.core.settings import KafkaSettings
@@ -41,10 +43,42 @@ class GatewaySettings(BaseSettings):
     template_cache_s: float = Field(default=300.0, ge=0)
     max_concurrency: int = Field(default=512, ge=1)
 
+    # Approval of sensitive messages (services/gateway/policy.py, services/gateway/held.py). Unset: every send is
+    # forwarded and no decision is consumed.
+    policy_dir: Path | None = None
+    # How long a held send waits for a decision (its ``held_until``); the action layer expires it then.
+    hold_h: float = Field(default=24.0, gt=0, le=24 * 30)
+    # The Meta app's secret: the gateway signs the status webhooks of held sends with it, as Meta signs its own, so
+    # that the relay delivers them to the company's systems signed like every other webhook.
+    app_secret: SecretStr | None = None
+    # The bearer token an approved send is sent with, per business phone number
+    # (WA_GATEWAY_SEND_TOKENS__<phone_number_id>, from a Secret): the caller's token is never stored, so a held send
+    # cannot be sent with it later.
+    send_tokens: dict[str, SecretStr] = Field(default_factory=dict)
+    decisions_topic: str = "wa.gateway.decisions.v1"
+    decisions_group: str = "wa-gateway-decisions"
+    # The Graph API version an approved send is posted to (the held request's own path is not kept).
+    graph_version: str = Field(default="v21.0", pattern=r"^v[0-9]{1,3}(\.[0-9]{1,3})?$")
+    # The business number as customers see it, per phone_number_id: ``metadata.display_phone_number`` of the
+    # status webhooks the gateway writes (left out when unknown).
+    display_phone_numbers: dict[str, str] = Field(default_factory=dict)
+
     @field_validator("upstream_url")
     @classmethod
     def _no_trailing_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _approval_complete(self) -> GatewaySettings:
+        if self.policy_dir is not None and (self.app_secret is None or not self.app_secret.get_secret_value()):
+            raise ValueError(
+                "policy_dir is set but app_secret is not: the statuses of held sends reach the company's systems as"
+                " webhooks signed with the Meta app secret (WA_GATEWAY_APP_SECRET, from the same Secret as ingest's)"
+            )
+        empty = sorted(number for number, token in self.send_tokens.items() if not token.get_secret_value())
+        if empty:
+            raise ValueError(f"send_tokens: an empty token for {', '.join(empty)}")
+        return self
 
     @model_validator(mode="after")
     def _https_upstream(self) -> GatewaySettings:

@@ -41,15 +41,20 @@ class TemplateCache:
         self._entries: dict[tuple[str, str, str | None], tuple[float, dict[str, Any] | None]] = {}
 
     async def text(self, waba_id: str, version: str, send: dict[str, Any], authorization: bytes) -> str | None:
+        template = await self.definition(waba_id, version, send, authorization)
+        return rendered_text(template, send) if template is not None else None
+
+    async def definition(
+        self, waba_id: str, version: str, send: dict[str, Any], authorization: bytes
+    ) -> dict[str, Any] | None:
+        """The definition (Meta's template object: name, category, components) of the template a send names, or
+        None."""
         name = send.get("name")
         language = send.get("language")
         code = language.get("code") if isinstance(language, dict) else None
         if not isinstance(name, str) or not name:
             return None
-        template = await self._definition(
-            waba_id, version, name, code if isinstance(code, str) else None, authorization
-        )
-        return rendered_text(template, send) if template is not None else None
+        return await self._definition(waba_id, version, name, code if isinstance(code, str) else None, authorization)
 
     async def _definition(
         self, waba_id: str, version: str, name: str, language: str | None, authorization: bytes

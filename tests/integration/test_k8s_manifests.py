@@ -81,7 +81,7 @@ SECRETS_OF_WORKLOAD: dict[str, set[tuple[str, str]]] = {
     "ingest": {
         ("wa-ingest-secrets", key) for key in ("app-secrets", "verify-token", "outbound-tokens", "kafka-sasl-password")
     },
-    "gateway": {("wa-gateway-secrets", "kafka-sasl-password")},
+    "gateway": {("wa-gateway-secrets", key) for key in ("kafka-sasl-password", "app-secret", "send-tokens")},
     "archiver": KEYS
     | {("wa-archiver-secrets", key) for key in ("pg-dsn", "s3-access-key", "s3-secret-key", "graph-token")}
     | {("wa-archiver-secrets", "kafka-sasl-password")},
@@ -455,6 +455,8 @@ def dummy_secret(key: str, env: Mapping[str, str]) -> str:
         "private-key": key32,
         "destination-secrets": json.dumps({"inbox": "the-inbox-app-secret"}),
         "oidc-client-secret": secrets.token_urlsafe(24),
+        "app-secret": "meta-app-secret",
+        "send-tokens": json.dumps({"106540352242922": "graph-token"}),
     }
     return values[key]
 
@@ -803,7 +805,11 @@ def test_kafka_topics(target: str) -> None:
     dlq_name = KafkaSettings.model_fields["dlq_topic"].default
     relay_destinations = json.loads(named(manifests, "ConfigMap", "wa-archive-config")["data"]["WA_RELAY_DESTINATIONS"])
     parking = {f"wa-relay-{d['name']}-parked" for d in relay_destinations}
-    assert set(topics) == {events_name, dlq_name} | parking
+    decisions = GatewaySettings.model_fields["decisions_topic"].default
+    assert set(topics) == {events_name, dlq_name, decisions} | parking
+    # An approved decision carries the send body: plaintext, the journal's bound, room for the largest send.
+    assert topics[decisions]["spec"]["config"]["retention.ms"] == topics[events_name]["spec"]["config"]["retention.ms"]
+    assert int(topics[decisions]["spec"]["config"]["max.message.bytes"]) == MAX_RECORD_BYTES + PROTOCOL_OVERHEAD_BYTES
     for name in parking:  # plaintext webhooks: the journal's bound, and room for the largest POST
         assert topics[name]["spec"]["config"]["retention.ms"] == topics[events_name]["spec"]["config"]["retention.ms"]
         assert int(topics[name]["spec"]["config"]["max.message.bytes"]) == MAX_RECORD_BYTES + PROTOCOL_OVERHEAD_BYTES
@@ -878,8 +884,21 @@ def test_each_service_has_its_own_kafka_principal_with_least_rights(target: str)
             for operation in ("Describe", "Write", "Read")
         ),
     }
-    assert acl_rights(users["wa-gateway"]) == acl_rights(users["wa-ingest"]), "the gateway writes the journal only"
-    assert set(users) == {"wa-ingest", "wa-gateway", "wa-archiver", "wa-relay"}
+    decisions = {
+        ("topic", "wa.gateway.decisions.v1", "Describe"),
+        ("topic", "wa.gateway.decisions.v1", "Read"),
+        ("group", "wa-gateway-decisions", "Describe"),
+        ("group", "wa-gateway-decisions", "Read"),
+    }
+    assert acl_rights(users["wa-gateway"]) == acl_rights(users["wa-ingest"]) | decisions, (
+        "the gateway writes the journal and reads the decisions about held sends, nothing else"
+    )
+    assert acl_rights(users["wa-actions"]) == {
+        ("topic", "wa.gateway.decisions.v1", "Describe"),
+        ("topic", "wa.gateway.decisions.v1", "Write"),
+        ("cluster", "", "IdempotentWrite"),
+    }, "the action layer writes the decisions, nothing else"
+    assert set(users) == {"wa-ingest", "wa-gateway", "wa-archiver", "wa-relay", "wa-actions"}
     for service, user in (
         ("INGEST", "wa-ingest"),
         ("ARCHIVER", "wa-archiver"),

@@ -89,7 +89,7 @@ def super_admin() -> AdminClient:
 def test_the_broker_holds_exactly_the_demo_principals_and_their_grants() -> None:
     admin = super_admin()
     principals = local_principals(DEMO)
-    assert [p.user for p in principals] == ["wa-ingest", "wa-archiver", "wa-relay", "wa-gateway"]
+    assert [p.user for p in principals] == ["wa-ingest", "wa-archiver", "wa-relay", "wa-gateway", "wa-actions"]
     credentials = admin.describe_user_scram_credentials([p.user for p in principals], request_timeout=10)
     assert isinstance(credentials, dict)
     for user, future in credentials.items():

@@ -14,7 +14,9 @@ from pydantic import SecretStr
 from devtools.kafka_principals import (
     CLUSTER,
     Grant,
+    actions_grants,
     archiver_grants,
+    gateway_grants,
     ingest_grants,
     kafka_settings,
     local_principals,
@@ -64,7 +66,8 @@ def test_the_local_grants_are_the_production_ones() -> None:
         "wa-ingest": ingest_grants(kafka),
         "wa-archiver": archiver_grants(kafka, group),
         "wa-relay": relay,
-        "wa-gateway": ingest_grants(kafka),
+        "wa-gateway": gateway_grants(kafka, "wa.gateway.decisions.v1", "wa-gateway-decisions"),
+        "wa-actions": actions_grants("wa.gateway.decisions.v1"),
     }
 
 
@@ -77,7 +80,7 @@ def test_ingest_may_not_read_nor_write_dead_letters() -> None:
 
 
 def test_the_relay_reads_the_journal_in_its_groups_and_writes_and_replays_only_its_parking_topics() -> None:
-    (_ingest, _archiver, relay, _gateway) = local_principals(DEMO)
+    (_ingest, _archiver, relay, _gateway, _actions) = local_principals(DEMO)
     assert relay.user == DEMO["WA_RELAY_KAFKA__SASL_USERNAME"] == "wa-relay"
     assert {(g.name, g.operation) for g in relay.grants if g.resource == "group"} == {
         ("wa-relay-inbox", "Describe"),
@@ -93,7 +96,7 @@ def test_the_relay_reads_the_journal_in_its_groups_and_writes_and_replays_only_i
 
 
 def test_the_demo_principals_are_the_services_own_settings() -> None:
-    ingest, archiver, _relay, gateway = local_principals(DEMO)
+    ingest, archiver, _relay, gateway, actions = local_principals(DEMO)
     assert (ingest.user, ingest.password) == (
         DEMO["WA_INGEST_KAFKA__SASL_USERNAME"],
         DEMO["WA_INGEST_KAFKA__SASL_PASSWORD"],
@@ -104,10 +107,24 @@ def test_the_demo_principals_are_the_services_own_settings() -> None:
     assert Grant("topic", DEMO["WA_DLQ_TOPIC"], "Write") in archiver.grants
     assert Grant("group", "wa-archiver", "Read") in archiver.grants
     assert gateway.user == DEMO["WA_GATEWAY_KAFKA__SASL_USERNAME"] == "wa-gateway"
-    assert gateway.grants == ingest.grants
+    assert ingest.grants < gateway.grants
+    decisions = {g for g in gateway.grants - ingest.grants}
+    assert decisions == {
+        Grant("topic", "wa.gateway.decisions.v1", "Describe"),
+        Grant("topic", "wa.gateway.decisions.v1", "Read"),
+        Grant("group", "wa-gateway-decisions", "Describe"),
+        Grant("group", "wa-gateway-decisions", "Read"),
+    }
+    # The action layer writes the decisions and nothing else: it reads no topic, joins no group.
+    assert actions.user == DEMO["WA_RETENTION_KAFKA__SASL_USERNAME"] == DEMO["WA_CONSOLE_KAFKA__SASL_USERNAME"]
+    assert actions.user == "wa-actions"
+    assert {(g.resource, g.name, g.operation) for g in actions.grants if g.operation != "IdempotentWrite"} == {
+        ("topic", "wa.gateway.decisions.v1", "Describe"),
+        ("topic", "wa.gateway.decisions.v1", "Write"),
+    }
 
 
-@pytest.mark.parametrize("service", ["INGEST", "ARCHIVER", "RELAY", "GATEWAY"])
+@pytest.mark.parametrize("service", ["INGEST", "ARCHIVER", "RELAY", "GATEWAY", "RETENTION", "CONSOLE"])
 def test_the_demo_services_connect_to_the_sasl_listener(service: str) -> None:
     kafka = kafka_settings(DEMO, f"WA_{service}_KAFKA__")
     assert kafka.bootstrap_servers == f"127.0.0.1:{DEMO['WA_KAFKA_SASL_PORT']}"
@@ -115,7 +132,7 @@ def test_the_demo_services_connect_to_the_sasl_listener(service: str) -> None:
 
 
 def test_a_group_of_its_own_is_granted_to_the_archiver() -> None:
-    (_ingest, archiver, _relay, _gateway) = local_principals({**DEMO, "WA_ARCHIVER_GROUP_ID": "archiver-b"})
+    (_ingest, archiver, _relay, _gateway, _actions) = local_principals({**DEMO, "WA_ARCHIVER_GROUP_ID": "archiver-b"})
     assert {g.name for g in archiver.grants if g.resource == "group"} == {"archiver-b"}
 
 

@@ -57,7 +57,8 @@ def demo_secrets() -> dict[str, str]:
         password = urlsplit(DEMO[f"WA_{service}_PG__DSN"]).password
         assert password is not None
         found[f"WA_{service}_PG__DSN password"] = password
-    for service in ("INGEST", "ARCHIVER", "RELAY", "GATEWAY"):  # each one's Kafka principal
+    # Each one's Kafka principal; the action layer's (wa-actions) is the retention service's and the console's.
+    for service in ("INGEST", "ARCHIVER", "RELAY", "GATEWAY", "RETENTION", "CONSOLE"):
         found[f"WA_{service}_KAFKA__SASL_PASSWORD"] = DEMO[f"WA_{service}_KAFKA__SASL_PASSWORD"]
     # The backup tooling's S3 identity and its exporter's database role (services/backups).
     found["WA_PGBACKUP_S3_SECRET_KEY"] = DEMO["WA_PGBACKUP_S3_SECRET_KEY"]
@@ -147,7 +148,7 @@ def set_demo_env(monkeypatch: pytest.MonkeyPatch) -> None:
         ),
         pytest.param(
             GatewaySettings,
-            ["WA_GATEWAY_KAFKA__SASL_PASSWORD"],
+            ["WA_GATEWAY_KAFKA__SASL_PASSWORD", "WA_GATEWAY_APP_SECRET", "WA_GATEWAY_SEND_TOKENS"],
             id="gateway",
         ),
         pytest.param(
