@@ -265,7 +265,8 @@ class Http1Pool:
     ) -> Answer:
         """One exchange with a body held in memory (or none), the whole answer read (at most ``max_answer_bytes``
         of body: AnswerLost beyond). ``headers`` exclude the framing ones (:data:`FRAMING`: dropped, set here)."""
-        connection, parse = await self._open(method, target, headers, body, None, resend_if_stale)
+        head = self._head(method, target, headers, body, None)
+        connection, parse = await self._open(head, None, chunked=False, resend_if_stale=resend_if_stale)
         if not parse.done:  # the answer came in more than one read: the streamed path reads the rest
             answer = StreamedAnswer(self, connection, parse, head_only=method == "HEAD")
             try:
@@ -299,7 +300,10 @@ class Http1Pool:
         ``Content-Length`` when given (the iterable must yield exactly that) or ``chunked`` otherwise; None, no
         body. An exception the iterable raises closes the connection and propagates (the server got a truncated
         request). ``resend_if_stale`` applies to a bytes body only (module docstring)."""
-        connection, parse = await self._open(method, target, headers, body, length, resend_if_stale)
+        head = self._head(method, target, headers, body, length)
+        streamed = body if isinstance(body, AsyncIterable) else None
+        chunked = streamed is not None and length is None
+        connection, parse = await self._open(head, streamed, chunked=chunked, resend_if_stale=resend_if_stale)
         answer = StreamedAnswer(self, connection, parse, head_only=method == "HEAD")
         try:
             yield answer
@@ -307,21 +311,13 @@ class Http1Pool:
             await answer.aclose()
 
     async def _open(
-        self,
-        method: str,
-        target: str,
-        headers: Iterable[tuple[bytes, bytes]],
-        body: bytes | AsyncIterable[bytes] | None,
-        length: int | None,
-        resend_if_stale: bool,
+        self, head: bytes, streamed: AsyncIterable[bytes] | None, *, chunked: bool, resend_if_stale: bool
     ) -> tuple[_Connection, _Parse]:
-        """A connection on which the request was written and its answer's head read."""
-        head = self._head(method, target, headers, body, length)
+        """A connection on which the request (``head``, then ``streamed`` when given) was written and its answer's
+        head read."""
         connection, reused = self._reusable()
         if connection is None:
             connection = await self._connect()
-        streamed = body if isinstance(body, AsyncIterable) else None
-        chunked = streamed is not None and length is None
         try:
             parse = await self._exchange(connection, head, streamed, chunked, may_resend=resend_if_stale and reused)
         except _ClosedBeforeAnswer:

@@ -232,6 +232,7 @@ class GatewayApp:
         headers = [(k, v) for k, v in headers if k.lower() != b"accept-encoding"] + [(b"accept-encoding", b"identity")]
         status: int | None = None
         answer = b""
+        decoded: Any = None  # Meta's answer decoded once, for the outcome and its record
         answer_headers: list[tuple[bytes, bytes]] = []
         try:
             response = await self.upstream.request(
@@ -239,7 +240,8 @@ class GatewayApp:
             )
             status, answer = response.status, response.body
             answer_headers = forwarded_headers(response.headers)
-            outcome = outcome_of(status, _json_or_none(answer))
+            decoded = _json_or_none(answer)
+            outcome = outcome_of(status, decoded)
         except NotSent:
             outcome = "not_sent"  # no connection was made: nothing left
         except AnswerLost as exc:
@@ -248,7 +250,7 @@ class GatewayApp:
         answered = time.perf_counter()
         self._upstream.observe(answered - journaled)
         text = await _settled(text_task)
-        event = outcome_event(context, outcome=outcome, status=status, response=_json_or_none(answer), text=text)
+        event = outcome_event(context, outcome=outcome, status=status, response=decoded, text=text)
         # Handed to the producer before answering, acknowledged after: the caller does not wait for a second
         # round trip to Kafka (the attempt, acknowledged before forwarding, already holds the send).
         journal_outcome = asyncio.ensure_future(
