@@ -64,6 +64,11 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 JSON: Final = b"application/json"
+# A send waits for its attempt's acknowledgement, so the producer lingers little; but without any linger each record
+# is a request of its own to Kafka, with its wake-ups of librdkafka's threads and ours: 1 ms lets the records of
+# concurrent sends share requests, and cut the gateway's CPU per send by a third (bench/gateway.py, 1,000-1,100 µs
+# without, 600-830 µs with, at 400-600 sends/s), for at most 1 ms more before a send is forwarded.
+PRODUCE_LINGER_MS: Final = 1
 # Meta's send answers are a few hundred bytes, an error page a few KB: anything larger is not a send's answer.
 MAX_ANSWER_BYTES: Final = 8 * 1024 * 1024
 # What the gateway decides for a send before it leaves (services/gateway/app.py GatewayApp.decide).
@@ -114,8 +119,7 @@ class GatewayApp:
         ops: bool = True,
     ) -> None:
         self.settings = settings
-        # No linger: a send waits for its attempt's acknowledgement, and batching would only add to that wait.
-        self.producer = producer or AckedProducer(settings.kafka, linger_ms=0)
+        self.producer = producer or AckedProducer(settings.kafka, linger_ms=PRODUCE_LINGER_MS)
         self.registry = registry or CollectorRegistry()
         self.metrics = GatewayMetrics(self.registry)
         self._topic = settings.kafka.events_topic
