@@ -125,25 +125,30 @@ async def test_answers_and_connection_reuse(
 
 
 @pytest.mark.parametrize(
-    ("answer", "body"),
+    ("answer", "body", "connections"),
     [
-        pytest.param(OK, b"ok", id="sized"),
-        pytest.param(CHUNKED, b"abcde", id="chunked"),
-        pytest.param(b"HTTP/1.1 200 OK\r\nX-A: 1\r\n\r\nuntil the end", b"until the end", id="until closed"),
+        pytest.param(OK, b"ok", 1, id="sized, kept alive"),
+        pytest.param(CHUNKED, b"abcde", 1, id="chunked, kept alive"),
+        pytest.param(b"HTTP/1.1 200 OK\r\nX-A: 1\r\n\r\nuntil the end", b"until the end", 2, id="until closed"),
     ],
 )
-async def test_a_whole_answer_with_its_headers(answer: bytes, body: bytes, stop_servers: list[asyncio.Server]) -> None:
+async def test_a_whole_answer_with_its_headers(
+    answer: bytes, body: bytes, connections: int, stop_servers: list[asyncio.Server]
+) -> None:
+    """The gateway's sends: the whole answer, its headers as received, and the connection kept for the next send
+    when the answer allows it (the keep-alive flag is read with the head: httptools resets it once complete)."""
     receiver = Server(answer)
     server, port = await serving(receiver.handle)
     stop_servers.append(server)
     graph = pool(port)
-    got = await graph.request(
-        "POST", "/v21.0/1/messages", [(b"Content-Type", b"application/json")], b"{}", max_answer_bytes=100
-    )
+    json = [(b"Content-Type", b"application/json")]
+    for _ in range(2):
+        got = await graph.request("POST", "/v21.0/1/messages", json, b"{}", max_answer_bytes=100)
+        assert got.body == body
+        assert got.headers[0][0] == answer.split(b"\r\n")[1].split(b":")[0].lower()
     await graph.aclose()
-    assert got.body == body
-    assert got.headers[0][0] == answer.split(b"\r\n")[1].split(b":")[0].lower()
     assert b"content-type: application/json" in receiver.heads[0].lower()
+    assert receiver.connections == connections
 
 
 async def test_a_connection_closed_while_idle_is_replaced(stop_servers: list[asyncio.Server]) -> None:
