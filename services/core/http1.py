@@ -261,27 +261,35 @@ class Http1Pool:
         body: bytes | None = None,
         *,
         max_answer_bytes: int,
+        discard_body: bool = False,
         resend_if_stale: bool = False,
     ) -> Answer:
-        """One exchange with a body held in memory (or none), the whole answer read (at most ``max_answer_bytes``
-        of body: AnswerLost beyond). ``headers`` exclude the framing ones (:data:`FRAMING`: dropped, set here)."""
+        """One exchange with a body held in memory (or none), the whole answer read: at most ``max_answer_bytes``
+        of body, AnswerLost beyond; with ``discard_body``, the body is read and dropped (the answer's is empty) and
+        past ``max_answer_bytes`` the connection is closed instead of read further, the status still returned.
+        ``headers`` exclude the framing ones (:data:`FRAMING`: dropped, set here)."""
         head = self._head(method, target, headers, body, None)
         connection, parse = await self._open(head, None, chunked=False, resend_if_stale=resend_if_stale)
+        content = b""
         if not parse.done:  # the answer came in more than one read: the streamed path reads the rest
             answer = StreamedAnswer(self, connection, parse, head_only=method == "HEAD")
             try:
-                content = await answer.read(max_answer_bytes)
+                if discard_body:
+                    await answer.discard(max_answer_bytes)
+                else:
+                    content = await answer.read(max_answer_bytes)
             finally:
                 await answer.aclose()
             return Answer(parse.status, parse.headers, content)
-        content = parse.chunks[0] if len(parse.chunks) == 1 else b"".join(parse.chunks)
-        if method == "HEAD":
-            content = b""
+        if method != "HEAD" and parse.chunks:
+            content = parse.chunks[0] if len(parse.chunks) == 1 else b"".join(parse.chunks)
         if len(content) > max_answer_bytes:
             connection.close()
+            if discard_body:
+                return Answer(parse.status, parse.headers, b"")
             raise AnswerLost(f"an answer larger than {max_answer_bytes} bytes")
         self._release(connection, parse)
-        return Answer(parse.status, parse.headers, content)
+        return Answer(parse.status, parse.headers, b"" if discard_body else content)
 
     @contextlib.asynccontextmanager
     async def stream(

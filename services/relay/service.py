@@ -78,8 +78,15 @@ class DestinationClient:
         encoded = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
         # Delivery is at least once: a request that met a connection the receiver had closed while idle is sent
         # again on a new one.
-        async with self._pool.stream("POST", self._target, encoded, body, resend_if_stale=True) as answer:
-            await answer.discard(MAX_ANSWER_BYTES)
+        answer = await self._pool.request(
+            "POST",
+            self._target,
+            encoded,
+            body,
+            max_answer_bytes=MAX_ANSWER_BYTES,
+            discard_body=True,
+            resend_if_stale=True,
+        )
         return answer.status
 
     async def aclose(self) -> None:

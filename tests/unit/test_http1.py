@@ -222,6 +222,12 @@ async def test_a_send_that_never_left_is_told_from_a_lost_answer(stop_servers: l
     stop_servers.append(big)
     with pytest.raises(AnswerLost, match="larger than 10"):
         await pool(big_port).request("POST", "/m", [], b"{}", max_answer_bytes=10)
+    # The relay only needs the status: a body past the bound is not read, and its connection is not kept.
+    relay = pool(big_port)
+    for _ in range(2):
+        dropped = await relay.request("POST", "/m", [], b"{}", max_answer_bytes=10, discard_body=True)
+        assert (dropped.status, dropped.body) == (200, b"")
+    assert receiver.connections == 3
 
 
 async def test_failures_are_timeouts_or_failed_requests(stop_servers: list[asyncio.Server]) -> None:
