@@ -89,13 +89,14 @@ class Answer:
 class _Parse:
     """httptools' callbacks for one answer; interim (1xx) answers are skipped."""
 
-    __slots__ = ("chunks", "done", "head_done", "headers", "keep_alive", "parser", "status", "until_close")
+    __slots__ = ("chunks", "done", "head_done", "headers", "keep_alive", "parser", "size", "status", "until_close")
 
     def __init__(self) -> None:
         self.parser = httptools.HttpResponseParser(self)
         self.status = 0
         self.headers: Headers = []
         self.chunks: list[bytes] = []
+        self.size = 0  # bytes of body received
         self.head_done = False
         self.done = False
         self.keep_alive = False
@@ -120,6 +121,7 @@ class _Parse:
 
     def on_body(self, body: bytes) -> None:
         self.chunks.append(body)
+        self.size += len(body)
 
     def on_message_complete(self) -> None:
         if self.head_done:
@@ -223,9 +225,9 @@ class StreamedAnswer:
 class Http1Pool:
     """Requests to one origin over kept-alive HTTP/1.1 connections (see the module's docstring).
 
-    ``connect_timeout_s`` bounds the TCP connection and the TLS handshake; ``timeout_s`` bounds the writing of a
-    request held in memory together with the wait for its answer's head (each write of a streamed one, then that
-    wait), and each later wait for the answer's body."""
+    ``connect_timeout_s`` bounds the TCP connection and the TLS handshake; ``timeout_s`` bounds :meth:`request`
+    from its first byte written to its answer's last byte read, and in :meth:`stream` each write of a streamed body,
+    then the wait for the answer's head, then each wait for a piece of its body."""
 
     def __init__(
         self,
@@ -269,27 +271,18 @@ class Http1Pool:
         past ``max_answer_bytes`` the connection is closed instead of read further, the status still returned.
         ``headers`` exclude the framing ones (:data:`FRAMING`: dropped, set here)."""
         head = self._head(method, target, headers, body, None)
-        connection, parse = await self._open(head, None, chunked=False, resend_if_stale=resend_if_stale)
-        content = b""
-        if not parse.done:  # the answer came in more than one read: the streamed path reads the rest
-            answer = StreamedAnswer(self, connection, parse, head_only=method == "HEAD")
-            try:
-                if discard_body:
-                    await answer.discard(max_answer_bytes)
-                else:
-                    content = await answer.read(max_answer_bytes)
-            finally:
-                await answer.aclose()
-            return Answer(parse.status, parse.headers, content)
-        if method != "HEAD" and parse.chunks:
-            content = parse.chunks[0] if len(parse.chunks) == 1 else b"".join(parse.chunks)
-        if len(content) > max_answer_bytes:
-            connection.close()
-            if discard_body:
-                return Answer(parse.status, parse.headers, b"")
-            raise AnswerLost(f"an answer larger than {max_answer_bytes} bytes")
+        whole = None if method == "HEAD" else max_answer_bytes  # HEAD: the answer has no body, whatever it says
+        connection, parse = await self._open(head, None, chunked=False, resend_if_stale=resend_if_stale, whole=whole)
+        if whole is None or not parse.done or parse.size > max_answer_bytes:
+            connection.close()  # after HEAD the parser still expects a body; past the bound, the rest is unread
+            if whole is not None and not discard_body:
+                raise AnswerLost(f"an answer larger than {max_answer_bytes} bytes")
+            return Answer(parse.status, parse.headers, b"")
         self._release(connection, parse)
-        return Answer(parse.status, parse.headers, b"" if discard_body else content)
+        if discard_body or not parse.chunks:
+            return Answer(parse.status, parse.headers, b"")
+        content = parse.chunks[0] if len(parse.chunks) == 1 else b"".join(parse.chunks)
+        return Answer(parse.status, parse.headers, content)
 
     @contextlib.asynccontextmanager
     async def stream(
@@ -311,7 +304,9 @@ class Http1Pool:
         head = self._head(method, target, headers, body, length)
         streamed = body if isinstance(body, AsyncIterable) else None
         chunked = streamed is not None and length is None
-        connection, parse = await self._open(head, streamed, chunked=chunked, resend_if_stale=resend_if_stale)
+        connection, parse = await self._open(
+            head, streamed, chunked=chunked, resend_if_stale=resend_if_stale, whole=None
+        )
         answer = StreamedAnswer(self, connection, parse, head_only=method == "HEAD")
         try:
             yield answer
@@ -319,18 +314,26 @@ class Http1Pool:
             await answer.aclose()
 
     async def _open(
-        self, head: bytes, streamed: AsyncIterable[bytes] | None, *, chunked: bool, resend_if_stale: bool
+        self,
+        head: bytes,
+        streamed: AsyncIterable[bytes] | None,
+        *,
+        chunked: bool,
+        resend_if_stale: bool,
+        whole: int | None,
     ) -> tuple[_Connection, _Parse]:
         """A connection on which the request (``head``, then ``streamed`` when given) was written and its answer's
-        head read."""
+        head read, or with ``whole`` the whole answer (or its first ``whole`` bytes of body and more)."""
         connection, reused = self._reusable()
         if connection is None:
             connection = await self._connect()
         try:
-            parse = await self._exchange(connection, head, streamed, chunked, may_resend=resend_if_stale and reused)
+            parse = await self._exchange(
+                connection, head, streamed, chunked, may_resend=resend_if_stale and reused, whole=whole
+            )
         except _ClosedBeforeAnswer:
             connection = await self._connect()
-            parse = await self._exchange(connection, head, streamed, chunked, may_resend=False)
+            parse = await self._exchange(connection, head, streamed, chunked, may_resend=False, whole=whole)
         return connection, parse
 
     async def aclose(self) -> None:
@@ -400,9 +403,11 @@ class Http1Pool:
         chunked: bool,
         *,
         may_resend: bool,
+        whole: int | None,
     ) -> _Parse:
-        """Write the request and read its answer's head: a held-in-memory body and the head within one
-        ``timeout_s``; a streamed body within ``timeout_s`` a write, then the head within ``timeout_s``."""
+        """Write the request and read its answer's head — or with ``whole``, the whole answer, stopping early once
+        its body passes ``whole`` bytes: a held-in-memory body and the answer within one ``timeout_s``; a streamed
+        body within ``timeout_s`` a write, then the answer within ``timeout_s``."""
         parse = _Parse()
         answered = False
         try:
@@ -414,10 +419,13 @@ class Http1Pool:
             async with asyncio.timeout(self.timeout_s):
                 await writer.drain()
                 reader, parser = connection.reader, parse.parser
-                while not parse.head_done:
+                while not (parse.head_done if whole is None else parse.done or parse.size > whole):
                     data = await reader.read(READ_BYTES)
                     if not data:
-                        raise ConnectionResetError("closed before an answer")
+                        if parse.head_done and parse.until_close:  # a body that ends with the connection
+                            parse.done, parse.keep_alive = True, False
+                            break
+                        raise ConnectionResetError("closed before the answer was complete")
                     answered = True
                     parser.feed_data(data)
         except TimeoutError as exc:

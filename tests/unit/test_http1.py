@@ -378,3 +378,29 @@ async def test_tls_verifies_the_receiver(tmp_path: Path, stop_servers: list[asyn
     assert (receiver.bodies, receiver.connections) == ([b"secret bytes", b"more"], 1)
     with pytest.raises(NotSent, match="SSL"):
         await client(port, "https").post(b"x", {})  # the system's CAs do not know this certificate
+
+
+async def test_an_answer_in_pieces_is_read_whole(stop_servers: list[asyncio.Server]) -> None:
+    """A server that writes its head and its body apart (as uvicorn does): the whole answer, on a kept connection."""
+    connections = 0
+
+    async def in_pieces(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        with contextlib.suppress(asyncio.IncompleteReadError):
+            while True:
+                await reader.readuntil(b"\r\n\r\n")
+                await reader.readexactly(2)
+                for piece in (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", b"he", b"llo"):
+                    writer.write(piece)
+                    await writer.drain()
+                    await asyncio.sleep(0.01)
+
+    server, port = await serving(in_pieces)
+    stop_servers.append(server)
+    graph = pool(port)
+    assert (await graph.request("POST", "/m", [], b"{}", max_answer_bytes=10)).body == b"hello"
+    dropped = await graph.request("POST", "/m", [], b"{}", max_answer_bytes=10, discard_body=True)
+    assert (dropped.status, dropped.body) == (200, b"")
+    await graph.aclose()
+    assert connections == 1
