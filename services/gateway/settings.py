@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -65,8 +66,12 @@ class GatewaySettings(BaseSettings):
 
     @field_validator("upstream_url")
     @classmethod
-    def _no_trailing_slash(cls, value: str) -> str:
-        return value.rstrip("/")
+    def _an_origin(cls, value: str) -> str:
+        origin = value.rstrip("/")
+        if urlsplit(origin).path or "?" in origin or "#" in origin:
+            # Requests keep their own path (/{version}/...): a path here would be dropped, not prefixed.
+            raise ValueError(f"upstream_url {value!r} must be an origin (scheme, host, port), without a path")
+        return origin
 
     @model_validator(mode="after")
     def _approval_complete(self) -> GatewaySettings:

@@ -12,29 +12,31 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
+from urllib.parse import urlencode
 
-import httpx
+import orjson
 
+from services.core.http1 import Http1Pool
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.templates import choose_template, rendered_text
 
 # Templates are few per business; a bound keeps a caller naming random templates from growing the cache.
 MAX_ENTRIES = 4096
+# A template list is a few KB; a business with many languages, some tens.
+MAX_ANSWER_BYTES: Final = 4 * 1024 * 1024
 
 
 class TemplateCache:
     def __init__(
         self,
-        client: httpx.AsyncClient,
-        upstream_url: str,
+        upstream: Http1Pool,
         *,
         ttl_s: float,
         metrics: GatewayMetrics,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._client = client
-        self._upstream = upstream_url
+        self._upstream = upstream
         self._ttl_s = ttl_s
         self._metrics = metrics
         self._clock = clock
@@ -64,15 +66,18 @@ class TemplateCache:
         cached = self._entries.get(key)
         if cached is not None and cached[0] > now:
             return cached[1]
-        response = await self._client.get(
-            f"{self._upstream}/{version}/{waba_id}/message_templates",
-            params={"name": name, "fields": "name,language,category,components"},
-            headers={"authorization": authorization.decode("latin-1")},
+        query = urlencode({"name": name, "fields": "name,language,category,components"})
+        response = await self._upstream.request(
+            "GET",
+            f"/{version}/{waba_id}/message_templates?{query}",
+            [(b"authorization", authorization)],
+            max_answer_bytes=MAX_ANSWER_BYTES,
         )
-        if response.status_code != 200:
+        if response.status != 200:
             self._metrics.template_reads.labels("failed").inc()
             return None
-        data = response.json().get("data") if isinstance(response.json(), dict) else None
+        document = orjson.loads(response.body)
+        data = document.get("data") if isinstance(document, dict) else None
         template = choose_template(data, language)
         self._metrics.template_reads.labels("found" if template is not None else "missing").inc()
         if len(self._entries) >= MAX_ENTRIES:

@@ -30,6 +30,7 @@ from typing import Any, Protocol
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
+from services.core.http1 import RequestFailed, TimedOut
 from services.core.kafka import OutgoingRecord, ProduceUnavailable
 from services.core.retry import RetryPolicy
 from services.relay.delivery import (
@@ -41,7 +42,6 @@ from services.relay.delivery import (
     judge_status,
     select,
 )
-from services.relay.http1 import DeliveryFailed, DeliveryTimeout
 from services.relay.metrics import RelayMetrics
 
 log = logging.getLogger("wa_archive.relay")
@@ -63,8 +63,8 @@ class Parking(Protocol):
 
 
 class Client(Protocol):
-    """What the loop needs of :class:`~services.relay.http1.Http1Client`: the status of one POST, or
-    DeliveryTimeout / DeliveryFailed."""
+    """What the loop needs of :class:`~services.relay.service.DestinationClient`: the status of one POST, or
+    TimedOut / RequestFailed (services/core/http1.py)."""
 
     async def post(self, body: bytes, headers: Mapping[str, str]) -> int: ...
 
@@ -258,9 +258,9 @@ class DestinationLoop:
         started = time.perf_counter()
         try:
             status = await self.client.post(value, headers)
-        except DeliveryTimeout as exc:
+        except TimedOut as exc:
             return Answer(delivered=False, retry=True, failure="timeout"), f"timeout: {exc}"
-        except DeliveryFailed as exc:
+        except RequestFailed as exc:
             return Answer(delivered=False, retry=True, failure="connection"), f"connection: {exc}"
         finally:
             self._attempt_seconds.observe(time.perf_counter() - started)

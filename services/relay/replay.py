@@ -34,10 +34,10 @@ from typing import Any, Final, Literal
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from services.core.http1 import RequestFailed
 from services.core.journal import header_value
 from services.core.settings import KafkaSettings
 from services.relay.delivery import delivery_headers, judge_status
-from services.relay.http1 import DeliveryFailed, DeliveryTimeout
 from services.relay.relay import (
     PARK_ATTEMPTS_HEADER,
     PARK_REASON_HEADER,
@@ -275,7 +275,7 @@ async def deliver_parked(
         attempts += 1
         try:
             status = await client.post(record.value or b"", headers)
-        except (DeliveryTimeout, DeliveryFailed) as exc:
+        except RequestFailed as exc:  # a timeout (TimedOut) or a connection failure
             retry, detail = True, type(exc).__name__
         else:
             answer = judge_status(status)

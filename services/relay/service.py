@@ -7,14 +7,18 @@ import asyncio
 import contextlib
 import logging
 import signal
+import ssl
+from collections.abc import Mapping
+from typing import Final
+from urllib.parse import urlsplit
 
 from aiokafka import AIOKafkaConsumer
 from prometheus_client import CollectorRegistry
 
+from services.core.http1 import Http1Pool
 from services.core.kafka import AckedProducer
 from services.core.ops_http import OpsServer, ops_app
 from services.core.retry import Attempt, RetryPolicy, Stopped, sleep_until_stopped
-from services.relay.http1 import Http1Client
 from services.relay.metrics import RelayMetrics
 from services.relay.relay import Destination, DestinationLoop, RelayRebalance
 from services.relay.settings import DestinationSettings, RelaySettings
@@ -22,6 +26,8 @@ from services.relay.settings import DestinationSettings, RelaySettings
 log = logging.getLogger("wa_archive.relay")
 
 # Kafka may start after us (or be down for maintenance): wait for it until stopped.
+# A receiver's answer is read and dropped; past this the connection is closed instead of read further.
+MAX_ANSWER_BYTES: Final = 1024 * 1024
 START_UP_RETRY = RetryPolicy(initial_s=0.5, max_s=10.0, jitter=0.2)
 
 
@@ -55,10 +61,41 @@ def destination_of(settings: DestinationSettings) -> Destination:
     )
 
 
-def http_client(settings: DestinationSettings) -> Http1Client:
-    """A client of one destination: its URL and timeouts; no redirect is followed (the bytes go to its URL only),
-    no proxy is taken from the environment."""
-    return Http1Client(settings.url, connect_timeout_s=settings.connect_timeout_s, timeout_s=settings.timeout_s)
+class DestinationClient:
+    """POSTs to one destination's URL over kept-alive connections (services/core/http1.py): no redirect is
+    followed (the bytes go to its URL only), no proxy is taken from the environment. :meth:`post` returns the
+    status, the answer's body read and dropped (never logged: a receiver may echo content), or raises
+    :class:`~services.core.http1.RequestFailed` (:class:`~services.core.http1.TimedOut` for a timeout)."""
+
+    def __init__(
+        self, url: str, *, connect_timeout_s: float, timeout_s: float, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
+        self._pool = Http1Pool(url, connect_timeout_s=connect_timeout_s, timeout_s=timeout_s, ssl_context=ssl_context)
+        parts = urlsplit(url)
+        self._target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+
+    async def post(self, body: bytes, headers: Mapping[str, str]) -> int:
+        encoded = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
+        # Delivery is at least once: a request that met a connection the receiver had closed while idle is sent
+        # again on a new one.
+        answer = await self._pool.request(
+            "POST",
+            self._target,
+            encoded,
+            body,
+            max_answer_bytes=MAX_ANSWER_BYTES,
+            discard_body=True,
+            resend_if_stale=True,
+        )
+        return answer.status
+
+    async def aclose(self) -> None:
+        await self._pool.aclose()
+
+
+def http_client(settings: DestinationSettings) -> DestinationClient:
+    """The client of one destination: its URL and timeouts."""
+    return DestinationClient(settings.url, connect_timeout_s=settings.connect_timeout_s, timeout_s=settings.timeout_s)
 
 
 async def run_relay(settings: RelaySettings, stop: asyncio.Event, *, registry: CollectorRegistry | None = None) -> None:
@@ -74,7 +111,7 @@ async def run_relay(settings: RelaySettings, stop: asyncio.Event, *, registry: C
     await ops.start()
     await parking.start()
     consumers: list[AIOKafkaConsumer] = []
-    clients: list[Http1Client] = []
+    clients: list[DestinationClient] = []
     tasks: list[asyncio.Task[None]] = []
     try:
         for destination in settings.destinations:

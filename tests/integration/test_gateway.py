@@ -8,7 +8,6 @@ they left."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import socket
@@ -37,7 +36,6 @@ from services.core.vocabulary import rfc3339_millis
 from services.gateway.app import GatewayApp
 from services.gateway.records import SendContext, attempt_event
 from services.gateway.settings import GatewaySettings
-from services.gateway.upstream import AnswerLost, NotSent, UpstreamPool
 from services.governance.metrics import RetentionMetrics
 from services.review.assembly import ConversationMessage
 
@@ -380,25 +378,3 @@ async def test_without_kafka_nothing_is_sent(kafka_bootstrap: str) -> None:
         assert answer.json()["error"]["code"] == 2
         assert fake.sends == []
         assert fake.requests == []
-
-
-async def test_the_upstream_client_tells_a_send_that_never_left_from_a_lost_answer() -> None:
-    with socket.socket() as closed:
-        closed.bind(("127.0.0.1", 0))
-        port = closed.getsockname()[1]
-    nowhere = UpstreamPool(f"http://127.0.0.1:{port}", connect_timeout_s=1, answer_timeout_s=1)
-    with pytest.raises(NotSent):
-        await nowhere.post("/v21.0/1/messages", [], b"{}")
-
-    async def half_an_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(b'HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{"messages"')
-        await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(half_an_answer, "127.0.0.1", 0)
-    async with server:
-        port = server.sockets[0].getsockname()[1]
-        reset = UpstreamPool(f"http://127.0.0.1:{port}", connect_timeout_s=1, answer_timeout_s=5)
-        with pytest.raises(AnswerLost):
-            await reset.post("/v21.0/1/messages", [(b"content-type", b"application/json")], b"{}")

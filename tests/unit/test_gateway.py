@@ -10,10 +10,12 @@ import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from services.archiver.media import Egress, outbound_media_ref
 from services.gateway.records import SendContext, attempt_event, outcome_event, outcome_of
 from services.gateway.routing import PASS, SEND, UPLOAD, forwarded_headers, route, upload_refusal
+from services.gateway.settings import GatewaySettings
 from services.gateway.templates import choose_template, rendered_text, substitute
 from services.ingest.outbound import outbound_event
 
@@ -254,3 +256,22 @@ def test_the_medium_of_an_outbound_send(
 )
 async def test_a_link_is_fetched_from_public_addresses_only(url: str, loopback_http: bool, refusal: str | None) -> None:
     assert await Egress(loopback_http=loopback_http).link_refusal(url) == refusal
+
+
+@pytest.mark.parametrize(
+    ("url", "accepted"),
+    [
+        pytest.param("https://graph.facebook.com", "https://graph.facebook.com", id="Meta's origin"),
+        pytest.param("https://graph.facebook.com/", "https://graph.facebook.com", id="a trailing slash"),
+        pytest.param("https://graph.example:8443", "https://graph.example:8443", id="a port"),
+        pytest.param("https://graph.facebook.com/v21.0", None, id="a path would be dropped"),
+        pytest.param("https://graph.facebook.com?x=1", None, id="a query"),
+    ],
+)
+def test_the_upstream_is_an_origin(url: str, accepted: str | None) -> None:
+    """Requests keep their own path (the client is given the origin only): a base path would be silently lost."""
+    if accepted is None:
+        with pytest.raises(ValidationError, match="must be an origin"):
+            GatewaySettings(upstream_url=url)
+    else:
+        assert GatewaySettings(upstream_url=url).upstream_url == accepted

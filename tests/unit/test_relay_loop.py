@@ -15,12 +15,12 @@ from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry
 
 from services.core.events import Event
+from services.core.http1 import NotSent
 from services.core.journal import event_record, webhook_record
 from services.core.kafka import OutgoingRecord
 from services.ingest.outbound import outbound_event
 from services.ingest.signature import sign
 from services.relay.delivery import RECORD_POSITION, Backoff
-from services.relay.http1 import DeliveryFailed
 from services.relay.metrics import RelayMetrics
 from services.relay.relay import PARK_REASON_HEADER, PARK_SOURCE_HEADER, Destination, DestinationLoop
 from tests.helpers.local_consumer import LocalConsumer, ManualClock
@@ -182,7 +182,7 @@ async def test_a_refused_record_is_parked_with_its_reason_and_the_lane_moves_on(
     [
         pytest.param(503, "status_5xx", id="5xx"),
         pytest.param(429, "status_429", id="429"),
-        pytest.param(DeliveryFailed("ConnectionRefusedError"), "connection", id="refused"),
+        pytest.param(NotSent("ConnectionRefusedError"), "connection", id="refused"),
     ],
 )
 async def test_a_failing_receiver_is_retried_then_parked_when_the_budget_is_spent(

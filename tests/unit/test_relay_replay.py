@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from services.core.http1 import RequestFailed
 from services.core.journal import SIGNATURE_HEADER, webhook_record
 from services.ingest.signature import sign
 from services.relay.delivery import HUB_SIGNATURE, META_SIGNATURE, RECORD_POSITION, Backoff
-from services.relay.http1 import DeliveryFailed
 from services.relay.relay import PARK_ATTEMPTS_HEADER, PARK_REASON_HEADER, PARK_SOURCE_HEADER, Destination
 from services.relay.replay import Stop, deliver_parked, describe_parked, replay_group, replay_window
 
@@ -152,7 +152,7 @@ async def test_a_destination_with_its_own_secret_gets_its_own_signature() -> Non
 
 
 async def test_a_passing_failure_is_retried_until_delivered() -> None:
-    receiver = Receiver([503, DeliveryFailed("refused"), 429, 200])
+    receiver = Receiver([503, RequestFailed("refused"), 429, 200])
     assert await deliver(receiver) is None
     assert len(receiver.got) == 4
 
