@@ -15,7 +15,8 @@ Event kinds
       updates, value-level errors, whatever Meta sends that the splitter does not know): never a subject;
     - :data:`SEND_ATTEMPT_KINDS`: what the send gateway journaled before forwarding a send (``send_attempt``,
       services/gateway/records.py): evidence of the request, about the person it is addressed to; the message
-      itself is the ``outbound`` event of its outcome.
+      itself is the ``outbound`` event of its outcome. ``send_held``: a send a policy rule held for a second
+      person's approval instead of forwarding it (the archiver opens its four-eyes request of kind ``send``).
 
     Narrower sets that code decides on are named here too (:data:`WEBHOOK_MESSAGE_KINDS`,
     :data:`BUSINESS_SENT_KINDS`, :data:`CONTACT_KINDS`, :data:`GROUP_KINDS`), so that a new kind is placed once.
@@ -54,6 +55,7 @@ EventKind: TypeAlias = Literal[
     "template",
     "unknown",
     "send_attempt",
+    "send_held",
 ]
 # In the order of the Literal: the order choices are shown in.
 EVENT_KINDS: Final[tuple[EventKind, ...]] = get_args(EventKind)
@@ -64,7 +66,7 @@ STATUS_KINDS: Final[frozenset[EventKind]] = frozenset({"status"})
 CALL_KINDS: Final[frozenset[EventKind]] = frozenset({"call"})
 CHANGE_KINDS: Final[frozenset[EventKind]] = frozenset({"preference", "contact_sync", "group", "group_participant"})
 BUSINESS_RECORD_KINDS: Final[frozenset[EventKind]] = frozenset({"account", "template", "error", "unknown"})
-SEND_ATTEMPT_KINDS: Final[frozenset[EventKind]] = frozenset({"send_attempt"})
+SEND_ATTEMPT_KINDS: Final[frozenset[EventKind]] = frozenset({"send_attempt", "send_held"})
 # The partition, by name (the tests check that it is one).
 KIND_GROUPS: Final[dict[str, frozenset[EventKind]]] = {
     "messages": MESSAGE_KINDS,
