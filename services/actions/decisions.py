@@ -2,9 +2,9 @@
 a decision is first published (an operator's CLI run that never decides one never connects to Kafka).
 
 Contract of :meth:`DecisionPublisher.publish`: it returns once Kafka acknowledged the record with ``acks=all``
-(the project's idempotent producer, services/core/kafka.py), and raises :class:`DecisionNotPublished` (503, a
-refusal every adapter shows) when Kafka is down, slow past the deadline, or refuses the record; the caller then
-leaves the request undecided (services/actions/held_sends.py).
+(the project's idempotent producer, services/core/kafka.py), and raises :class:`DecisionNotPublished` (409, a
+refusal every adapter shows with its words) when Kafka is down, slow past the deadline, or refuses the record;
+the caller then leaves the request undecided (services/actions/held_sends.py).
 """
 
 from __future__ import annotations
@@ -25,10 +25,12 @@ DEADLINE_S: Final = 10.0
 
 
 class DecisionNotPublished(ActionRefused):
-    """Kafka did not acknowledge the decision record: nothing was decided, the request still waits; try again."""
+    """Kafka did not acknowledge the decision record: nothing was decided, the request still waits; try again.
+    A refusal (a client error, as every refusal is) in the request's current state: 409, as a decision that
+    cannot be taken now."""
 
-    http_status: ClassVar[int] = 503
-    exit_code: ClassVar[int] = 3
+    http_status: ClassVar[int] = 409
+    exit_code: ClassVar[int] = 2
     kind = "kafka"
 
 

@@ -11,7 +11,7 @@ records for the send gateway, the expiry sweep, and the held message as the appr
 - Approving publishes the decision record ``approved`` with the send body, read from the archived event (decrypted
   under the person's key, audited as a retrieval by the approver, never logged); rejecting publishes ``rejected``
   with the reason given. Both inside the transaction that records the decision (``settle``): Kafka down, the
-  decision is rolled back and refused (:class:`DecisionNotPublished`, 503), the request stays pending and can be
+  decision is rolled back and refused (:class:`DecisionNotPublished`, 409), the request stays pending and can be
   decided again. The audit rows ``approval.approved`` / ``approval.rejected`` name the request, the send and the
   event; ``held_send.published`` names the record's decision.
 - A request whose ``held_until`` came gets the record ``expired`` from :meth:`HeldSendActions.publish_expired`
@@ -40,7 +40,7 @@ from services.actions.approvals import (
     register_kind,
 )
 from services.actions.decisions import DecisionPublisher
-from services.actions.operators import Operator
+from services.actions.operators import Operator, authorize
 from services.core.audit import Disclosure, audited_decrypt, write_audit
 from services.core.db import Connection
 from services.core.index import binary_keys
@@ -51,6 +51,7 @@ from services.core.vocabulary import is_event_id
 from services.governance import approvals as store
 from services.governance.held_sends import SEND_KIND, Decision, decision_record
 from services.review.correspondent import Correspondent
+from services.review.drafts import Draft, draft_of, draft_text
 
 if TYPE_CHECKING:
     from services.actions.layer import Actions
@@ -75,6 +76,35 @@ class HeldDraft:
     template_text: str | None
     recipient: Correspondent | None
     may_decide: bool
+
+    @property
+    def draft(self) -> Draft:
+        return draft_of(self.body, self.template_text)
+
+    @property
+    def business_number(self) -> str:
+        """The sending number, readable when the records showed it, else its phone_number_id."""
+        phone_number_id = str(self.request.target.get("phone_number_id"))
+        known = self.recipient.business_numbers if self.recipient is not None else ()
+        shown = next((n.display_number for n in known if n.phone_number_id == phone_number_id), None)
+        return shown or phone_number_id
+
+    def to_json(self) -> dict[str, Any]:
+        """The draft for the CLI and the admin API: the body as posted, the same as plain text, who receives it."""
+        recipient = self.recipient
+        return {
+            "request_id": self.request.request_id,
+            "body": self.body,
+            "template_text": self.template_text,
+            "text": draft_text(self.draft),
+            "recipient": recipient.label if recipient is not None else None,
+            "recipient_number": recipient.number if recipient is not None else None,
+            "business_number": self.business_number,
+            "rules": list(self.request.target.get("rules") or []),
+            "author": self.request.requested_by,
+            "expires_at": self.request.expires_at.isoformat(),
+            "may_decide": self.may_decide,
+        }
 
 
 class HeldSendActions(ApprovalActions):
@@ -168,6 +198,7 @@ class HeldSendActions(ApprovalActions):
         per call; the scheduler calls again), each marked in the transaction that waited for its acknowledgement.
         Returns how many were published; :class:`DecisionNotPublished` when Kafka fails (those not published yet
         are taken at the next call)."""
+        authorize(operator, "approval.list")
         now = now or datetime.now(UTC)
         published = 0
         async with self.access.pool.acquire() as conn:
