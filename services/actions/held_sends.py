@@ -82,6 +82,16 @@ class HeldDraft:
         return draft_of(self.body, self.template_text)
 
     @property
+    def recipient_number(self) -> str | None:
+        """The number it goes to: as the person's records show it, else as the send body addresses it (``to``)."""
+        if self.recipient is not None and self.recipient.number:
+            return self.recipient.number
+        to = self.body.get("to") if isinstance(self.body, dict) else None
+        if not isinstance(to, str) or not to.strip() or self.body.get("recipient_type") == "group":
+            return None
+        return to if to.startswith("+") else f"+{to}"
+
+    @property
     def business_number(self) -> str:
         """The sending number, readable when the records showed it, else its phone_number_id."""
         phone_number_id = str(self.request.target.get("phone_number_id"))
@@ -98,7 +108,7 @@ class HeldDraft:
             "template_text": self.template_text,
             "text": draft_text(self.draft),
             "recipient": recipient.label if recipient is not None else None,
-            "recipient_number": recipient.number if recipient is not None else None,
+            "recipient_number": self.recipient_number,
             "business_number": self.business_number,
             "rules": list(self.request.target.get("rules") or []),
             "author": self.request.requested_by,

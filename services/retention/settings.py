@@ -96,7 +96,7 @@ class RetentionSettings(BaseSettings):
     # through WA_RETENTION_KAFKA__* (a producer-only principal; the console may name its own, WA_CONSOLE_KAFKA__*),
     # connected only when a decision is first published. The sweep that publishes the expired ones runs every
     # held_sweep_interval_s in the retention service (0: never; then `wa-archive approvals sweep` does it).
-    kafka: KafkaSettings = Field(default_factory=lambda: KafkaSettings(client_id="wa-retention"))
+    kafka: KafkaSettings = Field(default_factory=lambda: KafkaSettings(client_id="wa-actions"))
     decisions_topic: str = "wa.gateway.decisions.v1"
     held_sweep_interval_s: float = Field(default=30, ge=0)
 
