@@ -504,11 +504,13 @@ def cmd_approvals(args: argparse.Namespace) -> int:
                 return 0
             # A held message: the draft as the customer would read it (its reading audited), and to whom.
             held = await actions.held_draft(operator, args.request_id)
-            print_json({**shown.to_json(now), "draft": held.to_json()})
+            draft = held.to_json()
+            print_json({**shown.to_json(now), "draft": draft})
+            to = " ".join(part for part in (draft["recipient"], draft["recipient_number"]) if part) or "?"
             print(
-                f"to {held.to_json()['recipient'] or '?'} from {held.business_number}, written by "
-                f"{shown.requested_by}, held by {', '.join(held.to_json()['rules'])} until "
-                f"{shown.expires_at.isoformat(timespec='minutes')}:\n{draft_text(held.draft)}",
+                f"to {to} from {held.business_number}, written by {shown.requested_by}, held by "
+                f"{', '.join(draft['rules'])} until {shown.expires_at.isoformat(timespec='minutes')}:\n"
+                f"{draft_text(held.draft)}",
                 file=sys.stderr,
             )
             return 0

@@ -23,6 +23,7 @@ from services.core.settings import KafkaSettings
 from services.governance.metrics import RetentionMetrics
 from tests.helpers.approvals import SECOND_DPO
 from tests.helpers.held_sends import AUTHOR, decision_records, held_event, text_send
+from tests.helpers.support import run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +37,12 @@ async def requests_of(pool: asyncpg.Pool, send_id: str) -> list[asyncpg.Record]:
 
 
 async def test_held_sends_open_one_request_and_publish_one_decision_each(
-    demo_env: dict[str, str], pg_pool: asyncpg.Pool, prefix: str, access: ArchiveAccess
+    demo_env: dict[str, str],
+    pg_pool: asyncpg.Pool,
+    prefix: str,
+    access: ArchiveAccess,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     bootstrap = f"127.0.0.1:{demo_env['WA_KAFKA_PORT']}"
     events_topic = await create_topic(bootstrap, partitions=1, prefix="held")
@@ -96,6 +102,19 @@ async def test_held_sends_open_one_request_and_publish_one_decision_each(
             assert away.access.decisions is not None
             await away.access.decisions.close()
         assert (await actions.approval(SECOND_DPO, approve_id)).state(datetime.now(UTC)) == "pending"
+
+        # The CLI: its author is refused (four eyes), another reads the draft as text.
+        monkeypatch.setenv("WA_RETENTION_S3__PREFIX", prefix)
+        monkeypatch.setenv("WA_RETENTION_OPERATOR", AUTHOR)
+        code, _, err = await run_cli(["approvals", "approve", approve_id, "--reason", "fine by me"], capsys)
+        assert code == 2
+        assert "another person must approve" in err
+        monkeypatch.setenv("WA_RETENTION_OPERATOR", SECOND_DPO.name)
+        code, out, err = await run_cli(["approvals", "show", approve_id], capsys)
+        assert code == 0, err
+        assert "Votre remboursement de *49,90 €* est validé." in err
+        assert f"+{person.wa_id} from {person.phone_number_id}" in err
+        assert orjson.loads(out)["draft"]["body"] == to_approve.payload["request"]
 
         draft = await actions.held_draft(SECOND_DPO, approve_id)
         assert draft.body == to_approve.payload["request"]
