@@ -14,9 +14,8 @@ Event kinds
     - :data:`BUSINESS_RECORD_KINDS`: records of the business account itself, about no person (account and template
       updates, value-level errors, whatever Meta sends that the splitter does not know): never a subject;
     - :data:`SEND_ATTEMPT_KINDS`: what the send gateway journaled before forwarding a send (``send_attempt``,
-      services/gateway/records.py): evidence of the request, about the person it is addressed to; the message
-      itself is the ``outbound`` event of its outcome. ``send_held``: a send a policy rule held for a second
-      person's approval instead of forwarding it (the archiver opens its four-eyes request of kind ``send``).
+      services/gateway/records.py) or instead of forwarding it, held for approval (``send_held``): evidence of the
+      request, about the person it is addressed to; the message itself is the ``outbound`` event of its outcome.
 
     Narrower sets that code decides on are named here too (:data:`WEBHOOK_MESSAGE_KINDS`,
     :data:`BUSINESS_SENT_KINDS`, :data:`CONTACT_KINDS`, :data:`GROUP_KINDS`), so that a new kind is placed once.
