@@ -133,10 +133,11 @@ def decision_record(
     reason: str | None = None,
     request: Any = None,
 ) -> dict[str, Any]:
-    """The record the gateway consumes (docs/asyncapi.yaml, channel ``gatewayDecisions``): the send's ids from the request's
-    ``target``, the decision, the rejection's ``reason`` (rejected only: it reaches the company's systems in the
-    ``failed`` status), the send body ``request`` (approved only: what the gateway sends), the request's id and
-    when it was decided. ValueError for an approval without a body, or a body or reason with the wrong decision."""
+    """The record the gateway consumes (docs/asyncapi.yaml, channel ``gatewayDecisions``): the send's ids from the
+    request's ``target``, the decision, the rejection's ``reason`` (rejected only: it reaches the company's systems
+    in the ``failed`` status), the send body ``request`` (approved only: what the gateway sends), the request's id
+    and when it was decided. ValueError for an approval without a body, or a body or reason with the wrong
+    decision."""
     if (decision == "approved") != (request is not None):
         raise ValueError("the send body goes with an approval, and only with one")
     if reason is not None and decision != "rejected":

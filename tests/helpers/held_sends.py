@@ -5,6 +5,7 @@ back from their topic."""
 from __future__ import annotations
 
 import hashlib
+import time
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
@@ -68,21 +69,28 @@ def held_event(
     )
 
 
-async def decision_records(bootstrap: str, topic: str, expected: int, timeout_s: float = 20) -> list[dict[str, Any]]:
-    """The first ``expected`` records of ``topic`` (and any more already there), each with its key as ``_key``."""
+async def decision_records(
+    bootstrap: str, topic: str, expected: int, *, send_ids: set[str] | None = None, timeout_s: float = 20
+) -> list[dict[str, Any]]:
+    """The records of ``topic`` once ``expected`` of them are there (with ``send_ids``: counting and returning only
+    the records of these sends; the shared database's other expired holds may be swept onto the topic too), and
+    any more that arrive within a short poll after (a duplicate would be there), each with its key as ``_key``."""
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None)
     await consumer.start()
     found: list[dict[str, Any]] = []
+
+    def take(batch: dict[Any, list[Any]]) -> None:
+        for records in batch.values():
+            for r in records:
+                value = {**orjson.loads(r.value or b"{}"), "_key": (r.key or b"").decode()}
+                if send_ids is None or value.get("send_id") in send_ids:
+                    found.append(value)
+
     try:
-        deadline = timeout_s
-        while len(found) < expected and deadline > 0:
-            batch = await consumer.getmany(timeout_ms=500)
-            deadline -= 0.5
-            for records in batch.values():
-                found += [{**orjson.loads(r.value or b"{}"), "_key": (r.key or b"").decode()} for r in records]
-        # One more short poll: a duplicate would be here.
-        for records in (await consumer.getmany(timeout_ms=300)).values():
-            found += [{**orjson.loads(r.value or b"{}"), "_key": (r.key or b"").decode()} for r in records]
+        deadline = time.monotonic() + timeout_s
+        while len(found) < expected and time.monotonic() < deadline:
+            take(await consumer.getmany(timeout_ms=500))
+        take(await consumer.getmany(timeout_ms=300))
     finally:
         await consumer.stop()
     return found
