@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import asyncpg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from services.actions.decisions import DecisionPublisher
 from services.core.bucket import ArchiveBucket
 from services.core.crypto import DekCache, LocalKek
 from services.core.key_copies import KeyCopies
@@ -44,8 +45,12 @@ class ArchiveAccess:
     break_glass_h: float = 8
     # How long a request waits for its approval, and from how many messages an export is requested (four eyes).
     four_eyes: FourEyesSettings = field(default_factory=FourEyesSettings)
+    # Where the decisions on held messages go (None: this process cannot decide one).
+    decisions: DecisionPublisher | None = None
 
     async def close(self) -> None:
+        if self.decisions is not None:
+            await self.decisions.close()
         await self.pool.close()
 
 
@@ -93,6 +98,7 @@ async def open_access(
         reader_scope=settings.reader_scope,
         break_glass_h=settings.break_glass_h,
         four_eyes=settings.four_eyes,
+        decisions=DecisionPublisher(settings.kafka, settings.decisions_topic),
         work=ArchiveBucket(
             settings.s3.model_copy(
                 update={"bucket": settings.work_bucket, "object_lock_mode": None, "object_lock_days": 0}

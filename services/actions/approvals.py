@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, cast
 from services.actions.base import ActionsBase
 from services.actions.operators import ROLE_RANK, ActionName, Operator, authorize
 from services.core.audit import current_approval, on_behalf_of, write_audit
+from services.core.db import Connection
 from services.core.identity import expand_subject_refs, resolve_subject_refs
 from services.core.index import binary_keys
 from services.core.refusals import ActionRefused, Forbidden, InvalidRequest, NotFound
@@ -105,6 +106,8 @@ class Approved:
 # Carries an approved request out, as the approver: the typed result, and its JSON (references and counts only).
 Executed = tuple[object, Mapping[str, Any]]
 Execute = Callable[["Actions", Operator, ApprovalRequest, ExecutionContext], Awaitable[Executed]]
+# Settles a decision inside its transaction (the request's row locked): returns the outcome JSON stored with it.
+Settle = Callable[["Actions", Operator, ApprovalRequest, Connection], Awaitable[Mapping[str, Any]]]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -113,7 +116,12 @@ class RequestKind:
     role is the requester's), who may approve it, how long it waits (None: the setting), a sentence saying what it
     does (for the lists), ``execute`` (returns the typed result and its JSON, references only), and ``ready``:
     None when the approving process can carry this request out, else why not (checked before anything is
-    decided)."""
+    decided).
+
+    ``settle``, for a kind whose decision itself is what another service waits for (a held message: the gateway
+    sends it or not, services/actions/held_sends.py): run for an approval and a rejection alike inside the
+    transaction that records the decision, the request's row locked, before the commit; what it raises rolls the
+    decision back (the request stays pending, and may be decided again). Its JSON is stored as the outcome."""
 
     name: str
     action: ActionName
@@ -122,6 +130,7 @@ class RequestKind:
     execute: Execute
     ttl: timedelta | None = None
     ready: Callable[[ApprovalRequest, ExecutionContext], str | None] = field(default=lambda request, context: None)
+    settle: Settle | None = None
 
 
 REQUEST_KINDS: Final[dict[str, RequestKind]] = {}
@@ -267,7 +276,7 @@ class ApprovalActions(ActionsBase):
         if not_ready is not None:
             store.check_decision(request, operator.name, datetime.now(UTC))
             raise InvalidRequest(not_ready)
-        request = await self._decide(operator, request_id, "approved", why)
+        request = await self._decide(operator, kind, request_id, "approved", why)
         approval = {"request_id": request.request_id, "kind": kind.name, "requester": request.requested_by}
         try:
             with on_behalf_of(**approval, approver=operator.name):
@@ -285,8 +294,9 @@ class ApprovalActions(ActionsBase):
         same refusals as :meth:`approve`."""
         why = check_reason(reason)
         request = await store.get_request(self.access.pool, self.access.keyring, request_id)
-        self._may_decide(operator, self._kind(request))
-        return await self._decide(operator, request_id, "rejected", why)
+        kind = self._kind(request)
+        self._may_decide(operator, kind)
+        return await self._decide(operator, kind, request_id, "rejected", why)
 
     def _kind(self, request: ApprovalRequest) -> RequestKind:
         kind = REQUEST_KINDS.get(request.kind)
@@ -298,7 +308,9 @@ class ApprovalActions(ActionsBase):
         if ROLE_RANK[operator.role] < ROLE_RANK[kind.approver_role]:
             raise Forbidden(f"the {kind.approver_role!r} role is required to decide this request")
 
-    async def _decide(self, operator: Operator, request_id: str, status: str, reason: str) -> ApprovalRequest:
+    async def _decide(
+        self, operator: Operator, kind: RequestKind, request_id: str, status: str, reason: str
+    ) -> ApprovalRequest:
         async with self.access.pool.acquire() as conn, conn.transaction():
             decided = await store.decide(
                 conn,
@@ -322,6 +334,10 @@ class ApprovalActions(ActionsBase):
                     "approver" if status == "approved" else "rejecter": operator.name,
                 },
             )
+            if kind.settle is not None:
+                outcome = await kind.settle(cast("Actions", self), operator, decided, conn)
+                await store.record_outcome(conn, decided.request_id, failed=False, outcome=outcome)
+                decided = await store.get_request(conn, self.access.keyring, decided.request_id)
         return decided
 
     # --- the requests of the built-in kinds ---------------------------------------------------------------------

@@ -40,6 +40,7 @@ from services.actions.break_glass import BreakGlassActions
 from services.actions.cases import CaseClosing, CaseExport, CaseExporting
 from services.actions.exporting import ExportingActions
 from services.actions.governing import GoverningActions, HoldRelease
+from services.actions.held_sends import HeldDraft, HeldSendActions
 from services.actions.maintenance import MaintenanceActions
 from services.actions.operators import REQUIRED_ROLE, ROLE_RANK, SCHEDULER, ActionName, Operator, authorize
 from services.actions.reading import MediaFile, SubjectExport, search_audit_details
@@ -66,6 +67,7 @@ __all__ = [
     "ExecutionContext",
     "Forbidden",
     "GroupRequired",
+    "HeldDraft",
     "HoldError",
     "HoldRelease",
     "MediaFile",
@@ -85,10 +87,17 @@ __all__ = [
 
 
 class Actions(
-    CaseExporting, ExportingActions, BreakGlassActions, ApprovalActions, GoverningActions, MaintenanceActions
+    CaseExporting,
+    ExportingActions,
+    BreakGlassActions,
+    HeldSendActions,
+    ApprovalActions,
+    GoverningActions,
+    MaintenanceActions,
 ):
     """The operator actions over one :class:`ArchiveAccess`, counting into ``metrics``: reading
     (services/actions/reading.py), export jobs (exporting.py), governance (governing.py), cases and their export
     (cases.py, over reading and governance), four-eyes requests and their approvals (approvals.py: what cannot be
-    undone is carried out only on another person's approval), break-glass reads outside a reader's cases
-    (break_glass.py, approved the same way) and maintenance (maintenance.py), one object."""
+    undone is carried out only on another person's approval; held_sends.py: messages held before sending),
+    break-glass reads outside a reader's cases (break_glass.py, approved the same way) and maintenance
+    (maintenance.py), one object."""

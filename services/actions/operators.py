@@ -39,6 +39,7 @@ ActionName = Literal[
     "case.review",
     "approval.list",
     "approval.decide",
+    "send.release",
 ]
 
 ROLE_RANK: Final[dict[Role, int]] = {role: rank for rank, role in enumerate(ROLES, start=1)}
@@ -79,6 +80,9 @@ REQUIRED_ROLE: Final[dict[ActionName, Role]] = {
     # Deciding, and seeing what waits for one's decision: the lowest role here, each request kind's approver role
     # in the action (a kind a reader may approve is possible).
     "approval.decide": "reader",
+    # A held message's release to the customer (services/actions/held_sends.py): the archiver opens its request
+    # (nobody requests it by hand); the kind's approver is a DPO.
+    "send.release": "dpo",
 }
 
 ProgressCallback = Callable[[int, int], None]

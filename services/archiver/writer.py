@@ -40,6 +40,7 @@ from typing import TypeVar
 
 import asyncpg
 
+from services.archiver.held import held_sends_of, open_held_requests
 from services.archiver.inflight import InflightLedger, Piece, Suspect, plan_pieces, residual
 from services.archiver.media import MediaFetcher, MediaRef, MediaResult, media_ref, outbound_media_ref
 from services.archiver.media_store import BucketMediaStore
@@ -463,6 +464,13 @@ class BatchWriter:
         people = people_of(owners)
         erased = await self.keyring.erasures(people)
         kept, kept_owners, tombstones = screen_erased(records, owners, erased, now) if erased else (records, owners, [])
+        held = held_sends_of(
+            [
+                (r.event, owner.sealing if r.event.subject is not None else None)
+                for r, owner in zip(kept, kept_owners, strict=True)
+                if r.event is not None
+            ]
+        )
         sealed: SealedBatch | None = None
         media_rows: list[MediaRow] = []
         written: list[ObjectDigest] = []
@@ -502,6 +510,9 @@ class BatchWriter:
                     media_rows,
                     sealed.keywords,
                 )
+                if held:
+                    # A held message's request exists exactly when its draft does (services/archiver/held.py).
+                    await open_held_requests(conn, self.keyring, held)
             if tombstones:
                 await write_tombstones(conn, [(t.event_id, t.subject_ref) for t in tombstones])
             if moves:

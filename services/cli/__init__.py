@@ -166,8 +166,13 @@ def build_parser() -> argparse.ArgumentParser:
     approvals_list = approvals_commands.add_parser("list", help="the requests you may decide (--all: every request)")
     approvals_list.add_argument("--all", action="store_true", help="every request, decided or not, newest first (DPO)")
     output(approvals_list, "json")
-    approvals_show = approvals_commands.add_parser("show", help="one request")
+    approvals_show = approvals_commands.add_parser(
+        "show", help="one request (a held message: also its draft as text, and who receives it; audited)"
+    )
     approvals_show.add_argument("request_id")
+    approvals_commands.add_parser(
+        "sweep", help="publish the 'expired' decision of every held message whose hold ran out (the service does it)"
+    )
     for name, what in (("approve", "approve it and carry it out as you"), ("reject", "reject it: nothing is done")):
         decide = approvals_commands.add_parser(name, help=f"{what} (never your own request)")
         decide.add_argument("request_id")

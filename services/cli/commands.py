@@ -480,9 +480,11 @@ def print_requested(asked: ApprovalRequest) -> int:
 
 
 def cmd_approvals(args: argparse.Namespace) -> int:
-    """``wa-archive approvals list|show|approve|reject``: four-eyes requests and their decisions."""
+    """``wa-archive approvals list|show|approve|reject|sweep``: four-eyes requests and their decisions (``sweep``:
+    the held messages' expired decisions, as the retention service publishes them)."""
     from services.actions.layer import ExecutionContext  # noqa: PLC0415
     from services.evidence.bag import SigningKeyError  # noqa: PLC0415
+    from services.review.drafts import draft_text  # noqa: PLC0415
 
     async def work(actions: Actions, operator: Operator) -> int:
         now = datetime.now(UTC)
@@ -497,7 +499,24 @@ def cmd_approvals(args: argparse.Namespace) -> int:
                 stdout_console().print(rows_table(rows, columns))
             return 0
         if command == "show":
-            print_json((await actions.approval(operator, args.request_id)).to_json(now))
+            shown = await actions.approval(operator, args.request_id)
+            if shown.kind != "send":
+                print_json(shown.to_json(now))
+                return 0
+            # A held message: the draft as the customer would read it (its reading audited), and to whom.
+            held = await actions.held_draft(operator, args.request_id)
+            draft = held.to_json()
+            print_json({**shown.to_json(now), "draft": draft})
+            to = " ".join(part for part in (draft["recipient"], draft["recipient_number"]) if part) or "?"
+            print(
+                f"to {to} from {held.business_number}, written by {shown.requested_by}, held by "
+                f"{', '.join(draft['rules'])} until {shown.expires_at.isoformat(timespec='minutes')}:\n"
+                f"{draft_text(held.draft)}",
+                file=sys.stderr,
+            )
+            return 0
+        if command == "sweep":
+            print_json({"published": await actions.publish_expired(operator)})
             return 0
         if command == "reject":
             print_json((await actions.reject(operator, args.request_id, reason=args.reason)).to_json(now))

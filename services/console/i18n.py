@@ -109,6 +109,7 @@ TERMS: Final = (
     N_("closing a case"),
     N_("exporting a case"),
     N_("exporting more messages than the four-eyes threshold"),
+    N_("sending a held message"),
     N_("pending"),
     N_("expired"),
     N_("approved"),

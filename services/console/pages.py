@@ -17,6 +17,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 
 from services.console.i18n import LOCALES, Formatter, install_translations, known_locale, negotiate, translator
 from services.console.sessions import Session
+from services.review.drafts import whatsapp_html
 
 SESSION_COOKIE: Final = "wa_console_session"
 SIGNIN_COOKIE: Final = "wa_console_signin"
@@ -38,6 +39,8 @@ def console_templates() -> Environment:
         lstrip_blocks=True,
     )
     install_translations(templates)
+    # A held message's text as the customer would see it: WhatsApp's formatting, everything else escaped.
+    templates.filters["whatsapp"] = whatsapp_html
     return templates
 
 

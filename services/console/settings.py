@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.core.settings import ConsoleOidcSettings, PostgresSettings, S3Credentials
+from services.core.settings import ConsoleOidcSettings, KafkaSettings, PostgresSettings, S3Credentials
 from services.retention.settings import RetentionSettings
 
 
@@ -58,13 +58,16 @@ class ConsoleSettings(BaseSettings):
     # The console's own logins (see the module docstring).
     pg: PostgresSettings = Field(default_factory=PostgresSettings)
     s3: S3Credentials = Field(default_factory=S3Credentials)
+    # The producer of held messages' decisions (an approval in the console publishes it): its own principal when
+    # set, else retention's WA_RETENTION_KAFKA__*.
+    kafka: KafkaSettings | None = None
 
     def archive_settings(self, retention: RetentionSettings) -> RetentionSettings:
         """Retention's view of the archive with the console's own database role and S3 identity in place of
         retention's: whatever ``WA_RETENTION_PG__DSN`` and ``WA_RETENTION_S3__*_KEY`` hold, the console never uses
         them."""
         s3 = retention.s3.model_copy(update={"access_key": self.s3.access_key, "secret_key": self.s3.secret_key})
-        return retention.model_copy(update={"pg": self.pg, "s3": s3})
+        return retention.model_copy(update={"pg": self.pg, "s3": s3, "kafka": self.kafka or retention.kafka})
 
     @field_validator("default_timezone")
     @classmethod

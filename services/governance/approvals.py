@@ -11,7 +11,9 @@ the person destroys it: the reason is then read as None), else under the request
 
 A request's life: ``pending`` → ``approved`` (then carried out: the outcome is stored; a refusal met while carrying
 it out makes it ``failed``, with the refusal's words) or ``rejected``. A pending request past its expiry is shown
-``expired`` and can no longer be approved: nothing writes that state, so no sweep can be late.
+``expired`` and can no longer be approved: nothing writes that state, so no sweep can be late. A kind whose
+decision is a record another service waits for (a held send: services/actions/held_sends.py) marks when that record
+was acknowledged (``published_at``); for an expired one, a sweep publishes the ``expired`` record and marks it.
 """
 
 from __future__ import annotations
@@ -73,6 +75,8 @@ class ApprovalRequest:
     decided_at: datetime | None
     decision: str | None
     outcome: Mapping[str, Any] | None
+    # When the decision was published to Kafka, for a kind whose decision is a record (a held send); else None.
+    published_at: datetime | None = None
 
     def state(self, now: datetime) -> RequestState:
         return request_state(self.status, self.expires_at, now)
@@ -92,6 +96,7 @@ class ApprovalRequest:
             "decided_at": self.decided_at.isoformat() if self.decided_at else None,
             "decision": self.decision,
             "outcome": dict(self.outcome) if self.outcome is not None else None,
+            "published_at": self.published_at.isoformat() if self.published_at else None,
         }
 
 
@@ -191,18 +196,20 @@ async def _request(keyring: Keyring, row: asyncpg.Record) -> ApprovalRequest:
         decided_at=row["decided_at"],
         decision=await _open(keyring, row, "decision", row["sealed_decision"]),
         outcome=orjson.loads(row["outcome"]) if row["outcome"] is not None else None,
+        published_at=row["published_at"],
     )
 
 
 _COLUMNS = (
     "request_id, kind, target::text AS target, subject_ref, dek_id, kek_id, wrapped_key, sealed_reason, requested_by,"
-    " requested_at, expires_at, status, decided_by, decided_at, sealed_decision, outcome::text AS outcome"
+    " requested_at, expires_at, status, decided_by, decided_at, sealed_decision, outcome::text AS outcome, published_at"
 )
 
 _INSERT = (  # noqa: S608 — constant columns
     "INSERT INTO approval_requests (request_id, kind, target, subject_ref, dek_id, kek_id, wrapped_key, sealed_reason,"
-    " requested_by, requested_at, expires_at) VALUES ($1::uuid, $2, $3::json, $4, $5::uuid, $6, $7, $8, $9, $10, $11)"
-    " RETURNING "
+    " requested_by, requested_at, expires_at, source_ref)"
+    " VALUES ($1::uuid, $2, $3::json, $4, $5::uuid, $6, $7, $8, $9, $10, $11, $12)"
+    " ON CONFLICT (kind, source_ref) WHERE source_ref IS NOT NULL DO NOTHING RETURNING "
 ) + _COLUMNS
 _DECIDE = (  # noqa: S608 — constant columns
     "UPDATE approval_requests SET status = $2, decided_by = $3, decided_at = $4, sealed_decision = $5"
@@ -230,6 +237,65 @@ async def create_request(
     that has one, else under a key of the request's own. ``target`` must hold references only: the caller (the
     kind's request) is responsible for that. Not audited here: the action layer writes the row."""
     now = now or datetime.now(UTC)
+    created = await _insert(
+        conn,
+        keyring,
+        kind=kind,
+        target=target,
+        subject_refs=subject_refs,
+        reason=reason,
+        requested_by=requested_by,
+        expires_at=now + ttl,
+        now=now,
+        source_ref=None,
+    )
+    assert created is not None  # without a source, nothing conflicts
+    return created
+
+
+async def open_sourced_request(
+    conn: ConnectionOrPool,
+    keyring: Keyring,
+    *,
+    kind: str,
+    source_ref: str,
+    target: Mapping[str, Any],
+    subject_refs: Sequence[str],
+    reason: str,
+    requested_by: str,
+    expires_at: datetime,
+    now: datetime | None = None,
+) -> ApprovalRequest | None:
+    """:func:`create_request` for a request that a consumed record opens (a held send): at most one per ``kind``
+    and ``source_ref`` (the record's own id), whatever the number of times the record is consumed. None when
+    that request exists already (nothing is written)."""
+    return await _insert(
+        conn,
+        keyring,
+        kind=kind,
+        target=target,
+        subject_refs=subject_refs,
+        reason=reason,
+        requested_by=requested_by,
+        expires_at=expires_at,
+        now=now or datetime.now(UTC),
+        source_ref=source_ref,
+    )
+
+
+async def _insert(
+    conn: ConnectionOrPool,
+    keyring: Keyring,
+    *,
+    kind: str,
+    target: Mapping[str, Any],
+    subject_refs: Sequence[str],
+    reason: str,
+    requested_by: str,
+    expires_at: datetime,
+    now: datetime,
+    source_ref: str | None,
+) -> ApprovalRequest | None:
     request_id = str(uuid.uuid4())
     subject_ref = subject_refs[0] if subject_refs else None
     dek_id: str | None = None
@@ -254,10 +320,10 @@ async def create_request(
         seal_record(reason.encode(), key, event_id=_record_id(request_id, "reason"), subject_ref=bound),
         requested_by,
         now,
-        now + ttl,
+        expires_at,
+        source_ref,
     )
-    assert row is not None
-    return await _request(keyring, row)
+    return None if row is None else await _request(keyring, row)
 
 
 def _parse_id(request_id: str) -> str:
@@ -393,3 +459,29 @@ async def record_outcome(conn: ConnectionOrPool, request_id: str, *, failed: boo
         orjson.dumps(dict(outcome)).decode(),
         failed,
     )
+
+
+async def mark_published(conn: Connection, request_id: str, *, now: datetime | None = None) -> None:
+    """Record that the request's decision record was acknowledged: it is never published again."""
+    await conn.execute(
+        "UPDATE approval_requests SET published_at = $2 WHERE request_id = $1::uuid",
+        request_id,
+        now or datetime.now(UTC),
+    )
+
+
+async def lock_expired_unpublished(
+    conn: Connection, keyring: Keyring, *, kind: str, now: datetime | None = None, limit: int = 50
+) -> list[ApprovalRequest]:
+    """The pending requests of ``kind`` opened from a record (:func:`open_sourced_request`) whose expiry has come
+    and whose decision was not published yet, locked until the caller's transaction ends (another sweeper skips
+    them; an approver waits, then finds them expired). Soonest expired first. ``conn`` must be in a transaction."""
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM approval_requests WHERE status = 'pending' AND source_ref IS NOT NULL"  # noqa: S608
+        " AND published_at IS NULL AND expires_at <= $1 AND kind = $2 ORDER BY expires_at LIMIT $3"
+        " FOR UPDATE SKIP LOCKED",
+        now or datetime.now(UTC),
+        kind,
+        limit,
+    )
+    return [await _request(keyring, row) for row in rows]

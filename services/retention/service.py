@@ -79,21 +79,41 @@ async def run_exports(actions: Actions, settings: RetentionSettings) -> None:
             await asyncio.sleep(settings.export_poll_s)
 
 
+async def sweep_held_sends(actions: Actions, interval_s: float) -> None:
+    """Every ``interval_s``: the held messages whose hold ran out undecided get their ``expired`` decision record
+    (services/actions/held_sends.py; each once, marked when Kafka acknowledged it). Kafka away: logged, and the same
+    ones are taken at the next sweep. Runs until cancelled."""
+    while True:
+        try:
+            while await actions.publish_expired(SCHEDULER) > 0:
+                pass  # a batch at a time, until none is due
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("held messages' expiry sweep failed: %s", type(exc).__name__)
+        await asyncio.sleep(interval_s)
+
+
 def background_work(settings: RetentionSettings) -> Callable[[Actions], Coroutine[Any, Any, None]]:
     """The retention service's periodic work: every ``metrics_refresh_s`` the erasures left in progress are
     finished and the gauges refreshed; a run every ``run_interval_s`` (the same action as ``POST /v1/retention/run``
     and ``wa-archive retention run``, by the ``scheduler``); a signed checkpoint of the hash chain every
-    ``checkpoint_interval_s`` when a signing key is configured; and, beside them in a task of its own, the export
-    worker (:func:`run_exports`)."""
+    ``checkpoint_interval_s`` when a signing key is configured; and, beside them in tasks of their own, the export
+    worker (:func:`run_exports`) and the held messages' expiry sweep (:func:`sweep_held_sends`)."""
 
     async def work(actions: Actions) -> None:
-        exports = asyncio.create_task(run_exports(actions, settings), name="export-worker")
+        tasks = [asyncio.create_task(run_exports(actions, settings), name="export-worker")]
+        if settings.held_sweep_interval_s > 0:
+            sweep = sweep_held_sends(actions, settings.held_sweep_interval_s)
+            tasks.append(asyncio.create_task(sweep, name="held-send-expiry"))
         try:
             await periodic(actions)
         finally:
-            exports.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await exports
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def periodic(actions: Actions) -> None:
         next_run = time.monotonic() + settings.run_interval_s if settings.run_interval_s else None

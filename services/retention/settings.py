@@ -9,6 +9,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.core.settings import (
     ApiOidcSettings,
+    KafkaSettings,
     KeySettings,
     PostgresSettings,
     S3Settings,
@@ -91,6 +92,13 @@ class RetentionSettings(BaseSettings):
     export_stale_s: float = Field(default=300, gt=0)
     # WA_RETENTION_FOUR_EYES__EXPIRY_H, WA_RETENTION_FOUR_EYES__EXPORT_MESSAGES (the console reads the same).
     four_eyes: FourEyesSettings = Field(default_factory=FourEyesSettings)
+    # Held messages (services/actions/held_sends.py): the decision records go to the send gateway on this topic
+    # through WA_RETENTION_KAFKA__* (a producer-only principal; the console may name its own, WA_CONSOLE_KAFKA__*),
+    # connected only when a decision is first published. The sweep that publishes the expired ones runs every
+    # held_sweep_interval_s in the retention service (0: never; then `wa-archive approvals sweep` does it).
+    kafka: KafkaSettings = Field(default_factory=lambda: KafkaSettings(client_id="wa-actions"))
+    decisions_topic: str = "wa.gateway.decisions.v1"
+    held_sweep_interval_s: float = Field(default=30, ge=0)
 
     @field_validator("admin_tokens")
     @classmethod

@@ -87,14 +87,18 @@ SECRETS_OF_WORKLOAD: dict[str, set[tuple[str, str]]] = {
     | {("wa-archiver-secrets", "kafka-sasl-password")},
     "retention": KEYS
     | SIGNING
-    | {("wa-retention-secrets", key) for key in ("pg-dsn", "s3-access-key", "s3-secret-key")}
+    | {("wa-retention-secrets", key) for key in ("pg-dsn", "s3-access-key", "s3-secret-key", "kafka-sasl-password")}
     | {("wa-archive-admin-tokens", "admin-tokens")},
-    "retention-run": KEYS | {("wa-retention-secrets", key) for key in ("pg-dsn", "s3-access-key", "s3-secret-key")},
+    "retention-run": KEYS
+    | {("wa-retention-secrets", key) for key in ("pg-dsn", "s3-access-key", "s3-secret-key", "kafka-sasl-password")},
     "archive-verify": KEYS
     | SIGNING
-    | {("wa-retention-secrets", key) for key in ("pg-dsn", "s3-access-key", "s3-secret-key")},
+    | {("wa-retention-secrets", key) for key in ("pg-dsn", "s3-access-key", "s3-secret-key", "kafka-sasl-password")},
     "console": KEYS
-    | {("wa-console-secrets", key) for key in ("pg-dsn", "s3-access-key", "s3-secret-key", "oidc-client-secret")}
+    | {
+        ("wa-console-secrets", key)
+        for key in ("pg-dsn", "s3-access-key", "s3-secret-key", "kafka-sasl-password", "oidc-client-secret")
+    }
     | {("wa-archive-admin-tokens", "admin-tokens")},
     "migrate": {("wa-migrator-secrets", "pg-dsn")},
     "relay": {("wa-relay-secrets", key) for key in ("kafka-sasl-password", "destination-secrets")},

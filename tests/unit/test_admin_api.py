@@ -256,6 +256,7 @@ def test_the_document_lists_every_route_of_the_api() -> None:
         "POST /v1/exports",
         "GET /v1/approvals",
         "GET /v1/approvals/{request_id}",
+        "GET /v1/approvals/{request_id}/draft",
         "POST /v1/approvals/{request_id}/approve",
         "POST /v1/approvals/{request_id}/reject",
         "POST /v1/retention/run",

@@ -101,7 +101,7 @@ def production_env() -> dict[str, str]:
     """deploy/k8s's ConfigMap, with Secrets as the README tells the platform team to make them."""
     env = read_env_file(REPO_ROOT / "deploy/k8s/base/config.env")
     token = secrets.token_urlsafe(32)
-    for service in ("INGEST", "ARCHIVER"):
+    for service in ("INGEST", "ARCHIVER", "RETENTION"):
         env[f"WA_{service}_KAFKA__SASL_PASSWORD"] = token
     env["WA_INGEST_APP_SECRETS"] = f'["{token}"]'
     env["WA_INGEST_VERIFY_TOKEN"] = token

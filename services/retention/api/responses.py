@@ -263,6 +263,29 @@ class ApprovalRequestView(Answer):
     decided_at: str | None
     decision: str | None
     outcome: dict[str, Any] | None
+    # A held message (kind ``send``): when its decision record reached the send gateway's topic.
+    published_at: str | None = None
+
+
+class HeldDraftView(Answer):
+    """A held message (request kind ``send``): the send body as the company posted it (``body``), the same as plain
+    text (``text``: what the customer would read), who receives it (``recipient``: as the conversation names the
+    person; null when the records do not say), the sending number, the rules that held it, its author, until when
+    it may be sent, and whether the caller may decide it (never its author)."""
+
+    model_config = ConfigDict(extra="forbid", strict=False)
+
+    request_id: str
+    body: Any
+    template_text: str | None
+    text: str
+    recipient: str | None
+    recipient_number: str | None
+    business_number: str
+    rules: list[str]
+    author: str
+    expires_at: str
+    may_decide: bool
 
 
 # A route whose action is requested (four eyes): 202 and the request, carried out once another person approves.

@@ -11,7 +11,7 @@ from services.actions.layer import ApprovalRequest
 from services.retention.api.dependencies import Caller, ReadyActions
 from services.retention.api.gate import requires
 from services.retention.api.requests import ReasonRequest
-from services.retention.api.responses import GATED, GATED_WITH_BODY, ApprovalRequestView, errors
+from services.retention.api.responses import GATED, GATED_WITH_BODY, ApprovalRequestView, HeldDraftView, errors
 
 approvals_router = APIRouter(prefix="/v1/approvals", tags=["approvals"])
 
@@ -35,6 +35,16 @@ async def approvals(operator: Caller, actions: ReadyActions, all: bool = False) 
 )
 async def approval(operator: Caller, actions: ReadyActions, request_id: str) -> ApprovalRequestView:
     return view(await actions.approval(operator, request_id))
+
+
+@approvals_router.get(
+    "/{request_id}/draft",
+    summary="A held message (kind send) as the customer would read it, and who receives it (audited as a retrieval)",
+    responses={**GATED, **errors(404)},
+    **requires("approval.decide"),
+)
+async def draft(operator: Caller, actions: ReadyActions, request_id: str) -> HeldDraftView:
+    return HeldDraftView.model_validate((await actions.held_draft(operator, request_id)).to_json())
 
 
 @approvals_router.post(
