@@ -85,7 +85,7 @@ __all__ = [
 
 
 class Actions(
-    CaseExporting, ExportingActions, BreakGlassActions, ApprovalActions, GoverningActions, MaintenanceActions
+    CaseExporting, ExportingActions, BreakGlassActions, GoverningActions, ApprovalActions, MaintenanceActions
 ):
     """The operator actions over one :class:`ArchiveAccess`, counting into ``metrics``: reading
     (services/actions/reading.py), export jobs (exporting.py), governance (governing.py), cases and their export

@@ -148,3 +148,17 @@ async def keyword_objects(
         list(tokens),
     )
     return {(row["object_key"], row["subject_ref"]) for row in rows}
+
+
+async def selected_records(conn: ConnectionOrPool, event_ids: Sequence[str]) -> list[IndexedRecord]:
+    """The indexed records ``event_ids`` name and the records that change them (their statuses, edits and
+    deletion: a record of the same person whose ``original_message_ref`` is one of theirs), in the index's order.
+    An id the index does not hold (erased, or expired since) is left out."""
+    rows = await conn.fetch(
+        _INDEXED_COLUMNS  # noqa: S608 — constants only; the ids are a bind parameter
+        + " WHERE event_id = ANY($1::bytea[]) OR (original_message_ref, subject_ref) IN"
+        " (SELECT message_ref, subject_ref FROM archived_events"
+        "  WHERE event_id = ANY($1::bytea[]) AND message_ref IS NOT NULL)" + _INDEX_ORDER,
+        binary_keys(event_ids),
+    )
+    return [IndexedRecord.of(row) for row in rows]
