@@ -156,7 +156,7 @@ async def write_package(
         if export_format == "both"
         else (export_format,)
     )
-    stem = f"subject-export-{_stem(header)}"
+    stem = f"{'search' if header.scope == 'search' else 'subject'}-export-{_stem(header)}"
     if "json" in wanted or "html" in wanted:
         formats = [f for f in ("json", "html") if f in wanted]
         written.paths += await asyncio.to_thread(
