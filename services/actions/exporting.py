@@ -20,7 +20,7 @@ from services.actions.reading import MediaFile, SubjectExport
 from services.core.audit import require_reason, write_audit
 from services.core.bucket import ArchiveBucket
 from services.core.identity import resolve_subject_refs
-from services.core.refusals import InvalidRequest, NotFound
+from services.core.refusals import InvalidRequest, NotFound, PersonRequired
 from services.core.vocabulary import is_pseudonym
 from services.evidence import jobs, selection
 from services.evidence.jobs import ExportJob, JobFile, JobRequest, JobScope
@@ -137,6 +137,71 @@ class ExportingActions(CaseActions, ApprovalActions):
             request_ref=request_ref,
             messages=messages,
         )
+
+    async def queue_person_export(
+        self,
+        operator: Operator,
+        *,
+        contact: str | None = None,
+        subject_ref: str | None = None,
+        phone_number_id: str | None = None,
+        reason: str | None,
+        formats: Sequence[str] = ("all",),
+        since: datetime | None = None,
+        until: datetime | None = None,
+        language: str = "en",
+        request_ref: str | None = None,
+    ) -> list[ExportJob] | ApprovalRequest:
+        """A person's export (Art. 15/20) as export jobs, one per pseudonym holding their records (a person has
+        one per business number they wrote to), named by ``contact`` (resolved now: the jobs keep pseudonyms only)
+        or ``subject_ref``; when they hold more than ``WA_RETENTION_FOUR_EYES__EXPORT_MESSAGES`` records in all, a
+        request for them instead. For the admin API. Refused before anything is queued: without the role, a
+        reason, exactly one way of naming the person, or with a format the jobs lack; :class:`NotFound` when the
+        archive holds nothing of them."""
+        authorize(operator, "export")
+        reason = require_reason(reason)
+        wanted = check_formats(formats)
+        if (contact is None) == (subject_ref is None):
+            raise PersonRequired("name the person by contact id or by subject_ref, one of them")
+        if subject_ref is not None and not is_pseudonym(subject_ref):
+            raise PersonRequired("a subject_ref is 64 lowercase hex digits")
+        async with self.access.pool.acquire() as conn:
+            refs = (
+                await resolve_subject_refs(conn, self.access.pepper, contact, phone_number_id)
+                if contact is not None
+                else [str(subject_ref)]
+            )
+        counts = {ref: await self.count_messages([ref], since=since, until=until) for ref in refs}
+        holding = [ref for ref, count in counts.items() if count]
+        if not holding:
+            raise NotFound("the archive holds no records of this person (in this period)")
+        if sum(counts.values()) > self.export_threshold():
+            return await self.request_export(
+                operator,
+                subject_refs=holding,
+                reason=reason,
+                formats=wanted,
+                scope="subject_access",
+                since=since,
+                until=until,
+                language=language,
+                request_ref=request_ref,
+                messages=sum(counts.values()),
+            )
+        return [
+            await self.queue_export(
+                operator,
+                subject_ref=ref,
+                reason=reason,
+                formats=wanted,
+                scope="subject_access",
+                since=since,
+                until=until,
+                language=language,
+                request_ref=request_ref,
+            )
+            for ref in holding
+        ]
 
     async def queue_search_export(
         self,
