@@ -9,6 +9,7 @@ vendored schema. Nothing of the words reaches the job's row or the audit log.
 
 from __future__ import annotations
 
+import dataclasses
 import email
 import hashlib
 import io
@@ -30,7 +31,7 @@ from devtools import pipeline
 from devtools.pipeline import Person
 from devtools.serving import serve_asgi
 from services.actions.access import ArchiveAccess, open_access
-from services.actions.layer import Operator
+from services.actions.layer import Actions, ApprovalRequest, ApprovalRequired, Operator
 from services.core.identity import resolve_subject_refs
 from services.core.refusals import InvalidRequest
 from services.evidence.bag import fingerprint, load_private_key
@@ -38,6 +39,7 @@ from services.evidence.jobs import ExportJob
 from services.evidence.rsmf import manifest_schema
 from services.governance.scope import OutsideScope
 from services.retention.api import create_admin_app
+from services.retention.settings import FourEyesSettings
 from services.review.search import SearchFilter
 from tests.helpers.action_stack import CLI_OPERATOR, Stack
 from tests.helpers.archive_runs import archive, crisis_bodies
@@ -142,6 +144,25 @@ async def test_a_readers_search_export_holds_exactly_what_their_search_shows(
         "SELECT actor, subject_ref FROM audit_log WHERE action = 'export' AND details->>'job_id' = $1", ran.job_id
     )
     assert [(r["actor"], r["subject_ref"]) for r in rows] == [(reader.name, alice_ref)]
+
+    # Above the four-eyes threshold (0 here): a request with the hits frozen in it; a DPO's approval queues the job.
+    strict = Actions(
+        dataclasses.replace(actions.access, four_eyes=FourEyesSettings(export_messages=0)), actions.metrics
+    )
+    asked = await strict.queue_search_export(reader, query=query, reason=REASON, formats=["pdf"])
+    assert isinstance(asked, ApprovalRequest)
+    assert (asked.kind, asked.requested_by, sorted(asked.target["event_ids"])) == (
+        "export.search",
+        reader.name,
+        sorted(queued.event_ids),
+    )
+    with pytest.raises(ApprovalRequired):
+        await strict.queue_selected(reader, event_ids=queued.event_ids, description={}, reason=REASON, formats=["pdf"])
+    approved = await strict.approve(dpo, asked.request_id, reason="the court asked for it")
+    job = approved.result
+    assert isinstance(job, ExportJob)
+    await pg_pool.execute("UPDATE export_jobs SET status = 'failed' WHERE job_id = $1::uuid", job.job_id)  # not run
+    assert (job.requested_by, job.scope, sorted(job.event_ids)) == (dpo.name, "search", sorted(queued.event_ids))
 
     # A reader's job is read within their scope as it stands when it runs: the case closed, nothing is exported.
     again = await actions.queue_search_export(reader, query=query, reason=REASON, formats=["jsonl"])
