@@ -469,10 +469,11 @@ class ExportingActions(CaseActions, ApprovalActions):
         heartbeat_s: float = 1.0,
         signing_key: Ed25519PrivateKey | None = None,
         pdf_limits: VolumeLimits | None = None,
+        job_id: str | None = None,
     ) -> ExportJob | None:
-        """Claim the oldest claimable job and run it (services/evidence/jobs.py); None when there is none. A job
-        asking for the signed package (``all``) fails without ``signing_key``."""
-        job = await jobs.claim_job(self.access.pool, stale_s=stale_s)
+        """Claim the oldest claimable job (``job_id``: that one only) and run it (services/evidence/jobs.py); None
+        when there is none. A job asking for the signed package (``all``) fails without ``signing_key``."""
+        job = await jobs.claim_job(self.access.pool, stale_s=stale_s, job_id=job_id)
         if job is None:
             return None
         # The role was checked when the job was queued; every read below is audited under the requester's name and

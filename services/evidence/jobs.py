@@ -270,9 +270,12 @@ async def recent_jobs(conn: ConnectionOrPool, *, requested_by: str | None, limit
     return [ExportJob.from_row(row) for row in rows]
 
 
-async def claim_job(pool: asyncpg.Pool, *, stale_s: float, now: datetime | None = None) -> ExportJob | None:
+async def claim_job(
+    pool: asyncpg.Pool, *, stale_s: float, now: datetime | None = None, job_id: str | None = None
+) -> ExportJob | None:
     """Take the oldest claimable job (:func:`claimable`) and mark it ``running`` with a new attempt number; None
-    when there is none. Jobs that crashed their worker :data:`MAX_ATTEMPTS` times are failed here first."""
+    when there is none. Jobs that crashed their worker :data:`MAX_ATTEMPTS` times are failed here first.
+    ``job_id``: that job only (None when it is not claimable), for a caller that runs one job it just queued."""
     now = now or datetime.now(UTC)
     stale_before = now - timedelta(seconds=stale_s)
     async with pool.acquire() as conn, conn.transaction():
@@ -288,12 +291,14 @@ async def claim_job(pool: asyncpg.Pool, *, stale_s: float, now: datetime | None 
             "UPDATE export_jobs SET status = 'running', step = 'starting', done = 0, total = 0,"
             " attempts = attempts + 1, started_at = $1, heartbeat_at = $1"
             " WHERE job_id = (SELECT job_id FROM export_jobs"
-            "   WHERE status = 'queued' OR (status = 'running' AND heartbeat_at < $2 AND attempts < $3)"
+            "   WHERE (status = 'queued' OR (status = 'running' AND heartbeat_at < $2 AND attempts < $3))"
+            "   AND ($4::uuid IS NULL OR job_id = $4)"
             "   ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED)"
             " RETURNING *",
             now,
             stale_before,
             MAX_ATTEMPTS,
+            None if job_id is None else uuid.UUID(job_id),
         )
     return None if row is None else ExportJob.from_row(row)
 

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from devtools import pipeline
+from services.actions.layer import Operator
 from services.evidence.links import link_key, sign_link
 from tests.helpers.export_jobs import ServedConsole, archived_person, fail_leftover_jobs, served_console
 from tests.helpers.reader_cases import ReaderCases
@@ -120,7 +121,7 @@ async def test_a_reader_exports_the_results_of_their_search(
     await fail_leftover_jobs(pg_pool)
     _person, ref = await archived_person(demo_env, pg_pool, served)
     cases = ReaderCases(worker)
-    await cases.cover(READER[0], subject_ref=ref)
+    case_ref = await cases.cover(READER[0], subject_ref=ref)
     try:
         async with httpx.AsyncClient(base_url=url, timeout=60) as client:
             csrf = await sign_in(client, READER)
@@ -135,7 +136,7 @@ async def test_a_reader_exports_the_results_of_their_search(
             )
             assert started.status_code == 303, started.text
             job_id = started.headers["location"].rsplit("/", 1)[1]
-            ran = await worker.run_next_export(ttl_s=600, stale_s=300)
+            ran = await worker.run_next_export(ttl_s=600, stale_s=300, job_id=job_id)  # not another test's
             assert ran is not None
             assert (ran.job_id, ran.status, ran.scope, ran.requested_by) == (job_id, "done", "search", READER[0])
             # Exactly the hits the results page showed the reader (their cases' scope), each once.
@@ -149,5 +150,21 @@ async def test_a_reader_exports_the_results_of_their_search(
             download = await client.get(link.group(1).replace("&amp;", "&"))
             assert download.status_code == 200
             assert hashlib.sha256(download.content).hexdigest() == ran.files[0].sha256
+
+            # The same from the case's saved search: the job names the case and the search, not the words.
+            saved = await worker.save_search(Operator(READER[0], "reader"), case_ref, keywords="refund")
+            form_data = {"csrf": csrf, "search_id": saved.search_id, "reason": "dispute 12", "export_format": "pdf"}
+            ran_page = await client.post(f"/cases/{case_ref}/searches/run", data=form_data)
+            assert 'id="export-search"' in ran_page.text
+            started = await client.post(f"/cases/{case_ref}/searches/export", data=form_data)
+            assert started.status_code == 303, started.text
+            job = await worker.export_job(Operator(READER[0], "reader"), started.headers["location"].rsplit("/", 1)[1])
+            await pg_pool.execute("UPDATE export_jobs SET status = 'failed' WHERE job_id = $1::uuid", job.job_id)
+            assert job.selection is not None
+            assert (job.selection["case_ref"], job.selection["saved_search"]) == (case_ref, saved.search_id)
+            # Exactly what the saved search finds: this case's custodian only (the reader may have other cases).
+            hits = await worker.run_saved_search(Operator(READER[0], "reader"), case_ref, saved.search_id)
+            assert sorted(job.event_ids) == sorted(hit.event_id for hit in hits)
+            assert set(job.event_ids) <= set(ran.event_ids)
     finally:
         await cases.close()

@@ -54,8 +54,8 @@ DPO_OPERATOR = Operator("test-dpo", "dpo")  # the name DPO_TOKEN stands for (dev
 
 
 async def run_job(stack: Stack, queued: ExportJob, **kwargs: object) -> ExportJob:
-    """Run the worker once: it takes the oldest queued job, this test's (earlier runs' are failed by the fixture)."""
-    ran = await stack.actions.run_next_export(ttl_s=600, stale_s=300, **kwargs)  # type: ignore[arg-type]
+    """Run this job (not another test's: the shared database may hold some)."""
+    ran = await stack.actions.run_next_export(ttl_s=600, stale_s=300, job_id=queued.job_id, **kwargs)  # type: ignore[arg-type]
     assert ran is not None
     assert ran.job_id == queued.job_id
     return ran
