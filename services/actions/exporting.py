@@ -1,9 +1,12 @@
 """The export-job actions: queue an export, follow it, download its files, and the worker's run and expiry.
 
-Queueing needs the ``export`` role and a reason, and is audited (``export.requested``: who asked, why, the person's
-pseudonym, the job's id); the decrypting read of the run is audited as every export is (purpose ``export``, with
-the requester as actor); every download is audited (``export.downloaded``), and so is an expiry
-(``export.expired``, by the scheduler). A job is seen only by whoever asked for it and by a DPO.
+Queueing a person's export needs the ``export`` role (DPO) and a reason, and is audited (``export.requested``: who
+asked, why, the person's pseudonym, the job's id); a search result's (:meth:`ExportingActions.queue_search_export`)
+needs ``export.search`` (a reader too, within their cases' scope), its hits frozen into the job and the search
+described without its words or contact (services/evidence/selection.py). The decrypting read of the run is audited
+as every export is (purpose ``export``, with the requester as actor); every download is audited
+(``export.downloaded``), and so is an expiry (``export.expired``, by the scheduler). A job is seen only by whoever
+asked for it and by a DPO.
 """
 
 from __future__ import annotations
