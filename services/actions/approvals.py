@@ -19,9 +19,9 @@ The rules, for every kind:
 - each step is audited: ``approval.requested``, ``approval.approved`` (then the action's own rows), or
   ``approval.rejected``, and ``approval.failed`` when carrying it out met a refusal (the request is ``failed``).
 
-The actions that carry out an approved request (``erase``, ``release_hold``, ``close_case``, ``export_case``, and
-``queue_export`` above the export threshold) refuse to run outside an approval (:class:`ApprovalRequired`), so no
-adapter can skip the second person.
+The actions that carry out an approved request (``erase``, ``release_hold``, ``close_case``, ``export_case``,
+and ``queue_export`` and ``queue_selected`` above the export threshold) refuse to run outside an approval
+(:class:`ApprovalRequired`), so no adapter can skip the second person.
 """
 
 from __future__ import annotations
@@ -145,10 +145,11 @@ def register_kind(kind: RequestKind) -> RequestKind:
 
 
 def audited_target(target: Mapping[str, Any]) -> dict[str, Any]:
-    """The target as the audit rows show it: a list of pseudonyms as its count (a person resolved under every
-    business number has one per number; the request's row keeps them all)."""
+    """The target as the audit rows show it: a list of pseudonyms or of event ids as its count (a person resolved
+    under every business number has one per number, a search result thousands of records; the request's row keeps
+    them all)."""
     return {
-        name: len(value) if isinstance(value, list) and name == "subject_refs" else value
+        name: len(value) if isinstance(value, list) and name in ("subject_refs", "event_ids") else value
         for name, value in target.items()
     }
 
@@ -552,6 +553,23 @@ async def _queue_exports(
     return jobs, {"jobs": [job.job_id for job in jobs]}
 
 
+async def _queue_search_export(
+    actions: Actions, approver: Operator, request: ApprovalRequest, _: ExecutionContext
+) -> Executed:
+    target = request.target
+    job = await actions.queue_selected(
+        approver,
+        event_ids=[str(e) for e in target["event_ids"]],
+        description=dict(target["search"]),
+        reason=request.reason,
+        formats=[str(f) for f in target["formats"]],
+        language=str(target.get("language") or "en"),
+        # The hits were frozen within the requester's scope; the job runs in the approver's name.
+        requester_role=approver.role,
+    )
+    return job, {"jobs": [job.job_id]}
+
+
 def _needs_signing_key(request: ApprovalRequest, context: ExecutionContext) -> str | None:
     """A case export into a folder is written and signed where it is approved; one for the work bucket is a job
     that the export worker signs with its own key (a worker without one fails the job in words that say so)."""
@@ -597,5 +615,14 @@ register_kind(
         approver_role="dpo",
         describe="exporting more messages than the four-eyes threshold",
         execute=_queue_exports,
+    )
+)
+register_kind(
+    RequestKind(
+        name="export.search",
+        action="export.search",
+        approver_role="dpo",
+        describe="exporting a search result of more records than the four-eyes threshold",
+        execute=_queue_search_export,
     )
 )

@@ -225,6 +225,14 @@ class CaseActions(ReadingActions, GoverningActions):
     async def run_saved_search(self, operator: Operator, case_ref: str, search_id: str) -> list[IndexHit]:
         """Run a saved search through the keyword search (index metadata; audited as a search): within the case's
         period, among its custodian's records when it names one, else among all the case's custodians'."""
+        hits, _query = await self.saved_search_hits(operator, case_ref, search_id)
+        return hits
+
+    async def saved_search_hits(
+        self, operator: Operator, case_ref: str, search_id: str
+    ) -> tuple[list[IndexHit], SearchFilter]:
+        """:meth:`run_saved_search`'s hits, and the search as one filter (its words and the case's period, without
+        the custodians it ran among): what describes it (services/evidence/selection.py)."""
         await self._reviewable(operator, case_ref)
         case = await case_row(self.access.pool, case_ref)
         searches = {s.search_id: s for s in await saved_searches(self.access.pool, self.access.keyring.kek, case)}
@@ -245,7 +253,8 @@ class CaseActions(ReadingActions, GoverningActions):
             )
             for hit in await self.search(operator, query):
                 hits[hit.event_id] = hit
-        return sorted(hits.values(), key=lambda h: (h.event_time or h.received_at, h.event_id))
+        found = sorted(hits.values(), key=lambda h: (h.event_time or h.received_at, h.event_id))
+        return found, SearchFilter(keywords=saved.keywords, since=case["period_start"], until=case["period_end"])
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,9 +1,12 @@
 """The export-job actions: queue an export, follow it, download its files, and the worker's run and expiry.
 
-Queueing needs the ``export`` role and a reason, and is audited (``export.requested``: who asked, why, the person's
-pseudonym, the job's id); the decrypting read of the run is audited as every export is (purpose ``export``, with
-the requester as actor); every download is audited (``export.downloaded``), and so is an expiry
-(``export.expired``, by the scheduler). A job is seen only by whoever asked for it and by a DPO.
+Queueing a person's export needs the ``export`` role (DPO) and a reason, and is audited (``export.requested``: who
+asked, why, the person's pseudonym, the job's id); a search result's (:meth:`ExportingActions.queue_search_export`)
+needs ``export.search`` (a reader too, within their cases' scope), its hits frozen into the job and the search
+described without its words or contact (services/evidence/selection.py). The decrypting read of the run is audited
+as every export is (purpose ``export``, with the requester as actor); every download is audited
+(``export.downloaded``), and so is an expiry (``export.expired``, by the scheduler). A job is seen only by whoever
+asked for it and by a DPO.
 """
 
 from __future__ import annotations
@@ -11,11 +14,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, Literal, cast
+from typing import TYPE_CHECKING, Any, Final, Literal, cast
 
 from services.actions.approvals import (
     ApprovalActions,
@@ -24,18 +27,20 @@ from services.actions.approvals import (
     is_approved,
     require_approval,
 )
+from services.actions.cases import CaseActions
 from services.actions.operators import SCHEDULER, Operator, authorize
-from services.actions.reading import MediaFile, ReadingActions, SubjectExport
+from services.actions.reading import MediaFile, SubjectExport
 from services.core.audit import on_behalf_of, require_reason, write_audit
 from services.core.bucket import ArchiveBucket
 from services.core.identity import resolve_subject_refs
-from services.core.refusals import InvalidRequest, NotFound
+from services.core.refusals import InvalidRequest, NotFound, PersonRequired
 from services.core.vocabulary import is_pseudonym
-from services.evidence import jobs
+from services.evidence import jobs, selection
 from services.evidence.jobs import ExportJob, ExportNotSigned, JobFile, JobRequest, JobScope, Producer, Progress
 from services.evidence.pdf import VolumeLimits
 from services.governance import approvals as approval_store
 from services.governance.cases import CaseRefused
+from services.review.search import SearchFilter
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -64,12 +69,21 @@ class CaseExportRequest:
         return "out" in self.request.target
 
 
+def check_formats(formats: Sequence[str]) -> tuple[str, ...]:
+    """The formats asked for, each once, in the order given; :class:`InvalidRequest` for none, or one the jobs
+    lack (:data:`services.evidence.jobs.FORMATS`)."""
+    unknown = sorted(set(formats) - set(jobs.FORMATS))
+    if not formats or unknown:
+        raise InvalidRequest(f"formats must be among {', '.join(jobs.FORMATS)}")
+    return tuple(dict.fromkeys(formats))
+
+
 def may_see(operator: Operator, job: ExportJob) -> bool:
     """Whether the operator may follow the job and download its files: the requester, or a DPO."""
     return operator.name == job.requested_by or operator.role == "dpo"
 
 
-class ExportingActions(ReadingActions, ApprovalActions):
+class ExportingActions(CaseActions, ApprovalActions):
     """Export jobs (``dpo``: the role that exports), over the database and the work bucket."""
 
     async def export_or_request(
@@ -159,6 +173,233 @@ class ExportingActions(ReadingActions, ApprovalActions):
             request_ref=request_ref,
             messages=messages,
         )
+
+    async def queue_person_export(
+        self,
+        operator: Operator,
+        *,
+        contact: str | None = None,
+        subject_ref: str | None = None,
+        phone_number_id: str | None = None,
+        reason: str | None,
+        formats: Sequence[str] = ("all",),
+        since: datetime | None = None,
+        until: datetime | None = None,
+        language: str = "en",
+        request_ref: str | None = None,
+    ) -> list[ExportJob] | ApprovalRequest:
+        """A person's export (Art. 15/20) as export jobs, one per pseudonym holding their records (a person has
+        one per business number they wrote to), named by ``contact`` (resolved now: the jobs keep pseudonyms only)
+        or ``subject_ref``; when they hold more than ``WA_RETENTION_FOUR_EYES__EXPORT_MESSAGES`` records in all, a
+        request for them instead. For the admin API. Refused before anything is queued: without the role, a
+        reason, exactly one way of naming the person, or with a format the jobs lack; :class:`NotFound` when the
+        archive holds nothing of them."""
+        authorize(operator, "export")
+        reason = require_reason(reason)
+        wanted = check_formats(formats)
+        if (contact is None) == (subject_ref is None):
+            raise PersonRequired("name the person by contact id or by subject_ref, one of them")
+        if subject_ref is not None and not is_pseudonym(subject_ref):
+            raise PersonRequired("a subject_ref is 64 lowercase hex digits")
+        async with self.access.pool.acquire() as conn:
+            refs = (
+                await resolve_subject_refs(conn, self.access.pepper, contact, phone_number_id)
+                if contact is not None
+                else [str(subject_ref)]
+            )
+        counts = {ref: await self.count_messages([ref], since=since, until=until) for ref in refs}
+        holding = [ref for ref, count in counts.items() if count]
+        if not holding:
+            raise NotFound("the archive holds no records of this person (in this period)")
+        if sum(counts.values()) > self.export_threshold():
+            return await self.request_export(
+                operator,
+                subject_refs=holding,
+                reason=reason,
+                formats=wanted,
+                scope="subject_access",
+                since=since,
+                until=until,
+                language=language,
+                request_ref=request_ref,
+                messages=sum(counts.values()),
+            )
+        return [
+            await self.queue_export(
+                operator,
+                subject_ref=ref,
+                reason=reason,
+                formats=wanted,
+                scope="subject_access",
+                since=since,
+                until=until,
+                language=language,
+                request_ref=request_ref,
+            )
+            for ref in holding
+        ]
+
+    async def queue_search_export(
+        self,
+        operator: Operator,
+        *,
+        reason: str | None,
+        formats: Sequence[str],
+        query: SearchFilter | None = None,
+        saved_search: tuple[str, str] | None = None,
+        language: str = "en",
+    ) -> ExportJob | ApprovalRequest:
+        """Export what a search shows to ``operator``: ``query`` run now (:meth:`search`, audited, within their
+        scope), or a case's saved search (``saved_search``: case reference and search id,
+        :meth:`run_saved_search`). The hits are frozen into the job (services/evidence/selection.py): the worker
+        exports exactly them, read again within the requester's scope. Audited ``export.requested`` with the
+        search's description (never its words or contact). Above ``WA_RETENTION_FOUR_EYES__EXPORT_MESSAGES`` hits,
+        a request for a DPO to approve instead (kind ``export.search``).
+
+        Refused before anything is searched: without the role (``export.search``: a reader may export within the
+        cases assigned to them), a reason, or with a format the jobs lack; :class:`InvalidRequest` when the
+        search finds nothing, or when neither or both of ``query`` and ``saved_search`` are given."""
+        authorize(operator, "export.search")
+        reason = require_reason(reason)
+        wanted = check_formats(formats)
+        event_ids, description, people = await self._search_selection(operator, query, saved_search)
+        if len(event_ids) > self.export_threshold():
+            return await self._request_search_export(
+                operator, event_ids, description, people, reason=reason, formats=wanted, language=language
+            )
+        return await self.queue_selected(
+            operator,
+            event_ids=event_ids,
+            description=description,
+            reason=reason,
+            formats=wanted,
+            language=language,
+        )
+
+    async def export_search(
+        self, operator: Operator, *, query: SearchFilter, reason: str | None, formats: Sequence[str] = ("all",)
+    ) -> tuple[SubjectExport, dict[str, Any]] | ApprovalRequest:
+        """What a search shows to ``operator``, read now for an export written by the caller (``wa-archive export
+        --search``), with the search's description; the read is audited as an export (one row per pseudonym, the
+        description in each). Above the four-eyes threshold, a request instead (as :meth:`queue_search_export`,
+        whose refusals it shares; once approved, an export job)."""
+        authorize(operator, "export.search")
+        reason = require_reason(reason)
+        wanted = check_formats(formats)
+        event_ids, description, people = await self._search_selection(operator, query, None)
+        if len(event_ids) > self.export_threshold():
+            return await self._request_search_export(
+                operator, event_ids, description, people, reason=reason, formats=wanted, language="en"
+            )
+        export = await self.export_selected(
+            operator,
+            event_ids=event_ids,
+            reason=reason,
+            keep_archived=bool(jobs.ARCHIVED_FORMATS & set(wanted)),
+            details={"search": description},
+        )
+        return export, description
+
+    async def _search_selection(
+        self, operator: Operator, query: SearchFilter | None, saved_search: tuple[str, str] | None
+    ) -> tuple[tuple[str, ...], dict[str, Any], list[str]]:
+        """The hits of the search (or the case's saved search) within the operator's scope, frozen; its
+        description; the pseudonyms found. :class:`InvalidRequest` when it finds nothing."""
+        if (query is None) == (saved_search is None):
+            raise InvalidRequest("export a search or a case's saved search, one of them")
+        scope = await self.reading_scope(operator)
+        cases = None if scope.everything else scope.sources
+        key = selection.query_key(self.access.pepper)
+        if query is not None:
+            hits = await self.search(operator, query)
+            description = selection.describe_search(query, hits, key=key, cases=cases)
+        else:
+            assert saved_search is not None
+            case_ref, search_id = saved_search
+            hits, saved = await self.saved_search_hits(operator, case_ref, search_id)
+            description = selection.describe_search(
+                saved, hits, key=key, cases=cases, saved_search=(case_ref.strip(), search_id)
+            )
+        event_ids = selection.selected_events(hits)
+        if not event_ids:
+            raise InvalidRequest("the search found nothing to export")
+        return event_ids, description, sorted({hit.subject_ref for hit in hits if hit.subject_ref})
+
+    async def _request_search_export(
+        self,
+        operator: Operator,
+        event_ids: Sequence[str],
+        description: Mapping[str, Any],
+        people: Sequence[str],
+        *,
+        reason: str,
+        formats: Sequence[str],
+        language: str,
+    ) -> ApprovalRequest:
+        """The four-eyes request of a search result above the threshold (kind ``export.search``): its hits frozen
+        in the target (references only), queued as a job once a DPO approves it."""
+        return await self.request_approval(
+            operator,
+            "export.search",
+            target={
+                "event_ids": list(event_ids),
+                "search": dict(description),
+                "formats": list(formats),
+                "language": language,
+            },
+            reason=reason,
+            # The reason is sealed under the first person's key (an erasure of them destroys it with their data).
+            subject_refs=list(people[:1]),
+        )
+
+    async def queue_selected(
+        self,
+        operator: Operator,
+        *,
+        event_ids: Sequence[str],
+        description: Mapping[str, Any],
+        reason: str | None,
+        formats: Sequence[str],
+        language: str = "en",
+        requester_role: str | None = None,
+    ) -> ExportJob:
+        """Queue the export job of a search's hits (``event_ids``, frozen) described by ``description``; audited
+        ``export.requested`` with it. Above the four-eyes threshold only as the approver of an ``export.search``
+        request (:class:`ApprovalRequired` otherwise), who queues it in their name; ``requester_role``: the role
+        the records are read under (the operator's by default; an approved reader's request keeps the reader's
+        scope, already applied to ``event_ids``)."""
+        authorize(operator, "export.search")
+        reason = require_reason(reason)
+        wanted = check_formats(formats)
+        if len(event_ids) > self.export_threshold() and not is_approved(operator, "export.search"):
+            raise ApprovalRequired(
+                f"this export holds {len(event_ids)} records, more than {self.export_threshold()}: exporting "
+                "more than the four-eyes threshold needs a second person's approval: request it"
+            )
+        request = JobRequest(
+            scope="search",
+            subject_ref=None,
+            formats=wanted,
+            requested_by=operator.name,
+            reason=reason,
+            language="fr" if language == "fr" else "en",
+            request_ref=description.get("case_ref"),
+            event_ids=tuple(event_ids),
+            selection=description,
+            requester_role=requester_role or operator.role,
+        )
+        async with self.access.pool.acquire() as conn, conn.transaction():
+            job_id = await jobs.queue_job(conn, request)
+            await write_audit(
+                conn,
+                actor=operator.name,
+                action="export.requested",
+                reason=reason,
+                details={"job_id": job_id, "scope": "search", "formats": list(wanted), "search": dict(description)},
+            )
+        found = await jobs.get_job(self.access.pool, job_id)
+        assert found is not None
+        return found
 
     def _work(self) -> ArchiveBucket:
         if self.access.work is None:
@@ -332,7 +573,7 @@ class ExportingActions(ReadingActions, ApprovalActions):
 
     async def export_job(self, operator: Operator, job_id: str) -> ExportJob:
         """The job; :class:`NotFound` when there is none or the operator may not see it (:func:`may_see`)."""
-        authorize(operator, "export")
+        authorize(operator, "export.search")
         found = await jobs.get_job(self.access.pool, job_id)
         if found is None or not may_see(operator, found):
             raise NotFound("no such export job")
@@ -340,7 +581,7 @@ class ExportingActions(ReadingActions, ApprovalActions):
 
     async def export_jobs(self, operator: Operator, *, everyone: bool = False, limit: int = 50) -> list[ExportJob]:
         """The operator's recent jobs, newest first (everyone's with ``everyone``, for a DPO)."""
-        authorize(operator, "export")
+        authorize(operator, "export.search")
         mine = None if everyone and operator.role == "dpo" else operator.name
         return await jobs.recent_jobs(self.access.pool, requested_by=mine, limit=limit)
 
@@ -371,16 +612,27 @@ class ExportingActions(ReadingActions, ApprovalActions):
         heartbeat_s: float = 1.0,
         signing_key: Ed25519PrivateKey | None = None,
         pdf_limits: VolumeLimits | None = None,
+        job_id: str | None = None,
     ) -> ExportJob | None:
-        """Claim the oldest claimable job and run it (services/evidence/jobs.py); None when there is none. A job
-        asking for the signed package (``all``) fails without ``signing_key``."""
-        job = await jobs.claim_job(self.access.pool, stale_s=stale_s)
+        """Claim the oldest claimable job (``job_id``: that one only) and run it (services/evidence/jobs.py); None
+        when there is none. A job asking for the signed package (``all``) fails without ``signing_key``."""
+        job = await jobs.claim_job(self.access.pool, stale_s=stale_s, job_id=job_id)
         if job is None:
             return None
-        # The role was checked when the job was queued; every read below is audited under the requester's name.
-        requester = Operator(job.requested_by, "dpo")
+        # The role was checked when the job was queued; every read below is audited under the requester's name and
+        # made under their role: a reader's search result is read within their scope as it stands now.
+        requester = Operator(job.requested_by, "reader" if job.requester_role == "reader" else "dpo")
 
         async def read(job: ExportJob) -> SubjectExport:
+            if job.scope == "search":
+                return await self.export_selected(
+                    requester,
+                    event_ids=job.event_ids,
+                    reason=job.reason,
+                    request_ref=job.request_ref,
+                    keep_archived=bool(jobs.ARCHIVED_FORMATS & set(job.formats)),
+                    details={"job_id": job.job_id},
+                )
             assert job.subject_ref is not None
             return await self.export(
                 requester,
@@ -389,7 +641,7 @@ class ExportingActions(ReadingActions, ApprovalActions):
                 request_ref=job.request_ref,
                 since=job.since,
                 until=job.until,
-                keep_archived="all" in job.formats,
+                keep_archived=bool(jobs.ARCHIVED_FORMATS & set(job.formats)),
             )
 
         async def checkpoint() -> str | None:

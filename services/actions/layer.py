@@ -91,8 +91,8 @@ class Actions(
     ExportingActions,
     BreakGlassActions,
     HeldSendActions,
-    ApprovalActions,
     GoverningActions,
+    ApprovalActions,
     MaintenanceActions,
 ):
     """The operator actions over one :class:`ArchiveAccess`, counting into ``metrics``: reading

@@ -15,6 +15,7 @@ ActionName = Literal[
     "media",
     "search",
     "export",
+    "export.search",
     "erase",
     "erasures",
     "erasure.refuse",
@@ -50,6 +51,10 @@ REQUIRED_ROLE: Final[dict[ActionName, Role]] = {
     "media": "reader",
     "search": "reader",
     "export": "dpo",
+    # A search result, within the reader's own scope (the cases assigned to them): what they may read, they may
+    # hand over, with a reason, audited, above the four-eyes threshold only once a DPO approves. Following one's
+    # own export jobs and downloading their files needs the same role (a DPO sees everyone's).
+    "export.search": "reader",
     "erase": "dpo",
     "erasures": "dpo",
     "erasure.refuse": "dpo",

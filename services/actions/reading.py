@@ -45,6 +45,7 @@ from services.review.conversation import (
     load_conversation_page,
     load_correspondent,
     load_group_timeline,
+    load_selected,
 )
 from services.review.correspondent import Correspondent
 from services.review.export import export_document
@@ -374,6 +375,46 @@ class ReadingActions(ActionsBase):
             until=until,
             subject_ref=subject_ref,
         )
+        self.metrics.exports.inc()
+        return SubjectExport(
+            messages=conversation.messages,
+            request_ref=request_ref,
+            generated_at=datetime.now(UTC),
+            subject_refs=tuple(conversation.subject_refs),
+            archived=conversation.archived,
+            correspondent=conversation.correspondent,
+        )
+
+    async def export_selected(
+        self,
+        operator: Operator,
+        *,
+        event_ids: Sequence[str],
+        reason: str | None,
+        request_ref: str | None = None,
+        keep_archived: bool = False,
+        details: dict[str, Any] | None = None,
+    ) -> SubjectExport:
+        """The records a search showed (``event_ids``), with what changes them, for an export (audit purpose
+        ``export``, one row per pseudonym, before decrypting; ``details`` in each): only those within the
+        operator's scope are read (:meth:`reading_scope`, as it stands now), :class:`OutsideScope` when none is.
+        The export's ``subject_refs`` are the pseudonyms read."""
+        authorize(operator, "export.search")
+        scope = await self.reading_scope(operator)
+        # The audit rows are written before it is known whose records a search's ids are: every break-glass access
+        # the reader holds flags them (a search within the scope may have found records through any of them).
+        with under_break_glass(sorted(grant.source for grant in scope.grants if grant.break_glass)):
+            conversation = await load_selected(
+                self.access.pool,
+                self.access.reader,
+                event_ids=event_ids,
+                actor=operator.name,
+                reason=require_reason(reason),
+                keep_archived=keep_archived,
+                visible=scope.visible(),
+                details=details,
+            )
+        self.metrics.decryptions.labels("export").inc()
         self.metrics.exports.inc()
         return SubjectExport(
             messages=conversation.messages,

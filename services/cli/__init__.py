@@ -115,8 +115,22 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--keywords", help="words of the message content (case and accents ignored)")
     search.set_defaults(handler=cmd_search)
 
-    export = commands.add_parser("export", help="subject access / portability export (GDPR Art. 15/20)")
-    person(export)
+    export = commands.add_parser(
+        "export", help="subject access / portability export (GDPR Art. 15/20), or the export of a search result"
+    )
+    export.add_argument("--phone-number-id", help="the business number's id (default: all)")
+    exported = export.add_mutually_exclusive_group(required=True)
+    exported.add_argument("--contact", help="the person's wa_id or business-scoped user id")
+    exported.add_argument(
+        "--search",
+        metavar="WORDS",
+        help="export what this keyword search shows (with --phone-number-id, --since, --until, --deleted-only, "
+        "--edited-only); formats pdf, rsmf, jsonl or all",
+    )
+    export.add_argument("--since", type=parse_time, help="with --search")
+    export.add_argument("--until", type=parse_time, help="with --search")
+    export.add_argument("--deleted-only", action="store_true", help="with --search")
+    export.add_argument("--edited-only", action="store_true", help="with --search")
     export.add_argument("--reason", required=True)
     export.add_argument("--request-ref")
     export.add_argument(

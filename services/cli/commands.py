@@ -273,6 +273,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from services.evidence.package import PackageError, check_destination, subject_access_header, write_package  # noqa: PLC0415
     from services.evidence.pdf import VolumeLimits, time_zone  # noqa: PLC0415
 
+    if args.search is not None:
+        return export_search(args)
     out = Path(args.out)
     signing_key = None
     try:
@@ -335,6 +337,85 @@ def cmd_export(args: argparse.Namespace) -> int:
         )
         for path in written.paths:
             print(path)
+        if written.bag is not None:
+            print(f"signed bag: {written.bag.path} ({counted(written.bag.payload_files, 'payload file')})")
+            print(f"signing key fingerprint (sha256): {written.bag.fingerprint}")
+        return 0
+
+    return with_actions(work)
+
+
+# What a search result exports as (services/evidence/package.py), each the one job format of the same name.
+SEARCH_FORMATS: Final = ("pdf", "rsmf", "jsonl", "all")
+
+
+def export_search(args: argparse.Namespace) -> int:
+    """``wa-archive export --search WORDS``: what the keyword search shows, read now (audited as a search, then
+    as an export, with the search's description and never its words) and written into ``--out`` in ``--format``;
+    above the four-eyes threshold, a request for a DPO to approve (an export job once approved)."""
+    from services.evidence.bag import SigningKeyError  # noqa: PLC0415
+    from services.evidence.jobs import search_header  # noqa: PLC0415
+    from services.evidence.package import PackageError, check_destination, write_package  # noqa: PLC0415
+    from services.evidence.pdf import VolumeLimits, time_zone  # noqa: PLC0415
+    from services.review.search import SearchFilter  # noqa: PLC0415
+
+    if args.format not in SEARCH_FORMATS:
+        print(f"refused: a search result exports as {', '.join(SEARCH_FORMATS)} (--format)", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    signing_key = None
+    try:
+        check_destination(out, args.format)  # before anything is searched or decrypted
+        time_zone(args.time_zone)
+        if args.format == "all":
+            signing_key = settings().export_signing.private_key()
+    except (PackageError, SigningKeyError, ValueError) as exc:  # ValueError: an unknown time zone
+        print(f"refused: {exc}", file=sys.stderr)
+        return 2
+    query = SearchFilter(
+        keywords=args.search,
+        phone_number_id=args.phone_number_id,
+        since=args.since,
+        until=args.until,
+        deleted_only=args.deleted_only,
+        edited_only=args.edited_only,
+    )
+
+    async def work(actions: Actions, operator: Operator) -> int:
+        with progress_bar("searching and decrypting") as progress:
+            progress(0, 1)
+            found = await actions.export_search(operator, query=query, reason=args.reason, formats=[args.format])
+            progress(1, 1)
+        if not isinstance(found, tuple):  # above the four-eyes threshold: an export job once approved
+            return print_requested(found)
+        export, description = found
+        stamp = export.generated_at.strftime("%Y%m%dT%H%M%SZ")
+        header = search_header(
+            description,
+            export,
+            export_id=args.request_ref or f"SEARCH-{stamp}-{description['query'][:8]}",
+            language=args.language,
+            requested_by=operator.name,
+            reason=args.reason,
+            time_zone=args.time_zone,
+        )
+        if args.format == "all":
+            pinned = await actions.write_checkpoint(operator)
+            header = dataclasses.replace(header, checkpoint=pinned[0] if pinned else None)
+        written = await write_package(
+            out,
+            args.format,
+            header=header,
+            messages=export.messages,
+            archived=export.archived,
+            media=actions.media(operator, export.conversation(), reason=args.reason),
+            request_ref=header.export_id,
+            signing_key=signing_key,
+            pdf_limits=VolumeLimits(messages_per_volume=args.messages_per_volume),
+        )
+        for path in written.paths:
+            print(path)
+        print(f"{counted(description['hits'], 'record')} found by the search (query {description['query']})")
         if written.bag is not None:
             print(f"signed bag: {written.bag.path} ({counted(written.bag.payload_files, 'payload file')})")
             print(f"signing key fingerprint (sha256): {written.bag.fingerprint}")

@@ -46,7 +46,9 @@ class SignedOut(Exception):
 
 # What a session must have stepped up for (WA_CONSOLE_OIDC__STEP_UP_ACR): what cannot be undone or takes data out.
 # Under four eyes the first person requests it and the second carries it out by approving: both step up.
-STEP_UP_ACTIONS: Final[frozenset[ActionName]] = frozenset({"erase", "hold.release", "export", "approval.decide"})
+STEP_UP_ACTIONS: Final[frozenset[ActionName]] = frozenset(
+    {"erase", "hold.release", "export", "export.search", "approval.decide"}
+)
 
 
 class StepUpNeeded(Exception):

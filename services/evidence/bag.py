@@ -128,6 +128,7 @@ def bag_info(
     if header.period_end is not None:
         info.append(("Export-Period-End", header.period_end.isoformat()))
     info.extend(("Export-Custodian", f"{c.kind}: {c.label} ({c.ref})") for c in header.custodians)
+    info.extend(header.scope_details)
     info.append(("Export-Signing-Key-SHA256", key_fingerprint))
     return info
 

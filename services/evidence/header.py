@@ -43,6 +43,9 @@ class ExportHeader:
     # The signed checkpoint of the archive's hash chain written when the export was made (its object key): what
     # pins the export to the archive as it stood (services/evidence/chain.py); None when no signing key is set.
     checkpoint: str | None = None
+    # What the scope holds beyond the custodians and the period, as bag-info lines: a search-result export's
+    # description (services/evidence/selection.py scope_lines), never its words.
+    scope_details: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

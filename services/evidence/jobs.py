@@ -29,7 +29,7 @@ import shutil
 import tempfile
 import uuid
 import zipfile
-from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -47,6 +47,7 @@ from services.evidence.jsonl import MediaStream, write_media
 from services.evidence.package import write_package
 from services.evidence.pdf import VolumeLimits, write_pdf
 from services.evidence.pdf_text import text
+from services.evidence.selection import scope_lines, search_title
 from services.review.export import write_export
 
 if TYPE_CHECKING:
@@ -58,8 +59,8 @@ log = logging.getLogger("wa_archive.exports")
 
 JobStatus = Literal["queued", "running", "done", "failed", "expired"]
 # What an operator may queue. A ``case`` job is queued only by an approved case export (services/actions/exporting.py
-# queue_case_export) and written by its own producer; ``search`` has room in the table, not yet a runner.
-JobScope = Literal["conversation", "subject_access"]
+# queue_case_export) and written by its own producer.
+JobScope = Literal["conversation", "subject_access", "search"]
 JOB_SCOPES: Final[tuple[str, ...]] = get_args(JobScope)
 JOB_STATUSES: Final[tuple[str, ...]] = get_args(JobStatus)
 # What a status may become. `running` → `running` is a job taken again after its worker died.
@@ -143,11 +144,19 @@ class ExportJob:
     finished_at: datetime | None
     expires_at: datetime | None
     files: tuple[JobFile, ...] = field(default_factory=tuple)
+    # A search result's records (scope ``search``), frozen when it was asked for, and the search's description
+    # (services/evidence/selection.py: no words, no contact); the role its records are read under when it runs.
+    event_ids: tuple[str, ...] = ()
+    selection: dict[str, Any] | None = None
+    requester_role: str = "dpo"
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> ExportJob:
         output = row["output"]
         files = orjson.loads(output) if isinstance(output, str | bytes) else (output or [])
+        selection = row["selection"]
+        if isinstance(selection, str | bytes):
+            selection = orjson.loads(selection)
         return cls(
             job_id=str(row["job_id"]),
             scope=row["scope"],
@@ -170,6 +179,9 @@ class ExportJob:
             finished_at=row["finished_at"],
             expires_at=row["expires_at"],
             files=tuple(JobFile(f["name"], int(f["size"]), f["sha256"]) for f in files),
+            event_ids=tuple(row["event_ids"] or ()),
+            selection=selection,
+            requester_role=row["requester_role"],
         )
 
     def file(self, name: str) -> JobFile | None:
@@ -192,13 +204,16 @@ class ExportJob:
             "finished_at": self.finished_at.isoformat() if self.finished_at else None,
             "expires_at": self.expires_at.isoformat() if self.expires_at else None,
             "files": [f.to_json() for f in self.files],
+            "selection": self.selection,
+            "event_count": len(self.event_ids),
         }
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class JobRequest:
-    """What an operator asks to export: the person by pseudonym (or, scope ``case``, the case by its reference in
-    ``request_ref``), the period, the formats, who and why."""
+    """What an operator asks to export: the person by pseudonym (or a search's records by event id, with the
+    search's description; or, scope ``case``, the case by its reference in ``request_ref``), the period, the
+    formats, who (and under which role the records are read) and why."""
 
     scope: JobScope | Literal["case"]
     subject_ref: str | None
@@ -209,6 +224,9 @@ class JobRequest:
     until: datetime | None = None
     language: Literal["en", "fr"] = "en"
     request_ref: str | None = None
+    event_ids: tuple[str, ...] = ()
+    selection: Mapping[str, Any] | None = None
+    requester_role: str = "dpo"
 
 
 async def queue_job(conn: ConnectionOrPool, request: JobRequest, *, job_id: str | None = None) -> str:
@@ -218,7 +236,8 @@ async def queue_job(conn: ConnectionOrPool, request: JobRequest, *, job_id: str 
     job_id = job_id or str(uuid.uuid4())
     await conn.execute(
         "INSERT INTO export_jobs (job_id, scope, subject_ref, since, until, formats, language, requested_by, reason,"
-        " request_ref) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        " request_ref, event_ids, selection, requester_role)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, $13)",
         uuid.UUID(job_id),
         request.scope,
         request.subject_ref,
@@ -229,6 +248,9 @@ async def queue_job(conn: ConnectionOrPool, request: JobRequest, *, job_id: str 
         request.requested_by,
         request.reason,
         request.request_ref,
+        list(request.event_ids),
+        None if request.selection is None else orjson.dumps(dict(request.selection)).decode(),
+        request.requester_role,
     )
     return job_id
 
@@ -253,9 +275,12 @@ async def recent_jobs(conn: ConnectionOrPool, *, requested_by: str | None, limit
     return [ExportJob.from_row(row) for row in rows]
 
 
-async def claim_job(pool: asyncpg.Pool, *, stale_s: float, now: datetime | None = None) -> ExportJob | None:
+async def claim_job(
+    pool: asyncpg.Pool, *, stale_s: float, now: datetime | None = None, job_id: str | None = None
+) -> ExportJob | None:
     """Take the oldest claimable job (:func:`claimable`) and mark it ``running`` with a new attempt number; None
-    when there is none. Jobs that crashed their worker :data:`MAX_ATTEMPTS` times are failed here first."""
+    when there is none. Jobs that crashed their worker :data:`MAX_ATTEMPTS` times are failed here first.
+    ``job_id``: that job only (None when it is not claimable), for a caller that runs one job it just queued."""
     now = now or datetime.now(UTC)
     stale_before = now - timedelta(seconds=stale_s)
     async with pool.acquire() as conn, conn.transaction():
@@ -271,12 +296,14 @@ async def claim_job(pool: asyncpg.Pool, *, stale_s: float, now: datetime | None 
             "UPDATE export_jobs SET status = 'running', step = 'starting', done = 0, total = 0,"
             " attempts = attempts + 1, started_at = $1, heartbeat_at = $1"
             " WHERE job_id = (SELECT job_id FROM export_jobs"
-            "   WHERE status = 'queued' OR (status = 'running' AND heartbeat_at < $2 AND attempts < $3)"
+            "   WHERE (status = 'queued' OR (status = 'running' AND heartbeat_at < $2 AND attempts < $3))"
+            "   AND ($4::uuid IS NULL OR job_id = $4)"
             "   ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED)"
             " RETURNING *",
             now,
             stale_before,
             MAX_ATTEMPTS,
+            None if job_id is None else uuid.UUID(job_id),
         )
     return None if row is None else ExportJob.from_row(row)
 
@@ -352,8 +379,11 @@ async def render_subject_export(
 # The renderer a job runs when none is given (the worker gives package_renderer's, with the media and the key).
 RENDERER: Renderer = render_subject_export
 # What a job may ask for: the JSON document and HTML page of the subject export, the PDF transcript (its volumes),
+# the JSON Lines of the records as archived with their media (one zip file), the RSMF 2.0 file (its media inside),
 # and ``all``: the signed BagIt bag of every format and the media (services/evidence/package.py), as one zip file.
-FORMATS: Final[tuple[str, ...]] = ("json", "html", "pdf", "all")
+FORMATS: Final[tuple[str, ...]] = ("json", "html", "pdf", "jsonl", "rsmf", "all")
+# The formats that read the records as archived (the JSON Lines, and the bag that holds them).
+ARCHIVED_FORMATS: Final = frozenset({"jsonl", "rsmf", "all"})
 
 
 def package_renderer(
@@ -364,7 +394,8 @@ def package_renderer(
     checkpoint: Callable[[], Awaitable[str | None]] | None = None,
 ) -> Renderer:
     """The worker's renderer: ``json``/``html`` as the subject export writes them, ``pdf`` the transcript's volumes
-    (the media decrypted first, for its thumbnails, each read audited by ``media``), ``all`` the signed bag zipped
+    (the media decrypted first, for its thumbnails, each read audited by ``media``), ``jsonl`` the records as
+    archived and their media zipped (``records-<id>.zip``), ``rsmf`` the RSMF 2.0 file, ``all`` the signed bag zipped
     (:class:`ExportNotSigned` when no signing key is configured), naming the checkpoint of the hash chain that
     ``checkpoint`` signs just before. Every format reads the media anew: a medium is
     never held in memory, only on the job's disk."""
@@ -372,7 +403,7 @@ def package_renderer(
     async def render(
         export: SubjectExport, header: ExportHeader, formats: Sequence[str], out_dir: Path, progress: ProgressCallback
     ) -> list[Path]:
-        steps = [f for f in ("json", "html", "pdf", "all") if f in formats]
+        steps = [f for f in FORMATS if f in formats]
         written: list[Path] = []
         progress(0, len(steps))
         simple = [f for f in ("json", "html") if f in steps]
@@ -386,13 +417,38 @@ def package_renderer(
                 now=export.generated_at,
             )
             progress(len(simple), len(steps))
+        done = len(simple)
         if "pdf" in steps:
             scratch = out_dir / ".pdf"
             files = await write_media(media(export), scratch)
             volumes = await asyncio.to_thread(write_pdf, export.messages, header, files, out_dir, limits=pdf_limits)
             await asyncio.to_thread(shutil.rmtree, scratch, ignore_errors=True)
             written += [volume.path for volume in volumes]
-            progress(len(simple) + 1, len(steps))
+            done += 1
+            progress(done, len(steps))
+        for part in ("jsonl", "rsmf"):
+            if part not in steps:
+                continue
+            folder = out_dir / f".{part}-{header.export_id}"
+            package = await write_package(
+                folder,
+                "jsonl" if part == "jsonl" else "rsmf",
+                header=header,
+                messages=export.messages,
+                archived=export.archived,
+                media=media(export),
+                request_ref=export.request_ref,
+            )
+            if part == "rsmf":  # one file, its media inside
+                (rsmf,) = package.paths
+                written.append(await asyncio.to_thread(rsmf.rename, out_dir / rsmf.name))
+            else:  # events.jsonl and media/: one zip
+                archive = out_dir / f"records-{header.export_id}.zip"
+                await asyncio.to_thread(zip_folder, folder, archive, root_name=f"records-{header.export_id}")
+                written.append(archive)
+            await asyncio.to_thread(shutil.rmtree, folder, ignore_errors=True)
+            done += 1
+            progress(done, len(steps))
         if "all" in steps:
             if signing_key is None:
                 raise ExportNotSigned("no export signing key is configured")
@@ -442,9 +498,18 @@ def sha256_of(path: Path) -> str:
 def job_header(job: ExportJob, export: SubjectExport) -> ExportHeader:
     """The header of the job's export (services/evidence/header.py): the person as the records read name them
     (profile name, number or username; the pseudonym's start when they name none), in the job's language. It goes
-    into the files only, never into the job's row."""
-    assert job.subject_ref is not None
+    into the files only, never into the job's row. A search result's header is :func:`search_header`'s."""
     language: Literal["en", "fr"] = "fr" if job.language == "fr" else "en"
+    if job.scope == "search":
+        return search_header(
+            job.selection or {},
+            export,
+            export_id=job.job_id,
+            language=language,
+            requested_by=job.requested_by,
+            reason=job.reason,
+        )
+    assert job.subject_ref is not None
     label = export.correspondent.label or job.subject_ref[:12]
     custodians = [Custodian(kind="person", label=label, ref=job.subject_ref)]
     custodians += [
@@ -490,6 +555,42 @@ def subject_producer(
         return produce
 
     return producer
+
+
+def search_header(
+    description: Mapping[str, Any],
+    export: SubjectExport,
+    *,
+    export_id: str,
+    language: Literal["en", "fr"],
+    requested_by: str,
+    reason: str,
+    time_zone: str = "UTC",
+) -> ExportHeader:
+    """The header of a search result's export: titled by the search's description (never its words), every person
+    read a custodian (the pseudonym's start for a label: several people's records give no one name), the business
+    numbers the records name, and the description's lines for the bag-info (services/evidence/selection.py)."""
+    custodians = [Custodian(kind="person", label=ref[:12], ref=ref) for ref in export.subject_refs]
+    custodians += [
+        Custodian(kind="business", label=number.display_number or number.phone_number_id, ref=number.phone_number_id)
+        for number in export.correspondent.business_numbers
+    ]
+    return ExportHeader(
+        scope="search",
+        title=search_title(description, language),
+        export_id=export_id,
+        custodians=tuple(custodians),
+        # The search's own period (the records' when it named none: the PDF says so from the messages).
+        period_start=datetime.fromisoformat(description["since"]) if description.get("since") else None,
+        period_end=datetime.fromisoformat(description["until"]) if description.get("until") else None,
+        time_zone=time_zone,
+        language=language,
+        requested_by=requested_by,
+        reason=reason,
+        generated_at=export.generated_at,
+        case_ref=description.get("case_ref"),
+        scope_details=tuple(scope_lines(description)),
+    )
 
 
 async def run_job(

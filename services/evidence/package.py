@@ -11,7 +11,8 @@ before it uploads the folder. Formats:
   header's language and time zone), and the folder made a bag signed with the export signing key
   (services/evidence/bag.py). The folder must be empty or new: a bag holds exactly what its manifests list.
 
-(``pdf`` alone is the CLI's ``export_pdf``, services/cli/commands.py.)
+- ``pdf``: the PDF transcript's volumes, and the media they name in ``media/`` (a person's own PDF is the CLI's
+  ``export_pdf``, services/cli/commands.py; a search result's is written here).
 
 Media are read once, streamed to files (``media/``), and every renderer takes them from there
 (:class:`~services.evidence.header.MediaFiles`); for ``rsmf`` alone they are written to a temporary folder in the
@@ -144,8 +145,6 @@ async def write_package(
     ``media`` is consumed only by the formats that carry media (``jsonl``, ``rsmf``, ``all``). What the file
     system, the bucket, a corrupt medium or a PDF volume (:class:`~services.evidence.pdf.VolumeFailed`) raises
     propagates (a medium found corrupt is never left half written)."""
-    if export_format == "pdf":
-        raise PackageError("a PDF alone is written by the CLI's export_pdf")
     if export_format == "all" and signing_key is None:
         raise PackageError("a bag is signed: no export signing key given")
     check_destination(out, export_format)
@@ -160,7 +159,7 @@ async def write_package(
         if export_format == "both"
         else (export_format,)
     )
-    stem = f"subject-export-{_stem(header)}"
+    stem = f"{'search' if header.scope == 'search' else 'subject'}-export-{_stem(header)}"
     if "json" in wanted or "html" in wanted:
         formats = [f for f in ("json", "html") if f in wanted]
         written.paths += await asyncio.to_thread(
@@ -170,7 +169,7 @@ async def write_package(
     files = MediaFiles(payload)
     if media is not None and ("jsonl" in wanted or "rsmf" in wanted or "pdf" in wanted):
         root = payload
-        if "jsonl" not in wanted:
+        if "jsonl" not in wanted and export_format != "pdf":
             # The media go inside the RSMF only: a folder of their own, removed after, in ``out`` (where the operator
             # made room for the export; a pod's /tmp is small).
             scratch = root = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix=".media-", dir=out))
@@ -188,6 +187,8 @@ async def write_package(
         if "pdf" in wanted:
             volumes = await asyncio.to_thread(write_pdf, messages, header, files, payload, limits=pdf_limits)
             written.paths += [volume.path for volume in volumes]
+            if export_format == "pdf":  # the media the transcript names, beside it
+                written.paths += [files.root / p for p in files.by_event.values()]
     finally:
         if scratch is not None:
             await asyncio.to_thread(shutil.rmtree, scratch, ignore_errors=True)

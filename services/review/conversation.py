@@ -45,6 +45,7 @@ from services.review.queries import (
     group_records,
     keyword_objects,
     person_records,
+    selected_records,
 )
 
 
@@ -167,6 +168,46 @@ async def load_conversation(
         high = until.timestamp() if until else float("inf")
         messages = [m for m in messages if m.timestamp is None or low <= m.timestamp <= high]
     return Conversation(refs, messages, read.shredded, correspondent(read.seen), read.archived)
+
+
+async def load_selected(
+    pool: asyncpg.Pool,
+    reader: ArchiveReader,
+    *,
+    event_ids: Sequence[str],
+    actor: str,
+    reason: str | None,
+    purpose: str = "export",
+    keep_archived: bool = False,
+    visible: Visible | None = None,
+    details: Mapping[str, Any] | None = None,
+) -> Conversation:
+    """The records ``event_ids`` name (a search's hits), whoever's they are, with the records that change them
+    (:func:`~services.review.queries.selected_records`: a hit message shows its statuses, edits and deletion as
+    in its conversation), decrypted and assembled in the index's order. ``visible``: only the records it accepts
+    are read (the reader's scope), :class:`OutsideScope` when it accepts none. Refuses without a reason before
+    reading anything; one audit row per pseudonym (action ``purpose``) before anything is decrypted;
+    ``keep_archived``: with every record read as archived. The conversation's ``subject_refs`` are the
+    pseudonyms read, sorted. ``details`` go into every audit row (references only: the export job's id)."""
+    reason = require_reason(reason)
+    if not event_ids:
+        raise InvalidRequest("no records are selected")
+    async with pool.acquire() as conn:
+        records = within_scope(await selected_records(conn, event_ids), visible)
+        media = await archived_media(conn, event_ids=[record.event_id for record in records])
+        per_person = _per_person(records)
+        disclosure = Disclosure(
+            actor=actor, action=purpose, reason=reason, records=per_person, details=dict(details or {})
+        )
+        read = await _audited_read(
+            conn,
+            reader,
+            records,
+            disclosure,
+            {e: m.to_json() for e, m in media.items()},
+            keep_archived=keep_archived,
+        )
+    return Conversation(sorted(per_person), read.messages, read.shredded, correspondent(read.seen), read.archived)
 
 
 class GroupRequired(InvalidRequest):

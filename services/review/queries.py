@@ -254,3 +254,19 @@ async def keyword_objects(
         list(tokens),
     )
     return {(row["object_key"], row["subject_ref"]) for row in rows}
+
+
+async def selected_records(conn: ConnectionOrPool, event_ids: Sequence[str]) -> list[IndexedRecord]:
+    """The indexed records ``event_ids`` name and the records that change them (their statuses, edits and
+    deletion: a record of the same person whose ``original_message_ref`` is one of theirs), in the index's order.
+    An id the index does not hold (erased, or expired since) is left out."""
+    # Two indexed lookups joined by UNION: one OR across both would scan the whole index.
+    rows = await conn.fetch(
+        _INDEXED_COLUMNS  # noqa: S608 — constants only; the ids are a bind parameter
+        + " WHERE event_id IN (SELECT event_id FROM archived_events WHERE event_id = ANY($1::bytea[])"
+        " UNION SELECT c.event_id FROM archived_events h JOIN archived_events c"
+        " ON c.original_message_ref = h.message_ref AND c.subject_ref = h.subject_ref"
+        " WHERE h.event_id = ANY($1::bytea[]) AND h.message_ref IS NOT NULL)" + _INDEX_ORDER,
+        binary_keys(event_ids),
+    )
+    return [IndexedRecord.of(row) for row in rows]

@@ -2,7 +2,8 @@
 job is done (console.js polls its status and loads the page again with the links), downloads the file (its bytes
 are the job's), and an expired or tampered link is refused. The console is served in-process on a free port and
 the export worker runs in the same event loop, started once the browser has seen the job queued; the browser's
-steps run in a thread so that the loop keeps serving it. Screenshots: .artifacts/screenshots/console-export-*.png.
+steps run in a thread so that the loop keeps serving it. Then the search's results are exported from the search
+page (JSON Lines) and downloaded the same way. Screenshots: .artifacts/screenshots/console-export-*.png.
 """
 
 from __future__ import annotations
@@ -11,13 +12,16 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import io
 import time
+import zipfile
 
 import asyncpg
 import orjson
 import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.select import Select
 from selenium.webdriver.support.wait import WebDriverWait
 
 from devtools import pipeline
@@ -80,6 +84,26 @@ def finish_and_download(driver: WebDriver) -> tuple[str, bytes, list[int]]:
     return href, base64.b64decode(body), refusals
 
 
+def export_search_results(driver: WebDriver, url: str, person: Person) -> bytes:
+    """The same search again, then *Export these results* as JSON Lines with a reason; once the job is done, the
+    downloaded file's bytes."""
+    driver.get(f"{url}/search")
+    driver.find_element(By.ID, "keywords").send_keys("refund")
+    driver.find_element(By.ID, "phone_number_id").send_keys(person.phone_number_id)
+    navigate(driver, lambda: driver.find_element(By.ID, "search"))
+    driver.find_element(By.ID, "export-reason").send_keys("dispute 12: the refund promised")
+    Select(driver.find_element(By.ID, "export-format")).select_by_value("jsonl")
+    screenshot(driver, "console-export-5-search-results")
+    navigate(driver, lambda: driver.find_element(By.ID, "export-results"))
+    assert "/exports/" in driver.current_url
+    WebDriverWait(driver, 30, poll_frequency=0.1).until(lambda d: d.find_elements(By.ID, "export-files"))
+    screenshot(driver, "console-export-6-search-export-done")
+    href = str(driver.find_element(By.CSS_SELECTOR, "#export-files a").get_attribute("href"))
+    status, body = driver.execute_async_script(FETCH_JS, href)
+    assert status == 200, body
+    return base64.b64decode(body)
+
+
 async def test_a_dpo_exports_in_the_browser_and_downloads_through_a_short_lived_link(
     demo_env: dict[str, str], pg_pool: asyncpg.Pool
 ) -> None:
@@ -108,6 +132,12 @@ async def test_a_dpo_exports_in_the_browser_and_downloads_through_a_short_lived_
                 expired = f"/exports/{job_id}/files/{file['name']}?expires={old.expires}&sig={old.signature}"
                 answer = await asyncio.to_thread(driver.execute_async_script, FETCH_JS, f"{served.url}{expired}")
                 assert answer[0] == 404
+
+                # A search's results exported from the search page: the records the search showed, as archived.
+                records = await asyncio.to_thread(export_search_results, driver, served.url, person)
+                with zipfile.ZipFile(io.BytesIO(records)) as bundle:
+                    (events,) = [name for name in bundle.namelist() if name.endswith("events.jsonl")]
+                    assert b"the refund is approved" in bundle.read(events)
             finally:
                 worker.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

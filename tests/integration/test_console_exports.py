@@ -27,6 +27,7 @@ from services.evidence.links import link_key, sign_link
 from services.governance.cases import CustodianSpec
 from tests.helpers.approvals import approved
 from tests.helpers.export_jobs import ServedConsole, archived_person, fail_leftover_jobs, served_console
+from tests.helpers.reader_cases import ReaderCases
 
 pytestmark = [pytest.mark.integration, pytest.mark.export_queue]
 
@@ -109,10 +110,10 @@ async def test_a_dpo_exports_a_conversation_and_downloads_it_through_a_short_liv
             assert (await client.get(refused)).status_code == 404, refused
         listed = await client.get("/exports")
         assert job_id[:8] in listed.text
-    # Someone else's session with the valid link: refused (a reader may not export).
+    # Someone else's session with the valid link: refused (a reader follows their own jobs only).
     async with httpx.AsyncClient(base_url=url, timeout=60) as other:
         await sign_in(other, READER)
-        assert (await other.get(href)).status_code == 403
+        assert (await other.get(href)).status_code == 404
     downloads = await pg_pool.fetchval(
         "SELECT count(*) FROM audit_log WHERE action = 'export.downloaded' AND details->>'job_id' = $1", job_id
     )
@@ -151,11 +152,8 @@ async def test_a_dpo_requests_a_case_export_in_the_console_a_second_dpo_approves
         job = await approved(worker, request_id)
         assert (job.job_id, job.scope, job.request_ref) == (request_id, "case", case.case_ref)
         key = Ed25519PrivateKey.generate()
-        # The shared database may hold other runs' queued jobs: this one goes first, so this worker takes it.
-        await pg_pool.execute(
-            "UPDATE export_jobs SET created_at = created_at - interval '1 day' WHERE job_id = $1::uuid", request_id
-        )
-        ran = await worker.run_next_export(ttl_s=600, stale_s=300, signing_key=key)
+        # This job, not another test's (the shared database may hold other runs' queued jobs).
+        ran = await worker.run_next_export(ttl_s=600, stale_s=300, signing_key=key, job_id=request_id)
         assert ran is not None
         assert (ran.job_id, ran.status, [f.name for f in ran.files]) == (
             request_id,
@@ -190,3 +188,61 @@ async def test_a_dpo_requests_a_case_export_in_the_console_a_second_dpo_approves
     folder = await worker.request_case_export(dpo, case.case_ref, tmp_path / "elsewhere", reason="court order 78")
     with pytest.raises(InvalidRequest, match="on the machine that holds the key"):
         await approved(worker, folder)
+
+
+async def test_a_reader_exports_the_results_of_their_search(
+    served: ServedConsole, demo_env: dict[str, str], pg_pool: asyncpg.Pool
+) -> None:
+    """From the search page: the results' export form carries the search, a reason and a format; the job holds the
+    hits the reader saw (their case's scope), and the reader downloads it."""
+    url, worker = served.url, served.worker
+    await fail_leftover_jobs(pg_pool)
+    _person, ref = await archived_person(demo_env, pg_pool, served)
+    cases = ReaderCases(worker)
+    case_ref = await cases.cover(READER[0], subject_ref=ref)
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+            csrf = await sign_in(client, READER)
+            found = await client.post("/search", data={"csrf": csrf, "keywords": "refund"})
+            assert 'id="export-search"' in found.text
+            form = re.search(r'<form method="post" action="/exports/search".*?</form>', found.text, re.S)
+            assert form
+            carried = dict(re.findall(r'<input type="hidden" name="([a-z_]+)" value="([^"]*)"', form.group(0)))
+            assert carried == {"csrf": csrf, "keywords": "refund"}
+            started = await client.post(
+                "/exports/search", data={**carried, "reason": "dispute 12: what was said", "export_format": "jsonl"}
+            )
+            assert started.status_code == 303, started.text
+            job_id = started.headers["location"].rsplit("/", 1)[1]
+            ran = await worker.run_next_export(ttl_s=600, stale_s=300, job_id=job_id)  # not another test's
+            assert ran is not None
+            assert (ran.job_id, ran.status, ran.scope, ran.requested_by) == (job_id, "done", "search", READER[0])
+            # Exactly the hits the results page showed the reader (their cases' scope), each once.
+            shown = re.findall(r'<tr class="hit" data-event="([0-9a-f]+)"', found.text)
+            assert sorted(ran.event_ids) == sorted(set(shown))
+            assert ran.selection is not None
+            assert "refund" not in str(ran.selection)
+            page = await client.get(f"/exports/{job_id}")
+            link = re.search(r'href="(/exports/[^"]+/files/[^"]+)"', page.text)
+            assert link, page.text
+            download = await client.get(link.group(1).replace("&amp;", "&"))
+            assert download.status_code == 200
+            assert hashlib.sha256(download.content).hexdigest() == ran.files[0].sha256
+
+            # The same from the case's saved search: the job names the case and the search, not the words.
+            saved = await worker.save_search(Operator(READER[0], "reader"), case_ref, keywords="refund")
+            form_data = {"csrf": csrf, "search_id": saved.search_id, "reason": "dispute 12", "export_format": "pdf"}
+            ran_page = await client.post(f"/cases/{case_ref}/searches/run", data=form_data)
+            assert 'id="export-search"' in ran_page.text
+            started = await client.post(f"/cases/{case_ref}/searches/export", data=form_data)
+            assert started.status_code == 303, started.text
+            job = await worker.export_job(Operator(READER[0], "reader"), started.headers["location"].rsplit("/", 1)[1])
+            await pg_pool.execute("UPDATE export_jobs SET status = 'failed' WHERE job_id = $1::uuid", job.job_id)
+            assert job.selection is not None
+            assert (job.selection["case_ref"], job.selection["saved_search"]) == (case_ref, saved.search_id)
+            # Exactly what the saved search finds: this case's custodian only (the reader may have other cases).
+            hits = await worker.run_saved_search(Operator(READER[0], "reader"), case_ref, saved.search_id)
+            assert sorted(job.event_ids) == sorted(hit.event_id for hit in hits)
+            assert set(job.event_ids) <= set(ran.event_ids)
+    finally:
+        await cases.close()

@@ -21,7 +21,16 @@ pytestmark = pytest.mark.unit
 
 # media: a file of a conversation retrieved; the case actions: of the cases a reader is assigned to (checked then)
 # approval.decide: the gate lets a reader through; each request kind's approver role is checked by the action.
-READER_ACTIONS = {"messages", "group.messages", "media", "search", "case.list", "case.review", "approval.decide"}
+READER_ACTIONS = {
+    "messages",
+    "group.messages",
+    "media",
+    "search",
+    "export.search",
+    "case.list",
+    "case.review",
+    "approval.decide",
+}
 
 
 @pytest.mark.parametrize("action", sorted(REQUIRED_ROLE))

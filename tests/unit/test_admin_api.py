@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import base64
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any, cast, get_args
 
 import httpx
@@ -24,12 +25,13 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, SecretStr, TypeAdapter
 
 from services.actions.access import ArchiveAccess
-from services.actions.layer import REQUIRED_ROLE, Actions, ApprovalRequest, HoldRelease, Operator, SubjectExport
+from services.actions.layer import REQUIRED_ROLE, Actions, ApprovalRequest, HoldRelease, Operator
 from services.core.audit import AuditEntry
 from services.core.plaintext import json_bytes
 from services.core.refusals import ActionRefused, NotFound
 from services.core.settings import KeySettings, PostgresSettings, S3Settings
 from services.core.vocabulary import EVENT_KINDS, Direction, EventKind, HoldScope
+from services.evidence.jobs import ExportJob, JobFile
 from services.governance.erasure import ErasureOutcome, ErasureStatus
 from services.governance.erasure_requests import ErasureRequest
 from services.governance.grounds import RefusalGround
@@ -44,13 +46,15 @@ from services.retention.api.responses import (
     ErasureProof,
     ErasureRequestView,
     ErrorBody,
+    ExportAccepted,
+    ExportJobView,
     GroupTimelineAnswer,
     HoldReleaseView,
     HoldView,
     IndexHitView,
     RetentionReportView,
-    SubjectExportDocument,
 )
+from services.retention.api.routers.exports import exports_router
 from services.retention.api.routers.holds import holds_router
 from services.retention.api.routers.search import search_router
 from services.retention.api.routers.setup import ROUTERS
@@ -197,6 +201,7 @@ class FixedActions:
     def __init__(self, **answers: object) -> None:
         self.answers = answers
         self.calls: list[tuple[str, Operator, dict[str, Any]]] = []
+        self.access = SimpleNamespace(pepper=b"p" * 32)  # what signs the export download links
 
     def __getattr__(self, name: str) -> Callable[..., Awaitable[object]]:
         async def action(operator: Operator, *args: object, **kwargs: object) -> object:
@@ -254,6 +259,10 @@ def test_the_document_lists_every_route_of_the_api() -> None:
         "GET /v1/holds",
         "POST /v1/holds/{hold_id}/release",
         "POST /v1/exports",
+        "POST /v1/exports/search",
+        "GET /v1/exports",
+        "GET /v1/exports/{job_id}",
+        "GET /v1/exports/{job_id}/files/{name}",
         "GET /v1/approvals",
         "GET /v1/approvals/{request_id}",
         "GET /v1/approvals/{request_id}/draft",
@@ -270,12 +279,18 @@ def test_every_operation_documents_its_answer_and_its_errors(method: str, path: 
     ok = [status for status in responses if status.startswith("2")]
     # One success status; 202 where the action is requested (four eyes), and an export answers either.
     assert ok in (["200"], ["202"], ["200", "202"]), "one success status"
-    answer = resolve(DOCUMENT, responses[ok[0]]["content"]["application/json"]["schema"])
-    if answer.get("type") == "array":
-        answer = resolve(DOCUMENT, answer["items"])
-    assert answer.get("type") == "object"
-    assert answer["properties"], "the answer's fields are documented"
-    assert answer.get("additionalProperties") is False, "the answer is exactly its fields"
+    if "application/json" in responses[ok[0]]["content"]:
+        answer = resolve(DOCUMENT, responses[ok[0]]["content"]["application/json"]["schema"])
+        if answer.get("type") == "array":
+            answer = resolve(DOCUMENT, answer["items"])
+        assert answer.get("type") == "object"
+        assert answer["properties"], "the answer's fields are documented"
+        assert answer.get("additionalProperties") is False, "the answer is exactly its fields"
+    else:  # an export's file, streamed as it is
+        assert (list(responses[ok[0]]["content"]), path) == (
+            ["application/octet-stream"],
+            "/v1/exports/{job_id}/files/{name}",
+        )
 
     expected = {"401", "403", "503"}  # the gate, and not ready: every /v1/ route
     if "requestBody" in operation:
@@ -418,15 +433,6 @@ RECORD_ROUTES = [
         GroupTimeline(REF, [REF], [MESSAGE], 0).to_json(),
         GroupTimelineAnswer,
         id="group timeline",
-    ),
-    pytest.param(
-        "/v1/exports",
-        {"contact": "x", "reason": "Art. 15", "request_ref": "SAR-1"},
-        "export_or_request",
-        SubjectExport(messages=[MESSAGE], request_ref="SAR-1", generated_at=AT),
-        SubjectExport(messages=[MESSAGE], request_ref="SAR-1", generated_at=AT).document(),
-        SubjectExportDocument,
-        id="export",
     ),
 ]
 
@@ -639,3 +645,120 @@ async def test_a_search_for_a_kind_that_is_no_kind_is_refused() -> None:
     assert known.status_code == 200
     assert known.json() == []
     assert (unknown.status_code, in_the_query.status_code) == (422, 422)
+
+
+# ---------------------------------------------------------------- exports as jobs
+
+
+def export_job(status: str = "queued", **fields: Any) -> ExportJob:
+    values: dict[str, Any] = {
+        "job_id": str(uuid.UUID(int=7)),
+        "scope": "subject_access",
+        "subject_ref": REF,
+        "since": None,
+        "until": None,
+        "formats": ("all",),
+        "language": "en",
+        "requested_by": DPO.name,
+        "reason": "Art. 15",
+        "request_ref": None,
+        "status": status,
+        "step": status,
+        "done": 0,
+        "total": 0,
+        "error": None,
+        "attempts": 0,
+        "created_at": AT,
+        "started_at": None,
+        "finished_at": None,
+        "expires_at": None,
+    }
+    return ExportJob(**{**values, **fields})
+
+
+async def test_an_export_is_a_job_accepted_with_its_location() -> None:
+    actions = FixedActions(queue_person_export=[export_job()])
+    async with mounted(actions, exports_router) as client:
+        response = await client.post("/v1/exports", json={"contact": "x", "reason": "Art. 15", "formats": ["pdf"]})
+    assert response.status_code == 202, response.text
+    assert response.headers["location"] == f"/v1/exports/{uuid.UUID(int=7)}"
+    answer = ExportAccepted.model_validate_json(response.content)
+    assert (answer.approval_request, [job.status for job in answer.jobs]) == (None, ["queued"])
+    ((name, _operator, kwargs),) = actions.calls
+    assert (name, kwargs["contact"], kwargs["formats"], kwargs["language"]) == (
+        "queue_person_export",
+        "x",
+        ["pdf"],
+        "en",
+    )
+
+
+async def test_a_large_export_is_a_request_with_its_location() -> None:
+    request = ApprovalRequest(
+        request_id="r-1",
+        kind="export",
+        target={"subject_refs": [REF]},
+        subject_ref=REF,
+        reason="Art. 15",
+        requested_by=DPO.name,
+        requested_at=AT,
+        expires_at=AT,
+        status="pending",
+        decided_by=None,
+        decided_at=None,
+        decision=None,
+        outcome=None,
+    )
+    async with mounted(FixedActions(queue_person_export=request), exports_router) as client:
+        response = await client.post("/v1/exports", json={"subject_ref": REF, "reason": "Art. 15"})
+    assert response.status_code == 202, response.text
+    assert response.headers["location"] == "/v1/approvals/r-1"
+    answer = ExportAccepted.model_validate_json(response.content)
+    assert answer.jobs == []
+    assert answer.approval_request is not None
+
+
+async def test_a_search_export_hands_the_filter_to_the_action() -> None:
+    job = export_job(scope="search", subject_ref=None, selection={"keywords": 1, "hits": 3}, event_ids=("e1",))
+    actions = FixedActions(queue_search_export=job)
+    body = {"keywords": "refund", "deleted_only": True, "reason": "dispute 88", "formats": ["rsmf", "jsonl"]}
+    async with mounted(actions, exports_router) as client:
+        response = await client.post("/v1/exports/search", json=body)
+    assert response.status_code == 202, response.text
+    (shown,) = ExportAccepted.model_validate_json(response.content).jobs
+    assert (shown.scope, shown.selection, shown.event_count) == ("search", {"keywords": 1, "hits": 3}, 1)
+    ((_name, _operator, kwargs),) = actions.calls
+    assert (kwargs["query"].keywords, kwargs["query"].deleted_only, kwargs["formats"]) == (
+        "refund",
+        True,
+        ["rsmf", "jsonl"],
+    )
+
+
+async def test_a_finished_job_lists_links_that_download_until_they_expire() -> None:
+    files = (JobFile("evidence.zip", 3, "ab" * 32),)
+    done = export_job("done", files=files, finished_at=AT, expires_at=AT)
+
+    async def pieces() -> AsyncIterator[bytes]:
+        yield b"zip"
+
+    actions = FixedActions(export_job=done, export_file=(files[0], pieces()))
+    async with mounted(actions, exports_router) as client:
+        shown = ExportJobView.model_validate_json((await client.get(f"/v1/exports/{done.job_id}")).content)
+        (file,) = shown.files
+        assert file.url.startswith(f"/v1/exports/{done.job_id}/files/evidence.zip?expires=")
+        got = await client.get(file.url)
+        assert (got.status_code, got.content, got.headers["content-disposition"]) == (
+            200,
+            b"zip",
+            'attachment; filename="evidence.zip"',
+        )
+        for tampered in (file.url.replace("sig=", "sig=0"), file.url.replace("evidence.zip", "other.zip")):
+            assert (await client.get(tampered)).status_code == 404
+    assert [name for name, _op, _kw in actions.calls] == ["export_job", "export_file"]
+
+
+async def test_a_queued_job_has_no_link_yet() -> None:
+    async with mounted(FixedActions(export_job=export_job("running")), exports_router) as client:
+        shown = ExportJobView.model_validate_json((await client.get(f"/v1/exports/{uuid.UUID(int=7)}")).content)
+    assert (shown.status, shown.files) == ("running", [])

@@ -1,9 +1,9 @@
 """Cases: ``GET /cases`` (the cases the viewer may see; the DPO's form to open one), ``POST /cases`` (open),
 ``GET /cases/{ref}`` (a case: custodians and their holds, reviewers, saved searches, tagged messages with their
 notes), and its forms: ``POST /cases/{ref}/close``, ``…/custodians``, ``…/reviewers`` (the DPO's), ``…/searches``
-(save one), ``…/searches/run`` (its results), ``…/export`` (the DPO asks for the case's export: a four-eyes request
-whose state, then job and download, the case page shows), and ``POST /cases/review`` (tag or note a message from its
-conversation page; back to the case page).
+(save one), ``…/searches/run`` (its results), ``…/searches/export`` (their export, as a job), ``…/export`` (the DPO
+asks for the case's export: a four-eyes request whose state, then job and download, the case page shows), and
+``POST /cases/review`` (tag or note a message from its conversation page; back to the case page).
 
 A case's reference is the only thing of a case in a URL: a plain token (services/governance/cases.py), never a
 person's identifier. Contacts, words and notes travel in POST bodies.
@@ -17,10 +17,10 @@ from typing import Annotated, Final
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, Request, Response
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.datastructures import FormData
 
-from services.actions.layer import Actions
+from services.actions.layer import Actions, ApprovalRequest
 from services.console.deps import ActionsDep, CurrentSession, PagesDep, Posted, PostedBy
 from services.console.forms import BadForm, field, parse_day
 from services.console.i18n import translator
@@ -277,3 +277,22 @@ async def case_export(
         id=asked.request_id,
     )
     return await case_page(request, session, actions, pages, case_ref, notice=notice)
+
+
+@router.post("/cases/{case_ref}/searches/export")
+async def case_search_export(
+    case_ref: str, posted: Annotated[Posted, Depends(PostedBy("export.search"))], actions: ActionsDep
+) -> Response:
+    """Export a saved search's results (an assigned reviewer, or the DPO): run again as the case page ran it, its
+    hits frozen into an export job (or a four-eyes request above the threshold)."""
+    session, form = posted.session, posted.form
+    queued = await actions.queue_search_export(
+        session.operator,
+        saved_search=(known_ref(case_ref), field(form, "search_id") or ""),
+        reason=field(form, "reason"),
+        formats=[field(form, "export_format") or "all"],
+        language="fr" if session.locale.startswith("fr") else "en",
+    )
+    if isinstance(queued, ApprovalRequest):  # above the four-eyes threshold: queued once a DPO approves it
+        return RedirectResponse(f"/approvals?requested={queued.request_id}", status_code=303)
+    return RedirectResponse(f"/exports/{queued.job_id}", status_code=303)

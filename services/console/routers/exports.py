@@ -1,4 +1,5 @@
-"""Export jobs in the console: ``POST /exports`` (from a conversation whose reason was given), ``GET /exports``
+"""Export jobs in the console: ``POST /exports`` (from a conversation whose reason was given), ``POST
+/exports/search`` (the results of a search, with a reason), ``GET /exports``
 (the operator's recent jobs), ``GET /exports/{job_id}`` (its progress bar, then its files),
 ``GET /exports/{job_id}/status`` (the JSON that console.js polls) and ``GET /exports/{job_id}/files/{name}``.
 
@@ -13,6 +14,7 @@ import re
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Final
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse, StreamingResponse
@@ -21,7 +23,8 @@ from pydantic import BaseModel
 from services.actions.layer import Actions, ApprovalRequest
 from services.console.deps import ActionsDep, CurrentSession, PagesDep, Posted, PostedBy
 from services.console.forms import field
-from services.core.refusals import NotFound, ReasonRequired
+from services.console.routers.search import search_filter
+from services.core.refusals import InvalidRequest, NotFound, ReasonRequired
 from services.evidence.jobs import FORMATS, ExportJob
 from services.evidence.links import link_key, link_valid, sign_link
 
@@ -69,6 +72,29 @@ async def queue_export(posted: Annotated[Posted, Depends(PostedBy("export"))], a
         request_ref=opened.case_ref,
     )
     if isinstance(queued, ApprovalRequest):  # above the four-eyes threshold: queued once a second DPO approves it
+        return RedirectResponse(f"/approvals?requested={queued.request_id}", status_code=303)
+    return RedirectResponse(f"/exports/{queued.job_id}", status_code=303)
+
+
+@router.post("/exports/search")
+async def queue_search_export(
+    posted: Annotated[Posted, Depends(PostedBy("export.search"))], actions: ActionsDep
+) -> Response:
+    """Export what the posted search shows to this session's operator (their cases' scope for a reader): the search
+    runs again as the results page ran it, and its hits are frozen into the job."""
+    session, form = posted.session, posted.form
+    try:
+        query = search_filter(form, ZoneInfo(session.timezone))
+    except ValueError:
+        raise InvalidRequest("give the dates as YYYY-MM-DD") from None
+    queued = await actions.queue_search_export(
+        session.operator,
+        query=query,
+        reason=field(form, "reason"),
+        formats=[field(form, "export_format") or "all"],
+        language="fr" if session.locale.startswith("fr") else "en",
+    )
+    if isinstance(queued, ApprovalRequest):  # above the four-eyes threshold: queued once a DPO approves it
         return RedirectResponse(f"/approvals?requested={queued.request_id}", status_code=303)
     return RedirectResponse(f"/exports/{queued.job_id}", status_code=303)
 

@@ -8,6 +8,7 @@ is accepted here at once.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -84,11 +85,34 @@ class HoldRequest(BaseModel):
     group_id: str | None = Field(default=None, description="the Cloud API group id, for a group hold")
 
 
+# The formats an export job writes (services/evidence/jobs.py FORMATS): the subject-access JSON document and HTML
+# page, the PDF transcript, the JSON Lines of the records as archived with their media, RSMF 2.0, and ``all``:
+# the signed BagIt bag of every format (needs the export signing key where the jobs run).
+JobFormat = Literal["json", "html", "pdf", "jsonl", "rsmf", "all"]
+
+
 class ExportRequest(BaseModel):
-    contact: str = Field(min_length=1)
-    phone_number_id: str | None = None
-    reason: str = Field(min_length=3)
-    request_ref: str | None = None
+    """A person's export (GDPR Art. 15/20) as export jobs: one per pseudonym holding their records."""
+
+    contact: str | None = Field(default=None, min_length=1, description="wa_id or business-scoped user id")
+    subject_ref: str | None = Field(
+        default=None, pattern=PSEUDONYM_PATTERN, description="or the person's pseudonym, as a search hit gives it"
+    )
+    phone_number_id: str | None = Field(default=None, description="limit to one business number (default: all)")
+    reason: str = Field(min_length=3, description="why (written to the audit log, and into the export)")
+    request_ref: str | None = Field(default=None, description="your reference of the person's request")
+    formats: list[JobFormat] = Field(default=["all"], min_length=1, description="what the job writes")
+    language: Literal["en", "fr"] = Field(default="en", description="of the PDF transcript")
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+class SearchExportRequest(SearchRequest):
+    """The export of what this search shows to the caller (a reader's case scope applies), as an export job."""
+
+    reason: str = Field(min_length=3, description="why (written to the audit log, and into the export)")
+    formats: list[JobFormat] = Field(default=["all"], min_length=1, description="what the job writes")
+    language: Literal["en", "fr"] = Field(default="en", description="of the PDF transcript")
 
 
 class RetentionRunRequest(BaseModel):

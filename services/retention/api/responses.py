@@ -6,14 +6,14 @@ model, so the bytes an answer had before the models existed are unchanged (``tes
 models forbid unknown keys and coercion: a key the domain adds without its model, or a type that drifts, is an
 error in the tests (and a 500), never a field silently dropped or rewritten.
 
-Times are the domain's ISO 8601 strings, written as they are (``Moment``); the conversation, group timeline and
-export answers are written by :class:`RecordsJSON` (see there) and their models document them only.
+Times are the domain's ISO 8601 strings, written as they are (``Moment``); the conversation and group timeline
+answers are written by :class:`RecordsJSON` (see there) and their models document them only.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final
 
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -134,12 +134,42 @@ class GroupTimelineAnswer(Answer):
     shredded_records: int = Field(description="records whose key was destroyed (erased): not readable")
 
 
-class SubjectExportDocument(Answer):
-    format: Literal["wa-archive-subject-export/1"]
-    generated_at: Moment
-    request_ref: str | None
-    message_count: int
-    messages: list[MessageView]
+class ExportFileView(Answer):
+    """One file of a finished export job, and a link that downloads it for a few minutes (with the caller's bearer
+    token: the job's requester or a DPO)."""
+
+    name: str
+    size: int
+    sha256: str = Field(description="hex; the file's SHA-256 as written to the work bucket")
+    url: str = Field(description="GET it with your bearer token before it expires")
+    url_expires_at: Moment
+
+
+class ExportJobView(Answer):
+    """An export job (services/evidence/jobs.py): its scope (``subject_access``, ``conversation`` or ``search``),
+    the person's pseudonym (none for a search result), its progress (``step``, ``done`` of ``total``) and status
+    (``queued``, ``running``, ``done``, ``failed`` with fixed words, ``expired``); once done, its files, each with
+    a short-lived download link. A search result's ``selection`` describes the search (never its words), and
+    ``event_count`` says how many records it selected."""
+
+    model_config = ConfigDict(extra="forbid", strict=False)
+
+    job_id: str
+    scope: str
+    subject_ref: str | None
+    formats: list[str]
+    requested_by: str
+    status: str
+    step: str
+    done: int
+    total: int
+    error: str | None
+    created_at: Moment
+    finished_at: Moment | None
+    expires_at: Moment | None
+    files: list[ExportFileView]
+    selection: dict[str, Any] | None
+    event_count: int
 
 
 # ---------------------------------------------------------------- metadata, governance
@@ -286,6 +316,15 @@ class HeldDraftView(Answer):
     author: str
     expires_at: str
     may_decide: bool
+
+
+class ExportAccepted(Answer):
+    """An export accepted: the jobs queued (follow each at ``GET /v1/exports/{job_id}``; the ``Location`` header
+    names the first), or, above ``WA_RETENTION_FOUR_EYES__EXPORT_MESSAGES`` records, the four-eyes request waiting
+    for another person's approval (``Location``: ``/v1/approvals/{request_id}``), whose jobs are queued then."""
+
+    jobs: list[ExportJobView]
+    approval_request: ApprovalRequestView | None
 
 
 # A route whose action is requested (four eyes): 202 and the request, carried out once another person approves.
