@@ -81,7 +81,7 @@ async def test_a_dpo_exports_a_conversation_and_downloads_it_through_a_short_liv
         assert 'data-finished="false"' in queued.text
         assert (await client.get(f"{job_url}/status")).json()["finished"] is False
 
-        ran = await worker.run_next_export(ttl_s=600, stale_s=300)
+        ran = await worker.run_next_export(ttl_s=600, stale_s=300, job_id=job_id)  # not another test's
         assert ran is not None
         assert (ran.job_id, ran.status) == (job_id, "done")
         status = (await client.get(f"{job_url}/status")).json()

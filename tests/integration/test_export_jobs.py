@@ -93,7 +93,7 @@ async def test_a_job_runs_to_the_work_bucket_downloads_and_expires(
     assert requested is not None
     assert (requested["actor"], requested["reason"], requested["subject_ref"]) == (dpo.name, REASON, subject_ref)
 
-    ran = await actions.run_next_export(ttl_s=3600, stale_s=300)
+    ran = await actions.run_next_export(ttl_s=3600, stale_s=300, job_id=queued.job_id)  # not another test's
     assert ran is not None
     assert ran.job_id == queued.job_id
     assert (ran.status, ran.error, ran.attempts) == ("done", None, 1)
@@ -158,13 +158,14 @@ async def test_a_job_of_a_dead_worker_is_taken_again(work_stack: Stack, pg_pool:
     subject_ref = hashlib.sha256(uuid.uuid4().bytes).hexdigest()  # nobody's: the read finds no record
     queued = await actions.queue_export(dpo, subject_ref=subject_ref, reason=REASON, formats=["json"])
 
-    first = await jobs.claim_job(pg_pool, stale_s=300)
+    # Claimed by id: the shared database may hold other runs' jobs, queued or left running.
+    first = await jobs.claim_job(pg_pool, stale_s=300, job_id=queued.job_id)
     assert first is not None
     assert (first.job_id, first.status, first.attempts) == (queued.job_id, "running", 1)
     # A live worker's job is not taken; once its heartbeat is stale, it is, with a new attempt number.
-    assert await jobs.claim_job(pg_pool, stale_s=300) is None
+    assert await jobs.claim_job(pg_pool, stale_s=300, job_id=queued.job_id) is None
     later = datetime.now(UTC) + timedelta(seconds=301)
-    second = await jobs.claim_job(pg_pool, stale_s=300, now=later)
+    second = await jobs.claim_job(pg_pool, stale_s=300, now=later, job_id=queued.job_id)
     assert second is not None
     assert (second.job_id, second.attempts) == (queued.job_id, 2)
     # The presumed-dead worker can no longer report progress on it.
@@ -172,10 +173,10 @@ async def test_a_job_of_a_dead_worker_is_taken_again(work_stack: Stack, pg_pool:
         await jobs.Progress(pg_pool, first).flush()
     await jobs.Progress(pg_pool, second).flush()
     # After MAX_ATTEMPTS deaths the job is failed, with fixed words.
-    third = await jobs.claim_job(pg_pool, stale_s=300, now=later + timedelta(seconds=301))
+    third = await jobs.claim_job(pg_pool, stale_s=300, now=later + timedelta(seconds=301), job_id=queued.job_id)
     assert third is not None
     assert third.attempts == jobs.MAX_ATTEMPTS
-    assert await jobs.claim_job(pg_pool, stale_s=300, now=later + timedelta(seconds=602)) is None
+    assert await jobs.claim_job(pg_pool, stale_s=300, now=later + timedelta(seconds=602), job_id=queued.job_id) is None
     failed = await actions.export_job(dpo, queued.job_id)
     assert (failed.status, failed.error) == ("failed", jobs.ERRORS["crashed"])
 
@@ -208,7 +209,7 @@ async def test_a_job_hands_over_the_pdf_and_the_signed_package_that_verifies(
 
     # Without a signing key the worker cannot sign: the job fails in words that say so, and nothing is handed over.
     unsigned = await actions.queue_export(dpo, subject_ref=subject_ref, reason=REASON, formats=["all"])
-    failed = await actions.run_next_export(ttl_s=3600, stale_s=300)
+    failed = await actions.run_next_export(ttl_s=3600, stale_s=300, job_id=unsigned.job_id)
     assert failed is not None
     assert (failed.job_id, failed.status, failed.error) == (unsigned.job_id, "failed", jobs.ERRORS["unsigned"])
     listed = s3_client.list_objects_v2(Bucket=demo_env["WA_S3_WORK_BUCKET"], Prefix=f"exports/{unsigned.job_id}/")
@@ -217,7 +218,7 @@ async def test_a_job_hands_over_the_pdf_and_the_signed_package_that_verifies(
     queued = await actions.queue_export(
         dpo, subject_ref=subject_ref, reason=REASON, formats=["pdf", "all"], language="fr"
     )
-    ran = await actions.run_next_export(ttl_s=3600, stale_s=300, signing_key=key)
+    ran = await actions.run_next_export(ttl_s=3600, stale_s=300, signing_key=key, job_id=queued.job_id)
     assert ran is not None
     assert (ran.job_id, ran.status, ran.error) == (queued.job_id, "done", None)
     names = sorted(f.name for f in ran.files)

@@ -46,7 +46,7 @@ from tests.helpers.archive_runs import archive, crisis_bodies
 from tests.helpers.export_jobs import admin_work_bucket, fail_leftover_jobs
 from tests.helpers.support import run_cli
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.export_queue]
 
 REASON = "dispute 88: what was promised"
 DPO = {"authorization": f"Bearer {pipeline.DPO_TOKEN}"}
