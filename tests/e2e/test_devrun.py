@@ -1,4 +1,5 @@
-"""``make run``'s driver (devtools/devrun.py) as a process: stopped with SIGTERM, it stops what it started.
+"""``make run``'s driver (devtools/devrun.py) as a process: a held message goes round the whole loop (gateway,
+archiver, four eyes, gateway, relay, inbox), and, stopped with SIGTERM, it stops what it started.
 
 A supervisor, ``kill`` or a CI job stops the driver with SIGTERM, not Ctrl-C: only a terminal sends SIGINT to the
 whole process group, so the driver must stop its children itself — the four services and the Graph API stand-in —
@@ -14,7 +15,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -55,6 +58,62 @@ def metrics() -> str:
     return httpx.get("http://127.0.0.1:8086/metrics", timeout=5).text
 
 
+def delivered_to_inbox() -> int:
+    found = re.search(r'wa_relay_deliveries_total\{destination="inbox",outcome="delivered"\} ([0-9.e+]+)', metrics())
+    return int(float(found.group(1))) if found else 0
+
+
+def until(check: Callable[[], Any], what: str, timeout_s: float = 60) -> Any:
+    """``check()``'s first truthy value, polled until ``timeout_s``; fails naming ``what``."""
+    deadline = time.monotonic() + timeout_s
+    while not (found := check()):
+        assert time.monotonic() < deadline, f"no {what} within {timeout_s} s"
+        time.sleep(0.5)
+    return found
+
+
+def held_message_is_approved_sent_and_reported() -> None:
+    """The whole loop of a sensitive message in `make run`: the demo policy holds a refund; the archiver opens its
+    four-eyes request; its author may not approve it, a DPO does (admin API); the gateway sends it once, with the
+    number's token, and the relay reports its `sent` status to the inbox, which verifies the app's signature."""
+    before = delivered_to_inbox()
+    held = httpx.post(
+        "http://127.0.0.1:8084/v21.0/106540352242922/messages",
+        json={
+            "messaging_product": "whatsapp",
+            "to": "33612345678",
+            "type": "text",
+            "text": {"body": "Votre remboursement de 49,90 € est validé."},
+        },
+        headers={"Authorization": "Bearer the-company-token", "X-WA-Archive-Author": "demo-dpo-2"},
+        timeout=30,
+    )
+    assert held.status_code == 200, held.text
+    (answer,) = held.json()["messages"]
+    assert answer["message_status"] == "held_for_quality_assessment"
+    api = "http://127.0.0.1:8082/v1/approvals"
+    dpo, author = ({"Authorization": f"Bearer demo-{who}-token-local-only"} for who in ("dpo", "dpo-2"))
+
+    def request() -> dict[str, Any] | None:
+        listed = httpx.get(api, headers=dpo, timeout=10).json()
+        return next((r for r in listed if r["kind"] == "send" and r["target"]["message_id"] == answer["id"]), None)
+
+    found = until(request, "four-eyes request for the held message")
+    assert found["requested_by"] == "demo-dpo-2"
+    refused = httpx.post(f"{api}/{found['request_id']}/approve", json={"reason": "mine"}, headers=author, timeout=30)
+    assert refused.status_code == 403, refused.text
+    approved = httpx.post(
+        f"{api}/{found['request_id']}/approve", json={"reason": "amount checked"}, headers=dpo, timeout=30
+    )
+    assert approved.status_code == 200, approved.text
+
+    def gateway_metrics() -> str:
+        return httpx.get("http://127.0.0.1:9086/metrics", timeout=5).text
+
+    until(lambda: 'wa_gateway_decisions_total{result="approved_sent"} 1.0' in gateway_metrics(), "approved send")
+    until(lambda: delivered_to_inbox() > before, "status delivered to the inbox")
+
+
 def test_sigterm_stops_the_services_and_the_graph_api_stand_in(tmp_path: Path) -> None:
     for name, port in {**PORTS, "graph-api": 8099, "relay": 8086, "inbox": 8087}.items():
         with contextlib.suppress(httpx.HTTPError):
@@ -87,6 +146,8 @@ def test_sigterm_stops_the_services_and_the_graph_api_stand_in(tmp_path: Path) -
         while not re.search(r'wa_relay_deliveries_total\{destination="inbox",outcome="delivered"\} [1-9]', metrics()):
             assert time.monotonic() < deadline, metrics()[-3000:]
             time.sleep(0.5)
+
+        held_message_is_approved_sent_and_reported()
 
         driver.send_signal(signal.SIGTERM)
         assert driver.wait(timeout=120) == 0, output.read_text(errors="replace")[-3000:]

@@ -161,6 +161,7 @@ def set_demo_env(monkeypatch: pytest.MonkeyPatch) -> None:
                 "WA_RETENTION_ADMIN_TOKENS__TOKEN",
                 "WA_RETENTION_EXPORT_SIGNING__KEY",
                 "WA_RETENTION_SIGNING__PRIVATE_KEY",
+                "WA_RETENTION_KAFKA__SASL_PASSWORD",  # the action layer's Kafka principal (held sends' decisions)
             ],
             id="retention, console and CLI",
         ),
