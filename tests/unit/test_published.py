@@ -206,10 +206,12 @@ def test_the_console_s_own_logins_are_checked_too(monkeypatch: pytest.MonkeyPatc
         "WA_CONSOLE_OIDC__CLIENT_SECRET",
         "WA_CONSOLE_PG__DSN",
         "WA_CONSOLE_S3__SECRET_KEY",
+        "WA_CONSOLE_KAFKA__SASL_PASSWORD",  # the action layer's Kafka principal (held sends' decisions)
     ]
     monkeypatch.setenv("WA_CONSOLE_OIDC__CLIENT_SECRET", secrets.token_urlsafe(24))
     monkeypatch.setenv("WA_CONSOLE_PG__DSN", f"postgresql://wa_console:{secrets.token_urlsafe(24)}@db:5432/wa_archive")
     monkeypatch.setenv("WA_CONSOLE_S3__SECRET_KEY", secrets.token_urlsafe(24))
+    monkeypatch.setenv("WA_CONSOLE_KAFKA__SASL_PASSWORD", secrets.token_urlsafe(24))
     assert published_settings(ConsoleSettings(), "WA_CONSOLE_") == []
 
 
