@@ -1,0 +1,51 @@
+"""How a keyword search chooses between walking the messages in time order and gathering every match
+(services/review/search.py), and the index the walk needs (migration 0030)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from services.core.schema import migration_files
+from services.core.vocabulary import MESSAGE_KINDS
+from services.review.search import KEYWORD_KINDS_SQL, keyword_gather_sql, keyword_walk_sql, walk_first
+
+
+@pytest.mark.parametrize(
+    ("share", "limit", "budget", "walks"),
+    [
+        pytest.param(0.5, 500, 20_000, True, id="a word of half the pairs fills a page within a thousand messages"),
+        pytest.param(0.025, 500, 20_000, True, id="a page within the budget exactly"),
+        pytest.param(0.024, 500, 20_000, False, id="a page just beyond the budget: gathered"),
+        pytest.param(0.001, 500, 20_000, False, id="a rare word: gathered"),
+        pytest.param(0.0, 500, 20_000, False, id="no pair holds the words (or no statistics)"),
+        pytest.param(0.01, 10, 20_000, True, id="a short page needs fewer messages"),
+        pytest.param(1.0, 500, 100, False, id="a budget below the page"),
+    ],
+)
+def test_a_search_walks_when_the_words_promise_a_page_within_the_budget(
+    share: float, limit: int, budget: int, walks: bool
+) -> None:
+    assert walk_first(share, limit, budget) is walks
+
+
+def test_the_walk_names_the_message_kinds_as_the_index_of_migration_0030_does() -> None:
+    """PostgreSQL walks a partial index only when the query's condition is the index's: the same kinds, written
+    the same way."""
+    (sql,) = [text for _version, name, text in migration_files() if name.startswith("0030_")]
+    predicate = re.search(r"WHERE (kind IN \([^)]*\))", sql)
+    assert predicate is not None
+    assert f"e.{predicate.group(1)}" == KEYWORD_KINDS_SQL
+    assert set(re.findall(r"'(\w+)'", predicate.group(1))) == MESSAGE_KINDS  # every kind a keyword search returns
+
+
+def test_both_statements_bind_every_value_and_order_events_of_one_second_by_id() -> None:
+    walk = keyword_walk_sql("e.phone_number_id = $1", tokens="$2", budget="$4", limit="$3")
+    gather = keyword_gather_sql("e.phone_number_id = $1", tokens="$2", limit="$3")
+    for sql in (walk, gather):
+        assert "$2::bigint[]" in sql
+        assert "LIMIT $3" in sql
+        assert sql.endswith("ORDER BY e.event_time, e.event_id")
+    assert "LIMIT $4" in walk
+    assert "LIMIT $4" not in gather
