@@ -668,11 +668,16 @@ def searchers(plan: Plan) -> list[Who]:
     ]
 
 
-async def search_actions(actions: Actions, who: Who, query: str) -> int:
+async def search_actions(actions: Actions, who: Who, query: str, limit: int = SEARCH_LIMIT) -> int:
     found = await actions.search(
-        who.operator, SearchFilter(keywords=query, phone_number_id=who.phone_number_id, limit=SEARCH_LIMIT)
+        who.operator, SearchFilter(keywords=query, phone_number_id=who.phone_number_id, limit=limit)
     )
     return len(found)
+
+
+# The deepest result the admin API gives (services/retention/api/routers/search.py: limit <= 10,000); the console
+# shows its first 500 and has no further pages.
+DEEP_LIMIT: Final = 10_000
 
 
 async def search_http(browser: ConsoleClient, who: Who, query: str) -> int:
@@ -780,6 +785,26 @@ async def measure(
                     plan_lines = await explain(actions, who, cell[0])
                     figures["plans"][f"{who.name}/{words_name}: {cell[0]}"] = plan_lines
                     print(f"--- plan, {who.name} {words_name} ({cell[0]!r})\n" + "\n".join(plan_lines), flush=True)
+        # A case's saved searches, as its reviewer runs them: one search per custodian (its people by pseudonym, its
+        # group), within the case's period, each up to the action layer's default limit (1,000).
+        reader = Operator(READER, "reader")
+        saved = {
+            q: (await actions.save_search(reader, CASE_REF, keywords=q)).search_id
+            for q in [*queries["one_word"], *queries["two_words"]]
+        }
+
+        async def run_saved(query: str) -> int:
+            return len(await actions.run_saved_search(reader, CASE_REF, saved[query]))
+
+        for words_name, cell in queries.items():
+            row = await measure_cell(run_saved, cell, count)
+            figures["actions"].setdefault("reader_saved_search", {})[words_name] = row
+            _print("actions", "reader_saved_search", words_name, row)
+        for who in searchers(plan)[::2]:  # the DPO unscoped and the reader
+            deep = partial(search_actions, actions, who, limit=DEEP_LIMIT)
+            row = await measure_cell(deep, queries["one_word"], max(3, count // 3))
+            figures["actions"][who.name][f"one_word_first_{DEEP_LIMIT}"] = row
+            _print("actions", who.name, f"deep {DEEP_LIMIT}", row)
     finally:
         await access.close()
     if http:
