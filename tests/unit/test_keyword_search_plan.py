@@ -3,13 +3,16 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from services.core.schema import migration_files
 from services.core.vocabulary import MESSAGE_KINDS
-from services.review.search import KEYWORD_KINDS_SQL, keyword_gather_sql, keyword_walk_sql, walk_first
+from services.review.search import KEYWORD_KINDS_SQL, combined_share, keyword_gather_sql, keyword_walk_sql, walk_first
 
 
 @pytest.mark.parametrize(
@@ -49,3 +52,27 @@ def test_both_statements_bind_every_value_and_order_events_of_one_second_by_id()
         assert sql.endswith("ORDER BY e.event_time, e.event_id")
     assert "LIMIT $4" in walk
     assert "LIMIT $4" not in gather
+
+
+@pytest.mark.parametrize(
+    ("shares", "combined"),
+    [
+        pytest.param([], 0.0, id="no word"),
+        pytest.param([0.3], 0.3, id="one word: its share"),
+        pytest.param([0.16, 0.04], 0.04 * 0.4, id="two: the rarer, times the square root of the other"),
+        pytest.param([0.04, 0.16], 0.04 * 0.4, id="in any order"),
+        pytest.param([0.0, 0.5], 0.0, id="a word no row holds"),
+        pytest.param([1.0, 1.0, 1.0], 1.0, id="words every row holds"),
+        pytest.param([0.5, 0.25, 0.0625], 0.0625 * 0.5 * 0.5**0.25, id="three: square root, then fourth root"),
+    ],
+)
+def test_the_words_share_backs_off_from_the_rarest(shares: list[float], combined: float) -> None:
+    assert combined_share(shares) == pytest.approx(combined)
+
+
+@given(st.lists(st.floats(0.0, 1.0), min_size=1, max_size=5))
+@settings(max_examples=200)
+def test_the_words_share_lies_between_their_product_and_the_rarest_words(shares: list[float]) -> None:
+    """Between independence (every word's share multiplied) and one word implying the others (the rarest's)."""
+    found = combined_share(shares)
+    assert math.prod(shares) - 1e-12 <= found <= min(shares) + 1e-12
