@@ -639,16 +639,37 @@ async def bench_case(actions: Actions, plan: Plan, crowd: People, pepper: bytes)
 Search = Callable[[str], Awaitable[int]]
 
 
-async def measure_cell(run_one: Search, queries: Sequence[str], count: int) -> dict[str, Any]:
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """CPU seconds (user + system) the processes ``pids`` have used so far (0 for one that is gone)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+async def measure_cell(
+    run_one: Search, queries: Sequence[str], count: int, cpu_of: Sequence[int] = ()
+) -> dict[str, Any]:
+    """``count`` searches (after three not counted): latency, hits and, for ``cpu_of`` (the console's process),
+    its CPU per search: what a loaded machine's wall time does not say."""
     for query in queries[:3]:  # not counted: the first pay connections and cold pages
         await run_one(query)
     spent: list[float] = []
     hits: list[int] = []
+    cpu_before = cpu_seconds(cpu_of)
     for query in itertools.islice(itertools.cycle(queries), count):
         started = time.perf_counter()
         hits.append(await run_one(query))
         spent.append((time.perf_counter() - started) * 1000)
-    return {**distribution(spent), "hits_median": statistics.median(hits), "examples": list(queries[:3])}
+    row = {**distribution(spent), "hits_median": statistics.median(hits), "examples": list(queries[:3])}
+    if cpu_of:
+        row["process_cpu_ms_per_search"] = round((cpu_seconds(cpu_of) - cpu_before) / count * 1000, 1)
+    return row
 
 
 @dataclass(frozen=True)
@@ -691,7 +712,7 @@ async def search_http(browser: ConsoleClient, who: Who, query: str) -> int:
 
 
 @contextlib.contextmanager
-def console_process(env: dict[str, str], database: str) -> Iterator[str]:
+def console_process(env: dict[str, str], database: str) -> Iterator[tuple[str, int]]:
     """``python -m services.console`` over the bench database, signing in the bench's DPO and reader."""
     port, ops_port = free_port(), free_port()
     tokens = {DPO: {"token": TOKENS[DPO], "role": "dpo"}, READER: {"token": TOKENS[READER], "role": "reader"}}
@@ -709,7 +730,7 @@ def console_process(env: dict[str, str], database: str) -> Iterator[str]:
     process = start_module("services.console", {**env, **overrides}, log)
     try:
         wait_http(f"http://127.0.0.1:{ops_port}/readyz")
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", process.pid
     finally:
         process.terminate()
         process.wait(timeout=60)
@@ -778,7 +799,7 @@ async def measure(
         figures["case"] = await bench_case(actions, plan, crowd, pepper)
         for who in searchers(plan):
             for words_name, cell in queries.items():
-                row = await measure_cell(partial(search_actions, actions, who), cell, count)
+                row = await measure_cell(partial(search_actions, actions, who), cell, count, cpu_of=[os.getpid()])
                 figures["actions"].setdefault(who.name, {})[words_name] = row
                 _print("actions", who.name, words_name, row)
                 if explain_plans:
@@ -808,20 +829,22 @@ async def measure(
     finally:
         await access.close()
     if http:
-        with console_process(env, database) as url:
+        with console_process(env, database) as (url, pid):
             for who in searchers(plan):
                 async with signed_in(url, (who.operator.name, TOKENS[who.operator.name])) as browser:
                     for words_name, cell in queries.items():
-                        row = await measure_cell(partial(search_http, browser, who), cell, count)
+                        row = await measure_cell(partial(search_http, browser, who), cell, count, cpu_of=[pid])
                         figures["http"].setdefault(who.name, {})[words_name] = row
                         _print("http", who.name, words_name, row)
     return figures
 
 
 def _print(layer: str, who: str, words_name: str, row: dict[str, Any]) -> None:
+    cpu = row.get("process_cpu_ms_per_search")
     print(
         f"  {layer:<8} {who:<15} {words_name:<9} n={row['n']:>3}  p50 {row['p50_ms']:>7.1f}  p95 {row['p95_ms']:>7.1f}"
-        f"  max {row['max_ms']:>7.1f} ms  hits~{row['hits_median']}",
+        f"  max {row['max_ms']:>7.1f} ms  hits~{row['hits_median']}"
+        + (f"  console CPU {cpu} ms/search" if cpu is not None else ""),
         flush=True,
     )
 
