@@ -122,6 +122,13 @@ def keyword_gather_sql(where: str, *, tokens: str, limit: str) -> str:
     )
 
 
+def walk_budget_for(limit: int) -> int:
+    """How many messages a keyword search for a page of ``limit`` walks at most before it gathers: at least
+    :data:`KEYWORD_WALK_BUDGET`, and four messages per hit for a deep page (the admin API gives up to 10,000), so
+    that a word a quarter of the rows hold still walks: gathering it would sort a quarter of the archive."""
+    return max(KEYWORD_WALK_BUDGET, 4 * limit)
+
+
 def walk_first(share: float, limit: int, budget: int = KEYWORD_WALK_BUDGET) -> bool:
     """Whether a keyword search should walk before it gathers: when the share of (object, person) pairs that hold
     the words (:func:`combined_share`) promises ``limit`` hits within ``budget`` events walked."""
@@ -165,7 +172,7 @@ async def search_index(
     scope: ReadingScope = EVERYTHING,
     *,
     walk: bool | None = None,
-    walk_budget: int = KEYWORD_WALK_BUDGET,
+    walk_budget: int | None = None,
 ) -> list[IndexHit]:
     """The index rows ``query`` asks for within ``scope`` (the reader's: services/governance/scope.py), in time
     order (events of the same second by id), at most ``query.limit``: the scope is part of the query, so that what
@@ -173,7 +180,8 @@ async def search_index(
 
     A keyword search either walks the selected messages in time order, checking each one's tokens, or gathers
     every match and sorts it (:func:`keyword_walk_sql`, :func:`keyword_gather_sql`); both give the same page. It
-    walks when the words are common enough to fill the page within ``walk_budget`` messages (:func:`walk_first`;
+    walks when the words are common enough to fill the page within ``walk_budget`` messages (by default
+    :func:`walk_budget_for` the page; :func:`walk_first`;
     ``walk`` True or False decides instead: the tests' way to compare both), and gathers after a walk that neither
     filled the page nor saw every selected message."""
     clauses: list[str] = []
@@ -230,8 +238,10 @@ async def search_index(
         async with conn.transaction():
             await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
             if walk is None:
+                walk_budget = walk_budget or walk_budget_for(query.limit)
                 walk = walk_first(await keyword_share(conn, tokens), query.limit, walk_budget)
             if walk:
+                walk_budget = walk_budget or walk_budget_for(query.limit)
                 budget = arg(walk_budget)
                 rows = await conn.fetch(keyword_walk_sql(where, tokens=words, budget=budget, limit=limit), *args)
                 if len(rows) >= query.limit or not await _more_than(conn, where, filters, walk_budget):

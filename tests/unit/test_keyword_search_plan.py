@@ -12,7 +12,15 @@ from hypothesis import strategies as st
 
 from services.core.schema import migration_files
 from services.core.vocabulary import MESSAGE_KINDS
-from services.review.search import KEYWORD_KINDS_SQL, combined_share, keyword_gather_sql, keyword_walk_sql, walk_first
+from services.review.search import (
+    KEYWORD_KINDS_SQL,
+    KEYWORD_WALK_BUDGET,
+    combined_share,
+    keyword_gather_sql,
+    keyword_walk_sql,
+    walk_budget_for,
+    walk_first,
+)
 
 
 @pytest.mark.parametrize(
@@ -76,3 +84,16 @@ def test_the_words_share_lies_between_their_product_and_the_rarest_words(shares:
     """Between independence (every word's share multiplied) and one word implying the others (the rarest's)."""
     found = combined_share(shares)
     assert math.prod(shares) - 1e-12 <= found <= min(shares) + 1e-12
+
+
+@pytest.mark.parametrize(
+    ("limit", "budget"),
+    [
+        pytest.param(500, KEYWORD_WALK_BUDGET, id="the console's page: the budget"),
+        pytest.param(5_000, KEYWORD_WALK_BUDGET, id="four messages per hit, the budget exactly"),
+        pytest.param(10_000, 40_000, id="the admin API's deepest: four messages per hit"),
+    ],
+)
+def test_a_deep_page_walks_four_messages_per_hit(limit: int, budget: int) -> None:
+    assert walk_budget_for(limit) == budget
+    assert walk_first(0.25, limit, walk_budget_for(limit))  # a word a quarter of the rows hold walks
