@@ -34,7 +34,10 @@ language's vocabulary), one word and two words (two frequent words one message h
   over its last year;
 
 through ``Actions.search`` (the console's limit of hits) and ``POST /search`` of a console process, p50 / p95 /
-max in ms, with the hits. ``--explain`` adds EXPLAIN (ANALYZE, BUFFERS) of one search per cell.
+max in ms, with the hits and the CPU per search of the measured process (the bench's, the console's); beside them
+the case's saved searches as its reviewer runs them (one search per custodian) and the first 10,000 hits (the
+admin API's most) of one word for the DPO and the reader. ``--explain`` adds EXPLAIN (ANALYZE, BUFFERS) of the
+statements of one search per cell. Run from a worktree, WA_STACK_DIR names the stack's directory (its socket).
 
     python -m bench.search [--messages 1000000] [--queries 40] [--rebuild] [--explain] [--skip-http]
 """
