@@ -847,7 +847,7 @@ def _print(layer: str, who: str, words_name: str, row: dict[str, Any]) -> None:
     print(
         f"  {layer:<8} {who:<15} {words_name:<9} n={row['n']:>3}  p50 {row['p50_ms']:>7.1f}  p95 {row['p95_ms']:>7.1f}"
         f"  max {row['max_ms']:>7.1f} ms  hits~{row['hits_median']}"
-        + (f"  CPU {cpu} ms/search (the measured process)" if cpu is not None else ""),
+        + (f"  console CPU {cpu} ms/search" if cpu is not None else ""),
         flush=True,
     )
 

@@ -9,7 +9,6 @@ object, not in which message; the decrypted conversation says which.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
@@ -132,12 +131,10 @@ def walk_budget_for(limit: int) -> int:
     return max(KEYWORD_WALK_BUDGET, 4 * limit)
 
 
-def walk_first(share: float, limit: int, budget: int = KEYWORD_WALK_BUDGET, selected: float = math.inf) -> bool:
-    """Whether a keyword search should walk before it gathers: when the filters select no more than ``budget``
-    events (``selected``, PostgreSQL's estimate: a case's people, a reader's narrow scope), or when the share of
-    (object, person) pairs that hold the words (:func:`combined_share`) promises ``limit`` hits within ``budget``
-    events walked."""
-    return selected <= budget or (share > 0 and limit / share <= budget)
+def walk_first(share: float, limit: int, budget: int = KEYWORD_WALK_BUDGET) -> bool:
+    """Whether a keyword search should walk before it gathers: when the share of (object, person) pairs that hold
+    the words (:func:`combined_share`) promises ``limit`` hits within ``budget`` events walked."""
+    return share > 0 and limit / share <= budget
 
 
 def combined_share(shares: Sequence[float]) -> float:
@@ -244,8 +241,7 @@ async def search_index(
             await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
             if walk is None:
                 walk_budget = walk_budget or walk_budget_for(query.limit)
-                selected = await _estimated_rows(conn, f"SELECT 1 FROM archived_events e WHERE {where}", filters)  # noqa: S608
-                walk = walk_first(await keyword_share(conn, tokens), query.limit, walk_budget, selected)
+                walk = walk_first(await keyword_share(conn, tokens), query.limit, walk_budget)
             if walk:
                 walk_budget = walk_budget or walk_budget_for(query.limit)
                 budget = arg(walk_budget)
@@ -255,12 +251,6 @@ async def search_index(
                 args.pop()  # the budget: the gathering has none
             rows = await conn.fetch(keyword_gather_sql(where, tokens=words, limit=limit), *args)
     return [IndexHit(**dict(row)) for row in rows]
-
-
-async def _estimated_rows(conn: Connection, sql: str, args: list[Any]) -> float:
-    """PostgreSQL's estimate of the rows ``sql`` gives (EXPLAIN: nothing is read)."""
-    plan = await conn.fetchval(f"EXPLAIN (FORMAT JSON) {sql}", *args)
-    return float(orjson.loads(plan)[0]["Plan"]["Plan Rows"]) if isinstance(plan, str) else math.inf
 
 
 async def _more_than(conn: Connection, where: str, args: list[Any], count: int) -> bool:

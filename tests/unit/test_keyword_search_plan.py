@@ -41,18 +41,6 @@ def test_a_search_walks_when_the_words_promise_a_page_within_the_budget(
     assert walk_first(share, limit, budget) is walks
 
 
-@pytest.mark.parametrize(
-    ("selected", "walks"),
-    [
-        pytest.param(5_000, True, id="a case's people: their events are fewer than the budget"),
-        pytest.param(20_000, True, id="the budget exactly"),
-        pytest.param(20_001, False, id="more than the budget: the words decide"),
-    ],
-)
-def test_a_search_walks_when_its_filters_select_fewer_events_than_the_budget(selected: float, walks: bool) -> None:
-    assert walk_first(0.001, 500, 20_000, selected) is walks  # a rare word
-
-
 def test_the_walk_names_the_message_kinds_as_the_index_of_migration_0030_does() -> None:
     """PostgreSQL walks a partial index only when the query's condition is the index's: the same kinds, written
     the same way."""
