@@ -1,7 +1,8 @@
 """``make bench``: every benchmark in one go, then one report (JSON + markdown) in bench/results/.
 
 Runs ingest, archiver, end-to-end freshness, retention, retrieval, the index layouts, the KEK rewrap, the review
-console (on an archive of 1,000,000 messages it builds once and reuses: see bench/console.py) and a burst of large
+console (on an archive of 1,000,000 messages it builds once and reuses: see bench/console.py), keyword search on a
+1,000,000-message index in a database of its own (bench/search.py, also built once and reused) and a burst of large
 media (bench/media.py: the archiver's peak RSS with eight 100 MB documents in one POST) and `wa-archive recover`
 after a database loss (bench/recovery.py), the relay (bench/relay.py), each as its own process
 (one failing does not stop the others; the report says which failed), then writes bench/results/report.json and
@@ -37,6 +38,7 @@ FULL: dict[str, list[str]] = {
     "index_schema": [],
     "rewrap": [],
     "console": [],
+    "search": [],
     "media": [],
     "recovery": ["--events", "100000"],
     "key_copies": [],
@@ -55,6 +57,7 @@ QUICK: dict[str, list[str]] = {
     "index_schema": ["--events", "50000", "--rounds", "1"],
     "rewrap": ["--keys", "20000", "--batch-sizes", "1000"],
     "console": ["--messages", "100000", "--queries", "20", "--runs", "10"],
+    "search": ["--messages", "100000", "--people", "5000", "--queries", "20"],
     "media": ["--documents", "4", "--megabytes", "20"],
     "recovery": ["--events", "20000"],
     "key_copies": ["--events", "20000", "--rounds", "1"],
@@ -78,6 +81,7 @@ SMOKE: dict[str, list[str]] = {
         *("--messages", "300", "--people", "30", "--heavy", "60", "--days", "3"),
         *("--queries", "4", "--budget-s", "5", "--runs", "10"),
     ],
+    "search": ["--messages", "2000", "--people", "300", "--days", "30", "--queries", "2", "--skip-http"],
     "media": ["--documents", "1", "--megabytes", "1"],
     "recovery": ["--events", "300", "--partitions", "2"],
     "key_copies": ["--events", "300", "--rounds", "1"],
@@ -220,6 +224,20 @@ def summary_rows(results: dict[str, dict[str, Any]]) -> list[tuple[str, str, str
             "ms",
             at_most=True,
         )
+    if (r := results.get("search", {})).get("status") == "ok":
+        f = r["figures"]
+        messages = f"{f['index']['messages']:,} messages"
+        for layer, label in (("actions", "Actions.search"), ("http", "console POST /search")):
+            for who, cells in f["search"][layer].items():
+                for count, words in (("one_word", "one word"), ("two_words", "two words")):
+                    if count in cells:
+                        add(
+                            f"keyword search p95, most frequent words, {words}, {who}, {label} ({messages})",
+                            cells[count]["p95_ms"],
+                            300,
+                            "ms",
+                            at_most=True,
+                        )
     if (r := results.get("media", {})).get("status") == "ok":
         f = r["figures"]
         burst = f"{f['documents']} × {f['document_bytes'] / 1e6:,.0f} MB documents in one POST"

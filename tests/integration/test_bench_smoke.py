@@ -40,6 +40,7 @@ TARGET_ROWS = [
     "index CPU, binary keys / text keys",
     "keyword search p95, one word, Actions.search",
     "keyword search p95, one word, console POST /search",
+    "keyword search p95, most frequent words, one word, reader_case, Actions.search",
     "timeline first page",
     "documents archived byte-exact",
     "PDF transcript peak RSS per volume process",

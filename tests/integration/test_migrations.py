@@ -91,6 +91,7 @@ async def test_every_migration_applies_in_order_on_an_empty_schema(scratch: asyn
     assert {"archived_events_subject_time", "archived_events_original", "archived_events_object_subject"} <= indexes
     assert "archived_events_object" not in indexes  # 0013: replaced by (object_key, subject_ref)
     assert "archived_events_group" in indexes  # 0011: partial, the group events alone
+    assert "archived_events_message_time" in indexes  # 0030: the messages in time order, for keyword search
 
 
 async def test_binary_keys_carry_the_text_layout_rows_over_byte_for_byte(scratch: asyncpg.Connection) -> None:
