@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal, TypeAlias, get_args
 
 from services.core.events import Delivery, Event, Subject, derive_event_id
+from services.core.vocabulary import EventKind
 
 # What became of a send: Meta accepted it (2xx), refused it (its error answer), the answer was lost after the
 # request may have left (a timeout, a reset: Meta may have sent it), or it never left (no connection to Meta).
@@ -67,11 +68,12 @@ class SendContext:
         return _text(request.get("type")) or "text"
 
 
-def attempt_event(context: SendContext) -> Event:
-    """The ``send_attempt`` event journaled before forwarding."""
+def _request_event(context: SendContext, kind: EventKind, gateway: dict[str, Any]) -> Event:
+    """An event of the request as the company sent it, under the person it is addressed to (``send_attempt``,
+    ``send_held``): keyed by the send's own id, with ``gateway`` (the send's id and what the kind adds)."""
     return Event(
-        event_id=derive_event_id(context.waba_id, "send_attempt", context.phone_number_id, (context.send_id,)),
-        kind="send_attempt",
+        event_id=derive_event_id(context.waba_id, kind, context.phone_number_id, (context.send_id,)),
+        kind=kind,
         field="gateway",
         received_at=context.received_at,
         waba_id=context.waba_id,
@@ -85,12 +87,17 @@ def attempt_event(context: SendContext) -> Event:
             "phone_number_id": context.phone_number_id,
             "waba_id": context.waba_id,
             "request": context.request,
-            "gateway": {"send_id": context.send_id, **(context.held or {})},
+            "gateway": gateway,
         },
         contact=None,
         delivery=Delivery(sha256=hashlib.sha256(context.raw).hexdigest(), signature=None),
         group_id=context.group_id,
     )
+
+
+def attempt_event(context: SendContext) -> Event:
+    """The ``send_attempt`` event journaled before forwarding."""
+    return _request_event(context, "send_attempt", {"send_id": context.send_id, **(context.held or {})})
 
 
 def held_event(
@@ -115,28 +122,7 @@ def held_event(
     }
     if text is not None:
         gateway["text"] = text
-    return Event(
-        event_id=derive_event_id(context.waba_id, "send_held", context.phone_number_id, (context.send_id,)),
-        kind="send_held",
-        field="gateway",
-        received_at=context.received_at,
-        waba_id=context.waba_id,
-        phone_number_id=context.phone_number_id,
-        subject=context.subject,
-        message_id=None,
-        original_message_id=None,
-        timestamp=None,
-        type=context.message_type,
-        payload={
-            "phone_number_id": context.phone_number_id,
-            "waba_id": context.waba_id,
-            "request": context.request,
-            "gateway": gateway,
-        },
-        contact=None,
-        delivery=Delivery(sha256=hashlib.sha256(context.raw).hexdigest(), signature=None),
-        group_id=context.group_id,
-    )
+    return _request_event(context, "send_held", gateway)
 
 
 def wamid(response: Any) -> str | None:
