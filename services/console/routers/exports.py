@@ -10,20 +10,19 @@ whole, and every download is audited. URLs carry the job's id and the file's nam
 
 from __future__ import annotations
 
-import re
 import time
-from collections.abc import AsyncIterator
 from typing import Annotated, Final
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, Request, Response
-from fastapi.responses import HTMLResponse, RedirectResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import BaseModel
 
 from services.actions.layer import Actions, ApprovalRequest
 from services.console.deps import ActionsDep, CurrentSession, PagesDep, Posted, PostedBy
 from services.console.forms import field
 from services.console.routers.search import search_filter
+from services.core.downloads import file_download
 from services.core.refusals import InvalidRequest, NotFound, ReasonRequired
 from services.evidence.jobs import FORMATS, ExportJob
 from services.evidence.links import link_key, link_valid, sign_link
@@ -140,22 +139,4 @@ async def export_file(
     ):
         raise NotFound("this download link has expired or is not valid: open the export's page again")
     file, pieces = await actions.export_file(session.operator, job_id, name)
-
-    async def body() -> AsyncIterator[bytes]:
-        try:
-            async for piece in pieces:
-                yield piece
-        finally:
-            await pieces.aclose()  # type: ignore[attr-defined]
-
-    return StreamingResponse(
-        body(),
-        media_type="application/octet-stream",
-        headers={
-            "content-length": str(file.size),
-            # The name is the renderer's; only characters that need no quoting reach the header.
-            "content-disposition": f'attachment; filename="{re.sub(r"[^A-Za-z0-9._-]", "_", file.name)}"',
-            "content-security-policy": "default-src 'none'; sandbox",
-            "cache-control": "no-store",
-        },
-    )
+    return file_download(file.name, file.size, pieces)

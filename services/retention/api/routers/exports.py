@@ -11,9 +11,7 @@ id and the file's name only, never a person or a search's words.
 
 from __future__ import annotations
 
-import re
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Final
 
@@ -21,6 +19,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from services.actions.layer import Actions, ApprovalRequest
+from services.core.downloads import file_download
 from services.core.refusals import NotFound
 from services.evidence.jobs import ExportJob
 from services.evidence.links import link_key, link_valid, sign_link
@@ -165,21 +164,4 @@ async def export_file(
     ):
         raise NotFound("this download link has expired or is not valid: GET the job again for a fresh one")
     file, pieces = await actions.export_file(operator, job_id, name)
-
-    async def body() -> AsyncIterator[bytes]:
-        try:
-            async for piece in pieces:
-                yield piece
-        finally:
-            await pieces.aclose()  # type: ignore[attr-defined]
-
-    return StreamingResponse(
-        body(),
-        media_type="application/octet-stream",
-        headers={
-            "content-length": str(file.size),
-            # The name is the renderer's; only characters that need no quoting reach the header.
-            "content-disposition": f'attachment; filename="{re.sub(r"[^A-Za-z0-9._-]", "_", file.name)}"',
-            "cache-control": "no-store",
-        },
-    )
+    return file_download(file.name, file.size, pieces)
