@@ -432,8 +432,10 @@ async def _add_custodian(
         )
     custodian_id = uuid.uuid4()
     await conn.execute(
+        # clock_timestamp(), not the column's now(): the custodians a case opens with are added in one transaction,
+        # and each must still come after the one before (case_custodians orders by it).
         "INSERT INTO case_custodians (custodian_id, case_id, kind, phone_number_id, subject_refs, group_ref, hold_id,"
-        " added_by) VALUES ($1, $2, $3, $4, $5::text[], $6, $7::uuid, $8)",
+        " added_by, added_at) VALUES ($1, $2, $3, $4, $5::text[], $6, $7::uuid, $8, clock_timestamp())",
         custodian_id,
         case["case_id"],
         spec.kind,
@@ -761,9 +763,11 @@ async def list_cases(
 
 
 async def case_custodians(conn: ConnectionOrPool, case_id: uuid.UUID) -> list[Custodian]:
+    """The case's custodians in the order they were added (the case page and the case export's bags list them so,
+    run after run: each is added at its own ``clock_timestamp()``, also when a case opens with several)."""
     rows = await conn.fetch(
         "SELECT c.*, h.hold_id IS NOT NULL AND h.released_at IS NULL AS hold_active FROM case_custodians c"
-        " LEFT JOIN legal_holds h ON h.hold_id = c.hold_id WHERE c.case_id = $1 ORDER BY c.added_at",
+        " LEFT JOIN legal_holds h ON h.hold_id = c.hold_id WHERE c.case_id = $1 ORDER BY c.added_at, c.custodian_id",
         case_id,
     )
     return [

@@ -246,7 +246,8 @@ def test_a_reader_gets_no_dpo_page_and_a_forged_form_is_refused(crisis: Crisis) 
     with chrome("en") as driver:
         sign_in(driver, READER)
         nav = driver.find_element(By.CSS_SELECTOR, "header nav").text
-        assert nav == "Search\nCases"  # no DPO page is offered (the cases: those assigned to them)
+        # No DPO page is offered (the cases: those assigned to them; the exports: those of their own searches).
+        assert nav == "Search\nCases\nExports"
         driver.get(f"{CONSOLE}/dpo/audit")
         assert "This page is for the data protection officer." in text_of(driver)
         assert crisis.reason not in driver.page_source
