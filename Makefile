@@ -57,12 +57,12 @@ test: venv
 	$(MAKE) --no-print-directory integration-suite
 
 # The integration and browser tests: two lanes at once, each one pytest process (mostly waiting on servers, so two
-# fill the machine better than one), then, alone, the few tests that stop a server of the shared stack or act on all of
-# its data (marker exclusive). The browser lane holds tests/e2e (services on the demo's fixed ports, Chromium) and the tests that sign
-# in as the local realm's people or change them (marker realm) or use the export jobs' queue, which a worker takes
-# from oldest first whoever queued (marker export_queue); the integration lane the rest of tests/integration (each
-# test on a prefix, topics and consumer groups of its own). Each lane has its own temporary folder; a lane's
-# output is printed whole when it ends.
+# fill the machine better than one), then, alone, the few tests that stop a server of the shared stack or act on
+# all of its data (marker exclusive). The browser lane holds tests/e2e (services on the demo's fixed ports,
+# Chromium) and the tests that sign in as the local realm's people or change them (marker realm) or use the export
+# jobs' queue, which a worker takes from oldest first whoever queued (marker export_queue); the integration lane
+# the rest of tests/integration (each test on a prefix, topics and consumer groups of its own). Each lane has its
+# own temporary folder; a lane's output is printed whole when it ends.
 LANES_TMP := .stack/pytest-lanes
 integration-suite: venv
 	$(MAKE) --no-print-directory -j2 --output-sync=target lane-browser lane-integration
