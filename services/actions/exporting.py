@@ -388,14 +388,23 @@ class ExportingActions(CaseActions, ApprovalActions):
             selection=description,
             requester_role=requester_role or operator.role,
         )
+        return await self._queue_job(operator, request, search=dict(description))
+
+    async def _queue_job(
+        self, operator: Operator, request: JobRequest, *, job_id: str | None = None, **details: Any
+    ) -> ExportJob:
+        """Queue ``request`` (with ``job_id``: that id) and audit it, in one transaction: ``export.requested`` by
+        ``operator``, with the reason, the person's pseudonym if it names one, the job's id, scope and formats, and
+        ``details`` (references only); returns the job as stored."""
         async with self.access.pool.acquire() as conn, conn.transaction():
-            job_id = await jobs.queue_job(conn, request)
+            job_id = await jobs.queue_job(conn, request, job_id=job_id)
             await write_audit(
                 conn,
                 actor=operator.name,
                 action="export.requested",
-                reason=reason,
-                details={"job_id": job_id, "scope": "search", "formats": list(wanted), "search": dict(description)},
+                reason=request.reason,
+                subject_ref=request.subject_ref,
+                details={"job_id": job_id, "scope": request.scope, "formats": list(request.formats), **details},
             )
         found = await jobs.get_job(self.access.pool, job_id)
         assert found is not None
@@ -450,19 +459,7 @@ class ExportingActions(CaseActions, ApprovalActions):
             language="fr" if language == "fr" else "en",
             request_ref=request_ref,
         )
-        async with self.access.pool.acquire() as conn, conn.transaction():
-            job_id = await jobs.queue_job(conn, request)
-            await write_audit(
-                conn,
-                actor=operator.name,
-                action="export.requested",
-                reason=reason,
-                subject_ref=subject_ref,
-                details={"job_id": job_id, "scope": scope, "formats": list(request.formats)},
-            )
-        found = await jobs.get_job(self.access.pool, job_id)
-        assert found is not None
-        return found
+        return await self._queue_job(operator, request)
 
     async def queue_case_export(
         self,
@@ -492,18 +489,7 @@ class ExportingActions(CaseActions, ApprovalActions):
             language=language,
             request_ref=case_ref,
         )
-        async with self.access.pool.acquire() as conn, conn.transaction():
-            job_id = await jobs.queue_job(conn, request, job_id=request_id)
-            await write_audit(
-                conn,
-                actor=operator.name,
-                action="export.requested",
-                reason=reason,
-                details={"job_id": job_id, "scope": "case", "case_ref": case_ref, "formats": list(request.formats)},
-            )
-        found = await jobs.get_job(self.access.pool, job_id)
-        assert found is not None
-        return found
+        return await self._queue_job(operator, request, job_id=request_id, case_ref=case_ref)
 
     async def case_export_requests(self, operator: Operator, case_ref: str) -> list[CaseExportRequest]:
         """The requests to export the case, newest first, each with its job once one was queued (``dpo``: who
