@@ -86,7 +86,10 @@ def run_once(
     graph_port, gateway_port, ops_port, bare_port = free_port(), free_port(), free_port(), free_port()
     processes = {
         "graph_api": start_module_args(
-            ["devtools.graph_api", "--port", str(graph_port), "--token", token], env, work / "graph.log"
+            # The token as one argument: a random one may begin with "-", which argparse would take for an option.
+            ["devtools.graph_api", "--port", str(graph_port), f"--token={token}"],
+            env,
+            work / "graph.log",
         ),
         "gateway": start_module(
             "services.gateway",

@@ -137,8 +137,7 @@ def service_commands(graph_token: str) -> dict[str, list[str]]:
             "devtools.graph_api",
             "--port",
             "8099",
-            "--token",
-            graph_token,
+            f"--token={graph_token}",  # one argument: a token may begin with "-"
             "--seed",
             str(PAYLOADS_DIR),
         ],
@@ -154,7 +153,7 @@ def relay_commands(app_secret: str) -> dict[str, list[str]]:
     """The relay and the company's "existing inbox" it feeds (devtools/inbox.py, port 8087, verifying Meta's
     signature with ``app_secret``): ``make run`` only, the e2e tests of the pipeline leave them out."""
     return {
-        "inbox": [sys.executable, "-m", "devtools.inbox", "--port", "8087", "--secret", app_secret],
+        "inbox": [sys.executable, "-m", "devtools.inbox", "--port", "8087", f"--secret={app_secret}"],
         "relay": [sys.executable, "-m", "services.relay"],
     }
 
